@@ -1,0 +1,228 @@
+"""
+The interfaces of Marconi's drivers.
+
+Every method that touches a backend returns a L{Deferred}.  The times given
+to a store (C{now}) come from the caller's clock: a store never reads the
+wall clock itself, so a test drives expiry with L{twisted.internet.task.Clock}
+and, in a cluster, only the owner of a queue decides what has expired.
+
+Errors that belong to a contract are named in its docstring; any backend
+failure is reported as L{marconi.core.errors.StorageUnavailable}.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IMessageStore(Interface):
+    """
+    Durable storage of queues, messages and claims, scoped by project.
+
+    A queue is identified by the pair C{(project, name)}: no operation ever
+    reads or changes what belongs to another pair.  Message and claim ids are
+    looked up only inside the queue named in the call.
+    """
+
+    def ping():
+        """
+        @return: a L{Deferred} firing with C{True} when the backend answers.
+        """
+
+    def createQueue(project, name, metadata, now):
+        """
+        Create a queue, or leave an existing one as it is.
+
+        @type metadata: L{dict}
+        @return: a L{Deferred} firing with C{True} if the queue was created,
+            C{False} if it existed.
+        """
+
+    def getQueueMetadata(project, name):
+        """
+        @return: a L{Deferred} firing with the queue's metadata L{dict}.
+        @raise QueueDoesNotExist: (asynchronously) if there is no such queue.
+        """
+
+    def setQueueMetadata(project, name, metadata):
+        """
+        Replace the queue's metadata.
+
+        @raise QueueDoesNotExist: (asynchronously) if there is no such queue.
+        """
+
+    def deleteQueue(project, name):
+        """
+        Delete the queue with all its messages and claims; deleting a queue
+        that does not exist succeeds.
+        """
+
+    def listQueues(project, marker, limit, detailed):
+        """
+        @param marker: list names strictly greater than this one, or L{None}.
+        @return: a L{Deferred} firing with up to C{limit}
+            L{marconi.core.models.QueueInfo} in name order, with their
+            metadata when C{detailed}.
+        """
+
+    def countQueues(project):
+        """
+        @return: a L{Deferred} firing with the number of the project's queues.
+        """
+
+    def queueStats(project, name, now):
+        """
+        @return: a L{Deferred} firing with L{marconi.core.models.QueueStats};
+            a queue that does not exist has all counts zero.
+        """
+
+    def postMessages(project, queue, messages, clientId, now):
+        """
+        Store a batch of L{marconi.core.models.NewMessage} atomically: all of
+        them or none.  The queue is created (with no metadata) when it does
+        not exist.  When the L{Deferred} fires the batch is durable at the
+        store's configured level.
+
+        @return: a L{Deferred} firing with the new message ids, in order.
+        """
+
+    def listMessages(project, queue, query, now):
+        """
+        @type query: L{marconi.core.models.MessageQuery}
+        @return: a L{Deferred} firing with up to C{query.limit} live
+            L{marconi.core.models.Message} in marker order, after
+            C{query.marker}.  Claimed messages are left out unless
+            C{query.includeClaimed}; delayed ones unless
+            C{query.includeDelayed}; those posted by C{query.clientId}
+            unless C{query.echo}; those missing any of C{query.tags}.
+        """
+
+    def getMessages(project, queue, ids, now):
+        """
+        @return: a L{Deferred} firing with the live messages among C{ids}
+            (unknown ids are skipped), in marker order.
+        """
+
+    def deleteMessage(project, queue, messageId, claimId, now):
+        """
+        Delete one message.  Deleting a message that does not exist succeeds.
+
+        @param claimId: the claim the caller holds, or L{None}.
+        @raise MessageIsClaimed: a live claim holds the message and
+            C{claimId} is not that claim.
+        @raise ClaimMismatch: C{claimId} is given but does not hold the
+            message (it expired, was released, or never held it).
+        """
+
+    def deleteMessages(project, queue, ids, claimIds, now):
+        """
+        Delete several messages.  When C{claimIds} is L{None} every listed
+        message is deleted; otherwise only those held by one of those live
+        claims (or not claimed at all).
+
+        @return: a L{Deferred} firing with the number deleted.
+        """
+
+    def popMessages(project, queue, limit, tags, now):
+        """
+        Atomically remove and return up to C{limit} messages that could be
+        claimed now (live, not delayed, not claimed), oldest first.
+        """
+
+    def createClaim(project, queue, spec, now):
+        """
+        Atomically claim up to C{spec.limit} messages that are live, not
+        delayed and not held by a live claim, oldest first; apply the
+        dead-letter policy of C{spec}.  No message is ever held by two live
+        claims.  Each claimed message's C{claimCount} grows by one and it
+        lives at least C{spec.ttl + spec.grace} seconds from C{now}.
+
+        @type spec: L{marconi.core.models.ClaimSpec}
+        @return: a L{Deferred} firing with a L{marconi.core.models.Claim},
+            or L{None} when nothing could be claimed.
+        """
+
+    def getClaim(project, queue, claimId, now):
+        """
+        @return: a L{Deferred} firing with the live claim and the messages
+            it still holds.
+        @raise ClaimDoesNotExist: no such live claim in this queue.
+        """
+
+    def renewClaim(project, queue, claimId, ttl, grace, now):
+        """
+        Restart a live claim with a new TTL and grace; its messages live at
+        least C{ttl + grace} seconds from C{now}.
+
+        @raise ClaimDoesNotExist: no such live claim in this queue.
+        """
+
+    def releaseClaim(project, queue, claimId, now):
+        """
+        End a claim; the messages it held can be claimed again.  Releasing
+        a claim that does not exist succeeds.
+        """
+
+    def purgeExpired(now):
+        """
+        Remove expired messages and claims of every project.
+
+        @return: a L{Deferred} firing with the number of messages removed.
+        """
+
+
+class IStorageDriverPlugin(Interface):
+    """
+    A storage driver, found with L{twisted.plugin.getPlugins} in
+    L{marconi.plugins} and chosen by the scheme of the C{--storage} URI.
+    """
+
+    name = Attribute("The driver's name, used in messages.")
+    schemes = Attribute("The URI schemes this driver serves (tuple of str).")
+    description = Attribute("One line saying what the driver is.")
+
+    def checkURI(uri):
+        """
+        Check a storage URI without touching the backend or importing the
+        driver's client library.
+
+        @raise ValueError: with a one-line reason if the URI is invalid.
+        """
+
+    def makeStore(uri, reactor):
+        """
+        @return: an object providing L{IMessageStore} and
+            L{twisted.application.service.IService}; it connects in
+            C{startService} and lets go in C{stopService}.
+        """
+
+
+class IAuthDriver(Interface):
+    """
+    Decides which project a request acts for.
+    """
+
+    def authenticate(headers, urlProject):
+        """
+        @param headers: the request's headers, a mapping of lower-case
+            header names (L{bytes}) to their first value (L{bytes}).
+        @param urlProject: the project named in the URL, or L{None}.
+        @return: a L{Deferred} firing with the project id (L{str}).
+        @raise Unauthorized: the credentials are missing or wrong.
+        @raise Forbidden: the credentials do not allow this project.
+        @raise ValidationFailed: no project can be determined.
+        """
+
+
+class IAuthDriverPlugin(Interface):
+    """
+    An auth driver, found in L{marconi.plugins} and chosen by name.
+    """
+
+    name = Attribute("The name used in the configuration.")
+    description = Attribute("One line saying what the driver is.")
+
+    def makeAuth(settings, reactor):
+        """
+        @param settings: the driver's section of the configuration file, a
+            L{dict} of L{str} to L{str}.
+        @return: a provider of L{IAuthDriver}.
+        """
