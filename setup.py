@@ -1,0 +1,38 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="marconi",
+    version="0.1.0",
+    description="A multi-tenant message bus with an HTTP API, on Twisted",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"])
+    + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/marconi_plugin.py"]},
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "klein>=24.8",
+        "treq>=24.9",
+        "zope.interface>=6",
+        "pyopenssl>=24",
+        "service-identity>=24",
+        "werkzeug>=3",
+    ],
+    extras_require={
+        "redis": ["txredisapi>=1.4.10"],
+        "mongodb": ["txmongo>=23"],
+        "test": [
+            "hypothesis>=6",
+            "python-zaqarclient>=2",
+            "txredisapi>=1.4.10",
+            "txmongo>=23",
+            "secantusdb>=0.7.0b3",
+        ],
+    },
+    entry_points={},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+    ],
+)
