@@ -1,0 +1,640 @@
+"""
+Run Marconi's benchmark: start the server under test and the bare
+twisted.web baseline, drive every scenario against both from another CPU,
+and print requests/s, messages/s and latency with the ratio of the target to
+the baseline (ratios survive a noisy machine better than absolute numbers).
+
+    python bench/run.py --target sqlite                  # baseline + a sqlite node
+    python bench/run.py --target baseline --duration 5   # the baseline alone
+    python bench/run.py --target url:http://127.0.0.1:8888 --scenarios post1,list10
+    python bench/run.py --target sqlite --markdown bench/RESULTS.md
+
+Everything is bounded: each scenario runs --warmup + --duration seconds (the
+engines have their own timeouts, and this script kills an engine that
+overstays), and the servers it started are stopped when it ends, Ctrl-C
+included.  See bench/README.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SCENARIOS = ["post1", "post10", "list10", "getbyid", "claim-each", "claim-bulk", "mixed"]
+TITLES = {
+    "post1": "post 1 message",
+    "post10": "post a batch of 10",
+    "list10": "list 10",
+    "getbyid": "get by id",
+    "claim-each": "claim 10 + delete each",
+    "claim-bulk": "claim 10 + bulk delete",
+    "mixed": "mixed producer/consumer",
+}
+# Scenarios wrk can run: (script, argument, messages per answered request).
+WRK_SCENARIOS = {
+    "post1": ("post.lua", "1", 1),
+    "post10": ("post.lua", "10", 10),
+    "list10": ("list.lua", "10", 10),
+    "getbyid": ("getbyid.lua", None, 1),
+}
+MESSAGES_ARE = {
+    "post1": "posted",
+    "post10": "posted",
+    "list10": "listed",
+    "getbyid": "read",
+    "claim-each": "consumed",
+    "claim-bulk": "consumed",
+    "mixed": "consumed",
+}
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def waitForPort(port: int, process, deadline: float, logPath=None):
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                "server exited with %s before listening%s"
+                % (process.returncode, tail(logPath))
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("nothing listened on port %d in time%s" % (port, tail(logPath)))
+
+
+def tail(path, lines=20) -> str:
+    if not path or not os.path.exists(path):
+        return ""
+    with open(path, errors="replace") as f:
+        return ":\n" + "".join(f.readlines()[-lines:])
+
+
+def pinned(cpus, command):
+    if cpus and shutil.which("taskset"):
+        return ["taskset", "-c", cpus] + command
+    return command
+
+
+class Servers:
+    """
+    The processes this run started, each in its own session so that it and
+    its children can be stopped together.
+    """
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.processes = []
+
+    def start(self, name, command, env=None):
+        log = os.path.join(self.workdir, name + ".log")
+        with open(log, "wb") as output:
+            process = subprocess.Popen(
+                command,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        self.processes.append((name, process))
+        return process, log
+
+    def stop(self):
+        for name, process in reversed(self.processes):
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 5
+        for name, process in reversed(self.processes):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait()
+        self.processes = []
+
+
+class Target:
+    """
+    A server under test: its URL and the pids whose CPU use is watched.
+    """
+
+    def __init__(self, name, url, pids=()):
+        self.name = name
+        self.url = url
+        self.pids = list(pids)
+
+
+def startBaseline(servers, options) -> Target:
+    port = freePort()
+    command = pinned(
+        options.server_cpus,
+        [sys.executable, os.path.join(HERE, "baseline.py"), "--port", str(port)],
+    )
+    process, log = servers.start("baseline", command)
+    waitForPort(port, process, time.monotonic() + 30, log)
+    return Target("baseline", "http://127.0.0.1:%d" % (port,), [process.pid])
+
+
+def startRedis(servers, options):
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
+    port = freePort()
+    command = pinned(
+        options.server_cpus,
+        [
+            server,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", servers.workdir,
+        ],
+    )
+    process, log = servers.start("redis", command)
+    waitForPort(port, process, time.monotonic() + 30, log)
+    return port, process.pid
+
+
+def startNode(servers, options, kind) -> Target:
+    extraPids = []
+    if options.storage:
+        storage = options.storage
+    elif kind == "sqlite":
+        storage = "sqlite:" + os.path.join(servers.workdir, "marconi.sqlite")
+    else:
+        redisPort, redisPid = startRedis(servers, options)
+        extraPids.append(redisPid)
+        storage = options.redis_storage.format(port=redisPort)
+    port = freePort()
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if not os.path.exists(twistd):
+        twistd = shutil.which("twistd") or "twistd"
+    command = [twistd, "-n", "--pidfile=", "marconi",
+               "--listen", "tcp:%d:interface=127.0.0.1" % (port,),
+               "--storage", storage] + shlex.split(options.node_args)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    process, log = servers.start(kind, pinned(options.server_cpus, command), env)
+    waitForPort(port, process, time.monotonic() + 60, log)
+    return Target(kind, "http://127.0.0.1:%d" % (port,), [process.pid] + extraPids)
+
+
+def processCPU(pids) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % (pid,), "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def runEngine(command, bound: float):
+    """
+    Run an engine to completion (killing it past C{bound} seconds); return
+    its report line as a dict, its wall time and its CPU seconds.
+    """
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout=bound)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise RuntimeError("engine overstayed %.0f s: %s" % (bound, " ".join(command)))
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    wall = time.monotonic() - started
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith("MARCONI-BENCH "):
+            return json.loads(line[len("MARCONI-BENCH "):]), wall
+    raise RuntimeError(
+        "engine gave no report (exit %s): %s\n%s"
+        % (process.returncode, " ".join(command), err.decode(errors="replace")[-2000:])
+    )
+
+
+class Runner:
+    def __init__(self, options):
+        self.options = options
+        self.run = uuid.uuid4().hex[:8]
+        self.project = "bench-" + self.run
+        self.clientId = str(uuid.uuid4())
+
+    def driver(self, target, scenario, queue, **extra):
+        o = self.options
+        command = [
+            sys.executable, os.path.join(HERE, "driver.py"),
+            "--url", target.url,
+            "--scenario", scenario,
+            "--project", self.project,
+            "--client-id", self.clientId,
+            "--queue", queue,
+            "--concurrency", str(o.concurrency),
+            "--duration", str(o.duration),
+            "--warmup", str(o.warmup),
+            "--timeout", str(o.timeout),
+            "--max-requests", str(o.max_requests),
+        ]
+        for pid in target.pids:
+            command += ["--watch-pid", str(pid)]
+        for key, value in extra.items():
+            command += ["--" + key.replace("_", "-"), str(value)]
+        return pinned(o.client_cpus, command)
+
+    def seed(self, target, queue, count):
+        report, _ = runEngine(
+            self.driver(target, "seed", queue, seed=count, batch=self.options.seed_batch),
+            600,
+        )
+        if report["posted"] < count:
+            raise RuntimeError("seeding %s posted %d of %d" % (queue, report["posted"], count))
+        return report
+
+    def wrk(self, target, scenario, queue, ids):
+        o = self.options
+        script, argument, perRequest = WRK_SCENARIOS[scenario]
+        if argument is None:
+            argument = ",".join(ids)
+        threads = max(1, len(o.client_cpus.split(",")) if o.client_cpus else 1)
+
+        def command(seconds):
+            return pinned(o.client_cpus, [
+                "wrk", "-t%d" % (threads,), "-c%d" % (max(threads, o.concurrency),),
+                "-d%ds" % (seconds,), "--timeout", "%ds" % (max(1, int(o.timeout)),),
+                "--latency", "-s", os.path.join(HERE, "wrk", script), target.url,
+                "--", self.project, self.clientId, queue, argument,
+            ])
+
+        if o.warmup > 0:
+            runEngine(command(max(1, round(o.warmup))), o.warmup + o.timeout + 30)
+        seconds = max(1, round(o.duration))
+        serverBefore = processCPU(target.pids)
+        started = time.monotonic()
+        pid, status, usage, out = _runWithUsage(command(seconds), seconds + o.timeout + 30)
+        wall = time.monotonic() - started
+        serverCPU = processCPU(target.pids) - serverBefore
+        summary = None
+        for line in out.splitlines():
+            if line.startswith("MARCONI-BENCH "):
+                summary = json.loads(line[len("MARCONI-BENCH "):])
+        if summary is None:
+            raise RuntimeError("wrk gave no report:\n" + out[-2000:])
+        window = summary["duration_us"] / 1e6
+        errors = {k: v for k, v in summary["errors"].items() if v}
+        ok = summary["requests"] - summary["errors"]["status"]
+        return {
+            "scenario": scenario,
+            "engine": "wrk",
+            "window_s": round(window, 3),
+            "requests": summary["requests"],
+            "req_s": round(summary["requests"] / window, 1),
+            "messages": ok * perRequest,
+            "msgs_s": round(ok * perRequest / window, 1),
+            "messages_are": MESSAGES_ARE[scenario],
+            "p50_ms": summary["latency_us"]["p50"] / 1000,
+            "p99_ms": summary["latency_us"]["p99"] / 1000,
+            "ops": {},
+            "errors": errors,
+            "drained": False,
+            "client_cpu_pct": round(100 * (usage.ru_utime + usage.ru_stime) / wall, 1),
+            "server_cpu_pct": round(100 * serverCPU / wall, 1) if target.pids else None,
+        }
+
+    def scenario(self, target, scenario):
+        o = self.options
+        queue = "%s-%s-%s" % (scenario, target.name, uuid.uuid4().hex[:6])
+        ids = []
+        if scenario in ("list10", "getbyid"):
+            ids = self.seed(target, queue, 200)["ids"]
+        elif scenario in ("claim-each", "claim-bulk"):
+            self.seed(target, queue, o.claim_seed)
+        useWrk = o.engine == "wrk" or (o.engine == "auto" and shutil.which("wrk"))
+        if scenario in WRK_SCENARIOS and useWrk:
+            return self.wrk(target, scenario, queue, ids)
+        extra = {}
+        if scenario == "getbyid":
+            extra["ids"] = ",".join(ids)
+        bound = o.warmup + o.duration + o.timeout + 30
+        report, _ = runEngine(self.driver(target, scenario, queue, **extra), bound)
+        return report
+
+
+def _runWithUsage(command, bound):
+    """
+    Run C{command}; return its pid, exit status, resource usage and output.
+    """
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + bound
+        try:
+            while True:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    process.kill()
+                    pid, status, usage = os.wait4(process.pid, 0)
+                    raise RuntimeError("overstayed %.0f s: %s" % (bound, " ".join(command)))
+                time.sleep(0.05)
+        except BaseException:
+            if process.returncode is None:
+                try:
+                    process.kill()
+                    os.waitpid(process.pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+            raise
+        process.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        return pid, status, usage, output.read().decode(errors="replace")
+
+
+def machine() -> dict:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import twisted
+
+        twistedVersion = twisted.__version__
+    except ImportError:
+        twistedVersion = "not installed"
+    wrkVersion = "not installed"
+    if shutil.which("wrk"):
+        out = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+        wrkVersion = out.split("Copyright")[0].strip() or "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "twisted": twistedVersion,
+        "kernel": platform.release(),
+        "wrk": wrkVersion,
+        "commit": commit,
+    }
+
+
+def fmt(value, digits=0) -> str:
+    if value is None:
+        return "-"
+    if digits == 0:
+        return "{:,.0f}".format(value)
+    return "{:,.{}f}".format(value, digits)
+
+
+def table(results, targets, baselineName="baseline") -> list:
+    """
+    Rows of the results table, one per scenario and target.
+    """
+    header = ["scenario", "target", "engine", "req/s", "msgs/s", "p50 ms", "p99 ms",
+              "× baseline", "client CPU %", "server CPU %", "notes"]
+    rows = [header]
+    for scenario in SCENARIOS:
+        if scenario not in results:
+            continue
+        base = results[scenario].get(baselineName)
+        for target in targets:
+            r = results[scenario].get(target)
+            if r is None:
+                continue
+            ratio = "-"
+            if base is not None and target != baselineName and base["req_s"]:
+                ratio = "%.3f" % (r["req_s"] / base["req_s"])
+            notes = []
+            if r.get("errors"):
+                notes.append("errors: " + ", ".join("%s=%s" % kv for kv in r["errors"].items()))
+            if r.get("drained"):
+                notes.append("queue drained after %.1f s" % (r["window_s"],))
+            if r.get("produced_s"):
+                notes.append("produced %s msgs/s" % (fmt(r["produced_s"]),))
+            ops = r.get("ops") or {}
+            if len(ops) > 1:
+                notes.append("; ".join(
+                    "%s %s/%s ms" % (op, fmt(v["p50_ms"], 1), fmt(v["p99_ms"], 1))
+                    for op, v in ops.items()
+                ))
+            rows.append([
+                TITLES[scenario], target, r["engine"], fmt(r["req_s"]),
+                "%s %s" % (fmt(r["msgs_s"]), r["messages_are"]),
+                fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2), ratio,
+                fmt(r.get("client_cpu_pct")), fmt(r.get("server_cpu_pct")),
+                " | ".join(notes).replace("|", "/"),
+            ])
+    return rows
+
+
+def textTable(rows) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdownTable(rows) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    for row in rows[1:]:
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def markdown(rows, info, options, argv) -> str:
+    command = "python bench/run.py " + " ".join(shlex.quote(a) for a in argv)
+    return "\n".join([
+        "## %s: %s vs baseline (%s)" % (
+            datetime.date.today().isoformat(), ", ".join(options.targetNames), info["commit"]),
+        "",
+        "Command: `%s`" % (command,),
+        "",
+        "Machine: %s CPUs, %s; Python %s, Twisted %s, Linux %s, %s." % (
+            info["nproc"], info["cpu"], info["python"], info["twisted"],
+            info["kernel"], info["wrk"]),
+        "Server on CPU %s, load on CPU %s; %d connections, %s s warmup + %s s measured, "
+        "median of %d run(s)." % (
+            options.server_cpus or "any", options.client_cpus or "any",
+            options.concurrency, options.warmup, options.duration, options.repeat),
+        "",
+        markdownTable(rows),
+        "",
+    ])
+
+
+def parseOptions(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--target", action="append", default=[],
+        help="baseline | sqlite | redis | url:http://HOST:PORT (repeatable; "
+             "default sqlite); the baseline is always measured too unless --no-baseline",
+    )
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help="comma-separated, from: " + ",".join(SCENARIOS))
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument("--concurrency", type=int, default=16, help="connections")
+    parser.add_argument("--timeout", type=float, default=10.0, help="per request")
+    parser.add_argument("--max-requests", type=int, default=10_000_000,
+                        help="per scenario (python engine; wrk is bound by time)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; median")
+    parser.add_argument("--engine", choices=["auto", "wrk", "python"], default="auto",
+                        help="for the fixed scenarios (the claim ones always use python)")
+    parser.add_argument("--claim-seed", type=int, default=30000,
+                        help="messages posted before each claim scenario")
+    parser.add_argument("--seed-batch", type=int, default=100)
+    parser.add_argument("--storage", default="",
+                        help="storage URI for the node instead of the default one")
+    parser.add_argument("--redis-storage", default="redis://127.0.0.1:{port}",
+                        help="storage URI template for --target redis")
+    parser.add_argument("--node-args", default="", help="more arguments for twistd marconi")
+    parser.add_argument("--server-cpus", default=None, help="taskset list (default 0)")
+    parser.add_argument("--client-cpus", default=None, help="taskset list (default 1)")
+    parser.add_argument("--markdown", metavar="FILE", help="append a markdown section")
+    parser.add_argument("--json", metavar="FILE", help="write every report as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    options = parser.parse_args(argv)
+    options.scenarios = [s for s in options.scenarios.split(",") if s]
+    for s in options.scenarios:
+        if s not in SCENARIOS:
+            parser.error("unknown scenario %r" % (s,))
+    if not options.target:
+        options.target = ["sqlite"]
+    for t in options.target:
+        if t not in ("baseline", "sqlite", "redis") and not t.startswith("url:http://"):
+            parser.error("unknown target %r" % (t,))
+    if options.engine == "wrk" and not shutil.which("wrk"):
+        parser.error("wrk is not installed (apt-get install -y wrk)")
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        if options.server_cpus is None:
+            options.server_cpus = str(cpus[0])
+        if options.client_cpus is None:
+            options.client_cpus = str(cpus[1])
+    return options
+
+
+def median(reports):
+    ordered = sorted(reports, key=lambda r: r["req_s"])
+    chosen = dict(ordered[len(ordered) // 2])
+    if len(reports) > 1:
+        chosen["runs_req_s"] = [r["req_s"] for r in reports]
+    return chosen
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    options = parseOptions(argv)
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, terminated)
+    workdir = tempfile.mkdtemp(prefix="marconi-bench-")
+    servers = Servers(workdir)
+    info = machine()
+    results = {}
+    try:
+        targets = []
+        if not options.no_baseline or "baseline" in options.target:
+            targets.append(startBaseline(servers, options))
+        for t in options.target:
+            if t == "baseline":
+                continue
+            if t.startswith("url:"):
+                targets.append(Target(t[len("url:"):], t[len("url:"):]))
+            else:
+                targets.append(startNode(servers, options, t))
+        options.targetNames = [t.name for t in targets]
+        print("machine: %s" % (json.dumps(info),))
+        print("targets: %s (server CPU %s, load CPU %s); work directory %s" % (
+            ", ".join("%s=%s" % (t.name, t.url) for t in targets),
+            options.server_cpus, options.client_cpus, workdir))
+        runner = Runner(options)
+        for scenario in options.scenarios:
+            results[scenario] = {}
+            for target in targets:
+                reports = []
+                for _ in range(options.repeat):
+                    reports.append(runner.scenario(target, scenario))
+                report = median(reports)
+                results[scenario][target.name] = report
+                print("%-24s %-10s %10s req/s %12s msgs/s  p50 %7.2f ms  p99 %7.2f ms  "
+                      "client CPU %s%%  server CPU %s%%%s" % (
+                          TITLES[scenario], target.name, fmt(report["req_s"]),
+                          fmt(report["msgs_s"]), report["p50_ms"], report["p99_ms"],
+                          fmt(report.get("client_cpu_pct")),
+                          fmt(report.get("server_cpu_pct")),
+                          ("  errors %s" % (report["errors"],)) if report["errors"] else ""),
+                      flush=True)
+    except KeyboardInterrupt:
+        print("interrupted; stopping the servers", file=sys.stderr)
+        return 130
+    finally:
+        servers.stop()
+        if not options.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    rows = table(results, options.targetNames)
+    print()
+    print(textTable(rows))
+    if options.json:
+        with open(options.json, "w") as f:
+            json.dump({"machine": info, "argv": argv, "results": results}, f, indent=2)
+    if options.markdown:
+        with open(options.markdown, "a") as f:
+            f.write("\n" + markdown(rows, info, options, argv))
+        print("appended to %s" % (options.markdown,))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
