@@ -12,7 +12,8 @@ Run it on its own with::
 
     python bench/baseline.py --port 0
 
-It prints C{listening on 127.0.0.1:PORT} once it listens and runs until it
+With C{--klein} the same answers go through a Klein app instead, to show what
+routing costs.  It prints C{listening on 127.0.0.1:PORT} once it listens and runs until it
 is stopped (SIGINT or SIGTERM).  Access logging is off, as it would be on a
 tuned node.
 """
@@ -134,6 +135,55 @@ class BaselineResource(Resource):
         return json.dumps({"messages": messages}).encode()
 
 
+class KleinBaseline:
+    """
+    The same answers routed through Klein, to measure what the routing layer
+    costs on top of the bare resource.
+    """
+
+    from klein import Klein
+
+    app = Klein()
+    del Klein
+
+    def __init__(self):
+        self.bare = BaselineResource()
+
+    def _checked(self, request, answer, *args):
+        if not request.getHeader(b"client-id") or not request.getHeader(b"x-project-id"):
+            return _badRequest(request, "Client-ID and X-Project-ID are required.")
+        return answer(request, *args)
+
+    @app.route("/v2/queues/<queue>/messages", methods=["POST"])
+    def post(self, request, queue):
+        return self._checked(request, self.bare._post, queue)
+
+    @app.route("/v2/queues/<queue>/messages", methods=["GET"])
+    def list(self, request, queue):
+        return self._checked(request, self.bare._list, queue)
+
+    @app.route("/v2/queues/<queue>/messages/<id>", methods=["GET"])
+    def get(self, request, queue, id):
+        def answer(request):
+            request.setHeader(b"content-type", _JSON)
+            return json.dumps(_messageJSON(queue, 0)).encode()
+
+        return self._checked(request, answer)
+
+    @app.route("/v2/queues/<queue>/messages", methods=["DELETE"])
+    @app.route("/v2/queues/<queue>/messages/<id>", methods=["DELETE"])
+    def delete(self, request, queue, id=None):
+        def answer(request):
+            request.setResponseCode(204)
+            return b""
+
+        return self._checked(request, answer)
+
+    @app.route("/v2/queues/<queue>/claims", methods=["POST"])
+    def claim(self, request, queue):
+        return self._checked(request, self.bare._claim, queue)
+
+
 class QuietSite(Site):
     """
     A L{Site} that writes no access log.
@@ -149,10 +199,15 @@ def main(argv=None, reactor=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--interface", default="127.0.0.1")
-    options = parser.parse_args(argv)
-    port = reactor.listenTCP(
-        options.port, QuietSite(BaselineResource()), interface=options.interface
+    parser.add_argument(
+        "--klein", action="store_true", help="route through Klein instead of a bare resource"
     )
+    options = parser.parse_args(argv)
+    if options.klein:
+        resource = KleinBaseline().app.resource()
+    else:
+        resource = BaselineResource()
+    port = reactor.listenTCP(options.port, QuietSite(resource), interface=options.interface)
     address = port.getHost()
     sys.stdout.write("listening on %s:%d\n" % (address.host, address.port))
     sys.stdout.flush()

@@ -150,15 +150,14 @@ class Target:
         self.pids = list(pids)
 
 
-def startBaseline(servers, options) -> Target:
+def startBaseline(servers, options, name="baseline") -> Target:
     port = freePort()
-    command = pinned(
-        options.server_cpus,
-        [sys.executable, os.path.join(HERE, "baseline.py"), "--port", str(port)],
-    )
-    process, log = servers.start("baseline", command)
+    command = [sys.executable, os.path.join(HERE, "baseline.py"), "--port", str(port)]
+    if name == "klein":
+        command.append("--klein")
+    process, log = servers.start(name, pinned(options.server_cpus, command))
     waitForPort(port, process, time.monotonic() + 30, log)
-    return Target("baseline", "http://127.0.0.1:%d" % (port,), [process.pid])
+    return Target(name, "http://127.0.0.1:%d" % (port,), [process.pid])
 
 
 def startRedis(servers, options):
@@ -514,7 +513,7 @@ def parseOptions(argv):
     )
     parser.add_argument(
         "--target", action="append", default=[],
-        help="baseline | sqlite | redis | url:http://HOST:PORT (repeatable; "
+        help="baseline | klein | sqlite | redis | url:http://HOST:PORT (repeatable; "
              "default sqlite); the baseline is always measured too unless --no-baseline",
     )
     parser.add_argument("--no-baseline", action="store_true")
@@ -550,7 +549,7 @@ def parseOptions(argv):
     if not options.target:
         options.target = ["sqlite"]
     for t in options.target:
-        if t not in ("baseline", "sqlite", "redis") and not t.startswith("url:http://"):
+        if t not in ("baseline", "klein", "sqlite", "redis") and not t.startswith("url:http://"):
             parser.error("unknown target %r" % (t,))
     if options.engine == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install -y wrk)")
@@ -590,7 +589,9 @@ def main(argv=None) -> int:
         for t in options.target:
             if t == "baseline":
                 continue
-            if t.startswith("url:"):
+            if t == "klein":
+                targets.append(startBaseline(servers, options, "klein"))
+            elif t.startswith("url:"):
                 targets.append(Target(t[len("url:"):], t[len("url:"):]))
             else:
                 targets.append(startNode(servers, options, t))
