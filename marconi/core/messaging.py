@@ -130,7 +130,9 @@ class Messaging:
         """
         validation.queueName(queue, self.limits)
         metadata = await self._metadata(project, queue)
-        maxSize = metadata.get("_max_messages_post_size") or self.limits.maxMessagesPostSize
+        maxSize = (
+            metadata.get("_max_messages_post_size") or self.limits.maxMessagesPostSize
+        )
         if size > maxSize:
             raise PayloadTooLarge(
                 f"The messages posted to this queue may not exceed {maxSize} bytes."
@@ -262,7 +264,7 @@ def _applyPatch(metadata: dict, op: Any) -> None:
         raise ValidationFailed('"op" must be one of add, remove, replace.')
     if not isinstance(path, str) or not path.startswith("/metadata/"):
         raise ValidationFailed('"path" must have the form /metadata/<key>.')
-    key = path[len("/metadata/"):].replace("~1", "/").replace("~0", "~")
+    key = path[len("/metadata/") :].replace("~1", "/").replace("~0", "~")
     if not key:
         raise ValidationFailed('"path" must name a metadata key.')
     if kind == "remove":
