@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -27,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -42,6 +44,8 @@ TITLES = {
     "claim-bulk": "claim 10 + bulk delete",
     "mixed": "mixed producer/consumer",
 }
+# Targets whose answers are canned: nothing to seed for the claim scenarios.
+CANNED = ("baseline", "klein")
 # Scenarios wrk can run: (script, argument, messages per answered request).
 WRK_SCENARIOS = {
     "post1": ("post.lua", "1", 1),
@@ -181,12 +185,22 @@ def startRedis(servers, options):
     return port, process.pid
 
 
-def startNode(servers, options, kind) -> Target:
+def startNode(servers, options, name) -> Target:
+    """
+    Start a node; C{name} is C{sqlite} or C{redis}, optionally followed by
+    C{?QUERY} appended to the storage URI (C{sqlite?synchronous=normal}).
+    """
+    kind = name
     extraPids = []
+    kind, _, query = kind.partition("?")
     if options.storage:
         storage = options.storage
     elif kind == "sqlite":
-        storage = "sqlite:" + os.path.join(servers.workdir, "marconi.sqlite")
+        storage = "sqlite:" + os.path.join(
+            servers.workdir, "marconi-%d.sqlite" % (len(servers.processes),)
+        )
+        if query:
+            storage += "?" + query
     else:
         redisPort, redisPid = startRedis(servers, options)
         extraPids.append(redisPid)
@@ -200,9 +214,10 @@ def startNode(servers, options, kind) -> Target:
                "--storage", storage] + shlex.split(options.node_args)
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    process, log = servers.start(kind, pinned(options.server_cpus, command), env)
+    logName = "node-%d" % (len(servers.processes),)
+    process, log = servers.start(logName, pinned(options.server_cpus, command), env)
     waitForPort(port, process, time.monotonic() + 60, log)
-    return Target(kind, "http://127.0.0.1:%d" % (port,), [process.pid] + extraPids)
+    return Target(name, "http://127.0.0.1:%d" % (port,), [process.pid] + extraPids)
 
 
 def processCPU(pids) -> float:
@@ -334,12 +349,42 @@ class Runner:
 
     def scenario(self, target, scenario):
         o = self.options
-        queue = "%s-%s-%s" % (scenario, target.name, uuid.uuid4().hex[:6])
+        queue = re.sub(
+            r"[^a-zA-Z0-9_-]", "_", "%s-%s-%s" % (scenario, target.name, uuid.uuid4().hex[:6])
+        )[-64:]
         ids = []
         if scenario in ("list10", "getbyid"):
             ids = self.seed(target, queue, 200)["ids"]
-        elif scenario in ("claim-each", "claim-bulk"):
-            self.seed(target, queue, o.claim_seed)
+        elif scenario in ("claim-each", "claim-bulk") and target.name not in CANNED:
+            default = 60000 if scenario == "claim-each" else 150000
+            self.seed(target, queue, o.claim_seed or default)
+        profiler = self.profile(target, scenario)
+        try:
+            return self.measure(target, scenario, queue, ids)
+        finally:
+            if profiler is not None:
+                profiler.cancel()
+                profiler.wait()
+
+    def profile(self, target, scenario):
+        """
+        With --profile, record the node with py-spy over the measured window.
+        """
+        o = self.options
+        if not o.profile or target.name in CANNED or not target.pids:
+            return None
+        os.makedirs(o.profile, exist_ok=True)
+        name = re.sub(r"[^a-zA-Z0-9_.-]", "_", "%s-%s.txt" % (scenario, target.name))
+        command = pinned(o.client_cpus, [
+            o.py_spy, "record", "--pid", str(target.pids[0]), "--format", "raw",
+            "--threads", "--nonblocking", "--rate", "100",
+            "--duration", str(max(1, int(o.duration) - 1)),
+            "-o", os.path.join(o.profile, name),
+        ] + (["--idle"] if o.profile_idle else []))
+        return Profiler(command, o.warmup)
+
+    def measure(self, target, scenario, queue, ids):
+        o = self.options
         useWrk = o.engine == "wrk" or (o.engine == "auto" and shutil.which("wrk"))
         if scenario in WRK_SCENARIOS and useWrk:
             return self.wrk(target, scenario, queue, ids)
@@ -349,6 +394,36 @@ class Runner:
         bound = o.warmup + o.duration + o.timeout + 30
         report, _ = runEngine(self.driver(target, scenario, queue, **extra), bound)
         return report
+
+
+class Profiler:
+    """
+    Starts a profiler after C{delay} seconds (the warmup), in the background.
+    """
+
+    def __init__(self, command, delay):
+        self.command = command
+        self.process = None
+        self.timer = threading.Timer(delay, self._start)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _start(self):
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def cancel(self):
+        self.timer.cancel()
+
+    def wait(self):
+        self.timer.join()
+        if self.process is not None:
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def _runWithUsage(command, bound):
@@ -514,7 +589,9 @@ def parseOptions(argv):
     parser.add_argument(
         "--target", action="append", default=[],
         help="baseline | klein | sqlite | redis | url:http://HOST:PORT (repeatable; "
-             "default sqlite); the baseline is always measured too unless --no-baseline",
+             "default sqlite); sqlite and redis take ?QUERY for the storage URI, e.g. "
+             "sqlite?synchronous=normal; the baseline is always measured too unless "
+             "--no-baseline",
     )
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
@@ -528,8 +605,9 @@ def parseOptions(argv):
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; median")
     parser.add_argument("--engine", choices=["auto", "wrk", "python"], default="auto",
                         help="for the fixed scenarios (the claim ones always use python)")
-    parser.add_argument("--claim-seed", type=int, default=30000,
-                        help="messages posted before each claim scenario")
+    parser.add_argument("--claim-seed", type=int, default=None,
+                        help="messages posted before each claim scenario "
+                             "(default 60,000 for claim-each, 150,000 for claim-bulk)")
     parser.add_argument("--seed-batch", type=int, default=100)
     parser.add_argument("--storage", default="",
                         help="storage URI for the node instead of the default one")
@@ -541,6 +619,11 @@ def parseOptions(argv):
     parser.add_argument("--markdown", metavar="FILE", help="append a markdown section")
     parser.add_argument("--json", metavar="FILE", help="write every report as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record each node with py-spy during each scenario "
+                             "(collapsed stacks; summarise with bench/profile.py)")
+    parser.add_argument("--profile-idle", action="store_true",
+                        help="keep idle samples too (where threads wait)")
     options = parser.parse_args(argv)
     options.scenarios = [s for s in options.scenarios.split(",") if s]
     for s in options.scenarios:
@@ -549,10 +632,18 @@ def parseOptions(argv):
     if not options.target:
         options.target = ["sqlite"]
     for t in options.target:
-        if t not in ("baseline", "klein", "sqlite", "redis") and not t.startswith("url:http://"):
+        if t.partition("?")[0] not in ("baseline", "klein", "sqlite", "redis") and not (
+            t.startswith("url:http://")
+        ):
             parser.error("unknown target %r" % (t,))
     if options.engine == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install -y wrk)")
+    if options.profile:
+        options.py_spy = shutil.which("py-spy") or os.path.join(
+            os.path.dirname(sys.executable), "py-spy"
+        )
+        if not os.path.exists(options.py_spy):
+            parser.error("--profile needs py-spy (pip install -r bench/requirements.txt)")
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         if options.server_cpus is None:
@@ -634,6 +725,9 @@ def main(argv=None) -> int:
         with open(options.markdown, "a") as f:
             f.write("\n" + markdown(rows, info, options, argv))
         print("appended to %s" % (options.markdown,))
+    if options.profile:
+        print("profiles in %s; summarise with: python bench/profile.py %s/*.txt" % (
+            options.profile, options.profile))
     return 0
 
 
