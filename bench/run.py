@@ -233,6 +233,50 @@ def processCPU(pids) -> float:
     return total
 
 
+def coresBusy(cpus) -> float:
+    """
+    The busy CPU seconds so far of the CPUs in the taskset list C{cpus}.
+    """
+    if not cpus:
+        return 0.0
+    wanted = set()
+    for part in cpus.split(","):
+        low, _, high = part.partition("-")
+        wanted.update(range(int(low), int(high or low) + 1))
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in wanted:
+                values = [int(v) for v in fields]
+                # user nice system irq softirq steal
+                busy += values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
+    return busy / ticks
+
+
+class NoiseMeter:
+    """
+    How much of the server's CPUs went to processes other than the servers
+    under test while a scenario ran: the noise of a shared machine.
+    """
+
+    def __init__(self, cpus, pids):
+        self.cpus = cpus
+        self.pids = pids
+        self.started = time.monotonic()
+        self.busy = coresBusy(cpus)
+        self.servers = processCPU(pids)
+
+    def percent(self):
+        if not self.cpus:
+            return None
+        wall = time.monotonic() - self.started
+        count = len(self.cpus.split(","))
+        other = (coresBusy(self.cpus) - self.busy) - (processCPU(self.pids) - self.servers)
+        return round(max(0.0, 100.0 * other / (wall * count)), 1)
+
+
 def runEngine(command, bound: float):
     """
     Run an engine to completion (killing it past C{bound} seconds); return
@@ -266,6 +310,7 @@ class Runner:
         self.run = uuid.uuid4().hex[:8]
         self.project = "bench-" + self.run
         self.clientId = str(uuid.uuid4())
+        self.allPids = []
 
     def driver(self, target, scenario, queue, **extra):
         o = self.options
@@ -359,8 +404,11 @@ class Runner:
             default = 60000 if scenario == "claim-each" else 150000
             self.seed(target, queue, o.claim_seed or default)
         profiler = self.profile(target, scenario)
+        noise = NoiseMeter(o.server_cpus, self.allPids)
         try:
-            return self.measure(target, scenario, queue, ids)
+            report = self.measure(target, scenario, queue, ids)
+            report["noise_pct"] = noise.percent()
+            return report
         finally:
             if profiler is not None:
                 profiler.cancel()
@@ -507,7 +555,7 @@ def table(results, targets, baselineName="baseline") -> list:
     Rows of the results table, one per scenario and target.
     """
     header = ["scenario", "target", "engine", "req/s", "msgs/s", "p50 ms", "p99 ms",
-              "× baseline", "client CPU %", "server CPU %", "notes"]
+              "× baseline", "client CPU %", "server CPU %", "other load %", "notes"]
     rows = [header]
     for scenario in SCENARIOS:
         if scenario not in results:
@@ -538,6 +586,7 @@ def table(results, targets, baselineName="baseline") -> list:
                 "%s %s" % (fmt(r["msgs_s"]), r["messages_are"]),
                 fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2), ratio,
                 fmt(r.get("client_cpu_pct")), fmt(r.get("server_cpu_pct")),
+                fmt(r.get("noise_pct")),
                 " | ".join(notes).replace("|", "/"),
             ])
     return rows
@@ -572,9 +621,11 @@ def markdown(rows, info, options, argv) -> str:
             info["nproc"], info["cpu"], info["python"], info["twisted"],
             info["kernel"], info["wrk"]),
         "Server on CPU %s, load on CPU %s; %d connections, %s s warmup + %s s measured, "
-        "median of %d run(s)." % (
+        "median of %d run(s); node data under %s. \"other load\" is the share of the "
+        "server's CPU that other processes took during the scenario." % (
             options.server_cpus or "any", options.client_cpus or "any",
-            options.concurrency, options.warmup, options.duration, options.repeat),
+            options.concurrency, options.warmup, options.duration, options.repeat,
+            options.data_dir or tempfile.gettempdir()),
         "",
         markdownTable(rows),
         "",
@@ -619,6 +670,9 @@ def parseOptions(argv):
     parser.add_argument("--markdown", metavar="FILE", help="append a markdown section")
     parser.add_argument("--json", metavar="FILE", help="write every report as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--data-dir", default=None,
+                        help="where the work directory (node data, logs) goes; "
+                             "e.g. /dev/shm to take the disk out of the measurement")
     parser.add_argument("--profile", metavar="DIR",
                         help="record each node with py-spy during each scenario "
                              "(collapsed stacks; summarise with bench/profile.py)")
@@ -669,7 +723,7 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt()
 
     signal.signal(signal.SIGTERM, terminated)
-    workdir = tempfile.mkdtemp(prefix="marconi-bench-")
+    workdir = tempfile.mkdtemp(prefix="marconi-bench-", dir=options.data_dir)
     servers = Servers(workdir)
     info = machine()
     results = {}
@@ -692,6 +746,7 @@ def main(argv=None) -> int:
             ", ".join("%s=%s" % (t.name, t.url) for t in targets),
             options.server_cpus, options.client_cpus, workdir))
         runner = Runner(options)
+        runner.allPids = [pid for t in targets for pid in t.pids]
         for scenario in options.scenarios:
             results[scenario] = {}
             for target in targets:
@@ -701,11 +756,12 @@ def main(argv=None) -> int:
                 report = median(reports)
                 results[scenario][target.name] = report
                 print("%-24s %-10s %10s req/s %12s msgs/s  p50 %7.2f ms  p99 %7.2f ms  "
-                      "client CPU %s%%  server CPU %s%%%s" % (
+                      "client CPU %s%%  server CPU %s%%  other load %s%%%s" % (
                           TITLES[scenario], target.name, fmt(report["req_s"]),
                           fmt(report["msgs_s"]), report["p50_ms"], report["p99_ms"],
                           fmt(report.get("client_cpu_pct")),
                           fmt(report.get("server_cpu_pct")),
+                          fmt(report.get("noise_pct")),
                           ("  errors %s" % (report["errors"],)) if report["errors"] else ""),
                       flush=True)
     except KeyboardInterrupt:
