@@ -48,16 +48,50 @@ def parse(path):
             yield thread, frames, int(count)
 
 
+# Where a sample's time goes, judged from its innermost frame that matches:
+# (name, substrings of "function (file)").  Checked leaf first, in this order.
+CATEGORIES = [
+    ("waiting (epoll, idle pool thread)", ["EPollReactor.doPoll", "Condition.wait ("]),
+    ("access log and logging", ["combinedLogFormatter", "HTTPFactory.log", "Site.log",
+                                "twisted/logger/", "log.msg", "legacyLog",
+                                "_escape (twisted/web/http.py)", "datetimeToString"]),
+    ("SQLite: COMMIT/BEGIN and SQL", ["marconi/storage/sqlite.py", "sqlite3"]),
+    ("thread hand-off (threadpool, callFromThread)", [
+        "twisted/_threads/", "threadpool.py", "queue.py", "threading.py",
+        "callFromThread", "wakeUp", "untilConcludes", "twisted/internet/threads.py",
+        "context.py"]),
+    ("media types (email.headerregistry)", ["email/"]),
+    ("JSON encode/decode", ["json/", "marconi/core/jsontext.py"]),
+    ("Klein + werkzeug routing", ["klein/", "werkzeug/"]),
+    ("Marconi api layer", ["marconi/api/"]),
+    ("Marconi core", ["marconi/core/", "marconi/auth", "marconi/kernel"]),
+    ("Deferreds", ["twisted/internet/defer.py"]),
+    ("twisted.web HTTP parse/respond", ["twisted/web/", "twisted/protocols/basic.py"]),
+    ("reactor and TCP I/O", ["twisted/internet/", "twisted/python/log.py"]),
+]
+
+
+def category(frames):
+    for frame in reversed(frames):
+        for name, needles in CATEGORIES:
+            for needle in needles:
+                if needle in frame:
+                    return name
+    return "other"
+
+
 def summarise(path, top=25, thread=None):
     total = 0
     threads = collections.Counter()
     inclusive = collections.Counter()
     selfTime = collections.Counter()
+    categories = collections.Counter()
     for name, frames, count in parse(path):
         if thread and thread not in name:
             continue
         total += count
         threads[name] += count
+        categories[category(frames)] += count
         for frame in set(frames):
             inclusive[frame] += count
         if frames:
@@ -68,6 +102,14 @@ def summarise(path, top=25, thread=None):
     lines.append("threads:")
     for name, count in threads.most_common():
         lines.append("  %5.1f%%  %s" % (100.0 * count / total, name))
+    waiting = categories.get(CATEGORIES[0][0], 0)
+    busy = total - waiting
+    lines.append("where the time goes (% of samples; % of busy samples):")
+    for name, count in categories.most_common():
+        lines.append("  %5.1f%%  %5s  %s" % (
+            100.0 * count / total,
+            "-" if name == CATEGORIES[0][0] or not busy else "%.1f%%" % (100.0 * count / busy),
+            name))
     lines.append("inclusive (function and what it calls):")
     for frame, count in inclusive.most_common(top):
         lines.append("  %5.1f%%  %s" % (100.0 * count / total, frame))
