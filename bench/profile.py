@@ -119,12 +119,48 @@ def summarise(path, top=25, thread=None):
     return "\n".join(lines)
 
 
+def areas(path, thread=None):
+    """
+    The share of busy samples (waiting left out) per area of L{CATEGORIES}.
+    """
+    counts = collections.Counter()
+    for name, frames, count in parse(path):
+        if thread and thread not in name:
+            continue
+        counts[category(frames)] += count
+    counts.pop(CATEGORIES[0][0], None)
+    busy = sum(counts.values()) or 1
+    return {name: 100.0 * count / busy for name, count in counts.items()}
+
+
+def areaTable(paths, thread=None) -> str:
+    """
+    A markdown table: one column per profile, one row per area, in % of the
+    busy samples of each profile.
+    """
+    columns = [areas(path, thread) for path in paths]
+    names = [name for name, _ in CATEGORIES[1:]] + ["other"]
+    names.sort(key=lambda name: -sum(column.get(name, 0) for column in columns))
+    titles = [path.rsplit("/", 1)[-1].rsplit(".", 1)[0] for path in paths]
+    lines = ["| area | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(paths)]
+    for name in names:
+        lines.append("| %s | %s |" % (
+            name, " | ".join("%.1f" % (column.get(name, 0),) for column in columns)))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("profiles", nargs="+")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--thread", help="only threads whose name contains this")
+    parser.add_argument(
+        "--table", action="store_true", help="one markdown table of areas for all profiles"
+    )
     options = parser.parse_args(argv)
+    if options.table:
+        print(areaTable(options.profiles, options.thread))
+        return 0
     for path in options.profiles:
         print(summarise(path, options.top, options.thread))
         print()
