@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from werkzeug.datastructures import MIMEAccept
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import parse_accept_header
 from werkzeug.routing import BaseConverter
@@ -284,7 +285,7 @@ class MarconiAPI:
     ) -> bytes:
         ctx = await self._context(request, version, project_id)
         queueHref = ctx.queueHref(queue)
-        ids = _arg(request, "ids")
+        ids = _list(request, "ids")
         if ids is not None:
             found = await self.bus.getMessages(
                 ctx.project, queue, validation.ids(ids, self.limits.maxMessagesPerPage)
@@ -306,7 +307,7 @@ class MarconiAPI:
         echo = _bool(request, "echo")
         includeClaimed = _bool(request, "include_claimed")
         includeDelayed = _bool(request, "include_delayed")
-        tagArg = _arg(request, "tags")
+        tagArg = _list(request, "tags")
         tags = validation.tagFilter(tagArg, self.limits)
         messages = await self.bus.listMessages(
             ctx.project,
@@ -348,20 +349,20 @@ class MarconiAPI:
         self, request: Any, version: str, queue: str, project_id: Optional[str] = None
     ) -> bytes:
         ctx = await self._context(request, version, project_id)
-        ids = _arg(request, "ids")
+        ids = _list(request, "ids")
         pop = _arg(request, "pop")
         if (ids is None) == (pop is None):
             raise ValidationFailed("Give either ids or pop, not both and not neither.")
         if pop is not None:
             limit = _int(request, "pop")
             assert limit is not None
-            tags = validation.tagFilter(_arg(request, "tags"), self.limits)
+            tags = validation.tagFilter(_list(request, "tags"), self.limits)
             messages = await self.bus.popMessages(ctx.project, queue, limit, tags)
             now = self.bus.now()
             return _send(
                 request, render.messageList(render.popped(m, now) for m in messages)
             )
-        claimIds = _arg(request, "claim_ids")
+        claimIds = _list(request, "claim_ids")
         await self.bus.deleteMessages(
             ctx.project,
             queue,
@@ -415,7 +416,7 @@ class MarconiAPI:
         ctx = await self._context(request, version, project_id)
         options = self._json(request, optional=True)
         limit = _int(request, "limit")
-        tags = validation.tagFilter(_arg(request, "tags"), self.limits)
+        tags = validation.tagFilter(_list(request, "tags"), self.limits)
         claim = await self.bus.createClaim(ctx.project, queue, options, limit, tags)
         if claim is None:
             request.setResponseCode(204)
@@ -527,7 +528,7 @@ def _negotiate(request: Any) -> None:
     accept = request.getHeader(b"accept")
     if not accept or accept in (b"*/*", b"application/json"):
         return
-    parsed = parse_accept_header(accept.decode("latin-1"))
+    parsed = parse_accept_header(accept.decode("latin-1"), MIMEAccept)
     if not any(parsed.quality(kind) for kind in _ACCEPTABLE):
         raise HTTPError(
             406, "Not acceptable", "This server only produces application/json."
@@ -540,6 +541,20 @@ def _arg(request: Any, name: str) -> Optional[str]:
         return None
     try:
         return values[-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationFailed(f"{name} is not valid UTF-8.") from None
+
+
+def _list(request: Any, name: str) -> Optional[str]:
+    """
+    A comma-separated list parameter, also accepted repeated
+    (C{ids=a&ids=b}), as one comma-separated string.
+    """
+    values = request.args.get(name.encode())
+    if not values:
+        return None
+    try:
+        return ",".join(v.decode("utf-8") for v in values)
     except UnicodeDecodeError:
         raise ValidationFailed(f"{name} is not valid UTF-8.") from None
 

@@ -5,6 +5,7 @@ buffering them, and the site that uses it.
 
 import json
 from typing import Optional
+from uuid import uuid4
 
 from twisted.logger import Logger
 from twisted.web import server
@@ -72,6 +73,10 @@ class LimitedRequest(server.Request):
         if self._refused:
             return
         super().requestReceived(command, path, version)
+
+    def process(self) -> None:
+        self.setHeader(b"x-openstack-request-id", b"req-" + uuid4().hex.encode())
+        super().process()
 
 
 class MarconiSite(server.Site):

@@ -267,13 +267,16 @@ def _applyPatch(metadata: dict, op: Any) -> None:
     key = path[len("/metadata/") :].replace("~1", "/").replace("~0", "~")
     if not key:
         raise ValidationFailed('"path" must name a metadata key.')
+    # Reserved keys always exist: GET fills in their defaults, so clients
+    # that diff against a GET remove or replace keys that were never stored.
+    reserved = key in validation.RESERVED_METADATA
     if kind == "remove":
-        if key not in metadata:
+        if key not in metadata and not reserved:
             raise Conflict(f"Metadata key {key!r} does not exist.")
-        del metadata[key]
+        metadata.pop(key, None)
         return
     if "value" not in op:
         raise ValidationFailed(f'A {kind} operation needs a "value".')
-    if kind == "replace" and key not in metadata:
+    if kind == "replace" and key not in metadata and not reserved:
         raise Conflict(f"Metadata key {key!r} does not exist.")
     metadata[key] = op["value"]
