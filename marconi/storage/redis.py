@@ -27,9 +27,11 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     TimeoutError as DeferredTimeoutError,
+    gatherResults,
 )
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -119,22 +121,33 @@ def _ignoreCancelled(failure: Any) -> None:
 
 class _ProtocolFactory(Factory):
     """
-    Builds txredisapi protocols that time out on the injected reactor.
+    Builds the txredisapi protocols of a store's connections, with reply
+    timeouts on the injected reactor, and tells the store when one becomes
+    usable (after txredisapi's AUTH and SELECT) and when it is lost.
 
     txredisapi's protocol calls back into its factory when AUTH or SELECT
     fails (L{stopTrying}, L{connectionError}); we log the reason and let the
     L{ClientService} keep retrying with its backoff, since an operator may
-    well fix the server's configuration while we run.
+    well fix the server's configuration while we run.  L{retryDelay} keeps
+    backing off while connections are made but never become usable:
+    L{ClientService} alone would start again from its shortest delay after
+    every successful TCP connect.
     """
 
     isLazy = False
     noisy = False
 
     def __init__(self, location: RedisLocation, reactor: Any,
-                 replyTimeout: float) -> None:
+                 replyTimeout: float, maxRetryDelay: float,
+                 ready: Any, lost: Any) -> None:
         self._location = location
         self._reactor = reactor
         self._replyTimeout = replyTimeout
+        self._ready = ready
+        self._lost = lost
+        self._backoff = backoffPolicy(initialDelay=0.1, maxDelay=maxRetryDelay,
+                                      factor=2.0)
+        self._unusable = 0
 
     def buildProtocol(self, addr: Any) -> txredisapi.RedisProtocol:
         p = txredisapi.RedisProtocol(
@@ -147,7 +160,17 @@ class _ProtocolFactory(Factory):
         )
         p.callLater = self._reactor.callLater
         p.factory = self
+        self._unusable += 1
+        p.whenConnected().addCallback(self._usable)
+        p.whenDisconnected().addCallback(self._lost)
         return p
+
+    def _usable(self, protocol: txredisapi.RedisProtocol) -> None:
+        self._unusable = 0
+        self._ready(protocol)
+
+    def retryDelay(self, attempt: int) -> float:
+        return self._backoff(max(attempt, self._unusable))
 
     def stopTrying(self) -> None:
         pass
@@ -212,17 +235,12 @@ class RedisStore(Service):
         super().startService()
         endpoint = self._endpoint()
         factory = _ProtocolFactory(self._location, self._reactor,
-                                   self._replyTimeout)
-        policy = backoffPolicy(initialDelay=0.1, maxDelay=self._maxRetryDelay,
-                               factor=2.0)
+                                   self._replyTimeout, self._maxRetryDelay,
+                                   self._connectionReady, self._connectionLost)
         for _ in range(self._location.poolsize):
-            service = ClientService(
-                endpoint,
-                factory,
-                retryPolicy=policy,
-                clock=self._reactor,
-                prepareConnection=self._prepareConnection,
-            )
+            service = ClientService(endpoint, factory,
+                                    retryPolicy=factory.retryDelay,
+                                    clock=self._reactor)
             self._services.append(service)
             service.startService()
         checked = Deferred.fromCoroutine(self._checkPersistence())
@@ -244,42 +262,29 @@ class RedisStore(Service):
         checked, self._persistenceChecked = self._persistenceChecked, None
         if checked is not None and not checked.called:
             checked.cancel()
-        for service in services:
-            await service.stopService()
-
-    def _prepareConnection(self, protocol: txredisapi.RedisProtocol) -> Deferred:
-        """
-        Called by a L{ClientService} with a new connection: wait until
-        txredisapi has sent AUTH and SELECT, then offer it to requests.
-        A connection lost before that fails the preparation, so the service
-        tries again.
-        """
-        prepared: Deferred = Deferred()
-
-        def ready(p: Any) -> None:
-            if not prepared.called:
-                prepared.callback(p)
-
-        def lost(p: Any) -> None:
-            if p in self._ready:
-                self._ready.remove(p)
-                self.log.warn("Lost a connection to Redis at {where}",
-                              where=self._location.describe())
-            if not prepared.called:
-                prepared.errback(txredisapi.ConnectionError(
-                    "Lost connection while preparing it"))
-
-        protocol.whenDisconnected().addCallback(lost)
-        protocol.whenConnected().addCallback(ready)
-        return prepared.addCallback(self._connectionReady)
+        await gatherResults([s.stopService() for s in services],
+                            consumeErrors=True)
+        # txredisapi's protocol hands buffered replies to itself with
+        # callLater(0); let those run so nothing of ours is left pending.
+        await deferLater(self._reactor, 0, lambda: None)
 
     def _connectionReady(self, protocol: txredisapi.RedisProtocol) -> None:
+        """
+        A connection has sent AUTH and SELECT: offer it to requests.
+        """
         if not self.running or not protocol.connected:
             return
         self._ready.append(protocol)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(protocol)
+
+    def _connectionLost(self, protocol: txredisapi.RedisProtocol) -> None:
+        if protocol in self._ready:
+            self._ready.remove(protocol)
+            if self.running:
+                self.log.warn("Lost a connection to Redis at {where}",
+                              where=self._location.describe())
 
     async def _connection(self) -> txredisapi.RedisProtocol:
         """
