@@ -37,8 +37,7 @@ def findServer() -> Optional[str]:
     The path of C{redis-server}, or L{None} when it is not installed.
     """
     return shutil.which(SERVER_NAME) or (
-        "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK)
-        else None
+        "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None
     )
 
 
@@ -107,14 +106,19 @@ class RedisServer:
     @ivar socketPath: the Unix socket.
     """
 
-    def __init__(self, appendonly: bool = True,
-                 appendfsync: str = "everysec") -> None:
+    def __init__(
+        self,
+        appendonly: bool = True,
+        appendfsync: str = "everysec",
+        extraArgs: tuple[str, ...] = (),
+    ) -> None:
         path = findServer()
         if path is None:
             raise RuntimeError(f"{SERVER_NAME} is not installed")
         self.executable = path
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        self.extraArgs = extraArgs
         self.directory = tempfile.mkdtemp(prefix="marconi-redis-")
         self.socketPath = os.path.join(self.directory, "redis.sock")
         self.port = freePort()
@@ -139,17 +143,29 @@ class RedisServer:
             return self
         args = [
             self.executable,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--unixsocket", self.socketPath,
-            "--unixsocketperm", "700",
-            "--dir", self.directory,
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", self.appendfsync,
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", os.path.join(self.directory, "redis.log"),
-            "--protected-mode", "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--unixsocket",
+            self.socketPath,
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            self.directory,
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            os.path.join(self.directory, "redis.log"),
+            "--protected-mode",
+            "yes",
+            *self.extraArgs,
         ]
         self.process = subprocess.Popen(
             args,

@@ -25,8 +25,6 @@ from zope.interface.verify import verifyObject
 
 import marconi.plugins
 from marconi.core.errors import (
-    ClaimMismatch,
-    MessageIsClaimed,
     StorageUnavailable,
 )
 from marconi.core.interfaces import IMessageStore, IStorageDriverPlugin
@@ -104,7 +102,7 @@ class NamespaceTests(SynchronousTestCase):
         """
         head = "marconi:q:"
         self.assertTrue(prefix.startswith(head))
-        data = prefix[len(head):].encode("utf-8")
+        data = prefix[len(head) :].encode("utf-8")
         names = []
         for _ in range(2):
             length, _, data = data.partition(b":")
@@ -121,11 +119,22 @@ class NamespaceTests(SynchronousTestCase):
         """
         from marconi.storage.redis import queuePrefix
 
-        pairs = [("a.b", "c"), ("a", "b.c"), ("a:b", "c"), ("a", "b:c"),
-                 ("a/b", "c"), ("a", "b/c"), ("1:a", "b"), ("1", "a1:b"),
-                 ("", "x"), ("x", ""), ("é", "q"), ("\u00c3\u00a9", "q")]
+        pairs = [
+            ("a.b", "c"),
+            ("a", "b.c"),
+            ("a:b", "c"),
+            ("a", "b:c"),
+            ("a/b", "c"),
+            ("a", "b/c"),
+            ("1:a", "b"),
+            ("1", "a1:b"),
+            ("", "x"),
+            ("x", ""),
+            ("é", "q"),
+            ("\u00c3\u00a9", "q"),
+        ]
         prefixes = [queuePrefix(p, q) for p, q in pairs]
-        for pair, prefix in zip(pairs, prefixes):
+        for pair, prefix in zip(pairs, prefixes, strict=True):
             self.assertEqual(self._split(prefix), pair)
             for other in prefixes:
                 if other is not prefix:
@@ -133,17 +142,18 @@ class NamespaceTests(SynchronousTestCase):
 
     @settings(deadline=None, max_examples=300)
     @given(
-        st.text(alphabet=st.characters(min_codepoint=0x20,
-                                       blacklist_categories=("Cs",)),
-                max_size=20),
+        st.text(
+            alphabet=st.characters(min_codepoint=0x20, blacklist_categories=("Cs",)),
+            max_size=20,
+        ),
         st.from_regex(r"[A-Za-z0-9_.\-:]{1,64}", fullmatch=True),
-        st.text(alphabet=st.characters(min_codepoint=0x20,
-                                       blacklist_categories=("Cs",)),
-                max_size=20),
+        st.text(
+            alphabet=st.characters(min_codepoint=0x20, blacklist_categories=("Cs",)),
+            max_size=20,
+        ),
         st.from_regex(r"[A-Za-z0-9_.\-:]{1,64}", fullmatch=True),
     )
-    def test_prefixesAreInjective(self, p1: str, q1: str, p2: str,
-                                  q2: str) -> None:
+    def test_prefixesAreInjective(self, p1: str, q1: str, p2: str, q2: str) -> None:
         """
         Any two different (project, queue) pairs get prefixes of which
         neither starts the other, so no key of one queue (prefix followed
@@ -188,25 +198,39 @@ class RedisStoreTests(TestCase):
         """
         store = await self.store()
         hexish = "0" * 32
-        pairs = [("1:a", "b"), ("1", "a1:b"), ("a:b:h:" + hexish, "q"),
-                 ("a", "b:h:" + hexish + "q"), ("p/x", "y"), ("p", "x/y"),
-                 ("p.x", "y"), ("p", "x.y"), ("ünï", "q"), ("", "q")]
+        pairs = [
+            ("1:a", "b"),
+            ("1", "a1:b"),
+            ("a:b:h:" + hexish, "q"),
+            ("a", "b:h:" + hexish + "q"),
+            ("p/x", "y"),
+            ("p", "x/y"),
+            ("p.x", "y"),
+            ("p", "x.y"),
+            ("ünï", "q"),
+            ("", "q"),
+        ]
         ids = {}
         for i, (project, queue) in enumerate(pairs):
             ids[project, queue] = await store.postMessages(
-                project, queue, [msg(f'"{i}"', ttl=60)], "w", T0)
+                project, queue, [msg(f'"{i}"', ttl=60)], "w", T0
+            )
         for i, (project, queue) in enumerate(pairs):
             found = await store.listMessages(project, queue, query(), T0)
             self.assertEqual([m.body for m in found], [f'"{i}"'])
             claim = await store.createClaim(project, queue, spec(), T0)
             self.assertEqual([m.id for m in claim.messages], ids[project, queue])
-            self.assertEqual(await store.countQueues(project),
-                             sum(1 for p, _ in pairs if p == project))
+            self.assertEqual(
+                await store.countQueues(project),
+                sum(1 for p, _ in pairs if p == project),
+            )
         self.assertEqual(await store.purgeExpired(T0 + 1000), len(pairs))
         # Left: one marker counter per queue, two keys per project.
         projects = {p for p, _ in pairs}
-        self.assertEqual(await store._call("execute_command", "DBSIZE"),
-                         len(pairs) + 2 * len(projects))
+        self.assertEqual(
+            await store._call("execute_command", "DBSIZE"),
+            len(pairs) + 2 * len(projects),
+        )
 
     async def test_purgeLeavesNoKeys(self) -> None:
         """
@@ -220,8 +244,9 @@ class RedisStoreTests(TestCase):
         await store.createClaim("p", "q", spec(limit=5, ttl=60, grace=0), T0)
         self.assertEqual(await store.purgeExpired(T0 + 1000), 30)
         keys = sorted(await store._call("execute_command", "KEYS", "*"))
-        self.assertEqual(keys, ["marconi:p:1:p:meta", "marconi:p:1:p:q",
-                                "marconi:q:1:p1:q:n"])
+        self.assertEqual(
+            keys, ["marconi:p:1:p:meta", "marconi:p:1:p:q", "marconi:q:1:p1:q:n"]
+        )
 
     async def test_purgeInBatches(self) -> None:
         """
@@ -237,15 +262,18 @@ class RedisStoreTests(TestCase):
         self.assertEqual(await store.purgeExpired(T0 + 60), 30)
         self.assertEqual(len(await store.listMessages("p", "q", query(), T0 + 60)), 3)
 
-    async def post(self, store: Any, count: int, queue: str = "q",
-                   ttl: int = 300) -> list:
+    async def post(
+        self, store: Any, count: int, queue: str = "q", ttl: int = 300
+    ) -> list:
         ids = []
         for start in range(0, count, 100):
             ids += await store.postMessages(
-                "p", queue,
-                [msg(f'"{i}"', ttl=ttl)
-                 for i in range(start, min(count, start + 100))],
-                "writer", T0)
+                "p",
+                queue,
+                [msg(f'"{i}"', ttl=ttl) for i in range(start, min(count, start + 100))],
+                "writer",
+                T0,
+            )
         return ids
 
     async def test_batchIsAtomic(self) -> None:
@@ -257,9 +285,25 @@ class RedisStoreTests(TestCase):
         from marconi.storage.redis import projectPrefix, queuePrefix
 
         store = await self.store()
-        args = [queuePrefix("p", "q"), projectPrefix("p"), "q", repr(T0), "w",
-                "a" * 32, '"a"', "60", "0", "[]", "",
-                "b" * 32, '"b"', "sixty", "0", "[]", ""]
+        args = [
+            queuePrefix("p", "q"),
+            projectPrefix("p"),
+            "q",
+            repr(T0),
+            "w",
+            "a" * 32,
+            '"a"',
+            "60",
+            "0",
+            "[]",
+            "",
+            "b" * 32,
+            '"b"',
+            "sixty",
+            "0",
+            "[]",
+            "",
+        ]
         with self.assertRaises(StorageUnavailable):
             await store._eval(lua.POST_MESSAGES, *args)
         self.assertEqual(await store._call("execute_command", "DBSIZE"), 0)
@@ -282,20 +326,22 @@ class RedisStoreTests(TestCase):
         async def claimer(store: Any, n: int) -> None:
             while True:
                 claim = await store.createClaim(
-                    "p", "q", spec(limit=1 + n % 5, ttl=300), T0)
+                    "p", "q", spec(limit=1 + n % 5, ttl=300), T0
+                )
                 if claim is None:
                     return
                 for m in claim.messages:
-                    self.assertNotIn(m.id, claimedBy,
-                                     "a message was claimed twice")
+                    self.assertNotIn(m.id, claimedBy, "a message was claimed twice")
                     claimedBy[m.id] = claim.id
                 for m in claim.messages:
                     await store.deleteMessage("p", "q", m.id, claim.id, T0)
                     deleted.add(m.id)
 
         await gatherResults(
-            [Deferred.fromCoroutine(claimer(first if n % 2 else second, n))
-             for n in range(60)],
+            [
+                Deferred.fromCoroutine(claimer(first if n % 2 else second, n))
+                for n in range(60)
+            ],
             consumeErrors=True,
         )
         self.assertEqual(sorted(claimedBy), sorted(posted))
@@ -327,14 +373,16 @@ class RedisStoreTests(TestCase):
         async def claimer(store: Any, n: int, now: float) -> None:
             for round in range(3):
                 claim = await store.createClaim(
-                    "p", "q", spec(limit=3, ttl=60, grace=0), now)
+                    "p", "q", spec(limit=3, ttl=60, grace=0), now
+                )
                 if claim is None:
                     return
                 for m in claim.messages:
                     held = holders.get(m.id)
                     if held is not None:
-                        self.assertLessEqual(held[1], now,
-                                             "two live claims hold a message")
+                        self.assertLessEqual(
+                            held[1], now, "two live claims hold a message"
+                        )
                     holders[m.id] = (claim.id, claim.expires)
                     taken[0] += 1
                 action = (n + round) % 3
@@ -350,9 +398,10 @@ class RedisStoreTests(TestCase):
 
         for now in [T0, T0 + 30, T0 + 100, T0 + 200, T0 + 300]:
             await gatherResults(
-                [Deferred.fromCoroutine(
-                    claimer(first if n % 2 else second, n, now))
-                 for n in range(60)],
+                [
+                    Deferred.fromCoroutine(claimer(first if n % 2 else second, n, now))
+                    for n in range(60)
+                ],
                 consumeErrors=True,
             )
         self.assertGreater(taken[0], len(posted))
@@ -360,7 +409,8 @@ class RedisStoreTests(TestCase):
         marker = None
         while True:
             page = await first.listMessages(
-                "p", "q", query(marker=marker, includeClaimed=True), T0 + 400)
+                "p", "q", query(marker=marker, includeClaimed=True), T0 + 400
+            )
             if not page:
                 break
             left |= {m.id for m in page}
@@ -392,8 +442,9 @@ class RedisStoreTests(TestCase):
             await sleep(0.05)
         found = await store.getMessages("p", "q", ids, T0)
         self.assertEqual([m.body for m in found], ['"kept"'])
-        self.assertEqual(len(await store.postMessages(
-            "p", "q", [msg('"after"')], "w", T0)), 1)
+        self.assertEqual(
+            len(await store.postMessages("p", "q", [msg('"after"')], "w", T0)), 1
+        )
 
     async def test_unansweredCommandTimesOut(self) -> None:
         """
@@ -402,11 +453,14 @@ class RedisStoreTests(TestCase):
         works again once the server does.
         """
         server = serverOf(self)
-        store = await startStore(self, server.uri(), connectWait=0.3,
-                                 replyTimeout=0.3)
+        store = await startStore(self, server.uri(), connectWait=0.3, replyTimeout=0.3)
         server.process.send_signal(signal.SIGSTOP)
-        self.addCleanup(lambda: server.process is not None
-                        and server.process.send_signal(signal.SIGCONT))
+        self.addCleanup(
+            lambda: (
+                server.process is not None
+                and server.process.send_signal(signal.SIGCONT)
+            )
+        )
         with self.assertRaises(StorageUnavailable):
             await store.postMessages("p", "q", [msg('"a"')], "w", T0)
         server.process.send_signal(signal.SIGCONT)
@@ -414,8 +468,9 @@ class RedisStoreTests(TestCase):
             if await store.ping():
                 break
             await sleep(0.05)
-        self.assertEqual(len(await store.postMessages(
-            "p", "q", [msg('"b"')], "w", T0)), 1)
+        self.assertEqual(
+            len(await store.postMessages("p", "q", [msg('"b"')], "w", T0)), 1
+        )
 
     async def persistenceEvents(self, server: RedisServer) -> list:
         from marconi.storage.redis import RedisStore
@@ -436,6 +491,41 @@ class RedisStoreTests(TestCase):
         warnings = await self.persistenceEvents(serverOf(self, appendonly=False))
         self.assertEqual(len(warnings), 1)
         self.assertIn("without appendonly", formatEvent(warnings[0]))
+
+    async def test_warnsAgainAfterRestartWithoutAppendonly(self) -> None:
+        """
+        When the server comes back after an outage without C{appendonly},
+        the store warns again.
+        """
+        from marconi.storage.redis import RedisStore
+
+        server = serverOf(self)
+        events: list = []
+        store = RedisStore(parseURI(server.uri()), reactor, connectWait=0.3)
+        store.log = Logger(observer=events.append)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await store.whenPersistenceChecked()
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
+        server.kill()
+        server.appendonly = False
+        checked = store.whenPersistenceChecked()
+        server.start()
+        await checked
+        self.assertTrue(
+            any("without appendonly" in formatEvent(e) for e in events),
+            [formatEvent(e) for e in events],
+        )
+
+    async def test_warnsWhenSettingsCannotBeRead(self) -> None:
+        """
+        A server that refuses C{CONFIG GET} is reported with a warning
+        asking to make sure C{appendonly} is on.
+        """
+        server = serverOf(self, extraArgs=("--rename-command", "CONFIG", ""))
+        warnings = await self.persistenceEvents(server)
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("Cannot read the persistence settings", formatEvent(warnings[0]))
 
     async def test_quietWithAppendonly(self) -> None:
         """
@@ -467,8 +557,9 @@ class RedisStoreTests(TestCase):
         server = serverOf(self)
         command(server.address, "CONFIG", "SET", "requirepass", "s3cr:t")
         store = await startStore(self, f"redis://:s3cr%3At@127.0.0.1:{server.port}/0")
-        self.assertEqual(len(await store.postMessages(
-            "p", "q", [msg('"a"')], "w", T0)), 1)
+        self.assertEqual(
+            len(await store.postMessages("p", "q", [msg('"a"')], "w", T0)), 1
+        )
 
         from marconi.storage.redis import RedisStore
 
@@ -476,8 +567,11 @@ class RedisStoreTests(TestCase):
         observer = events.append
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
-        wrong = RedisStore(parseURI(f"redis://:nope@127.0.0.1:{server.port}/0"),
-                           reactor, connectWait=0.3)
+        wrong = RedisStore(
+            parseURI(f"redis://:nope@127.0.0.1:{server.port}/0"),
+            reactor,
+            connectWait=0.3,
+        )
         wrong.startService()
         self.addCleanup(wrong.stopService)
         self.assertFalse(await wrong.ping())
@@ -498,8 +592,11 @@ class RedisStoreTests(TestCase):
         """
         from marconi.storage.redis import RedisStore
 
-        [plugin] = [p for p in getPlugins(IStorageDriverPlugin, marconi.plugins)
-                    if "redis" in p.schemes]
+        [plugin] = [
+            p
+            for p in getPlugins(IStorageDriverPlugin, marconi.plugins)
+            if "redis" in p.schemes
+        ]
         server = sharedServer()
         plugin.checkURI(server.uri())
         store = plugin.makeStore(server.uri(), reactor)
@@ -516,8 +613,11 @@ class PluginTests(SynchronousTestCase):
         """
         L{getPlugins} finds one Redis driver serving both schemes.
         """
-        found = [p for p in getPlugins(IStorageDriverPlugin, marconi.plugins)
-                 if p.name == "redis"]
+        found = [
+            p
+            for p in getPlugins(IStorageDriverPlugin, marconi.plugins)
+            if p.name == "redis"
+        ]
         self.assertEqual(len(found), 1)
         self.assertEqual(found[0].schemes, ("redis", "redis+unix"))
         self.assertTrue(verifyObject(IStorageDriverPlugin, found[0]))
@@ -539,8 +639,13 @@ class PluginTests(SynchronousTestCase):
             "assert 'marconi.storage.redis' not in sys.modules\n"
         )
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-        result = subprocess.run([sys.executable, "-c", code], env=env,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
 
 
@@ -554,39 +659,64 @@ class URITests(SynchronousTestCase):
         Host, port, database, credentials and pool size are read; the port
         defaults to 6379 and the database to 0.
         """
-        self.assertEqual(parseURI("redis://localhost:6380/3"),
-                         RedisLocation(host="localhost", port=6380, db=3))
+        self.assertEqual(
+            parseURI("redis://localhost:6380/3"),
+            RedisLocation(host="localhost", port=6380, db=3),
+        )
         self.assertEqual(parseURI("redis://h"), RedisLocation(host="h"))
-        self.assertEqual(parseURI("redis://:p%40ss@10.0.0.1:7000/0"),
-                         RedisLocation(host="10.0.0.1", port=7000,
-                                       password="p@ss"))
-        self.assertEqual(parseURI("redis://me:pw@[::1]:7000/1?poolsize=8"),
-                         RedisLocation(host="::1", port=7000, db=1,
-                                       username="me", password="pw",
-                                       poolsize=8))
+        self.assertEqual(
+            parseURI("redis://:p%40ss@10.0.0.1:7000/0"),
+            RedisLocation(host="10.0.0.1", port=7000, password="p@ss"),
+        )
+        self.assertEqual(
+            parseURI("redis://me:pw@[::1]:7000/1?poolsize=8"),
+            RedisLocation(
+                host="::1", port=7000, db=1, username="me", password="pw", poolsize=8
+            ),
+        )
 
     def test_unix(self) -> None:
         """
         A socket path, with the database in the query.
         """
-        self.assertEqual(parseURI("redis+unix:///run/redis.sock?db=2"),
-                         RedisLocation(path="/run/redis.sock", db=2))
-        self.assertEqual(parseURI("redis+unix://:pw@/run/redis.sock"),
-                         RedisLocation(path="/run/redis.sock", password="pw"))
+        self.assertEqual(
+            parseURI("redis+unix:///run/redis.sock?db=2"),
+            RedisLocation(path="/run/redis.sock", db=2),
+        )
+        self.assertEqual(
+            parseURI("redis+unix://:pw@/run/redis.sock"),
+            RedisLocation(path="/run/redis.sock", password="pw"),
+        )
 
     def test_bad(self) -> None:
         """
         Bad URIs are refused with a one-line reason.
         """
-        for uri in ["redis:/", "redis://", "redis://h/x", "redis://h/-1",
-                    "redis://h/1/2", "redis://h:99999/0", "redis://h:0/0",
-                    "redis://h:port/0", "redis://h?db=2", "redis://h?x=1",
-                    "redis://h?poolsize=0", "redis://h?poolsize=1000",
-                    "redis://h?poolsize=1&poolsize=2", "redis://user@h/0",
-                    "redis://h/0#frag", "redis://h /0", "http://h/0",
-                    "sqlite:x.db", "redis+unix://host/x.sock",
-                    "redis+unix://relative.sock", "redis+unix:///",
-                    "redis+unix:///x.sock?db=x", "redis://h/٣"]:
+        for uri in [
+            "redis:/",
+            "redis://",
+            "redis://h/x",
+            "redis://h/-1",
+            "redis://h/1/2",
+            "redis://h:99999/0",
+            "redis://h:0/0",
+            "redis://h:port/0",
+            "redis://h?db=2",
+            "redis://h?x=1",
+            "redis://h?poolsize=0",
+            "redis://h?poolsize=1000",
+            "redis://h?poolsize=1&poolsize=2",
+            "redis://user@h/0",
+            "redis://h/0#frag",
+            "redis://h /0",
+            "http://h/0",
+            "sqlite:x.db",
+            "redis+unix://host/x.sock",
+            "redis+unix://relative.sock",
+            "redis+unix:///",
+            "redis+unix:///x.sock?db=x",
+            "redis://h/٣",
+        ]:
             with self.assertRaises(ValueError, msg=uri) as caught:
                 checkURI(uri)
             self.assertNotIn("\n", str(caught.exception))
@@ -599,5 +729,4 @@ class URITests(SynchronousTestCase):
         """
         where = parseURI("redis://:secret@h:1/2").describe()
         self.assertEqual(where, "redis://h:1/2")
-        self.assertEqual(parseURI("redis://[::1]:1").describe(),
-                         "redis://[::1]:1/0")
+        self.assertEqual(parseURI("redis://[::1]:1").describe(), "redis://[::1]:1/0")

@@ -8,8 +8,7 @@ redis = StorageDriverPlugin(
     name="redis",
     schemes=("redis", "redis+unix"),
     description=(
-        "Redis server (redis://[:password@]host:port/db, "
-        "redis+unix:///path.sock?db=N)"
+        "Redis server (redis://[:password@]host:port/db, redis+unix:///path.sock?db=N)"
     ),
     uriChecker="marconi.storage.redis_uri.checkURI",
     factory="marconi.storage.redis.makeStore",

@@ -26,8 +26,10 @@ from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
-    TimeoutError as DeferredTimeoutError,
     gatherResults,
+)
+from twisted.internet.defer import (
+    TimeoutError as DeferredTimeoutError,
 )
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory
@@ -96,8 +98,21 @@ def _time(value: float) -> str:
 
 
 def _message(row: Sequence[Any]) -> Message:
-    (mid, marker, body, ttl, created, expires, visible, client, claimId,
-     claimExpires, count, tags, checksum) = row
+    (
+        mid,
+        marker,
+        body,
+        ttl,
+        created,
+        expires,
+        visible,
+        client,
+        claimId,
+        claimExpires,
+        count,
+        tags,
+        checksum,
+    ) = row
     return Message(
         id=mid,
         marker=int(marker),
@@ -113,10 +128,6 @@ def _message(row: Sequence[Any]) -> Message:
         tags=tuple(json.loads(tags)),
         checksum=checksum or "",
     )
-
-
-def _ignoreCancelled(failure: Any) -> None:
-    failure.trap(CancelledError)
 
 
 class _ProtocolFactory(Factory):
@@ -137,16 +148,23 @@ class _ProtocolFactory(Factory):
     isLazy = False
     noisy = False
 
-    def __init__(self, location: RedisLocation, reactor: Any,
-                 replyTimeout: float, maxRetryDelay: float,
-                 ready: Any, lost: Any) -> None:
+    def __init__(
+        self,
+        location: RedisLocation,
+        reactor: Any,
+        replyTimeout: float,
+        maxRetryDelay: float,
+        ready: Any,
+        lost: Any,
+    ) -> None:
         self._location = location
         self._reactor = reactor
         self._replyTimeout = replyTimeout
         self._ready = ready
         self._lost = lost
-        self._backoff = backoffPolicy(initialDelay=0.1, maxDelay=maxRetryDelay,
-                                      factor=2.0)
+        self._backoff = backoffPolicy(
+            initialDelay=0.1, maxDelay=maxRetryDelay, factor=2.0
+        )
         self._unusable = 0
 
     def buildProtocol(self, addr: Any) -> txredisapi.RedisProtocol:
@@ -176,8 +194,11 @@ class _ProtocolFactory(Factory):
         pass
 
     def connectionError(self, why: str) -> None:
-        log.error("Redis at {where} refused the connection: {why}",
-                  where=self._location.describe(), why=why)
+        log.error(
+            "Redis at {where} refused the connection: {why}",
+            where=self._location.describe(),
+            why=why,
+        )
 
 
 @implementer(IMessageStore)
@@ -218,7 +239,7 @@ class RedisStore(Service):
         self._ready: list[txredisapi.RedisProtocol] = []
         self._waiting: list[Deferred] = []
         self._next = 0
-        self._persistenceChecked: Optional[Deferred] = None
+        self._checkWaiters: list[Deferred] = []
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._location.describe()}>"
@@ -234,20 +255,20 @@ class RedisStore(Service):
     def startService(self) -> None:
         super().startService()
         endpoint = self._endpoint()
-        factory = _ProtocolFactory(self._location, self._reactor,
-                                   self._replyTimeout, self._maxRetryDelay,
-                                   self._connectionReady, self._connectionLost)
+        factory = _ProtocolFactory(
+            self._location,
+            self._reactor,
+            self._replyTimeout,
+            self._maxRetryDelay,
+            self._connectionReady,
+            self._connectionLost,
+        )
         for _ in range(self._location.poolsize):
-            service = ClientService(endpoint, factory,
-                                    retryPolicy=factory.retryDelay,
-                                    clock=self._reactor)
+            service = ClientService(
+                endpoint, factory, retryPolicy=factory.retryDelay, clock=self._reactor
+            )
             self._services.append(service)
             service.startService()
-        checked = Deferred.fromCoroutine(self._checkPersistence())
-        # Cancelled by stopService when the store stops before the check
-        # could run; anything else is logged by the check itself.
-        checked.addErrback(_ignoreCancelled)
-        self._persistenceChecked = checked
 
     def stopService(self) -> Deferred:  # type: ignore[override]
         return Deferred.fromCoroutine(self._stop())
@@ -259,11 +280,7 @@ class RedisStore(Service):
         for d in waiting:
             d.errback(errors.StorageUnavailable("The store is stopping."))
         self._ready = []
-        checked, self._persistenceChecked = self._persistenceChecked, None
-        if checked is not None and not checked.called:
-            checked.cancel()
-        await gatherResults([s.stopService() for s in services],
-                            consumeErrors=True)
+        await gatherResults([s.stopService() for s in services], consumeErrors=True)
         # txredisapi's protocol hands buffered replies to itself with
         # callLater(0); let those run so nothing of ours is left pending.
         await deferLater(self._reactor, 0, lambda: None)
@@ -274,17 +291,24 @@ class RedisStore(Service):
         """
         if not self.running or not protocol.connected:
             return
+        recovered = not self._ready
         self._ready.append(protocol)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(protocol)
+        if recovered:
+            # The first connection, or the first after every connection was
+            # lost (the server may have been restarted with other settings).
+            self._startPersistenceCheck(protocol)
 
     def _connectionLost(self, protocol: txredisapi.RedisProtocol) -> None:
         if protocol in self._ready:
             self._ready.remove(protocol)
             if self.running:
-                self.log.warn("Lost a connection to Redis at {where}",
-                              where=self._location.describe())
+                self.log.warn(
+                    "Lost a connection to Redis at {where}",
+                    where=self._location.describe(),
+                )
 
     async def _connection(self) -> txredisapi.RedisProtocol:
         """
@@ -328,17 +352,19 @@ class RedisStore(Service):
         except CancelledError:
             raise
         except txredisapi.InvalidData as e:
-            raise errors.ValidationFailed(
-                f"A value cannot be stored: {e}") from None
+            raise errors.ValidationFailed(f"A value cannot be stored: {e}") from None
         except txredisapi.ConnectionError as e:
             raise errors.StorageUnavailable(
                 f"The Redis server at {self._location.describe()} did not "
                 f"answer ({e}); try again later."
             ) from None
         except txredisapi.ResponseError as e:
-            self.log.error("Redis at {where} failed {method}: {error}",
-                           where=self._location.describe(), method=method,
-                           error=str(e))
+            self.log.error(
+                "Redis at {where} failed {method}: {error}",
+                where=self._location.describe(),
+                method=method,
+                error=str(e),
+            )
             raise errors.StorageUnavailable(
                 "The Redis server failed the request; try again later."
             ) from None
@@ -346,64 +372,57 @@ class RedisStore(Service):
     async def _eval(self, script: str, *args: Any) -> Any:
         return await self._call("eval", script, [], [str(a) for a in args])
 
-    async def _checkPersistence(self) -> None:
+    def _startPersistenceCheck(self, protocol: txredisapi.RedisProtocol) -> None:
+        check = Deferred.fromCoroutine(self._checkPersistence(protocol))
+        check.addErrback(
+            lambda f: self.log.failure("Checking the Redis persistence settings", f)
+        )
+        check.addCallback(self._persistenceChecked)
+
+    def _persistenceChecked(self, _: object) -> None:
+        waiting, self._checkWaiters = self._checkWaiters, []
+        for d in waiting:
+            d.callback(None)
+
+    async def _checkPersistence(self, protocol: txredisapi.RedisProtocol) -> None:
         """
         Warn when the server does not write an append-only file: then an
         acknowledged message is lost if Redis stops (see
         docs/storage-redis.rst).
         """
-        while self.running:
-            try:
-                reply = await self._call("execute_command", "CONFIG", "GET",
-                                         "appendonly")
-            except errors.StorageUnavailable:
-                # Not up yet: try again once a connection is made.
-                await self._sleep(self._connectWait)
-                continue
-            except CancelledError:
-                raise
-            except Exception:
-                self.log.failure("Checking the Redis persistence settings")
-                return
-            break
-        else:
-            return
-        settings = dict(zip(reply[::2], reply[1::2])) if reply else {}
-        value = settings.get("appendonly")
-        if value is None:
+        where = self._location.describe()
+        try:
+            reply = await protocol.execute_command("CONFIG", "GET", "appendonly")
+        except txredisapi.ResponseError as e:
             self.log.warn(
                 "Cannot read the persistence settings of Redis at {where} "
-                "(CONFIG GET is not allowed); make sure appendonly is yes.",
-                where=self._location.describe())
-        elif value != "yes":
+                "({error}); make sure it runs with appendonly yes.",
+                where=where,
+                error=str(e),
+            )
+            return
+        except txredisapi.ConnectionError:
+            # Lost again; the next connection made checks again.
+            return
+        settings = dict(zip(reply[::2], reply[1::2], strict=True)) if reply else {}
+        value = settings.get("appendonly")
+        if value != "yes":
             self.log.warn(
                 "Redis at {where} runs without appendonly: acknowledged "
                 "messages are lost when it stops or crashes. Set "
                 "'appendonly yes' (see docs/storage-redis.rst).",
-                where=self._location.describe(), appendonly=value)
-
-    def _sleep(self, seconds: float) -> Deferred:
-        d: Deferred = Deferred()
-        call = self._reactor.callLater(seconds, d.callback, None)
-
-        def cancel(result: Any) -> Any:
-            if call.active():
-                call.cancel()
-            return result
-
-        return d.addErrback(cancel)
+                where=where,
+                appendonly=value,
+            )
 
     def whenPersistenceChecked(self) -> Deferred:
         """
-        A L{Deferred} that fires once the start-up check of the server's
-        persistence settings has logged what it found (for tests).
+        A L{Deferred} that fires once the next check of the server's
+        persistence settings (made on the first connection, and again after
+        every connection was lost) has logged what it found.
         """
         d: Deferred = Deferred()
-        checked = self._persistenceChecked
-        if checked is None:
-            d.callback(None)
-        else:
-            checked.addBoth(lambda r: (d.callback(None), r)[1])
+        self._checkWaiters.append(d)
         return d
 
     # IMessageStore.
@@ -418,61 +437,69 @@ class RedisStore(Service):
             return False
         return reply == "PONG"
 
-    def createQueue(self, project: str, name: str, metadata: dict,
-                    now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._createQueue(project, name,
-                                                        metadata))
+    def createQueue(
+        self, project: str, name: str, metadata: dict, now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(self._createQueue(project, name, metadata))
 
-    async def _createQueue(self, project: str, name: str,
-                           metadata: dict) -> bool:
-        created = await self._eval(lua.CREATE_QUEUE, projectPrefix(project),
-                                   name, json.dumps(metadata))
+    async def _createQueue(self, project: str, name: str, metadata: dict) -> bool:
+        created = await self._eval(
+            lua.CREATE_QUEUE, projectPrefix(project), name, json.dumps(metadata)
+        )
         return bool(created)
 
     def getQueueMetadata(self, project: str, name: str) -> Deferred:
         return Deferred.fromCoroutine(self._getQueueMetadata(project, name))
 
     async def _getQueueMetadata(self, project: str, name: str) -> dict:
-        meta = await self._call("hget", projectPrefix(project) + ":meta",
-                                name)
+        meta = await self._call("hget", projectPrefix(project) + ":meta", name)
         if meta is None:
             raise errors.QueueDoesNotExist(name)
         return json.loads(meta)
 
-    def setQueueMetadata(self, project: str, name: str,
-                         metadata: dict) -> Deferred:
-        return Deferred.fromCoroutine(self._setQueueMetadata(project, name,
-                                                             metadata))
+    def setQueueMetadata(self, project: str, name: str, metadata: dict) -> Deferred:
+        return Deferred.fromCoroutine(self._setQueueMetadata(project, name, metadata))
 
-    async def _setQueueMetadata(self, project: str, name: str,
-                                metadata: dict) -> None:
-        done = await self._eval(lua.SET_QUEUE_METADATA,
-                                projectPrefix(project), name,
-                                json.dumps(metadata))
+    async def _setQueueMetadata(self, project: str, name: str, metadata: dict) -> None:
+        done = await self._eval(
+            lua.SET_QUEUE_METADATA, projectPrefix(project), name, json.dumps(metadata)
+        )
         if not done:
             raise errors.QueueDoesNotExist(name)
 
     def deleteQueue(self, project: str, name: str) -> Deferred:
-        return Deferred.fromCoroutine(self._eval(
-            lua.DELETE_QUEUE, queuePrefix(project, name),
-            projectPrefix(project), name)).addCallback(lambda _: None)
+        return Deferred.fromCoroutine(
+            self._eval(
+                lua.DELETE_QUEUE,
+                queuePrefix(project, name),
+                projectPrefix(project),
+                name,
+            )
+        ).addCallback(lambda _: None)
 
-    def listQueues(self, project: str, marker: Optional[str], limit: int,
-                   detailed: bool) -> Deferred:
-        return Deferred.fromCoroutine(self._listQueues(project, marker,
-                                                       limit, detailed))
+    def listQueues(
+        self, project: str, marker: Optional[str], limit: int, detailed: bool
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._listQueues(project, marker, limit, detailed)
+        )
 
-    async def _listQueues(self, project: str, marker: Optional[str],
-                          limit: int, detailed: bool) -> list[QueueInfo]:
+    async def _listQueues(
+        self, project: str, marker: Optional[str], limit: int, detailed: bool
+    ) -> list[QueueInfo]:
         if limit < 1:
             return []
         lower = "-" if marker is None else "(" + marker
-        flat = await self._eval(lua.LIST_QUEUES, projectPrefix(project),
-                                lower, int(limit), "1" if detailed else "0")
+        flat = await self._eval(
+            lua.LIST_QUEUES,
+            projectPrefix(project),
+            lower,
+            int(limit),
+            "1" if detailed else "0",
+        )
         return [
-            QueueInfo(name=name,
-                      metadata=json.loads(meta) if detailed else None)
-            for name, meta in zip(flat[::2], flat[1::2])
+            QueueInfo(name=name, metadata=json.loads(meta) if detailed else None)
+            for name, meta in zip(flat[::2], flat[1::2], strict=True)
         ]
 
     def countQueues(self, project: str) -> Deferred:
@@ -484,10 +511,10 @@ class RedisStore(Service):
     def queueStats(self, project: str, name: str, now: float) -> Deferred:
         return Deferred.fromCoroutine(self._queueStats(project, name, now))
 
-    async def _queueStats(self, project: str, name: str,
-                          now: float) -> QueueStats:
+    async def _queueStats(self, project: str, name: str, now: float) -> QueueStats:
         total, claimed, delayed, oldest, newest = await self._eval(
-            lua.QUEUE_STATS, queuePrefix(project, name), _time(now))
+            lua.QUEUE_STATS, queuePrefix(project, name), _time(now)
+        )
         total, claimed, delayed = int(total), int(claimed), int(delayed)
         return QueueStats(
             free=max(0, total - claimed - delayed),
@@ -497,73 +524,120 @@ class RedisStore(Service):
             newest=_message(newest) if newest else None,
         )
 
-    def postMessages(self, project: str, queue: str,
-                     messages: Sequence[NewMessage], clientId: str,
-                     now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._postMessages(
-            project, queue, messages, clientId, now))
+    def postMessages(
+        self,
+        project: str,
+        queue: str,
+        messages: Sequence[NewMessage],
+        clientId: str,
+        now: float,
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._postMessages(project, queue, messages, clientId, now)
+        )
 
-    async def _postMessages(self, project: str, queue: str,
-                            messages: Sequence[NewMessage], clientId: str,
-                            now: float) -> list[str]:
+    async def _postMessages(
+        self,
+        project: str,
+        queue: str,
+        messages: Sequence[NewMessage],
+        clientId: str,
+        now: float,
+    ) -> list[str]:
         ids = [newId() for _ in messages]
         if not ids:
             return []
-        args: list[Any] = [queuePrefix(project, queue),
-                           projectPrefix(project), queue, _time(now),
-                           clientId]
-        for mid, m in zip(ids, messages):
-            args += [mid, m.body, int(m.ttl), int(m.delay),
-                     json.dumps(list(m.tags)), m.checksum]
+        args: list[Any] = [
+            queuePrefix(project, queue),
+            projectPrefix(project),
+            queue,
+            _time(now),
+            clientId,
+        ]
+        for mid, m in zip(ids, messages, strict=True):
+            args += [
+                mid,
+                m.body,
+                int(m.ttl),
+                int(m.delay),
+                json.dumps(list(m.tags)),
+                m.checksum,
+            ]
         await self._eval(lua.POST_MESSAGES, *args)
         return ids
 
-    def listMessages(self, project: str, queue: str, query: MessageQuery,
-                     now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._listMessages(project, queue,
-                                                         query, now))
+    def listMessages(
+        self, project: str, queue: str, query: MessageQuery, now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(self._listMessages(project, queue, query, now))
 
-    async def _listMessages(self, project: str, queue: str,
-                            query: MessageQuery, now: float) -> list[Message]:
+    async def _listMessages(
+        self, project: str, queue: str, query: MessageQuery, now: float
+    ) -> list[Message]:
         after = "-inf" if query.marker is None else f"({int(query.marker)}"
         rows = await self._eval(
-            lua.LIST_MESSAGES, queuePrefix(project, queue), _time(now), after,
-            int(query.limit), query.clientId, int(bool(query.echo)),
-            int(bool(query.includeClaimed)), int(bool(query.includeDelayed)),
-            json.dumps(list(query.tags)))
+            lua.LIST_MESSAGES,
+            queuePrefix(project, queue),
+            _time(now),
+            after,
+            int(query.limit),
+            query.clientId,
+            int(bool(query.echo)),
+            int(bool(query.includeClaimed)),
+            int(bool(query.includeDelayed)),
+            json.dumps(list(query.tags)),
+        )
         return [_message(row) for row in rows]
 
-    def getMessages(self, project: str, queue: str, ids: Sequence[str],
-                    now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._getMessages(project, queue, ids,
-                                                        now))
+    def getMessages(
+        self, project: str, queue: str, ids: Sequence[str], now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(self._getMessages(project, queue, ids, now))
 
-    async def _getMessages(self, project: str, queue: str,
-                           ids: Sequence[str], now: float) -> list[Message]:
+    async def _getMessages(
+        self, project: str, queue: str, ids: Sequence[str], now: float
+    ) -> list[Message]:
         wanted = list(dict.fromkeys(_validIds(ids)))
         if not wanted:
             return []
-        rows = await self._eval(lua.GET_MESSAGES, queuePrefix(project, queue),
-                                _time(now), *wanted)
-        return sorted((_message(row) for row in rows),
-                      key=lambda m: m.marker)
+        rows = await self._eval(
+            lua.GET_MESSAGES, queuePrefix(project, queue), _time(now), *wanted
+        )
+        return sorted((_message(row) for row in rows), key=lambda m: m.marker)
 
-    def deleteMessage(self, project: str, queue: str, messageId: str,
-                      claimId: Optional[str], now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._deleteMessage(
-            project, queue, messageId, claimId, now))
+    def deleteMessage(
+        self,
+        project: str,
+        queue: str,
+        messageId: str,
+        claimId: Optional[str],
+        now: float,
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._deleteMessage(project, queue, messageId, claimId, now)
+        )
 
-    async def _deleteMessage(self, project: str, queue: str, messageId: str,
-                             claimId: Optional[str], now: float) -> None:
+    async def _deleteMessage(
+        self,
+        project: str,
+        queue: str,
+        messageId: str,
+        claimId: Optional[str],
+        now: float,
+    ) -> None:
         if not _validIds([messageId]):
             return
         if claimId is not None and not _validIds([claimId]):
             # No claim can have this id, so it holds nothing; but a message
             # that does not exist is still deleted successfully.
             claimId = "-"
-        result = await self._eval(lua.DELETE_MESSAGE,
-                                  queuePrefix(project, queue), messageId,
-                                  claimId or "", _time(now))
+        result = await self._eval(
+            lua.DELETE_MESSAGE,
+            queuePrefix(project, queue),
+            messageId,
+            claimId or "",
+            _time(now),
+        )
         if result == -1:
             raise errors.MessageIsClaimed(messageId)
         if result == -2:
@@ -572,16 +646,26 @@ class RedisStore(Service):
                 "the claim expired, was released, or never held it."
             )
 
-    def deleteMessages(self, project: str, queue: str, ids: Sequence[str],
-                       claimIds: Optional[Sequence[str]],
-                       now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._deleteMessages(
-            project, queue, ids, claimIds, now))
+    def deleteMessages(
+        self,
+        project: str,
+        queue: str,
+        ids: Sequence[str],
+        claimIds: Optional[Sequence[str]],
+        now: float,
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._deleteMessages(project, queue, ids, claimIds, now)
+        )
 
-    async def _deleteMessages(self, project: str, queue: str,
-                              ids: Sequence[str],
-                              claimIds: Optional[Sequence[str]],
-                              now: float) -> int:
+    async def _deleteMessages(
+        self,
+        project: str,
+        queue: str,
+        ids: Sequence[str],
+        claimIds: Optional[Sequence[str]],
+        now: float,
+    ) -> int:
         wanted = list(dict.fromkeys(_validIds(ids)))
         if not wanted:
             return 0
@@ -591,30 +675,43 @@ class RedisStore(Service):
         else:
             claims = _validIds(claimIds)
             count = len(claims)
-        deleted = await self._eval(lua.DELETE_MESSAGES,
-                                   queuePrefix(project, queue), _time(now),
-                                   count, *claims, *wanted)
+        deleted = await self._eval(
+            lua.DELETE_MESSAGES,
+            queuePrefix(project, queue),
+            _time(now),
+            count,
+            *claims,
+            *wanted,
+        )
         return int(deleted)
 
-    def popMessages(self, project: str, queue: str, limit: int,
-                    tags: Sequence[str], now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._popMessages(project, queue, limit,
-                                                        tags, now))
+    def popMessages(
+        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._popMessages(project, queue, limit, tags, now)
+        )
 
-    async def _popMessages(self, project: str, queue: str, limit: int,
-                           tags: Sequence[str], now: float) -> list[Message]:
-        rows = await self._eval(lua.POP_MESSAGES, queuePrefix(project, queue),
-                                _time(now), int(limit),
-                                json.dumps(list(tags or ())))
+    async def _popMessages(
+        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
+    ) -> list[Message]:
+        rows = await self._eval(
+            lua.POP_MESSAGES,
+            queuePrefix(project, queue),
+            _time(now),
+            int(limit),
+            json.dumps(list(tags or ())),
+        )
         return [_message(row) for row in rows]
 
-    def createClaim(self, project: str, queue: str, spec: ClaimSpec,
-                    now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._createClaim(project, queue, spec,
-                                                        now))
+    def createClaim(
+        self, project: str, queue: str, spec: ClaimSpec, now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(self._createClaim(project, queue, spec, now))
 
-    async def _createClaim(self, project: str, queue: str, spec: ClaimSpec,
-                           now: float) -> Optional[Claim]:
+    async def _createClaim(
+        self, project: str, queue: str, spec: ClaimSpec, now: float
+    ) -> Optional[Claim]:
         claimId = newId()
         deadLetter = spec.maxClaimCount is not None and spec.deadLetterQueue
         rows = await self._eval(
@@ -630,8 +727,7 @@ class RedisStore(Service):
             int(spec.maxClaimCount) if deadLetter else "",
             queuePrefix(project, spec.deadLetterQueue) if deadLetter else "",
             spec.deadLetterQueue if deadLetter else "",
-            int(spec.deadLetterTTL)
-            if deadLetter and spec.deadLetterTTL else "",
+            int(spec.deadLetterTTL) if deadLetter and spec.deadLetterTTL else "",
         )
         if not rows:
             return None
@@ -644,22 +740,21 @@ class RedisStore(Service):
             messages=tuple(_message(row) for row in rows),
         )
 
-    def getClaim(self, project: str, queue: str, claimId: str,
-                 now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._getClaim(project, queue, claimId,
-                                                     now))
+    def getClaim(self, project: str, queue: str, claimId: str, now: float) -> Deferred:
+        return Deferred.fromCoroutine(self._getClaim(project, queue, claimId, now))
 
-    async def _getClaim(self, project: str, queue: str, claimId: str,
-                        now: float) -> Claim:
+    async def _getClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> Claim:
         if not _validIds([claimId]):
             raise errors.ClaimDoesNotExist(claimId)
-        reply = await self._eval(lua.GET_CLAIM, queuePrefix(project, queue),
-                                 claimId, _time(now))
+        reply = await self._eval(
+            lua.GET_CLAIM, queuePrefix(project, queue), claimId, _time(now)
+        )
         if not reply:
             raise errors.ClaimDoesNotExist(claimId)
         ttl, grace, updated, expires, rows = reply
-        messages = sorted((_message(row) for row in rows),
-                          key=lambda m: m.marker)
+        messages = sorted((_message(row) for row in rows), key=lambda m: m.marker)
         return Claim(
             id=claimId,
             ttl=int(float(ttl)),
@@ -669,32 +764,38 @@ class RedisStore(Service):
             messages=tuple(messages),
         )
 
-    def renewClaim(self, project: str, queue: str, claimId: str, ttl: int,
-                   grace: int, now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._renewClaim(project, queue,
-                                                       claimId, ttl, grace,
-                                                       now))
+    def renewClaim(
+        self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._renewClaim(project, queue, claimId, ttl, grace, now)
+        )
 
-    async def _renewClaim(self, project: str, queue: str, claimId: str,
-                          ttl: int, grace: int, now: float) -> None:
+    async def _renewClaim(
+        self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
+    ) -> None:
         if not _validIds([claimId]):
             raise errors.ClaimDoesNotExist(claimId)
-        done = await self._eval(lua.RENEW_CLAIM, queuePrefix(project, queue),
-                                claimId, _time(now), int(ttl), int(grace))
+        done = await self._eval(
+            lua.RENEW_CLAIM,
+            queuePrefix(project, queue),
+            claimId,
+            _time(now),
+            int(ttl),
+            int(grace),
+        )
         if not done:
             raise errors.ClaimDoesNotExist(claimId)
 
-    def releaseClaim(self, project: str, queue: str, claimId: str,
-                     now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._releaseClaim(project, queue,
-                                                         claimId))
+    def releaseClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(self._releaseClaim(project, queue, claimId))
 
-    async def _releaseClaim(self, project: str, queue: str,
-                            claimId: str) -> None:
+    async def _releaseClaim(self, project: str, queue: str, claimId: str) -> None:
         if not _validIds([claimId]):
             return
-        await self._eval(lua.RELEASE_CLAIM, queuePrefix(project, queue),
-                         claimId)
+        await self._eval(lua.RELEASE_CLAIM, queuePrefix(project, queue), claimId)
 
     def purgeExpired(self, now: float) -> Deferred:
         return Deferred.fromCoroutine(self._purgeExpired(now))
@@ -703,7 +804,8 @@ class RedisStore(Service):
         removed = 0
         while True:
             gone, messagesSeen, claimsSeen = await self._eval(
-                lua.PURGE_EXPIRED, _time(now), PURGE_BATCH)
+                lua.PURGE_EXPIRED, _time(now), PURGE_BATCH
+            )
             removed += int(gone)
             if int(messagesSeen) < PURGE_BATCH and int(claimsSeen) < PURGE_BATCH:
                 return removed
