@@ -28,6 +28,7 @@ from marconi.core.errors import (
     StorageUnavailable,
 )
 from marconi.core.interfaces import IMessageStore, IStorageDriverPlugin
+from marconi.core.models import NewMessage
 from marconi.storage.redis_uri import RedisLocation, checkURI, parseURI
 from tests.redisserver import RedisServer, command, sharedServer, skipReason
 from tests.storage_contract import T0, MessageStoreContract, msg, query, spec
@@ -275,6 +276,43 @@ class RedisStoreTests(TestCase):
                 T0,
             )
         return ids
+
+    async def test_verbatim(self) -> None:
+        """
+        Bodies, tags, client ids and checksums come back exactly as they
+        were given (non-ASCII text, line breaks, a body of 200 KiB, bodies
+        that look like numbers), and fractional times survive the round
+        trip through Redis exactly.
+        """
+        store = await self.store()
+        now = T0 + 0.1
+        bodies = [
+            '"\u00e9t\u00e9 \r\n caf\u00e9"',
+            '"été\r\n"',
+            "123",
+            "1.5e3",
+            "null",
+            '"' + "x" * 200 * 1024 + '"',
+            '""',
+        ]
+        messages = [
+            NewMessage(b, 61, 0, ("ünï", "a:b", "1"), f"MD5:{i}")
+            for i, b in enumerate(bodies)
+        ]
+        ids = await store.postMessages("p", "q", messages, "clïent 1", now)
+        found = await store.getMessages("p", "q", ids, now)
+        self.assertEqual([m.body for m in found], bodies)
+        for i, m in enumerate(found):
+            self.assertEqual(m.tags, ("ünï", "a:b", "1"))
+            self.assertEqual(m.checksum, f"MD5:{i}")
+            self.assertEqual(m.clientId, "clïent 1")
+            self.assertEqual((m.created, m.expires), (now, now + 61))
+        tagged = await store.listMessages("p", "q", query(tags=("ünï",)), now)
+        self.assertEqual(len(tagged), len(bodies))
+        claim = await store.createClaim("p", "q", spec(ttl=60, grace=7), now + 0.2)
+        self.assertEqual(claim.expires, now + 0.2 + 60)
+        self.assertEqual(claim.messages[0].expires, now + 0.2 + 67)
+        self.assertEqual(claim.messages[0].claimExpires, now + 0.2 + 60)
 
     async def test_batchIsAtomic(self) -> None:
         """
