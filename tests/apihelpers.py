@@ -45,7 +45,8 @@ class Node:
     A running in-process node.
     """
 
-    def __init__(self, testCase: Any, limits: Limits = Limits()) -> None:
+    def __init__(self, testCase: Any, limits: Optional[Limits] = None) -> None:
+        limits = limits or Limits()
         self.clock = Clock()
         self.clock.advance(START)
         self.store = SQLiteStore(":memory:", reactor)

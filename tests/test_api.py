@@ -161,7 +161,18 @@ class QueueTests(APITestCase):
         self.assertIsNone(r.json["_dead_letter_queue"])
         r = await self.node.request("DELETE", "/v2/queues/q")
         self.assertEqual(r.code, 204)
-        self.assertError(await self.node.request("GET", "/v2/queues/q"), 404)
+        r = await self.node.request("GET", "/v2/queues")
+        self.assertEqual(r.json["queues"], [])
+
+    async def test_lazyQueue(self) -> None:
+        """
+        A queue that was never created reads as an empty one: its metadata
+        are the defaults and its stats are zero.
+        """
+        r = await self.node.request("GET", "/v2/queues/never")
+        self.assertEqual(r.code, 200)
+        self.assertEqual(r.json["_default_message_ttl"], 3600)
+        self.assertNotIn("color", r.json)
 
     async def test_createWithoutBody(self) -> None:
         """
@@ -196,7 +207,8 @@ class QueueTests(APITestCase):
             self.assertError(await self.node.request("PUT", "/v2/queues/q", body), 400)
         r = await self.node.request("PUT", "/v2/queues/q", {"x": "y" * 70000})
         self.assertError(r, 413)
-        self.assertError(await self.node.request("GET", "/v2/queues/q"), 404)
+        r = await self.node.request("GET", "/v2/queues")
+        self.assertEqual(r.json["queues"], [])
 
     async def test_list(self) -> None:
         """

@@ -58,10 +58,11 @@ class Messaging:
     async def getQueue(self, project: str, name: str) -> dict:
         """
         The queue's metadata, with the reserved keys it lacks filled in with
-        their defaults (L{None} for the dead-letter settings).
+        their defaults (L{None} for the dead-letter settings).  Queues are
+        lazy: a queue that was never created reads as one with no metadata.
         """
         validation.queueName(name, self.limits)
-        metadata = dict(await self.store.getQueueMetadata(project, name))
+        metadata = dict(await self._metadata(project, name))
         defaults = {
             "_max_messages_post_size": self.limits.maxMessagesPostSize,
             "_default_message_ttl": self.limits.defaultMessageTTL,
