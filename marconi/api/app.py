@@ -22,9 +22,9 @@ from werkzeug.routing import BaseConverter
 
 from marconi.api import homedoc, render
 from marconi.api.errors import HTTPError, statusOf
+from marconi.api.http import RoutedKlein
 from marconi.core import jsontext, validation
 from marconi.core.errors import MarconiError, MessageDoesNotExist, ValidationFailed
-from marconi.api.http import RoutedKlein
 from marconi.core.health import HealthCheck
 from marconi.core.interfaces import IAuthDriver, IHealth
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging

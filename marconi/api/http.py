@@ -66,13 +66,17 @@ def _printable(path: bytes) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
-def _rawError(code: int, reason: bytes, title: str, description: str) -> bytes:
+def _rawError(
+    code: int, reason: bytes, title: str, description: str, requestId: str
+) -> bytes:
     body = json.dumps({"title": title, "description": description}).encode()
     return (
         b"HTTP/1.1 %d %s\r\n"
         b"Content-Type: application/json; charset=UTF-8\r\n"
         b"Content-Length: %d\r\n"
-        b"Connection: close\r\n\r\n" % (code, reason, len(body))
+        b"X-OpenStack-Request-Id: %s\r\n"
+        b"Connection: close\r\n\r\n"
+        % (code, reason, len(body), requestId.encode("ascii"))
     ) + body
 
 
@@ -100,8 +104,13 @@ class LimitedRequest(server.Request):
 
     def _refuse(self) -> None:
         self._refused = True
+        self.requestId = "req-" + uuid4().hex
         limit = self._limit()
-        _log.info("Refused a request body over {limit} bytes", limit=limit)
+        _log.info(
+            "Refused a request body over {limit} bytes (request_id={request_id})",
+            limit=limit,
+            request_id=self.requestId,
+        )
         site = self.channel.site
         site.monitor.requestServed(
             "refused", 413, site.reactor.seconds() - self.started
@@ -112,6 +121,7 @@ class LimitedRequest(server.Request):
                 b"Payload Too Large",
                 "Payload too large",
                 f"Request bodies may not exceed {limit} bytes.",
+                self.requestId,
             )
         )
         self.channel.loseConnection()
