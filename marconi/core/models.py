@@ -7,6 +7,7 @@ embedded as they are in every answer, so no driver ever parses a body.
 
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
+from uuid import uuid4
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,3 +159,10 @@ class Claim:
 
     def age(self, now: float) -> int:
         return max(0, int(now - self.updated))
+
+
+def newId() -> str:
+    """
+    A new server-generated id for a message or a claim: 128 random bits.
+    """
+    return uuid4().hex

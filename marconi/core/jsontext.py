@@ -1,0 +1,121 @@
+"""
+Strict JSON for untrusted input.
+
+Python's C{json} module accepts C{NaN}, C{Infinity}, numbers that overflow to
+infinity, duplicate object keys and lone surrogates, and raises
+L{RecursionError} on deep nesting.  Each of those would be a 500 or a
+message no other client can read, so L{loads} refuses them all with
+L{ValidationFailed}, and L{dumpBody} refuses to store text that is not
+valid UTF-8.
+"""
+
+import json
+import math
+from typing import Any
+
+from marconi.core.errors import ValidationFailed
+
+
+def _rejectConstant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finiteFloat(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _noDuplicates(pairs: list) -> dict:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:64]!r}")
+            seen.add(key)
+    return result
+
+
+_decoder = json.JSONDecoder(
+    parse_constant=_rejectConstant,
+    parse_float=_finiteFloat,
+    object_pairs_hook=_noDuplicates,
+)
+
+
+def _tooDeep(value: Any, maxDepth: int) -> bool:
+    """
+    Whether C{value} nests arrays and objects deeper than C{maxDepth}.
+
+    Walks containers only, so its cost grows with their number, not with
+    the size of the text.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > maxDepth:
+            return True
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list)))
+    return False
+
+
+def loads(data: bytes, maxDepth: int = 32) -> Any:
+    """
+    Parse untrusted JSON.
+
+    @raise ValidationFailed: for anything but a well-formed UTF-8 JSON
+        document without duplicate keys, non-finite numbers, lone
+        surrogates or nesting deeper than C{maxDepth}.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationFailed("The request body is not valid UTF-8.") from None
+    try:
+        value = _decoder.decode(text)
+    except RecursionError:
+        value = None
+        tooDeep = True
+    except ValueError as e:
+        raise ValidationFailed(f"The request body is not valid JSON: {e}") from None
+    else:
+        tooDeep = isinstance(value, (dict, list)) and _tooDeep(value, maxDepth)
+    if tooDeep:
+        raise ValidationFailed(
+            f"The JSON document is nested deeper than {maxDepth} levels."
+        )
+    return value
+
+
+def dumpBody(body: Any) -> str:
+    """
+    Serialise a parsed message body to compact JSON text.
+
+    @raise ValidationFailed: if the body holds a lone surrogate.
+    """
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationFailed(
+            "The message body holds a lone surrogate, which is not valid text."
+        ) from None
+    return text
+
+
+def dumps(value: Any) -> bytes:
+    """
+    Serialise a response document.
+    """
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8"
+    )

@@ -1,0 +1,277 @@
+"""
+The operations of the message bus, as the API offers them.
+
+L{Messaging} checks what a client asks for against the limits and the
+queue's reserved metadata, reads the time from its injected clock, and asks
+the storage driver to do the rest.  It knows nothing of HTTP.
+"""
+
+import copy
+from typing import Any, Optional, Sequence
+
+from twisted.internet.interfaces import IReactorTime
+
+from marconi.core import validation
+from marconi.core.errors import (
+    Conflict,
+    MessageDoesNotExist,
+    PayloadTooLarge,
+    QueueDoesNotExist,
+    ValidationFailed,
+)
+from marconi.core.interfaces import IMessageStore
+from marconi.core.limits import Limits
+from marconi.core.models import (
+    Claim,
+    ClaimSpec,
+    Message,
+    MessageQuery,
+    QueueInfo,
+    QueueStats,
+)
+
+PATCH_MEDIA_TYPE = "application/openstack-messaging-v2.0-json-patch"
+
+
+class Messaging:
+    """
+    The message bus of one node, over one store.
+    """
+
+    def __init__(
+        self, store: IMessageStore, clock: IReactorTime, limits: Limits
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.limits = limits
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    # Queues.
+
+    async def createQueue(self, project: str, name: str, metadata: Any) -> bool:
+        validation.queueName(name, self.limits)
+        validation.queueMetadata(metadata, self.limits, name)
+        return await self.store.createQueue(project, name, metadata, self.now())
+
+    async def getQueue(self, project: str, name: str) -> dict:
+        """
+        The queue's metadata, with the reserved keys it lacks filled in with
+        their defaults (L{None} for the dead-letter settings).
+        """
+        validation.queueName(name, self.limits)
+        metadata = dict(await self.store.getQueueMetadata(project, name))
+        defaults = {
+            "_max_messages_post_size": self.limits.maxMessagesPostSize,
+            "_default_message_ttl": self.limits.defaultMessageTTL,
+            "_default_message_delay": self.limits.defaultMessageDelay,
+            "_dead_letter_queue": None,
+            "_dead_letter_queue_messages_ttl": None,
+            "_max_claim_count": None,
+        }
+        for key, value in defaults.items():
+            if metadata.get(key) is None:
+                metadata[key] = value
+        return metadata
+
+    async def patchQueue(self, project: str, name: str, operations: Any) -> dict:
+        """
+        Apply a JSON patch (RFC 6902 subset: add, remove, replace on
+        C{/metadata/<key>}) to the queue's metadata.
+        """
+        validation.queueName(name, self.limits)
+        if not isinstance(operations, list) or not operations:
+            raise ValidationFailed("The patch must be a non-empty JSON list.")
+        current = await self.store.getQueueMetadata(project, name)
+        metadata = copy.deepcopy(current)
+        for op in operations:
+            _applyPatch(metadata, op)
+        validation.queueMetadata(metadata, self.limits, name)
+        await self.store.setQueueMetadata(project, name, metadata)
+        return await self.getQueue(project, name)
+
+    async def deleteQueue(self, project: str, name: str) -> None:
+        validation.queueName(name, self.limits)
+        await self.store.deleteQueue(project, name)
+
+    async def listQueues(
+        self,
+        project: str,
+        marker: Optional[str],
+        limit: Optional[int],
+        detailed: bool,
+        withCount: bool,
+    ) -> tuple[list[QueueInfo], Optional[int]]:
+        if limit is None:
+            limit = self.limits.defaultQueuesPerPage
+        validation.integer(limit, "limit", 1, self.limits.maxQueuesPerPage)
+        queues = await self.store.listQueues(project, marker, limit, detailed)
+        count = await self.store.countQueues(project) if withCount else None
+        return list(queues), count
+
+    async def queueStats(self, project: str, name: str) -> QueueStats:
+        validation.queueName(name, self.limits)
+        return await self.store.queueStats(project, name, self.now())
+
+    # Messages.
+
+    async def _metadata(self, project: str, name: str) -> dict:
+        try:
+            return await self.store.getQueueMetadata(project, name)
+        except QueueDoesNotExist:
+            return {}
+
+    async def postMessages(
+        self, project: str, queue: str, document: Any, size: int, clientId: str
+    ) -> list[str]:
+        """
+        @param size: the length in bytes of the request body.
+        """
+        validation.queueName(queue, self.limits)
+        metadata = await self._metadata(project, queue)
+        maxSize = metadata.get("_max_messages_post_size") or self.limits.maxMessagesPostSize
+        if size > maxSize:
+            raise PayloadTooLarge(
+                f"The messages posted to this queue may not exceed {maxSize} bytes."
+            )
+        messages = validation.messages(document, self.limits, metadata)
+        return await self.store.postMessages(
+            project, queue, messages, clientId, self.now()
+        )
+
+    async def listMessages(
+        self,
+        project: str,
+        queue: str,
+        clientId: str,
+        limit: Optional[int] = None,
+        marker: Optional[int] = None,
+        echo: bool = False,
+        includeClaimed: bool = False,
+        includeDelayed: bool = False,
+        tags: Sequence[str] = (),
+    ) -> list[Message]:
+        validation.queueName(queue, self.limits)
+        if limit is None:
+            limit = self.limits.defaultMessagesPerPage
+        validation.integer(limit, "limit", 1, self.limits.maxMessagesPerPage)
+        query = MessageQuery(
+            limit=limit,
+            clientId=clientId,
+            marker=marker,
+            echo=echo,
+            includeClaimed=includeClaimed,
+            includeDelayed=includeDelayed,
+            tags=tuple(tags),
+        )
+        return list(await self.store.listMessages(project, queue, query, self.now()))
+
+    async def getMessage(self, project: str, queue: str, messageId: str) -> Message:
+        validation.queueName(queue, self.limits)
+        found = await self.store.getMessages(project, queue, (messageId,), self.now())
+        if not found:
+            raise MessageDoesNotExist(messageId)
+        return found[0]
+
+    async def getMessages(
+        self, project: str, queue: str, ids: Sequence[str]
+    ) -> list[Message]:
+        validation.queueName(queue, self.limits)
+        return list(await self.store.getMessages(project, queue, ids, self.now()))
+
+    async def deleteMessage(
+        self, project: str, queue: str, messageId: str, claimId: Optional[str]
+    ) -> None:
+        validation.queueName(queue, self.limits)
+        await self.store.deleteMessage(project, queue, messageId, claimId, self.now())
+
+    async def deleteMessages(
+        self,
+        project: str,
+        queue: str,
+        ids: Sequence[str],
+        claimIds: Optional[Sequence[str]],
+    ) -> int:
+        validation.queueName(queue, self.limits)
+        return await self.store.deleteMessages(
+            project, queue, ids, claimIds, self.now()
+        )
+
+    async def popMessages(
+        self, project: str, queue: str, limit: int, tags: Sequence[str] = ()
+    ) -> list[Message]:
+        validation.queueName(queue, self.limits)
+        validation.integer(limit, "pop", 1, self.limits.maxMessagesPerClaim)
+        return list(
+            await self.store.popMessages(project, queue, limit, tuple(tags), self.now())
+        )
+
+    # Claims.
+
+    async def createClaim(
+        self,
+        project: str,
+        queue: str,
+        options: Any,
+        limit: Optional[int] = None,
+        tags: Sequence[str] = (),
+    ) -> Optional[Claim]:
+        validation.queueName(queue, self.limits)
+        ttl, grace = validation.claimOptions(options, self.limits)
+        if limit is None:
+            limit = self.limits.defaultMessagesPerClaim
+        validation.integer(limit, "limit", 1, self.limits.maxMessagesPerClaim)
+        metadata = await self._metadata(project, queue)
+        spec = ClaimSpec(
+            ttl=ttl,
+            grace=grace,
+            limit=limit,
+            tags=tuple(tags),
+            maxClaimCount=metadata.get("_max_claim_count"),
+            deadLetterQueue=metadata.get("_dead_letter_queue"),
+            deadLetterTTL=metadata.get("_dead_letter_queue_messages_ttl"),
+        )
+        return await self.store.createClaim(project, queue, spec, self.now())
+
+    async def getClaim(self, project: str, queue: str, claimId: str) -> Claim:
+        validation.queueName(queue, self.limits)
+        return await self.store.getClaim(project, queue, claimId, self.now())
+
+    async def renewClaim(
+        self, project: str, queue: str, claimId: str, options: Any
+    ) -> None:
+        validation.queueName(queue, self.limits)
+        ttl, grace = validation.claimOptions(options, self.limits)
+        await self.store.renewClaim(project, queue, claimId, ttl, grace, self.now())
+
+    async def releaseClaim(self, project: str, queue: str, claimId: str) -> None:
+        validation.queueName(queue, self.limits)
+        await self.store.releaseClaim(project, queue, claimId, self.now())
+
+    async def purgeExpired(self) -> int:
+        return await self.store.purgeExpired(self.now())
+
+
+def _applyPatch(metadata: dict, op: Any) -> None:
+    if not isinstance(op, dict):
+        raise ValidationFailed("Each patch operation must be a JSON object.")
+    kind = op.get("op")
+    path = op.get("path")
+    if kind not in ("add", "remove", "replace"):
+        raise ValidationFailed('"op" must be one of add, remove, replace.')
+    if not isinstance(path, str) or not path.startswith("/metadata/"):
+        raise ValidationFailed('"path" must have the form /metadata/<key>.')
+    key = path[len("/metadata/"):].replace("~1", "/").replace("~0", "~")
+    if not key:
+        raise ValidationFailed('"path" must name a metadata key.')
+    if kind == "remove":
+        if key not in metadata:
+            raise Conflict(f"Metadata key {key!r} does not exist.")
+        del metadata[key]
+        return
+    if "value" not in op:
+        raise ValidationFailed(f'A {kind} operation needs a "value".')
+    if kind == "replace" and key not in metadata:
+        raise Conflict(f"Metadata key {key!r} does not exist.")
+    metadata[key] = op["value"]

@@ -1,0 +1,238 @@
+"""
+Validation of what clients send, against L{marconi.core.limits.Limits}.
+
+Each function takes parsed values (JSON already decoded, query strings
+already split) and either returns a clean value or raises
+L{ValidationFailed} with a description a client can act on.
+"""
+
+import hashlib
+import json
+import re
+from typing import Any, Optional
+
+from marconi.core.errors import PayloadTooLarge, ValidationFailed
+from marconi.core.jsontext import dumpBody
+from marconi.core.limits import Limits
+from marconi.core.models import NewMessage
+
+_QUEUE_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")
+# Printable, no separators used by the API (comma lists, slashes in paths).
+_TAG = re.compile(r"^[^\x00-\x20\x7f,/]+$")
+_PROJECT = re.compile(r"^[\x21-\x7e]+$")
+_CLIENT_ID = re.compile(r"^[\x21-\x7e]+$")
+
+RESERVED_METADATA = (
+    "_default_message_ttl",
+    "_max_messages_post_size",
+    "_default_message_delay",
+    "_max_claim_count",
+    "_dead_letter_queue",
+    "_dead_letter_queue_messages_ttl",
+)
+
+
+def queueName(name: str, limits: Limits) -> str:
+    if not name or len(name) > limits.maxQueueNameLength:
+        raise ValidationFailed(
+            f"Queue names must be 1 to {limits.maxQueueNameLength} characters long."
+        )
+    if not _QUEUE_NAME.match(name):
+        raise ValidationFailed(
+            "Queue names may only contain ASCII letters, digits, "
+            "underscores, dashes and dots."
+        )
+    return name
+
+
+def projectId(project: Optional[str], limits: Limits) -> str:
+    if not project:
+        raise ValidationFailed(
+            "No project given: send an X-Project-ID header or use "
+            "/v2/projects/{project_id}/..."
+        )
+    if len(project) > limits.maxProjectIdLength or not _PROJECT.match(project):
+        raise ValidationFailed(
+            f"Project ids must be 1 to {limits.maxProjectIdLength} printable "
+            "ASCII characters without spaces."
+        )
+    return project
+
+
+def clientId(value: Optional[str], limits: Limits) -> str:
+    if not value:
+        raise ValidationFailed("The Client-ID header is missing.")
+    if len(value) > limits.maxClientIdLength or not _CLIENT_ID.match(value):
+        raise ValidationFailed(
+            f"Client-ID must be 1 to {limits.maxClientIdLength} printable "
+            "ASCII characters without spaces (a UUID is recommended)."
+        )
+    return value
+
+
+def integer(value: Any, name: str, low: int, high: int) -> int:
+    """
+    Check that C{value} is an integer (not a boolean, not a float) within
+    C{[low, high]}.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationFailed(f"{name} must be an integer.")
+    if not low <= value <= high:
+        raise ValidationFailed(f"{name} must be between {low} and {high}.")
+    return value
+
+
+def tags(value: Any, limits: Limits, maxCount: Optional[int] = None) -> tuple:
+    """
+    Check a list of tags; duplicates are dropped, order kept.
+    """
+    maxCount = limits.maxTagsPerMessage if maxCount is None else maxCount
+    if not isinstance(value, list):
+        raise ValidationFailed("tags must be a list of strings.")
+    if len(value) > maxCount:
+        raise ValidationFailed(f"At most {maxCount} tags are allowed.")
+    seen: dict[str, None] = {}
+    for tag in value:
+        if not isinstance(tag, str):
+            raise ValidationFailed("tags must be a list of strings.")
+        if not 1 <= len(tag) <= limits.maxTagLength or not _TAG.match(tag):
+            raise ValidationFailed(
+                f"Each tag must be 1 to {limits.maxTagLength} printable "
+                "characters without spaces, commas or slashes."
+            )
+        seen[tag] = None
+    return tuple(seen)
+
+
+def tagFilter(raw: Optional[str], limits: Limits) -> tuple:
+    """
+    Parse the C{tags} query parameter (comma-separated).
+    """
+    if raw is None or raw == "":
+        return ()
+    return tags(raw.split(","), limits, limits.maxTagsPerFilter)
+
+
+def checksum(body: Any) -> str:
+    """
+    The checksum Zaqar gives a message: MD5 over its default JSON encoding.
+    """
+    return "MD5:" + hashlib.md5(json.dumps(body).encode("utf-8")).hexdigest()
+
+
+def queueMetadata(metadata: Any, limits: Limits, queue: str) -> dict:
+    """
+    Check queue metadata, including the reserved keys.
+    """
+    if not isinstance(metadata, dict):
+        raise ValidationFailed("Queue metadata must be a JSON object.")
+    size = len(dumpBody(metadata).encode("utf-8"))
+    if size > limits.maxQueueMetadata:
+        raise PayloadTooLarge(
+            f"Queue metadata may not exceed {limits.maxQueueMetadata} bytes."
+        )
+    for key, value in metadata.items():
+        if not key.startswith("_"):
+            continue
+        if key == "_default_message_ttl":
+            integer(value, key, limits.minMessageTTL, limits.maxMessageTTL)
+        elif key == "_max_messages_post_size":
+            integer(value, key, 1, limits.maxMessagesPostSize)
+        elif key == "_default_message_delay":
+            integer(value, key, 0, limits.maxMessageDelay)
+        elif key == "_max_claim_count":
+            integer(value, key, 1, 2**31)
+        elif key == "_dead_letter_queue_messages_ttl":
+            integer(value, key, limits.minMessageTTL, limits.maxMessageTTL)
+        elif key == "_dead_letter_queue":
+            if not isinstance(value, str):
+                raise ValidationFailed("_dead_letter_queue must be a queue name.")
+            queueName(value, limits)
+            if value == queue:
+                raise ValidationFailed("A queue cannot be its own dead letter queue.")
+    return metadata
+
+
+def messages(
+    document: Any, limits: Limits, queueMeta: dict
+) -> list[NewMessage]:
+    """
+    Check a message post document, C{{"messages": [...]}} (or a bare list,
+    as API v1 clients send), applying the queue's defaults.
+    """
+    if isinstance(document, dict):
+        if "messages" not in document:
+            raise ValidationFailed('The body must have a "messages" list.')
+        items = document["messages"]
+    else:
+        items = document
+    if not isinstance(items, list) or not items:
+        raise ValidationFailed('"messages" must be a non-empty list.')
+    if len(items) > limits.maxMessagesPerPost:
+        raise ValidationFailed(
+            f"At most {limits.maxMessagesPerPost} messages may be posted at once."
+        )
+    defaultTTL = queueMeta.get("_default_message_ttl") or limits.defaultMessageTTL
+    defaultDelay = queueMeta.get("_default_message_delay") or 0
+    result = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValidationFailed("Each message must be a JSON object.")
+        if "body" not in item:
+            raise ValidationFailed('Each message must have a "body".')
+        ttl = item.get("ttl", defaultTTL)
+        ttl = integer(ttl, "ttl", limits.minMessageTTL, limits.maxMessageTTL)
+        delay = item.get("delay", defaultDelay)
+        delay = integer(delay, "delay", 0, limits.maxMessageDelay)
+        messageTags = tags(item["tags"], limits) if "tags" in item else ()
+        body = item["body"]
+        result.append(
+            NewMessage(
+                body=dumpBody(body),
+                ttl=ttl,
+                delay=delay,
+                tags=messageTags,
+                checksum=checksum(body),
+            )
+        )
+    return result
+
+
+def claimOptions(document: Any, limits: Limits) -> tuple[int, int]:
+    """
+    Check a claim's C{{"ttl": ..., "grace": ...}} and fill in defaults.
+    """
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ValidationFailed("The claim body must be a JSON object.")
+    ttl = integer(
+        document.get("ttl", limits.defaultClaimTTL),
+        "ttl",
+        limits.minClaimTTL,
+        limits.maxClaimTTL,
+    )
+    grace = integer(
+        document.get("grace", limits.defaultClaimGrace),
+        "grace",
+        limits.minClaimGrace,
+        limits.maxClaimGrace,
+    )
+    return ttl, grace
+
+
+def ids(raw: str, limit: int) -> tuple:
+    """
+    Parse a comma-separated list of ids; empty items are dropped.
+    """
+    values = tuple(dict.fromkeys(i for i in raw.split(",") if i))
+    if not values:
+        raise ValidationFailed("No ids were given.")
+    if len(values) > limit:
+        raise ValidationFailed(f"At most {limit} ids may be given at once.")
+    for value in values:
+        if len(value) > 128:
+            raise ValidationFailed("Ids are at most 128 characters long.")
+    return values
+
+

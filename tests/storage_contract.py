@@ -1,0 +1,613 @@
+"""
+The contract every L{IMessageStore} honours, as a mixin for trial test cases.
+
+Use it as C{class XStoreTests(MessageStoreContract, TestCase)} with a
+L{twisted.trial.unittest.TestCase} and define:
+
+  - C{createStore(self)}: return (or fire a L{Deferred} or coroutine with) a
+    started store holding no data, and register its own cleanup;
+  - optionally C{reopenStore(self, store)}: stop C{store} and return a new
+    started store over the same data, to check what survives a restart.
+
+Every test passes its own times (C{now}), so no test waits for a clock.
+"""
+
+from typing import Any
+
+from twisted.internet.defer import gatherResults, maybeDeferred
+from zope.interface.verify import verifyObject
+
+from marconi.core.errors import (
+    ClaimDoesNotExist,
+    ClaimMismatch,
+    MessageIsClaimed,
+    QueueDoesNotExist,
+)
+from marconi.core.interfaces import IMessageStore
+from marconi.core.models import ClaimSpec, MessageQuery, NewMessage
+
+T0 = 1_700_000_000.0
+
+
+def msg(body: str = '"x"', ttl: int = 300, delay: int = 0, tags: tuple = ()) -> NewMessage:
+    return NewMessage(body=body, ttl=ttl, delay=delay, tags=tags, checksum="MD5:0")
+
+
+def query(limit: int = 20, **kwargs: Any) -> MessageQuery:
+    kwargs.setdefault("clientId", "reader")
+    return MessageQuery(limit=limit, **kwargs)
+
+
+def spec(limit: int = 10, ttl: int = 60, grace: int = 30, **kwargs: Any) -> ClaimSpec:
+    return ClaimSpec(ttl=ttl, grace=grace, limit=limit, **kwargs)
+
+
+class MessageStoreContract:
+    """
+    Tests of L{IMessageStore} semantics, run unchanged against every driver.
+    """
+
+    async def store(self) -> Any:
+        return await maybeDeferred(self.createStore)  # type: ignore[attr-defined]
+
+    async def post(self, store: Any, bodies: list, queue: str = "q",
+                   project: str = "p", now: float = T0, **kwargs: Any) -> list:
+        return await store.postMessages(
+            project, queue, [msg(b, **kwargs) for b in bodies], "writer", now
+        )
+
+    # Basics.
+
+    async def test_interface(self) -> None:
+        """
+        The store provides L{IMessageStore} and answers a ping.
+        """
+        store = await self.store()
+        self.assertTrue(verifyObject(IMessageStore, store))
+        self.assertTrue(await store.ping())
+
+    # Queues.
+
+    async def test_createQueueOnce(self) -> None:
+        """
+        Creating a queue reports whether it was new; creating it again keeps
+        the first metadata.
+        """
+        store = await self.store()
+        self.assertTrue(await store.createQueue("p", "q", {"a": 1}, T0))
+        self.assertFalse(await store.createQueue("p", "q", {"a": 2}, T0))
+        self.assertEqual(await store.getQueueMetadata("p", "q"), {"a": 1})
+
+    async def test_missingQueue(self) -> None:
+        """
+        Reading or writing the metadata of a missing queue fails with
+        L{QueueDoesNotExist}; a queue of another project is missing too.
+        """
+        store = await self.store()
+        await store.createQueue("other", "q", {}, T0)
+        with self.assertRaises(QueueDoesNotExist):
+            await store.getQueueMetadata("p", "q")
+        with self.assertRaises(QueueDoesNotExist):
+            await store.setQueueMetadata("p", "q", {"x": 1})
+
+    async def test_setQueueMetadata(self) -> None:
+        """
+        Setting metadata replaces it whole.
+        """
+        store = await self.store()
+        await store.createQueue("p", "q", {"a": 1, "b": [1, "two"]}, T0)
+        await store.setQueueMetadata("p", "q", {"c": {"d": None}})
+        self.assertEqual(await store.getQueueMetadata("p", "q"), {"c": {"d": None}})
+
+    async def test_deleteQueue(self) -> None:
+        """
+        Deleting a queue removes it and its messages and claims; deleting a
+        missing queue succeeds; the same name in another project is kept.
+        """
+        store = await self.store()
+        await self.post(store, ['"a"', '"b"'])
+        await self.post(store, ['"c"'], project="p2")
+        claim = await store.createClaim("p", "q", spec(limit=1), T0)
+        await store.deleteQueue("p", "q")
+        await store.deleteQueue("p", "missing")
+        with self.assertRaises(QueueDoesNotExist):
+            await store.getQueueMetadata("p", "q")
+        self.assertEqual(await store.listMessages("p", "q", query(), T0), [])
+        with self.assertRaises(ClaimDoesNotExist):
+            await store.getClaim("p", "q", claim.id, T0)
+        left = await store.listMessages("p2", "q", query(), T0)
+        self.assertEqual([m.body for m in left], ['"c"'])
+
+    async def test_listQueues(self) -> None:
+        """
+        Queues are listed in name order after the marker, up to the limit,
+        with metadata only when detailed, and only the project's own.
+        """
+        store = await self.store()
+        for name in ["b", "a", "d", "c"]:
+            await store.createQueue("p", name, {"n": name}, T0)
+        await store.createQueue("other", "aa", {}, T0)
+        page = await store.listQueues("p", None, 2, False)
+        self.assertEqual([(q.name, q.metadata) for q in page], [("a", None), ("b", None)])
+        page = await store.listQueues("p", "b", 5, True)
+        self.assertEqual(
+            [(q.name, q.metadata) for q in page], [("c", {"n": "c"}), ("d", {"n": "d"})]
+        )
+        self.assertEqual(await store.listQueues("p", "d", 5, False), [])
+        self.assertEqual(await store.countQueues("p"), 4)
+        self.assertEqual(await store.countQueues("nobody"), 0)
+
+    async def test_similarNamesDoNotCollide(self) -> None:
+        """
+        Projects and queues whose joined names look alike stay apart.
+        """
+        store = await self.store()
+        await self.post(store, ['"one"'], project="a.b", queue="c")
+        await self.post(store, ['"two"'], project="a", queue="b.c")
+        await self.post(store, ['"three"'], project="a:b", queue="c")
+        await self.post(store, ['"four"'], project="a/b", queue="c")
+        for project, queue, body in [("a.b", "c", '"one"'), ("a", "b.c", '"two"'),
+                                     ("a:b", "c", '"three"'), ("a/b", "c", '"four"')]:
+            found = await store.listMessages(project, queue, query(), T0)
+            self.assertEqual([m.body for m in found], [body])
+
+    async def test_statsOfMissingQueue(self) -> None:
+        """
+        A missing queue has all counts zero and no oldest or newest message.
+        """
+        store = await self.store()
+        stats = await store.queueStats("p", "nothing", T0)
+        self.assertEqual((stats.free, stats.claimed, stats.delayed, stats.total), (0, 0, 0, 0))
+        self.assertIsNone(stats.oldest)
+        self.assertIsNone(stats.newest)
+
+    async def test_stats(self) -> None:
+        """
+        Stats count free, claimed and delayed live messages and name the
+        oldest and newest; expired messages are not counted.
+        """
+        store = await self.store()
+        first = await self.post(store, ['"a"', '"b"', '"c"'])
+        await self.post(store, ['"late"'], now=T0 + 1, delay=100)
+        await self.post(store, ['"short"'], now=T0 + 2, ttl=60)
+        await store.createClaim("p", "q", spec(limit=1), T0 + 3)
+        stats = await store.queueStats("p", "q", T0 + 5)
+        self.assertEqual((stats.free, stats.claimed, stats.delayed), (3, 1, 1))
+        self.assertEqual(stats.total, 5)
+        self.assertEqual(stats.oldest.id, first[0])
+        self.assertEqual(stats.newest.body, '"short"')
+        stats = await store.queueStats("p", "q", T0 + 62)
+        self.assertEqual((stats.free, stats.claimed, stats.delayed), (2, 1, 1))
+
+    # Posting and listing.
+
+    async def test_postAndGet(self) -> None:
+        """
+        Posting returns one unique id per message in order, creates the
+        queue, and stores every field.
+        """
+        store = await self.store()
+        ids = await store.postMessages(
+            "p", "q",
+            [NewMessage('{"k":[1,2]}', 120, 0, ("t1", "t2"), "MD5:abc"), msg('"b"')],
+            "writer", T0,
+        )
+        self.assertEqual(len(set(ids)), 2)
+        self.assertEqual(await store.getQueueMetadata("p", "q"), {})
+        found = await store.getMessages("p", "q", ids, T0 + 10)
+        self.assertEqual([m.id for m in found], ids)
+        first = found[0]
+        self.assertEqual(first.body, '{"k":[1,2]}')
+        self.assertEqual(first.ttl, 120)
+        self.assertEqual(first.created, T0)
+        self.assertEqual(first.expires, T0 + 120)
+        self.assertEqual(first.tags, ("t1", "t2"))
+        self.assertEqual(first.checksum, "MD5:abc")
+        self.assertEqual(first.clientId, "writer")
+        self.assertEqual(first.claimCount, 0)
+        self.assertFalse(first.claimedAt(T0 + 10))
+        self.assertEqual(first.age(T0 + 10), 10)
+        self.assertEqual(found[1].tags, ())
+
+    async def test_postKeepsQueueMetadata(self) -> None:
+        """
+        Posting to an existing queue leaves its metadata as it was.
+        """
+        store = await self.store()
+        await store.createQueue("p", "q", {"_default_message_ttl": 100}, T0)
+        await self.post(store, ['"a"'])
+        self.assertEqual(
+            await store.getQueueMetadata("p", "q"), {"_default_message_ttl": 100}
+        )
+
+    async def test_listOrderAndMarkers(self) -> None:
+        """
+        Listing returns messages in posting order; paging with the last
+        marker walks every message exactly once.
+        """
+        store = await self.store()
+        bodies = [f'"{i}"' for i in range(25)]
+        for i in range(0, 25, 5):
+            await self.post(store, bodies[i:i + 5], now=T0 + i)
+        seen, marker = [], None
+        while True:
+            page = await store.listMessages("p", "q", query(limit=7, marker=marker), T0 + 30)
+            if not page:
+                break
+            seen += [m.body for m in page]
+            markers = [m.marker for m in page]
+            self.assertEqual(markers, sorted(markers))
+            marker = page[-1].marker
+        self.assertEqual(seen, bodies)
+
+    async def test_echo(self) -> None:
+        """
+        A listing leaves out the reader's own messages unless echo is set.
+        """
+        store = await self.store()
+        await store.postMessages("p", "q", [msg('"mine"')], "me", T0)
+        await store.postMessages("p", "q", [msg('"theirs"')], "you", T0)
+        plain = await store.listMessages("p", "q", query(clientId="me"), T0)
+        self.assertEqual([m.body for m in plain], ['"theirs"'])
+        echo = await store.listMessages("p", "q", query(clientId="me", echo=True), T0)
+        self.assertEqual([m.body for m in echo], ['"mine"', '"theirs"'])
+
+    async def test_includeClaimed(self) -> None:
+        """
+        Claimed messages are listed only when asked for.
+        """
+        store = await self.store()
+        await self.post(store, ['"a"', '"b"'])
+        await store.createClaim("p", "q", spec(limit=1), T0)
+        plain = await store.listMessages("p", "q", query(), T0 + 1)
+        self.assertEqual([m.body for m in plain], ['"b"'])
+        every = await store.listMessages("p", "q", query(includeClaimed=True), T0 + 1)
+        self.assertEqual([m.body for m in every], ['"a"', '"b"'])
+        self.assertTrue(every[0].claimedAt(T0 + 1))
+
+    async def test_delay(self) -> None:
+        """
+        A delayed message is hidden from listings, claims and pops until its
+        delay ends, unless the listing includes delayed messages.
+        """
+        store = await self.store()
+        await self.post(store, ['"later"'], delay=60)
+        self.assertEqual(await store.listMessages("p", "q", query(), T0 + 59), [])
+        shown = await store.listMessages("p", "q", query(includeDelayed=True), T0 + 59)
+        self.assertEqual([m.body for m in shown], ['"later"'])
+        self.assertIsNone(await store.createClaim("p", "q", spec(), T0 + 59))
+        self.assertEqual(await store.popMessages("p", "q", 5, (), T0 + 59), [])
+        later = await store.listMessages("p", "q", query(), T0 + 60)
+        self.assertEqual([m.body for m in later], ['"later"'])
+
+    async def test_tags(self) -> None:
+        """
+        A tag filter matches messages that carry every tag asked for, in
+        listings, claims and pops.
+        """
+        store = await self.store()
+        await self.post(store, ['"a"'], tags=("red",))
+        await self.post(store, ['"b"'], tags=("red", "big"))
+        await self.post(store, ['"c"'], tags=("big",))
+        await self.post(store, ['"d"'])
+        red = await store.listMessages("p", "q", query(tags=("red",)), T0)
+        self.assertEqual([m.body for m in red], ['"a"', '"b"'])
+        both = await store.listMessages("p", "q", query(tags=("big", "red")), T0)
+        self.assertEqual([m.body for m in both], ['"b"'])
+        none = await store.listMessages("p", "q", query(tags=("blue",)), T0)
+        self.assertEqual(none, [])
+        claim = await store.createClaim("p", "q", spec(tags=("big",)), T0)
+        self.assertEqual([m.body for m in claim.messages], ['"b"', '"c"'])
+        popped = await store.popMessages("p", "q", 5, ("red",), T0)
+        self.assertEqual([m.body for m in popped], ['"a"'])
+
+    async def test_expiry(self) -> None:
+        """
+        A message is gone at once when its TTL ends: not listed, not got,
+        not claimed, not popped.
+        """
+        store = await self.store()
+        [mid] = await self.post(store, ['"a"'], ttl=60)
+        self.assertEqual(len(await store.getMessages("p", "q", [mid], T0 + 59)), 1)
+        self.assertEqual(await store.getMessages("p", "q", [mid], T0 + 60), [])
+        self.assertEqual(await store.listMessages("p", "q", query(), T0 + 60), [])
+        self.assertIsNone(await store.createClaim("p", "q", spec(), T0 + 60))
+        self.assertEqual(await store.popMessages("p", "q", 1, (), T0 + 60), [])
+
+    async def test_getMessagesIsScoped(self) -> None:
+        """
+        Getting by id finds only messages of the named project and queue;
+        unknown ids are skipped.
+        """
+        store = await self.store()
+        [mine] = await self.post(store, ['"mine"'])
+        [theirs] = await self.post(store, ['"theirs"'], project="p2")
+        [other] = await self.post(store, ['"other"'], queue="q2")
+        found = await store.getMessages("p", "q", [mine, theirs, other, "nope"], T0)
+        self.assertEqual([m.id for m in found], [mine])
+
+    # Deleting.
+
+    async def test_deleteUnclaimed(self) -> None:
+        """
+        An unclaimed message is deleted without a claim id; deleting a
+        missing message succeeds.
+        """
+        store = await self.store()
+        [mid] = await self.post(store, ['"a"'])
+        await store.deleteMessage("p", "q", mid, None, T0)
+        self.assertEqual(await store.getMessages("p", "q", [mid], T0), [])
+        await store.deleteMessage("p", "q", mid, None, T0)
+
+    async def test_deleteIsScoped(self) -> None:
+        """
+        Deleting through another project or queue leaves the message.
+        """
+        store = await self.store()
+        [mid] = await self.post(store, ['"a"'])
+        await store.deleteMessage("p2", "q", mid, None, T0)
+        await store.deleteMessage("p", "q2", mid, None, T0)
+        await store.deleteMessages("p2", "q", [mid], None, T0)
+        self.assertEqual(len(await store.getMessages("p", "q", [mid], T0)), 1)
+
+    async def test_deleteClaimed(self) -> None:
+        """
+        A claimed message is deleted only with the claim that holds it; no
+        claim id or another live claim's id is refused with
+        L{MessageIsClaimed}.
+        """
+        store = await self.store()
+        [a, b] = await self.post(store, ['"a"', '"b"'])
+        first = await store.createClaim("p", "q", spec(limit=1), T0)
+        second = await store.createClaim("p", "q", spec(limit=1), T0)
+        with self.assertRaises(MessageIsClaimed):
+            await store.deleteMessage("p", "q", a, None, T0 + 1)
+        with self.assertRaises(MessageIsClaimed):
+            await store.deleteMessage("p", "q", a, second.id, T0 + 1)
+        await store.deleteMessage("p", "q", a, first.id, T0 + 1)
+        self.assertEqual(await store.getMessages("p", "q", [a], T0 + 1), [])
+        self.assertEqual(len(await store.getMessages("p", "q", [b], T0 + 1)), 1)
+
+    async def test_deleteWithStaleClaim(self) -> None:
+        """
+        A claim id that expired, was released, or never held the message is
+        refused with L{ClaimMismatch}, and the message stays.
+        """
+        store = await self.store()
+        [a, b] = await self.post(store, ['"a"', '"b"'])
+        claim = await store.createClaim("p", "q", spec(limit=1, ttl=60), T0)
+        with self.assertRaises(ClaimMismatch):
+            await store.deleteMessage("p", "q", b, claim.id, T0 + 1)
+        with self.assertRaises(ClaimMismatch):
+            await store.deleteMessage("p", "q", a, claim.id, T0 + 60)
+        with self.assertRaises(ClaimMismatch):
+            await store.deleteMessage("p", "q", b, "no-such-claim", T0 + 1)
+        self.assertEqual(len(await store.getMessages("p", "q", [a, b], T0 + 61)), 2)
+        again = await store.createClaim("p", "q", spec(limit=1), T0 + 1)
+        await store.releaseClaim("p", "q", again.id, T0 + 1)
+        with self.assertRaises(ClaimMismatch):
+            await store.deleteMessage("p", "q", b, again.id, T0 + 1)
+
+    async def test_deleteMany(self) -> None:
+        """
+        Deleting by ids removes the listed messages of the queue and counts
+        them.
+        """
+        store = await self.store()
+        ids = await self.post(store, ['"a"', '"b"', '"c"'])
+        count = await store.deleteMessages("p", "q", ids[:2] + ["nope"], None, T0)
+        self.assertEqual(count, 2)
+        left = await store.listMessages("p", "q", query(), T0)
+        self.assertEqual([m.id for m in left], ids[2:])
+
+    async def test_deleteManyWithClaims(self) -> None:
+        """
+        Deleting by ids with claim ids removes messages held by those live
+        claims and unclaimed ones, never those of another live claim.
+        """
+        store = await self.store()
+        ids = await self.post(store, ['"a"', '"b"', '"c"'])
+        mine = await store.createClaim("p", "q", spec(limit=1), T0)
+        await store.createClaim("p", "q", spec(limit=1), T0)
+        count = await store.deleteMessages("p", "q", ids, [mine.id], T0 + 1)
+        self.assertEqual(count, 2)
+        left = await store.listMessages("p", "q", query(includeClaimed=True), T0 + 1)
+        self.assertEqual([m.id for m in left], [ids[1]])
+
+    async def test_pop(self) -> None:
+        """
+        Popping removes and returns the oldest claimable messages, skipping
+        claimed ones.
+        """
+        store = await self.store()
+        ids = await self.post(store, ['"a"', '"b"', '"c"', '"d"'])
+        await store.createClaim("p", "q", spec(limit=1), T0)
+        popped = await store.popMessages("p", "q", 2, (), T0)
+        self.assertEqual([m.id for m in popped], ids[1:3])
+        left = await store.listMessages("p", "q", query(includeClaimed=True), T0)
+        self.assertEqual([m.id for m in left], [ids[0], ids[3]])
+        self.assertEqual(await store.popMessages("p2", "q", 5, (), T0), [])
+
+    # Claims.
+
+    async def test_claimOldestFirst(self) -> None:
+        """
+        A claim takes the oldest claimable messages up to its limit, and the
+        next claim takes the following ones; nothing claimable gives
+        L{None}.
+        """
+        store = await self.store()
+        ids = await self.post(store, ['"a"', '"b"', '"c"'])
+        first = await store.createClaim("p", "q", spec(limit=2), T0)
+        self.assertEqual([m.id for m in first.messages], ids[:2])
+        second = await store.createClaim("p", "q", spec(limit=2), T0)
+        self.assertEqual([m.id for m in second.messages], ids[2:])
+        self.assertNotEqual(first.id, second.id)
+        self.assertIsNone(await store.createClaim("p", "q", spec(), T0))
+        self.assertIsNone(await store.createClaim("p", "missing", spec(), T0))
+
+    async def test_claimFields(self) -> None:
+        """
+        A claim records its TTL and grace, marks its messages, counts the
+        claim on each, and keeps them alive for TTL plus grace.
+        """
+        store = await self.store()
+        [mid] = await self.post(store, ['"a"'], ttl=60)
+        claim = await store.createClaim("p", "q", spec(ttl=100, grace=50), T0 + 10)
+        self.assertEqual((claim.ttl, claim.grace, claim.updated), (100, 50, T0 + 10))
+        self.assertEqual(claim.expires, T0 + 110)
+        [held] = claim.messages
+        self.assertEqual((held.claimId, held.claimCount), (claim.id, 1))
+        [stored] = await store.getMessages("p", "q", [mid], T0 + 159)
+        self.assertEqual(stored.expires, T0 + 160)
+        self.assertTrue(stored.claimedAt(T0 + 109))
+        self.assertFalse(stored.claimedAt(T0 + 110))
+
+    async def test_getClaim(self) -> None:
+        """
+        A live claim is found with the messages it holds, only in its own
+        project and queue.
+        """
+        store = await self.store()
+        ids = await self.post(store, ['"a"', '"b"'])
+        claim = await store.createClaim("p", "q", spec(), T0)
+        found = await store.getClaim("p", "q", claim.id, T0 + 5)
+        self.assertEqual([m.id for m in found.messages], ids)
+        self.assertEqual(found.age(T0 + 5), 5)
+        await store.deleteMessage("p", "q", ids[0], claim.id, T0 + 5)
+        found = await store.getClaim("p", "q", claim.id, T0 + 6)
+        self.assertEqual([m.id for m in found.messages], ids[1:])
+        for project, queue in [("p2", "q"), ("p", "q2")]:
+            with self.assertRaises(ClaimDoesNotExist):
+                await store.getClaim(project, queue, claim.id, T0)
+        with self.assertRaises(ClaimDoesNotExist):
+            await store.getClaim("p", "q", "nope", T0)
+
+    async def test_claimExpires(self) -> None:
+        """
+        When a claim's TTL ends it is gone and its messages can be claimed
+        again, by a claim that counts a second claim.
+        """
+        store = await self.store()
+        await self.post(store, ['"a"'])
+        claim = await store.createClaim("p", "q", spec(ttl=60), T0)
+        self.assertIsNone(await store.createClaim("p", "q", spec(), T0 + 59))
+        with self.assertRaises(ClaimDoesNotExist):
+            await store.getClaim("p", "q", claim.id, T0 + 60)
+        again = await store.createClaim("p", "q", spec(), T0 + 60)
+        self.assertEqual(again.messages[0].claimCount, 2)
+
+    async def test_renewClaim(self) -> None:
+        """
+        Renewing restarts a claim with the new TTL and keeps its messages
+        alive for the new TTL plus grace; renewing a missing or expired
+        claim fails with L{ClaimDoesNotExist}.
+        """
+        store = await self.store()
+        [mid] = await self.post(store, ['"a"'], ttl=60)
+        claim = await store.createClaim("p", "q", spec(ttl=60, grace=0), T0)
+        await store.renewClaim("p", "q", claim.id, 200, 100, T0 + 50)
+        found = await store.getClaim("p", "q", claim.id, T0 + 249)
+        self.assertEqual((found.ttl, found.grace, found.updated), (200, 100, T0 + 50))
+        self.assertIsNone(await store.createClaim("p", "q", spec(), T0 + 249))
+        [stored] = await store.getMessages("p", "q", [mid], T0 + 349)
+        self.assertEqual(stored.expires, T0 + 350)
+        with self.assertRaises(ClaimDoesNotExist):
+            await store.renewClaim("p", "q", claim.id, 60, 60, T0 + 250)
+        with self.assertRaises(ClaimDoesNotExist):
+            await store.renewClaim("p", "q", "nope", 60, 60, T0)
+        with self.assertRaises(ClaimDoesNotExist):
+            await store.renewClaim("p2", "q", claim.id, 60, 60, T0 + 1)
+
+    async def test_releaseClaim(self) -> None:
+        """
+        Releasing a claim makes its messages claimable at once; releasing a
+        missing claim succeeds; a claim of another project is not released.
+        """
+        store = await self.store()
+        await self.post(store, ['"a"'])
+        claim = await store.createClaim("p", "q", spec(), T0)
+        await store.releaseClaim("p2", "q", claim.id, T0)
+        self.assertIsNone(await store.createClaim("p", "q", spec(), T0))
+        await store.releaseClaim("p", "q", claim.id, T0)
+        await store.releaseClaim("p", "q", "nope", T0)
+        with self.assertRaises(ClaimDoesNotExist):
+            await store.getClaim("p", "q", claim.id, T0)
+        self.assertIsNotNone(await store.createClaim("p", "q", spec(), T0))
+
+    async def test_concurrentClaimsAreDisjoint(self) -> None:
+        """
+        Many claims made at once never share a message, and together they
+        take every message.
+        """
+        store = await self.store()
+        ids = []
+        for i in range(10):
+            ids += await self.post(store, [f'"{i}-{j}"' for j in range(10)])
+        claims = await gatherResults(
+            [store.createClaim("p", "q", spec(limit=3), T0) for _ in range(40)],
+            consumeErrors=True,
+        )
+        taken = [m.id for c in claims if c is not None for m in c.messages]
+        self.assertEqual(len(taken), len(set(taken)))
+        self.assertEqual(sorted(taken), sorted(ids))
+
+    async def test_deadLetter(self) -> None:
+        """
+        A message claimed C{maxClaimCount} times is moved to the dead letter
+        queue on the next claim, with the dead letter TTL, instead of being
+        claimed again.
+        """
+        store = await self.store()
+        [mid] = await self.post(store, ['"poison"'])
+        policy = dict(maxClaimCount=2, deadLetterQueue="dlq", deadLetterTTL=500)
+        now = T0
+        for _ in range(2):
+            claim = await store.createClaim("p", "q", spec(ttl=60, **policy), now)
+            self.assertEqual([m.id for m in claim.messages], [mid])
+            now += 60
+        self.assertIsNone(await store.createClaim("p", "q", spec(**policy), now))
+        self.assertEqual(await store.listMessages("p", "q", query(includeClaimed=True), now), [])
+        [dead] = await store.listMessages("p", "dlq", query(), now)
+        self.assertEqual((dead.id, dead.body, dead.ttl), (mid, '"poison"', 500))
+        self.assertFalse(dead.claimedAt(now))
+        self.assertEqual(dead.expires, now + 500)
+        self.assertIsNotNone(await store.createClaim("p", "dlq", spec(), now))
+
+    # Housekeeping.
+
+    async def test_purgeExpired(self) -> None:
+        """
+        Purging removes expired messages of every project and counts them,
+        leaving live ones.
+        """
+        store = await self.store()
+        await self.post(store, ['"a"', '"b"'], ttl=60)
+        await self.post(store, ['"c"'], ttl=60, project="p2")
+        [live] = await self.post(store, ['"d"'], ttl=600)
+        self.assertEqual(await store.purgeExpired(T0 + 60), 3)
+        self.assertEqual(await store.purgeExpired(T0 + 60), 0)
+        left = await store.listMessages("p", "q", query(), T0 + 60)
+        self.assertEqual([m.id for m in left], [live])
+
+    async def test_survivesRestart(self) -> None:
+        """
+        Messages, claims and queues survive a restart of the store, and
+        markers keep growing after it.
+        """
+        reopen = getattr(self, "reopenStore", None)
+        if reopen is None:
+            self.skipTest("this store does not persist across restarts")
+        store = await self.store()
+        await store.createQueue("p", "q", {"m": 1}, T0)
+        ids = await self.post(store, ['"a"', '"b"'])
+        claim = await store.createClaim("p", "q", spec(limit=1), T0)
+        before = await store.listMessages("p", "q", query(includeClaimed=True), T0)
+        store = await maybeDeferred(reopen, store)
+        self.assertEqual(await store.getQueueMetadata("p", "q"), {"m": 1})
+        found = await store.getClaim("p", "q", claim.id, T0 + 1)
+        self.assertEqual([m.id for m in found.messages], ids[:1])
+        [later] = await self.post(store, ['"c"'], now=T0 + 2)
+        after = await store.listMessages("p", "q", query(includeClaimed=True), T0 + 2)
+        self.assertEqual([m.id for m in after], ids + [later])
+        self.assertGreater(after[-1].marker, before[-1].marker)
