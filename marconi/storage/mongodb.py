@@ -87,11 +87,6 @@ QUEUES = "queues"
 MESSAGES = "messages"
 CLAIMS = "claims"
 
-# How many rounds a claim makes when other claimers take its candidates
-# first; each round marks at most what is still missing, so a claim never
-# holds more than it asked for.
-CLAIM_ROUNDS = 4
-
 # A batch that was inserted but never committed (the node died between the
 # two steps) is removed once it is this old.
 ABANDONED_BATCH_AGE = 300
@@ -788,14 +783,8 @@ class MongoStore(Service):
                 {"ce": {"$lte": now}},
                 {"ci": {"$in": claimIds}, "ce": {"$gt": now}},
             ]
-        # Count only live messages, then remove the expired ones as well.
-        live = await self._call(
-            lambda: self._coll(MESSAGES).delete_many({**spec, "e": {"$gt": now}})
-        )
-        await self._call(
-            lambda: self._coll(MESSAGES).delete_many({**spec, "e": {"$lte": now}})
-        )
-        return live.deleted_count
+        result = await self._call(lambda: self._coll(MESSAGES).delete_many(spec))
+        return result.deleted_count
 
     # -- Claims ----------------------------------------------------------
 
@@ -828,18 +817,22 @@ class MongoStore(Service):
         """
         Mark up to C{limit} claimable messages as held by C{holder}.
 
-        Candidates are read, then marked with a conditional update that
-        repeats the "claimable" filter, so a message another holder marked
-        in between is skipped.  Rounds repeat while candidates were lost
-        to others, at most L{CLAIM_ROUNDS} times.  Messages the dead-letter
-        policy of C{spec} sends away are moved and do not count.
+        First in bulk: read the oldest candidates, then mark them with one
+        conditional C{update_many} that repeats the "claimable" filter, so
+        a message another holder marked in between is skipped.  When other
+        claimers took some of them, the rest is filled one message at a
+        time with C{find_one_and_update}, in which the server picks the
+        oldest claimable message and marks it in one atomic step: racing
+        claimers never pick the same one, and a claim comes back short only
+        when nothing claimable is left.  Messages the dead-letter policy of
+        C{spec} sends away are moved and do not count.
         """
         coll = self._coll(MESSAGES)
         claimable = self._claimable(project, queue, tags, now)
         deadLetter = (
             spec is not None
             and spec.maxClaimCount is not None
-            and spec.deadLetterQueue is not None
+            and bool(spec.deadLetterQueue)
         )
         update: dict = {
             "$set": {"ci": holder, "ce": holdUntil},
@@ -847,74 +840,97 @@ class MongoStore(Service):
         }
         if countClaim:
             update["$inc"] = {"cc": 1}
+
+        candidates = await self._call(
+            lambda: coll.find(
+                claimable,
+                projection={"_id": 1, "cc": 1, "t": 1},
+                sort=_sortBy("k"),
+                limit=limit,
+            )
+        )
+        if not candidates:
+            return
+        toClaim = []
+        toMove = []
+        for doc in candidates:
+            if deadLetter and doc.get("cc", 0) >= spec.maxClaimCount:
+                toMove.append(doc)
+            else:
+                toClaim.append(doc["_id"])
+        if toMove:
+            await self._deadLetter(project, queue, toMove, spec, now, None)
         marked = 0
-        for attempt in range(CLAIM_ROUNDS):
-            wanted = limit - marked
-            if wanted <= 0:
-                return
-            candidates = await self._call(
-                lambda: coll.find(
+        if toClaim:
+            result = await self._call(
+                lambda: coll.update_many({**claimable, "_id": {"$in": toClaim}}, update)
+            )
+            marked = result.modified_count
+        if len(candidates) < limit and marked == len(toClaim):
+            # Every candidate there was is ours (or moved): none is left.
+            return
+
+        while marked < limit:
+            doc = await self._call(
+                lambda: coll.find_one_and_update(
                     claimable,
+                    update,
                     projection={"_id": 1, "cc": 1, "t": 1},
                     sort=_sortBy("k"),
-                    limit=wanted,
+                    return_document=ReturnDocument.BEFORE,
                 )
             )
-            if not candidates:
+            if doc is None:
                 return
-            toClaim = []
-            toMove = []
-            for doc in candidates:
-                if deadLetter and doc.get("cc", 0) >= spec.maxClaimCount:
-                    toMove.append(doc)
-                else:
-                    toClaim.append(doc["_id"])
-            if toMove:
-                await self._deadLetter(project, queue, toMove, spec, now)
-            if toClaim:
-                result = await self._call(
-                    lambda: coll.update_many(
-                        {**claimable, "_id": {"$in": toClaim}}, update
-                    )
-                )
-                marked += result.modified_count
-                if result.modified_count == len(toClaim) and not toMove:
-                    # Nothing was lost to another claimer: if fewer than
-                    # wanted were found, there are no more.
-                    if len(candidates) < wanted:
-                        return
+            if deadLetter and doc.get("cc", 0) >= spec.maxClaimCount:
+                await self._deadLetter(project, queue, [doc], spec, now, holder)
+                continue
+            marked += 1
 
     async def _deadLetter(
-        self, project: str, queue: str, docs: list[dict], spec: ClaimSpec, now: float
+        self,
+        project: str,
+        queue: str,
+        docs: list[dict],
+        spec: ClaimSpec,
+        now: float,
+        heldBy: Optional[str],
     ) -> None:
         """
-        Move messages that reached the claim limit to the dead-letter queue
-        of the same project.  Each move is one conditional update of the
-        message (new queue, new marker), so a message is moved once or not
-        at all, and never while another claim holds it.
+        Move messages that reached the claim limit to the end of the
+        dead-letter queue of the same project, unclaimed and visible at
+        once, with the claim count they had.  Each move is one conditional
+        update of the message (new queue, new marker), so a message is
+        moved once or not at all: either it is still claimable, or (when
+        C{heldBy} is given) it is held by C{heldBy}, which marked it.
         """
         coll = self._coll(MESSAGES)
         target = spec.deadLetterQueue
         first = await self._takeMarkers(project, target, len(docs))
-        claimable = self._claimable(project, queue, (), now)
+        if heldBy is None:
+            condition = self._claimable(project, queue, (), now)
+        else:
+            condition = {"p": project, "q": queue, "ci": heldBy}
         for offset, doc in enumerate(docs):
-            ttl = spec.deadLetterTTL if spec.deadLetterTTL is not None else doc["t"]
+            ttl = spec.deadLetterTTL or doc["t"]
             expires = now + ttl
+            move: dict = {
+                "$set": {
+                    "q": target,
+                    "k": first + offset,
+                    "t": ttl,
+                    "e": expires,
+                    "ea": _expireAt(expires),
+                    "v": now,
+                    "ci": None,
+                    "ce": None,
+                }
+            }
+            if heldBy is not None:
+                # Marking it counted a claim that did not happen.
+                move["$inc"] = {"cc": -1}
             await self._call(
-                lambda: coll.update_one(
-                    {**claimable, "_id": doc["_id"]},
-                    {
-                        "$set": {
-                            "q": target,
-                            "k": first + offset,
-                            "t": ttl,
-                            "e": expires,
-                            "ea": _expireAt(expires),
-                            "ci": None,
-                            "ce": None,
-                        }
-                    },
-                )
+                lambda: coll.update_one({**condition, "_id": doc["_id"]}, move)
             )
             log.debug(
                 "Message {id} moved to dead-letter queue {target}",
