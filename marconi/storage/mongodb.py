@@ -115,8 +115,11 @@ def _expireAt(seconds: float) -> datetime:
 def _unclaimed(now: float) -> dict:
     """
     The filter for "not held by a live claim at C{now}".
+
+    A message no claim holds has C{ce} 0, never null, so this is one range
+    on C{ce} that an index serves, not an C{$or}.
     """
-    return {"$or": [{"ce": None}, {"ce": {"$lte": now}}]}
+    return {"ce": {"$lte": now}}
 
 
 def _toMessage(doc: dict) -> Message:
@@ -130,7 +133,7 @@ def _toMessage(doc: dict) -> Message:
         visibleAt=doc["v"],
         clientId=doc["cl"],
         claimId=doc.get("ci"),
-        claimExpires=doc.get("ce"),
+        claimExpires=doc.get("ce") if doc.get("ci") is not None else None,
         claimCount=doc.get("cc", 0),
         tags=tuple(doc.get("tg", ())),
         checksum=doc.get("cs", ""),
@@ -638,7 +641,7 @@ class MongoStore(Service):
                     "tg": list(new.tags),
                     "cs": new.checksum,
                     "ci": None,
-                    "ce": None,
+                    "ce": 0.0,
                     "cc": 0,
                     "tx": batch,
                 }
@@ -735,7 +738,7 @@ class MongoStore(Service):
         doc = await self._call(lambda: coll.find_one(where))
         if doc is None or doc["e"] <= now:
             return
-        heldByLiveClaim = doc.get("ce") is not None and doc["ce"] > now
+        heldByLiveClaim = doc.get("ci") is not None and doc.get("ce", 0) > now
         if claimId is None:
             if heldByLiveClaim:
                 raise MessageIsClaimed(messageId)
@@ -779,7 +782,6 @@ class MongoStore(Service):
         spec: dict = {"_id": {"$in": ids}, "p": project, "q": queue, "tx": {"$exists": False}}
         if claimIds is not None:
             spec["$or"] = [
-                {"ce": None},
                 {"ce": {"$lte": now}},
                 {"ci": {"$in": claimIds}, "ce": {"$gt": now}},
             ]
@@ -923,7 +925,7 @@ class MongoStore(Service):
                     "ea": _expireAt(expires),
                     "v": now,
                     "ci": None,
-                    "ce": None,
+                    "ce": 0.0,
                 }
             }
             if heldBy is not None:
@@ -1113,7 +1115,7 @@ class MongoStore(Service):
         await self._call(
             lambda: self._coll(MESSAGES).update_many(
                 {"p": project, "q": queue, "ci": claimId},
-                {"$set": {"ci": None, "ce": None}},
+                {"$set": {"ci": None, "ce": 0.0}},
             )
         )
         await self._call(
