@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
@@ -63,7 +63,7 @@ def _secantusAvailable() -> bool:
     return importlib.util.find_spec("secantus") is not None
 
 
-def serverKind() -> Optional[str]:
+def serverKind() -> str | None:
     """
     @return: C{"external"}, C{"mongod"}, C{"secantus"} or L{None}.
     """
@@ -76,7 +76,7 @@ def serverKind() -> Optional[str]:
     return None
 
 
-def skipReason() -> Optional[str]:
+def skipReason() -> str | None:
     """
     @return: why no MongoDB server can be had, or L{None} if one can.
     """
@@ -100,8 +100,8 @@ class MongoServer:
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self.process: Optional[subprocess.Popen] = None
-        self.directory: Optional[str] = None
+        self.process: subprocess.Popen | None = None
+        self.directory: str | None = None
         self.canRestart = kind != "external"
         self.options = ""
         if kind == "external":
@@ -125,10 +125,14 @@ class MongoServer:
         if self.kind == "mongod":
             return [
                 shutil.which("mongod") or "mongod",
-                "--bind_ip", self.host,
-                "--port", str(self.port),
-                "--dbpath", data,
-                "--logpath", log,
+                "--bind_ip",
+                self.host,
+                "--port",
+                str(self.port),
+                "--dbpath",
+                data,
+                "--logpath",
+                log,
                 "--nounixsocket",
             ]
         # An empty configuration file keeps SecantusDB from picking up a
@@ -138,13 +142,20 @@ class MongoServer:
             with open(config, "w"):
                 pass
         return [
-            sys.executable, "-m", "secantus",
-            "--config", config,
-            "--host", self.host,
-            "--port", str(self.port),
-            "--storage-path", data,
+            sys.executable,
+            "-m",
+            "secantus",
+            "--config",
+            config,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--storage-path",
+            data,
             "--standalone",
-            "--log-level", "WARNING",
+            "--log-level",
+            "WARNING",
         ]
 
     def start(self) -> None:
@@ -154,15 +165,15 @@ class MongoServer:
         """
         if self.kind == "external":
             if not _answers(self.host, self.port):
-                raise RuntimeError(f"{ENVIRONMENT_URI} names {self.description}, "
-                                   "which does not answer")
+                raise RuntimeError(
+                    f"{ENVIRONMENT_URI} names {self.description}, which does not answer"
+                )
             return
         if self.process is not None:
             return
         if self.directory is None:
             self.directory = tempfile.mkdtemp(prefix="marconi-mongo-")
-        output = open(os.path.join(self.directory, "output.log"), "ab")
-        try:
+        with open(os.path.join(self.directory, "output.log"), "ab") as output:
             self.process = subprocess.Popen(
                 self._command(),
                 stdin=subprocess.DEVNULL,
@@ -170,8 +181,6 @@ class MongoServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        finally:
-            output.close()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -225,7 +234,7 @@ class MongoServer:
         return f"marconi_test_{os.getpid()}_{next(_databaseNumbers)}"
 
 
-_shared: Optional[MongoServer] = None
+_shared: MongoServer | None = None
 
 
 def sharedServer() -> MongoServer:

@@ -8,6 +8,8 @@ and skip when there is none.
 
 import subprocess
 import sys
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from twisted.application.service import IService
@@ -40,7 +42,7 @@ class MongoStoreFixture:
     L{MongoStoreTests.test_indexes} checks the TTL indexes themselves.
     """
 
-    uriOptions: dict = {"ttlIndexes": "false"}
+    uriOptions: Mapping[str, str] = MappingProxyType({"ttlIndexes": "false"})
 
     def useServer(self, server: Any = None) -> str:
         self.server = server or mongoserver.sharedServer()
@@ -205,21 +207,42 @@ class MongoStoreTests(MongoStoreFixture, TestCase):
         [visible] = await store.postMessages("p", "q", [msg('"ok"')], "w", T0)
         await store._db["messages"].insert_one(
             {
-                "_id": "orphan", "p": "p", "q": "q", "k": 99, "b": '"lost"',
-                "t": 300, "c": T0, "e": T0 + 300, "v": T0, "cl": "w", "tg": [],
-                "cs": "", "ci": None, "ce": 0.0, "cc": 0, "tx": "dead-batch",
+                "_id": "orphan",
+                "p": "p",
+                "q": "q",
+                "k": 99,
+                "b": '"lost"',
+                "t": 300,
+                "c": T0,
+                "e": T0 + 300,
+                "v": T0,
+                "cl": "w",
+                "tg": [],
+                "cs": "",
+                "ci": None,
+                "ce": 0.0,
+                "cc": 0,
+                "tx": "dead-batch",
             }
         )
-        listed = await store.listMessages("p", "q", MessageQuery(limit=10, clientId="r"), T0)
+        listed = await store.listMessages(
+            "p", "q", MessageQuery(limit=10, clientId="r"), T0
+        )
         self.assertEqual([m.id for m in listed], [visible])
         self.assertEqual(await store.getMessages("p", "q", ["orphan"], T0), [])
-        claim = await store.createClaim("p", "q", ClaimSpec(ttl=60, grace=0, limit=10), T0)
+        claim = await store.createClaim(
+            "p", "q", ClaimSpec(ttl=60, grace=0, limit=10), T0
+        )
         self.assertEqual([m.id for m in claim.messages], [visible])
         self.assertEqual((await store.queueStats("p", "q", T0)).total, 1)
         await store.purgeExpired(T0 + 10)
-        self.assertEqual(await store._db["messages"].count_documents({"_id": "orphan"}), 1)
+        self.assertEqual(
+            await store._db["messages"].count_documents({"_id": "orphan"}), 1
+        )
         await store.purgeExpired(T0 + 300)
-        self.assertEqual(await store._db["messages"].count_documents({"_id": "orphan"}), 0)
+        self.assertEqual(
+            await store._db["messages"].count_documents({"_id": "orphan"}), 0
+        )
 
     async def test_recreatedQueueKeepsMarkersGrowing(self) -> None:
         """
@@ -227,14 +250,18 @@ class MongoStoreTests(MongoStoreFixture, TestCase):
         """
         store = await self.startStore(self.useServer())
         await store.postMessages("p", "q", [msg(), msg()], "w", T0)
-        [before] = await store.listMessages("p", "q", MessageQuery(limit=1, clientId="r", marker=1), T0)
+        [before] = await store.listMessages(
+            "p", "q", MessageQuery(limit=1, clientId="r", marker=1), T0
+        )
         await store.deleteQueue("p", "q")
         self.assertEqual(await store.countQueues("p"), 0)
         self.assertEqual(await store.listQueues("p", None, 10, False), [])
         self.assertTrue(await store.createQueue("p", "q", {"again": True}, T0))
         self.assertEqual(await store.getQueueMetadata("p", "q"), {"again": True})
         await store.postMessages("p", "q", [msg()], "w", T0)
-        [after] = await store.listMessages("p", "q", MessageQuery(limit=1, clientId="r"), T0)
+        [after] = await store.listMessages(
+            "p", "q", MessageQuery(limit=1, clientId="r"), T0
+        )
         self.assertGreater(after.marker, before.marker)
 
     async def test_writeConcern(self) -> None:
@@ -268,8 +295,12 @@ class MongoStoreTests(MongoStoreFixture, TestCase):
         for attempt in [
             lambda: store.ping(),
             lambda: store.postMessages("p", "q", [msg('"c"')], "w", T0),
-            lambda: store.listMessages("p", "q", MessageQuery(limit=5, clientId="r"), T0),
-            lambda: store.createClaim("p", "q", ClaimSpec(ttl=60, grace=0, limit=5), T0),
+            lambda: store.listMessages(
+                "p", "q", MessageQuery(limit=5, clientId="r"), T0
+            ),
+            lambda: store.createClaim(
+                "p", "q", ClaimSpec(ttl=60, grace=0, limit=5), T0
+            ),
         ]:
             started = reactor.seconds()
             with self.assertRaises(StorageUnavailable) as caught:
@@ -286,7 +317,9 @@ class MongoStoreTests(MongoStoreFixture, TestCase):
         else:
             self.fail("the store did not recover within 20 seconds")
         [later] = await store.postMessages("p", "q", [msg('"d"')], "w", T0 + 1)
-        listed = await store.listMessages("p", "q", MessageQuery(limit=5, clientId="r"), T0 + 1)
+        listed = await store.listMessages(
+            "p", "q", MessageQuery(limit=5, clientId="r"), T0 + 1
+        )
         self.assertEqual([m.id for m in listed], ids + [later])
         markers = [m.marker for m in listed]
         self.assertEqual(markers, sorted(set(markers)))
@@ -322,7 +355,8 @@ class MongoStoreOfflineTests(SynchronousTestCase):
         C{mongodb} scheme, and checks URIs through its descriptor.
         """
         found = [
-            p for p in getPlugins(IStorageDriverPlugin, marconi.plugins)
+            p
+            for p in getPlugins(IStorageDriverPlugin, marconi.plugins)
             if p.name == "mongodb"
         ]
         self.assertEqual(len(found), 1)
@@ -406,7 +440,9 @@ class MongoStoreOfflineTests(SynchronousTestCase):
         )
         self.assertEqual(config.hosts, (("a", 27017), ("b", 1)))
         self.assertEqual((config.database, config.replicaSet), ("db", "rs"))
-        self.assertEqual((config.w, config.journal, config.poolSize), ("majority", True, 3))
+        self.assertEqual(
+            (config.w, config.journal, config.poolSize), ("majority", True, 3)
+        )
         self.assertEqual((config.username, config.password), ("u", "p"))
         self.assertEqual(
             config.clientURI(), "mongodb://u:p@a:27017,b:1/db?replicaSet=rs"

@@ -33,8 +33,9 @@ The driver never reads a clock: C{now} comes from the caller.
 """
 
 import json
-from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 from uuid import uuid4
 
 from bson.son import SON
@@ -107,9 +108,9 @@ def _expireAt(seconds: float) -> datetime:
     as an aware UTC datetime, clamped to what BSON can hold.
     """
     try:
-        return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=seconds)
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
     except OverflowError:
-        return datetime(9999, 1, 1, tzinfo=timezone.utc)
+        return datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def _unclaimed(now: float) -> dict:
@@ -165,7 +166,7 @@ class MongoStore(Service):
     def __init__(self, config: MongoConfig, reactor: Any) -> None:
         self._config = config
         self._reactor = reactor
-        self._pool: Optional[ConnectionPool] = None
+        self._pool: ConnectionPool | None = None
         self._db: Any = None
         self._indexesDone = False
         self._indexWaiters: list[Deferred] = []
@@ -329,7 +330,11 @@ class MongoStore(Service):
             QUEUES: [
                 # createQueue, getQueueMetadata, marker counters, listQueues
                 # (project then name order).
-                {"name": "project_name", "key": SON([("p", 1), ("n", 1)]), "unique": True},
+                {
+                    "name": "project_name",
+                    "key": SON([("p", 1), ("n", 1)]),
+                    "unique": True,
+                },
             ],
             MESSAGES: [
                 # Listing, claiming, popping, stats: queue + marker order;
@@ -342,7 +347,10 @@ class MongoStore(Service):
                 # What a claim holds (getClaim, renew, release, deletes).
                 {"name": "queue_claim", "key": SON([("p", 1), ("q", 1), ("ci", 1)])},
                 # Claim expiry inside a queue (stats' claimed count).
-                {"name": "queue_claim_expiry", "key": SON([("p", 1), ("q", 1), ("ce", 1)])},
+                {
+                    "name": "queue_claim_expiry",
+                    "key": SON([("p", 1), ("q", 1), ("ce", 1)]),
+                },
                 # Message expiry (purgeExpired).
                 {"name": "expiry", "key": SON([("e", 1)])},
                 # Uncommitted batches (commit, abandoned-batch cleanup);
@@ -388,10 +396,14 @@ class MongoStore(Service):
             if db is None:
                 raise StorageUnavailable("The MongoDB store is not running.")
             await self._call(
-                lambda: db.command("createIndexes", collection, indexes=indexes)
+                lambda db=db, collection=collection, indexes=indexes: db.command(
+                    "createIndexes", collection, indexes=indexes
+                )
             )
         self._indexesDone = True
-        log.info("MongoDB indexes are in place in {where}", where=self._config.describe())
+        log.info(
+            "MongoDB indexes are in place in {where}", where=self._config.describe()
+        )
 
     # -- IMessageStore: queues ------------------------------------------
 
@@ -402,7 +414,9 @@ class MongoStore(Service):
         await self._call(lambda: self._db.command("ping"))
         return True
 
-    def createQueue(self, project: str, name: str, metadata: dict, now: float) -> Deferred:
+    def createQueue(
+        self, project: str, name: str, metadata: dict, now: float
+    ) -> Deferred:
         return self._wrap(self._createQueue(project, name, metadata))
 
     async def _createQueue(self, project: str, name: str, metadata: dict) -> bool:
@@ -496,12 +510,12 @@ class MongoStore(Service):
         )
 
     def listQueues(
-        self, project: str, marker: Optional[str], limit: int, detailed: bool
+        self, project: str, marker: str | None, limit: int, detailed: bool
     ) -> Deferred:
         return self._wrap(self._listQueues(project, marker, limit, detailed))
 
     async def _listQueues(
-        self, project: str, marker: Optional[str], limit: int, detailed: bool
+        self, project: str, marker: str | None, limit: int, detailed: bool
     ) -> list[QueueInfo]:
         await self._ready()
         if limit <= 0:
@@ -658,13 +672,25 @@ class MongoStore(Service):
             # fails too, purgeExpired removes the uncommitted rest later.
             try:
                 await self._call(lambda: coll.delete_many({"tx": batch}))
-            except Exception:
-                log.failure("Could not remove an uncommitted batch {batch}", batch=batch)
+            except (StorageUnavailable, DuplicateKeyError) as e:
+                log.error(
+                    "Could not remove uncommitted batch {batch} ({why}); "
+                    "purgeExpired will",
+                    batch=batch,
+                    why=str(e),
+                )
             raise
         return [doc["_id"] for doc in docs]
 
-    def _listFilter(self, project: str, queue: str, query: MessageQuery, now: float) -> dict:
-        spec: dict = {"p": project, "q": queue, "tx": {"$exists": False}, "e": {"$gt": now}}
+    def _listFilter(
+        self, project: str, queue: str, query: MessageQuery, now: float
+    ) -> dict:
+        spec: dict = {
+            "p": project,
+            "q": queue,
+            "tx": {"$exists": False},
+            "e": {"$gt": now},
+        }
         if query.marker is not None:
             spec["k"] = {"$gt": query.marker}
         if not query.includeDelayed:
@@ -677,7 +703,9 @@ class MongoStore(Service):
             spec["tg"] = {"$all": list(query.tags)}
         return spec
 
-    def listMessages(self, project: str, queue: str, query: MessageQuery, now: float) -> Deferred:
+    def listMessages(
+        self, project: str, queue: str, query: MessageQuery, now: float
+    ) -> Deferred:
         return self._wrap(self._listMessages(project, queue, query, now))
 
     async def _listMessages(
@@ -688,11 +716,15 @@ class MongoStore(Service):
             return []
         spec = self._listFilter(project, queue, query, now)
         docs = await self._call(
-            lambda: self._coll(MESSAGES).find(spec, sort=_sortBy("k"), limit=query.limit)
+            lambda: self._coll(MESSAGES).find(
+                spec, sort=_sortBy("k"), limit=query.limit
+            )
         )
         return [_toMessage(doc) for doc in docs]
 
-    def getMessages(self, project: str, queue: str, ids: Iterable[str], now: float) -> Deferred:
+    def getMessages(
+        self, project: str, queue: str, ids: Iterable[str], now: float
+    ) -> Deferred:
         return self._wrap(self._getMessages(project, queue, list(ids), now))
 
     async def _getMessages(
@@ -716,12 +748,12 @@ class MongoStore(Service):
         return [_toMessage(doc) for doc in docs]
 
     def deleteMessage(
-        self, project: str, queue: str, messageId: str, claimId: Optional[str], now: float
+        self, project: str, queue: str, messageId: str, claimId: str | None, now: float
     ) -> Deferred:
         return self._wrap(self._deleteMessage(project, queue, messageId, claimId, now))
 
     async def _deleteMessage(
-        self, project: str, queue: str, messageId: str, claimId: Optional[str], now: float
+        self, project: str, queue: str, messageId: str, claimId: str | None, now: float
     ) -> None:
         await self._ready()
         coll = self._coll(MESSAGES)
@@ -759,12 +791,16 @@ class MongoStore(Service):
         project: str,
         queue: str,
         ids: Iterable[str],
-        claimIds: Optional[Iterable[str]],
+        claimIds: Iterable[str] | None,
         now: float,
     ) -> Deferred:
         return self._wrap(
             self._deleteMessages(
-                project, queue, list(ids), None if claimIds is None else list(claimIds), now
+                project,
+                queue,
+                list(ids),
+                None if claimIds is None else list(claimIds),
+                now,
             )
         )
 
@@ -773,13 +809,18 @@ class MongoStore(Service):
         project: str,
         queue: str,
         ids: list[str],
-        claimIds: Optional[list[str]],
+        claimIds: list[str] | None,
         now: float,
     ) -> int:
         await self._ready()
         if not ids:
             return 0
-        spec: dict = {"_id": {"$in": ids}, "p": project, "q": queue, "tx": {"$exists": False}}
+        spec: dict = {
+            "_id": {"$in": ids},
+            "p": project,
+            "q": queue,
+            "tx": {"$exists": False},
+        }
         if claimIds is not None:
             spec["$or"] = [
                 {"ce": {"$lte": now}},
@@ -790,7 +831,9 @@ class MongoStore(Service):
 
     # -- Claims ----------------------------------------------------------
 
-    def _claimable(self, project: str, queue: str, tags: Sequence[str], now: float) -> dict:
+    def _claimable(
+        self, project: str, queue: str, tags: Sequence[str], now: float
+    ) -> dict:
         spec: dict = {
             "p": project,
             "q": queue,
@@ -813,7 +856,7 @@ class MongoStore(Service):
         holdUntil: float,
         liveUntil: float,
         now: float,
-        spec: Optional[ClaimSpec] = None,
+        spec: ClaimSpec | None = None,
         countClaim: bool = True,
     ) -> None:
         """
@@ -896,7 +939,7 @@ class MongoStore(Service):
         docs: list[dict],
         spec: ClaimSpec,
         now: float,
-        heldBy: Optional[str],
+        heldBy: str | None,
     ) -> None:
         """
         Move messages that reached the claim limit to the end of the
@@ -932,7 +975,9 @@ class MongoStore(Service):
                 # Marking it counted a claim that did not happen.
                 move["$inc"] = {"cc": -1}
             await self._call(
-                lambda: coll.update_one({**condition, "_id": doc["_id"]}, move)
+                lambda doc=doc, move=move: coll.update_one(
+                    {**condition, "_id": doc["_id"]}, move
+                )
             )
             log.debug(
                 "Message {id} moved to dead-letter queue {target}",
@@ -940,7 +985,9 @@ class MongoStore(Service):
                 target=target,
             )
 
-    async def _held(self, project: str, queue: str, holder: str, now: float) -> list[Message]:
+    async def _held(
+        self, project: str, queue: str, holder: str, now: float
+    ) -> list[Message]:
         docs = await self._call(
             lambda: self._coll(MESSAGES).find(
                 {
@@ -958,7 +1005,9 @@ class MongoStore(Service):
     def popMessages(
         self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
     ) -> Deferred:
-        return self._wrap(self._popMessages(project, queue, limit, tuple(tags or ()), now))
+        return self._wrap(
+            self._popMessages(project, queue, limit, tuple(tags or ()), now)
+        )
 
     async def _popMessages(
         self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
@@ -996,12 +1045,14 @@ class MongoStore(Service):
             for m in held
         ]
 
-    def createClaim(self, project: str, queue: str, spec: ClaimSpec, now: float) -> Deferred:
+    def createClaim(
+        self, project: str, queue: str, spec: ClaimSpec, now: float
+    ) -> Deferred:
         return self._wrap(self._createClaim(project, queue, spec, now))
 
     async def _createClaim(
         self, project: str, queue: str, spec: ClaimSpec, now: float
-    ) -> Optional[Claim]:
+    ) -> Claim | None:
         await self._ready()
         if spec.limit <= 0:
             return None
@@ -1044,7 +1095,9 @@ class MongoStore(Service):
             messages=tuple(held),
         )
 
-    async def _liveClaim(self, project: str, queue: str, claimId: str, now: float) -> dict:
+    async def _liveClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> dict:
         doc = await self._call(
             lambda: self._coll(CLAIMS).find_one(
                 {"_id": claimId, "p": project, "q": queue, "e": {"$gt": now}}
@@ -1057,7 +1110,9 @@ class MongoStore(Service):
     def getClaim(self, project: str, queue: str, claimId: str, now: float) -> Deferred:
         return self._wrap(self._getClaim(project, queue, claimId, now))
 
-    async def _getClaim(self, project: str, queue: str, claimId: str, now: float) -> Claim:
+    async def _getClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> Claim:
         await self._ready()
         doc = await self._liveClaim(project, queue, claimId, now)
         held = await self._held(project, queue, claimId, now)
@@ -1107,10 +1162,14 @@ class MongoStore(Service):
             )
         )
 
-    def releaseClaim(self, project: str, queue: str, claimId: str, now: float) -> Deferred:
+    def releaseClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> Deferred:
         return self._wrap(self._releaseClaim(project, queue, claimId, now))
 
-    async def _releaseClaim(self, project: str, queue: str, claimId: str, now: float) -> None:
+    async def _releaseClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> None:
         await self._ready()
         await self._call(
             lambda: self._coll(MESSAGES).update_many(
@@ -1119,7 +1178,9 @@ class MongoStore(Service):
             )
         )
         await self._call(
-            lambda: self._coll(CLAIMS).delete_one({"_id": claimId, "p": project, "q": queue})
+            lambda: self._coll(CLAIMS).delete_one(
+                {"_id": claimId, "p": project, "q": queue}
+            )
         )
 
     def purgeExpired(self, now: float) -> Deferred:

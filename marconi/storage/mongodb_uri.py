@@ -23,7 +23,7 @@ silently ignored):
 """
 
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 DEFAULT_PORT = 27017
@@ -44,18 +44,18 @@ class MongoConfig:
 
     hosts: tuple[tuple[str, int], ...]
     database: str
-    username: Optional[str] = None
-    password: Optional[str] = None
-    replicaSet: Optional[str] = None
-    w: Union[int, str] = 1
-    journal: Optional[bool] = None
-    wtimeoutMS: Optional[int] = None
+    username: str | None = None
+    password: str | None = None
+    replicaSet: str | None = None
+    w: int | str = 1
+    journal: bool | None = None
+    wtimeoutMS: int | None = None
     serverSelectionTimeout: float = 5.0
     socketTimeout: float = 30.0
     connectTimeout: float = 10.0
     poolSize: int = 2
-    authSource: Optional[str] = None
-    authMechanism: Optional[str] = None
+    authSource: str | None = None
+    authMechanism: str | None = None
     ttlIndexes: bool = True
     ttlGrace: int = 60
     reconnectMaxDelay: float = 5.0
@@ -150,7 +150,7 @@ def parseURI(uri: str) -> MongoConfig:
     @raise ValueError: with a one-line reason if it is not a valid one.
     """
     if not isinstance(uri, str):
-        raise ValueError("the storage URI must be a string")
+        raise ValueError("the storage URI must be a string")  # noqa: TRY004
     scheme, sep, rest = uri.partition("://")
     if not sep or scheme.lower() != "mongodb":
         raise ValueError(
