@@ -9,7 +9,6 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"])
     + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/marconi_plugin.py"]},
     install_requires=[
         "twisted[tls]>=24.7",
         "klein>=24.8",

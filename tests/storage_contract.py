@@ -29,7 +29,9 @@ from marconi.core.models import ClaimSpec, MessageQuery, NewMessage
 T0 = 1_700_000_000.0
 
 
-def msg(body: str = '"x"', ttl: int = 300, delay: int = 0, tags: tuple = ()) -> NewMessage:
+def msg(
+    body: str = '"x"', ttl: int = 300, delay: int = 0, tags: tuple = ()
+) -> NewMessage:
     return NewMessage(body=body, ttl=ttl, delay=delay, tags=tags, checksum="MD5:0")
 
 
@@ -50,8 +52,15 @@ class MessageStoreContract:
     async def store(self) -> Any:
         return await maybeDeferred(self.createStore)  # type: ignore[attr-defined]
 
-    async def post(self, store: Any, bodies: list, queue: str = "q",
-                   project: str = "p", now: float = T0, **kwargs: Any) -> list:
+    async def post(
+        self,
+        store: Any,
+        bodies: list,
+        queue: str = "q",
+        project: str = "p",
+        now: float = T0,
+        **kwargs: Any,
+    ) -> list:
         return await store.postMessages(
             project, queue, [msg(b, **kwargs) for b in bodies], "writer", now
         )
@@ -128,7 +137,9 @@ class MessageStoreContract:
             await store.createQueue("p", name, {"n": name}, T0)
         await store.createQueue("other", "aa", {}, T0)
         page = await store.listQueues("p", None, 2, False)
-        self.assertEqual([(q.name, q.metadata) for q in page], [("a", None), ("b", None)])
+        self.assertEqual(
+            [(q.name, q.metadata) for q in page], [("a", None), ("b", None)]
+        )
         page = await store.listQueues("p", "b", 5, True)
         self.assertEqual(
             [(q.name, q.metadata) for q in page], [("c", {"n": "c"}), ("d", {"n": "d"})]
@@ -146,8 +157,12 @@ class MessageStoreContract:
         await self.post(store, ['"two"'], project="a", queue="b.c")
         await self.post(store, ['"three"'], project="a:b", queue="c")
         await self.post(store, ['"four"'], project="a/b", queue="c")
-        for project, queue, body in [("a.b", "c", '"one"'), ("a", "b.c", '"two"'),
-                                     ("a:b", "c", '"three"'), ("a/b", "c", '"four"')]:
+        for project, queue, body in [
+            ("a.b", "c", '"one"'),
+            ("a", "b.c", '"two"'),
+            ("a:b", "c", '"three"'),
+            ("a/b", "c", '"four"'),
+        ]:
             found = await store.listMessages(project, queue, query(), T0)
             self.assertEqual([m.body for m in found], [body])
 
@@ -157,7 +172,9 @@ class MessageStoreContract:
         """
         store = await self.store()
         stats = await store.queueStats("p", "nothing", T0)
-        self.assertEqual((stats.free, stats.claimed, stats.delayed, stats.total), (0, 0, 0, 0))
+        self.assertEqual(
+            (stats.free, stats.claimed, stats.delayed, stats.total), (0, 0, 0, 0)
+        )
         self.assertIsNone(stats.oldest)
         self.assertIsNone(stats.newest)
 
@@ -188,9 +205,11 @@ class MessageStoreContract:
         """
         store = await self.store()
         ids = await store.postMessages(
-            "p", "q",
+            "p",
+            "q",
             [NewMessage('{"k":[1,2]}', 120, 0, ("t1", "t2"), "MD5:abc"), msg('"b"')],
-            "writer", T0,
+            "writer",
+            T0,
         )
         self.assertEqual(len(set(ids)), 2)
         self.assertEqual(await store.getQueueMetadata("p", "q"), {})
@@ -228,10 +247,12 @@ class MessageStoreContract:
         store = await self.store()
         bodies = [f'"{i}"' for i in range(25)]
         for i in range(0, 25, 5):
-            await self.post(store, bodies[i:i + 5], now=T0 + i)
+            await self.post(store, bodies[i : i + 5], now=T0 + i)
         seen, marker = [], None
         while True:
-            page = await store.listMessages("p", "q", query(limit=7, marker=marker), T0 + 30)
+            page = await store.listMessages(
+                "p", "q", query(limit=7, marker=marker), T0 + 30
+            )
             if not page:
                 break
             seen += [m.body for m in page]
@@ -567,7 +588,9 @@ class MessageStoreContract:
             self.assertEqual([m.id for m in claim.messages], [mid])
             now += 60
         self.assertIsNone(await store.createClaim("p", "q", spec(**policy), now))
-        self.assertEqual(await store.listMessages("p", "q", query(includeClaimed=True), now), [])
+        self.assertEqual(
+            await store.listMessages("p", "q", query(includeClaimed=True), now), []
+        )
         [dead] = await store.listMessages("p", "dlq", query(), now)
         self.assertEqual((dead.id, dead.body, dead.ttl), (mid, '"poison"', 500))
         self.assertFalse(dead.claimedAt(now))

@@ -63,8 +63,9 @@ def _tooDeep(value: Any, maxDepth: int) -> bool:
             continue
         if depth > maxDepth:
             return True
-        stack.extend((child, depth + 1) for child in children
-                     if isinstance(child, (dict, list)))
+        stack.extend(
+            (child, depth + 1) for child in children if isinstance(child, (dict, list))
+        )
     return False
 
 
@@ -116,6 +117,4 @@ def dumps(value: Any) -> bytes:
     """
     Serialise a response document.
     """
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode(
-        "utf-8"
-    )
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

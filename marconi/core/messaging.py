@@ -58,10 +58,11 @@ class Messaging:
     async def getQueue(self, project: str, name: str) -> dict:
         """
         The queue's metadata, with the reserved keys it lacks filled in with
-        their defaults (L{None} for the dead-letter settings).
+        their defaults (L{None} for the dead-letter settings).  Queues are
+        lazy: a queue that was never created reads as one with no metadata.
         """
         validation.queueName(name, self.limits)
-        metadata = dict(await self.store.getQueueMetadata(project, name))
+        metadata = dict(await self._metadata(project, name))
         defaults = {
             "_max_messages_post_size": self.limits.maxMessagesPostSize,
             "_default_message_ttl": self.limits.defaultMessageTTL,
@@ -130,7 +131,9 @@ class Messaging:
         """
         validation.queueName(queue, self.limits)
         metadata = await self._metadata(project, queue)
-        maxSize = metadata.get("_max_messages_post_size") or self.limits.maxMessagesPostSize
+        maxSize = (
+            metadata.get("_max_messages_post_size") or self.limits.maxMessagesPostSize
+        )
         if size > maxSize:
             raise PayloadTooLarge(
                 f"The messages posted to this queue may not exceed {maxSize} bytes."
@@ -262,16 +265,19 @@ def _applyPatch(metadata: dict, op: Any) -> None:
         raise ValidationFailed('"op" must be one of add, remove, replace.')
     if not isinstance(path, str) or not path.startswith("/metadata/"):
         raise ValidationFailed('"path" must have the form /metadata/<key>.')
-    key = path[len("/metadata/"):].replace("~1", "/").replace("~0", "~")
+    key = path[len("/metadata/") :].replace("~1", "/").replace("~0", "~")
     if not key:
         raise ValidationFailed('"path" must name a metadata key.')
+    # Reserved keys always exist: GET fills in their defaults, so clients
+    # that diff against a GET remove or replace keys that were never stored.
+    reserved = key in validation.RESERVED_METADATA
     if kind == "remove":
-        if key not in metadata:
+        if key not in metadata and not reserved:
             raise Conflict(f"Metadata key {key!r} does not exist.")
-        del metadata[key]
+        metadata.pop(key, None)
         return
     if "value" not in op:
         raise ValidationFailed(f'A {kind} operation needs a "value".')
-    if kind == "replace" and key not in metadata:
+    if kind == "replace" and key not in metadata and not reserved:
         raise Conflict(f"Metadata key {key!r} does not exist.")
     metadata[key] = op["value"]

@@ -153,9 +153,7 @@ def queueMetadata(metadata: Any, limits: Limits, queue: str) -> dict:
     return metadata
 
 
-def messages(
-    document: Any, limits: Limits, queueMeta: dict
-) -> list[NewMessage]:
+def messages(document: Any, limits: Limits, queueMeta: dict) -> list[NewMessage]:
     """
     Check a message post document, C{{"messages": [...]}} (or a bare list,
     as API v1 clients send), applying the queue's defaults.
@@ -234,5 +232,3 @@ def ids(raw: str, limit: int) -> tuple:
         if len(value) > 128:
             raise ValidationFailed("Ids are at most 128 characters long.")
     return values
-
-

@@ -268,19 +268,21 @@ class SQLiteStore(Service):
             try:
                 self._open()
             except sqlite3.Error as e:
-                raise StorageUnavailable(f"The SQLite store is unavailable: {e}")
+                raise StorageUnavailable(
+                    f"The SQLite store is unavailable: {e}"
+                ) from None
         connection = self._connection
         assert connection is not None
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            raise StorageUnavailable(f"The SQLite store is unavailable: {e}")
+            raise StorageUnavailable(f"The SQLite store is unavailable: {e}") from None
         try:
             result = work(connection, *args)
         except sqlite3.Error as e:
             connection.execute("ROLLBACK")
             self.log.error("SQLite error: {error}", error=e)
-            raise StorageUnavailable(f"The SQLite store failed: {e}")
+            raise StorageUnavailable(f"The SQLite store failed: {e}") from None
         except BaseException:
             connection.execute("ROLLBACK")
             raise
@@ -462,9 +464,7 @@ class SQLiteStore(Service):
             sql += " AND visible_at <= :now"
         sql += _tagFilter(query.tags, params)
         sql += " ORDER BY marker LIMIT :limit"
-        return self._run(
-            lambda c: [_message(row) for row in c.execute(sql, params)]
-        )
+        return self._run(lambda c: [_message(row) for row in c.execute(sql, params)])
 
     def getMessages(
         self, project: str, queue: str, ids: Sequence[str], now: float
@@ -531,8 +531,7 @@ class SQLiteStore(Service):
         ids = list(ids)
         holes = ",".join("?" * len(ids))
         sql = (
-            "DELETE FROM messages WHERE project = ? AND queue = ? "
-            f"AND id IN ({holes})"
+            f"DELETE FROM messages WHERE project = ? AND queue = ? AND id IN ({holes})"
         )
         args: list[Any] = [project, queue, *ids]
         if claimIds is not None:
@@ -583,9 +582,7 @@ class SQLiteStore(Service):
         )
         return [_message(row) for row in c.execute(sql, params)]
 
-    def createClaim(
-        self, project: str, queue: str, spec: ClaimSpec, now: float
-    ) -> Any:
+    def createClaim(self, project: str, queue: str, spec: ClaimSpec, now: float) -> Any:
         def work(c: sqlite3.Connection) -> Optional[Claim]:
             candidates = self._claimable(c, project, queue, spec.limit, spec.tags, now)
             claimable = []

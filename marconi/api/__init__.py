@@ -1,0 +1,4 @@
+"""
+The HTTP API of Marconi: Klein routes that turn requests into calls of
+L{marconi.core.messaging.Messaging} and its results into JSON answers.
+"""

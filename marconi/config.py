@@ -1,0 +1,117 @@
+"""
+The configuration of a node: one immutable value built from the command
+line and the INI file, passed to constructors.
+"""
+
+import configparser
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Mapping, Optional
+
+from marconi.core.limits import Limits
+
+DEFAULT_LISTEN = "tcp:8888:interface=127.0.0.1"
+DEFAULT_STORAGE = "sqlite:marconi.sqlite3"
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    @ivar listen: Twisted server endpoint descriptions for the API.
+    @ivar storage: the storage URI; its scheme picks the driver.
+    @ivar auth: the name of the auth driver.
+    @ivar authSettings: the C{[auth:NAME]} section of the file.
+    @ivar purgeInterval: seconds between purges of expired data.
+    """
+
+    listen: tuple = (DEFAULT_LISTEN,)
+    storage: str = DEFAULT_STORAGE
+    auth: str = "noauth"
+    authSettings: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    purgeInterval: float = 60.0
+
+
+def _snakeToCamel(name: str) -> str:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+
+
+class ConfigError(ValueError):
+    """
+    The configuration file is wrong; the message says where.
+    """
+
+
+def _multi(value: str) -> tuple:
+    return tuple(line.strip() for line in value.splitlines() if line.strip())
+
+
+def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
+    """
+    Build a L{Config} from an INI file (if any) and command-line overrides,
+    which win over the file.
+
+    The file's C{[marconi]} section holds C{listen} (one description per
+    line), C{storage}, C{auth} and C{purge_interval}; C{[limits]} holds any
+    field of L{Limits} in snake_case; C{[auth:NAME]} holds the settings of
+    auth driver NAME.
+    """
+    config = Config()
+    if path is not None:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(path, encoding="utf-8") as f:
+                parser.read_file(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        except configparser.Error as e:
+            raise ConfigError(f"{path}: {e}".replace("\n", " ")) from None
+        config = _fromParser(parser, path, config)
+    values = {k: v for k, v in overrides.items() if v}
+    if "listen" in values:
+        values["listen"] = tuple(values["listen"])  # type: ignore[arg-type]
+    return replace(config, **values)  # type: ignore[arg-type]
+
+
+def _fromParser(parser: configparser.ConfigParser, path: str, config: Config) -> Config:
+    known = {"listen", "storage", "auth", "purge_interval"}
+    values: dict = {}
+    if parser.has_section("marconi"):
+        section = parser["marconi"]
+        unknown = set(section) - known
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown setting(s) in [marconi]: {', '.join(sorted(unknown))}"
+            )
+        if "listen" in section:
+            values["listen"] = _multi(section["listen"])
+        if "storage" in section:
+            values["storage"] = section["storage"].strip()
+        if "auth" in section:
+            values["auth"] = section["auth"].strip()
+        if "purge_interval" in section:
+            try:
+                values["purgeInterval"] = float(section["purge_interval"])
+            except ValueError:
+                raise ConfigError(f"{path}: purge_interval must be a number") from None
+            if values["purgeInterval"] <= 0:
+                raise ConfigError(f"{path}: purge_interval must be positive")
+    if parser.has_section("limits"):
+        limitFields = {f.name for f in fields(Limits)}
+        limits = {}
+        for key, raw in parser["limits"].items():
+            name = _snakeToCamel(key)
+            if name not in limitFields:
+                raise ConfigError(f"{path}: unknown limit {key!r}")
+            try:
+                limits[name] = int(raw)
+            except ValueError:
+                raise ConfigError(f"{path}: limit {key} must be an integer") from None
+            if limits[name] < 0:
+                raise ConfigError(f"{path}: limit {key} must not be negative")
+        values["limits"] = replace(config.limits, **limits)
+    auth = values.get("auth", config.auth)
+    section = f"auth:{auth}"
+    if parser.has_section(section):
+        values["authSettings"] = dict(parser[section])
+    return replace(config, **values)

@@ -1,0 +1,143 @@
+"""
+The micro-kernel: finds the configured drivers and wires a node together.
+
+This module and L{marconi.tap} are the only ones that know every room.
+"""
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.plugin import getPlugins
+from zope.interface import implementer
+
+import marconi.plugins
+from marconi.api.app import MarconiAPI
+from marconi.api.http import MarconiSite
+from marconi.config import Config
+from marconi.core.interfaces import IAuthDriverPlugin, IStorageDriverPlugin
+from marconi.core.messaging import Messaging
+
+log = Logger()
+
+
+def storageDrivers() -> dict:
+    """
+    The storage driver plugins found, by URI scheme.
+    """
+    drivers = {}
+    for plugin in getPlugins(IStorageDriverPlugin, marconi.plugins):
+        for scheme in plugin.schemes:
+            drivers.setdefault(scheme, plugin)
+    return drivers
+
+
+def authDrivers() -> dict:
+    return {p.name: p for p in getPlugins(IAuthDriverPlugin, marconi.plugins)}
+
+
+def storageDriverFor(uri: str) -> Any:
+    """
+    The plugin serving C{uri}.
+
+    @raise ValueError: naming the known schemes if none serves it, or saying
+        what is wrong with the URI.
+    """
+    scheme = urlsplit(uri).scheme if "://" in uri else uri.partition(":")[0]
+    drivers = storageDrivers()
+    if scheme not in drivers:
+        known = ", ".join(sorted(drivers))
+        raise ValueError(f"unknown storage scheme {scheme!r} (known: {known})")
+    plugin = drivers[scheme]
+    plugin.checkURI(uri)
+    return plugin
+
+
+def authDriverFor(name: str) -> Any:
+    drivers = authDrivers()
+    if name not in drivers:
+        known = ", ".join(sorted(drivers))
+        raise ValueError(f"unknown auth driver {name!r} (known: {known})")
+    return drivers[name]
+
+
+class PurgeService(TimerService):
+    """
+    Removes expired messages and claims every C{interval} seconds; a
+    failure is logged and the next run goes ahead.
+    """
+
+    def __init__(self, bus: Messaging, interval: float, clock: Any) -> None:
+        super().__init__(interval, self._purge)
+        self.clock = clock
+        self._bus = bus
+
+    def _purge(self) -> Deferred:
+        d = Deferred.fromCoroutine(self._bus.purgeExpired())
+
+        def done(count: int) -> None:
+            if count:
+                log.info("Purged {count} expired messages", count=count)
+
+        d.addCallback(done)
+        d.addErrback(lambda f: log.failure("Purging expired data failed", f))
+        return d
+
+
+def makeNode(config: Config, reactor: Any) -> MultiService:
+    """
+    A node's services: storage first, then the purge job, then the
+    listeners.
+    """
+    node = MultiService()
+    store = storageDriverFor(config.storage).makeStore(config.storage, reactor)
+    store.setServiceParent(node)
+    auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
+    bus = Messaging(store, reactor, config.limits)
+    PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
+    api = MarconiAPI(bus, auth)
+    site = MarconiSite(
+        api.resource(),
+        maxRequestBody=config.limits.maxMessagesPostSize,
+        reactor=reactor,
+    )
+    for description in config.listen:
+        endpoint = AnnouncedEndpoint(serverFromString(reactor, description))
+        StreamServerEndpointService(endpoint, site).setServiceParent(node)
+    return node
+
+
+@implementer(IStreamServerEndpoint)
+class AnnouncedEndpoint:
+    """
+    A server endpoint that logs the address it listens on (with the real
+    port when the description asked for port 0).
+    """
+
+    def __init__(self, endpoint: Any) -> None:
+        self._endpoint = endpoint
+
+    def listen(self, factory: Any) -> Deferred:
+        d = self._endpoint.listen(factory)
+
+        def announce(port: Any) -> Any:
+            address = port.getHost()
+            where = getattr(address, "port", None)
+            if where is None:
+                where = getattr(address, "name", address)
+                log.info("Marconi listening on unix:{path}", path=where)
+            else:
+                log.info(
+                    "Marconi listening on {kind}:{host}:{port}",
+                    kind=address.type.lower(),
+                    host=address.host,
+                    port=where,
+                )
+            return port
+
+        return d.addCallback(announce)

@@ -1,0 +1,98 @@
+"""
+C{twistd marconi}: the command line of a node.
+"""
+
+from typing import Any, Optional
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from marconi import config as configuration
+from marconi.config import DEFAULT_LISTEN, DEFAULT_STORAGE
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd marconi}.  Every setting can also come from the
+    INI file given with C{--config}; the command line wins.
+    """
+
+    synopsis = "[--listen DESCRIPTION ...] [--storage URI] [--config FILE]"
+    longdesc = (
+        "Run a Marconi node: the Zaqar v2 compatible message bus API. "
+        f"By default it listens on {DEFAULT_LISTEN} and stores into "
+        f"the SQLite file {DEFAULT_STORAGE.partition(':')[2]} in the working "
+        "directory."
+    )
+    optParameters = [
+        [
+            "storage",
+            "s",
+            None,
+            "Storage URI; its scheme picks the driver: sqlite:PATH, "
+            f"sqlite::memory: (throwaway) and others. [default: {DEFAULT_STORAGE}]",
+        ],
+        [
+            "config",
+            "c",
+            None,
+            "INI file with the same settings ([marconi] listen, storage, auth, "
+            "purge_interval; [limits]; [auth:NAME]). Options given here win.",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Twisted endpoint description to serve the API on, e.g.
+        tcp:8888:interface=127.0.0.1 or unix:/run/marconi.sock; repeat for
+        several. [default: tcp:8888:interface=127.0.0.1]
+        """
+        self["listen"].append(description)
+
+    opt_l = opt_listen
+
+    def postOptions(self) -> None:
+        # Imported here so that --help stays cheap.
+        from twisted.internet import reactor
+
+        from marconi import kernel
+
+        try:
+            loaded = configuration.load(
+                self["config"],
+                {"listen": self["listen"], "storage": self["storage"]},
+            )
+        except configuration.ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        for description in loaded.listen:
+            try:
+                from twisted.internet.endpoints import serverFromString
+
+                serverFromString(reactor, description)
+            except Exception as e:
+                raise usage.UsageError(
+                    f"invalid --listen description {description!r}: {e}"
+                ) from None
+        try:
+            kernel.storageDriverFor(loaded.storage)
+        except ValueError as e:
+            raise usage.UsageError(f"--storage {loaded.storage}: {e}") from None
+        try:
+            kernel.authDriverFor(loaded.auth)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        self.loaded = loaded
+
+
+def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    from marconi.kernel import makeNode
+
+    return makeNode(options.loaded, reactor)
