@@ -308,7 +308,7 @@ class MongoStoreTests(MongoStoreFixture, TestCase):
             self.assertLess(reactor.seconds() - started, 5)
             self.assertIn("cannot be reached", caught.exception.description)
         server.start()
-        for tries in range(200):
+        for _try in range(200):
             try:
                 await store.ping()
                 break

@@ -48,7 +48,6 @@ from pymongo.errors import (
 )
 from twisted.application.service import IService, Service
 from twisted.internet.defer import (
-    CancelledError,
     Deferred,
     DeferredList,
     TimeoutError,
@@ -261,17 +260,19 @@ class MongoStore(Service):
             return
         waits = [f.notifyReady() for f in factories]
         first = DeferredList(waits, fireOnOneCallback=True, consumeErrors=True)
+        timeout = self._config.serverSelectionTimeout
+        why = f"no connection within {timeout:g}s"
         try:
-            result = await self._timed(first, self._config.serverSelectionTimeout)
-        except (TimeoutError, CancelledError):
-            raise self._unavailable("no connection") from None
+            result = await self._timed(first, timeout)
+        except TimeoutError:
+            raise self._unavailable(why) from None
         finally:
             for w in waits:
                 if not w.called:
                     w.cancel()
         if not isinstance(result, tuple):
-            # Every wait failed: the connection was refused or lost.
-            raise self._unavailable("connection failed")
+            # No wait succeeded (the timeout cancelled them all).
+            raise self._unavailable(why)
 
     def _unavailable(self, why: str) -> StorageUnavailable:
         return StorageUnavailable(
@@ -423,7 +424,7 @@ class MongoStore(Service):
         await self._ready()
         queues = self._coll(QUEUES)
         encoded = json.dumps(metadata)
-        for attempt in range(2):
+        for _attempt in range(2):
             # A deleted queue keeps its document (and its marker counter)
             # as a tombstone: bring it back.
             revived = await self._call(
@@ -592,7 +593,7 @@ class MongoStore(Service):
         @return: the first marker reserved.
         """
         queues = self._coll(QUEUES)
-        for attempt in range(3):
+        for _attempt in range(3):
             try:
                 doc = await self._call(
                     lambda: queues.find_one_and_update(
