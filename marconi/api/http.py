@@ -5,6 +5,7 @@ buffering them, and the site that uses it.
 
 import json
 from typing import Optional
+from urllib.parse import unquote_to_bytes
 from uuid import uuid4
 
 from twisted.logger import Logger
@@ -76,6 +77,21 @@ class LimitedRequest(server.Request):
 
     def process(self) -> None:
         self.setHeader(b"x-openstack-request-id", b"req-" + uuid4().hex.encode())
+        try:
+            unquote_to_bytes(self.path).decode("utf-8")
+        except UnicodeDecodeError:
+            self.setResponseCode(400)
+            self.setHeader(b"content-type", b"application/json; charset=UTF-8")
+            self.write(
+                json.dumps(
+                    {
+                        "title": "Invalid request",
+                        "description": "The URL is not valid UTF-8.",
+                    }
+                ).encode()
+            )
+            self.finish()
+            return
         super().process()
 
 
