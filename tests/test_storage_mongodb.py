@@ -381,8 +381,14 @@ class MongoStoreOfflineTests(SynchronousTestCase):
             "bad = [m for m in ('txmongo', 'pymongo', 'bson') if m in sys.modules]\n"
             "print(bad)\n"
         )
+        from tests.nodeprocess import environment
+
         output = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=environment(),
         ).stdout
         self.assertEqual(output.strip(), "[]")
 
