@@ -7,9 +7,11 @@ is one transaction (C{BEGIN IMMEDIATE} ... C{COMMIT}), which makes batch
 posts, claims and pops atomic, and a claim can never take a message that
 another live claim holds.
 
-The thread is a L{ThreadPool} of exactly one thread; calls that arrive
-while it is busy are committed together (group commit, see
-L{SQLiteStore._run}).  C{twisted.enterprise.adbapi} was not used because it
+The thread is a plain L{threading.Thread} woken through a
+L{queue.SimpleQueue} (cheaper per call than Twisted's general
+L{ThreadPool}); calls that arrive while it is busy are committed together
+(group commit, see L{SQLiteStore._run}), and results come back to the
+reactor with C{callFromThread}.  C{twisted.enterprise.adbapi} was not used because it
 reads the global reactor, runs one transaction per call, and leaves
 transaction boundaries to the DB-API module's implicit rules, where we want
 explicit C{BEGIN IMMEDIATE} and many calls per commit.
@@ -25,15 +27,14 @@ import os
 import sqlite3
 import threading
 from collections import deque
+from queue import SimpleQueue
 from typing import Any, Callable, Optional, Sequence
 from urllib.parse import parse_qs
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from marconi.core.errors import (
@@ -129,6 +130,9 @@ _PURGE_BATCH = 1000
 
 # The most calls run in one group transaction.
 _GROUP_LIMIT = 256
+
+# Tells the database thread to finish.
+_STOP = object()
 
 
 def _deliver(outcomes: list) -> None:
@@ -227,7 +231,7 @@ class SQLiteStore(Service):
         self.path = path
         self.synchronous = synchronous
         self._reactor = reactor
-        self._pool: Optional[ThreadPool] = None
+        self._accepting = False
         self._connection: Optional[sqlite3.Connection] = None
         self._lock = threading.Lock()
         self._pending: deque = deque()
@@ -237,24 +241,38 @@ class SQLiteStore(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="marconi-sqlite")
-        self._pool.start()
-        self._pool.callInThread(self._openOrLog)
+        self._wake = SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._serve, name="marconi-sqlite", daemon=True
+        )
+        self._accepting = True
+        self._thread.start()
 
     def stopService(self) -> Any:
         super().stopService()
-        pool, self._pool = self._pool, None
-        if pool is None:
+        if not self._accepting:
             return None
-        d = deferToThreadPool(self._reactor, pool, self._close)
-        d.addBoth(lambda result: (pool.stop(), result)[1])
-        return d
+        self._accepting = False
+        self._stopped = Deferred()
+        self._wake.put(_STOP)
+        return self._stopped
 
-    def _openOrLog(self) -> None:
+    def _serve(self) -> None:
+        """
+        The database thread: open the database, then run what is queued
+        until told to stop; then close it.
+        """
         try:
             self._open()
         except Exception:
             self.log.failure("Cannot open the SQLite database {path}", path=self.path)
+        while self._wake.get() is not _STOP:
+            self._drain()
+        self._drain()
+        try:
+            self._close()
+        finally:
+            self._reactor.callFromThread(self._stopped.callback, None)
 
     def _open(self) -> None:
         connection = sqlite3.connect(
@@ -285,7 +303,7 @@ class SQLiteStore(Service):
 
         @return: a L{Deferred} firing with C{work}'s result.
         """
-        if self._pool is None:
+        if not self._accepting:
             return fail(StorageUnavailable("The SQLite store is not running."))
         d: Deferred = Deferred()
         with self._lock:
@@ -293,7 +311,7 @@ class SQLiteStore(Service):
             if self._draining:
                 return d
             self._draining = True
-        self._pool.callInThread(self._drain)
+        self._wake.put(True)
         return d
 
     def _drain(self) -> None:
