@@ -12,6 +12,7 @@ import tracemalloc
 
 from twisted.internet import reactor
 
+from marconi.api.http import MarconiSite
 from marconi.core.monitoring import NullMonitor
 from marconi.observability.prometheus import PrometheusMonitor
 
@@ -35,6 +36,21 @@ def allocated(function, calls: int = 10_000) -> float:
     return grown / calls
 
 
+class _Request:
+    """
+    What L{MarconiSite.log} reads of an answered request.
+    """
+
+    route = "postMessages_0"
+    code = 201
+    started = 1.0
+    project = "demo"
+    requestId = "req-0123456789abcdef0123456789abcdef"
+    method = b"POST"
+    path = b"/v2/queues/jobs/messages"
+    sentLength = 160
+
+
 def main() -> None:
     prometheus = PrometheusMonitor(reactor)
     null = NullMonitor()
@@ -50,7 +66,14 @@ def main() -> None:
     ]
     print(f"Python {sys.version.split()[0]}, {N} calls each, best of 5")
     for name, statement in rows:
-        print(f"  {name:32s} {perCall(statement, namespace):8.0f} ns/call")
+        print(f"  {name:52s} {perCall(statement, namespace):8.0f} ns/call")
+    for monitor, access in ((null, False), (prometheus, False), (prometheus, True)):
+        site = MarconiSite(None, 1024, reactor=reactor, monitor=monitor)
+        site.accessLog = access
+        namespace = {"site": site, "request": _Request()}
+        cost = perCall("site.log(request)", namespace)
+        what = f"Site.log, {type(monitor).__name__}, access log {'on' if access else 'off'}"
+        print(f"  {what:52s} {cost:8.0f} ns/request")
     grown = allocated(lambda: prometheus.requestServed("postMessages", 201, 0.003))
     print(f"  net memory retained per requestServed: {grown:.2f} bytes")
 

@@ -60,8 +60,12 @@ def routeLabel(endpoint: Optional[str]) -> str:
     return label
 
 
-def _printable(path: bytes) -> str:
-    text = path.decode("latin-1")
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def _printable(path: Any) -> str:
+    text = _text(path)
     if text.isprintable():
         return text
     return text.encode("unicode_escape").decode("ascii")
@@ -238,7 +242,7 @@ class MarconiSite(server.Site):
                 ACCESS_FORMAT,
                 request_id=request.requestId,
                 project=request.project or "-",
-                method=request.method.decode("latin-1"),
+                method=_text(request.method),
                 path=_printable(request.path),
                 status=status,
                 duration=seconds,
