@@ -10,9 +10,9 @@ from typing import Any, Optional
 from urllib.parse import quote
 
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
@@ -20,8 +20,6 @@ from twisted.web.http_headers import Headers
 from marconi.cluster import signing
 from marconi.cluster.errors import NodeUnavailable
 from marconi.cluster.settings import ClusterConfig, Peer
-
-log = Logger()
 
 # Hop-by-hop headers (RFC 9110 7.6.1), and those the client library sets.
 _HOP = frozenset(
@@ -87,6 +85,42 @@ class _Collector(Protocol):
             self._done.errback(reason)
 
 
+def withTimeout(d: Deferred, seconds: float, clock: Any) -> Deferred:
+    """
+    C{d}, cancelled after C{seconds}.  Whatever error the cancellation
+    gives, the result then fails with L{TimeoutError}; cancelling the result
+    cancels C{d} and fails with L{CancelledError}, so a caller that went
+    away is never taken for a peer that failed.
+    """
+    why: list = []
+
+    def cancel(outer: Deferred) -> None:
+        why.append(CancelledError)
+        d.cancel()
+
+    def expire() -> None:
+        why.append(TimeoutError)
+        d.cancel()
+
+    outer: Deferred = Deferred(cancel)
+    timer = clock.callLater(seconds, expire)
+
+    def done(result: Any) -> None:
+        if timer.active():
+            timer.cancel()
+        if outer.called:
+            return
+        if isinstance(result, Failure):
+            if why:
+                result = Failure(why[0](f"no answer after {seconds} seconds"))
+            outer.errback(result)
+        else:
+            outer.callback(result)
+
+    d.addBoth(done)
+    return outer
+
+
 def readBody(response: Any, limit: int, timeout: float, clock: Any) -> Deferred:
     """
     Read a response's body, failing with L{BodyTooLarge} past C{limit}
@@ -102,7 +136,7 @@ def readBody(response: Any, limit: int, timeout: float, clock: Any) -> Deferred:
     done: Deferred = Deferred(cancel)
     collector = _Collector(limit, done)
     response.deliverBody(collector)
-    return done.addTimeout(timeout, clock)
+    return withTimeout(done, timeout, clock)
 
 
 class PeerClient:
@@ -134,15 +168,20 @@ class PeerClient:
         """
         url = peer.url.encode("ascii") + quote(uri, safe=_URI_SAFE).encode("ascii")
         try:
-            response = await self._http.request(
-                method.decode("ascii"),
-                url,
-                headers=headers,
-                data=body or None,
-                timeout=self._config.forwardTimeout,
-                reactor=self._reactor,
-                allow_redirects=False,
-                unbuffered=True,
+            # Our own timer rather than treq's timeout=, so that a timeout
+            # (TimeoutError) is told apart from a cancelled caller
+            # (CancelledError, passed on as is).
+            response = await withTimeout(
+                self._http.request(
+                    method.decode("ascii"),
+                    url,
+                    headers=headers,
+                    data=body or None,
+                    allow_redirects=False,
+                    unbuffered=True,
+                ),
+                self._config.forwardTimeout,
+                self._reactor,
             )
             content = await readBody(
                 response,
@@ -153,21 +192,16 @@ class PeerClient:
         except CancelledError:
             raise
         except BodyTooLarge:
-            log.error(
-                "Node {node} answered {method} with a body over {limit} bytes",
-                node=peer.name,
-                method=method,
-                limit=self._config.maxResponseBody,
-            )
-            raise NodeUnavailable(peer.name, "sent an answer over the size bound") from None
-        except Exception as e:
-            log.error(
-                "Node {node} did not answer {method}: {error}",
-                node=peer.name,
-                method=method,
-                error=repr(e),
-            )
+            raise NodeUnavailable(
+                peer.name,
+                f"sent an answer over {self._config.maxResponseBody} bytes",
+            ) from None
+        except TimeoutError:
             raise NodeUnavailable(peer.name, "did not answer in time") from None
+        except Exception as e:
+            raise NodeUnavailable(
+                peer.name, f"could not be reached ({type(e).__name__})"
+            ) from None
         return Answer(response.code, response.phrase, response.headers, content)
 
     def close(self) -> Deferred:

@@ -72,4 +72,3 @@ class Ring:
 
     def __contains__(self, name: str) -> bool:
         return name in self.names
-

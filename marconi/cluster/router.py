@@ -3,6 +3,7 @@ L{ClusterRouter}: the L{IRouter} of a node in a cluster.
 """
 
 import heapq
+import itertools
 import json
 from typing import Any, Awaitable, Callable, Optional
 from urllib.parse import urlencode
@@ -108,6 +109,13 @@ class ClusterRouter(MultiService):
                 self.config.peer(node), method, uri, headers, body
             )
         except NodeUnavailable as e:
+            log.error(
+                "{method} {uri} to node {node} failed: {error}",
+                method=method,
+                uri=uri,
+                node=node,
+                error=e.description,
+            )
             self.membership.reportFailure(node, e.description)
             raise
 
@@ -158,7 +166,7 @@ class ClusterRouter(MultiService):
         ).addErrback(_firstError)
         lists = [mine] + [queues for queues, _ in pages]
         merged = heapq.merge(*lists, key=lambda q: q.name)
-        queues = [q for _, q in zip(range(limit), merged)]
+        queues = list(itertools.islice(merged, limit))
         total = None
         if withCount:
             total = (count or 0) + sum(c or 0 for _, c in pages)

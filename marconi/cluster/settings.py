@@ -102,8 +102,7 @@ def parseNode(text: str) -> Peer:
         raise ClusterConfigError(f"cluster node {text!r} is not NAME=URL")
     if not _NAME.match(name):
         raise ClusterConfigError(
-            f"cluster node name {name!r}: use 1 to 64 letters, digits, "
-            "'_', '.' or '-'"
+            f"cluster node name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-'"
         )
     parts = urlsplit(url)
     if (
@@ -116,11 +115,11 @@ def parseNode(text: str) -> Peer:
         or parts.password
     ):
         raise ClusterConfigError(
-            f"cluster node {name}: {url!r} is not a base URL like "
-            "http://10.0.0.1:8888"
+            f"cluster node {name}: {url!r} is not a base URL like http://10.0.0.1:8888"
         )
     try:
-        parts.port
+        if parts.port == 0:
+            raise ValueError
     except ValueError:
         raise ClusterConfigError(f"cluster node {name}: bad port in {url!r}") from None
     return Peer(name, url.rstrip("/"))
