@@ -363,7 +363,7 @@ class MarconiAPI:
         marker = _arg(request, "marker")
         markerValue = None
         if marker:
-            if not marker.isdigit() or len(marker) > 19:
+            if not marker.isdigit() or len(marker) > 19 or int(marker) >= 2**63:
                 raise ValidationFailed("marker is not valid.")
             markerValue = int(marker)
         echo = _bool(request, "echo")

@@ -32,6 +32,11 @@ from marconi.core.models import (
 
 PATCH_MEDIA_TYPE = "application/openstack-messaging-v2.0-json-patch"
 
+# How long queue metadata read for posts and claims is reused, and how many
+# queues' metadata are kept.
+METADATA_CACHE_SECONDS = 5.0
+METADATA_CACHE_SIZE = 10000
+
 
 class Messaging:
     """
@@ -44,6 +49,7 @@ class Messaging:
         self.store = store
         self.clock = clock
         self.limits = limits
+        self._metadataCache: dict = {}
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -53,6 +59,7 @@ class Messaging:
     async def createQueue(self, project: str, name: str, metadata: Any) -> bool:
         validation.queueName(name, self.limits)
         validation.queueMetadata(metadata, self.limits, name)
+        self._forget(project, name)
         return await self.store.createQueue(project, name, metadata, self.now())
 
     async def getQueue(self, project: str, name: str) -> dict:
@@ -89,12 +96,16 @@ class Messaging:
         for op in operations:
             _applyPatch(metadata, op)
         validation.queueMetadata(metadata, self.limits, name)
+        self._forget(project, name)
         await self.store.setQueueMetadata(project, name, metadata)
+        self._forget(project, name)
         return await self.getQueue(project, name)
 
     async def deleteQueue(self, project: str, name: str) -> None:
         validation.queueName(name, self.limits)
+        self._forget(project, name)
         await self.store.deleteQueue(project, name)
+        self._forget(project, name)
 
     async def listQueues(
         self,
@@ -118,10 +129,30 @@ class Messaging:
     # Messages.
 
     async def _metadata(self, project: str, name: str) -> dict:
+        """
+        The queue's stored metadata (empty for a queue never created).
+
+        Posts and claims read it on every call, so it is kept for
+        L{METADATA_CACHE_SECONDS}; changes made through this node are seen
+        at once, changes made by another node sharing the same store within
+        that time.
+        """
+        key = (project, name)
+        now = self.now()
+        cached = self._metadataCache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         try:
-            return await self.store.getQueueMetadata(project, name)
+            metadata = await self.store.getQueueMetadata(project, name)
         except QueueDoesNotExist:
-            return {}
+            metadata = {}
+        if len(self._metadataCache) >= METADATA_CACHE_SIZE:
+            self._metadataCache.clear()
+        self._metadataCache[key] = (now + METADATA_CACHE_SECONDS, metadata)
+        return metadata
+
+    def _forget(self, project: str, name: str) -> None:
+        self._metadataCache.pop((project, name), None)
 
     async def postMessages(
         self, project: str, queue: str, document: Any, size: int, clientId: str
