@@ -37,8 +37,8 @@ class Options(usage.Options):
             "c",
             None,
             "INI file with the same settings ([marconi] listen, storage, auth, "
-            "purge_interval; [limits]; [auth:NAME]; [cluster]). Options given "
-            "here win.",
+            "purge_interval; [limits]; [auth:NAME]; [logging]; [monitoring]; "
+            "[cluster]). Options given here win.",
         ],
         [
             "node-name",
@@ -114,6 +114,12 @@ class Options(usage.Options):
             kernel.authDriverFor(loaded.auth)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        from marconi.observability import wiring
+
+        try:
+            wiring.check(loaded)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         self.loaded = loaded
 
 
@@ -123,5 +129,10 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
 
         reactor = globalReactor
     from marconi.kernel import makeNode
+    from marconi.observability import wiring
 
-    return makeNode(options.loaded, reactor)
+    node = makeNode(options.loaded, reactor)
+    observer = wiring.makeLogObserver(options.loaded)
+    if observer is None:
+        return node
+    return wiring.ObservedNode(node, observer)

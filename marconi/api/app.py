@@ -22,6 +22,7 @@ from werkzeug.routing import BaseConverter
 
 from marconi.api import homedoc, render
 from marconi.api.errors import HTTPError, statusOf
+from marconi.api.http import RoutedKlein
 from marconi.core import jsontext, validation
 from marconi.core.errors import (
     Forbidden,
@@ -29,7 +30,8 @@ from marconi.core.errors import (
     MessageDoesNotExist,
     ValidationFailed,
 )
-from marconi.core.interfaces import IAuthDriver
+from marconi.core.health import HealthCheck
+from marconi.core.interfaces import IAuthDriver, IHealth
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging
 
 JSON = b"application/json; charset=UTF-8"
@@ -98,12 +100,16 @@ class MarconiAPI:
     The HTTP API of one node.
     """
 
-    app = Klein()
+    app = RoutedKlein()
     app.url_map.converters["version"] = VersionConverter
     log = Logger()
 
     def __init__(
-        self, bus: Messaging, auth: IAuthDriver, router: Optional[Any] = None
+        self,
+        bus: Messaging,
+        auth: IAuthDriver,
+        health: Optional[IHealth] = None,
+        router: Optional[Any] = None,
     ) -> None:
         """
         @param router: the node's L{marconi.cluster.interfaces.IRouter} in a
@@ -113,6 +119,9 @@ class MarconiAPI:
         self.auth = auth
         self.router = router
         self.limits = bus.limits
+        self.healthCheck = (
+            HealthCheck(bus.store, bus.clock) if health is None else health
+        )
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -146,6 +155,7 @@ class MarconiAPI:
         else:
             project = signed
         project = validation.projectId(project, self.limits)
+        request.project = project
         client = headers.get(b"client-id")
         clientId = validation.clientId(
             client.decode("latin-1") if client is not None else None, self.limits
@@ -199,24 +209,10 @@ class MarconiAPI:
     @app.route("/<version:version>/health", methods=["GET"])
     async def health(self, request: Any, version: str) -> bytes:
         _negotiate(request)
-        started = self.bus.clock.seconds()
-        try:
-            reachable = bool(await self.bus.store.ping())
-            error = None
-        except MarconiError as e:
-            reachable, error = False, e.description
-        seconds = self.bus.clock.seconds() - started
-        doc: dict = {
-            "storage_reachable": reachable,
-            "operation_status": {
-                "ping": {"seconds": seconds, "ref": None, "succeeded": reachable}
-            },
-        }
-        if error is not None:
-            doc["error"] = error
+        healthy, doc = await self.healthCheck.report()
         if self.router is not None:
             doc["cluster"] = self.router.health()
-        request.setResponseCode(200 if reachable else 503)
+        request.setResponseCode(200 if healthy else 503)
         return _send(request, render.document(doc))
 
     # Queues.
