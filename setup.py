@@ -17,6 +17,7 @@ setup(
         "pyopenssl>=24",
         "service-identity>=24",
         "werkzeug>=3",
+        "uhashring>=2.5",
     ],
     extras_require={
         "redis": ["txredisapi>=1.4.10"],
