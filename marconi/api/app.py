@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import parse_accept_header
 from werkzeug.routing import BaseConverter
 
-from marconi.api import homedoc, render
+from marconi.api import homedoc, openapi, render
 from marconi.api.errors import HTTPError, statusOf
 from marconi.core import jsontext, validation
 from marconi.core.errors import MarconiError, MessageDoesNotExist, ValidationFailed
@@ -89,6 +89,7 @@ class MarconiAPI:
         self.bus = bus
         self.auth = auth
         self.limits = bus.limits
+        self._openapi = render.document(openapi.document(self.limits))
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -139,6 +140,10 @@ class MarconiAPI:
         _negotiate(request)
         request.setHeader(b"cache-control", b"max-age=86400")
         return _send(request, homedoc.home(version), b"application/json-home")
+
+    @app.route(openapi.OPENAPI_PATH, methods=["GET"])
+    def openapiDocument(self, request: Any) -> bytes:
+        return _send(request, self._openapi)
 
     @app.route("/<version:version>/ping", methods=["GET"])
     async def ping(self, request: Any, version: str) -> bytes:
