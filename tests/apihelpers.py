@@ -45,12 +45,20 @@ class Node:
     A running in-process node.
     """
 
-    def __init__(self, testCase: Any, limits: Optional[Limits] = None) -> None:
+    def __init__(
+        self, testCase: Any, limits: Optional[Limits] = None, store: Any = None
+    ) -> None:
+        """
+        @param store: a running store to serve (stopped at the end of the
+            test); by default a new in-memory SQLite store.
+        """
         limits = limits or Limits()
         self.clock = Clock()
         self.clock.advance(START)
-        self.store = SQLiteStore(":memory:", reactor)
-        self.store.startService()
+        if store is None:
+            store = SQLiteStore(":memory:", reactor)
+            store.startService()
+        self.store = store
         self.bus = Messaging(self.store, self.clock, limits)
         self.api = MarconiAPI(self.bus, NoAuth())
         self.site = MarconiSite(
