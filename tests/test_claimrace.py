@@ -48,7 +48,9 @@ class ClaimRaceMixin:
         async def claimer(index: int) -> None:
             while True:
                 r = await node.request(
-                    "POST", "/v2/queues/race/claims?limit=5", {"ttl": 300},
+                    "POST",
+                    "/v2/queues/race/claims?limit=5",
+                    {"ttl": 300},
                     client=f"claimer-{index}",
                 )
                 if r.code == 204:

@@ -72,7 +72,10 @@ class IsolationMatrixMixin:
         assert r.code == 201, r.body
         self.ids = await node.post(
             QUEUE,
-            *({"body": {"secret": self.secret, "n": n}, "tags": ["t"]} for n in range(6)),
+            *(
+                {"body": {"secret": self.secret, "n": n}, "tags": ["t"]}
+                for n in range(6)
+            ),
             project=VICTIM,
         )
         r = await node.request(
@@ -194,7 +197,9 @@ class IsolationMatrixMixin:
                     seen += 1
                     self.assertLess(r.code, 500, what)
                     self.assertNoLeak(r, what, path)
-                    if re.search(r"/(messages/\{message_id\}|claims/\{claim_id\})$", template):
+                    if re.search(
+                        r"/(messages/\{message_id\}|claims/\{claim_id\})$", template
+                    ):
                         if method in ("GET", "PATCH"):
                             self.assertEqual(r.code, 404, what)
                     if method == "GET" and template.endswith("/messages"):

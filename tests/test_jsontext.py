@@ -27,4 +27,6 @@ class LoadsTests(SynchronousTestCase):
         """
         An escaped surrogate pair is one valid character and is accepted.
         """
-        self.assertEqual(jsontext.loads(b'{"e": "\\ud83d\\ude00"}'), {"e": "\U0001f600"})
+        self.assertEqual(
+            jsontext.loads(b'{"e": "\\ud83d\\ude00"}'), {"e": "\U0001f600"}
+        )

@@ -58,9 +58,7 @@ class DocumentTests(SynchronousTestCase):
                 params = item.get("parameters", []) + operation.get("parameters", [])
                 declared = {p["name"] for p in params if p["in"] == "path"}
                 self.assertEqual(declared, names, (path, method))
-                self.assertTrue(
-                    all(p["required"] for p in params if p["in"] == "path")
-                )
+                self.assertTrue(all(p["required"] for p in params if p["in"] == "path"))
                 self.assertIn("default", operation["responses"])
 
     def test_limitsInDocument(self) -> None:

@@ -195,7 +195,9 @@ def producer(index, port, history, stop, batch):
             seq += 1
         with history.lock:
             history.attempted.update(values)
-        body = {"messages": [{"body": {"value": v, "project": PROJECT}} for v in values]}
+        body = {
+            "messages": [{"body": {"value": v, "project": PROJECT}} for v in values]
+        }
         try:
             status, doc = request(port, "POST", f"/v2/queues/{QUEUE}/messages", body,
                                   client=f"producer-{index}")  # fmt: skip
@@ -208,7 +210,7 @@ def producer(index, port, history, stop, batch):
         with history.lock:
             if status == 201:
                 history.acked.update(values)
-                for value, href in zip(values, doc["resources"]):
+                for value, href in zip(values, doc["resources"], strict=True):
                     history.idOf[href.rsplit("/", 1)[1]] = value
             elif 400 <= status < 500:
                 history.failed.update(values)
@@ -236,7 +238,9 @@ def claimOnce(port, history, ttl, who, limit=5):
     claimId = None
     for message in doc["messages"]:
         claimId = message["href"].rsplit("claim_id=", 1)[1]
-        value = message["body"].get("value") if isinstance(message["body"], dict) else None
+        value = (
+            message["body"].get("value") if isinstance(message["body"], dict) else None
+        )
         with history.lock:
             history.deliveries.append(
                 (value, message["id"], claimId, invoked, completed, ttl, who)

@@ -302,7 +302,9 @@ def _queueResources(limits: Limits) -> dict:
     }
 
     def limit(high: int) -> dict:
-        return _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": high})
+        return _param(
+            "limit", "query", {"type": "integer", "minimum": 1, "maximum": high}
+        )
 
     tags = _param("tags", "query", {"type": "string"})
     jsonBody = {
@@ -374,7 +376,9 @@ def _queueResources(limits: Limits) -> dict:
                 [
                     limit(limits.maxMessagesPerPage),
                     _param(
-                        "marker", "query", {"type": "string", "pattern": "^([0-9]{1,19})?$"}
+                        "marker",
+                        "query",
+                        {"type": "string", "pattern": "^([0-9]{1,19})?$"},
                     ),
                     _param("echo", "query", boolean),
                     _param("include_claimed", "query", boolean),
@@ -512,7 +516,9 @@ def document(limits: Optional[Limits] = None) -> dict:
                 {
                     "200": {
                         "description": "JSON-Home.",
-                        "content": {"application/json-home": {"schema": {"type": "object"}}},
+                        "content": {
+                            "application/json-home": {"schema": {"type": "object"}}
+                        },
                     }
                 },
             ),
@@ -552,8 +558,8 @@ def document(limits: Optional[Limits] = None) -> dict:
     ):
         for path, item in _queueResources(limits).items():
             item = copy.deepcopy(item)
-            item["parameters"] = extra + item.get("parameters", []) + _identity(
-                limits, inPath
+            item["parameters"] = (
+                extra + item.get("parameters", []) + _identity(limits, inPath)
             )
             paths[prefix + path] = item
     return {
