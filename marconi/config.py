@@ -122,11 +122,13 @@ def _fromParser(parser: configparser.ConfigParser, path: str, config: Config) ->
             if values["purgeInterval"] <= 0:
                 raise ConfigError(f"{path}: purge_interval must be positive")
     if parser.has_section("limits"):
-        limitFields = {f.name for f in fields(Limits)}
+        # Compared without case so that acronyms (min_claim_ttl,
+        # max_json_depth) find minClaimTTL and maxJSONDepth.
+        limitFields = {f.name.lower(): f.name for f in fields(Limits)}
         limits = {}
         for key, raw in parser["limits"].items():
-            name = _snakeToCamel(key)
-            if name not in limitFields:
+            name = limitFields.get(_snakeToCamel(key).lower())
+            if name is None:
                 raise ConfigError(f"{path}: unknown limit {key!r}")
             try:
                 limits[name] = int(raw)

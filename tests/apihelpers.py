@@ -51,13 +51,19 @@ class Node:
         testCase: Any,
         limits: Optional[Limits] = None,
         monitor: Optional[Any] = None,
+        store: Any = None,
     ) -> None:
+        """
+        @param store: a running store to serve (stopped at the end of the
+            test); by default a new in-memory SQLite store.
+        """
         limits = limits or Limits()
         self.clock = Clock()
         self.clock.advance(START)
-        self.store = SQLiteStore(":memory:", reactor)
-        self.store.startService()
-        store: Any = self.store
+        if store is None:
+            store = SQLiteStore(":memory:", reactor)
+            store.startService()
+        self.store = store
         if monitor is not None:
             # As the kernel wires a monitored node (timed with the real
             # reactor: the Clock only drives the domain's time).

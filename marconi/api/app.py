@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import parse_accept_header
 from werkzeug.routing import BaseConverter
 
-from marconi.api import homedoc, render
+from marconi.api import homedoc, openapi, render
 from marconi.api.errors import HTTPError, statusOf
 from marconi.api.http import RoutedKlein
 from marconi.core import jsontext, validation
@@ -119,6 +119,7 @@ class MarconiAPI:
         self.auth = auth
         self.router = router
         self.limits = bus.limits
+        self._openapi = render.document(openapi.document(self.limits))
         self.healthCheck = (
             HealthCheck(bus.store, bus.clock) if health is None else health
         )
@@ -196,6 +197,10 @@ class MarconiAPI:
         _negotiate(request)
         request.setHeader(b"cache-control", b"max-age=86400")
         return _send(request, homedoc.home(version), b"application/json-home")
+
+    @app.route(openapi.OPENAPI_PATH, methods=["GET"])
+    def openapiDocument(self, request: Any) -> bytes:
+        return _send(request, self._openapi)
 
     @app.route("/<version:version>/ping", methods=["GET"])
     async def ping(self, request: Any, version: str) -> bytes:
