@@ -25,6 +25,7 @@ setup(
         "prometheus": ["prometheus-client>=0.20"],
         "test": [
             "prometheus-client>=0.20",
+            "schemathesis>=4.32",
             "hypothesis>=6",
             "python-zaqarclient>=2",
             "txredisapi>=1.4.10",
