@@ -41,7 +41,55 @@ class Response:
         return values[0] if values else None
 
 
-class Node:
+class HTTPNode:
+    """
+    A client of the node at C{url}, with the request helpers of the API
+    tests.
+    """
+
+    def __init__(self, testCase: Any, url: str) -> None:
+        self.url = url
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.http = HTTPClient(Agent(reactor, pool=pool))
+        testCase.addCleanup(pool.closeCachedConnections)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        project: Optional[str] = "p",
+        client: Optional[str] = CLIENT,
+        headers: Optional[dict] = None,
+        raw: Optional[bytes] = None,
+    ) -> Response:
+        sent = {}
+        if project is not None:
+            sent["X-Project-ID"] = project
+        if client is not None:
+            sent["Client-ID"] = client
+        if body is not None:
+            raw = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        sent.update(headers or {})
+        response = await self.http.request(
+            method, self.url + path, data=raw, headers=sent
+        )
+        content = await treq.content(response)
+        return Response(response.code, response.headers, content)
+
+    async def post(self, queue: str, *messages: Any, **kwargs: Any) -> list:
+        response = await self.request(
+            "POST",
+            f"/v2/queues/{queue}/messages",
+            {"messages": list(messages)},
+            **kwargs,
+        )
+        assert response.code == 201, (response.code, response.body)
+        return [href.rsplit("/", 1)[1] for href in response.json["resources"]]
+
+
+class Node(HTTPNode):
     """
     A running in-process node.
     """
@@ -79,44 +127,6 @@ class Node:
             extraResources={b"/metrics": public} if public is not None else None,
         )
         self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
-        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        self.http = HTTPClient(Agent(reactor, pool=pool))
+        super().__init__(testCase, f"http://127.0.0.1:{self.port.getHost().port}")
         testCase.addCleanup(self.store.stopService)
         testCase.addCleanup(self.port.stopListening)
-        testCase.addCleanup(pool.closeCachedConnections)
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        project: Optional[str] = "p",
-        client: Optional[str] = CLIENT,
-        headers: Optional[dict] = None,
-        raw: Optional[bytes] = None,
-    ) -> Response:
-        sent = {}
-        if project is not None:
-            sent["X-Project-ID"] = project
-        if client is not None:
-            sent["Client-ID"] = client
-        if body is not None:
-            raw = json.dumps(body).encode()
-            sent["Content-Type"] = "application/json"
-        sent.update(headers or {})
-        response = await self.http.request(
-            method, self.url + path, data=raw, headers=sent
-        )
-        content = await treq.content(response)
-        return Response(response.code, response.headers, content)
-
-    async def post(self, queue: str, *messages: Any, **kwargs: Any) -> list:
-        response = await self.request(
-            "POST",
-            f"/v2/queues/{queue}/messages",
-            {"messages": list(messages)},
-            **kwargs,
-        )
-        assert response.code == 201, (response.code, response.body)
-        return [href.rsplit("/", 1)[1] for href in response.json["resources"]]

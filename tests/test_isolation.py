@@ -6,10 +6,9 @@ driver.
 The matrix is built from the OpenAPI document, which a test keeps equal to
 the routes, so a new route joins the matrix by being documented.
 
-Entry points: today a node serves every request itself.  When the cluster
-forwarding path lands, add each forwarding node's URL to
-L{IsolationMatrixMixin.entryPoints}; every row of the matrix then runs
-through each of them as well.
+Entry points: on a single node every request is served where it arrives;
+in a cluster (L{ClusterIsolationTests}) every row of the matrix runs through
+each of the three nodes, so it crosses the forwarding path too.
 """
 
 import json
@@ -24,8 +23,9 @@ from twisted.trial.unittest import TestCase
 from marconi.api import openapi
 from marconi.core.limits import Limits
 from marconi.storage.sqlite import SQLiteStore
-from tests.apihelpers import Node
+from tests.apihelpers import HTTPNode, Node
 from tests.redisserver import sharedServer, skipReason
+from tests.test_cluster_integration import ClusterTestCase
 
 VICTIM = "victim-project"
 ATTACKER = "attacker-project"
@@ -61,8 +61,27 @@ class IsolationMatrixMixin:
     async def makeStore(self) -> Any:
         raise NotImplementedError
 
+    async def makeNode(self) -> Any:
+        """
+        The node the victim's data is put through (and the first entry
+        point).
+        """
+        return Node(self, Limits(), store=await self.makeStore())
+
+    def otherEntryPoints(self) -> list:
+        """
+        URLs of further nodes that serve the same data, by forwarding.
+        """
+        return []
+
+    def forgedHeaders(self) -> dict:
+        """
+        The forged identity headers sent with header-project rows.
+        """
+        return FORGED
+
     async def setUpVictim(self) -> None:
-        self.node = Node(self, Limits(), store=await self.makeStore())
+        self.node = await self.makeNode()
         node = self.node
         self.secret = "SECRET-" + uuid4().hex
         self.metaSecret = "META-" + uuid4().hex
@@ -85,7 +104,7 @@ class IsolationMatrixMixin:
         self.claimId = r.header("location").rsplit("/", 1)[1]
         self.claimed = [m["id"] for m in r.json["messages"]]
         self.before = await self.victimState()
-        self.entryPoints = [node.url]
+        self.entryPoints = [node.url, *self.otherEntryPoints()]
 
     async def victimState(self) -> dict:
         node = self.node
@@ -189,7 +208,7 @@ class IsolationMatrixMixin:
                         project = None
                     else:
                         project = ATTACKER
-                        headers = dict(headers, **FORGED)
+                        headers = dict(headers, **self.forgedHeaders())
                     r = await node.request(
                         method, path, project=project, headers=headers, raw=raw
                     )
@@ -205,6 +224,7 @@ class IsolationMatrixMixin:
                     if method == "GET" and template.endswith("/messages"):
                         self.assertEqual(r.code, 404, what)
                     if method == "GET" and template.endswith("/queues"):
+                        self.assertIn("queues", r.json or {}, what)
                         names = [q["name"] for q in r.json["queues"]]
                         self.assertNotIn(QUEUE, names, what)
                     if method == "GET" and template.endswith("/stats"):
@@ -303,3 +323,23 @@ class RedisIsolationTests(IsolationMatrixMixin, TestCase):
         server = sharedServer()
         server.flush()
         return await startStore(self, server.uri())
+
+
+class ClusterIsolationTests(IsolationMatrixMixin, ClusterTestCase):
+    """
+    The matrix through every node of a three-node cluster: requests for
+    queues a node does not own are forwarded, signed, to their owner.
+    """
+
+    async def makeNode(self) -> Any:
+        await self.startCluster()
+        return HTTPNode(self, self.nodes["a"].url)
+
+    def otherEntryPoints(self) -> list:
+        return [self.nodes["b"].url, self.nodes["c"].url]
+
+    def forgedHeaders(self) -> dict:
+        # A cluster refuses unsigned X-Marconi-* headers outright (403,
+        # tests.test_cluster_integration.ForgeryTests); leave them out here
+        # so that every row really crosses the forwarding path.
+        return {k: v for k, v in FORGED.items() if not k.startswith("X-Marconi-")}
