@@ -359,10 +359,23 @@ class MessageTests(APITestCase):
 
     async def test_badMarker(self) -> None:
         """
-        A marker that is not one we gave out is 400.
+        A marker that is not one we gave out is 400, including numbers too
+        large for a marker.
         """
-        r = await self.node.request("GET", "/v2/queues/q/messages?marker=abc")
-        self.assertError(r, 400)
+        for marker in ("abc", "-1", "9999999999999999999", "9223372036854775808"):
+            r = await self.node.request("GET", f"/v2/queues/q/messages?marker={marker}")
+            self.assertError(r, 400)
+
+    async def test_badUTF8InURL(self) -> None:
+        """
+        A path that is not valid UTF-8 once unquoted is a JSON 400.
+        """
+        for path in (
+            "/v2/queues/%FF",
+            "/v2/projects/%FF/queues",
+            "/v2/queues/q/claims/x%FFy",
+        ):
+            self.assertError(await self.node.request("GET", path), 400)
 
     async def test_tags(self) -> None:
         """

@@ -25,9 +25,19 @@ class JSONTests(SynchronousTestCase):
         Non-finite numbers, duplicate keys, invalid UTF-8, deep nesting and
         huge integers are refused with L{ValidationFailed}.
         """
-        for raw in (b"NaN", b"[Infinity]", b"-Infinity", b"1e999", b'{"a":1,"a":2}',
-                    b"\xff", b"[" * 100 + b"]" * 100, b"[" * 100000, b"9" * 5000,
-                    b'{"a":', b""):
+        for raw in (
+            b"NaN",
+            b"[Infinity]",
+            b"-Infinity",
+            b"1e999",
+            b'{"a":1,"a":2}',
+            b"\xff",
+            b"[" * 100 + b"]" * 100,
+            b"[" * 100000,
+            b"9" * 5000,
+            b'{"a":',
+            b"",
+        ):
             self.assertRaises(ValidationFailed, jsontext.loads, raw)
 
     def test_loneSurrogate(self) -> None:
@@ -36,16 +46,25 @@ class JSONTests(SynchronousTestCase):
         """
         value = jsontext.loads(b'"\\ud800"')
         self.assertRaises(ValidationFailed, jsontext.dumpBody, value)
-        self.assertEqual(jsontext.dumpBody(jsontext.loads(b'"\\ud83d\\ude00"')), '"\U0001f600"')
+        self.assertEqual(
+            jsontext.dumpBody(jsontext.loads(b'"\\ud83d\\ude00"')), '"\U0001f600"'
+        )
 
     @settings(deadline=None)
-    @given(st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text()
-        | st.floats(allow_nan=False, allow_infinity=False),
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(st.text(), children, max_size=4),
-        max_leaves=20,
-    ))
+    @given(
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.text()
+            | st.floats(allow_nan=False, allow_infinity=False),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(st.text(), children, max_size=4)
+            ),
+            max_leaves=20,
+        )
+    )
     def test_roundTrip(self, value) -> None:
         """
         Any JSON value without lone surrogates survives dump and load.
@@ -68,10 +87,14 @@ class TagTests(SynchronousTestCase):
         try:
             result = validation.tags(tags, LIMITS)
         except ValidationFailed:
-            self.assertTrue(any(
-                "," in t or "/" in t or any(ord(c) <= 0x20 or c == "\x7f" for c in t)
-                for t in tags
-            ))
+            self.assertTrue(
+                any(
+                    "," in t
+                    or "/" in t
+                    or any(ord(c) <= 0x20 or c == "\x7f" for c in t)
+                    for t in tags
+                )
+            )
             return
         self.assertEqual(list(result), list(dict.fromkeys(tags)))
 
@@ -94,7 +117,9 @@ class IntegerTests(SynchronousTestCase):
         if low <= value <= high:
             self.assertEqual(validation.integer(value, "x", low, high), value)
         else:
-            self.assertRaises(ValidationFailed, validation.integer, value, "x", low, high)
+            self.assertRaises(
+                ValidationFailed, validation.integer, value, "x", low, high
+            )
 
     def test_notIntegers(self) -> None:
         """
@@ -124,7 +149,9 @@ class PurgeTests(TestCase):
         self.assertEqual(await store.purgeExpired(clock.seconds()), 0)
         clock.advance(30)
         await _settle(store)
-        rows = await store._run(lambda c: c.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        rows = await store._run(
+            lambda c: c.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        )
         self.assertEqual(rows, 0)
 
     async def test_failureLogged(self) -> None:
