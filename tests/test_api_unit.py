@@ -476,16 +476,18 @@ class PagingTests(APIUnitTestCase):
 
     def test_markerPastTheEnd(self) -> None:
         """
-        A marker after every message gives an empty page without a link; a
-        marker of 19 digits is accepted and one of 20 is 400.
+        A marker after every message gives an empty page without a link;
+        the largest 64-bit marker is accepted, one past it and one of 20
+        digits are 400.
         """
         self.node.post("q", {"body": 1})
         r = self.node.request(
-            "GET", f"/v2/queues/q/messages?echo=true&marker={'9' * 19}"
+            "GET", f"/v2/queues/q/messages?echo=true&marker={2**63 - 1}"
         )
         self.assertEqual((r.code, r.json["messages"], nextLink(r)), (200, [], None))
-        r = self.node.request("GET", f"/v2/queues/q/messages?marker={'9' * 20}")
-        self.assertError(r, 400)
+        for marker in (str(2**63), "9" * 20):
+            r = self.node.request("GET", f"/v2/queues/q/messages?marker={marker}")
+            self.assertError(r, 400)
 
     def test_idsBounds(self) -> None:
         """

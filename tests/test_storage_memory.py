@@ -14,7 +14,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from twisted.application.service import IService
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.plugin import getPlugins
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
@@ -26,7 +26,12 @@ import marconi.storage.memory
 import marconi.storage.sqlite
 from marconi import kernel, tap
 from marconi.core.errors import ClaimDoesNotExist, StorageUnavailable
-from marconi.core.interfaces import IMessageStore, IStorageDriverPlugin
+from marconi.core.interfaces import (
+    IMessageStore,
+    IQueueDepths,
+    IStorageDriverPlugin,
+    IStoreEvents,
+)
 from marconi.core.models import Claim, ClaimSpec, Message, MessageQuery
 from marconi.storage.memory import MemoryStore, checkURI, makeStore
 from marconi.storage.sqlite import SQLiteStore
@@ -58,11 +63,12 @@ class MemoryStoreTests(SynchronousTestCase):
 
     def test_service(self) -> None:
         """
-        The store is a service providing L{IMessageStore}.
+        The store is a service providing L{IMessageStore} and the optional
+        L{IStoreEvents} and L{IQueueDepths}.
         """
         store = started()
-        self.assertTrue(verifyObject(IMessageStore, store))
-        self.assertTrue(verifyObject(IService, store))
+        for interface in (IMessageStore, IService, IStoreEvents, IQueueDepths):
+            self.assertTrue(verifyObject(interface, store))
 
     def test_alreadyFired(self) -> None:
         """
@@ -283,12 +289,18 @@ class _SequentialIds:
 
 class _SynchronousSQLiteStore(SQLiteStore):
     """
-    The SQLite store with its transactions run on the calling thread, so
-    that it answers at once like the memory store.
+    The SQLite store with each call run at once on the calling thread, in
+    its own transaction, so that it answers like the memory store.
     """
 
     def _run(self, work: Callable[..., Any], *args: Any) -> Deferred:
-        return maybeDeferred(self._transaction, work, *args)
+        d: Deferred = Deferred()
+        for _, ok, value in self._runBatch([(work, args, d)]):
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(Failure(value))
+        return d
 
 
 def _outcome(d: Deferred) -> Any:
@@ -335,6 +347,11 @@ class _StoresAgree(RuleBasedStateMachine):
         self.deadlines: set[float] = set()
         self.messageIds: dict[str, list[str]] = {}
         self.claimIds: dict[str, list[str]] = {}
+        self.events: dict[Any, list] = {self.sqlite: [], self.memory: []}
+        for store, seen in self.events.items():
+            store.observeEvents(
+                lambda kind, count, seen=seen: seen.append((kind, count))
+            )
 
     def teardown(self) -> None:
         self.sqlite._close()
@@ -358,6 +375,8 @@ class _StoresAgree(RuleBasedStateMachine):
                 module.newId = original  # type: ignore[attr-defined]
         expected, actual = answers
         assert actual == expected, (name, args, expected, actual)
+        events = self.events[self.sqlite], self.events[self.memory]
+        assert events[0] == events[1], (name, args, events)
         self._noteDeadlines(expected)
         return expected
 
@@ -560,6 +579,10 @@ class _StoresAgree(RuleBasedStateMachine):
     def releaseClaim(self, where: tuple, claim: int) -> None:
         claimId = self.recent(self.claimIds, where[0], claim)
         self.agree("releaseClaim", *where, claimId, self.now)
+
+    @rule(limit=st.integers(1, 4))
+    def sampleDepths(self, limit: int) -> None:
+        self.agree("sampleDepths", self.now, limit)
 
     @rule()
     def purgeExpired(self) -> None:

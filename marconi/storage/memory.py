@@ -46,13 +46,14 @@ from marconi.core.errors import (
     QueueDoesNotExist,
     StorageUnavailable,
 )
-from marconi.core.interfaces import IMessageStore
+from marconi.core.interfaces import IMessageStore, IQueueDepths, IStoreEvents
 from marconi.core.models import (
     Claim,
     ClaimSpec,
     Message,
     MessageQuery,
     NewMessage,
+    QueueDepth,
     QueueInfo,
     QueueStats,
     newId,
@@ -139,7 +140,7 @@ def _hasTags(message: Message, tags: Sequence[str]) -> bool:
     return all(tag in message.tags for tag in tags)
 
 
-@implementer(IMessageStore)
+@implementer(IMessageStore, IStoreEvents, IQueueDepths)
 class MemoryStore(Service):
     """
     An L{IMessageStore} in memory.
@@ -157,6 +158,7 @@ class MemoryStore(Service):
         self._claimCount = 0
         self._messageExpiry: list[tuple[float, int, Key]] = []
         self._claimExpiry: list[tuple[float, Key, str]] = []
+        self._events: Optional[Callable[[str, int], None]] = None
 
     # Answering.
 
@@ -535,6 +537,7 @@ class MemoryStore(Service):
             key = (project, queue)
             target = self._queues.get(key)
             claimable = []
+            moved = 0
             for message in self._candidates(target, spec.limit, spec.tags, now):
                 if (
                     spec.maxClaimCount is not None
@@ -543,8 +546,11 @@ class MemoryStore(Service):
                 ):
                     assert target is not None
                     self._deadLetter(project, target, message, spec, now)
+                    moved += 1
                 else:
                     claimable.append(message)
+            if moved and self._events is not None:
+                self._events("dead_lettered", moved)
             if not claimable:
                 return None
             assert target is not None
@@ -686,6 +692,31 @@ class MemoryStore(Service):
                 )
 
         return self._answer(work)
+
+    # IStoreEvents.
+
+    def observeEvents(self, observer: Callable[[str, int], None]) -> None:
+        self._events = observer
+
+    # IQueueDepths.
+
+    def sampleDepths(self, now: float, limit: int) -> Deferred:
+        def work() -> list:
+            depths = []
+            for (project, name), queue in self._queues.items():
+                live = claimed = 0
+                for message in queue.messages.values():
+                    if message.expires > now:
+                        live += 1
+                        claimed += message.claimedAt(now)
+                if live:
+                    depths.append(QueueDepth(project, name, live, claimed))
+            depths.sort(key=lambda d: (-d.messages, d.project, d.queue))
+            return depths[: max(limit, 0)]
+
+        return self._answer(work)
+
+    # Housekeeping.
 
     def purgeExpired(self, now: float) -> Deferred:
         def work() -> int:
