@@ -8,6 +8,7 @@ with an explicit Content-Type.  All errors are turned into answers by the
 handlers at the end of the class.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import quote, urlencode
@@ -38,6 +39,10 @@ JSON = b"application/json; charset=UTF-8"
 _ACCEPTABLE = ("application/json", homedoc.MEDIA_TYPE)
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
+# ASCII only: str.isdigit() also admits characters int() refuses, such as
+# superscript digits.
+_INTEGER = re.compile(r"-?[0-9]{1,9}|[0-9]{10}")
+_MARKER = re.compile(r"[0-9]{1,19}")
 
 
 class VersionConverter(BaseConverter):
@@ -364,7 +369,7 @@ class MarconiAPI:
         marker = _arg(request, "marker")
         markerValue = None
         if marker:
-            if not marker.isdigit() or len(marker) > 19 or int(marker) >= 2**63:
+            if not _MARKER.fullmatch(marker) or int(marker) >= 2**63:
                 raise ValidationFailed("marker is not valid.")
             markerValue = int(marker)
         echo = _bool(request, "echo")
@@ -631,7 +636,7 @@ def _int(request: Any, name: str) -> Optional[int]:
     if value is None:
         return None
     value = value.strip()
-    if not value.lstrip("-").isdigit() or len(value) > 10:
+    if not _INTEGER.fullmatch(value):
         raise ValidationFailed(f"{name} must be an integer.")
     return int(value)
 
