@@ -174,6 +174,20 @@ class QueueTests(APITestCase):
         self.assertEqual(r.json["_default_message_ttl"], 3600)
         self.assertNotIn("color", r.json)
 
+    async def test_metadataRoundTrip(self) -> None:
+        """
+        Metadata read from a queue (reserved keys included, some null) can
+        be written back as it is; null reserved keys mean unset.
+        """
+        await self.node.request("PUT", "/v2/queues/q", {"a": 1})
+        r = await self.node.request("GET", "/v2/queues/q")
+        self.assertIsNone(r.json["_dead_letter_queue"])
+        r2 = await self.node.request("PUT", "/v2/queues/q2", r.json)
+        self.assertEqual(r2.code, 201, r2.body)
+        self.assertIsNone(r2.header("content-type"))
+        r3 = await self.node.request("GET", "/v2/queues/q2")
+        self.assertEqual(r3.json, r.json)
+
     async def test_createWithoutBody(self) -> None:
         """
         A queue can be created with no body at all.

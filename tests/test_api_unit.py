@@ -674,7 +674,6 @@ class PatchTests(APIUnitTestCase):
         for key, value in (
             ("_default_message_ttl", 59),
             ("_default_message_ttl", "300"),
-            ("_default_message_ttl", None),
             ("_default_message_delay", -1),
             ("_default_message_delay", 901),
             ("_max_messages_post_size", 0),

@@ -98,6 +98,8 @@ class LimitedRequest(server.Request):
 
     _refused = False
     _received = 0
+    # Answers with a body set their own type; empty ones (201, 204) have none.
+    defaultContentType = None
     #: The endpoint that served the request (see L{RoutedKlein}).
     route: Optional[str] = None
     #: The project the request acts for, once the API resolved it.

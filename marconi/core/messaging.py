@@ -64,7 +64,7 @@ class Messaging:
 
     async def createQueue(self, project: str, name: str, metadata: Any) -> bool:
         validation.queueName(name, self.limits)
-        validation.queueMetadata(metadata, self.limits, name)
+        metadata = validation.queueMetadata(metadata, self.limits, name)
         self._forget(project, name)
         return await self.store.createQueue(project, name, metadata, self.now())
 
@@ -101,7 +101,7 @@ class Messaging:
         metadata = copy.deepcopy(current)
         for op in operations:
             _applyPatch(metadata, op)
-        validation.queueMetadata(metadata, self.limits, name)
+        metadata = validation.queueMetadata(metadata, self.limits, name)
         self._forget(project, name)
         await self.store.setQueueMetadata(project, name, metadata)
         self._forget(project, name)
