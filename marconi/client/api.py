@@ -31,8 +31,8 @@ from urllib.parse import quote, urljoin
 import treq
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred
-from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 from twisted.web._newclient import (
     RequestTransmissionFailed,
     ResponseFailed,
@@ -235,13 +235,15 @@ class Client:
         exchange = Deferred.fromCoroutine(
             self._exchange(method, url, params, data, headers)
         )
-        exchange.addTimeout(self.timeout, self._clock)
+
+        def timedOut(result: Any, timeout: float) -> Failure:
+            return Failure(
+                RequestTimedOut(f"{method} {url}: no answer within {timeout} seconds")
+            )
+
+        exchange.addTimeout(self.timeout, self._clock, onTimeoutCancel=timedOut)
         try:
             return await exchange
-        except DeferredTimeout:
-            raise RequestTimedOut(
-                f"{method} {url}: no answer within {self.timeout} seconds"
-            ) from None
         except _TRANSPORT as e:
             raise TransportError(f"cannot reach {self.url}: {_reason(e)}") from None
 
