@@ -115,7 +115,8 @@ class MessageTests(ClientTestCase):
         first, second = page.items
         self.assertIsInstance(first, Message)
         self.assertEqual(
-            (first.id, first.body, first.ttl, first.tags), (ids[0], {"n": 1}, 300, ("a", "b"))
+            (first.id, first.body, first.ttl, first.tags),
+            (ids[0], {"n": 1}, 300, ("a", "b")),
         )
         self.assertEqual((second.body, second.ttl, second.tags), ("two", 3600, ()))
         self.assertTrue(first.checksum.startswith("MD5:"))
@@ -321,7 +322,9 @@ class FollowTests(ClientTestCase):
             nextOne = Deferred.fromCoroutine(_anext(stream))
             # Wait until it polled, found nothing and sleeps (the other
             # delayed calls are request timeouts, 30 seconds away).
-            while not any(c.getTime() == clock.seconds() + 5 for c in clock.getDelayedCalls()):
+            while not any(
+                c.getTime() == clock.seconds() + 5 for c in clock.getDelayedCalls()
+            ):
                 await _turn()
             await self.client.post("q", [body])
             clock.advance(5)
@@ -394,7 +397,12 @@ class Scripted(Resource):
 
     def render(self, request):
         self.requests.append(
-            (request.method, request.uri, request.requestHeaders, request.content.read())
+            (
+                request.method,
+                request.uri,
+                request.requestHeaders,
+                request.content.read(),
+            )
         )
         code, headers, body = self.answers.pop(0)
         request.setResponseCode(code)
@@ -416,8 +424,13 @@ class StubTests(SynchronousTestCase):
         clock = Clock()
         stub = StubTreq(resource)
         client = Client(
-            "http://marconi.invalid", project="p", token="t", clientId="me",
-            http=stub, clock=clock, **kw
+            "http://marconi.invalid",
+            project="p",
+            token="t",
+            clientId="me",
+            http=stub,
+            clock=clock,
+            **kw,
         )
         return client, stub, clock
 
@@ -524,7 +537,9 @@ class StubTests(SynchronousTestCase):
             d = Deferred.fromCoroutine(client.queueMetadata("q"))
             stub.flush()
             error = self.failureResultOf(d, kind).value
-            self.assertEqual((error.code, error.title, error.description), (code, f"T{code}", "why"))
+            self.assertEqual(
+                (error.code, error.title, error.description), (code, f"T{code}", "why")
+            )
         client, stub, _ = self.client(Scripted((502, {}, b"bad gateway")))
         d = Deferred.fromCoroutine(client.queueMetadata("q"))
         stub.flush()
@@ -600,7 +615,9 @@ class StubTests(SynchronousTestCase):
         d = Deferred.fromCoroutine(client.deleteMessage("a b", "x/y", "c"))
         stub.flush()
         self.successResultOf(d)
-        self.assertEqual(server.requests[0][1], b"/v2/queues/a%20b/messages/x%2Fy?claim_id=c")
+        self.assertEqual(
+            server.requests[0][1], b"/v2/queues/a%20b/messages/x%2Fy?claim_id=c"
+        )
 
 
 class BatchTests(SynchronousTestCase):
@@ -640,7 +657,9 @@ class DaemonTests(TestCase):
         client = Client(node.url, project="it")
         self.addCleanup(_close, client)
         self.assertTrue(await client.createQueue("work"))
-        ids = await client.post("work", [OutgoingMessage(i, tags=["t"]) for i in range(15)])
+        ids = await client.post(
+            "work", [OutgoingMessage(i, tags=["t"]) for i in range(15)]
+        )
         listed = [m async for m in client.messages("work", echo=True, tags=["t"])]
         self.assertEqual([m.id for m in listed], ids)
         claim = await client.claim("work", limit=15)

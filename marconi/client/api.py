@@ -702,7 +702,9 @@ class Client:
 
 
 def _reason(e: BaseException) -> str:
-    if isinstance(e, (ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed)):
+    if isinstance(
+        e, (ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed)
+    ):
         reasons = getattr(e, "reasons", None)
         if reasons:
             return reasons[0].getErrorMessage()

@@ -65,9 +65,7 @@ class BlockingClient:
 
             self._reactor = kw.get("reactor") or default
             _ensureRunning(self._reactor)
-            client = blockingCallFromThread(
-                self._reactor, lambda: Client(*args, **kw)
-            )
+            client = blockingCallFromThread(self._reactor, lambda: Client(*args, **kw))
         else:
             self._reactor = client._reactor
             _ensureRunning(self._reactor)

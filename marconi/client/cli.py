@@ -92,8 +92,7 @@ class Output:
             width = shutil.get_terminal_size().columns
             cells = [row[:-1] + [_fit(row[-1], width, row, headers)] for row in cells]
         widths = [
-            max(len(h), *(len(row[i]) for row in cells))
-            for i, h in enumerate(headers)
+            max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)
         ]
         for row in [list(headers), *cells]:
             padded = [v.ljust(widths[i]) for i, v in enumerate(row[:-1])]
@@ -113,7 +112,9 @@ def _fit(last: str, width: int, row: Sequence[str], headers: Sequence[str]) -> s
     """
     Cut the last column so a row fits the terminal.
     """
-    used = sum(max(len(v), len(h)) + 2 for v, h in zip(row[:-1], headers[:-1]))
+    used = sum(
+        max(len(v), len(h)) + 2 for v, h in zip(row[:-1], headers[:-1], strict=False)
+    )
     room = max(width - used, 20)
     return last if len(last) <= room else last[: room - 1] + "…"
 
@@ -501,7 +502,9 @@ class Commands:
 
     def consume(self, args: argparse.Namespace) -> int:
         if not args.cmd:
-            raise UsageError("consume needs a command: marconi consume QUEUE -- CMD ...")
+            raise UsageError(
+                "consume needs a command: marconi consume QUEUE -- CMD ..."
+            )
         return Consumer(self, args).run()
 
     def tail(self, args: argparse.Namespace) -> int:
@@ -580,7 +583,10 @@ class Consumer:
         try:
             while True:
                 claim = self.client.claim(
-                    args.queue, ttl=args.ttl, grace=args.grace, limit=args.limit,
+                    args.queue,
+                    ttl=args.ttl,
+                    grace=args.grace,
+                    limit=args.limit,
                     tags=args.tag,
                 )
                 if claim is None:
@@ -649,10 +655,10 @@ class Consumer:
             process = subprocess.Popen(self.args.cmd, stdin=subprocess.PIPE, env=env)
         except OSError as e:
             raise NotRunnable(f"cannot run {self.args.cmd[0]}: {e.strerror}") from None
-        feeder = threading.Thread(target=_feed, args=(process, data), daemon=True)
-        feeder.start()
-        renewEvery = max((claim.ttl or self.args.ttl) / 2, 1)
         try:
+            feeder = threading.Thread(target=_feed, args=(process, data), daemon=True)
+            feeder.start()
+            renewEvery = max((claim.ttl or self.args.ttl) / 2, 1)
             while True:
                 try:
                     return process.wait(timeout=renewEvery)
@@ -790,7 +796,10 @@ def buildParser() -> argparse.ArgumentParser:
     p = command(queues, "meta", "show or change a queue's metadata")
     p.add_argument("queue", metavar="QUEUE")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="set KEY (VALUE is JSON, or else a string)",
     )
     p.add_argument("--unset", action="append", default=[], metavar="KEY")
@@ -802,21 +811,26 @@ def buildParser() -> argparse.ArgumentParser:
     )
     p.add_argument("queue", metavar="QUEUE")
     p.add_argument(
-        "body", nargs="?", metavar="BODY",
-        help="a JSON body, or - for stdin (the default when stdin is not a "
-        "terminal)",
+        "body",
+        nargs="?",
+        metavar="BODY",
+        help="a JSON body, or - for stdin (the default when stdin is not a terminal)",
     )
     p.add_argument("--file", "-f", metavar="FILE", help="a file of JSON lines")
     p.add_argument("--ttl", type=int, help="seconds each message lives")
     p.add_argument("--delay", type=int, help="seconds before it can be read")
     _tags(p, "tag each message (repeatable)")
     p.add_argument(
-        "--message-objects", action="store_true",
+        "--message-objects",
+        action="store_true",
         help='each value is {"body": ..., "ttl": ..., "delay": ..., "tags": [...]}',
     )
     p.add_argument("--batch-size", type=_positive(int), default=100, metavar="N")
     p.add_argument(
-        "--max-bytes", type=_positive(int), default=262144, metavar="N",
+        "--max-bytes",
+        type=_positive(int),
+        default=262144,
+        metavar="N",
         help="the largest request body to send (default 262144)",
     )
 
@@ -867,17 +881,33 @@ def buildParser() -> argparse.ArgumentParser:
     )
     p.usage = "marconi consume [options] QUEUE -- CMD [ARG ...]"
     p.add_argument("queue", metavar="QUEUE")
-    p.add_argument("--limit", "-n", type=_positive(int), default=1, metavar="N",
-                   help="messages per claim (default 1)")
+    p.add_argument(
+        "--limit",
+        "-n",
+        type=_positive(int),
+        default=1,
+        metavar="N",
+        help="messages per claim (default 1)",
+    )
     p.add_argument("--ttl", type=int, default=300, help="claim ttl (default 300)")
     p.add_argument("--grace", type=int, default=60)
     _tags(p, "only messages carrying TAG")
-    p.add_argument("--drain", action="store_true",
-                   help="stop when there is nothing to claim")
-    p.add_argument("--interval", type=_positive(float), default=1.0,
-                   help="seconds between claims when the queue is empty")
-    p.add_argument("--max-attempts", type=_positive(int), default=3, metavar="N",
-                   help="failures of one message before it is left claimed")
+    p.add_argument(
+        "--drain", action="store_true", help="stop when there is nothing to claim"
+    )
+    p.add_argument(
+        "--interval",
+        type=_positive(float),
+        default=1.0,
+        help="seconds between claims when the queue is empty",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=_positive(int),
+        default=3,
+        metavar="N",
+        help="failures of one message before it is left claimed",
+    )
 
     p = command(commands, "tail", "print new messages as they arrive")
     p.add_argument("queue", metavar="QUEUE")

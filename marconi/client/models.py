@@ -196,9 +196,7 @@ class Claim:
         return cls(
             id=_get(doc, "id", str),
             href=_get(doc, "href", str),
-            messages=tuple(
-                Message.fromJSON(m) for m in _get(doc, "messages", list)
-            ),
+            messages=tuple(Message.fromJSON(m) for m in _get(doc, "messages", list)),
             ttl=_get(doc, "ttl", int, optional=True),
             grace=_get(doc, "grace", int, optional=True),
             age=_get(doc, "age", int, optional=True) or 0,
