@@ -37,13 +37,28 @@ class Options(usage.Options):
             "c",
             None,
             "INI file with the same settings ([marconi] listen, storage, auth, "
-            "purge_interval; [limits]; [auth:NAME]). Options given here win.",
+            "purge_interval; [limits]; [auth:NAME]; [logging]; [monitoring]; "
+            "[cluster]). Options given here win.",
+        ],
+        [
+            "node-name",
+            None,
+            None,
+            "This node's name in the cluster; one of the --cluster-node names.",
+        ],
+        [
+            "cluster-secret-file",
+            None,
+            None,
+            "File holding the secret shared by the cluster's nodes, which signs "
+            "the requests they forward to each other (at least 16 bytes).",
         ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["cluster-node"] = []
 
     def opt_listen(self, description: str) -> None:
         """
@@ -55,6 +70,14 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
+    def opt_cluster_node(self, node: str) -> None:
+        """
+        NAME=URL of a node of the cluster, e.g. a=http://10.0.0.1:8888;
+        repeat for every node, this one included.  Without it the node runs
+        on its own.
+        """
+        self["cluster-node"].append(node)
+
     def postOptions(self) -> None:
         # Imported here so that --help stays cheap.
         from twisted.internet import reactor
@@ -64,7 +87,13 @@ class Options(usage.Options):
         try:
             loaded = configuration.load(
                 self["config"],
-                {"listen": self["listen"], "storage": self["storage"]},
+                {
+                    "listen": self["listen"],
+                    "storage": self["storage"],
+                    "node_name": self["node-name"],
+                    "cluster_nodes": self["cluster-node"],
+                    "cluster_secret_file": self["cluster-secret-file"],
+                },
             )
         except configuration.ConfigError as e:
             raise usage.UsageError(str(e)) from None
@@ -85,6 +114,12 @@ class Options(usage.Options):
             kernel.authDriverFor(loaded.auth)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        from marconi.observability import wiring
+
+        try:
+            wiring.check(loaded)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         self.loaded = loaded
 
 
@@ -94,5 +129,10 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
 
         reactor = globalReactor
     from marconi.kernel import makeNode
+    from marconi.observability import wiring
 
-    return makeNode(options.loaded, reactor)
+    node = makeNode(options.loaded, reactor)
+    observer = wiring.makeLogObserver(options.loaded)
+    if observer is None:
+        return node
+    return wiring.ObservedNode(node, observer)

@@ -359,10 +359,23 @@ class MessageTests(APITestCase):
 
     async def test_badMarker(self) -> None:
         """
-        A marker that is not one we gave out is 400.
+        A marker that is not one we gave out is 400, including numbers too
+        large for a marker.
         """
-        r = await self.node.request("GET", "/v2/queues/q/messages?marker=abc")
-        self.assertError(r, 400)
+        for marker in ("abc", "-1", "9999999999999999999", "9223372036854775808"):
+            r = await self.node.request("GET", f"/v2/queues/q/messages?marker={marker}")
+            self.assertError(r, 400)
+
+    async def test_badUTF8InURL(self) -> None:
+        """
+        A path that is not valid UTF-8 once unquoted is a JSON 400.
+        """
+        for path in (
+            "/v2/queues/%FF",
+            "/v2/projects/%FF/queues",
+            "/v2/queues/q/claims/x%FFy",
+        ):
+            self.assertError(await self.node.request("GET", path), 400)
 
     async def test_tags(self) -> None:
         """
@@ -750,3 +763,39 @@ class LimitTests(APITestCase):
             "POST", "/v2/queues/q/messages", {"messages": [{"body": "x" * 500}]}
         )
         self.assertEqual(r.code, 201)
+
+    async def test_chunkedBodyCutOff(self) -> None:
+        """
+        A chunked body that grows past the limit is cut off with 413 and the
+        connection is closed; nothing is stored.
+        """
+        import socket
+
+        from twisted.internet.threads import deferToThread
+
+        port = self.node.port.getHost().port
+
+        def send() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(
+                    b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: x\r\n"
+                    b"Client-ID: abc\r\nX-Project-ID: p\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                )
+                answer = b""
+                try:
+                    for _ in range(100):
+                        s.sendall(b"200\r\n" + b"x" * 0x200 + b"\r\n")
+                except OSError:
+                    pass
+                try:
+                    while chunk := s.recv(65536):
+                        answer += chunk
+                except OSError:
+                    pass
+                return answer
+
+        answer = await deferToThread(send)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413"), answer[:80])
+        r = await self.node.request("GET", "/v2/queues/q/stats")
+        self.assertEqual(r.json["messages"]["total"], 0)

@@ -92,6 +92,28 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(loaded.listen, ("tcp:1",))
         self.assertEqual(loaded.storage, "sqlite:x.db")
 
+    def test_acronymLimits(self) -> None:
+        """
+        Limits whose names hold acronyms (TTL, JSON) are set from their
+        snake_case names in the INI file.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(
+                "[limits]\nmin_claim_ttl = 1\nmax_message_ttl = 600\n"
+                "default_claim_ttl = 30\nmax_json_depth = 8\n"
+            )
+        limits = self.parse("--config", path).loaded.limits
+        self.assertEqual(
+            (
+                limits.minClaimTTL,
+                limits.maxMessageTTL,
+                limits.defaultClaimTTL,
+                limits.maxJSONDepth,
+            ),
+            (1, 600, 30, 8),
+        )
+
     def test_badConfigFile(self) -> None:
         """
         A missing file, bad syntax, an unknown setting or a bad value is a
@@ -177,3 +199,60 @@ class ServiceTests(SynchronousTestCase):
                 "StreamServerEndpointService",
             ],
         )
+
+
+class InstalledCopyTests(SynchronousTestCase):
+    def test_pluginsFromInstalledCopy(self) -> None:
+        """
+        Installed by pip (not run from the source tree), Marconi's twistd
+        plugin and its bundled drivers are found.
+        """
+        import subprocess
+        import sys
+
+        from tests.nodeprocess import ROOT
+
+        target = os.path.abspath(self.mktemp())
+        os.makedirs(target)
+        build = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                target,
+                ROOT,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if build.returncode != 0:
+            self.skipTest(f"pip could not build the package: {build.stderr[-300:]}")
+        code = (
+            "import marconi, marconi.plugins\n"
+            "from twisted.plugin import getPlugins\n"
+            "from twisted.application.service import IServiceMaker\n"
+            "from marconi.core.interfaces import IStorageDriverPlugin\n"
+            "print(marconi.__file__)\n"
+            "print(sorted(p.tapname for p in getPlugins(IServiceMaker)"
+            " if p.tapname == 'marconi'))\n"
+            "print(sorted(p.name for p in getPlugins(IStorageDriverPlugin,"
+            " marconi.plugins)))\n"
+        )
+        env = dict(os.environ, PYTHONPATH=target)
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=target,
+        )
+        lines = result.stdout.splitlines()
+        self.assertTrue(lines[0].startswith(target), result.stdout + result.stderr)
+        self.assertEqual(lines[1], "['marconi']")
+        self.assertIn("'sqlite'", lines[2])
