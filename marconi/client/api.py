@@ -33,12 +33,13 @@ from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.web._newclient import (
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
     RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
 )
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from marconi.client.errors import (
     BadResponse,
