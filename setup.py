@@ -33,7 +33,9 @@ setup(
             "secantusdb>=0.7.0b3",
         ],
     },
-    entry_points={},
+    entry_points={
+        "console_scripts": ["marconi = marconi.client.cli:main"],
+    },
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -390,8 +390,9 @@ class DeadLetterTests(APIUnitTestCase):
 class PagingTests(APIUnitTestCase):
     def test_messageLimitBounds(self) -> None:
         """
-        A listing takes C{limit} 1 and 20 and refuses 0 and 21; a full page
-        has a next link, a short one has none.
+        A listing takes C{limit} 1 and 20 and refuses 0 and 21; every
+        non-empty page has a next link (a short one too: its marker is where
+        a consumer polls from), an empty one has none.
         """
         self.node.post("q", *({"body": i} for i in range(20)))
         r = self.node.request("GET", "/v2/queues/q/messages?echo=true&limit=1")
@@ -408,7 +409,9 @@ class PagingTests(APIUnitTestCase):
         self.assertEqual(len(r.json["messages"]), 19)
         r = self.node.request("GET", nextLink(r))
         self.assertEqual(len(r.json["messages"]), 1)
-        self.assertIsNone(nextLink(r))
+        self.assertIn("marker=", nextLink(r))
+        r = self.node.request("GET", nextLink(r))
+        self.assertEqual((r.json["messages"], nextLink(r)), ([], None))
         for limit in ("0", "21"):
             r = self.node.request("GET", f"/v2/queues/q/messages?limit={limit}")
             self.assertError(r, 400)
@@ -545,7 +548,8 @@ class PagingTests(APIUnitTestCase):
         self.assertEqual(len(r.json["queues"]), 20)
         r = self.node.request("GET", nextLink(r))
         self.assertEqual([q["name"] for q in r.json["queues"]], ["q20"])
-        self.assertIsNone(nextLink(r))
+        r = self.node.request("GET", nextLink(r))
+        self.assertEqual((r.json["queues"], nextLink(r)), ([], None))
         r = self.node.request("GET", "/v2/queues?marker=z")
         self.assertEqual(r.json, {"queues": [], "links": []})
 

@@ -260,7 +260,7 @@ class MarconiAPI:
             items.append(item)
         links = []
         pageSize = limit or self.limits.defaultQueuesPerPage
-        if len(queues) == pageSize:
+        if queues:
             params: dict = {"marker": queues[-1].name, "limit": pageSize}
             if detailed:
                 params["detailed"] = "true"
@@ -391,7 +391,7 @@ class MarconiAPI:
         now = self.bus.now()
         pageSize = limit or self.limits.defaultMessagesPerPage
         links = []
-        if len(messages) == pageSize:
+        if messages:
             params: dict = {"marker": messages[-1].marker, "limit": pageSize}
             for name, value in (
                 ("echo", echo),

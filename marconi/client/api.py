@@ -641,33 +641,19 @@ class Client:
         The messages after C{marker} (all of them, page by page), and the
         marker to read after them next time.
 
-        The server only sends a C{next} link with a full page, so after a
-        short page of C{k} messages this asks again for exactly C{k} to
-        learn the marker of the last one.
+        Every non-empty page carries a C{next} link, whose marker is where
+        the following read starts.
         """
         found: list[Message] = []
-        seen: set[str] = set()
-
-        def keep(items: list[Message]) -> None:
-            for m in items:
-                if m.id not in seen:
-                    seen.add(m.id)
-                    found.append(m)
-
-        limit = pageSize
         while True:
             page = await self.listMessages(
-                queue, limit, marker, echo, includeClaimed, False, tags
+                queue, pageSize, marker, echo, includeClaimed, False, tags
             )
-            keep(page.items)
-            if not page.items:
-                return found, marker
+            found += page.items
             if page.nextMarker is not None:
                 marker = page.nextMarker
-                limit = pageSize
-                continue
-            # A short page: ask for exactly that many to get its marker.
-            limit = len(page.items)
+            if len(page.items) < pageSize:
+                return found, marker
 
     def follow(
         self,
