@@ -10,13 +10,13 @@ from urllib.parse import urlsplit
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from zope.interface import implementer
 
 import marconi.plugins
+from marconi import tls
 from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
 from marconi.config import Config
@@ -106,8 +106,16 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         maxRequestBody=config.limits.maxMessagesPostSize,
         reactor=reactor,
     )
-    for description in config.listen:
-        endpoint = AnnouncedEndpoint(serverFromString(reactor, description))
+    listeners = [tls.serverFromDescription(reactor, d) for d in config.listen]
+    reloader = tls.TLSReloader(reactor)
+    for listener in listeners:
+        if isinstance(listener, tls.TLSServerEndpoint):
+            reloader.add(listener.tls)
+    if reloader.contexts:
+        # Certificates are read again on SIGHUP.
+        reloader.setServiceParent(node)
+    for listener in listeners:
+        endpoint = AnnouncedEndpoint(listener)
         StreamServerEndpointService(endpoint, site).setServiceParent(node)
     return node
 
@@ -121,6 +129,9 @@ class AnnouncedEndpoint:
 
     def __init__(self, endpoint: Any) -> None:
         self._endpoint = endpoint
+        self._security = (
+            " with TLS" if isinstance(endpoint, tls.TLSServerEndpoint) else ""
+        )
 
     def listen(self, factory: Any) -> Deferred:
         d = self._endpoint.listen(factory)
@@ -133,10 +144,11 @@ class AnnouncedEndpoint:
                 log.info("Marconi listening on unix:{path}", path=where)
             else:
                 log.info(
-                    "Marconi listening on {kind}:{host}:{port}",
+                    "Marconi listening on {kind}:{host}:{port}{security}",
                     kind=address.type.lower(),
                     host=address.host,
                     port=where,
+                    security=self._security,
                 )
             return port
 

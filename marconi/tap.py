@@ -70,9 +70,9 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         for description in loaded.listen:
             try:
-                from twisted.internet.endpoints import serverFromString
+                from marconi.tls import serverFromDescription
 
-                serverFromString(reactor, description)
+                serverFromDescription(reactor, description)
             except Exception as e:
                 raise usage.UsageError(
                     f"invalid --listen description {description!r}: {e}"
