@@ -21,7 +21,9 @@ setup(
     extras_require={
         "redis": ["txredisapi>=1.4.10"],
         "mongodb": ["txmongo>=23"],
+        "prometheus": ["prometheus-client>=0.20"],
         "test": [
+            "prometheus-client>=0.20",
             "hypothesis>=6",
             "python-zaqarclient>=2",
             "txredisapi>=1.4.10",

@@ -22,6 +22,8 @@ class Config:
     @ivar auth: the name of the auth driver.
     @ivar authSettings: the C{[auth:NAME]} section of the file.
     @ivar purgeInterval: seconds between purges of expired data.
+    @ivar logging: the C{[logging]} section (its C{driver} and settings).
+    @ivar monitoring: the C{[monitoring]} section.
     """
 
     listen: tuple = (DEFAULT_LISTEN,)
@@ -30,6 +32,8 @@ class Config:
     authSettings: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     purgeInterval: float = 60.0
+    logging: Mapping[str, str] = field(default_factory=dict)
+    monitoring: Mapping[str, str] = field(default_factory=dict)
 
 
 def _snakeToCamel(name: str) -> str:
@@ -54,7 +58,8 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
     The file's C{[marconi]} section holds C{listen} (one description per
     line), C{storage}, C{auth} and C{purge_interval}; C{[limits]} holds any
     field of L{Limits} in snake_case; C{[auth:NAME]} holds the settings of
-    auth driver NAME.
+    auth driver NAME; C{[logging]} and C{[monitoring]} the settings of
+    the logging and monitoring drivers (checked by the drivers).
     """
     config = Config()
     if path is not None:
@@ -110,6 +115,9 @@ def _fromParser(parser: configparser.ConfigParser, path: str, config: Config) ->
             if limits[name] < 0:
                 raise ConfigError(f"{path}: limit {key} must not be negative")
         values["limits"] = replace(config.limits, **limits)
+    for name in ("logging", "monitoring"):
+        if parser.has_section(name):
+            values[name] = {k: v.strip() for k, v in parser[name].items()}
     auth = values.get("auth", config.auth)
     section = f"auth:{auth}"
     if parser.has_section(section):

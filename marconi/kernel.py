@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
@@ -22,6 +22,7 @@ from marconi.api.http import MarconiSite
 from marconi.config import Config
 from marconi.core.interfaces import IAuthDriverPlugin, IStorageDriverPlugin
 from marconi.core.messaging import Messaging
+from marconi.observability import wiring as observability
 
 log = Logger()
 
@@ -97,14 +98,21 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     node = MultiService()
     store = storageDriverFor(config.storage).makeStore(config.storage, reactor)
     store.setServiceParent(node)
+    monitor = observability.makeMonitor(config, reactor)
+    if IService.providedBy(monitor):
+        monitor.setServiceParent(node)
+    store = observability.instrumentStore(store, monitor, config, reactor, node)
     auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
-    bus = Messaging(store, reactor, config.limits)
+    bus = Messaging(store, reactor, config.limits, monitor)
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
     api = MarconiAPI(bus, auth)
     site = MarconiSite(
         api.resource(),
         maxRequestBody=config.limits.maxMessagesPostSize,
         reactor=reactor,
+        monitor=monitor,
+        accessLog=observability.accessLog(config),
+        extraResources=observability.publicResources(monitor),
     )
     listeners = [tls.serverFromDescription(reactor, d) for d in config.listen]
     reloader = tls.TLSReloader(reactor)

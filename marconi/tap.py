@@ -37,7 +37,8 @@ class Options(usage.Options):
             "c",
             None,
             "INI file with the same settings ([marconi] listen, storage, auth, "
-            "purge_interval; [limits]; [auth:NAME]). Options given here win.",
+            "purge_interval; [limits]; [auth:NAME]; [logging]; [monitoring]). "
+            "Options given here win.",
         ],
     ]
 
@@ -85,6 +86,12 @@ class Options(usage.Options):
             kernel.authDriverFor(loaded.auth)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        from marconi.observability import wiring
+
+        try:
+            wiring.check(loaded)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         self.loaded = loaded
 
 
@@ -94,5 +101,10 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
 
         reactor = globalReactor
     from marconi.kernel import makeNode
+    from marconi.observability import wiring
 
-    return makeNode(options.loaded, reactor)
+    node = makeNode(options.loaded, reactor)
+    observer = wiring.makeLogObserver(options.loaded)
+    if observer is None:
+        return node
+    return wiring.ObservedNode(node, observer)

@@ -18,6 +18,7 @@ from marconi.api.http import MarconiSite
 from marconi.auth.noauth import NoAuth
 from marconi.core.limits import Limits
 from marconi.core.messaging import Messaging
+from marconi.observability.measured import MeasuredStore
 from marconi.storage.sqlite import SQLiteStore
 
 CLIENT = "3381af92-2b9e-11e3-b191-71861300734c"
@@ -45,16 +46,31 @@ class Node:
     A running in-process node.
     """
 
-    def __init__(self, testCase: Any, limits: Optional[Limits] = None) -> None:
+    def __init__(
+        self,
+        testCase: Any,
+        limits: Optional[Limits] = None,
+        monitor: Optional[Any] = None,
+    ) -> None:
         limits = limits or Limits()
         self.clock = Clock()
         self.clock.advance(START)
         self.store = SQLiteStore(":memory:", reactor)
         self.store.startService()
-        self.bus = Messaging(self.store, self.clock, limits)
+        store: Any = self.store
+        if monitor is not None:
+            # As the kernel wires a monitored node (timed with the real
+            # reactor: the Clock only drives the domain's time).
+            self.store.observeEvents(monitor.messagesCounted)
+            store = MeasuredStore(self.store, monitor, reactor)
+        self.bus = Messaging(store, self.clock, limits, monitor)
         self.api = MarconiAPI(self.bus, NoAuth())
+        public = monitor.publicResource() if monitor is not None else None
         self.site = MarconiSite(
-            self.api.resource(), maxRequestBody=limits.maxMessagesPostSize
+            self.api.resource(),
+            maxRequestBody=limits.maxMessagesPostSize,
+            monitor=monitor,
+            extraResources={b"/metrics": public} if public is not None else None,
         )
         self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"

@@ -22,9 +22,11 @@ from werkzeug.routing import BaseConverter
 
 from marconi.api import homedoc, render
 from marconi.api.errors import HTTPError, statusOf
+from marconi.api.http import RoutedKlein
 from marconi.core import jsontext, validation
 from marconi.core.errors import MarconiError, MessageDoesNotExist, ValidationFailed
-from marconi.core.interfaces import IAuthDriver
+from marconi.core.health import HealthCheck
+from marconi.core.interfaces import IAuthDriver, IHealth
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging
 
 JSON = b"application/json; charset=UTF-8"
@@ -81,14 +83,19 @@ class MarconiAPI:
     The HTTP API of one node.
     """
 
-    app = Klein()
+    app = RoutedKlein()
     app.url_map.converters["version"] = VersionConverter
     log = Logger()
 
-    def __init__(self, bus: Messaging, auth: IAuthDriver) -> None:
+    def __init__(
+        self, bus: Messaging, auth: IAuthDriver, health: Optional[IHealth] = None
+    ) -> None:
         self.bus = bus
         self.auth = auth
         self.limits = bus.limits
+        self.healthCheck = (
+            HealthCheck(bus.store, bus.clock) if health is None else health
+        )
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -105,6 +112,7 @@ class MarconiAPI:
         }
         project = await self.auth.authenticate(headers, projectId)
         project = validation.projectId(project, self.limits)
+        request.project = project
         client = headers.get(b"client-id")
         clientId = validation.clientId(
             client.decode("latin-1") if client is not None else None, self.limits
@@ -152,22 +160,8 @@ class MarconiAPI:
     @app.route("/<version:version>/health", methods=["GET"])
     async def health(self, request: Any, version: str) -> bytes:
         _negotiate(request)
-        started = self.bus.clock.seconds()
-        try:
-            reachable = bool(await self.bus.store.ping())
-            error = None
-        except MarconiError as e:
-            reachable, error = False, e.description
-        seconds = self.bus.clock.seconds() - started
-        doc: dict = {
-            "storage_reachable": reachable,
-            "operation_status": {
-                "ping": {"seconds": seconds, "ref": None, "succeeded": reachable}
-            },
-        }
-        if error is not None:
-            doc["error"] = error
-        request.setResponseCode(200 if reachable else 503)
+        healthy, doc = await self.healthCheck.report()
+        request.setResponseCode(200 if healthy else 503)
         return _send(request, render.document(doc))
 
     # Queues.

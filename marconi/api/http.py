@@ -1,26 +1,87 @@
 """
 twisted.web pieces: a request that refuses oversized bodies before
-buffering them, and the site that uses it.
+buffering them, and the site that uses it; the site measures every request
+and writes one access log event for it.
 """
 
 import json
-from typing import Optional
+from typing import Any, Mapping, Optional
 from urllib.parse import unquote_to_bytes
 from uuid import uuid4
 
+from klein import Klein
 from twisted.logger import Logger
 from twisted.web import server
 
+from marconi.core.interfaces import IMonitor
+from marconi.core.monitoring import NullMonitor
+
 _log = Logger()
 
+#: The access log: one event per answered request, in the namespace
+#: C{marconi.access}.  It never holds bodies, headers or query strings (which
+#: may carry claim ids and signatures).
+accessLog = Logger(namespace="marconi.access")
+ACCESS_FORMAT = (
+    "{method} {path} {status} {duration:.6f}s {size}B "
+    "project={project} request_id={request_id} route={route}"
+)
 
-def _rawError(code: int, reason: bytes, title: str, description: str) -> bytes:
+
+class RoutedKlein(Klein):
+    """
+    A L{Klein} app that records on the request which endpoint served it,
+    so that the site can measure requests by route.
+    """
+
+    def execute_endpoint(
+        self, endpoint: str, request: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        request.route = endpoint
+        return super().execute_endpoint(endpoint, request, *args, **kwargs)
+
+
+_routeLabels: dict = {}
+
+
+def routeLabel(endpoint: Optional[str]) -> str:
+    """
+    The metric label of an endpoint name: the handler's name, without the
+    C{_0}/C{_1} suffix that tells the header-project route from the
+    URL-project one.
+    """
+    if endpoint is None:
+        return "unmatched"
+    label = _routeLabels.get(endpoint)
+    if label is None:
+        base, _, suffix = endpoint.rpartition("_")
+        label = base if base and suffix.isdigit() else endpoint
+        _routeLabels[endpoint] = label
+    return label
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def _printable(path: Any) -> str:
+    text = _text(path)
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def _rawError(
+    code: int, reason: bytes, title: str, description: str, requestId: str
+) -> bytes:
     body = json.dumps({"title": title, "description": description}).encode()
     return (
         b"HTTP/1.1 %d %s\r\n"
         b"Content-Type: application/json; charset=UTF-8\r\n"
         b"Content-Length: %d\r\n"
-        b"Connection: close\r\n\r\n" % (code, reason, len(body))
+        b"X-OpenStack-Request-Id: %s\r\n"
+        b"Connection: close\r\n\r\n"
+        % (code, reason, len(body), requestId.encode("ascii"))
     ) + body
 
 
@@ -35,25 +96,43 @@ class LimitedRequest(server.Request):
 
     _refused = False
     _received = 0
+    #: The endpoint that served the request (see L{RoutedKlein}).
+    route: Optional[str] = None
+    #: The project the request acts for, once the API resolved it.
+    project: Optional[str] = None
+    requestId: Optional[str] = None
+    #: When the request's headers were received (the site's clock).
+    started: float = 0.0
 
     def _limit(self) -> int:
         return self.channel.site.maxRequestBody
 
     def _refuse(self) -> None:
         self._refused = True
+        self.requestId = "req-" + uuid4().hex
         limit = self._limit()
-        _log.info("Refused a request body over {limit} bytes", limit=limit)
+        _log.info(
+            "Refused a request body over {limit} bytes (request_id={request_id})",
+            limit=limit,
+            request_id=self.requestId,
+        )
+        site = self.channel.site
+        site.monitor.requestServed(
+            "refused", 413, site.reactor.seconds() - self.started
+        )
         self.channel.transport.write(
             _rawError(
                 413,
                 b"Payload Too Large",
                 "Payload too large",
                 f"Request bodies may not exceed {limit} bytes.",
+                self.requestId,
             )
         )
         self.channel.loseConnection()
 
     def gotLength(self, length: Optional[int]) -> None:
+        self.started = self.channel.site.reactor.seconds()
         if length is not None and length > self._limit():
             # Do not invite the client to send the body.
             self.requestHeaders.removeHeader(b"expect")
@@ -88,7 +167,8 @@ class LimitedRequest(server.Request):
     def process(self) -> None:
         if self._contentType is not None:
             self.requestHeaders.setRawHeaders(b"content-type", self._contentType)
-        self.setHeader(b"x-openstack-request-id", b"req-" + uuid4().hex.encode())
+        self.requestId = "req-" + uuid4().hex
+        self.setHeader(b"x-openstack-request-id", self.requestId.encode())
         try:
             unquote_to_bytes(self.path).decode("utf-8")
         except UnicodeDecodeError:
@@ -111,13 +191,61 @@ class MarconiSite(server.Site):
     """
     The site of a Marconi node: L{LimitedRequest}s, no tracebacks to
     clients, and a bound on how long an idle connection stays open.
+
+    Each answered request is reported to the C{monitor} and, unless
+    C{accessLog} is false, logged as one C{marconi.access} event.
+
+    @param extraResources: resources served at exact paths beside the API
+        (C{{b"/metrics": ...}}), tried before it.
     """
 
     requestFactory = LimitedRequest
     displayTracebacks = False
 
     def __init__(
-        self, resource, maxRequestBody: int, reactor=None, timeout: float = 60
+        self,
+        resource,
+        maxRequestBody: int,
+        reactor=None,
+        timeout: float = 60,
+        monitor: Optional[IMonitor] = None,
+        accessLog: bool = True,
+        extraResources: Optional[Mapping[bytes, Any]] = None,
     ):
         super().__init__(resource, reactor=reactor, timeout=timeout)
         self.maxRequestBody = maxRequestBody
+        self.monitor = NullMonitor() if monitor is None else monitor
+        self.accessLog = accessLog
+        self.extraResources = dict(extraResources or {})
+
+    def getResourceFor(self, request: Any) -> Any:
+        if self.extraResources:
+            extra = self.extraResources.get(request.path)
+            if extra is not None:
+                request.site = self
+                request.sitepath = []
+                request.route = request.path.decode("ascii").strip("/")
+                return extra
+        return super().getResourceFor(request)
+
+    def log(self, request: Any) -> None:
+        """
+        Measure and log an answered request.  This replaces twisted.web's
+        combined log line, which would hold the query string and headers.
+        """
+        route = routeLabel(request.route)
+        status = request.code
+        seconds = self.reactor.seconds() - request.started if request.started else 0.0
+        self.monitor.requestServed(route, status, seconds)
+        if self.accessLog:
+            accessLog.info(
+                ACCESS_FORMAT,
+                request_id=request.requestId,
+                project=request.project or "-",
+                method=_text(request.method),
+                path=_printable(request.path),
+                status=status,
+                duration=seconds,
+                size=request.sentLength,
+                route=route,
+            )

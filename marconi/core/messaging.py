@@ -19,7 +19,7 @@ from marconi.core.errors import (
     QueueDoesNotExist,
     ValidationFailed,
 )
-from marconi.core.interfaces import IMessageStore
+from marconi.core.interfaces import IMessageStore, IMonitor
 from marconi.core.limits import Limits
 from marconi.core.models import (
     Claim,
@@ -29,6 +29,7 @@ from marconi.core.models import (
     QueueInfo,
     QueueStats,
 )
+from marconi.core.monitoring import NullMonitor
 
 PATCH_MEDIA_TYPE = "application/openstack-messaging-v2.0-json-patch"
 
@@ -44,11 +45,16 @@ class Messaging:
     """
 
     def __init__(
-        self, store: IMessageStore, clock: IReactorTime, limits: Limits
+        self,
+        store: IMessageStore,
+        clock: IReactorTime,
+        limits: Limits,
+        monitor: Optional[IMonitor] = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.limits = limits
+        self.monitor = NullMonitor() if monitor is None else monitor
         self._metadataCache: dict = {}
 
     def now(self) -> float:
@@ -170,9 +176,11 @@ class Messaging:
                 f"The messages posted to this queue may not exceed {maxSize} bytes."
             )
         messages = validation.messages(document, self.limits, metadata)
-        return await self.store.postMessages(
+        ids = await self.store.postMessages(
             project, queue, messages, clientId, self.now()
         )
+        self.monitor.messagesCounted("posted", len(ids))
+        return ids
 
     async def listMessages(
         self,
@@ -219,6 +227,9 @@ class Messaging:
     ) -> None:
         validation.queueName(queue, self.limits)
         await self.store.deleteMessage(project, queue, messageId, claimId, self.now())
+        # Counted once per successful request: the store does not say
+        # whether the message was still there.
+        self.monitor.messagesCounted("deleted", 1)
 
     async def deleteMessages(
         self,
@@ -228,18 +239,24 @@ class Messaging:
         claimIds: Optional[Sequence[str]],
     ) -> int:
         validation.queueName(queue, self.limits)
-        return await self.store.deleteMessages(
+        count = await self.store.deleteMessages(
             project, queue, ids, claimIds, self.now()
         )
+        if count:
+            self.monitor.messagesCounted("deleted", count)
+        return count
 
     async def popMessages(
         self, project: str, queue: str, limit: int, tags: Sequence[str] = ()
     ) -> list[Message]:
         validation.queueName(queue, self.limits)
         validation.integer(limit, "pop", 1, self.limits.maxMessagesPerClaim)
-        return list(
+        popped = list(
             await self.store.popMessages(project, queue, limit, tuple(tags), self.now())
         )
+        if popped:
+            self.monitor.messagesCounted("deleted", len(popped))
+        return popped
 
     # Claims.
 
@@ -266,7 +283,10 @@ class Messaging:
             deadLetterQueue=metadata.get("_dead_letter_queue"),
             deadLetterTTL=metadata.get("_dead_letter_queue_messages_ttl"),
         )
-        return await self.store.createClaim(project, queue, spec, self.now())
+        claim = await self.store.createClaim(project, queue, spec, self.now())
+        if claim is not None and claim.messages:
+            self.monitor.messagesCounted("claimed", len(claim.messages))
+        return claim
 
     async def getClaim(self, project: str, queue: str, claimId: str) -> Claim:
         validation.queueName(queue, self.limits)
@@ -284,7 +304,10 @@ class Messaging:
         await self.store.releaseClaim(project, queue, claimId, self.now())
 
     async def purgeExpired(self) -> int:
-        return await self.store.purgeExpired(self.now())
+        count = await self.store.purgeExpired(self.now())
+        if count:
+            self.monitor.messagesCounted("expired", count)
+        return count
 
 
 def _applyPatch(metadata: dict, op: Any) -> None:

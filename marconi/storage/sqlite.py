@@ -44,13 +44,14 @@ from marconi.core.errors import (
     QueueDoesNotExist,
     StorageUnavailable,
 )
-from marconi.core.interfaces import IMessageStore
+from marconi.core.interfaces import IMessageStore, IQueueDepths, IStoreEvents
 from marconi.core.models import (
     Claim,
     ClaimSpec,
     Message,
     MessageQuery,
     NewMessage,
+    QueueDepth,
     QueueInfo,
     QueueStats,
     newId,
@@ -218,7 +219,7 @@ def makeStore(uri: str, reactor: Any) -> "SQLiteStore":
     return SQLiteStore(path, reactor, synchronous=synchronous)
 
 
-@implementer(IMessageStore)
+@implementer(IMessageStore, IStoreEvents, IQueueDepths)
 class SQLiteStore(Service):
     """
     An L{IMessageStore} in a SQLite database file.
@@ -663,6 +664,8 @@ class SQLiteStore(Service):
         return [_message(row) for row in c.execute(sql, params)]
 
     def createClaim(self, project: str, queue: str, spec: ClaimSpec, now: float) -> Any:
+        moved: list = []
+
         def work(c: sqlite3.Connection) -> Optional[Claim]:
             candidates = self._claimable(c, project, queue, spec.limit, spec.tags, now)
             claimable = []
@@ -673,6 +676,7 @@ class SQLiteStore(Service):
                     and message.claimCount >= spec.maxClaimCount
                 ):
                     self._deadLetter(c, project, message, spec, now)
+                    moved.append(message.id)
                 else:
                     claimable.append(message)
             if not claimable:
@@ -717,6 +721,33 @@ class SQLiteStore(Service):
                 expires=claimExpires,
                 messages=held,
             )
+
+        def committed(claim: Optional[Claim]) -> Optional[Claim]:
+            if moved and self._events is not None:
+                self._events("dead_lettered", len(moved))
+            return claim
+
+        return self._run(work).addCallback(committed)
+
+    # IStoreEvents.
+
+    _events: Optional[Callable[[str, int], None]] = None
+
+    def observeEvents(self, observer: Callable[[str, int], None]) -> None:
+        self._events = observer
+
+    # IQueueDepths.
+
+    def sampleDepths(self, now: float, limit: int) -> Any:
+        def work(c: sqlite3.Connection) -> list:
+            rows = c.execute(
+                "SELECT project, queue, COUNT(*), "
+                "SUM(claim_id IS NOT NULL AND claim_expires > :now) "
+                "FROM messages WHERE expires > :now GROUP BY project, queue "
+                "ORDER BY COUNT(*) DESC, project, queue LIMIT :limit",
+                {"now": now, "limit": limit},
+            )
+            return [QueueDepth(p, q, n, claimed or 0) for p, q, n, claimed in rows]
 
         return self._run(work)
 
