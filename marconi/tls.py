@@ -24,7 +24,7 @@ description with Twisted's L{serverFromString}.
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from OpenSSL import SSL
 from twisted.application.service import Service
@@ -318,10 +318,14 @@ def serverFromDescription(
 
 class TLSReloader(Service):
     """
-    Reloads the certificates of a node's TLS listeners when the process
-    gets C{SIGHUP} (where there are signals), or when L{reload} is called.
+    Reloads the certificates of a node (its TLS listeners, and the
+    certificate it presents to its peers) when the process gets C{SIGHUP}
+    (where there are signals), or when L{reload} is called.
 
     The signal handler only schedules the reload on the reactor thread.
+
+    @ivar contexts: what is reloaded: objects with a C{name} and a
+        C{reload()} that raises L{TLSConfigError} when the files are wrong.
     """
 
     def __init__(
@@ -332,11 +336,10 @@ class TLSReloader(Service):
         self._reactor = reactor
         self._signum = signum
         self._previous: Any = None
-        self.contexts: List[ReloadableServerTLS] = []
-        self.listeners: List[Callable[[], None]] = []
+        self.contexts: List[Any] = []
 
-    def add(self, tls: ReloadableServerTLS) -> None:
-        self.contexts.append(tls)
+    def add(self, reloadable: Any) -> None:
+        self.contexts.append(reloadable)
 
     def startService(self) -> None:
         super().startService()
@@ -358,35 +361,28 @@ class TLSReloader(Service):
 
     def reload(self) -> int:
         """
-        Reload every listener's certificates; one that fails keeps its old
-        ones and is logged.
+        Reload every certificate; one that fails keeps its old files and is
+        logged.
 
-        @return: how many listeners failed.
+        @return: how many failed.
         """
         failed = 0
-        for tls in self.contexts:
+        for reloadable in self.contexts:
             try:
-                tls.reload()
+                reloadable.reload()
             except TLSConfigError as e:
                 failed += 1
                 log.error(
                     "Kept the old certificate of {listener}: {error}",
-                    listener=tls.name,
+                    listener=reloadable.name,
                     error=str(e),
                 )
             else:
                 log.info(
-                    "Reloaded the certificate of {listener}: {subject}",
-                    listener=tls.name,
-                    subject=_subject(tls.certificate),
+                    "Reloaded the certificate of {listener}",
+                    listener=reloadable.name,
                 )
-        for listener in self.listeners:
-            listener()
         return failed
-
-
-def _subject(x509: Any) -> str:
-    return x509.get_subject().commonName or "(no common name)"
 
 
 @dataclass(frozen=True)
@@ -420,6 +416,8 @@ class NodeClientPolicy:
     certificate.  One connection creator per host is kept; L{reload} reads
     the files again.
     """
+
+    name = "the connections to peers"
 
     def __init__(self, files: ClusterTLSFiles) -> None:
         self.files = files
