@@ -17,6 +17,7 @@ setup(
         "pyopenssl>=24",
         "service-identity>=24",
         "werkzeug>=3",
+        "uhashring>=2.5",
     ],
     extras_require={
         "redis": ["txredisapi>=1.4.10"],
@@ -24,6 +25,7 @@ setup(
         "prometheus": ["prometheus-client>=0.20"],
         "test": [
             "prometheus-client>=0.20",
+            "schemathesis>=4.32",
             "hypothesis>=6",
             "python-zaqarclient>=2",
             "txredisapi>=1.4.10",

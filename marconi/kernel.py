@@ -92,8 +92,8 @@ class PurgeService(TimerService):
 
 def makeNode(config: Config, reactor: Any) -> MultiService:
     """
-    A node's services: storage first, then the purge job, then the
-    listeners.
+    A node's services: storage first, then the purge job, then (in a
+    cluster) the router with its health probes, then the listeners.
     """
     node = MultiService()
     store = storageDriverFor(config.storage).makeStore(config.storage, reactor)
@@ -105,7 +105,13 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
     bus = Messaging(store, reactor, config.limits, monitor)
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
-    api = MarconiAPI(bus, auth)
+    router = None
+    if config.cluster is not None:
+        from marconi.cluster.router import ClusterRouter
+
+        router = ClusterRouter(config.cluster, reactor)
+        router.setServiceParent(node)
+    api = MarconiAPI(bus, auth, router=router)
     site = MarconiSite(
         api.resource(),
         maxRequestBody=config.limits.maxMessagesPostSize,

@@ -37,14 +37,28 @@ class Options(usage.Options):
             "c",
             None,
             "INI file with the same settings ([marconi] listen, storage, auth, "
-            "purge_interval; [limits]; [auth:NAME]; [logging]; [monitoring]). "
-            "Options given here win.",
+            "purge_interval; [limits]; [auth:NAME]; [logging]; [monitoring]; "
+            "[cluster]). Options given here win.",
+        ],
+        [
+            "node-name",
+            None,
+            None,
+            "This node's name in the cluster; one of the --cluster-node names.",
+        ],
+        [
+            "cluster-secret-file",
+            None,
+            None,
+            "File holding the secret shared by the cluster's nodes, which signs "
+            "the requests they forward to each other (at least 16 bytes).",
         ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["cluster-node"] = []
 
     def opt_listen(self, description: str) -> None:
         """
@@ -56,6 +70,14 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
+    def opt_cluster_node(self, node: str) -> None:
+        """
+        NAME=URL of a node of the cluster, e.g. a=http://10.0.0.1:8888;
+        repeat for every node, this one included.  Without it the node runs
+        on its own.
+        """
+        self["cluster-node"].append(node)
+
     def postOptions(self) -> None:
         # Imported here so that --help stays cheap.
         from twisted.internet import reactor
@@ -65,7 +87,13 @@ class Options(usage.Options):
         try:
             loaded = configuration.load(
                 self["config"],
-                {"listen": self["listen"], "storage": self["storage"]},
+                {
+                    "listen": self["listen"],
+                    "storage": self["storage"],
+                    "node_name": self["node-name"],
+                    "cluster_nodes": self["cluster-node"],
+                    "cluster_secret_file": self["cluster-secret-file"],
+                },
             )
         except configuration.ConfigError as e:
             raise usage.UsageError(str(e)) from None

@@ -41,43 +41,16 @@ class Response:
         return values[0] if values else None
 
 
-class Node:
+class HTTPNode:
     """
-    A running in-process node.
+    A client of the node at C{url}, with the request helpers of the API
+    tests.
     """
 
-    def __init__(
-        self,
-        testCase: Any,
-        limits: Optional[Limits] = None,
-        monitor: Optional[Any] = None,
-    ) -> None:
-        limits = limits or Limits()
-        self.clock = Clock()
-        self.clock.advance(START)
-        self.store = SQLiteStore(":memory:", reactor)
-        self.store.startService()
-        store: Any = self.store
-        if monitor is not None:
-            # As the kernel wires a monitored node (timed with the real
-            # reactor: the Clock only drives the domain's time).
-            self.store.observeEvents(monitor.messagesCounted)
-            store = MeasuredStore(self.store, monitor, reactor)
-        self.bus = Messaging(store, self.clock, limits, monitor)
-        self.api = MarconiAPI(self.bus, NoAuth())
-        public = monitor.publicResource() if monitor is not None else None
-        self.site = MarconiSite(
-            self.api.resource(),
-            maxRequestBody=limits.maxMessagesPostSize,
-            monitor=monitor,
-            extraResources={b"/metrics": public} if public is not None else None,
-        )
-        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
-        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+    def __init__(self, testCase: Any, url: str) -> None:
+        self.url = url
         pool = HTTPConnectionPool(reactor, persistent=True)
         self.http = HTTPClient(Agent(reactor, pool=pool))
-        testCase.addCleanup(self.store.stopService)
-        testCase.addCleanup(self.port.stopListening)
         testCase.addCleanup(pool.closeCachedConnections)
 
     async def request(
@@ -114,3 +87,46 @@ class Node:
         )
         assert response.code == 201, (response.code, response.body)
         return [href.rsplit("/", 1)[1] for href in response.json["resources"]]
+
+
+class Node(HTTPNode):
+    """
+    A running in-process node.
+    """
+
+    def __init__(
+        self,
+        testCase: Any,
+        limits: Optional[Limits] = None,
+        monitor: Optional[Any] = None,
+        store: Any = None,
+    ) -> None:
+        """
+        @param store: a running store to serve (stopped at the end of the
+            test); by default a new in-memory SQLite store.
+        """
+        limits = limits or Limits()
+        self.clock = Clock()
+        self.clock.advance(START)
+        if store is None:
+            store = SQLiteStore(":memory:", reactor)
+            store.startService()
+        self.store = store
+        if monitor is not None:
+            # As the kernel wires a monitored node (timed with the real
+            # reactor: the Clock only drives the domain's time).
+            self.store.observeEvents(monitor.messagesCounted)
+            store = MeasuredStore(self.store, monitor, reactor)
+        self.bus = Messaging(store, self.clock, limits, monitor)
+        self.api = MarconiAPI(self.bus, NoAuth())
+        public = monitor.publicResource() if monitor is not None else None
+        self.site = MarconiSite(
+            self.api.resource(),
+            maxRequestBody=limits.maxMessagesPostSize,
+            monitor=monitor,
+            extraResources={b"/metrics": public} if public is not None else None,
+        )
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        super().__init__(testCase, f"http://127.0.0.1:{self.port.getHost().port}")
+        testCase.addCleanup(self.store.stopService)
+        testCase.addCleanup(self.port.stopListening)

@@ -111,27 +111,42 @@ class DaemonTests(NodeTestCase):
     async def test_hugeContentLength(self) -> None:
         """
         A request declaring a 10 GB body is answered 413 at once, without
-        the node reading the body.
+        the node reading the body: the answer comes when only the headers
+        have been sent, the node spools nothing to a temporary file and its
+        memory does not grow with the bytes sent after the headers.
         """
         node = await self.startNode()
+        pid = node._process.pid
+        head = (
+            b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: x\r\n"
+            b"Client-ID: abc\r\nX-Project-ID: p\r\n"
+            b"Content-Length: 10737418240\r\n\r\n"
+        )
 
-        def send() -> bytes:
+        def send(body: bytes) -> bytes:
             with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
-                s.sendall(
-                    b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: x\r\n"
-                    b"Client-ID: abc\r\nX-Project-ID: p\r\n"
-                    b"Content-Length: 10737418240\r\n\r\n" + b"x" * 1000
-                )
+                s.sendall(head)
+                try:
+                    s.sendall(body)
+                except OSError:
+                    pass
                 data = b""
                 while True:
-                    chunk = s.recv(65536)
+                    try:
+                        chunk = s.recv(65536)
+                    except ConnectionResetError:
+                        return data
                     if not chunk:
                         return data
                     data += chunk
 
-        answer = await deferToThread(send)
-        self.assertTrue(answer.startswith(b"HTTP/1.1 413"), answer[:100])
-        self.assertIn(b'"title"', answer)
+        before = _rss(pid)
+        for body in (b"", b"x" * 1000, b"x" * 20_000_000):
+            answer = await deferToThread(send, body)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 413"), answer[:100])
+            self.assertIn(b'"title"', answer)
+        self.assertLess(_rss(pid) - before, 10 * 1024 * 1024)
+        self.assertEqual(_spooled(pid), [])
         r, _ = await self.call(node, "GET", "/v2/ping")
         self.assertEqual(r.code, 204)
 
@@ -262,3 +277,149 @@ class CommandLineTests(TestCase):
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("unknown storage scheme", result.stderr + result.stdout)
         self.assertNotIn("Traceback", result.stderr + result.stdout)
+
+
+def _rss(pid: int) -> int:
+    """
+    The resident set size of process C{pid}, in bytes.
+    """
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _spooled(pid: int) -> list:
+    """
+    The deleted temporary files process C{pid} holds open (where
+    twisted.web spools request bodies).
+    """
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith("(deleted)"):
+            found.append(target)
+    return found
+
+
+#: Bodies that are not acceptable JSON at all (any endpoint: 4xx).
+MALFORMED_JSON = [
+    b'{"messages":[{"body":NaN}]}',
+    b'{"messages":[{"body":Infinity}]}',
+    b'{"messages":[{"body":-Infinity}]}',
+    b'{"messages":[{"body":1e999}]}',
+    b'{"messages":[{"body":-1e999}]}',
+    b'{"messages":[{"body":' + b"9" * 5000 + b"}]}",
+    b'{"body":' + b"9" * 4400 + b"}",
+    b'{"messages":[{"body":' + b"[" * 100_000 + b"]" * 100_000 + b"}]}",
+    b'{"messages":[{"body":' + b'{"a":' * 20_000 + b"1" + b"}" * 20_000 + b"}]}",
+    b'{"messages":[{"body":"\xff\xfe"}]}',
+    b'{"messages":[{"body":"\xc3\x28"}]}',
+    b'{"messages":[{"body":"\xed\xa0\x80"}]}',
+    b'{"messages":[{"body":"\\ud800"}]}',
+    b'{"messages":[{"body":"\\udfff x"}]}',
+    b'{"messages":[{"body":1}],"messages":[{"body":2}]}',
+    b'{"messages":[{"body":1,"body":2}]}',
+    b'{"messages":[{"body":1}]',
+    b'{"messages":[{"body":1}]}garbage',
+    b"\xef\xbb\xbf{}",
+    b"\x00\x00\x00",
+    b"[" * 200_000,
+]
+
+#: Message posts of the wrong shape (4xx).
+WRONG_MESSAGES = [
+    b'{"messages":"not a list"}',
+    b'{"messages":[]}',
+    b'{"messages":[1,2]}',
+    b'{"messages":[{"ttl":60}]}',
+    b'{"messages":[{"body":1,"ttl":"60"}]}',
+    b'{"messages":[{"body":1,"ttl":60.5}]}',
+    b'{"messages":[{"body":1,"ttl":true}]}',
+    b'{"messages":[{"body":1,"ttl":-1}]}',
+    b'{"messages":[{"body":1,"delay":1e3}]}',
+    b'{"messages":[{"body":1,"tags":"a"}]}',
+    b'{"messages":[{"body":1,"tags":[1]}]}',
+    b'{"messages":[{"body":1,"tags":["a b"]}]}',
+    b"",
+    b"   ",
+    b"null",
+]
+
+#: Claim bodies that must each be refused with a 4xx.
+MALFORMED_CLAIMS = [
+    b'{"ttl":NaN}',
+    b'{"ttl":1e999}',
+    b'{"ttl":' + b"9" * 5000 + b"}",
+    b'{"ttl":60,"ttl":70}',
+    b'{"ttl":"60"}',
+    b'{"ttl":60.0}',
+    b'{"grace":-1}',
+    b"[1]",
+    b'"\\ud800"',
+    b"[" * 100_000,
+]
+
+
+class MalformedInputTests(NodeTestCase):
+    async def test_corpus(self) -> None:
+        """
+        Every body of the malformed corpus (non-finite and huge numbers,
+        deep nesting, invalid UTF-8, lone surrogates, duplicate keys, wrong
+        types, truncated and trailing text) posted as messages, as queue
+        metadata and as claim options is answered with a JSON 4xx; nothing
+        is stored; after ten rounds of the corpus the node's memory has not
+        grown by more than a generous bound and it holds no spooled
+        request bodies.
+        """
+        node = await self.startNode()
+        r, _ = await self.call(
+            node, "POST", "/v2/queues/held/messages", {"messages": [{"body": 1}]}
+        )
+        self.assertEqual(r.code, 201)
+        r, body = await self.call(node, "POST", "/v2/queues/held/claims", {"ttl": 60})
+        claim = body["messages"][0]["href"].rsplit("claim_id=", 1)[1]
+        targets = [
+            ("POST", "/v2/queues/q/messages", MALFORMED_JSON + WRONG_MESSAGES),
+            ("PUT", "/v2/queues/q2", MALFORMED_JSON + [b"[1]", b'"text"', b"7"]),
+            ("POST", "/v2/queues/held/claims", MALFORMED_JSON + MALFORMED_CLAIMS),
+            (
+                "PATCH",
+                f"/v2/queues/held/claims/{claim}",
+                MALFORMED_JSON + MALFORMED_CLAIMS,
+            ),
+        ]
+        headers = dict(HEADERS, **{"Content-Type": "application/json"})
+
+        async def round() -> list:
+            bad = []
+            for method, path, corpus in targets:
+                for raw in corpus:
+                    response = await self.http.request(
+                        method, node.url + path, data=raw, headers=headers
+                    )
+                    content = await treq.content(response)
+                    if not 400 <= response.code < 500 or b'"title"' not in content:
+                        bad.append((method, path, raw[:60], response.code, content))
+            return bad
+
+        pid = node._process.pid
+        self.assertEqual(await round(), [])
+        before = _rss(pid)
+        for _ in range(10):
+            self.assertEqual(await round(), [])
+        after = _rss(pid)
+        self.assertLess(after - before, 50 * 1024 * 1024, (before, after))
+        self.assertEqual(_spooled(pid), [])
+        r, body = await self.call(node, "GET", "/v2/queues/q/stats")
+        self.assertEqual(body["messages"]["total"], 0)
+        r, _ = await self.call(node, "GET", "/v2/queues/q2")
+        self.assertEqual(r.code, 200)
+        r, body = await self.call(node, "GET", "/v2/queues")
+        self.assertEqual([q["name"] for q in body["queues"]], ["held"])
+        r, _ = await self.call(node, "GET", "/v2/ping")
+        self.assertEqual(r.code, 204)

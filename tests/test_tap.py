@@ -92,6 +92,28 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(loaded.listen, ("tcp:1",))
         self.assertEqual(loaded.storage, "sqlite:x.db")
 
+    def test_acronymLimits(self) -> None:
+        """
+        Limits whose names hold acronyms (TTL, JSON) are set from their
+        snake_case names in the INI file.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(
+                "[limits]\nmin_claim_ttl = 1\nmax_message_ttl = 600\n"
+                "default_claim_ttl = 30\nmax_json_depth = 8\n"
+            )
+        limits = self.parse("--config", path).loaded.limits
+        self.assertEqual(
+            (
+                limits.minClaimTTL,
+                limits.maxMessageTTL,
+                limits.defaultClaimTTL,
+                limits.maxJSONDepth,
+            ),
+            (1, 600, 30, 8),
+        )
+
     def test_badConfigFile(self) -> None:
         """
         A missing file, bad syntax, an unknown setting or a bad value is a

@@ -1,7 +1,8 @@
 """
 twisted.web pieces: a request that refuses oversized bodies before
-buffering them, and the site that uses it; the site measures every request
-and writes one access log event for it.
+buffering them, a channel that bounds request lines, headers and how long a
+request may take to arrive, and the site that uses them; the site measures
+every request and writes one access log event for it.
 """
 
 import json
@@ -10,8 +11,9 @@ from urllib.parse import unquote_to_bytes
 from uuid import uuid4
 
 from klein import Klein
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import http, server
 
 from marconi.core.interfaces import IMonitor
 from marconi.core.monitoring import NullMonitor
@@ -187,6 +189,119 @@ class LimitedRequest(server.Request):
         super().process()
 
 
+class MarconiChannel(http.HTTPChannel):
+    """
+    An HTTP channel with explicit bounds on what a client may make it hold
+    and for how long:
+
+      - the request line and each header line are at most C{MAX_LENGTH}
+        bytes (414 URI Too Long, 431 Request Header Fields Too Large);
+      - all header lines together are at most C{totalHeadersSize} bytes
+        (431), and there are at most C{maxHeaders} of them (400);
+      - once the first byte of a request has arrived, its headers must be
+        complete within the site's C{headerTimeout} seconds and its body
+        within C{bodyTimeout} more (408), however slowly the bytes drip in.
+        Twisted's own idle timeout restarts on every byte, which lets a
+        slow client hold a connection for ever.
+
+    Between requests the site's idle C{timeout} applies as usual.
+    """
+
+    MAX_LENGTH = 8192
+    maxHeaders = 100
+    totalHeadersSize = 16384
+
+    _deadline: Optional[IDelayedCall] = None
+    _sawRequestLine = False
+    _refused = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if data and self._deadline is None and not self._handlingRequest:
+            self._arm(self.site.headerTimeout)
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._refused:
+            return
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._refuse(
+                431,
+                b"Request Header Fields Too Large",
+                f"The request headers may not exceed {self.totalHeadersSize} bytes.",
+            )
+            return
+        if line:
+            self._sawRequestLine = True
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._sawRequestLine:
+            self._refuse(
+                431,
+                b"Request Header Fields Too Large",
+                f"A header line may not exceed {self.MAX_LENGTH} bytes.",
+            )
+        else:
+            self._refuse(
+                414,
+                b"URI Too Long",
+                f"The request line may not exceed {self.MAX_LENGTH} bytes.",
+            )
+
+    def allHeadersReceived(self) -> None:
+        self._sawRequestLine = False
+        self._arm(self.site.bodyTimeout)
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        self._disarm()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.callLater(seconds, self._tooSlow)
+
+    def _disarm(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _tooSlow(self) -> None:
+        self._deadline = None
+        _log.info(
+            "Closing a connection whose request arrived too slowly: {peer}",
+            peer=str(self.transport.getPeer()),
+        )
+        self._refuse(
+            408,
+            b"Request Timeout",
+            "The request did not arrive in time.",
+            timedOut=True,
+        )
+
+    def _refuse(
+        self, code: int, reason: bytes, description: str, timedOut: bool = False
+    ) -> None:
+        self._refused = True
+        self._disarm()
+        requestId = "req-" + uuid4().hex
+        self.transport.write(
+            _rawError(code, reason, reason.decode(), description, requestId)
+        )
+        if timedOut:
+            # Like an idle timeout: close, and abort if the client does not
+            # read what is left.
+            self.timeoutConnection()
+        else:
+            self.loseConnection()
+
+
 class MarconiSite(server.Site):
     """
     The site of a Marconi node: L{LimitedRequest}s, no tracebacks to
@@ -197,8 +312,13 @@ class MarconiSite(server.Site):
 
     @param extraResources: resources served at exact paths beside the API
         (C{{b"/metrics": ...}}), tried before it.
+    @param headerTimeout: seconds from the first byte of a request to the
+        end of its headers (see L{MarconiChannel}).
+    @param bodyTimeout: seconds from the end of a request's headers to the
+        end of its body.
     """
 
+    protocol = MarconiChannel
     requestFactory = LimitedRequest
     displayTracebacks = False
 
@@ -211,9 +331,13 @@ class MarconiSite(server.Site):
         monitor: Optional[IMonitor] = None,
         accessLog: bool = True,
         extraResources: Optional[Mapping[bytes, Any]] = None,
+        headerTimeout: float = 10,
+        bodyTimeout: float = 60,
     ):
         super().__init__(resource, reactor=reactor, timeout=timeout)
         self.maxRequestBody = maxRequestBody
+        self.headerTimeout = headerTimeout
+        self.bodyTimeout = bodyTimeout
         self.monitor = NullMonitor() if monitor is None else monitor
         self.accessLog = accessLog
         self.extraResources = dict(extraResources or {})
