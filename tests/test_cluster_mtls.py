@@ -320,4 +320,3 @@ class SettingsTests(SynchronousTestCase):
             )
         loaded = configuration.load(path, {})
         self.assertEqual(loaded.clusterTLS.listen, "tcp:9443:interface=127.0.0.1")
-
