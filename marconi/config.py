@@ -6,7 +6,7 @@ line and the INI file, passed to constructors.
 import configparser
 import re
 from dataclasses import dataclass, field, fields, replace
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from marconi.cluster.settings import ClusterConfig, ClusterConfigError
 from marconi.cluster.settings import build as buildCluster
@@ -28,6 +28,8 @@ class Config:
     @ivar monitoring: the C{[monitoring]} section.
     @ivar cluster: the cluster this node belongs to, or L{None} for a node
         on its own.
+    @ivar clusterTLS: the L{marconi.cluster.mtls.ClusterTLS} settings when
+        the nodes speak mutual TLS, else L{None}.
     """
 
     listen: tuple = (DEFAULT_LISTEN,)
@@ -39,6 +41,7 @@ class Config:
     logging: Mapping[str, str] = field(default_factory=dict)
     monitoring: Mapping[str, str] = field(default_factory=dict)
     cluster: Optional[ClusterConfig] = None
+    clusterTLS: Optional[Any] = None
 
 
 def _snakeToCamel(name: str) -> str:
@@ -76,7 +79,15 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
     overrides = dict(overrides)
     clusterOverrides = {
         key: overrides.pop(key, None)
-        for key in ("node_name", "cluster_nodes", "cluster_secret_file")
+        for key in (
+            "node_name",
+            "cluster_nodes",
+            "cluster_secret_file",
+            "cluster_ca",
+            "node_cert",
+            "node_key",
+            "cluster_listen",
+        )
     }
     clusterFile: dict = {}
     if path is not None:
@@ -159,8 +170,28 @@ def _cluster(
         overrides.get("cluster_secret_file") or section.pop("secret_file", "").strip()
     )
     section.pop("secret_file", None)
+    mutual = {
+        option: overrides.get(option) or section.pop(key, "").strip() or None
+        for option, key in (
+            ("cluster_ca", "ca"),
+            ("node_cert", "node_cert"),
+            ("node_key", "node_key"),
+            ("cluster_listen", "listen"),
+        )
+    }
+    for key in ("ca", "node_cert", "node_key", "listen"):
+        section.pop(key, None)
     try:
         cluster = buildCluster(nodeName or None, nodes, secretFile or None, section)
+        from marconi.cluster import mtls
+
+        clusterTLS = mtls.build(
+            cluster,
+            mutual["cluster_ca"],
+            mutual["node_cert"],
+            mutual["node_key"],
+            mutual["cluster_listen"],
+        )
     except ClusterConfigError as e:
         raise ConfigError(str(e)) from None
-    return replace(config, cluster=cluster)
+    return replace(config, cluster=cluster, clusterTLS=clusterTLS)

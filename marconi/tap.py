@@ -53,6 +53,28 @@ class Options(usage.Options):
             "File holding the secret shared by the cluster's nodes, which signs "
             "the requests they forward to each other (at least 16 bytes).",
         ],
+        [
+            "cluster-ca",
+            None,
+            None,
+            "PEM file of the cluster CA: nodes talk mutual TLS, each presenting "
+            "a certificate it issued (see docs/tls.rst).",
+        ],
+        [
+            "node-cert",
+            None,
+            None,
+            "PEM certificate of this node, issued by the cluster CA.",
+        ],
+        ["node-key", None, None, "PEM private key of --node-cert."],
+        [
+            "cluster-listen",
+            None,
+            None,
+            "Endpoint description (e.g. tcp:9443:interface=10.0.0.1) of the "
+            "listener that takes node-to-node traffic only, over mutual TLS; "
+            "the --cluster-node URLs are then https:// URLs of these listeners.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -81,6 +103,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         # Imported here so that --help stays cheap.
         from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
 
         from marconi import kernel
 
@@ -93,18 +116,30 @@ class Options(usage.Options):
                     "node_name": self["node-name"],
                     "cluster_nodes": self["cluster-node"],
                     "cluster_secret_file": self["cluster-secret-file"],
+                    "cluster_ca": self["cluster-ca"],
+                    "node_cert": self["node-cert"],
+                    "node_key": self["node-key"],
+                    "cluster_listen": self["cluster-listen"],
                 },
             )
         except configuration.ConfigError as e:
             raise usage.UsageError(str(e)) from None
         for description in loaded.listen:
             try:
-                from twisted.internet.endpoints import serverFromString
+                from marconi.tls import serverFromDescription
 
-                serverFromString(reactor, description)
+                serverFromDescription(reactor, description)
             except Exception as e:
                 raise usage.UsageError(
                     f"invalid --listen description {description!r}: {e}"
+                ) from None
+        if loaded.clusterTLS is not None:
+            try:
+                serverFromString(reactor, loaded.clusterTLS.listen)
+            except Exception as e:
+                raise usage.UsageError(
+                    f"invalid --cluster-listen description "
+                    f"{loaded.clusterTLS.listen!r}: {e}"
                 ) from None
         try:
             kernel.storageDriverFor(loaded.storage)

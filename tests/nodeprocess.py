@@ -20,7 +20,7 @@ from twisted.internet.task import deferLater
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = "from twisted.scripts.twistd import run; run()"
-_LISTENING = re.compile(r"Marconi listening on tcp:([\d.]+):(\d+)")
+_LISTENING = re.compile(r"Marconi listening on tcp:([\d.]+):(\d+)( with TLS)?")
 
 
 class _Watcher(ProcessProtocol):
@@ -83,7 +83,8 @@ class NodeProcess:
                     match = _LISTENING.search(f.read())
                 if match:
                     self.port = int(match.group(2))
-                    self.url = f"http://{match.group(1)}:{self.port}"
+                    scheme = "https" if match.group(3) else "http"
+                    self.url = f"{scheme}://{match.group(1)}:{self.port}"
                     return self
             if self._watcher.ended.called:
                 break
@@ -120,6 +121,12 @@ class NodeProcess:
         Kill the node with SIGKILL, as a crash would.
         """
         await self.stop("KILL")
+
+    def signal(self, name: str) -> None:
+        """
+        Send the node a signal, e.g. C{"HUP"}.
+        """
+        self._process.signalProcess(name)
 
     def exitedCleanly(self, reason: Any) -> bool:
         """

@@ -13,7 +13,12 @@ from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseDone,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
@@ -145,13 +150,20 @@ class PeerClient:
     L{HTTPConnectionPool}; L{close} closes it.
     """
 
-    def __init__(self, config: ClusterConfig, reactor: Any) -> None:
+    def __init__(
+        self, config: ClusterConfig, reactor: Any, tlsPolicy: Optional[Any] = None
+    ) -> None:
         self._config = config
         self._reactor = reactor
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 16
         self.pool.retryAutomatically = False
-        agent = Agent(reactor, connectTimeout=config.forwardTimeout, pool=self.pool)
+        agent = Agent(
+            reactor,
+            tlsPolicy or BrowserLikePolicyForHTTPS(),
+            connectTimeout=config.forwardTimeout,
+            pool=self.pool,
+        )
         # Nothing a peer sends is remembered between requests.
         jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
         self._http = HTTPClient(agent, cookiejar=jar)

@@ -37,11 +37,17 @@ class ClusterRouter(MultiService):
     stopping it closes the connection pool to the peers.
     """
 
-    def __init__(self, config: ClusterConfig, reactor: Any) -> None:
+    def __init__(
+        self, config: ClusterConfig, reactor: Any, tlsPolicy: Optional[Any] = None
+    ) -> None:
+        """
+        @param tlsPolicy: the L{twisted.web.iweb.IPolicyForHTTPS} of the
+            connections to peers (mutual TLS), or L{None} for the default.
+        """
         super().__init__()
         self.config = config
         self.ring = Ring(config.names, config.vnodes)
-        self.client = PeerClient(config, reactor)
+        self.client = PeerClient(config, reactor, tlsPolicy)
         self.signer = signing.Signer(config.nodeName, config.secret, reactor)
         self.verifier = signing.Verifier(
             config.names, config.secret, reactor, config.clockWindow
