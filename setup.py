@@ -16,6 +16,7 @@ setup(
         "zope.interface>=6",
         "pyopenssl>=24",
         "service-identity>=24",
+        "cryptography>=42",
         "werkzeug>=3",
         "uhashring>=2.5",
     ],

@@ -593,3 +593,27 @@ class OutputTests(SynchronousTestCase):
             parseDocuments("1\nnope\n", "in.jsonl")
         self.assertIn("in.jsonl, line 2", str(caught.exception))
         self.assertRaises(UsageError, parseDocuments, "  \n", "x")
+
+
+class CertsCommandTests(CLITestCase):
+    async def test_certs(self) -> None:
+        """
+        C{marconi certs ca DIR} and C{marconi certs node DIR NAME} write a
+        development CA and a node certificate it issued, with the node name
+        as the certificate's common name.
+        """
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        directory = os.path.abspath(self.mktemp())
+        await self.ok("certs", "ca", directory)
+        await self.ok("certs", "node", directory, "alpha", "--host", "127.0.0.1")
+        with open(os.path.join(directory, "alpha.pem"), "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        with open(os.path.join(directory, "ca.pem"), "rb") as f:
+            ca = x509.load_pem_x509_certificate(f.read())
+        name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        self.assertEqual(name, "alpha")
+        self.assertEqual(cert.issuer, ca.subject)
+        result = await self.cli("certs", "node", directory + "-missing", "beta")
+        self.assertNotEqual(result.code, 0)

@@ -780,6 +780,12 @@ def buildParser() -> argparse.ArgumentParser:
         _common(sub, suppress=True)
         return sub
 
+    # Listed for --help only: main() hands "certs" to marconi.certs.
+    commands.add_parser(
+        "certs",
+        help="make a development cluster CA and node certificates "
+        "(marconi certs --help)",
+    )
     queue = commands.add_parser("queue", help="list, create, delete and inspect queues")
     queues = queue.add_subparsers(dest="queueCommand", metavar="ACTION")
     queues.required = True
@@ -991,10 +997,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     The console entry point.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["certs"]:
+        from marconi.certs import main as certs
+
+        return certs(argv[1:])
     try:
-        return run(
-            sys.argv[1:] if argv is None else argv, sys.stdin, sys.stdout, sys.stderr
-        )
+        return run(argv, sys.stdin, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         return EXIT_INTERRUPTED
