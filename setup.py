@@ -9,7 +9,6 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"])
     + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/marconi_plugin.py"]},
     install_requires=[
         "twisted[tls]>=24.7",
         "klein>=24.8",
@@ -17,12 +16,17 @@ setup(
         "zope.interface>=6",
         "pyopenssl>=24",
         "service-identity>=24",
+        "cryptography>=42",
         "werkzeug>=3",
+        "uhashring>=2.5",
     ],
     extras_require={
         "redis": ["txredisapi>=1.4.10"],
         "mongodb": ["txmongo>=23"],
+        "prometheus": ["prometheus-client>=0.20"],
         "test": [
+            "prometheus-client>=0.20",
+            "schemathesis>=4.32",
             "hypothesis>=6",
             "python-zaqarclient>=2",
             "txredisapi>=1.4.10",
@@ -30,7 +34,9 @@ setup(
             "secantusdb>=0.7.0b3",
         ],
     },
-    entry_points={},
+    entry_points={
+        "console_scripts": ["marconi = marconi.client.cli:main"],
+    },
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

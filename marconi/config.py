@@ -6,8 +6,10 @@ line and the INI file, passed to constructors.
 import configparser
 import re
 from dataclasses import dataclass, field, fields, replace
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
+from marconi.cluster.settings import ClusterConfig, ClusterConfigError
+from marconi.cluster.settings import build as buildCluster
 from marconi.core.limits import Limits
 
 DEFAULT_LISTEN = "tcp:8888:interface=127.0.0.1"
@@ -22,6 +24,12 @@ class Config:
     @ivar auth: the name of the auth driver.
     @ivar authSettings: the C{[auth:NAME]} section of the file.
     @ivar purgeInterval: seconds between purges of expired data.
+    @ivar logging: the C{[logging]} section (its C{driver} and settings).
+    @ivar monitoring: the C{[monitoring]} section.
+    @ivar cluster: the cluster this node belongs to, or L{None} for a node
+        on its own.
+    @ivar clusterTLS: the L{marconi.cluster.mtls.ClusterTLS} settings when
+        the nodes speak mutual TLS, else L{None}.
     """
 
     listen: tuple = (DEFAULT_LISTEN,)
@@ -30,6 +38,10 @@ class Config:
     authSettings: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     purgeInterval: float = 60.0
+    logging: Mapping[str, str] = field(default_factory=dict)
+    monitoring: Mapping[str, str] = field(default_factory=dict)
+    cluster: Optional[ClusterConfig] = None
+    clusterTLS: Optional[Any] = None
 
 
 def _snakeToCamel(name: str) -> str:
@@ -54,9 +66,30 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
     The file's C{[marconi]} section holds C{listen} (one description per
     line), C{storage}, C{auth} and C{purge_interval}; C{[limits]} holds any
     field of L{Limits} in snake_case; C{[auth:NAME]} holds the settings of
-    auth driver NAME.
+    auth driver NAME; C{[logging]} and C{[monitoring]} the settings of
+    the logging and monitoring drivers (checked by the drivers);
+    C{[cluster]} holds C{node_name}, C{nodes} (one C{NAME=URL} per line),
+    C{secret_file} and the timing settings of
+    L{marconi.cluster.settings.TUNABLES}.
+
+    The overrides C{node_name}, C{cluster_nodes} and C{cluster_secret_file}
+    replace the file's cluster settings of the same meaning.
     """
     config = Config()
+    overrides = dict(overrides)
+    clusterOverrides = {
+        key: overrides.pop(key, None)
+        for key in (
+            "node_name",
+            "cluster_nodes",
+            "cluster_secret_file",
+            "cluster_ca",
+            "node_cert",
+            "node_key",
+            "cluster_listen",
+        )
+    }
+    clusterFile: dict = {}
     if path is not None:
         parser = configparser.ConfigParser(interpolation=None)
         try:
@@ -67,6 +100,9 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
         except configparser.Error as e:
             raise ConfigError(f"{path}: {e}".replace("\n", " ")) from None
         config = _fromParser(parser, path, config)
+        if parser.has_section("cluster"):
+            clusterFile = dict(parser["cluster"])
+    config = _cluster(config, clusterFile, clusterOverrides, path)
     values = {k: v for k, v in overrides.items() if v}
     if "listen" in values:
         values["listen"] = tuple(values["listen"])  # type: ignore[arg-type]
@@ -97,11 +133,13 @@ def _fromParser(parser: configparser.ConfigParser, path: str, config: Config) ->
             if values["purgeInterval"] <= 0:
                 raise ConfigError(f"{path}: purge_interval must be positive")
     if parser.has_section("limits"):
-        limitFields = {f.name for f in fields(Limits)}
+        # Compared without case so that acronyms (min_claim_ttl,
+        # max_json_depth) find minClaimTTL and maxJSONDepth.
+        limitFields = {f.name.lower(): f.name for f in fields(Limits)}
         limits = {}
         for key, raw in parser["limits"].items():
-            name = _snakeToCamel(key)
-            if name not in limitFields:
+            name = limitFields.get(_snakeToCamel(key).lower())
+            if name is None:
                 raise ConfigError(f"{path}: unknown limit {key!r}")
             try:
                 limits[name] = int(raw)
@@ -110,8 +148,50 @@ def _fromParser(parser: configparser.ConfigParser, path: str, config: Config) ->
             if limits[name] < 0:
                 raise ConfigError(f"{path}: limit {key} must not be negative")
         values["limits"] = replace(config.limits, **limits)
+    for name in ("logging", "monitoring"):
+        if parser.has_section(name):
+            values[name] = {k: v.strip() for k, v in parser[name].items()}
     auth = values.get("auth", config.auth)
     section = f"auth:{auth}"
     if parser.has_section(section):
         values["authSettings"] = dict(parser[section])
     return replace(config, **values)
+
+
+def _cluster(
+    config: Config, section: dict, overrides: Mapping, path: Optional[str]
+) -> Config:
+    section = dict(section)
+    nodeName = overrides.get("node_name") or section.pop("node_name", "").strip()
+    section.pop("node_name", None)
+    nodes = overrides.get("cluster_nodes") or _multi(section.pop("nodes", ""))
+    section.pop("nodes", None)
+    secretFile = (
+        overrides.get("cluster_secret_file") or section.pop("secret_file", "").strip()
+    )
+    section.pop("secret_file", None)
+    mutual = {
+        option: overrides.get(option) or section.pop(key, "").strip() or None
+        for option, key in (
+            ("cluster_ca", "ca"),
+            ("node_cert", "node_cert"),
+            ("node_key", "node_key"),
+            ("cluster_listen", "listen"),
+        )
+    }
+    for key in ("ca", "node_cert", "node_key", "listen"):
+        section.pop(key, None)
+    try:
+        cluster = buildCluster(nodeName or None, nodes, secretFile or None, section)
+        from marconi.cluster import mtls
+
+        clusterTLS = mtls.build(
+            cluster,
+            mutual["cluster_ca"],
+            mutual["node_cert"],
+            mutual["node_key"],
+            mutual["cluster_listen"],
+        )
+    except ClusterConfigError as e:
+        raise ConfigError(str(e)) from None
+    return replace(config, cluster=cluster, clusterTLS=clusterTLS)

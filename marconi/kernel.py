@@ -8,20 +8,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from zope.interface import implementer
 
 import marconi.plugins
+from marconi import tls
 from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
 from marconi.config import Config
 from marconi.core.interfaces import IAuthDriverPlugin, IStorageDriverPlugin
 from marconi.core.messaging import Messaging
+from marconi.observability import wiring as observability
 
 log = Logger()
 
@@ -91,24 +92,64 @@ class PurgeService(TimerService):
 
 def makeNode(config: Config, reactor: Any) -> MultiService:
     """
-    A node's services: storage first, then the purge job, then the
-    listeners.
+    A node's services: storage first, then the purge job, then (in a
+    cluster) the router with its health probes, then the listeners.
     """
     node = MultiService()
     store = storageDriverFor(config.storage).makeStore(config.storage, reactor)
     store.setServiceParent(node)
+    monitor = observability.makeMonitor(config, reactor)
+    if IService.providedBy(monitor):
+        monitor.setServiceParent(node)
+    store = observability.instrumentStore(store, monitor, config, reactor, node)
     auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
-    bus = Messaging(store, reactor, config.limits)
+    bus = Messaging(store, reactor, config.limits, monitor)
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
-    api = MarconiAPI(bus, auth)
-    site = MarconiSite(
-        api.resource(),
-        maxRequestBody=config.limits.maxMessagesPostSize,
-        reactor=reactor,
-    )
-    for description in config.listen:
-        endpoint = AnnouncedEndpoint(serverFromString(reactor, description))
+    reloader = tls.TLSReloader(reactor)
+    router = publicRouter = nodeRouter = None
+    if config.cluster is not None:
+        from marconi.cluster import mtls
+        from marconi.cluster.router import ClusterRouter
+
+        policy = None
+        if config.clusterTLS is not None:
+            policy = tls.NodeClientPolicy(config.clusterTLS.files)
+            reloader.add(policy)
+        router = publicRouter = ClusterRouter(config.cluster, reactor, policy)
+        router.setServiceParent(node)
+        if config.clusterTLS is not None:
+            publicRouter = mtls.PublicRouter(router)
+            nodeRouter = mtls.NodeRouter(router)
+
+    def makeSite(router: Any) -> MarconiSite:
+        return MarconiSite(
+            MarconiAPI(bus, auth, router=router).resource(),
+            maxRequestBody=config.limits.maxMessagesPostSize,
+            reactor=reactor,
+            monitor=monitor,
+            accessLog=observability.accessLog(config),
+            extraResources=observability.publicResources(monitor),
+        )
+
+    site = makeSite(publicRouter)
+    listeners = [tls.serverFromDescription(reactor, d) for d in config.listen]
+    for listener in listeners:
+        if isinstance(listener, tls.TLSServerEndpoint):
+            reloader.add(listener.tls)
+    if nodeRouter is not None:
+        clusterListener = mtls.clusterEndpoint(reactor, config.clusterTLS)
+        reloader.add(clusterListener.tls)
+    if reloader.contexts:
+        # Certificates are read again on SIGHUP.
+        reloader.setServiceParent(node)
+    for listener in listeners:
+        endpoint = AnnouncedEndpoint(listener)
         StreamServerEndpointService(endpoint, site).setServiceParent(node)
+    if nodeRouter is not None:
+        endpoint = AnnouncedEndpoint(clusterListener, "Marconi cluster listener on")
+        StreamServerEndpointService(endpoint, makeSite(nodeRouter)).setServiceParent(
+            node
+        )
     return node
 
 
@@ -119,8 +160,12 @@ class AnnouncedEndpoint:
     port when the description asked for port 0).
     """
 
-    def __init__(self, endpoint: Any) -> None:
+    def __init__(self, endpoint: Any, what: str = "Marconi listening on") -> None:
         self._endpoint = endpoint
+        self._what = what
+        self._security = ""
+        if isinstance(endpoint, tls.TLSServerEndpoint):
+            self._security = " with mutual TLS" if endpoint.mutual else " with TLS"
 
     def listen(self, factory: Any) -> Deferred:
         d = self._endpoint.listen(factory)
@@ -130,13 +175,20 @@ class AnnouncedEndpoint:
             where = getattr(address, "port", None)
             if where is None:
                 where = getattr(address, "name", address)
-                log.info("Marconi listening on unix:{path}", path=where)
+                log.info(
+                    "{what} unix:{path}{security}",
+                    what=self._what,
+                    path=where,
+                    security=self._security,
+                )
             else:
                 log.info(
-                    "Marconi listening on {kind}:{host}:{port}",
+                    "{what} {kind}:{host}:{port}{security}",
+                    what=self._what,
                     kind=address.type.lower(),
                     host=address.host,
                     port=where,
+                    security=self._security,
                 )
             return port
 

@@ -37,13 +37,50 @@ class Options(usage.Options):
             "c",
             None,
             "INI file with the same settings ([marconi] listen, storage, auth, "
-            "purge_interval; [limits]; [auth:NAME]). Options given here win.",
+            "purge_interval; [limits]; [auth:NAME]; [logging]; [monitoring]; "
+            "[cluster]). Options given here win.",
+        ],
+        [
+            "node-name",
+            None,
+            None,
+            "This node's name in the cluster; one of the --cluster-node names.",
+        ],
+        [
+            "cluster-secret-file",
+            None,
+            None,
+            "File holding the secret shared by the cluster's nodes, which signs "
+            "the requests they forward to each other (at least 16 bytes).",
+        ],
+        [
+            "cluster-ca",
+            None,
+            None,
+            "PEM file of the cluster CA: nodes talk mutual TLS, each presenting "
+            "a certificate it issued (see docs/tls.rst).",
+        ],
+        [
+            "node-cert",
+            None,
+            None,
+            "PEM certificate of this node, issued by the cluster CA.",
+        ],
+        ["node-key", None, None, "PEM private key of --node-cert."],
+        [
+            "cluster-listen",
+            None,
+            None,
+            "Endpoint description (e.g. tcp:9443:interface=10.0.0.1) of the "
+            "listener that takes node-to-node traffic only, over mutual TLS; "
+            "the --cluster-node URLs are then https:// URLs of these listeners.",
         ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["cluster-node"] = []
 
     def opt_listen(self, description: str) -> None:
         """
@@ -55,27 +92,54 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
+    def opt_cluster_node(self, node: str) -> None:
+        """
+        NAME=URL of a node of the cluster, e.g. a=http://10.0.0.1:8888;
+        repeat for every node, this one included.  Without it the node runs
+        on its own.
+        """
+        self["cluster-node"].append(node)
+
     def postOptions(self) -> None:
         # Imported here so that --help stays cheap.
         from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
 
         from marconi import kernel
 
         try:
             loaded = configuration.load(
                 self["config"],
-                {"listen": self["listen"], "storage": self["storage"]},
+                {
+                    "listen": self["listen"],
+                    "storage": self["storage"],
+                    "node_name": self["node-name"],
+                    "cluster_nodes": self["cluster-node"],
+                    "cluster_secret_file": self["cluster-secret-file"],
+                    "cluster_ca": self["cluster-ca"],
+                    "node_cert": self["node-cert"],
+                    "node_key": self["node-key"],
+                    "cluster_listen": self["cluster-listen"],
+                },
             )
         except configuration.ConfigError as e:
             raise usage.UsageError(str(e)) from None
         for description in loaded.listen:
             try:
-                from twisted.internet.endpoints import serverFromString
+                from marconi.tls import serverFromDescription
 
-                serverFromString(reactor, description)
+                serverFromDescription(reactor, description)
             except Exception as e:
                 raise usage.UsageError(
                     f"invalid --listen description {description!r}: {e}"
+                ) from None
+        if loaded.clusterTLS is not None:
+            try:
+                serverFromString(reactor, loaded.clusterTLS.listen)
+            except Exception as e:
+                raise usage.UsageError(
+                    f"invalid --cluster-listen description "
+                    f"{loaded.clusterTLS.listen!r}: {e}"
                 ) from None
         try:
             kernel.storageDriverFor(loaded.storage)
@@ -83,6 +147,12 @@ class Options(usage.Options):
             raise usage.UsageError(f"--storage {loaded.storage}: {e}") from None
         try:
             kernel.authDriverFor(loaded.auth)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        from marconi.observability import wiring
+
+        try:
+            wiring.check(loaded)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         self.loaded = loaded
@@ -94,5 +164,10 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
 
         reactor = globalReactor
     from marconi.kernel import makeNode
+    from marconi.observability import wiring
 
-    return makeNode(options.loaded, reactor)
+    node = makeNode(options.loaded, reactor)
+    observer = wiring.makeLogObserver(options.loaded)
+    if observer is None:
+        return node
+    return wiring.ObservedNode(node, observer)

@@ -120,3 +120,49 @@ class URITests(SynchronousTestCase):
             "sqlite:/no/such/dir/x.db",
         ]:
             self.assertRaises(ValueError, checkURI, uri)
+
+
+class GroupCommitTests(TestCase):
+    async def test_failureIsolatedInGroup(self) -> None:
+        """
+        Calls queued while the database thread is busy commit together, and
+        one that fails is rolled back alone: the others are stored.
+        """
+        import threading
+
+        from twisted.internet.defer import gatherResults
+        from twisted.internet.threads import deferToThread
+
+        store = SQLiteStore(":memory:", reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await store.ping()
+        gate = threading.Event()
+        blocked = store._run(lambda c: gate.wait(10))
+        first = store.postMessages("p", "q", [msg('"a"')], "c", T0)
+
+        def broken(c):
+            c.execute("INSERT INTO queues VALUES ('p', 'bad', '{}', 0)")
+            raise QueueDoesNotExist("bad")
+
+        failing = store._run(broken)
+        last = store.postMessages("p", "q", [msg('"b"')], "c", T0)
+        await deferToThread(gate.set)
+        await blocked
+        ids = await gatherResults([first, last])
+        with self.assertRaises(QueueDoesNotExist):
+            await failing
+        found = await store.getMessages("p", "q", [i[0] for i in ids], T0)
+        self.assertEqual([m.body for m in found], ['"a"', '"b"'])
+        with self.assertRaises(QueueDoesNotExist):
+            await store.getQueueMetadata("p", "bad")
+
+    async def test_stoppedStoreRefuses(self) -> None:
+        """
+        A store that is not running fails calls with StorageUnavailable.
+        """
+        from marconi.core.errors import StorageUnavailable
+
+        store = SQLiteStore(":memory:", reactor)
+        with self.assertRaises(StorageUnavailable):
+            await store.ping()

@@ -8,6 +8,7 @@ with an explicit Content-Type.  All errors are turned into answers by the
 handlers at the end of the class.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import quote, urlencode
@@ -15,21 +16,33 @@ from urllib.parse import quote, urlencode
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from werkzeug.datastructures import MIMEAccept
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import parse_accept_header
 from werkzeug.routing import BaseConverter
 
-from marconi.api import homedoc, render
+from marconi.api import homedoc, openapi, render
 from marconi.api.errors import HTTPError, statusOf
+from marconi.api.http import RoutedKlein
 from marconi.core import jsontext, validation
-from marconi.core.errors import MarconiError, MessageDoesNotExist, ValidationFailed
-from marconi.core.interfaces import IAuthDriver
+from marconi.core.errors import (
+    Forbidden,
+    MarconiError,
+    MessageDoesNotExist,
+    ValidationFailed,
+)
+from marconi.core.health import HealthCheck
+from marconi.core.interfaces import IAuthDriver, IHealth
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging
 
 JSON = b"application/json; charset=UTF-8"
 _ACCEPTABLE = ("application/json", homedoc.MEDIA_TYPE)
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
+# ASCII only: str.isdigit() also admits characters int() refuses, such as
+# superscript digits.
+_INTEGER = re.compile(r"-?[0-9]{1,9}|[0-9]{10}")
+_MARKER = re.compile(r"[0-9]{1,19}")
 
 
 class VersionConverter(BaseConverter):
@@ -70,9 +83,21 @@ class Context:
     project: str
     clientId: str
     base: str
+    forwarded: bool = False
 
     def queueHref(self, queue: str) -> str:
         return f"{self.base}/queues/{queue}"
+
+
+class _Relayed(Exception):
+    """
+    The request was served by the node that owns its queue; C{body} is that
+    node's answer, whose status and headers are already on the request.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
 
 
 class MarconiAPI:
@@ -80,14 +105,29 @@ class MarconiAPI:
     The HTTP API of one node.
     """
 
-    app = Klein()
+    app = RoutedKlein()
     app.url_map.converters["version"] = VersionConverter
     log = Logger()
 
-    def __init__(self, bus: Messaging, auth: IAuthDriver) -> None:
+    def __init__(
+        self,
+        bus: Messaging,
+        auth: IAuthDriver,
+        health: Optional[IHealth] = None,
+        router: Optional[Any] = None,
+    ) -> None:
+        """
+        @param router: the node's L{marconi.cluster.interfaces.IRouter} in a
+            cluster; L{None} for a node on its own.
+        """
         self.bus = bus
         self.auth = auth
+        self.router = router
         self.limits = bus.limits
+        self._openapi = render.document(openapi.document(self.limits))
+        self.healthCheck = (
+            HealthCheck(bus.store, bus.clock) if health is None else health
+        )
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -95,15 +135,33 @@ class MarconiAPI:
     # Request helpers.
 
     async def _context(
-        self, request: Any, version: str, projectId: Optional[str]
+        self,
+        request: Any,
+        version: str,
+        projectId: Optional[str],
+        queue: Optional[str] = None,
     ) -> Context:
+        """
+        Resolve who the request acts for.  In a cluster, a request for a
+        C{queue} this node does not own is forwarded to its owner and the
+        owner's answer is relayed (by raising L{_Relayed}); a request a node
+        forwarded here, with a valid signature, acts for the project it
+        carries and is served here.
+        """
         _negotiate(request)
         headers = {
             name.lower(): values[0]
             for name, values in request.requestHeaders.getAllRawHeaders()
         }
-        project = await self.auth.authenticate(headers, projectId)
+        signed = None if self.router is None else self.router.verify(request)
+        if signed is None:
+            project = await self.auth.authenticate(headers, projectId)
+        elif projectId is not None and projectId != signed:
+            raise Forbidden("The project in the URL is not the forwarded project.")
+        else:
+            project = signed
         project = validation.projectId(project, self.limits)
+        request.project = project
         client = headers.get(b"client-id")
         clientId = validation.clientId(
             client.decode("latin-1") if client is not None else None, self.limits
@@ -112,7 +170,13 @@ class MarconiAPI:
             base = f"/{version}"
         else:
             base = f"/{version}/projects/{quote(project, safe='')}"
-        return Context(project=project, clientId=clientId, base=base)
+        if queue is not None and signed is None and self.router is not None:
+            owner = self.router.route(project, queue)
+            if owner is not None:
+                raise _Relayed(await self.router.forward(request, project, owner))
+        return Context(
+            project=project, clientId=clientId, base=base, forwarded=signed is not None
+        )
 
     def _body(self, request: Any) -> bytes:
         request.content.seek(0)
@@ -139,6 +203,10 @@ class MarconiAPI:
         request.setHeader(b"cache-control", b"max-age=86400")
         return _send(request, homedoc.home(version), b"application/json-home")
 
+    @app.route(openapi.OPENAPI_PATH, methods=["GET"])
+    def openapiDocument(self, request: Any) -> bytes:
+        return _send(request, self._openapi)
+
     @app.route("/<version:version>/ping", methods=["GET"])
     async def ping(self, request: Any, version: str) -> bytes:
         try:
@@ -151,22 +219,10 @@ class MarconiAPI:
     @app.route("/<version:version>/health", methods=["GET"])
     async def health(self, request: Any, version: str) -> bytes:
         _negotiate(request)
-        started = self.bus.clock.seconds()
-        try:
-            reachable = bool(await self.bus.store.ping())
-            error = None
-        except MarconiError as e:
-            reachable, error = False, e.description
-        seconds = self.bus.clock.seconds() - started
-        doc: dict = {
-            "storage_reachable": reachable,
-            "operation_status": {
-                "ping": {"seconds": seconds, "ref": None, "succeeded": reachable}
-            },
-        }
-        if error is not None:
-            doc["error"] = error
-        request.setResponseCode(200 if reachable else 503)
+        healthy, doc = await self.healthCheck.report()
+        if self.router is not None:
+            doc["cluster"] = self.router.health()
+        request.setResponseCode(200 if healthy else 503)
         return _send(request, render.document(doc))
 
     # Queues.
@@ -180,9 +236,22 @@ class MarconiAPI:
         marker = _arg(request, "marker")
         detailed = _bool(request, "detailed")
         withCount = _bool(request, "with_count")
-        queues, count = await self.bus.listQueues(
-            ctx.project, marker, limit, detailed, withCount
-        )
+        if self.router is None or ctx.forwarded:
+            queues, count = await self.bus.listQueues(
+                ctx.project, marker, limit, detailed, withCount
+            )
+        else:
+            page = limit if limit is not None else self.limits.defaultQueuesPerPage
+            queues, count = await self.router.listQueues(
+                ctx.project,
+                marker,
+                page,
+                detailed,
+                withCount,
+                lambda: self.bus.listQueues(
+                    ctx.project, marker, page, detailed, withCount
+                ),
+            )
         items = []
         for q in queues:
             item: dict = {"name": q.name, "href": ctx.queueHref(q.name)}
@@ -191,7 +260,7 @@ class MarconiAPI:
             items.append(item)
         links = []
         pageSize = limit or self.limits.defaultQueuesPerPage
-        if len(queues) == pageSize:
+        if queues:
             params: dict = {"marker": queues[-1].name, "limit": pageSize}
             if detailed:
                 params["detailed"] = "true"
@@ -207,7 +276,7 @@ class MarconiAPI:
     async def createQueue(
         self, request: Any, version: str, queue: str, project_id: Optional[str] = None
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         metadata = self._json(request, optional=True)
         if metadata is None:
             metadata = {}
@@ -223,7 +292,7 @@ class MarconiAPI:
     async def getQueue(
         self, request: Any, version: str, queue: str, project_id: Optional[str] = None
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         metadata = await self.bus.getQueue(ctx.project, queue)
         return _send(request, render.document(metadata))
 
@@ -231,7 +300,7 @@ class MarconiAPI:
     async def patchQueue(
         self, request: Any, version: str, queue: str, project_id: Optional[str] = None
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         contentType = request.getHeader(b"content-type") or b""
         if contentType.split(b";")[0].strip().decode("latin-1") != PATCH_MEDIA_TYPE:
             raise ValidationFailed(
@@ -244,7 +313,7 @@ class MarconiAPI:
     async def deleteQueue(
         self, request: Any, version: str, queue: str, project_id: Optional[str] = None
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         await self.bus.deleteQueue(ctx.project, queue)
         request.setResponseCode(204)
         return b""
@@ -253,7 +322,7 @@ class MarconiAPI:
     async def queueStats(
         self, request: Any, version: str, queue: str, project_id: Optional[str] = None
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         stats = await self.bus.queueStats(ctx.project, queue)
         return _send(request, render.stats(stats, ctx.queueHref(queue), self.bus.now()))
 
@@ -263,7 +332,7 @@ class MarconiAPI:
     async def postMessages(
         self, request: Any, version: str, queue: str, project_id: Optional[str] = None
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         body = self._body(request)
         if not body.strip():
             raise ValidationFailed("The request body is empty.")
@@ -282,9 +351,9 @@ class MarconiAPI:
     async def listMessages(
         self, request: Any, version: str, queue: str, project_id: Optional[str] = None
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         queueHref = ctx.queueHref(queue)
-        ids = _arg(request, "ids")
+        ids = _list(request, "ids")
         if ids is not None:
             found = await self.bus.getMessages(
                 ctx.project, queue, validation.ids(ids, self.limits.maxMessagesPerPage)
@@ -300,13 +369,13 @@ class MarconiAPI:
         marker = _arg(request, "marker")
         markerValue = None
         if marker:
-            if not marker.isdigit() or len(marker) > 19:
+            if not _MARKER.fullmatch(marker) or int(marker) >= 2**63:
                 raise ValidationFailed("marker is not valid.")
             markerValue = int(marker)
         echo = _bool(request, "echo")
         includeClaimed = _bool(request, "include_claimed")
         includeDelayed = _bool(request, "include_delayed")
-        tagArg = _arg(request, "tags")
+        tagArg = _list(request, "tags")
         tags = validation.tagFilter(tagArg, self.limits)
         messages = await self.bus.listMessages(
             ctx.project,
@@ -322,7 +391,7 @@ class MarconiAPI:
         now = self.bus.now()
         pageSize = limit or self.limits.defaultMessagesPerPage
         links = []
-        if len(messages) == pageSize:
+        if messages:
             params: dict = {"marker": messages[-1].marker, "limit": pageSize}
             for name, value in (
                 ("echo", echo),
@@ -347,21 +416,21 @@ class MarconiAPI:
     async def deleteMessages(
         self, request: Any, version: str, queue: str, project_id: Optional[str] = None
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
-        ids = _arg(request, "ids")
+        ctx = await self._context(request, version, project_id, queue)
+        ids = _list(request, "ids")
         pop = _arg(request, "pop")
         if (ids is None) == (pop is None):
             raise ValidationFailed("Give either ids or pop, not both and not neither.")
         if pop is not None:
             limit = _int(request, "pop")
             assert limit is not None
-            tags = validation.tagFilter(_arg(request, "tags"), self.limits)
+            tags = validation.tagFilter(_list(request, "tags"), self.limits)
             messages = await self.bus.popMessages(ctx.project, queue, limit, tags)
             now = self.bus.now()
             return _send(
                 request, render.messageList(render.popped(m, now) for m in messages)
             )
-        claimIds = _arg(request, "claim_ids")
+        claimIds = _list(request, "claim_ids")
         await self.bus.deleteMessages(
             ctx.project,
             queue,
@@ -382,7 +451,7 @@ class MarconiAPI:
         message_id: str,
         project_id: Optional[str] = None,
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         message = await self.bus.getMessage(ctx.project, queue, message_id)
         return _send(
             request,
@@ -400,7 +469,7 @@ class MarconiAPI:
         message_id: str,
         project_id: Optional[str] = None,
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         claimId = _arg(request, "claim_id") or None
         await self.bus.deleteMessage(ctx.project, queue, message_id, claimId)
         request.setResponseCode(204)
@@ -412,10 +481,10 @@ class MarconiAPI:
     async def createClaim(
         self, request: Any, version: str, queue: str, project_id: Optional[str] = None
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         options = self._json(request, optional=True)
         limit = _int(request, "limit")
-        tags = validation.tagFilter(_arg(request, "tags"), self.limits)
+        tags = validation.tagFilter(_list(request, "tags"), self.limits)
         claim = await self.bus.createClaim(ctx.project, queue, options, limit, tags)
         if claim is None:
             request.setResponseCode(204)
@@ -440,7 +509,7 @@ class MarconiAPI:
         claim_id: str,
         project_id: Optional[str] = None,
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         claim = await self.bus.getClaim(ctx.project, queue, claim_id)
         return _send(request, render.claim(claim, ctx.queueHref(queue), self.bus.now()))
 
@@ -453,7 +522,7 @@ class MarconiAPI:
         claim_id: str,
         project_id: Optional[str] = None,
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         await self.bus.renewClaim(ctx.project, queue, claim_id, self._json(request))
         request.setResponseCode(204)
         return b""
@@ -467,7 +536,7 @@ class MarconiAPI:
         claim_id: str,
         project_id: Optional[str] = None,
     ) -> bytes:
-        ctx = await self._context(request, version, project_id)
+        ctx = await self._context(request, version, project_id, queue)
         await self.bus.releaseClaim(ctx.project, queue, claim_id)
         request.setResponseCode(204)
         return b""
@@ -478,6 +547,10 @@ class MarconiAPI:
     def domainError(self, request: Any, failure: Failure) -> bytes:
         error = failure.value
         return _error(request, statusOf(error), error.title, error.description)
+
+    @app.handle_errors(_Relayed)
+    def relayed(self, request: Any, failure: Failure) -> bytes:
+        return failure.value.body
 
     @app.handle_errors(HTTPException)
     def routingError(self, request: Any, failure: Failure) -> bytes:
@@ -527,7 +600,7 @@ def _negotiate(request: Any) -> None:
     accept = request.getHeader(b"accept")
     if not accept or accept in (b"*/*", b"application/json"):
         return
-    parsed = parse_accept_header(accept.decode("latin-1"))
+    parsed = parse_accept_header(accept.decode("latin-1"), MIMEAccept)
     if not any(parsed.quality(kind) for kind in _ACCEPTABLE):
         raise HTTPError(
             406, "Not acceptable", "This server only produces application/json."
@@ -544,12 +617,26 @@ def _arg(request: Any, name: str) -> Optional[str]:
         raise ValidationFailed(f"{name} is not valid UTF-8.") from None
 
 
+def _list(request: Any, name: str) -> Optional[str]:
+    """
+    A comma-separated list parameter, also accepted repeated
+    (C{ids=a&ids=b}), as one comma-separated string.
+    """
+    values = request.args.get(name.encode())
+    if not values:
+        return None
+    try:
+        return ",".join(v.decode("utf-8") for v in values)
+    except UnicodeDecodeError:
+        raise ValidationFailed(f"{name} is not valid UTF-8.") from None
+
+
 def _int(request: Any, name: str) -> Optional[int]:
     value = _arg(request, name)
     if value is None:
         return None
     value = value.strip()
-    if not value.lstrip("-").isdigit() or len(value) > 10:
+    if not _INTEGER.fullmatch(value):
         raise ValidationFailed(f"{name} must be an integer.")
     return int(value)
 

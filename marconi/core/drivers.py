@@ -13,7 +13,12 @@ from twisted.plugin import IPlugin
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
-from marconi.core.interfaces import IAuthDriverPlugin, IStorageDriverPlugin
+from marconi.core.interfaces import (
+    IAuthDriverPlugin,
+    ILoggingDriverPlugin,
+    IMonitoringDriverPlugin,
+    IStorageDriverPlugin,
+)
 
 
 @implementer(IPlugin, IStorageDriverPlugin)
@@ -62,4 +67,52 @@ class AuthDriverPlugin:
         self._factory = factory
 
     def makeAuth(self, settings: dict, reactor: Any) -> Any:
+        return namedAny(self._factory)(settings, reactor)
+
+
+@implementer(IPlugin, ILoggingDriverPlugin)
+class LoggingDriverPlugin:
+    """
+    A logging driver whose code is imported on first use.
+
+    @param checker: dotted name of a function C{(settings) -> None} raising
+        L{ValueError}.
+    @param factory: dotted name of a callable C{(settings)} returning the
+        observer.
+    """
+
+    def __init__(self, name: str, description: str, checker: str, factory: str):
+        self.name = name
+        self.description = description
+        self._checker = checker
+        self._factory = factory
+
+    def checkSettings(self, settings: dict) -> None:
+        namedAny(self._checker)(settings)
+
+    def makeObserver(self, settings: dict) -> Any:
+        return namedAny(self._factory)(settings)
+
+
+@implementer(IPlugin, IMonitoringDriverPlugin)
+class MonitoringDriverPlugin:
+    """
+    A monitoring driver whose code (and client library) is imported on
+    first use.
+
+    @param checker: dotted name of a function C{(settings) -> None} raising
+        L{ValueError}; its module must not import the client library.
+    @param factory: dotted name of a callable C{(settings, reactor)}.
+    """
+
+    def __init__(self, name: str, description: str, checker: str, factory: str):
+        self.name = name
+        self.description = description
+        self._checker = checker
+        self._factory = factory
+
+    def checkSettings(self, settings: dict) -> None:
+        namedAny(self._checker)(settings)
+
+    def makeMonitor(self, settings: dict, reactor: Any) -> Any:
         return namedAny(self._factory)(settings, reactor)

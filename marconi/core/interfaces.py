@@ -226,3 +226,165 @@ class IAuthDriverPlugin(Interface):
             L{dict} of L{str} to L{str}.
         @return: a provider of L{IAuthDriver}.
         """
+
+
+class IMonitor(Interface):
+    """
+    Receives a node's measurements and publishes them (a monitoring
+    driver: Prometheus, statsd, ...).
+
+    Every method is called on the reactor thread, on hot paths: it must
+    return quickly, never block, and never raise.  Label values come from
+    small sets (route names, status codes, operation names, peers), so a
+    provider may cache one time series per value.
+    """
+
+    def requestServed(route, status, seconds):
+        """
+        An HTTP request was answered.
+
+        @param route: the name of the API handler (C{"postMessages"}), or
+            C{"unmatched"} when no route matched, C{"refused"} when the
+            body was too large.
+        @param status: the HTTP status code (L{int}).
+        @param seconds: from the end of the request's headers to the end
+            of the response (L{float}).
+        """
+
+    def messagesCounted(kind, count):
+        """
+        Messages changed state.
+
+        @param kind: one of L{MESSAGE_EVENTS}.
+        @param count: how many (L{int}, at least 1).
+        """
+
+    def storageCall(operation, seconds, succeeded):
+        """
+        A storage driver call ended.
+
+        @param operation: the L{IMessageStore} method name.
+        @param succeeded: L{False} when it failed.
+        """
+
+    def queueDepths(depths):
+        """
+        Replace the sampled queue depths.
+
+        @param depths: a list of L{marconi.core.models.QueueDepth}.
+        """
+
+    def forwardingError(peer):
+        """
+        Forwarding a request to the cluster node C{peer} (its name) failed.
+        """
+
+    def publicResource():
+        """
+        @return: a L{twisted.web.resource.IResource} the API listener serves
+            at C{/metrics}, or L{None} (the default: metrics are then only
+            on the driver's own listener, if any).
+        """
+
+
+MESSAGE_EVENTS = ("posted", "claimed", "deleted", "expired", "dead_lettered")
+
+
+class IMonitoringDriverPlugin(Interface):
+    """
+    A monitoring driver, found in L{marconi.plugins} and chosen by the
+    C{driver} setting of the C{[monitoring]} section.
+    """
+
+    name = Attribute("The name used in the configuration.")
+    description = Attribute("One line saying what the driver is.")
+
+    def checkSettings(settings):
+        """
+        Check the driver's settings without starting anything.
+
+        @param settings: the C{[monitoring]} section, a L{dict} of L{str}.
+        @raise ValueError: with a one-line reason.
+        """
+
+    def makeMonitor(settings, reactor):
+        """
+        @return: a provider of L{IMonitor} and
+            L{twisted.application.service.IService} (which runs the
+            driver's own listener or connection, if it has one).
+        """
+
+
+class ILoggingDriverPlugin(Interface):
+    """
+    A logging driver, found in L{marconi.plugins} and chosen by the
+    C{driver} setting of the C{[logging]} section.
+    """
+
+    name = Attribute("The name used in the configuration.")
+    description = Attribute("One line saying what the driver is.")
+
+    def checkSettings(settings):
+        """
+        @param settings: the C{[logging]} section, a L{dict} of L{str}.
+        @raise ValueError: with a one-line reason.
+        """
+
+    def makeObserver(settings):
+        """
+        @return: a L{twisted.logger.ILogObserver} provider with a
+            C{close()} method releasing what it holds (files, sockets).
+            It may be called from any thread.
+        """
+
+
+class IQueueDepths(Interface):
+    """
+    Optional for stores: sampling how deep the deepest queues are.
+    """
+
+    def sampleDepths(now, limit):
+        """
+        @return: a L{Deferred} firing with up to C{limit}
+            L{marconi.core.models.QueueDepth} of the deepest queues (by
+            live messages), deepest first.
+        """
+
+
+class IStoreEvents(Interface):
+    """
+    Optional for stores: reporting what a store does on its own inside an
+    operation (moving messages to a dead letter queue during a claim).
+    """
+
+    def observeEvents(observer):
+        """
+        Set the observer, called as C{observer(kind, count)} on the reactor
+        thread once the change is durable; C{kind} is one of
+        L{MESSAGE_EVENTS}.
+        """
+
+
+class INodeStates(Interface):
+    """
+    What the cluster knows of its nodes, for C{/v2/health}.
+    """
+
+    def nodeStates():
+        """
+        @return: a L{Deferred} firing with a L{list} of L{dict}, one per
+            node, each with at least C{"name"} (L{str}) and C{"state"}
+            (C{"up"} or C{"down"}), and C{"self": True} on this node.
+        """
+
+
+class IHealth(Interface):
+    """
+    The health report of a node (C{/v2/health}).
+    """
+
+    def report():
+        """
+        @return: a L{Deferred} firing with C{(healthy, document)}: a
+            L{bool} and the JSON-ready L{dict} to answer with.
+        """

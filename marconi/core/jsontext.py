@@ -69,6 +69,28 @@ def _tooDeep(value: Any, maxDepth: int) -> bool:
     return False
 
 
+def _hasLoneSurrogate(value: Any) -> bool:
+    """
+    Whether a string anywhere in C{value} (keys included) holds a lone
+    surrogate, which the JSON escape C{\\udXXX} can produce but no UTF-8
+    text can carry.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def loads(data: bytes, maxDepth: int = 32) -> Any:
     """
     Parse untrusted JSON.
@@ -93,6 +115,10 @@ def loads(data: bytes, maxDepth: int = 32) -> Any:
     if tooDeep:
         raise ValidationFailed(
             f"The JSON document is nested deeper than {maxDepth} levels."
+        )
+    if _hasLoneSurrogate(value):
+        raise ValidationFailed(
+            "The request body holds a lone surrogate, which is not valid text."
         )
     return value
 

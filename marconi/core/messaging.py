@@ -19,7 +19,7 @@ from marconi.core.errors import (
     QueueDoesNotExist,
     ValidationFailed,
 )
-from marconi.core.interfaces import IMessageStore
+from marconi.core.interfaces import IMessageStore, IMonitor
 from marconi.core.limits import Limits
 from marconi.core.models import (
     Claim,
@@ -29,8 +29,14 @@ from marconi.core.models import (
     QueueInfo,
     QueueStats,
 )
+from marconi.core.monitoring import NullMonitor
 
 PATCH_MEDIA_TYPE = "application/openstack-messaging-v2.0-json-patch"
+
+# How long queue metadata read for posts and claims is reused, and how many
+# queues' metadata are kept.
+METADATA_CACHE_SECONDS = 5.0
+METADATA_CACHE_SIZE = 10000
 
 
 class Messaging:
@@ -39,11 +45,17 @@ class Messaging:
     """
 
     def __init__(
-        self, store: IMessageStore, clock: IReactorTime, limits: Limits
+        self,
+        store: IMessageStore,
+        clock: IReactorTime,
+        limits: Limits,
+        monitor: Optional[IMonitor] = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.limits = limits
+        self.monitor = NullMonitor() if monitor is None else monitor
+        self._metadataCache: dict = {}
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -52,16 +64,18 @@ class Messaging:
 
     async def createQueue(self, project: str, name: str, metadata: Any) -> bool:
         validation.queueName(name, self.limits)
-        validation.queueMetadata(metadata, self.limits, name)
+        metadata = validation.queueMetadata(metadata, self.limits, name)
+        self._forget(project, name)
         return await self.store.createQueue(project, name, metadata, self.now())
 
     async def getQueue(self, project: str, name: str) -> dict:
         """
         The queue's metadata, with the reserved keys it lacks filled in with
-        their defaults (L{None} for the dead-letter settings).
+        their defaults (L{None} for the dead-letter settings).  Queues are
+        lazy: a queue that was never created reads as one with no metadata.
         """
         validation.queueName(name, self.limits)
-        metadata = dict(await self.store.getQueueMetadata(project, name))
+        metadata = dict(await self._metadata(project, name))
         defaults = {
             "_max_messages_post_size": self.limits.maxMessagesPostSize,
             "_default_message_ttl": self.limits.defaultMessageTTL,
@@ -87,13 +101,17 @@ class Messaging:
         metadata = copy.deepcopy(current)
         for op in operations:
             _applyPatch(metadata, op)
-        validation.queueMetadata(metadata, self.limits, name)
+        metadata = validation.queueMetadata(metadata, self.limits, name)
+        self._forget(project, name)
         await self.store.setQueueMetadata(project, name, metadata)
+        self._forget(project, name)
         return await self.getQueue(project, name)
 
     async def deleteQueue(self, project: str, name: str) -> None:
         validation.queueName(name, self.limits)
+        self._forget(project, name)
         await self.store.deleteQueue(project, name)
+        self._forget(project, name)
 
     async def listQueues(
         self,
@@ -117,10 +135,30 @@ class Messaging:
     # Messages.
 
     async def _metadata(self, project: str, name: str) -> dict:
+        """
+        The queue's stored metadata (empty for a queue never created).
+
+        Posts and claims read it on every call, so it is kept for
+        L{METADATA_CACHE_SECONDS}; changes made through this node are seen
+        at once, changes made by another node sharing the same store within
+        that time.
+        """
+        key = (project, name)
+        now = self.now()
+        cached = self._metadataCache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         try:
-            return await self.store.getQueueMetadata(project, name)
+            metadata = await self.store.getQueueMetadata(project, name)
         except QueueDoesNotExist:
-            return {}
+            metadata = {}
+        if len(self._metadataCache) >= METADATA_CACHE_SIZE:
+            self._metadataCache.clear()
+        self._metadataCache[key] = (now + METADATA_CACHE_SECONDS, metadata)
+        return metadata
+
+    def _forget(self, project: str, name: str) -> None:
+        self._metadataCache.pop((project, name), None)
 
     async def postMessages(
         self, project: str, queue: str, document: Any, size: int, clientId: str
@@ -138,9 +176,11 @@ class Messaging:
                 f"The messages posted to this queue may not exceed {maxSize} bytes."
             )
         messages = validation.messages(document, self.limits, metadata)
-        return await self.store.postMessages(
+        ids = await self.store.postMessages(
             project, queue, messages, clientId, self.now()
         )
+        self.monitor.messagesCounted("posted", len(ids))
+        return ids
 
     async def listMessages(
         self,
@@ -187,6 +227,9 @@ class Messaging:
     ) -> None:
         validation.queueName(queue, self.limits)
         await self.store.deleteMessage(project, queue, messageId, claimId, self.now())
+        # Counted once per successful request: the store does not say
+        # whether the message was still there.
+        self.monitor.messagesCounted("deleted", 1)
 
     async def deleteMessages(
         self,
@@ -196,18 +239,24 @@ class Messaging:
         claimIds: Optional[Sequence[str]],
     ) -> int:
         validation.queueName(queue, self.limits)
-        return await self.store.deleteMessages(
+        count = await self.store.deleteMessages(
             project, queue, ids, claimIds, self.now()
         )
+        if count:
+            self.monitor.messagesCounted("deleted", count)
+        return count
 
     async def popMessages(
         self, project: str, queue: str, limit: int, tags: Sequence[str] = ()
     ) -> list[Message]:
         validation.queueName(queue, self.limits)
         validation.integer(limit, "pop", 1, self.limits.maxMessagesPerClaim)
-        return list(
+        popped = list(
             await self.store.popMessages(project, queue, limit, tuple(tags), self.now())
         )
+        if popped:
+            self.monitor.messagesCounted("deleted", len(popped))
+        return popped
 
     # Claims.
 
@@ -234,7 +283,10 @@ class Messaging:
             deadLetterQueue=metadata.get("_dead_letter_queue"),
             deadLetterTTL=metadata.get("_dead_letter_queue_messages_ttl"),
         )
-        return await self.store.createClaim(project, queue, spec, self.now())
+        claim = await self.store.createClaim(project, queue, spec, self.now())
+        if claim is not None and claim.messages:
+            self.monitor.messagesCounted("claimed", len(claim.messages))
+        return claim
 
     async def getClaim(self, project: str, queue: str, claimId: str) -> Claim:
         validation.queueName(queue, self.limits)
@@ -252,7 +304,10 @@ class Messaging:
         await self.store.releaseClaim(project, queue, claimId, self.now())
 
     async def purgeExpired(self) -> int:
-        return await self.store.purgeExpired(self.now())
+        count = await self.store.purgeExpired(self.now())
+        if count:
+            self.monitor.messagesCounted("expired", count)
+        return count
 
 
 def _applyPatch(metadata: dict, op: Any) -> None:
@@ -267,13 +322,16 @@ def _applyPatch(metadata: dict, op: Any) -> None:
     key = path[len("/metadata/") :].replace("~1", "/").replace("~0", "~")
     if not key:
         raise ValidationFailed('"path" must name a metadata key.')
+    # Reserved keys always exist: GET fills in their defaults, so clients
+    # that diff against a GET remove or replace keys that were never stored.
+    reserved = key in validation.RESERVED_METADATA
     if kind == "remove":
-        if key not in metadata:
+        if key not in metadata and not reserved:
             raise Conflict(f"Metadata key {key!r} does not exist.")
-        del metadata[key]
+        metadata.pop(key, None)
         return
     if "value" not in op:
         raise ValidationFailed(f'A {kind} operation needs a "value".')
-    if kind == "replace" and key not in metadata:
+    if kind == "replace" and key not in metadata and not reserved:
         raise Conflict(f"Metadata key {key!r} does not exist.")
     metadata[key] = op["value"]

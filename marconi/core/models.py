@@ -166,3 +166,16 @@ def newId() -> str:
     A new server-generated id for a message or a claim: 128 random bits.
     """
     return uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """
+    A sample of how many live messages a queue holds, and how many of them
+    are claimed.
+    """
+
+    project: str
+    queue: str
+    messages: int
+    claimed: int

@@ -131,6 +131,13 @@ def queueMetadata(metadata: Any, limits: Limits, queue: str) -> dict:
         raise PayloadTooLarge(
             f"Queue metadata may not exceed {limits.maxQueueMetadata} bytes."
         )
+    # A reserved key set to null means "unset": reading a queue gives null
+    # for the dead-letter settings, and writing what was read must work.
+    metadata = {
+        key: value
+        for key, value in metadata.items()
+        if not (value is None and key in RESERVED_METADATA)
+    }
     for key, value in metadata.items():
         if not key.startswith("_"):
             continue

@@ -1,0 +1,592 @@
+"""
+The OpenAPI 3 document of the whole HTTP API, served at
+C{GET /v2/openapi.json}.
+
+Paths are written once with a C{{version}} parameter (C{v2} or C{v1.1}),
+and every queue resource appears twice: under C{/{version}} (the project in
+the C{X-Project-ID} header) and under C{/{version}/projects/{project_id}}.
+A test walks the Klein routes and compares them with this document both
+ways, so a route cannot be added without being described here.
+"""
+
+import copy
+from typing import Optional
+
+from marconi.core.limits import Limits
+
+OPENAPI_PATH = "/v2/openapi.json"
+
+_JSON = "application/json"
+_PATCH = "application/openstack-messaging-v2.0-json-patch"
+
+_ERROR_RESPONSE = {
+    "description": "An error, with a title and a description.",
+    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
+def _param(name: str, where: str, schema: dict, required: bool = False, **kw) -> dict:
+    return dict(name=name, required=required, schema=schema, **{"in": where}, **kw)
+
+
+def _json(schemaRef: str, description: str) -> dict:
+    return {
+        "description": description,
+        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/" + schemaRef}}},
+    }
+
+
+def _empty(description: str) -> dict:
+    return {"description": description}
+
+
+def _components(limits: Limits) -> dict:
+    integer = {"type": "integer"}
+    message = {
+        "type": "object",
+        "required": ["id", "href", "ttl", "age", "body", "checksum"],
+        "properties": {
+            "id": {"type": "string"},
+            "href": {"type": "string"},
+            "ttl": integer,
+            "age": integer,
+            "body": {},
+            "checksum": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    popped = copy.deepcopy(message)
+    popped["required"] = ["id", "ttl", "age", "body", "checksum"]
+    popped["properties"]["claim_id"] = {"nullable": True}
+    popped["properties"]["claim_count"] = integer
+    link = {
+        "type": "object",
+        "required": ["rel", "href"],
+        "properties": {"rel": {"type": "string"}, "href": {"type": "string"}},
+    }
+    newMessage = {
+        "type": "object",
+        "required": ["body"],
+        "properties": {
+            "body": {},
+            "ttl": {
+                "type": "integer",
+                "minimum": limits.minMessageTTL,
+                "maximum": limits.maxMessageTTL,
+            },
+            "delay": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": limits.maxMessageDelay,
+            },
+            "tags": {
+                "type": "array",
+                "maxItems": limits.maxTagsPerMessage,
+                "items": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": limits.maxTagLength,
+                    "pattern": r"^[^\x00-\x20\x7f,/]+$",
+                },
+            },
+        },
+    }
+    statsMessage = {
+        "type": "object",
+        "required": ["id", "href", "age", "created"],
+        "properties": {
+            "id": {"type": "string"},
+            "href": {"type": "string"},
+            "age": integer,
+            "created": {"type": "string"},
+        },
+    }
+    return {
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["title", "description"],
+                "properties": {
+                    "title": {"type": "string"},
+                    "description": {"type": "string"},
+                },
+            },
+            "Message": message,
+            "PoppedMessage": popped,
+            "Link": link,
+            "NewMessages": {
+                "type": "object",
+                "required": ["messages"],
+                "properties": {
+                    "messages": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": limits.maxMessagesPerPost,
+                        "items": newMessage,
+                    }
+                },
+            },
+            "Resources": {
+                "type": "object",
+                "required": ["resources"],
+                "properties": {
+                    "resources": {"type": "array", "items": {"type": "string"}}
+                },
+            },
+            "MessageList": {
+                "type": "object",
+                "required": ["messages"],
+                "properties": {
+                    "messages": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Message"},
+                    },
+                    "links": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Link"},
+                    },
+                },
+            },
+            "PoppedList": {
+                "type": "object",
+                "required": ["messages"],
+                "properties": {
+                    "messages": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/PoppedMessage"},
+                    }
+                },
+            },
+            "QueueMetadata": {"type": "object"},
+            "NewQueueMetadata": {"type": "object", "nullable": True},
+            "QueueList": {
+                "type": "object",
+                "required": ["queues", "links"],
+                "properties": {
+                    "queues": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "href"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "href": {"type": "string"},
+                                "metadata": {"type": "object"},
+                            },
+                        },
+                    },
+                    "links": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Link"},
+                    },
+                    "count": integer,
+                },
+            },
+            "QueueStats": {
+                "type": "object",
+                "required": ["messages"],
+                "properties": {
+                    "messages": {
+                        "type": "object",
+                        "required": ["free", "claimed", "delayed", "total"],
+                        "properties": {
+                            "free": integer,
+                            "claimed": integer,
+                            "delayed": integer,
+                            "total": integer,
+                            "oldest": statsMessage,
+                            "newest": statsMessage,
+                        },
+                    }
+                },
+            },
+            "JSONPatch": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["op", "path"],
+                    "properties": {
+                        "op": {"type": "string", "enum": ["add", "remove", "replace"]},
+                        "path": {"type": "string", "pattern": "^/metadata/.+"},
+                        "value": {},
+                    },
+                },
+            },
+            "ClaimOptions": {
+                "type": "object",
+                "nullable": True,
+                "properties": {
+                    "ttl": {
+                        "type": "integer",
+                        "minimum": limits.minClaimTTL,
+                        "maximum": limits.maxClaimTTL,
+                    },
+                    "grace": {
+                        "type": "integer",
+                        "minimum": limits.minClaimGrace,
+                        "maximum": limits.maxClaimGrace,
+                    },
+                },
+            },
+            "Claim": {
+                "type": "object",
+                "required": ["id", "href", "ttl", "grace", "age", "messages"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "href": {"type": "string"},
+                    "ttl": integer,
+                    "grace": integer,
+                    "age": integer,
+                    "messages": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Message"},
+                    },
+                },
+            },
+            "Health": {
+                "type": "object",
+                "required": ["storage_reachable", "operation_status"],
+                "properties": {
+                    "storage_reachable": {"type": "boolean"},
+                    "operation_status": {"type": "object"},
+                    "error": {"type": "string"},
+                },
+            },
+            "Versions": {
+                "type": "object",
+                "required": ["versions"],
+                "properties": {"versions": {"type": "array"}},
+            },
+        }
+    }
+
+
+def _operation(
+    summary: str,
+    responses: dict,
+    parameters: Optional[list] = None,
+    body: Optional[dict] = None,
+) -> dict:
+    operation: dict = {"summary": summary, "responses": dict(responses)}
+    operation["responses"]["default"] = _ERROR_RESPONSE
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def _queueResources(limits: Limits) -> dict:
+    """
+    The queue resources, relative to C{/{version}} or
+    C{/{version}/projects/{project_id}}.
+    """
+    queue = _param(
+        "queue",
+        "path",
+        {
+            "type": "string",
+            "pattern": r"^[a-zA-Z0-9_.-]+$",
+            "minLength": 1,
+            "maxLength": limits.maxQueueNameLength,
+        },
+        required=True,
+    )
+    messageId = _param("message_id", "path", {"type": "string"}, required=True)
+    claimId = _param("claim_id", "path", {"type": "string"}, required=True)
+    # Booleans are read case-insensitively, as Zaqar does.
+    boolean = {
+        "type": "string",
+        "pattern": r"^ *([tT][rR][uU][eE]|[fF][aA][lL][sS][eE]|[yY][eE][sS]|[nN][oO]|1|0) *$",
+    }
+
+    def limit(high: int) -> dict:
+        return _param(
+            "limit", "query", {"type": "integer", "minimum": 1, "maximum": high}
+        )
+
+    tags = _param("tags", "query", {"type": "string"})
+    jsonBody = {
+        "required": False,
+        "content": {
+            _JSON: {"schema": {"$ref": "#/components/schemas/NewQueueMetadata"}}
+        },
+    }
+    return {
+        "/queues": {
+            "get": _operation(
+                "List the project's queues.",
+                {"200": _json("QueueList", "A page of queues.")},
+                [
+                    limit(limits.maxQueuesPerPage),
+                    _param("marker", "query", {"type": "string"}),
+                    _param("detailed", "query", boolean),
+                    _param("with_count", "query", boolean),
+                ],
+            )
+        },
+        "/queues/{queue}": {
+            "parameters": [queue],
+            "put": _operation(
+                "Create a queue, with optional metadata.",
+                {"201": _empty("Created."), "204": _empty("It already existed.")},
+                body=jsonBody,
+            ),
+            "get": _operation(
+                "The queue's metadata.",
+                {"200": _json("QueueMetadata", "The metadata.")},
+            ),
+            "patch": _operation(
+                "Change the queue's metadata with a JSON patch.",
+                {"200": _json("QueueMetadata", "The new metadata.")},
+                body={
+                    "required": True,
+                    "content": {
+                        _PATCH: {"schema": {"$ref": "#/components/schemas/JSONPatch"}}
+                    },
+                },
+            ),
+            "delete": _operation(
+                "Delete the queue and its messages.", {"204": _empty("Deleted.")}
+            ),
+        },
+        "/queues/{queue}/stats": {
+            "parameters": [queue],
+            "get": _operation(
+                "Message counts of the queue.",
+                {"200": _json("QueueStats", "The counts.")},
+            ),
+        },
+        "/queues/{queue}/messages": {
+            "parameters": [queue],
+            "post": _operation(
+                "Post a batch of messages.",
+                {"201": _json("Resources", "The hrefs of the new messages.")},
+                body={
+                    "required": True,
+                    "content": {
+                        _JSON: {"schema": {"$ref": "#/components/schemas/NewMessages"}}
+                    },
+                },
+            ),
+            "get": _operation(
+                "List messages (or get several by id with ids=).",
+                {"200": _json("MessageList", "A page of messages.")},
+                [
+                    limit(limits.maxMessagesPerPage),
+                    _param(
+                        "marker",
+                        "query",
+                        {"type": "string", "pattern": "^([0-9]{1,19})?$"},
+                    ),
+                    _param("echo", "query", boolean),
+                    _param("include_claimed", "query", boolean),
+                    _param("include_delayed", "query", boolean),
+                    tags,
+                    _param("ids", "query", {"type": "string"}),
+                ],
+            ),
+            "delete": _operation(
+                "Delete messages by id (ids=, claim_ids=), or pop some (pop=).",
+                {
+                    "200": _json("PoppedList", "The popped messages."),
+                    "204": _empty("Deleted."),
+                },
+                [
+                    _param("ids", "query", {"type": "string"}),
+                    _param("claim_ids", "query", {"type": "string"}),
+                    _param(
+                        "pop",
+                        "query",
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": limits.maxMessagesPerClaim,
+                        },
+                    ),
+                    tags,
+                ],
+            ),
+        },
+        "/queues/{queue}/messages/{message_id}": {
+            "parameters": [queue, messageId],
+            "get": _operation(
+                "One message.", {"200": _json("Message", "The message.")}
+            ),
+            "delete": _operation(
+                "Delete one message (with claim_id= if it is claimed).",
+                {"204": _empty("Deleted, or it did not exist.")},
+                [_param("claim_id", "query", {"type": "string"})],
+            ),
+        },
+        "/queues/{queue}/claims": {
+            "parameters": [queue],
+            "post": _operation(
+                "Claim messages.",
+                {
+                    "201": _json("MessageList", "The claimed messages."),
+                    "204": _empty("Nothing to claim."),
+                },
+                [limit(limits.maxMessagesPerClaim), tags],
+                body={
+                    "required": False,
+                    "content": {
+                        _JSON: {"schema": {"$ref": "#/components/schemas/ClaimOptions"}}
+                    },
+                },
+            ),
+        },
+        "/queues/{queue}/claims/{claim_id}": {
+            "parameters": [queue, claimId],
+            "get": _operation("A live claim.", {"200": _json("Claim", "The claim.")}),
+            "patch": _operation(
+                "Renew a claim.",
+                {"204": _empty("Renewed.")},
+                body={
+                    "required": True,
+                    "content": {
+                        _JSON: {"schema": {"$ref": "#/components/schemas/ClaimOptions"}}
+                    },
+                },
+            ),
+            "delete": _operation(
+                "Release a claim.", {"204": _empty("Released, or it did not exist.")}
+            ),
+        },
+    }
+
+
+def _identity(limits: Limits, projectInPath: bool) -> list:
+    printable = r"^[\x21-\x7e]+$"
+    # With the project in the path, an empty X-Project-ID is ignored and
+    # any other must name the same project.
+    project = {
+        "type": "string",
+        "minLength": 0 if projectInPath else 1,
+        "maxLength": limits.maxProjectIdLength,
+        "pattern": r"^([\x21-\x7e]+)?$" if projectInPath else printable,
+    }
+    return [
+        _param("X-Project-ID", "header", project, required=not projectInPath),
+        _param(
+            "Client-ID",
+            "header",
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": limits.maxClientIdLength,
+                "pattern": printable,
+            },
+            required=True,
+        ),
+    ]
+
+
+def document(limits: Optional[Limits] = None) -> dict:
+    """
+    The OpenAPI 3.0 document of the API, with the given limits.
+    """
+    limits = limits or Limits()
+    version = _param(
+        "version", "path", {"type": "string", "enum": ["v2", "v1.1"]}, required=True
+    )
+    projectId = _param(
+        "project_id",
+        "path",
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": limits.maxProjectIdLength,
+            "pattern": r"^[\x21-\x2e\x30-\x7e]+$",
+        },
+        required=True,
+    )
+    paths: dict = {
+        "/": {
+            "get": _operation(
+                "The API versions.",
+                {"300": _json("Versions", "The versions served.")},
+            )
+        },
+        "/{version}": {
+            "parameters": [version],
+            "get": _operation(
+                "The JSON-Home document of the version.",
+                {
+                    "200": {
+                        "description": "JSON-Home.",
+                        "content": {
+                            "application/json-home": {"schema": {"type": "object"}}
+                        },
+                    }
+                },
+            ),
+        },
+        "/{version}/ping": {
+            "parameters": [version],
+            "get": _operation(
+                "Liveness.",
+                {"204": _empty("Alive."), "503": _empty("Storage unreachable.")},
+            ),
+        },
+        "/{version}/health": {
+            "parameters": [version],
+            "get": _operation(
+                "Health of the node and its storage.",
+                {
+                    "200": _json("Health", "Healthy."),
+                    "503": _json("Health", "Storage unreachable."),
+                },
+            ),
+        },
+        OPENAPI_PATH: {
+            "get": _operation(
+                "This document.",
+                {
+                    "200": {
+                        "description": "The OpenAPI document.",
+                        "content": {_JSON: {"schema": {"type": "object"}}},
+                    }
+                },
+            )
+        },
+    }
+    for prefix, extra, inPath in (
+        ("/{version}", [version], False),
+        ("/{version}/projects/{project_id}", [version, projectId], True),
+    ):
+        for path, item in _queueResources(limits).items():
+            item = copy.deepcopy(item)
+            item["parameters"] = (
+                extra + item.get("parameters", []) + _identity(limits, inPath)
+            )
+            paths[prefix + path] = item
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Marconi",
+            "version": "2",
+            "description": (
+                "The HTTP API of a Marconi node: OpenStack Zaqar v2 (and v1.1) "
+                "compatible queues, messages and claims, with tags and the "
+                "project in the URL.  Every error is a JSON object with a "
+                "title and a description."
+            ),
+        },
+        "paths": paths,
+        "components": _components(limits),
+    }
+
+
+def operations(doc: dict) -> set:
+    """
+    The C{(path, METHOD)} pairs a document describes.
+    """
+    methods = {"get", "put", "post", "patch", "delete", "head", "options"}
+    return {
+        (path, method.upper())
+        for path, item in doc["paths"].items()
+        for method in item
+        if method in methods
+    }

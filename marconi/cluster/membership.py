@@ -1,0 +1,129 @@
+"""
+Membership: which nodes of the cluster are up.
+
+Every C{probeInterval} seconds (a L{LoopingCall} on the injected clock) a
+node asks each peer C{GET /v2/ping}.  A 204 marks the peer up; after
+C{downAfter} consecutive failed probes it is down.  A forwarded request
+that cannot reach a peer marks it down at once.  A peer that is down is
+probed like the others and is used again as soon as a probe succeeds.
+
+A peer no probe has answered yet is "unknown" and treated as up, so that a
+cluster starting all at once serves without waiting for a probe round.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+
+from marconi.cluster.errors import NodeUnavailable
+from marconi.cluster.forward import PeerClient
+from marconi.cluster.settings import ClusterConfig, Peer
+
+log = Logger()
+
+UNKNOWN, UP, DOWN = "unknown", "up", "down"
+
+
+@dataclass
+class PeerState:
+    peer: Peer
+    state: str = UNKNOWN
+    failures: int = 0
+    since: Optional[float] = None
+    error: Optional[str] = None
+
+
+class Membership(Service):
+    """
+    The state of every other node, kept current by probes.
+    """
+
+    def __init__(self, config: ClusterConfig, client: PeerClient, clock: Any) -> None:
+        self._config = config
+        self._client = client
+        self._clock = clock
+        self.states = {
+            p.name: PeerState(p) for p in config.nodes if p.name != config.nodeName
+        }
+        self._loop: Optional[LoopingCall] = None
+        self._running: Optional[Deferred] = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self.probeAll)
+        self._loop.clock = self._clock
+        self._running = self._loop.start(self._config.probeInterval, now=True)
+        self._running.addErrback(
+            lambda f: log.failure("The membership probes stopped", f)
+        )
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def isUp(self, name: str) -> bool:
+        state = self.states.get(name)
+        return state is None or state.state != DOWN
+
+    def probeAll(self) -> Deferred:
+        """
+        Probe every peer once; never fails (each probe handles its errors).
+        """
+        return gatherResults(
+            [
+                Deferred.fromCoroutine(self._probe(state))
+                for state in self.states.values()
+            ],
+            consumeErrors=True,
+        ).addErrback(lambda f: log.failure("A membership probe failed", f))
+
+    async def _probe(self, state: PeerState) -> None:
+        try:
+            answer = await self._client.call(
+                state.peer, b"GET", b"/v2/ping", Headers(), b""
+            )
+        except CancelledError:
+            raise
+        except NodeUnavailable as e:
+            self._failed(state, e.description, self._config.downAfter)
+            return
+        if answer.code == 204:
+            self._up(state)
+        else:
+            self._failed(state, f"ping answered {answer.code}", self._config.downAfter)
+
+    def reportFailure(self, name: str, error: str) -> None:
+        """
+        A request to C{name} failed: mark it down now.
+        """
+        state = self.states.get(name)
+        if state is not None:
+            self._failed(state, error, 1)
+
+    def _up(self, state: PeerState) -> None:
+        state.failures = 0
+        state.error = None
+        if state.state != UP:
+            if state.state == DOWN:
+                log.info("Cluster node {node} is up again", node=state.peer.name)
+            state.state = UP
+            state.since = self._clock.seconds()
+
+    def _failed(self, state: PeerState, error: str, threshold: int) -> None:
+        state.failures += 1
+        state.error = error
+        if state.failures >= threshold and state.state != DOWN:
+            log.warn(
+                "Cluster node {node} is down: {error}",
+                node=state.peer.name,
+                error=error,
+            )
+            state.state = DOWN
+            state.since = self._clock.seconds()

@@ -1,0 +1,209 @@
+"""
+The cluster part of a node's configuration: who the node is, which nodes
+form the cluster, the shared secret, and the timing of probes and
+forwarding.
+
+The settings come from C{--node-name}, C{--cluster-node NAME=URL}
+(repeatable) and C{--cluster-secret-file PATH}, or from the C{[cluster]}
+section of the configuration file; L{build} checks them all and returns one
+immutable L{ClusterConfig}.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Optional
+from urllib.parse import urlsplit
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MIN_SECRET_BYTES = 16
+
+#: The settings of the C{[cluster]} section that tune timing and bounds, with
+#: the type of their value.
+TUNABLES = {
+    "vnodes": int,
+    "probe_interval": float,
+    "probe_timeout": float,
+    "down_after": int,
+    "forward_timeout": float,
+    "body_timeout": float,
+    "max_response_body": int,
+    "clock_window": float,
+}
+
+
+class ClusterConfigError(ValueError):
+    """
+    A cluster setting is wrong; the message says which and why.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """
+    A node of the cluster: its name (its identity on the ring) and the base
+    URL other nodes reach it at.
+    """
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """
+    @ivar nodeName: this node's name; one of C{nodes}.
+    @ivar nodes: every node of the cluster, this one included, sorted by
+        name, so that the same list gives the same value whatever order it
+        was written in.
+    @ivar secret: the shared secret that signs requests between nodes.
+    @ivar vnodes: virtual nodes per node on the ring.
+    @ivar probeInterval: seconds between two health probes of a peer.
+    @ivar probeTimeout: seconds a probe may take.
+    @ivar downAfter: consecutive failed probes after which a peer is down.
+    @ivar forwardTimeout: seconds to wait for a peer's response headers.
+    @ivar bodyTimeout: seconds to wait for a peer's whole response body.
+    @ivar maxResponseBody: the largest response body taken from a peer.
+    @ivar clockWindow: how far (seconds, either way) a signed request's
+        timestamp may be from this node's clock.
+    """
+
+    nodeName: str
+    nodes: tuple
+    secret: bytes = field(repr=False)
+    vnodes: int = 160
+    probeInterval: float = 2.0
+    probeTimeout: float = 1.0
+    downAfter: int = 1
+    forwardTimeout: float = 10.0
+    bodyTimeout: float = 30.0
+    maxResponseBody: int = 16 * 1024 * 1024
+    clockWindow: float = 300.0
+
+    def peer(self, name: str) -> Peer:
+        for p in self.nodes:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple:
+        return tuple(p.name for p in self.nodes)
+
+
+def parseNode(text: str) -> Peer:
+    """
+    Parse C{NAME=URL}.
+
+    @raise ClusterConfigError: if the name or the URL is not acceptable.
+    """
+    name, sep, url = text.strip().partition("=")
+    name, url = name.strip(), url.strip()
+    if not sep or not name or not url:
+        raise ClusterConfigError(f"cluster node {text!r} is not NAME=URL")
+    if not _NAME.match(name):
+        raise ClusterConfigError(
+            f"cluster node name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-'"
+        )
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+    ):
+        raise ClusterConfigError(
+            f"cluster node {name}: {url!r} is not a base URL like http://10.0.0.1:8888"
+        )
+    try:
+        if parts.port == 0:
+            raise ValueError
+    except ValueError:
+        raise ClusterConfigError(f"cluster node {name}: bad port in {url!r}") from None
+    return Peer(name, url.rstrip("/"))
+
+
+def _readSecret(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            secret = f.read().strip()
+    except OSError as e:
+        raise ClusterConfigError(
+            f"cannot read the cluster secret file {path}: {e.strerror}"
+        ) from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ClusterConfigError(
+            f"the cluster secret in {path} is shorter than {MIN_SECRET_BYTES} bytes"
+        )
+    return secret
+
+
+def build(
+    nodeName: Optional[str],
+    nodes: Iterable[str],
+    secretFile: Optional[str],
+    tunables: Mapping[str, str] = {},
+) -> Optional[ClusterConfig]:
+    """
+    Check the cluster settings and build their L{ClusterConfig}, or return
+    L{None} when no cluster node is given (a node on its own).
+
+    @param nodes: C{NAME=URL} texts.
+    @param tunables: raw values of L{TUNABLES} settings, by their name.
+    @raise ClusterConfigError: naming the setting that is wrong.
+    """
+    peers = [parseNode(text) for text in nodes]
+    if not peers:
+        if nodeName or secretFile:
+            raise ClusterConfigError(
+                "--node-name and --cluster-secret-file need the cluster's "
+                "nodes (--cluster-node NAME=URL, one per node)"
+            )
+        if tunables:
+            raise ClusterConfigError(
+                "cluster settings given without cluster nodes: "
+                + ", ".join(sorted(tunables))
+            )
+        return None
+    seen: dict = {}
+    for peer in peers:
+        if peer.name in seen and seen[peer.name] != peer.url:
+            raise ClusterConfigError(f"cluster node {peer.name} is given twice")
+        seen[peer.name] = peer.url
+    if not nodeName:
+        raise ClusterConfigError(
+            "a cluster node needs its own name (--node-name), one of "
+            + ", ".join(sorted(seen))
+        )
+    if nodeName not in seen:
+        raise ClusterConfigError(
+            f"--node-name {nodeName} is not one of the cluster nodes "
+            f"({', '.join(sorted(seen))})"
+        )
+    if not secretFile:
+        raise ClusterConfigError(
+            "a cluster needs a shared secret (--cluster-secret-file PATH)"
+        )
+    values: dict = {}
+    for key, raw in tunables.items():
+        kind = TUNABLES.get(key)
+        if kind is None:
+            raise ClusterConfigError(f"unknown cluster setting {key!r}")
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ClusterConfigError(
+                f"cluster setting {key} must be a{'n integer' if kind is int else ' number'}"
+            ) from None
+        if value <= 0:
+            raise ClusterConfigError(f"cluster setting {key} must be positive")
+        camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key)
+        values[camel] = value
+    return ClusterConfig(
+        nodeName=nodeName,
+        nodes=tuple(Peer(n, seen[n]) for n in sorted(seen)),
+        secret=_readSecret(secretFile),
+        **values,
+    )

@@ -1,0 +1,3 @@
+"""
+Logging and monitoring drivers, and what wires them into a node.
+"""

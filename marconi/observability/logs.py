@@ -1,0 +1,342 @@
+"""
+The logging drivers: L{twisted.logger} observers chosen by the C{driver}
+setting of the C{[logging]} section.
+
+- C{stdout}: one line per event on standard output, as text or as JSON.
+- C{file}: the same lines in a file that is rotated when it grows past
+  C{rotate_length} bytes, keeping C{max_rotated_files} old files.
+- C{syslog}: one datagram per line to a syslog socket (C{/dev/log} by
+  default, or C{udp:HOST:PORT}), in the BSD syslog format local daemons
+  read.
+
+Library code never starts logging: these observers are handed to
+C{twistd}, which begins logging to them (see L{marconi.observability.wiring}).
+The zero-argument factories at the end serve C{twistd --logger}.
+"""
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Optional, TextIO
+
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    LogLevel,
+    formatEvent,
+    formatEventAsClassicLogText,
+)
+from twisted.python.logfile import LogFile
+from zope.interface import implementer
+
+FORMATS = ("text", "json")
+DEFAULT_ROTATE_LENGTH = 10_000_000
+DEFAULT_MAX_ROTATED_FILES = 10
+DEFAULT_SYSLOG_ADDRESS = "/dev/log"
+MAX_DATAGRAM = 8192
+
+_LEVELS = {
+    LogLevel.debug: "debug",
+    LogLevel.info: "info",
+    LogLevel.warn: "warn",
+    LogLevel.error: "error",
+    LogLevel.critical: "critical",
+}
+_SEVERITIES = {
+    LogLevel.debug: 7,
+    LogLevel.info: 6,
+    LogLevel.warn: 4,
+    LogLevel.error: 3,
+    LogLevel.critical: 2,
+}
+FACILITIES = {
+    "kern": 0,
+    "user": 1,
+    "mail": 2,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "lpr": 6,
+    "news": 7,
+    "uucp": 8,
+    "cron": 9,
+    "authpriv": 10,
+    "ftp": 11,
+    **{f"local{i}": 16 + i for i in range(8)},
+}
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_SCALARS = (str, int, float, bool, type(None))
+
+
+# Formatting.
+
+
+def eventAsJSONLine(event: Mapping[str, Any]) -> str:
+    """
+    An event as one flat JSON object: C{time} (ISO 8601, UTC), C{level},
+    C{namespace}, C{message} (the formatted text), every field of the
+    event whose value is a JSON scalar, and C{traceback} for a failure.
+    """
+    when = event.get("log_time") or 0.0
+    record: dict = {
+        "time": datetime.fromtimestamp(when, timezone.utc).isoformat(
+            timespec="milliseconds"
+        ),
+        "level": _LEVELS.get(event.get("log_level"), "info"),  # type: ignore[arg-type]
+        "namespace": event.get("log_namespace", "-"),
+        "message": formatEvent(event),  # type: ignore[arg-type]
+    }
+    for key, value in event.items():
+        if key.startswith("log_") or key in record or not isinstance(value, _SCALARS):
+            continue
+        record[key] = value
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            record["traceback"] = failure.getTraceback()
+        except Exception:
+            record["traceback"] = repr(failure)
+    return json.dumps(record, separators=(",", ":"), default=repr)
+
+
+def _textLine(event: Mapping[str, Any]) -> Optional[str]:
+    return formatEventAsClassicLogText(event)  # type: ignore[arg-type]
+
+
+def _jsonLine(event: Mapping[str, Any]) -> str:
+    return eventAsJSONLine(event) + "\n"
+
+
+def lineFormatter(fmt: str) -> Callable[[Mapping[str, Any]], Optional[str]]:
+    return _jsonLine if fmt == "json" else _textLine
+
+
+# Observers.
+
+
+@implementer(ILogObserver)
+class StreamObserver:
+    """
+    Writes each event as a line to a text stream, and flushes it.
+    """
+
+    def __init__(self, stream: Any, fmt: str = "text", closeStream: bool = False):
+        self._observer = FileLogObserver(stream, lineFormatter(fmt))
+        self._stream = stream
+        self._close = closeStream
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        self._observer(event)
+
+    def close(self) -> None:
+        if self._close:
+            self._stream.close()
+
+
+@implementer(ILogObserver)
+class SyslogObserver:
+    """
+    Sends each line of each event to a syslog datagram socket.
+
+    The socket never blocks: when the syslog daemon is gone or its queue is
+    full the line is dropped and counted in C{dropped}, so logging can never
+    stall the reactor.
+
+    @param address: a path (a Unix datagram socket) or C{(host, port)}.
+    """
+
+    def __init__(
+        self,
+        address: Any,
+        facility: str = "daemon",
+        ident: str = "marconi",
+        fmt: str = "text",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(address, str):
+            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        else:
+            family, _, _, _, address = socket.getaddrinfo(
+                address[0], address[1], type=socket.SOCK_DGRAM
+            )[0]
+            self._socket = socket.socket(family, socket.SOCK_DGRAM)
+        self._socket.setblocking(False)
+        self._address = address
+        self._facility = FACILITIES[facility]
+        self._tag = f"{ident}[{os.getpid()}]: "
+        self._json = fmt == "json"
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        priority = self._facility * 8 + _SEVERITIES.get(
+            event.get("log_level"),  # type: ignore[arg-type]
+            6,
+        )
+        header = f"<{priority}>{_bsdTime(event.get('log_time'))} {self._tag}"
+        if self._json:
+            lines = [eventAsJSONLine(event)]
+        else:
+            text = formatEvent(event)  # type: ignore[arg-type]
+            failure = event.get("log_failure")
+            if failure is not None:
+                text = f"{text}\n{failure.getTraceback()}"
+            namespace = event.get("log_namespace", "-")
+            lines = [
+                f"[{namespace}] {line}" for line in text.splitlines() if line.strip()
+            ]
+        for line in lines:
+            datagram = (header + line).encode("utf-8", "replace")[:MAX_DATAGRAM]
+            try:
+                with self._lock:
+                    self._socket.sendto(datagram, self._address)
+            except OSError:
+                self.dropped += 1
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+def _bsdTime(when: Optional[float]) -> str:
+    t = time.localtime(when)
+    return f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+
+
+# Settings and driver factories.
+
+
+def _format(settings: Mapping[str, str]) -> str:
+    fmt = settings.get("format", "text").strip().lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"[logging] format must be text or json, not {fmt!r}")
+    return fmt
+
+
+def _positiveInt(settings: Mapping[str, str], key: str, default: int) -> int:
+    raw = settings.get(key)
+    if raw is None:
+        return default
+    raw = raw.strip()
+    scale = 1
+    suffixes = {"k": 1000, "m": 1000_000, "g": 1000_000_000}
+    if raw[-1:].lower() in suffixes:
+        scale = suffixes[raw[-1].lower()]
+        raw = raw[:-1]
+    try:
+        value = int(raw) * scale
+    except ValueError:
+        raise ValueError(f"[logging] {key} must be a whole number") from None
+    if value <= 0:
+        raise ValueError(f"[logging] {key} must be positive")
+    return value
+
+
+def _unknown(settings: Mapping[str, str], known: set) -> None:
+    unknown = set(settings) - known - {"driver", "access_log"}
+    if unknown:
+        raise ValueError(f"unknown [logging] setting(s): {', '.join(sorted(unknown))}")
+
+
+def checkStdout(settings: Mapping[str, str]) -> None:
+    _unknown(settings, {"format"})
+    _format(settings)
+
+
+def makeStdout(settings: Mapping[str, str], stream: Optional[TextIO] = None) -> Any:
+    return StreamObserver(sys.stdout if stream is None else stream, _format(settings))
+
+
+def checkFile(settings: Mapping[str, str]) -> None:
+    _unknown(settings, {"format", "path", "rotate_length", "max_rotated_files"})
+    _format(settings)
+    path = settings.get("path", "").strip()
+    if not path:
+        raise ValueError("[logging] driver file needs a path")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"[logging] path: no directory {directory}")
+    _positiveInt(settings, "rotate_length", DEFAULT_ROTATE_LENGTH)
+    _positiveInt(settings, "max_rotated_files", DEFAULT_MAX_ROTATED_FILES)
+
+
+def makeFile(settings: Mapping[str, str]) -> Any:
+    """
+    A file observer.  The file is rotated by size (C{PATH.1} is the newest
+    old file); C{max_rotated_files} old files are kept.
+    """
+    checkFile(settings)
+    logFile = LogFile.fromFullPath(
+        os.path.abspath(settings["path"].strip()),
+        rotateLength=_positiveInt(settings, "rotate_length", DEFAULT_ROTATE_LENGTH),
+        maxRotatedFiles=_positiveInt(
+            settings, "max_rotated_files", DEFAULT_MAX_ROTATED_FILES
+        ),
+    )
+    return StreamObserver(logFile, _format(settings), closeStream=True)
+
+
+def syslogAddress(value: str) -> Any:
+    """
+    Parse the C{address} setting: C{udp:HOST:PORT}, C{unix:PATH} or a path.
+    """
+    value = value.strip()
+    if value.startswith("udp:"):
+        host, sep, port = value[4:].rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"[logging] address {value!r}: use udp:HOST:PORT")
+        return (host.strip("[]"), int(port))
+    if value.startswith("unix:"):
+        value = value[5:]
+    if not value:
+        raise ValueError("[logging] address is empty")
+    return value
+
+
+def checkSyslog(settings: Mapping[str, str]) -> None:
+    _unknown(settings, {"format", "address", "facility", "ident"})
+    _format(settings)
+    syslogAddress(settings.get("address", DEFAULT_SYSLOG_ADDRESS))
+    facility = settings.get("facility", "daemon").strip().lower()
+    if facility not in FACILITIES:
+        raise ValueError(
+            f"[logging] facility must be one of {', '.join(FACILITIES)}, "
+            f"not {facility!r}"
+        )
+
+
+def makeSyslog(settings: Mapping[str, str]) -> Any:
+    checkSyslog(settings)
+    return SyslogObserver(
+        syslogAddress(settings.get("address", DEFAULT_SYSLOG_ADDRESS)),
+        facility=settings.get("facility", "daemon").strip().lower(),
+        ident=settings.get("ident", "marconi").strip() or "marconi",
+        fmt=_format(settings),
+    )
+
+
+# For twistd --logger, which takes a callable of no arguments.
+
+
+def stdoutText() -> Any:
+    """
+    C{twistd --logger marconi.observability.logs.stdoutText}
+    """
+    return makeStdout({})
+
+
+def stdoutJSON() -> Any:
+    """
+    C{twistd --logger marconi.observability.logs.stdoutJSON}
+    """
+    return makeStdout({"format": "json"})
+
+
+def syslog() -> Any:
+    """
+    C{twistd --logger marconi.observability.logs.syslog}: to C{/dev/log}.
+    """
+    return makeSyslog({})

@@ -1,0 +1,744 @@
+"""
+A store in the memory of the process: fast, and lost when the process ends.
+
+It follows the SQLite store's semantics exactly (the storage contract runs
+unchanged against both) and serves throwaway nodes (C{--storage memory:}) and
+fast tests.  Every method does its work at once on the calling thread and
+returns an already-fired L{Deferred}: there are no threads and no I/O, so
+each call is atomic and a claim can never take a message that another live
+claim holds.
+
+The data structures:
+
+  - one L{_Queue} per C{(project, name)}: its messages in a L{dict} keyed by
+    marker, which is also marker order because markers come from one
+    counter of the store and a message is always added with the largest
+    marker yet; a L{list} of markers to find where a listing starts with
+    L{bisect} (deleted markers are skipped and compacted away); an index by
+    message id; the live claims; and, for each claim id, the markers of the
+    messages that name it;
+  - per project, the sorted list of its queue names;
+  - two heaps of expiry times, for messages and for claims, so that
+    L{MemoryStore.purgeExpired} looks only at what has expired.  A heap
+    entry is dropped, not updated, when its message or claim changes: an
+    entry whose time no longer matches is skipped when it comes up, and
+    the heap is rebuilt when it holds too many such entries.
+
+Queue metadata is kept as JSON text, as the SQLite store keeps it, so a
+caller never shares a mutable L{dict} with the store and gets back what
+JSON can carry.
+"""
+
+import heapq
+import json
+from bisect import bisect_right, insort
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from marconi.core.errors import (
+    ClaimDoesNotExist,
+    ClaimMismatch,
+    MessageIsClaimed,
+    QueueDoesNotExist,
+    StorageUnavailable,
+)
+from marconi.core.interfaces import IMessageStore, IQueueDepths, IStoreEvents
+from marconi.core.models import (
+    Claim,
+    ClaimSpec,
+    Message,
+    MessageQuery,
+    NewMessage,
+    QueueDepth,
+    QueueInfo,
+    QueueStats,
+    newId,
+)
+
+Key = tuple[str, str]
+
+# Rebuild a heap when it holds more than this many entries per live item
+# (plus a constant, so small stores never bother).
+_HEAP_SLACK = 2
+_HEAP_MINIMUM = 1024
+
+
+def checkURI(uri: str) -> None:
+    """
+    Accept C{memory:}, the only URI of this store.
+
+    @raise ValueError: for anything else.
+    """
+    if uri != "memory:":
+        raise ValueError(
+            f"the memory store takes no path or options: use 'memory:', not {uri!r}"
+        )
+
+
+def makeStore(uri: str, reactor: Any) -> "MemoryStore":
+    checkURI(uri)
+    return MemoryStore()
+
+
+@dataclass(slots=True)
+class _Claim:
+    ttl: int
+    grace: int
+    updated: float
+    expires: float
+
+
+@dataclass(slots=True)
+class _Queue:
+    """
+    One queue's state.
+
+    @ivar holders: for each claim id, the markers (as the keys of an
+        insertion-ordered L{dict}, in marker order) of the messages whose
+        C{claimId} is that id, whether or not the claim is still live.
+    """
+
+    metadata: str
+    created: float
+    messages: dict[int, Message] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)
+    byId: dict[str, int] = field(default_factory=dict)
+    claims: dict[str, _Claim] = field(default_factory=dict)
+    holders: dict[str, dict[int, None]] = field(default_factory=dict)
+
+    def after(self, marker: Optional[int]) -> Iterator[Message]:
+        """
+        The messages with a marker greater than C{marker}, in marker order.
+        """
+        if marker is None:
+            yield from self.messages.values()
+            return
+        messages = self.messages
+        for index in range(bisect_right(self.order, marker), len(self.order)):
+            message = messages.get(self.order[index])
+            if message is not None:
+                yield message
+
+
+def _claimable(message: Message, now: float) -> bool:
+    """
+    Whether a message can be claimed now: live, past its delay, and not
+    held by a live claim.
+    """
+    return (
+        message.expires > now
+        and message.visibleAt <= now
+        and not message.claimedAt(now)
+    )
+
+
+def _hasTags(message: Message, tags: Sequence[str]) -> bool:
+    return all(tag in message.tags for tag in tags)
+
+
+@implementer(IMessageStore, IStoreEvents, IQueueDepths)
+class MemoryStore(Service):
+    """
+    An L{IMessageStore} in memory.
+
+    It answers only while the service runs, as the SQLite store does; its
+    data stays across a stop and start of the service, and goes with the
+    process.
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[Key, _Queue] = {}
+        self._names: dict[str, list[str]] = {}
+        self._lastMarker = 0
+        self._messageCount = 0
+        self._claimCount = 0
+        self._messageExpiry: list[tuple[float, int, Key]] = []
+        self._claimExpiry: list[tuple[float, Key, str]] = []
+        self._events: Optional[Callable[[str, int], None]] = None
+
+    # Answering.
+
+    def _answer(self, work: Callable[..., Any], *args: Any) -> Deferred:
+        """
+        Run C{work(*args)} now.
+
+        @return: a fired L{Deferred}: with its result, or with its failure.
+        """
+        if not self.running:
+            return fail(StorageUnavailable("The memory store is not running."))
+        try:
+            return succeed(work(*args))
+        except Exception:
+            return fail()
+
+    # Keeping the structures.
+
+    def _queue(self, project: str, name: str, now: float) -> _Queue:
+        """
+        The queue, created with no metadata if it does not exist.
+        """
+        key = (project, name)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(metadata="{}", created=now)
+            insort(self._names.setdefault(project, []), name)
+        return queue
+
+    def _add(self, key: Key, queue: _Queue, message: Message) -> None:
+        """
+        Add a message, which must have the largest marker yet.
+        """
+        queue.messages[message.marker] = message
+        queue.order.append(message.marker)
+        queue.byId[message.id] = message.marker
+        if message.claimId is not None:
+            queue.holders.setdefault(message.claimId, {})[message.marker] = None
+        self._messageCount += 1
+        self._expireMessageAt(key, message)
+
+    def _remove(self, queue: _Queue, message: Message) -> None:
+        del queue.messages[message.marker]
+        del queue.byId[message.id]
+        self._unhold(queue, message)
+        self._messageCount -= 1
+        if len(queue.order) > 2 * len(queue.messages) + 32:
+            queue.order = list(queue.messages)
+
+    def _update(self, key: Key, queue: _Queue, old: Message, new: Message) -> None:
+        """
+        Replace a message by a changed copy with the same marker.
+        """
+        if new.claimId != old.claimId:
+            self._unhold(queue, old)
+            if new.claimId is not None:
+                queue.holders.setdefault(new.claimId, {})[new.marker] = None
+        queue.messages[new.marker] = new
+        if new.expires != old.expires:
+            self._expireMessageAt(key, new)
+
+    def _unhold(self, queue: _Queue, message: Message) -> None:
+        if message.claimId is None:
+            return
+        held = queue.holders.get(message.claimId)
+        if held is not None:
+            held.pop(message.marker, None)
+            if not held:
+                del queue.holders[message.claimId]
+
+    def _held(self, queue: _Queue, claimId: str) -> list[Message]:
+        """
+        The messages whose C{claimId} is C{claimId}, in marker order.
+        """
+        markers = queue.holders.get(claimId, ())
+        return [queue.messages[marker] for marker in markers]
+
+    def _expireMessageAt(self, key: Key, message: Message) -> None:
+        heap = self._messageExpiry
+        heapq.heappush(heap, (message.expires, message.marker, key))
+        if len(heap) > _HEAP_SLACK * self._messageCount + _HEAP_MINIMUM:
+            heap[:] = [
+                (m.expires, m.marker, k)
+                for k, q in self._queues.items()
+                for m in q.messages.values()
+            ]
+            heapq.heapify(heap)
+
+    def _expireClaimAt(self, key: Key, claimId: str, claim: _Claim) -> None:
+        heap = self._claimExpiry
+        heapq.heappush(heap, (claim.expires, key, claimId))
+        if len(heap) > _HEAP_SLACK * self._claimCount + _HEAP_MINIMUM:
+            heap[:] = [
+                (c.expires, k, i)
+                for k, q in self._queues.items()
+                for i, c in q.claims.items()
+            ]
+            heapq.heapify(heap)
+
+    def _candidates(
+        self, queue: Optional[_Queue], limit: int, tags: Sequence[str], now: float
+    ) -> list[Message]:
+        """
+        The oldest claimable messages carrying every tag, up to C{limit}.
+        """
+        found: list[Message] = []
+        if queue is None or limit <= 0:
+            return found
+        for message in queue.messages.values():
+            if _claimable(message, now) and _hasTags(message, tags):
+                found.append(message)
+                if len(found) == limit:
+                    break
+        return found
+
+    # IMessageStore.
+
+    def ping(self) -> Deferred:
+        return self._answer(lambda: True)
+
+    def createQueue(
+        self, project: str, name: str, metadata: dict, now: float
+    ) -> Deferred:
+        def work() -> bool:
+            if (project, name) in self._queues:
+                return False
+            text = json.dumps(metadata)
+            self._queue(project, name, now).metadata = text
+            return True
+
+        return self._answer(work)
+
+    def getQueueMetadata(self, project: str, name: str) -> Deferred:
+        def work() -> dict:
+            queue = self._queues.get((project, name))
+            if queue is None:
+                raise QueueDoesNotExist(name)
+            return json.loads(queue.metadata)
+
+        return self._answer(work)
+
+    def setQueueMetadata(self, project: str, name: str, metadata: dict) -> Deferred:
+        def work() -> None:
+            queue = self._queues.get((project, name))
+            if queue is None:
+                raise QueueDoesNotExist(name)
+            queue.metadata = json.dumps(metadata)
+
+        return self._answer(work)
+
+    def deleteQueue(self, project: str, name: str) -> Deferred:
+        def work() -> None:
+            queue = self._queues.pop((project, name), None)
+            if queue is None:
+                return
+            self._messageCount -= len(queue.messages)
+            self._claimCount -= len(queue.claims)
+            names = self._names[project]
+            names.remove(name)
+            if not names:
+                del self._names[project]
+
+        return self._answer(work)
+
+    def listQueues(
+        self, project: str, marker: Optional[str], limit: int, detailed: bool
+    ) -> Deferred:
+        def work() -> list:
+            names = self._names.get(project, [])
+            start = bisect_right(names, marker or "")
+            page = names[start : start + max(limit, 0)]
+            return [
+                QueueInfo(
+                    name,
+                    json.loads(self._queues[(project, name)].metadata)
+                    if detailed
+                    else None,
+                )
+                for name in page
+            ]
+
+        return self._answer(work)
+
+    def countQueues(self, project: str) -> Deferred:
+        return self._answer(lambda: len(self._names.get(project, ())))
+
+    def queueStats(self, project: str, name: str, now: float) -> Deferred:
+        def work() -> QueueStats:
+            queue = self._queues.get((project, name))
+            free = claimed = delayed = 0
+            oldest = newest = None
+            for message in queue.messages.values() if queue else ():
+                if message.expires <= now:
+                    continue
+                if oldest is None:
+                    oldest = message
+                newest = message
+                if message.claimedAt(now):
+                    claimed += 1
+                elif message.visibleAt > now:
+                    delayed += 1
+                else:
+                    free += 1
+            return QueueStats(
+                free=free,
+                claimed=claimed,
+                delayed=delayed,
+                oldest=oldest,
+                newest=newest,
+            )
+
+        return self._answer(work)
+
+    def postMessages(
+        self,
+        project: str,
+        queue: str,
+        messages: Sequence[NewMessage],
+        clientId: str,
+        now: float,
+    ) -> Deferred:
+        def work() -> list:
+            key = (project, queue)
+            target = self._queue(project, queue, now)
+            ids = []
+            for new in messages:
+                self._lastMarker += 1
+                message = Message(
+                    id=newId(),
+                    marker=self._lastMarker,
+                    body=new.body,
+                    ttl=new.ttl,
+                    created=now,
+                    expires=now + new.ttl,
+                    visibleAt=now + new.delay,
+                    clientId=clientId,
+                    tags=tuple(new.tags),
+                    checksum=new.checksum,
+                )
+                self._add(key, target, message)
+                ids.append(message.id)
+            return ids
+
+        return self._answer(work)
+
+    def listMessages(
+        self, project: str, queue: str, query: MessageQuery, now: float
+    ) -> Deferred:
+        def keep(message: Message) -> bool:
+            return (
+                message.expires > now
+                and (query.echo or message.clientId != query.clientId)
+                and (query.includeClaimed or not message.claimedAt(now))
+                and (query.includeDelayed or message.visibleAt <= now)
+                and _hasTags(message, query.tags)
+            )
+
+        def work() -> list:
+            found: list[Message] = []
+            target = self._queues.get((project, queue))
+            if target is None or query.limit <= 0:
+                return found
+            for message in target.after(query.marker):
+                if keep(message):
+                    found.append(message)
+                    if len(found) == query.limit:
+                        break
+            return found
+
+        return self._answer(work)
+
+    def getMessages(
+        self, project: str, queue: str, ids: Sequence[str], now: float
+    ) -> Deferred:
+        def work() -> list:
+            target = self._queues.get((project, queue))
+            if target is None:
+                return []
+            found = []
+            for messageId in dict.fromkeys(ids):
+                marker = target.byId.get(messageId)
+                if marker is not None and target.messages[marker].expires > now:
+                    found.append(target.messages[marker])
+            found.sort(key=lambda m: m.marker)
+            return found
+
+        return self._answer(work)
+
+    def deleteMessage(
+        self,
+        project: str,
+        queue: str,
+        messageId: str,
+        claimId: Optional[str],
+        now: float,
+    ) -> Deferred:
+        def work() -> None:
+            target = self._queues.get((project, queue))
+            marker = target.byId.get(messageId) if target else None
+            if target is None or marker is None:
+                return
+            message = target.messages[marker]
+            if message.expires <= now:
+                return
+            held = message.claimedAt(now)
+            if claimId is None:
+                if held:
+                    raise MessageIsClaimed(messageId)
+            elif not (held and message.claimId == claimId):
+                if held:
+                    raise MessageIsClaimed(messageId)
+                claim = target.claims.get(claimId)
+                if claim is None or claim.expires <= now:
+                    raise ClaimMismatch(
+                        f"Claim {claimId!r} does not exist or has expired."
+                    )
+                raise ClaimMismatch(
+                    f"Message {messageId!r} is not held by claim {claimId!r}."
+                )
+            self._remove(target, message)
+
+        return self._answer(work)
+
+    def deleteMessages(
+        self,
+        project: str,
+        queue: str,
+        ids: Sequence[str],
+        claimIds: Optional[Sequence[str]],
+        now: float,
+    ) -> Deferred:
+        presented = None if claimIds is None else set(claimIds)
+
+        def deletable(message: Message) -> bool:
+            return (
+                presented is None
+                or message.claimId is None
+                or (message.claimExpires is not None and message.claimExpires <= now)
+                or message.claimId in presented
+            )
+
+        def work() -> int:
+            target = self._queues.get((project, queue))
+            if target is None:
+                return 0
+            count = 0
+            for messageId in dict.fromkeys(ids):
+                marker = target.byId.get(messageId)
+                if marker is None:
+                    continue
+                message = target.messages[marker]
+                if deletable(message):
+                    self._remove(target, message)
+                    count += 1
+            return count
+
+        return self._answer(work)
+
+    def popMessages(
+        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
+    ) -> Deferred:
+        def work() -> list:
+            target = self._queues.get((project, queue))
+            messages = self._candidates(target, limit, tags, now)
+            for message in messages:
+                assert target is not None
+                self._remove(target, message)
+            return messages
+
+        return self._answer(work)
+
+    def createClaim(
+        self, project: str, queue: str, spec: ClaimSpec, now: float
+    ) -> Deferred:
+        def work() -> Optional[Claim]:
+            key = (project, queue)
+            target = self._queues.get(key)
+            claimable = []
+            moved = 0
+            for message in self._candidates(target, spec.limit, spec.tags, now):
+                if (
+                    spec.maxClaimCount is not None
+                    and spec.deadLetterQueue
+                    and message.claimCount >= spec.maxClaimCount
+                ):
+                    assert target is not None
+                    self._deadLetter(project, target, message, spec, now)
+                    moved += 1
+                else:
+                    claimable.append(message)
+            if moved and self._events is not None:
+                self._events("dead_lettered", moved)
+            if not claimable:
+                return None
+            assert target is not None
+            claimId = newId()
+            claimExpires = now + spec.ttl
+            lifetime = claimExpires + spec.grace
+            claim = _Claim(spec.ttl, spec.grace, now, claimExpires)
+            target.claims[claimId] = claim
+            self._claimCount += 1
+            self._expireClaimAt(key, claimId, claim)
+            held = []
+            for message in claimable:
+                taken = replace(
+                    message,
+                    claimId=claimId,
+                    claimExpires=claimExpires,
+                    claimCount=message.claimCount + 1,
+                    expires=max(message.expires, lifetime),
+                )
+                self._update(key, target, message, taken)
+                held.append(taken)
+            return Claim(
+                id=claimId,
+                ttl=spec.ttl,
+                grace=spec.grace,
+                updated=now,
+                expires=claimExpires,
+                messages=held,
+            )
+
+        return self._answer(work)
+
+    def _deadLetter(
+        self,
+        project: str,
+        source: _Queue,
+        message: Message,
+        spec: ClaimSpec,
+        now: float,
+    ) -> None:
+        """
+        Move a message from C{source} to the dead letter queue, at its end,
+        unclaimed, keeping its id and claim count.
+        """
+        assert spec.deadLetterQueue is not None
+        self._remove(source, message)
+        ttl = spec.deadLetterTTL or message.ttl
+        key = (project, spec.deadLetterQueue)
+        target = self._queue(project, spec.deadLetterQueue, now)
+        self._lastMarker += 1
+        self._add(
+            key,
+            target,
+            replace(
+                message,
+                marker=self._lastMarker,
+                ttl=ttl,
+                expires=now + ttl,
+                visibleAt=now,
+                claimId=None,
+                claimExpires=None,
+            ),
+        )
+
+    def getClaim(self, project: str, queue: str, claimId: str, now: float) -> Deferred:
+        def work() -> Claim:
+            target = self._queues.get((project, queue))
+            claim = target.claims.get(claimId) if target else None
+            if target is None or claim is None or claim.expires <= now:
+                raise ClaimDoesNotExist(claimId)
+            messages = [
+                m
+                for m in self._held(target, claimId)
+                if m.claimExpires is not None
+                and m.claimExpires > now
+                and m.expires > now
+            ]
+            return Claim(
+                id=claimId,
+                ttl=claim.ttl,
+                grace=claim.grace,
+                updated=claim.updated,
+                expires=claim.expires,
+                messages=messages,
+            )
+
+        return self._answer(work)
+
+    def renewClaim(
+        self,
+        project: str,
+        queue: str,
+        claimId: str,
+        ttl: int,
+        grace: int,
+        now: float,
+    ) -> Deferred:
+        def work() -> None:
+            key = (project, queue)
+            target = self._queues.get(key)
+            claim = target.claims.get(claimId) if target else None
+            if target is None or claim is None or claim.expires <= now:
+                raise ClaimDoesNotExist(claimId)
+            expires = now + ttl
+            claim.ttl, claim.grace, claim.updated = ttl, grace, now
+            claim.expires = expires
+            self._expireClaimAt(key, claimId, claim)
+            for message in self._held(target, claimId):
+                if message.expires > now:
+                    self._update(
+                        key,
+                        target,
+                        message,
+                        replace(
+                            message,
+                            claimExpires=expires,
+                            expires=max(message.expires, expires + grace),
+                        ),
+                    )
+
+        return self._answer(work)
+
+    def releaseClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> Deferred:
+        def work() -> None:
+            key = (project, queue)
+            target = self._queues.get(key)
+            if target is None:
+                return
+            if target.claims.pop(claimId, None) is not None:
+                self._claimCount -= 1
+            for message in self._held(target, claimId):
+                self._update(
+                    key,
+                    target,
+                    message,
+                    replace(message, claimId=None, claimExpires=None),
+                )
+
+        return self._answer(work)
+
+    # IStoreEvents.
+
+    def observeEvents(self, observer: Callable[[str, int], None]) -> None:
+        self._events = observer
+
+    # IQueueDepths.
+
+    def sampleDepths(self, now: float, limit: int) -> Deferred:
+        def work() -> list:
+            depths = []
+            for (project, name), queue in self._queues.items():
+                live = claimed = 0
+                for message in queue.messages.values():
+                    if message.expires > now:
+                        live += 1
+                        claimed += message.claimedAt(now)
+                if live:
+                    depths.append(QueueDepth(project, name, live, claimed))
+            depths.sort(key=lambda d: (-d.messages, d.project, d.queue))
+            return depths[: max(limit, 0)]
+
+        return self._answer(work)
+
+    # Housekeeping.
+
+    def purgeExpired(self, now: float) -> Deferred:
+        def work() -> int:
+            removed = 0
+            heap = self._messageExpiry
+            while heap and heap[0][0] <= now:
+                expires, marker, key = heapq.heappop(heap)
+                queue = self._queues.get(key)
+                message = queue.messages.get(marker) if queue else None
+                if queue is None or message is None or message.expires != expires:
+                    continue
+                self._remove(queue, message)
+                removed += 1
+            claims = self._claimExpiry
+            while claims and claims[0][0] <= now:
+                expires, key, claimId = heapq.heappop(claims)
+                queue = self._queues.get(key)
+                claim = queue.claims.get(claimId) if queue else None
+                if queue is None or claim is None or claim.expires != expires:
+                    continue
+                del queue.claims[claimId]
+                self._claimCount -= 1
+            return removed
+
+        return self._answer(work)

@@ -1,0 +1,1202 @@
+"""
+The MongoDB storage driver, on txmongo.
+
+Three collections live in the configured database:
+
+    - C{queues}: one document per queue, C{{p, n, m, c}}: project, name,
+      metadata as JSON text (metadata keys may hold C{$} and C{.}, which
+      MongoDB refuses in field names), C{c}, the queue's marker counter,
+      and C{d}, set when the queue was deleted (the document stays, so the
+      counter never restarts).  The counter is taken with
+      C{find_one_and_update} and C{$inc}, so markers grow strictly in
+      posting order and survive restarts.
+    - C{messages}: one document per message, keyed by its id, with its
+      project C{p}, queue C{q} and marker C{k}; C{ci}/C{ce} name the claim
+      holding it and when that claim ends.
+    - C{claims}: one document per live claim, keyed by its id.
+
+Atomicity without multi-document transactions:
+
+    - A batch is inserted with a batch id in C{tx} (invisible to every
+      query), then made visible at once by one C{update_many} that unsets
+      C{tx}; a batch whose commit never happened is removed by
+      L{MongoStore.purgeExpired}.
+    - A claim picks candidate ids, then marks them with a conditional
+      C{update_many} whose filter repeats "not held by a live claim": the
+      server applies it to each document atomically, so of two claimers
+      racing for one message exactly one marks it.  The claim then reads
+      back what it owns (C{ci} equal to its id) and never counts anything
+      else as its own.
+
+Every id is looked up together with its project and queue, never alone.
+The driver never reads a clock: C{now} comes from the caller.
+"""
+
+import json
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from uuid import uuid4
+
+from bson.son import SON
+from pymongo import ReturnDocument
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
+from twisted.application.service import IService, Service
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    TimeoutError,
+    succeed,
+)
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.logger import Logger
+from txmongo import filter as qf
+from txmongo.connection import ConnectionPool
+from txmongo.errors import TimeExceeded
+from zope.interface import implementer
+
+from marconi.core.errors import (
+    ClaimDoesNotExist,
+    ClaimMismatch,
+    MessageIsClaimed,
+    QueueDoesNotExist,
+    StorageUnavailable,
+)
+from marconi.core.interfaces import IMessageStore
+from marconi.core.models import (
+    Claim,
+    ClaimSpec,
+    Message,
+    MessageQuery,
+    NewMessage,
+    QueueInfo,
+    QueueStats,
+)
+from marconi.storage.mongodb_uri import MongoConfig
+
+log = Logger()
+
+T = TypeVar("T")
+
+QUEUES = "queues"
+MESSAGES = "messages"
+CLAIMS = "claims"
+
+# A batch that was inserted but never committed (the node died between the
+# two steps) is removed once it is this old.
+ABANDONED_BATCH_AGE = 300
+
+# Errors that mean "the server cannot be reached or did not answer".
+_UNREACHABLE = (
+    ConnectionFailure,
+    TimeoutError,
+    TimeExceeded,
+    ConnectionDone,
+    ConnectionLost,
+)
+
+
+def _expireAt(seconds: float) -> datetime:
+    """
+    A BSON date for a TTL index: the given time (seconds since the epoch)
+    as an aware UTC datetime, clamped to what BSON can hold.
+    """
+    try:
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    except OverflowError:
+        return datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _unclaimed(now: float) -> dict:
+    """
+    The filter for "not held by a live claim at C{now}".
+
+    A message no claim holds has C{ce} 0, never null, so this is one range
+    on C{ce} that an index serves, not an C{$or}.
+    """
+    return {"ce": {"$lte": now}}
+
+
+def _toMessage(doc: dict) -> Message:
+    return Message(
+        id=doc["_id"],
+        marker=doc["k"],
+        body=doc["b"],
+        ttl=doc["t"],
+        created=doc["c"],
+        expires=doc["e"],
+        visibleAt=doc["v"],
+        clientId=doc["cl"],
+        claimId=doc.get("ci"),
+        claimExpires=doc.get("ce") if doc.get("ci") is not None else None,
+        claimCount=doc.get("cc", 0),
+        tags=tuple(doc.get("tg", ())),
+        checksum=doc.get("cs", ""),
+    )
+
+
+def _sortBy(field: str, descending: bool = False) -> Any:
+    if descending:
+        return qf.sort(qf.DESCENDING(field))
+    return qf.sort(qf.ASCENDING(field))
+
+
+@implementer(IMessageStore, IService)
+class MongoStore(Service):
+    """
+    L{IMessageStore} on MongoDB.
+
+    The connection is made in L{startService} and closed in
+    L{stopService}.  While the server cannot be reached every operation
+    fails with L{StorageUnavailable} (the API answers 503) after at most
+    C{serverSelectionTimeoutMS}; txmongo reconnects on its own, and the
+    store serves again as soon as it has.
+
+    txmongo schedules its own connections and retries on the global
+    reactor; the injected C{reactor} bounds every operation and retry
+    delay of the store.
+    """
+
+    def __init__(self, config: MongoConfig, reactor: Any) -> None:
+        self._config = config
+        self._reactor = reactor
+        self._pool: ConnectionPool | None = None
+        self._db: Any = None
+        self._indexesDone = False
+        self._indexWaiters: list[Deferred] = []
+        self._inflight: set[Deferred] = set()
+        self.name = f"marconi-storage-mongodb {config.describe()}"
+
+    # -- Lifecycle -------------------------------------------------------
+
+    def startService(self) -> None:
+        """
+        Connect to MongoDB and begin creating the indexes; operations made
+        before both are done wait for them (for at most the server
+        selection timeout).
+        """
+        super().startService()
+        config = self._config
+        kwargs: dict[str, Any] = {"w": config.w}
+        if config.journal is not None:
+            kwargs["j"] = config.journal
+        if config.wtimeoutMS is not None:
+            kwargs["wtimeout"] = config.wtimeoutMS
+        self._pool = ConnectionPool(
+            config.clientURI(),
+            pool_size=config.poolSize,
+            retry_delay=min(1.0, config.reconnectMaxDelay),
+            max_delay=config.reconnectMaxDelay,
+            ping_timeout=config.connectTimeout,
+            **kwargs,
+        )
+        for factory in self._pool.getprotocols():
+            # ReconnectingClientFactory schedules its retries on .clock.
+            factory.clock = self._reactor
+        self._db = self._pool[config.database]
+        self._indexesDone = False
+        log.info("Connecting to {where}", where=config.describe())
+        starting = Deferred.fromCoroutine(self._ensureIndexes())
+        starting.addErrback(
+            lambda f: log.error(
+                "MongoDB indexes not created yet ({why}); the next operation "
+                "tries again",
+                why=f.getErrorMessage(),
+            )
+        )
+
+    def stopService(self) -> Deferred:
+        """
+        Stop what is in flight and close the connections.
+        """
+        super().stopService()
+        pool, self._pool = self._pool, None
+        self._db = None
+        for d in list(self._inflight):
+            d.cancel()
+        if pool is None:
+            return succeed(None)
+        log.info("Disconnecting from {where}", where=self._config.describe())
+        return pool.disconnect()
+
+    def ready(self) -> Deferred:
+        """
+        @return: a L{Deferred} firing with L{None} once the store is
+            connected and its indexes exist, or failing with
+            L{StorageUnavailable}.
+        """
+        return Deferred.fromCoroutine(self._ready())
+
+    # -- Plumbing --------------------------------------------------------
+
+    def _timed(self, d: Deferred, timeout: float) -> Deferred:
+        """
+        Bound C{d} by C{timeout} seconds on the injected reactor; it is
+        cancelled when the store stops.
+        """
+        self._inflight.add(d)
+
+        def forget(result: Any) -> Any:
+            self._inflight.discard(d)
+            return result
+
+        return d.addTimeout(timeout, self._reactor).addBoth(forget)
+
+    async def _connected(self) -> None:
+        """
+        Wait until one connection of the pool is usable, for at most the
+        server selection timeout.
+        """
+        pool = self._pool
+        if pool is None:
+            raise StorageUnavailable("The MongoDB store is not running.")
+        factories = pool.getprotocols()
+        if any(f.instance is not None for f in factories):
+            return
+        waits = [f.notifyReady() for f in factories]
+        first = DeferredList(waits, fireOnOneCallback=True, consumeErrors=True)
+        timeout = self._config.serverSelectionTimeout
+        why = f"no connection within {timeout:g}s"
+        try:
+            result = await self._timed(first, timeout)
+        except TimeoutError:
+            raise self._unavailable(why) from None
+        finally:
+            for w in waits:
+                if not w.called:
+                    w.cancel()
+        if not isinstance(result, tuple):
+            # No wait succeeded (the timeout cancelled them all).
+            raise self._unavailable(why)
+
+    def _unavailable(self, why: str) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"The message store (MongoDB at {self._config.describe()}) cannot "
+            f"be reached ({why}); try again later."
+        )
+
+    async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """
+        Run one round trip to the server, bounded by the socket timeout,
+        and turn every backend failure into L{StorageUnavailable}.
+        """
+        await self._connected()
+
+        async def run() -> T:
+            return await make()
+
+        try:
+            return await self._timed(
+                Deferred.fromCoroutine(run()), self._config.socketTimeout
+            )
+        except DuplicateKeyError:
+            raise
+        except _UNREACHABLE as e:
+            raise self._unavailable(type(e).__name__) from e
+        except OperationFailure as e:
+            log.error("MongoDB refused an operation: {error}", error=str(e))
+            raise StorageUnavailable(
+                f"The message store (MongoDB) refused the operation: {e}"
+            ) from e
+        except PyMongoError as e:
+            log.error("MongoDB operation failed: {error}", error=str(e))
+            raise self._unavailable(type(e).__name__) from e
+
+    async def _ready(self) -> None:
+        await self._connected()
+        if not self._indexesDone:
+            await self._ensureIndexes()
+
+    def _coll(self, name: str) -> Any:
+        if self._db is None:
+            raise StorageUnavailable("The MongoDB store is not running.")
+        return self._db[name]
+
+    def _wrap(self, coroutine: Any) -> Deferred:
+        return Deferred.fromCoroutine(coroutine)
+
+    # -- Indexes ---------------------------------------------------------
+
+    def indexSpecs(self) -> dict[str, list[dict]]:
+        """
+        The indexes the store creates, by collection: one for every query
+        it makes.
+        """
+        specs: dict[str, list[dict]] = {
+            QUEUES: [
+                # createQueue, getQueueMetadata, marker counters, listQueues
+                # (project then name order).
+                {
+                    "name": "project_name",
+                    "key": SON([("p", 1), ("n", 1)]),
+                    "unique": True,
+                },
+            ],
+            MESSAGES: [
+                # Listing, claiming, popping, stats: queue + marker order;
+                # unique, so no two messages of a queue share a marker.
+                {
+                    "name": "queue_marker",
+                    "key": SON([("p", 1), ("q", 1), ("k", 1)]),
+                    "unique": True,
+                },
+                # What a claim holds (getClaim, renew, release, deletes).
+                {"name": "queue_claim", "key": SON([("p", 1), ("q", 1), ("ci", 1)])},
+                # Claim expiry inside a queue (stats' claimed count).
+                {
+                    "name": "queue_claim_expiry",
+                    "key": SON([("p", 1), ("q", 1), ("ce", 1)]),
+                },
+                # Message expiry (purgeExpired).
+                {"name": "expiry", "key": SON([("e", 1)])},
+                # Uncommitted batches (commit, abandoned-batch cleanup);
+                # sparse: committed messages have no tx.
+                {"name": "batch", "key": SON([("tx", 1)]), "sparse": True},
+            ],
+            CLAIMS: [
+                # Claim expiry (purgeExpired).
+                {"name": "expiry", "key": SON([("e", 1)])},
+            ],
+        }
+        if self._config.ttlIndexes:
+            for collection in (MESSAGES, CLAIMS):
+                specs[collection].append(
+                    {
+                        "name": "ttl",
+                        "key": SON([("ea", 1)]),
+                        "expireAfterSeconds": self._config.ttlGrace,
+                    }
+                )
+        return specs
+
+    async def _ensureIndexes(self) -> None:
+        if self._indexesDone:
+            return
+        # One attempt at a time, shared by every operation waiting for it;
+        # a failure is reported to each of them and the next operation
+        # tries again.
+        waiter: Deferred = Deferred()
+        self._indexWaiters.append(waiter)
+        if len(self._indexWaiters) == 1:
+            Deferred.fromCoroutine(self._createIndexes()).addBoth(self._indexesTried)
+        await waiter
+
+    def _indexesTried(self, result: Any) -> None:
+        waiters, self._indexWaiters = self._indexWaiters, []
+        for waiter in waiters:
+            waiter.callback(result)
+
+    async def _createIndexes(self) -> None:
+        for collection, indexes in self.indexSpecs().items():
+            db = self._db
+            if db is None:
+                raise StorageUnavailable("The MongoDB store is not running.")
+            await self._call(
+                lambda db=db, collection=collection, indexes=indexes: db.command(
+                    "createIndexes", collection, indexes=indexes
+                )
+            )
+        self._indexesDone = True
+        log.info(
+            "MongoDB indexes are in place in {where}", where=self._config.describe()
+        )
+
+    # -- IMessageStore: queues ------------------------------------------
+
+    def ping(self) -> Deferred:
+        return self._wrap(self._ping())
+
+    async def _ping(self) -> bool:
+        await self._call(lambda: self._db.command("ping"))
+        return True
+
+    def createQueue(
+        self, project: str, name: str, metadata: dict, now: float
+    ) -> Deferred:
+        return self._wrap(self._createQueue(project, name, metadata))
+
+    async def _createQueue(self, project: str, name: str, metadata: dict) -> bool:
+        await self._ready()
+        queues = self._coll(QUEUES)
+        encoded = json.dumps(metadata)
+        for _attempt in range(2):
+            # A deleted queue keeps its document (and its marker counter)
+            # as a tombstone: bring it back.
+            revived = await self._call(
+                lambda: queues.update_one(
+                    {"p": project, "n": name, "d": True},
+                    {"$set": {"d": False, "m": encoded}},
+                )
+            )
+            if revived.modified_count:
+                return True
+            try:
+                result = await self._call(
+                    lambda: queues.update_one(
+                        {"p": project, "n": name},
+                        {"$setOnInsert": {"m": encoded, "c": 0, "d": False}},
+                        upsert=True,
+                    )
+                )
+            except DuplicateKeyError:
+                # Another node created it between our lookup and insert.
+                continue
+            if result.upserted_id is not None:
+                return True
+            if result.matched_count:
+                # It existed, unless it was deleted in between: look again.
+                current = await self._call(
+                    lambda: queues.find_one({"p": project, "n": name})
+                )
+                if current is not None and not current.get("d"):
+                    return False
+        return False
+
+    async def _queueDoc(self, project: str, name: str) -> dict:
+        doc = await self._call(
+            lambda: self._coll(QUEUES).find_one(
+                {"p": project, "n": name, "d": {"$ne": True}}
+            )
+        )
+        if doc is None:
+            raise QueueDoesNotExist(name)
+        return doc
+
+    def getQueueMetadata(self, project: str, name: str) -> Deferred:
+        return self._wrap(self._getQueueMetadata(project, name))
+
+    async def _getQueueMetadata(self, project: str, name: str) -> dict:
+        await self._ready()
+        doc = await self._queueDoc(project, name)
+        return json.loads(doc.get("m") or "{}")
+
+    def setQueueMetadata(self, project: str, name: str, metadata: dict) -> Deferred:
+        return self._wrap(self._setQueueMetadata(project, name, metadata))
+
+    async def _setQueueMetadata(self, project: str, name: str, metadata: dict) -> None:
+        await self._ready()
+        result = await self._call(
+            lambda: self._coll(QUEUES).update_one(
+                {"p": project, "n": name, "d": {"$ne": True}},
+                {"$set": {"m": json.dumps(metadata)}},
+            )
+        )
+        if result.matched_count == 0:
+            raise QueueDoesNotExist(name)
+
+    def deleteQueue(self, project: str, name: str) -> Deferred:
+        return self._wrap(self._deleteQueue(project, name))
+
+    async def _deleteQueue(self, project: str, name: str) -> None:
+        await self._ready()
+        # The queue's document stays as a tombstone with its marker counter,
+        # so a queue re-created under the same name never hands out a
+        # marker twice (markers are unique per queue, and a client may still
+        # hold an old one).
+        await self._call(
+            lambda: self._coll(QUEUES).update_one(
+                {"p": project, "n": name}, {"$set": {"d": True, "m": "{}"}}
+            )
+        )
+        await self._call(
+            lambda: self._coll(MESSAGES).delete_many({"p": project, "q": name})
+        )
+        await self._call(
+            lambda: self._coll(CLAIMS).delete_many({"p": project, "q": name})
+        )
+
+    def listQueues(
+        self, project: str, marker: str | None, limit: int, detailed: bool
+    ) -> Deferred:
+        return self._wrap(self._listQueues(project, marker, limit, detailed))
+
+    async def _listQueues(
+        self, project: str, marker: str | None, limit: int, detailed: bool
+    ) -> list[QueueInfo]:
+        await self._ready()
+        if limit <= 0:
+            return []
+        query: dict = {"p": project, "d": {"$ne": True}}
+        if marker is not None:
+            query["n"] = {"$gt": marker}
+        projection = {"n": 1, "m": 1} if detailed else {"n": 1}
+        docs = await self._call(
+            lambda: self._coll(QUEUES).find(
+                query, projection=projection, sort=_sortBy("n"), limit=limit
+            )
+        )
+        return [
+            QueueInfo(
+                name=doc["n"],
+                metadata=json.loads(doc.get("m") or "{}") if detailed else None,
+            )
+            for doc in docs
+        ]
+
+    def countQueues(self, project: str) -> Deferred:
+        return self._wrap(self._countQueues(project))
+
+    async def _countQueues(self, project: str) -> int:
+        await self._ready()
+        return await self._call(
+            lambda: self._coll(QUEUES).count_documents(
+                {"p": project, "d": {"$ne": True}}
+            )
+        )
+
+    def queueStats(self, project: str, name: str, now: float) -> Deferred:
+        return self._wrap(self._queueStats(project, name, now))
+
+    async def _queueStats(self, project: str, name: str, now: float) -> QueueStats:
+        await self._ready()
+        messages = self._coll(MESSAGES)
+        live = {"p": project, "q": name, "tx": {"$exists": False}, "e": {"$gt": now}}
+        claimed = await self._call(
+            lambda: messages.count_documents({**live, "ce": {"$gt": now}})
+        )
+        delayed = await self._call(
+            lambda: messages.count_documents(
+                {**live, "v": {"$gt": now}, **_unclaimed(now)}
+            )
+        )
+        free = await self._call(
+            lambda: messages.count_documents(
+                {**live, "v": {"$lte": now}, **_unclaimed(now)}
+            )
+        )
+        oldest = newest = None
+        if claimed + delayed + free:
+            first = await self._call(
+                lambda: messages.find(live, sort=_sortBy("k"), limit=1)
+            )
+            last = await self._call(
+                lambda: messages.find(live, sort=_sortBy("k", descending=True), limit=1)
+            )
+            oldest = _toMessage(first[0]) if first else None
+            newest = _toMessage(last[0]) if last else None
+        return QueueStats(
+            free=free, claimed=claimed, delayed=delayed, oldest=oldest, newest=newest
+        )
+
+    # -- IMessageStore: messages ----------------------------------------
+
+    async def _takeMarkers(self, project: str, queue: str, count: int) -> int:
+        """
+        Reserve C{count} markers of a queue, creating the queue when it
+        does not exist.
+
+        @return: the first marker reserved.
+        """
+        queues = self._coll(QUEUES)
+        for _attempt in range(3):
+            try:
+                doc = await self._call(
+                    lambda: queues.find_one_and_update(
+                        {"p": project, "n": queue},
+                        {
+                            "$inc": {"c": count},
+                            "$set": {"d": False},
+                            "$setOnInsert": {"m": "{}"},
+                        },
+                        upsert=True,
+                        return_document=ReturnDocument.AFTER,
+                    )
+                )
+            except DuplicateKeyError:
+                # Two first posts raced to create the queue; the loser
+                # finds it on the next try.
+                continue
+            return doc["c"] - count + 1
+        raise StorageUnavailable("Could not reserve message markers; try again.")
+
+    def postMessages(
+        self,
+        project: str,
+        queue: str,
+        messages: Sequence[NewMessage],
+        clientId: str,
+        now: float,
+    ) -> Deferred:
+        return self._wrap(self._postMessages(project, queue, messages, clientId, now))
+
+    async def _postMessages(
+        self,
+        project: str,
+        queue: str,
+        messages: Sequence[NewMessage],
+        clientId: str,
+        now: float,
+    ) -> list[str]:
+        await self._ready()
+        if not messages:
+            return []
+        first = await self._takeMarkers(project, queue, len(messages))
+        batch = uuid4().hex
+        docs = []
+        for offset, new in enumerate(messages):
+            expires = now + new.ttl
+            docs.append(
+                {
+                    "_id": uuid4().hex,
+                    "p": project,
+                    "q": queue,
+                    "k": first + offset,
+                    "b": new.body,
+                    "t": new.ttl,
+                    "c": now,
+                    "e": expires,
+                    "ea": _expireAt(expires),
+                    "v": now + new.delay,
+                    "cl": clientId,
+                    "tg": list(new.tags),
+                    "cs": new.checksum,
+                    "ci": None,
+                    "ce": 0.0,
+                    "cc": 0,
+                    "tx": batch,
+                }
+            )
+        coll = self._coll(MESSAGES)
+        try:
+            await self._call(lambda: coll.insert_many(docs, ordered=True))
+            # The commit: the whole batch becomes visible in one update.
+            await self._call(
+                lambda: coll.update_many({"tx": batch}, {"$unset": {"tx": ""}})
+            )
+        except BaseException:
+            # All or nothing: take back whatever part was inserted.  If this
+            # fails too, purgeExpired removes the uncommitted rest later.
+            try:
+                await self._call(lambda: coll.delete_many({"tx": batch}))
+            except (StorageUnavailable, DuplicateKeyError) as e:
+                log.error(
+                    "Could not remove uncommitted batch {batch} ({why}); "
+                    "purgeExpired will",
+                    batch=batch,
+                    why=str(e),
+                )
+            raise
+        return [doc["_id"] for doc in docs]
+
+    def _listFilter(
+        self, project: str, queue: str, query: MessageQuery, now: float
+    ) -> dict:
+        spec: dict = {
+            "p": project,
+            "q": queue,
+            "tx": {"$exists": False},
+            "e": {"$gt": now},
+        }
+        if query.marker is not None:
+            spec["k"] = {"$gt": query.marker}
+        if not query.includeDelayed:
+            spec["v"] = {"$lte": now}
+        if not query.includeClaimed:
+            spec.update(_unclaimed(now))
+        if not query.echo:
+            spec["cl"] = {"$ne": query.clientId}
+        if query.tags:
+            spec["tg"] = {"$all": list(query.tags)}
+        return spec
+
+    def listMessages(
+        self, project: str, queue: str, query: MessageQuery, now: float
+    ) -> Deferred:
+        return self._wrap(self._listMessages(project, queue, query, now))
+
+    async def _listMessages(
+        self, project: str, queue: str, query: MessageQuery, now: float
+    ) -> list[Message]:
+        await self._ready()
+        if query.limit <= 0:
+            return []
+        spec = self._listFilter(project, queue, query, now)
+        docs = await self._call(
+            lambda: self._coll(MESSAGES).find(
+                spec, sort=_sortBy("k"), limit=query.limit
+            )
+        )
+        return [_toMessage(doc) for doc in docs]
+
+    def getMessages(
+        self, project: str, queue: str, ids: Iterable[str], now: float
+    ) -> Deferred:
+        return self._wrap(self._getMessages(project, queue, list(ids), now))
+
+    async def _getMessages(
+        self, project: str, queue: str, ids: list[str], now: float
+    ) -> list[Message]:
+        await self._ready()
+        if not ids:
+            return []
+        docs = await self._call(
+            lambda: self._coll(MESSAGES).find(
+                {
+                    "_id": {"$in": ids},
+                    "p": project,
+                    "q": queue,
+                    "tx": {"$exists": False},
+                    "e": {"$gt": now},
+                },
+                sort=_sortBy("k"),
+            )
+        )
+        return [_toMessage(doc) for doc in docs]
+
+    def deleteMessage(
+        self, project: str, queue: str, messageId: str, claimId: str | None, now: float
+    ) -> Deferred:
+        return self._wrap(self._deleteMessage(project, queue, messageId, claimId, now))
+
+    async def _deleteMessage(
+        self, project: str, queue: str, messageId: str, claimId: str | None, now: float
+    ) -> None:
+        await self._ready()
+        coll = self._coll(MESSAGES)
+        where = {"_id": messageId, "p": project, "q": queue, "tx": {"$exists": False}}
+        if claimId is None:
+            condition = {**where, **_unclaimed(now)}
+        else:
+            condition = {**where, "ci": claimId, "ce": {"$gt": now}}
+        # The delete is conditional, so a claim taken between a read and the
+        # delete is never overridden.
+        result = await self._call(lambda: coll.delete_one(condition))
+        if result.deleted_count:
+            return
+        doc = await self._call(lambda: coll.find_one(where))
+        if doc is None or doc["e"] <= now:
+            return
+        heldByLiveClaim = doc.get("ci") is not None and doc.get("ce", 0) > now
+        if claimId is None:
+            if heldByLiveClaim:
+                raise MessageIsClaimed(messageId)
+            # Its claim ended between the two steps: try once more.
+            result = await self._call(lambda: coll.delete_one(condition))
+            if not result.deleted_count:
+                raise MessageIsClaimed(messageId)
+            return
+        if heldByLiveClaim:
+            raise MessageIsClaimed(messageId)
+        raise ClaimMismatch(
+            f"Claim {claimId!r} does not hold message {messageId!r}; "
+            "it may have expired or been released."
+        )
+
+    def deleteMessages(
+        self,
+        project: str,
+        queue: str,
+        ids: Iterable[str],
+        claimIds: Iterable[str] | None,
+        now: float,
+    ) -> Deferred:
+        return self._wrap(
+            self._deleteMessages(
+                project,
+                queue,
+                list(ids),
+                None if claimIds is None else list(claimIds),
+                now,
+            )
+        )
+
+    async def _deleteMessages(
+        self,
+        project: str,
+        queue: str,
+        ids: list[str],
+        claimIds: list[str] | None,
+        now: float,
+    ) -> int:
+        await self._ready()
+        if not ids:
+            return 0
+        spec: dict = {
+            "_id": {"$in": ids},
+            "p": project,
+            "q": queue,
+            "tx": {"$exists": False},
+        }
+        if claimIds is not None:
+            spec["$or"] = [
+                {"ce": {"$lte": now}},
+                {"ci": {"$in": claimIds}, "ce": {"$gt": now}},
+            ]
+        result = await self._call(lambda: self._coll(MESSAGES).delete_many(spec))
+        return result.deleted_count
+
+    # -- Claims ----------------------------------------------------------
+
+    def _claimable(
+        self, project: str, queue: str, tags: Sequence[str], now: float
+    ) -> dict:
+        spec: dict = {
+            "p": project,
+            "q": queue,
+            "tx": {"$exists": False},
+            "e": {"$gt": now},
+            "v": {"$lte": now},
+            **_unclaimed(now),
+        }
+        if tags:
+            spec["tg"] = {"$all": list(tags)}
+        return spec
+
+    async def _mark(
+        self,
+        project: str,
+        queue: str,
+        tags: Sequence[str],
+        limit: int,
+        holder: str,
+        holdUntil: float,
+        liveUntil: float,
+        now: float,
+        spec: ClaimSpec | None = None,
+        countClaim: bool = True,
+    ) -> None:
+        """
+        Mark up to C{limit} claimable messages as held by C{holder}.
+
+        First in bulk: read the oldest candidates, then mark them with one
+        conditional C{update_many} that repeats the "claimable" filter, so
+        a message another holder marked in between is skipped.  When other
+        claimers took some of them, the rest is filled one message at a
+        time with C{find_one_and_update}, in which the server picks the
+        oldest claimable message and marks it in one atomic step: racing
+        claimers never pick the same one, and a claim comes back short only
+        when nothing claimable is left.  Messages the dead-letter policy of
+        C{spec} sends away are moved and do not count.
+        """
+        coll = self._coll(MESSAGES)
+        claimable = self._claimable(project, queue, tags, now)
+        deadLetter = (
+            spec is not None
+            and spec.maxClaimCount is not None
+            and bool(spec.deadLetterQueue)
+        )
+        update: dict = {
+            "$set": {"ci": holder, "ce": holdUntil},
+            "$max": {"e": liveUntil, "ea": _expireAt(liveUntil)},
+        }
+        if countClaim:
+            update["$inc"] = {"cc": 1}
+
+        candidates = await self._call(
+            lambda: coll.find(
+                claimable,
+                projection={"_id": 1, "cc": 1, "t": 1},
+                sort=_sortBy("k"),
+                limit=limit,
+            )
+        )
+        if not candidates:
+            return
+        toClaim = []
+        toMove = []
+        for doc in candidates:
+            if deadLetter and doc.get("cc", 0) >= spec.maxClaimCount:
+                toMove.append(doc)
+            else:
+                toClaim.append(doc["_id"])
+        if toMove:
+            await self._deadLetter(project, queue, toMove, spec, now, None)
+        marked = 0
+        if toClaim:
+            result = await self._call(
+                lambda: coll.update_many({**claimable, "_id": {"$in": toClaim}}, update)
+            )
+            marked = result.modified_count
+        if len(candidates) < limit and marked == len(toClaim):
+            # Every candidate there was is ours (or moved): none is left.
+            return
+
+        while marked < limit:
+            doc = await self._call(
+                lambda: coll.find_one_and_update(
+                    claimable,
+                    update,
+                    projection={"_id": 1, "cc": 1, "t": 1},
+                    sort=_sortBy("k"),
+                    return_document=ReturnDocument.BEFORE,
+                )
+            )
+            if doc is None:
+                return
+            if deadLetter and doc.get("cc", 0) >= spec.maxClaimCount:
+                await self._deadLetter(project, queue, [doc], spec, now, holder)
+                continue
+            marked += 1
+
+    async def _deadLetter(
+        self,
+        project: str,
+        queue: str,
+        docs: list[dict],
+        spec: ClaimSpec,
+        now: float,
+        heldBy: str | None,
+    ) -> None:
+        """
+        Move messages that reached the claim limit to the end of the
+        dead-letter queue of the same project, unclaimed and visible at
+        once, with the claim count they had.  Each move is one conditional
+        update of the message (new queue, new marker), so a message is
+        moved once or not at all: either it is still claimable, or (when
+        C{heldBy} is given) it is held by C{heldBy}, which marked it.
+        """
+        coll = self._coll(MESSAGES)
+        target = spec.deadLetterQueue
+        first = await self._takeMarkers(project, target, len(docs))
+        if heldBy is None:
+            condition = self._claimable(project, queue, (), now)
+        else:
+            condition = {"p": project, "q": queue, "ci": heldBy}
+        for offset, doc in enumerate(docs):
+            ttl = spec.deadLetterTTL or doc["t"]
+            expires = now + ttl
+            move: dict = {
+                "$set": {
+                    "q": target,
+                    "k": first + offset,
+                    "t": ttl,
+                    "e": expires,
+                    "ea": _expireAt(expires),
+                    "v": now,
+                    "ci": None,
+                    "ce": 0.0,
+                }
+            }
+            if heldBy is not None:
+                # Marking it counted a claim that did not happen.
+                move["$inc"] = {"cc": -1}
+            await self._call(
+                lambda doc=doc, move=move: coll.update_one(
+                    {**condition, "_id": doc["_id"]}, move
+                )
+            )
+            log.debug(
+                "Message {id} moved to dead-letter queue {target}",
+                id=doc["_id"],
+                target=target,
+            )
+
+    async def _held(
+        self, project: str, queue: str, holder: str, now: float
+    ) -> list[Message]:
+        docs = await self._call(
+            lambda: self._coll(MESSAGES).find(
+                {
+                    "p": project,
+                    "q": queue,
+                    "ci": holder,
+                    "ce": {"$gt": now},
+                    "e": {"$gt": now},
+                },
+                sort=_sortBy("k"),
+            )
+        )
+        return [_toMessage(doc) for doc in docs]
+
+    def popMessages(
+        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
+    ) -> Deferred:
+        return self._wrap(
+            self._popMessages(project, queue, limit, tuple(tags or ()), now)
+        )
+
+    async def _popMessages(
+        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
+    ) -> list[Message]:
+        await self._ready()
+        if limit <= 0:
+            return []
+        holder = "pop-" + uuid4().hex
+        # Hold them briefly (claim semantics make the pop atomic), read
+        # what this pop owns, then delete exactly those.
+        await self._mark(
+            project, queue, tags, limit, holder, now + 60, now, now, countClaim=False
+        )
+        held = await self._held(project, queue, holder, now)
+        if held:
+            await self._call(
+                lambda: self._coll(MESSAGES).delete_many(
+                    {"p": project, "q": queue, "ci": holder}
+                )
+            )
+        return [
+            Message(
+                id=m.id,
+                marker=m.marker,
+                body=m.body,
+                ttl=m.ttl,
+                created=m.created,
+                expires=m.expires,
+                visibleAt=m.visibleAt,
+                clientId=m.clientId,
+                claimCount=m.claimCount,
+                tags=m.tags,
+                checksum=m.checksum,
+            )
+            for m in held
+        ]
+
+    def createClaim(
+        self, project: str, queue: str, spec: ClaimSpec, now: float
+    ) -> Deferred:
+        return self._wrap(self._createClaim(project, queue, spec, now))
+
+    async def _createClaim(
+        self, project: str, queue: str, spec: ClaimSpec, now: float
+    ) -> Claim | None:
+        await self._ready()
+        if spec.limit <= 0:
+            return None
+        claimId = uuid4().hex
+        expires = now + spec.ttl
+        await self._mark(
+            project,
+            queue,
+            spec.tags,
+            spec.limit,
+            claimId,
+            expires,
+            now + spec.ttl + spec.grace,
+            now,
+            spec=spec,
+        )
+        held = await self._held(project, queue, claimId, now)
+        if not held:
+            return None
+        await self._call(
+            lambda: self._coll(CLAIMS).insert_one(
+                {
+                    "_id": claimId,
+                    "p": project,
+                    "q": queue,
+                    "t": spec.ttl,
+                    "g": spec.grace,
+                    "u": now,
+                    "e": expires,
+                    "ea": _expireAt(expires),
+                }
+            )
+        )
+        return Claim(
+            id=claimId,
+            ttl=spec.ttl,
+            grace=spec.grace,
+            updated=now,
+            expires=expires,
+            messages=tuple(held),
+        )
+
+    async def _liveClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> dict:
+        doc = await self._call(
+            lambda: self._coll(CLAIMS).find_one(
+                {"_id": claimId, "p": project, "q": queue, "e": {"$gt": now}}
+            )
+        )
+        if doc is None:
+            raise ClaimDoesNotExist(claimId)
+        return doc
+
+    def getClaim(self, project: str, queue: str, claimId: str, now: float) -> Deferred:
+        return self._wrap(self._getClaim(project, queue, claimId, now))
+
+    async def _getClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> Claim:
+        await self._ready()
+        doc = await self._liveClaim(project, queue, claimId, now)
+        held = await self._held(project, queue, claimId, now)
+        return Claim(
+            id=claimId,
+            ttl=doc["t"],
+            grace=doc["g"],
+            updated=doc["u"],
+            expires=doc["e"],
+            messages=tuple(held),
+        )
+
+    def renewClaim(
+        self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
+    ) -> Deferred:
+        return self._wrap(self._renewClaim(project, queue, claimId, ttl, grace, now))
+
+    async def _renewClaim(
+        self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
+    ) -> None:
+        await self._ready()
+        expires = now + ttl
+        result = await self._call(
+            lambda: self._coll(CLAIMS).update_one(
+                {"_id": claimId, "p": project, "q": queue, "e": {"$gt": now}},
+                {
+                    "$set": {
+                        "t": ttl,
+                        "g": grace,
+                        "u": now,
+                        "e": expires,
+                        "ea": _expireAt(expires),
+                    }
+                },
+            )
+        )
+        if result.matched_count == 0:
+            raise ClaimDoesNotExist(claimId)
+        liveUntil = now + ttl + grace
+        await self._call(
+            lambda: self._coll(MESSAGES).update_many(
+                {"p": project, "q": queue, "ci": claimId, "ce": {"$gt": now}},
+                {
+                    "$set": {"ce": expires},
+                    "$max": {"e": liveUntil, "ea": _expireAt(liveUntil)},
+                },
+            )
+        )
+
+    def releaseClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> Deferred:
+        return self._wrap(self._releaseClaim(project, queue, claimId, now))
+
+    async def _releaseClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> None:
+        await self._ready()
+        await self._call(
+            lambda: self._coll(MESSAGES).update_many(
+                {"p": project, "q": queue, "ci": claimId},
+                {"$set": {"ci": None, "ce": 0.0}},
+            )
+        )
+        await self._call(
+            lambda: self._coll(CLAIMS).delete_one(
+                {"_id": claimId, "p": project, "q": queue}
+            )
+        )
+
+    def purgeExpired(self, now: float) -> Deferred:
+        return self._wrap(self._purgeExpired(now))
+
+    async def _purgeExpired(self, now: float) -> int:
+        await self._ready()
+        messages = self._coll(MESSAGES)
+        removed = await self._call(
+            lambda: messages.delete_many({"e": {"$lte": now}, "tx": {"$exists": False}})
+        )
+        await self._call(lambda: self._coll(CLAIMS).delete_many({"e": {"$lte": now}}))
+        await self._call(
+            lambda: messages.delete_many(
+                {"tx": {"$exists": True}, "c": {"$lte": now - ABANDONED_BATCH_AGE}}
+            )
+        )
+        return removed.deleted_count

@@ -1,0 +1,818 @@
+"""
+The Redis storage driver, on txredisapi.
+
+Every operation that reads and then writes is one Lua script (see
+L{marconi.storage.redis_lua} for the scripts and the key layout), so posts,
+claims and pops are atomic however many nodes and connections use the same
+server.  Times are never read here: each call carries the caller's C{now}.
+
+The connections are ours rather than txredisapi's pool: each one is kept up
+by a L{ClientService} on the injected reactor, which reconnects with a
+backoff, and a request that finds no usable connection within a short wait
+fails at once with L{StorageUnavailable} instead of queueing until the
+server comes back.  txredisapi provides the protocol (replies, AUTH,
+SELECT, script caching with EVALSHA).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterable, Optional, Sequence
+
+import txredisapi
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    gatherResults,
+)
+from twisted.internet.defer import (
+    TimeoutError as DeferredTimeoutError,
+)
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from marconi.core import errors
+from marconi.core.interfaces import IMessageStore
+from marconi.core.models import (
+    Claim,
+    ClaimSpec,
+    Message,
+    MessageQuery,
+    NewMessage,
+    QueueInfo,
+    QueueStats,
+    newId,
+)
+from marconi.storage import redis_lua as lua
+from marconi.storage.redis_uri import RedisLocation, parseURI
+
+log = Logger()
+
+_ID = re.compile("[0-9a-f]{32}")
+
+#: Messages and claims purged by one script run; a purge repeats the script
+#: so that Redis is never blocked for long.
+PURGE_BATCH = 500
+
+
+def _lp(text: str) -> str:
+    """
+    Length-prefix C{text} (length in UTF-8 bytes, as Redis counts), so that
+    the concatenation of prefixed strings can be split in only one way.
+    """
+    return f"{len(text.encode('utf-8'))}:{text}"
+
+
+def projectPrefix(project: str) -> str:
+    """
+    The prefix of a project's keys.
+    """
+    return "marconi:p:" + _lp(project)
+
+
+def queuePrefix(project: str, queue: str) -> str:
+    """
+    The prefix of a queue's keys.  Both names are length-prefixed, so no
+    two C{(project, queue)} pairs share a prefix, and no prefix followed by
+    one of the driver's suffixes equals another's.
+    """
+    return "marconi:q:" + _lp(project) + _lp(queue)
+
+
+def _validIds(ids: Iterable[str]) -> list[str]:
+    """
+    Keep the ids that the driver could have made; others cannot exist, and
+    never go into a key.
+    """
+    return [i for i in ids if isinstance(i, str) and _ID.fullmatch(i)]
+
+
+def _time(value: float) -> str:
+    return repr(float(value))
+
+
+def _message(row: Sequence[Any]) -> Message:
+    (
+        mid,
+        marker,
+        body,
+        ttl,
+        created,
+        expires,
+        visible,
+        client,
+        claimId,
+        claimExpires,
+        count,
+        tags,
+        checksum,
+    ) = row
+    return Message(
+        id=mid,
+        marker=int(marker),
+        body=body,
+        ttl=int(float(ttl)),
+        created=float(created),
+        expires=float(expires),
+        visibleAt=float(visible),
+        clientId=client,
+        claimId=claimId or None,
+        claimExpires=float(claimExpires) if claimExpires else None,
+        claimCount=int(count),
+        tags=tuple(json.loads(tags)),
+        checksum=checksum or "",
+    )
+
+
+class _ProtocolFactory(Factory):
+    """
+    Builds the txredisapi protocols of a store's connections, with reply
+    timeouts on the injected reactor, and tells the store when one becomes
+    usable (after txredisapi's AUTH and SELECT) and when it is lost.
+
+    txredisapi's protocol calls back into its factory when AUTH or SELECT
+    fails (L{stopTrying}, L{connectionError}); we log the reason and let the
+    L{ClientService} keep retrying with its backoff, since an operator may
+    well fix the server's configuration while we run.  L{retryDelay} keeps
+    backing off while connections are made but never become usable:
+    L{ClientService} alone would start again from its shortest delay after
+    every successful TCP connect.
+    """
+
+    isLazy = False
+    noisy = False
+
+    def __init__(
+        self,
+        location: RedisLocation,
+        reactor: Any,
+        replyTimeout: float,
+        maxRetryDelay: float,
+        ready: Any,
+        lost: Any,
+    ) -> None:
+        self._location = location
+        self._reactor = reactor
+        self._replyTimeout = replyTimeout
+        self._ready = ready
+        self._lost = lost
+        self._backoff = backoffPolicy(
+            initialDelay=0.1, maxDelay=maxRetryDelay, factor=2.0
+        )
+        self._unusable = 0
+
+    def buildProtocol(self, addr: Any) -> txredisapi.RedisProtocol:
+        p = txredisapi.RedisProtocol(
+            charset="utf-8",
+            replyTimeout=self._replyTimeout,
+            password=self._location.password,
+            dbid=self._location.db,
+            convertNumbers=False,
+            username=self._location.username,
+        )
+        p.callLater = self._reactor.callLater
+        p.factory = self
+        self._unusable += 1
+        p.whenConnected().addCallback(self._usable)
+        p.whenDisconnected().addCallback(self._lost)
+        return p
+
+    def _usable(self, protocol: txredisapi.RedisProtocol) -> None:
+        self._unusable = 0
+        self._ready(protocol)
+
+    def retryDelay(self, attempt: int) -> float:
+        return self._backoff(max(attempt, self._unusable))
+
+    def stopTrying(self) -> None:
+        pass
+
+    def connectionError(self, why: str) -> None:
+        log.error(
+            "Redis at {where} refused the connection: {why}",
+            where=self._location.describe(),
+            why=why,
+        )
+
+
+@implementer(IMessageStore)
+class RedisStore(Service):
+    """
+    An L{IMessageStore} on a Redis server.
+
+    @param location: where the server is.
+    @param reactor: provides L{IReactorTCP}, L{IReactorUNIX} and
+        L{IReactorTime}.
+    @param connectWait: how long a request waits for a usable connection
+        before it fails with L{StorageUnavailable}.
+    @param replyTimeout: how long a command may wait for its reply; then
+        the connection is dropped and re-established.
+    @param maxRetryDelay: the longest pause between reconnection attempts.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        location: RedisLocation,
+        reactor: Any = None,
+        connectWait: float = 2.0,
+        replyTimeout: float = 10.0,
+        maxRetryDelay: float = 5.0,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self._location = location
+        self._reactor = reactor
+        self._connectWait = connectWait
+        self._replyTimeout = replyTimeout
+        self._maxRetryDelay = maxRetryDelay
+        self._services: list[ClientService] = []
+        self._ready: list[txredisapi.RedisProtocol] = []
+        self._waiting: list[Deferred] = []
+        self._next = 0
+        self._checkWaiters: list[Deferred] = []
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self._location.describe()}>"
+
+    # Connections.
+
+    def _endpoint(self) -> Any:
+        loc = self._location
+        if loc.path is not None:
+            return UNIXClientEndpoint(self._reactor, loc.path, timeout=5)
+        return HostnameEndpoint(self._reactor, loc.host, loc.port, timeout=5)
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = self._endpoint()
+        factory = _ProtocolFactory(
+            self._location,
+            self._reactor,
+            self._replyTimeout,
+            self._maxRetryDelay,
+            self._connectionReady,
+            self._connectionLost,
+        )
+        for _ in range(self._location.poolsize):
+            service = ClientService(
+                endpoint, factory, retryPolicy=factory.retryDelay, clock=self._reactor
+            )
+            self._services.append(service)
+            service.startService()
+
+    def stopService(self) -> Deferred:  # type: ignore[override]
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        Service.stopService(self)
+        services, self._services = self._services, []
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(errors.StorageUnavailable("The store is stopping."))
+        self._ready = []
+        await gatherResults([s.stopService() for s in services], consumeErrors=True)
+        # txredisapi's protocol hands buffered replies to itself with
+        # callLater(0); let those run so nothing of ours is left pending.
+        await deferLater(self._reactor, 0, lambda: None)
+
+    def _connectionReady(self, protocol: txredisapi.RedisProtocol) -> None:
+        """
+        A connection has sent AUTH and SELECT: offer it to requests.
+        """
+        if not self.running or not protocol.connected:
+            return
+        recovered = not self._ready
+        self._ready.append(protocol)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(protocol)
+        if recovered:
+            # The first connection, or the first after every connection was
+            # lost (the server may have been restarted with other settings).
+            self._startPersistenceCheck(protocol)
+
+    def _connectionLost(self, protocol: txredisapi.RedisProtocol) -> None:
+        if protocol in self._ready:
+            self._ready.remove(protocol)
+            if self.running:
+                self.log.warn(
+                    "Lost a connection to Redis at {where}",
+                    where=self._location.describe(),
+                )
+
+    async def _connection(self) -> txredisapi.RedisProtocol:
+        """
+        A usable connection, round-robin; wait at most C{connectWait} for
+        one.
+
+        @raise StorageUnavailable: there is none.
+        """
+        ready = [p for p in self._ready if p.connected]
+        if ready:
+            self._next = (self._next + 1) % len(ready)
+            return ready[self._next]
+        if not self.running:
+            raise errors.StorageUnavailable("The Redis store is not running.")
+
+        def cancel(d: Deferred) -> None:
+            if d in self._waiting:
+                self._waiting.remove(d)
+
+        waiter: Deferred = Deferred(cancel)
+        self._waiting.append(waiter)
+        waiter.addTimeout(self._connectWait, self._reactor)
+        try:
+            return await waiter
+        except DeferredTimeoutError:
+            raise errors.StorageUnavailable(
+                f"The Redis server at {self._location.describe()} cannot be "
+                "reached; try again later."
+            ) from None
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        """
+        Run one txredisapi protocol method on a usable connection.
+
+        @raise StorageUnavailable: the server cannot be reached, did not
+            answer in time, or failed the command.
+        """
+        conn = await self._connection()
+        try:
+            return await getattr(conn, method)(*args)
+        except CancelledError:
+            raise
+        except txredisapi.InvalidData as e:
+            raise errors.ValidationFailed(f"A value cannot be stored: {e}") from None
+        except txredisapi.ConnectionError as e:
+            raise errors.StorageUnavailable(
+                f"The Redis server at {self._location.describe()} did not "
+                f"answer ({e}); try again later."
+            ) from None
+        except txredisapi.ResponseError as e:
+            self.log.error(
+                "Redis at {where} failed {method}: {error}",
+                where=self._location.describe(),
+                method=method,
+                error=str(e),
+            )
+            raise errors.StorageUnavailable(
+                "The Redis server failed the request; try again later."
+            ) from None
+
+    async def _eval(self, script: str, *args: Any) -> Any:
+        return await self._call("eval", script, [], [str(a) for a in args])
+
+    def _startPersistenceCheck(self, protocol: txredisapi.RedisProtocol) -> None:
+        check = Deferred.fromCoroutine(self._checkPersistence(protocol))
+        check.addErrback(
+            lambda f: self.log.failure("Checking the Redis persistence settings", f)
+        )
+        check.addCallback(self._persistenceChecked)
+
+    def _persistenceChecked(self, _: object) -> None:
+        waiting, self._checkWaiters = self._checkWaiters, []
+        for d in waiting:
+            d.callback(None)
+
+    async def _checkPersistence(self, protocol: txredisapi.RedisProtocol) -> None:
+        """
+        Warn when the server does not write an append-only file: then an
+        acknowledged message is lost if Redis stops (see
+        docs/storage-redis.rst).
+        """
+        where = self._location.describe()
+        try:
+            reply = await protocol.execute_command("CONFIG", "GET", "appendonly")
+        except txredisapi.ResponseError as e:
+            self.log.warn(
+                "Cannot read the persistence settings of Redis at {where} "
+                "({error}); make sure it runs with appendonly yes.",
+                where=where,
+                error=str(e),
+            )
+            return
+        except txredisapi.ConnectionError:
+            # Lost again; the next connection made checks again.
+            return
+        settings = dict(zip(reply[::2], reply[1::2], strict=True)) if reply else {}
+        value = settings.get("appendonly")
+        if value != "yes":
+            self.log.warn(
+                "Redis at {where} runs without appendonly: acknowledged "
+                "messages are lost when it stops or crashes. Set "
+                "'appendonly yes' (see docs/storage-redis.rst).",
+                where=where,
+                appendonly=value,
+            )
+
+    def whenPersistenceChecked(self) -> Deferred:
+        """
+        A L{Deferred} that fires once the next check of the server's
+        persistence settings (made on the first connection, and again after
+        every connection was lost) has logged what it found.
+        """
+        d: Deferred = Deferred()
+        self._checkWaiters.append(d)
+        return d
+
+    # IMessageStore.
+
+    def ping(self) -> Deferred:
+        return Deferred.fromCoroutine(self._ping())
+
+    async def _ping(self) -> bool:
+        try:
+            reply = await self._call("execute_command", "PING")
+        except errors.StorageUnavailable:
+            return False
+        return reply == "PONG"
+
+    def createQueue(
+        self, project: str, name: str, metadata: dict, now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(self._createQueue(project, name, metadata))
+
+    async def _createQueue(self, project: str, name: str, metadata: dict) -> bool:
+        created = await self._eval(
+            lua.CREATE_QUEUE, projectPrefix(project), name, json.dumps(metadata)
+        )
+        return bool(created)
+
+    def getQueueMetadata(self, project: str, name: str) -> Deferred:
+        return Deferred.fromCoroutine(self._getQueueMetadata(project, name))
+
+    async def _getQueueMetadata(self, project: str, name: str) -> dict:
+        meta = await self._call("hget", projectPrefix(project) + ":meta", name)
+        if meta is None:
+            raise errors.QueueDoesNotExist(name)
+        return json.loads(meta)
+
+    def setQueueMetadata(self, project: str, name: str, metadata: dict) -> Deferred:
+        return Deferred.fromCoroutine(self._setQueueMetadata(project, name, metadata))
+
+    async def _setQueueMetadata(self, project: str, name: str, metadata: dict) -> None:
+        done = await self._eval(
+            lua.SET_QUEUE_METADATA, projectPrefix(project), name, json.dumps(metadata)
+        )
+        if not done:
+            raise errors.QueueDoesNotExist(name)
+
+    def deleteQueue(self, project: str, name: str) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._eval(
+                lua.DELETE_QUEUE,
+                queuePrefix(project, name),
+                projectPrefix(project),
+                name,
+            )
+        ).addCallback(lambda _: None)
+
+    def listQueues(
+        self, project: str, marker: Optional[str], limit: int, detailed: bool
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._listQueues(project, marker, limit, detailed)
+        )
+
+    async def _listQueues(
+        self, project: str, marker: Optional[str], limit: int, detailed: bool
+    ) -> list[QueueInfo]:
+        if limit < 1:
+            return []
+        lower = "-" if marker is None else "(" + marker
+        flat = await self._eval(
+            lua.LIST_QUEUES,
+            projectPrefix(project),
+            lower,
+            int(limit),
+            "1" if detailed else "0",
+        )
+        return [
+            QueueInfo(name=name, metadata=json.loads(meta) if detailed else None)
+            for name, meta in zip(flat[::2], flat[1::2], strict=True)
+        ]
+
+    def countQueues(self, project: str) -> Deferred:
+        return Deferred.fromCoroutine(self._countQueues(project))
+
+    async def _countQueues(self, project: str) -> int:
+        return int(await self._call("zcard", projectPrefix(project) + ":q"))
+
+    def queueStats(self, project: str, name: str, now: float) -> Deferred:
+        return Deferred.fromCoroutine(self._queueStats(project, name, now))
+
+    async def _queueStats(self, project: str, name: str, now: float) -> QueueStats:
+        total, claimed, delayed, oldest, newest = await self._eval(
+            lua.QUEUE_STATS, queuePrefix(project, name), _time(now)
+        )
+        total, claimed, delayed = int(total), int(claimed), int(delayed)
+        return QueueStats(
+            free=max(0, total - claimed - delayed),
+            claimed=claimed,
+            delayed=delayed,
+            oldest=_message(oldest) if oldest else None,
+            newest=_message(newest) if newest else None,
+        )
+
+    def postMessages(
+        self,
+        project: str,
+        queue: str,
+        messages: Sequence[NewMessage],
+        clientId: str,
+        now: float,
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._postMessages(project, queue, messages, clientId, now)
+        )
+
+    async def _postMessages(
+        self,
+        project: str,
+        queue: str,
+        messages: Sequence[NewMessage],
+        clientId: str,
+        now: float,
+    ) -> list[str]:
+        ids = [newId() for _ in messages]
+        if not ids:
+            return []
+        args: list[Any] = [
+            queuePrefix(project, queue),
+            projectPrefix(project),
+            queue,
+            _time(now),
+            clientId,
+        ]
+        for mid, m in zip(ids, messages, strict=True):
+            args += [
+                mid,
+                m.body,
+                int(m.ttl),
+                int(m.delay),
+                json.dumps(list(m.tags)),
+                m.checksum,
+            ]
+        await self._eval(lua.POST_MESSAGES, *args)
+        return ids
+
+    def listMessages(
+        self, project: str, queue: str, query: MessageQuery, now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(self._listMessages(project, queue, query, now))
+
+    async def _listMessages(
+        self, project: str, queue: str, query: MessageQuery, now: float
+    ) -> list[Message]:
+        after = "-inf" if query.marker is None else f"({int(query.marker)}"
+        rows = await self._eval(
+            lua.LIST_MESSAGES,
+            queuePrefix(project, queue),
+            _time(now),
+            after,
+            int(query.limit),
+            query.clientId,
+            int(bool(query.echo)),
+            int(bool(query.includeClaimed)),
+            int(bool(query.includeDelayed)),
+            json.dumps(list(query.tags)),
+        )
+        return [_message(row) for row in rows]
+
+    def getMessages(
+        self, project: str, queue: str, ids: Sequence[str], now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(self._getMessages(project, queue, ids, now))
+
+    async def _getMessages(
+        self, project: str, queue: str, ids: Sequence[str], now: float
+    ) -> list[Message]:
+        wanted = list(dict.fromkeys(_validIds(ids)))
+        if not wanted:
+            return []
+        rows = await self._eval(
+            lua.GET_MESSAGES, queuePrefix(project, queue), _time(now), *wanted
+        )
+        return sorted((_message(row) for row in rows), key=lambda m: m.marker)
+
+    def deleteMessage(
+        self,
+        project: str,
+        queue: str,
+        messageId: str,
+        claimId: Optional[str],
+        now: float,
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._deleteMessage(project, queue, messageId, claimId, now)
+        )
+
+    async def _deleteMessage(
+        self,
+        project: str,
+        queue: str,
+        messageId: str,
+        claimId: Optional[str],
+        now: float,
+    ) -> None:
+        if not _validIds([messageId]):
+            return
+        if claimId is not None and not _validIds([claimId]):
+            # No claim can have this id, so it holds nothing; but a message
+            # that does not exist is still deleted successfully.
+            claimId = "-"
+        result = await self._eval(
+            lua.DELETE_MESSAGE,
+            queuePrefix(project, queue),
+            messageId,
+            claimId or "",
+            _time(now),
+        )
+        if result == -1:
+            raise errors.MessageIsClaimed(messageId)
+        if result == -2:
+            raise errors.ClaimMismatch(
+                f"Message {messageId!r} is not held by claim {claimId!r}: "
+                "the claim expired, was released, or never held it."
+            )
+
+    def deleteMessages(
+        self,
+        project: str,
+        queue: str,
+        ids: Sequence[str],
+        claimIds: Optional[Sequence[str]],
+        now: float,
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._deleteMessages(project, queue, ids, claimIds, now)
+        )
+
+    async def _deleteMessages(
+        self,
+        project: str,
+        queue: str,
+        ids: Sequence[str],
+        claimIds: Optional[Sequence[str]],
+        now: float,
+    ) -> int:
+        wanted = list(dict.fromkeys(_validIds(ids)))
+        if not wanted:
+            return 0
+        if claimIds is None:
+            claims: list[str] = []
+            count = -1
+        else:
+            claims = _validIds(claimIds)
+            count = len(claims)
+        deleted = await self._eval(
+            lua.DELETE_MESSAGES,
+            queuePrefix(project, queue),
+            _time(now),
+            count,
+            *claims,
+            *wanted,
+        )
+        return int(deleted)
+
+    def popMessages(
+        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._popMessages(project, queue, limit, tags, now)
+        )
+
+    async def _popMessages(
+        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
+    ) -> list[Message]:
+        rows = await self._eval(
+            lua.POP_MESSAGES,
+            queuePrefix(project, queue),
+            _time(now),
+            int(limit),
+            json.dumps(list(tags or ())),
+        )
+        return [_message(row) for row in rows]
+
+    def createClaim(
+        self, project: str, queue: str, spec: ClaimSpec, now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(self._createClaim(project, queue, spec, now))
+
+    async def _createClaim(
+        self, project: str, queue: str, spec: ClaimSpec, now: float
+    ) -> Optional[Claim]:
+        claimId = newId()
+        deadLetter = spec.maxClaimCount is not None and spec.deadLetterQueue
+        rows = await self._eval(
+            lua.CREATE_CLAIM,
+            queuePrefix(project, queue),
+            projectPrefix(project),
+            _time(now),
+            claimId,
+            int(spec.ttl),
+            int(spec.grace),
+            int(spec.limit),
+            json.dumps(list(spec.tags)),
+            int(spec.maxClaimCount) if deadLetter else "",
+            queuePrefix(project, spec.deadLetterQueue) if deadLetter else "",
+            spec.deadLetterQueue if deadLetter else "",
+            int(spec.deadLetterTTL) if deadLetter and spec.deadLetterTTL else "",
+        )
+        if not rows:
+            return None
+        return Claim(
+            id=claimId,
+            ttl=int(spec.ttl),
+            grace=int(spec.grace),
+            updated=float(now),
+            expires=float(now) + int(spec.ttl),
+            messages=tuple(_message(row) for row in rows),
+        )
+
+    def getClaim(self, project: str, queue: str, claimId: str, now: float) -> Deferred:
+        return Deferred.fromCoroutine(self._getClaim(project, queue, claimId, now))
+
+    async def _getClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> Claim:
+        if not _validIds([claimId]):
+            raise errors.ClaimDoesNotExist(claimId)
+        reply = await self._eval(
+            lua.GET_CLAIM, queuePrefix(project, queue), claimId, _time(now)
+        )
+        if not reply:
+            raise errors.ClaimDoesNotExist(claimId)
+        ttl, grace, updated, expires, rows = reply
+        messages = sorted((_message(row) for row in rows), key=lambda m: m.marker)
+        return Claim(
+            id=claimId,
+            ttl=int(float(ttl)),
+            grace=int(float(grace)),
+            updated=float(updated),
+            expires=float(expires),
+            messages=tuple(messages),
+        )
+
+    def renewClaim(
+        self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._renewClaim(project, queue, claimId, ttl, grace, now)
+        )
+
+    async def _renewClaim(
+        self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
+    ) -> None:
+        if not _validIds([claimId]):
+            raise errors.ClaimDoesNotExist(claimId)
+        done = await self._eval(
+            lua.RENEW_CLAIM,
+            queuePrefix(project, queue),
+            claimId,
+            _time(now),
+            int(ttl),
+            int(grace),
+        )
+        if not done:
+            raise errors.ClaimDoesNotExist(claimId)
+
+    def releaseClaim(
+        self, project: str, queue: str, claimId: str, now: float
+    ) -> Deferred:
+        return Deferred.fromCoroutine(self._releaseClaim(project, queue, claimId))
+
+    async def _releaseClaim(self, project: str, queue: str, claimId: str) -> None:
+        if not _validIds([claimId]):
+            return
+        await self._eval(lua.RELEASE_CLAIM, queuePrefix(project, queue), claimId)
+
+    def purgeExpired(self, now: float) -> Deferred:
+        return Deferred.fromCoroutine(self._purgeExpired(now))
+
+    async def _purgeExpired(self, now: float) -> int:
+        removed = 0
+        while True:
+            gone, messagesSeen, claimsSeen = await self._eval(
+                lua.PURGE_EXPIRED, _time(now), PURGE_BATCH
+            )
+            removed += int(gone)
+            if int(messagesSeen) < PURGE_BATCH and int(claimsSeen) < PURGE_BATCH:
+                return removed
+
+
+def makeStore(uri: str, reactor: Any) -> RedisStore:
+    """
+    Make a L{RedisStore} for a C{redis://} or C{redis+unix://} URI.
+    """
+    return RedisStore(parseURI(uri), reactor)

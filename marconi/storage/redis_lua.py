@@ -1,0 +1,580 @@
+"""
+The Lua scripts of the Redis storage driver.
+
+Redis runs a script without interleaving any other command, so every
+operation that reads and then writes (posting a batch, claiming, popping,
+deleting with a claim check, renewing and releasing claims, purging) is one
+script and is atomic with respect to every other client.  Scripts check their
+arguments before their first write: Redis does not roll a script back when it
+fails half-way, so the only failure left after the checks is the server
+itself dying, which the append-only file replays up to the last complete
+command.
+
+Key layout (built in Python by L{marconi.storage.redis}; C{P} is the
+queue's prefix, C{PP} the project's)::
+
+    P:n          string   the queue's marker counter (INCR)
+    P:m          zset     every message id, scored by marker
+    P:f          zset     ids that may be claimable (not held by a claim
+                          known to be live), scored by marker
+    P:cl         zset     ids held by a claim, scored by that claim's expiry
+    P:x          zset     ids scored by message expiry
+    P:d          zset     ids posted with a delay, scored by visibility time
+    P:cs         set      the queue's claim ids
+    P:h:<id>     hash     one message (fields below)
+    P:c:<cid>    hash     one claim: t ttl, g grace, u updated, e expires
+    P:cm:<cid>   set      the ids a claim took (checked against the message)
+    PP:q         zset     the project's queue names (score 0, lex order)
+    PP:meta      hash     queue name -> metadata JSON
+    marconi:x    zset     P .. id for every message, scored by expiry
+    marconi:cx   zset     P .. cid for every claim, scored by expiry
+
+Message hash fields: k marker, b body, t ttl, c created, e expires,
+v visible-at, i client id, ci claim id, ce claim expiry, n claim count,
+g tags (JSON list), s checksum.  Ids and claim ids are 32 hex characters,
+which is how C{purgeExpired} splits the members of the global sets.
+
+Times are floats written with C{%.17g} so that they survive the round trip
+exactly.  Whether a message is live, visible or claimed is always decided
+from its fields and the caller's C{now}; the C{f}, C{cl}, C{x} and C{d}
+indexes only narrow down what has to be looked at.
+"""
+
+_PRELUDE = r"""
+local FIELDS = {'k', 'b', 't', 'c', 'e', 'v', 'i', 'ci', 'ce', 'n', 'g', 's'}
+
+local function num(x)
+  return string.format('%.17g', x)
+end
+
+local function load(P, id)
+  local r = redis.call('HMGET', P .. ':h:' .. id, unpack(FIELDS))
+  if not r[1] then
+    return nil
+  end
+  return r
+end
+
+local function record(id, r)
+  return {id, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+          r[11], r[12]}
+end
+
+local function claimLive(r, now)
+  return r[8] ~= false and r[9] ~= false and tonumber(r[9]) > now
+end
+
+local function hasTags(r, want)
+  if #want == 0 then
+    return true
+  end
+  local have = {}
+  for _, t in ipairs(cjson.decode(r[11])) do
+    have[t] = true
+  end
+  for _, t in ipairs(want) do
+    if not have[t] then
+      return false
+    end
+  end
+  return true
+end
+
+local function claimable(r, now, tags)
+  return tonumber(r[5]) > now and tonumber(r[6]) <= now
+    and not claimLive(r, now) and hasTags(r, tags)
+end
+
+local function setExpiry(P, id, e)
+  redis.call('HSET', P .. ':h:' .. id, 'e', num(e))
+  redis.call('ZADD', P .. ':x', num(e), id)
+  redis.call('ZADD', 'marconi:x', num(e), P .. id)
+end
+
+local function removeMsg(P, id, r)
+  redis.call('DEL', P .. ':h:' .. id)
+  redis.call('ZREM', P .. ':m', id)
+  redis.call('ZREM', P .. ':f', id)
+  redis.call('ZREM', P .. ':cl', id)
+  redis.call('ZREM', P .. ':x', id)
+  redis.call('ZREM', P .. ':d', id)
+  redis.call('ZREM', 'marconi:x', P .. id)
+  if r[8] then
+    redis.call('SREM', P .. ':cm:' .. r[8], id)
+  end
+end
+
+local function ensureQueue(PP, name)
+  if redis.call('ZADD', PP .. ':q', 'NX', 0, name) == 1 then
+    redis.call('HSET', PP .. ':meta', name, '{}')
+  end
+end
+
+-- Give the messages whose claim ended by now back to the free index.
+local function promote(P, now)
+  local ids = redis.call('ZRANGEBYSCORE', P .. ':cl', '-inf', num(now))
+  for _, id in ipairs(ids) do
+    local k = redis.call('HGET', P .. ':h:' .. id, 'k')
+    redis.call('ZREM', P .. ':cl', id)
+    if k then
+      redis.call('ZADD', P .. ':f', k, id)
+    end
+  end
+end
+
+-- Call fn(id) on the members of a zset in score order, starting after
+-- the score bound `after` ('-inf' or '(' .. score), until fn returns true.
+-- fn may remove the member it is given.
+local function scan(key, after, fn)
+  local lo = after
+  while true do
+    local page = redis.call('ZRANGEBYSCORE', key, lo, '+inf',
+                            'WITHSCORES', 'LIMIT', 0, 100)
+    if #page == 0 then
+      return
+    end
+    for i = 1, #page, 2 do
+      if fn(page[i]) then
+        return
+      end
+      lo = '(' .. page[i + 1]
+    end
+  end
+end
+
+local function rscan(key, fn)
+  local hi = '+inf'
+  while true do
+    local page = redis.call('ZREVRANGEBYSCORE', key, hi, '-inf',
+                            'WITHSCORES', 'LIMIT', 0, 100)
+    if #page == 0 then
+      return
+    end
+    for i = 1, #page, 2 do
+      if fn(page[i]) then
+        return
+      end
+      hi = '(' .. page[i + 1]
+    end
+  end
+end
+"""
+
+
+def _script(body: str) -> str:
+    return _PRELUDE + body
+
+
+# ARGV: PP, name, metadata JSON.  Returns 1 if created.
+CREATE_QUEUE = _script(r"""
+if redis.call('ZADD', ARGV[1] .. ':q', 'NX', 0, ARGV[2]) == 1 then
+  redis.call('HSET', ARGV[1] .. ':meta', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+""")
+
+# ARGV: PP, name, metadata JSON.  Returns 0 if there is no such queue.
+SET_QUEUE_METADATA = _script(r"""
+if not redis.call('ZSCORE', ARGV[1] .. ':q', ARGV[2]) then
+  return 0
+end
+redis.call('HSET', ARGV[1] .. ':meta', ARGV[2], ARGV[3])
+return 1
+""")
+
+# ARGV: P, PP, name.
+DELETE_QUEUE = _script(r"""
+local P, PP, name = ARGV[1], ARGV[2], ARGV[3]
+for _, id in ipairs(redis.call('ZRANGE', P .. ':m', 0, -1)) do
+  redis.call('DEL', P .. ':h:' .. id)
+  redis.call('ZREM', 'marconi:x', P .. id)
+end
+for _, cid in ipairs(redis.call('SMEMBERS', P .. ':cs')) do
+  redis.call('DEL', P .. ':c:' .. cid, P .. ':cm:' .. cid)
+  redis.call('ZREM', 'marconi:cx', P .. cid)
+end
+redis.call('DEL', P .. ':m', P .. ':f', P .. ':cl', P .. ':x', P .. ':d',
+           P .. ':cs')
+redis.call('ZREM', PP .. ':q', name)
+redis.call('HDEL', PP .. ':meta', name)
+return 1
+""")
+
+# ARGV: PP, lower bound ('-' or '(' .. marker), limit, detailed ('1'/'0').
+# Returns a flat list: name, metadata-or-nil, name, ...
+LIST_QUEUES = _script(r"""
+local PP = ARGV[1]
+local names = redis.call('ZRANGEBYLEX', PP .. ':q', ARGV[2], '+',
+                         'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, name in ipairs(names) do
+  out[#out + 1] = name
+  if ARGV[4] == '1' then
+    out[#out + 1] = redis.call('HGET', PP .. ':meta', name) or '{}'
+  else
+    out[#out + 1] = ''
+  end
+end
+return out
+""")
+
+# ARGV: P, PP, name, now, client id, then six per message:
+# id, body, ttl, delay, tags JSON, checksum.
+POST_MESSAGES = _script(r"""
+local P, PP, name, client = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local now = tonumber(ARGV[4])
+if not now or (#ARGV - 5) % 6 ~= 0 then
+  return redis.error_reply('marconi: bad arguments to post')
+end
+for i = 6, #ARGV, 6 do
+  if not tonumber(ARGV[i + 2]) or not tonumber(ARGV[i + 3]) then
+    return redis.error_reply('marconi: bad ttl or delay')
+  end
+end
+ensureQueue(PP, name)
+local markers = {}
+for i = 6, #ARGV, 6 do
+  local id = ARGV[i]
+  local ttl, delay = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local marker = redis.call('INCR', P .. ':n')
+  local e, v = now + ttl, now + delay
+  redis.call('HSET', P .. ':h:' .. id, 'k', marker, 'b', ARGV[i + 1],
+             't', ARGV[i + 2], 'c', num(now), 'e', num(e), 'v', num(v),
+             'i', client, 'n', 0, 'g', ARGV[i + 4], 's', ARGV[i + 5])
+  redis.call('ZADD', P .. ':m', marker, id)
+  redis.call('ZADD', P .. ':f', marker, id)
+  redis.call('ZADD', P .. ':x', num(e), id)
+  if delay > 0 then
+    redis.call('ZADD', P .. ':d', num(v), id)
+  end
+  redis.call('ZADD', 'marconi:x', num(e), P .. id)
+  markers[#markers + 1] = marker
+end
+return markers
+""")
+
+# ARGV: P, now, after bound, limit, client id, echo, include claimed,
+# include delayed ('1'/'0'), tags JSON.
+LIST_MESSAGES = _script(r"""
+local P, after, client = ARGV[1], ARGV[3], ARGV[5]
+local now, limit = tonumber(ARGV[2]), tonumber(ARGV[4])
+local echo, withClaimed, withDelayed = ARGV[6] == '1', ARGV[7] == '1',
+  ARGV[8] == '1'
+local tags = cjson.decode(ARGV[9])
+local out = {}
+if limit < 1 then
+  return out
+end
+scan(P .. ':m', after, function(id)
+  local r = load(P, id)
+  if r and tonumber(r[5]) > now
+      and (withDelayed or tonumber(r[6]) <= now)
+      and (withClaimed or not claimLive(r, now))
+      and (echo or r[7] ~= client)
+      and hasTags(r, tags) then
+    out[#out + 1] = record(id, r)
+  end
+  return #out >= limit
+end)
+return out
+""")
+
+# ARGV: P, now, ids...
+GET_MESSAGES = _script(r"""
+local P, now = ARGV[1], tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV do
+  local r = load(P, ARGV[i])
+  if r and tonumber(r[5]) > now then
+    out[#out + 1] = record(ARGV[i], r)
+  end
+end
+return out
+""")
+
+# ARGV: P, now.  Returns {total, claimed, delayed, oldest, newest}.
+QUEUE_STATS = _script(r"""
+local P, now = ARGV[1], tonumber(ARGV[2])
+local after = '(' .. num(now)
+local total = redis.call('ZCOUNT', P .. ':x', after, '+inf')
+local claimed = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':cl', after, '+inf')) do
+  local r = load(P, id)
+  if r and tonumber(r[5]) > now and claimLive(r, now) then
+    claimed = claimed + 1
+  end
+end
+local delayed = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':d', after, '+inf')) do
+  local r = load(P, id)
+  if r and tonumber(r[5]) > now and tonumber(r[6]) > now then
+    delayed = delayed + 1
+  end
+end
+local oldest, newest = false, false
+local function live(id)
+  local r = load(P, id)
+  if r and tonumber(r[5]) > now then
+    return record(id, r)
+  end
+  return false
+end
+scan(P .. ':m', '-inf', function(id)
+  oldest = live(id)
+  return oldest ~= false
+end)
+rscan(P .. ':m', function(id)
+  newest = live(id)
+  return newest ~= false
+end)
+return {total, claimed, delayed, oldest, newest}
+""")
+
+# ARGV: P, id, claim id ('' for none), now.
+# Returns 1 deleted, 0 no such live message, -1 held by a live claim that
+# is not the caller's, -2 a claim id was given but no live claim holds the
+# message.
+DELETE_MESSAGE = _script(r"""
+local P, id, cid, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local r = load(P, id)
+if not r or tonumber(r[5]) <= now then
+  return 0
+end
+if claimLive(r, now) then
+  if r[8] ~= cid then
+    return -1
+  end
+elseif cid ~= '' then
+  return -2
+end
+removeMsg(P, id, r)
+return 1
+""")
+
+# ARGV: P, now, number of claim ids (-1: ignore claims), claim ids..., ids...
+# Returns the number deleted.
+DELETE_MESSAGES = _script(r"""
+local P, now, nclaims = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local claims = {}
+local first = 4
+if nclaims >= 0 then
+  for i = 4, 3 + nclaims do
+    claims[ARGV[i]] = true
+  end
+  first = 4 + nclaims
+end
+local deleted = 0
+for i = first, #ARGV do
+  local id = ARGV[i]
+  local r = load(P, id)
+  if r and tonumber(r[5]) > now then
+    if nclaims < 0 or not claimLive(r, now) or claims[r[8]] then
+      removeMsg(P, id, r)
+      deleted = deleted + 1
+    end
+  end
+end
+return deleted
+""")
+
+# ARGV: P, now, limit, tags JSON.  Returns the popped messages.
+POP_MESSAGES = _script(r"""
+local P, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local tags = cjson.decode(ARGV[4])
+local out = {}
+if limit < 1 then
+  return out
+end
+promote(P, now)
+scan(P .. ':f', '-inf', function(id)
+  local r = load(P, id)
+  if not r then
+    redis.call('ZREM', P .. ':f', id)
+  elseif claimable(r, now, tags) then
+    out[#out + 1] = record(id, r)
+    removeMsg(P, id, r)
+  end
+  return #out >= limit
+end)
+return out
+""")
+
+# ARGV: P, PP, now, claim id, ttl, grace, limit, tags JSON,
+# max claim count ('' for none), dead-letter P ('' for none),
+# dead-letter queue name, dead-letter TTL ('' for the message's own).
+# Returns {} or the claimed messages.  A message already claimed the maximum
+# number of times moves to the end of the dead-letter queue, unclaimed,
+# visible now, with the dead-letter TTL, keeping its id, creation time and
+# claim count; the scan goes on so that the claim can still be filled.
+CREATE_CLAIM = _script(r"""
+local P, PP, cid = ARGV[1], ARGV[2], ARGV[4]
+local now, ttl, grace = tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local limit = tonumber(ARGV[7])
+local tags = cjson.decode(ARGV[8])
+local maxCount = tonumber(ARGV[9])
+local DP, dname, dttl = ARGV[10], ARGV[11], tonumber(ARGV[12])
+if DP == '' or DP == P then
+  maxCount = nil
+end
+if limit < 1 then
+  return {}
+end
+
+local function deadLetter(id, r)
+  ensureQueue(PP, dname)
+  removeMsg(P, id, r)
+  local mttl = dttl or tonumber(r[3])
+  local e = now + mttl
+  local k = redis.call('INCR', DP .. ':n')
+  redis.call('HSET', DP .. ':h:' .. id, 'k', k, 'b', r[2], 't', num(mttl),
+             'c', r[4], 'e', num(e), 'v', num(now), 'i', r[7], 'n', r[10],
+             'g', r[11], 's', r[12])
+  redis.call('ZADD', DP .. ':m', k, id)
+  redis.call('ZADD', DP .. ':f', k, id)
+  redis.call('ZADD', DP .. ':x', num(e), id)
+  redis.call('ZADD', 'marconi:x', num(e), DP .. id)
+end
+
+promote(P, now)
+local cexp = now + ttl
+local floor = cexp + grace
+local taken = {}
+scan(P .. ':f', '-inf', function(id)
+  local r = load(P, id)
+  if not r then
+    redis.call('ZREM', P .. ':f', id)
+    return false
+  end
+  if not claimable(r, now, tags) then
+    return false
+  end
+  if maxCount and tonumber(r[10]) >= maxCount then
+    deadLetter(id, r)
+    return false
+  end
+  if r[8] then
+    redis.call('SREM', P .. ':cm:' .. r[8], id)
+  end
+  redis.call('HSET', P .. ':h:' .. id, 'ci', cid, 'ce', num(cexp),
+             'n', tonumber(r[10]) + 1)
+  if tonumber(r[5]) < floor then
+    setExpiry(P, id, floor)
+  end
+  redis.call('ZREM', P .. ':f', id)
+  redis.call('ZADD', P .. ':cl', num(cexp), id)
+  redis.call('SADD', P .. ':cm:' .. cid, id)
+  taken[#taken + 1] = id
+  return #taken >= limit
+end)
+if #taken == 0 then
+  return {}
+end
+redis.call('HSET', P .. ':c:' .. cid, 't', ARGV[5], 'g', ARGV[6],
+           'u', num(now), 'e', num(cexp))
+redis.call('SADD', P .. ':cs', cid)
+redis.call('ZADD', 'marconi:cx', num(cexp), P .. cid)
+local out = {}
+for _, id in ipairs(taken) do
+  out[#out + 1] = record(id, load(P, id))
+end
+return out
+""")
+
+# ARGV: P, claim id, now.
+# Returns {} or {ttl, grace, updated, expires, messages}.
+GET_CLAIM = _script(r"""
+local P, cid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local c = redis.call('HMGET', P .. ':c:' .. cid, 't', 'g', 'u', 'e')
+if not c[4] or tonumber(c[4]) <= now then
+  return {}
+end
+local msgs = {}
+for _, id in ipairs(redis.call('SMEMBERS', P .. ':cm:' .. cid)) do
+  local r = load(P, id)
+  if r and r[8] == cid and tonumber(r[5]) > now then
+    msgs[#msgs + 1] = record(id, r)
+  end
+end
+return {c[1], c[2], c[3], c[4], msgs}
+""")
+
+# ARGV: P, claim id, now, ttl, grace.  Returns 1, or 0 if no live claim.
+RENEW_CLAIM = _script(r"""
+local P, cid = ARGV[1], ARGV[2]
+local now, ttl, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local key = P .. ':c:' .. cid
+local e = redis.call('HGET', key, 'e')
+if not e or tonumber(e) <= now then
+  return 0
+end
+local cexp = now + ttl
+local floor = cexp + grace
+redis.call('HSET', key, 't', ARGV[4], 'g', ARGV[5], 'u', num(now),
+           'e', num(cexp))
+redis.call('ZADD', 'marconi:cx', num(cexp), P .. cid)
+for _, id in ipairs(redis.call('SMEMBERS', P .. ':cm:' .. cid)) do
+  local r = load(P, id)
+  if r and r[8] == cid and tonumber(r[5]) > now then
+    redis.call('HSET', P .. ':h:' .. id, 'ce', num(cexp))
+    redis.call('ZADD', P .. ':cl', num(cexp), id)
+    redis.call('ZREM', P .. ':f', id)
+    if tonumber(r[5]) < floor then
+      setExpiry(P, id, floor)
+    end
+  end
+end
+return 1
+""")
+
+# ARGV: P, claim id.
+RELEASE_CLAIM = _script(r"""
+local P, cid = ARGV[1], ARGV[2]
+for _, id in ipairs(redis.call('SMEMBERS', P .. ':cm:' .. cid)) do
+  local r = load(P, id)
+  if r and r[8] == cid then
+    redis.call('HDEL', P .. ':h:' .. id, 'ci', 'ce')
+    redis.call('ZREM', P .. ':cl', id)
+    redis.call('ZADD', P .. ':f', r[1], id)
+  end
+end
+redis.call('DEL', P .. ':c:' .. cid, P .. ':cm:' .. cid)
+redis.call('SREM', P .. ':cs', cid)
+redis.call('ZREM', 'marconi:cx', P .. cid)
+return 1
+""")
+
+# ARGV: now, batch size.
+# Returns {messages removed, index entries looked at, claims looked at}.
+PURGE_EXPIRED = _script(r"""
+local now, batch = tonumber(ARGV[1]), tonumber(ARGV[2])
+local removed = 0
+local members = redis.call('ZRANGEBYSCORE', 'marconi:x', '-inf', num(now),
+                           'LIMIT', 0, batch)
+for _, m in ipairs(members) do
+  local P, id = string.sub(m, 1, -33), string.sub(m, -32)
+  local r = load(P, id)
+  if r and tonumber(r[5]) <= now then
+    removeMsg(P, id, r)
+    removed = removed + 1
+  elseif r then
+    redis.call('ZADD', 'marconi:x', r[5], m)
+  else
+    redis.call('ZREM', 'marconi:x', m)
+  end
+end
+local claims = redis.call('ZRANGEBYSCORE', 'marconi:cx', '-inf', num(now),
+                          'LIMIT', 0, batch)
+for _, m in ipairs(claims) do
+  local P, cid = string.sub(m, 1, -33), string.sub(m, -32)
+  local e = redis.call('HGET', P .. ':c:' .. cid, 'e')
+  if e and tonumber(e) > now then
+    redis.call('ZADD', 'marconi:cx', e, m)
+  else
+    redis.call('DEL', P .. ':c:' .. cid, P .. ':cm:' .. cid)
+    redis.call('SREM', P .. ':cs', cid)
+    redis.call('ZREM', 'marconi:cx', m)
+  end
+end
+return {removed, #members, #claims}
+""")

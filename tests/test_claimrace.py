@@ -1,0 +1,101 @@
+"""
+Claim races: many consumers claiming from one queue at once, over HTTP, on
+each storage driver with a real backend.
+"""
+
+import os
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.trial.unittest import TestCase
+
+from marconi.core.limits import Limits
+from marconi.storage.sqlite import SQLiteStore
+from tests.apihelpers import Node
+from tests.redisserver import sharedServer, skipReason
+
+CLAIMERS = 120
+MESSAGES = 600
+
+
+class ClaimRaceMixin:
+    """
+    The race, for a store given by L{makeStore}.
+    """
+
+    timeout = 120
+
+    async def makeStore(self) -> Any:
+        raise NotImplementedError
+
+    async def test_concurrentClaimers(self) -> None:
+        """
+        120 claimers, each on its own connection, claim (up to 5 at a time)
+        from one queue of 600 messages until nothing is left.  No message
+        is in two live claims (the clock stands still, so no claim
+        expires), every message is claimed, and deleting each with its
+        claim empties the queue.
+        """
+        node = Node(self, Limits(maxMessagesPerPost=100), store=await self.makeStore())
+        posted = []
+        for start in range(0, MESSAGES, 100):
+            posted += await node.post(
+                "race", *({"body": {"n": n}} for n in range(start, start + 100))
+            )
+        claims: list = []
+
+        async def claimer(index: int) -> None:
+            while True:
+                r = await node.request(
+                    "POST",
+                    "/v2/queues/race/claims?limit=5",
+                    {"ttl": 300},
+                    client=f"claimer-{index}",
+                )
+                if r.code == 204:
+                    return
+                assert r.code == 201, (r.code, r.body)
+                claimId = r.header("location").rsplit("/", 1)[1]
+                claims.append((claimId, [m["id"] for m in r.json["messages"]]))
+
+        await gatherResults(
+            [Deferred.fromCoroutine(claimer(i)) for i in range(CLAIMERS)],
+            consumeErrors=True,
+        )
+        holders: dict = {}
+        for claimId, ids in claims:
+            for messageId in ids:
+                holders.setdefault(messageId, []).append(claimId)
+        doubly = {m: c for m, c in holders.items() if len(c) > 1}
+        self.assertEqual(doubly, {})
+        self.assertEqual(set(holders), set(posted))
+        self.assertEqual(len({c for c, _ in claims}), len(claims))
+        for claimId, ids in claims:
+            r = await node.request(
+                "DELETE",
+                f"/v2/queues/race/messages?ids={','.join(ids)}&claim_ids={claimId}",
+            )
+            self.assertEqual(r.code, 204)
+        r = await node.request("GET", "/v2/queues/race/stats")
+        self.assertEqual(r.json["messages"]["total"], 0)
+
+
+class SQLiteClaimRaceTests(ClaimRaceMixin, TestCase):
+    async def makeStore(self) -> Any:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        store = SQLiteStore(os.path.join(directory, "race.sqlite3"), reactor)
+        store.startService()
+        return store
+
+
+class RedisClaimRaceTests(ClaimRaceMixin, TestCase):
+    skip = skipReason()
+
+    async def makeStore(self) -> Any:
+        from tests.test_storage_redis import startStore
+
+        server = sharedServer()
+        server.flush()
+        return await startStore(self, server.uri())

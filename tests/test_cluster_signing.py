@@ -1,0 +1,163 @@
+"""
+Signatures of requests forwarded between nodes.
+"""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from marconi.cluster import signing
+from marconi.cluster.signing import BadSignature, Signer, Verifier
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+URI = b"/v2/queues/jobs/messages?echo=true&limit=5"
+BODY = b'{"messages": [{"body": 1}]}'
+
+
+class SigningTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.signer = Signer("a", SECRET, self.clock)
+        self.verifier = Verifier(["a", "b"], SECRET, self.clock, window=300)
+
+    def sign(self, method=b"POST", uri=URI, body=BODY, project="p1") -> dict:
+        return self.signer.headers(method, uri, body, project)
+
+    def test_roundTrip(self) -> None:
+        """
+        A signed request verifies, naming its sender and project.
+        """
+        signed = self.verifier.verify(b"POST", URI, BODY, self.sign())
+        self.assertEqual((signed.node, signed.project), ("a", "p1"))
+
+    def test_noHeaders(self) -> None:
+        """
+        A request without forwarding headers is not forwarded: None.
+        """
+        self.assertIsNone(self.verifier.verify(b"GET", URI, b"", {b"x-other": b"1"}))
+
+    def test_reencodedRequest(self) -> None:
+        """
+        Percent-encoding the path differently or reordering the query (as an
+        HTTP client may) keeps the signature valid.
+        """
+        headers = self.sign()
+        other = b"/v2/queues/%6Aobs/messages?limit=5&echo=true"
+        self.assertEqual(
+            self.verifier.verify(b"POST", other, BODY, headers).project, "p1"
+        )
+
+    def test_anyChangeIsRefused(self) -> None:
+        """
+        Changing the method, path, query, body, project, sender, timestamp
+        or nonce, or using another secret, makes the signature invalid.
+        """
+        cases = [
+            (b"DELETE", URI, BODY, {}),
+            (b"POST", b"/v2/queues/other/messages?echo=true&limit=5", BODY, {}),
+            (b"POST", b"/v2/queues/jobs/messages?echo=true&limit=6", BODY, {}),
+            (b"POST", URI + b"&tags=x", BODY, {}),
+            (b"POST", URI, BODY + b" ", {}),
+            (b"POST", URI, BODY, {signing.PROJECT: b"p2"}),
+            (b"POST", URI, BODY, {signing.NODE: b"b"}),
+            (b"POST", URI, BODY, {signing.TIMESTAMP: b"1800000001"}),
+            (b"POST", URI, BODY, {signing.NONCE: b"00" * 16}),
+        ]
+        for method, uri, body, changes in cases:
+            headers = dict(self.sign())
+            headers.update(changes)
+            self.assertRaises(
+                BadSignature, self.verifier.verify, method, uri, body, headers
+            )
+        forged = Signer("a", b"another secret of 32 bytes......", self.clock)
+        self.assertRaises(
+            BadSignature,
+            self.verifier.verify,
+            b"POST",
+            URI,
+            BODY,
+            forged.headers(b"POST", URI, BODY, "p1"),
+        )
+
+    def test_missingOrEmptyHeader(self) -> None:
+        """
+        Any forwarding header present with another missing or empty is
+        refused; so is a lone unknown X-Marconi-* header.
+        """
+        for name in signing.HEADERS:
+            headers = dict(self.sign())
+            del headers[name]
+            self.assertRaises(
+                BadSignature, self.verifier.verify, b"POST", URI, BODY, headers
+            )
+            headers = dict(self.sign())
+            headers[name] = b""
+            self.assertRaises(
+                BadSignature, self.verifier.verify, b"POST", URI, BODY, headers
+            )
+        self.assertRaises(
+            BadSignature,
+            self.verifier.verify,
+            b"GET",
+            URI,
+            b"",
+            {b"x-marconi-anything": b"1"},
+        )
+
+    def test_unknownSender(self) -> None:
+        """
+        A request signed with the right secret by a name that is not a node
+        of the cluster is refused.
+        """
+        stranger = Signer("z", SECRET, self.clock)
+        self.assertRaises(
+            BadSignature,
+            self.verifier.verify,
+            b"POST",
+            URI,
+            BODY,
+            stranger.headers(b"POST", URI, BODY, "p1"),
+        )
+
+    def test_clockWindow(self) -> None:
+        """
+        A signature is accepted up to the window away from the verifier's
+        clock, either way, and refused past it.
+        """
+        headers = self.sign()
+        self.clock.advance(300)
+        self.assertIsNotNone(self.verifier.verify(b"POST", URI, BODY, headers))
+        headers = self.sign()
+        self.clock.advance(301)
+        self.assertRaises(
+            BadSignature, self.verifier.verify, b"POST", URI, BODY, headers
+        )
+        early = Clock()
+        early.advance(self.clock.seconds() + 301)
+        ahead = Signer("a", SECRET, early).headers(b"POST", URI, BODY, "p1")
+        self.assertRaises(BadSignature, self.verifier.verify, b"POST", URI, BODY, ahead)
+
+    def test_replay(self) -> None:
+        """
+        The same signed request is accepted once; a replay inside the window
+        is refused.
+        """
+        headers = self.sign()
+        self.verifier.verify(b"POST", URI, BODY, headers)
+        self.clock.advance(10)
+        self.assertRaises(
+            BadSignature, self.verifier.verify, b"POST", URI, BODY, headers
+        )
+
+    def test_nonceMemoryIsBounded(self) -> None:
+        """
+        Nonces older than the window are forgotten, and at most maxNonces
+        are kept.
+        """
+        self.verifier.maxNonces = 5
+        for _ in range(20):
+            self.verifier.verify(b"GET", URI, b"", self.sign(b"GET", URI, b""))
+        self.assertLessEqual(len(self.verifier._nonces), 5)
+        self.clock.advance(400)
+        self.verifier.verify(b"GET", URI, b"", self.sign(b"GET", URI, b""))
+        self.assertEqual(len(self.verifier._nonces), 1)

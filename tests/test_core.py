@@ -1,0 +1,181 @@
+"""
+The domain: strict JSON, validation, and the purge job.
+"""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from marconi.core import jsontext, validation
+from marconi.core.errors import ValidationFailed
+from marconi.core.limits import Limits
+from marconi.core.messaging import Messaging
+from marconi.kernel import PurgeService
+from marconi.storage.sqlite import SQLiteStore
+from tests.storage_contract import msg
+
+LIMITS = Limits()
+
+
+class JSONTests(SynchronousTestCase):
+    def test_refused(self) -> None:
+        """
+        Non-finite numbers, duplicate keys, invalid UTF-8, deep nesting and
+        huge integers are refused with L{ValidationFailed}.
+        """
+        for raw in (
+            b"NaN",
+            b"[Infinity]",
+            b"-Infinity",
+            b"1e999",
+            b'{"a":1,"a":2}',
+            b"\xff",
+            b"[" * 100 + b"]" * 100,
+            b"[" * 100000,
+            b"9" * 5000,
+            b'{"a":',
+            b"",
+        ):
+            self.assertRaises(ValidationFailed, jsontext.loads, raw)
+
+    def test_loneSurrogate(self) -> None:
+        """
+        A lone surrogate is refused when parsed, and a value holding one
+        (built some other way) cannot become a stored body.
+        """
+        self.assertRaises(ValidationFailed, jsontext.loads, b'"\\ud800"')
+        self.assertRaises(ValidationFailed, jsontext.dumpBody, "\ud800")
+        self.assertEqual(
+            jsontext.dumpBody(jsontext.loads(b'"\\ud83d\\ude00"')), '"\U0001f600"'
+        )
+
+    @settings(deadline=None)
+    @given(
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.text()
+            | st.floats(allow_nan=False, allow_infinity=False),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(st.text(), children, max_size=4)
+            ),
+            max_leaves=20,
+        )
+    )
+    def test_roundTrip(self, value) -> None:
+        """
+        Any JSON value without lone surrogates survives dump and load.
+        """
+        try:
+            text = jsontext.dumpBody(value)
+        except ValidationFailed:
+            return
+        self.assertEqual(jsontext.loads(text.encode("utf-8")), value)
+
+
+class TagTests(SynchronousTestCase):
+    @settings(deadline=None)
+    @given(st.lists(st.text(min_size=1, max_size=64), max_size=16))
+    def test_validTagsKeptInOrder(self, tags) -> None:
+        """
+        Valid tags come back deduplicated in their first order; invalid
+        ones are refused, never silently changed.
+        """
+        try:
+            result = validation.tags(tags, LIMITS)
+        except ValidationFailed:
+            self.assertTrue(
+                any(
+                    "," in t
+                    or "/" in t
+                    or any(ord(c) <= 0x20 or c == "\x7f" for c in t)
+                    for t in tags
+                )
+            )
+            return
+        self.assertEqual(list(result), list(dict.fromkeys(tags)))
+
+    def test_filter(self) -> None:
+        """
+        A tag filter is a comma-separated list; empty means no filter.
+        """
+        self.assertEqual(validation.tagFilter("a,b", LIMITS), ("a", "b"))
+        self.assertEqual(validation.tagFilter("", LIMITS), ())
+        self.assertRaises(ValidationFailed, validation.tagFilter, "a,,b", LIMITS)
+
+
+class IntegerTests(SynchronousTestCase):
+    @given(st.integers(), st.integers(0, 100), st.integers(0, 100))
+    def test_bounds(self, value, low, span) -> None:
+        """
+        An integer is accepted exactly when it lies within the bounds.
+        """
+        high = low + span
+        if low <= value <= high:
+            self.assertEqual(validation.integer(value, "x", low, high), value)
+        else:
+            self.assertRaises(
+                ValidationFailed, validation.integer, value, "x", low, high
+            )
+
+    def test_notIntegers(self) -> None:
+        """
+        Booleans, floats and strings are not integers.
+        """
+        for value in (True, 1.0, "1", None):
+            self.assertRaises(ValidationFailed, validation.integer, value, "x", 0, 10)
+
+
+class PurgeTests(TestCase):
+    async def test_purgesOnSchedule(self) -> None:
+        """
+        The purge job runs every interval on the injected clock and removes
+        expired messages; a failing run is logged and the next one goes on.
+        """
+        clock = Clock()
+        clock.advance(1000)
+        store = SQLiteStore(":memory:", reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        bus = Messaging(store, clock, LIMITS)
+        await store.postMessages("p", "q", [msg(ttl=60)], "c", 1000)
+        service = PurgeService(bus, 30, clock)
+        service.startService()
+        self.addCleanup(service.stopService)
+        clock.advance(30)
+        self.assertEqual(await store.purgeExpired(clock.seconds()), 0)
+        clock.advance(30)
+        await _settle(store)
+        rows = await store._run(
+            lambda c: c.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        )
+        self.assertEqual(rows, 0)
+
+    async def test_failureLogged(self) -> None:
+        """
+        A purge that fails is logged and does not stop the job.
+        """
+        clock = Clock()
+
+        class Broken:
+            def purgeExpired(self, now):
+                raise RuntimeError("disk on fire")
+
+        bus = Messaging(Broken(), clock, LIMITS)
+        service = PurgeService(bus, 10, clock)
+        service.startService()
+        self.addCleanup(service.stopService)
+        clock.advance(10)
+        clock.advance(10)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
+        self.assertTrue(service._loop.running)
+
+
+async def _settle(store) -> None:
+    # One more round trip through the store's thread: work queued before it
+    # (the purge) has finished when it returns.
+    await store.ping()

@@ -1,0 +1,102 @@
+"""
+The fault-injection harness (C{bench/faults/harness.py}): a short run
+against the real daemon, and its checker on made-up histories.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.nodeprocess import ROOT, environment
+
+HARNESS = os.path.join(ROOT, "bench", "faults", "harness.py")
+
+
+def loadHarness():
+    spec = importlib.util.spec_from_file_location("marconi_fault_harness", HARNESS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class ShortRunTests(TestCase):
+    timeout = 120
+
+    async def test_killAndPause(self) -> None:
+        """
+        A short run (8 s of load) with the node killed with SIGKILL and
+        frozen past the claim TTL: nothing acknowledged is lost, nothing
+        unexpected is delivered, no message is in two live claims at once,
+        no acknowledged delete comes back, and the queue drains.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        report = os.path.join(directory, "report.json")
+        argv = [sys.executable, HARNESS, "--duration", "8", "--seed", "20261128",
+                "--directory", directory, "--report", report]  # fmt: skip
+        result = await deferToThread(
+            subprocess.run, argv, env=environment(), capture_output=True,
+            text=True, timeout=90,
+        )  # fmt: skip
+        self.assertTrue(os.path.exists(report), result.stdout + result.stderr)
+        with open(report) as f:
+            r = json.load(f)
+        self.assertEqual(
+            (r["lost"], r["unexpected"], r["overlaps"], r["resurrected"]),
+            ([], [], [], []),
+        )
+        self.assertTrue(r["drained"])
+        self.assertGreaterEqual(r["kills"], 1)
+        self.assertGreaterEqual(r["pauses"], 1)
+        self.assertGreater(r["acked"], 0)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+
+class CheckerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.harness = loadHarness()
+        self.history = self.harness.History()
+
+    def deliver(self, value, mid, cid, invoked, completed, ttl=1):
+        self.history.deliveries.append((value, mid, cid, invoked, completed, ttl, "c"))
+
+    def test_clean(self) -> None:
+        """
+        A history where every acknowledged value was delivered once, or
+        again only after its claim expired, has no violation.
+        """
+        h = self.history
+        h.attempted |= {"a", "b"}
+        h.acked |= {"a", "b"}
+        self.deliver("a", "m1", "c1", 100.0, 100.1)
+        self.deliver("b", "m2", "c1", 100.0, 100.1)
+        self.deliver("b", "m2", "c2", 101.05, 101.2)
+        r = self.harness.check(h)
+        self.assertEqual((r["lost"], r["unexpected"], r["overlaps"]), ([], [], []))
+        self.assertEqual(r["duplicated"], 1)
+
+    def test_violations(self) -> None:
+        """
+        The checker reports an acknowledged value never delivered, a value
+        never posted, two overlapping live claims and a delivery after an
+        acknowledged delete.
+        """
+        h = self.history
+        h.attempted |= {"a", "b", "c"}
+        h.acked |= {"a", "b", "c"}
+        self.deliver("b", "m2", "c1", 100.0, 100.1)
+        self.deliver("b", "m2", "c2", 100.5, 100.6)
+        self.deliver("c", "m3", "c3", 100.0, 100.1)
+        h.deleted[("m3", "c3")] = 100.2
+        self.deliver("c", "m3", "c4", 105.0, 105.1)
+        self.deliver("z", "m9", "c5", 100.0, 100.1)
+        r = self.harness.check(h)
+        self.assertEqual(r["lost"], ["a"])
+        self.assertEqual(r["unexpected"], ["z"])
+        self.assertEqual([o[:3] for o in r["overlaps"]], [("b", "c1", "c2")])
+        self.assertEqual(r["resurrected"], [("c", "c3", "c4")])

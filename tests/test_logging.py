@@ -1,0 +1,491 @@
+"""
+The logging drivers (stdout, file, syslog), their settings, how their
+observer reaches twistd, and the access log.
+"""
+
+import io
+import json
+import os
+import socket
+
+from twisted.application.service import Application, IService, MultiService
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
+from twisted.plugin import getPlugins
+from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+import marconi.plugins
+from marconi import tap
+from marconi.config import Config
+from marconi.core.interfaces import ILoggingDriverPlugin
+from marconi.core.limits import Limits
+from marconi.observability import logs, wiring
+from tests.apihelpers import Node
+
+
+class Capture:
+    """
+    Collects the events of a real L{Logger} call.
+    """
+
+    def __init__(self):
+        self.events = []
+
+    def __call__(self, event):
+        self.events.append(event)
+
+
+def events(*calls):
+    """
+    Real events, as a L{Logger} makes them: C{calls} are
+    C{(method, format, fields)}.
+    """
+    capture = Capture()
+    log = Logger(namespace="marconi.test", observer=capture)
+    for method, fmt, fields in calls:
+        getattr(log, method)(fmt, **fields)
+    return capture.events
+
+
+def failureEvent():
+    capture = Capture()
+    log = Logger(namespace="marconi.test", observer=capture)
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError:
+        log.failure("Dividing failed for {who}", Failure(), who="probe")
+    return capture.events[0]
+
+
+class PluginTests(SynchronousTestCase):
+    def test_found(self) -> None:
+        """
+        The stdout, file and syslog drivers are plugins providing
+        L{ILoggingDriverPlugin}; each makes an L{ILogObserver}.
+        """
+        found = {p.name: p for p in getPlugins(ILoggingDriverPlugin, marconi.plugins)}
+        self.assertEqual(sorted(found), ["file", "stdout", "syslog"])
+        path = self.mktemp()
+        settings = {
+            "stdout": {},
+            "file": {"path": path},
+            "syslog": {"address": "udp:127.0.0.1:9"},
+        }
+        for name, plugin in found.items():
+            self.assertTrue(verifyObject(ILoggingDriverPlugin, plugin))
+            observer = plugin.makeObserver(settings[name])
+            self.addCleanup(observer.close)
+            self.assertTrue(verifyObject(ILogObserver, observer))
+
+
+class StdoutTests(SynchronousTestCase):
+    def test_text(self) -> None:
+        """
+        The text format writes one line per event with the time, the
+        namespace and the formatted message.
+        """
+        stream = io.StringIO()
+        observer = logs.makeStdout({"format": "text"}, stream)
+        for event in events(("info", "Hello {name}", {"name": "world"})):
+            observer(event)
+        line = stream.getvalue()
+        self.assertTrue(line.endswith("\n"))
+        self.assertEqual(line.count("\n"), 1)
+        self.assertIn("[marconi.test#info] Hello world", line)
+
+    def test_json(self) -> None:
+        """
+        The JSON format writes one JSON object per line: time, level,
+        namespace, message, and the event's scalar fields.
+        """
+        stream = io.StringIO()
+        observer = logs.makeStdout({"format": "json"}, stream)
+        for event in events(
+            ("warn", "Slow {what}", {"what": "disk", "seconds": 1.5, "obj": object()}),
+            ("info", "Second", {}),
+        ):
+            observer(event)
+        lines = stream.getvalue().splitlines()
+        self.assertEqual(len(lines), 2)
+        first = json.loads(lines[0])
+        self.assertEqual(first["level"], "warn")
+        self.assertEqual(first["namespace"], "marconi.test")
+        self.assertEqual(first["message"], "Slow disk")
+        self.assertEqual((first["what"], first["seconds"]), ("disk", 1.5))
+        self.assertNotIn("obj", first)
+        self.assertTrue(first["time"].endswith("+00:00"))
+
+    def test_jsonFailure(self) -> None:
+        """
+        A failure's traceback is one field of its JSON line.
+        """
+        stream = io.StringIO()
+        logs.makeStdout({"format": "json"}, stream)(failureEvent())
+        record = json.loads(stream.getvalue())
+        self.assertEqual(record["level"], "critical")
+        self.assertIn("ZeroDivisionError", record["traceback"])
+
+    def test_badFormat(self) -> None:
+        """
+        An unknown format or setting is refused.
+        """
+        self.assertRaises(ValueError, logs.checkStdout, {"format": "xml"})
+        self.assertRaises(ValueError, logs.checkStdout, {"colour": "yes"})
+
+
+class FileTests(SynchronousTestCase):
+    def test_writesAndRotates(self) -> None:
+        """
+        The file driver appends lines to its file, rotates it past
+        C{rotate_length} bytes and keeps C{max_rotated_files} old files.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        path = os.path.join(directory, "marconi.log")
+        observer = logs.makeFile(
+            {
+                "path": path,
+                "format": "json",
+                "rotate_length": "300",
+                "max_rotated_files": "2",
+            }
+        )
+        self.addCleanup(observer.close)
+        for i in range(40):
+            for event in events(("info", "Event {i}", {"i": i})):
+                observer(event)
+        names = sorted(os.listdir(directory))
+        self.assertEqual(names, ["marconi.log", "marconi.log.1", "marconi.log.2"])
+        with open(path, encoding="utf-8") as f:
+            lines = [json.loads(line) for line in f]
+        self.assertEqual(lines[-1]["i"], 39)
+        with open(path + ".1", encoding="utf-8") as f:
+            older = [json.loads(line) for line in f]
+        self.assertEqual(older[-1]["i"] + 1, lines[0]["i"])
+        self.assertLessEqual(os.path.getsize(path + ".1"), 300 + 200)
+
+    def test_settings(self) -> None:
+        """
+        The file driver needs a path in an existing directory and positive
+        sizes; sizes take k, m and g suffixes.
+        """
+        self.assertRaises(ValueError, logs.checkFile, {})
+        self.assertRaises(ValueError, logs.checkFile, {"path": "/no/such/dir/x.log"})
+        good = {"path": self.mktemp()}
+        logs.checkFile(dict(good, rotate_length="10m"))
+        self.assertRaises(ValueError, logs.checkFile, dict(good, rotate_length="0"))
+        self.assertRaises(ValueError, logs.checkFile, dict(good, rotate_length="ten"))
+
+
+class SyslogTests(SynchronousTestCase):
+    def listen(self, family=socket.AF_UNIX):
+        """
+        A real datagram socket for the observer to send to.
+        """
+        server = socket.socket(family, socket.SOCK_DGRAM)
+        self.addCleanup(server.close)
+        if family == socket.AF_UNIX:
+            address = self.mktemp()
+            server.bind(address)
+        else:
+            server.bind(("127.0.0.1", 0))
+            address = server.getsockname()
+        server.settimeout(5)
+        return server, address
+
+    def test_unixDatagram(self) -> None:
+        """
+        Each event is one datagram in the BSD syslog format: priority
+        (facility * 8 + severity), time, ident[pid], namespace and text.
+        """
+        server, path = self.listen()
+        observer = logs.makeSyslog(
+            {"address": f"unix:{path}", "facility": "local3", "ident": "mq"}
+        )
+        self.addCleanup(observer.close)
+        for event in events(
+            ("info", "Hello {name}", {"name": "syslog"}),
+            ("error", "Broken {thing}", {"thing": "disk"}),
+        ):
+            observer(event)
+        first = server.recv(65536).decode()
+        second = server.recv(65536).decode()
+        self.assertTrue(first.startswith(f"<{19 * 8 + 6}>"), first)
+        self.assertIn(f" mq[{os.getpid()}]: [marconi.test] Hello syslog", first)
+        self.assertRegex(first, r"^<\d+>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d ")
+        self.assertTrue(second.startswith(f"<{19 * 8 + 3}>"), second)
+        self.assertTrue(second.endswith("Broken disk"))
+
+    def test_failureLines(self) -> None:
+        """
+        A failure is sent line by line (syslog messages are single lines),
+        at critical severity.
+        """
+        server, path = self.listen()
+        observer = logs.makeSyslog({"address": path})
+        self.addCleanup(observer.close)
+        observer(failureEvent())
+        server.setblocking(False)
+        datagrams = []
+        while True:
+            try:
+                datagrams.append(server.recv(65536).decode())
+            except BlockingIOError:
+                break
+        self.assertGreater(len(datagrams), 2)
+        self.assertTrue(all(d.startswith(f"<{3 * 8 + 2}>") for d in datagrams))
+        self.assertIn("Dividing failed for probe", datagrams[0])
+        self.assertIn("ZeroDivisionError", "".join(datagrams))
+
+    def test_udpJSON(self) -> None:
+        """
+        C{udp:HOST:PORT} sends to a UDP syslog server; C{format = json}
+        makes the message a JSON object.
+        """
+        server, (host, port) = self.listen(socket.AF_INET)
+        observer = logs.makeSyslog({"address": f"udp:{host}:{port}", "format": "json"})
+        self.addCleanup(observer.close)
+        for event in events(("info", "Hello {name}", {"name": "udp"})):
+            observer(event)
+        datagram = server.recv(65536).decode()
+        record = json.loads(datagram.split(": ", 1)[1])
+        self.assertEqual((record["message"], record["name"]), ("Hello udp", "udp"))
+
+    def test_noDaemon(self) -> None:
+        """
+        Without a syslog daemon the lines are dropped and counted; logging
+        never raises.
+        """
+        observer = logs.makeSyslog({"address": self.mktemp()})
+        self.addCleanup(observer.close)
+        for event in events(("info", "Lost", {})):
+            observer(event)
+        self.assertEqual(observer.dropped, 1)
+
+    def test_settings(self) -> None:
+        """
+        Bad addresses, facilities and unknown settings are refused.
+        """
+        self.assertRaises(ValueError, logs.checkSyslog, {"address": "udp:host"})
+        self.assertRaises(ValueError, logs.checkSyslog, {"facility": "local9"})
+        self.assertRaises(ValueError, logs.checkSyslog, {"port": "514"})
+        logs.checkSyslog({"address": "udp:[::1]:514", "facility": "LOCAL0"})
+
+
+class TwistdTests(SynchronousTestCase):
+    def configFile(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_observerGoesToApplication(self) -> None:
+        """
+        With a C{[logging]} driver, the service that twistd adds to its
+        application makes the driver's observer the application's
+        L{ILogObserver}, which twistd then begins logging to.
+        """
+        path = self.configFile(
+            "[marconi]\nstorage = sqlite::memory:\nlisten = tcp:0\n"
+            "[logging]\ndriver = stdout\nformat = json\n"
+        )
+        options = tap.Options()
+        options.parseOptions(["--config", path])
+        service = tap.makeService(options, reactor)
+        application = Application("marconi")
+        service.setServiceParent(application)
+        observer = application.getComponent(ILogObserver)
+        self.assertIsInstance(observer, logs.StreamObserver)
+        self.assertIn(service, list(IService(application)))
+
+    def test_existingObserverWins(self) -> None:
+        """
+        An observer already set on the application is left alone.
+        """
+        application = Application("marconi")
+        mine = Capture()
+        application.setComponent(ILogObserver, mine)
+        wiring.ObservedNode(MultiService(), Capture()).setServiceParent(application)
+        self.assertIs(application.getComponent(ILogObserver), mine)
+
+    def test_noDriverNoObserver(self) -> None:
+        """
+        Without a logging driver the node is returned as it is: twistd's
+        own --logfile and --syslog apply.
+        """
+        options = tap.Options()
+        options.parseOptions(["--storage", "sqlite::memory:", "--listen", "tcp:0"])
+        node = tap.makeService(options, reactor)
+        self.assertNotIsInstance(node, wiring.ObservedNode)
+
+    def test_badSettings(self) -> None:
+        """
+        An unknown driver (naming the known ones) or a bad setting is a
+        usage error.
+        """
+        for text, words in [
+            ("[logging]\ndriver = carrier-pigeon\n", ["file", "stdout", "syslog"]),
+            ("[logging]\ndriver = file\n", ["path"]),
+            ("[logging]\naccess_log = maybe\n", ["access_log"]),
+        ]:
+            options = tap.Options()
+            e = self.assertRaises(
+                UsageError,
+                options.parseOptions,
+                ["--storage", "sqlite::memory:", "--config", self.configFile(text)],
+            )
+            for word in words:
+                self.assertIn(word, str(e))
+
+    def test_configSections(self) -> None:
+        """
+        The C{[logging]} and C{[monitoring]} sections land in the
+        configuration as they are.
+        """
+        from marconi import config as configuration
+
+        loaded = configuration.load(
+            self.configFile(
+                "[logging]\ndriver = file\npath = x.log\n"
+                "[monitoring]\ndriver = prometheus\nlisten = tcp:0\n  unix:m.sock\n"
+            ),
+            {},
+        )
+        self.assertEqual(dict(loaded.logging), {"driver": "file", "path": "x.log"})
+        self.assertEqual(loaded.monitoring["listen"], "tcp:0\nunix:m.sock")
+        self.assertEqual(Config().logging, {})
+
+
+class AccessLogTests(TestCase):
+    def setUp(self) -> None:
+        self.node = Node(self, limits=Limits(maxMessagesPostSize=4096))
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def access(self):
+        return [e for e in self.events if e.get("log_namespace") == "marconi.access"]
+
+    async def test_oneLinePerRequest(self) -> None:
+        """
+        Each answered request is one C{marconi.access} event with the
+        request id (the one the client got), project, method, path, status,
+        duration and route.
+        """
+        r = await self.node.request(
+            "POST", "/v2/queues/q/messages", {"messages": [{"body": 1}]}
+        )
+        [event] = self.access()
+        self.assertEqual(event["request_id"], r.header("x-openstack-request-id"))
+        self.assertEqual(
+            (event["project"], event["method"], event["path"], event["status"]),
+            ("p", "POST", "/v2/queues/q/messages", 201),
+        )
+        self.assertEqual(event["route"], "postMessages")
+        self.assertGreaterEqual(event["duration"], 0)
+        await self.node.request("GET", "/v2/nowhere", project=None)
+        event = self.access()[-1]
+        self.assertEqual(
+            (event["route"], event["project"], event["status"]), ("unmatched", "-", 404)
+        )
+
+    async def test_noSecrets(self) -> None:
+        """
+        Neither bodies, nor the X-Auth-Token, URL-Signature or cluster
+        signature headers, nor query strings (claim ids, signatures) reach
+        the access log, in text or JSON.
+        """
+        secrets = {
+            "X-Auth-Token": "token-SECRET1",
+            "URL-Signature": "sig-SECRET2",
+            "X-Marconi-Cluster-Signature": "cluster-SECRET3",
+        }
+        await self.node.request(
+            "POST",
+            "/v2/queues/q/messages?signature=SECRET4",
+            {"messages": [{"body": {"card": "SECRET5"}}]},
+            headers=secrets,
+        )
+        await self.node.request(
+            "DELETE", "/v2/queues/q/messages/abc?claim_id=SECRET6", headers=secrets
+        )
+        access = self.access()
+        self.assertEqual(len(access), 2)
+        self.assertEqual(access[1]["path"], "/v2/queues/q/messages/abc")
+        stream = io.StringIO()
+        for fmt in ("text", "json"):
+            observer = logs.makeStdout({"format": fmt}, stream)
+            for event in self.events:
+                observer(event)
+        self.assertNotIn("SECRET", stream.getvalue())
+        self.assertIn("/v2/queues/q/messages/abc 204", stream.getvalue())
+
+    async def test_refusedCarriesRequestId(self) -> None:
+        """
+        A body refused before it is read (413) still answers with an
+        X-OpenStack-Request-Id, and that id is logged.
+        """
+        endpoint = TCP4ClientEndpoint(
+            reactor, "127.0.0.1", self.node.port.getHost().port
+        )
+        received: Deferred = Deferred()
+
+        class Raw(Protocol):
+            data = b""
+
+            def connectionMade(self):
+                self.transport.write(
+                    b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 999999999\r\n\r\n"
+                )
+
+            def dataReceived(self, data):
+                self.data += data
+
+            def connectionLost(self, reason):
+                received.callback(self.data)
+
+        await connectProtocol(endpoint, Raw())
+        answer = (await received).decode("latin-1")
+        self.assertTrue(answer.startswith("HTTP/1.1 413"))
+        [requestId] = [
+            line.split(":", 1)[1].strip()
+            for line in answer.split("\r\n")
+            if line.lower().startswith("x-openstack-request-id:")
+        ]
+        self.assertTrue(requestId.startswith("req-"))
+        self.assertIn(requestId, [e.get("request_id") for e in self.events])
+
+    async def test_everyResponseHasRequestId(self) -> None:
+        """
+        Ping, health, the API, 404s and 405s all carry a fresh
+        X-OpenStack-Request-Id.
+        """
+        ids = set()
+        for method, path in [
+            ("GET", "/v2/ping"),
+            ("GET", "/v2/health"),
+            ("GET", "/v2/queues"),
+            ("GET", "/v2/nowhere"),
+            ("POST", "/v2/queues/q/stats"),
+            ("GET", "/"),
+        ]:
+            r = await self.node.request(method, path)
+            requestId = r.header("x-openstack-request-id")
+            self.assertTrue(requestId and requestId.startswith("req-"), (path, r.code))
+            ids.add(requestId)
+        self.assertEqual(len(ids), 6)
+
+    async def test_accessLogOff(self) -> None:
+        """
+        C{access_log = false} turns the access events off.
+        """
+        self.node.site.accessLog = False
+        await self.node.request("GET", "/v2/ping")
+        self.assertEqual(self.access(), [])

@@ -1,0 +1,770 @@
+"""
+The Redis store: the storage contract on a real redis-server, and what is
+particular to Redis (key namespacing, concurrent claims over several
+connections, outages, persistence warnings, URIs, the plugin).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.application.service import IService
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import deferLater
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
+from twisted.plugin import getPlugins
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+import marconi.plugins
+from marconi.core.errors import (
+    StorageUnavailable,
+)
+from marconi.core.interfaces import IMessageStore, IStorageDriverPlugin
+from marconi.core.models import NewMessage
+from marconi.storage.redis_uri import RedisLocation, checkURI, parseURI
+from tests.redisserver import RedisServer, command, sharedServer, skipReason
+from tests.storage_contract import T0, MessageStoreContract, msg, query, spec
+
+SKIP = skipReason()
+
+
+async def startStore(test: TestCase, uri: str, **kwargs: Any) -> Any:
+    """
+    Start a L{RedisStore} for C{uri}, wait until it answers, and stop it when
+    the test ends.
+    """
+    from marconi.storage.redis import RedisStore
+
+    kwargs.setdefault("connectWait", 5.0)
+    store = RedisStore(parseURI(uri), reactor, **kwargs)
+    store.startService()
+    test.addCleanup(lambda: store.running and store.stopService())
+    if not await store.ping():
+        test.fail(f"the store for {uri} does not answer")
+    return store
+
+
+class RedisStoreContractTests(MessageStoreContract, TestCase):
+    """
+    The storage contract, on the shared redis-server (append-only file on),
+    emptied before each test.
+    """
+
+    skip = SKIP
+
+    async def createStore(self) -> Any:
+        server = sharedServer()
+        server.flush()
+        self.server = server
+        return await startStore(self, server.uri())
+
+    async def reopenStore(self, store: Any) -> Any:
+        """
+        Stop the store, kill redis-server with SIGKILL and start it again
+        from its append-only file, then start a new store.
+        """
+        await store.stopService()
+        self.server.restart()
+        return await startStore(self, self.server.uri())
+
+
+def serverOf(test: TestCase, **kwargs: Any) -> RedisServer:
+    """
+    A redis-server of the test's own, stopped when the test ends.
+    """
+    server = RedisServer(**kwargs)
+    test.addCleanup(server.stop)
+    return server.start()
+
+
+def sleep(seconds: float) -> Deferred:
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class NamespaceTests(SynchronousTestCase):
+    """
+    The key prefixes of projects and queues never collide.
+    """
+
+    skip = SKIP
+
+    def _split(self, prefix: str) -> tuple[str, str]:
+        """
+        Read a queue prefix back into its project and queue names; this
+        succeeds, consuming every character, only for a real prefix.
+        """
+        head = "marconi:q:"
+        self.assertTrue(prefix.startswith(head))
+        data = prefix[len(head) :].encode("utf-8")
+        names = []
+        for _ in range(2):
+            length, _, data = data.partition(b":")
+            size = int(length)
+            names.append(data[:size].decode("utf-8"))
+            data = data[size:]
+        self.assertEqual(data, b"")
+        return names[0], names[1]
+
+    def test_naiveCollisions(self) -> None:
+        """
+        Pairs that a plain C{project:queue} or C{project.queue} join would
+        confuse get different prefixes, and none is the start of another.
+        """
+        from marconi.storage.redis import queuePrefix
+
+        pairs = [
+            ("a.b", "c"),
+            ("a", "b.c"),
+            ("a:b", "c"),
+            ("a", "b:c"),
+            ("a/b", "c"),
+            ("a", "b/c"),
+            ("1:a", "b"),
+            ("1", "a1:b"),
+            ("", "x"),
+            ("x", ""),
+            ("é", "q"),
+            ("\u00c3\u00a9", "q"),
+        ]
+        prefixes = [queuePrefix(p, q) for p, q in pairs]
+        for pair, prefix in zip(pairs, prefixes, strict=True):
+            self.assertEqual(self._split(prefix), pair)
+            for other in prefixes:
+                if other is not prefix:
+                    self.assertFalse((other + ":").startswith(prefix + ":"))
+
+    @settings(deadline=None, max_examples=300)
+    @given(
+        st.text(
+            alphabet=st.characters(min_codepoint=0x20, blacklist_categories=("Cs",)),
+            max_size=20,
+        ),
+        st.from_regex(r"[A-Za-z0-9_.\-:]{1,64}", fullmatch=True),
+        st.text(
+            alphabet=st.characters(min_codepoint=0x20, blacklist_categories=("Cs",)),
+            max_size=20,
+        ),
+        st.from_regex(r"[A-Za-z0-9_.\-:]{1,64}", fullmatch=True),
+    )
+    def test_prefixesAreInjective(self, p1: str, q1: str, p2: str, q2: str) -> None:
+        """
+        Any two different (project, queue) pairs get prefixes of which
+        neither starts the other, so no key of one queue (prefix followed
+        by a suffix) can be a key of the other; each prefix reads back as
+        its own pair.
+        """
+        from marconi.storage.redis import queuePrefix
+
+        a, b = queuePrefix(p1, q1), queuePrefix(p2, q2)
+        self.assertEqual(self._split(a), (p1, q1))
+        if (p1, q1) != (p2, q2):
+            self.assertFalse(a.startswith(b) or b.startswith(a))
+
+
+class RedisStoreTests(TestCase):
+    """
+    Behaviour particular to the Redis store, on real redis-servers.
+    """
+
+    skip = SKIP
+
+    async def store(self, **kwargs: Any) -> Any:
+        server = sharedServer()
+        server.flush()
+        self.server = server
+        return await startStore(self, server.uri(), **kwargs)
+
+    async def test_providers(self) -> None:
+        """
+        The store provides L{IMessageStore} and L{IService}.
+        """
+        store = await self.store()
+        self.assertTrue(verifyObject(IMessageStore, store))
+        self.assertTrue(verifyObject(IService, store))
+
+    async def test_collisionCaseOnTheServer(self) -> None:
+        """
+        Projects whose names look like the driver's own key layout (length
+        prefixes, colons, slashes, a trailing message-id-like hex string)
+        stay apart in every operation, and purging splits their global
+        index entries correctly.
+        """
+        store = await self.store()
+        hexish = "0" * 32
+        pairs = [
+            ("1:a", "b"),
+            ("1", "a1:b"),
+            ("a:b:h:" + hexish, "q"),
+            ("a", "b:h:" + hexish + "q"),
+            ("p/x", "y"),
+            ("p", "x/y"),
+            ("p.x", "y"),
+            ("p", "x.y"),
+            ("ünï", "q"),
+            ("", "q"),
+        ]
+        ids = {}
+        for i, (project, queue) in enumerate(pairs):
+            ids[project, queue] = await store.postMessages(
+                project, queue, [msg(f'"{i}"', ttl=60)], "w", T0
+            )
+        for i, (project, queue) in enumerate(pairs):
+            found = await store.listMessages(project, queue, query(), T0)
+            self.assertEqual([m.body for m in found], [f'"{i}"'])
+            claim = await store.createClaim(project, queue, spec(), T0)
+            self.assertEqual([m.id for m in claim.messages], ids[project, queue])
+            self.assertEqual(
+                await store.countQueues(project),
+                sum(1 for p, _ in pairs if p == project),
+            )
+        self.assertEqual(await store.purgeExpired(T0 + 1000), len(pairs))
+        # Left: one marker counter per queue, two keys per project.
+        projects = {p for p, _ in pairs}
+        self.assertEqual(
+            await store._call("execute_command", "DBSIZE"),
+            len(pairs) + 2 * len(projects),
+        )
+
+    async def test_purgeLeavesNoKeys(self) -> None:
+        """
+        Purging after everything expired removes every message and claim
+        key and every global index entry; only the queue records and the
+        marker counters remain.
+        """
+        store = await self.store()
+        await self.post(store, 30)
+        await store.createClaim("p", "q", spec(limit=5, ttl=60), T0)
+        await store.createClaim("p", "q", spec(limit=5, ttl=60, grace=0), T0)
+        self.assertEqual(await store.purgeExpired(T0 + 1000), 30)
+        keys = sorted(await store._call("execute_command", "KEYS", "*"))
+        self.assertEqual(
+            keys, ["marconi:p:1:p:meta", "marconi:p:1:p:q", "marconi:q:1:p1:q:n"]
+        )
+
+    async def test_purgeInBatches(self) -> None:
+        """
+        A purge that has more to remove than one script run takes runs
+        until everything expired is gone, and counts all of it.
+        """
+        from marconi.storage import redis as driver
+
+        self.patch(driver, "PURGE_BATCH", 7)
+        store = await self.store()
+        await self.post(store, 30, ttl=60)
+        await self.post(store, 3, ttl=600)
+        self.assertEqual(await store.purgeExpired(T0 + 60), 30)
+        self.assertEqual(len(await store.listMessages("p", "q", query(), T0 + 60)), 3)
+
+    async def post(
+        self, store: Any, count: int, queue: str = "q", ttl: int = 300
+    ) -> list:
+        ids = []
+        for start in range(0, count, 100):
+            ids += await store.postMessages(
+                "p",
+                queue,
+                [msg(f'"{i}"', ttl=ttl) for i in range(start, min(count, start + 100))],
+                "writer",
+                T0,
+            )
+        return ids
+
+    async def test_verbatim(self) -> None:
+        """
+        Bodies, tags, client ids and checksums come back exactly as they
+        were given (non-ASCII text, line breaks, a body of 200 KiB, bodies
+        that look like numbers), and fractional times survive the round
+        trip through Redis exactly.
+        """
+        store = await self.store()
+        now = T0 + 0.1
+        bodies = [
+            '"\u00e9t\u00e9 \r\n caf\u00e9"',
+            '"été\r\n"',
+            "123",
+            "1.5e3",
+            "null",
+            '"' + "x" * 200 * 1024 + '"',
+            '""',
+        ]
+        messages = [
+            NewMessage(b, 61, 0, ("ünï", "a:b", "1"), f"MD5:{i}")
+            for i, b in enumerate(bodies)
+        ]
+        ids = await store.postMessages("p", "q", messages, "clïent 1", now)
+        found = await store.getMessages("p", "q", ids, now)
+        self.assertEqual([m.body for m in found], bodies)
+        for i, m in enumerate(found):
+            self.assertEqual(m.tags, ("ünï", "a:b", "1"))
+            self.assertEqual(m.checksum, f"MD5:{i}")
+            self.assertEqual(m.clientId, "clïent 1")
+            self.assertEqual((m.created, m.expires), (now, now + 61))
+        tagged = await store.listMessages("p", "q", query(tags=("ünï",)), now)
+        self.assertEqual(len(tagged), len(bodies))
+        claim = await store.createClaim("p", "q", spec(ttl=60, grace=7), now + 0.2)
+        self.assertEqual(claim.expires, now + 0.2 + 60)
+        self.assertEqual(claim.messages[0].expires, now + 0.2 + 67)
+        self.assertEqual(claim.messages[0].claimExpires, now + 0.2 + 60)
+
+    async def test_batchIsAtomic(self) -> None:
+        """
+        A post whose script refuses one message of the batch stores none of
+        them, and does not even create the queue.
+        """
+        from marconi.storage import redis_lua as lua
+        from marconi.storage.redis import projectPrefix, queuePrefix
+
+        store = await self.store()
+        args = [
+            queuePrefix("p", "q"),
+            projectPrefix("p"),
+            "q",
+            repr(T0),
+            "w",
+            "a" * 32,
+            '"a"',
+            "60",
+            "0",
+            "[]",
+            "",
+            "b" * 32,
+            '"b"',
+            "sixty",
+            "0",
+            "[]",
+            "",
+        ]
+        with self.assertRaises(StorageUnavailable):
+            await store._eval(lua.POST_MESSAGES, *args)
+        self.assertEqual(await store._call("execute_command", "DBSIZE"), 0)
+
+    async def test_manyClaimersOverSeveralConnections(self) -> None:
+        """
+        60 claimers on one queue, through two stores with two connections
+        each, claim and delete until the queue is empty: no message is ever
+        held by two live claims, and every posted message is claimed exactly
+        once before it is deleted.
+        """
+        first = await self.store()
+        uri = self.server.uri()
+        second = await startStore(self, uri + "?poolsize=2")
+        first = await startStore(self, uri + "?poolsize=2")
+        posted = await self.post(first, 600)
+        claimedBy: dict[str, str] = {}
+        deleted: set[str] = set()
+
+        async def claimer(store: Any, n: int) -> None:
+            while True:
+                claim = await store.createClaim(
+                    "p", "q", spec(limit=1 + n % 5, ttl=300), T0
+                )
+                if claim is None:
+                    return
+                for m in claim.messages:
+                    self.assertNotIn(m.id, claimedBy, "a message was claimed twice")
+                    claimedBy[m.id] = claim.id
+                for m in claim.messages:
+                    await store.deleteMessage("p", "q", m.id, claim.id, T0)
+                    deleted.add(m.id)
+
+        await gatherResults(
+            [
+                Deferred.fromCoroutine(claimer(first if n % 2 else second, n))
+                for n in range(60)
+            ],
+            consumeErrors=True,
+        )
+        self.assertEqual(sorted(claimedBy), sorted(posted))
+        self.assertEqual(deleted, set(posted))
+        self.assertEqual((await first.queueStats("p", "q", T0)).total, 0)
+        self.assertTrue(len(first._ready) >= 2 and len(second._ready) >= 2)
+
+    async def test_claimReleaseRaceNeverSharesAMessage(self) -> None:
+        """
+        60 claimers over two stores keep claiming, releasing, deleting and
+        abandoning claims, in phases between which time moves on so that
+        abandoned claims expire: a message is claimed again only after its
+        previous claim was released or has expired, never while two live
+        claims would hold it, and what is left at the end is exactly what
+        was never deleted.
+        """
+        await self.store()
+        uri = self.server.uri()
+        first = await startStore(self, uri + "?poolsize=2")
+        second = await startStore(self, uri + "?poolsize=2")
+        posted = set(await self.post(first, 300, ttl=3600))
+        # Message id -> (claim id, claim expiry) of the claim that holds it,
+        # as far as the claimers know; released and deleted ones are
+        # removed *before* the release or delete is sent.
+        holders: dict[str, tuple[str, float]] = {}
+        deleted: set[str] = set()
+        taken = [0]
+
+        async def claimer(store: Any, n: int, now: float) -> None:
+            for round in range(3):
+                claim = await store.createClaim(
+                    "p", "q", spec(limit=3, ttl=60, grace=0), now
+                )
+                if claim is None:
+                    return
+                for m in claim.messages:
+                    held = holders.get(m.id)
+                    if held is not None:
+                        self.assertLessEqual(
+                            held[1], now, "two live claims hold a message"
+                        )
+                    holders[m.id] = (claim.id, claim.expires)
+                    taken[0] += 1
+                action = (n + round) % 3
+                if action == 0:
+                    for m in claim.messages:
+                        holders.pop(m.id)
+                        deleted.add(m.id)
+                        await store.deleteMessage("p", "q", m.id, claim.id, now)
+                elif action == 1:
+                    for m in claim.messages:
+                        holders.pop(m.id)
+                    await store.releaseClaim("p", "q", claim.id, now)
+
+        for now in [T0, T0 + 30, T0 + 100, T0 + 200, T0 + 300]:
+            await gatherResults(
+                [
+                    Deferred.fromCoroutine(claimer(first if n % 2 else second, n, now))
+                    for n in range(60)
+                ],
+                consumeErrors=True,
+            )
+        self.assertGreater(taken[0], len(posted))
+        left = set()
+        marker = None
+        while True:
+            page = await first.listMessages(
+                "p", "q", query(marker=marker, includeClaimed=True), T0 + 400
+            )
+            if not page:
+                break
+            left |= {m.id for m in page}
+            marker = page[-1].marker
+        self.assertEqual(left, posted - deleted)
+
+    async def test_outage(self) -> None:
+        """
+        While redis-server is down, requests fail quickly with
+        L{StorageUnavailable}; when it is back (from its append-only file)
+        the store reconnects by itself and the acknowledged messages are
+        there.
+        """
+        server = serverOf(self)
+        store = await startStore(self, server.uri(), connectWait=0.3)
+        ids = await store.postMessages("p", "q", [msg('"kept"')], "w", T0)
+        server.kill()
+        started = reactor.seconds()
+        for _ in range(3):
+            with self.assertRaises(StorageUnavailable) as caught:
+                await store.listMessages("p", "q", query(), T0)
+            self.assertIn("try again later", caught.exception.description)
+        self.assertLess(reactor.seconds() - started, 5)
+        self.assertFalse(await store.ping())
+        server.start()
+        for _ in range(200):
+            if await store.ping():
+                break
+            await sleep(0.05)
+        found = await store.getMessages("p", "q", ids, T0)
+        self.assertEqual([m.body for m in found], ['"kept"'])
+        self.assertEqual(
+            len(await store.postMessages("p", "q", [msg('"after"')], "w", T0)), 1
+        )
+
+    async def test_unansweredCommandTimesOut(self) -> None:
+        """
+        A command the server does not answer (the server is frozen) fails
+        with L{StorageUnavailable} after the reply timeout, and the store
+        works again once the server does.
+        """
+        server = serverOf(self)
+        store = await startStore(self, server.uri(), connectWait=0.3, replyTimeout=0.3)
+        server.process.send_signal(signal.SIGSTOP)
+        self.addCleanup(
+            lambda: (
+                server.process is not None
+                and server.process.send_signal(signal.SIGCONT)
+            )
+        )
+        with self.assertRaises(StorageUnavailable):
+            await store.postMessages("p", "q", [msg('"a"')], "w", T0)
+        server.process.send_signal(signal.SIGCONT)
+        for _ in range(200):
+            if await store.ping():
+                break
+            await sleep(0.05)
+        self.assertEqual(
+            len(await store.postMessages("p", "q", [msg('"b"')], "w", T0)), 1
+        )
+
+    async def persistenceEvents(self, server: RedisServer) -> list:
+        from marconi.storage.redis import RedisStore
+
+        events: list = []
+        store = RedisStore(parseURI(server.uri()), reactor)
+        store.log = Logger(observer=events.append)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await store.whenPersistenceChecked()
+        return [e for e in events if e["log_level"] == LogLevel.warn]
+
+    async def test_warnsWithoutAppendonly(self) -> None:
+        """
+        A server running without C{appendonly} is reported with a warning
+        at start.
+        """
+        warnings = await self.persistenceEvents(serverOf(self, appendonly=False))
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("without appendonly", formatEvent(warnings[0]))
+
+    async def test_warnsAgainAfterRestartWithoutAppendonly(self) -> None:
+        """
+        When the server comes back after an outage without C{appendonly},
+        the store warns again.
+        """
+        from marconi.storage.redis import RedisStore
+
+        server = serverOf(self)
+        events: list = []
+        store = RedisStore(parseURI(server.uri()), reactor, connectWait=0.3)
+        store.log = Logger(observer=events.append)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await store.whenPersistenceChecked()
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
+        server.kill()
+        server.appendonly = False
+        checked = store.whenPersistenceChecked()
+        server.start()
+        await checked
+        self.assertTrue(
+            any("without appendonly" in formatEvent(e) for e in events),
+            [formatEvent(e) for e in events],
+        )
+
+    async def test_warnsWhenSettingsCannotBeRead(self) -> None:
+        """
+        A server that refuses C{CONFIG GET} is reported with a warning
+        asking to make sure C{appendonly} is on.
+        """
+        server = serverOf(self, extraArgs=("--rename-command", "CONFIG", ""))
+        warnings = await self.persistenceEvents(server)
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("Cannot read the persistence settings", formatEvent(warnings[0]))
+
+    async def test_quietWithAppendonly(self) -> None:
+        """
+        A server with C{appendonly yes} gives no warning.
+        """
+        self.assertEqual(await self.persistenceEvents(sharedServer()), [])
+
+    async def test_unixSocketAndDatabases(self) -> None:
+        """
+        C{redis+unix://} reaches the server through its socket, and stores
+        on different databases do not see each other's queues.
+        """
+        server = sharedServer()
+        server.flush()
+        one = await startStore(self, server.unixURI(db=1))
+        two = await startStore(self, server.uri(db=2))
+        await one.postMessages("p", "q", [msg('"one"')], "w", T0)
+        self.assertEqual(await two.listMessages("p", "q", query(), T0), [])
+        self.assertEqual(await two.countQueues("p"), 0)
+        three = await startStore(self, server.uri(db=1))
+        found = await three.listMessages("p", "q", query(), T0)
+        self.assertEqual([m.body for m in found], ['"one"'])
+
+    async def test_password(self) -> None:
+        """
+        A password in the URI is sent with AUTH; a wrong one leaves the
+        store unavailable, with the reason logged.
+        """
+        server = serverOf(self)
+        command(server.address, "CONFIG", "SET", "requirepass", "s3cr:t")
+        store = await startStore(self, f"redis://:s3cr%3At@127.0.0.1:{server.port}/0")
+        self.assertEqual(
+            len(await store.postMessages("p", "q", [msg('"a"')], "w", T0)), 1
+        )
+
+        from marconi.storage.redis import RedisStore
+
+        events: list = []
+        observer = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        wrong = RedisStore(
+            parseURI(f"redis://:nope@127.0.0.1:{server.port}/0"),
+            reactor,
+            connectWait=0.3,
+        )
+        wrong.startService()
+        self.addCleanup(wrong.stopService)
+        self.assertFalse(await wrong.ping())
+        self.assertTrue(any("could not auth" in formatEvent(e) for e in events))
+
+    async def test_stoppedStoreIsUnavailable(self) -> None:
+        """
+        After C{stopService} requests fail with L{StorageUnavailable}.
+        """
+        store = await self.store()
+        await store.stopService()
+        with self.assertRaises(StorageUnavailable):
+            await store.countQueues("p")
+
+    async def test_pluginMakesStore(self) -> None:
+        """
+        The plugin found for the C{redis} scheme makes a working store.
+        """
+        from marconi.storage.redis import RedisStore
+
+        [plugin] = [
+            p
+            for p in getPlugins(IStorageDriverPlugin, marconi.plugins)
+            if "redis" in p.schemes
+        ]
+        server = sharedServer()
+        plugin.checkURI(server.uri())
+        store = plugin.makeStore(server.uri(), reactor)
+        self.assertIsInstance(store, RedisStore)
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    The driver is found through the plugin mechanism without importing
+    txredisapi.
+    """
+
+    def test_found(self) -> None:
+        """
+        L{getPlugins} finds one Redis driver serving both schemes.
+        """
+        found = [
+            p
+            for p in getPlugins(IStorageDriverPlugin, marconi.plugins)
+            if p.name == "redis"
+        ]
+        self.assertEqual(len(found), 1)
+        self.assertEqual(found[0].schemes, ("redis", "redis+unix"))
+        self.assertTrue(verifyObject(IStorageDriverPlugin, found[0]))
+
+    def test_checkingDoesNotImportClient(self) -> None:
+        """
+        Listing the drivers and checking a Redis URI leave txredisapi
+        unimported (so C{twistd marconi --help} never loads it).
+        """
+        code = (
+            "import sys\n"
+            "from twisted.plugin import getPlugins\n"
+            "import marconi.plugins\n"
+            "from marconi.core.interfaces import IStorageDriverPlugin\n"
+            "[p] = [p for p in getPlugins(IStorageDriverPlugin, marconi.plugins)"
+            " if p.name == 'redis']\n"
+            "p.checkURI('redis://localhost:6379/0')\n"
+            "assert 'txredisapi' not in sys.modules, 'txredisapi imported'\n"
+            "assert 'marconi.storage.redis' not in sys.modules\n"
+        )
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+
+class URITests(SynchronousTestCase):
+    """
+    Parsing and checking Redis URIs.
+    """
+
+    def test_tcp(self) -> None:
+        """
+        Host, port, database, credentials and pool size are read; the port
+        defaults to 6379 and the database to 0.
+        """
+        self.assertEqual(
+            parseURI("redis://localhost:6380/3"),
+            RedisLocation(host="localhost", port=6380, db=3),
+        )
+        self.assertEqual(parseURI("redis://h"), RedisLocation(host="h"))
+        self.assertEqual(
+            parseURI("redis://:p%40ss@10.0.0.1:7000/0"),
+            RedisLocation(host="10.0.0.1", port=7000, password="p@ss"),
+        )
+        self.assertEqual(
+            parseURI("redis://me:pw@[::1]:7000/1?poolsize=8"),
+            RedisLocation(
+                host="::1", port=7000, db=1, username="me", password="pw", poolsize=8
+            ),
+        )
+
+    def test_unix(self) -> None:
+        """
+        A socket path, with the database in the query.
+        """
+        self.assertEqual(
+            parseURI("redis+unix:///run/redis.sock?db=2"),
+            RedisLocation(path="/run/redis.sock", db=2),
+        )
+        self.assertEqual(
+            parseURI("redis+unix://:pw@/run/redis.sock"),
+            RedisLocation(path="/run/redis.sock", password="pw"),
+        )
+
+    def test_bad(self) -> None:
+        """
+        Bad URIs are refused with a one-line reason.
+        """
+        for uri in [
+            "redis:/",
+            "redis://",
+            "redis://h/x",
+            "redis://h/-1",
+            "redis://h/1/2",
+            "redis://h:99999/0",
+            "redis://h:0/0",
+            "redis://h:port/0",
+            "redis://h?db=2",
+            "redis://h?x=1",
+            "redis://h?poolsize=0",
+            "redis://h?poolsize=1000",
+            "redis://h?poolsize=1&poolsize=2",
+            "redis://user@h/0",
+            "redis://h/0#frag",
+            "redis://h /0",
+            "http://h/0",
+            "sqlite:x.db",
+            "redis+unix://host/x.sock",
+            "redis+unix://relative.sock",
+            "redis+unix:///",
+            "redis+unix:///x.sock?db=x",
+            "redis://h/٣",
+        ]:
+            with self.assertRaises(ValueError, msg=uri) as caught:
+                checkURI(uri)
+            self.assertNotIn("\n", str(caught.exception))
+            self.assertTrue(str(caught.exception))
+
+    def test_describeHidesPassword(self) -> None:
+        """
+        The description used in messages names the server, not the
+        password.
+        """
+        where = parseURI("redis://:secret@h:1/2").describe()
+        self.assertEqual(where, "redis://h:1/2")
+        self.assertEqual(parseURI("redis://[::1]:1").describe(), "redis://[::1]:1/0")
