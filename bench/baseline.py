@@ -48,7 +48,9 @@ def _messageJSON(queue: str, n: int, claimId: str | None = None) -> dict:
 def _badRequest(request, description: str) -> bytes:
     request.setResponseCode(400)
     request.setHeader(b"content-type", _JSON)
-    return json.dumps({"title": "Invalid API request", "description": description}).encode()
+    return json.dumps(
+        {"title": "Invalid API request", "description": description}
+    ).encode()
 
 
 class BaselineResource(Resource):
@@ -60,7 +62,9 @@ class BaselineResource(Resource):
     isLeaf = True
 
     def render(self, request):
-        if not request.getHeader(b"client-id") or not request.getHeader(b"x-project-id"):
+        if not request.getHeader(b"client-id") or not request.getHeader(
+            b"x-project-id"
+        ):
             return _badRequest(request, "Client-ID and X-Project-ID are required.")
         segments = request.postpath
         if len(segments) < 4 or segments[0] != b"v2" or segments[1] != b"queues":
@@ -150,7 +154,9 @@ class KleinBaseline:
         self.bare = BaselineResource()
 
     def _checked(self, request, answer, *args):
-        if not request.getHeader(b"client-id") or not request.getHeader(b"x-project-id"):
+        if not request.getHeader(b"client-id") or not request.getHeader(
+            b"x-project-id"
+        ):
             return _badRequest(request, "Client-ID and X-Project-ID are required.")
         return answer(request, *args)
 
@@ -200,14 +206,18 @@ def main(argv=None, reactor=None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--interface", default="127.0.0.1")
     parser.add_argument(
-        "--klein", action="store_true", help="route through Klein instead of a bare resource"
+        "--klein",
+        action="store_true",
+        help="route through Klein instead of a bare resource",
     )
     options = parser.parse_args(argv)
     if options.klein:
         resource = KleinBaseline().app.resource()
     else:
         resource = BaselineResource()
-    port = reactor.listenTCP(options.port, QuietSite(resource), interface=options.interface)
+    port = reactor.listenTCP(
+        options.port, QuietSite(resource), interface=options.interface
+    )
     address = port.getHost()
     sys.stdout.write("listening on %s:%d\n" % (address.host, address.port))
     sys.stdout.flush()

@@ -321,7 +321,11 @@ class Stats:
         cpu = serverCPU = None
         if self.cpuStart is not None and self.cpuEnd is not None:
             cpu = round(100.0 * (self.cpuEnd - self.cpuStart) / window, 1)
-        if self.watched and self.watchedStart is not None and self.watchedEnd is not None:
+        if (
+            self.watched
+            and self.watchedStart is not None
+            and self.watchedEnd is not None
+        ):
             serverCPU = round(100.0 * (self.watchedEnd - self.watchedStart) / window, 1)
         return {
             "scenario": scenario,
@@ -382,7 +386,9 @@ class Scenarios:
         self.claimPath = (base + "/claims?limit=%d" % (options.limit,)).encode()
         self.claimBody = json.dumps({"ttl": 300, "grace": 60}).encode()
 
-    async def fixed(self, client: Client, op: str, requests, expected: int, messages: int):
+    async def fixed(
+        self, client: Client, op: str, requests, expected: int, messages: int
+    ):
         stats = self.stats
         clock = time.perf_counter
         n = 0
@@ -446,7 +452,9 @@ class Scenarios:
         started = time.perf_counter()
         status, _ = await client.send(data)
         ok = status == 204
-        self.stats.record("bulk delete", started, time.perf_counter(), ok, len(messages))
+        self.stats.record(
+            "bulk delete", started, time.perf_counter(), ok, len(messages)
+        )
         if ok:
             self.stats.backlog -= len(messages)
 
@@ -495,7 +503,12 @@ class Scenarios:
 
 async def user(loop, options, stats, scenarios, index):
     client = Client(
-        loop, options.host, options.port, options.project, options.client_id, options.timeout
+        loop,
+        options.host,
+        options.port,
+        options.project,
+        options.client_id,
+        options.timeout,
     )
     try:
         while stats.running():
@@ -571,14 +584,21 @@ async def seed(options) -> dict:
     async def poster():
         nonlocal posted
         client = Client(
-            loop, options.host, options.port, options.project, options.client_id, options.timeout
+            loop,
+            options.host,
+            options.port,
+            options.project,
+            options.client_id,
+            options.timeout,
         )
         batch = options.batch
         try:
             while remaining[0] > 0:
                 n = min(batch, remaining[0])
                 remaining[0] -= n
-                status, body = await client.send(client.build(b"POST", path, messagesBody(n)))
+                status, body = await client.send(
+                    client.build(b"POST", path, messagesBody(n))
+                )
                 if status == 400 and n > 10:
                     remaining[0] += n
                     batch = 10
@@ -587,7 +607,9 @@ async def seed(options) -> dict:
                     errors[str(status)] = errors.get(str(status), 0) + 1
                     remaining[0] += n
                     if sum(errors.values()) > 20:
-                        raise RuntimeError("seeding failed: %r %r" % (status, body[:200]))
+                        raise RuntimeError(
+                            "seeding failed: %r %r" % (status, body[:200])
+                        )
                     continue
                 posted += n
                 if len(ids) < options.keep_ids:
@@ -597,7 +619,9 @@ async def seed(options) -> dict:
             client.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*[poster() for _ in range(max(1, min(options.concurrency, 8)))])
+    await asyncio.gather(
+        *[poster() for _ in range(max(1, min(options.concurrency, 8)))]
+    )
     return {
         "scenario": "seed",
         "posted": posted,
@@ -637,9 +661,13 @@ def parseOptions(argv):
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--limit", type=int, default=10, help="list and claim limit")
     parser.add_argument("--ids", default="", help="comma-separated ids for getbyid")
-    parser.add_argument("--backlog", type=int, default=1000, help="mixed: producers' cap")
+    parser.add_argument(
+        "--backlog", type=int, default=1000, help="mixed: producers' cap"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed: messages to post")
-    parser.add_argument("--batch", type=int, default=100, help="seed: messages per POST")
+    parser.add_argument(
+        "--batch", type=int, default=100, help="seed: messages per POST"
+    )
     parser.add_argument("--keep-ids", type=int, default=200)
     parser.add_argument(
         "--watch-pid",

@@ -52,13 +52,33 @@ def parse(path):
 # (name, substrings of "function (file)").  Checked leaf first, in this order.
 CATEGORIES = [
     ("waiting (epoll, idle pool thread)", ["EPollReactor.doPoll", "Condition.wait ("]),
-    ("access log and logging", ["combinedLogFormatter", "HTTPFactory.log", "Site.log",
-                                "twisted/logger/", "log.msg", "legacyLog",
-                                "_escape (twisted/web/http.py)", "datetimeToString"]),
+    (
+        "access log and logging",
+        [
+            "combinedLogFormatter",
+            "HTTPFactory.log",
+            "Site.log",
+            "twisted/logger/",
+            "log.msg",
+            "legacyLog",
+            "_escape (twisted/web/http.py)",
+            "datetimeToString",
+        ],
+    ),
     ("SQLite: COMMIT/BEGIN and SQL", ["marconi/storage/sqlite.py", "sqlite3"]),
-    ("thread hand-off (threadpool, callFromThread)", [
-        "twisted/_threads/", "threadpool.py", "queue.py", "threading.py",
-        "callFromThread", "wakeUp", "untilConcludes", "twisted/internet/threads.py"]),
+    (
+        "thread hand-off (threadpool, callFromThread)",
+        [
+            "twisted/_threads/",
+            "threadpool.py",
+            "queue.py",
+            "threading.py",
+            "callFromThread",
+            "wakeUp",
+            "untilConcludes",
+            "twisted/internet/threads.py",
+        ],
+    ),
     ("media types (email.headerregistry)", ["email/"]),
     ("JSON encode/decode", ["json/", "marconi/core/jsontext.py"]),
     ("Klein + werkzeug routing", ["klein/", "werkzeug/"]),
@@ -68,8 +88,10 @@ CATEGORIES = [
     ("twisted.web HTTP parse/respond", ["twisted/web/", "twisted/protocols/basic.py"]),
     # Connection.doRead's own time is the recv() call and taking the GIL
     # back after it: large only when another thread holds the GIL.
-    ("reactor, TCP I/O (and GIL waits after recv)", [
-        "twisted/internet/", "twisted/python/log.py", "twisted/python/context.py"]),
+    (
+        "reactor, TCP I/O (and GIL waits after recv)",
+        ["twisted/internet/", "twisted/python/log.py", "twisted/python/context.py"],
+    ),
 ]
 
 
@@ -108,10 +130,16 @@ def summarise(path, top=25, thread=None):
     busy = total - waiting
     lines.append("where the time goes (% of samples; % of busy samples):")
     for name, count in categories.most_common():
-        lines.append("  %5.1f%%  %5s  %s" % (
-            100.0 * count / total,
-            "-" if name == CATEGORIES[0][0] or not busy else "%.1f%%" % (100.0 * count / busy),
-            name))
+        lines.append(
+            "  %5.1f%%  %5s  %s"
+            % (
+                100.0 * count / total,
+                "-"
+                if name == CATEGORIES[0][0] or not busy
+                else "%.1f%%" % (100.0 * count / busy),
+                name,
+            )
+        )
     lines.append("inclusive (function and what it calls):")
     for frame, count in inclusive.most_common(top):
         lines.append("  %5.1f%%  %s" % (100.0 * count / total, frame))
@@ -146,8 +174,10 @@ def areaTable(paths, thread=None) -> str:
     titles = [path.rsplit("/", 1)[-1].rsplit(".", 1)[0] for path in paths]
     lines = ["| area | " + " | ".join(titles) + " |", "|---|" + "---:|" * len(paths)]
     for name in names:
-        lines.append("| %s | %s |" % (
-            name, " | ".join("%.1f" % (column.get(name, 0),) for column in columns)))
+        lines.append(
+            "| %s | %s |"
+            % (name, " | ".join("%.1f" % (column.get(name, 0),) for column in columns))
+        )
     return "\n".join(lines)
 
 
@@ -157,7 +187,9 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--thread", help="only threads whose name contains this")
     parser.add_argument(
-        "--table", action="store_true", help="one markdown table of areas for all profiles"
+        "--table",
+        action="store_true",
+        help="one markdown table of areas for all profiles",
     )
     options = parser.parse_args(argv)
     if options.table:

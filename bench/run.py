@@ -35,7 +35,15 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SCENARIOS = ["post1", "post10", "list10", "getbyid", "claim-each", "claim-bulk", "mixed"]
+SCENARIOS = [
+    "post1",
+    "post10",
+    "list10",
+    "getbyid",
+    "claim-each",
+    "claim-bulk",
+    "mixed",
+]
 TITLES = {
     "post1": "post 1 message",
     "post10": "post a batch of 10",
@@ -168,17 +176,24 @@ def startBaseline(servers, options, name="baseline") -> Target:
 def startRedis(servers, options):
     server = shutil.which("redis-server")
     if server is None:
-        raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
+        raise SystemExit(
+            "redis-server is not installed (apt-get install -y redis-server)"
+        )
     port = freePort()
     command = pinned(
         options.server_cpus,
         [
             server,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", servers.workdir,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            servers.workdir,
         ],
     )
     process, log = servers.start("redis", command)
@@ -210,11 +225,20 @@ def startNode(servers, options, name) -> Target:
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
     if not os.path.exists(twistd):
         twistd = shutil.which("twistd") or "twistd"
-    command = [twistd, "-n", "--pidfile=", "marconi",
-               "--listen", "tcp:%d:interface=127.0.0.1" % (port,),
-               "--storage", storage] + shlex.split(options.node_args)
+    command = [
+        twistd,
+        "-n",
+        "--pidfile=",
+        "marconi",
+        "--listen",
+        "tcp:%d:interface=127.0.0.1" % (port,),
+        "--storage",
+        storage,
+    ] + shlex.split(options.node_args)
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = ROOT + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     logName = "node-%d" % (len(servers.processes),)
     process, log = servers.start(logName, pinned(options.server_cpus, command), env)
     waitForPort(port, process, time.monotonic() + 60, log)
@@ -249,10 +273,21 @@ def coresBusy(cpus) -> float:
     with open("/proc/stat") as f:
         for line in f:
             name, *fields = line.split()
-            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in wanted:
+            if (
+                name.startswith("cpu")
+                and name[3:].isdigit()
+                and int(name[3:]) in wanted
+            ):
                 values = [int(v) for v in fields]
                 # user nice system irq softirq steal
-                busy += values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
+                busy += (
+                    values[0]
+                    + values[1]
+                    + values[2]
+                    + values[5]
+                    + values[6]
+                    + values[7]
+                )
     return busy / ticks
 
 
@@ -274,7 +309,9 @@ class NoiseMeter:
             return None
         wall = time.monotonic() - self.started
         count = len(self.cpus.split(","))
-        other = (coresBusy(self.cpus) - self.busy) - (processCPU(self.pids) - self.servers)
+        other = (coresBusy(self.cpus) - self.busy) - (
+            processCPU(self.pids) - self.servers
+        )
         return round(max(0.0, 100.0 * other / (wall * count)), 1)
 
 
@@ -298,7 +335,7 @@ def runEngine(command, bound: float):
     wall = time.monotonic() - started
     for line in out.decode(errors="replace").splitlines():
         if line.startswith("MARCONI-BENCH "):
-            return json.loads(line[len("MARCONI-BENCH "):]), wall
+            return json.loads(line[len("MARCONI-BENCH ") :]), wall
     raise RuntimeError(
         "engine gave no report (exit %s): %s\n%s"
         % (process.returncode, " ".join(command), err.decode(errors="replace")[-2000:])
@@ -316,17 +353,28 @@ class Runner:
     def driver(self, target, scenario, queue, **extra):
         o = self.options
         command = [
-            sys.executable, os.path.join(HERE, "driver.py"),
-            "--url", target.url,
-            "--scenario", scenario,
-            "--project", self.project,
-            "--client-id", self.clientId,
-            "--queue", queue,
-            "--concurrency", str(o.concurrency),
-            "--duration", str(o.duration),
-            "--warmup", str(o.warmup),
-            "--timeout", str(o.timeout),
-            "--max-requests", str(o.max_requests),
+            sys.executable,
+            os.path.join(HERE, "driver.py"),
+            "--url",
+            target.url,
+            "--scenario",
+            scenario,
+            "--project",
+            self.project,
+            "--client-id",
+            self.clientId,
+            "--queue",
+            queue,
+            "--concurrency",
+            str(o.concurrency),
+            "--duration",
+            str(o.duration),
+            "--warmup",
+            str(o.warmup),
+            "--timeout",
+            str(o.timeout),
+            "--max-requests",
+            str(o.max_requests),
         ]
         for pid in target.pids:
             command += ["--watch-pid", str(pid)]
@@ -336,11 +384,15 @@ class Runner:
 
     def seed(self, target, queue, count):
         report, _ = runEngine(
-            self.driver(target, "seed", queue, seed=count, batch=self.options.seed_batch),
+            self.driver(
+                target, "seed", queue, seed=count, batch=self.options.seed_batch
+            ),
             600,
         )
         if report["posted"] < count:
-            raise RuntimeError("seeding %s posted %d of %d" % (queue, report["posted"], count))
+            raise RuntimeError(
+                "seeding %s posted %d of %d" % (queue, report["posted"], count)
+            )
         return report
 
     def wrk(self, target, scenario, queue, ids):
@@ -351,25 +403,41 @@ class Runner:
         threads = max(1, len(o.client_cpus.split(",")) if o.client_cpus else 1)
 
         def command(seconds):
-            return pinned(o.client_cpus, [
-                "wrk", "-t%d" % (threads,), "-c%d" % (max(threads, o.concurrency),),
-                "-d%ds" % (seconds,), "--timeout", "%ds" % (max(1, int(o.timeout)),),
-                "--latency", "-s", os.path.join(HERE, "wrk", script), target.url,
-                "--", self.project, self.clientId, queue, argument,
-            ])
+            return pinned(
+                o.client_cpus,
+                [
+                    "wrk",
+                    "-t%d" % (threads,),
+                    "-c%d" % (max(threads, o.concurrency),),
+                    "-d%ds" % (seconds,),
+                    "--timeout",
+                    "%ds" % (max(1, int(o.timeout)),),
+                    "--latency",
+                    "-s",
+                    os.path.join(HERE, "wrk", script),
+                    target.url,
+                    "--",
+                    self.project,
+                    self.clientId,
+                    queue,
+                    argument,
+                ],
+            )
 
         if o.warmup > 0:
             runEngine(command(max(1, round(o.warmup))), o.warmup + o.timeout + 30)
         seconds = max(1, round(o.duration))
         serverBefore = processCPU(target.pids)
         started = time.monotonic()
-        pid, status, usage, out = _runWithUsage(command(seconds), seconds + o.timeout + 30)
+        pid, status, usage, out = _runWithUsage(
+            command(seconds), seconds + o.timeout + 30
+        )
         wall = time.monotonic() - started
         serverCPU = processCPU(target.pids) - serverBefore
         summary = None
         for line in out.splitlines():
             if line.startswith("MARCONI-BENCH "):
-                summary = json.loads(line[len("MARCONI-BENCH "):])
+                summary = json.loads(line[len("MARCONI-BENCH ") :])
         if summary is None:
             raise RuntimeError("wrk gave no report:\n" + out[-2000:])
         window = summary["duration_us"] / 1e6
@@ -396,7 +464,9 @@ class Runner:
     def scenario(self, target, scenario):
         o = self.options
         queue = re.sub(
-            r"[^a-zA-Z0-9_-]", "_", "%s-%s-%s" % (scenario, target.name, uuid.uuid4().hex[:6])
+            r"[^a-zA-Z0-9_-]",
+            "_",
+            "%s-%s-%s" % (scenario, target.name, uuid.uuid4().hex[:6]),
         )[-64:]
         ids = []
         if scenario in ("list10", "getbyid"):
@@ -424,12 +494,26 @@ class Runner:
             return None
         os.makedirs(o.profile, exist_ok=True)
         name = re.sub(r"[^a-zA-Z0-9_.-]", "_", "%s-%s.txt" % (scenario, target.name))
-        command = pinned(o.client_cpus, [
-            o.py_spy, "record", "--pid", str(target.pids[0]), "--format", "raw",
-            "--threads", "--nonblocking", "--rate", "100",
-            "--duration", str(max(1, int(o.duration) - 1)),
-            "-o", os.path.join(o.profile, name),
-        ] + (["--idle"] if o.profile_idle else []))
+        command = pinned(
+            o.client_cpus,
+            [
+                o.py_spy,
+                "record",
+                "--pid",
+                str(target.pids[0]),
+                "--format",
+                "raw",
+                "--threads",
+                "--nonblocking",
+                "--rate",
+                "100",
+                "--duration",
+                str(max(1, int(o.duration) - 1)),
+                "-o",
+                os.path.join(o.profile, name),
+            ]
+            + (["--idle"] if o.profile_idle else []),
+        )
         return Profiler(command, o.warmup)
 
     def measure(self, target, scenario, queue, ids):
@@ -490,7 +574,9 @@ def _runWithUsage(command, bound):
                 if time.monotonic() > deadline:
                     process.kill()
                     pid, status, usage = os.wait4(process.pid, 0)
-                    raise RuntimeError("overstayed %.0f s: %s" % (bound, " ".join(command)))
+                    raise RuntimeError(
+                        "overstayed %.0f s: %s" % (bound, " ".join(command))
+                    )
                 time.sleep(0.05)
         except BaseException:
             if process.returncode is None:
@@ -523,12 +609,16 @@ def machine() -> dict:
         twistedVersion = "not installed"
     wrkVersion = "not installed"
     if shutil.which("wrk"):
-        out = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["wrk", "--version"], capture_output=True, text=True
+        ).stdout
         wrkVersion = out.split("Copyright")[0].strip() or "unknown"
     try:
         commit = subprocess.run(
             ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
@@ -555,8 +645,20 @@ def table(results, targets, baselineName="baseline") -> list:
     """
     Rows of the results table, one per scenario and target.
     """
-    header = ["scenario", "target", "engine", "req/s", "msgs/s", "p50 ms", "p99 ms",
-              "× baseline", "client CPU %", "server CPU %", "other load %", "notes"]
+    header = [
+        "scenario",
+        "target",
+        "engine",
+        "req/s",
+        "msgs/s",
+        "p50 ms",
+        "p99 ms",
+        "× baseline",
+        "client CPU %",
+        "server CPU %",
+        "other load %",
+        "notes",
+    ]
     rows = [header]
     for scenario in SCENARIOS:
         if scenario not in results:
@@ -571,27 +673,41 @@ def table(results, targets, baselineName="baseline") -> list:
                 ratio = "%.3f" % (r["req_s"] / base["req_s"])
             notes = []
             if r.get("errors"):
-                notes.append("errors: " + ", ".join("%s=%s" % kv for kv in r["errors"].items()))
+                notes.append(
+                    "errors: " + ", ".join("%s=%s" % kv for kv in r["errors"].items())
+                )
             if r.get("drained"):
                 notes.append("queue drained after %.1f s" % (r["window_s"],))
             if r.get("runs_req_s"):
-                notes.append("runs: " + " / ".join(fmt(v) for v in r["runs_req_s"]) + " req/s")
+                notes.append(
+                    "runs: " + " / ".join(fmt(v) for v in r["runs_req_s"]) + " req/s"
+                )
             if r.get("produced_s"):
                 notes.append("produced %s msgs/s" % (fmt(r["produced_s"]),))
             ops = r.get("ops") or {}
             if len(ops) > 1:
-                notes.append("; ".join(
-                    "%s %s/%s ms" % (op, fmt(v["p50_ms"], 1), fmt(v["p99_ms"], 1))
-                    for op, v in ops.items()
-                ))
-            rows.append([
-                TITLES[scenario], target, r["engine"], fmt(r["req_s"]),
-                "%s %s" % (fmt(r["msgs_s"]), r["messages_are"]),
-                fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2), ratio,
-                fmt(r.get("client_cpu_pct")), fmt(r.get("server_cpu_pct")),
-                fmt(r.get("noise_pct")),
-                " | ".join(notes).replace("|", "/"),
-            ])
+                notes.append(
+                    "; ".join(
+                        "%s %s/%s ms" % (op, fmt(v["p50_ms"], 1), fmt(v["p99_ms"], 1))
+                        for op, v in ops.items()
+                    )
+                )
+            rows.append(
+                [
+                    TITLES[scenario],
+                    target,
+                    r["engine"],
+                    fmt(r["req_s"]),
+                    "%s %s" % (fmt(r["msgs_s"]), r["messages_are"]),
+                    fmt(r["p50_ms"], 2),
+                    fmt(r["p99_ms"], 2),
+                    ratio,
+                    fmt(r.get("client_cpu_pct")),
+                    fmt(r.get("server_cpu_pct")),
+                    fmt(r.get("noise_pct")),
+                    " | ".join(notes).replace("|", "/"),
+                ]
+            )
     return rows
 
 
@@ -614,25 +730,44 @@ def markdownTable(rows) -> str:
 
 def markdown(rows, info, options, argv) -> str:
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in argv)
-    return "\n".join([
-        "## %s: %s vs baseline (%s)" % (
-            datetime.date.today().isoformat(), ", ".join(options.targetNames), info["commit"]),
-        "",
-        "Command: `%s`" % (command,),
-        "",
-        "Machine: %s CPUs, %s; Python %s, Twisted %s, Linux %s, %s." % (
-            info["nproc"], info["cpu"], info["python"], info["twisted"],
-            info["kernel"], info["wrk"]),
-        "Server on CPU %s, load on CPU %s; %d connections, %s s warmup + %s s measured, "
-        "%s of %d run(s); node data under %s. \"other load\" is the share of the "
-        "server's CPU that other processes took during the scenario." % (
-            options.server_cpus or "any", options.client_cpus or "any",
-            options.concurrency, options.warmup, options.duration, options.pick, options.repeat,
-            options.data_dir or tempfile.gettempdir()),
-        "",
-        markdownTable(rows),
-        "",
-    ])
+    return "\n".join(
+        [
+            "## %s: %s vs baseline (%s)"
+            % (
+                datetime.date.today().isoformat(),
+                ", ".join(options.targetNames),
+                info["commit"],
+            ),
+            "",
+            "Command: `%s`" % (command,),
+            "",
+            "Machine: %s CPUs, %s; Python %s, Twisted %s, Linux %s, %s."
+            % (
+                info["nproc"],
+                info["cpu"],
+                info["python"],
+                info["twisted"],
+                info["kernel"],
+                info["wrk"],
+            ),
+            "Server on CPU %s, load on CPU %s; %d connections, %s s warmup + %s s measured, "
+            '%s of %d run(s); node data under %s. "other load" is the share of the '
+            "server's CPU that other processes took during the scenario."
+            % (
+                options.server_cpus or "any",
+                options.client_cpus or "any",
+                options.concurrency,
+                options.warmup,
+                options.duration,
+                options.pick,
+                options.repeat,
+                options.data_dir or tempfile.gettempdir(),
+            ),
+            "",
+            markdownTable(rows),
+            "",
+        ]
+    )
 
 
 def parseOptions(argv):
@@ -641,48 +776,88 @@ def parseOptions(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--target", action="append", default=[],
+        "--target",
+        action="append",
+        default=[],
         help="baseline | klein | sqlite | redis | url:http://HOST:PORT (repeatable; "
-             "default sqlite); sqlite and redis take ?QUERY for the storage URI, e.g. "
-             "sqlite?synchronous=normal; the baseline is always measured too unless "
-             "--no-baseline",
+        "default sqlite); sqlite and redis take ?QUERY for the storage URI, e.g. "
+        "sqlite?synchronous=normal; the baseline is always measured too unless "
+        "--no-baseline",
     )
     parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="comma-separated, from: " + ",".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated, from: " + ",".join(SCENARIOS),
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="unmeasured seconds first"
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="connections")
     parser.add_argument("--timeout", type=float, default=10.0, help="per request")
-    parser.add_argument("--max-requests", type=int, default=10_000_000,
-                        help="per scenario (python engine; wrk is bound by time)")
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=10_000_000,
+        help="per scenario (python engine; wrk is bound by time)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario")
-    parser.add_argument("--pick", choices=["median", "best"], default="median",
-                        help="which of the repeated runs to report")
-    parser.add_argument("--engine", choices=["auto", "wrk", "python"], default="auto",
-                        help="for the fixed scenarios (the claim ones always use python)")
-    parser.add_argument("--claim-seed", type=int, default=None,
-                        help="messages posted before each claim scenario "
-                             "(default 60,000 for claim-each, 150,000 for claim-bulk)")
+    parser.add_argument(
+        "--pick",
+        choices=["median", "best"],
+        default="median",
+        help="which of the repeated runs to report",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="for the fixed scenarios (the claim ones always use python)",
+    )
+    parser.add_argument(
+        "--claim-seed",
+        type=int,
+        default=None,
+        help="messages posted before each claim scenario "
+        "(default 60,000 for claim-each, 150,000 for claim-bulk)",
+    )
     parser.add_argument("--seed-batch", type=int, default=100)
-    parser.add_argument("--storage", default="",
-                        help="storage URI for the node instead of the default one")
-    parser.add_argument("--redis-storage", default="redis://127.0.0.1:{port}",
-                        help="storage URI template for --target redis")
-    parser.add_argument("--node-args", default="", help="more arguments for twistd marconi")
+    parser.add_argument(
+        "--storage",
+        default="",
+        help="storage URI for the node instead of the default one",
+    )
+    parser.add_argument(
+        "--redis-storage",
+        default="redis://127.0.0.1:{port}",
+        help="storage URI template for --target redis",
+    )
+    parser.add_argument(
+        "--node-args", default="", help="more arguments for twistd marconi"
+    )
     parser.add_argument("--server-cpus", default=None, help="taskset list (default 0)")
     parser.add_argument("--client-cpus", default=None, help="taskset list (default 1)")
     parser.add_argument("--markdown", metavar="FILE", help="append a markdown section")
     parser.add_argument("--json", metavar="FILE", help="write every report as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--data-dir", default=None,
-                        help="where the work directory (node data, logs) goes; "
-                             "e.g. /dev/shm to take the disk out of the measurement")
-    parser.add_argument("--profile", metavar="DIR",
-                        help="record each node with py-spy during each scenario "
-                             "(collapsed stacks; summarise with bench/profile.py)")
-    parser.add_argument("--profile-idle", action="store_true",
-                        help="keep idle samples too (where threads wait)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="where the work directory (node data, logs) goes; "
+        "e.g. /dev/shm to take the disk out of the measurement",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record each node with py-spy during each scenario "
+        "(collapsed stacks; summarise with bench/profile.py)",
+    )
+    parser.add_argument(
+        "--profile-idle",
+        action="store_true",
+        help="keep idle samples too (where threads wait)",
+    )
     options = parser.parse_args(argv)
     options.scenarios = [s for s in options.scenarios.split(",") if s]
     for s in options.scenarios:
@@ -702,7 +877,9 @@ def parseOptions(argv):
             os.path.dirname(sys.executable), "py-spy"
         )
         if not os.path.exists(options.py_spy):
-            parser.error("--profile needs py-spy (pip install -r bench/requirements.txt)")
+            parser.error(
+                "--profile needs py-spy (pip install -r bench/requirements.txt)"
+            )
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         if options.server_cpus is None:
@@ -763,14 +940,20 @@ def main(argv=None) -> int:
             if t == "klein":
                 targets.append(startBaseline(servers, options, "klein"))
             elif t.startswith("url:"):
-                targets.append(Target(t[len("url:"):], t[len("url:"):]))
+                targets.append(Target(t[len("url:") :], t[len("url:") :]))
             else:
                 targets.append(startNode(servers, options, t))
         options.targetNames = [t.name for t in targets]
         print("machine: %s" % (json.dumps(info),))
-        print("targets: %s (server CPU %s, load CPU %s); work directory %s" % (
-            ", ".join("%s=%s" % (t.name, t.url) for t in targets),
-            options.server_cpus, options.client_cpus, workdir))
+        print(
+            "targets: %s (server CPU %s, load CPU %s); work directory %s"
+            % (
+                ", ".join("%s=%s" % (t.name, t.url) for t in targets),
+                options.server_cpus,
+                options.client_cpus,
+                workdir,
+            )
+        )
         runner = Runner(options)
         runner.allPids = [pid for t in targets for pid in t.pids]
         for scenario in options.scenarios:
@@ -781,15 +964,25 @@ def main(argv=None) -> int:
                     reports.append(runner.scenario(target, scenario))
                 report = pick(reports, options.pick)
                 results[scenario][target.name] = report
-                print("%-24s %-10s %10s req/s %12s msgs/s  p50 %7.2f ms  p99 %7.2f ms  "
-                      "client CPU %s%%  server CPU %s%%  other load %s%%%s" % (
-                          TITLES[scenario], target.name, fmt(report["req_s"]),
-                          fmt(report["msgs_s"]), report["p50_ms"], report["p99_ms"],
-                          fmt(report.get("client_cpu_pct")),
-                          fmt(report.get("server_cpu_pct")),
-                          fmt(report.get("noise_pct")),
-                          ("  errors %s" % (report["errors"],)) if report["errors"] else ""),
-                      flush=True)
+                print(
+                    "%-24s %-10s %10s req/s %12s msgs/s  p50 %7.2f ms  p99 %7.2f ms  "
+                    "client CPU %s%%  server CPU %s%%  other load %s%%%s"
+                    % (
+                        TITLES[scenario],
+                        target.name,
+                        fmt(report["req_s"]),
+                        fmt(report["msgs_s"]),
+                        report["p50_ms"],
+                        report["p99_ms"],
+                        fmt(report.get("client_cpu_pct")),
+                        fmt(report.get("server_cpu_pct")),
+                        fmt(report.get("noise_pct")),
+                        ("  errors %s" % (report["errors"],))
+                        if report["errors"]
+                        else "",
+                    ),
+                    flush=True,
+                )
     except KeyboardInterrupt:
         print("interrupted; stopping the servers", file=sys.stderr)
         return 130
@@ -808,8 +1001,10 @@ def main(argv=None) -> int:
             f.write("\n" + markdown(rows, info, options, argv))
         print("appended to %s" % (options.markdown,))
     if options.profile:
-        print("profiles in %s; summarise with: python bench/profile.py %s/*.txt" % (
-            options.profile, options.profile))
+        print(
+            "profiles in %s; summarise with: python bench/profile.py %s/*.txt"
+            % (options.profile, options.profile)
+        )
     return 0
 
 

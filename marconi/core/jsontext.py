@@ -11,6 +11,7 @@ valid UTF-8.
 
 import json
 import math
+import re
 from typing import Any
 
 from marconi.core.errors import ValidationFailed
@@ -69,6 +70,9 @@ def _tooDeep(value: Any, maxDepth: int) -> bool:
     return False
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
 def _hasLoneSurrogate(value: Any) -> bool:
     """
     Whether a string anywhere in C{value} (keys included) holds a lone
@@ -111,12 +115,20 @@ def loads(data: bytes, maxDepth: int = 32) -> Any:
     except ValueError as e:
         raise ValidationFailed(f"The request body is not valid JSON: {e}") from None
     else:
-        tooDeep = isinstance(value, (dict, list)) and _tooDeep(value, maxDepth)
+        # Nesting deeper than maxDepth needs more than maxDepth brackets, and
+        # a lone surrogate can only come from a \\uD800-\\uDFFF escape (the
+        # UTF-8 decoding above refuses encoded ones): count and search the
+        # text at C speed before walking the value.
+        tooDeep = (
+            isinstance(value, (dict, list))
+            and text.count("[") + text.count("{") > maxDepth
+            and _tooDeep(value, maxDepth)
+        )
     if tooDeep:
         raise ValidationFailed(
             f"The JSON document is nested deeper than {maxDepth} levels."
         )
-    if _hasLoneSurrogate(value):
+    if _SURROGATE_ESCAPE.search(text) is not None and _hasLoneSurrogate(value):
         raise ValidationFailed(
             "The request body holds a lone surrogate, which is not valid text."
         )

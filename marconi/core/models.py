@@ -6,8 +6,8 @@ embedded as they are in every answer, so no driver ever parses a body.
 """
 
 from dataclasses import dataclass, field
+from os import urandom
 from typing import Optional, Sequence
-from uuid import uuid4
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +165,7 @@ def newId() -> str:
     """
     A new server-generated id for a message or a claim: 128 random bits.
     """
-    return uuid4().hex
+    return urandom(16).hex()
 
 
 @dataclass(frozen=True, slots=True)

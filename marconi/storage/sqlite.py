@@ -489,33 +489,39 @@ class SQLiteStore(Service):
                 "VALUES (?, ?, '{}', ?)",
                 (project, queue, now),
             )
-            ids = []
-            for message in messages:
-                messageId = newId()
-                cursor = c.execute(
-                    "INSERT INTO messages (id, project, queue, body, ttl, created, "
-                    "expires, visible_at, client_id, tags, checksum) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        messageId,
-                        project,
-                        queue,
-                        message.body,
-                        message.ttl,
-                        now,
-                        now + message.ttl,
-                        now + message.delay,
-                        clientId,
-                        json.dumps(message.tags) if message.tags else None,
-                        message.checksum,
-                    ),
+            ids = [newId() for _ in messages]
+            rows = [
+                (
+                    messageId,
+                    project,
+                    queue,
+                    message.body,
+                    message.ttl,
+                    now,
+                    now + message.ttl,
+                    now + message.delay,
+                    clientId,
+                    json.dumps(message.tags) if message.tags else None,
+                    message.checksum,
                 )
+                for messageId, message in zip(ids, messages)
+            ]
+            insert = (
+                "INSERT INTO messages (id, project, queue, body, ttl, created, "
+                "expires, visible_at, client_id, tags, checksum) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            )
+            if not any(message.tags for message in messages):
+                c.executemany(insert, rows)
+                return ids
+            # Tags need each message's marker: insert one by one.
+            for row, message in zip(rows, messages):
+                cursor = c.execute(insert, row)
                 if message.tags:
                     c.executemany(
                         "INSERT INTO message_tags (marker, tag) VALUES (?, ?)",
                         [(cursor.lastrowid, tag) for tag in message.tags],
                     )
-                ids.append(messageId)
             return ids
 
         return self._run(work)
