@@ -133,14 +133,14 @@ class Servers:
         return process, log
 
     def stop(self):
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             if process.poll() is None:
                 try:
                     os.killpg(process.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + 5
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -327,7 +327,9 @@ def runEngine(command, bound: float):
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
-        raise RuntimeError("engine overstayed %.0f s: %s" % (bound, " ".join(command)))
+        raise RuntimeError(
+            "engine overstayed %.0f s: %s" % (bound, " ".join(command))
+        ) from None
     except BaseException:
         process.kill()
         process.wait()
@@ -715,7 +717,11 @@ def textTable(rows) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        lines.append(
+            "  ".join(
+                str(c).ljust(w) for c, w in zip(row, widths, strict=False)
+            ).rstrip()
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -504,7 +504,7 @@ class SQLiteStore(Service):
                     json.dumps(message.tags) if message.tags else None,
                     message.checksum,
                 )
-                for messageId, message in zip(ids, messages)
+                for messageId, message in zip(ids, messages, strict=True)
             ]
             insert = (
                 "INSERT INTO messages (id, project, queue, body, ttl, created, "
@@ -515,7 +515,7 @@ class SQLiteStore(Service):
                 c.executemany(insert, rows)
                 return ids
             # Tags need each message's marker: insert one by one.
-            for row, message in zip(rows, messages):
+            for row, message in zip(rows, messages, strict=True):
                 cursor = c.execute(insert, row)
                 if message.tags:
                     c.executemany(
