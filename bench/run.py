@@ -18,6 +18,7 @@ included.  See bench/README.md.
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -190,14 +191,51 @@ def startRedis(servers, options):
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
             "--dir",
             servers.workdir,
-        ],
+        ]
+        + shlex.split(options.redis_args),
     )
     process, log = servers.start("redis", command)
     waitForPort(port, process, time.monotonic() + 30, log)
+    return port, process.pid
+
+
+def startMongo(servers, options):
+    """
+    Start SecantusDB (a MongoDB-wire-compatible server, not MongoDB) the way
+    tests/mongoserver.py does: standalone, with an empty configuration file
+    so that no secantusd.toml is picked up.
+    """
+    if importlib.util.find_spec("secantus") is None:
+        raise SystemExit("SecantusDB is not installed (pip install secantusdb)")
+    port = freePort()
+    data = os.path.join(servers.workdir, "mongo-data")
+    os.makedirs(data, exist_ok=True)
+    config = os.path.join(servers.workdir, "secantusd.toml")
+    open(config, "w").close()
+    command = pinned(
+        options.server_cpus,
+        [
+            sys.executable,
+            "-m",
+            "secantus",
+            "--config",
+            config,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            data,
+            "--standalone",
+            "--log-level",
+            "WARNING",
+        ]
+        + shlex.split(options.mongo_args),
+    )
+    process, log = servers.start("secantus", command)
+    waitForPort(port, process, time.monotonic() + 60, log)
     return port, process.pid
 
 
@@ -215,6 +253,12 @@ def startNode(servers, options, name) -> Target:
         storage = "sqlite:" + os.path.join(
             servers.workdir, "marconi-%d.sqlite" % (len(servers.processes),)
         )
+        if query:
+            storage += "?" + query
+    elif kind == "mongodb":
+        mongoPort, mongoPid = startMongo(servers, options)
+        extraPids.append(mongoPid)
+        storage = options.mongo_storage.format(port=mongoPort)
         if query:
             storage += "?" + query
     else:
@@ -785,7 +829,8 @@ def parseOptions(argv):
         "--target",
         action="append",
         default=[],
-        help="baseline | klein | sqlite | redis | url:http://HOST:PORT (repeatable; "
+        help="baseline | klein | sqlite | redis | mongodb | url:http://HOST:PORT "
+        "(repeatable; "
         "default sqlite); sqlite and redis take ?QUERY for the storage URI, e.g. "
         "sqlite?synchronous=normal; the baseline is always measured too unless "
         "--no-baseline",
@@ -840,6 +885,23 @@ def parseOptions(argv):
         help="storage URI template for --target redis",
     )
     parser.add_argument(
+        "--mongo-storage",
+        default="mongodb://127.0.0.1:{port}/bench",
+        help="storage URI template for --target mongodb (SecantusDB)",
+    )
+    parser.add_argument(
+        "--mongo-args",
+        default="",
+        help="more arguments for SecantusDB (e.g. --sync-on-commit)",
+    )
+    parser.add_argument(
+        "--redis-args",
+        default="--appendonly yes --appendfsync everysec",
+        help="more arguments for redis-server (default: the append-only file, "
+        "fsynced every second, as docs/storage-redis.rst recommends; RDB "
+        "snapshots are off)",
+    )
+    parser.add_argument(
         "--node-args", default="", help="more arguments for twistd marconi"
     )
     parser.add_argument("--server-cpus", default=None, help="taskset list (default 0)")
@@ -872,9 +934,13 @@ def parseOptions(argv):
     if not options.target:
         options.target = ["sqlite"]
     for t in options.target:
-        if t.partition("?")[0] not in ("baseline", "klein", "sqlite", "redis") and not (
-            t.startswith("url:http://")
-        ):
+        if t.partition("?")[0] not in (
+            "baseline",
+            "klein",
+            "sqlite",
+            "redis",
+            "mongodb",
+        ) and not (t.startswith("url:http://")):
             parser.error("unknown target %r" % (t,))
     if options.engine == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install -y wrk)")
