@@ -200,7 +200,12 @@ class WrongSANTests(MutualTLSClusterTestCase):
         """
         for name in NAMES:
             await self.startNode(name)
-        await self.waitFor("a", lambda nodes: nodes["c"]["state"] == "down")
+        # B started after A: wait until A has probed it up, as well as C down.
+        await self.waitFor(
+            "a",
+            lambda nodes: nodes["c"]["state"] == "down"
+            and nodes["b"]["state"] == "up",
+        )
         r, body = await self.call(
             "a",
             "POST",
