@@ -9,6 +9,12 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"])
     + ["twisted.plugins"],
+    # Packages live at the top of the project.  Saying so explicitly makes
+    # an editable install (pip install -e .) put the project directory on
+    # sys.path, which is how twistd finds twisted/plugins/marconi_plugin.py;
+    # without it setuptools installs an import hook that Twisted's plugin
+    # discovery cannot see.
+    package_dir={"": "."},
     install_requires=[
         "twisted[tls]>=24.7",
         "klein>=24.8",

@@ -203,8 +203,7 @@ class WrongSANTests(MutualTLSClusterTestCase):
         # B started after A: wait until A has probed it up, as well as C down.
         await self.waitFor(
             "a",
-            lambda nodes: nodes["c"]["state"] == "down"
-            and nodes["b"]["state"] == "up",
+            lambda nodes: nodes["c"]["state"] == "down" and nodes["b"]["state"] == "up",
         )
         r, body = await self.call(
             "a",

@@ -256,3 +256,57 @@ class InstalledCopyTests(SynchronousTestCase):
         self.assertTrue(lines[0].startswith(target), result.stdout + result.stderr)
         self.assertEqual(lines[1], "['marconi']")
         self.assertIn("'sqlite'", lines[2])
+
+
+class EditableInstallTests(SynchronousTestCase):
+    def test_pluginsFromEditableInstall(self) -> None:
+        """
+        After C{pip install -e .} (the README's quick start), twistd finds
+        the C{marconi} plugin from any working directory.
+        """
+        import subprocess
+        import sys
+        import sysconfig
+
+        from tests.nodeprocess import ROOT
+
+        venv = os.path.abspath(self.mktemp())
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
+        python = os.path.join(venv, "bin", "python")
+        # Twisted and the other dependencies come from the environment the
+        # tests run in (a path in a .pth file; that directory's own .pth
+        # files, an installed Marconi's among them, are not read).
+        site = subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        with open(os.path.join(site, "dependencies.pth"), "w") as f:
+            f.write(sysconfig.get_paths()["purelib"] + "\n")
+        build = subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", "--no-deps", "-e", ROOT],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=venv,
+        )
+        if build.returncode != 0:
+            self.skipTest(f"pip could not build the package: {build.stderr[-300:]}")
+        code = (
+            "from twisted.plugin import getPlugins\n"
+            "from twisted.application.service import IServiceMaker\n"
+            "print([p.tapname for p in getPlugins(IServiceMaker)"
+            " if p.tapname == 'marconi'])\n"
+        )
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        result = subprocess.run(
+            [python, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=venv,
+        )
+        self.assertEqual(result.stdout.strip(), "['marconi']", result.stderr)
