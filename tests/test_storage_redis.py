@@ -190,6 +190,19 @@ class RedisStoreTests(TestCase):
         self.assertTrue(verifyObject(IMessageStore, store))
         self.assertTrue(verifyObject(IService, store))
 
+    async def test_scriptsReloaded(self) -> None:
+        """
+        Scripts run by their SHA-1; when the server has forgotten them
+        (SCRIPT FLUSH, or a restart), the store sends them again and the
+        operation succeeds.
+        """
+        store = await self.store()
+        first = await store.postMessages("p", "q", [msg('"a"')], "c", T0)
+        await store._call("execute_command", "SCRIPT", "FLUSH")
+        second = await store.postMessages("p", "q", [msg('"b"')], "c", T0)
+        found = await store.getMessages("p", "q", first + second, T0)
+        self.assertEqual([m.body for m in found], ['"a"', '"b"'])
+
     async def test_collisionCaseOnTheServer(self) -> None:
         """
         Projects whose names look like the driver's own key layout (length

@@ -16,6 +16,7 @@ SELECT, script caching with EVALSHA).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any, Iterable, Optional, Sequence
@@ -95,6 +96,20 @@ def _validIds(ids: Iterable[str]) -> list[str]:
 
 def _time(value: float) -> str:
     return repr(float(value))
+
+
+# Lua script text -> its SHA-1, for EVALSHA.
+_scriptHashes: dict = {}
+
+
+def _rows(reply: Any) -> list:
+    """
+    The records of a script that answers with JSON text (see C{rows} in
+    L{marconi.storage.redis_lua}); an empty answer is an empty reply.
+    """
+    if isinstance(reply, (str, bytes)):
+        return json.loads(reply)
+    return list(reply or ())
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -353,6 +368,9 @@ class RedisStore(Service):
             raise
         except txredisapi.InvalidData as e:
             raise errors.ValidationFailed(f"A value cannot be stored: {e}") from None
+        except txredisapi.ScriptDoesNotExist:
+            # _eval loads the script and tries again.
+            raise
         except txredisapi.ConnectionError as e:
             raise errors.StorageUnavailable(
                 f"The Redis server at {self._location.describe()} did not "
@@ -370,7 +388,18 @@ class RedisStore(Service):
             ) from None
 
     async def _eval(self, script: str, *args: Any) -> Any:
-        return await self._call("eval", script, [], [str(a) for a in args])
+        """
+        Run a Lua script by its SHA-1 (the server keeps the scripts it has
+        seen), sending its text only when the server does not know it yet.
+        """
+        argv = [str(a) for a in args]
+        sha = _scriptHashes.get(script)
+        if sha is None:
+            sha = _scriptHashes[script] = hashlib.sha1(script.encode()).hexdigest()
+        try:
+            return await self._call("evalsha", sha, [], argv)
+        except txredisapi.ScriptDoesNotExist:
+            return await self._call("eval", script, [], argv)
 
     def _startPersistenceCheck(self, protocol: txredisapi.RedisProtocol) -> None:
         check = Deferred.fromCoroutine(self._checkPersistence(protocol))
@@ -587,7 +616,7 @@ class RedisStore(Service):
             int(bool(query.includeDelayed)),
             json.dumps(list(query.tags)),
         )
-        return [_message(row) for row in rows]
+        return [_message(row) for row in _rows(rows)]
 
     def getMessages(
         self, project: str, queue: str, ids: Sequence[str], now: float
@@ -603,7 +632,7 @@ class RedisStore(Service):
         rows = await self._eval(
             lua.GET_MESSAGES, queuePrefix(project, queue), _time(now), *wanted
         )
-        return sorted((_message(row) for row in rows), key=lambda m: m.marker)
+        return sorted((_message(row) for row in _rows(rows)), key=lambda m: m.marker)
 
     def deleteMessage(
         self,
@@ -702,7 +731,7 @@ class RedisStore(Service):
             int(limit),
             json.dumps(list(tags or ())),
         )
-        return [_message(row) for row in rows]
+        return [_message(row) for row in _rows(rows)]
 
     def createClaim(
         self, project: str, queue: str, spec: ClaimSpec, now: float
@@ -729,6 +758,7 @@ class RedisStore(Service):
             spec.deadLetterQueue if deadLetter else "",
             int(spec.deadLetterTTL) if deadLetter and spec.deadLetterTTL else "",
         )
+        rows = _rows(rows)
         if not rows:
             return None
         return Claim(

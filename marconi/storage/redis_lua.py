@@ -60,6 +60,15 @@ local function record(id, r)
           r[11], r[12]}
 end
 
+-- Many records go back as one JSON text: the client parses one bulk string
+-- (json.loads, in C) instead of a nested reply line by line.
+local function rows(out)
+  if #out == 0 then
+    return {}
+  end
+  return cjson.encode(out)
+end
+
 local function claimLive(r, now)
   return r[8] ~= false and r[9] ~= false and tonumber(r[9]) > now
 end
@@ -277,7 +286,7 @@ scan(P .. ':m', after, function(id)
   end
   return #out >= limit
 end)
-return out
+return rows(out)
 """)
 
 # ARGV: P, now, ids...
@@ -290,7 +299,7 @@ for i = 3, #ARGV do
     out[#out + 1] = record(ARGV[i], r)
   end
 end
-return out
+return rows(out)
 """)
 
 # ARGV: P, now.  Returns {total, claimed, delayed, oldest, newest}.
@@ -397,7 +406,7 @@ scan(P .. ':f', '-inf', function(id)
   end
   return #out >= limit
 end)
-return out
+return rows(out)
 """)
 
 # ARGV: P, PP, now, claim id, ttl, grace, limit, tags JSON,
@@ -478,7 +487,7 @@ local out = {}
 for _, id in ipairs(taken) do
   out[#out + 1] = record(id, load(P, id))
 end
-return out
+return rows(out)
 """)
 
 # ARGV: P, claim id, now.
