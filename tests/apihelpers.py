@@ -41,6 +41,29 @@ class Response:
         return values[0] if values else None
 
 
+def requestParts(
+    body: Any,
+    project: Optional[str],
+    client: Optional[str],
+    headers: Optional[dict],
+    raw: Optional[bytes],
+) -> tuple:
+    """
+    The body and headers of a test request: C{body} (JSON-encoded) wins
+    over C{raw}; the identity headers come first, then C{headers}.
+    """
+    sent = {}
+    if project is not None:
+        sent["X-Project-ID"] = project
+    if client is not None:
+        sent["Client-ID"] = client
+    if body is not None:
+        raw = json.dumps(body).encode()
+        sent["Content-Type"] = "application/json"
+    sent.update(headers or {})
+    return raw, sent
+
+
 class HTTPNode:
     """
     A client of the node at C{url}, with the request helpers of the API
@@ -63,15 +86,7 @@ class HTTPNode:
         headers: Optional[dict] = None,
         raw: Optional[bytes] = None,
     ) -> Response:
-        sent = {}
-        if project is not None:
-            sent["X-Project-ID"] = project
-        if client is not None:
-            sent["Client-ID"] = client
-        if body is not None:
-            raw = json.dumps(body).encode()
-            sent["Content-Type"] = "application/json"
-        sent.update(headers or {})
+        raw, sent = requestParts(body, project, client, headers, raw)
         response = await self.http.request(
             method, self.url + path, data=raw, headers=sent
         )

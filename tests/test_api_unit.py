@@ -6,7 +6,6 @@ expiry boundaries and check edge cases cheaply; L{tests.test_api} covers the
 same API end to end over a real socket.
 """
 
-import json
 from typing import Any, Optional
 
 from treq.testing import StubTreq
@@ -23,7 +22,7 @@ from marconi.core.interfaces import IAuthDriver
 from marconi.core.limits import Limits
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging
 from marconi.storage.memory import MemoryStore
-from tests.apihelpers import CLIENT, START, Response
+from tests.apihelpers import CLIENT, START, Response, requestParts
 
 PATCH = {"Content-Type": PATCH_MEDIA_TYPE}
 
@@ -59,15 +58,7 @@ class InMemoryNode:
         headers: Optional[dict] = None,
         raw: Optional[bytes] = None,
     ) -> Response:
-        sent = {}
-        if project is not None:
-            sent["X-Project-ID"] = project
-        if client is not None:
-            sent["Client-ID"] = client
-        if body is not None:
-            raw = json.dumps(body).encode()
-            sent["Content-Type"] = "application/json"
-        sent.update(headers or {})
+        raw, sent = requestParts(body, project, client, headers, raw)
         d = self.stub.request(
             method, "http://marconi.test" + path, data=raw, headers=sent
         )
