@@ -192,6 +192,20 @@ class Client:
             "Accept: application/json\r\n" % (host, port, clientId, project)
         ).encode()
 
+    @classmethod
+    def fromOptions(cls, loop, options):
+        """
+        A client for the server and identity given on the command line.
+        """
+        return cls(
+            loop,
+            options.host,
+            options.port,
+            options.project,
+            options.client_id,
+            options.timeout,
+        )
+
     def build(self, method: bytes, path: bytes, body: bytes = b"") -> bytes:
         """
         Build the bytes of a request once, to be sent many times.
@@ -502,14 +516,7 @@ class Scenarios:
 
 
 async def user(loop, options, stats, scenarios, index):
-    client = Client(
-        loop,
-        options.host,
-        options.port,
-        options.project,
-        options.client_id,
-        options.timeout,
-    )
+    client = Client.fromOptions(loop, options)
     try:
         while stats.running():
             try:
@@ -583,14 +590,7 @@ async def seed(options) -> dict:
 
     async def poster():
         nonlocal posted
-        client = Client(
-            loop,
-            options.host,
-            options.port,
-            options.project,
-            options.client_id,
-            options.timeout,
-        )
+        client = Client.fromOptions(loop, options)
         batch = options.batch
         try:
             while remaining[0] > 0:

@@ -52,17 +52,7 @@ async def run(options) -> dict:
     if options.scenario == "list10":
         await seedQueue(loop, options, queue)
     base = "/v2/queues/%s/messages" % (queue,)
-    clients = [
-        Client(
-            loop,
-            options.host,
-            options.port,
-            options.project,
-            options.client_id,
-            options.timeout,
-        )
-        for _ in range(options.connections)
-    ]
+    clients = [Client.fromOptions(loop, options) for _ in range(options.connections)]
     if options.scenario == "list10":
         requests = [
             c.build(b"GET", (base + "?limit=10&echo=true").encode()) for c in clients

@@ -35,6 +35,10 @@ import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from driver import processesCPU  # noqa: E402
+
 ROOT = os.path.dirname(HERE)
 SCENARIOS = [
     "post1",
@@ -289,19 +293,6 @@ def startNode(servers, options, name) -> Target:
     return Target(name, "http://127.0.0.1:%d" % (port,), [process.pid] + extraPids)
 
 
-def processCPU(pids) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % (pid,), "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
 def coresBusy(cpus) -> float:
     """
     The busy CPU seconds so far of the CPUs in the taskset list C{cpus}.
@@ -346,7 +337,7 @@ class NoiseMeter:
         self.pids = pids
         self.started = time.monotonic()
         self.busy = coresBusy(cpus)
-        self.servers = processCPU(pids)
+        self.servers = processesCPU(pids)
 
     def percent(self):
         if not self.cpus:
@@ -354,7 +345,7 @@ class NoiseMeter:
         wall = time.monotonic() - self.started
         count = len(self.cpus.split(","))
         other = (coresBusy(self.cpus) - self.busy) - (
-            processCPU(self.pids) - self.servers
+            processesCPU(self.pids) - self.servers
         )
         return round(max(0.0, 100.0 * other / (wall * count)), 1)
 
@@ -473,13 +464,13 @@ class Runner:
         if o.warmup > 0:
             runEngine(command(max(1, round(o.warmup))), o.warmup + o.timeout + 30)
         seconds = max(1, round(o.duration))
-        serverBefore = processCPU(target.pids)
+        serverBefore = processesCPU(target.pids)
         started = time.monotonic()
         pid, status, usage, out = _runWithUsage(
             command(seconds), seconds + o.timeout + 30
         )
         wall = time.monotonic() - started
-        serverCPU = processCPU(target.pids) - serverBefore
+        serverCPU = processesCPU(target.pids) - serverBefore
         summary = None
         for line in out.splitlines():
             if line.startswith("MARCONI-BENCH "):
