@@ -4,8 +4,10 @@ real socket, with L{StubTreq} and a L{Clock} for retries, timeouts and error
 mapping, and against the real daemon in a subprocess.
 """
 
+import inspect
 import json
 import os
+from typing import Iterator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -377,6 +379,77 @@ class BlockingTests(ClientTestCase):
 
         d = deferToThread(script)
         return self.assertFailure(d, errors.NotFound)
+
+
+class BlockingFacadeTests(SynchronousTestCase):
+    """
+    The shape of L{BlockingClient}: one blocking twin for every public
+    asynchronous method of L{Client}, as C{inspect} and C{help()} see it.
+    """
+
+    def asyncMethods(self) -> dict:
+        """
+        The public methods of L{Client} that are coroutines or return an
+        asynchronous iterator (found by calling nothing: from the source's
+        own markers, C{async def} and C{async for}/C{yield} inside).
+        """
+        found = {}
+        for name, value in vars(Client).items():
+            if name.startswith("_") or not inspect.isfunction(value):
+                continue
+            if inspect.iscoroutinefunction(value):
+                found[name] = "call"
+            elif "async def iterate" in inspect.getsource(value):
+                found[name] = "iterate"
+        return found
+
+    def test_everyMethodHasATwin(self) -> None:
+        """
+        Each public coroutine method and each asynchronous iterator of
+        L{Client} has a method of the same name on L{BlockingClient}, with
+        the same parameters, and its docstring.
+        """
+        methods = self.asyncMethods()
+        self.assertTrue(
+            {"ping", "post", "claim", "close", "queues", "follow"} <= set(methods)
+        )
+        for name in methods:
+            original = getattr(Client, name)
+            twin = getattr(BlockingClient, name, None)
+            self.assertIsNotNone(twin, name)
+            self.assertEqual(
+                inspect.signature(twin).parameters,
+                inspect.signature(original).parameters,
+                name,
+            )
+            self.assertEqual(twin.__name__, name)
+            self.assertIn(f"L{{Client.{name}}}", twin.__doc__)
+            self.assertIn(inspect.getdoc(original) or "", twin.__doc__)
+
+    def test_returnAnnotations(self) -> None:
+        """
+        A coroutine's twin returns what the coroutine returns; an
+        asynchronous iterator's twin returns a plain L{Iterator} of the
+        same items.
+        """
+        for name, kind in self.asyncMethods().items():
+            original = inspect.signature(getattr(Client, name)).return_annotation
+            returns = inspect.signature(getattr(BlockingClient, name)).return_annotation
+            if kind == "call":
+                self.assertEqual(returns, original, name)
+            else:
+                self.assertEqual(returns, Iterator[original.__args__[0]], name)
+
+    def test_boundSignature(self) -> None:
+        """
+        On an instance, the twin's signature leaves out C{self}, as
+        C{help()} shows it.
+        """
+        blocking = object.__new__(BlockingClient)
+        self.assertEqual(
+            str(inspect.signature(blocking.deleteMessage)),
+            "(queue: str, messageId: str, claimId: Optional[str] = None) -> None",
+        )
 
 
 # With a stub server: retries, timeouts, limits and headers.

@@ -8,12 +8,22 @@ A Ctrl-C in the calling thread interrupts the wait with L{KeyboardInterrupt}
 as usual.  Iterators (paging, following) are driven one step at a time the
 same way.
 
+The methods of L{BlockingClient} are made from those of L{Client}: every
+public coroutine method becomes a blocking call, and every method that
+returns an asynchronous iterator becomes one that returns a plain
+iterator.  Each keeps the signature and the docstring of its L{Client}
+original, so C{help(BlockingClient)} documents them.
+
 The facade must not be used from the reactor thread itself.
 """
 
 import atexit
+import collections.abc
+import functools
+import inspect
 import threading
-from typing import Any, Awaitable, Callable, Iterator, Optional, TypeVar
+import typing
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread
@@ -75,16 +85,20 @@ class BlockingClient:
     def clientId(self) -> str:
         return self.client.clientId
 
-    def _call(self, method: Callable[..., Awaitable[T]], *a: Any, **kw: Any) -> T:
-        async def run() -> T:
+    def _call(self, name: str, *a: Any, **kw: Any) -> Any:
+        method = getattr(self.client, name)
+
+        async def run() -> Any:
             return await method(*a, **kw)
 
         return blockingCallFromThread(
             self._reactor, lambda: Deferred.fromCoroutine(run())
         )
 
-    def _iterate(self, make: Callable[[], Any]) -> Iterator[Any]:
-        iterator = blockingCallFromThread(self._reactor, make)
+    def _iterate(self, name: str, *a: Any, **kw: Any) -> Iterator[Any]:
+        iterator = blockingCallFromThread(
+            self._reactor, lambda: getattr(self.client, name)(*a, **kw)
+        )
 
         async def step() -> tuple[bool, Any]:
             try:
@@ -100,88 +114,72 @@ class BlockingClient:
                 return
             yield item
 
-    def close(self) -> None:
-        self._call(self.client.close)
-
     def __enter__(self) -> "BlockingClient":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # The calls; see L{Client} for what each does.
+    if TYPE_CHECKING:
+        # The twins are set on the class below, one per method of Client.
+        def __getattr__(self, name: str) -> Callable[..., Any]: ...
 
-    def ping(self) -> bool:
-        return self._call(self.client.ping)
 
-    def health(self) -> Any:
-        return self._call(self.client.health)
+def _yields(original: Callable) -> Optional[Any]:
+    """
+    What C{original} iterates over, if it returns an asynchronous iterator.
+    """
+    returns = inspect.signature(original).return_annotation
+    if typing.get_origin(returns) is not collections.abc.AsyncIterator:
+        return None
+    (item,) = typing.get_args(returns)
+    return item
 
-    def listQueues(self, *a: Any, **kw: Any) -> Any:
-        return self._call(self.client.listQueues, *a, **kw)
 
-    def queues(self, *a: Any, **kw: Any) -> Iterator[Any]:
-        return self._iterate(lambda: self.client.queues(*a, **kw))
+def twinNames(cls: type = Client) -> list[str]:
+    """
+    The public methods of C{cls} that L{BlockingClient} has a twin of: its
+    coroutine methods and those that return an asynchronous iterator.
+    """
+    return [
+        name
+        for name, value in vars(cls).items()
+        if not name.startswith("_")
+        and inspect.isfunction(value)
+        and (inspect.iscoroutinefunction(value) or _yields(value) is not None)
+    ]
 
-    def createQueue(self, *a: Any, **kw: Any) -> bool:
-        return self._call(self.client.createQueue, *a, **kw)
 
-    def deleteQueue(self, *a: Any, **kw: Any) -> None:
-        return self._call(self.client.deleteQueue, *a, **kw)
+def _twin(name: str) -> Callable[..., Any]:
+    """
+    The blocking twin of L{Client}'s method C{name}, with its signature
+    (an asynchronous iterator becoming an L{Iterator}) and docstring.
+    """
+    original = getattr(Client, name)
+    item = _yields(original)
+    signature = inspect.signature(original)
+    if item is None:
 
-    def queueMetadata(self, *a: Any, **kw: Any) -> dict:
-        return self._call(self.client.queueMetadata, *a, **kw)
+        def twin(self: BlockingClient, *a: Any, **kw: Any) -> Any:
+            return self._call(name, *a, **kw)
 
-    def patchQueue(self, *a: Any, **kw: Any) -> dict:
-        return self._call(self.client.patchQueue, *a, **kw)
+    else:
+        signature = signature.replace(return_annotation=Iterator[item])
 
-    def updateQueueMetadata(self, *a: Any, **kw: Any) -> dict:
-        return self._call(self.client.updateQueueMetadata, *a, **kw)
+        def twin(self: BlockingClient, *a: Any, **kw: Any) -> Any:
+            return self._iterate(name, *a, **kw)
 
-    def queueStats(self, *a: Any, **kw: Any) -> Any:
-        return self._call(self.client.queueStats, *a, **kw)
+    functools.update_wrapper(twin, original)
+    del twin.__wrapped__  # type: ignore[attr-defined]
+    twin.__module__ = __name__
+    twin.__qualname__ = f"BlockingClient.{name}"
+    twin.__signature__ = signature  # type: ignore[attr-defined]
+    twin.__doc__ = f"The blocking form of L{{Client.{name}}}.\n\n" + (
+        inspect.getdoc(original) or ""
+    )
+    return twin
 
-    def post(self, *a: Any, **kw: Any) -> list:
-        return self._call(self.client.post, *a, **kw)
 
-    def postBatches(self, *a: Any, **kw: Any) -> Iterator[list]:
-        return self._iterate(lambda: self.client.postBatches(*a, **kw))
-
-    def listMessages(self, *a: Any, **kw: Any) -> Any:
-        return self._call(self.client.listMessages, *a, **kw)
-
-    def messages(self, *a: Any, **kw: Any) -> Iterator[Any]:
-        return self._iterate(lambda: self.client.messages(*a, **kw))
-
-    def getMessage(self, *a: Any, **kw: Any) -> Any:
-        return self._call(self.client.getMessage, *a, **kw)
-
-    def getMessages(self, *a: Any, **kw: Any) -> list:
-        return self._call(self.client.getMessages, *a, **kw)
-
-    def deleteMessage(self, *a: Any, **kw: Any) -> None:
-        return self._call(self.client.deleteMessage, *a, **kw)
-
-    def deleteMessages(self, *a: Any, **kw: Any) -> None:
-        return self._call(self.client.deleteMessages, *a, **kw)
-
-    def pop(self, *a: Any, **kw: Any) -> list:
-        return self._call(self.client.pop, *a, **kw)
-
-    def claim(self, *a: Any, **kw: Any) -> Any:
-        return self._call(self.client.claim, *a, **kw)
-
-    def getClaim(self, *a: Any, **kw: Any) -> Any:
-        return self._call(self.client.getClaim, *a, **kw)
-
-    def renewClaim(self, *a: Any, **kw: Any) -> None:
-        return self._call(self.client.renewClaim, *a, **kw)
-
-    def releaseClaim(self, *a: Any, **kw: Any) -> None:
-        return self._call(self.client.releaseClaim, *a, **kw)
-
-    def readAfter(self, *a: Any, **kw: Any) -> Any:
-        return self._call(self.client.readAfter, *a, **kw)
-
-    def follow(self, *a: Any, **kw: Any) -> Iterator[Any]:
-        return self._iterate(lambda: self.client.follow(*a, **kw))
+for _name in twinNames():
+    setattr(BlockingClient, _name, _twin(_name))
+del _name
