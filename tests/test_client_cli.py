@@ -96,6 +96,7 @@ class CLITestCase(TestCase):
         }
         environ.update(MARCONI_URL=self.url, MARCONI_PROJECT="p")
         environ.update(env or {})
+        environ = {k: v for k, v in environ.items() if v is not None}
         protocol = _CLI(stdin)
         process = reactor.spawnProcess(
             protocol,
@@ -459,6 +460,21 @@ class ErrorTests(CLITestCase):
         self.assertEqual(r.out, "")
         r = await self.ok("queue", "list", env={"MARCONI_PROJECT": "other"})
         self.assertEqual(r.lines(), ["NAME", "also", "mine"])
+
+    async def test_noProject(self) -> None:
+        """
+        With no project set, a command the node refuses for want of one
+        exits 1 pointing at --project and MARCONI_PROJECT, not at an HTTP
+        header the user cannot set.
+        """
+        for env in ({}, {"MARCONI_PROJECT": ""}):
+            r = await self.cli("queue", "list", env={"MARCONI_PROJECT": None, **env})
+            self.assertEqual((r.code, r.out), (1, ""), r)
+            self.assertEqual(
+                r.err,
+                "marconi: no project given: use --project PROJECT or set "
+                "MARCONI_PROJECT\n",
+            )
 
     async def test_health(self) -> None:
         """
