@@ -23,7 +23,13 @@ from twisted.web.server import NOT_DONE_YET
 from marconi.client import errors
 from marconi.client.api import Backoff, Client, _batches, _encode
 from marconi.client.blocking import BlockingClient
-from marconi.client.models import Claim, Message, OutgoingMessage, QueueStats
+from marconi.client.models import (
+    Claim,
+    Health,
+    Message,
+    OutgoingMessage,
+    QueueStats,
+)
 from tests.apihelpers import Node
 from tests.nodeprocess import NodeProcess
 
@@ -379,6 +385,74 @@ class BlockingTests(ClientTestCase):
 
         d = deferToThread(script)
         return self.assertFailure(d, errors.NotFound)
+
+
+class ToJSONTests(SynchronousTestCase):
+    """
+    The documents the results give back (what C{marconi --json} prints).
+    """
+
+    def test_roundTrip(self) -> None:
+        """
+        C{fromJSON(result.toJSON())} is the result again, for messages,
+        claims, queue statistics and health reports.
+        """
+        message = Message(
+            id="m1",
+            ttl=60,
+            age=2,
+            body={"k": [1, "é"]},
+            checksum="MD5:x",
+            href="/v2/queues/q/messages/m1?claim_id=c1",
+            tags=("a", "b"),
+            claimId="c1",
+            claimCount=1,
+        )
+        plain = Message(id="m2", ttl=60, age=0, body=None)
+        stats = QueueStats.fromJSON(
+            {
+                "messages": {
+                    "free": 1,
+                    "claimed": 2,
+                    "delayed": 0,
+                    "total": 3,
+                    "oldest": {
+                        "id": "m1",
+                        "href": "/v2/queues/q/messages/m1",
+                        "age": 5,
+                        "created": "2026-01-01T00:00:00Z",
+                    },
+                }
+            }
+        )
+        results = [
+            message,
+            plain,
+            Claim("c1", "/v2/queues/q/claims/c1", (message, plain), 30, 10),
+            stats,
+            Health(True, {"op": {"succeeded": True}}),
+            Health(False, error="down"),
+        ]
+        for result in results:
+            self.assertEqual(type(result).fromJSON(result.toJSON()), result)
+
+    def test_messageDocument(self) -> None:
+        """
+        A message's document uses the API's names, in the API's order, and
+        leaves out what the message does not have.
+        """
+        self.assertEqual(
+            list(Message("m", 1, 2, "b", href="h", claimId="c").toJSON().items()),
+            [
+                ("id", "m"),
+                ("ttl", 1),
+                ("age", 2),
+                ("body", "b"),
+                ("href", "h"),
+                ("tags", []),
+                ("claim_id", "c"),
+            ],
+        )
 
 
 class BlockingFacadeTests(SynchronousTestCase):

@@ -56,6 +56,7 @@ from marconi.client.models import (
     Page,
     Queue,
     QueueStats,
+    compactJSON,
     nextLink,
 )
 
@@ -74,7 +75,7 @@ _TRANSPORT = (
     ResponseNeverReceived,
     RequestTransmissionFailed,
 )
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode = compactJSON
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,23 @@ The typed results of the client, and the messages it posts.
 
 Each result is a frozen dataclass built from the server's JSON by a
 C{fromJSON} class method, which raises L{BadResponse} when the document does
-not have the expected shape.
+not have the expected shape.  The results that the C{marconi} command
+prints have a C{toJSON} method that gives the document back, with the API's
+names.
 """
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, Optional, Sequence, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from marconi.client.errors import BadResponse
 
 T = TypeVar("T")
+
+#: Compact JSON text: how the client writes request bodies, and how the
+#: C{marconi} command prints message bodies.
+compactJSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _get(doc: Any, key: str, kind: Any, optional: bool = False) -> Any:
@@ -141,6 +148,19 @@ class Message:
             claimCount=_get(doc, "claim_count", int, optional=True),
         )
 
+    def toJSON(self) -> dict:
+        doc: dict = {"id": self.id, "ttl": self.ttl, "age": self.age, "body": self.body}
+        if self.href is not None:
+            doc["href"] = self.href
+        if self.checksum is not None:
+            doc["checksum"] = self.checksum
+        doc["tags"] = list(self.tags)
+        if self.claimId is not None:
+            doc["claim_id"] = self.claimId
+        if self.claimCount is not None:
+            doc["claim_count"] = self.claimCount
+        return doc
+
 
 @dataclass(frozen=True)
 class Page(Generic[T]):
@@ -202,6 +222,15 @@ class Claim:
             age=_get(doc, "age", int, optional=True) or 0,
         )
 
+    def toJSON(self) -> dict:
+        return {
+            "id": self.id,
+            "href": self.href,
+            "ttl": self.ttl,
+            "grace": self.grace,
+            "messages": [m.toJSON() for m in self.messages],
+        }
+
 
 @dataclass(frozen=True)
 class MessageRef:
@@ -251,6 +280,17 @@ class QueueStats:
             newest=None if newest is None else MessageRef.fromJSON(newest),
         )
 
+    def toJSON(self) -> dict:
+        counts = {
+            name: getattr(self, name)
+            for name in ("free", "claimed", "delayed", "total")
+        }
+        for name in ("oldest", "newest"):
+            ref = getattr(self, name)
+            if ref is not None:
+                counts[name] = asdict(ref)  # id, href, age, created: the API's names
+        return {"messages": counts}
+
 
 @dataclass(frozen=True)
 class Health:
@@ -275,3 +315,12 @@ class Health:
             operations=_get(doc, "operation_status", dict, optional=True) or {},
             error=_get(doc, "error", str, optional=True),
         )
+
+    def toJSON(self) -> dict:
+        doc: dict = {
+            "storage_reachable": self.storageReachable,
+            "operation_status": self.operations,
+        }
+        if self.error is not None:
+            doc["error"] = self.error
+        return doc

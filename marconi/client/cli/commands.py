@@ -8,14 +8,7 @@ import argparse
 import json
 from typing import Any, Iterable
 
-from marconi.client.cli.output import (
-    Progress,
-    claimJSON,
-    dumps,
-    messageJSON,
-    plural,
-    statsJSON,
-)
+from marconi.client.cli.output import Progress, dumps, plural
 from marconi.client.cli.reading import readMessages
 from marconi.client.cli.session import Session
 from marconi.client.cli.status import EXIT_ERROR, EXIT_OK, UsageError
@@ -75,7 +68,7 @@ def queueDelete(session: Session, args: argparse.Namespace) -> int:
 def queueStats(session: Session, args: argparse.Namespace) -> int:
     stats = session.client.queueStats(args.queue)
     if session.out.asJSON:
-        session.out.document(statsJSON(stats))
+        session.out.document(stats.toJSON())
         return EXIT_OK
     rows: list = [
         ["free", stats.free],
@@ -206,7 +199,7 @@ def claim(session: Session, args: argparse.Namespace) -> int:
         args.queue, ttl=args.ttl, grace=args.grace, limit=args.limit, tags=args.tag
     )
     if out.asJSON:
-        out.document(None if claim is None else claimJSON(claim))
+        out.document(None if claim is None else claim.toJSON())
     elif claim is None:
         out.note("Nothing to claim.")
     else:
@@ -249,7 +242,7 @@ def tail(session: Session, args: argparse.Namespace) -> int:
         tags=args.tag,
     ):
         if out.asJSON:
-            out.line(messageJSON(m))
+            out.line(m.toJSON())
         else:
             tags = f" [{','.join(m.tags)}]" if m.tags else ""
             out.text(f"{m.id}{tags} {dumps(m.body)}")
@@ -260,13 +253,7 @@ def health(session: Session, args: argparse.Namespace) -> int:
     out = session.out
     health = session.client.health()
     if out.asJSON:
-        doc: dict = {
-            "storage_reachable": health.storageReachable,
-            "operation_status": health.operations,
-        }
-        if health.error is not None:
-            doc["error"] = health.error
-        out.document(doc)
+        out.document(health.toJSON())
     else:
         out.table(
             ("CHECK", "STATUS"),

@@ -5,10 +5,9 @@ people, JSON for scripts, and a progress bar on a terminal.
 
 import json
 import shutil
-from dataclasses import asdict
 from typing import Any, Iterable, Optional, Sequence, TextIO
 
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+from marconi.client.models import compactJSON as dumps
 
 MESSAGE_HEADERS = ("ID", "AGE", "TTL", "TAGS", "BODY")
 
@@ -65,7 +64,7 @@ class Output:
         """
         if self.asJSON:
             for m in messages:
-                self.line(messageJSON(m))
+                self.line(m.toJSON())
             return
         rows = list(_messageRows(messages))
         if rows or empty is None:
@@ -148,43 +147,3 @@ class Progress:
         if self.enabled and self._shown >= 0:
             self.stream.write("\n")
             self.stream.flush()
-
-
-# JSON shapes of results for --json (as the API names things).
-
-
-def messageJSON(m: Any) -> dict:
-    doc: dict = {"id": m.id, "ttl": m.ttl, "age": m.age, "body": m.body}
-    if m.href is not None:
-        doc["href"] = m.href
-    if m.checksum is not None:
-        doc["checksum"] = m.checksum
-    doc["tags"] = list(m.tags)
-    if m.claimId is not None:
-        doc["claim_id"] = m.claimId
-    if m.claimCount is not None:
-        doc["claim_count"] = m.claimCount
-    return doc
-
-
-def claimJSON(c: Any) -> dict:
-    return {
-        "id": c.id,
-        "href": c.href,
-        "ttl": c.ttl,
-        "grace": c.grace,
-        "messages": [messageJSON(m) for m in c.messages],
-    }
-
-
-def statsJSON(s: Any) -> dict:
-    counts: dict = {
-        "free": s.free,
-        "claimed": s.claimed,
-        "delayed": s.delayed,
-        "total": s.total,
-    }
-    for name, ref in (("oldest", s.oldest), ("newest", s.newest)):
-        if ref is not None:
-            counts[name] = asdict(ref)  # id, href, age, created: the API's names
-    return {"messages": counts}

@@ -12,6 +12,16 @@ from marconi.client.cli.consume import consume
 
 DEFAULT_URL = "http://127.0.0.1:8888"
 
+# The connection options: the flag, what it gives, and a note on its default.
+# Each has an environment variable named after it (--client-id:
+# MARCONI_CLIENT_ID).
+_CONNECTION = (
+    ("--url", "the server's URL", f"; default {DEFAULT_URL}"),
+    ("--project", "the project (tenant) to act for", ""),
+    ("--token", "an auth token, sent as X-Auth-Token", ""),
+    ("--client-id", "the Client-ID to send", "; default a fresh UUID"),
+)
+
 
 def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """
@@ -22,28 +32,15 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
-    env = os.environ.get
     group = parser.add_argument_group("connection and output")
-    group.add_argument(
-        "--url",
-        default=default(env("MARCONI_URL") or DEFAULT_URL),
-        help="the server's URL (MARCONI_URL; default %s)" % DEFAULT_URL,
-    )
-    group.add_argument(
-        "--project",
-        default=default(env("MARCONI_PROJECT")),
-        help="the project (tenant) to act for (MARCONI_PROJECT)",
-    )
-    group.add_argument(
-        "--token",
-        default=default(env("MARCONI_TOKEN")),
-        help="an auth token, sent as X-Auth-Token (MARCONI_TOKEN)",
-    )
-    group.add_argument(
-        "--client-id",
-        default=default(env("MARCONI_CLIENT_ID")),
-        help="the Client-ID to send (MARCONI_CLIENT_ID; default a fresh UUID)",
-    )
+    for flag, what, note in _CONNECTION:
+        variable = "MARCONI_" + flag[2:].upper().replace("-", "_")
+        value = os.environ.get(variable)
+        if flag == "--url":
+            value = value or DEFAULT_URL
+        group.add_argument(
+            flag, default=default(value), help=f"{what} ({variable}{note})"
+        )
     group.add_argument(
         "--timeout",
         type=_positive(float),
