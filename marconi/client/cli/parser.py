@@ -5,7 +5,7 @@ runs it with C{set_defaults(func=...)}.
 
 import argparse
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from marconi.client.cli import commands
 from marconi.client.cli.consume import consume
@@ -85,6 +85,20 @@ def _command(
     if queue:
         sub.add_argument("queue", metavar="QUEUE")
     return sub
+
+
+def _count(
+    parser: argparse.ArgumentParser,
+    *flags: str,
+    default: Optional[int] = None,
+    help: Optional[str] = None,
+) -> None:
+    """
+    An option that takes a positive count C{N}.
+    """
+    parser.add_argument(
+        *flags, type=_positive(int), default=default, metavar="N", help=help
+    )
 
 
 def _tags(parser: argparse.ArgumentParser, help: str) -> None:
@@ -176,12 +190,11 @@ def _messages(subcommands: Any) -> None:
         action="store_true",
         help='each value is {"body": ..., "ttl": ..., "delay": ..., "tags": [...]}',
     )
-    p.add_argument("--batch-size", type=_positive(int), default=100, metavar="N")
-    p.add_argument(
+    _count(p, "--batch-size", default=100)
+    _count(
+        p,
         "--max-bytes",
-        type=_positive(int),
         default=262144,
-        metavar="N",
         help="the largest request body to send (default 262144)",
     )
 
@@ -206,19 +219,14 @@ def _messages(subcommands: Any) -> None:
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--claim", "-c", metavar="CLAIM", help="the claim holding them")
 
-    p = _command(
-        subcommands,
-        "pop",
-        "take and delete messages",
-        commands.pop,
-    )
-    p.add_argument("--count", "-n", type=_positive(int), default=1, metavar="N")
+    p = _command(subcommands, "pop", "take and delete messages", commands.pop)
+    _count(p, "--count", "-n", default=1)
     _tags(p, "only messages carrying TAG")
 
 
 def _claims(subcommands: Any) -> None:
     p = _command(subcommands, "claim", "claim messages", commands.claim)
-    p.add_argument("--limit", "-n", type=_positive(int), metavar="N")
+    _count(p, "--limit", "-n")
     p.add_argument("--ttl", type=int, help="seconds the claim lasts")
     p.add_argument("--grace", type=int, help="seconds added to the messages' lives")
     _tags(p, "only messages carrying TAG")
@@ -239,14 +247,7 @@ def _claims(subcommands: Any) -> None:
         consume,
     )
     p.usage = "marconi consume [options] QUEUE -- CMD [ARG ...]"
-    p.add_argument(
-        "--limit",
-        "-n",
-        type=_positive(int),
-        default=1,
-        metavar="N",
-        help="messages per claim (default 1)",
-    )
+    _count(p, "--limit", "-n", default=1, help="messages per claim (default 1)")
     p.add_argument("--ttl", type=int, default=300, help="claim ttl (default 300)")
     p.add_argument("--grace", type=int, default=60)
     _tags(p, "only messages carrying TAG")
@@ -259,21 +260,17 @@ def _claims(subcommands: Any) -> None:
         default=1.0,
         help="seconds between claims when the queue is empty",
     )
-    p.add_argument(
+    _count(
+        p,
         "--max-attempts",
-        type=_positive(int),
         default=3,
-        metavar="N",
         help="failures of one message before it is left claimed",
     )
 
 
 def _watching(subcommands: Any) -> None:
     p = _command(
-        subcommands,
-        "tail",
-        "print new messages as they arrive",
-        commands.tail,
+        subcommands, "tail", "print new messages as they arrive", commands.tail
     )
     p.add_argument("--all", action="store_true", help="start with those already there")
     p.add_argument("--interval", type=_positive(float), default=1.0)
