@@ -17,7 +17,13 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from marconi.client.api import Client
-from marconi.client.cli import Output, Progress, UsageError, parseDocuments
+from marconi.client.cli import (
+    Output,
+    Progress,
+    UsageError,
+    parseArguments,
+    parseDocuments,
+)
 from marconi.client.models import OutgoingMessage
 from tests.apihelpers import Node
 from tests.nodeprocess import ROOT, NodeProcess, environment
@@ -609,6 +615,36 @@ class OutputTests(SynchronousTestCase):
             parseDocuments("1\nnope\n", "in.jsonl")
         self.assertIn("in.jsonl, line 2", str(caught.exception))
         self.assertRaises(UsageError, parseDocuments, "  \n", "x")
+
+
+class ParserTests(SynchronousTestCase):
+    def test_everyCommandNamesItsFunction(self) -> None:
+        """
+        Every sub-command sets the function that runs it, and each sets a
+        different one; the words after C{--} are consume's command.
+        """
+        lines = [
+            ["queue", "list"],
+            ["queue", "create", "q"],
+            ["queue", "delete", "q"],
+            ["queue", "stats", "q"],
+            ["queue", "meta", "q"],
+            ["post", "q", "1"],
+            ["list", "q"],
+            ["get", "q", "i"],
+            ["delete", "q", "i"],
+            ["pop", "q"],
+            ["claim", "q"],
+            ["renew", "q", "c"],
+            ["release", "q", "c"],
+            ["consume", "q", "--", "sh", "-c", "true"],
+            ["tail", "q"],
+            ["health"],
+        ]
+        funcs = [parseArguments(line).func for line in lines]
+        self.assertTrue(all(callable(f) for f in funcs))
+        self.assertEqual(len(set(funcs)), len(lines))
+        self.assertEqual(parseArguments(lines[13]).cmd, ["sh", "-c", "true"])
 
 
 class CertsCommandTests(CLITestCase):
