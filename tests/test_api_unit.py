@@ -18,6 +18,7 @@ from zope.interface.verify import verifyObject
 from marconi.api.app import MarconiAPI
 from marconi.auth.noauth import NoAuth
 from marconi.core.errors import Forbidden, Unauthorized
+from marconi.core.health import HealthCheck
 from marconi.core.interfaces import IAuthDriver
 from marconi.core.limits import Limits
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging
@@ -45,7 +46,9 @@ class InMemoryNode:
         self.store = MemoryStore()
         self.store.startService()
         self.bus = Messaging(self.store, self.clock, limits or Limits())
-        self.api = MarconiAPI(self.bus, auth or NoAuth())
+        self.api = MarconiAPI(
+            self.bus, auth or NoAuth(), HealthCheck(self.store, self.clock)
+        )
         self.stub = StubTreq(self.api.resource())
 
     def request(

@@ -32,34 +32,28 @@ ACCESS_FORMAT = (
 
 class RoutedKlein(Klein):
     """
-    A L{Klein} app that records on the request which endpoint served it,
-    so that the site can measure requests by route.
+    A L{Klein} app that records on the request which route served it, so
+    that the site can measure requests by route.
+
+    @ivar labels: the metric label of an endpoint, where it is not the
+        endpoint's own name (one handler served at two paths has one label).
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: dict = {}
+
+    def __get__(self, instance: Any, owner: object) -> Klein:
+        bound = super().__get__(instance, owner)
+        # The app bound to an instance shares the routes, and their labels.
+        bound.labels = self.labels  # type: ignore[attr-defined]
+        return bound
 
     def execute_endpoint(
         self, endpoint: str, request: Any, *args: Any, **kwargs: Any
     ) -> Any:
-        request.route = endpoint
+        request.route = self.labels.get(endpoint, endpoint)
         return super().execute_endpoint(endpoint, request, *args, **kwargs)
-
-
-_routeLabels: dict = {}
-
-
-def routeLabel(endpoint: Optional[str]) -> str:
-    """
-    The metric label of an endpoint name: the handler's name, without the
-    C{_0}/C{_1} suffix that tells the header-project route from the
-    URL-project one.
-    """
-    if endpoint is None:
-        return "unmatched"
-    label = _routeLabels.get(endpoint)
-    if label is None:
-        base, _, suffix = endpoint.rpartition("_")
-        label = base if base and suffix.isdigit() else endpoint
-        _routeLabels[endpoint] = label
-    return label
 
 
 def _text(value: Any) -> str:
@@ -359,7 +353,7 @@ class MarconiSite(server.Site):
         Measure and log an answered request.  This replaces twisted.web's
         combined log line, which would hold the query string and headers.
         """
-        route = routeLabel(request.route)
+        route = request.route or "unmatched"
         status = request.code
         seconds = self.reactor.seconds() - request.started if request.started else 0.0
         self.monitor.requestServed(route, status, seconds)
