@@ -3,6 +3,8 @@ Abuse limits of the HTTP front end, over real loopback sockets: oversized
 request lines, headers and bodies, slow-drip clients and idle connections.
 """
 
+import json
+
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
@@ -126,6 +128,57 @@ class LineAndHeaderLimitTests(AbuseTestCase):
         self.assertEqual(rawhttp.status(answer), 413, answer[:200])
         r = await self.node.request("GET", "/v2/queues/q/stats", project="abuse")
         self.assertEqual(r.json["messages"]["total"], 0)
+
+
+class RequestFramingTests(AbuseTestCase):
+    async def test_transferEncodingIdentity(self) -> None:
+        """
+        A request with C{Transfer-Encoding: identity} is refused with 501 and
+        its body is not read as a second request.
+        """
+        port = self.node.port.getHost().port
+        smuggled = b"PUT /v2/queues/smuggled HTTP/1.1\r\nHost: x\r\n" + IDENTITY
+        answer = await rawhttp.exchange(
+            port,
+            b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: x\r\n"
+            + IDENTITY
+            + b"Transfer-Encoding: identity\r\n\r\n"
+            + smuggled
+            + b"\r\n",
+        )
+        self.assertEqual(rawhttp.status(answer), 501, answer[:200])
+        self.assertEqual(answer.count(b"HTTP/1.1 "), 1, answer)
+        self.assertIn(b'"title"', answer)
+        r = await self.node.request("GET", "/v2/queues", project="abuse")
+        self.assertEqual(r.json["queues"], [])
+
+    async def test_targetNotAPath(self) -> None:
+        """
+        A request target that is not a path (C{X/...}, C{#...}, C{@...},
+        C{*}, absolute-form naming another host) is a JSON 400 before any
+        routing, and nothing is created.
+        """
+        port = self.node.port.getHost().port
+        for target in (
+            b"X/v2/queues/w1",
+            b"#/v2/queues/w1",
+            b"@evil.example/v2/queues/w1",
+            b"*",
+            b"http://evil.example/v2/queues/w1",
+        ):
+            answer = await rawhttp.exchange(
+                port,
+                b"PUT "
+                + target
+                + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                + IDENTITY
+                + b"\r\n",
+            )
+            self.assertEqual(rawhttp.status(answer), 400, (target, answer[:300]))
+            body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+            self.assertEqual(sorted(body), ["description", "title"])
+        r = await self.node.request("GET", "/v2/queues", project="abuse")
+        self.assertEqual(r.json["queues"], [])
 
 
 class SlowClientTests(AbuseTestCase):

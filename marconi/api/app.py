@@ -12,7 +12,7 @@ import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -497,8 +497,11 @@ class MarconiAPI:
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             request.setHeader(b"allow", ", ".join(error.valid_methods).encode())
         if 300 <= code < 400 and getattr(error, "new_url", None):
+            # werkzeug names the host the client sent: keep only the path.
+            target = urlsplit(error.new_url)
+            location = target.path + (f"?{target.query}" if target.query else "")
             request.setResponseCode(code)
-            request.setHeader(b"location", error.new_url.encode())
+            request.setHeader(b"location", location.encode())
             return b""
         title = error.name
         description = {

@@ -42,6 +42,9 @@ class RoutedKlein(Klein):
     def __init__(self) -> None:
         super().__init__()
         self.labels: dict = {}
+        # werkzeug would answer "//" in a path with a redirect to the
+        # merged path, on the host the client named.
+        self.url_map.merge_slashes = False
 
     def __get__(self, instance: Any, owner: object) -> Klein:
         bound = super().__get__(instance, owner)
@@ -79,6 +82,21 @@ def _rawError(
         b"Connection: close\r\n\r\n"
         % (code, reason, len(body), requestId.encode("ascii"))
     ) + body
+
+
+def _targetProblem(uri: bytes, path: bytes) -> Optional[str]:
+    """
+    What is wrong with a request target, if anything: only a path
+    (origin-form, C{/...}) in UTF-8 is served, before any routing or
+    forwarding sees it.
+    """
+    if not uri.startswith(b"/"):
+        return "The request target must be a path starting with /."
+    try:
+        unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return "The URL is not valid UTF-8."
+    return None
 
 
 class LimitedRequest(server.Request):
@@ -167,19 +185,13 @@ class LimitedRequest(server.Request):
             self.requestHeaders.setRawHeaders(b"content-type", self._contentType)
         self.requestId = "req-" + uuid4().hex
         self.setHeader(b"x-openstack-request-id", self.requestId.encode())
-        try:
-            unquote_to_bytes(self.path).decode("utf-8")
-        except UnicodeDecodeError:
+        problem = _targetProblem(self.uri, self.path)
+        if problem is not None:
+            body = json.dumps({"title": "Invalid request", "description": problem})
             self.setResponseCode(400)
             self.setHeader(b"content-type", b"application/json; charset=UTF-8")
-            self.write(
-                json.dumps(
-                    {
-                        "title": "Invalid request",
-                        "description": "The URL is not valid UTF-8.",
-                    }
-                ).encode()
-            )
+            self.setHeader(b"content-length", b"%d" % len(body))
+            self.write(body.encode())
             self.finish()
             return
         super().process()
@@ -231,6 +243,23 @@ class MarconiChannel(http.HTTPChannel):
         if line:
             self._sawRequestLine = True
         super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:
+        name, colon, value = line.partition(b":")
+        if (
+            colon
+            and name.lower() == b"transfer-encoding"
+            and value.strip(b" \t").lower() != b"chunked"
+        ):
+            # twisted.web would ignore "identity" and read the body as the
+            # next request.
+            self._refuse(
+                501,
+                b"Not Implemented",
+                "Request bodies may only use the chunked transfer coding.",
+            )
+            return False
+        return super().headerReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if self._sawRequestLine:

@@ -13,6 +13,7 @@ import copy
 from typing import Optional
 
 from marconi.core.limits import Limits
+from marconi.core.text import FALSE_WORDS, TRUE_WORDS
 
 OPENAPI_PATH = "/v2/openapi.json"
 
@@ -295,11 +296,12 @@ def _queueResources(limits: Limits) -> dict:
     )
     messageId = _param("message_id", "path", {"type": "string"}, required=True)
     claimId = _param("claim_id", "path", {"type": "string"}, required=True)
-    # Booleans are read case-insensitively, as Zaqar does.
-    boolean = {
-        "type": "string",
-        "pattern": r"^ *([tT][rR][uU][eE]|[fF][aA][lL][sS][eE]|[yY][eE][sS]|[nN][oO]|1|0) *$",
-    }
+    # Booleans are read case-insensitively (see marconi.core.text).
+    words = "|".join(
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+        for word in sorted(TRUE_WORDS | FALSE_WORDS)
+    )
+    boolean = {"type": "string", "pattern": rf"^ *({words}) *$"}
 
     def limit(high: int) -> dict:
         return _param(
