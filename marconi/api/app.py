@@ -281,8 +281,7 @@ class MarconiAPI:
             request.setResponseCode(201)
             request.setHeader(b"location", ctx.queueHref(queue).encode())
         else:
-            request.setResponseCode(204)
-        return b""
+            return _noContent(request)
 
     @_queueRoute(app, "/queues/<queue>", ["GET"])
     async def getQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
@@ -302,8 +301,7 @@ class MarconiAPI:
     @_queueRoute(app, "/queues/<queue>", ["DELETE"])
     async def deleteQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
         await self.bus.deleteQueue(ctx.project, queue)
-        request.setResponseCode(204)
-        return b""
+        return _noContent(request)
 
     @_queueRoute(app, "/queues/<queue>/stats", ["GET"])
     async def queueStats(self, request: Any, ctx: Context, queue: str) -> bytes:
@@ -414,8 +412,7 @@ class MarconiAPI:
             if claimIds is None
             else validation.ids(claimIds, self.limits.maxMessagesPerPage),
         )
-        request.setResponseCode(204)
-        return b""
+        return _noContent(request)
 
     @_queueRoute(app, "/queues/<queue>/messages/<message_id>", ["GET"])
     async def getMessage(
@@ -435,8 +432,7 @@ class MarconiAPI:
     ) -> bytes:
         claimId = _arg(request, "claim_id") or None
         await self.bus.deleteMessage(ctx.project, queue, message_id, claimId)
-        request.setResponseCode(204)
-        return b""
+        return _noContent(request)
 
     # Claims.
 
@@ -447,8 +443,7 @@ class MarconiAPI:
         tags = validation.tagFilter(_list(request, "tags"), self.limits)
         claim = await self.bus.createClaim(ctx.project, queue, options, limit, tags)
         if claim is None:
-            request.setResponseCode(204)
-            return b""
+            return _noContent(request)
         queueHref = ctx.queueHref(queue)
         now = self.bus.now()
         request.setResponseCode(201)
@@ -472,16 +467,14 @@ class MarconiAPI:
         self, request: Any, ctx: Context, queue: str, claim_id: str
     ) -> bytes:
         await self.bus.renewClaim(ctx.project, queue, claim_id, self._json(request))
-        request.setResponseCode(204)
-        return b""
+        return _noContent(request)
 
     @_queueRoute(app, "/queues/<queue>/claims/<claim_id>", ["DELETE"])
     async def releaseClaim(
         self, request: Any, ctx: Context, queue: str, claim_id: str
     ) -> bytes:
         await self.bus.releaseClaim(ctx.project, queue, claim_id)
-        request.setResponseCode(204)
-        return b""
+        return _noContent(request)
 
     # Errors: specific first, the catch-all last.
 
@@ -526,6 +519,11 @@ class MarconiAPI:
 def _error(request: Any, code: int, title: str, description: str) -> bytes:
     request.setResponseCode(code)
     return _send(request, render.document({"title": title, "description": description}))
+
+
+def _noContent(request: Any) -> bytes:
+    request.setResponseCode(204)
+    return b""
 
 
 def _send(request: Any, body: bytes, contentType: bytes = JSON) -> bytes:

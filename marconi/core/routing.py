@@ -2,7 +2,7 @@
 The router of a node on its own: every request is served here.
 """
 
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -26,15 +26,11 @@ class LocalRouter:
     def forward(self, request: Any, project: str, owner: str) -> Deferred:
         raise AssertionError(f"a node on its own has no owner {owner!r} to ask")
 
-    def listQueues(
-        self,
-        project: str,
-        marker: Optional[str],
-        limit: int,
-        detailed: bool,
-        withCount: bool,
-        local: Callable[[], Awaitable],
-    ) -> Deferred:
+    def listQueues(self, project, marker, limit, detailed, withCount, local):
+        """
+        This node's own page: what C{local} finds.
+        """
+
         async def mine() -> Any:
             return await local()
 
