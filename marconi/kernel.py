@@ -20,6 +20,7 @@ from marconi import tls
 from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
 from marconi.config import Config
+from marconi.core.health import HealthCheck, SingleNode
 from marconi.core.interfaces import IAuthDriverPlugin, IStorageDriverPlugin
 from marconi.core.messaging import Messaging
 from marconi.observability import wiring as observability
@@ -107,7 +108,9 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
     reloader = tls.TLSReloader(reactor)
     router = publicRouter = nodeRouter = None
+    nodeName = "local"
     if config.cluster is not None:
+        nodeName = config.cluster.nodeName
         from marconi.cluster import mtls
         from marconi.cluster.router import ClusterRouter
 
@@ -120,10 +123,16 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         if config.clusterTLS is not None:
             publicRouter = mtls.PublicRouter(router)
             nodeRouter = mtls.NodeRouter(router)
+    health = HealthCheck(
+        store,
+        reactor,
+        SingleNode(store, nodeName),
+        cluster=None if router is None else router.health,
+    )
 
     def makeSite(router: Any) -> MarconiSite:
         return MarconiSite(
-            MarconiAPI(bus, auth, router=router).resource(),
+            MarconiAPI(bus, auth, health, router).resource(),
             maxRequestBody=config.limits.maxMessagesPostSize,
             reactor=reactor,
             monitor=monitor,

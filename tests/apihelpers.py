@@ -16,6 +16,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
 from marconi.auth.noauth import NoAuth
+from marconi.core.health import HealthCheck
 from marconi.core.limits import Limits
 from marconi.core.messaging import Messaging
 from marconi.observability.measured import MeasuredStore
@@ -133,7 +134,7 @@ class Node(HTTPNode):
             self.store.observeEvents(monitor.messagesCounted)
             store = MeasuredStore(self.store, monitor, reactor)
         self.bus = Messaging(store, self.clock, limits, monitor)
-        self.api = MarconiAPI(self.bus, NoAuth())
+        self.api = MarconiAPI(self.bus, NoAuth(), HealthCheck(store, self.clock))
         public = monitor.publicResource() if monitor is not None else None
         self.site = MarconiSite(
             self.api.resource(),

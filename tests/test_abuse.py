@@ -1,18 +1,32 @@
 """
-Abuse limits of the HTTP front end, over real loopback sockets: oversized
-request lines, headers and bodies, slow-drip clients and idle connections.
+Abuse limits of the HTTP front end: oversized request lines, headers and
+bodies and request framing over real loopback sockets; slow-drip clients
+and idle connections over L{StringTransport} with a L{Clock}.
 """
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
-from twisted.trial.unittest import TestCase
+import json
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from marconi.api.http import MarconiChannel, MarconiSite
 from marconi.core.limits import Limits
 from tests import rawhttp
 from tests.apihelpers import CLIENT, Node
+from tests.test_api_unit import InMemoryNode
 
 IDENTITY = b"Client-ID: " + CLIENT.encode() + b"\r\nX-Project-ID: abuse\r\n"
+
+
+def request(path: bytes, headers: bytes = b"") -> bytes:
+    """
+    A GET of C{path} with the identity headers.
+    """
+    return b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + IDENTITY + headers + b"\r\n"
 
 
 class AbuseTestCase(TestCase):
@@ -21,21 +35,8 @@ class AbuseTestCase(TestCase):
     def setUp(self) -> None:
         self.node = Node(self, Limits(maxMessagesPostSize=10_000))
 
-    def listen(self, **siteOptions) -> int:
-        """
-        Serve the node's API on another port, with the given site options.
-        """
-        site = MarconiSite(
-            self.node.api.resource(), maxRequestBody=10_000, **siteOptions
-        )
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        return port.getHost().port
-
     def request(self, path: bytes, headers: bytes = b"") -> bytes:
-        return (
-            b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + IDENTITY + headers + b"\r\n"
-        )
+        return request(path, headers)
 
 
 class LineAndHeaderLimitTests(AbuseTestCase):
@@ -128,74 +129,166 @@ class LineAndHeaderLimitTests(AbuseTestCase):
         self.assertEqual(r.json["messages"]["total"], 0)
 
 
-class SlowClientTests(AbuseTestCase):
-    async def test_idleConnectionClosed(self) -> None:
+class RequestFramingTests(AbuseTestCase):
+    async def test_transferEncodingIdentity(self) -> None:
         """
-        A connection that sends nothing is closed by the idle timeout.
+        A request with C{Transfer-Encoding: identity} is refused with 501 and
+        its body is not read as a second request.
         """
-        port = self.listen(timeout=0.5)
-        client = await rawhttp.connect(port)
-        await rawhttp.closedWithin(client, 10)
+        port = self.node.port.getHost().port
+        smuggled = b"PUT /v2/queues/smuggled HTTP/1.1\r\nHost: x\r\n" + IDENTITY
+        answer = await rawhttp.exchange(
+            port,
+            b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: x\r\n"
+            + IDENTITY
+            + b"Transfer-Encoding: identity\r\n\r\n"
+            + smuggled
+            + b"\r\n",
+        )
+        self.assertEqual(rawhttp.status(answer), 501, answer[:200])
+        self.assertEqual(answer.count(b"HTTP/1.1 "), 1, answer)
+        self.assertIn(b'"title"', answer)
+        r = await self.node.request("GET", "/v2/queues", project="abuse")
+        self.assertEqual(r.json["queues"], [])
 
-    async def test_idleAfterRequestClosed(self) -> None:
+    async def test_targetNotAPath(self) -> None:
+        """
+        A request target that is not a path (C{X/...}, C{#...}, C{@...},
+        C{*}, absolute-form naming another host) is a JSON 400 before any
+        routing, and nothing is created.
+        """
+        port = self.node.port.getHost().port
+        for target in (
+            b"X/v2/queues/w1",
+            b"#/v2/queues/w1",
+            b"@evil.example/v2/queues/w1",
+            b"*",
+            b"http://evil.example/v2/queues/w1",
+        ):
+            answer = await rawhttp.exchange(
+                port,
+                b"PUT "
+                + target
+                + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                + IDENTITY
+                + b"\r\n",
+            )
+            self.assertEqual(rawhttp.status(answer), 400, (target, answer[:300]))
+            body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+            self.assertEqual(sorted(body), ["description", "title"])
+        r = await self.node.request("GET", "/v2/queues", project="abuse")
+        self.assertEqual(r.json["queues"], [])
+
+
+class SlowClientTests(SynchronousTestCase):
+    """
+    The idle timeout and the header and body deadlines, on connections to
+    the site over L{StringTransport}, with the site's time from a L{Clock}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.api = InMemoryNode(self).api
+
+    def connect(self, **siteOptions) -> StringTransport:
+        """
+        A new connection to a site with the given options.
+        """
+        site = MarconiSite(
+            self.api.resource(),
+            maxRequestBody=10_000,
+            reactor=self.clock,
+            **siteOptions,
+        )
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        transport.protocol = channel
+        return transport
+
+    def drip(self, transport: StringTransport, data: bytes, interval: float) -> int:
+        """
+        Send C{data} a byte every C{interval} seconds until it is all sent or
+        the server closes the connection; return how many bytes were sent.
+        """
+        for sent in range(len(data)):
+            if transport.disconnecting:
+                return sent
+            transport.protocol.dataReceived(data[sent : sent + 1])
+            self.clock.advance(interval)
+        return len(data)
+
+    def test_idleConnectionClosed(self) -> None:
+        """
+        A connection that sends nothing is closed by the idle timeout, not
+        before.
+        """
+        transport = self.connect(timeout=30)
+        self.clock.advance(29.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleAfterRequestClosed(self) -> None:
         """
         A keep-alive connection left idle after a complete request is
         closed by the idle timeout, after its answer was delivered.
         """
-        port = self.listen(timeout=0.5)
-        client = await rawhttp.connect(port)
-        client.transport.write(self.request(b"/v2/ping"))
-        answer = await rawhttp.closedWithin(client, 10)
-        self.assertEqual(rawhttp.status(answer), 204)
+        transport = self.connect(timeout=30)
+        transport.protocol.dataReceived(request(b"/v2/ping"))
+        self.assertEqual(rawhttp.status(transport.value()), 204)
+        self.clock.advance(29.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(transport.disconnecting)
 
-    async def test_slowHeadersCutOff(self) -> None:
+    def test_slowHeadersCutOff(self) -> None:
         """
         A client dripping its headers a byte at a time (which resets the
         idle timeout on every byte) is answered 408 and disconnected once
         the header deadline passes.
         """
-        port = self.listen(timeout=60, headerTimeout=0.5)
-        client = await rawhttp.connect(port)
-        client.drip(self.request(b"/v2/queues") + b"X-Slow: " + b"z" * 1000, 0.05)
-        answer = await rawhttp.closedWithin(client, 10)
-        self.assertEqual(rawhttp.status(answer), 408, answer[:200])
+        transport = self.connect(timeout=60, headerTimeout=5)
+        sent = self.drip(
+            transport, request(b"/v2/queues", b"X-Slow: " + b"z" * 1000), 0.25
+        )
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(rawhttp.status(transport.value()), 408)
+        self.assertEqual(sent, 20)
 
-    async def test_slowBodyCutOff(self) -> None:
+    def test_slowBodyCutOff(self) -> None:
         """
         A client that sends its headers at once but drips its body is
         answered 408 and disconnected once the body deadline passes.
         """
-        port = self.listen(timeout=60, bodyTimeout=0.5)
-        client = await rawhttp.connect(port)
-        client.transport.write(
+        transport = self.connect(timeout=60, bodyTimeout=5)
+        transport.protocol.dataReceived(
             b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: x\r\n"
             + IDENTITY
             + b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
         )
-        client.drip(b" " * 5000, 0.05)
-        answer = await rawhttp.closedWithin(client, 10)
-        self.assertEqual(rawhttp.status(answer), 408, answer[:200])
+        sent = self.drip(transport, b" " * 5000, 0.25)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(rawhttp.status(transport.value()), 408)
+        self.assertEqual(sent, 20)
 
-    async def test_slowlorisDoesNotStarve(self) -> None:
+    def test_slowlorisDoesNotStarve(self) -> None:
         """
-        While 200 slow-drip clients hold connections open, a normal client
-        keeps being served; afterwards every slow connection has been
-        closed by the server.
+        While 200 clients hold connections open with unfinished headers, a
+        normal client is served; once the header deadline passes every slow
+        connection has been answered 408 and closed.
         """
-        port = self.listen(timeout=60, headerTimeout=2)
-        slow = await gatherResults(
-            [Deferred.fromCoroutine(rawhttp.connect(port)) for _ in range(200)]
-        )
-        for client in slow:
-            client.drip(self.request(b"/v2/queues") + b"X-Slow: " + b"z" * 10_000, 0.1)
-        self.node.url = f"http://127.0.0.1:{port}"
-        codes = []
-        for i in range(30):
-            r = await self.node.request(
-                "POST", "/v2/queues/probe/messages", {"messages": [{"body": i}]}
-            )
-            codes.append(r.code)
-        self.assertEqual(codes, [201] * 30)
-        for client in slow:
-            answer = await rawhttp.closedWithin(client, 20)
-            self.assertEqual(rawhttp.status(answer), 408)
+        slow = [self.connect(timeout=60, headerTimeout=2) for _ in range(200)]
+        for transport in slow:
+            # The headers are never finished.
+            transport.protocol.dataReceived(request(b"/v2/queues", b"X-Slow: z"))
+        self.clock.advance(1.9)
+        normal = self.connect(timeout=60, headerTimeout=2)
+        normal.protocol.dataReceived(request(b"/v2/queues/probe/stats"))
+        self.assertEqual(rawhttp.status(normal.value()), 200)
+        self.assertFalse(any(t.disconnecting for t in slow))
+        self.clock.advance(0.2)
+        for transport in slow:
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(rawhttp.status(transport.value()), 408)

@@ -813,3 +813,70 @@ class LimitTests(APITestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 413"), answer[:80])
         r = await self.node.request("GET", "/v2/queues/q/stats")
         self.assertEqual(r.json["messages"]["total"], 0)
+
+
+class TrailingNewlineTests(APITestCase):
+    """
+    Names are matched whole: a pattern ending in C{$} would also take a
+    name with a trailing newline.
+    """
+
+    async def assertNothingCreated(self, project: str = "p") -> None:
+        r = await self.node.request("GET", "/v2/queues", project=project)
+        self.assertEqual(r.json["queues"], [])
+
+    async def test_queueName(self) -> None:
+        """
+        C{PUT /v2/queues/foo%0A} is 400 and creates no queue C{"foo\\n"}.
+        """
+        r = await self.node.request("PUT", "/v2/queues/foo%0A")
+        self.assertError(r, 400)
+        self.assertIsNone(r.header("location"))
+        await self.assertNothingCreated()
+
+    async def test_projectInURL(self) -> None:
+        """
+        A project in the URL with a trailing newline is 400.
+        """
+        r = await self.node.request("PUT", "/v2/projects/p%0A/queues/q", project=None)
+        self.assertError(r, 400)
+        await self.assertNothingCreated("p\n")
+
+    async def test_deadLetterQueue(self) -> None:
+        """
+        A C{_dead_letter_queue} with a trailing newline is 400.
+        """
+        r = await self.node.request(
+            "PUT", "/v2/queues/q", {"_dead_letter_queue": "dead\n"}
+        )
+        self.assertError(r, 400)
+        await self.assertNothingCreated()
+
+    async def test_tags(self) -> None:
+        """
+        A message tag, or a tag in a filter, with a trailing newline is 400.
+        """
+        r = await self.node.request(
+            "POST",
+            "/v2/queues/q/messages",
+            {"messages": [{"body": 1, "tags": ["a\n"]}]},
+        )
+        self.assertError(r, 400)
+        r = await self.node.request("GET", "/v2/queues/q/messages?tags=a%0A")
+        self.assertError(r, 400)
+        r = await self.node.request("GET", "/v2/queues/q/stats")
+        self.assertEqual(r.json["messages"]["total"], 0)
+
+
+class RedirectTests(APITestCase):
+    async def test_doubleSlashNoRedirect(self) -> None:
+        """
+        A path with C{//} is not redirected (werkzeug would merge the
+        slashes and redirect to the host the client named): it is a JSON
+        404 with no C{Location}.
+        """
+        r = await self.node.request(
+            "GET", "/v2//queues/q/stats", headers={"Host": "evil.example"}
+        )
+        self.assertError(r, 404)
+        self.assertIsNone(r.header("location"))

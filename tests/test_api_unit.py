@@ -18,9 +18,11 @@ from zope.interface.verify import verifyObject
 from marconi.api.app import MarconiAPI
 from marconi.auth.noauth import NoAuth
 from marconi.core.errors import Forbidden, Unauthorized
-from marconi.core.interfaces import IAuthDriver
+from marconi.core.health import HealthCheck
+from marconi.core.interfaces import IAuthDriver, IRouter
 from marconi.core.limits import Limits
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging
+from marconi.core.routing import LocalRouter
 from marconi.storage.memory import MemoryStore
 from tests.apihelpers import CLIENT, START, Response, requestParts
 
@@ -45,7 +47,9 @@ class InMemoryNode:
         self.store = MemoryStore()
         self.store.startService()
         self.bus = Messaging(self.store, self.clock, limits or Limits())
-        self.api = MarconiAPI(self.bus, auth or NoAuth())
+        self.api = MarconiAPI(
+            self.bus, auth or NoAuth(), HealthCheck(self.store, self.clock)
+        )
         self.stub = StubTreq(self.api.resource())
 
     def request(
@@ -134,6 +138,40 @@ class QueryParameterTests(APIUnitTestCase):
         self.assertError(r, 400)
         r = self.node.request("POST", "/v2/queues/q/claims?limit=%C2%B2", {})
         self.assertError(r, 400)
+
+    def test_booleans(self) -> None:
+        """
+        Boolean parameters take the words of L{parseBoolean} in any case;
+        anything else is 400 saying the parameter must be true or false.
+        """
+        self.node.request("PUT", "/v2/queues/q", {"m": 1})
+        for word in ("true", "On", " YES", "1"):
+            r = self.node.request("GET", f"/v2/queues?detailed={word}")
+            self.assertEqual(r.json["queues"][0]["metadata"], {"m": 1}, word)
+        for word in ("false", "off", "No", "0"):
+            r = self.node.request("GET", f"/v2/queues?detailed={word}")
+            self.assertNotIn("metadata", r.json["queues"][0], word)
+        r = self.node.request("GET", "/v2/queues?detailed=maybe")
+        self.assertError(r, 400)
+        self.assertEqual(r.json["description"], "detailed must be true or false.")
+
+
+class LocalRouterTests(SynchronousTestCase):
+    def test_interface(self) -> None:
+        """
+        L{LocalRouter} provides L{IRouter}: it takes nothing as forwarded,
+        routes every queue here, and lists this node's own queues.
+        """
+        router = LocalRouter()
+        self.assertTrue(verifyObject(IRouter, router))
+        self.assertIsNone(router.verify(None))
+        self.assertIsNone(router.route("p", "q"))
+
+        async def local():
+            return ["q"], 1
+
+        listed = router.listQueues("p", None, 10, False, True, local)
+        self.assertEqual(self.successResultOf(listed), (["q"], 1))
 
 
 class ExpiryTests(APIUnitTestCase):

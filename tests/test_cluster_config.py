@@ -8,8 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from marconi import tap
-from marconi.cluster.interfaces import IRouter
 from marconi.cluster.settings import Peer
+from marconi.core.interfaces import IRouter
 
 SECRET = "a-cluster-secret-of-enough-bytes\n"
 

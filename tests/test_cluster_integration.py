@@ -233,6 +233,7 @@ class ClusterTests(ClusterTestCase):
         r, body = await self.call("a", "GET", "/v2/health")
         cluster = body["cluster"]
         self.assertEqual(cluster["node"], "a")
+        self.assertEqual([n["name"] for n in body["nodes"]], ["a"])
         self.assertEqual([n["name"] for n in cluster["nodes"]], list(NAMES))
         self.assertEqual(cluster["nodes"][0]["state"], "self")
         self.assertAlmostEqual(sum(n["share"] for n in cluster["nodes"]), 1, 2)

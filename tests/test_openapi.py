@@ -2,11 +2,12 @@
 The OpenAPI document: served by the node, and true to the routes.
 """
 
+import json
 import re
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from marconi.api import openapi
+from marconi.api import homedoc, openapi
 from marconi.api.app import MarconiAPI
 from marconi.core.limits import Limits
 from tests.apihelpers import Node
@@ -68,6 +69,69 @@ class DocumentTests(SynchronousTestCase):
         doc = openapi.document(Limits(maxMessagesPerPost=7))
         schema = doc["components"]["schemas"]["NewMessages"]
         self.assertEqual(schema["properties"]["messages"]["maxItems"], 7)
+
+
+def homeOperations(version: str) -> set:
+    """
+    The C{(path, METHOD)} pairs of the JSON-Home document of C{version},
+    with its query templates dropped and its variables written as in
+    L{routedOperations}.
+    """
+    home = json.loads(homedoc.home(version))
+    found = set()
+    for resource in home["resources"].values():
+        template = resource["href-template"]
+        path = re.sub(r"{\?[^}]*}", "", template)
+        variables = set(re.findall(r"{\??([^}]+)}", template))
+        names = {n for group in variables for n in group.split(",")}
+        if names != set(resource["href-vars"]):
+            raise AssertionError(f"{template} declares {resource['href-vars']}")
+        path = path.replace(f"/{version}", "/{version}", 1)
+        for method in resource["hints"]["allow"]:
+            found.add((path, method))
+    return found
+
+
+def _anonymous(operations: set) -> set:
+    """
+    The operations with every path variable unnamed.
+    """
+    return {(re.sub(r"{[^}]+}", "{}", path), method) for path, method in operations}
+
+
+class HomeDocumentTests(SynchronousTestCase):
+    """
+    The JSON-Home document describes exactly the versioned routes (those
+    with the project in a header; the home document itself, the OpenAPI
+    document and the versions list are not among its resources).
+    """
+
+    def routed(self) -> set:
+        return _anonymous(
+            {
+                (path, method)
+                for path, method in routedOperations()
+                if path.startswith("/{version}/")
+                and not path.startswith("/{version}/projects/")
+                and path != openapi.OPENAPI_PATH
+            }
+        )
+
+    def test_routesAreInHome(self) -> None:
+        """
+        Every versioned route is a resource of the home document.
+        """
+        for version in ("v2", "v1.1"):
+            missing = self.routed() - _anonymous(homeOperations(version))
+            self.assertEqual(missing, set(), version)
+
+    def test_homeIsRouted(self) -> None:
+        """
+        Every resource and method of the home document is routed.
+        """
+        for version in ("v2", "v1.1"):
+            extra = _anonymous(homeOperations(version)) - self.routed()
+            self.assertEqual(extra, set(), version)
 
 
 class ServedTests(TestCase):

@@ -8,12 +8,12 @@ with an explicit Content-Type.  All errors are turned into answers by the
 handlers at the end of the class.
 """
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
-from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from werkzeug.datastructures import MIMEAccept
@@ -31,14 +31,13 @@ from marconi.core.errors import (
     MessageDoesNotExist,
     ValidationFailed,
 )
-from marconi.core.health import HealthCheck
-from marconi.core.interfaces import IAuthDriver, IHealth
+from marconi.core.interfaces import IAuthDriver, IHealth, IRouter
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging
+from marconi.core.routing import LocalRouter
+from marconi.core.text import parseBoolean
 
 JSON = b"application/json; charset=UTF-8"
 _ACCEPTABLE = ("application/json", homedoc.MEDIA_TYPE)
-_TRUE = ("true", "1", "yes")
-_FALSE = ("false", "0", "no")
 # ASCII only: str.isdigit() also admits characters int() refuses, such as
 # superscript digits.
 _INTEGER = re.compile(r"-?[0-9]{1,9}|[0-9]{10}")
@@ -53,23 +52,55 @@ class VersionConverter(BaseConverter):
     regex = r"v2|v1\.1"
 
 
-def _routes(app: Klein, path: str, methods: list) -> Callable:
+def _routes(app: RoutedKlein, path: str, methods: list) -> Callable:
     """
     Route C{path} under C{/<version>} and under
-    C{/<version>/projects/<project_id>}.
+    C{/<version>/projects/<project_id>}; both routes are measured under the
+    handler's name.
     """
 
     def register(handler: Callable) -> Callable:
         for index, prefix in enumerate(
             ("/<version:version>", "/<version:version>/projects/<project_id>")
         ):
+            endpoint = f"{handler.__name__}_{index}"
+            app.labels[endpoint] = handler.__name__
             app.route(
                 prefix + path,
                 methods=methods,
-                endpoint=f"{handler.__name__}_{index}",
+                endpoint=endpoint,
                 strict_slashes=False,
             )(handler)
         return handler
+
+    return register
+
+
+def _queueRoute(app: RoutedKlein, path: str, methods: list) -> Callable:
+    """
+    Route a handler of one queue's resources (see L{_routes}).  The
+    handler is called as C{handler(self, request, ctx, queue, **ids)} with
+    the request's L{Context} resolved; a request for a queue that another
+    node owns is forwarded there instead and its answer relayed.
+    """
+
+    def register(handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        async def serve(
+            self: "MarconiAPI",
+            request: Any,
+            version: str,
+            queue: str,
+            project_id: Optional[str] = None,
+            **ids: str,
+        ) -> bytes:
+            ctx = await self._context(request, version, project_id)
+            owner = None if ctx.forwarded else self.router.route(ctx.project, queue)
+            if owner is not None:
+                return await self.router.forward(request, ctx.project, owner)
+            return await handler(self, request, ctx, queue, **ids)
+
+        return _routes(app, path, methods)(serve)
 
     return register
 
@@ -89,17 +120,6 @@ class Context:
         return f"{self.base}/queues/{queue}"
 
 
-class _Relayed(Exception):
-    """
-    The request was served by the node that owns its queue; C{body} is that
-    node's answer, whose status and headers are already on the request.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__()
-        self.body = body
-
-
 class MarconiAPI:
     """
     The HTTP API of one node.
@@ -113,21 +133,19 @@ class MarconiAPI:
         self,
         bus: Messaging,
         auth: IAuthDriver,
-        health: Optional[IHealth] = None,
-        router: Optional[Any] = None,
+        health: IHealth,
+        router: Optional[IRouter] = None,
     ) -> None:
         """
-        @param router: the node's L{marconi.cluster.interfaces.IRouter} in a
-            cluster; L{None} for a node on its own.
+        @param router: the node's router in a cluster; by default a
+            L{LocalRouter}, for a node on its own.
         """
         self.bus = bus
         self.auth = auth
-        self.router = router
+        self.healthCheck = health
+        self.router: Any = LocalRouter() if router is None else router
         self.limits = bus.limits
         self._openapi = render.document(openapi.document(self.limits))
-        self.healthCheck = (
-            HealthCheck(bus.store, bus.clock) if health is None else health
-        )
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -135,25 +153,19 @@ class MarconiAPI:
     # Request helpers.
 
     async def _context(
-        self,
-        request: Any,
-        version: str,
-        projectId: Optional[str],
-        queue: Optional[str] = None,
+        self, request: Any, version: str, projectId: Optional[str]
     ) -> Context:
         """
-        Resolve who the request acts for.  In a cluster, a request for a
-        C{queue} this node does not own is forwarded to its owner and the
-        owner's answer is relayed (by raising L{_Relayed}); a request a node
+        Resolve who the request acts for.  A request a node of the cluster
         forwarded here, with a valid signature, acts for the project it
-        carries and is served here.
+        carries.
         """
         _negotiate(request)
         headers = {
             name.lower(): values[0]
             for name, values in request.requestHeaders.getAllRawHeaders()
         }
-        signed = None if self.router is None else self.router.verify(request)
+        signed = self.router.verify(request)
         if signed is None:
             project = await self.auth.authenticate(headers, projectId)
         elif projectId is not None and projectId != signed:
@@ -170,10 +182,6 @@ class MarconiAPI:
             base = f"/{version}"
         else:
             base = f"/{version}/projects/{quote(project, safe='')}"
-        if queue is not None and signed is None and self.router is not None:
-            owner = self.router.route(project, queue)
-            if owner is not None:
-                raise _Relayed(await self.router.forward(request, project, owner))
         return Context(
             project=project, clientId=clientId, base=base, forwarded=signed is not None
         )
@@ -209,10 +217,7 @@ class MarconiAPI:
 
     @app.route("/<version:version>/ping", methods=["GET"])
     async def ping(self, request: Any, version: str) -> bytes:
-        try:
-            alive = await self.bus.store.ping()
-        except MarconiError:
-            alive = False
+        alive = await self.bus.ping()
         request.setResponseCode(204 if alive else 503)
         return b""
 
@@ -220,8 +225,6 @@ class MarconiAPI:
     async def health(self, request: Any, version: str) -> bytes:
         _negotiate(request)
         healthy, doc = await self.healthCheck.report()
-        if self.router is not None:
-            doc["cluster"] = self.router.health()
         request.setResponseCode(200 if healthy else 503)
         return _send(request, render.document(doc))
 
@@ -236,21 +239,17 @@ class MarconiAPI:
         marker = _arg(request, "marker")
         detailed = _bool(request, "detailed")
         withCount = _bool(request, "with_count")
-        if self.router is None or ctx.forwarded:
-            queues, count = await self.bus.listQueues(
-                ctx.project, marker, limit, detailed, withCount
-            )
+        page = limit if limit is not None else self.limits.defaultQueuesPerPage
+
+        def local() -> Any:
+            return self.bus.listQueues(ctx.project, marker, page, detailed, withCount)
+
+        if ctx.forwarded:
+            # A node gathering the listing asks for this node's own part.
+            queues, count = await local()
         else:
-            page = limit if limit is not None else self.limits.defaultQueuesPerPage
             queues, count = await self.router.listQueues(
-                ctx.project,
-                marker,
-                page,
-                detailed,
-                withCount,
-                lambda: self.bus.listQueues(
-                    ctx.project, marker, page, detailed, withCount
-                ),
+                ctx.project, marker, page, detailed, withCount, local
             )
         items = []
         for q in queues:
@@ -272,11 +271,8 @@ class MarconiAPI:
             doc["count"] = count
         return _send(request, render.document(doc))
 
-    @_routes(app, "/queues/<queue>", ["PUT"])
-    async def createQueue(
-        self, request: Any, version: str, queue: str, project_id: Optional[str] = None
-    ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
+    @_queueRoute(app, "/queues/<queue>", ["PUT"])
+    async def createQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
         metadata = self._json(request, optional=True)
         if metadata is None:
             metadata = {}
@@ -285,22 +281,15 @@ class MarconiAPI:
             request.setResponseCode(201)
             request.setHeader(b"location", ctx.queueHref(queue).encode())
         else:
-            request.setResponseCode(204)
-        return b""
+            return _noContent(request)
 
-    @_routes(app, "/queues/<queue>", ["GET"])
-    async def getQueue(
-        self, request: Any, version: str, queue: str, project_id: Optional[str] = None
-    ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
+    @_queueRoute(app, "/queues/<queue>", ["GET"])
+    async def getQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
         metadata = await self.bus.getQueue(ctx.project, queue)
         return _send(request, render.document(metadata))
 
-    @_routes(app, "/queues/<queue>", ["PATCH"])
-    async def patchQueue(
-        self, request: Any, version: str, queue: str, project_id: Optional[str] = None
-    ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
+    @_queueRoute(app, "/queues/<queue>", ["PATCH"])
+    async def patchQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
         contentType = request.getHeader(b"content-type") or b""
         if contentType.split(b";")[0].strip().decode("latin-1") != PATCH_MEDIA_TYPE:
             raise ValidationFailed(
@@ -309,30 +298,20 @@ class MarconiAPI:
         metadata = await self.bus.patchQueue(ctx.project, queue, self._json(request))
         return _send(request, render.document(metadata))
 
-    @_routes(app, "/queues/<queue>", ["DELETE"])
-    async def deleteQueue(
-        self, request: Any, version: str, queue: str, project_id: Optional[str] = None
-    ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
+    @_queueRoute(app, "/queues/<queue>", ["DELETE"])
+    async def deleteQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
         await self.bus.deleteQueue(ctx.project, queue)
-        request.setResponseCode(204)
-        return b""
+        return _noContent(request)
 
-    @_routes(app, "/queues/<queue>/stats", ["GET"])
-    async def queueStats(
-        self, request: Any, version: str, queue: str, project_id: Optional[str] = None
-    ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
+    @_queueRoute(app, "/queues/<queue>/stats", ["GET"])
+    async def queueStats(self, request: Any, ctx: Context, queue: str) -> bytes:
         stats = await self.bus.queueStats(ctx.project, queue)
         return _send(request, render.stats(stats, ctx.queueHref(queue), self.bus.now()))
 
     # Messages.
 
-    @_routes(app, "/queues/<queue>/messages", ["POST"])
-    async def postMessages(
-        self, request: Any, version: str, queue: str, project_id: Optional[str] = None
-    ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
+    @_queueRoute(app, "/queues/<queue>/messages", ["POST"])
+    async def postMessages(self, request: Any, ctx: Context, queue: str) -> bytes:
         body = self._body(request)
         if not body.strip():
             raise ValidationFailed("The request body is empty.")
@@ -347,11 +326,8 @@ class MarconiAPI:
             request, render.document({"resources": [f"{href}/{i}" for i in ids]})
         )
 
-    @_routes(app, "/queues/<queue>/messages", ["GET"])
-    async def listMessages(
-        self, request: Any, version: str, queue: str, project_id: Optional[str] = None
-    ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
+    @_queueRoute(app, "/queues/<queue>/messages", ["GET"])
+    async def listMessages(self, request: Any, ctx: Context, queue: str) -> bytes:
         queueHref = ctx.queueHref(queue)
         ids = _list(request, "ids")
         if ids is not None:
@@ -412,11 +388,8 @@ class MarconiAPI:
             ),
         )
 
-    @_routes(app, "/queues/<queue>/messages", ["DELETE"])
-    async def deleteMessages(
-        self, request: Any, version: str, queue: str, project_id: Optional[str] = None
-    ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
+    @_queueRoute(app, "/queues/<queue>/messages", ["DELETE"])
+    async def deleteMessages(self, request: Any, ctx: Context, queue: str) -> bytes:
         ids = _list(request, "ids")
         pop = _arg(request, "pop")
         if (ids is None) == (pop is None):
@@ -439,19 +412,12 @@ class MarconiAPI:
             if claimIds is None
             else validation.ids(claimIds, self.limits.maxMessagesPerPage),
         )
-        request.setResponseCode(204)
-        return b""
+        return _noContent(request)
 
-    @_routes(app, "/queues/<queue>/messages/<message_id>", ["GET"])
+    @_queueRoute(app, "/queues/<queue>/messages/<message_id>", ["GET"])
     async def getMessage(
-        self,
-        request: Any,
-        version: str,
-        queue: str,
-        message_id: str,
-        project_id: Optional[str] = None,
+        self, request: Any, ctx: Context, queue: str, message_id: str
     ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
         message = await self.bus.getMessage(ctx.project, queue, message_id)
         return _send(
             request,
@@ -460,35 +426,24 @@ class MarconiAPI:
             ),
         )
 
-    @_routes(app, "/queues/<queue>/messages/<message_id>", ["DELETE"])
+    @_queueRoute(app, "/queues/<queue>/messages/<message_id>", ["DELETE"])
     async def deleteMessage(
-        self,
-        request: Any,
-        version: str,
-        queue: str,
-        message_id: str,
-        project_id: Optional[str] = None,
+        self, request: Any, ctx: Context, queue: str, message_id: str
     ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
         claimId = _arg(request, "claim_id") or None
         await self.bus.deleteMessage(ctx.project, queue, message_id, claimId)
-        request.setResponseCode(204)
-        return b""
+        return _noContent(request)
 
     # Claims.
 
-    @_routes(app, "/queues/<queue>/claims", ["POST"])
-    async def createClaim(
-        self, request: Any, version: str, queue: str, project_id: Optional[str] = None
-    ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
+    @_queueRoute(app, "/queues/<queue>/claims", ["POST"])
+    async def createClaim(self, request: Any, ctx: Context, queue: str) -> bytes:
         options = self._json(request, optional=True)
         limit = _int(request, "limit")
         tags = validation.tagFilter(_list(request, "tags"), self.limits)
         claim = await self.bus.createClaim(ctx.project, queue, options, limit, tags)
         if claim is None:
-            request.setResponseCode(204)
-            return b""
+            return _noContent(request)
         queueHref = ctx.queueHref(queue)
         now = self.bus.now()
         request.setResponseCode(201)
@@ -500,46 +455,26 @@ class MarconiAPI:
             ),
         )
 
-    @_routes(app, "/queues/<queue>/claims/<claim_id>", ["GET"])
+    @_queueRoute(app, "/queues/<queue>/claims/<claim_id>", ["GET"])
     async def getClaim(
-        self,
-        request: Any,
-        version: str,
-        queue: str,
-        claim_id: str,
-        project_id: Optional[str] = None,
+        self, request: Any, ctx: Context, queue: str, claim_id: str
     ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
         claim = await self.bus.getClaim(ctx.project, queue, claim_id)
         return _send(request, render.claim(claim, ctx.queueHref(queue), self.bus.now()))
 
-    @_routes(app, "/queues/<queue>/claims/<claim_id>", ["PATCH"])
+    @_queueRoute(app, "/queues/<queue>/claims/<claim_id>", ["PATCH"])
     async def renewClaim(
-        self,
-        request: Any,
-        version: str,
-        queue: str,
-        claim_id: str,
-        project_id: Optional[str] = None,
+        self, request: Any, ctx: Context, queue: str, claim_id: str
     ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
         await self.bus.renewClaim(ctx.project, queue, claim_id, self._json(request))
-        request.setResponseCode(204)
-        return b""
+        return _noContent(request)
 
-    @_routes(app, "/queues/<queue>/claims/<claim_id>", ["DELETE"])
+    @_queueRoute(app, "/queues/<queue>/claims/<claim_id>", ["DELETE"])
     async def releaseClaim(
-        self,
-        request: Any,
-        version: str,
-        queue: str,
-        claim_id: str,
-        project_id: Optional[str] = None,
+        self, request: Any, ctx: Context, queue: str, claim_id: str
     ) -> bytes:
-        ctx = await self._context(request, version, project_id, queue)
         await self.bus.releaseClaim(ctx.project, queue, claim_id)
-        request.setResponseCode(204)
-        return b""
+        return _noContent(request)
 
     # Errors: specific first, the catch-all last.
 
@@ -548,10 +483,6 @@ class MarconiAPI:
         error = failure.value
         return _error(request, statusOf(error), error.title, error.description)
 
-    @app.handle_errors(_Relayed)
-    def relayed(self, request: Any, failure: Failure) -> bytes:
-        return failure.value.body
-
     @app.handle_errors(HTTPException)
     def routingError(self, request: Any, failure: Failure) -> bytes:
         error = failure.value
@@ -559,8 +490,11 @@ class MarconiAPI:
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             request.setHeader(b"allow", ", ".join(error.valid_methods).encode())
         if 300 <= code < 400 and getattr(error, "new_url", None):
+            # werkzeug names the host the client sent: keep only the path.
+            target = urlsplit(error.new_url)
+            location = target.path + (f"?{target.query}" if target.query else "")
             request.setResponseCode(code)
-            request.setHeader(b"location", error.new_url.encode())
+            request.setHeader(b"location", location.encode())
             return b""
         title = error.name
         description = {
@@ -585,6 +519,11 @@ class MarconiAPI:
 def _error(request: Any, code: int, title: str, description: str) -> bytes:
     request.setResponseCode(code)
     return _send(request, render.document({"title": title, "description": description}))
+
+
+def _noContent(request: Any) -> bytes:
+    request.setResponseCode(204)
+    return b""
 
 
 def _send(request: Any, body: bytes, contentType: bytes = JSON) -> bytes:
@@ -645,9 +584,7 @@ def _bool(request: Any, name: str) -> bool:
     value = _arg(request, name)
     if value is None:
         return False
-    value = value.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValidationFailed(f"{name} must be true or false.")
+    try:
+        return parseBoolean(value)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be true or false.") from None

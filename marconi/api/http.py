@@ -32,34 +32,31 @@ ACCESS_FORMAT = (
 
 class RoutedKlein(Klein):
     """
-    A L{Klein} app that records on the request which endpoint served it,
-    so that the site can measure requests by route.
+    A L{Klein} app that records on the request which route served it, so
+    that the site can measure requests by route.
+
+    @ivar labels: the metric label of an endpoint, where it is not the
+        endpoint's own name (one handler served at two paths has one label).
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: dict = {}
+        # werkzeug would answer "//" in a path with a redirect to the
+        # merged path, on the host the client named.
+        self.url_map.merge_slashes = False
+
+    def __get__(self, instance: Any, owner: object) -> Klein:
+        bound = super().__get__(instance, owner)
+        # The app bound to an instance shares the routes, and their labels.
+        bound.labels = self.labels  # type: ignore[attr-defined]
+        return bound
 
     def execute_endpoint(
         self, endpoint: str, request: Any, *args: Any, **kwargs: Any
     ) -> Any:
-        request.route = endpoint
+        request.route = self.labels.get(endpoint, endpoint)
         return super().execute_endpoint(endpoint, request, *args, **kwargs)
-
-
-_routeLabels: dict = {}
-
-
-def routeLabel(endpoint: Optional[str]) -> str:
-    """
-    The metric label of an endpoint name: the handler's name, without the
-    C{_0}/C{_1} suffix that tells the header-project route from the
-    URL-project one.
-    """
-    if endpoint is None:
-        return "unmatched"
-    label = _routeLabels.get(endpoint)
-    if label is None:
-        base, _, suffix = endpoint.rpartition("_")
-        label = base if base and suffix.isdigit() else endpoint
-        _routeLabels[endpoint] = label
-    return label
 
 
 def _text(value: Any) -> str:
@@ -85,6 +82,21 @@ def _rawError(
         b"Connection: close\r\n\r\n"
         % (code, reason, len(body), requestId.encode("ascii"))
     ) + body
+
+
+def _targetProblem(uri: bytes, path: bytes) -> Optional[str]:
+    """
+    What is wrong with a request target, if anything: only a path
+    (origin-form, C{/...}) in UTF-8 is served, before any routing or
+    forwarding sees it.
+    """
+    if not uri.startswith(b"/"):
+        return "The request target must be a path starting with /."
+    try:
+        unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return "The URL is not valid UTF-8."
+    return None
 
 
 class LimitedRequest(server.Request):
@@ -173,19 +185,13 @@ class LimitedRequest(server.Request):
             self.requestHeaders.setRawHeaders(b"content-type", self._contentType)
         self.requestId = "req-" + uuid4().hex
         self.setHeader(b"x-openstack-request-id", self.requestId.encode())
-        try:
-            unquote_to_bytes(self.path).decode("utf-8")
-        except UnicodeDecodeError:
+        problem = _targetProblem(self.uri, self.path)
+        if problem is not None:
+            body = json.dumps({"title": "Invalid request", "description": problem})
             self.setResponseCode(400)
             self.setHeader(b"content-type", b"application/json; charset=UTF-8")
-            self.write(
-                json.dumps(
-                    {
-                        "title": "Invalid request",
-                        "description": "The URL is not valid UTF-8.",
-                    }
-                ).encode()
-            )
+            self.setHeader(b"content-length", b"%d" % len(body))
+            self.write(body.encode())
             self.finish()
             return
         super().process()
@@ -237,6 +243,23 @@ class MarconiChannel(http.HTTPChannel):
         if line:
             self._sawRequestLine = True
         super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:
+        name, colon, value = line.partition(b":")
+        if (
+            colon
+            and name.lower() == b"transfer-encoding"
+            and value.strip(b" \t").lower() != b"chunked"
+        ):
+            # twisted.web would ignore "identity" and read the body as the
+            # next request.
+            self._refuse(
+                501,
+                b"Not Implemented",
+                "Request bodies may only use the chunked transfer coding.",
+            )
+            return False
+        return super().headerReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if self._sawRequestLine:
@@ -359,7 +382,7 @@ class MarconiSite(server.Site):
         Measure and log an answered request.  This replaces twisted.web's
         combined log line, which would hold the query string and headers.
         """
-        route = routeLabel(request.route)
+        route = request.route or "unmatched"
         status = request.code
         seconds = self.reactor.seconds() - request.started if request.started else 0.0
         self.monitor.requestServed(route, status, seconds)

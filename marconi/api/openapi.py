@@ -13,6 +13,7 @@ import copy
 from typing import Optional
 
 from marconi.core.limits import Limits
+from marconi.core.text import FALSE_WORDS, TRUE_WORDS
 
 OPENAPI_PATH = "/v2/openapi.json"
 
@@ -40,224 +41,140 @@ def _empty(description: str) -> dict:
     return {"description": description}
 
 
+_STRING = {"type": "string"}
+_INTEGER = {"type": "integer"}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": "#/components/schemas/" + name}
+
+
+def _object(required: list, **properties: dict) -> dict:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _array(items: dict, **bounds: int) -> dict:
+    return {"type": "array", **bounds, "items": items}
+
+
+def _bounded(low: int, high: int) -> dict:
+    return {"type": "integer", "minimum": low, "maximum": high}
+
+
 def _components(limits: Limits) -> dict:
-    integer = {"type": "integer"}
-    message = {
-        "type": "object",
-        "required": ["id", "href", "ttl", "age", "body", "checksum"],
-        "properties": {
-            "id": {"type": "string"},
-            "href": {"type": "string"},
-            "ttl": integer,
-            "age": integer,
-            "body": {},
-            "checksum": {"type": "string"},
-            "tags": {"type": "array", "items": {"type": "string"}},
-        },
-    }
+    integer = _INTEGER
+    message = _object(
+        ["id", "href", "ttl", "age", "body", "checksum"],
+        id=_STRING,
+        href=_STRING,
+        ttl=integer,
+        age=integer,
+        body={},
+        checksum=_STRING,
+        tags=_array(_STRING),
+    )
     popped = copy.deepcopy(message)
     popped["required"] = ["id", "ttl", "age", "body", "checksum"]
     popped["properties"]["claim_id"] = {"nullable": True}
     popped["properties"]["claim_count"] = integer
-    link = {
-        "type": "object",
-        "required": ["rel", "href"],
-        "properties": {"rel": {"type": "string"}, "href": {"type": "string"}},
+    tag = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": limits.maxTagLength,
+        "pattern": r"^[^\x00-\x20\x7f,/]+$",
     }
-    newMessage = {
-        "type": "object",
-        "required": ["body"],
-        "properties": {
-            "body": {},
-            "ttl": {
-                "type": "integer",
-                "minimum": limits.minMessageTTL,
-                "maximum": limits.maxMessageTTL,
-            },
-            "delay": {
-                "type": "integer",
-                "minimum": 0,
-                "maximum": limits.maxMessageDelay,
-            },
-            "tags": {
-                "type": "array",
-                "maxItems": limits.maxTagsPerMessage,
-                "items": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": limits.maxTagLength,
-                    "pattern": r"^[^\x00-\x20\x7f,/]+$",
-                },
-            },
-        },
-    }
-    statsMessage = {
-        "type": "object",
-        "required": ["id", "href", "age", "created"],
-        "properties": {
-            "id": {"type": "string"},
-            "href": {"type": "string"},
-            "age": integer,
-            "created": {"type": "string"},
-        },
-    }
+    newMessage = _object(
+        ["body"],
+        body={},
+        ttl=_bounded(limits.minMessageTTL, limits.maxMessageTTL),
+        delay=_bounded(0, limits.maxMessageDelay),
+        tags=_array(tag, maxItems=limits.maxTagsPerMessage),
+    )
+    statsMessage = _object(
+        ["id", "href", "age", "created"],
+        id=_STRING,
+        href=_STRING,
+        age=integer,
+        created=_STRING,
+    )
+    links = _array(_ref("Link"))
+    patchOperation = _object(
+        ["op", "path"],
+        op={"type": "string", "enum": ["add", "remove", "replace"]},
+        path={"type": "string", "pattern": "^/metadata/.+"},
+        value={},
+    )
     return {
         "schemas": {
-            "Error": {
-                "type": "object",
-                "required": ["title", "description"],
-                "properties": {
-                    "title": {"type": "string"},
-                    "description": {"type": "string"},
-                },
-            },
+            "Error": _object(
+                ["title", "description"], title=_STRING, description=_STRING
+            ),
             "Message": message,
             "PoppedMessage": popped,
-            "Link": link,
-            "NewMessages": {
-                "type": "object",
-                "required": ["messages"],
-                "properties": {
-                    "messages": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": limits.maxMessagesPerPost,
-                        "items": newMessage,
-                    }
-                },
-            },
-            "Resources": {
-                "type": "object",
-                "required": ["resources"],
-                "properties": {
-                    "resources": {"type": "array", "items": {"type": "string"}}
-                },
-            },
-            "MessageList": {
-                "type": "object",
-                "required": ["messages"],
-                "properties": {
-                    "messages": {
-                        "type": "array",
-                        "items": {"$ref": "#/components/schemas/Message"},
-                    },
-                    "links": {
-                        "type": "array",
-                        "items": {"$ref": "#/components/schemas/Link"},
-                    },
-                },
-            },
-            "PoppedList": {
-                "type": "object",
-                "required": ["messages"],
-                "properties": {
-                    "messages": {
-                        "type": "array",
-                        "items": {"$ref": "#/components/schemas/PoppedMessage"},
-                    }
-                },
-            },
+            "Link": _object(["rel", "href"], rel=_STRING, href=_STRING),
+            "NewMessages": _object(
+                ["messages"],
+                messages=_array(
+                    newMessage, minItems=1, maxItems=limits.maxMessagesPerPost
+                ),
+            ),
+            "Resources": _object(["resources"], resources=_array(_STRING)),
+            "MessageList": _object(
+                ["messages"], messages=_array(_ref("Message")), links=links
+            ),
+            "PoppedList": _object(["messages"], messages=_array(_ref("PoppedMessage"))),
             "QueueMetadata": {"type": "object"},
             "NewQueueMetadata": {"type": "object", "nullable": True},
-            "QueueList": {
-                "type": "object",
-                "required": ["queues", "links"],
-                "properties": {
-                    "queues": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["name", "href"],
-                            "properties": {
-                                "name": {"type": "string"},
-                                "href": {"type": "string"},
-                                "metadata": {"type": "object"},
-                            },
-                        },
-                    },
-                    "links": {
-                        "type": "array",
-                        "items": {"$ref": "#/components/schemas/Link"},
-                    },
-                    "count": integer,
-                },
-            },
-            "QueueStats": {
-                "type": "object",
-                "required": ["messages"],
-                "properties": {
-                    "messages": {
-                        "type": "object",
-                        "required": ["free", "claimed", "delayed", "total"],
-                        "properties": {
-                            "free": integer,
-                            "claimed": integer,
-                            "delayed": integer,
-                            "total": integer,
-                            "oldest": statsMessage,
-                            "newest": statsMessage,
-                        },
-                    }
-                },
-            },
-            "JSONPatch": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "required": ["op", "path"],
-                    "properties": {
-                        "op": {"type": "string", "enum": ["add", "remove", "replace"]},
-                        "path": {"type": "string", "pattern": "^/metadata/.+"},
-                        "value": {},
-                    },
-                },
-            },
+            "QueueList": _object(
+                ["queues", "links"],
+                queues=_array(
+                    _object(
+                        ["name", "href"],
+                        name=_STRING,
+                        href=_STRING,
+                        metadata={"type": "object"},
+                    )
+                ),
+                links=links,
+                count=integer,
+            ),
+            "QueueStats": _object(
+                ["messages"],
+                messages=_object(
+                    ["free", "claimed", "delayed", "total"],
+                    free=integer,
+                    claimed=integer,
+                    delayed=integer,
+                    total=integer,
+                    oldest=statsMessage,
+                    newest=statsMessage,
+                ),
+            ),
+            "JSONPatch": _array(patchOperation, minItems=1),
             "ClaimOptions": {
                 "type": "object",
                 "nullable": True,
                 "properties": {
-                    "ttl": {
-                        "type": "integer",
-                        "minimum": limits.minClaimTTL,
-                        "maximum": limits.maxClaimTTL,
-                    },
-                    "grace": {
-                        "type": "integer",
-                        "minimum": limits.minClaimGrace,
-                        "maximum": limits.maxClaimGrace,
-                    },
+                    "ttl": _bounded(limits.minClaimTTL, limits.maxClaimTTL),
+                    "grace": _bounded(limits.minClaimGrace, limits.maxClaimGrace),
                 },
             },
-            "Claim": {
-                "type": "object",
-                "required": ["id", "href", "ttl", "grace", "age", "messages"],
-                "properties": {
-                    "id": {"type": "string"},
-                    "href": {"type": "string"},
-                    "ttl": integer,
-                    "grace": integer,
-                    "age": integer,
-                    "messages": {
-                        "type": "array",
-                        "items": {"$ref": "#/components/schemas/Message"},
-                    },
-                },
-            },
-            "Health": {
-                "type": "object",
-                "required": ["storage_reachable", "operation_status"],
-                "properties": {
-                    "storage_reachable": {"type": "boolean"},
-                    "operation_status": {"type": "object"},
-                    "error": {"type": "string"},
-                },
-            },
-            "Versions": {
-                "type": "object",
-                "required": ["versions"],
-                "properties": {"versions": {"type": "array"}},
-            },
+            "Claim": _object(
+                ["id", "href", "ttl", "grace", "age", "messages"],
+                id=_STRING,
+                href=_STRING,
+                ttl=integer,
+                grace=integer,
+                age=integer,
+                messages=_array(_ref("Message")),
+            ),
+            "Health": _object(
+                ["storage_reachable", "operation_status"],
+                storage_reachable={"type": "boolean"},
+                operation_status={"type": "object"},
+                error=_STRING,
+            ),
+            "Versions": _object(["versions"], versions={"type": "array"}),
         }
     }
 
@@ -295,11 +212,12 @@ def _queueResources(limits: Limits) -> dict:
     )
     messageId = _param("message_id", "path", {"type": "string"}, required=True)
     claimId = _param("claim_id", "path", {"type": "string"}, required=True)
-    # Booleans are read case-insensitively, as Zaqar does.
-    boolean = {
-        "type": "string",
-        "pattern": r"^ *([tT][rR][uU][eE]|[fF][aA][lL][sS][eE]|[yY][eE][sS]|[nN][oO]|1|0) *$",
-    }
+    # Booleans are read case-insensitively (see marconi.core.text).
+    words = "|".join(
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+        for word in sorted(TRUE_WORDS | FALSE_WORDS)
+    )
+    boolean = {"type": "string", "pattern": rf"^ *({words}) *$"}
 
     def limit(high: int) -> dict:
         return _param(

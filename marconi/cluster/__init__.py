@@ -4,5 +4,5 @@ forwarding of a request to the node that owns its queue, and
 scatter-gather for what spans queues.
 
 The API reaches all of it through one interface,
-L{marconi.cluster.interfaces.IRouter}; nothing here imports the API.
+L{marconi.core.interfaces.IRouter}; nothing here imports the API.
 """

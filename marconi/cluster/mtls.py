@@ -26,9 +26,9 @@ from zope.interface import implementer
 
 from marconi import tls
 from marconi.cluster import signing
-from marconi.cluster.interfaces import IRouter
 from marconi.cluster.settings import ClusterConfigError
 from marconi.core.errors import Forbidden
+from marconi.core.interfaces import IRouter
 
 log = Logger()
 

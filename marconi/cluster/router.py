@@ -17,11 +17,11 @@ from zope.interface import implementer
 from marconi.cluster import signing
 from marconi.cluster.errors import NodeUnavailable
 from marconi.cluster.forward import Answer, PeerClient, forwardHeaders, relayHeaders
-from marconi.cluster.interfaces import IRouter
 from marconi.cluster.membership import Membership
 from marconi.cluster.ring import Ring, key
 from marconi.cluster.settings import ClusterConfig
 from marconi.core.errors import Forbidden
+from marconi.core.interfaces import IRouter
 from marconi.core.models import QueueInfo
 
 log = Logger()

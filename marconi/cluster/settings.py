@@ -100,7 +100,7 @@ def parseNode(text: str) -> Peer:
     name, url = name.strip(), url.strip()
     if not sep or not name or not url:
         raise ClusterConfigError(f"cluster node {text!r} is not NAME=URL")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ClusterConfigError(
             f"cluster node name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-'"
         )

@@ -13,7 +13,7 @@ Probes are writes, so concurrent health requests share one running probe
 instead of starting one each.
 """
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -61,14 +61,21 @@ class HealthCheck:
 
     @param nodes: what the cluster knows of its nodes; L{SingleNode} by
         default.
+    @param cluster: in a cluster, returns the JSON-able description of the
+        ring and its nodes reported under C{"cluster"}.
     """
 
     def __init__(
-        self, store: IMessageStore, clock: Any, nodes: Optional[INodeStates] = None
+        self,
+        store: IMessageStore,
+        clock: Any,
+        nodes: Optional[INodeStates] = None,
+        cluster: Optional[Callable[[], dict]] = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.nodes = SingleNode(store) if nodes is None else nodes
+        self.cluster = cluster
         self._running: Optional[Deferred] = None
         self._waiting: list = []
 
@@ -109,6 +116,8 @@ class HealthCheck:
             log.failure("Reading the state of the cluster nodes failed")
             nodes = []
         doc["nodes"] = nodes
+        if self.cluster is not None:
+            doc["cluster"] = self.cluster()
         return reachable and probeOK, doc
 
     async def _probe(self) -> tuple:

@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from marconi.core import validation
 from marconi.core.errors import (
     Conflict,
+    MarconiError,
     MessageDoesNotExist,
     PayloadTooLarge,
     QueueDoesNotExist,
@@ -59,6 +60,15 @@ class Messaging:
 
     def now(self) -> float:
         return self.clock.seconds()
+
+    async def ping(self) -> bool:
+        """
+        Whether the store answers.
+        """
+        try:
+            return bool(await self.store.ping())
+        except MarconiError:
+            return False
 
     # Queues.
 

@@ -16,11 +16,13 @@ from marconi.core.jsontext import dumpBody
 from marconi.core.limits import Limits
 from marconi.core.models import NewMessage
 
-_QUEUE_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")
+# Each is matched against the whole value (fullmatch): "$" would also
+# match before a trailing newline.
+_QUEUE_NAME = re.compile(r"[a-zA-Z0-9_.-]+")
 # Printable, no separators used by the API (comma lists, slashes in paths).
-_TAG = re.compile(r"^[^\x00-\x20\x7f,/]+$")
-_PROJECT = re.compile(r"^[\x21-\x7e]+$")
-_CLIENT_ID = re.compile(r"^[\x21-\x7e]+$")
+_TAG = re.compile(r"[^\x00-\x20\x7f,/]+")
+_PROJECT = re.compile(r"[\x21-\x7e]+")
+_CLIENT_ID = re.compile(r"[\x21-\x7e]+")
 
 RESERVED_METADATA = (
     "_default_message_ttl",
@@ -37,7 +39,7 @@ def queueName(name: str, limits: Limits) -> str:
         raise ValidationFailed(
             f"Queue names must be 1 to {limits.maxQueueNameLength} characters long."
         )
-    if not _QUEUE_NAME.match(name):
+    if not _QUEUE_NAME.fullmatch(name):
         raise ValidationFailed(
             "Queue names may only contain ASCII letters, digits, "
             "underscores, dashes and dots."
@@ -51,7 +53,7 @@ def projectId(project: Optional[str], limits: Limits) -> str:
             "No project given: send an X-Project-ID header or use "
             "/v2/projects/{project_id}/..."
         )
-    if len(project) > limits.maxProjectIdLength or not _PROJECT.match(project):
+    if len(project) > limits.maxProjectIdLength or not _PROJECT.fullmatch(project):
         raise ValidationFailed(
             f"Project ids must be 1 to {limits.maxProjectIdLength} printable "
             "ASCII characters without spaces."
@@ -62,7 +64,7 @@ def projectId(project: Optional[str], limits: Limits) -> str:
 def clientId(value: Optional[str], limits: Limits) -> str:
     if not value:
         raise ValidationFailed("The Client-ID header is missing.")
-    if len(value) > limits.maxClientIdLength or not _CLIENT_ID.match(value):
+    if len(value) > limits.maxClientIdLength or not _CLIENT_ID.fullmatch(value):
         raise ValidationFailed(
             f"Client-ID must be 1 to {limits.maxClientIdLength} printable "
             "ASCII characters without spaces (a UUID is recommended)."
@@ -95,7 +97,7 @@ def tags(value: Any, limits: Limits, maxCount: Optional[int] = None) -> tuple:
     for tag in value:
         if not isinstance(tag, str):
             raise ValidationFailed("tags must be a list of strings.")
-        if not 1 <= len(tag) <= limits.maxTagLength or not _TAG.match(tag):
+        if not 1 <= len(tag) <= limits.maxTagLength or not _TAG.fullmatch(tag):
             raise ValidationFailed(
                 f"Each tag must be 1 to {limits.maxTagLength} printable "
                 "characters without spaces, commas or slashes."

@@ -1,0 +1,37 @@
+"""
+The router of a node on its own: every request is served here.
+"""
+
+from typing import Any, Optional
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from marconi.core.interfaces import IRouter
+
+
+@implementer(IRouter)
+class LocalRouter:
+    """
+    An L{IRouter} with no other node: no request is forwarded, none is
+    taken as forwarded, and listings are this node's own.
+    """
+
+    def verify(self, request: Any) -> Optional[str]:
+        return None
+
+    def route(self, project: str, queue: str) -> Optional[str]:
+        return None
+
+    def forward(self, request: Any, project: str, owner: str) -> Deferred:
+        raise AssertionError(f"a node on its own has no owner {owner!r} to ask")
+
+    def listQueues(self, project, marker, limit, detailed, withCount, local):
+        """
+        This node's own page: what C{local} finds.
+        """
+
+        async def mine() -> Any:
+            return await local()
+
+        return Deferred.fromCoroutine(mine())
