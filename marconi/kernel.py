@@ -20,6 +20,7 @@ from marconi import tls
 from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
 from marconi.config import Config
+from marconi.console import Activity, Console, Mount, ObservedBus, ObservedRouter
 from marconi.core.interfaces import IAuthDriverPlugin, IStorageDriverPlugin
 from marconi.core.messaging import Messaging
 from marconi.observability import wiring as observability
@@ -120,10 +121,17 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         if config.clusterTLS is not None:
             publicRouter = mtls.PublicRouter(router)
             nodeRouter = mtls.NodeRouter(router)
+    activity = Activity(reactor)
+    if publicRouter is not None:
+        publicRouter = ObservedRouter(publicRouter, activity)
+    if nodeRouter is not None:
+        nodeRouter = ObservedRouter(nodeRouter, activity)
 
     def makeSite(router: Any) -> MarconiSite:
+        api = MarconiAPI(ObservedBus(bus, activity), auth, router=router)
+        console = Console(activity, auth, config.limits, router)
         return MarconiSite(
-            MarconiAPI(bus, auth, router=router).resource(),
+            Mount(api.resource(), console.resource()),
             maxRequestBody=config.limits.maxMessagesPostSize,
             reactor=reactor,
             monitor=monitor,
