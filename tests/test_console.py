@@ -140,6 +140,9 @@ class ActivityTests(SynchronousTestCase):
         self.assertEqual(
             [c["id"] for c in self.activity.queue("p", "q")["claims"]], [claim.id]
         )
+        # Its last message deleted, the claim holds nothing and is not listed.
+        run(observed.deleteMessage("p", "q", claim.messages[1].id, claim.id))
+        self.assertEqual(self.activity.queue("p", "q")["claims"], [])
         self.assertEqual(sum(self.activity.queue("other", "q")["series"]["posted"]), 0)
         run(observed.deleteQueue("p", "q"))
         self.assertEqual(sum(self.activity.queue("p", "q")["series"]["posted"]), 0)

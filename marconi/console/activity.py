@@ -116,17 +116,30 @@ class Activity:
             entry = self._queue(project, queue)
             entry.series.add(self._bucket(), kind, count, self.buckets)
 
-    def claimed(self, project: str, queue: str, claimId: str, ttl: int) -> None:
+    def claimed(
+        self, project: str, queue: str, claimId: str, ttl: int, held: int = 1
+    ) -> None:
         claims = self._queue(project, queue).claims
-        claims[claimId] = [self.clock.seconds(), ttl]
+        claims[claimId] = [self.clock.seconds(), ttl, held]
         while len(claims) > self.maxClaims:
             claims.popitem(last=False)
 
     def renewed(self, project: str, queue: str, claimId: str, ttl: int) -> None:
         entry = self._queues.get((project, queue))
         if entry is not None and claimId in entry.claims:
-            entry.claims[claimId] = [self.clock.seconds(), ttl]
+            entry.claims[claimId][:2] = [self.clock.seconds(), ttl]
             entry.claims.move_to_end(claimId)
+
+    def deletedUnder(self, project: str, queue: str, claimId: str) -> None:
+        """
+        A message was deleted under a claim; a claim that holds no more
+        messages is no longer listed.
+        """
+        entry = self._queues.get((project, queue))
+        if entry is not None and claimId in entry.claims:
+            entry.claims[claimId][2] -= 1
+            if entry.claims[claimId][2] <= 0:
+                del entry.claims[claimId]
 
     def released(self, project: str, queue: str, claimId: str) -> None:
         entry = self._queues.get((project, queue))
@@ -165,7 +178,7 @@ class Activity:
         )
         claims = []
         if entry is not None:
-            for claimId, (created, ttl) in reversed(entry.claims.items()):
+            for claimId, (created, ttl, _) in reversed(entry.claims.items()):
                 if created + ttl > now:
                     claims.append(
                         {"id": claimId, "age": int(now - created), "ttl": ttl}
@@ -218,7 +231,9 @@ class ObservedBus:
         claim = await self._bus.createClaim(project, queue, *args, **kwargs)
         if claim is not None:
             self._activity.counted(project, queue, "claimed", len(claim.messages))
-            self._activity.claimed(project, queue, claim.id, claim.ttl)
+            self._activity.claimed(
+                project, queue, claim.id, claim.ttl, len(claim.messages)
+            )
         return claim
 
     async def renewClaim(
@@ -237,6 +252,9 @@ class ObservedBus:
     ) -> None:
         await self._bus.deleteMessage(project, queue, *args, **kwargs)
         self._activity.counted(project, queue, "deleted", 1)
+        claimId = args[1] if len(args) > 1 else kwargs.get("claimId")
+        if claimId:
+            self._activity.deletedUnder(project, queue, claimId)
 
     async def deleteMessages(
         self, project: str, queue: str, *args: Any, **kwargs: Any

@@ -351,7 +351,7 @@
         : el("p", { class: "empty" }, "No messages on this page."),
       pager(markers, messages.length === MESSAGES_PER_PAGE ? markerOf(listing.links) : null, refresh),
       el("h3", {}, "Claims"),
-      claimsTable(claims.filter((c) => c && c.id)),
+      claimsTable(claims.filter((c) => c && c.id && Array.isArray(c.messages) && c.messages.length)),
       el("h3", {}, "Settings"),
       settingsTable(metadata || {}),
     );
@@ -445,9 +445,12 @@
       if (share >= 0.9999) {
         parts.push(svg("circle", { cx: c, cy: c, r: r, class: kind }));
       } else if (share > 0) {
-        const large = end - start > Math.PI ? 1 : 0;
+        // A small gap between neighbours, so that two nodes in the same
+        // state still show as two arcs.
+        const gap = Math.min(0.02, (end - start) / 4);
+        const large = end - start - 2 * gap > Math.PI ? 1 : 0;
         const p = (a) => `${(c + r * Math.cos(a)).toFixed(2)} ${(c + r * Math.sin(a)).toFixed(2)}`;
-        parts.push(svg("path", { d: `M ${p(start)} A ${r} ${r} 0 ${large} 1 ${p(end)}`, class: kind }));
+        parts.push(svg("path", { d: `M ${p(start + gap)} A ${r} ${r} 0 ${large} 1 ${p(end - gap)}`, class: kind }));
       }
       const middle = (start + end) / 2;
       parts.push(
