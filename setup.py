@@ -15,6 +15,8 @@ setup(
     # without it setuptools installs an import hook that Twisted's plugin
     # discovery cannot see.
     package_dir={"": "."},
+    # The console's page, script and style ship in the wheel.
+    package_data={"marconi.console": ["static/*"]},
     install_requires=[
         "twisted[tls]>=24.7",
         "klein>=24.8",
@@ -38,6 +40,7 @@ setup(
             "txredisapi>=1.4.10",
             "txmongo>=23",
             "secantusdb>=0.7.0b3",
+            "selenium>=4.20",
         ],
     },
     entry_points={

@@ -20,6 +20,7 @@ from marconi import tls
 from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
 from marconi.config import Config
+from marconi.console import Activity, Console, Mount, ObservedBus, ObservedRouter
 from marconi.core.health import HealthCheck, SingleNode
 from marconi.core.interfaces import IAuthDriverPlugin, IStorageDriverPlugin
 from marconi.core.messaging import Messaging
@@ -129,10 +130,17 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         SingleNode(store, nodeName),
         cluster=None if router is None else router.health,
     )
+    activity = Activity(reactor)
+    if publicRouter is not None:
+        publicRouter = ObservedRouter(publicRouter, activity)
+    if nodeRouter is not None:
+        nodeRouter = ObservedRouter(nodeRouter, activity)
 
     def makeSite(router: Any) -> MarconiSite:
+        api = MarconiAPI(ObservedBus(bus, activity), auth, health, router)
+        console = Console(activity, auth, config.limits, router)
         return MarconiSite(
-            MarconiAPI(bus, auth, health, router).resource(),
+            Mount(api.resource(), console.resource()),
             maxRequestBody=config.limits.maxMessagesPostSize,
             reactor=reactor,
             monitor=monitor,
