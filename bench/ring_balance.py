@@ -8,8 +8,9 @@ names it prints:
 - C{max/mean}: the largest node's share of the key space over the mean
   share C{1/N} (exact, from L{Ring.shares}, except for C{rendezvous} whose
   shares are exactly C{1/N} by construction);
-- C{join}: the fraction of sampled keys that change owner when the next name
-  of the family joins, over the ideal C{1/(N+1)};
+- C{join}: the fraction of the key space that changes owner when the next
+  name of the family joins (exact between slot tables, else over 20,000
+  sampled keys, within about 3%), over the ideal C{1/(N+1)};
 - C{leave}: the same when a node leaves (the first, a middle and the last
   name are tried; the worst is shown), over the ideal C{1/N}.
 
@@ -97,6 +98,13 @@ SCHEMES: dict = {
 
 
 def moved(before: object, after: object) -> float:
+    """
+    The fraction of the key space that changes owner: exact between two
+    slot tables of one size, else over the sampled keys.
+    """
+    one, other = getattr(before, "table", None), getattr(after, "table", None)
+    if one is not None and other is not None and len(one) == len(other):
+        return sum(x != y for x, y in zip(one, other, strict=True)) / len(one)
     return sum(before.owner(k) != after.owner(k) for k in SAMPLE) / len(SAMPLE)
 
 
@@ -130,6 +138,9 @@ def main(argv: list) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--detail", action="store_true")
     parser.add_argument("--max-nodes", type=int, default=16)
+    parser.add_argument(
+        "--schemes", help="comma-separated words; only the schemes whose label has one"
+    )
     args = parser.parse_args(argv)
     print(
         "| scheme | worst max/mean | mean max/mean | worst join/ideal "
@@ -137,6 +148,8 @@ def main(argv: list) -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for label, build in SCHEMES.items():
+        if args.schemes and not any(w in label for w in args.schemes.split(",")):
+            continue
         rows = []
         for fname, family in FAMILIES.items():
             for n in range(2, args.max_nodes + 1):
@@ -152,7 +165,6 @@ def main(argv: list) -> None:
             f"| {built:.1f} | {lookup:.1f} |",
             flush=True,
         )
-    print(f"\n{len(SAMPLE)} sampled keys for join and leave.")
 
 
 if __name__ == "__main__":
