@@ -26,7 +26,6 @@ setup(
         "service-identity>=24",
         "cryptography>=42",
         "werkzeug>=3",
-        "uhashring>=2.5",
     ],
     extras_require={
         "redis": ["txredisapi>=1.4.10"],

@@ -68,8 +68,9 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
     field of L{Limits} in snake_case; C{[auth:NAME]} holds the settings of
     auth driver NAME; C{[logging]} and C{[monitoring]} the settings of
     the logging and monitoring drivers (checked by the drivers);
-    C{[cluster]} holds C{node_name}, C{nodes} (one C{NAME=URL} per line),
-    C{secret_file} and the timing settings of
+    C{[cluster]} holds C{node_name}, C{nodes} (one C{NAME=URL} per line,
+    optionally followed by C{weight=W}), C{secret_file}, C{ring} and the
+    timing settings of
     L{marconi.cluster.settings.TUNABLES}.
 
     The overrides C{node_name}, C{cluster_nodes} and C{cluster_secret_file}
@@ -87,6 +88,7 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
             "node_cert",
             "node_key",
             "cluster_listen",
+            "cluster_ring",
         )
     }
     clusterFile: dict = {}
@@ -162,6 +164,8 @@ def _cluster(
     config: Config, section: dict, overrides: Mapping, path: Optional[str]
 ) -> Config:
     section = dict(section)
+    if overrides.get("cluster_ring"):
+        section["ring"] = overrides["cluster_ring"]
     nodeName = overrides.get("node_name") or section.pop("node_name", "").strip()
     section.pop("node_name", None)
     nodes = overrides.get("cluster_nodes") or _multi(section.pop("nodes", ""))

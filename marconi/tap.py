@@ -68,6 +68,13 @@ class Options(usage.Options):
         ],
         ["node-key", None, None, "PEM private key of --node-cert."],
         [
+            "cluster-ring",
+            None,
+            None,
+            "The ring's scheme: slots (the default) or md5-vnodes (the "
+            "placement of clusters made before slots; see docs/cluster.rst).",
+        ],
+        [
             "cluster-listen",
             None,
             None,
@@ -94,9 +101,10 @@ class Options(usage.Options):
 
     def opt_cluster_node(self, node: str) -> None:
         """
-        NAME=URL of a node of the cluster, e.g. a=http://10.0.0.1:8888;
-        repeat for every node, this one included.  Without it the node runs
-        on its own.
+        NAME=URL of a node of the cluster, e.g. a=http://10.0.0.1:8888, or
+        'NAME=URL weight=W' for a node that takes W times the share of a
+        node of weight 1 (W from 1 to 1000); repeat for every node, this
+        one included.  Without it the node runs on its own.
         """
         self["cluster-node"].append(node)
 
@@ -120,6 +128,7 @@ class Options(usage.Options):
                     "node_cert": self["node-cert"],
                     "node_key": self["node-key"],
                     "cluster_listen": self["cluster-listen"],
+                    "cluster_ring": self["cluster-ring"],
                 },
             )
         except configuration.ConfigError as e:

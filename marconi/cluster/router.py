@@ -46,7 +46,7 @@ class ClusterRouter(MultiService):
         """
         super().__init__()
         self.config = config
-        self.ring = Ring(config.names, config.vnodes)
+        self.ring = Ring.fromSettings(config)
         self.client = PeerClient(config, reactor, tlsPolicy)
         self.signer = signing.Signer(config.nodeName, config.secret, reactor)
         self.verifier = signing.Verifier(
@@ -215,6 +215,7 @@ class ClusterRouter(MultiService):
             entry: dict = {
                 "name": peer.name,
                 "url": peer.url,
+                "weight": peer.weight,
                 "share": round(shares[peer.name], 4),
             }
             if peer.name == self.config.nodeName:
@@ -228,7 +229,7 @@ class ClusterRouter(MultiService):
             nodes.append(entry)
         return {
             "node": self.config.nodeName,
-            "ring": {"vnodes": self.ring.vnodes, "key": "project/queue"},
+            "ring": {k: v for k, v in self.ring.describe().items() if k != "nodes"},
             "nodes": nodes,
         }
 

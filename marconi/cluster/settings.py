@@ -3,8 +3,9 @@ The cluster part of a node's configuration: who the node is, which nodes
 form the cluster, the shared secret, and the timing of probes and
 forwarding.
 
-The settings come from C{--node-name}, C{--cluster-node NAME=URL}
-(repeatable) and C{--cluster-secret-file PATH}, or from the C{[cluster]}
+The settings come from C{--node-name}, C{--cluster-node NAME=URL} or
+C{--cluster-node 'NAME=URL weight=W'} (repeatable), C{--cluster-ring SCHEME}
+and C{--cluster-secret-file PATH}, or from the C{[cluster]}
 section of the configuration file; L{build} checks them all and returns one
 immutable L{ClusterConfig}.
 """
@@ -14,7 +15,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
+from marconi.cluster.ring import SCHEMES
+
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_WEIGHT = re.compile(r"^weight=([0-9]{1,4})$")
 MIN_SECRET_BYTES = 16
 
 #: The settings of the C{[cluster]} section that tune timing and bounds, with
@@ -40,12 +44,14 @@ class ClusterConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Peer:
     """
-    A node of the cluster: its name (its identity on the ring) and the base
-    URL other nodes reach it at.
+    A node of the cluster: its name (its identity on the ring), the base
+    URL other nodes reach it at, and its weight on the ring (a node of
+    weight 2 owns twice the share of a node of weight 1).
     """
 
     name: str
     url: str
+    weight: int = 1
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,9 @@ class ClusterConfig:
         name, so that the same list gives the same value whatever order it
         was written in.
     @ivar secret: the shared secret that signs requests between nodes.
-    @ivar vnodes: virtual nodes per node on the ring.
+    @ivar ring: the ring's scheme, a key of L{marconi.cluster.ring.SCHEMES}.
+    @ivar vnodes: virtual nodes per node of weight 1 on the ring of the
+        C{md5-vnodes} scheme.
     @ivar probeInterval: seconds between two health probes of a peer.
     @ivar probeTimeout: seconds a probe may take.
     @ivar downAfter: consecutive failed probes after which a peer is down.
@@ -70,6 +78,7 @@ class ClusterConfig:
     nodeName: str
     nodes: tuple
     secret: bytes = field(repr=False)
+    ring: str = "slots"
     vnodes: int = 160
     probeInterval: float = 2.0
     probeTimeout: float = 1.0
@@ -89,17 +98,35 @@ class ClusterConfig:
     def names(self) -> tuple:
         return tuple(p.name for p in self.nodes)
 
+    @property
+    def weights(self) -> dict:
+        """
+        Each node's weight on the ring, by name.
+        """
+        return {p.name: p.weight for p in self.nodes}
+
 
 def parseNode(text: str) -> Peer:
     """
-    Parse C{NAME=URL}.
+    Parse C{NAME=URL}, optionally followed by a space and C{weight=W}, an
+    integer from 1 to 1000 (1 when not given).
 
-    @raise ClusterConfigError: if the name or the URL is not acceptable.
+    @raise ClusterConfigError: if the name, the URL or the weight is not
+        acceptable.
     """
-    name, sep, url = text.strip().partition("=")
-    name, url = name.strip(), url.strip()
-    if not sep or not name or not url:
-        raise ClusterConfigError(f"cluster node {text!r} is not NAME=URL")
+    name, sep, rest = text.strip().partition("=")
+    name, words = name.strip(), rest.split()
+    if not sep or not name or len(words) not in (1, 2):
+        raise ClusterConfigError(
+            f"cluster node {text!r} is not NAME=URL or 'NAME=URL weight=W'"
+        )
+    url = words[0]
+    weight = _WEIGHT.fullmatch(words[-1]) if len(words) == 2 else None
+    if len(words) == 2 and (not weight or not 1 <= int(weight.group(1)) <= 1000):
+        raise ClusterConfigError(
+            f"cluster node {name}: {words[-1]!r} is not weight=W with W "
+            "an integer from 1 to 1000"
+        )
     if not _NAME.fullmatch(name):
         raise ClusterConfigError(
             f"cluster node name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-'"
@@ -122,7 +149,20 @@ def parseNode(text: str) -> Peer:
             raise ValueError
     except ValueError:
         raise ClusterConfigError(f"cluster node {name}: bad port in {url!r}") from None
-    return Peer(name, url.rstrip("/"))
+    return Peer(name, url.rstrip("/"), int(weight.group(1)) if weight else 1)
+
+
+def _ringScheme(raw: str) -> str:
+    """
+    Check the C{ring} setting: the name of a scheme of L{SCHEMES}.
+    """
+    scheme = raw.strip()
+    if scheme not in SCHEMES:
+        raise ClusterConfigError(
+            f"cluster setting ring must be one of {', '.join(sorted(SCHEMES))}, "
+            f"not {scheme!r}"
+        )
+    return scheme
 
 
 def _readSecret(path: str) -> bytes:
@@ -150,8 +190,10 @@ def build(
     Check the cluster settings and build their L{ClusterConfig}, or return
     L{None} when no cluster node is given (a node on its own).
 
-    @param nodes: C{NAME=URL} texts.
-    @param tunables: raw values of L{TUNABLES} settings, by their name.
+    @param nodes: C{NAME=URL} texts, each optionally followed by
+        C{weight=W}.
+    @param tunables: raw values of L{TUNABLES} settings, and of C{ring}
+        (the ring's scheme), by their name.
     @raise ClusterConfigError: naming the setting that is wrong.
     """
     peers = [parseNode(text) for text in nodes]
@@ -169,9 +211,9 @@ def build(
         return None
     seen: dict = {}
     for peer in peers:
-        if peer.name in seen and seen[peer.name] != peer.url:
+        if peer.name in seen and seen[peer.name] != peer:
             raise ClusterConfigError(f"cluster node {peer.name} is given twice")
-        seen[peer.name] = peer.url
+        seen[peer.name] = peer
     if not nodeName:
         raise ClusterConfigError(
             "a cluster node needs its own name (--node-name), one of "
@@ -188,6 +230,9 @@ def build(
         )
     values: dict = {}
     for key, raw in tunables.items():
+        if key == "ring":
+            values["ring"] = _ringScheme(raw)
+            continue
         kind = TUNABLES.get(key)
         if kind is None:
             raise ClusterConfigError(f"unknown cluster setting {key!r}")
@@ -203,7 +248,7 @@ def build(
         values[camel] = value
     return ClusterConfig(
         nodeName=nodeName,
-        nodes=tuple(Peer(n, seen[n]) for n in sorted(seen)),
+        nodes=tuple(seen[n] for n in sorted(seen)),
         secret=_readSecret(secretFile),
         **values,
     )
