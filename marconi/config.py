@@ -4,13 +4,13 @@ line and the INI file, passed to constructors.
 """
 
 import configparser
-import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Optional
 
 from marconi.cluster.settings import ClusterConfig, ClusterConfigError
 from marconi.cluster.settings import build as buildCluster
 from marconi.core.limits import Limits
+from marconi.core.text import snakeToCamel
 
 DEFAULT_LISTEN = "tcp:8888:interface=127.0.0.1"
 DEFAULT_STORAGE = "sqlite:marconi.sqlite3"
@@ -42,10 +42,6 @@ class Config:
     monitoring: Mapping[str, str] = field(default_factory=dict)
     cluster: Optional[ClusterConfig] = None
     clusterTLS: Optional[Any] = None
-
-
-def _snakeToCamel(name: str) -> str:
-    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
 
 
 class ConfigError(ValueError):
@@ -138,7 +134,7 @@ def _fromParser(parser: configparser.ConfigParser, path: str, config: Config) ->
         limitFields = {f.name.lower(): f.name for f in fields(Limits)}
         limits = {}
         for key, raw in parser["limits"].items():
-            name = limitFields.get(_snakeToCamel(key).lower())
+            name = limitFields.get(snakeToCamel(key).lower())
             if name is None:
                 raise ConfigError(f"{path}: unknown limit {key!r}")
             try:
