@@ -38,6 +38,8 @@ setup(
             "txredisapi>=1.4.10",
             "txmongo>=23",
             "secantusdb>=0.7.0b3",
+            "mypy>=1.10",
+            "mypy-zope>=1.0.5",
         ],
     },
     entry_points={

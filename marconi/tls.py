@@ -27,11 +27,24 @@ description to Twisted's L{serverFromString}.
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
+from types import FrameType
+from typing import (
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+)
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from OpenSSL import SSL, crypto
 from twisted.application.service import Service
 from twisted.internet.abstract import isIPv6Address
@@ -43,9 +56,12 @@ from twisted.internet.endpoints import (
     serverFromString,
 )
 from twisted.internet.interfaces import (
+    IAcceptableCiphers,
     IListeningPort,
+    IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
+    IReactorFromThreads,
     IReactorTCP,
     IReactorTime,
     IStreamServerEndpoint,
@@ -62,9 +78,9 @@ from twisted.internet.ssl import (
     trustRootFromCertificates,
 )
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.filepath import FilePath
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import IPolicyForHTTPS, IRequest
 from zope.interface import implementer
 
 log = Logger()
@@ -89,13 +105,44 @@ _SSL_OPTIONS = frozenset(
 )
 
 
+#: The kinds of private key a certificate can be served with.
+_SERVER_KEYS = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    dsa.DSAPrivateKey,
+)
+
+
+#: What C{signal.signal} takes and returns.
+_SignalHandler = Union[Callable[[int, Optional[FrameType]], object], int, None]
+
+
+class Reloadable(Protocol):
+    """
+    What L{TLSReloader} reloads.
+
+    @ivar name: what it is called in the log.
+    """
+
+    name: str
+
+    def reload(self) -> None:
+        """
+        Read the files again.
+
+        @raise TLSConfigError: if they are wrong; the old ones stay in use.
+        """
+
+
 class TLSConfigError(ValueError):
     """
     A TLS file or setting is wrong; the message says which and why.
     """
 
 
-def acceptableCiphers() -> Any:
+def acceptableCiphers() -> IAcceptableCiphers:
     return AcceptableCiphers.fromOpenSSLCipherString(CIPHER_STRING)
 
 
@@ -166,9 +213,14 @@ def loadPrivateCertificate(
     keyPEM = _read(keyPath, "private key")
     try:
         key = serialization.load_pem_private_key(keyPEM, password=None)
-        pair = KeyPair(crypto.PKey.from_cryptography_key(key))
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise TLSConfigError(f"{keyPath} is not a PEM private key: {_why(e)}") from None
+    if not isinstance(key, _SERVER_KEYS):
+        raise TLSConfigError(
+            f"{keyPath} is not a PEM private key: a {type(key).__name__} "
+            "cannot sign a TLS handshake"
+        )
+    pair = KeyPair(crypto.PKey.from_cryptography_key(key))
     try:
         private = PrivateCertificate.fromCertificateAndKeyPair(certificates[0], pair)
     except Exception as e:
@@ -230,13 +282,13 @@ class ReloadableServerTLS:
         self._options = serverOptions(files)
 
     @property
-    def certificate(self) -> Any:
+    def certificate(self) -> crypto.X509:
         """
-        The C{OpenSSL.crypto.X509} certificate served now.
+        The certificate served now.
         """
-        return self._options.certificate
+        return cast(crypto.X509, self._options.certificate)
 
-    def serverConnectionForTLS(self, protocol: Any) -> Any:
+    def serverConnectionForTLS(self, protocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         return self._options.serverConnectionForTLS(protocol)
 
     def reload(self) -> None:
@@ -387,15 +439,15 @@ class TLSReloader(Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorFromThreads,
         signum: Optional[int] = getattr(signal, "SIGHUP", None),
     ) -> None:
         self._reactor = reactor
         self._signum = signum
-        self._previous: Any = None
-        self.contexts: List[Any] = []
+        self._previous: _SignalHandler = None
+        self.contexts: List[Reloadable] = []
 
-    def add(self, reloadable: Any) -> None:
+    def add(self, reloadable: Reloadable) -> None:
         self.contexts.append(reloadable)
 
     def startService(self) -> None:
@@ -407,13 +459,13 @@ class TLSReloader(Service):
         ):
             self._previous = signal.signal(self._signum, self._onSignal)
 
-    def stopService(self) -> Any:
-        if self._previous is not None:
-            signal.signal(self._signum, self._previous)  # type: ignore[arg-type]
+    def stopService(self) -> Optional[Deferred[object]]:
+        if self._signum is not None and self._previous is not None:
+            signal.signal(self._signum, self._previous)
             self._previous = None
         return super().stopService()
 
-    def _onSignal(self, signum: int, frame: Any) -> None:
+    def _onSignal(self, signum: int, frame: Optional[FrameType]) -> None:
         self._reactor.callFromThread(self.reload)
 
     def reload(self) -> int:
@@ -488,7 +540,7 @@ class NodeClientPolicy:
         self._trust = trust
         self._private = private
         self._chain = [c.original for c in chain] or None
-        self._creators: dict = {}
+        self._creators: Dict[Tuple[bytes, int], IOpenSSLClientConnectionCreator] = {}
 
     def reload(self) -> None:
         """
@@ -496,7 +548,9 @@ class NodeClientPolicy:
         """
         self._load()
 
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+    def creatorForNetloc(
+        self, hostname: bytes, port: int
+    ) -> IOpenSSLClientConnectionCreator:
         key = (hostname, port)
         creator = self._creators.get(key)
         if creator is None:
@@ -516,19 +570,19 @@ class NodeClientPolicy:
         return creator
 
 
-def peerCertificate(request: Any) -> Any:
+def peerCertificate(request: IRequest) -> Optional[crypto.X509]:
     """
     The certificate the client of C{request} presented and the handshake
-    verified, as an C{OpenSSL.crypto.X509}, or L{None}.
+    verified, or L{None}.
     """
-    transport = getattr(request.channel, "transport", None)
+    transport = getattr(getattr(request, "channel", None), "transport", None)
     getPeer = getattr(transport, "getPeerCertificate", None)
     if getPeer is None:
         return None
-    return getPeer()
+    return cast(Optional[crypto.X509], getPeer())
 
 
-def nodeName(x509: Any) -> Optional[str]:
+def nodeName(x509: Optional[crypto.X509]) -> Optional[str]:
     """
     The node name a node certificate is issued to: its subject's common
     name.
