@@ -40,6 +40,8 @@ setup(
             "txmongo>=23",
             "secantusdb>=0.7.0b3",
             "selenium>=4.20",
+            "mypy>=1.10",
+            "mypy-zope>=1.0.5",
         ],
     },
     entry_points={

@@ -4,13 +4,16 @@ line and the INI file, passed to constructors.
 """
 
 import configparser
-import re
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from marconi.cluster.settings import ClusterConfig, ClusterConfigError
 from marconi.cluster.settings import build as buildCluster
 from marconi.core.limits import Limits
+from marconi.core.text import snakeToCamel
+
+if TYPE_CHECKING:
+    from marconi.cluster.mtls import ClusterTLS
 
 DEFAULT_LISTEN = "tcp:8888:interface=127.0.0.1"
 DEFAULT_STORAGE = "sqlite:marconi.sqlite3"
@@ -41,11 +44,7 @@ class Config:
     logging: Mapping[str, str] = field(default_factory=dict)
     monitoring: Mapping[str, str] = field(default_factory=dict)
     cluster: Optional[ClusterConfig] = None
-    clusterTLS: Optional[Any] = None
-
-
-def _snakeToCamel(name: str) -> str:
-    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+    clusterTLS: Optional["ClusterTLS"] = None
 
 
 class ConfigError(ValueError):
@@ -140,7 +139,7 @@ def _fromParser(parser: configparser.ConfigParser, path: str, config: Config) ->
         limitFields = {f.name.lower(): f.name for f in fields(Limits)}
         limits = {}
         for key, raw in parser["limits"].items():
-            name = limitFields.get(_snakeToCamel(key).lower())
+            name = limitFields.get(snakeToCamel(key).lower())
             if name is None:
                 raise ConfigError(f"{path}: unknown limit {key!r}")
             try:
@@ -154,9 +153,9 @@ def _fromParser(parser: configparser.ConfigParser, path: str, config: Config) ->
         if parser.has_section(name):
             values[name] = {k: v.strip() for k, v in parser[name].items()}
     auth = values.get("auth", config.auth)
-    section = f"auth:{auth}"
-    if parser.has_section(section):
-        values["authSettings"] = dict(parser[section])
+    authSection = f"auth:{auth}"
+    if parser.has_section(authSection):
+        values["authSettings"] = dict(parser[authSection])
     return replace(config, **values)
 
 

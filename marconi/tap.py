@@ -2,9 +2,10 @@
 C{twistd marconi}: the command line of a node.
 """
 
-from typing import Any, Optional
+from typing import Optional
 
 from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
 from marconi import config as configuration
@@ -167,7 +168,7 @@ class Options(usage.Options):
         self.loaded = loaded
 
 
-def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
+def makeService(options: Options, reactor: Optional[IReactorCore] = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 

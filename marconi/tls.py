@@ -16,22 +16,54 @@ listener of a node on C{SIGHUP}.
 
 C{--listen} takes Twisted's C{ssl:} description unchanged
 (C{ssl:8443:privateKey=KEY:certKey=CERT[:extraCertChain=CHAIN]
-[:interface=IP][:backlog=N][:dhParameters=FILE]}); L{serverFromDescription}
-builds such listeners with Marconi's versions and ciphers, and any other
-description with Twisted's L{serverFromString}.
+[:interface=IP][:backlog=N][:dhParameters=FILE]}).  Such listeners are
+built by the C{marconi-tls:} endpoint, a Twisted endpoint string parser
+plugin (C{twisted/plugins/marconi_endpoints.py}), with Marconi's versions
+and ciphers, on IPv4 or IPv6 as the interface says;
+L{serverFromDescription} reads C{ssl:} as C{marconi-tls:} and hands every
+description to Twisted's L{serverFromString}.
 """
 
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from types import FrameType
+from typing import (
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+)
 
-from OpenSSL import SSL
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from OpenSSL import SSL, crypto
 from twisted.application.service import Service
+from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    _parse,
+    serverFromString,
+)
 from twisted.internet.interfaces import (
+    IAcceptableCiphers,
+    IListeningPort,
+    IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IReactorFromThreads,
+    IReactorTCP,
+    IReactorTime,
     IStreamServerEndpoint,
 )
 from twisted.internet.ssl import (
@@ -46,9 +78,9 @@ from twisted.internet.ssl import (
     trustRootFromCertificates,
 )
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.filepath import FilePath
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import IPolicyForHTTPS, IRequest
 from zope.interface import implementer
 
 log = Logger()
@@ -61,10 +93,47 @@ MINIMUM_VERSION = TLSVersion.TLSv1_2
 #: leaves it out.
 CIPHER_STRING = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
 
+#: The endpoint type of Marconi's TLS listeners, an
+#: L{IStreamServerEndpointStringParser} plugin in C{twisted.plugins};
+#: C{--listen ssl:...} is read as it.  (Twisted's own C{ssl:} is built in
+#: and cannot be replaced by a plugin; its C{tls:} is another endpoint.)
+PREFIX = "marconi-tls"
+
 #: The options of Twisted's C{ssl:} server description that Marconi takes.
 _SSL_OPTIONS = frozenset(
     ("privateKey", "certKey", "extraCertChain", "dhParameters", "interface", "backlog")
 )
+
+
+#: The kinds of private key a certificate can be served with.
+_SERVER_KEYS = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    dsa.DSAPrivateKey,
+)
+
+
+#: What C{signal.signal} takes and returns.
+_SignalHandler = Union[Callable[[int, Optional[FrameType]], object], int, None]
+
+
+class Reloadable(Protocol):
+    """
+    What L{TLSReloader} reloads.
+
+    @ivar name: what it is called in the log.
+    """
+
+    name: str
+
+    def reload(self) -> None:
+        """
+        Read the files again.
+
+        @raise TLSConfigError: if they are wrong; the old ones stay in use.
+        """
 
 
 class TLSConfigError(ValueError):
@@ -73,7 +142,7 @@ class TLSConfigError(ValueError):
     """
 
 
-def acceptableCiphers() -> Any:
+def acceptableCiphers() -> IAcceptableCiphers:
     return AcceptableCiphers.fromOpenSSLCipherString(CIPHER_STRING)
 
 
@@ -105,25 +174,34 @@ def _read(path: str, what: str) -> bytes:
         raise TLSConfigError(f"cannot read the {what} {path}: {e.strerror}") from None
 
 
+def _why(error: Exception) -> str:
+    """
+    The first sentence of a loader's complaint (C{cryptography} follows it
+    with a link to its FAQ).
+    """
+    return str(error).split(". ", 1)[0].rstrip(".")
+
+
 def loadCertificates(path: str, what: str = "certificate file") -> List[Certificate]:
     """
     Every certificate of a PEM file, in order.
 
-    @raise TLSConfigError: if the file cannot be read or holds none.
+    @raise TLSConfigError: if the file cannot be read or holds no valid
+        certificate.
     """
     pem = _read(path, what)
-    marker = b"-----END CERTIFICATE-----"
-    blocks = [b + marker for b in pem.split(marker) if b"-----BEGIN CERTIFICATE" in b]
     try:
-        certificates = [Certificate.loadPEM(b.strip() + b"\n") for b in blocks]
-    except Exception as e:
-        raise TLSConfigError(f"{path} is not a PEM certificate file: {e}") from None
-    if not certificates:
-        raise TLSConfigError(f"{path} holds no PEM certificate")
-    return certificates
+        loaded = x509.load_pem_x509_certificates(pem)
+    except ValueError as e:
+        raise TLSConfigError(
+            f"{path} is not a PEM certificate file: {_why(e)}"
+        ) from None
+    return [Certificate(crypto.X509.from_cryptography(c)) for c in loaded]
 
 
-def loadPrivateCertificate(keyPath: str, certPath: str) -> Tuple[Any, List[Any]]:
+def loadPrivateCertificate(
+    keyPath: str, certPath: str
+) -> Tuple[PrivateCertificate, List[Certificate]]:
     """
     The certificate of C{certPath} with the key of C{keyPath}, and the
     chain certificates that followed it in C{certPath}.
@@ -134,11 +212,17 @@ def loadPrivateCertificate(keyPath: str, certPath: str) -> Tuple[Any, List[Any]]
     certificates = loadCertificates(certPath)
     keyPEM = _read(keyPath, "private key")
     try:
-        key = KeyPair.load(keyPEM, 1)  # FILETYPE_PEM
-    except Exception as e:
-        raise TLSConfigError(f"{keyPath} is not a PEM private key: {e}") from None
+        key = serialization.load_pem_private_key(keyPEM, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise TLSConfigError(f"{keyPath} is not a PEM private key: {_why(e)}") from None
+    if not isinstance(key, _SERVER_KEYS):
+        raise TLSConfigError(
+            f"{keyPath} is not a PEM private key: a {type(key).__name__} "
+            "cannot sign a TLS handshake"
+        )
+    pair = KeyPair(crypto.PKey.from_cryptography_key(key))
     try:
-        private = PrivateCertificate.fromCertificateAndKeyPair(certificates[0], key)
+        private = PrivateCertificate.fromCertificateAndKeyPair(certificates[0], pair)
     except Exception as e:
         raise TLSConfigError(
             f"the key {keyPath} does not match the certificate {certPath}: {e}"
@@ -198,13 +282,13 @@ class ReloadableServerTLS:
         self._options = serverOptions(files)
 
     @property
-    def certificate(self) -> Any:
+    def certificate(self) -> crypto.X509:
         """
-        The C{OpenSSL.crypto.X509} certificate served now.
+        The certificate served now.
         """
-        return self._options.certificate
+        return cast(crypto.X509, self._options.certificate)
 
-    def serverConnectionForTLS(self, protocol: Any) -> Any:
+    def serverConnectionForTLS(self, protocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         return self._options.serverConnectionForTLS(protocol)
 
     def reload(self) -> None:
@@ -227,82 +311,72 @@ class TLSServerEndpoint:
     @ivar mutual: whether clients must present a certificate.
     """
 
-    def __init__(self, endpoint: Any, tls: ReloadableServerTLS, clock: Any) -> None:
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        tls: ReloadableServerTLS,
+        clock: IReactorTime,
+    ) -> None:
         self._endpoint = endpoint
         self.tls = tls
         self.mutual = tls.files.clientCA is not None
         self._clock = clock
 
-    def listen(self, factory: Any) -> Deferred:
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         return self._endpoint.listen(
             TLSMemoryBIOFactory(self.tls, False, factory, clock=self._clock)
         )
 
 
-def splitDescription(description: str) -> Tuple[str, list, dict]:
+def splitDescription(description: str) -> Tuple[str, List[str], Dict[str, str]]:
     """
     Split a Twisted endpoint description into its type, positional and
-    keyword arguments, with Twisted's quoting: C{\\} escapes the next
-    character, C{:} separates arguments and the first C{=} of an argument
-    separates its name from its value.
+    keyword arguments, exactly as L{serverFromString} splits it (C{\\}
+    escapes the next character, C{:} separates arguments and the first
+    C{=} of an argument separates its name from its value).
     """
-    parts: list = [[""]]
-    escaped = False
-    for char in description:
-        if escaped:
-            parts[-1][-1] += char
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            parts.append([""])
-        elif char == "=" and len(parts[-1]) == 1:
-            parts[-1].append("")
-        else:
-            parts[-1][-1] += char
-    kind = parts[0][0]
-    args = [p[0] for p in parts[1:] if len(p) == 1]
-    kwargs = {p[0]: p[1] for p in parts[1:] if len(p) == 2}
-    return kind, args, kwargs
+    args, kwargs = _parse(description)
+    return args[0], args[1:], kwargs
 
 
-def serverFromDescription(
-    reactor: Any, description: str, clientCA: Optional[str] = None
-) -> Any:
+def parseListener(reactor: IReactorTCP, *args: str, **kwargs: str) -> TLSServerEndpoint:
     """
-    The server endpoint of a C{--listen} description.  An C{ssl:}
-    description gets a reloadable L{TLSServerEndpoint} with Marconi's
-    versions and ciphers; any other is Twisted's L{serverFromString}.
+    The C{parseStreamServer} of the C{marconi-tls:} endpoint plugin.
+    """
+    return tlsListener(reactor, args, kwargs)
 
-    @param clientCA: the CA file client certificates must come from; only
-        for C{ssl:} descriptions.
-    @raise TLSConfigError: if the C{ssl:} description or its files are
-        wrong.
+
+def tlsListener(
+    reactor: IReactorTCP,
+    args: Sequence[str],
+    kwargs: Mapping[str, str],
+    clientCA: Optional[str] = None,
+) -> TLSServerEndpoint:
     """
-    kind, args, kwargs = splitDescription(description)
-    if kind != "ssl":
-        if clientCA is not None:
-            raise TLSConfigError(
-                f"{description!r}: a listener for node certificates must be ssl:PORT:..."
-            )
-        return serverFromString(reactor, description)
+    The TLS listener of the arguments of an C{ssl:} (or C{marconi-tls:})
+    description: Twisted's C{ssl:} options, with Marconi's versions and
+    ciphers, reloadable key material, and a TCP listener on IPv4 or IPv6
+    as C{interface} says.
+
+    @param reactor: a reactor that also provides L{IReactorTime}.
+    @param clientCA: the CA file client certificates must come from, or
+        L{None} to ask for none; never an option of the description.
+    @raise TLSConfigError: if the arguments or their files are wrong.
+    """
     unknown = set(kwargs) - _SSL_OPTIONS
     if "sslmethod" in unknown:
         raise TLSConfigError(
-            f"{description!r}: sslmethod is not supported; Marconi always "
-            "speaks TLS 1.2 and newer"
+            "sslmethod is not supported; Marconi always speaks TLS 1.2 and newer"
         )
     if unknown:
-        raise TLSConfigError(
-            f"{description!r}: unknown option(s) {', '.join(sorted(unknown))}"
-        )
+        raise TLSConfigError(f"unknown option(s) {', '.join(sorted(unknown))}")
     if len(args) != 1:
-        raise TLSConfigError(f"{description!r}: give one port, as in ssl:8443:...")
+        raise TLSConfigError("give one port, as in ssl:8443:...")
     try:
         port = int(args[0])
         backlog = int(kwargs.get("backlog", 50))
     except ValueError:
-        raise TLSConfigError(f"{description!r}: the port must be a number") from None
+        raise TLSConfigError("the port and the backlog must be numbers") from None
     key = kwargs.get("privateKey", "server.pem")
     files = TLSFiles(
         key=key,
@@ -311,9 +385,44 @@ def serverFromDescription(
         clientCA=clientCA,
         dhParameters=kwargs.get("dhParameters"),
     )
-    inner = TCP4ServerEndpoint(reactor, port, backlog, kwargs.get("interface", ""))
-    tls = ReloadableServerTLS(files, name=description)
-    return TLSServerEndpoint(inner, tls, reactor)
+    interface = kwargs.get("interface", "")
+    inner: IStreamServerEndpoint
+    if isIPv6Address(interface):
+        inner = TCP6ServerEndpoint(reactor, port, backlog, interface)
+        name = f"the TLS listener on [{interface}]:{port}"
+    else:
+        inner = TCP4ServerEndpoint(reactor, port, backlog, interface)
+        name = f"the TLS listener on {interface or '*'}:{port}"
+    tls = ReloadableServerTLS(files, name=name)
+    return TLSServerEndpoint(inner, tls, cast(IReactorTime, reactor))
+
+
+def serverFromDescription(
+    reactor: IReactorTCP, description: str, clientCA: Optional[str] = None
+) -> IStreamServerEndpoint:
+    """
+    The server endpoint of a C{--listen} description, from Twisted's
+    L{serverFromString}.  C{ssl:} is read as Marconi's C{marconi-tls:}
+    endpoint (see L{PREFIX}), which takes the same options: a reloadable
+    L{TLSServerEndpoint} with Marconi's versions and ciphers, on IPv4 or
+    IPv6.
+
+    @param clientCA: the CA file client certificates must come from; only
+        for C{ssl:} descriptions.
+    @raise TLSConfigError: if a TLS description or its files are wrong.
+    @raise ValueError: if another description is wrong.
+    """
+    kind, _, rest = description.partition(":")
+    if kind in ("ssl", PREFIX):
+        description = f"{PREFIX}:{rest}"
+    elif clientCA is not None:
+        raise TLSConfigError(
+            f"{description!r}: a listener for node certificates must be ssl:PORT:..."
+        )
+    if clientCA is None:
+        return serverFromString(reactor, description)
+    _, args, kwargs = splitDescription(description)
+    return tlsListener(reactor, args, kwargs, clientCA)
 
 
 class TLSReloader(Service):
@@ -330,15 +439,15 @@ class TLSReloader(Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorFromThreads,
         signum: Optional[int] = getattr(signal, "SIGHUP", None),
     ) -> None:
         self._reactor = reactor
         self._signum = signum
-        self._previous: Any = None
-        self.contexts: List[Any] = []
+        self._previous: _SignalHandler = None
+        self.contexts: List[Reloadable] = []
 
-    def add(self, reloadable: Any) -> None:
+    def add(self, reloadable: Reloadable) -> None:
         self.contexts.append(reloadable)
 
     def startService(self) -> None:
@@ -350,13 +459,13 @@ class TLSReloader(Service):
         ):
             self._previous = signal.signal(self._signum, self._onSignal)
 
-    def stopService(self) -> Any:
-        if self._previous is not None:
-            signal.signal(self._signum, self._previous)  # type: ignore[arg-type]
+    def stopService(self) -> Optional[Deferred[object]]:
+        if self._signum is not None and self._previous is not None:
+            signal.signal(self._signum, self._previous)
             self._previous = None
         return super().stopService()
 
-    def _onSignal(self, signum: int, frame: Any) -> None:
+    def _onSignal(self, signum: int, frame: Optional[FrameType]) -> None:
         self._reactor.callFromThread(self.reload)
 
     def reload(self) -> int:
@@ -431,7 +540,7 @@ class NodeClientPolicy:
         self._trust = trust
         self._private = private
         self._chain = [c.original for c in chain] or None
-        self._creators: dict = {}
+        self._creators: Dict[Tuple[bytes, int], IOpenSSLClientConnectionCreator] = {}
 
     def reload(self) -> None:
         """
@@ -439,7 +548,9 @@ class NodeClientPolicy:
         """
         self._load()
 
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+    def creatorForNetloc(
+        self, hostname: bytes, port: int
+    ) -> IOpenSSLClientConnectionCreator:
         key = (hostname, port)
         creator = self._creators.get(key)
         if creator is None:
@@ -459,19 +570,19 @@ class NodeClientPolicy:
         return creator
 
 
-def peerCertificate(request: Any) -> Any:
+def peerCertificate(request: IRequest) -> Optional[crypto.X509]:
     """
     The certificate the client of C{request} presented and the handshake
-    verified, as an C{OpenSSL.crypto.X509}, or L{None}.
+    verified, or L{None}.
     """
-    transport = getattr(request.channel, "transport", None)
+    transport = getattr(getattr(request, "channel", None), "transport", None)
     getPeer = getattr(transport, "getPeerCertificate", None)
     if getPeer is None:
         return None
-    return getPeer()
+    return cast(Optional[crypto.X509], getPeer())
 
 
-def nodeName(x509: Any) -> Optional[str]:
+def nodeName(x509: Optional[crypto.X509]) -> Optional[str]:
     """
     The node name a node certificate is issued to: its subject's common
     name.

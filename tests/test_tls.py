@@ -7,6 +7,7 @@ and the client policy nodes use towards their peers.
 import io
 import os
 import shutil
+import socket
 import ssl
 import sys
 
@@ -14,9 +15,17 @@ import treq
 from cryptography import x509
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.address import IPv6Address
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseNeverReceived,
+)
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -122,6 +131,111 @@ class DescriptionTests(SynchronousTestCase):
         """
         endpoint = tls.serverFromDescription(reactor, "tcp:0:interface=127.0.0.1")
         self.assertNotIsInstance(endpoint, tls.TLSServerEndpoint)
+
+    def test_pluginFoundByTwisted(self) -> None:
+        """
+        Twisted's own L{serverFromString} finds the C{marconi-tls:} parser
+        plugin in C{twisted.plugins} and builds Marconi's listener with it;
+        a client CA cannot be asked for through the description.
+        """
+        d = CertificateDirectory(self.mktemp())
+        d.ca()
+        cert, key = d.issue("one")
+        endpoint = serverFromString(
+            reactor, f"{tls.PREFIX}:0:privateKey={key}:certKey={cert}"
+        )
+        self.assertIsInstance(endpoint, tls.TLSServerEndpoint)
+        self.assertFalse(endpoint.mutual)
+        error = self.assertRaises(
+            tls.TLSConfigError,
+            serverFromString,
+            reactor,
+            f"{tls.PREFIX}:0:privateKey={key}:certKey={cert}:clientCA={cert}",
+        )
+        self.assertIn("clientCA", str(error))
+
+
+class PEMTests(SynchronousTestCase):
+    """
+    PEM files are read with cryptography's loaders; a bad file is a
+    one-line L{tls.TLSConfigError} naming it.
+    """
+
+    def setUp(self) -> None:
+        self.certs = CertificateDirectory(self.mktemp())
+        self.caPath = self.certs.ca()
+        self.cert, self.key = self.certs.issue("one")
+
+    def write(self, name: str, content: bytes) -> str:
+        path = self.certs.path(name)
+        with open(path, "wb") as f:
+            f.write(content)
+        return path
+
+    def read(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def test_fullChain(self) -> None:
+        """
+        The certificates after the first one of a certificate file, with
+        text between them, are its chain, in order.
+        """
+        full = self.write(
+            "full.pem",
+            b"subject=one\n"
+            + self.read(self.cert)
+            + b"issuer=ca\n"
+            + self.read(self.caPath),
+        )
+        private, chain = tls.loadPrivateCertificate(self.key, full)
+        self.assertEqual(private.original.get_subject().CN, "one")
+        self.assertEqual([c.original.get_subject().CN for c in chain], ["Test CA ca"])
+
+    def assertBad(self, path: str, what: str, load, *args) -> None:
+        error = self.assertRaises(tls.TLSConfigError, load, *args)
+        message = str(error)
+        self.assertIn(path, message)
+        self.assertIn(what, message)
+        self.assertNotIn("\n", message)
+        self.assertNotIn("http", message)
+
+    def test_badCertificateFiles(self) -> None:
+        """
+        An empty file, a key given as the certificate and a certificate
+        block whose content is broken are refused.
+        """
+        empty = self.write("empty.pem", b"")
+        self.assertBad(empty, "not a PEM certificate", tls.loadCertificates, empty)
+        self.assertBad(
+            self.key, "not a PEM certificate", tls.loadCertificates, self.key
+        )
+        broken = self.write(
+            "broken.pem",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        self.assertBad(broken, "not a PEM certificate", tls.loadCertificates, broken)
+
+    def test_badKeyFiles(self) -> None:
+        """
+        A certificate given as the key, or a key file of garbage, is
+        refused.
+        """
+        self.assertBad(
+            self.cert,
+            "not a PEM private key",
+            tls.loadPrivateCertificate,
+            self.cert,
+            self.cert,
+        )
+        garbage = self.write("garbage.key", b"not a key")
+        self.assertBad(
+            garbage,
+            "not a PEM private key",
+            tls.loadPrivateCertificate,
+            garbage,
+            self.cert,
+        )
 
 
 class CertsTests(SynchronousTestCase):
@@ -323,6 +437,41 @@ class HTTPSListenerTests(ListenerTestCase):
         self.flushLoggedErrors()
         result = await deferToThread(handshake, port, self.caPath)
         self.assertEqual(_commonName(result["peer"]), "renewed")
+
+
+class IPv6ListenerTests(ListenerTestCase):
+    async def test_httpsOnIPv6Loopback(self) -> None:
+        """
+        C{ssl:} with C{interface=::1} listens on the IPv6 loopback and
+        serves HTTPS there.
+        """
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            raise SkipTest("this machine has no IPv6 loopback") from None
+        cert, key = self.certs.issue("six", hosts=("::1",))
+        endpoint = tls.serverFromDescription(
+            reactor, rf"ssl:0:privateKey={key}:certKey={cert}:interface=\:\:1"
+        )
+        port = await endpoint.listen(self.site)
+        self.addCleanup(port.stopListening)
+        address = port.getHost()
+        self.assertIsInstance(address, IPv6Address)
+        self.assertEqual(address.host, "::1")
+        with open(self.caPath, "rb") as f:
+            trust = trustRootFromCertificates([Certificate.loadPEM(f.read())])
+        agent = Agent(
+            reactor,
+            BrowserLikePolicyForHTTPS(trustRoot=trust),
+            pool=HTTPConnectionPool(reactor, persistent=False),
+        )
+        # Bytes, because treq's URL handling refuses an IPv6 literal host.
+        response = await agent.request(
+            b"GET", b"https://[::1]:%d/v2/who" % (address.port,)
+        )
+        self.assertEqual(response.code, 200)
+        self.assertEqual(await treq.content(response), b"-")
 
 
 class MutualTLSTests(ListenerTestCase):

@@ -12,7 +12,7 @@ valid UTF-8.
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from marconi.core.errors import ValidationFailed
 
@@ -56,6 +56,7 @@ def _tooDeep(value: Any, maxDepth: int) -> bool:
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):

@@ -2,11 +2,13 @@
 The monitor a node has when no monitoring driver is configured.
 """
 
-from typing import Any, Optional
+from typing import Optional, Sequence
 
+from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from marconi.core.interfaces import IMonitor
+from marconi.core.models import QueueDepth
 
 
 @implementer(IMonitor)
@@ -24,11 +26,11 @@ class NullMonitor:
     def storageCall(self, operation: str, seconds: float, succeeded: bool) -> None:
         pass
 
-    def queueDepths(self, depths: Any) -> None:
+    def queueDepths(self, depths: Sequence[QueueDepth]) -> None:
         pass
 
     def forwardingError(self, peer: str) -> None:
         pass
 
-    def publicResource(self) -> Optional[Any]:
+    def publicResource(self) -> Optional[IResource]:
         return None

@@ -21,11 +21,12 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Optional, TextIO
+from typing import IO, Callable, Mapping, Optional, Tuple, Union, cast
 
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
+    LogEvent,
     LogLevel,
     formatEvent,
     formatEventAsClassicLogText,
@@ -71,11 +72,14 @@ FACILITIES = {
 _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 _SCALARS = (str, int, float, bool, type(None))
 
+#: A syslog address: a Unix socket path, or C{(host, port)} for UDP.
+SyslogAddress = Union[str, Tuple[str, int]]
+
 
 # Formatting.
 
 
-def eventAsJSONLine(event: Mapping[str, Any]) -> str:
+def eventAsJSONLine(event: LogEvent) -> str:
     """
     An event as one flat JSON object: C{time} (ISO 8601, UTC), C{level},
     C{namespace}, C{message} (the formatted text), every field of the
@@ -86,9 +90,9 @@ def eventAsJSONLine(event: Mapping[str, Any]) -> str:
         "time": datetime.fromtimestamp(when, timezone.utc).isoformat(
             timespec="milliseconds"
         ),
-        "level": _LEVELS.get(event.get("log_level"), "info"),  # type: ignore[arg-type]
+        "level": _LEVELS.get(event.get("log_level"), "info"),
         "namespace": event.get("log_namespace", "-"),
-        "message": formatEvent(event),  # type: ignore[arg-type]
+        "message": formatEvent(event),
     }
     for key, value in event.items():
         if key.startswith("log_") or key in record or not isinstance(value, _SCALARS):
@@ -103,15 +107,15 @@ def eventAsJSONLine(event: Mapping[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":"), default=repr)
 
 
-def _textLine(event: Mapping[str, Any]) -> Optional[str]:
-    return formatEventAsClassicLogText(event)  # type: ignore[arg-type]
+def _textLine(event: LogEvent) -> Optional[str]:
+    return formatEventAsClassicLogText(event)
 
 
-def _jsonLine(event: Mapping[str, Any]) -> str:
+def _jsonLine(event: LogEvent) -> str:
     return eventAsJSONLine(event) + "\n"
 
 
-def lineFormatter(fmt: str) -> Callable[[Mapping[str, Any]], Optional[str]]:
+def lineFormatter(fmt: str) -> Callable[[LogEvent], Optional[str]]:
     return _jsonLine if fmt == "json" else _textLine
 
 
@@ -124,12 +128,14 @@ class StreamObserver:
     Writes each event as a line to a text stream, and flushes it.
     """
 
-    def __init__(self, stream: Any, fmt: str = "text", closeStream: bool = False):
+    def __init__(
+        self, stream: IO[str], fmt: str = "text", closeStream: bool = False
+    ) -> None:
         self._observer = FileLogObserver(stream, lineFormatter(fmt))
         self._stream = stream
         self._close = closeStream
 
-    def __call__(self, event: Mapping[str, Any]) -> None:
+    def __call__(self, event: LogEvent) -> None:
         self._observer(event)
 
     def close(self) -> None:
@@ -151,37 +157,39 @@ class SyslogObserver:
 
     def __init__(
         self,
-        address: Any,
+        address: SyslogAddress,
         facility: str = "daemon",
         ident: str = "marconi",
         fmt: str = "text",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        target: Union[str, Tuple[object, ...]]
         if isinstance(address, str):
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            target = address
         else:
-            family, _, _, _, address = socket.getaddrinfo(
+            family, _, _, _, target = socket.getaddrinfo(
                 address[0], address[1], type=socket.SOCK_DGRAM
             )[0]
             self._socket = socket.socket(family, socket.SOCK_DGRAM)
         self._socket.setblocking(False)
-        self._address = address
+        self._address = target
         self._facility = FACILITIES[facility]
         self._tag = f"{ident}[{os.getpid()}]: "
         self._json = fmt == "json"
         self._lock = threading.Lock()
         self.dropped = 0
 
-    def __call__(self, event: Mapping[str, Any]) -> None:
+    def __call__(self, event: LogEvent) -> None:
         priority = self._facility * 8 + _SEVERITIES.get(
-            event.get("log_level"),  # type: ignore[arg-type]
+            event.get("log_level"),
             6,
         )
         header = f"<{priority}>{_bsdTime(event.get('log_time'))} {self._tag}"
         if self._json:
             lines = [eventAsJSONLine(event)]
         else:
-            text = formatEvent(event)  # type: ignore[arg-type]
+            text = formatEvent(event)
             failure = event.get("log_failure")
             if failure is not None:
                 text = f"{text}\n{failure.getTraceback()}"
@@ -246,7 +254,9 @@ def checkStdout(settings: Mapping[str, str]) -> None:
     _format(settings)
 
 
-def makeStdout(settings: Mapping[str, str], stream: Optional[TextIO] = None) -> Any:
+def makeStdout(
+    settings: Mapping[str, str], stream: Optional[IO[str]] = None
+) -> StreamObserver:
     return StreamObserver(sys.stdout if stream is None else stream, _format(settings))
 
 
@@ -263,7 +273,7 @@ def checkFile(settings: Mapping[str, str]) -> None:
     _positiveInt(settings, "max_rotated_files", DEFAULT_MAX_ROTATED_FILES)
 
 
-def makeFile(settings: Mapping[str, str]) -> Any:
+def makeFile(settings: Mapping[str, str]) -> StreamObserver:
     """
     A file observer.  The file is rotated by size (C{PATH.1} is the newest
     old file); C{max_rotated_files} old files are kept.
@@ -276,10 +286,11 @@ def makeFile(settings: Mapping[str, str]) -> Any:
             settings, "max_rotated_files", DEFAULT_MAX_ROTATED_FILES
         ),
     )
-    return StreamObserver(logFile, _format(settings), closeStream=True)
+    # A LogFile has the write, flush and close of a text file.
+    return StreamObserver(cast(IO[str], logFile), _format(settings), closeStream=True)
 
 
-def syslogAddress(value: str) -> Any:
+def syslogAddress(value: str) -> SyslogAddress:
     """
     Parse the C{address} setting: C{udp:HOST:PORT}, C{unix:PATH} or a path.
     """
@@ -308,7 +319,7 @@ def checkSyslog(settings: Mapping[str, str]) -> None:
         )
 
 
-def makeSyslog(settings: Mapping[str, str]) -> Any:
+def makeSyslog(settings: Mapping[str, str]) -> SyslogObserver:
     checkSyslog(settings)
     return SyslogObserver(
         syslogAddress(settings.get("address", DEFAULT_SYSLOG_ADDRESS)),
@@ -321,21 +332,21 @@ def makeSyslog(settings: Mapping[str, str]) -> Any:
 # For twistd --logger, which takes a callable of no arguments.
 
 
-def stdoutText() -> Any:
+def stdoutText() -> StreamObserver:
     """
     C{twistd --logger marconi.observability.logs.stdoutText}
     """
     return makeStdout({})
 
 
-def stdoutJSON() -> Any:
+def stdoutJSON() -> StreamObserver:
     """
     C{twistd --logger marconi.observability.logs.stdoutJSON}
     """
     return makeStdout({"format": "json"})
 
 
-def syslog() -> Any:
+def syslog() -> SyslogObserver:
     """
     C{twistd --logger marconi.observability.logs.syslog}: to C{/dev/log}.
     """

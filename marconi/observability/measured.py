@@ -4,16 +4,17 @@ injected clock and reports it to the monitor, and a service that samples
 the depth of the deepest queues.
 """
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import classImplements
 
 from marconi.core.errors import MarconiError
-from marconi.core.interfaces import IMessageStore, IMonitor
+from marconi.core.interfaces import IMessageStore, IMonitor, IQueueDepths
 
 log = Logger()
 
@@ -25,7 +26,9 @@ class MeasuredStore:
     are the store's own.
     """
 
-    def __init__(self, store: Any, monitor: IMonitor, clock: Any) -> None:
+    def __init__(
+        self, store: IMessageStore, monitor: IMonitor, clock: IReactorTime
+    ) -> None:
         self._store = store
         self._monitor = monitor
         self._clock = clock
@@ -33,7 +36,7 @@ class MeasuredStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def _done(self, result: Any, operation: str, started: float) -> Any:
+    def _done(self, result: object, operation: str, started: float) -> object:
         self._monitor.storageCall(
             operation,
             self._clock.seconds() - started,
@@ -42,8 +45,8 @@ class MeasuredStore:
         return result
 
 
-def _measured(operation: str) -> Any:
-    def call(self: MeasuredStore, *args: Any, **kwargs: Any) -> Any:
+def _measured(operation: str) -> Callable[..., object]:
+    def call(self: MeasuredStore, *args: object, **kwargs: object) -> object:
         started = self._clock.seconds()
         try:
             result = getattr(self._store, operation)(*args, **kwargs)
@@ -72,7 +75,12 @@ class DepthSampler(TimerService):
     """
 
     def __init__(
-        self, store: Any, monitor: IMonitor, interval: float, limit: int, clock: Any
+        self,
+        store: IQueueDepths,
+        monitor: IMonitor,
+        interval: float,
+        limit: int,
+        clock: IReactorTime,
     ) -> None:
         super().__init__(interval, self.sample)
         self.clock = clock

@@ -8,7 +8,7 @@ a measurement is two dictionary lookups (cached label children, created
 once per label value) and the client's own locked increments.
 """
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,13 +22,20 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
-from twisted.web.resource import Resource
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
 from marconi.core.interfaces import MESSAGE_EVENTS, IMonitor
+from marconi.core.models import QueueDepth
 from marconi.observability import settings as monitoringSettings
 
 log = Logger()
@@ -63,7 +70,7 @@ class MetricsResource(Resource):
         super().__init__()
         self._registry = registry
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: IRequest) -> bytes:
         body = generate_latest(self._registry)
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"content-length", b"%d" % len(body))
@@ -80,7 +87,7 @@ class PrometheusMonitor(MultiService):
     """
 
     def __init__(
-        self, reactor: Any, listen: Sequence[str] = (), public: bool = False
+        self, reactor: IReactorTime, listen: Sequence[str] = (), public: bool = False
     ) -> None:
         super().__init__()
         self.registry = registry = CollectorRegistry()
@@ -188,7 +195,7 @@ class PrometheusMonitor(MultiService):
                 )
             errors.inc()
 
-    def queueDepths(self, depths: Any) -> None:
+    def queueDepths(self, depths: Sequence[QueueDepth]) -> None:
         self.queueMessages.clear()
         self.queueClaimed.clear()
         for depth in depths:
@@ -201,7 +208,7 @@ class PrometheusMonitor(MultiService):
             counter = self._peerChildren[peer] = self.forwardingErrors.labels(peer)
         counter.inc()
 
-    def publicResource(self) -> Any:
+    def publicResource(self) -> Optional[IResource]:
         return self.resource if self._public else None
 
 
@@ -211,11 +218,11 @@ class _Announced:
     Logs the address the metrics listener got.
     """
 
-    def __init__(self, endpoint: Any) -> None:
+    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
         self._endpoint = endpoint
 
-    def listen(self, factory: Any) -> Deferred:
-        def announce(port: Any) -> Any:
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        def announce(port: IListeningPort) -> IListeningPort:
             address = port.getHost()
             log.info(
                 "Metrics listening on {kind}:{host}:{port}",
@@ -228,7 +235,9 @@ class _Announced:
         return self._endpoint.listen(factory).addCallback(announce)
 
 
-def makeMonitor(settings: Mapping[str, str], reactor: Any) -> PrometheusMonitor:
+def makeMonitor(
+    settings: Mapping[str, str], reactor: IReactorTime
+) -> PrometheusMonitor:
     monitoringSettings.checkPrometheus(settings)
     return PrometheusMonitor(
         reactor,

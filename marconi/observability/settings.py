@@ -22,10 +22,10 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Mapping
 
+from marconi.core.text import parseBoolean
+
 DEFAULT_METRICS_LISTEN = "tcp:9100:interface=127.0.0.1"
 COMMON = frozenset({"driver", "depth_interval", "depth_limit"})
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,18 @@ def sampling(settings: Mapping[str, str]) -> Sampling:
 
 
 def boolean(settings: Mapping[str, str], key: str, default: bool) -> bool:
+    """
+    The boolean setting C{key} (words of L{parseBoolean}), or C{default}.
+
+    @raise ValueError: with a one-line reason naming C{key}.
+    """
     raw = settings.get(key)
     if raw is None:
         return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"{key} must be true or false, not {raw!r}")
+    try:
+        return parseBoolean(raw)
+    except ValueError:
+        raise ValueError(f"{key} must be true or false, not {raw!r}") from None
 
 
 def listen(settings: Mapping[str, str]) -> tuple:

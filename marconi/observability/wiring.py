@@ -13,15 +13,19 @@ application: twistd stays the one that begins logging, and the observer
 comes from the configuration file.
 """
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, TypeVar, cast
 
-from twisted.application.service import MultiService
+from twisted.application.service import IService, IServiceCollection, MultiService
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver
 from twisted.plugin import getPlugins
+from twisted.python.components import Componentized
+from twisted.web.resource import IResource
 
 import marconi.plugins
 from marconi.core.interfaces import (
     ILoggingDriverPlugin,
+    IMessageStore,
     IMonitor,
     IMonitoringDriverPlugin,
     IQueueDepths,
@@ -31,16 +35,23 @@ from marconi.core.monitoring import NullMonitor
 from marconi.observability import settings as monitoringSettings
 from marconi.observability.measured import DepthSampler, MeasuredStore
 
+if TYPE_CHECKING:
+    from marconi.config import Config
 
-def loggingDrivers() -> dict:
+_Plugin = TypeVar("_Plugin")
+
+
+def loggingDrivers() -> Dict[str, ILoggingDriverPlugin]:
     return {p.name: p for p in getPlugins(ILoggingDriverPlugin, marconi.plugins)}
 
 
-def monitoringDrivers() -> dict:
+def monitoringDrivers() -> Dict[str, IMonitoringDriverPlugin]:
     return {p.name: p for p in getPlugins(IMonitoringDriverPlugin, marconi.plugins)}
 
 
-def _driver(kind: str, drivers: dict, settings: Any) -> Any:
+def _driver(
+    kind: str, drivers: Mapping[str, _Plugin], settings: Mapping[str, str]
+) -> Optional[_Plugin]:
     name = settings.get("driver", "").strip()
     if not name:
         return None
@@ -50,26 +61,26 @@ def _driver(kind: str, drivers: dict, settings: Any) -> Any:
     return drivers[name]
 
 
-def check(config: Any) -> None:
+def check(config: "Config") -> None:
     """
     Check the C{[logging]} and C{[monitoring]} settings.
 
     @raise ValueError: with a one-line reason.
     """
-    plugin = _driver("logging", loggingDrivers(), config.logging)
-    if plugin is not None:
-        plugin.checkSettings(dict(config.logging))
+    logging = _driver("logging", loggingDrivers(), config.logging)
+    if logging is not None:
+        logging.checkSettings(dict(config.logging))
     monitoringSettings.boolean(config.logging, "access_log", True)
-    plugin = _driver("monitoring", monitoringDrivers(), config.monitoring)
-    if plugin is not None:
-        plugin.checkSettings(dict(config.monitoring))
+    monitoring = _driver("monitoring", monitoringDrivers(), config.monitoring)
+    if monitoring is not None:
+        monitoring.checkSettings(dict(config.monitoring))
 
 
-def accessLog(config: Any) -> bool:
+def accessLog(config: "Config") -> bool:
     return monitoringSettings.boolean(config.logging, "access_log", True)
 
 
-def makeLogObserver(config: Any) -> Optional[Any]:
+def makeLogObserver(config: "Config") -> Optional[ILogObserver]:
     """
     The observer of the configured logging driver, or L{None} when the
     configuration names none (twistd's own options then apply).
@@ -80,7 +91,7 @@ def makeLogObserver(config: Any) -> Optional[Any]:
     return plugin.makeObserver(dict(config.logging))
 
 
-def makeMonitor(config: Any, reactor: Any) -> IMonitor:
+def makeMonitor(config: "Config", reactor: IReactorTime) -> IMonitor:
     """
     The configured monitor, or a L{NullMonitor}.
     """
@@ -91,8 +102,12 @@ def makeMonitor(config: Any, reactor: Any) -> IMonitor:
 
 
 def instrumentStore(
-    store: Any, monitor: IMonitor, config: Any, reactor: Any, node: MultiService
-) -> Any:
+    store: IMessageStore,
+    monitor: IMonitor,
+    config: "Config",
+    reactor: IReactorTime,
+    node: MultiService,
+) -> IMessageStore:
     """
     Connect a store to the monitor: its events, its depth samples (a
     L{DepthSampler} added to C{node}) and the timing of its calls.
@@ -109,10 +124,11 @@ def instrumentStore(
         DepthSampler(
             store, monitor, sampling.interval, sampling.limit, reactor
         ).setServiceParent(node)
-    return MeasuredStore(store, monitor, reactor)
+    # MeasuredStore provides IMessageStore through classImplements.
+    return cast(IMessageStore, MeasuredStore(store, monitor, reactor))
 
 
-def publicResources(monitor: IMonitor) -> dict:
+def publicResources(monitor: IMonitor) -> Dict[bytes, IResource]:
     resource = monitor.publicResource()
     return {} if resource is None else {b"/metrics": resource}
 
@@ -124,13 +140,16 @@ class ObservedNode(MultiService):
     component (unless one is set already).
     """
 
-    def __init__(self, node: Any, observer: Any) -> None:
+    def __init__(self, node: IService, observer: ILogObserver) -> None:
         super().__init__()
         self.logObserver = observer
         node.setServiceParent(self)
 
-    def setServiceParent(self, parent: Any) -> None:
-        getComponent = getattr(parent, "getComponent", None)
-        if getComponent is not None and getComponent(ILogObserver, None) is None:
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        # A twistd application is also a Componentized.
+        if (
+            isinstance(parent, Componentized)
+            and parent.getComponent(ILogObserver, None) is None
+        ):
             parent.setComponent(ILogObserver, self.logObserver)
         super().setServiceParent(parent)
