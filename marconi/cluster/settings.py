@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
+from marconi.core.text import snakeToCamel
+
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MIN_SECRET_BYTES = 16
 
@@ -28,6 +30,7 @@ TUNABLES = {
     "body_timeout": float,
     "max_response_body": int,
     "clock_window": float,
+    "max_nonces": int,
 }
 
 
@@ -58,13 +61,20 @@ class ClusterConfig:
     @ivar secret: the shared secret that signs requests between nodes.
     @ivar vnodes: virtual nodes per node on the ring.
     @ivar probeInterval: seconds between two health probes of a peer.
-    @ivar probeTimeout: seconds a probe may take.
-    @ivar downAfter: consecutive failed probes after which a peer is down.
+    @ivar probeTimeout: seconds a probe may take (headers and body).
+    @ivar downAfter: consecutive timeouts or lost connections (of probes
+        and forwarded requests alike, with no answer in between) after
+        which a peer is down.  A refused connection marks it down at once;
+        nothing else does (see L{marconi.cluster.membership}).
     @ivar forwardTimeout: seconds to wait for a peer's response headers.
     @ivar bodyTimeout: seconds to wait for a peer's whole response body.
     @ivar maxResponseBody: the largest response body taken from a peer.
     @ivar clockWindow: how far (seconds, either way) a signed request's
         timestamp may be from this node's clock.
+    @ivar maxNonces: how many nonces of signed requests are remembered; a
+        node refuses signed requests rather than forget a nonce inside the
+        clock window, so it bounds the forwarded requests a node takes in
+        twice the clock window.
     """
 
     nodeName: str
@@ -73,11 +83,12 @@ class ClusterConfig:
     vnodes: int = 160
     probeInterval: float = 2.0
     probeTimeout: float = 1.0
-    downAfter: int = 1
+    downAfter: int = 3
     forwardTimeout: float = 10.0
     bodyTimeout: float = 30.0
     maxResponseBody: int = 16 * 1024 * 1024
-    clockWindow: float = 300.0
+    clockWindow: float = 60.0
+    maxNonces: int = 1_000_000
 
     def peer(self, name: str) -> Peer:
         for p in self.nodes:
@@ -199,8 +210,7 @@ def build(
             ) from None
         if value <= 0:
             raise ClusterConfigError(f"cluster setting {key} must be positive")
-        camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key)
-        values[camel] = value
+        values[snakeToCamel(key)] = value
     return ClusterConfig(
         nodeName=nodeName,
         nodes=tuple(Peer(n, seen[n]) for n in sorted(seen)),
