@@ -188,12 +188,20 @@ def readBody(response: Any, limit: int, timeout: float, clock: Any) -> Deferred:
     return d.addCallback(lambda _: b"".join(chunks))
 
 
+def _timedOut(result: Any, timeout: float) -> Any:
+    """
+    The C{onTimeoutCancel} of L{Deferred.addTimeout}: whatever error the
+    cancellation gave (the HTTP client wraps it), the call timed out.
+    """
+    if isinstance(result, Failure):
+        raise TimeoutError(f"no answer after {timeout} seconds")
+    return result
+
+
 def _closing(body: _Abortable) -> Any:
     def onTimeout(result: Any, timeout: float) -> Any:
         body.abort()
-        if isinstance(result, Failure) and result.check(CancelledError):
-            raise TimeoutError(f"no answer after {timeout} seconds")
-        return result
+        return _timedOut(result, timeout)
 
     return onTimeout
 
@@ -222,7 +230,7 @@ class PeerClient:
         jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
         self._http = HTTPClient(agent, cookiejar=jar)
 
-    async def call(
+    def call(
         self,
         peer: Peer,
         method: bytes,
@@ -230,18 +238,54 @@ class PeerClient:
         headers: Headers,
         body: bytes,
         timeout: Optional[float] = None,
-    ) -> Answer:
+    ) -> Deferred:
         """
         Send one request to C{peer} and read its whole answer.
 
         @param path: the path and query (from L{target}).
         @param timeout: seconds for the headers and again for the body;
             the configured C{forwardTimeout} and C{bodyTimeout} if L{None}.
-        @raise NodeUnavailable: the peer could not be reached, did not
-            answer in time or sent a body over the bound; its C{kind} says
-            which.  A cancelled call fails with L{CancelledError}, never
-            taken for a failure of the peer.
+        @return: a L{Deferred} firing with the L{Answer}.  It fails with
+            L{NodeUnavailable} when the peer could not be reached, did not
+            answer in time or sent a body over the bound (its C{kind} says
+            which).  Cancelled (its client went away), it fails with
+            L{CancelledError}, whatever the layers below made of the
+            cancellation, so that it is never taken for a failure of the
+            peer.
         """
+        abandoned = False
+
+        def cancel(outer: Deferred) -> None:
+            nonlocal abandoned
+            abandoned = True
+            inner.cancel()
+
+        def settle(result: Any) -> None:
+            if outer.called:
+                return
+            if abandoned and isinstance(result, Failure):
+                outer.errback(CancelledError("the caller went away"))
+            elif isinstance(result, Failure):
+                outer.errback(result)
+            else:
+                outer.callback(result)
+
+        outer: Deferred = Deferred(cancel)
+        inner = Deferred.fromCoroutine(
+            self._call(peer, method, path, headers, body, timeout)
+        )
+        inner.addBoth(settle)
+        return outer
+
+    async def _call(
+        self,
+        peer: Peer,
+        method: bytes,
+        path: DecodedURL,
+        headers: Headers,
+        body: bytes,
+        timeout: Optional[float],
+    ) -> Answer:
         headerTimeout = timeout or self._config.forwardTimeout
         bodyTimeout = timeout or self._config.bodyTimeout
         try:
@@ -252,12 +296,10 @@ class PeerClient:
                 data=body or None,
                 allow_redirects=False,
                 unbuffered=True,
-            ).addTimeout(headerTimeout, self._reactor)
+            ).addTimeout(headerTimeout, self._reactor, onTimeoutCancel=_timedOut)
             content = await readBody(
                 response, self._config.maxResponseBody, bodyTimeout, self._reactor
             )
-        except CancelledError:
-            raise
         except Exception as e:
             raise _failure(peer, e) from None
         return Answer(response.code, response.phrase, response.headers, content)

@@ -3,7 +3,7 @@ Signing of the requests one node forwards to another.
 
 The sending node adds the headers of L{HEADERS}: its name, the name of the
 node it sends to, the project it already resolved, a timestamp from its
-clock, a random nonce, and an HMAC-SHA256, keyed with the cluster secret,
+clock (in milliseconds), a random nonce, and an HMAC-SHA256, keyed with the cluster secret,
 over a canonical form of all of these and of the request: method, path
 (percent-decoded), query (decoded, sorted) and the SHA-256 of the body.
 Each field is length-prefixed, so no two different requests share a
@@ -27,11 +27,11 @@ Why a captured request cannot be replayed:
    nonce inside the window is never forgotten);
  - to the same node after it restarted (its memory is empty): a request
    stamped before the node started is refused.  The clock window is
-   allowed for only on the refusing side: a request the sender stamped
-   within the second the node started is refused too, and the senders'
-   clocks must agree with the node's (NTP), since a sender whose clock
-   runs ahead by M{s} seconds stamps requests it sent in the M{s} seconds
-   before the restart as if they came after it.
+   not allowed for below the start: a request stamped a millisecond
+   before it is refused, even from a sender whose clock is behind.  What
+   remains rests on the clocks agreeing (NTP): a sender whose clock runs
+   ahead by M{s} seconds stamps the requests it sent in the M{s} seconds
+   before the restart as if they came after it, so keep M{s} small.
 """
 
 import hashlib
@@ -130,7 +130,7 @@ class Signer:
         The headers to add to a request for C{uri} (path and query) sent to
         the node C{destination}.
         """
-        timestamp = b"%d" % int(self._clock.seconds())
+        timestamp = b"%d" % int(self._clock.seconds() * 1000)
         nonce = os.urandom(16).hex().encode()
         path, query = _split(uri)
         projectBytes = project.encode("ascii")
@@ -200,10 +200,10 @@ class Verifier:
             raise BadSignature("the sender is not another node of this cluster")
         if destination != self.node:
             raise BadSignature("the request is addressed to another node")
-        if not timestamp.isdigit() or len(timestamp) > 12:
+        if not timestamp.isdigit() or len(timestamp) > 15:
             raise BadSignature("the timestamp is malformed")
         now = self._clock.seconds()
-        stamped = int(timestamp)
+        stamped = int(timestamp) / 1000
         if abs(now - stamped) > self._window:
             raise BadSignature("the timestamp is outside the clock window")
         if stamped < self.started:
