@@ -105,25 +105,28 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         monitor.setServiceParent(node)
     store = observability.instrumentStore(store, monitor, config, reactor, node)
     auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
-    bus = Messaging(store, reactor, config.limits, monitor)
-    PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
     reloader = tls.TLSReloader(reactor)
     router = publicRouter = nodeRouter = None
     nodeName = "local"
     if config.cluster is not None:
         nodeName = config.cluster.nodeName
         from marconi.cluster import mtls
+        from marconi.cluster.placement import OwnedStore
         from marconi.cluster.router import ClusterRouter
 
         policy = None
         if config.clusterTLS is not None:
             policy = tls.NodeClientPolicy(config.clusterTLS.files)
             reloader.add(policy)
-        router = publicRouter = ClusterRouter(config.cluster, reactor, policy)
-        router.setServiceParent(node)
+        router = publicRouter = ClusterRouter(config.cluster, reactor, policy, monitor)
+        store = OwnedStore(store, router.owns)
         if config.clusterTLS is not None:
             publicRouter = mtls.PublicRouter(router)
             nodeRouter = mtls.NodeRouter(router)
+    bus = Messaging(store, reactor, config.limits, monitor)
+    PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
+    if router is not None:
+        router.setServiceParent(node)
     health = HealthCheck(
         store,
         reactor,

@@ -67,6 +67,7 @@ class ClusterOptionsTests(SynchronousTestCase):
                 "[cluster]\nnode_name = a\n"
                 "nodes = a=http://10.0.0.1:8888\n    b=http://10.0.0.2:8888/\n"
                 f"secret_file = {self.secret}\nprobe_interval = 0.5\n"
+                "probe_timeout = 0.25\ndown_after = 5\nmax_nonces = 1000\n"
             )
         cluster = self.parse("--config", path).loaded.cluster
         self.assertEqual(cluster.nodeName, "a")
@@ -75,6 +76,9 @@ class ClusterOptionsTests(SynchronousTestCase):
             (Peer("a", "http://10.0.0.1:8888"), Peer("b", "http://10.0.0.2:8888")),
         )
         self.assertEqual(cluster.probeInterval, 0.5)
+        self.assertEqual(cluster.probeTimeout, 0.25)
+        self.assertEqual(cluster.downAfter, 5)
+        self.assertEqual(cluster.maxNonces, 1000)
         cluster = self.parse("--config", path, "--node-name", "b").loaded.cluster
         self.assertEqual(cluster.nodeName, "b")
 

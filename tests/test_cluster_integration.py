@@ -339,3 +339,77 @@ class ForgeryTests(ClusterTestCase):
             "c", "GET", f"/v2/queues/{queue}/messages?echo=true", project="victim"
         )
         self.assertEqual([m["body"] for m in body["messages"]], ["victim-payload"])
+
+
+class ExploitTests(ClusterTestCase):
+    async def test_targetNotAPathMarksNothingDown(self) -> None:
+        """
+        Requests whose target is not a path (X, # or @ first), sent to a
+        node that does not own the queue, never answer 503 and never mark
+        a healthy peer down; the queue stays served through that node.
+        """
+        from tests.rawhttp import exchange, status
+
+        await self.startCluster()
+        queue = queueOwnedBy("b")
+        for first in (b"X", b"#", b"@"):
+            for _ in range(3):
+                answer = await exchange(
+                    self.ports["a"],
+                    b"GET "
+                    + first
+                    + f"/v2/queues/{queue}/stats HTTP/1.1\r\n".encode()
+                    + f"Host: a\r\nClient-ID: {CLIENT}\r\n".encode()
+                    + f"X-Project-ID: {PROJECT}\r\nConnection: close\r\n\r\n".encode(),
+                )
+                self.assertNotEqual(status(answer), 503, answer)
+        r, body = await self.call("a", "GET", "/v2/health")
+        states = {n["name"]: n["state"] for n in body["cluster"]["nodes"]}
+        self.assertEqual(states["b"], "up", states)
+        r, body = await self.call("a", "GET", f"/v2/queues/{queue}/stats")
+        self.assertEqual(r.code, 200, body)
+
+    async def test_crossNodeDeadLetterQueueRefused(self) -> None:
+        """
+        Queue settings naming a dead-letter queue another node owns are
+        refused with 400 through any node (PUT and PATCH), and nothing
+        changes; one the same node owns is taken.
+        """
+        await self.startCluster()
+        work = queueOwnedBy("a", prefix="work")
+        elsewhere = queueOwnedBy("c", prefix="dlq")
+        here = queueOwnedBy("a", prefix="dlq")
+        for via in NAMES:
+            r, body = await self.call(
+                via,
+                "PUT",
+                f"/v2/queues/{work}",
+                {"_max_claim_count": 1, "_dead_letter_queue": elsewhere},
+            )
+            self.assertEqual(r.code, 400, body)
+            self.assertIn("another node", body["description"])
+        r, body = await self.call("b", "GET", "/v2/queues")
+        self.assertEqual(body["queues"], [])
+        r, body = await self.call(
+            "b",
+            "PUT",
+            f"/v2/queues/{work}",
+            {"_max_claim_count": 1, "_dead_letter_queue": here},
+        )
+        self.assertEqual(r.code, 201, body)
+        r, body = await self.call(
+            "c",
+            "PATCH",
+            f"/v2/queues/{work}",
+            [
+                {
+                    "op": "replace",
+                    "path": "/metadata/_dead_letter_queue",
+                    "value": elsewhere,
+                }
+            ],
+            headers={"Content-Type": "application/openstack-messaging-v2.0-json-patch"},
+        )
+        self.assertEqual(r.code, 400, body)
+        r, body = await self.call("a", "GET", f"/v2/queues/{work}")
+        self.assertEqual(body["_dead_letter_queue"], here)

@@ -80,12 +80,13 @@ class MutualTLSClusterTestCase(ClusterTestCase):
         pool = HTTPConnectionPool(reactor, persistent=False)
         return HTTPClient(Agent(reactor, policy, pool=pool))
 
-    def signed(self, node: str, path: str, project: str) -> dict:
+    def signed(self, node: str, path: str, project: str, to: str) -> dict:
         """
-        Valid forwarding headers for a GET of C{path}, signed as C{node}.
+        Valid forwarding headers for a GET of C{path}, signed as C{node}
+        for node C{to}.
         """
         signer = signing.Signer(node, self.secret, reactor)
-        headers = signer.headers(b"GET", path.encode(), b"", project)
+        headers = signer.headers(b"GET", path.encode(), b"", project, to)
         headers = {k.decode(): v.decode() for k, v in headers.items()}
         headers["Client-ID"] = CLIENT
         return headers
@@ -130,7 +131,7 @@ class MutualTLSClusterTests(MutualTLSClusterTestCase):
         )
         path = f"/v2/queues/{queue}/messages?echo=true"
         r, body = await self.call(
-            "a", "GET", path, project=None, headers=self.signed("b", path, PROJECT)
+            "a", "GET", path, project=None, headers=self.signed("b", path, PROJECT, "a")
         )
         self.assertEqual(r.code, 403, body)
         self.assertNotIn("messages", body)
@@ -148,10 +149,10 @@ class MutualTLSClusterTests(MutualTLSClusterTestCase):
         path = f"/v2/queues/{queue}/messages?echo=true"
         url = f"https://127.0.0.1:{self.clusterPorts['c']}{path}"
         http = self.nodeClient("a")
-        response = await http.get(url, headers=self.signed("b", path, PROJECT))
+        response = await http.get(url, headers=self.signed("b", path, PROJECT, "c"))
         await treq.content(response)
         self.assertEqual(response.code, 403)
-        response = await http.get(url, headers=self.signed("a", path, PROJECT))
+        response = await http.get(url, headers=self.signed("a", path, PROJECT, "c"))
         body = await treq.json_content(response)
         self.assertEqual(response.code, 200)
         self.assertEqual([m["body"] for m in body["messages"]], [1])

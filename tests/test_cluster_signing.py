@@ -18,10 +18,13 @@ class SigningTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.signer = Signer("a", SECRET, self.clock)
-        self.verifier = Verifier(["a", "b"], SECRET, self.clock, window=300)
+        self.verifier = self.verifierOf("b")
 
-    def sign(self, method=b"POST", uri=URI, body=BODY, project="p1") -> dict:
-        return self.signer.headers(method, uri, body, project)
+    def verifierOf(self, node: str, **kwargs) -> Verifier:
+        return Verifier(node, ["a", "b", "c"], SECRET, self.clock, 300, **kwargs)
+
+    def sign(self, method=b"POST", uri=URI, body=BODY, project="p1", to="b") -> dict:
+        return self.signer.headers(method, uri, body, project, to)
 
     def test_roundTrip(self) -> None:
         """
@@ -59,8 +62,9 @@ class SigningTests(SynchronousTestCase):
             (b"POST", URI + b"&tags=x", BODY, {}),
             (b"POST", URI, BODY + b" ", {}),
             (b"POST", URI, BODY, {signing.PROJECT: b"p2"}),
-            (b"POST", URI, BODY, {signing.NODE: b"b"}),
-            (b"POST", URI, BODY, {signing.TIMESTAMP: b"1800000001"}),
+            (b"POST", URI, BODY, {signing.NODE: b"c"}),
+            (b"POST", URI, BODY, {signing.DESTINATION: b"c"}),
+            (b"POST", URI, BODY, {signing.TIMESTAMP: b"1800000001000"}),
             (b"POST", URI, BODY, {signing.NONCE: b"00" * 16}),
         ]
         for method, uri, body, changes in cases:
@@ -76,7 +80,7 @@ class SigningTests(SynchronousTestCase):
             b"POST",
             URI,
             BODY,
-            forged.headers(b"POST", URI, BODY, "p1"),
+            forged.headers(b"POST", URI, BODY, "p1", "b"),
         )
 
     def test_missingOrEmptyHeader(self) -> None:
@@ -116,7 +120,7 @@ class SigningTests(SynchronousTestCase):
             b"POST",
             URI,
             BODY,
-            stranger.headers(b"POST", URI, BODY, "p1"),
+            stranger.headers(b"POST", URI, BODY, "p1", "b"),
         )
 
     def test_clockWindow(self) -> None:
@@ -134,7 +138,7 @@ class SigningTests(SynchronousTestCase):
         )
         early = Clock()
         early.advance(self.clock.seconds() + 301)
-        ahead = Signer("a", SECRET, early).headers(b"POST", URI, BODY, "p1")
+        ahead = Signer("a", SECRET, early).headers(b"POST", URI, BODY, "p1", "b")
         self.assertRaises(BadSignature, self.verifier.verify, b"POST", URI, BODY, ahead)
 
     def test_replay(self) -> None:
@@ -149,15 +153,67 @@ class SigningTests(SynchronousTestCase):
             BadSignature, self.verifier.verify, b"POST", URI, BODY, headers
         )
 
-    def test_nonceMemoryIsBounded(self) -> None:
+    def test_nonceMemoryNeverForgetsInsideTheWindow(self) -> None:
         """
-        Nonces older than the window are forgotten, and at most maxNonces
-        are kept.
+        When the memory of nonces is full, new signed requests are refused
+        and every remembered request stays refused as a replay; once
+        nonces leave the clock window they are forgotten and requests are
+        taken again.
         """
         self.verifier.maxNonces = 5
-        for _ in range(20):
+        first = self.sign(b"GET", URI, b"")
+        self.verifier.verify(b"GET", URI, b"", first)
+        for _ in range(4):
             self.verifier.verify(b"GET", URI, b"", self.sign(b"GET", URI, b""))
-        self.assertLessEqual(len(self.verifier._nonces), 5)
-        self.clock.advance(400)
+        for _ in range(20):
+            e = self.assertRaises(
+                BadSignature,
+                self.verifier.verify,
+                b"GET",
+                URI,
+                b"",
+                self.sign(b"GET", URI, b""),
+            )
+            self.assertIn("full", str(e))
+        e = self.assertRaises(
+            BadSignature, self.verifier.verify, b"GET", URI, b"", first
+        )
+        self.assertIn("already used", str(e))
+        self.clock.advance(301)
         self.verifier.verify(b"GET", URI, b"", self.sign(b"GET", URI, b""))
         self.assertEqual(len(self.verifier._nonces), 1)
+
+    def test_addressedToAnotherNode(self) -> None:
+        """
+        A request signed for node b is refused by node c (a third node) and
+        by node a (its sender), with the same headers that b accepts.
+        """
+        headers = self.sign()
+        for node in ("c", "a"):
+            e = self.assertRaises(
+                BadSignature,
+                self.verifierOf(node).verify,
+                b"POST",
+                URI,
+                BODY,
+                headers,
+            )
+            self.assertIn("another node", str(e))
+        self.assertIsNotNone(self.verifier.verify(b"POST", URI, BODY, headers))
+
+    def test_restartDoesNotReopen(self) -> None:
+        """
+        A request accepted before a node restarted (a new verifier, its
+        memory empty) is refused after it, though inside the clock window;
+        requests stamped after the restart are taken.
+        """
+        headers = self.sign()
+        self.verifier.verify(b"POST", URI, BODY, headers)
+        self.clock.advance(5.5)
+        restarted = self.verifierOf("b")
+        self.clock.advance(0.001)
+        e = self.assertRaises(
+            BadSignature, restarted.verify, b"POST", URI, BODY, headers
+        )
+        self.assertIn("before this node started", str(e))
+        self.assertIsNotNone(restarted.verify(b"POST", URI, BODY, self.sign()))

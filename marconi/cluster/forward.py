@@ -7,24 +7,36 @@ the body's size.
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Optional
-from urllib.parse import quote
+from urllib.parse import parse_qsl, unquote_to_bytes
 
+import treq
+from hyperlink import DecodedURL
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.protocol import Protocol
+from twisted.internet.error import (
+    ConnectError,
+    ConnectingCancelledError,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    DNSLookupError,
+    NoRouteError,
+)
+from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
-    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
 )
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
 from marconi.cluster import signing
-from marconi.cluster.errors import NodeUnavailable
+from marconi.cluster.errors import LOST, REFUSED, REQUEST, NodeUnavailable
 from marconi.cluster.settings import ClusterConfig, Peer
+from marconi.core.errors import ValidationFailed
 
 # Hop-by-hop headers (RFC 9110 7.6.1), and those the client library sets.
 _HOP = frozenset(
@@ -43,13 +55,21 @@ _HOP = frozenset(
         b"accept-encoding",
     )
 )
-_URI_SAFE = "/?&=%:@!$'()*+,;~-._"
 
 
 class BodyTooLarge(Exception):
     """
     A peer's response body went past the bound.
     """
+
+
+class NotAPath(ValidationFailed):
+    """
+    A request target that is not a path (C{/...}): it is never forwarded.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("The request target must be a path beginning with '/'.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,84 +84,126 @@ class Answer:
     body: bytes
 
 
-class _Collector(Protocol):
-    def __init__(self, limit: int, done: Deferred) -> None:
-        self._limit = limit
-        self._done = done
-        self._chunks: list = []
-        self._size = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._done.called:
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self.transport.stopProducing()
-            self._done.errback(BodyTooLarge(f"over {self._limit} bytes"))
-            return
-        self._chunks.append(data)
-
-    def connectionLost(self, reason: Any) -> None:
-        if self._done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(b"".join(self._chunks))
-        else:
-            self._done.errback(reason)
-
-
-def withTimeout(d: Deferred, seconds: float, clock: Any) -> Deferred:
+def target(uri: bytes) -> DecodedURL:
     """
-    C{d}, cancelled after C{seconds}.  Whatever error the cancellation
-    gives, the result then fails with L{TimeoutError}; cancelling the result
-    cancels C{d} and fails with L{CancelledError}, so a caller that went
-    away is never taken for a peer that failed.
+    The path and query of a received request target, parsed.
+
+    @raise NotAPath: the target is not a path (it does not begin with a
+        single C{/}, carries a fragment, or does not decode as UTF-8).
     """
-    why: list = []
+    path, _, query = uri.partition(b"?")
+    if not path.startswith(b"/") or path.startswith(b"//") or b"#" in uri:
+        raise NotAPath()
+    try:
+        segments = tuple(
+            unquote_to_bytes(s).decode("utf-8") for s in path[1:].split(b"/")
+        )
+        pairs = parse_qsl(
+            query.decode("ascii"), keep_blank_values=True, errors="strict"
+        )
+    except UnicodeError:
+        raise NotAPath() from None
+    return DecodedURL.from_text("/").replace(path=segments, query=pairs)
 
-    def cancel(outer: Deferred) -> None:
-        why.append(CancelledError)
-        d.cancel()
 
-    def expire() -> None:
-        why.append(TimeoutError)
-        d.cancel()
+def pathAndQuery(url: DecodedURL) -> bytes:
+    """
+    The request target (path and query, percent-encoded) of C{url}.
+    """
+    return url.to_uri().to_text().encode("ascii")
 
-    outer: Deferred = Deferred(cancel)
-    timer = clock.callLater(seconds, expire)
 
-    def done(result: Any) -> None:
-        if timer.active():
-            timer.cancel()
-        if outer.called:
-            return
-        if isinstance(result, Failure):
-            if why:
-                result = Failure(why[0](f"no answer after {seconds} seconds"))
-            outer.errback(result)
-        else:
-            outer.callback(result)
+def peerURL(peer: Peer, path: DecodedURL) -> bytes:
+    """
+    The URL of C{path} (from L{target}) on C{peer}: the peer's scheme, host
+    and port, and the parsed path and query; never text put together.
+    """
+    base = DecodedURL.from_text(peer.url)
+    url = base.replace(path=path.path, query=path.query)
+    return url.to_uri().to_text().encode("ascii")
 
-    d.addBoth(done)
-    return outer
+
+def _failure(peer: Peer, error: Exception) -> NodeUnavailable:
+    """
+    The L{NodeUnavailable} of a call to C{peer} that failed with C{error},
+    with the kind of failure it is.
+    """
+    if isinstance(error, BodyTooLarge):
+        return NodeUnavailable(peer.name, f"sent an answer {error}", REQUEST)
+    if isinstance(error, (TimeoutError, ConnectingCancelledError, ConnectTimeout)):
+        return NodeUnavailable(peer.name, "did not answer in time", LOST)
+    why = f"could not be reached ({type(error).__name__})"
+    if isinstance(error, (ConnectionRefusedError, NoRouteError, DNSLookupError)):
+        return NodeUnavailable(peer.name, why, REFUSED)
+    if isinstance(error, (ResponseNeverReceived, ResponseFailed)):
+        reasons = error.reasons
+        if all(r.check(ConnectionLost, ConnectionDone) for r in reasons):
+            return NodeUnavailable(peer.name, why, LOST)
+    if isinstance(error, (ConnectError, ConnectionLost, ConnectionDone)):
+        return NodeUnavailable(peer.name, why, LOST)
+    return NodeUnavailable(peer.name, why, REQUEST)
+
+
+class _Abortable:
+    """
+    A response whose body connection can be closed while nothing arrives
+    (L{treq.collect} closes it only when its collector raises).
+    """
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+        self.length = response.length
+        self._protocol: Any = None
+
+    def deliverBody(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._response.deliverBody(protocol)
+
+    def abort(self, *ignored: Any) -> None:
+        transport = getattr(self._protocol, "transport", None)
+        if transport is not None:
+            transport.stopProducing()
 
 
 def readBody(response: Any, limit: int, timeout: float, clock: Any) -> Deferred:
     """
-    Read a response's body, failing with L{BodyTooLarge} past C{limit}
-    bytes and with L{twisted.internet.defer.TimeoutError} after C{timeout}
-    seconds; either way the connection is closed.
+    Read a response's body with L{treq.collect}, failing with
+    L{BodyTooLarge} past C{limit} bytes and with
+    L{twisted.internet.defer.TimeoutError} after C{timeout} seconds; either
+    way the connection is closed.
     """
-    collector: Optional[_Collector] = None
+    chunks: list = []
+    size = 0
 
-    def cancel(d: Deferred) -> None:
-        if collector is not None and collector.transport is not None:
-            collector.transport.stopProducing()
+    def keep(data: bytes) -> None:
+        nonlocal size
+        size += len(data)
+        if size > limit:
+            raise BodyTooLarge(f"over {limit} bytes")
+        chunks.append(data)
 
-    done: Deferred = Deferred(cancel)
-    collector = _Collector(limit, done)
-    response.deliverBody(collector)
-    return withTimeout(done, timeout, clock)
+    body = _Abortable(response)
+    d = treq.collect(body, keep)
+    d.addTimeout(timeout, clock, onTimeoutCancel=_closing(body))
+    return d.addCallback(lambda _: b"".join(chunks))
+
+
+def _timedOut(result: Any, timeout: float) -> Any:
+    """
+    The C{onTimeoutCancel} of L{Deferred.addTimeout}: whatever error the
+    cancellation gave (the HTTP client wraps it), the call timed out.
+    """
+    if isinstance(result, Failure):
+        raise TimeoutError(f"no answer after {timeout} seconds")
+    return result
+
+
+def _closing(body: _Abortable) -> Any:
+    def onTimeout(result: Any, timeout: float) -> Any:
+        body.abort()
+        return _timedOut(result, timeout)
+
+    return onTimeout
 
 
 class PeerClient:
@@ -168,52 +230,78 @@ class PeerClient:
         jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
         self._http = HTTPClient(agent, cookiejar=jar)
 
-    async def call(
-        self, peer: Peer, method: bytes, uri: bytes, headers: Headers, body: bytes
-    ) -> Answer:
+    def call(
+        self,
+        peer: Peer,
+        method: bytes,
+        path: DecodedURL,
+        headers: Headers,
+        body: bytes,
+        timeout: Optional[float] = None,
+    ) -> Deferred:
         """
         Send one request to C{peer} and read its whole answer.
 
-        @param uri: the path and query, as received (re-encoded if needed).
-        @raise NodeUnavailable: the peer could not be reached, did not
-            answer in time or sent a body over the bound.
+        @param path: the path and query (from L{target}).
+        @param timeout: seconds for the headers and again for the body;
+            the configured C{forwardTimeout} and C{bodyTimeout} if L{None}.
+        @return: a L{Deferred} firing with the L{Answer}.  It fails with
+            L{NodeUnavailable} when the peer could not be reached, did not
+            answer in time or sent a body over the bound (its C{kind} says
+            which).  Cancelled (its client went away), it fails with
+            L{CancelledError}, whatever the layers below made of the
+            cancellation, so that it is never taken for a failure of the
+            peer.
         """
-        url = peer.url.encode("ascii") + quote(uri, safe=_URI_SAFE).encode("ascii")
+        abandoned = False
+
+        def cancel(outer: Deferred) -> None:
+            nonlocal abandoned
+            abandoned = True
+            inner.cancel()
+
+        def settle(result: Any) -> None:
+            if outer.called:
+                return
+            if abandoned and isinstance(result, Failure):
+                outer.errback(CancelledError("the caller went away"))
+            elif isinstance(result, Failure):
+                outer.errback(result)
+            else:
+                outer.callback(result)
+
+        outer: Deferred = Deferred(cancel)
+        inner = Deferred.fromCoroutine(
+            self._call(peer, method, path, headers, body, timeout)
+        )
+        inner.addBoth(settle)
+        return outer
+
+    async def _call(
+        self,
+        peer: Peer,
+        method: bytes,
+        path: DecodedURL,
+        headers: Headers,
+        body: bytes,
+        timeout: Optional[float],
+    ) -> Answer:
+        headerTimeout = timeout or self._config.forwardTimeout
+        bodyTimeout = timeout or self._config.bodyTimeout
         try:
-            # Our own timer rather than treq's timeout=, so that a timeout
-            # (TimeoutError) is told apart from a cancelled caller
-            # (CancelledError, passed on as is).
-            response = await withTimeout(
-                self._http.request(
-                    method.decode("ascii"),
-                    url,
-                    headers=headers,
-                    data=body or None,
-                    allow_redirects=False,
-                    unbuffered=True,
-                ),
-                self._config.forwardTimeout,
-                self._reactor,
-            )
+            response = await self._http.request(
+                method.decode("ascii"),
+                peerURL(peer, path),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                unbuffered=True,
+            ).addTimeout(headerTimeout, self._reactor, onTimeoutCancel=_timedOut)
             content = await readBody(
-                response,
-                self._config.maxResponseBody,
-                self._config.bodyTimeout,
-                self._reactor,
+                response, self._config.maxResponseBody, bodyTimeout, self._reactor
             )
-        except CancelledError:
-            raise
-        except BodyTooLarge:
-            raise NodeUnavailable(
-                peer.name,
-                f"sent an answer over {self._config.maxResponseBody} bytes",
-            ) from None
-        except TimeoutError:
-            raise NodeUnavailable(peer.name, "did not answer in time") from None
         except Exception as e:
-            raise NodeUnavailable(
-                peer.name, f"could not be reached ({type(e).__name__})"
-            ) from None
+            raise _failure(peer, e) from None
         return Answer(response.code, response.phrase, response.headers, content)
 
     def close(self) -> Deferred:

@@ -1,14 +1,27 @@
 """
-Membership: which nodes of the cluster are up.
+Membership: which nodes of the cluster are up, told by failures of the
+peers and never by failures of single requests.
 
 Every C{probeInterval} seconds (a L{LoopingCall} on the injected clock) a
-node asks each peer C{GET /v2/ping}.  A 204 marks the peer up; after
-C{downAfter} consecutive failed probes it is down.  A forwarded request
-that cannot reach a peer marks it down at once.  A peer that is down is
-probed like the others and is used again as soon as a probe succeeds.
+node asks each peer C{GET /v2/ping}, waiting at most C{probeTimeout}
+seconds.  The probes and the forwarded requests feed one failure detector:
 
-A peer no probe has answered yet is "unknown" and treated as up, so that a
-cluster starting all at once serves without waiting for a probe round.
+ - any answer of the peer (a 204 to a probe, and any HTTP status at all to
+   a forwarded request, a refusal included) shows it alive and resets its
+   count of failures;
+ - a refused connection (nothing listens at its address) marks it down at
+   once;
+ - a timeout or a connection lost before the answer counts one failure;
+   C{downAfter} of them in a row, with no answer in between, mark it down
+   (a probe answering anything but 204 counts as one too);
+ - anything else (an answer over the size bound, a request target that is
+   not a path) is the failure of that one request and says nothing about
+   the peer.
+
+A peer that is down is probed like the others and is used again as soon as
+a probe succeeds.  A peer no probe has answered yet is "unknown" and
+treated as up, so that a cluster starting all at once serves without
+waiting for a probe round.
 """
 
 from dataclasses import dataclass
@@ -20,13 +33,14 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
-from marconi.cluster.errors import NodeUnavailable
-from marconi.cluster.forward import PeerClient
+from marconi.cluster.errors import REFUSED, REQUEST, NodeUnavailable
+from marconi.cluster.forward import PeerClient, target
 from marconi.cluster.settings import ClusterConfig, Peer
 
 log = Logger()
 
 UNKNOWN, UP, DOWN = "unknown", "up", "down"
+_PING = target(b"/v2/ping")
 
 
 @dataclass
@@ -87,25 +101,41 @@ class Membership(Service):
     async def _probe(self, state: PeerState) -> None:
         try:
             answer = await self._client.call(
-                state.peer, b"GET", b"/v2/ping", Headers(), b""
+                state.peer,
+                b"GET",
+                _PING,
+                Headers(),
+                b"",
+                timeout=self._config.probeTimeout,
             )
         except CancelledError:
             raise
         except NodeUnavailable as e:
-            self._failed(state, e.description, self._config.downAfter)
+            self.reportFailure(state.peer.name, e)
             return
         if answer.code == 204:
-            self._up(state)
+            self.reportAnswer(state.peer.name)
         else:
             self._failed(state, f"ping answered {answer.code}", self._config.downAfter)
 
-    def reportFailure(self, name: str, error: str) -> None:
+    def reportFailure(self, name: str, error: NodeUnavailable) -> None:
         """
-        A request to C{name} failed: mark it down now.
+        A call to C{name} failed with C{error}: count it against the peer
+        as its kind says (see the module's description).
+        """
+        state = self.states.get(name)
+        if state is None or error.kind in (None, REQUEST):
+            return
+        threshold = 1 if error.kind == REFUSED else self._config.downAfter
+        self._failed(state, error.description, threshold)
+
+    def reportAnswer(self, name: str) -> None:
+        """
+        C{name} answered a call (with any status): it is alive.
         """
         state = self.states.get(name)
         if state is not None:
-            self._failed(state, error, 1)
+            self._up(state)
 
     def _up(self, state: PeerState) -> None:
         state.failures = 0

@@ -16,13 +16,21 @@ from zope.interface import implementer
 
 from marconi.cluster import signing
 from marconi.cluster.errors import NodeUnavailable
-from marconi.cluster.forward import Answer, PeerClient, forwardHeaders, relayHeaders
+from marconi.cluster.forward import (
+    Answer,
+    PeerClient,
+    forwardHeaders,
+    pathAndQuery,
+    relayHeaders,
+    target,
+)
 from marconi.cluster.membership import Membership
 from marconi.cluster.ring import Ring, key
 from marconi.cluster.settings import ClusterConfig
 from marconi.core.errors import Forbidden
 from marconi.core.interfaces import IRouter
 from marconi.core.models import QueueInfo
+from marconi.core.monitoring import NullMonitor
 
 log = Logger()
 
@@ -38,19 +46,31 @@ class ClusterRouter(MultiService):
     """
 
     def __init__(
-        self, config: ClusterConfig, reactor: Any, tlsPolicy: Optional[Any] = None
+        self,
+        config: ClusterConfig,
+        reactor: Any,
+        tlsPolicy: Optional[Any] = None,
+        monitor: Optional[Any] = None,
     ) -> None:
         """
         @param tlsPolicy: the L{twisted.web.iweb.IPolicyForHTTPS} of the
             connections to peers (mutual TLS), or L{None} for the default.
+        @param monitor: the node's L{marconi.core.interfaces.IMonitor}, told
+            of every forwarding that failed.
         """
         super().__init__()
         self.config = config
+        self.monitor = NullMonitor() if monitor is None else monitor
         self.ring = Ring.fromSettings(config)
         self.client = PeerClient(config, reactor, tlsPolicy)
         self.signer = signing.Signer(config.nodeName, config.secret, reactor)
         self.verifier = signing.Verifier(
-            config.names, config.secret, reactor, config.clockWindow
+            config.nodeName,
+            config.names,
+            config.secret,
+            reactor,
+            config.clockWindow,
+            config.maxNonces,
         )
         self.membership = Membership(config, self.client, reactor)
         self.membership.setServiceParent(self)
@@ -73,6 +93,8 @@ class ClusterRouter(MultiService):
         body = request.content.read()
         try:
             signed = self.verifier.verify(request.method, request.uri, body, headers)
+            if signed is not None:
+                self._checkOwner(request.uri, signed.project)
         except signing.BadSignature as e:
             log.warn(
                 "Refused forwarding headers from {client}: {why}",
@@ -84,6 +106,25 @@ class ClusterRouter(MultiService):
                 "unless a node of this cluster signed them."
             ) from None
         return None if signed is None else signed.project
+
+    def _checkOwner(self, uri: bytes, project: str) -> None:
+        """
+        A forwarded request for a queue must be for one this node owns.
+
+        @raise signing.BadSignature: it is not.
+        """
+        segments = target(uri).path
+        if len(segments) >= 4 and segments[1:3] == ("projects", project):
+            segments = segments[:1] + segments[3:]
+        if len(segments) >= 3 and segments[1] == "queues":
+            if not self.owns(project, segments[2]):
+                raise signing.BadSignature("it is for a queue this node does not own")
+
+    def owns(self, project: str, queue: str) -> bool:
+        """
+        Whether this node owns C{queue} of C{project} on the ring.
+        """
+        return self.ring.owner(key(project, queue)) == self.config.nodeName
 
     def route(self, project: str, queue: str) -> Optional[str]:
         owner = self.ring.owner(key(project, queue))
@@ -97,33 +138,40 @@ class ClusterRouter(MultiService):
         return Deferred.fromCoroutine(self._forward(request, project, owner))
 
     async def _forward(self, request: Any, project: str, owner: str) -> bytes:
+        path = target(request.uri)
         request.content.seek(0)
         body = request.content.read()
-        method, uri = request.method, request.uri
-        headers = forwardHeaders(
-            request.requestHeaders, self.signer.headers(method, uri, body, project)
-        )
-        answer = await self._call(owner, method, uri, headers, body)
+        method = request.method
+        signed = self.signer.headers(method, pathAndQuery(path), body, project, owner)
+        headers = forwardHeaders(request.requestHeaders, signed)
+        answer = await self._call(owner, method, path, headers, body)
         relayHeaders(answer, request)
         return answer.body
 
     async def _call(
-        self, node: str, method: bytes, uri: bytes, headers: Headers, body: bytes
+        self, node: str, method: bytes, path: Any, headers: Headers, body: bytes
     ) -> Answer:
+        """
+        Send a request to C{node}; its answer (any status) or its failure
+        goes to the failure detector and a failure to the monitor.
+        """
         try:
-            return await self.client.call(
-                self.config.peer(node), method, uri, headers, body
+            answer = await self.client.call(
+                self.config.peer(node), method, path, headers, body
             )
         except NodeUnavailable as e:
             log.error(
                 "{method} {uri} to node {node} failed: {error}",
                 method=method,
-                uri=uri,
+                uri=pathAndQuery(path),
                 node=node,
                 error=e.description,
             )
-            self.membership.reportFailure(node, e.description)
+            self.monitor.forwardingError(node)
+            self.membership.reportFailure(node, e)
             raise
+        self.membership.reportAnswer(node)
+        return answer
 
     def listQueues(
         self,
@@ -187,9 +235,11 @@ class ClusterRouter(MultiService):
                 b"client-id": [b"marconi-node-" + self.config.nodeName.encode()],
             }
         )
-        for name, value in self.signer.headers(b"GET", uri, b"", project).items():
+        path = target(uri)
+        signed = self.signer.headers(b"GET", pathAndQuery(path), b"", project, node)
+        for name, value in signed.items():
             headers.setRawHeaders(name, [value])
-        answer = await self._call(node, b"GET", uri, headers, b"")
+        answer = await self._call(node, b"GET", path, headers, b"")
         try:
             if answer.code != 200:
                 raise ValueError(f"status {answer.code}")

@@ -16,6 +16,7 @@ from typing import Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from marconi.cluster.ring import SCHEMES
+from marconi.core.text import snakeToCamel
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _WEIGHT = re.compile(r"^weight=([0-9]{1,4})$")
@@ -32,6 +33,7 @@ TUNABLES = {
     "body_timeout": float,
     "max_response_body": int,
     "clock_window": float,
+    "max_nonces": int,
 }
 
 
@@ -66,13 +68,20 @@ class ClusterConfig:
     @ivar vnodes: virtual nodes per node of weight 1 on the ring of the
         C{md5-vnodes} scheme.
     @ivar probeInterval: seconds between two health probes of a peer.
-    @ivar probeTimeout: seconds a probe may take.
-    @ivar downAfter: consecutive failed probes after which a peer is down.
+    @ivar probeTimeout: seconds a probe may take (headers and body).
+    @ivar downAfter: consecutive timeouts or lost connections (of probes
+        and forwarded requests alike, with no answer in between) after
+        which a peer is down.  A refused connection marks it down at once;
+        nothing else does (see L{marconi.cluster.membership}).
     @ivar forwardTimeout: seconds to wait for a peer's response headers.
     @ivar bodyTimeout: seconds to wait for a peer's whole response body.
     @ivar maxResponseBody: the largest response body taken from a peer.
     @ivar clockWindow: how far (seconds, either way) a signed request's
         timestamp may be from this node's clock.
+    @ivar maxNonces: how many nonces of signed requests are remembered; a
+        node refuses signed requests rather than forget a nonce inside the
+        clock window, so it bounds the forwarded requests a node takes in
+        twice the clock window.
     """
 
     nodeName: str
@@ -82,11 +91,12 @@ class ClusterConfig:
     vnodes: int = 160
     probeInterval: float = 2.0
     probeTimeout: float = 1.0
-    downAfter: int = 1
+    downAfter: int = 3
     forwardTimeout: float = 10.0
     bodyTimeout: float = 30.0
     maxResponseBody: int = 16 * 1024 * 1024
-    clockWindow: float = 300.0
+    clockWindow: float = 60.0
+    maxNonces: int = 1_000_000
 
     def peer(self, name: str) -> Peer:
         for p in self.nodes:
@@ -244,8 +254,7 @@ def build(
             ) from None
         if value <= 0:
             raise ClusterConfigError(f"cluster setting {key} must be positive")
-        camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key)
-        values[camel] = value
+        values[snakeToCamel(key)] = value
     return ClusterConfig(
         nodeName=nodeName,
         nodes=tuple(seen[n] for n in sorted(seen)),

@@ -1,36 +1,56 @@
 """
 Signing of the requests one node forwards to another.
 
-The sending node adds the headers of L{HEADERS}: its name, the project it
-already resolved, a timestamp from its clock, a random nonce, and an
-HMAC-SHA256, keyed with the cluster secret, over a canonical form of all of
-these and of the request: method, path (percent-decoded), query (decoded,
-sorted) and the SHA-256 of the body.  Each field is length-prefixed, so no
-two different requests share a canonical form.
+The sending node adds the headers of L{HEADERS}: its name, the name of the
+node it sends to, the project it already resolved, a timestamp from its
+clock (in milliseconds), a random nonce, and an HMAC-SHA256, keyed with the cluster secret,
+over a canonical form of all of these and of the request: method, path
+(percent-decoded), query (decoded, sorted) and the SHA-256 of the body.
+Each field is length-prefixed, so no two different requests share a
+canonical form.
 
 The receiving node (L{Verifier}) accepts the request only if the signature
-matches (compared in constant time), the sender is a node of the cluster,
-the timestamp is within the clock window of its own clock, and the nonce
-was not seen within that window.  Anything less is refused: a request that
-carries any of these headers without a valid signature is never served.
+matches (compared in constant time), the sender is another node of the
+cluster, the request is addressed to this node, the timestamp is within
+the clock window of its own clock and not earlier than the moment this
+node started, and the nonce was not seen before.  Anything less is
+refused: a request that carries any of these headers without a valid
+signature is never served.
+
+Why a captured request cannot be replayed:
+
+ - to another node, or back to its sender: the destination is signed;
+ - to the same node while it runs: every nonce is remembered until its
+   timestamp leaves the clock window, after which the request is refused
+   for its timestamp.  The memory holds at most C{maxNonces}; when it is
+   full, signed requests are refused until nonces leave the window (a
+   nonce inside the window is never forgotten);
+ - to the same node after it restarted (its memory is empty): a request
+   stamped before the node started is refused.  The clock window is
+   not allowed for below the start: a request stamped a millisecond
+   before it is refused, even from a sender whose clock is behind.  What
+   remains rests on the clocks agreeing (NTP): a sender whose clock runs
+   ahead by M{s} seconds stamps the requests it sent in the M{s} seconds
+   before the restart as if they came after it, so keep M{s} small.
 """
 
 import hashlib
 import hmac
 import os
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-VERSION = b"marconi-forward-1"
+VERSION = b"marconi-forward-2"
 NODE = b"x-marconi-node"
+DESTINATION = b"x-marconi-destination"
 PROJECT = b"x-marconi-project"
 TIMESTAMP = b"x-marconi-timestamp"
 NONCE = b"x-marconi-nonce"
 SIGNATURE = b"x-marconi-signature"
 #: Every header this module sets; a client may send none of them.
-HEADERS = (NODE, PROJECT, TIMESTAMP, NONCE, SIGNATURE)
+HEADERS = (NODE, DESTINATION, PROJECT, TIMESTAMP, NONCE, SIGNATURE)
 PREFIX = b"x-marconi-"
 
 
@@ -58,6 +78,7 @@ def canonical(
     query: bytes,
     body: bytes,
     node: bytes,
+    destination: bytes,
     project: bytes,
     timestamp: bytes,
     nonce: bytes,
@@ -75,6 +96,7 @@ def canonical(
         b"&".join(_lp(k) + _lp(v) for k, v in pairs),
         hashlib.sha256(body).hexdigest().encode(),
         node,
+        destination,
         project,
         timestamp,
         nonce,
@@ -101,23 +123,28 @@ class Signer:
         self._secret = secret
         self._clock = clock
 
-    def headers(self, method: bytes, uri: bytes, body: bytes, project: str) -> dict:
+    def headers(
+        self, method: bytes, uri: bytes, body: bytes, project: str, destination: str
+    ) -> dict:
         """
-        The headers to add to a request for C{uri} (path and query).
+        The headers to add to a request for C{uri} (path and query) sent to
+        the node C{destination}.
         """
-        timestamp = b"%d" % int(self._clock.seconds())
+        timestamp = b"%d" % int(self._clock.seconds() * 1000)
         nonce = os.urandom(16).hex().encode()
         path, query = _split(uri)
         projectBytes = project.encode("ascii")
+        to = destination.encode("ascii")
         mac = hmac.new(
             self._secret,
             canonical(
-                method, path, query, body, self.node, projectBytes, timestamp, nonce
+                method, path, query, body, self.node, to, projectBytes, timestamp, nonce
             ),
             hashlib.sha256,
         ).hexdigest()
         return {
             NODE: self.node,
+            DESTINATION: to,
             PROJECT: projectBytes,
             TIMESTAMP: timestamp,
             NONCE: nonce,
@@ -127,23 +154,30 @@ class Signer:
 
 class Verifier:
     """
-    Checks the signature of a request a node received.
+    Checks the signature of a request this node received.
 
-    @ivar maxNonces: how many nonces are remembered at most; past it the
-        oldest are forgotten first (they are also forgotten once outside the
-        clock window, when a replay would be refused anyway).
+    @ivar started: this node's clock when the verifier was made (the node
+        started); requests stamped earlier are refused.
     """
 
-    maxNonces = 200_000
-
     def __init__(
-        self, nodes: Iterable[str], secret: bytes, clock: Any, window: float = 300.0
+        self,
+        node: str,
+        nodes: Iterable[str],
+        secret: bytes,
+        clock: Any,
+        window: float = 60.0,
+        maxNonces: int = 1_000_000,
     ) -> None:
-        self._nodes = frozenset(n.encode("ascii") for n in nodes)
+        self.node = node.encode("ascii")
+        self._nodes = frozenset(n.encode("ascii") for n in nodes) - {self.node}
         self._secret = secret
         self._clock = clock
         self._window = window
-        self._nonces: OrderedDict = OrderedDict()
+        self.maxNonces = maxNonces
+        self.started = clock.seconds()
+        self._nonces: set = set()
+        self._order: deque = deque()
 
     def verify(
         self, method: bytes, uri: bytes, body: bytes, headers: Mapping[bytes, bytes]
@@ -153,42 +187,60 @@ class Verifier:
         @return: L{None} if the request carries no forwarding header, else
             what its valid signature vouches for.
         @raise BadSignature: it carries forwarding headers but they do not
-            prove it comes from a node of this cluster.
+            prove it comes from another node of this cluster, for this
+            node, once.
         """
         if not any(name.startswith(PREFIX) for name in headers):
             return None
         values = [headers.get(name) for name in HEADERS]
         if any(not v for v in values):
             raise BadSignature("forwarding headers are missing or empty")
-        node, project, timestamp, nonce, signature = values
+        node, destination, project, timestamp, nonce, signature = values
         if node not in self._nodes:
-            raise BadSignature("the sender is not a node of this cluster")
-        if not timestamp.isdigit() or len(timestamp) > 12:
+            raise BadSignature("the sender is not another node of this cluster")
+        if destination != self.node:
+            raise BadSignature("the request is addressed to another node")
+        if not timestamp.isdigit() or len(timestamp) > 15:
             raise BadSignature("the timestamp is malformed")
         now = self._clock.seconds()
-        if abs(now - int(timestamp)) > self._window:
+        stamped = int(timestamp) / 1000
+        if abs(now - stamped) > self._window:
             raise BadSignature("the timestamp is outside the clock window")
+        if stamped < self.started:
+            raise BadSignature("the request was stamped before this node started")
         path, query = _split(uri)
         expected = hmac.new(
             self._secret,
-            canonical(method, path, query, body, node, project, timestamp, nonce),
+            canonical(
+                method, path, query, body, node, destination, project, timestamp, nonce
+            ),
             hashlib.sha256,
         ).hexdigest()
         if not hmac.compare_digest(expected.encode(), signature):
             raise BadSignature("the signature does not match")
+        try:
+            signed = Signed(node.decode("ascii"), project.decode("ascii"))
+        except UnicodeDecodeError:
+            raise BadSignature("the project is not ASCII") from None
         self._forgetOld(now)
         if nonce in self._nonces:
             raise BadSignature("the nonce was already used")
-        self._nonces[nonce] = int(timestamp)
-        try:
-            return Signed(node.decode("ascii"), project.decode("ascii"))
-        except UnicodeDecodeError:
-            raise BadSignature("the project is not ASCII") from None
+        if len(self._nonces) >= self.maxNonces:
+            raise BadSignature(
+                "the memory of nonces is full (more signed requests than "
+                "max_nonces within the clock window)"
+            )
+        self._nonces.add(nonce)
+        self._order.append((stamped, nonce))
+        return signed
 
     def _forgetOld(self, now: float) -> None:
-        nonces = self._nonces
-        while nonces:
-            oldest = next(iter(nonces.values()))
-            if len(nonces) < self.maxNonces and now - oldest <= self._window:
-                break
-            nonces.popitem(last=False)
+        """
+        Forget the nonces whose timestamp left the clock window: a request
+        carrying one is refused for its timestamp.  The oldest entry is
+        first in arrival order, not always in timestamp order, so a nonce
+        may be kept a little longer, never less.
+        """
+        order = self._order
+        while order and now - order[0][0] > self._window:
+            self._nonces.discard(order.popleft()[1])
