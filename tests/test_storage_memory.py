@@ -113,8 +113,8 @@ class MemoryStoreTests(SynchronousTestCase):
 
     def test_markersAcrossQueues(self) -> None:
         """
-        Markers grow across every queue and project, and a message moved
-        to a dead letter queue gets a new, larger one.
+        Each queue counts its own markers, and a message moved to a dead
+        letter queue gets the next marker of that queue.
         """
         store = started()
         [a] = self.successResultOf(store.postMessages("p", "q", [msg()], "c", T0))
@@ -127,7 +127,10 @@ class MemoryStoreTests(SynchronousTestCase):
         [dead] = self.successResultOf(store.listMessages("p", "dlq", query(), T0 + 60))
         [first] = self.successResultOf(store.listMessages("p2", "q", query(), T0))
         self.assertEqual(dead.id, a)
-        self.assertEqual((first.marker, dead.marker), (2, 3))
+        self.assertEqual((first.marker, dead.marker), (1, 1))
+        self.successResultOf(store.postMessages("p", "dlq", [msg()], "c", T0 + 60))
+        markers = self.successResultOf(store.listMessages("p", "dlq", query(), T0 + 60))
+        self.assertEqual([m.marker for m in markers], [1, 2])
 
     def test_deleteManyPastExpiredClaim(self) -> None:
         """

@@ -11,8 +11,8 @@ claim holds.
 The data structures:
 
   - one L{_Queue} per C{(project, name)}: its messages in a L{dict} keyed by
-    marker, which is also marker order because markers come from one
-    counter of the store and a message is always added with the largest
+    marker, which is also marker order because markers come from the
+    queue's own counter and a message is always added with the largest
     marker yet; a L{list} of markers to find where a listing starts with
     L{bisect} (deleted markers are skipped and compacted away); an index by
     message id; the live claims; and, for each claim id, the markers of the
@@ -39,10 +39,9 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from marconi.core import rules
 from marconi.core.errors import (
     ClaimDoesNotExist,
-    ClaimMismatch,
-    MessageIsClaimed,
     QueueDoesNotExist,
     StorageUnavailable,
 )
@@ -124,22 +123,6 @@ class _Queue:
                 yield message
 
 
-def _claimable(message: Message, now: float) -> bool:
-    """
-    Whether a message can be claimed now: live, past its delay, and not
-    held by a live claim.
-    """
-    return (
-        message.expires > now
-        and message.visibleAt <= now
-        and not message.claimedAt(now)
-    )
-
-
-def _hasTags(message: Message, tags: Sequence[str]) -> bool:
-    return all(tag in message.tags for tag in tags)
-
-
 @implementer(IMessageStore, IStoreEvents, IQueueDepths)
 class MemoryStore(Service):
     """
@@ -153,7 +136,9 @@ class MemoryStore(Service):
     def __init__(self) -> None:
         self._queues: dict[Key, _Queue] = {}
         self._names: dict[str, list[str]] = {}
-        self._lastMarker = 0
+        # Each queue's last marker; kept when the queue is deleted, so a
+        # queue never hands out the same marker twice.
+        self._lastMarkers: dict[Key, int] = {}
         self._messageCount = 0
         self._claimCount = 0
         self._messageExpiry: list[tuple[float, int, Key]] = []
@@ -187,6 +172,10 @@ class MemoryStore(Service):
             queue = self._queues[key] = _Queue(metadata="{}", created=now)
             insort(self._names.setdefault(project, []), name)
         return queue
+
+    def _nextMarker(self, key: Key) -> int:
+        marker = self._lastMarkers[key] = self._lastMarkers.get(key, 0) + 1
+        return marker
 
     def _add(self, key: Key, queue: _Queue, message: Message) -> None:
         """
@@ -268,7 +257,7 @@ class MemoryStore(Service):
         if queue is None or limit <= 0:
             return found
         for message in queue.messages.values():
-            if _claimable(message, now) and _hasTags(message, tags):
+            if rules.isClaimable(message, now) and rules.hasTags(message, tags):
                 found.append(message)
                 if len(found) == limit:
                     break
@@ -385,10 +374,9 @@ class MemoryStore(Service):
             target = self._queue(project, queue, now)
             ids = []
             for new in messages:
-                self._lastMarker += 1
                 message = Message(
                     id=newId(),
-                    marker=self._lastMarker,
+                    marker=self._nextMarker(key),
                     body=new.body,
                     ttl=new.ttl,
                     created=now,
@@ -413,7 +401,7 @@ class MemoryStore(Service):
                 and (query.echo or message.clientId != query.clientId)
                 and (query.includeClaimed or not message.claimedAt(now))
                 and (query.includeDelayed or message.visibleAt <= now)
-                and _hasTags(message, query.tags)
+                and rules.hasTags(message, query.tags)
             )
 
         def work() -> list:
@@ -463,21 +451,9 @@ class MemoryStore(Service):
             message = target.messages[marker]
             if message.expires <= now:
                 return
-            held = message.claimedAt(now)
-            if claimId is None:
-                if held:
-                    raise MessageIsClaimed(messageId)
-            elif not (held and message.claimId == claimId):
-                if held:
-                    raise MessageIsClaimed(messageId)
-                claim = target.claims.get(claimId)
-                if claim is None or claim.expires <= now:
-                    raise ClaimMismatch(
-                        f"Claim {claimId!r} does not exist or has expired."
-                    )
-                raise ClaimMismatch(
-                    f"Message {messageId!r} is not held by claim {claimId!r}."
-                )
+            rules.checkDelete(
+                messageId, message.claimId, message.claimExpires, claimId, now
+            )
             self._remove(target, message)
 
         return self._answer(work)
@@ -492,14 +468,6 @@ class MemoryStore(Service):
     ) -> Deferred:
         presented = None if claimIds is None else set(claimIds)
 
-        def deletable(message: Message) -> bool:
-            return (
-                presented is None
-                or message.claimId is None
-                or (message.claimExpires is not None and message.claimExpires <= now)
-                or message.claimId in presented
-            )
-
         def work() -> int:
             target = self._queues.get((project, queue))
             if target is None:
@@ -510,7 +478,9 @@ class MemoryStore(Service):
                 if marker is None:
                     continue
                 message = target.messages[marker]
-                if deletable(message):
+                if rules.deletableWith(
+                    message.claimId, message.claimExpires, presented, now
+                ):
                     self._remove(target, message)
                     count += 1
             return count
@@ -539,11 +509,7 @@ class MemoryStore(Service):
             claimable = []
             moved = 0
             for message in self._candidates(target, spec.limit, spec.tags, now):
-                if (
-                    spec.maxClaimCount is not None
-                    and spec.deadLetterQueue
-                    and message.claimCount >= spec.maxClaimCount
-                ):
+                if rules.goesToDeadLetter(message.claimCount, spec):
                     assert target is not None
                     self._deadLetter(project, target, message, spec, now)
                     moved += 1
@@ -556,20 +522,13 @@ class MemoryStore(Service):
             assert target is not None
             claimId = newId()
             claimExpires = now + spec.ttl
-            lifetime = claimExpires + spec.grace
             claim = _Claim(spec.ttl, spec.grace, now, claimExpires)
             target.claims[claimId] = claim
             self._claimCount += 1
             self._expireClaimAt(key, claimId, claim)
             held = []
             for message in claimable:
-                taken = replace(
-                    message,
-                    claimId=claimId,
-                    claimExpires=claimExpires,
-                    claimCount=message.claimCount + 1,
-                    expires=max(message.expires, lifetime),
-                )
+                taken = rules.claimed(message, claimId, claimExpires, spec.grace)
                 self._update(key, target, message, taken)
                 held.append(taken)
             return Claim(
@@ -597,21 +556,18 @@ class MemoryStore(Service):
         """
         assert spec.deadLetterQueue is not None
         self._remove(source, message)
-        ttl = spec.deadLetterTTL or message.ttl
+        ttl = rules.deadLetterTTL(message.ttl, spec)
         key = (project, spec.deadLetterQueue)
         target = self._queue(project, spec.deadLetterQueue, now)
-        self._lastMarker += 1
         self._add(
             key,
             target,
             replace(
-                message,
-                marker=self._lastMarker,
+                rules.unclaimed(message),
+                marker=self._nextMarker(key),
                 ttl=ttl,
                 expires=now + ttl,
                 visibleAt=now,
-                claimId=None,
-                claimExpires=None,
             ),
         )
 
@@ -688,7 +644,7 @@ class MemoryStore(Service):
                     key,
                     target,
                     message,
-                    replace(message, claimId=None, claimExpires=None),
+                    rules.unclaimed(message),
                 )
 
         return self._answer(work)
