@@ -18,6 +18,7 @@ from twisted.internet.defer import gatherResults, maybeDeferred
 from zope.interface.verify import verifyObject
 
 from marconi.core import rules
+from marconi.core.deferreds import checkSignatures
 from marconi.core.errors import (
     ClaimDoesNotExist,
     ClaimMismatch,
@@ -70,10 +71,12 @@ class MessageStoreContract:
 
     async def test_interface(self) -> None:
         """
-        The store provides L{IMessageStore} and answers a ping.
+        The store provides L{IMessageStore}, each method taking the
+        parameters the interface names, and answers a ping.
         """
         store = await self.store()
         self.assertTrue(verifyObject(IMessageStore, store))
+        checkSignatures(IMessageStore, store)
         self.assertTrue(await store.ping())
 
     # Queues.

@@ -60,6 +60,7 @@ from txmongo.connection import ConnectionPool
 from txmongo.errors import TimeExceeded
 from zope.interface import implementer
 
+from marconi.core.deferreds import deferred
 from marconi.core.errors import (
     ClaimDoesNotExist,
     ClaimMismatch,
@@ -317,9 +318,6 @@ class MongoStore(Service):
             raise StorageUnavailable("The MongoDB store is not running.")
         return self._db[name]
 
-    def _wrap(self, coroutine: Any) -> Deferred:
-        return Deferred.fromCoroutine(coroutine)
-
     # -- Indexes ---------------------------------------------------------
 
     def indexSpecs(self) -> dict[str, list[dict]]:
@@ -408,19 +406,15 @@ class MongoStore(Service):
 
     # -- IMessageStore: queues ------------------------------------------
 
-    def ping(self) -> Deferred:
-        return self._wrap(self._ping())
-
-    async def _ping(self) -> bool:
+    @deferred
+    async def ping(self) -> bool:
         await self._call(lambda: self._db.command("ping"))
         return True
 
-    def createQueue(
+    @deferred
+    async def createQueue(
         self, project: str, name: str, metadata: dict, now: float
-    ) -> Deferred:
-        return self._wrap(self._createQueue(project, name, metadata))
-
-    async def _createQueue(self, project: str, name: str, metadata: dict) -> bool:
+    ) -> bool:
         await self._ready()
         queues = self._coll(QUEUES)
         encoded = json.dumps(metadata)
@@ -467,18 +461,14 @@ class MongoStore(Service):
             raise QueueDoesNotExist(name)
         return doc
 
-    def getQueueMetadata(self, project: str, name: str) -> Deferred:
-        return self._wrap(self._getQueueMetadata(project, name))
-
-    async def _getQueueMetadata(self, project: str, name: str) -> dict:
+    @deferred
+    async def getQueueMetadata(self, project: str, name: str) -> dict:
         await self._ready()
         doc = await self._queueDoc(project, name)
         return json.loads(doc.get("m") or "{}")
 
-    def setQueueMetadata(self, project: str, name: str, metadata: dict) -> Deferred:
-        return self._wrap(self._setQueueMetadata(project, name, metadata))
-
-    async def _setQueueMetadata(self, project: str, name: str, metadata: dict) -> None:
+    @deferred
+    async def setQueueMetadata(self, project: str, name: str, metadata: dict) -> None:
         await self._ready()
         result = await self._call(
             lambda: self._coll(QUEUES).update_one(
@@ -489,10 +479,8 @@ class MongoStore(Service):
         if result.matched_count == 0:
             raise QueueDoesNotExist(name)
 
-    def deleteQueue(self, project: str, name: str) -> Deferred:
-        return self._wrap(self._deleteQueue(project, name))
-
-    async def _deleteQueue(self, project: str, name: str) -> None:
+    @deferred
+    async def deleteQueue(self, project: str, name: str) -> None:
         await self._ready()
         # The queue's document stays as a tombstone with its marker counter,
         # so a queue re-created under the same name never hands out a
@@ -510,12 +498,8 @@ class MongoStore(Service):
             lambda: self._coll(CLAIMS).delete_many({"p": project, "q": name})
         )
 
-    def listQueues(
-        self, project: str, marker: str | None, limit: int, detailed: bool
-    ) -> Deferred:
-        return self._wrap(self._listQueues(project, marker, limit, detailed))
-
-    async def _listQueues(
+    @deferred
+    async def listQueues(
         self, project: str, marker: str | None, limit: int, detailed: bool
     ) -> list[QueueInfo]:
         await self._ready()
@@ -538,10 +522,8 @@ class MongoStore(Service):
             for doc in docs
         ]
 
-    def countQueues(self, project: str) -> Deferred:
-        return self._wrap(self._countQueues(project))
-
-    async def _countQueues(self, project: str) -> int:
+    @deferred
+    async def countQueues(self, project: str) -> int:
         await self._ready()
         return await self._call(
             lambda: self._coll(QUEUES).count_documents(
@@ -549,10 +531,8 @@ class MongoStore(Service):
             )
         )
 
-    def queueStats(self, project: str, name: str, now: float) -> Deferred:
-        return self._wrap(self._queueStats(project, name, now))
-
-    async def _queueStats(self, project: str, name: str, now: float) -> QueueStats:
+    @deferred
+    async def queueStats(self, project: str, name: str, now: float) -> QueueStats:
         await self._ready()
         messages = self._coll(MESSAGES)
         live = {"p": project, "q": name, "tx": {"$exists": False}, "e": {"$gt": now}}
@@ -614,17 +594,8 @@ class MongoStore(Service):
             return doc["c"] - count + 1
         raise StorageUnavailable("Could not reserve message markers; try again.")
 
-    def postMessages(
-        self,
-        project: str,
-        queue: str,
-        messages: Sequence[NewMessage],
-        clientId: str,
-        now: float,
-    ) -> Deferred:
-        return self._wrap(self._postMessages(project, queue, messages, clientId, now))
-
-    async def _postMessages(
+    @deferred
+    async def postMessages(
         self,
         project: str,
         queue: str,
@@ -704,12 +675,8 @@ class MongoStore(Service):
             spec["tg"] = {"$all": list(query.tags)}
         return spec
 
-    def listMessages(
-        self, project: str, queue: str, query: MessageQuery, now: float
-    ) -> Deferred:
-        return self._wrap(self._listMessages(project, queue, query, now))
-
-    async def _listMessages(
+    @deferred
+    async def listMessages(
         self, project: str, queue: str, query: MessageQuery, now: float
     ) -> list[Message]:
         await self._ready()
@@ -723,14 +690,11 @@ class MongoStore(Service):
         )
         return [_toMessage(doc) for doc in docs]
 
-    def getMessages(
+    @deferred
+    async def getMessages(
         self, project: str, queue: str, ids: Iterable[str], now: float
-    ) -> Deferred:
-        return self._wrap(self._getMessages(project, queue, list(ids), now))
-
-    async def _getMessages(
-        self, project: str, queue: str, ids: list[str], now: float
     ) -> list[Message]:
+        ids = list(ids)
         await self._ready()
         if not ids:
             return []
@@ -748,12 +712,8 @@ class MongoStore(Service):
         )
         return [_toMessage(doc) for doc in docs]
 
-    def deleteMessage(
-        self, project: str, queue: str, messageId: str, claimId: str | None, now: float
-    ) -> Deferred:
-        return self._wrap(self._deleteMessage(project, queue, messageId, claimId, now))
-
-    async def _deleteMessage(
+    @deferred
+    async def deleteMessage(
         self, project: str, queue: str, messageId: str, claimId: str | None, now: float
     ) -> None:
         await self._ready()
@@ -787,32 +747,17 @@ class MongoStore(Service):
             "it may have expired or been released."
         )
 
-    def deleteMessages(
+    @deferred
+    async def deleteMessages(
         self,
         project: str,
         queue: str,
         ids: Iterable[str],
         claimIds: Iterable[str] | None,
         now: float,
-    ) -> Deferred:
-        return self._wrap(
-            self._deleteMessages(
-                project,
-                queue,
-                list(ids),
-                None if claimIds is None else list(claimIds),
-                now,
-            )
-        )
-
-    async def _deleteMessages(
-        self,
-        project: str,
-        queue: str,
-        ids: list[str],
-        claimIds: list[str] | None,
-        now: float,
     ) -> int:
+        ids = list(ids)
+        claimIds = None if claimIds is None else list(claimIds)
         await self._ready()
         if not ids:
             return 0
@@ -1003,16 +948,11 @@ class MongoStore(Service):
         )
         return [_toMessage(doc) for doc in docs]
 
-    def popMessages(
-        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
-    ) -> Deferred:
-        return self._wrap(
-            self._popMessages(project, queue, limit, tuple(tags or ()), now)
-        )
-
-    async def _popMessages(
+    @deferred
+    async def popMessages(
         self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
     ) -> list[Message]:
+        tags = tuple(tags or ())
         await self._ready()
         if limit <= 0:
             return []
@@ -1046,12 +986,8 @@ class MongoStore(Service):
             for m in held
         ]
 
-    def createClaim(
-        self, project: str, queue: str, spec: ClaimSpec, now: float
-    ) -> Deferred:
-        return self._wrap(self._createClaim(project, queue, spec, now))
-
-    async def _createClaim(
+    @deferred
+    async def createClaim(
         self, project: str, queue: str, spec: ClaimSpec, now: float
     ) -> Claim | None:
         await self._ready()
@@ -1108,10 +1044,8 @@ class MongoStore(Service):
             raise ClaimDoesNotExist(claimId)
         return doc
 
-    def getClaim(self, project: str, queue: str, claimId: str, now: float) -> Deferred:
-        return self._wrap(self._getClaim(project, queue, claimId, now))
-
-    async def _getClaim(
+    @deferred
+    async def getClaim(
         self, project: str, queue: str, claimId: str, now: float
     ) -> Claim:
         await self._ready()
@@ -1126,12 +1060,8 @@ class MongoStore(Service):
             messages=tuple(held),
         )
 
-    def renewClaim(
-        self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
-    ) -> Deferred:
-        return self._wrap(self._renewClaim(project, queue, claimId, ttl, grace, now))
-
-    async def _renewClaim(
+    @deferred
+    async def renewClaim(
         self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
     ) -> None:
         await self._ready()
@@ -1163,12 +1093,8 @@ class MongoStore(Service):
             )
         )
 
-    def releaseClaim(
-        self, project: str, queue: str, claimId: str, now: float
-    ) -> Deferred:
-        return self._wrap(self._releaseClaim(project, queue, claimId, now))
-
-    async def _releaseClaim(
+    @deferred
+    async def releaseClaim(
         self, project: str, queue: str, claimId: str, now: float
     ) -> None:
         await self._ready()
@@ -1184,10 +1110,8 @@ class MongoStore(Service):
             )
         )
 
-    def purgeExpired(self, now: float) -> Deferred:
-        return self._wrap(self._purgeExpired(now))
-
-    async def _purgeExpired(self, now: float) -> int:
+    @deferred
+    async def purgeExpired(self, now: float) -> int:
         await self._ready()
         messages = self._coll(MESSAGES)
         removed = await self._call(
