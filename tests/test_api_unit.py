@@ -21,7 +21,7 @@ from marconi.core.errors import Forbidden, Unauthorized
 from marconi.core.interfaces import IAuthDriver
 from marconi.core.limits import Limits
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging
-from marconi.storage.memory import MemoryStore
+from marconi.storage.memory.store import MemoryStore
 from tests.apihelpers import CLIENT, START, Response, requestParts
 
 PATCH = {"Content-Type": PATCH_MEDIA_TYPE}

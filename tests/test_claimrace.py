@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
 from marconi.core.limits import Limits
-from marconi.storage.sqlite import SQLiteStore
+from marconi.storage.sqlite.store import SQLiteStore
 from tests.apihelpers import Node
 from tests.redisserver import sharedServer, skipReason
 

@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 
 from marconi.api import openapi
 from marconi.core.limits import Limits
-from marconi.storage.sqlite import SQLiteStore
+from marconi.storage.sqlite.store import SQLiteStore
 from tests.apihelpers import HTTPNode, Node
 from tests.redisserver import sharedServer, skipReason
 from tests.test_cluster_integration import ClusterTestCase

@@ -22,8 +22,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 import marconi.plugins
-import marconi.storage.memory
-import marconi.storage.sqlite
+import marconi.storage.memory.store
+import marconi.storage.sqlite.store
 from marconi import kernel, tap
 from marconi.core.errors import ClaimDoesNotExist, StorageUnavailable
 from marconi.core.interfaces import (
@@ -33,8 +33,9 @@ from marconi.core.interfaces import (
     IStoreEvents,
 )
 from marconi.core.models import Claim, ClaimSpec, Message, MessageQuery
-from marconi.storage.memory import MemoryStore, checkURI, makeStore
-from marconi.storage.sqlite import SQLiteStore
+from marconi.storage.memory.store import MemoryStore, makeStore
+from marconi.storage.memory.uri import checkURI
+from marconi.storage.sqlite.store import SQLiteStore
 from tests.storage_contract import T0, MessageStoreContract, msg, query, spec
 
 
@@ -343,8 +344,8 @@ class _StoresAgree(RuleBasedStateMachine):
         self.sqlite = _SynchronousSQLiteStore(":memory:", None)
         self.memory = started()
         self.ids = {
-            marconi.storage.sqlite: _SequentialIds(),
-            marconi.storage.memory: _SequentialIds(),
+            marconi.storage.sqlite.store: _SequentialIds(),
+            marconi.storage.memory.store: _SequentialIds(),
         }
         self.now = T0
         self.deadlines: set[float] = set()
@@ -367,8 +368,8 @@ class _StoresAgree(RuleBasedStateMachine):
         """
         answers = []
         for module, store in (
-            (marconi.storage.sqlite, self.sqlite),
-            (marconi.storage.memory, self.memory),
+            (marconi.storage.sqlite.store, self.sqlite),
+            (marconi.storage.memory.store, self.memory),
         ):
             original = module.newId
             module.newId = self.ids[module]  # type: ignore[attr-defined]

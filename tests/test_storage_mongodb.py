@@ -24,7 +24,8 @@ import marconi.plugins
 from marconi.core.errors import StorageUnavailable
 from marconi.core.interfaces import IMessageStore, IStorageDriverPlugin
 from marconi.core.models import ClaimSpec, MessageQuery
-from marconi.storage.mongodb_uri import checkURI, makeStore, parseURI
+from marconi.storage.mongodb.store import makeStore
+from marconi.storage.mongodb.uri import checkURI, parseURI
 from tests import mongoserver
 from tests.storage_contract import T0, MessageStoreContract, msg
 

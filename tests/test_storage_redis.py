@@ -29,7 +29,7 @@ from marconi.core.errors import (
 )
 from marconi.core.interfaces import IMessageStore, IStorageDriverPlugin
 from marconi.core.models import NewMessage
-from marconi.storage.redis_uri import RedisLocation, checkURI, parseURI
+from marconi.storage.redis.uri import RedisLocation, checkURI, parseURI
 from tests.redisserver import RedisServer, command, sharedServer, skipReason
 from tests.storage_contract import T0, MessageStoreContract, msg, query, spec
 
@@ -41,7 +41,7 @@ async def startStore(test: TestCase, uri: str, **kwargs: Any) -> Any:
     Start a L{RedisStore} for C{uri}, wait until it answers, and stop it when
     the test ends.
     """
-    from marconi.storage.redis import RedisStore
+    from marconi.storage.redis.store import RedisStore
 
     kwargs.setdefault("connectWait", 5.0)
     store = RedisStore(parseURI(uri), reactor, **kwargs)
@@ -118,7 +118,7 @@ class NamespaceTests(SynchronousTestCase):
         Pairs that a plain C{project:queue} or C{project.queue} join would
         confuse get different prefixes, and none is the start of another.
         """
-        from marconi.storage.redis import queuePrefix
+        from marconi.storage.redis.store import queuePrefix
 
         pairs = [
             ("a.b", "c"),
@@ -161,7 +161,7 @@ class NamespaceTests(SynchronousTestCase):
         by a suffix) can be a key of the other; each prefix reads back as
         its own pair.
         """
-        from marconi.storage.redis import queuePrefix
+        from marconi.storage.redis.store import queuePrefix
 
         a, b = queuePrefix(p1, q1), queuePrefix(p2, q2)
         self.assertEqual(self._split(a), (p1, q1))
@@ -267,7 +267,7 @@ class RedisStoreTests(TestCase):
         A purge that has more to remove than one script run takes runs
         until everything expired is gone, and counts all of it.
         """
-        from marconi.storage import redis as driver
+        from marconi.storage.redis import store as driver
 
         self.patch(driver, "PURGE_BATCH", 7)
         store = await self.store()
@@ -332,8 +332,8 @@ class RedisStoreTests(TestCase):
         A post whose script refuses one message of the batch stores none of
         them, and does not even create the queue.
         """
-        from marconi.storage import redis_lua as lua
-        from marconi.storage.redis import projectPrefix, queuePrefix
+        from marconi.storage.redis import lua
+        from marconi.storage.redis.store import projectPrefix, queuePrefix
 
         store = await self.store()
         args = [
@@ -524,7 +524,7 @@ class RedisStoreTests(TestCase):
         )
 
     async def persistenceEvents(self, server: RedisServer) -> list:
-        from marconi.storage.redis import RedisStore
+        from marconi.storage.redis.store import RedisStore
 
         events: list = []
         store = RedisStore(parseURI(server.uri()), reactor)
@@ -548,7 +548,7 @@ class RedisStoreTests(TestCase):
         When the server comes back after an outage without C{appendonly},
         the store warns again.
         """
-        from marconi.storage.redis import RedisStore
+        from marconi.storage.redis.store import RedisStore
 
         server = serverOf(self)
         events: list = []
@@ -612,7 +612,7 @@ class RedisStoreTests(TestCase):
             len(await store.postMessages("p", "q", [msg('"a"')], "w", T0)), 1
         )
 
-        from marconi.storage.redis import RedisStore
+        from marconi.storage.redis.store import RedisStore
 
         events: list = []
         observer = events.append
@@ -641,7 +641,7 @@ class RedisStoreTests(TestCase):
         """
         The plugin found for the C{redis} scheme makes a working store.
         """
-        from marconi.storage.redis import RedisStore
+        from marconi.storage.redis.store import RedisStore
 
         [plugin] = [
             p
@@ -687,7 +687,7 @@ class PluginTests(SynchronousTestCase):
             " if p.name == 'redis']\n"
             "p.checkURI('redis://localhost:6379/0')\n"
             "assert 'txredisapi' not in sys.modules, 'txredisapi imported'\n"
-            "assert 'marconi.storage.redis' not in sys.modules\n"
+            "assert 'marconi.storage.redis.store' not in sys.modules\n"
         )
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
         result = subprocess.run(

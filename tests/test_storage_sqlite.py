@@ -9,7 +9,8 @@ from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from marconi.core.errors import QueueDoesNotExist
-from marconi.storage.sqlite import SQLiteStore, checkURI, makeStore, parseURI
+from marconi.storage.sqlite.store import SQLiteStore, makeStore
+from marconi.storage.sqlite.uri import checkURI, parseURI
 from tests.storage_contract import T0, MessageStoreContract, msg, query, spec
 
 

@@ -10,7 +10,7 @@ fails half-way, so the only failure left after the checks is the server
 itself dying, which the append-only file replays up to the last complete
 command.
 
-Key layout (built in Python by L{marconi.storage.redis}; C{P} is the
+Key layout (built in Python by L{marconi.storage.redis.store}; C{P} is the
 queue's prefix, C{PP} the project's)::
 
     P:n          string   the queue's marker counter (INCR)

@@ -23,13 +23,11 @@ loss case for speed (still safe from a process kill).
 """
 
 import json
-import os
 import sqlite3
 import threading
 from collections import deque
 from queue import SimpleQueue
 from typing import Any, Callable, Optional, Sequence
-from urllib.parse import parse_qs
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
@@ -55,8 +53,7 @@ from marconi.core.models import (
     QueueStats,
     newId,
 )
-
-_SYNCHRONOUS = ("full", "normal", "extra", "off")
+from marconi.storage.sqlite.uri import parseURI
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -288,40 +285,6 @@ def _insertMessage(
             "INSERT INTO message_tags (seq, tag) VALUES (?, ?)",
             [(cursor.lastrowid, tag) for tag in tags],
         )
-
-
-def parseURI(uri: str) -> tuple[str, str]:
-    """
-    Split a C{sqlite:PATH[?synchronous=LEVEL]} URI.
-
-    @return: the database path (C{":memory:"} for C{sqlite::memory:}) and the
-        C{synchronous} level.
-    @raise ValueError: if the URI is not a SQLite URI.
-    """
-    scheme, sep, rest = uri.partition(":")
-    if scheme != "sqlite" or not sep:
-        raise ValueError(f"not a sqlite: URI: {uri!r}")
-    path, _, query = rest.partition("?")
-    if path.startswith("//"):
-        path = path[2:]
-    if not path:
-        raise ValueError("a sqlite: URI needs a path (sqlite:PATH or sqlite::memory:)")
-    options = parse_qs(query, keep_blank_values=True)
-    unknown = set(options) - {"synchronous"}
-    if unknown:
-        raise ValueError(f"unknown sqlite option(s): {', '.join(sorted(unknown))}")
-    synchronous = options.get("synchronous", ["full"])[-1].lower()
-    if synchronous not in _SYNCHRONOUS:
-        raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
-    return path, synchronous
-
-
-def checkURI(uri: str) -> None:
-    path, _ = parseURI(uri)
-    if path != ":memory:":
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise ValueError(f"the directory {directory!r} does not exist")
 
 
 def makeStore(uri: str, reactor: Any) -> "SQLiteStore":

@@ -78,7 +78,7 @@ from marconi.core.models import (
     QueueInfo,
     QueueStats,
 )
-from marconi.storage.mongodb_uri import MongoConfig
+from marconi.storage.mongodb.uri import MongoConfig, parseURI
 
 log = Logger()
 
@@ -1124,3 +1124,15 @@ class MongoStore(Service):
             )
         )
         return removed.deleted_count
+
+
+def makeStore(uri: str, reactor: Any = None) -> Any:
+    """
+    Build the MongoDB store for C{uri}; it connects when started.
+    """
+    config = parseURI(uri)
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    return MongoStore(config, reactor)

@@ -2,7 +2,7 @@
 The Redis storage driver, on txredisapi.
 
 Every operation that reads and then writes is one Lua script (see
-L{marconi.storage.redis_lua} for the scripts and the key layout), so posts,
+L{marconi.storage.redis.lua} for the scripts and the key layout), so posts,
 claims and pops are atomic however many nodes and connections use the same
 server.  Times are never read here: each call carries the caller's C{now}.
 
@@ -51,8 +51,8 @@ from marconi.core.models import (
     QueueStats,
     newId,
 )
-from marconi.storage import redis_lua as lua
-from marconi.storage.redis_uri import RedisLocation, parseURI
+from marconi.storage.redis import lua
+from marconi.storage.redis.uri import RedisLocation, parseURI
 
 log = Logger()
 
@@ -106,7 +106,7 @@ _scriptHashes: dict = {}
 def _rows(reply: Any) -> list:
     """
     The records of a script that answers with JSON text (see C{rows} in
-    L{marconi.storage.redis_lua}); an empty answer is an empty reply.
+    L{marconi.storage.redis.lua}); an empty answer is an empty reply.
     """
     if isinstance(reply, (str, bytes)):
         return json.loads(reply)

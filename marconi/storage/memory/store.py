@@ -57,6 +57,7 @@ from marconi.core.models import (
     QueueStats,
     newId,
 )
+from marconi.storage.memory.uri import checkURI
 
 Key = tuple[str, str]
 
@@ -64,18 +65,6 @@ Key = tuple[str, str]
 # (plus a constant, so small stores never bother).
 _HEAP_SLACK = 2
 _HEAP_MINIMUM = 1024
-
-
-def checkURI(uri: str) -> None:
-    """
-    Accept C{memory:}, the only URI of this store.
-
-    @raise ValueError: for anything else.
-    """
-    if uri != "memory:":
-        raise ValueError(
-            f"the memory store takes no path or options: use 'memory:', not {uri!r}"
-        )
 
 
 def makeStore(uri: str, reactor: Any) -> "MemoryStore":
