@@ -39,24 +39,14 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from marconi.core import rules
+from marconi.core import models, rules
 from marconi.core.errors import (
     ClaimDoesNotExist,
     QueueDoesNotExist,
     StorageUnavailable,
 )
 from marconi.core.interfaces import IMessageStore, IQueueDepths, IStoreEvents
-from marconi.core.models import (
-    Claim,
-    ClaimSpec,
-    Message,
-    MessageQuery,
-    NewMessage,
-    QueueDepth,
-    QueueInfo,
-    QueueStats,
-    newId,
-)
+from marconi.core.models import Claim, ClaimSpec, Message, newId
 from marconi.storage.memory.uri import checkURI
 
 Key = tuple[str, str]
@@ -309,7 +299,7 @@ class MemoryStore(Service):
             start = bisect_right(names, marker or "")
             page = names[start : start + max(limit, 0)]
             return [
-                QueueInfo(
+                models.QueueInfo(
                     name,
                     json.loads(self._queues[(project, name)].metadata)
                     if detailed
@@ -324,7 +314,7 @@ class MemoryStore(Service):
         return self._answer(lambda: len(self._names.get(project, ())))
 
     def queueStats(self, project: str, name: str, now: float) -> Deferred:
-        def work() -> QueueStats:
+        def work() -> models.QueueStats:
             queue = self._queues.get((project, name))
             free = claimed = delayed = 0
             oldest = newest = None
@@ -340,7 +330,7 @@ class MemoryStore(Service):
                     delayed += 1
                 else:
                     free += 1
-            return QueueStats(
+            return models.QueueStats(
                 free=free,
                 claimed=claimed,
                 delayed=delayed,
@@ -354,7 +344,7 @@ class MemoryStore(Service):
         self,
         project: str,
         queue: str,
-        messages: Sequence[NewMessage],
+        messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
     ) -> Deferred:
@@ -382,7 +372,7 @@ class MemoryStore(Service):
         return self._answer(work)
 
     def listMessages(
-        self, project: str, queue: str, query: MessageQuery, now: float
+        self, project: str, queue: str, query: models.MessageQuery, now: float
     ) -> Deferred:
         def keep(message: Message) -> bool:
             return (
@@ -655,7 +645,7 @@ class MemoryStore(Service):
                         live += 1
                         claimed += message.claimedAt(now)
                 if live:
-                    depths.append(QueueDepth(project, name, live, claimed))
+                    depths.append(models.QueueDepth(project, name, live, claimed))
             depths.sort(key=lambda d: (-d.messages, d.project, d.queue))
             return depths[: max(limit, 0)]
 

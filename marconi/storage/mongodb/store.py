@@ -36,7 +36,6 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from uuid import uuid4
 
 from bson.son import SON
 from pymongo import ReturnDocument
@@ -60,24 +59,16 @@ from txmongo.connection import ConnectionPool
 from txmongo.errors import TimeExceeded
 from zope.interface import implementer
 
+from marconi.core import models, rules
 from marconi.core.deferreds import deferred
 from marconi.core.errors import (
     ClaimDoesNotExist,
-    ClaimMismatch,
     MessageIsClaimed,
     QueueDoesNotExist,
     StorageUnavailable,
 )
 from marconi.core.interfaces import IMessageStore
-from marconi.core.models import (
-    Claim,
-    ClaimSpec,
-    Message,
-    MessageQuery,
-    NewMessage,
-    QueueInfo,
-    QueueStats,
-)
+from marconi.core.models import Claim, ClaimSpec, Message, newId
 from marconi.storage.mongodb.uri import MongoConfig, parseURI
 
 log = Logger()
@@ -501,7 +492,7 @@ class MongoStore(Service):
     @deferred
     async def listQueues(
         self, project: str, marker: str | None, limit: int, detailed: bool
-    ) -> list[QueueInfo]:
+    ) -> list[models.QueueInfo]:
         await self._ready()
         if limit <= 0:
             return []
@@ -515,7 +506,7 @@ class MongoStore(Service):
             )
         )
         return [
-            QueueInfo(
+            models.QueueInfo(
                 name=doc["n"],
                 metadata=json.loads(doc.get("m") or "{}") if detailed else None,
             )
@@ -532,7 +523,9 @@ class MongoStore(Service):
         )
 
     @deferred
-    async def queueStats(self, project: str, name: str, now: float) -> QueueStats:
+    async def queueStats(
+        self, project: str, name: str, now: float
+    ) -> models.QueueStats:
         await self._ready()
         messages = self._coll(MESSAGES)
         live = {"p": project, "q": name, "tx": {"$exists": False}, "e": {"$gt": now}}
@@ -559,7 +552,7 @@ class MongoStore(Service):
             )
             oldest = _toMessage(first[0]) if first else None
             newest = _toMessage(last[0]) if last else None
-        return QueueStats(
+        return models.QueueStats(
             free=free, claimed=claimed, delayed=delayed, oldest=oldest, newest=newest
         )
 
@@ -599,7 +592,7 @@ class MongoStore(Service):
         self,
         project: str,
         queue: str,
-        messages: Sequence[NewMessage],
+        messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
     ) -> list[str]:
@@ -607,13 +600,13 @@ class MongoStore(Service):
         if not messages:
             return []
         first = await self._takeMarkers(project, queue, len(messages))
-        batch = uuid4().hex
+        batch = newId()
         docs = []
         for offset, new in enumerate(messages):
             expires = now + new.ttl
             docs.append(
                 {
-                    "_id": uuid4().hex,
+                    "_id": newId(),
                     "p": project,
                     "q": queue,
                     "k": first + offset,
@@ -655,7 +648,7 @@ class MongoStore(Service):
         return [doc["_id"] for doc in docs]
 
     def _listFilter(
-        self, project: str, queue: str, query: MessageQuery, now: float
+        self, project: str, queue: str, query: models.MessageQuery, now: float
     ) -> dict:
         spec: dict = {
             "p": project,
@@ -677,7 +670,7 @@ class MongoStore(Service):
 
     @deferred
     async def listMessages(
-        self, project: str, queue: str, query: MessageQuery, now: float
+        self, project: str, queue: str, query: models.MessageQuery, now: float
     ) -> list[Message]:
         await self._ready()
         if query.limit <= 0:
@@ -731,21 +724,11 @@ class MongoStore(Service):
         doc = await self._call(lambda: coll.find_one(where))
         if doc is None or doc["e"] <= now:
             return
-        heldByLiveClaim = doc.get("ci") is not None and doc.get("ce", 0) > now
-        if claimId is None:
-            if heldByLiveClaim:
-                raise MessageIsClaimed(messageId)
-            # Its claim ended between the two steps: try once more.
-            result = await self._call(lambda: coll.delete_one(condition))
-            if not result.deleted_count:
-                raise MessageIsClaimed(messageId)
-            return
-        if heldByLiveClaim:
+        rules.checkDelete(messageId, doc.get("ci"), doc.get("ce"), claimId, now)
+        # The rule allows it: what held it changed between the two steps.
+        result = await self._call(lambda: coll.delete_one(condition))
+        if not result.deleted_count:
             raise MessageIsClaimed(messageId)
-        raise ClaimMismatch(
-            f"Claim {claimId!r} does not hold message {messageId!r}; "
-            "it may have expired or been released."
-        )
 
     @deferred
     async def deleteMessages(
@@ -768,6 +751,7 @@ class MongoStore(Service):
             "tx": {"$exists": False},
         }
         if claimIds is not None:
+            # marconi.core.rules.deletableWith
             spec["$or"] = [
                 {"ce": {"$lte": now}},
                 {"ci": {"$in": claimIds}, "ce": {"$gt": now}},
@@ -820,11 +804,6 @@ class MongoStore(Service):
         """
         coll = self._coll(MESSAGES)
         claimable = self._claimable(project, queue, tags, now)
-        deadLetter = (
-            spec is not None
-            and spec.maxClaimCount is not None
-            and bool(spec.deadLetterQueue)
-        )
         update: dict = {
             "$set": {"ci": holder, "ce": holdUntil},
             "$max": {"e": liveUntil, "ea": _expireAt(liveUntil)},
@@ -845,7 +824,7 @@ class MongoStore(Service):
         toClaim = []
         toMove = []
         for doc in candidates:
-            if deadLetter and doc.get("cc", 0) >= spec.maxClaimCount:
+            if spec is not None and rules.goesToDeadLetter(doc.get("cc", 0), spec):
                 toMove.append(doc)
             else:
                 toClaim.append(doc["_id"])
@@ -873,7 +852,7 @@ class MongoStore(Service):
             )
             if doc is None:
                 return
-            if deadLetter and doc.get("cc", 0) >= spec.maxClaimCount:
+            if spec is not None and rules.goesToDeadLetter(doc.get("cc", 0), spec):
                 await self._deadLetter(project, queue, [doc], spec, now, holder)
                 continue
             marked += 1
@@ -903,7 +882,7 @@ class MongoStore(Service):
         else:
             condition = {"p": project, "q": queue, "ci": heldBy}
         for offset, doc in enumerate(docs):
-            ttl = spec.deadLetterTTL or doc["t"]
+            ttl = rules.deadLetterTTL(doc["t"], spec)
             expires = now + ttl
             move: dict = {
                 "$set": {
@@ -956,7 +935,7 @@ class MongoStore(Service):
         await self._ready()
         if limit <= 0:
             return []
-        holder = "pop-" + uuid4().hex
+        holder = "pop-" + newId()
         # Hold them briefly (claim semantics make the pop atomic), read
         # what this pop owns, then delete exactly those.
         await self._mark(
@@ -969,22 +948,7 @@ class MongoStore(Service):
                     {"p": project, "q": queue, "ci": holder}
                 )
             )
-        return [
-            Message(
-                id=m.id,
-                marker=m.marker,
-                body=m.body,
-                ttl=m.ttl,
-                created=m.created,
-                expires=m.expires,
-                visibleAt=m.visibleAt,
-                clientId=m.clientId,
-                claimCount=m.claimCount,
-                tags=m.tags,
-                checksum=m.checksum,
-            )
-            for m in held
-        ]
+        return [rules.unclaimed(m) for m in held]
 
     @deferred
     async def createClaim(
@@ -993,7 +957,7 @@ class MongoStore(Service):
         await self._ready()
         if spec.limit <= 0:
             return None
-        claimId = uuid4().hex
+        claimId = newId()
         expires = now + spec.ttl
         await self._mark(
             project,

@@ -89,6 +89,7 @@ local function hasTags(r, want)
   return true
 end
 
+-- marconi.core.rules.isClaimable and hasTags
 local function claimable(r, now, tags)
   return tonumber(r[5]) > now and tonumber(r[6]) <= now
     and not claimLive(r, now) and hasTags(r, tags)
@@ -350,6 +351,7 @@ local r = load(P, id)
 if not r or tonumber(r[5]) <= now then
   return 0
 end
+-- marconi.core.rules.checkDelete
 if claimLive(r, now) then
   if r[8] ~= cid then
     return -1
@@ -378,6 +380,7 @@ for i = first, #ARGV do
   local id = ARGV[i]
   local r = load(P, id)
   if r and tonumber(r[5]) > now then
+    -- marconi.core.rules.deletableWith
     if nclaims < 0 or not claimLive(r, now) or claims[r[8]] then
       removeMsg(P, id, r)
       deleted = deleted + 1
@@ -458,6 +461,7 @@ scan(P .. ':f', '-inf', function(id)
   if not claimable(r, now, tags) then
     return false
   end
+  -- marconi.core.rules.goesToDeadLetter
   if maxCount and tonumber(r[10]) >= maxCount then
     deadLetter(id, r)
     return false

@@ -38,19 +38,10 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from marconi.core import errors
+from marconi.core import errors, models
 from marconi.core.deferreds import deferred
 from marconi.core.interfaces import IMessageStore
-from marconi.core.models import (
-    Claim,
-    ClaimSpec,
-    Message,
-    MessageQuery,
-    NewMessage,
-    QueueInfo,
-    QueueStats,
-    newId,
-)
+from marconi.core.models import Claim, ClaimSpec, Message, newId
 from marconi.storage.redis import lua
 from marconi.storage.redis.uri import RedisLocation, parseURI
 
@@ -498,7 +489,7 @@ class RedisStore(Service):
     @deferred
     async def listQueues(
         self, project: str, marker: Optional[str], limit: int, detailed: bool
-    ) -> list[QueueInfo]:
+    ) -> list[models.QueueInfo]:
         if limit < 1:
             return []
         lower = "-" if marker is None else "(" + marker
@@ -510,7 +501,7 @@ class RedisStore(Service):
             "1" if detailed else "0",
         )
         return [
-            QueueInfo(name=name, metadata=json.loads(meta) if detailed else None)
+            models.QueueInfo(name=name, metadata=json.loads(meta) if detailed else None)
             for name, meta in zip(flat[::2], flat[1::2], strict=True)
         ]
 
@@ -519,12 +510,14 @@ class RedisStore(Service):
         return int(await self._call("zcard", projectPrefix(project) + ":q"))
 
     @deferred
-    async def queueStats(self, project: str, name: str, now: float) -> QueueStats:
+    async def queueStats(
+        self, project: str, name: str, now: float
+    ) -> models.QueueStats:
         total, claimed, delayed, oldest, newest = await self._eval(
             lua.QUEUE_STATS, queuePrefix(project, name), _time(now)
         )
         total, claimed, delayed = int(total), int(claimed), int(delayed)
-        return QueueStats(
+        return models.QueueStats(
             free=max(0, total - claimed - delayed),
             claimed=claimed,
             delayed=delayed,
@@ -537,7 +530,7 @@ class RedisStore(Service):
         self,
         project: str,
         queue: str,
-        messages: Sequence[NewMessage],
+        messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
     ) -> list[str]:
@@ -565,7 +558,7 @@ class RedisStore(Service):
 
     @deferred
     async def listMessages(
-        self, project: str, queue: str, query: MessageQuery, now: float
+        self, project: str, queue: str, query: models.MessageQuery, now: float
     ) -> list[Message]:
         after = "-inf" if query.marker is None else f"({int(query.marker)}"
         rows = await self._eval(

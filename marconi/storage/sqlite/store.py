@@ -35,24 +35,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from marconi.core import rules
+from marconi.core import models, rules
 from marconi.core.errors import (
     ClaimDoesNotExist,
     QueueDoesNotExist,
     StorageUnavailable,
 )
 from marconi.core.interfaces import IMessageStore, IQueueDepths, IStoreEvents
-from marconi.core.models import (
-    Claim,
-    ClaimSpec,
-    Message,
-    MessageQuery,
-    NewMessage,
-    QueueDepth,
-    QueueInfo,
-    QueueStats,
-    newId,
-)
+from marconi.core.models import Claim, ClaimSpec, Message, newId
 from marconi.storage.sqlite.uri import parseURI
 
 _SCHEMA = """
@@ -501,7 +491,7 @@ class SQLiteStore(Service):
                 (project, marker or "", limit),
             ).fetchall()
             return [
-                QueueInfo(name, json.loads(meta) if detailed else None)
+                models.QueueInfo(name, json.loads(meta) if detailed else None)
                 for name, meta in rows
             ]
 
@@ -515,7 +505,7 @@ class SQLiteStore(Service):
         )
 
     def queueStats(self, project: str, name: str, now: float) -> Any:
-        def work(c: sqlite3.Connection) -> QueueStats:
+        def work(c: sqlite3.Connection) -> models.QueueStats:
             params = {"project": project, "queue": name, "now": now}
             where = "project = :project AND queue = :queue AND expires > :now"
             total, claimed, delayed = c.execute(
@@ -527,7 +517,7 @@ class SQLiteStore(Service):
                 params,
             ).fetchone()
             if not total:
-                return QueueStats(free=0, claimed=0, delayed=0)
+                return models.QueueStats(free=0, claimed=0, delayed=0)
             oldest = c.execute(
                 f"SELECT {_COLUMNS} FROM messages WHERE {where} "
                 "ORDER BY marker LIMIT 1",
@@ -538,7 +528,7 @@ class SQLiteStore(Service):
                 "ORDER BY marker DESC LIMIT 1",
                 params,
             ).fetchone()
-            return QueueStats(
+            return models.QueueStats(
                 free=total - claimed - delayed,
                 claimed=claimed,
                 delayed=delayed,
@@ -552,7 +542,7 @@ class SQLiteStore(Service):
         self,
         project: str,
         queue: str,
-        messages: Sequence[NewMessage],
+        messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
     ) -> Any:
@@ -575,7 +565,7 @@ class SQLiteStore(Service):
         return self._run(work)
 
     def listMessages(
-        self, project: str, queue: str, query: MessageQuery, now: float
+        self, project: str, queue: str, query: models.MessageQuery, now: float
     ) -> Any:
         params: dict[str, Any] = {
             "project": project,
@@ -768,7 +758,9 @@ class SQLiteStore(Service):
                 "ORDER BY COUNT(*) DESC, project, queue LIMIT :limit",
                 {"now": now, "limit": limit},
             )
-            return [QueueDepth(p, q, n, claimed or 0) for p, q, n, claimed in rows]
+            return [
+                models.QueueDepth(p, q, n, claimed or 0) for p, q, n, claimed in rows
+            ]
 
         return self._run(work)
 
