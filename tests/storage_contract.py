@@ -25,7 +25,7 @@ from marconi.core.errors import (
     MessageIsClaimed,
     QueueDoesNotExist,
 )
-from marconi.core.interfaces import IMessageStore
+from marconi.core.interfaces import IMessageStore, IStoreEvents
 from marconi.core.models import ClaimSpec, MessageQuery, NewMessage
 
 T0 = 1_700_000_000.0
@@ -706,6 +706,25 @@ class MessageStoreContract:
                     self.assertIn(m.id, survivors)
                 else:
                     self.assertNotIn(m.id, survivors)
+
+    async def test_deadLetterEvents(self) -> None:
+        """
+        Every store provides L{IStoreEvents}: moving messages to a dead
+        letter queue during a claim is reported as C{dead_lettered}, with
+        how many moved.
+        """
+        store = await self.store()
+        self.assertTrue(verifyObject(IStoreEvents, store))
+        events: list = []
+        store.observeEvents(lambda kind, count: events.append((kind, count)))
+        await self.post(store, ['"a"', '"b"', '"c"'])
+        policy = dict(maxClaimCount=1, deadLetterQueue="dlq")
+        await store.createClaim("p", "q", spec(ttl=60, limit=2, **policy), T0)
+        self.assertEqual(events, [])
+        claim = await store.createClaim("p", "q", spec(**policy), T0 + 60)
+        self.assertEqual(len(claim.messages), 1)
+        self.assertEqual(sum(n for kind, n in events if kind == "dead_lettered"), 2)
+        self.assertEqual({kind for kind, n in events}, {"dead_lettered"})
 
     # Housekeeping.
 

@@ -45,8 +45,9 @@ from marconi.core.errors import (
     QueueDoesNotExist,
     StorageUnavailable,
 )
-from marconi.core.interfaces import IMessageStore, IQueueDepths, IStoreEvents
+from marconi.core.interfaces import IMessageStore, IQueueDepths
 from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage.events import StoreEvents
 from marconi.storage.memory.uri import checkURI
 
 Key = tuple[str, str]
@@ -102,8 +103,8 @@ class _Queue:
                 yield message
 
 
-@implementer(IMessageStore, IStoreEvents, IQueueDepths)
-class MemoryStore(Service):
+@implementer(IMessageStore, IQueueDepths)
+class MemoryStore(StoreEvents, Service):
     """
     An L{IMessageStore} in memory.
 
@@ -122,7 +123,6 @@ class MemoryStore(Service):
         self._claimCount = 0
         self._messageExpiry: list[tuple[float, int, Key]] = []
         self._claimExpiry: list[tuple[float, Key, str]] = []
-        self._events: Optional[Callable[[str, int], None]] = None
 
     # Answering.
 
@@ -494,8 +494,7 @@ class MemoryStore(Service):
                     moved += 1
                 else:
                     claimable.append(message)
-            if moved and self._events is not None:
-                self._events("dead_lettered", moved)
+            self._report("dead_lettered", moved)
             if not claimable:
                 return None
             assert target is not None
@@ -627,11 +626,6 @@ class MemoryStore(Service):
                 )
 
         return self._answer(work)
-
-    # IStoreEvents.
-
-    def observeEvents(self, observer: Callable[[str, int], None]) -> None:
-        self._events = observer
 
     # IQueueDepths.
 

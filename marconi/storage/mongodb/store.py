@@ -69,6 +69,7 @@ from marconi.core.errors import (
 )
 from marconi.core.interfaces import IMessageStore
 from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage.events import StoreEvents
 from marconi.storage.mongodb.uri import MongoConfig, parseURI
 
 log = Logger()
@@ -139,7 +140,7 @@ def _sortBy(field: str, descending: bool = False) -> Any:
 
 
 @implementer(IMessageStore, IService)
-class MongoStore(Service):
+class MongoStore(StoreEvents, Service):
     """
     L{IMessageStore} on MongoDB.
 
@@ -899,11 +900,12 @@ class MongoStore(Service):
             if heldBy is not None:
                 # Marking it counted a claim that did not happen.
                 move["$inc"] = {"cc": -1}
-            await self._call(
+            result = await self._call(
                 lambda doc=doc, move=move: coll.update_one(
                     {**condition, "_id": doc["_id"]}, move
                 )
             )
+            self._report("dead_lettered", result.modified_count)
             log.debug(
                 "Message {id} moved to dead-letter queue {target}",
                 id=doc["_id"],

@@ -415,7 +415,8 @@ return rows(out)
 # ARGV: P, PP, now, claim id, ttl, grace, limit, tags JSON,
 # max claim count ('' for none), dead-letter P ('' for none),
 # dead-letter queue name, dead-letter TTL ('' for the message's own).
-# Returns {} or the claimed messages.  A message already claimed the maximum
+# Returns {number moved to the dead-letter queue, the claimed messages (none:
+# an empty table)}.  A message already claimed the maximum
 # number of times moves to the end of the dead-letter queue, unclaimed,
 # visible now, with the dead-letter TTL, keeping its id, creation time and
 # claim count; the scan goes on so that the claim can still be filled.
@@ -430,10 +431,12 @@ if DP == '' or DP == P then
   maxCount = nil
 end
 if limit < 1 then
-  return {}
+  return {0, {}}
 end
+local moved = 0
 
 local function deadLetter(id, r)
+  moved = moved + 1
   ensureQueue(PP, dname)
   removeMsg(P, id, r)
   local mttl = dttl or tonumber(r[3])
@@ -481,7 +484,7 @@ scan(P .. ':f', '-inf', function(id)
   return #taken >= limit
 end)
 if #taken == 0 then
-  return {}
+  return {moved, {}}
 end
 redis.call('HSET', P .. ':c:' .. cid, 't', ARGV[5], 'g', ARGV[6],
            'u', num(now), 'e', num(cexp))
@@ -491,7 +494,7 @@ local out = {}
 for _, id in ipairs(taken) do
   out[#out + 1] = record(id, load(P, id))
 end
-return rows(out)
+return {moved, rows(out)}
 """)
 
 # ARGV: P, claim id, now.

@@ -42,6 +42,7 @@ from marconi.core import errors, models
 from marconi.core.deferreds import deferred
 from marconi.core.interfaces import IMessageStore
 from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage.events import StoreEvents
 from marconi.storage.redis import lua
 from marconi.storage.redis.uri import RedisLocation, parseURI
 
@@ -209,7 +210,7 @@ class _ProtocolFactory(Factory):
 
 
 @implementer(IMessageStore)
-class RedisStore(Service):
+class RedisStore(StoreEvents, Service):
     """
     An L{IMessageStore} on a Redis server.
 
@@ -664,7 +665,7 @@ class RedisStore(Service):
     ) -> Optional[Claim]:
         claimId = newId()
         deadLetter = spec.maxClaimCount is not None and spec.deadLetterQueue
-        rows = await self._eval(
+        reply = await self._eval(
             lua.CREATE_CLAIM,
             queuePrefix(project, queue),
             projectPrefix(project),
@@ -679,6 +680,8 @@ class RedisStore(Service):
             spec.deadLetterQueue if deadLetter else "",
             int(spec.deadLetterTTL) if deadLetter and spec.deadLetterTTL else "",
         )
+        moved, rows = reply
+        self._report("dead_lettered", int(moved))
         rows = _rows(rows)
         if not rows:
             return None

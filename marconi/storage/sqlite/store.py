@@ -41,8 +41,9 @@ from marconi.core.errors import (
     QueueDoesNotExist,
     StorageUnavailable,
 )
-from marconi.core.interfaces import IMessageStore, IQueueDepths, IStoreEvents
+from marconi.core.interfaces import IMessageStore, IQueueDepths
 from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage.events import StoreEvents
 from marconi.storage.sqlite.uri import parseURI
 
 _SCHEMA = """
@@ -282,8 +283,8 @@ def makeStore(uri: str, reactor: Any) -> "SQLiteStore":
     return SQLiteStore(path, reactor, synchronous=synchronous)
 
 
-@implementer(IMessageStore, IStoreEvents, IQueueDepths)
-class SQLiteStore(Service):
+@implementer(IMessageStore, IQueueDepths)
+class SQLiteStore(StoreEvents, Service):
     """
     An L{IMessageStore} in a SQLite database file.
     """
@@ -734,18 +735,10 @@ class SQLiteStore(Service):
             )
 
         def committed(claim: Optional[Claim]) -> Optional[Claim]:
-            if moved and self._events is not None:
-                self._events("dead_lettered", len(moved))
+            self._report("dead_lettered", len(moved))
             return claim
 
         return self._run(work).addCallback(committed)
-
-    # IStoreEvents.
-
-    _events: Optional[Callable[[str, int], None]] = None
-
-    def observeEvents(self, observer: Callable[[str, int], None]) -> None:
-        self._events = observer
 
     # IQueueDepths.
 
