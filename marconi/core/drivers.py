@@ -73,15 +73,14 @@ class AuthDriverPlugin:
         return namedAny(self._factory)(settings, reactor)
 
 
-@implementer(IPlugin, ILoggingDriverPlugin)
-class LoggingDriverPlugin:
+class _ConfiguredDriverPlugin:
     """
-    A logging driver whose code is imported on first use.
+    A driver configured by a section of the configuration file, whose code
+    is imported on first use.
 
     @param checker: dotted name of a function C{(settings) -> None} raising
-        L{ValueError}.
-    @param factory: dotted name of a callable C{(settings)} returning the
-        observer.
+        L{ValueError}; its module must not import the driver's libraries.
+    @param factory: dotted name of the callable that makes the driver.
     """
 
     def __init__(self, name: str, description: str, checker: str, factory: str):
@@ -92,30 +91,24 @@ class LoggingDriverPlugin:
 
     def checkSettings(self, settings: dict) -> None:
         namedAny(self._checker)(settings)
+
+
+@implementer(IPlugin, ILoggingDriverPlugin)
+class LoggingDriverPlugin(_ConfiguredDriverPlugin):
+    """
+    A logging driver; its factory is called as C{(settings)} and returns
+    the observer.
+    """
 
     def makeObserver(self, settings: dict) -> Any:
         return namedAny(self._factory)(settings)
 
 
 @implementer(IPlugin, IMonitoringDriverPlugin)
-class MonitoringDriverPlugin:
+class MonitoringDriverPlugin(_ConfiguredDriverPlugin):
     """
-    A monitoring driver whose code (and client library) is imported on
-    first use.
-
-    @param checker: dotted name of a function C{(settings) -> None} raising
-        L{ValueError}; its module must not import the client library.
-    @param factory: dotted name of a callable C{(settings, reactor)}.
+    A monitoring driver; its factory is called as C{(settings, reactor)}.
     """
-
-    def __init__(self, name: str, description: str, checker: str, factory: str):
-        self.name = name
-        self.description = description
-        self._checker = checker
-        self._factory = factory
-
-    def checkSettings(self, settings: dict) -> None:
-        namedAny(self._checker)(settings)
 
     def makeMonitor(self, settings: dict, reactor: Any) -> Any:
         return namedAny(self._factory)(settings, reactor)

@@ -677,12 +677,7 @@ class MongoStore(StoreEvents, Service):
         if query.limit <= 0:
             return []
         spec = self._listFilter(project, queue, query, now)
-        docs = await self._call(
-            lambda: self._coll(MESSAGES).find(
-                spec, sort=_sortBy("k"), limit=query.limit
-            )
-        )
-        return [_toMessage(doc) for doc in docs]
+        return await self._messages(spec, query.limit)
 
     @deferred
     async def getMessages(
@@ -692,19 +687,10 @@ class MongoStore(StoreEvents, Service):
         await self._ready()
         if not ids:
             return []
-        docs = await self._call(
-            lambda: self._coll(MESSAGES).find(
-                {
-                    "_id": {"$in": ids},
-                    "p": project,
-                    "q": queue,
-                    "tx": {"$exists": False},
-                    "e": {"$gt": now},
-                },
-                sort=_sortBy("k"),
-            )
+        where = {"_id": {"$in": ids}, "p": project, "q": queue}
+        return await self._messages(
+            {**where, "tx": {"$exists": False}, "e": {"$gt": now}}
         )
-        return [_toMessage(doc) for doc in docs]
 
     @deferred
     async def deleteMessage(
@@ -915,17 +901,16 @@ class MongoStore(StoreEvents, Service):
     async def _held(
         self, project: str, queue: str, holder: str, now: float
     ) -> list[Message]:
+        where = {"p": project, "q": queue, "ci": holder}
+        return await self._messages({**where, "ce": {"$gt": now}, "e": {"$gt": now}})
+
+    async def _messages(self, spec: dict, limit: int = 0) -> list[Message]:
+        """
+        The messages matching C{spec}, in marker order (C{limit}: at most
+        that many; 0 for all).
+        """
         docs = await self._call(
-            lambda: self._coll(MESSAGES).find(
-                {
-                    "p": project,
-                    "q": queue,
-                    "ci": holder,
-                    "ce": {"$gt": now},
-                    "e": {"$gt": now},
-                },
-                sort=_sortBy("k"),
-            )
+            lambda: self._coll(MESSAGES).find(spec, sort=_sortBy("k"), limit=limit)
         )
         return [_toMessage(doc) for doc in docs]
 

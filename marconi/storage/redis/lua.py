@@ -132,14 +132,17 @@ local function promote(P, now)
   end
 end
 
--- Call fn(id) on the members of a zset in score order, starting after
--- the score bound `after` ('-inf' or '(' .. score), until fn returns true.
--- fn may remove the member it is given.
-local function scan(key, after, fn)
-  local lo = after
+-- Call fn(id) on the members of a zset in score order (from the highest
+-- score down when `reverse`), starting after the score bound `from`
+-- ('-inf', '+inf' or '(' .. score), until fn returns true.  fn may remove
+-- the member it is given.
+local function walk(key, from, reverse, fn)
+  local command, to = 'ZRANGEBYSCORE', '+inf'
+  if reverse then
+    command, to = 'ZREVRANGEBYSCORE', '-inf'
+  end
   while true do
-    local page = redis.call('ZRANGEBYSCORE', key, lo, '+inf',
-                            'WITHSCORES', 'LIMIT', 0, 100)
+    local page = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', 0, 100)
     if #page == 0 then
       return
     end
@@ -147,26 +150,17 @@ local function scan(key, after, fn)
       if fn(page[i]) then
         return
       end
-      lo = '(' .. page[i + 1]
+      from = '(' .. page[i + 1]
     end
   end
 end
 
+local function scan(key, after, fn)
+  walk(key, after, false, fn)
+end
+
 local function rscan(key, fn)
-  local hi = '+inf'
-  while true do
-    local page = redis.call('ZREVRANGEBYSCORE', key, hi, '-inf',
-                            'WITHSCORES', 'LIMIT', 0, 100)
-    if #page == 0 then
-      return
-    end
-    for i = 1, #page, 2 do
-      if fn(page[i]) then
-        return
-      end
-      hi = '(' .. page[i + 1]
-    end
-  end
+  walk(key, '+inf', true, fn)
 end
 """
 
