@@ -816,6 +816,7 @@ class MongoStore(StoreEvents, Service):
             else:
                 toClaim.append(doc["_id"])
         if toMove:
+            assert spec is not None
             await self._deadLetter(project, queue, toMove, spec, now, None)
         marked = 0
         if toClaim:

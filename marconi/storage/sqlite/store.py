@@ -556,8 +556,8 @@ class SQLiteStore(StoreEvents, Service):
             first = _takeMarkers(c, project, queue, len(messages))
             ids = [newId() for _ in messages]
             for offset, (messageId, m) in enumerate(zip(ids, messages, strict=True)):
-                fields = (m.body, m.ttl, now, now + m.ttl, now + m.delay)
-                fields += (clientId, 0, m.checksum)
+                times = (now, now + m.ttl, now + m.delay)
+                fields = (m.body, m.ttl, *times, clientId, 0, m.checksum)
                 _insertMessage(
                     c, project, queue, first + offset, messageId, fields, m.tags
                 )
@@ -781,8 +781,9 @@ class SQLiteStore(StoreEvents, Service):
             "DELETE FROM messages WHERE project = ? AND queue = ? AND marker = ?",
             (project, queue, message.marker),
         )
-        fields = (message.body, ttl, message.created, now + ttl, now)
-        fields += (message.clientId, message.claimCount, message.checksum)
+        times = (message.created, now + ttl, now)
+        counts = (message.claimCount, message.checksum)
+        fields = (message.body, ttl, *times, message.clientId, *counts)
         marker = _takeMarkers(c, project, target, 1)
         _insertMessage(c, project, target, marker, message.id, fields, message.tags)
 
