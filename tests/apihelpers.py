@@ -20,7 +20,7 @@ from marconi.core.health import HealthCheck
 from marconi.core.limits import Limits
 from marconi.core.messaging import Messaging
 from marconi.observability.measured import MeasuredStore
-from marconi.storage.sqlite import SQLiteStore
+from marconi.storage.sqlite.store import SQLiteStore
 
 CLIENT = "3381af92-2b9e-11e3-b191-71861300734c"
 START = 1_700_000_000.0

@@ -17,13 +17,15 @@ from typing import Any
 from twisted.internet.defer import gatherResults, maybeDeferred
 from zope.interface.verify import verifyObject
 
+from marconi.core import rules
+from marconi.core.deferreds import checkSignatures
 from marconi.core.errors import (
     ClaimDoesNotExist,
     ClaimMismatch,
     MessageIsClaimed,
     QueueDoesNotExist,
 )
-from marconi.core.interfaces import IMessageStore
+from marconi.core.interfaces import IMessageStore, IStoreEvents
 from marconi.core.models import ClaimSpec, MessageQuery, NewMessage
 
 T0 = 1_700_000_000.0
@@ -69,10 +71,12 @@ class MessageStoreContract:
 
     async def test_interface(self) -> None:
         """
-        The store provides L{IMessageStore} and answers a ping.
+        The store provides L{IMessageStore}, each method taking the
+        parameters the interface names, and answers a ping.
         """
         store = await self.store()
         self.assertTrue(verifyObject(IMessageStore, store))
+        checkSignatures(IMessageStore, store)
         self.assertTrue(await store.ping())
 
     # Queues.
@@ -596,6 +600,131 @@ class MessageStoreContract:
         self.assertFalse(dead.claimedAt(now))
         self.assertEqual(dead.expires, now + 500)
         self.assertIsNotNone(await store.createClaim("p", "dlq", spec(), now))
+
+    async def test_markersPerQueue(self) -> None:
+        """
+        A queue's markers count only its own messages: what other queues
+        and other projects post never shows in them, so a tenant cannot
+        tell how much others post.
+        """
+        store = await self.store()
+        await self.post(store, ['"a"'])
+        await self.post(store, ['"x"'] * 3, project="other")
+        await self.post(store, ['"y"'] * 2, queue="q2")
+        await self.post(store, ['"b"'])
+        listed = await store.listMessages("p", "q", query(), T0)
+        first, second = [m.marker for m in listed]
+        self.assertEqual(second - first, 1)
+
+    # The rules of marconi.core.rules, held by every store.
+
+    async def test_ruleDeadLetterAtMaxClaimCount(self) -> None:
+        """
+        L{rules.goesToDeadLetter}: a message is claimed while its claim
+        count is below C{maxClaimCount}, and moved at exactly that count;
+        without a dead letter queue it is claimed again whatever its count.
+        """
+        store = await self.store()
+        [mid] = await self.post(store, ['"m"'])
+        policy = dict(maxClaimCount=3, deadLetterQueue="dlq")
+        now = T0
+        for count in range(3):
+            claim = await store.createClaim("p", "q", spec(ttl=60, **policy), now)
+            [held] = claim.messages
+            self.assertEqual(held.claimCount, count + 1)
+            self.assertFalse(rules.goesToDeadLetter(count, spec(**policy)))
+            now += 60
+        self.assertTrue(rules.goesToDeadLetter(3, spec(**policy)))
+        noQueue = spec(ttl=60, maxClaimCount=3)
+        claim = await store.createClaim("p", "q", noQueue, now)
+        self.assertEqual([m.claimCount for m in claim.messages], [4])
+        now += 60
+        self.assertIsNone(await store.createClaim("p", "q", spec(**policy), now))
+        [dead] = await store.listMessages("p", "dlq", query(), now)
+        self.assertEqual((dead.id, dead.claimCount, dead.ttl), (mid, 4, 300))
+
+    async def test_ruleClaimable(self) -> None:
+        """
+        L{rules.isClaimable}: a claim takes exactly the messages that are
+        live, past their delay and not held by a live claim.
+        """
+        store = await self.store()
+        [held, stale] = await self.post(store, ['"h"', '"s"'])
+        await store.createClaim("p", "q", spec(limit=1, ttl=100), T0)
+        await store.createClaim("p", "q", spec(limit=1, ttl=30), T0)
+        await self.post(store, ['"d"'], delay=100)
+        await self.post(store, ['"e"'], ttl=60)
+        [free] = await self.post(store, ['"f"'])
+        now = T0 + 60
+        listed = await store.listMessages(
+            "p", "q", query(includeClaimed=True, includeDelayed=True), now
+        )
+        expected = [m.id for m in listed if rules.isClaimable(m, now)]
+        self.assertEqual(expected, [stale, free])
+        claim = await store.createClaim("p", "q", spec(), now)
+        self.assertEqual([m.id for m in claim.messages], expected)
+
+    async def test_ruleDeleteWithClaim(self) -> None:
+        """
+        L{rules.checkDelete}: every store answers a delete the way the rule
+        decides, for a message held by a live claim, by an expired claim or
+        by none, and each claim (or none) presented.
+        """
+        store = await self.store()
+        now = T0 + 50
+        for presenting in ("none", "live", "stale", "unknown"):
+            queue = "q-" + presenting
+            ids = await self.post(store, ['"l"', '"s"', '"u"'], queue=queue)
+            live = await store.createClaim("p", queue, spec(limit=1, ttl=100), T0)
+            stale = await store.createClaim("p", queue, spec(limit=1, ttl=10), T0)
+            presented = {
+                "none": None,
+                "live": live.id,
+                "stale": stale.id,
+                "unknown": "f" * 32,
+            }[presenting]
+            listed = await store.listMessages(
+                "p", queue, query(includeClaimed=True), now
+            )
+            for m in listed:
+                try:
+                    rules.checkDelete(m.id, m.claimId, m.claimExpires, presented, now)
+                except Exception as e:
+                    expected: Any = type(e)
+                else:
+                    expected = None
+                got = await maybeDeferred(
+                    store.deleteMessage, "p", queue, m.id, presented, now
+                ).addCallbacks(lambda _: None, lambda f: f.type)
+                self.assertEqual(got, expected, (m.body, presenting))
+            left = await store.getMessages("p", queue, ids, now)
+            survivors = {m.id for m in left}
+            for m in listed:
+                try:
+                    rules.checkDelete(m.id, m.claimId, m.claimExpires, presented, now)
+                except Exception:
+                    self.assertIn(m.id, survivors)
+                else:
+                    self.assertNotIn(m.id, survivors)
+
+    async def test_deadLetterEvents(self) -> None:
+        """
+        Every store provides L{IStoreEvents}: moving messages to a dead
+        letter queue during a claim is reported as C{dead_lettered}, with
+        how many moved.
+        """
+        store = await self.store()
+        self.assertTrue(verifyObject(IStoreEvents, store))
+        events: list = []
+        store.observeEvents(lambda kind, count: events.append((kind, count)))
+        await self.post(store, ['"a"', '"b"', '"c"'])
+        policy = dict(maxClaimCount=1, deadLetterQueue="dlq")
+        await store.createClaim("p", "q", spec(ttl=60, limit=2, **policy), T0)
+        self.assertEqual(events, [])
+        claim = await store.createClaim("p", "q", spec(**policy), T0 + 60)
+        self.assertEqual(len(claim.messages), 1)
+        self.assertEqual(sum(n for kind, n in events if kind == "dead_lettered"), 2)
+        self.assertEqual({kind for kind, n in events}, {"dead_lettered"})
 
     # Housekeeping.
 

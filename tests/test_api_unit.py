@@ -23,7 +23,7 @@ from marconi.core.interfaces import IAuthDriver, IRouter
 from marconi.core.limits import Limits
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging
 from marconi.core.routing import LocalRouter
-from marconi.storage.memory import MemoryStore
+from marconi.storage.memory.store import MemoryStore
 from tests.apihelpers import CLIENT, START, Response, requestParts
 
 PATCH = {"Content-Type": PATCH_MEDIA_TYPE}

@@ -3,17 +3,13 @@ Claim races: many consumers claiming from one queue at once, over HTTP, on
 each storage driver with a real backend.
 """
 
-import os
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.trial.unittest import TestCase
 
 from marconi.core.limits import Limits
-from marconi.storage.sqlite import SQLiteStore
 from tests.apihelpers import Node
-from tests.redisserver import sharedServer, skipReason
+from tests.stores import onEveryStore
 
 CLAIMERS = 120
 MESSAGES = 600
@@ -25,6 +21,8 @@ class ClaimRaceMixin:
     """
 
     timeout = 120
+    claimers = CLAIMERS
+    messages = MESSAGES
 
     async def makeStore(self) -> Any:
         raise NotImplementedError
@@ -32,16 +30,21 @@ class ClaimRaceMixin:
     async def test_concurrentClaimers(self) -> None:
         """
         120 claimers, each on its own connection, claim (up to 5 at a time)
-        from one queue of 600 messages until nothing is left.  No message
+        from one queue of 600 messages until nothing is left (fewer of
+        both on a test server that serialises everything).  No message
         is in two live claims (the clock stands still, so no claim
         expires), every message is claimed, and deleting each with its
         claim empties the queue.
         """
         node = Node(self, Limits(maxMessagesPerPost=100), store=await self.makeStore())
         posted = []
-        for start in range(0, MESSAGES, 100):
+        for start in range(0, self.messages, 100):
             posted += await node.post(
-                "race", *({"body": {"n": n}} for n in range(start, start + 100))
+                "race",
+                *(
+                    {"body": {"n": n}}
+                    for n in range(start, min(start + 100, self.messages))
+                ),
             )
         claims: list = []
 
@@ -60,7 +63,7 @@ class ClaimRaceMixin:
                 claims.append((claimId, [m["id"] for m in r.json["messages"]]))
 
         await gatherResults(
-            [Deferred.fromCoroutine(claimer(i)) for i in range(CLAIMERS)],
+            [Deferred.fromCoroutine(claimer(i)) for i in range(self.claimers)],
             consumeErrors=True,
         )
         holders: dict = {}
@@ -81,21 +84,10 @@ class ClaimRaceMixin:
         self.assertEqual(r.json["messages"]["total"], 0)
 
 
-class SQLiteClaimRaceTests(ClaimRaceMixin, TestCase):
-    async def makeStore(self) -> Any:
-        directory = self.mktemp()
-        os.makedirs(directory)
-        store = SQLiteStore(os.path.join(directory, "race.sqlite3"), reactor)
-        store.startService()
-        return store
-
-
-class RedisClaimRaceTests(ClaimRaceMixin, TestCase):
-    skip = skipReason()
-
-    async def makeStore(self) -> Any:
-        from tests.test_storage_redis import startStore
-
-        server = sharedServer()
-        server.flush()
-        return await startStore(self, server.uri())
+onEveryStore(
+    ClaimRaceMixin,
+    globals(),
+    "ClaimRaceTests",
+    # SecantusDB, the test MongoDB server, runs one operation at a time.
+    Mongo={"claimers": 30, "messages": 150},
+)

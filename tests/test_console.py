@@ -17,7 +17,7 @@ from marconi.console.activity import Activity, ObservedBus, ObservedRouter
 from marconi.console.web import staticFiles
 from marconi.core.limits import Limits
 from marconi.core.messaging import Messaging
-from marconi.storage.memory import MemoryStore
+from marconi.storage.memory.store import MemoryStore
 from tests.apihelpers import HTTPNode
 from tests.nodeprocess import NodeProcess
 

@@ -13,7 +13,7 @@ from marconi.core.errors import ValidationFailed
 from marconi.core.limits import Limits
 from marconi.core.messaging import Messaging
 from marconi.kernel import PurgeService
-from marconi.storage.sqlite import SQLiteStore
+from marconi.storage.sqlite.store import SQLiteStore
 from tests.storage_contract import msg
 
 LIMITS = Limits()

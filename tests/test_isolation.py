@@ -12,19 +12,14 @@ each of the three nodes, so it crosses the forwarding path too.
 """
 
 import json
-import os
 import re
 from typing import Any
 from uuid import uuid4
 
-from twisted.internet import reactor
-from twisted.trial.unittest import TestCase
-
 from marconi.api import openapi
 from marconi.core.limits import Limits
-from marconi.storage.sqlite import SQLiteStore
 from tests.apihelpers import HTTPNode, Node
-from tests.redisserver import sharedServer, skipReason
+from tests.stores import onEveryStore
 from tests.test_cluster_integration import ClusterTestCase
 
 VICTIM = "victim-project"
@@ -305,24 +300,7 @@ class IsolationMatrixMixin:
                 self.assertEqual(bodies, [f"{project}/{queue}"])
 
 
-class SQLiteIsolationTests(IsolationMatrixMixin, TestCase):
-    async def makeStore(self) -> Any:
-        directory = self.mktemp()
-        os.makedirs(directory)
-        store = SQLiteStore(os.path.join(directory, "iso.sqlite3"), reactor)
-        store.startService()
-        return store
-
-
-class RedisIsolationTests(IsolationMatrixMixin, TestCase):
-    skip = skipReason()
-
-    async def makeStore(self) -> Any:
-        from tests.test_storage_redis import startStore
-
-        server = sharedServer()
-        server.flush()
-        return await startStore(self, server.uri())
+onEveryStore(IsolationMatrixMixin, globals(), "IsolationTests")
 
 
 class ClusterIsolationTests(IsolationMatrixMixin, ClusterTestCase):

@@ -22,8 +22,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 import marconi.plugins
-import marconi.storage.memory
-import marconi.storage.sqlite
+import marconi.storage.memory.store
+import marconi.storage.sqlite.store
 from marconi import kernel, tap
 from marconi.core.errors import ClaimDoesNotExist, StorageUnavailable
 from marconi.core.interfaces import (
@@ -33,8 +33,9 @@ from marconi.core.interfaces import (
     IStoreEvents,
 )
 from marconi.core.models import Claim, ClaimSpec, Message, MessageQuery
-from marconi.storage.memory import MemoryStore, checkURI, makeStore
-from marconi.storage.sqlite import SQLiteStore
+from marconi.storage.memory.store import MemoryStore, makeStore
+from marconi.storage.memory.uri import checkURI
+from marconi.storage.sqlite.store import SQLiteStore
 from tests.storage_contract import T0, MessageStoreContract, msg, query, spec
 
 
@@ -113,8 +114,8 @@ class MemoryStoreTests(SynchronousTestCase):
 
     def test_markersAcrossQueues(self) -> None:
         """
-        Markers grow across every queue and project, and a message moved
-        to a dead letter queue gets a new, larger one.
+        Each queue counts its own markers, and a message moved to a dead
+        letter queue gets the next marker of that queue.
         """
         store = started()
         [a] = self.successResultOf(store.postMessages("p", "q", [msg()], "c", T0))
@@ -127,7 +128,10 @@ class MemoryStoreTests(SynchronousTestCase):
         [dead] = self.successResultOf(store.listMessages("p", "dlq", query(), T0 + 60))
         [first] = self.successResultOf(store.listMessages("p2", "q", query(), T0))
         self.assertEqual(dead.id, a)
-        self.assertEqual((first.marker, dead.marker), (2, 3))
+        self.assertEqual((first.marker, dead.marker), (1, 1))
+        self.successResultOf(store.postMessages("p", "dlq", [msg()], "c", T0 + 60))
+        markers = self.successResultOf(store.listMessages("p", "dlq", query(), T0 + 60))
+        self.assertEqual([m.marker for m in markers], [1, 2])
 
     def test_deleteManyPastExpiredClaim(self) -> None:
         """
@@ -340,8 +344,8 @@ class _StoresAgree(RuleBasedStateMachine):
         self.sqlite = _SynchronousSQLiteStore(":memory:", None)
         self.memory = started()
         self.ids = {
-            marconi.storage.sqlite: _SequentialIds(),
-            marconi.storage.memory: _SequentialIds(),
+            marconi.storage.sqlite.store: _SequentialIds(),
+            marconi.storage.memory.store: _SequentialIds(),
         }
         self.now = T0
         self.deadlines: set[float] = set()
@@ -364,8 +368,8 @@ class _StoresAgree(RuleBasedStateMachine):
         """
         answers = []
         for module, store in (
-            (marconi.storage.sqlite, self.sqlite),
-            (marconi.storage.memory, self.memory),
+            (marconi.storage.sqlite.store, self.sqlite),
+            (marconi.storage.memory.store, self.memory),
         ):
             original = module.newId
             module.newId = self.ids[module]  # type: ignore[attr-defined]

@@ -9,8 +9,9 @@ from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from marconi.core.errors import QueueDoesNotExist
-from marconi.storage.sqlite import SQLiteStore, checkURI, makeStore, parseURI
-from tests.storage_contract import T0, MessageStoreContract, msg
+from marconi.storage.sqlite.store import SQLiteStore, makeStore
+from marconi.storage.sqlite.uri import checkURI, parseURI
+from tests.storage_contract import T0, MessageStoreContract, msg, query, spec
 
 
 class SQLiteStoreContractTests(MessageStoreContract, TestCase):
@@ -166,3 +167,116 @@ class GroupCommitTests(TestCase):
         store = SQLiteStore(":memory:", reactor)
         with self.assertRaises(StorageUnavailable):
             await store.ping()
+
+
+# The schema of files written before markers were counted per queue (schema
+# version 0): one counter, the messages' primary key, shared by every queue.
+_SCHEMA_0 = """
+CREATE TABLE queues (
+    project TEXT NOT NULL, name TEXT NOT NULL, metadata TEXT NOT NULL,
+    created REAL NOT NULL, PRIMARY KEY (project, name)
+) WITHOUT ROWID;
+CREATE TABLE messages (
+    marker INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL,
+    project TEXT NOT NULL, queue TEXT NOT NULL, body TEXT NOT NULL,
+    ttl INTEGER NOT NULL, created REAL NOT NULL, expires REAL NOT NULL,
+    visible_at REAL NOT NULL, client_id TEXT NOT NULL, claim_id TEXT,
+    claim_expires REAL, claim_count INTEGER NOT NULL DEFAULT 0, tags TEXT,
+    checksum TEXT NOT NULL
+);
+CREATE UNIQUE INDEX messages_by_id ON messages (project, queue, id);
+CREATE INDEX messages_by_queue ON messages (project, queue, marker);
+CREATE INDEX messages_by_expiry ON messages (expires);
+CREATE INDEX messages_by_claim ON messages (claim_id) WHERE claim_id IS NOT NULL;
+CREATE TABLE message_tags (
+    marker INTEGER NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (marker, tag)
+) WITHOUT ROWID;
+CREATE INDEX message_tags_by_tag ON message_tags (tag, marker);
+CREATE TRIGGER messages_untag AFTER DELETE ON messages
+    WHEN old.tags IS NOT NULL
+    BEGIN DELETE FROM message_tags WHERE marker = old.marker; END;
+CREATE TABLE claims (
+    project TEXT NOT NULL, queue TEXT NOT NULL, id TEXT NOT NULL,
+    ttl INTEGER NOT NULL, grace INTEGER NOT NULL, updated REAL NOT NULL,
+    expires REAL NOT NULL, PRIMARY KEY (project, queue, id)
+) WITHOUT ROWID;
+CREATE INDEX claims_by_expiry ON claims (expires);
+"""
+
+
+class SchemaMigrationTests(TestCase):
+    """
+    A file written with the shared marker counter is migrated when the
+    store opens it.
+    """
+
+    def oldFile(self) -> str:
+        path = self.mktemp() + ".sqlite3"
+        db = sqlite3.connect(path)
+        db.executescript(_SCHEMA_0)
+        for project, queue in [("p", "q"), ("other", "q"), ("p", "q")]:
+            db.execute(
+                "INSERT OR IGNORE INTO queues VALUES (?, ?, '{}', ?)",
+                (project, queue, T0),
+            )
+        rows = [("p", "q", '["t"]'), ("other", "q", None), ("p", "q", None)]
+        for n, (project, queue, tags) in enumerate(rows):
+            cursor = db.execute(
+                "INSERT INTO messages (id, project, queue, body, ttl, created, "
+                "expires, visible_at, client_id, tags, checksum) "
+                "VALUES (?, ?, ?, ?, 300, ?, ?, ?, 'c', ?, 'MD5:0')",
+                (f"{n:032x}", project, queue, f'"{n}"', T0, T0 + 300, T0, tags),
+            )
+            if tags:
+                db.execute(
+                    "INSERT INTO message_tags VALUES (?, 't')", (cursor.lastrowid,)
+                )
+        db.commit()
+        db.close()
+        return path
+
+    async def test_migratesOnOpen(self) -> None:
+        """
+        Old messages keep their markers and tags; each queue's new markers
+        continue above every marker the shared counter handed out, and
+        from then on count only that queue's messages; the file records
+        schema version 1.
+        """
+        store = SQLiteStore(self.oldFile(), reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        before = await store.listMessages("p", "q", query(), T0)
+        self.assertEqual([(m.body, m.marker) for m in before], [('"0"', 1), ('"2"', 3)])
+        tagged = await store.listMessages("p", "q", query(tags=("t",)), T0)
+        self.assertEqual([m.body for m in tagged], ['"0"'])
+        await store.postMessages("other", "q", [msg()] * 5, "c", T0)
+        await store.postMessages("p", "q", [msg('"new"', tags=("t",))], "c", T0)
+        await store.postMessages("p", "fresh", [msg()], "c", T0)
+        after = await store.listMessages("p", "q", query(marker=3), T0)
+        self.assertEqual([(m.body, m.marker) for m in after], [('"new"', 4)])
+        [fresh] = await store.listMessages("p", "fresh", query(), T0)
+        self.assertEqual(fresh.marker, 1)
+        claim = await store.createClaim("p", "q", spec(tags=("t",)), T0)
+        self.assertEqual([m.body for m in claim.messages], ['"0"', '"new"'])
+        await store.deleteMessage("p", "q", before[0].id, claim.id, T0)
+        version = await store._run(
+            lambda c: c.execute("PRAGMA user_version").fetchone()[0]
+        )
+        self.assertEqual(version, 1)
+        tags = await store._run(
+            lambda c: c.execute("SELECT COUNT(*) FROM message_tags").fetchone()[0]
+        )
+        self.assertEqual(tags, 1)
+
+    async def test_migratedFileReopens(self) -> None:
+        """
+        A migrated file opens again without change, keeping its markers.
+        """
+        path = self.oldFile()
+        for _ in range(2):
+            store = SQLiteStore(path, reactor)
+            store.startService()
+            await store.postMessages("p", "q", [msg()], "c", T0)
+            listed = await store.listMessages("p", "q", query(), T0)
+            await store.stopService()
+        self.assertEqual([m.marker for m in listed], [1, 3, 4, 5])

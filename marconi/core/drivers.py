@@ -7,7 +7,7 @@ is used, so that listing the drivers (or C{twistd marconi --help}) never
 imports a backend's client library.
 """
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from twisted.plugin import IPlugin
 from twisted.python.reflect import namedAny
@@ -24,12 +24,14 @@ from marconi.core.interfaces import (
 @implementer(IPlugin, IStorageDriverPlugin)
 class StorageDriverPlugin:
     """
-    A storage driver whose code is imported on first use.
+    A storage driver whose code is imported on first use, from the package
+    C{marconi.storage.<name>} (see L{marconi.storage}).
 
     @param uriChecker: dotted name of a function C{(uri) -> None} raising
         L{ValueError}; its module must not import the backend's client.
+        By default C{checkURI} of the driver's C{uri} module.
     @param factory: dotted name of a callable C{(uri, reactor)} returning the
-        store.
+        store.  By default C{makeStore} of the driver's C{store} module.
     """
 
     def __init__(
@@ -37,14 +39,15 @@ class StorageDriverPlugin:
         name: str,
         schemes: Sequence[str],
         description: str,
-        uriChecker: str,
-        factory: str,
+        uriChecker: Optional[str] = None,
+        factory: Optional[str] = None,
     ) -> None:
         self.name = name
         self.schemes = tuple(schemes)
         self.description = description
-        self._uriChecker = uriChecker
-        self._factory = factory
+        package = "marconi.storage." + name
+        self._uriChecker = uriChecker or package + ".uri.checkURI"
+        self._factory = factory or package + ".store.makeStore"
 
     def checkURI(self, uri: str) -> None:
         namedAny(self._uriChecker)(uri)
@@ -70,15 +73,14 @@ class AuthDriverPlugin:
         return namedAny(self._factory)(settings, reactor)
 
 
-@implementer(IPlugin, ILoggingDriverPlugin)
-class LoggingDriverPlugin:
+class _ConfiguredDriverPlugin:
     """
-    A logging driver whose code is imported on first use.
+    A driver configured by a section of the configuration file, whose code
+    is imported on first use.
 
     @param checker: dotted name of a function C{(settings) -> None} raising
-        L{ValueError}.
-    @param factory: dotted name of a callable C{(settings)} returning the
-        observer.
+        L{ValueError}; its module must not import the driver's libraries.
+    @param factory: dotted name of the callable that makes the driver.
     """
 
     def __init__(self, name: str, description: str, checker: str, factory: str):
@@ -89,30 +91,24 @@ class LoggingDriverPlugin:
 
     def checkSettings(self, settings: dict) -> None:
         namedAny(self._checker)(settings)
+
+
+@implementer(IPlugin, ILoggingDriverPlugin)
+class LoggingDriverPlugin(_ConfiguredDriverPlugin):
+    """
+    A logging driver; its factory is called as C{(settings)} and returns
+    the observer.
+    """
 
     def makeObserver(self, settings: dict) -> Any:
         return namedAny(self._factory)(settings)
 
 
 @implementer(IPlugin, IMonitoringDriverPlugin)
-class MonitoringDriverPlugin:
+class MonitoringDriverPlugin(_ConfiguredDriverPlugin):
     """
-    A monitoring driver whose code (and client library) is imported on
-    first use.
-
-    @param checker: dotted name of a function C{(settings) -> None} raising
-        L{ValueError}; its module must not import the client library.
-    @param factory: dotted name of a callable C{(settings, reactor)}.
+    A monitoring driver; its factory is called as C{(settings, reactor)}.
     """
-
-    def __init__(self, name: str, description: str, checker: str, factory: str):
-        self.name = name
-        self.description = description
-        self._checker = checker
-        self._factory = factory
-
-    def checkSettings(self, settings: dict) -> None:
-        namedAny(self._checker)(settings)
 
     def makeMonitor(self, settings: dict, reactor: Any) -> Any:
         return namedAny(self._factory)(settings, reactor)

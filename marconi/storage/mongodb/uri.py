@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
+from marconi.core.text import parseBoolean
+
 DEFAULT_PORT = 27017
 
 
@@ -135,12 +137,10 @@ def _positiveInt(name: str, value: str) -> int:
 
 
 def _boolean(name: str, value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be true or false, not {value!r}")
+    try:
+        return parseBoolean(value)
+    except ValueError:
+        raise ValueError(f"{name} must be true or false, not {value!r}") from None
 
 
 def parseURI(uri: str) -> MongoConfig:
@@ -247,17 +247,3 @@ def checkURI(uri: str) -> None:
     @raise ValueError: with a one-line reason if it is invalid.
     """
     parseURI(uri)
-
-
-def makeStore(uri: str, reactor: Any = None) -> Any:
-    """
-    Build the MongoDB store for C{uri}; it connects when started.
-    """
-    config = parseURI(uri)
-    if reactor is None:
-        from twisted.internet import reactor as _reactor
-
-        reactor = _reactor
-    from marconi.storage.mongodb import MongoStore
-
-    return MongoStore(config, reactor)

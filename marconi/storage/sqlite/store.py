@@ -23,13 +23,11 @@ loss case for speed (still safe from a process kill).
 """
 
 import json
-import os
 import sqlite3
 import threading
 from collections import deque
 from queue import SimpleQueue
 from typing import Any, Callable, Optional, Sequence
-from urllib.parse import parse_qs
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
@@ -37,27 +35,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from marconi.core import models, rules
 from marconi.core.errors import (
     ClaimDoesNotExist,
-    ClaimMismatch,
-    MessageIsClaimed,
     QueueDoesNotExist,
     StorageUnavailable,
 )
-from marconi.core.interfaces import IMessageStore, IQueueDepths, IStoreEvents
-from marconi.core.models import (
-    Claim,
-    ClaimSpec,
-    Message,
-    MessageQuery,
-    NewMessage,
-    QueueDepth,
-    QueueInfo,
-    QueueStats,
-    newId,
-)
-
-_SYNCHRONOUS = ("full", "normal", "extra", "off")
+from marconi.core.interfaces import IMessageStore, IQueueDepths
+from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage.events import StoreEvents
+from marconi.storage.sqlite.uri import parseURI
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -68,8 +55,19 @@ CREATE TABLE IF NOT EXISTS queues (
     PRIMARY KEY (project, name)
 ) WITHOUT ROWID;
 
+-- Each queue's last marker.  A row stays when its queue is deleted, so a
+-- queue never hands out the same marker twice.
+CREATE TABLE IF NOT EXISTS markers (
+    project TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    last INTEGER NOT NULL,
+    PRIMARY KEY (project, queue)
+) WITHOUT ROWID;
+
+-- seq is the row's own key (for its tags); marker is its place in its queue.
 CREATE TABLE IF NOT EXISTS messages (
-    marker INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    marker INTEGER NOT NULL,
     id TEXT NOT NULL,
     project TEXT NOT NULL,
     queue TEXT NOT NULL,
@@ -86,20 +84,21 @@ CREATE TABLE IF NOT EXISTS messages (
     checksum TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages (project, queue, id);
-CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (project, queue, marker);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_marker
+    ON messages (project, queue, marker);
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires);
 CREATE INDEX IF NOT EXISTS messages_by_claim
     ON messages (claim_id) WHERE claim_id IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS message_tags (
-    marker INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
     tag TEXT NOT NULL,
-    PRIMARY KEY (marker, tag)
+    PRIMARY KEY (seq, tag)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS message_tags_by_tag ON message_tags (tag, marker);
+CREATE INDEX IF NOT EXISTS message_tags_by_tag ON message_tags (tag, seq);
 CREATE TRIGGER IF NOT EXISTS messages_untag AFTER DELETE ON messages
     WHEN old.tags IS NOT NULL
-    BEGIN DELETE FROM message_tags WHERE marker = old.marker; END;
+    BEGIN DELETE FROM message_tags WHERE seq = old.seq; END;
 
 CREATE TABLE IF NOT EXISTS claims (
     project TEXT NOT NULL,
@@ -114,13 +113,41 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE INDEX IF NOT EXISTS claims_by_expiry ON claims (expires);
 """
 
+#: The schema version written in C{PRAGMA user_version}.  Version 0 (files
+#: written before versions were recorded) gave markers from one counter
+#: shared by every queue.
+_VERSION = 1
+
+# From version 0 to 1: the shared counter becomes the rows' own key C{seq};
+# existing messages keep their markers, and every existing queue's counter
+# starts at the last marker the shared counter gave, so no marker handed
+# out before the change is ever given again or skips a newer message.
+_MIGRATE_TO_1 = """
+DROP TRIGGER IF EXISTS messages_untag;
+DROP INDEX IF EXISTS messages_by_queue;
+DROP INDEX IF EXISTS message_tags_by_tag;
+ALTER TABLE messages RENAME COLUMN marker TO seq;
+ALTER TABLE messages ADD COLUMN marker INTEGER NOT NULL DEFAULT 0;
+UPDATE messages SET marker = seq;
+ALTER TABLE message_tags RENAME COLUMN marker TO seq;
+CREATE TABLE markers (
+    project TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    last INTEGER NOT NULL,
+    PRIMARY KEY (project, queue)
+) WITHOUT ROWID;
+INSERT INTO markers (project, queue, last)
+    SELECT project, name, COALESCE(
+        (SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)
+    FROM queues;
+"""
+
 _COLUMNS = (
     "marker, id, body, ttl, created, expires, visible_at, client_id, "
     "claim_id, claim_expires, claim_count, tags, checksum"
 )
 
-# A message is claimable when it is live, past its delay, and not held by a
-# live claim.
+# marconi.core.rules.isClaimable
 _CLAIMABLE = (
     "expires > :now AND visible_at <= :now "
     "AND (claim_id IS NULL OR claim_expires <= :now)"
@@ -175,43 +202,80 @@ def _tagFilter(tags: Sequence[str], params: dict) -> str:
         params[name] = tag
         clauses.append(
             " AND EXISTS (SELECT 1 FROM message_tags t "
-            f"WHERE t.tag = :{name} AND t.marker = messages.marker)"
+            f"WHERE t.tag = :{name} AND t.seq = messages.seq)"
         )
     return "".join(clauses)
 
 
-def parseURI(uri: str) -> tuple[str, str]:
+def _upgrade(connection: sqlite3.Connection) -> None:
     """
-    Split a C{sqlite:PATH[?synchronous=LEVEL]} URI.
-
-    @return: the database path (C{":memory:"} for C{sqlite::memory:}) and the
-        C{synchronous} level.
-    @raise ValueError: if the URI is not a SQLite URI.
+    Bring a database to the current schema, in one transaction.
     """
-    scheme, sep, rest = uri.partition(":")
-    if scheme != "sqlite" or not sep:
-        raise ValueError(f"not a sqlite: URI: {uri!r}")
-    path, _, query = rest.partition("?")
-    if path.startswith("//"):
-        path = path[2:]
-    if not path:
-        raise ValueError("a sqlite: URI needs a path (sqlite:PATH or sqlite::memory:)")
-    options = parse_qs(query, keep_blank_values=True)
-    unknown = set(options) - {"synchronous"}
-    if unknown:
-        raise ValueError(f"unknown sqlite option(s): {', '.join(sorted(unknown))}")
-    synchronous = options.get("synchronous", ["full"])[-1].lower()
-    if synchronous not in _SYNCHRONOUS:
-        raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
-    return path, synchronous
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > _VERSION:
+        raise sqlite3.DatabaseError(
+            f"the database has schema version {version}, newer than this "
+            f"Marconi's {_VERSION}"
+        )
+    if version == _VERSION:
+        return
+    old = connection.execute(
+        "SELECT 1 FROM pragma_table_info('messages') WHERE name = 'marker'"
+    ).fetchone()
+    script = _MIGRATE_TO_1 if old is not None else ""
+    connection.executescript(
+        f"BEGIN IMMEDIATE; {script} {_SCHEMA} PRAGMA user_version = {_VERSION}; COMMIT;"
+    )
 
 
-def checkURI(uri: str) -> None:
-    path, _ = parseURI(uri)
-    if path != ":memory:":
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise ValueError(f"the directory {directory!r} does not exist")
+def _takeMarkers(c: sqlite3.Connection, project: str, queue: str, count: int) -> int:
+    """
+    Reserve the next C{count} markers of a queue.
+
+    @return: the first of them.
+    """
+    c.execute(
+        "INSERT INTO markers (project, queue, last) VALUES (?, ?, ?) "
+        "ON CONFLICT (project, queue) DO UPDATE SET last = last + excluded.last",
+        (project, queue, count),
+    )
+    (last,) = c.execute(
+        "SELECT last FROM markers WHERE project = ? AND queue = ?", (project, queue)
+    ).fetchone()
+    return last - count + 1
+
+
+def _insertMessage(
+    c: sqlite3.Connection,
+    project: str,
+    queue: str,
+    marker: int,
+    messageId: str,
+    fields: tuple,
+    tags: Sequence[str],
+) -> None:
+    """
+    Insert one message row (C{fields}: body, ttl, created, expires,
+    visible_at, client_id, claim_count, checksum) with its tags.
+    """
+    cursor = c.execute(
+        "INSERT INTO messages (marker, id, project, queue, body, ttl, created, "
+        "expires, visible_at, client_id, claim_count, checksum, tags) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            marker,
+            messageId,
+            project,
+            queue,
+            *fields,
+            json.dumps(list(tags)) if tags else None,
+        ),
+    )
+    if tags:
+        c.executemany(
+            "INSERT INTO message_tags (seq, tag) VALUES (?, ?)",
+            [(cursor.lastrowid, tag) for tag in tags],
+        )
 
 
 def makeStore(uri: str, reactor: Any) -> "SQLiteStore":
@@ -219,8 +283,8 @@ def makeStore(uri: str, reactor: Any) -> "SQLiteStore":
     return SQLiteStore(path, reactor, synchronous=synchronous)
 
 
-@implementer(IMessageStore, IStoreEvents, IQueueDepths)
-class SQLiteStore(Service):
+@implementer(IMessageStore, IQueueDepths)
+class SQLiteStore(StoreEvents, Service):
     """
     An L{IMessageStore} in a SQLite database file.
     """
@@ -281,7 +345,7 @@ class SQLiteStore(Service):
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         connection.execute("PRAGMA busy_timeout=5000")
-        connection.executescript(_SCHEMA)
+        _upgrade(connection)
         self._connection = connection
 
     def _close(self) -> None:
@@ -428,7 +492,7 @@ class SQLiteStore(Service):
                 (project, marker or "", limit),
             ).fetchall()
             return [
-                QueueInfo(name, json.loads(meta) if detailed else None)
+                models.QueueInfo(name, json.loads(meta) if detailed else None)
                 for name, meta in rows
             ]
 
@@ -442,7 +506,7 @@ class SQLiteStore(Service):
         )
 
     def queueStats(self, project: str, name: str, now: float) -> Any:
-        def work(c: sqlite3.Connection) -> QueueStats:
+        def work(c: sqlite3.Connection) -> models.QueueStats:
             params = {"project": project, "queue": name, "now": now}
             where = "project = :project AND queue = :queue AND expires > :now"
             total, claimed, delayed = c.execute(
@@ -454,7 +518,7 @@ class SQLiteStore(Service):
                 params,
             ).fetchone()
             if not total:
-                return QueueStats(free=0, claimed=0, delayed=0)
+                return models.QueueStats(free=0, claimed=0, delayed=0)
             oldest = c.execute(
                 f"SELECT {_COLUMNS} FROM messages WHERE {where} "
                 "ORDER BY marker LIMIT 1",
@@ -465,7 +529,7 @@ class SQLiteStore(Service):
                 "ORDER BY marker DESC LIMIT 1",
                 params,
             ).fetchone()
-            return QueueStats(
+            return models.QueueStats(
                 free=total - claimed - delayed,
                 claimed=claimed,
                 delayed=delayed,
@@ -479,7 +543,7 @@ class SQLiteStore(Service):
         self,
         project: str,
         queue: str,
-        messages: Sequence[NewMessage],
+        messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
     ) -> Any:
@@ -489,45 +553,20 @@ class SQLiteStore(Service):
                 "VALUES (?, ?, '{}', ?)",
                 (project, queue, now),
             )
+            first = _takeMarkers(c, project, queue, len(messages))
             ids = [newId() for _ in messages]
-            rows = [
-                (
-                    messageId,
-                    project,
-                    queue,
-                    message.body,
-                    message.ttl,
-                    now,
-                    now + message.ttl,
-                    now + message.delay,
-                    clientId,
-                    json.dumps(message.tags) if message.tags else None,
-                    message.checksum,
+            for offset, (messageId, m) in enumerate(zip(ids, messages, strict=True)):
+                times = (now, now + m.ttl, now + m.delay)
+                fields = (m.body, m.ttl, *times, clientId, 0, m.checksum)
+                _insertMessage(
+                    c, project, queue, first + offset, messageId, fields, m.tags
                 )
-                for messageId, message in zip(ids, messages, strict=True)
-            ]
-            insert = (
-                "INSERT INTO messages (id, project, queue, body, ttl, created, "
-                "expires, visible_at, client_id, tags, checksum) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            )
-            if not any(message.tags for message in messages):
-                c.executemany(insert, rows)
-                return ids
-            # Tags need each message's marker: insert one by one.
-            for row, message in zip(rows, messages, strict=True):
-                cursor = c.execute(insert, row)
-                if message.tags:
-                    c.executemany(
-                        "INSERT INTO message_tags (marker, tag) VALUES (?, ?)",
-                        [(cursor.lastrowid, tag) for tag in message.tags],
-                    )
             return ids
 
         return self._run(work)
 
     def listMessages(
-        self, project: str, queue: str, query: MessageQuery, now: float
+        self, project: str, queue: str, query: models.MessageQuery, now: float
     ) -> Any:
         params: dict[str, Any] = {
             "project": project,
@@ -577,33 +616,15 @@ class SQLiteStore(Service):
     ) -> Any:
         def work(c: sqlite3.Connection) -> None:
             row = c.execute(
-                "SELECT marker, claim_id, claim_expires FROM messages "
+                "SELECT seq, claim_id, claim_expires FROM messages "
                 "WHERE project = ? AND queue = ? AND id = ? AND expires > ?",
                 (project, queue, messageId, now),
             ).fetchone()
             if row is None:
                 return
-            marker, holder, holderExpires = row
-            held = holder is not None and holderExpires > now
-            if claimId is None:
-                if held:
-                    raise MessageIsClaimed(messageId)
-            elif not (held and holder == claimId):
-                if held:
-                    raise MessageIsClaimed(messageId)
-                claimLive = c.execute(
-                    "SELECT 1 FROM claims WHERE project = ? AND queue = ? "
-                    "AND id = ? AND expires > ?",
-                    (project, queue, claimId, now),
-                ).fetchone()
-                if claimLive is None:
-                    raise ClaimMismatch(
-                        f"Claim {claimId!r} does not exist or has expired."
-                    )
-                raise ClaimMismatch(
-                    f"Message {messageId!r} is not held by claim {claimId!r}."
-                )
-            c.execute("DELETE FROM messages WHERE marker = ?", (marker,))
+            seq, holder, holderExpires = row
+            rules.checkDelete(messageId, holder, holderExpires, claimId, now)
+            c.execute("DELETE FROM messages WHERE seq = ?", (seq,))
 
         return self._run(work)
 
@@ -622,6 +643,7 @@ class SQLiteStore(Service):
         )
         args: list[Any] = [project, queue, *ids]
         if claimIds is not None:
+            # marconi.core.rules.deletableWith
             claimIds = list(claimIds)
             claimHoles = ",".join("?" * len(claimIds)) or "NULL"
             sql += (
@@ -639,8 +661,8 @@ class SQLiteStore(Service):
         def work(c: sqlite3.Connection) -> list:
             messages = self._claimable(c, project, queue, limit, tags, now)
             c.executemany(
-                "DELETE FROM messages WHERE marker = ?",
-                [(m.marker,) for m in messages],
+                "DELETE FROM messages WHERE project = ? AND queue = ? AND marker = ?",
+                [(project, queue, m.marker) for m in messages],
             )
             return messages
 
@@ -676,12 +698,8 @@ class SQLiteStore(Service):
             candidates = self._claimable(c, project, queue, spec.limit, spec.tags, now)
             claimable = []
             for message in candidates:
-                if (
-                    spec.maxClaimCount is not None
-                    and spec.deadLetterQueue
-                    and message.claimCount >= spec.maxClaimCount
-                ):
-                    self._deadLetter(c, project, message, spec, now)
+                if rules.goesToDeadLetter(message.claimCount, spec):
+                    self._deadLetter(c, project, queue, message, spec, now)
                     moved.append(message.id)
                 else:
                     claimable.append(message)
@@ -689,7 +707,9 @@ class SQLiteStore(Service):
                 return None
             claimId = newId()
             claimExpires = now + spec.ttl
-            lifetime = claimExpires + spec.grace
+            held = [
+                rules.claimed(m, claimId, claimExpires, spec.grace) for m in claimable
+            ]
             c.execute(
                 "INSERT INTO claims (project, queue, id, ttl, grace, updated, expires) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -697,28 +717,14 @@ class SQLiteStore(Service):
             )
             c.executemany(
                 "UPDATE messages SET claim_id = ?, claim_expires = ?, "
-                "claim_count = claim_count + 1, expires = MAX(expires, ?) "
-                "WHERE marker = ?",
-                [(claimId, claimExpires, lifetime, m.marker) for m in claimable],
+                "claim_count = ?, expires = ? "
+                "WHERE project = ? AND queue = ? AND marker = ?",
+                [
+                    (claimId, claimExpires, m.claimCount, m.expires)
+                    + (project, queue, m.marker)
+                    for m in held
+                ],
             )
-            held = [
-                Message(
-                    id=m.id,
-                    marker=m.marker,
-                    body=m.body,
-                    ttl=m.ttl,
-                    created=m.created,
-                    expires=max(m.expires, lifetime),
-                    visibleAt=m.visibleAt,
-                    clientId=m.clientId,
-                    claimId=claimId,
-                    claimExpires=claimExpires,
-                    claimCount=m.claimCount + 1,
-                    tags=m.tags,
-                    checksum=m.checksum,
-                )
-                for m in claimable
-            ]
             return Claim(
                 id=claimId,
                 ttl=spec.ttl,
@@ -729,18 +735,10 @@ class SQLiteStore(Service):
             )
 
         def committed(claim: Optional[Claim]) -> Optional[Claim]:
-            if moved and self._events is not None:
-                self._events("dead_lettered", len(moved))
+            self._report("dead_lettered", len(moved))
             return claim
 
         return self._run(work).addCallback(committed)
-
-    # IStoreEvents.
-
-    _events: Optional[Callable[[str, int], None]] = None
-
-    def observeEvents(self, observer: Callable[[str, int], None]) -> None:
-        self._events = observer
 
     # IQueueDepths.
 
@@ -753,7 +751,9 @@ class SQLiteStore(Service):
                 "ORDER BY COUNT(*) DESC, project, queue LIMIT :limit",
                 {"now": now, "limit": limit},
             )
-            return [QueueDepth(p, q, n, claimed or 0) for p, q, n, claimed in rows]
+            return [
+                models.QueueDepth(p, q, n, claimed or 0) for p, q, n, claimed in rows
+            ]
 
         return self._run(work)
 
@@ -761,6 +761,7 @@ class SQLiteStore(Service):
         self,
         c: sqlite3.Connection,
         project: str,
+        queue: str,
         message: Message,
         spec: ClaimSpec,
         now: float,
@@ -769,37 +770,22 @@ class SQLiteStore(Service):
         Move a message to the dead letter queue, at its end, unclaimed.
         """
         assert spec.deadLetterQueue is not None
-        ttl = spec.deadLetterTTL or message.ttl
+        target = spec.deadLetterQueue
+        ttl = rules.deadLetterTTL(message.ttl, spec)
         c.execute(
             "INSERT OR IGNORE INTO queues (project, name, metadata, created) "
             "VALUES (?, ?, '{}', ?)",
-            (project, spec.deadLetterQueue, now),
+            (project, target, now),
         )
-        c.execute("DELETE FROM messages WHERE marker = ?", (message.marker,))
-        cursor = c.execute(
-            "INSERT INTO messages (id, project, queue, body, ttl, created, expires, "
-            "visible_at, client_id, claim_count, tags, checksum) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                message.id,
-                project,
-                spec.deadLetterQueue,
-                message.body,
-                ttl,
-                message.created,
-                now + ttl,
-                now,
-                message.clientId,
-                message.claimCount,
-                json.dumps(message.tags) if message.tags else None,
-                message.checksum,
-            ),
+        c.execute(
+            "DELETE FROM messages WHERE project = ? AND queue = ? AND marker = ?",
+            (project, queue, message.marker),
         )
-        if message.tags:
-            c.executemany(
-                "INSERT INTO message_tags (marker, tag) VALUES (?, ?)",
-                [(cursor.lastrowid, tag) for tag in message.tags],
-            )
+        times = (message.created, now + ttl, now)
+        counts = (message.claimCount, message.checksum)
+        fields = (message.body, ttl, *times, message.clientId, *counts)
+        marker = _takeMarkers(c, project, target, 1)
+        _insertMessage(c, project, target, marker, message.id, fields, message.tags)
 
     def getClaim(self, project: str, queue: str, claimId: str, now: float) -> Any:
         def work(c: sqlite3.Connection) -> Claim:
@@ -870,7 +856,7 @@ class SQLiteStore(Service):
     def purgeExpired(self, now: float) -> Any:
         def work(c: sqlite3.Connection) -> int:
             removed = c.execute(
-                "DELETE FROM messages WHERE marker IN (SELECT marker FROM messages "
+                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages "
                 "WHERE expires <= ? LIMIT ?)",
                 (now, _PURGE_BATCH),
             ).rowcount

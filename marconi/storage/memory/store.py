@@ -11,8 +11,8 @@ claim holds.
 The data structures:
 
   - one L{_Queue} per C{(project, name)}: its messages in a L{dict} keyed by
-    marker, which is also marker order because markers come from one
-    counter of the store and a message is always added with the largest
+    marker, which is also marker order because markers come from the
+    queue's own counter and a message is always added with the largest
     marker yet; a L{list} of markers to find where a listing starts with
     L{bisect} (deleted markers are skipped and compacted away); an index by
     message id; the live claims; and, for each claim id, the markers of the
@@ -39,25 +39,16 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from marconi.core import models, rules
 from marconi.core.errors import (
     ClaimDoesNotExist,
-    ClaimMismatch,
-    MessageIsClaimed,
     QueueDoesNotExist,
     StorageUnavailable,
 )
-from marconi.core.interfaces import IMessageStore, IQueueDepths, IStoreEvents
-from marconi.core.models import (
-    Claim,
-    ClaimSpec,
-    Message,
-    MessageQuery,
-    NewMessage,
-    QueueDepth,
-    QueueInfo,
-    QueueStats,
-    newId,
-)
+from marconi.core.interfaces import IMessageStore, IQueueDepths
+from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage.events import StoreEvents
+from marconi.storage.memory.uri import checkURI
 
 Key = tuple[str, str]
 
@@ -65,18 +56,6 @@ Key = tuple[str, str]
 # (plus a constant, so small stores never bother).
 _HEAP_SLACK = 2
 _HEAP_MINIMUM = 1024
-
-
-def checkURI(uri: str) -> None:
-    """
-    Accept C{memory:}, the only URI of this store.
-
-    @raise ValueError: for anything else.
-    """
-    if uri != "memory:":
-        raise ValueError(
-            f"the memory store takes no path or options: use 'memory:', not {uri!r}"
-        )
 
 
 def makeStore(uri: str, reactor: Any) -> "MemoryStore":
@@ -124,24 +103,8 @@ class _Queue:
                 yield message
 
 
-def _claimable(message: Message, now: float) -> bool:
-    """
-    Whether a message can be claimed now: live, past its delay, and not
-    held by a live claim.
-    """
-    return (
-        message.expires > now
-        and message.visibleAt <= now
-        and not message.claimedAt(now)
-    )
-
-
-def _hasTags(message: Message, tags: Sequence[str]) -> bool:
-    return all(tag in message.tags for tag in tags)
-
-
-@implementer(IMessageStore, IStoreEvents, IQueueDepths)
-class MemoryStore(Service):
+@implementer(IMessageStore, IQueueDepths)
+class MemoryStore(StoreEvents, Service):
     """
     An L{IMessageStore} in memory.
 
@@ -153,12 +116,13 @@ class MemoryStore(Service):
     def __init__(self) -> None:
         self._queues: dict[Key, _Queue] = {}
         self._names: dict[str, list[str]] = {}
-        self._lastMarker = 0
+        # Each queue's last marker; kept when the queue is deleted, so a
+        # queue never hands out the same marker twice.
+        self._lastMarkers: dict[Key, int] = {}
         self._messageCount = 0
         self._claimCount = 0
         self._messageExpiry: list[tuple[float, int, Key]] = []
         self._claimExpiry: list[tuple[float, Key, str]] = []
-        self._events: Optional[Callable[[str, int], None]] = None
 
     # Answering.
 
@@ -187,6 +151,10 @@ class MemoryStore(Service):
             queue = self._queues[key] = _Queue(metadata="{}", created=now)
             insort(self._names.setdefault(project, []), name)
         return queue
+
+    def _nextMarker(self, key: Key) -> int:
+        marker = self._lastMarkers[key] = self._lastMarkers.get(key, 0) + 1
+        return marker
 
     def _add(self, key: Key, queue: _Queue, message: Message) -> None:
         """
@@ -268,7 +236,7 @@ class MemoryStore(Service):
         if queue is None or limit <= 0:
             return found
         for message in queue.messages.values():
-            if _claimable(message, now) and _hasTags(message, tags):
+            if rules.isClaimable(message, now) and rules.hasTags(message, tags):
                 found.append(message)
                 if len(found) == limit:
                     break
@@ -331,7 +299,7 @@ class MemoryStore(Service):
             start = bisect_right(names, marker or "")
             page = names[start : start + max(limit, 0)]
             return [
-                QueueInfo(
+                models.QueueInfo(
                     name,
                     json.loads(self._queues[(project, name)].metadata)
                     if detailed
@@ -346,7 +314,7 @@ class MemoryStore(Service):
         return self._answer(lambda: len(self._names.get(project, ())))
 
     def queueStats(self, project: str, name: str, now: float) -> Deferred:
-        def work() -> QueueStats:
+        def work() -> models.QueueStats:
             queue = self._queues.get((project, name))
             free = claimed = delayed = 0
             oldest = newest = None
@@ -362,7 +330,7 @@ class MemoryStore(Service):
                     delayed += 1
                 else:
                     free += 1
-            return QueueStats(
+            return models.QueueStats(
                 free=free,
                 claimed=claimed,
                 delayed=delayed,
@@ -376,7 +344,7 @@ class MemoryStore(Service):
         self,
         project: str,
         queue: str,
-        messages: Sequence[NewMessage],
+        messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
     ) -> Deferred:
@@ -385,10 +353,9 @@ class MemoryStore(Service):
             target = self._queue(project, queue, now)
             ids = []
             for new in messages:
-                self._lastMarker += 1
                 message = Message(
                     id=newId(),
-                    marker=self._lastMarker,
+                    marker=self._nextMarker(key),
                     body=new.body,
                     ttl=new.ttl,
                     created=now,
@@ -405,7 +372,7 @@ class MemoryStore(Service):
         return self._answer(work)
 
     def listMessages(
-        self, project: str, queue: str, query: MessageQuery, now: float
+        self, project: str, queue: str, query: models.MessageQuery, now: float
     ) -> Deferred:
         def keep(message: Message) -> bool:
             return (
@@ -413,7 +380,7 @@ class MemoryStore(Service):
                 and (query.echo or message.clientId != query.clientId)
                 and (query.includeClaimed or not message.claimedAt(now))
                 and (query.includeDelayed or message.visibleAt <= now)
-                and _hasTags(message, query.tags)
+                and rules.hasTags(message, query.tags)
             )
 
         def work() -> list:
@@ -463,21 +430,9 @@ class MemoryStore(Service):
             message = target.messages[marker]
             if message.expires <= now:
                 return
-            held = message.claimedAt(now)
-            if claimId is None:
-                if held:
-                    raise MessageIsClaimed(messageId)
-            elif not (held and message.claimId == claimId):
-                if held:
-                    raise MessageIsClaimed(messageId)
-                claim = target.claims.get(claimId)
-                if claim is None or claim.expires <= now:
-                    raise ClaimMismatch(
-                        f"Claim {claimId!r} does not exist or has expired."
-                    )
-                raise ClaimMismatch(
-                    f"Message {messageId!r} is not held by claim {claimId!r}."
-                )
+            rules.checkDelete(
+                messageId, message.claimId, message.claimExpires, claimId, now
+            )
             self._remove(target, message)
 
         return self._answer(work)
@@ -492,14 +447,6 @@ class MemoryStore(Service):
     ) -> Deferred:
         presented = None if claimIds is None else set(claimIds)
 
-        def deletable(message: Message) -> bool:
-            return (
-                presented is None
-                or message.claimId is None
-                or (message.claimExpires is not None and message.claimExpires <= now)
-                or message.claimId in presented
-            )
-
         def work() -> int:
             target = self._queues.get((project, queue))
             if target is None:
@@ -510,7 +457,9 @@ class MemoryStore(Service):
                 if marker is None:
                     continue
                 message = target.messages[marker]
-                if deletable(message):
+                if rules.deletableWith(
+                    message.claimId, message.claimExpires, presented, now
+                ):
                     self._remove(target, message)
                     count += 1
             return count
@@ -539,37 +488,25 @@ class MemoryStore(Service):
             claimable = []
             moved = 0
             for message in self._candidates(target, spec.limit, spec.tags, now):
-                if (
-                    spec.maxClaimCount is not None
-                    and spec.deadLetterQueue
-                    and message.claimCount >= spec.maxClaimCount
-                ):
+                if rules.goesToDeadLetter(message.claimCount, spec):
                     assert target is not None
                     self._deadLetter(project, target, message, spec, now)
                     moved += 1
                 else:
                     claimable.append(message)
-            if moved and self._events is not None:
-                self._events("dead_lettered", moved)
+            self._report("dead_lettered", moved)
             if not claimable:
                 return None
             assert target is not None
             claimId = newId()
             claimExpires = now + spec.ttl
-            lifetime = claimExpires + spec.grace
             claim = _Claim(spec.ttl, spec.grace, now, claimExpires)
             target.claims[claimId] = claim
             self._claimCount += 1
             self._expireClaimAt(key, claimId, claim)
             held = []
             for message in claimable:
-                taken = replace(
-                    message,
-                    claimId=claimId,
-                    claimExpires=claimExpires,
-                    claimCount=message.claimCount + 1,
-                    expires=max(message.expires, lifetime),
-                )
+                taken = rules.claimed(message, claimId, claimExpires, spec.grace)
                 self._update(key, target, message, taken)
                 held.append(taken)
             return Claim(
@@ -597,21 +534,18 @@ class MemoryStore(Service):
         """
         assert spec.deadLetterQueue is not None
         self._remove(source, message)
-        ttl = spec.deadLetterTTL or message.ttl
+        ttl = rules.deadLetterTTL(message.ttl, spec)
         key = (project, spec.deadLetterQueue)
         target = self._queue(project, spec.deadLetterQueue, now)
-        self._lastMarker += 1
         self._add(
             key,
             target,
             replace(
-                message,
-                marker=self._lastMarker,
+                rules.unclaimed(message),
+                marker=self._nextMarker(key),
                 ttl=ttl,
                 expires=now + ttl,
                 visibleAt=now,
-                claimId=None,
-                claimExpires=None,
             ),
         )
 
@@ -688,15 +622,10 @@ class MemoryStore(Service):
                     key,
                     target,
                     message,
-                    replace(message, claimId=None, claimExpires=None),
+                    rules.unclaimed(message),
                 )
 
         return self._answer(work)
-
-    # IStoreEvents.
-
-    def observeEvents(self, observer: Callable[[str, int], None]) -> None:
-        self._events = observer
 
     # IQueueDepths.
 
@@ -710,7 +639,7 @@ class MemoryStore(Service):
                         live += 1
                         claimed += message.claimedAt(now)
                 if live:
-                    depths.append(QueueDepth(project, name, live, claimed))
+                    depths.append(models.QueueDepth(project, name, live, claimed))
             depths.sort(key=lambda d: (-d.messages, d.project, d.queue))
             return depths[: max(limit, 0)]
 

@@ -10,7 +10,7 @@ fails half-way, so the only failure left after the checks is the server
 itself dying, which the append-only file replays up to the last complete
 command.
 
-Key layout (built in Python by L{marconi.storage.redis}; C{P} is the
+Key layout (built in Python by L{marconi.storage.redis.store}; C{P} is the
 queue's prefix, C{PP} the project's)::
 
     P:n          string   the queue's marker counter (INCR)
@@ -89,6 +89,7 @@ local function hasTags(r, want)
   return true
 end
 
+-- marconi.core.rules.isClaimable and hasTags
 local function claimable(r, now, tags)
   return tonumber(r[5]) > now and tonumber(r[6]) <= now
     and not claimLive(r, now) and hasTags(r, tags)
@@ -131,14 +132,17 @@ local function promote(P, now)
   end
 end
 
--- Call fn(id) on the members of a zset in score order, starting after
--- the score bound `after` ('-inf' or '(' .. score), until fn returns true.
--- fn may remove the member it is given.
-local function scan(key, after, fn)
-  local lo = after
+-- Call fn(id) on the members of a zset in score order (from the highest
+-- score down when `reverse`), starting after the score bound `from`
+-- ('-inf', '+inf' or '(' .. score), until fn returns true.  fn may remove
+-- the member it is given.
+local function walk(key, from, reverse, fn)
+  local command, to = 'ZRANGEBYSCORE', '+inf'
+  if reverse then
+    command, to = 'ZREVRANGEBYSCORE', '-inf'
+  end
   while true do
-    local page = redis.call('ZRANGEBYSCORE', key, lo, '+inf',
-                            'WITHSCORES', 'LIMIT', 0, 100)
+    local page = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', 0, 100)
     if #page == 0 then
       return
     end
@@ -146,26 +150,17 @@ local function scan(key, after, fn)
       if fn(page[i]) then
         return
       end
-      lo = '(' .. page[i + 1]
+      from = '(' .. page[i + 1]
     end
   end
 end
 
+local function scan(key, after, fn)
+  walk(key, after, false, fn)
+end
+
 local function rscan(key, fn)
-  local hi = '+inf'
-  while true do
-    local page = redis.call('ZREVRANGEBYSCORE', key, hi, '-inf',
-                            'WITHSCORES', 'LIMIT', 0, 100)
-    if #page == 0 then
-      return
-    end
-    for i = 1, #page, 2 do
-      if fn(page[i]) then
-        return
-      end
-      hi = '(' .. page[i + 1]
-    end
-  end
+  walk(key, '+inf', true, fn)
 end
 """
 
@@ -350,6 +345,7 @@ local r = load(P, id)
 if not r or tonumber(r[5]) <= now then
   return 0
 end
+-- marconi.core.rules.checkDelete
 if claimLive(r, now) then
   if r[8] ~= cid then
     return -1
@@ -378,6 +374,7 @@ for i = first, #ARGV do
   local id = ARGV[i]
   local r = load(P, id)
   if r and tonumber(r[5]) > now then
+    -- marconi.core.rules.deletableWith
     if nclaims < 0 or not claimLive(r, now) or claims[r[8]] then
       removeMsg(P, id, r)
       deleted = deleted + 1
@@ -412,7 +409,8 @@ return rows(out)
 # ARGV: P, PP, now, claim id, ttl, grace, limit, tags JSON,
 # max claim count ('' for none), dead-letter P ('' for none),
 # dead-letter queue name, dead-letter TTL ('' for the message's own).
-# Returns {} or the claimed messages.  A message already claimed the maximum
+# Returns {number moved to the dead-letter queue, the claimed messages (none:
+# an empty table)}.  A message already claimed the maximum
 # number of times moves to the end of the dead-letter queue, unclaimed,
 # visible now, with the dead-letter TTL, keeping its id, creation time and
 # claim count; the scan goes on so that the claim can still be filled.
@@ -427,10 +425,12 @@ if DP == '' or DP == P then
   maxCount = nil
 end
 if limit < 1 then
-  return {}
+  return {0, {}}
 end
+local moved = 0
 
 local function deadLetter(id, r)
+  moved = moved + 1
   ensureQueue(PP, dname)
   removeMsg(P, id, r)
   local mttl = dttl or tonumber(r[3])
@@ -458,6 +458,7 @@ scan(P .. ':f', '-inf', function(id)
   if not claimable(r, now, tags) then
     return false
   end
+  -- marconi.core.rules.goesToDeadLetter
   if maxCount and tonumber(r[10]) >= maxCount then
     deadLetter(id, r)
     return false
@@ -477,7 +478,7 @@ scan(P .. ':f', '-inf', function(id)
   return #taken >= limit
 end)
 if #taken == 0 then
-  return {}
+  return {moved, {}}
 end
 redis.call('HSET', P .. ':c:' .. cid, 't', ARGV[5], 'g', ARGV[6],
            'u', num(now), 'e', num(cexp))
@@ -487,7 +488,7 @@ local out = {}
 for _, id in ipairs(taken) do
   out[#out + 1] = record(id, load(P, id))
 end
-return rows(out)
+return {moved, rows(out)}
 """)
 
 # ARGV: P, claim id, now.

@@ -2,7 +2,7 @@
 The Redis storage driver, on txredisapi.
 
 Every operation that reads and then writes is one Lua script (see
-L{marconi.storage.redis_lua} for the scripts and the key layout), so posts,
+L{marconi.storage.redis.lua} for the scripts and the key layout), so posts,
 claims and pops are atomic however many nodes and connections use the same
 server.  Times are never read here: each call carries the caller's C{now}.
 
@@ -38,20 +38,13 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from marconi.core import errors
+from marconi.core import errors, models
+from marconi.core.deferreds import deferred
 from marconi.core.interfaces import IMessageStore
-from marconi.core.models import (
-    Claim,
-    ClaimSpec,
-    Message,
-    MessageQuery,
-    NewMessage,
-    QueueInfo,
-    QueueStats,
-    newId,
-)
-from marconi.storage import redis_lua as lua
-from marconi.storage.redis_uri import RedisLocation, parseURI
+from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage.events import StoreEvents
+from marconi.storage.redis import lua
+from marconi.storage.redis.uri import RedisLocation, parseURI
 
 log = Logger()
 
@@ -105,7 +98,7 @@ _scriptHashes: dict = {}
 def _rows(reply: Any) -> list:
     """
     The records of a script that answers with JSON text (see C{rows} in
-    L{marconi.storage.redis_lua}); an empty answer is an empty reply.
+    L{marconi.storage.redis.lua}); an empty answer is an empty reply.
     """
     if isinstance(reply, (str, bytes)):
         return json.loads(reply)
@@ -217,7 +210,7 @@ class _ProtocolFactory(Factory):
 
 
 @implementer(IMessageStore)
-class RedisStore(Service):
+class RedisStore(StoreEvents, Service):
     """
     An L{IMessageStore} on a Redis server.
 
@@ -456,66 +449,48 @@ class RedisStore(Service):
 
     # IMessageStore.
 
-    def ping(self) -> Deferred:
-        return Deferred.fromCoroutine(self._ping())
-
-    async def _ping(self) -> bool:
+    @deferred
+    async def ping(self) -> bool:
         try:
             reply = await self._call("execute_command", "PING")
         except errors.StorageUnavailable:
             return False
         return reply == "PONG"
 
-    def createQueue(
+    @deferred
+    async def createQueue(
         self, project: str, name: str, metadata: dict, now: float
-    ) -> Deferred:
-        return Deferred.fromCoroutine(self._createQueue(project, name, metadata))
-
-    async def _createQueue(self, project: str, name: str, metadata: dict) -> bool:
+    ) -> bool:
         created = await self._eval(
             lua.CREATE_QUEUE, projectPrefix(project), name, json.dumps(metadata)
         )
         return bool(created)
 
-    def getQueueMetadata(self, project: str, name: str) -> Deferred:
-        return Deferred.fromCoroutine(self._getQueueMetadata(project, name))
-
-    async def _getQueueMetadata(self, project: str, name: str) -> dict:
+    @deferred
+    async def getQueueMetadata(self, project: str, name: str) -> dict:
         meta = await self._call("hget", projectPrefix(project) + ":meta", name)
         if meta is None:
             raise errors.QueueDoesNotExist(name)
         return json.loads(meta)
 
-    def setQueueMetadata(self, project: str, name: str, metadata: dict) -> Deferred:
-        return Deferred.fromCoroutine(self._setQueueMetadata(project, name, metadata))
-
-    async def _setQueueMetadata(self, project: str, name: str, metadata: dict) -> None:
+    @deferred
+    async def setQueueMetadata(self, project: str, name: str, metadata: dict) -> None:
         done = await self._eval(
             lua.SET_QUEUE_METADATA, projectPrefix(project), name, json.dumps(metadata)
         )
         if not done:
             raise errors.QueueDoesNotExist(name)
 
-    def deleteQueue(self, project: str, name: str) -> Deferred:
-        return Deferred.fromCoroutine(
-            self._eval(
-                lua.DELETE_QUEUE,
-                queuePrefix(project, name),
-                projectPrefix(project),
-                name,
-            )
-        ).addCallback(lambda _: None)
-
-    def listQueues(
-        self, project: str, marker: Optional[str], limit: int, detailed: bool
-    ) -> Deferred:
-        return Deferred.fromCoroutine(
-            self._listQueues(project, marker, limit, detailed)
+    @deferred
+    async def deleteQueue(self, project: str, name: str) -> None:
+        await self._eval(
+            lua.DELETE_QUEUE, queuePrefix(project, name), projectPrefix(project), name
         )
 
-    async def _listQueues(
+    @deferred
+    async def listQueues(
         self, project: str, marker: Optional[str], limit: int, detailed: bool
-    ) -> list[QueueInfo]:
+    ) -> list[models.QueueInfo]:
         if limit < 1:
             return []
         lower = "-" if marker is None else "(" + marker
@@ -527,25 +502,23 @@ class RedisStore(Service):
             "1" if detailed else "0",
         )
         return [
-            QueueInfo(name=name, metadata=json.loads(meta) if detailed else None)
+            models.QueueInfo(name=name, metadata=json.loads(meta) if detailed else None)
             for name, meta in zip(flat[::2], flat[1::2], strict=True)
         ]
 
-    def countQueues(self, project: str) -> Deferred:
-        return Deferred.fromCoroutine(self._countQueues(project))
-
-    async def _countQueues(self, project: str) -> int:
+    @deferred
+    async def countQueues(self, project: str) -> int:
         return int(await self._call("zcard", projectPrefix(project) + ":q"))
 
-    def queueStats(self, project: str, name: str, now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._queueStats(project, name, now))
-
-    async def _queueStats(self, project: str, name: str, now: float) -> QueueStats:
+    @deferred
+    async def queueStats(
+        self, project: str, name: str, now: float
+    ) -> models.QueueStats:
         total, claimed, delayed, oldest, newest = await self._eval(
             lua.QUEUE_STATS, queuePrefix(project, name), _time(now)
         )
         total, claimed, delayed = int(total), int(claimed), int(delayed)
-        return QueueStats(
+        return models.QueueStats(
             free=max(0, total - claimed - delayed),
             claimed=claimed,
             delayed=delayed,
@@ -553,23 +526,12 @@ class RedisStore(Service):
             newest=_message(newest) if newest else None,
         )
 
-    def postMessages(
+    @deferred
+    async def postMessages(
         self,
         project: str,
         queue: str,
-        messages: Sequence[NewMessage],
-        clientId: str,
-        now: float,
-    ) -> Deferred:
-        return Deferred.fromCoroutine(
-            self._postMessages(project, queue, messages, clientId, now)
-        )
-
-    async def _postMessages(
-        self,
-        project: str,
-        queue: str,
-        messages: Sequence[NewMessage],
+        messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
     ) -> list[str]:
@@ -595,13 +557,9 @@ class RedisStore(Service):
         await self._eval(lua.POST_MESSAGES, *args)
         return ids
 
-    def listMessages(
-        self, project: str, queue: str, query: MessageQuery, now: float
-    ) -> Deferred:
-        return Deferred.fromCoroutine(self._listMessages(project, queue, query, now))
-
-    async def _listMessages(
-        self, project: str, queue: str, query: MessageQuery, now: float
+    @deferred
+    async def listMessages(
+        self, project: str, queue: str, query: models.MessageQuery, now: float
     ) -> list[Message]:
         after = "-inf" if query.marker is None else f"({int(query.marker)}"
         rows = await self._eval(
@@ -618,12 +576,8 @@ class RedisStore(Service):
         )
         return [_message(row) for row in _rows(rows)]
 
-    def getMessages(
-        self, project: str, queue: str, ids: Sequence[str], now: float
-    ) -> Deferred:
-        return Deferred.fromCoroutine(self._getMessages(project, queue, ids, now))
-
-    async def _getMessages(
+    @deferred
+    async def getMessages(
         self, project: str, queue: str, ids: Sequence[str], now: float
     ) -> list[Message]:
         wanted = list(dict.fromkeys(_validIds(ids)))
@@ -634,19 +588,8 @@ class RedisStore(Service):
         )
         return sorted((_message(row) for row in _rows(rows)), key=lambda m: m.marker)
 
-    def deleteMessage(
-        self,
-        project: str,
-        queue: str,
-        messageId: str,
-        claimId: Optional[str],
-        now: float,
-    ) -> Deferred:
-        return Deferred.fromCoroutine(
-            self._deleteMessage(project, queue, messageId, claimId, now)
-        )
-
-    async def _deleteMessage(
+    @deferred
+    async def deleteMessage(
         self,
         project: str,
         queue: str,
@@ -675,19 +618,8 @@ class RedisStore(Service):
                 "the claim expired, was released, or never held it."
             )
 
-    def deleteMessages(
-        self,
-        project: str,
-        queue: str,
-        ids: Sequence[str],
-        claimIds: Optional[Sequence[str]],
-        now: float,
-    ) -> Deferred:
-        return Deferred.fromCoroutine(
-            self._deleteMessages(project, queue, ids, claimIds, now)
-        )
-
-    async def _deleteMessages(
+    @deferred
+    async def deleteMessages(
         self,
         project: str,
         queue: str,
@@ -714,14 +646,8 @@ class RedisStore(Service):
         )
         return int(deleted)
 
-    def popMessages(
-        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
-    ) -> Deferred:
-        return Deferred.fromCoroutine(
-            self._popMessages(project, queue, limit, tags, now)
-        )
-
-    async def _popMessages(
+    @deferred
+    async def popMessages(
         self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
     ) -> list[Message]:
         rows = await self._eval(
@@ -733,17 +659,13 @@ class RedisStore(Service):
         )
         return [_message(row) for row in _rows(rows)]
 
-    def createClaim(
-        self, project: str, queue: str, spec: ClaimSpec, now: float
-    ) -> Deferred:
-        return Deferred.fromCoroutine(self._createClaim(project, queue, spec, now))
-
-    async def _createClaim(
+    @deferred
+    async def createClaim(
         self, project: str, queue: str, spec: ClaimSpec, now: float
     ) -> Optional[Claim]:
         claimId = newId()
         deadLetter = spec.maxClaimCount is not None and spec.deadLetterQueue
-        rows = await self._eval(
+        reply = await self._eval(
             lua.CREATE_CLAIM,
             queuePrefix(project, queue),
             projectPrefix(project),
@@ -758,6 +680,8 @@ class RedisStore(Service):
             spec.deadLetterQueue if deadLetter else "",
             int(spec.deadLetterTTL) if deadLetter and spec.deadLetterTTL else "",
         )
+        moved, rows = reply
+        self._report("dead_lettered", int(moved))
         rows = _rows(rows)
         if not rows:
             return None
@@ -770,10 +694,8 @@ class RedisStore(Service):
             messages=tuple(_message(row) for row in rows),
         )
 
-    def getClaim(self, project: str, queue: str, claimId: str, now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._getClaim(project, queue, claimId, now))
-
-    async def _getClaim(
+    @deferred
+    async def getClaim(
         self, project: str, queue: str, claimId: str, now: float
     ) -> Claim:
         if not _validIds([claimId]):
@@ -794,14 +716,8 @@ class RedisStore(Service):
             messages=tuple(messages),
         )
 
-    def renewClaim(
-        self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
-    ) -> Deferred:
-        return Deferred.fromCoroutine(
-            self._renewClaim(project, queue, claimId, ttl, grace, now)
-        )
-
-    async def _renewClaim(
+    @deferred
+    async def renewClaim(
         self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
     ) -> None:
         if not _validIds([claimId]):
@@ -817,20 +733,16 @@ class RedisStore(Service):
         if not done:
             raise errors.ClaimDoesNotExist(claimId)
 
-    def releaseClaim(
+    @deferred
+    async def releaseClaim(
         self, project: str, queue: str, claimId: str, now: float
-    ) -> Deferred:
-        return Deferred.fromCoroutine(self._releaseClaim(project, queue, claimId))
-
-    async def _releaseClaim(self, project: str, queue: str, claimId: str) -> None:
+    ) -> None:
         if not _validIds([claimId]):
             return
         await self._eval(lua.RELEASE_CLAIM, queuePrefix(project, queue), claimId)
 
-    def purgeExpired(self, now: float) -> Deferred:
-        return Deferred.fromCoroutine(self._purgeExpired(now))
-
-    async def _purgeExpired(self, now: float) -> int:
+    @deferred
+    async def purgeExpired(self, now: float) -> int:
         removed = 0
         while True:
             gone, messagesSeen, claimsSeen = await self._eval(

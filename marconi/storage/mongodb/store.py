@@ -36,7 +36,6 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from uuid import uuid4
 
 from bson.son import SON
 from pymongo import ReturnDocument
@@ -60,24 +59,18 @@ from txmongo.connection import ConnectionPool
 from txmongo.errors import TimeExceeded
 from zope.interface import implementer
 
+from marconi.core import models, rules
+from marconi.core.deferreds import deferred
 from marconi.core.errors import (
     ClaimDoesNotExist,
-    ClaimMismatch,
     MessageIsClaimed,
     QueueDoesNotExist,
     StorageUnavailable,
 )
 from marconi.core.interfaces import IMessageStore
-from marconi.core.models import (
-    Claim,
-    ClaimSpec,
-    Message,
-    MessageQuery,
-    NewMessage,
-    QueueInfo,
-    QueueStats,
-)
-from marconi.storage.mongodb_uri import MongoConfig
+from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage.events import StoreEvents
+from marconi.storage.mongodb.uri import MongoConfig, parseURI
 
 log = Logger()
 
@@ -147,7 +140,7 @@ def _sortBy(field: str, descending: bool = False) -> Any:
 
 
 @implementer(IMessageStore, IService)
-class MongoStore(Service):
+class MongoStore(StoreEvents, Service):
     """
     L{IMessageStore} on MongoDB.
 
@@ -317,9 +310,6 @@ class MongoStore(Service):
             raise StorageUnavailable("The MongoDB store is not running.")
         return self._db[name]
 
-    def _wrap(self, coroutine: Any) -> Deferred:
-        return Deferred.fromCoroutine(coroutine)
-
     # -- Indexes ---------------------------------------------------------
 
     def indexSpecs(self) -> dict[str, list[dict]]:
@@ -408,19 +398,15 @@ class MongoStore(Service):
 
     # -- IMessageStore: queues ------------------------------------------
 
-    def ping(self) -> Deferred:
-        return self._wrap(self._ping())
-
-    async def _ping(self) -> bool:
+    @deferred
+    async def ping(self) -> bool:
         await self._call(lambda: self._db.command("ping"))
         return True
 
-    def createQueue(
+    @deferred
+    async def createQueue(
         self, project: str, name: str, metadata: dict, now: float
-    ) -> Deferred:
-        return self._wrap(self._createQueue(project, name, metadata))
-
-    async def _createQueue(self, project: str, name: str, metadata: dict) -> bool:
+    ) -> bool:
         await self._ready()
         queues = self._coll(QUEUES)
         encoded = json.dumps(metadata)
@@ -467,18 +453,14 @@ class MongoStore(Service):
             raise QueueDoesNotExist(name)
         return doc
 
-    def getQueueMetadata(self, project: str, name: str) -> Deferred:
-        return self._wrap(self._getQueueMetadata(project, name))
-
-    async def _getQueueMetadata(self, project: str, name: str) -> dict:
+    @deferred
+    async def getQueueMetadata(self, project: str, name: str) -> dict:
         await self._ready()
         doc = await self._queueDoc(project, name)
         return json.loads(doc.get("m") or "{}")
 
-    def setQueueMetadata(self, project: str, name: str, metadata: dict) -> Deferred:
-        return self._wrap(self._setQueueMetadata(project, name, metadata))
-
-    async def _setQueueMetadata(self, project: str, name: str, metadata: dict) -> None:
+    @deferred
+    async def setQueueMetadata(self, project: str, name: str, metadata: dict) -> None:
         await self._ready()
         result = await self._call(
             lambda: self._coll(QUEUES).update_one(
@@ -489,10 +471,8 @@ class MongoStore(Service):
         if result.matched_count == 0:
             raise QueueDoesNotExist(name)
 
-    def deleteQueue(self, project: str, name: str) -> Deferred:
-        return self._wrap(self._deleteQueue(project, name))
-
-    async def _deleteQueue(self, project: str, name: str) -> None:
+    @deferred
+    async def deleteQueue(self, project: str, name: str) -> None:
         await self._ready()
         # The queue's document stays as a tombstone with its marker counter,
         # so a queue re-created under the same name never hands out a
@@ -510,14 +490,10 @@ class MongoStore(Service):
             lambda: self._coll(CLAIMS).delete_many({"p": project, "q": name})
         )
 
-    def listQueues(
+    @deferred
+    async def listQueues(
         self, project: str, marker: str | None, limit: int, detailed: bool
-    ) -> Deferred:
-        return self._wrap(self._listQueues(project, marker, limit, detailed))
-
-    async def _listQueues(
-        self, project: str, marker: str | None, limit: int, detailed: bool
-    ) -> list[QueueInfo]:
+    ) -> list[models.QueueInfo]:
         await self._ready()
         if limit <= 0:
             return []
@@ -531,17 +507,15 @@ class MongoStore(Service):
             )
         )
         return [
-            QueueInfo(
+            models.QueueInfo(
                 name=doc["n"],
                 metadata=json.loads(doc.get("m") or "{}") if detailed else None,
             )
             for doc in docs
         ]
 
-    def countQueues(self, project: str) -> Deferred:
-        return self._wrap(self._countQueues(project))
-
-    async def _countQueues(self, project: str) -> int:
+    @deferred
+    async def countQueues(self, project: str) -> int:
         await self._ready()
         return await self._call(
             lambda: self._coll(QUEUES).count_documents(
@@ -549,10 +523,10 @@ class MongoStore(Service):
             )
         )
 
-    def queueStats(self, project: str, name: str, now: float) -> Deferred:
-        return self._wrap(self._queueStats(project, name, now))
-
-    async def _queueStats(self, project: str, name: str, now: float) -> QueueStats:
+    @deferred
+    async def queueStats(
+        self, project: str, name: str, now: float
+    ) -> models.QueueStats:
         await self._ready()
         messages = self._coll(MESSAGES)
         live = {"p": project, "q": name, "tx": {"$exists": False}, "e": {"$gt": now}}
@@ -579,7 +553,7 @@ class MongoStore(Service):
             )
             oldest = _toMessage(first[0]) if first else None
             newest = _toMessage(last[0]) if last else None
-        return QueueStats(
+        return models.QueueStats(
             free=free, claimed=claimed, delayed=delayed, oldest=oldest, newest=newest
         )
 
@@ -614,21 +588,12 @@ class MongoStore(Service):
             return doc["c"] - count + 1
         raise StorageUnavailable("Could not reserve message markers; try again.")
 
-    def postMessages(
+    @deferred
+    async def postMessages(
         self,
         project: str,
         queue: str,
-        messages: Sequence[NewMessage],
-        clientId: str,
-        now: float,
-    ) -> Deferred:
-        return self._wrap(self._postMessages(project, queue, messages, clientId, now))
-
-    async def _postMessages(
-        self,
-        project: str,
-        queue: str,
-        messages: Sequence[NewMessage],
+        messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
     ) -> list[str]:
@@ -636,13 +601,13 @@ class MongoStore(Service):
         if not messages:
             return []
         first = await self._takeMarkers(project, queue, len(messages))
-        batch = uuid4().hex
+        batch = newId()
         docs = []
         for offset, new in enumerate(messages):
             expires = now + new.ttl
             docs.append(
                 {
-                    "_id": uuid4().hex,
+                    "_id": newId(),
                     "p": project,
                     "q": queue,
                     "k": first + offset,
@@ -684,7 +649,7 @@ class MongoStore(Service):
         return [doc["_id"] for doc in docs]
 
     def _listFilter(
-        self, project: str, queue: str, query: MessageQuery, now: float
+        self, project: str, queue: str, query: models.MessageQuery, now: float
     ) -> dict:
         spec: dict = {
             "p": project,
@@ -704,56 +669,31 @@ class MongoStore(Service):
             spec["tg"] = {"$all": list(query.tags)}
         return spec
 
-    def listMessages(
-        self, project: str, queue: str, query: MessageQuery, now: float
-    ) -> Deferred:
-        return self._wrap(self._listMessages(project, queue, query, now))
-
-    async def _listMessages(
-        self, project: str, queue: str, query: MessageQuery, now: float
+    @deferred
+    async def listMessages(
+        self, project: str, queue: str, query: models.MessageQuery, now: float
     ) -> list[Message]:
         await self._ready()
         if query.limit <= 0:
             return []
         spec = self._listFilter(project, queue, query, now)
-        docs = await self._call(
-            lambda: self._coll(MESSAGES).find(
-                spec, sort=_sortBy("k"), limit=query.limit
-            )
-        )
-        return [_toMessage(doc) for doc in docs]
+        return await self._messages(spec, query.limit)
 
-    def getMessages(
+    @deferred
+    async def getMessages(
         self, project: str, queue: str, ids: Iterable[str], now: float
-    ) -> Deferred:
-        return self._wrap(self._getMessages(project, queue, list(ids), now))
-
-    async def _getMessages(
-        self, project: str, queue: str, ids: list[str], now: float
     ) -> list[Message]:
+        ids = list(ids)
         await self._ready()
         if not ids:
             return []
-        docs = await self._call(
-            lambda: self._coll(MESSAGES).find(
-                {
-                    "_id": {"$in": ids},
-                    "p": project,
-                    "q": queue,
-                    "tx": {"$exists": False},
-                    "e": {"$gt": now},
-                },
-                sort=_sortBy("k"),
-            )
+        where = {"_id": {"$in": ids}, "p": project, "q": queue}
+        return await self._messages(
+            {**where, "tx": {"$exists": False}, "e": {"$gt": now}}
         )
-        return [_toMessage(doc) for doc in docs]
 
-    def deleteMessage(
-        self, project: str, queue: str, messageId: str, claimId: str | None, now: float
-    ) -> Deferred:
-        return self._wrap(self._deleteMessage(project, queue, messageId, claimId, now))
-
-    async def _deleteMessage(
+    @deferred
+    async def deleteMessage(
         self, project: str, queue: str, messageId: str, claimId: str | None, now: float
     ) -> None:
         await self._ready()
@@ -771,48 +711,23 @@ class MongoStore(Service):
         doc = await self._call(lambda: coll.find_one(where))
         if doc is None or doc["e"] <= now:
             return
-        heldByLiveClaim = doc.get("ci") is not None and doc.get("ce", 0) > now
-        if claimId is None:
-            if heldByLiveClaim:
-                raise MessageIsClaimed(messageId)
-            # Its claim ended between the two steps: try once more.
-            result = await self._call(lambda: coll.delete_one(condition))
-            if not result.deleted_count:
-                raise MessageIsClaimed(messageId)
-            return
-        if heldByLiveClaim:
+        rules.checkDelete(messageId, doc.get("ci"), doc.get("ce"), claimId, now)
+        # The rule allows it: what held it changed between the two steps.
+        result = await self._call(lambda: coll.delete_one(condition))
+        if not result.deleted_count:
             raise MessageIsClaimed(messageId)
-        raise ClaimMismatch(
-            f"Claim {claimId!r} does not hold message {messageId!r}; "
-            "it may have expired or been released."
-        )
 
-    def deleteMessages(
+    @deferred
+    async def deleteMessages(
         self,
         project: str,
         queue: str,
         ids: Iterable[str],
         claimIds: Iterable[str] | None,
         now: float,
-    ) -> Deferred:
-        return self._wrap(
-            self._deleteMessages(
-                project,
-                queue,
-                list(ids),
-                None if claimIds is None else list(claimIds),
-                now,
-            )
-        )
-
-    async def _deleteMessages(
-        self,
-        project: str,
-        queue: str,
-        ids: list[str],
-        claimIds: list[str] | None,
-        now: float,
     ) -> int:
+        ids = list(ids)
+        claimIds = None if claimIds is None else list(claimIds)
         await self._ready()
         if not ids:
             return 0
@@ -823,6 +738,7 @@ class MongoStore(Service):
             "tx": {"$exists": False},
         }
         if claimIds is not None:
+            # marconi.core.rules.deletableWith
             spec["$or"] = [
                 {"ce": {"$lte": now}},
                 {"ci": {"$in": claimIds}, "ce": {"$gt": now}},
@@ -875,11 +791,6 @@ class MongoStore(Service):
         """
         coll = self._coll(MESSAGES)
         claimable = self._claimable(project, queue, tags, now)
-        deadLetter = (
-            spec is not None
-            and spec.maxClaimCount is not None
-            and bool(spec.deadLetterQueue)
-        )
         update: dict = {
             "$set": {"ci": holder, "ce": holdUntil},
             "$max": {"e": liveUntil, "ea": _expireAt(liveUntil)},
@@ -900,11 +811,12 @@ class MongoStore(Service):
         toClaim = []
         toMove = []
         for doc in candidates:
-            if deadLetter and doc.get("cc", 0) >= spec.maxClaimCount:
+            if spec is not None and rules.goesToDeadLetter(doc.get("cc", 0), spec):
                 toMove.append(doc)
             else:
                 toClaim.append(doc["_id"])
         if toMove:
+            assert spec is not None
             await self._deadLetter(project, queue, toMove, spec, now, None)
         marked = 0
         if toClaim:
@@ -928,7 +840,7 @@ class MongoStore(Service):
             )
             if doc is None:
                 return
-            if deadLetter and doc.get("cc", 0) >= spec.maxClaimCount:
+            if spec is not None and rules.goesToDeadLetter(doc.get("cc", 0), spec):
                 await self._deadLetter(project, queue, [doc], spec, now, holder)
                 continue
             marked += 1
@@ -958,7 +870,7 @@ class MongoStore(Service):
         else:
             condition = {"p": project, "q": queue, "ci": heldBy}
         for offset, doc in enumerate(docs):
-            ttl = spec.deadLetterTTL or doc["t"]
+            ttl = rules.deadLetterTTL(doc["t"], spec)
             expires = now + ttl
             move: dict = {
                 "$set": {
@@ -975,11 +887,12 @@ class MongoStore(Service):
             if heldBy is not None:
                 # Marking it counted a claim that did not happen.
                 move["$inc"] = {"cc": -1}
-            await self._call(
+            result = await self._call(
                 lambda doc=doc, move=move: coll.update_one(
                     {**condition, "_id": doc["_id"]}, move
                 )
             )
+            self._report("dead_lettered", result.modified_count)
             log.debug(
                 "Message {id} moved to dead-letter queue {target}",
                 id=doc["_id"],
@@ -989,34 +902,28 @@ class MongoStore(Service):
     async def _held(
         self, project: str, queue: str, holder: str, now: float
     ) -> list[Message]:
+        where = {"p": project, "q": queue, "ci": holder}
+        return await self._messages({**where, "ce": {"$gt": now}, "e": {"$gt": now}})
+
+    async def _messages(self, spec: dict, limit: int = 0) -> list[Message]:
+        """
+        The messages matching C{spec}, in marker order (C{limit}: at most
+        that many; 0 for all).
+        """
         docs = await self._call(
-            lambda: self._coll(MESSAGES).find(
-                {
-                    "p": project,
-                    "q": queue,
-                    "ci": holder,
-                    "ce": {"$gt": now},
-                    "e": {"$gt": now},
-                },
-                sort=_sortBy("k"),
-            )
+            lambda: self._coll(MESSAGES).find(spec, sort=_sortBy("k"), limit=limit)
         )
         return [_toMessage(doc) for doc in docs]
 
-    def popMessages(
-        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
-    ) -> Deferred:
-        return self._wrap(
-            self._popMessages(project, queue, limit, tuple(tags or ()), now)
-        )
-
-    async def _popMessages(
+    @deferred
+    async def popMessages(
         self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
     ) -> list[Message]:
+        tags = tuple(tags or ())
         await self._ready()
         if limit <= 0:
             return []
-        holder = "pop-" + uuid4().hex
+        holder = "pop-" + newId()
         # Hold them briefly (claim semantics make the pop atomic), read
         # what this pop owns, then delete exactly those.
         await self._mark(
@@ -1029,35 +936,16 @@ class MongoStore(Service):
                     {"p": project, "q": queue, "ci": holder}
                 )
             )
-        return [
-            Message(
-                id=m.id,
-                marker=m.marker,
-                body=m.body,
-                ttl=m.ttl,
-                created=m.created,
-                expires=m.expires,
-                visibleAt=m.visibleAt,
-                clientId=m.clientId,
-                claimCount=m.claimCount,
-                tags=m.tags,
-                checksum=m.checksum,
-            )
-            for m in held
-        ]
+        return [rules.unclaimed(m) for m in held]
 
-    def createClaim(
-        self, project: str, queue: str, spec: ClaimSpec, now: float
-    ) -> Deferred:
-        return self._wrap(self._createClaim(project, queue, spec, now))
-
-    async def _createClaim(
+    @deferred
+    async def createClaim(
         self, project: str, queue: str, spec: ClaimSpec, now: float
     ) -> Claim | None:
         await self._ready()
         if spec.limit <= 0:
             return None
-        claimId = uuid4().hex
+        claimId = newId()
         expires = now + spec.ttl
         await self._mark(
             project,
@@ -1108,10 +996,8 @@ class MongoStore(Service):
             raise ClaimDoesNotExist(claimId)
         return doc
 
-    def getClaim(self, project: str, queue: str, claimId: str, now: float) -> Deferred:
-        return self._wrap(self._getClaim(project, queue, claimId, now))
-
-    async def _getClaim(
+    @deferred
+    async def getClaim(
         self, project: str, queue: str, claimId: str, now: float
     ) -> Claim:
         await self._ready()
@@ -1126,12 +1012,8 @@ class MongoStore(Service):
             messages=tuple(held),
         )
 
-    def renewClaim(
-        self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
-    ) -> Deferred:
-        return self._wrap(self._renewClaim(project, queue, claimId, ttl, grace, now))
-
-    async def _renewClaim(
+    @deferred
+    async def renewClaim(
         self, project: str, queue: str, claimId: str, ttl: int, grace: int, now: float
     ) -> None:
         await self._ready()
@@ -1163,12 +1045,8 @@ class MongoStore(Service):
             )
         )
 
-    def releaseClaim(
-        self, project: str, queue: str, claimId: str, now: float
-    ) -> Deferred:
-        return self._wrap(self._releaseClaim(project, queue, claimId, now))
-
-    async def _releaseClaim(
+    @deferred
+    async def releaseClaim(
         self, project: str, queue: str, claimId: str, now: float
     ) -> None:
         await self._ready()
@@ -1184,10 +1062,8 @@ class MongoStore(Service):
             )
         )
 
-    def purgeExpired(self, now: float) -> Deferred:
-        return self._wrap(self._purgeExpired(now))
-
-    async def _purgeExpired(self, now: float) -> int:
+    @deferred
+    async def purgeExpired(self, now: float) -> int:
         await self._ready()
         messages = self._coll(MESSAGES)
         removed = await self._call(
@@ -1200,3 +1076,15 @@ class MongoStore(Service):
             )
         )
         return removed.deleted_count
+
+
+def makeStore(uri: str, reactor: Any = None) -> Any:
+    """
+    Build the MongoDB store for C{uri}; it connects when started.
+    """
+    config = parseURI(uri)
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    return MongoStore(config, reactor)

@@ -1,0 +1,3 @@
+"""
+The in-memory store: a throwaway node, everything lost when it stops.
+"""

@@ -1,0 +1,3 @@
+"""
+The MongoDB store (txmongo, imported only by C{store.py}).
+"""

@@ -1,0 +1,3 @@
+"""
+The Redis store (txredisapi, imported only by C{store.py}).
+"""

@@ -1,0 +1,3 @@
+"""
+The embedded SQLite store, the default.
+"""
