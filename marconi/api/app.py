@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import parse_accept_header
 from werkzeug.routing import BaseConverter
 
-from marconi.api import homedoc, openapi, render
+from marconi.api import homedoc, openapi, render, versions
 from marconi.api.errors import HTTPError, statusOf
 from marconi.api.http import RoutedKlein
 from marconi.core import jsontext, validation
@@ -115,6 +115,7 @@ class Context:
     clientId: str
     base: str
     forwarded: bool = False
+    policy: versions.VersionPolicy = versions.V2
 
     def queueHref(self, queue: str) -> str:
         return f"{self.base}/queues/{queue}"
@@ -160,6 +161,9 @@ class MarconiAPI:
         forwarded here, with a valid signature, acts for the project it
         carries.
         """
+        policy = versions.POLICIES[version]
+        if request.method == b"HEAD" and not policy.head:
+            raise MethodNotAllowed(self._allowed(request))
         _negotiate(request)
         headers = {
             name.lower(): values[0]
@@ -175,7 +179,7 @@ class MarconiAPI:
         project = validation.projectId(project, self.limits)
         request.project = project
         client = headers.get(b"client-id")
-        clientId = validation.clientId(
+        clientId = policy.clientId(
             client.decode("latin-1") if client is not None else None, self.limits
         )
         if projectId is None:
@@ -183,8 +187,20 @@ class MarconiAPI:
         else:
             base = f"/{version}/projects/{quote(project, safe='')}"
         return Context(
-            project=project, clientId=clientId, base=base, forwarded=signed is not None
+            project=project,
+            clientId=clientId,
+            base=base,
+            forwarded=signed is not None,
+            policy=policy,
         )
+
+    def _allowed(self, request: Any) -> list:
+        """
+        The methods other than C{HEAD} routed at the request's path.
+        """
+        adapter = self.app.url_map.bind("localhost")
+        methods = adapter.allowed_methods(request.path.decode("latin-1"))
+        return sorted(m for m in methods if m != "HEAD")
 
     def _body(self, request: Any) -> bytes:
         request.content.seek(0)
@@ -285,7 +301,9 @@ class MarconiAPI:
 
     @_queueRoute(app, "/queues/<queue>", ["GET"])
     async def getQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
-        metadata = await self.bus.getQueue(ctx.project, queue)
+        metadata = await self.bus.getQueue(
+            ctx.project, queue, ctx.policy.reservedDefaults
+        )
         return _send(request, render.document(metadata))
 
     @_queueRoute(app, "/queues/<queue>", ["PATCH"])
@@ -306,7 +324,12 @@ class MarconiAPI:
     @_queueRoute(app, "/queues/<queue>/stats", ["GET"])
     async def queueStats(self, request: Any, ctx: Context, queue: str) -> bytes:
         stats = await self.bus.queueStats(ctx.project, queue)
-        return _send(request, render.stats(stats, ctx.queueHref(queue), self.bus.now()))
+        return _send(
+            request,
+            render.stats(
+                stats, ctx.queueHref(queue), self.bus.now(), ctx.policy.statsDelayed
+            ),
+        )
 
     # Messages.
 
@@ -346,7 +369,14 @@ class MarconiAPI:
         markerValue = None
         if marker:
             if not _MARKER.fullmatch(marker) or int(marker) >= 2**63:
-                raise ValidationFailed("marker is not valid.")
+                if not ctx.policy.lenientMarker:
+                    raise ValidationFailed("marker is not valid.")
+                # A marker no message carries: the page past the end.
+                if limit is not None:
+                    validation.integer(
+                        limit, "limit", 1, self.limits.maxMessagesPerPage
+                    )
+                return _send(request, render.messageList((), []))
             markerValue = int(marker)
         echo = _bool(request, "echo")
         includeClaimed = _bool(request, "include_claimed")
@@ -439,6 +469,7 @@ class MarconiAPI:
     @_queueRoute(app, "/queues/<queue>/claims", ["POST"])
     async def createClaim(self, request: Any, ctx: Context, queue: str) -> bytes:
         options = self._json(request, optional=True)
+        ctx.policy.claimOptions(options, self.limits)
         limit = _int(request, "limit")
         tags = validation.tagFilter(_list(request, "tags"), self.limits)
         claim = await self.bus.createClaim(ctx.project, queue, options, limit, tags)
@@ -481,7 +512,13 @@ class MarconiAPI:
     @app.handle_errors(MarconiError)
     def domainError(self, request: Any, failure: Failure) -> bytes:
         error = failure.value
-        return _error(request, statusOf(error), error.title, error.description)
+        policy = versions.forPath(request.path)
+        return _error(
+            request,
+            policy.status(error, statusOf(error)),
+            policy.title(error),
+            error.description,
+        )
 
     @app.handle_errors(HTTPException)
     def routingError(self, request: Any, failure: Failure) -> bytes:

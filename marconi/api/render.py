@@ -81,13 +81,14 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def stats(s: QueueStats, queueHref: str, now: float) -> bytes:
-    counts: dict = {
-        "free": s.free,
-        "claimed": s.claimed,
-        "delayed": s.delayed,
-        "total": s.total,
-    }
+def stats(s: QueueStats, queueHref: str, now: float, delayed: bool = True) -> bytes:
+    """
+    A queue's stats; C{delayed} counts delayed messages apart.
+    """
+    counts: dict = {"free": s.free, "claimed": s.claimed}
+    if delayed:
+        counts["delayed"] = s.delayed
+    counts["total"] = s.total
     for name, m in (("oldest", s.oldest), ("newest", s.newest)):
         if m is not None:
             counts[name] = {
