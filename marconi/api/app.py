@@ -293,9 +293,9 @@ class MarconiAPI:
         if metadata is None:
             metadata = {}
         created = await self.bus.createQueue(ctx.project, queue, metadata)
+        request.setHeader(b"location", ctx.queueHref(queue).encode())
         if created:
             request.setResponseCode(201)
-            request.setHeader(b"location", ctx.queueHref(queue).encode())
         else:
             return _noContent(request)
 
@@ -308,6 +308,8 @@ class MarconiAPI:
 
     @_queueRoute(app, "/queues/<queue>", ["PATCH"])
     async def patchQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
+        if not ctx.policy.queuePatch:
+            raise MethodNotAllowed([m for m in self._allowed(request) if m != "PATCH"])
         contentType = request.getHeader(b"content-type") or b""
         if contentType.split(b";")[0].strip().decode("latin-1") != PATCH_MEDIA_TYPE:
             raise ValidationFailed(
@@ -327,7 +329,11 @@ class MarconiAPI:
         return _send(
             request,
             render.stats(
-                stats, ctx.queueHref(queue), self.bus.now(), ctx.policy.statsDelayed
+                stats,
+                ctx.queueHref(queue),
+                self.bus.now(),
+                ctx.policy.statsDelayed,
+                ctx.policy.identities,
             ),
         )
 
@@ -339,6 +345,8 @@ class MarconiAPI:
         if not body.strip():
             raise ValidationFailed("The request body is empty.")
         document = jsontext.loads(body, self.limits.maxJSONDepth)
+        if not ctx.policy.bareMessageList and not isinstance(document, dict):
+            raise ValidationFailed('The body must have a "messages" list.')
         ids = await self.bus.postMessages(
             ctx.project, queue, document, len(body), ctx.clientId
         )
@@ -362,7 +370,10 @@ class MarconiAPI:
             now = self.bus.now()
             return _send(
                 request,
-                render.messageList(render.message(m, queueHref, now) for m in found),
+                render.messageList(
+                    render.message(m, queueHref, now, None, ctx.policy.checksums)
+                    for m in found
+                ),
             )
         limit = _int(request, "limit")
         marker = _arg(request, "marker")
@@ -371,13 +382,10 @@ class MarconiAPI:
             if not _MARKER.fullmatch(marker) or int(marker) >= 2**63:
                 if not ctx.policy.lenientMarker:
                     raise ValidationFailed("marker is not valid.")
-                # A marker no message carries: the page past the end.
-                if limit is not None:
-                    validation.integer(
-                        limit, "limit", 1, self.limits.maxMessagesPerPage
-                    )
-                return _send(request, render.messageList((), []))
-            markerValue = int(marker)
+                # A marker no message carries: the listing starts over.
+                marker = None
+            else:
+                markerValue = int(marker)
         echo = _bool(request, "echo")
         includeClaimed = _bool(request, "include_claimed")
         includeDelayed = _bool(request, "include_delayed")
@@ -414,7 +422,11 @@ class MarconiAPI:
         return _send(
             request,
             render.messageList(
-                (render.message(m, queueHref, now) for m in messages), links
+                (
+                    render.message(m, queueHref, now, None, ctx.policy.checksums)
+                    for m in messages
+                ),
+                links,
             ),
         )
 
@@ -431,7 +443,10 @@ class MarconiAPI:
             messages = await self.bus.popMessages(ctx.project, queue, limit, tags)
             now = self.bus.now()
             return _send(
-                request, render.messageList(render.popped(m, now) for m in messages)
+                request,
+                render.messageList(
+                    render.popped(m, now, ctx.policy.checksums) for m in messages
+                ),
             )
         claimIds = _list(request, "claim_ids")
         await self.bus.deleteMessages(
@@ -451,9 +466,13 @@ class MarconiAPI:
         message = await self.bus.getMessage(ctx.project, queue, message_id)
         return _send(
             request,
-            render.message(message, ctx.queueHref(queue), self.bus.now()).encode(
-                "utf-8"
-            ),
+            render.message(
+                message,
+                ctx.queueHref(queue),
+                self.bus.now(),
+                None,
+                ctx.policy.checksums,
+            ).encode("utf-8"),
         )
 
     @_queueRoute(app, "/queues/<queue>/messages/<message_id>", ["DELETE"])
@@ -482,7 +501,8 @@ class MarconiAPI:
         return _send(
             request,
             render.messageList(
-                render.message(m, queueHref, now, claim.id) for m in claim.messages
+                render.message(m, queueHref, now, claim.id, ctx.policy.checksums)
+                for m in claim.messages
             ),
         )
 
@@ -491,7 +511,16 @@ class MarconiAPI:
         self, request: Any, ctx: Context, queue: str, claim_id: str
     ) -> bytes:
         claim = await self.bus.getClaim(ctx.project, queue, claim_id)
-        return _send(request, render.claim(claim, ctx.queueHref(queue), self.bus.now()))
+        return _send(
+            request,
+            render.claim(
+                claim,
+                ctx.queueHref(queue),
+                self.bus.now(),
+                ctx.policy.identities,
+                ctx.policy.checksums,
+            ),
+        )
 
     @_queueRoute(app, "/queues/<queue>/claims/<claim_id>", ["PATCH"])
     async def renewClaim(

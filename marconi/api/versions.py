@@ -59,9 +59,18 @@ class VersionPolicy:
     minClaimGrace: Optional[int]
     #: The status of a request body over a size limit.
     tooLargeStatus: int
-    #: A malformed message marker reads as a page past the end (200, no
-    #: messages) rather than as invalid input (400).
+    #: A malformed message marker is ignored (the listing starts from the
+    #: oldest message) rather than refused as invalid input (400).
     lenientMarker: bool
+    #: Messages show their body's checksum.
+    checksums: bool
+    #: Claims and the oldest and newest messages of stats show their ids
+    #: (and claims their grace).
+    identities: bool
+    #: Queue metadata can be changed with C{PATCH}.
+    queuePatch: bool
+    #: A bare list of messages may be posted (as v1 clients send).
+    bareMessageList: bool
     #: Titles of error answers by error kind, where the version fixes them.
     titles: tuple = ()
 
@@ -119,6 +128,10 @@ V2 = VersionPolicy(
     minClaimGrace=None,
     tooLargeStatus=413,
     lenientMarker=False,
+    checksums=True,
+    identities=True,
+    queuePatch=True,
+    bareMessageList=True,
 )
 
 #: Zaqar 21.0.3's v1.1, the last release that served it.
@@ -131,6 +144,10 @@ V1_1 = VersionPolicy(
     minClaimGrace=60,
     tooLargeStatus=400,
     lenientMarker=True,
+    checksums=False,
+    identities=False,
+    queuePatch=False,
+    bareMessageList=False,
     titles=(
         (ValidationFailed, "Invalid API request"),
         (DoesNotExist, "Not found"),
