@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import parse_accept_header
 from werkzeug.routing import BaseConverter
 
-from marconi.api import homedoc, openapi, render
+from marconi.api import homedoc, openapi, render, versions
 from marconi.api.errors import HTTPError, statusOf
 from marconi.api.http import RoutedKlein
 from marconi.core import jsontext, validation
@@ -115,6 +115,7 @@ class Context:
     clientId: str
     base: str
     forwarded: bool = False
+    policy: versions.VersionPolicy = versions.V2
 
     def queueHref(self, queue: str) -> str:
         return f"{self.base}/queues/{queue}"
@@ -160,6 +161,9 @@ class MarconiAPI:
         forwarded here, with a valid signature, acts for the project it
         carries.
         """
+        policy = versions.POLICIES[version]
+        if request.method == b"HEAD" and not policy.head:
+            raise MethodNotAllowed(self._allowed(request))
         _negotiate(request)
         headers = {
             name.lower(): values[0]
@@ -175,7 +179,7 @@ class MarconiAPI:
         project = validation.projectId(project, self.limits)
         request.project = project
         client = headers.get(b"client-id")
-        clientId = validation.clientId(
+        clientId = policy.clientId(
             client.decode("latin-1") if client is not None else None, self.limits
         )
         if projectId is None:
@@ -183,8 +187,20 @@ class MarconiAPI:
         else:
             base = f"/{version}/projects/{quote(project, safe='')}"
         return Context(
-            project=project, clientId=clientId, base=base, forwarded=signed is not None
+            project=project,
+            clientId=clientId,
+            base=base,
+            forwarded=signed is not None,
+            policy=policy,
         )
+
+    def _allowed(self, request: Any) -> list:
+        """
+        The methods other than C{HEAD} routed at the request's path.
+        """
+        adapter = self.app.url_map.bind("localhost")
+        methods = adapter.allowed_methods(request.path.decode("latin-1"))
+        return sorted(m for m in methods if m != "HEAD")
 
     def _body(self, request: Any) -> bytes:
         request.content.seek(0)
@@ -277,19 +293,23 @@ class MarconiAPI:
         if metadata is None:
             metadata = {}
         created = await self.bus.createQueue(ctx.project, queue, metadata)
+        request.setHeader(b"location", ctx.queueHref(queue).encode())
         if created:
             request.setResponseCode(201)
-            request.setHeader(b"location", ctx.queueHref(queue).encode())
         else:
             return _noContent(request)
 
     @_queueRoute(app, "/queues/<queue>", ["GET"])
     async def getQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
-        metadata = await self.bus.getQueue(ctx.project, queue)
+        metadata = await self.bus.getQueue(
+            ctx.project, queue, ctx.policy.reservedDefaults
+        )
         return _send(request, render.document(metadata))
 
     @_queueRoute(app, "/queues/<queue>", ["PATCH"])
     async def patchQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
+        if not ctx.policy.queuePatch:
+            raise MethodNotAllowed([m for m in self._allowed(request) if m != "PATCH"])
         contentType = request.getHeader(b"content-type") or b""
         if contentType.split(b";")[0].strip().decode("latin-1") != PATCH_MEDIA_TYPE:
             raise ValidationFailed(
@@ -306,7 +326,16 @@ class MarconiAPI:
     @_queueRoute(app, "/queues/<queue>/stats", ["GET"])
     async def queueStats(self, request: Any, ctx: Context, queue: str) -> bytes:
         stats = await self.bus.queueStats(ctx.project, queue)
-        return _send(request, render.stats(stats, ctx.queueHref(queue), self.bus.now()))
+        return _send(
+            request,
+            render.stats(
+                stats,
+                ctx.queueHref(queue),
+                self.bus.now(),
+                ctx.policy.statsDelayed,
+                ctx.policy.identities,
+            ),
+        )
 
     # Messages.
 
@@ -316,6 +345,8 @@ class MarconiAPI:
         if not body.strip():
             raise ValidationFailed("The request body is empty.")
         document = jsontext.loads(body, self.limits.maxJSONDepth)
+        if not ctx.policy.bareMessageList and not isinstance(document, dict):
+            raise ValidationFailed('The body must have a "messages" list.')
         ids = await self.bus.postMessages(
             ctx.project, queue, document, len(body), ctx.clientId
         )
@@ -339,15 +370,22 @@ class MarconiAPI:
             now = self.bus.now()
             return _send(
                 request,
-                render.messageList(render.message(m, queueHref, now) for m in found),
+                render.messageList(
+                    render.message(m, queueHref, now, None, ctx.policy.checksums)
+                    for m in found
+                ),
             )
         limit = _int(request, "limit")
         marker = _arg(request, "marker")
         markerValue = None
         if marker:
             if not _MARKER.fullmatch(marker) or int(marker) >= 2**63:
-                raise ValidationFailed("marker is not valid.")
-            markerValue = int(marker)
+                if not ctx.policy.lenientMarker:
+                    raise ValidationFailed("marker is not valid.")
+                # A marker no message carries: the listing starts over.
+                marker = None
+            else:
+                markerValue = int(marker)
         echo = _bool(request, "echo")
         includeClaimed = _bool(request, "include_claimed")
         includeDelayed = _bool(request, "include_delayed")
@@ -384,7 +422,11 @@ class MarconiAPI:
         return _send(
             request,
             render.messageList(
-                (render.message(m, queueHref, now) for m in messages), links
+                (
+                    render.message(m, queueHref, now, None, ctx.policy.checksums)
+                    for m in messages
+                ),
+                links,
             ),
         )
 
@@ -401,7 +443,10 @@ class MarconiAPI:
             messages = await self.bus.popMessages(ctx.project, queue, limit, tags)
             now = self.bus.now()
             return _send(
-                request, render.messageList(render.popped(m, now) for m in messages)
+                request,
+                render.messageList(
+                    render.popped(m, now, ctx.policy.checksums) for m in messages
+                ),
             )
         claimIds = _list(request, "claim_ids")
         await self.bus.deleteMessages(
@@ -421,9 +466,13 @@ class MarconiAPI:
         message = await self.bus.getMessage(ctx.project, queue, message_id)
         return _send(
             request,
-            render.message(message, ctx.queueHref(queue), self.bus.now()).encode(
-                "utf-8"
-            ),
+            render.message(
+                message,
+                ctx.queueHref(queue),
+                self.bus.now(),
+                None,
+                ctx.policy.checksums,
+            ).encode("utf-8"),
         )
 
     @_queueRoute(app, "/queues/<queue>/messages/<message_id>", ["DELETE"])
@@ -439,6 +488,7 @@ class MarconiAPI:
     @_queueRoute(app, "/queues/<queue>/claims", ["POST"])
     async def createClaim(self, request: Any, ctx: Context, queue: str) -> bytes:
         options = self._json(request, optional=True)
+        ctx.policy.claimOptions(options, self.limits)
         limit = _int(request, "limit")
         tags = validation.tagFilter(_list(request, "tags"), self.limits)
         claim = await self.bus.createClaim(ctx.project, queue, options, limit, tags)
@@ -451,7 +501,8 @@ class MarconiAPI:
         return _send(
             request,
             render.messageList(
-                render.message(m, queueHref, now, claim.id) for m in claim.messages
+                render.message(m, queueHref, now, claim.id, ctx.policy.checksums)
+                for m in claim.messages
             ),
         )
 
@@ -460,7 +511,16 @@ class MarconiAPI:
         self, request: Any, ctx: Context, queue: str, claim_id: str
     ) -> bytes:
         claim = await self.bus.getClaim(ctx.project, queue, claim_id)
-        return _send(request, render.claim(claim, ctx.queueHref(queue), self.bus.now()))
+        return _send(
+            request,
+            render.claim(
+                claim,
+                ctx.queueHref(queue),
+                self.bus.now(),
+                ctx.policy.identities,
+                ctx.policy.checksums,
+            ),
+        )
 
     @_queueRoute(app, "/queues/<queue>/claims/<claim_id>", ["PATCH"])
     async def renewClaim(
@@ -481,7 +541,13 @@ class MarconiAPI:
     @app.handle_errors(MarconiError)
     def domainError(self, request: Any, failure: Failure) -> bytes:
         error = failure.value
-        return _error(request, statusOf(error), error.title, error.description)
+        policy = versions.forPath(request.path)
+        return _error(
+            request,
+            policy.status(error, statusOf(error)),
+            policy.title(error),
+            error.description,
+        )
 
     @app.handle_errors(HTTPException)
     def routingError(self, request: Any, failure: Failure) -> bytes:

@@ -15,6 +15,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.web import http, server
 
+from marconi.api import versions
+from marconi.core.errors import PayloadTooLarge
 from marconi.core.interfaces import IMonitor
 from marconi.core.monitoring import NullMonitor
 
@@ -133,15 +135,19 @@ class LimitedRequest(server.Request):
             request_id=self.requestId,
         )
         site = self.channel.site
+        # The request line is all that is known of the request yet.
+        policy = versions.forPath(getattr(self.channel, "_path", None) or b"")
+        error = PayloadTooLarge(f"Request bodies may not exceed {limit} bytes.")
+        code = policy.status(error, 413)
         site.monitor.requestServed(
-            "refused", 413, site.reactor.seconds() - self.started
+            "refused", code, site.reactor.seconds() - self.started
         )
         self.channel.transport.write(
             _rawError(
-                413,
-                b"Payload Too Large",
-                "Payload too large",
-                f"Request bodies may not exceed {limit} bytes.",
+                code,
+                b"Payload Too Large" if code == 413 else http.RESPONSES[code],
+                policy.title(error),
+                error.description,
                 self.requestId,
             )
         )

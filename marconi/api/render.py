@@ -15,13 +15,18 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def message(
-    m: Message, queueHref: str, now: float, claimId: Optional[str] = None
+    m: Message,
+    queueHref: str,
+    now: float,
+    claimId: Optional[str] = None,
+    checksum: bool = True,
 ) -> str:
     """
     One message as the API shows it.
 
     @param queueHref: the href of the message's queue.
     @param claimId: the claim the caller holds, added to the href.
+    @param checksum: whether to show the body's checksum.
     """
     href = f"{queueHref}/messages/{m.id}"
     if claimId is not None:
@@ -29,27 +34,28 @@ def message(
     extra = ""
     if m.tags:
         extra = ',"tags":' + _dumps(list(m.tags))
-    return '{"id":"%s","href":%s,"ttl":%d,"age":%d,"body":%s,"checksum":"%s"%s}' % (
+    if checksum:
+        extra = ',"checksum":"%s"' % m.checksum + extra
+    return '{"id":"%s","href":%s,"ttl":%d,"age":%d,"body":%s%s}' % (
         m.id,
         _dumps(href),
         m.ttl,
         m.age(now),
         m.body,
-        m.checksum,
         extra,
     )
 
 
-def popped(m: Message, now: float) -> str:
+def popped(m: Message, now: float, checksum: bool = True) -> str:
     return (
-        '{"id":"%s","ttl":%d,"age":%d,"body":%s,"checksum":"%s",'
+        '{"id":"%s","ttl":%d,"age":%d,"body":%s%s,'
         '"claim_id":null,"claim_count":%d%s}'
         % (
             m.id,
             m.ttl,
             m.age(now),
             m.body,
-            m.checksum,
+            ',"checksum":"%s"' % m.checksum if checksum else "",
             m.claimCount,
             (',"tags":' + _dumps(list(m.tags))) if m.tags else "",
         )
@@ -63,17 +69,18 @@ def messageList(items: Iterable[str], links: Optional[list] = None) -> bytes:
     return (text + "}").encode("utf-8")
 
 
-def claim(c: Claim, queueHref: str, now: float) -> bytes:
-    head = _dumps(
-        {
-            "id": c.id,
-            "href": f"{queueHref}/claims/{c.id}",
-            "ttl": c.ttl,
-            "grace": c.grace,
-            "age": c.age(now),
-        }
-    )
-    items = ",".join(message(m, queueHref, now, c.id) for m in c.messages)
+def claim(
+    c: Claim, queueHref: str, now: float, identity: bool = True, checksum: bool = True
+) -> bytes:
+    """
+    A claim and its messages; C{identity} adds its C{id} and C{grace}.
+    """
+    fields: dict = {"href": f"{queueHref}/claims/{c.id}", "ttl": c.ttl}
+    if identity:
+        fields = {"id": c.id, **fields, "grace": c.grace}
+    fields["age"] = c.age(now)
+    head = _dumps(fields)
+    items = ",".join(message(m, queueHref, now, c.id, checksum) for m in c.messages)
     return (head[:-1] + ',"messages":[' + items + "]}").encode("utf-8")
 
 
@@ -81,22 +88,43 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def stats(s: QueueStats, queueHref: str, now: float) -> bytes:
-    counts: dict = {
-        "free": s.free,
-        "claimed": s.claimed,
-        "delayed": s.delayed,
-        "total": s.total,
-    }
+def stats(
+    s: QueueStats, queueHref: str, now: float, delayed: bool = True, ids: bool = True
+) -> bytes:
+    """
+    A queue's stats; C{delayed} counts delayed messages apart, C{ids} names
+    the oldest and newest messages by id besides their href.
+    """
+    counts: dict = {"free": s.free, "claimed": s.claimed}
+    if delayed:
+        counts["delayed"] = s.delayed
+    counts["total"] = s.total
     for name, m in (("oldest", s.oldest), ("newest", s.newest)):
         if m is not None:
-            counts[name] = {
-                "id": m.id,
-                "href": f"{queueHref}/messages/{m.id}",
-                "age": m.age(now),
-                "created": _iso(m.created),
-            }
-    return document({"messages": counts})
+            entry: dict = {"id": m.id} if ids else {}
+            entry.update(
+                href=f"{queueHref}/messages/{m.id}",
+                ttl=m.ttl,
+                age=m.age(now),
+                created=_iso(m.created),
+                claim_id=m.claimId if m.claimedAt(now) else None,
+                claim_count=m.claimCount,
+            )
+            counts[name] = _dumps(entry)[:-1] + ',"body":' + m.body + "}"
+    return _withRaw({"messages": counts})
+
+
+def _withRaw(doc: dict) -> bytes:
+    """
+    C{doc} as JSON, where the stats entries are already JSON text.
+    """
+    counts = doc["messages"]
+    plain = {k: v for k, v in counts.items() if not isinstance(v, str)}
+    text = _dumps(plain)[:-1]
+    for name in ("oldest", "newest"):
+        if name in counts:
+            text += f',"{name}":{counts[name]}'
+    return ('{"messages":' + text + "}}").encode("utf-8")
 
 
 def document(value: object) -> bytes:

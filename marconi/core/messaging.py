@@ -78,14 +78,17 @@ class Messaging:
         self._forget(project, name)
         return await self.store.createQueue(project, name, metadata, self.now())
 
-    async def getQueue(self, project: str, name: str) -> dict:
+    async def getQueue(self, project: str, name: str, defaults: bool = True) -> dict:
         """
         The queue's metadata, with the reserved keys it lacks filled in with
-        their defaults (L{None} for the dead-letter settings).  Queues are
-        lazy: a queue that was never created reads as one with no metadata.
+        their defaults (L{None} for the dead-letter settings) unless
+        C{defaults} is false.  Queues are lazy: a queue that was never
+        created reads as one with no metadata.
         """
         validation.queueName(name, self.limits)
         metadata = dict(await self._metadata(project, name))
+        if not defaults:
+            return metadata
         defaults = {
             "_max_messages_post_size": self.limits.maxMessagesPostSize,
             "_default_message_ttl": self.limits.defaultMessageTTL,

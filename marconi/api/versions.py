@@ -1,0 +1,167 @@
+"""
+What differs between the API versions served, in one place.
+
+C{/v2} is the Zaqar v2 API with the improvements listed in C{docs/api.rst};
+C{/v1.1} is a frozen contract: it answers as Zaqar's v1.1 did (its last
+release serving it), field for field and status for status, even where v2
+chose otherwise.  The handlers ask the request's L{VersionPolicy} instead of
+comparing version strings.
+"""
+
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Optional
+
+from marconi.core import validation
+from marconi.core.errors import (
+    DoesNotExist,
+    MarconiError,
+    PayloadTooLarge,
+    StorageUnavailable,
+    ValidationFailed,
+)
+from marconi.core.limits import Limits
+
+
+class WrongUUID(ValidationFailed):
+    """
+    A C{Client-ID} that is not a UUID, where the version requires one.
+    """
+
+    title = "Wrong UUID value"
+
+
+class MissingHeader(ValidationFailed):
+    """
+    A required header is missing, as Zaqar names it.
+    """
+
+    title = "Missing header value"
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """
+    How one API version answers where versions differ.
+    """
+
+    #: The version as it appears in paths (C{v2}, C{v1.1}).
+    name: str
+    #: C{GET} of a queue fills in the reserved settings with their defaults.
+    reservedDefaults: bool
+    #: Queue stats count delayed messages.
+    statsDelayed: bool
+    #: C{HEAD} is answered wherever C{GET} is (otherwise 405).
+    head: bool
+    #: C{Client-ID} must be a UUID.
+    uuidClientId: bool
+    #: The smallest claim grace accepted, when stricter than the limits.
+    minClaimGrace: Optional[int]
+    #: The status of a request body over a size limit.
+    tooLargeStatus: int
+    #: A malformed message marker is ignored (the listing starts from the
+    #: oldest message) rather than refused as invalid input (400).
+    lenientMarker: bool
+    #: Messages show their body's checksum.
+    checksums: bool
+    #: Claims and the oldest and newest messages of stats show their ids
+    #: (and claims their grace).
+    identities: bool
+    #: Queue metadata can be changed with C{PATCH}.
+    queuePatch: bool
+    #: A bare list of messages may be posted (as v1 clients send).
+    bareMessageList: bool
+    #: Titles of error answers by error kind, where the version fixes them.
+    titles: tuple = ()
+
+    def clientId(self, value: Optional[str], limits: Limits) -> str:
+        """
+        Check the C{Client-ID} header as this version does.
+        """
+        if not self.uuidClientId:
+            return validation.clientId(value, limits)
+        if value is None:
+            raise MissingHeader('The "Client-ID" header is required.')
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise WrongUUID("Malformed hexadecimal UUID.") from None
+        return value
+
+    def claimOptions(self, options: Any, limits: Limits) -> None:
+        """
+        Refuse claim options this version does not accept although the
+        limits would; the domain checks the rest.
+        """
+        if self.minClaimGrace is not None:
+            strict = replace(
+                limits, minClaimGrace=max(limits.minClaimGrace, self.minClaimGrace)
+            )
+            validation.claimOptions(options, strict)
+
+    def status(self, error: MarconiError, default: int) -> int:
+        """
+        The status of C{error}, given its status in the domain's terms.
+        """
+        if isinstance(error, PayloadTooLarge):
+            return self.tooLargeStatus
+        return default
+
+    def title(self, error: MarconiError) -> str:
+        """
+        The title of C{error}'s answer.
+        """
+        if type(error) in (WrongUUID, MissingHeader):
+            return error.title
+        for kind, title in self.titles:
+            if isinstance(error, kind):
+                return title
+        return error.title
+
+
+V2 = VersionPolicy(
+    name="v2",
+    reservedDefaults=True,
+    statsDelayed=True,
+    head=True,
+    uuidClientId=False,
+    minClaimGrace=None,
+    tooLargeStatus=413,
+    lenientMarker=False,
+    checksums=True,
+    identities=True,
+    queuePatch=True,
+    bareMessageList=True,
+)
+
+#: Zaqar 21.0.3's v1.1, the last release that served it.
+V1_1 = VersionPolicy(
+    name="v1.1",
+    reservedDefaults=False,
+    statsDelayed=False,
+    head=False,
+    uuidClientId=True,
+    minClaimGrace=60,
+    tooLargeStatus=400,
+    lenientMarker=True,
+    checksums=False,
+    identities=False,
+    queuePatch=False,
+    bareMessageList=False,
+    titles=(
+        (ValidationFailed, "Invalid API request"),
+        (DoesNotExist, "Not found"),
+        (StorageUnavailable, "Service temporarily unavailable"),
+    ),
+)
+
+POLICIES = {policy.name: policy for policy in (V2, V1_1)}
+
+
+def forPath(path: bytes) -> VersionPolicy:
+    """
+    The policy of the version a request path names (v2 for any other path).
+    """
+    if path == b"/v1.1" or path.startswith(b"/v1.1/"):
+        return V1_1
+    return V2
