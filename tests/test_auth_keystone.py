@@ -102,7 +102,7 @@ class KeystoneCase(TestCase):
         try:
             cls.keystone = keystoneserver.shared()
         except keystoneserver.Unavailable as e:
-            raise SkipTest(f"Keystone cannot run here: {e}")
+            raise SkipTest(f"Keystone cannot run here: {e}") from None
 
     def driver(self, clock: Clock | None = None, **overrides: str) -> KeystoneAuth:
         settings = parseSettings(
