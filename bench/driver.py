@@ -191,6 +191,10 @@ class Client:
             "Host: %s:%d\r\nClient-ID: %s\r\nX-Project-ID: %s\r\n"
             "Accept: application/json\r\n" % (host, port, clientId, project)
         ).encode()
+        token = os.environ.get("MARCONI_BENCH_TOKEN")
+        if token:
+            # A node with Keystone auth (bench/keystone_auth.py).
+            self.headers += b"X-Auth-Token: %s\r\n" % token.encode("ascii")
 
     @classmethod
     def fromOptions(cls, loop, options):

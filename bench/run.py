@@ -383,7 +383,8 @@ class Runner:
     def __init__(self, options):
         self.options = options
         self.run = uuid.uuid4().hex[:8]
-        self.project = "bench-" + self.run
+        # bench/keystone_auth.py names the project its token is scoped to.
+        self.project = os.environ.get("MARCONI_BENCH_PROJECT") or "bench-" + self.run
         self.clientId = str(uuid.uuid4())
         self.allPids = []
 

@@ -100,7 +100,7 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
             raise ConfigError(f"cannot read {path}: {e.strerror}") from None
         except configparser.Error as e:
             raise ConfigError(f"{path}: {e}".replace("\n", " ")) from None
-        config = _fromParser(parser, path, config)
+        config = _fromParser(parser, path, config, overrides.get("auth"))
         if parser.has_section("cluster"):
             clusterFile = dict(parser["cluster"])
     config = _cluster(config, clusterFile, clusterOverrides, path)
@@ -110,7 +110,12 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
     return replace(config, **values)  # type: ignore[arg-type]
 
 
-def _fromParser(parser: configparser.ConfigParser, path: str, config: Config) -> Config:
+def _fromParser(
+    parser: configparser.ConfigParser,
+    path: str,
+    config: Config,
+    authOverride: Optional[str] = None,
+) -> Config:
     known = {"listen", "storage", "auth", "purge_interval"}
     values: dict = {}
     if parser.has_section("marconi"):
@@ -152,10 +157,18 @@ def _fromParser(parser: configparser.ConfigParser, path: str, config: Config) ->
     for name in ("logging", "monitoring"):
         if parser.has_section(name):
             values[name] = {k: v.strip() for k, v in parser[name].items()}
-    auth = values.get("auth", config.auth)
-    authSection = f"auth:{auth}"
-    if parser.has_section(authSection):
-        values["authSettings"] = dict(parser[authSection])
+    # The driver named on the command line reads its own section.
+    auth = authOverride or values.get("auth", config.auth)
+    # Its section is [auth:NAME]; [NAME] is accepted too (so [keystone]),
+    # but not both.
+    sections = [s for s in (f"auth:{auth}", auth) if parser.has_section(s)]
+    if len(sections) > 1:
+        raise ConfigError(
+            f"{path}: the settings of the {auth} auth driver are in both "
+            f"[auth:{auth}] and [{auth}]; keep one"
+        )
+    if sections:
+        values["authSettings"] = dict(parser[sections[0]])
     return replace(config, **values)
 
 

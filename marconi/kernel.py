@@ -4,11 +4,12 @@ The micro-kernel: finds the configured drivers and wires a node together.
 This module and L{marconi.tap} are the only ones that know every room.
 """
 
+import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
@@ -105,6 +106,9 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         monitor.setServiceParent(node)
     store = observability.instrumentStore(store, monitor, config, reactor, node)
     auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
+    announceAuth(config.auth, auth)
+    if hasattr(auth, "close"):
+        AuthService(auth).setServiceParent(node)
     reloader = tls.TLSReloader(reactor)
     router = publicRouter = nodeRouter = None
     nodeName = "local"
@@ -163,7 +167,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         # Certificates are read again on SIGHUP.
         reloader.setServiceParent(node)
     for listener in listeners:
-        endpoint = AnnouncedEndpoint(listener)
+        endpoint = AnnouncedEndpoint(listener, trustsHeaders=auth.trustsHeaders)
         StreamServerEndpointService(endpoint, site).setServiceParent(node)
     if nodeRouter is not None:
         endpoint = AnnouncedEndpoint(clusterListener, "Marconi cluster listener on")
@@ -173,6 +177,37 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     return node
 
 
+def announceAuth(name: str, auth: Any) -> None:
+    if auth.trustsHeaders:
+        log.info(
+            "Auth driver {name}: every caller is trusted; the project is the "
+            "X-Project-ID header or the URL's, as the client gives it",
+            name=name,
+        )
+    else:
+        log.info("Auth driver {name}", name=name)
+
+
+class AuthService(Service):
+    """
+    Lets the auth driver close its connections when the node stops.
+    """
+
+    def __init__(self, auth: Any) -> None:
+        self.auth = auth
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return self.auth.close()
+
+
+def _isLoopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 @implementer(IStreamServerEndpoint)
 class AnnouncedEndpoint:
     """
@@ -180,9 +215,19 @@ class AnnouncedEndpoint:
     port when the description asked for port 0).
     """
 
-    def __init__(self, endpoint: Any, what: str = "Marconi listening on") -> None:
+    def __init__(
+        self,
+        endpoint: Any,
+        what: str = "Marconi listening on",
+        trustsHeaders: bool = False,
+    ) -> None:
+        """
+        @param trustsHeaders: the auth driver believes the project a
+            request names: warn when the listener is not on loopback.
+        """
         self._endpoint = endpoint
         self._what = what
+        self._trustsHeaders = trustsHeaders
         self._security = ""
         if isinstance(endpoint, tls.TLSServerEndpoint):
             self._security = " with mutual TLS" if endpoint.mutual else " with TLS"
@@ -210,6 +255,14 @@ class AnnouncedEndpoint:
                     port=where,
                     security=self._security,
                 )
+                if self._trustsHeaders and not _isLoopback(address.host):
+                    log.warn(
+                        "Listening on {host} with an auth driver that trusts "
+                        "X-Project-ID: any caller that reaches this port can "
+                        "act for any project. Use auth = keystone, or listen "
+                        "on loopback behind a gateway that authenticates.",
+                        host=address.host,
+                    )
             return port
 
         return d.addCallback(announce)

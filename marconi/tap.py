@@ -34,6 +34,14 @@ class Options(usage.Options):
             f"sqlite::memory: (throwaway) and others. [default: {DEFAULT_STORAGE}]",
         ],
         [
+            "auth",
+            "a",
+            None,
+            "Auth driver: noauth (trusts the X-Project-ID a client sends; for a "
+            "node on loopback) or keystone (validates X-Auth-Token; settings in "
+            "the [auth:keystone] section of --config). [default: noauth]",
+        ],
+        [
             "config",
             "c",
             None,
@@ -122,6 +130,7 @@ class Options(usage.Options):
                 {
                     "listen": self["listen"],
                     "storage": self["storage"],
+                    "auth": self["auth"],
                     "node_name": self["node-name"],
                     "cluster_nodes": self["cluster-node"],
                     "cluster_secret_file": self["cluster-secret-file"],

@@ -116,10 +116,12 @@ class Node(HTTPNode):
         limits: Optional[Limits] = None,
         monitor: Optional[Any] = None,
         store: Any = None,
+        auth: Any = None,
     ) -> None:
         """
         @param store: a running store to serve (stopped at the end of the
             test); by default a new in-memory SQLite store.
+        @param auth: the auth driver; L{NoAuth} by default.
         """
         limits = limits or Limits()
         self.clock = Clock()
@@ -134,7 +136,9 @@ class Node(HTTPNode):
             self.store.observeEvents(monitor.messagesCounted)
             store = MeasuredStore(self.store, monitor, reactor)
         self.bus = Messaging(store, self.clock, limits, monitor)
-        self.api = MarconiAPI(self.bus, NoAuth(), HealthCheck(store, self.clock))
+        self.api = MarconiAPI(
+            self.bus, auth or NoAuth(), HealthCheck(store, self.clock)
+        )
         public = monitor.publicResource() if monitor is not None else None
         self.site = MarconiSite(
             self.api.resource(),

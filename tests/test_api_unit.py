@@ -9,7 +9,7 @@ same API end to end over a real socket.
 from typing import Any, Optional
 
 from treq.testing import StubTreq
-from twisted.internet.defer import fail
+from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -589,11 +589,16 @@ class RefusingAuth:
     An auth driver that refuses every request with the error it is given.
     """
 
+    trustsHeaders = False
+
     def __init__(self, error: Exception) -> None:
         self.error = error
 
     def authenticate(self, headers: Any, urlProject: Optional[str]) -> Any:
         return fail(self.error)
+
+    def isAdmin(self, headers: Any) -> Any:
+        return succeed(False)
 
 
 class ErrorBodyTests(APIUnitTestCase):

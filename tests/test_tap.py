@@ -92,6 +92,24 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(loaded.listen, ("tcp:1",))
         self.assertEqual(loaded.storage, "sqlite:x.db")
 
+    def test_authSection(self) -> None:
+        """
+        The auth driver's settings come from C{[auth:NAME]} or from
+        C{[NAME]}; a file with both is refused.
+        """
+        for section in ("auth:keystone", "keystone"):
+            path = self.mktemp()
+            with open(path, "w") as f:
+                f.write(f"[marconi]\nauth = keystone\n[{section}]\nurl = http://k\n")
+            loaded = self.parse("--config", path).loaded
+            self.assertEqual(dict(loaded.authSettings), {"url": "http://k"})
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[auth:keystone]\nurl = a\n[keystone]\nurl = b\n")
+        with self.assertRaises(UsageError) as caught:
+            self.parse("--config", path, "--auth", "keystone")
+        self.assertIn("keep one", str(caught.exception))
+
     def test_acronymLimits(self) -> None:
         """
         Limits whose names hold acronyms (TTL, JSON) are set from their

@@ -7,6 +7,9 @@ common = {}
 function common.headers(args)
    wrk.headers["X-Project-ID"] = args[1]
    wrk.headers["Client-ID"] = args[2]
+   if os.getenv("MARCONI_BENCH_TOKEN") then
+      wrk.headers["X-Auth-Token"] = os.getenv("MARCONI_BENCH_TOKEN")
+   end
    wrk.headers["Accept"] = "application/json"
    wrk.headers["Content-Type"] = "application/json"
    return args[3]

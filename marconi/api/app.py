@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import parse_accept_header
 from werkzeug.routing import BaseConverter
 
-from marconi.api import homedoc, openapi, render, versions
+from marconi.api import homedoc, identity, openapi, render, versions
 from marconi.api.errors import HTTPError, statusOf
 from marconi.api.http import RoutedKlein
 from marconi.core import jsontext, validation
@@ -165,10 +165,7 @@ class MarconiAPI:
         if request.method == b"HEAD" and not policy.head:
             raise MethodNotAllowed(self._allowed(request))
         _negotiate(request)
-        headers = {
-            name.lower(): values[0]
-            for name, values in request.requestHeaders.getAllRawHeaders()
-        }
+        headers = identity.authHeaders(request)
         signed = self.router.verify(request)
         if signed is None:
             project = await self.auth.authenticate(headers, projectId)
@@ -201,6 +198,16 @@ class MarconiAPI:
         adapter = self.app.url_map.bind("localhost")
         methods = adapter.allowed_methods(request.path.decode("latin-1"))
         return sorted(m for m in methods if m != "HEAD")
+
+    async def isAdmin(self, request: Any) -> bool:
+        """
+        Whether the request may use the admin-only resources: a request
+        forwarded by a node of the cluster acts for its project only, so
+        never.
+        """
+        if self.router.verify(request) is not None:
+            return False
+        return bool(await self.auth.isAdmin(identity.authHeaders(request)))
 
     def _body(self, request: Any) -> bytes:
         request.content.seek(0)
@@ -239,7 +246,15 @@ class MarconiAPI:
 
     @app.route("/<version:version>/health", methods=["GET"])
     async def health(self, request: Any, version: str) -> bytes:
+        """
+        The detailed report for operators (its probe writes to storage and
+        it names the nodes); liveness only for everyone else.
+        """
         _negotiate(request)
+        if not await self.isAdmin(request):
+            alive = await self.bus.ping()
+            request.setResponseCode(200 if alive else 503)
+            return _send(request, render.document({"storage_reachable": alive}))
         healthy, doc = await self.healthCheck.report()
         request.setResponseCode(200 if healthy else 503)
         return _send(request, render.document(doc))
@@ -541,6 +556,7 @@ class MarconiAPI:
     @app.handle_errors(MarconiError)
     def domainError(self, request: Any, failure: Failure) -> bytes:
         error = failure.value
+        identity.challenge(request, error)
         policy = versions.forPath(request.path)
         return _error(
             request,

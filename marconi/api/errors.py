@@ -15,6 +15,7 @@ STATUS = (
     (errors.Forbidden, 403),
     (errors.Unauthorized, 401),
     (errors.StorageUnavailable, 503),
+    (errors.IdentityUnavailable, 503),
 )
 
 

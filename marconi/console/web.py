@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 
+from marconi.api import identity
 from marconi.api.errors import statusOf
 from marconi.console.activity import Activity
 from marconi.core import validation
@@ -104,10 +105,7 @@ class Console:
         request a node forwarded here, by its verified signature).  A queue
         request this node does not own goes to the owner (L{_Relayed}).
         """
-        headers = {
-            name.lower(): values[0]
-            for name, values in request.requestHeaders.getAllRawHeaders()
-        }
+        headers = identity.authHeaders(request)
         signed = None if self.router is None else self.router.verify(request)
         if signed is None:
             project = await self.auth.authenticate(headers, None)
@@ -160,6 +158,7 @@ class Console:
     @app.handle_errors(MarconiError)
     def domainError(self, request: Any, failure: Failure) -> bytes:
         error = failure.value
+        identity.challenge(request, error)
         return _error(request, statusOf(error), error.title, error.description)
 
     @app.handle_errors(_Relayed)

@@ -6,6 +6,8 @@ turns them into HTTP answers (see L{marconi.api.errors}).  Drivers raise the
 ones their interface documents and nothing else escapes them on purpose.
 """
 
+from typing import Optional
+
 
 class MarconiError(Exception):
     """
@@ -101,9 +103,25 @@ class Forbidden(MarconiError):
 class Unauthorized(MarconiError):
     """
     The caller's credentials are missing or invalid.
+
+    @ivar challenge: the C{WWW-Authenticate} value telling the caller how
+        to authenticate, or L{None}.
     """
 
     title = "Unauthorized"
+
+    def __init__(self, description: str, challenge: Optional[str] = None) -> None:
+        super().__init__(description)
+        self.challenge = challenge
+
+
+class IdentityUnavailable(MarconiError):
+    """
+    The identity service (Keystone) cannot say who the caller is; the
+    request may be retried.
+    """
+
+    title = "Service unavailable"
 
 
 class StorageUnavailable(MarconiError):

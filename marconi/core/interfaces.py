@@ -197,8 +197,17 @@ class IStorageDriverPlugin(Interface):
 
 class IAuthDriver(Interface):
     """
-    Decides which project a request acts for.
+    Decides which project a request acts for, and who is an operator.
+
+    Headers a client can write that claim an identity (C{X-Roles},
+    C{X-Identity-Status}, ...) are never believed; only a driver that
+    trusts its callers (C{noauth}) takes C{X-Project-ID} as given.
     """
+
+    trustsHeaders = Attribute(
+        "True when the driver believes the project a request names without "
+        "checking any credential (the node then warns on open listeners)."
+    )
 
     def authenticate(headers, urlProject):
         """
@@ -209,6 +218,18 @@ class IAuthDriver(Interface):
         @raise Unauthorized: the credentials are missing or wrong.
         @raise Forbidden: the credentials do not allow this project.
         @raise ValidationFailed: no project can be determined.
+        @raise IdentityUnavailable: the identity service cannot say.
+        """
+
+    def isAdmin(headers):
+        """
+        Whether the request comes from an operator, who may use the
+        admin-only resources (the detailed health report, cluster
+        administration).
+
+        @param headers: as for L{authenticate}.
+        @return: a L{Deferred} firing with L{bool}; L{False} whenever the
+            credentials are missing, wrong or cannot be checked.
         """
 
 
