@@ -173,6 +173,7 @@ class ClusterOptionsTests(SynchronousTestCase):
             kinds,
             [
                 "SQLiteStore",
+                "ClusterStores",
                 "PurgeService",
                 "ClusterRouter",
                 "StreamServerEndpointService",
