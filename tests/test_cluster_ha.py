@@ -256,6 +256,32 @@ class RoutingTests(SynchronousTestCase):
         self.assertNotIn("queues", nodes["c"])
         self.assertEqual([s["nodes"] for s in doc["stores"]], [["a"], ["b"], ["c"]])
 
+    def test_metrics(self) -> None:
+        """
+        The Prometheus collector reports each node up or down, whether a
+        down node's queues are served by stand-ins, each opened store's
+        reachability and the requests served as a stand-in.
+        """
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from marconi.cluster.metrics import ClusterCollector
+
+        registry = CollectorRegistry()
+        registry.register(ClusterCollector(self.router))
+        self.setState("b", DOWN)
+        self.router.route("p", queueWithSuccessors(self.router, "b", "a"))
+        text = generate_latest(registry).decode()
+        for line in (
+            'marconi_cluster_node_up{node="a"} 1.0',
+            'marconi_cluster_node_up{node="b"} 0.0',
+            'marconi_cluster_node_up{node="c"} 1.0',
+            'marconi_cluster_node_standin{node="b"} 1.0',
+            'marconi_cluster_node_standin{node="c"} 0.0',
+            'marconi_cluster_store_reachable{nodes="b"} 1.0',
+            'marconi_cluster_standin_requests_total{node="b"} 1.0',
+        ):
+            self.assertIn(line, text.splitlines())
+
     def test_sharedStore(self) -> None:
         """
         Nodes declaring one URI share one store, opened once; their queues

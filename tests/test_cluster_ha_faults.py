@@ -153,7 +153,8 @@ class KillTests(RedisClusterTestCase):
         delete from a queue of C through A and B.  Within 5 seconds the
         queue answers 2xx again through both; no acknowledged message is
         lost, no message is in two claims (no claim expires during the
-        run), and C serves the queue again once it is restarted.
+        run), the queue listing misses nothing, and C serves the queue
+        again once it is restarted.
         """
         await self.startCluster()
         queue = queueOwnedBy("c")
@@ -196,6 +197,11 @@ class KillTests(RedisClusterTestCase):
         lost = load.acknowledged - load.deleted - load.uncertain - left
         self.assertEqual(lost, set(), figures)
         self.assertEqual(left & load.deleted, set())
+        # The listing reads C's store directly: nothing is missing.
+        r, doc = await self.call("b", "GET", "/v2/queues")
+        self.assertEqual(r.code, 200, doc)
+        self.assertNotIn("missing_nodes", doc)
+        self.assertIn(queue, [q["name"] for q in doc["queues"]])
         # C comes back and serves its queue again, from its own store.
         await self.startNode("c")
         for via in ("a", "b"):
