@@ -68,7 +68,8 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
     auth driver NAME; C{[logging]} and C{[monitoring]} the settings of
     the logging and monitoring drivers (checked by the drivers);
     C{[cluster]} holds C{node_name}, C{nodes} (one C{NAME=URL} per line,
-    optionally followed by C{weight=W}), C{secret_file}, C{ring} and the
+    optionally followed by C{weight=W}), C{stores} (one C{NAME=URI} per
+    line or separated by spaces), C{secret_file}, C{ring} and the
     timing settings of
     L{marconi.cluster.settings.TUNABLES}.
 
@@ -88,6 +89,7 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
             "node_key",
             "cluster_listen",
             "cluster_ring",
+            "cluster_stores",
         )
     }
     clusterFile: dict = {}
@@ -182,6 +184,8 @@ def _cluster(
     section.pop("node_name", None)
     nodes = overrides.get("cluster_nodes") or _multi(section.pop("nodes", ""))
     section.pop("nodes", None)
+    stores = overrides.get("cluster_stores") or section.pop("stores", "").split()
+    section.pop("stores", None)
     secretFile = (
         overrides.get("cluster_secret_file") or section.pop("secret_file", "").strip()
     )
@@ -198,7 +202,9 @@ def _cluster(
     for key in ("ca", "node_cert", "node_key", "listen"):
         section.pop(key, None)
     try:
-        cluster = buildCluster(nodeName or None, nodes, secretFile or None, section)
+        cluster = buildCluster(
+            nodeName or None, nodes, secretFile or None, section, stores
+        )
         from marconi.cluster import mtls
 
         clusterTLS = mtls.build(

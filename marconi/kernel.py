@@ -62,6 +62,25 @@ def storageDriverFor(uri: str) -> Any:
     return plugin
 
 
+def checkClusterStores(config: Config) -> None:
+    """
+    Check the stores declared with C{--cluster-store}: each URI is one a
+    driver serves, and a network store (see L{marconi.cluster.stores}).
+
+    @raise ValueError: saying which is wrong and why.
+    """
+    if config.cluster is None:
+        return
+    from marconi.cluster.stores import checkDeclared
+
+    for name, uri in config.cluster.stores:
+        try:
+            storageDriverFor(uri)
+        except ValueError as e:
+            raise ValueError(f"--cluster-store {name}={uri}: {e}") from None
+    checkDeclared(config.cluster, config.storage)
+
+
 def authDriverFor(name: str) -> Any:
     drivers = authDrivers()
     if name not in drivers:
@@ -115,15 +134,30 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     if config.cluster is not None:
         nodeName = config.cluster.nodeName
         from marconi.cluster import mtls
-        from marconi.cluster.placement import OwnedStore
+        from marconi.cluster.metrics import ClusterCollector
+        from marconi.cluster.placement import OwnedStore, PlacedStore
         from marconi.cluster.router import ClusterRouter
+        from marconi.cluster.stores import ClusterStores
 
         policy = None
         if config.clusterTLS is not None:
             policy = tls.NodeClientPolicy(config.clusterTLS.files)
             reloader.add(policy)
-        router = publicRouter = ClusterRouter(config.cluster, reactor, policy, monitor)
-        store = OwnedStore(store, router.owns)
+        stores = ClusterStores(
+            config.cluster,
+            store,
+            config.storage,
+            lambda uri: storageDriverFor(uri).makeStore(uri, reactor),
+            reactor,
+        )
+        stores.setServiceParent(node)
+        router = publicRouter = ClusterRouter(
+            config.cluster, reactor, policy, monitor, stores
+        )
+        store = OwnedStore(PlacedStore(stores, router.ring), router.together)
+        registry = getattr(monitor, "registry", None)
+        if registry is not None:
+            registry.register(ClusterCollector(router))
         if config.clusterTLS is not None:
             publicRouter = mtls.PublicRouter(router)
             nodeRouter = mtls.NodeRouter(router)

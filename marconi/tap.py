@@ -97,6 +97,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["cluster-node"] = []
+        self["cluster-store"] = []
 
     def opt_listen(self, description: str) -> None:
         """
@@ -116,6 +117,16 @@ class Options(usage.Options):
         one included.  Without it the node runs on its own.
         """
         self["cluster-node"].append(node)
+
+    def opt_cluster_store(self, store: str) -> None:
+        """
+        NAME=URI of the store node NAME keeps its queues in, e.g.
+        b=redis://10.0.0.2:6379/0, so that the next node on the ring can
+        serve them while NAME is down; repeat for every node whose store
+        is a network store (the same URI for every node when they share
+        one).  See docs/cluster.rst.
+        """
+        self["cluster-store"].append(store)
 
     def postOptions(self) -> None:
         # Imported here so that --help stays cheap.
@@ -139,6 +150,7 @@ class Options(usage.Options):
                     "node_key": self["node-key"],
                     "cluster_listen": self["cluster-listen"],
                     "cluster_ring": self["cluster-ring"],
+                    "cluster_stores": self["cluster-store"],
                 },
             )
         except configuration.ConfigError as e:
@@ -164,6 +176,10 @@ class Options(usage.Options):
             kernel.storageDriverFor(loaded.storage)
         except ValueError as e:
             raise usage.UsageError(f"--storage {loaded.storage}: {e}") from None
+        try:
+            kernel.checkClusterStores(loaded)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         try:
             kernel.authDriverFor(loaded.auth)
         except ValueError as e:

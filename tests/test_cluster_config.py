@@ -173,12 +173,13 @@ class ClusterOptionsTests(SynchronousTestCase):
             kinds,
             [
                 "SQLiteStore",
+                "ClusterStores",
                 "PurgeService",
                 "ClusterRouter",
                 "StreamServerEndpointService",
             ],
         )
-        router = list(node)[2]
+        router = list(node)[3]
         self.assertTrue(verifyObject(IRouter, router))
         self.assertEqual([type(s).__name__ for s in router], ["Membership"])
         self.addCleanup(router.client.close)

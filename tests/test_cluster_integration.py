@@ -267,8 +267,9 @@ class ClusterTests(ClusterTestCase):
                 )
                 self.assertEqual(r.code, 201, body)
             r, body = await self.call(via, "GET", "/v2/queues")
-            self.assertEqual(r.code, 503, body)
-            self.assertIn("Cluster node c ", body["description"])
+            self.assertEqual(r.code, 200, body)
+            self.assertEqual(body["missing_nodes"], ["c"])
+            self.assertEqual([q["name"] for q in body["queues"]], sorted([onA, onB]))
         nodes = await self.waitFor("a", lambda nodes: nodes["c"]["state"] == "down")
         self.assertIn("error", nodes["c"])
         await self.startNode("c")
@@ -280,6 +281,8 @@ class ClusterTests(ClusterTestCase):
             self.assertEqual(body["messages"]["total"], 1)
         r, body = await self.call("b", "GET", "/v2/queues")
         self.assertEqual(r.code, 200, body)
+        self.assertNotIn("missing_nodes", body)
+        self.assertEqual([q["name"] for q in body["queues"]], sorted([onA, onB, onC]))
 
 
 class ForgeryTests(ClusterTestCase):

@@ -275,13 +275,17 @@ class MarconiAPI:
         def local() -> Any:
             return self.bus.listQueues(ctx.project, marker, page, detailed, withCount)
 
+        missing = None
         if ctx.forwarded:
             # A node gathering the listing asks for this node's own part.
             queues, count = await local()
         else:
-            queues, count = await self.router.listQueues(
+            listing = await self.router.listQueues(
                 ctx.project, marker, page, detailed, withCount, local
             )
+            queues, count = listing
+            # Nodes of a cluster whose queues could not be read.
+            missing = getattr(listing, "missing", None)
         items = []
         for q in queues:
             item: dict = {"name": q.name, "href": ctx.queueHref(q.name)}
@@ -300,6 +304,8 @@ class MarconiAPI:
         doc: dict = {"queues": items, "links": links}
         if count is not None:
             doc["count"] = count
+        if missing:
+            doc["missing_nodes"] = missing
         return _send(request, render.document(doc))
 
     @_queueRoute(app, "/queues/<queue>", ["PUT"])

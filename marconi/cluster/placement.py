@@ -1,14 +1,21 @@
 """
 Operations that touch a second queue, in a cluster.
 
+Which store a queue lives in, and operations that touch a second queue,
+in a cluster.
+
+A queue lives in the store of the node that owns it on the ring, whichever
+node serves it: its owner, or a stand-in while the owner is down.
+L{PlacedStore} sends every call about one queue to that store.
+
 A queue's dead-letter queue is written by the claim that dead-letters a
 message, in the same storage operation (atomic with the claim).  That is
-only right when the node that owns the queue owns its dead-letter queue
-too: otherwise the message would land in a store no request for the
+only right when the queue and its dead-letter queue live in the same
+store: otherwise the message would land in a store no request for the
 dead-letter queue ever reaches.  L{OwnedStore} keeps it so:
 
- - queue settings naming a dead-letter queue another node owns are refused
-   with a 400 that says so, before anything is written;
+ - queue settings naming a dead-letter queue kept in another store are
+   refused with a 400 that says so, before anything is written;
  - a claim on a queue whose settings name such a queue all the same (set
    before the node joined a cluster, or before the ring changed) claims
    without dead-lettering: the message stays in its queue, claimable, and
@@ -20,31 +27,93 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from marconi.cluster.errors import NodeUnavailable
+from marconi.cluster.ring import key
 from marconi.core.errors import ValidationFailed
 
 log = Logger()
+
+#: The store calls about one queue: their first two arguments are the
+#: project and the queue.
+QUEUE_CALLS = frozenset(
+    {
+        "createQueue",
+        "getQueueMetadata",
+        "setQueueMetadata",
+        "deleteQueue",
+        "queueStats",
+        "postMessages",
+        "listMessages",
+        "getMessages",
+        "deleteMessage",
+        "deleteMessages",
+        "popMessages",
+        "createClaim",
+        "getClaim",
+        "renewClaim",
+        "releaseClaim",
+    }
+)
+
+
+class PlacedStore:
+    """
+    An L{marconi.core.interfaces.IMessageStore} that sends each call about
+    one queue to the store of the queue's owner on the ring (see
+    L{marconi.cluster.stores.ClusterStores}), and every other call
+    (listings, counts, purges, pings) to this node's home store.
+
+    @param stores: the L{marconi.cluster.stores.ClusterStores}.
+    @param ring: the L{marconi.cluster.ring.Ring}.
+    """
+
+    def __init__(self, stores: Any, ring: Any) -> None:
+        self._stores = stores
+        self._ring = ring
+
+    def storeFor(self, project: str, queue: str) -> Any:
+        """
+        The store C{queue} of C{project} lives in.
+
+        @raise NodeUnavailable: this node cannot open it (the router sends
+            no such request here, unless the ring changed under it).
+        """
+        owner = self._ring.owner(key(project, queue))
+        store = self._stores.storeOf(owner)
+        if store is None:
+            raise NodeUnavailable(owner, "holds this queue in a store only it opens")
+        return store
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in QUEUE_CALLS:
+            return getattr(self._stores.home, name)
+
+        def call(project: str, queue: str, *args: Any) -> Any:
+            return getattr(self.storeFor(project, queue), name)(project, queue, *args)
+
+        return call
 
 
 class OwnedStore:
     """
     An L{marconi.core.interfaces.IMessageStore} that passes every call on
-    to C{store}, except that dead-letter queues stay on the node that owns
-    the queue (see the module's description).
+    to C{store}, except that dead-letter queues stay in the store of their
+    queue (see the module's description).
 
-    @param owns: C{owns(project, queue)} is whether this node owns the
-        queue.
+    @param together: C{together(project, queue, other)} is whether the two
+        queues of C{project} live in the same store.
     """
 
-    def __init__(self, store: Any, owns: Any) -> None:
+    def __init__(self, store: Any, together: Any) -> None:
         self._store = store
-        self._owns = owns
+        self._together = together
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def _check(self, project: str, metadata: Any) -> None:
+    def _check(self, project: str, name: str, metadata: Any) -> None:
         queue = metadata.get("_dead_letter_queue")
-        if queue is not None and not self._owns(project, queue):
+        if queue is not None and not self._together(project, name, queue):
             raise ValidationFailed(
                 f"The dead letter queue {queue!r} is held by another node of "
                 "the cluster than this queue; in a cluster a queue's dead "
@@ -53,16 +122,16 @@ class OwnedStore:
             )
 
     def createQueue(self, project: str, name: str, metadata: Any, now: Any) -> Any:
-        self._check(project, metadata)
+        self._check(project, name, metadata)
         return self._store.createQueue(project, name, metadata, now)
 
     def setQueueMetadata(self, project: str, name: str, metadata: Any) -> Any:
-        self._check(project, metadata)
+        self._check(project, name, metadata)
         return self._store.setQueueMetadata(project, name, metadata)
 
     def createClaim(self, project: str, queue: str, spec: Any, now: Any) -> Any:
         target = spec.deadLetterQueue
-        if target is not None and not self._owns(project, target):
+        if target is not None and not self._together(project, queue, target):
             log.warn(
                 "Queue {queue} of {project} names dead letter queue {target}, "
                 "held by another node: claiming without dead-lettering",

@@ -24,10 +24,10 @@ from marconi.cluster.forward import (
     relayHeaders,
     target,
 )
-from marconi.cluster.membership import Membership
+from marconi.cluster.membership import DOWN, Membership
 from marconi.cluster.ring import Ring, key
 from marconi.cluster.settings import ClusterConfig
-from marconi.core.errors import Forbidden
+from marconi.core.errors import Forbidden, MarconiError
 from marconi.core.interfaces import IRouter
 from marconi.core.models import QueueInfo
 from marconi.core.monitoring import NullMonitor
@@ -39,7 +39,12 @@ log = Logger()
 class ClusterRouter(MultiService):
     """
     Routes by the ring, forwards with a signature, checks the signatures of
-    forwarded requests, and gathers listings from every node.
+    forwarded requests, and gathers listings from every store.
+
+    A queue is served by its owner on the ring while the owner is up; while
+    it is down, by the next live node on the ring (its stand-in), straight
+    from the owner's store, when this node can open that store (see
+    L{marconi.cluster.stores}); otherwise its requests answer 503.
 
     A service: its child L{Membership} probes the peers while it runs, and
     stopping it closes the connection pool to the peers.
@@ -51,12 +56,15 @@ class ClusterRouter(MultiService):
         reactor: Any,
         tlsPolicy: Optional[Any] = None,
         monitor: Optional[Any] = None,
+        stores: Optional[Any] = None,
     ) -> None:
         """
         @param tlsPolicy: the L{twisted.web.iweb.IPolicyForHTTPS} of the
             connections to peers (mutual TLS), or L{None} for the default.
         @param monitor: the node's L{marconi.core.interfaces.IMonitor}, told
             of every forwarding that failed.
+        @param stores: the L{marconi.cluster.stores.ClusterStores} this
+            node opens; without it, no node stands in for another.
         """
         super().__init__()
         self.config = config
@@ -74,6 +82,9 @@ class ClusterRouter(MultiService):
         )
         self.membership = Membership(config, self.client, reactor)
         self.membership.setServiceParent(self)
+        self.stores = stores
+        #: Requests this node served as a stand-in, by the down owner.
+        self.standins: dict = {}
 
     def stopService(self) -> Deferred:
         return Deferred.fromCoroutine(self._stop())
@@ -109,7 +120,8 @@ class ClusterRouter(MultiService):
 
     def _checkOwner(self, uri: bytes, project: str) -> None:
         """
-        A forwarded request for a queue must be for one this node owns.
+        A forwarded request for a queue must be for one this node can
+        serve (see L{serves}).
 
         @raise signing.BadSignature: it is not.
         """
@@ -117,8 +129,8 @@ class ClusterRouter(MultiService):
         if len(segments) >= 4 and segments[1:3] == ("projects", project):
             segments = segments[:1] + segments[3:]
         if len(segments) >= 3 and segments[1] == "queues":
-            if not self.owns(project, segments[2]):
-                raise signing.BadSignature("it is for a queue this node does not own")
+            if not self.serves(project, segments[2]):
+                raise signing.BadSignature("it is for a queue this node cannot serve")
 
     def owns(self, project: str, queue: str) -> bool:
         """
@@ -126,13 +138,51 @@ class ClusterRouter(MultiService):
         """
         return self.ring.owner(key(project, queue)) == self.config.nodeName
 
-    def route(self, project: str, queue: str) -> Optional[str]:
+    def serves(self, project: str, queue: str) -> bool:
+        """
+        Whether this node may serve C{queue} of C{project} when a peer
+        forwards a request for it: it owns the queue, or it opens the
+        owner's store.  The second holds whether this node thinks the owner
+        is down or not: two nodes whose views differ may both serve the
+        queue, from the same store, whose atomic operations keep claims
+        exclusive (see docs/cluster.rst).
+        """
         owner = self.ring.owner(key(project, queue))
         if owner == self.config.nodeName:
+            return True
+        return self.stores is not None and self.stores.storeOf(owner) is not None
+
+    def together(self, project: str, queue: str, other: str) -> bool:
+        """
+        Whether two queues of C{project} live in the same store.
+        """
+        one = self.ring.owner(key(project, queue))
+        two = self.ring.owner(key(project, other))
+        return one == two or (self.stores is not None and self.stores.shared(one, two))
+
+    def standInFor(self, owner: str) -> bool:
+        """
+        Whether the queues of C{owner}, down, are served by stand-ins: this
+        node opens its store and the store's last ping answered.
+        """
+        return self.stores is not None and self.stores.reachable(owner)
+
+    def route(self, project: str, queue: str) -> Optional[str]:
+        successors = self.ring.successors(key(project, queue))
+        owner = successors[0]
+        if owner == self.config.nodeName:
             return None
-        if not self.membership.isUp(owner):
+        if self.membership.isUp(owner):
+            return owner
+        if not self.standInFor(owner):
             raise NodeUnavailable(owner)
-        return owner
+        for node in successors[1:]:
+            if node == self.config.nodeName:
+                self.standins[owner] = self.standins.get(owner, 0) + 1
+                return None
+            if self.membership.isUp(node):
+                return node
+        raise NodeUnavailable(owner)
 
     def forward(self, request: Any, project: str, owner: str) -> Deferred:
         return Deferred.fromCoroutine(self._forward(request, project, owner))
@@ -194,15 +244,84 @@ class ClusterRouter(MultiService):
         detailed: bool,
         withCount: bool,
         local: Callable[[], Awaitable],
-    ) -> tuple:
-        # This node's own listing first: it validates the arguments.
+    ) -> "Listing":
+        # This node's own store first: it validates the arguments.
         mine, count = await local()
-        peers = [n for n in self.ring.names if n != self.config.nodeName]
-        down = [n for n in peers if not self.membership.isUp(n)]
-        if down:
-            raise NodeUnavailable(
-                ", ".join(down), "is down, so the list of queues would be incomplete"
-            )
+        me = self.config.nodeName
+        peers = [n for n in self.ring.names if n != me]
+        parts: list = [Deferred.fromCoroutine(_done((mine, count)))]
+        sources: list = [[me]]
+        listed: dict = {}
+        for node in peers:
+            store = None if self.stores is None else self.stores.storeOf(node)
+            if store is not None:
+                # A store this node opens is read straight, whether its
+                # node is up or not, once however many nodes share it.
+                if store is self.stores.home:
+                    continue
+                if id(store) in listed:
+                    sources[listed[id(store)]].append(node)
+                    continue
+                listed[id(store)] = len(parts)
+                call = self._storeQueues(
+                    store, project, marker, limit, detailed, withCount
+                )
+            elif not self.membership.isUp(node):
+                sources.append([node])
+                parts.append(Deferred.fromCoroutine(_missing()))
+                continue
+            else:
+                call = self._askNode(node, project, marker, limit, detailed, withCount)
+            sources.append([node])
+            parts.append(Deferred.fromCoroutine(call))
+        pages = await gatherResults(parts)
+        missing = sorted(
+            node
+            for page, nodes in zip(pages, sources, strict=True)
+            if page is None
+            for node in nodes
+        )
+        found = [page for page in pages if page is not None]
+        merged = heapq.merge(*(queues for queues, _ in found), key=lambda q: q.name)
+        queues = list(itertools.islice(merged, limit))
+        total = None
+        if withCount:
+            total = sum(c or 0 for _, c in found)
+        return Listing((queues, total), missing)
+
+    async def _storeQueues(
+        self,
+        store: Any,
+        project: str,
+        marker: Optional[str],
+        limit: int,
+        detailed: bool,
+        withCount: bool,
+    ) -> Optional[tuple]:
+        """
+        A page of another node's store, or L{None} when it fails.
+        """
+        try:
+            queues = list(await store.listQueues(project, marker, limit, detailed))
+            count = await store.countQueues(project) if withCount else None
+        except MarconiError as e:
+            log.warn("Listing queues of a peer's store failed: {error}", error=str(e))
+            return None
+        return queues, count
+
+    async def _askNode(
+        self,
+        node: str,
+        project: str,
+        marker: Optional[str],
+        limit: int,
+        detailed: bool,
+        withCount: bool,
+    ) -> Optional[tuple]:
+        """
+        A page of the store only C{node} opens, asked of C{node}, or
+        L{None} when it does not answer.
+        """
         params: dict = {"limit": limit}
         if marker:
             params["marker"] = marker
@@ -211,20 +330,10 @@ class ClusterRouter(MultiService):
         if withCount:
             params["with_count"] = "true"
         uri = b"/v2/queues?" + urlencode(params).encode()
-        pages = await gatherResults(
-            [
-                Deferred.fromCoroutine(self._remoteQueues(n, project, uri, detailed))
-                for n in peers
-            ],
-            consumeErrors=True,
-        ).addErrback(_firstError)
-        lists = [mine] + [queues for queues, _ in pages]
-        merged = heapq.merge(*lists, key=lambda q: q.name)
-        queues = list(itertools.islice(merged, limit))
-        total = None
-        if withCount:
-            total = (count or 0) + sum(c or 0 for _, c in pages)
-        return queues, total
+        try:
+            return await self._remoteQueues(node, project, uri, detailed)
+        except NodeUnavailable:
+            return None
 
     async def _remoteQueues(
         self, node: str, project: str, uri: bytes, detailed: bool
@@ -267,6 +376,8 @@ class ClusterRouter(MultiService):
                 "url": peer.url,
                 "weight": peer.weight,
                 "share": round(shares[peer.name], 4),
+                "store": self.stores is not None
+                and self.stores.storeOf(peer.name) is not None,
             }
             if peer.name == self.config.nodeName:
                 entry["state"] = "self"
@@ -276,16 +387,41 @@ class ClusterRouter(MultiService):
                 entry["since"] = state.since
                 if state.error:
                     entry["error"] = state.error
+                if state.state == DOWN:
+                    entry["queues"] = (
+                        "stand-in" if self.standInFor(peer.name) else "unavailable"
+                    )
+                served = self.standins.get(peer.name)
+                if served:
+                    entry["stand_in_requests"] = served
             nodes.append(entry)
-        return {
+        doc = {
             "node": self.config.nodeName,
             "ring": {k: v for k, v in self.ring.describe().items() if k != "nodes"},
             "nodes": nodes,
         }
+        if self.stores is not None:
+            doc["stores"] = self.stores.describe()
+        return doc
 
 
-def _firstError(failure: Any) -> Any:
+class Listing(tuple):
     """
-    Unwrap the first failure of a L{gatherResults}.
+    A page of the queue listing, C{(queues, count)}, with the names of the
+    nodes whose queues it could not read (C{missing}).
     """
-    return failure.value.subFailure
+
+    missing: list
+
+    def __new__(cls, page: tuple, missing: list) -> "Listing":
+        listing = super().__new__(cls, page)
+        listing.missing = missing
+        return listing
+
+
+async def _done(value: Any) -> Any:
+    return value
+
+
+async def _missing() -> None:
+    return None

@@ -4,7 +4,9 @@ form the cluster, the shared secret, and the timing of probes and
 forwarding.
 
 The settings come from C{--node-name}, C{--cluster-node NAME=URL} or
-C{--cluster-node 'NAME=URL weight=W'} (repeatable), C{--cluster-ring SCHEME}
+C{--cluster-node 'NAME=URL weight=W'} (repeatable), C{--cluster-store
+NAME=URI} (repeatable: the store a node keeps its queues in, so that the
+others can serve them while it is down), C{--cluster-ring SCHEME}
 and C{--cluster-secret-file PATH}, or from the C{[cluster]}
 section of the configuration file; L{build} checks them all and returns one
 immutable L{ClusterConfig}.
@@ -78,6 +80,10 @@ class ClusterConfig:
     @ivar maxResponseBody: the largest response body taken from a peer.
     @ivar clockWindow: how far (seconds, either way) a signed request's
         timestamp may be from this node's clock.
+    @ivar stores: C{(name, uri)} pairs, sorted by name: the store each
+        named node keeps its queues in, declared so that every node can
+        open it (see L{marconi.cluster.stores}).  A node not named here
+        has a store only it can reach.
     @ivar maxNonces: how many nonces of signed requests are remembered; a
         node refuses signed requests rather than forget a nonce inside the
         clock window, so it bounds the forwarded requests a node takes in
@@ -97,6 +103,7 @@ class ClusterConfig:
     maxResponseBody: int = 16 * 1024 * 1024
     clockWindow: float = 60.0
     maxNonces: int = 1_000_000
+    stores: tuple = ()
 
     def peer(self, name: str) -> Peer:
         for p in self.nodes:
@@ -162,6 +169,24 @@ def parseNode(text: str) -> Peer:
     return Peer(name, url.rstrip("/"), int(weight.group(1)) if weight else 1)
 
 
+def parseStore(text: str) -> tuple:
+    """
+    Parse C{NAME=URI}: the store node C{NAME} keeps its queues in.  The
+    URI itself is checked by its storage driver (L{marconi.kernel}).
+
+    @raise ClusterConfigError: if it is not C{NAME=URI} with a node name.
+    """
+    name, sep, uri = text.strip().partition("=")
+    name, uri = name.strip(), uri.strip()
+    if not sep or not name or not uri or len(uri.split()) != 1:
+        raise ClusterConfigError(f"cluster store {text!r} is not NAME=URI")
+    if not _NAME.fullmatch(name):
+        raise ClusterConfigError(
+            f"cluster store {text!r}: {name!r} is not a cluster node name"
+        )
+    return name, uri
+
+
 def _ringScheme(raw: str) -> str:
     """
     Check the C{ring} setting: the name of a scheme of L{SCHEMES}.
@@ -195,6 +220,7 @@ def build(
     nodes: Iterable[str],
     secretFile: Optional[str],
     tunables: Mapping[str, str] = {},
+    stores: Iterable[str] = (),
 ) -> Optional[ClusterConfig]:
     """
     Check the cluster settings and build their L{ClusterConfig}, or return
@@ -204,10 +230,17 @@ def build(
         C{weight=W}.
     @param tunables: raw values of L{TUNABLES} settings, and of C{ring}
         (the ring's scheme), by their name.
+    @param stores: C{NAME=URI} texts, one per node whose store the others
+        may open.
     @raise ClusterConfigError: naming the setting that is wrong.
     """
     peers = [parseNode(text) for text in nodes]
+    declared = [parseStore(text) for text in stores]
     if not peers:
+        if declared:
+            raise ClusterConfigError(
+                "--cluster-store needs the cluster's nodes (--cluster-node NAME=URL)"
+            )
         if nodeName or secretFile:
             raise ClusterConfigError(
                 "--node-name and --cluster-secret-file need the cluster's "
@@ -238,6 +271,16 @@ def build(
         raise ClusterConfigError(
             "a cluster needs a shared secret (--cluster-secret-file PATH)"
         )
+    storeOf: dict = {}
+    for name, uri in declared:
+        if name not in seen:
+            raise ClusterConfigError(
+                f"cluster store {name}={uri}: {name} is not one of the cluster "
+                f"nodes ({', '.join(sorted(seen))})"
+            )
+        if storeOf.get(name, uri) != uri:
+            raise ClusterConfigError(f"cluster store of {name} is given twice")
+        storeOf[name] = uri
     values: dict = {}
     for key, raw in tunables.items():
         if key == "ring":
@@ -259,5 +302,6 @@ def build(
         nodeName=nodeName,
         nodes=tuple(seen[n] for n in sorted(seen)),
         secret=_readSecret(secretFile),
+        stores=tuple(sorted(storeOf.items())),
         **values,
     )
