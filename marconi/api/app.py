@@ -282,6 +282,7 @@ class MarconiAPI:
             request.setHeader(b"location", ctx.queueHref(queue).encode())
         else:
             return _noContent(request)
+        return b""
 
     @_queueRoute(app, "/queues/<queue>", ["GET"])
     async def getQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
@@ -403,6 +404,7 @@ class MarconiAPI:
             return _send(
                 request, render.messageList(render.popped(m, now) for m in messages)
             )
+        assert ids is not None
         claimIds = _list(request, "claim_ids")
         await self.bus.deleteMessages(
             ctx.project,
@@ -503,7 +505,7 @@ class MarconiAPI:
         }.get(code, error.description or title)
         return _error(request, code, title, description)
 
-    @app.handle_errors
+    @app.handle_errors(Exception)
     def unexpectedError(self, request: Any, failure: Failure) -> bytes:
         self.log.failure(
             "Unexpected error handling {method} {path}",

@@ -172,7 +172,7 @@ class Console:
         code = failure.value.code or 404
         return _error(request, code, failure.value.name, "No such console resource.")
 
-    @app.handle_errors
+    @app.handle_errors(Exception)
     def unexpectedError(self, request: Any, failure: Failure) -> bytes:
         self.log.failure("Unexpected error in the console", failure)
         return _error(request, 500, "Internal error", "The console failed.")
