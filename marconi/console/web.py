@@ -32,7 +32,7 @@ from marconi.api.errors import statusOf
 from marconi.console.activity import Activity
 from marconi.core import validation
 from marconi.core.errors import MarconiError
-from marconi.core.interfaces import IAuthDriver
+from marconi.core.interfaces import IAuthDriver, IRouter
 from marconi.core.limits import Limits
 
 PATH = "/console/"
@@ -87,7 +87,7 @@ class Console:
         activity: Activity,
         auth: IAuthDriver,
         limits: Limits,
-        router: Optional[Any] = None,
+        router: Optional[IRouter] = None,
     ) -> None:
         self.activity = activity
         self.auth = auth
