@@ -113,7 +113,7 @@ class ClusterRouter(MultiService):
 
         @raise signing.BadSignature: it is not.
         """
-        segments = target(uri).path
+        segments = tuple(target(uri).path)
         if len(segments) >= 4 and segments[1:3] == ("projects", project):
             segments = segments[:1] + segments[3:]
         if len(segments) >= 3 and segments[1] == "queues":
