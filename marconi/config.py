@@ -102,7 +102,10 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
             raise ConfigError(f"cannot read {path}: {e.strerror}") from None
         except configparser.Error as e:
             raise ConfigError(f"{path}: {e}".replace("\n", " ")) from None
-        config = _fromParser(parser, path, config, overrides.get("auth"))
+        auth = overrides.get("auth")
+        config = _fromParser(
+            parser, path, config, auth if isinstance(auth, str) else None
+        )
         if parser.has_section("cluster"):
             clusterFile = dict(parser["cluster"])
     config = _cluster(config, clusterFile, clusterOverrides, path)

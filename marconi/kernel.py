@@ -5,7 +5,7 @@ This module and L{marconi.tap} are the only ones that know every room.
 """
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional, cast
 from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -23,29 +23,32 @@ from marconi.api.http import MarconiSite
 from marconi.config import Config
 from marconi.console import Activity, Console, Mount, ObservedBus, ObservedRouter
 from marconi.core.health import HealthCheck, SingleNode
-from marconi.core.interfaces import IAuthDriverPlugin, IStorageDriverPlugin
+from marconi.core.interfaces import IAuthDriverPlugin, IRouter, IStorageDriverPlugin
 from marconi.core.messaging import Messaging
 from marconi.observability import wiring as observability
+
+if TYPE_CHECKING:
+    from marconi.cluster.router import ClusterRouter
 
 log = Logger()
 
 
-def storageDrivers() -> dict:
+def storageDrivers() -> dict[str, IStorageDriverPlugin]:
     """
     The storage driver plugins found, by URI scheme.
     """
-    drivers = {}
+    drivers: dict[str, IStorageDriverPlugin] = {}
     for plugin in getPlugins(IStorageDriverPlugin, marconi.plugins):
         for scheme in plugin.schemes:
             drivers.setdefault(scheme, plugin)
     return drivers
 
 
-def authDrivers() -> dict:
+def authDrivers() -> dict[str, IAuthDriverPlugin]:
     return {p.name: p for p in getPlugins(IAuthDriverPlugin, marconi.plugins)}
 
 
-def storageDriverFor(uri: str) -> Any:
+def storageDriverFor(uri: str) -> IStorageDriverPlugin:
     """
     The plugin serving C{uri}.
 
@@ -81,7 +84,7 @@ def checkClusterStores(config: Config) -> None:
     checkDeclared(config.cluster, config.storage)
 
 
-def authDriverFor(name: str) -> Any:
+def authDriverFor(name: str) -> IAuthDriverPlugin:
     drivers = authDrivers()
     if name not in drivers:
         known = ", ".join(sorted(drivers))
@@ -129,7 +132,9 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     if hasattr(auth, "close"):
         AuthService(auth).setServiceParent(node)
     reloader = tls.TLSReloader(reactor)
-    router = publicRouter = nodeRouter = None
+    router: "Optional[ClusterRouter]" = None
+    publicRouter: Optional[IRouter] = None
+    nodeRouter: Optional[IRouter] = None
     nodeName = "local"
     if config.cluster is not None:
         nodeName = config.cluster.nodeName
@@ -177,8 +182,10 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     if nodeRouter is not None:
         nodeRouter = ObservedRouter(nodeRouter, activity)
 
-    def makeSite(router: Any) -> MarconiSite:
-        api = MarconiAPI(ObservedBus(bus, activity), auth, health, router)
+    def makeSite(router: Optional[IRouter]) -> MarconiSite:
+        # ObservedBus passes every other attribute on to the Messaging it wraps.
+        observed = cast(Messaging, ObservedBus(bus, activity))
+        api = MarconiAPI(observed, auth, health, router)
         console = Console(activity, auth, config.limits, router)
         return MarconiSite(
             Mount(api.resource(), console.resource()),
@@ -195,6 +202,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         if isinstance(listener, tls.TLSServerEndpoint):
             reloader.add(listener.tls)
     if nodeRouter is not None:
+        assert config.clusterTLS is not None  # nodeRouter exists only with it
         clusterListener = mtls.clusterEndpoint(reactor, config.clusterTLS)
         reloader.add(clusterListener.tls)
     if reloader.contexts:

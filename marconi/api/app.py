@@ -319,6 +319,7 @@ class MarconiAPI:
             request.setResponseCode(201)
         else:
             return _noContent(request)
+        return b""
 
     @_queueRoute(app, "/queues/<queue>", ["GET"])
     async def getQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
@@ -469,6 +470,7 @@ class MarconiAPI:
                     render.popped(m, now, ctx.policy.checksums) for m in messages
                 ),
             )
+        assert ids is not None
         claimIds = _list(request, "claim_ids")
         await self.bus.deleteMessages(
             ctx.project,
@@ -591,7 +593,7 @@ class MarconiAPI:
         }.get(code, error.description or title)
         return _error(request, code, title, description)
 
-    @app.handle_errors
+    @app.handle_errors(Exception)
     def unexpectedError(self, request: Any, failure: Failure) -> bytes:
         self.log.failure(
             "Unexpected error handling {method} {path}",

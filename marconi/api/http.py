@@ -6,13 +6,15 @@ every request and writes one access log event for it.
 """
 
 import json
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 from urllib.parse import unquote_to_bytes
 from uuid import uuid4
 
 from klein import Klein
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ITransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http, server
 
 from marconi.api import versions
@@ -121,6 +123,7 @@ class LimitedRequest(server.Request):
     requestId: Optional[str] = None
     #: When the request's headers were received (the site's clock).
     started: float = 0.0
+    channel: "MarconiChannel"
 
     def _limit(self) -> int:
         return self.channel.site.maxRequestBody
@@ -184,7 +187,7 @@ class LimitedRequest(server.Request):
             self._contentType = contentType
         super().requestReceived(command, path, version)
 
-    _contentType: Optional[list] = None
+    _contentType: Optional[Sequence[bytes]] = None
 
     def process(self) -> None:
         if self._contentType is not None:
@@ -228,6 +231,9 @@ class MarconiChannel(http.HTTPChannel):
     _deadline: Optional[IDelayedCall] = None
     _sawRequestLine = False
     _refused = False
+    # Set by the site that built the channel, before it is connected.
+    site: "MarconiSite"
+    transport: ITransport
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
@@ -290,7 +296,7 @@ class MarconiChannel(http.HTTPChannel):
         self._disarm()
         super().allContentReceived()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
         super().connectionLost(reason)
 
@@ -349,7 +355,9 @@ class MarconiSite(server.Site):
         end of its body.
     """
 
-    protocol = MarconiChannel
+    # A plain HTTP/1.1 channel, where twisted.web's factory would build one
+    # that can also switch to HTTP/2.
+    protocol = MarconiChannel  # type: ignore[assignment]
     requestFactory = LimitedRequest
     displayTracebacks = False
 

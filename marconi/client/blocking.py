@@ -23,9 +23,10 @@ import functools
 import inspect
 import threading
 import typing
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import blockingCallFromThread
 
 from marconi.client.api import Client
@@ -73,7 +74,9 @@ class BlockingClient:
         if client is None:
             from twisted.internet import reactor as default
 
-            self._reactor = kw.get("reactor") or default
+            # The global reactor provides IReactorFromThreads too, which
+            # Twisted's type of it leaves out.
+            self._reactor = kw.get("reactor") or cast(IReactorFromThreads, default)
             _ensureRunning(self._reactor)
             client = blockingCallFromThread(self._reactor, lambda: Client(*args, **kw))
         else:
@@ -106,9 +109,14 @@ class BlockingClient:
             except StopAsyncIteration:
                 return False, None
 
+        more: bool
+        item: Any
         while True:
             more, item = blockingCallFromThread(
-                self._reactor, lambda: Deferred.fromCoroutine(step())
+                self._reactor,
+                # mypy cannot choose the result type between the two callable
+                # forms Twisted accepts when the Deferred's type is known.
+                lambda: Deferred.fromCoroutine(step()),  # type: ignore[arg-type]
             )
             if not more:
                 return
@@ -164,7 +172,9 @@ def _twin(name: str) -> Callable[..., Any]:
             return self._call(name, *a, **kw)
 
     else:
-        signature = signature.replace(return_annotation=Iterator[item])
+        # A type made at run time, for the signature only.
+        iterates = Iterator[item]  # type: ignore[valid-type]
+        signature = signature.replace(return_annotation=iterates)
 
         def twin(self: BlockingClient, *a: Any, **kw: Any) -> Any:
             return self._iterate(name, *a, **kw)

@@ -183,7 +183,7 @@ def readBody(response: Any, limit: int, timeout: float, clock: Any) -> Deferred:
         chunks.append(data)
 
     body = _Abortable(response)
-    d = treq.collect(body, keep)
+    d = treq.collect(body, keep)  # type: ignore[arg-type]  # only deliverBody is used
     d.addTimeout(timeout, clock, onTimeoutCancel=_closing(body))
     return d.addCallback(lambda _: b"".join(chunks))
 
@@ -228,7 +228,8 @@ class PeerClient:
         )
         # Nothing a peer sends is remembered between requests.
         jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-        self._http = HTTPClient(agent, cookiejar=jar)
+        # Any CookieJar serves; recent treq types it as its own subclass.
+        self._http = HTTPClient(agent, cookiejar=jar)  # type: ignore[arg-type]
 
     def call(
         self,

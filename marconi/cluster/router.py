@@ -125,7 +125,7 @@ class ClusterRouter(MultiService):
 
         @raise signing.BadSignature: it is not.
         """
-        segments = target(uri).path
+        segments = tuple(target(uri).path)
         if len(segments) >= 4 and segments[1:3] == ("projects", project):
             segments = segments[:1] + segments[3:]
         if len(segments) >= 3 and segments[1] == "queues":
@@ -252,12 +252,13 @@ class ClusterRouter(MultiService):
         parts: list = [Deferred.fromCoroutine(_done((mine, count)))]
         sources: list = [[me]]
         listed: dict = {}
+        stores = self.stores
         for node in peers:
-            store = None if self.stores is None else self.stores.storeOf(node)
+            store = None if stores is None else stores.storeOf(node)
             if store is not None:
                 # A store this node opens is read straight, whether its
                 # node is up or not, once however many nodes share it.
-                if store is self.stores.home:
+                if stores is not None and store is stores.home:
                     continue
                 if id(store) in listed:
                     sources[listed[id(store)]].append(node)

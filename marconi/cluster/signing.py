@@ -192,7 +192,7 @@ class Verifier:
         """
         if not any(name.startswith(PREFIX) for name in headers):
             return None
-        values = [headers.get(name) for name in HEADERS]
+        values = [headers.get(name, b"") for name in HEADERS]
         if any(not v for v in values):
             raise BadSignature("forwarding headers are missing or empty")
         node, destination, project, timestamp, nonce, signature = values

@@ -18,7 +18,10 @@ cluster a queue's numbers live on the node that owns it.
 from collections import OrderedDict
 from typing import Any, Iterable, Optional
 
+from zope.interface import implementer
+
 from marconi.core import validation
+from marconi.core.interfaces import IRouter
 
 #: The kinds of message counts kept per queue.
 KINDS = ("posted", "claimed", "deleted")
@@ -275,6 +278,7 @@ class ObservedBus:
         self._activity.forgetQueue(project, queue)
 
 
+@implementer(IRouter)
 class ObservedRouter:
     """
     A L{marconi.core.interfaces.IRouter} that tells an L{Activity} about

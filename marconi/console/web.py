@@ -33,7 +33,7 @@ from marconi.api.errors import statusOf
 from marconi.console.activity import Activity
 from marconi.core import validation
 from marconi.core.errors import MarconiError
-from marconi.core.interfaces import IAuthDriver
+from marconi.core.interfaces import IAuthDriver, IRouter
 from marconi.core.limits import Limits
 
 PATH = "/console/"
@@ -88,7 +88,7 @@ class Console:
         activity: Activity,
         auth: IAuthDriver,
         limits: Limits,
-        router: Optional[Any] = None,
+        router: Optional[IRouter] = None,
     ) -> None:
         self.activity = activity
         self.auth = auth
@@ -171,7 +171,7 @@ class Console:
         code = failure.value.code or 404
         return _error(request, code, failure.value.name, "No such console resource.")
 
-    @app.handle_errors
+    @app.handle_errors(Exception)
     def unexpectedError(self, request: Any, failure: Failure) -> bytes:
         self.log.failure("Unexpected error in the console", failure)
         return _error(request, 500, "Internal error", "The console failed.")

@@ -89,7 +89,7 @@ class Messaging:
         metadata = dict(await self._metadata(project, name))
         if not defaults:
             return metadata
-        defaults = {
+        reserved = {
             "_max_messages_post_size": self.limits.maxMessagesPostSize,
             "_default_message_ttl": self.limits.defaultMessageTTL,
             "_default_message_delay": self.limits.defaultMessageDelay,
@@ -97,7 +97,7 @@ class Messaging:
             "_dead_letter_queue_messages_ttl": None,
             "_max_claim_count": None,
         }
-        for key, value in defaults.items():
+        for key, value in reserved.items():
             if metadata.get(key) is None:
                 metadata[key] = value
         return metadata

@@ -34,7 +34,8 @@ The driver never reads a clock: C{now} comes from the caller.
 
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any, TypeVar
 
 from bson.son import SON
@@ -100,9 +101,9 @@ def _expireAt(seconds: float) -> datetime:
     as an aware UTC datetime, clamped to what BSON can hold.
     """
     try:
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+        return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=seconds)
     except OverflowError:
-        return datetime(9999, 1, 1, tzinfo=UTC)
+        return datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
 def _unclaimed(now: float) -> dict:
@@ -163,7 +164,7 @@ class MongoStore(StoreEvents, Service):
         self._indexesDone = False
         self._indexWaiters: list[Deferred] = []
         self._inflight: set[Deferred] = set()
-        self.name = f"marconi-storage-mongodb {config.describe()}"
+        self.setName(f"marconi-storage-mongodb {config.describe()}")
 
     # -- Lifecycle -------------------------------------------------------
 
@@ -387,9 +388,7 @@ class MongoStore(StoreEvents, Service):
             if db is None:
                 raise StorageUnavailable("The MongoDB store is not running.")
             await self._call(
-                lambda db=db, collection=collection, indexes=indexes: db.command(
-                    "createIndexes", collection, indexes=indexes
-                )
+                partial(db.command, "createIndexes", collection, indexes=indexes)
             )
         self._indexesDone = True
         log.info(
@@ -602,7 +601,7 @@ class MongoStore(StoreEvents, Service):
             return []
         first = await self._takeMarkers(project, queue, len(messages))
         batch = newId()
-        docs = []
+        docs: list[dict[str, Any]] = []
         for offset, new in enumerate(messages):
             expires = now + new.ttl
             docs.append(
@@ -863,6 +862,7 @@ class MongoStore(StoreEvents, Service):
         C{heldBy} is given) it is held by C{heldBy}, which marked it.
         """
         coll = self._coll(MESSAGES)
+        assert spec.deadLetterQueue is not None
         target = spec.deadLetterQueue
         first = await self._takeMarkers(project, target, len(docs))
         if heldBy is None:
@@ -888,9 +888,7 @@ class MongoStore(StoreEvents, Service):
                 # Marking it counted a claim that did not happen.
                 move["$inc"] = {"cc": -1}
             result = await self._call(
-                lambda doc=doc, move=move: coll.update_one(
-                    {**condition, "_id": doc["_id"]}, move
-                )
+                partial(coll.update_one, {**condition, "_id": doc["_id"]}, move)
             )
             self._report("dead_lettered", result.modified_count)
             log.debug(

@@ -258,6 +258,7 @@ class RedisStore(StoreEvents, Service):
         loc = self._location
         if loc.path is not None:
             return UNIXClientEndpoint(self._reactor, loc.path, timeout=5)
+        assert loc.host is not None  # exactly one of host and path is set
         return HostnameEndpoint(self._reactor, loc.host, loc.port, timeout=5)
 
     def startService(self) -> None:
@@ -675,8 +676,8 @@ class RedisStore(StoreEvents, Service):
             int(spec.grace),
             int(spec.limit),
             json.dumps(list(spec.tags)),
-            int(spec.maxClaimCount) if deadLetter else "",
-            queuePrefix(project, spec.deadLetterQueue) if deadLetter else "",
+            int(spec.maxClaimCount or 0) if deadLetter else "",
+            queuePrefix(project, spec.deadLetterQueue or "") if deadLetter else "",
             spec.deadLetterQueue if deadLetter else "",
             int(spec.deadLetterTTL) if deadLetter and spec.deadLetterTTL else "",
         )

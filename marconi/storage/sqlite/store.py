@@ -161,8 +161,15 @@ _GROUP_LIMIT = 256
 # Tells the database thread to finish.
 _STOP = object()
 
+# A call waiting for the database thread: the work, its arguments and the
+# Deferred its result fires.
+_Work = tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]
 
-def _deliver(outcomes: list) -> None:
+# A finished call: its Deferred, whether it succeeded, and its result or error.
+_Outcome = tuple[Deferred[Any], bool, Any]
+
+
+def _deliver(outcomes: list[_Outcome]) -> None:
     """
     On the reactor thread: fire the Deferreds of a committed batch.
     """
@@ -298,14 +305,14 @@ class SQLiteStore(StoreEvents, Service):
         self._accepting = False
         self._connection: Optional[sqlite3.Connection] = None
         self._lock = threading.Lock()
-        self._pending: deque = deque()
+        self._pending: deque[_Work] = deque()
         self._draining = False
 
     # Life cycle.
 
     def startService(self) -> None:
         super().startService()
-        self._wake = SimpleQueue()
+        self._wake: SimpleQueue[object] = SimpleQueue()
         self._thread = threading.Thread(
             target=self._serve, name="marconi-sqlite", daemon=True
         )
@@ -317,7 +324,7 @@ class SQLiteStore(StoreEvents, Service):
         if not self._accepting:
             return None
         self._accepting = False
-        self._stopped = Deferred()
+        self._stopped: Deferred[None] = Deferred()
         self._wake.put(_STOP)
         return self._stopped
 
@@ -355,7 +362,7 @@ class SQLiteStore(StoreEvents, Service):
 
     # Running work on the database thread.
 
-    def _run(self, work: Callable[..., Any], *args: Any) -> Deferred:
+    def _run(self, work: Callable[..., Any], *args: Any) -> Deferred[Any]:
         """
         Run C{work(connection, *args)} on the database thread, atomically.
 
@@ -369,7 +376,7 @@ class SQLiteStore(StoreEvents, Service):
         """
         if not self._accepting:
             return fail(StorageUnavailable("The SQLite store is not running."))
-        d: Deferred = Deferred()
+        d: Deferred[Any] = Deferred()
         with self._lock:
             self._pending.append((work, args, d))
             if self._draining:
@@ -388,20 +395,20 @@ class SQLiteStore(StoreEvents, Service):
                 if not self._pending:
                     self._draining = False
                     return
-                batch = []
+                batch: list[_Work] = []
                 while self._pending and len(batch) < _GROUP_LIMIT:
                     batch.append(self._pending.popleft())
             outcomes = self._runBatch(batch)
             self._reactor.callFromThread(_deliver, outcomes)
 
-    def _runBatch(self, batch: list) -> list:
+    def _runBatch(self, batch: list[_Work]) -> list[_Outcome]:
         try:
             connection = self._connect()
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             error = StorageUnavailable(f"The SQLite store is unavailable: {e}")
             return [(d, False, error) for _, _, d in batch]
-        outcomes = []
+        outcomes: list[_Outcome] = []
         for work, args, d in batch:
             connection.execute("SAVEPOINT work")
             try:
