@@ -177,6 +177,172 @@ class V11Tests(SynchronousTestCase):
         self.assertEqual(r.header("location"), "/v1.1/queues/q")
 
 
+class ZaqarAnswersTests(SynchronousTestCase):
+    """
+    What both versions answer as Zaqar does, and what v1.1 alone does.
+    """
+
+    def setUp(self) -> None:
+        self.node = InMemoryNode(self)
+
+    def both(self, method: str, path: str, *args, **kwargs) -> tuple:
+        return tuple(
+            self.node.request(method, f"/{version}{path}", *args, **kwargs)
+            for version in ("v1.1", "v2")
+        )
+
+    def assertTitle(self, answers: tuple, code: int, title: str) -> None:
+        for answer in answers:
+            self.assertEqual((answer.code, answer.json["title"]), (code, title))
+
+    def test_errorTitles(self) -> None:
+        """
+        Errors carry Zaqar's titles under both versions: the body's shape,
+        the queue name, a missing project or Client-ID, a value out of
+        range each have their own.
+        """
+        body = "Invalid request body"
+        cases = [
+            (("PUT", "/queues/a@b", {}), "Invalid queue identification"),
+            (("PUT", "/queues/" + "q" * 65, {}), "Invalid queue identification"),
+            (("PUT", "/queues/q2", None), body, {"raw": b"{"}),
+            (("PUT", "/queues/q2", [1]), body),
+            (("POST", "/queues/q/messages", {"messages": [{"ttl": 60}]}), body),
+            (
+                ("POST", "/queues/q/messages", {"messages": [{"body": 1, "ttl": "6"}]}),
+                body,
+            ),
+            (("POST", "/queues/q/messages", None), body, {"raw": b""}),
+            (("POST", "/queues/q/claims", None), body, {"raw": b"{"}),
+            (("POST", "/queues/q/claims", {"ttl": "60"}), body),
+            (("GET", "/queues?limit=0"), "Invalid API request"),
+            (("POST", "/queues/q/claims?limit=0", {"ttl": 60}), "Invalid API request"),
+            (("GET", "/queues", None), "Project-Id Missing", {"project": None}),
+            (
+                ("GET", "/queues/q/messages", None),
+                "Missing header value",
+                {"client": None},
+            ),
+        ]
+        for case in cases:
+            args, title = case[0], case[1]
+            kwargs = case[2] if len(case) > 2 else {}
+            self.assertTitle(self.both(*args, **kwargs), 400, title)
+
+    def test_deleteWithUnknownClaim(self) -> None:
+        """
+        Deleting a claimed message with a claim id that does not exist is
+        400 (as Zaqar), without one 403, both titled C{Unable to delete};
+        the message stays.
+        """
+        [mid] = self.node.post("q", MSG)
+        self.node.claim("q", ttl=60)
+        self.assertTitle(
+            self.both("DELETE", f"/queues/q/messages/{mid}?claim_id=nosuch"),
+            400,
+            "Unable to delete",
+        )
+        self.assertTitle(
+            self.both("DELETE", f"/queues/q/messages/{mid}"), 403, "Unable to delete"
+        )
+        self.assertEqual(self.node.stats("q")["total"], 1)
+
+    def test_deleteWithOtherLiveClaim(self) -> None:
+        """
+        A live claim that holds another message is refused with 403.
+        """
+        [first, second] = self.node.post("q", MSG, MSG)
+        self.node.claim("q", "?limit=1", ttl=60)
+        other = self.node.claim("q", "?limit=1", ttl=60).header("location")
+        claimId = other.rsplit("/", 1)[-1]
+        answers = self.both("DELETE", f"/queues/q/messages/{first}?claim_id={claimId}")
+        self.assertTitle(answers, 403, "Unable to delete")
+
+    def test_emptyCreatedIsTyped(self) -> None:
+        """
+        The empty 201 of a created queue has a JSON Content-Type, as Zaqar's.
+        """
+        for version in ("v1.1", "v2"):
+            answer = self.node.request("PUT", f"/{version}/queues/new-{version}", {})
+            self.assertEqual((answer.code, answer.body), (201, b""))
+            self.assertTrue(
+                answer.header("content-type").startswith("application/json")
+            )
+
+    def test_poppedClaimId(self) -> None:
+        """
+        Popped messages name the (gone) claim that took them out: one id,
+        a string, for the whole pop.
+        """
+        self.node.post("q", MSG, MSG, MSG)
+        for answer in self.both("DELETE", "/queues/q/messages?pop=1"):
+            [message] = answer.json["messages"]
+            self.assertIsInstance(message["claim_id"], str)
+        r = self.node.request("DELETE", "/v2/queues/q/messages?pop=2")
+        ids = {m["claim_id"] for m in r.json["messages"]}
+        self.assertEqual(len(ids), 1)
+        [claimId] = ids
+        self.assertEqual(
+            self.node.request("GET", f"/v2/queues/q/claims/{claimId}").code, 404
+        )
+
+    def test_routingErrorsV11(self) -> None:
+        """
+        Under v1.1, 404 and 405 have only a title and 406 no body, as Zaqar;
+        v2 keeps its title and description.
+        """
+        old, new = self.both("GET", "/nosuch")
+        self.assertEqual(old.json, {"title": "404 Not Found"})
+        self.assertEqual(sorted(new.json), ["description", "title"])
+        old = self.node.request("PATCH", "/v1.1/queues/q", raw=b"[]")
+        self.assertEqual(
+            (old.code, old.json), (405, {"title": "405 Method Not Allowed"})
+        )
+        self.assertNotIn("PATCH", old.header("allow"))
+        old, new = self.both("GET", "/queues", headers={"Accept": "text/plain"})
+        self.assertEqual((old.code, old.body), (406, b""))
+        self.assertEqual(new.code, 406)
+        self.assertEqual(sorted(new.json), ["description", "title"])
+
+    def test_delayAndTagsDropped(self) -> None:
+        """
+        v1.1 reads only a message's ttl and body: a delay (even one that is
+        not an integer) and tags are dropped, and the queue's default delay
+        does not apply; v2 honours them.
+        """
+        self.node.request("PUT", "/v2/queues/q", {"_default_message_delay": 300})
+        tagged = {"body": 1, "ttl": 300, "delay": 300, "tags": ["a"]}
+        r = self.node.request("POST", "/v1.1/queues/q/messages", {"messages": [tagged]})
+        self.assertEqual(r.code, 201, r.body)
+        bad = {"messages": [{"body": 2, "ttl": 300, "delay": "x", "tags": 5}]}
+        old, new = self.both("POST", "/queues/q/messages", bad)
+        self.assertEqual((old.code, new.code), (201, 400))
+        listed = self.node.request("GET", "/v1.1/queues/q/messages?echo=true")
+        self.assertEqual([m["body"] for m in listed.json["messages"]], [1, 2])
+        self.assertNotIn("tags", listed.json["messages"][0])
+        self.node.request("POST", "/v2/queues/q/messages", {"messages": [tagged]})
+        listed = self.node.request("GET", "/v2/queues/q/messages?echo=true")
+        self.assertEqual([m["body"] for m in listed.json["messages"]], [1, 2])
+
+    def test_renewGrace(self) -> None:
+        """
+        Renewing a claim does not check its grace under v1.1 (a grace out
+        of range is brought within the limits) but does under v2; a grace
+        that is not an integer is refused by both.
+        """
+        self.node.post("q", MSG)
+        claimId = self.node.claim("q", ttl=60).header("location").rsplit("/", 1)[-1]
+        path = f"/queues/q/claims/{claimId}"
+        old, new = self.both("PATCH", path, {"ttl": 120, "grace": 50_000})
+        self.assertEqual((old.code, new.code), (204, 400))
+        self.assertEqual(self.node.request("GET", "/v2" + path).json["grace"], 43200)
+        self.assertTitle(
+            self.both("PATCH", path, {"ttl": 120, "grace": "x"}),
+            400,
+            "Invalid request body",
+        )
+
+
 class TooLargeTests(TestCase):
     async def test_tooLarge(self) -> None:
         """

@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from marconi.api import homedoc, openapi
 from marconi.api.app import MarconiAPI
+from marconi.api.versions import POLICIES
 from marconi.core.limits import Limits
 from tests.apihelpers import Node
 
@@ -16,17 +17,48 @@ _VARIABLE = re.compile(r"<(?:[^:>]+:)?([^>]+)>")
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
 
+def _byVersion(path: str, versions: list) -> list:
+    """
+    C{path} under each of C{versions}, when it has a C{{version}}.
+    """
+    if "{version}" not in path:
+        return [path]
+    return [path.replace("{version}", version, 1) for version in versions]
+
+
 def routedOperations() -> set:
     """
     The C{(path, METHOD)} pairs the Klein application routes, with werkzeug
-    variables written as OpenAPI templates.
+    variables written as OpenAPI templates but the version written out for
+    each version the route serves.
     """
     found = set()
     for rule in MarconiAPI.app.url_map.iter_rules():
         path = _VARIABLE.sub(r"{\1}", rule.rule)
+        served = []
+        if "version" in rule.arguments:
+            pattern = rule._converters["version"].regex
+            served = [v for v in POLICIES if re.fullmatch(pattern, v)]
         for method in rule.methods or ():
             if method not in _IGNORED_METHODS:
-                found.add((path, method))
+                found.update((p, method) for p in _byVersion(path, served))
+    return found
+
+
+def documentedOperations(doc: dict) -> set:
+    """
+    The C{(path, METHOD)} pairs of an OpenAPI document, the version written
+    out for each version its C{version} parameter names (an operation's
+    own parameter before its path's).
+    """
+    found = set()
+    for path, method in openapi.operations(doc):
+        item = doc["paths"][path]
+        params = item[method.lower()].get("parameters", []) + item.get("parameters", [])
+        served = next(
+            (p["schema"]["enum"] for p in params if p["name"] == "version"), []
+        )
+        found.update((p, method) for p in _byVersion(path, served))
     return found
 
 
@@ -35,14 +67,14 @@ class DocumentTests(SynchronousTestCase):
         """
         Every route of the application is an operation of the document.
         """
-        missing = routedOperations() - openapi.operations(openapi.document())
+        missing = routedOperations() - documentedOperations(openapi.document())
         self.assertEqual(missing, set())
 
     def test_documentedAreRouted(self) -> None:
         """
         Every operation of the document is a route of the application.
         """
-        extra = openapi.operations(openapi.document()) - routedOperations()
+        extra = documentedOperations(openapi.document()) - routedOperations()
         self.assertEqual(extra, set())
 
     def test_pathParametersDeclared(self) -> None:
@@ -74,8 +106,7 @@ class DocumentTests(SynchronousTestCase):
 def homeOperations(version: str) -> set:
     """
     The C{(path, METHOD)} pairs of the JSON-Home document of C{version},
-    with its query templates dropped and its variables written as in
-    L{routedOperations}.
+    with its query templates dropped.
     """
     home = json.loads(homedoc.home(version))
     found = set()
@@ -86,7 +117,6 @@ def homeOperations(version: str) -> set:
         names = {n for group in variables for n in group.split(",")}
         if names != set(resource["href-vars"]):
             raise AssertionError(f"{template} declares {resource['href-vars']}")
-        path = path.replace(f"/{version}", "/{version}", 1)
         for method in resource["hints"]["allow"]:
             found.add((path, method))
     return found
@@ -106,13 +136,13 @@ class HomeDocumentTests(SynchronousTestCase):
     document and the versions list are not among its resources).
     """
 
-    def routed(self) -> set:
+    def routed(self, version: str) -> set:
         return _anonymous(
             {
                 (path, method)
                 for path, method in routedOperations()
-                if path.startswith("/{version}/")
-                and not path.startswith("/{version}/projects/")
+                if path.startswith(f"/{version}/")
+                and not path.startswith(f"/{version}/projects/")
                 and path != openapi.OPENAPI_PATH
             }
         )
@@ -122,7 +152,7 @@ class HomeDocumentTests(SynchronousTestCase):
         Every versioned route is a resource of the home document.
         """
         for version in ("v2", "v1.1"):
-            missing = self.routed() - _anonymous(homeOperations(version))
+            missing = self.routed(version) - _anonymous(homeOperations(version))
             self.assertEqual(missing, set(), version)
 
     def test_homeIsRouted(self) -> None:
@@ -130,8 +160,25 @@ class HomeDocumentTests(SynchronousTestCase):
         Every resource and method of the home document is routed.
         """
         for version in ("v2", "v1.1"):
-            extra = _anonymous(homeOperations(version)) - self.routed()
+            extra = _anonymous(homeOperations(version)) - self.routed(version)
             self.assertEqual(extra, set(), version)
+
+    def test_queuePatchOnlyV2(self) -> None:
+        """
+        Queue C{PATCH} is in the v2 home document, routed and documented
+        for v2 only: v1.1 never had it.
+        """
+        self.assertIn(("/v2/queues/{}", "PATCH"), _anonymous(homeOperations("v2")))
+        self.assertNotIn(
+            ("/v1.1/queues/{}", "PATCH"), _anonymous(homeOperations("v1.1"))
+        )
+        for operations in (
+            routedOperations(),
+            documentedOperations(openapi.document()),
+        ):
+            self.assertIn(("/v2/queues/{queue}", "PATCH"), operations)
+            self.assertNotIn(("/v1.1/queues/{queue}", "PATCH"), operations)
+            self.assertIn(("/v1.1/queues/{queue}", "GET"), operations)
 
 
 class ServedTests(TestCase):

@@ -129,6 +129,20 @@ def corpus() -> list[Step]:
         Step("post-too-large", "POST", "/queues/{q}/messages", big),
         Step("post-empty", "POST", "/queues/{q}/messages", raw=b""),
         Step("post-bad-json", "POST", "/queues/{q}/messages", raw=b"{"),
+        # v1.1 reads only a message's ttl and body.
+        Step(
+            "post-delayed-tagged",
+            "POST",
+            "/queues/{q}-d/messages",
+            _messages({"body": 1, "ttl": 300, "delay": 300, "tags": ["a"]}),
+        ),
+        Step("list-delayed-tagged", "GET", "/queues/{q}-d/messages?echo=true"),
+        Step(
+            "post-delay-string",
+            "POST",
+            "/queues/{q}-d/messages",
+            _messages({"body": 1, "ttl": 300, "delay": "x"}),
+        ),
         Step("list-messages", "GET", "/queues/{q}/messages?echo=true"),
         Step("list-messages-no-echo", "GET", "/queues/{q}/messages"),
         Step("list-messages-limit-0", "GET", "/queues/{q}/messages?limit=0"),
@@ -183,6 +197,12 @@ def corpus() -> list[Step]:
             "PATCH",
             "/queues/{q}/claims/{claim}",
             {"ttl": 120, "grace": 60},
+        ),
+        Step(
+            "renew-claim-grace-50000",
+            "PATCH",
+            "/queues/{q}/claims/{claim}",
+            {"ttl": 120, "grace": 50_000},
         ),
         Step("stats-claimed", "GET", "/queues/{q}/stats"),
         Step(

@@ -10,6 +10,7 @@ handlers at the end of the class.
 
 import functools
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import quote, urlencode, urlsplit
@@ -27,6 +28,7 @@ from marconi.api.http import RoutedKlein
 from marconi.core import jsontext, validation
 from marconi.core.errors import (
     Forbidden,
+    InvalidBody,
     MarconiError,
     MessageDoesNotExist,
     ValidationFailed,
@@ -49,19 +51,34 @@ class VersionConverter(BaseConverter):
     The API versions served: C{v2} and C{v1.1}.
     """
 
-    regex = r"v2|v1\.1"
+    regex = "|".join(re.escape(name) for name in versions.POLICIES)
 
 
-def _routes(app: RoutedKlein, path: str, methods: list) -> Callable:
+class QueuePatchVersion(BaseConverter):
+    """
+    The API versions whose queues can be changed with C{PATCH}: under the
+    others the method is not routed, so it is 405 like any other.
+    """
+
+    regex = "|".join(
+        re.escape(name) for name, p in versions.POLICIES.items() if p.queuePatch
+    )
+
+
+def _routes(
+    app: RoutedKlein, path: str, methods: list, served: str = "version"
+) -> Callable:
     """
     Route C{path} under C{/<version>} and under
     C{/<version>/projects/<project_id>}; both routes are measured under the
     handler's name.
+
+    @param served: the converter naming the versions that serve the route.
     """
 
     def register(handler: Callable) -> Callable:
         for index, prefix in enumerate(
-            ("/<version:version>", "/<version:version>/projects/<project_id>")
+            (f"/<{served}:version>", f"/<{served}:version>/projects/<project_id>")
         ):
             endpoint = f"{handler.__name__}_{index}"
             app.labels[endpoint] = handler.__name__
@@ -76,7 +93,9 @@ def _routes(app: RoutedKlein, path: str, methods: list) -> Callable:
     return register
 
 
-def _queueRoute(app: RoutedKlein, path: str, methods: list) -> Callable:
+def _queueRoute(
+    app: RoutedKlein, path: str, methods: list, served: str = "version"
+) -> Callable:
     """
     Route a handler of one queue's resources (see L{_routes}).  The
     handler is called as C{handler(self, request, ctx, queue, **ids)} with
@@ -100,7 +119,7 @@ def _queueRoute(app: RoutedKlein, path: str, methods: list) -> Callable:
                 return await self.router.forward(request, ctx.project, owner)
             return await handler(self, request, ctx, queue, **ids)
 
-        return _routes(app, path, methods)(serve)
+        return _routes(app, path, methods, served)(serve)
 
     return register
 
@@ -128,6 +147,7 @@ class MarconiAPI:
 
     app = RoutedKlein()
     app.url_map.converters["version"] = VersionConverter
+    app.url_map.converters["queuePatchVersion"] = QueuePatchVersion
     log = Logger()
 
     def __init__(
@@ -218,7 +238,7 @@ class MarconiAPI:
         if not data.strip():
             if optional:
                 return None
-            raise ValidationFailed("The request body is empty.")
+            raise InvalidBody("The request body is empty.")
         return jsontext.loads(data, self.limits.maxJSONDepth)
 
     # Versions, home, ping, health.
@@ -315,11 +335,11 @@ class MarconiAPI:
             metadata = {}
         created = await self.bus.createQueue(ctx.project, queue, metadata)
         request.setHeader(b"location", ctx.queueHref(queue).encode())
-        if created:
-            request.setResponseCode(201)
-        else:
+        if not created:
             return _noContent(request)
-        return b""
+        request.setResponseCode(201)
+        # Empty, but typed as Zaqar types it.
+        return _send(request, b"")
 
     @_queueRoute(app, "/queues/<queue>", ["GET"])
     async def getQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
@@ -328,10 +348,8 @@ class MarconiAPI:
         )
         return _send(request, render.document(metadata))
 
-    @_queueRoute(app, "/queues/<queue>", ["PATCH"])
+    @_queueRoute(app, "/queues/<queue>", ["PATCH"], "queuePatchVersion")
     async def patchQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
-        if not ctx.policy.queuePatch:
-            raise MethodNotAllowed([m for m in self._allowed(request) if m != "PATCH"])
         contentType = request.getHeader(b"content-type") or b""
         if contentType.split(b";")[0].strip().decode("latin-1") != PATCH_MEDIA_TYPE:
             raise ValidationFailed(
@@ -365,10 +383,11 @@ class MarconiAPI:
     async def postMessages(self, request: Any, ctx: Context, queue: str) -> bytes:
         body = self._body(request)
         if not body.strip():
-            raise ValidationFailed("The request body is empty.")
+            raise InvalidBody("The request body is empty.")
         document = jsontext.loads(body, self.limits.maxJSONDepth)
         if not ctx.policy.bareMessageList and not isinstance(document, dict):
             raise ValidationFailed('The body must have a "messages" list.')
+        document = ctx.policy.messagesDocument(document)
         ids = await self.bus.postMessages(
             ctx.project, queue, document, len(body), ctx.clientId
         )
@@ -464,10 +483,14 @@ class MarconiAPI:
             tags = validation.tagFilter(_list(request, "tags"), self.limits)
             messages = await self.bus.popMessages(ctx.project, queue, limit, tags)
             now = self.bus.now()
+            # As Zaqar does, popped messages name the claim that took them
+            # out, one for the whole pop; it is gone by the time it is seen.
+            claimId = str(uuid.uuid4())
             return _send(
                 request,
                 render.messageList(
-                    render.popped(m, now, ctx.policy.checksums) for m in messages
+                    render.popped(m, now, claimId, ctx.policy.checksums)
+                    for m in messages
                 ),
             )
         assert ids is not None
@@ -549,7 +572,8 @@ class MarconiAPI:
     async def renewClaim(
         self, request: Any, ctx: Context, queue: str, claim_id: str
     ) -> bytes:
-        await self.bus.renewClaim(ctx.project, queue, claim_id, self._json(request))
+        options = ctx.policy.renewOptions(self._json(request), self.limits)
+        await self.bus.renewClaim(ctx.project, queue, claim_id, options)
         return _noContent(request)
 
     @_queueRoute(app, "/queues/<queue>/claims/<claim_id>", ["DELETE"])
@@ -566,12 +590,11 @@ class MarconiAPI:
         error = failure.value
         identity.challenge(request, error)
         policy = versions.forPath(request.path)
-        return _error(
-            request,
-            policy.status(error, statusOf(error)),
-            policy.title(error),
-            error.description,
-        )
+        code = policy.status(error, statusOf(error))
+        if code == 406 and not policy.routingDescriptions:
+            request.setResponseCode(code)
+            return _send(request, b"")
+        return _error(request, code, policy.title(error), error.description)
 
     @app.handle_errors(HTTPException)
     def routingError(self, request: Any, failure: Failure) -> bytes:
@@ -587,6 +610,9 @@ class MarconiAPI:
             request.setHeader(b"location", location.encode())
             return b""
         title = error.name
+        if not versions.forPath(request.path).routingDescriptions:
+            request.setResponseCode(code)
+            return _send(request, render.document({"title": f"{code} {title}"}))
         description = {
             404: "The resource could not be found.",
             405: "The method is not allowed on this resource.",

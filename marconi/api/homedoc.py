@@ -4,6 +4,7 @@ version (C{GET /v2/}).
 """
 
 from marconi.api.render import document
+from marconi.api.versions import POLICIES
 
 MEDIA_TYPE = "application/vnd.openstack.messaging-v2+json"
 
@@ -53,7 +54,11 @@ def home(version: str) -> bytes:
             ["GET"],
         ),
         "rel/queue": _resource(
-            base + "/queues/{queue_name}", queue, ["PUT", "GET", "PATCH", "DELETE"]
+            base + "/queues/{queue_name}",
+            queue,
+            ["PUT", "GET", "PATCH", "DELETE"]
+            if POLICIES[version].queuePatch
+            else ["PUT", "GET", "DELETE"],
         ),
         "rel/queue_stats": _resource(
             base + "/queues/{queue_name}/stats", queue, ["GET"]

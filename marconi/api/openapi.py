@@ -6,12 +6,16 @@ Paths are written once with a C{{version}} parameter (C{v2} or C{v1.1}),
 and every queue resource appears twice: under C{/{version}} (the project in
 the C{X-Project-ID} header) and under C{/{version}/projects/{project_id}}.
 A test walks the Klein routes and compares them with this document both
-ways, so a route cannot be added without being described here.
+ways, so a route cannot be added without being described here.  An
+operation that not every version serves names its versions in its own
+C{version} parameter; where v1.1 reads a value otherwise, the schema's
+description says so.
 """
 
 import copy
-from typing import Optional
+from typing import Callable, Optional
 
+from marconi.api.versions import POLICIES, V1_1
 from marconi.core.limits import Limits
 from marconi.core.text import FALSE_WORDS, TRUE_WORDS
 
@@ -156,7 +160,14 @@ def _components(limits: Limits) -> dict:
                 "nullable": True,
                 "properties": {
                     "ttl": _bounded(limits.minClaimTTL, limits.maxClaimTTL),
-                    "grace": _bounded(limits.minClaimGrace, limits.maxClaimGrace),
+                    "grace": dict(
+                        _bounded(limits.minClaimGrace, limits.maxClaimGrace),
+                        description=(
+                            f"Under /v1.1 a claim needs a grace of at least "
+                            f"{V1_1.minClaimGrace}, and renewing one brings a "
+                            "grace out of range within it."
+                        ),
+                    ),
                 },
             },
             "Claim": _object(
@@ -401,14 +412,23 @@ def _identity(limits: Limits, projectInPath: bool) -> list:
     ]
 
 
+def _versionParam(serves: Callable) -> dict:
+    """
+    The C{version} path parameter, naming the versions whose policy
+    C{serves}.
+    """
+    names = [name for name, policy in POLICIES.items() if serves(policy)]
+    return _param("version", "path", {"type": "string", "enum": names}, required=True)
+
+
 def document(limits: Optional[Limits] = None) -> dict:
     """
     The OpenAPI 3.0 document of the API, with the given limits.
     """
     limits = limits or Limits()
-    version = _param(
-        "version", "path", {"type": "string", "enum": ["v2", "v1.1"]}, required=True
-    )
+    version = _versionParam(lambda policy: True)
+    # Queue PATCH is routed only under the versions that have it.
+    patchVersion = _versionParam(lambda policy: policy.queuePatch)
     projectId = _param(
         "project_id",
         "path",
@@ -479,6 +499,8 @@ def document(limits: Optional[Limits] = None) -> dict:
             item["parameters"] = (
                 extra + item.get("parameters", []) + _identity(limits, inPath)
             )
+            if path == "/queues/{queue}":
+                item["patch"]["parameters"] = [patchVersion]
             paths[prefix + path] = item
     return {
         "openapi": "3.0.3",

@@ -46,16 +46,20 @@ def message(
     )
 
 
-def popped(m: Message, now: float, checksum: bool = True) -> str:
+def popped(m: Message, now: float, claimId: str, checksum: bool = True) -> str:
+    """
+    A popped message, naming the claim C{claimId} that took it out.
+    """
     return (
         '{"id":"%s","ttl":%d,"age":%d,"body":%s%s,'
-        '"claim_id":null,"claim_count":%d%s}'
+        '"claim_id":%s,"claim_count":%d%s}'
         % (
             m.id,
             m.ttl,
             m.age(now),
             m.body,
             ',"checksum":"%s"' % m.checksum if checksum else "",
+            _dumps(claimId),
             m.claimCount,
             (',"tags":' + _dumps(list(m.tags))) if m.tags else "",
         )

@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 from marconi.core import validation
 from marconi.core.errors import (
-    DoesNotExist,
     MarconiError,
+    MissingHeader,
     PayloadTooLarge,
     StorageUnavailable,
     ValidationFailed,
@@ -29,14 +29,6 @@ class WrongUUID(ValidationFailed):
     """
 
     title = "Wrong UUID value"
-
-
-class MissingHeader(ValidationFailed):
-    """
-    A required header is missing, as Zaqar names it.
-    """
-
-    title = "Missing header value"
 
 
 @dataclass(frozen=True)
@@ -71,7 +63,17 @@ class VersionPolicy:
     queuePatch: bool
     #: A bare list of messages may be posted (as v1 clients send).
     bareMessageList: bool
-    #: Titles of error answers by error kind, where the version fixes them.
+    #: The fields of a posted message that are read, when not all are
+    #: (the others are dropped unchecked, and the message has no delay).
+    messageFields: Optional[tuple] = None
+    #: Renewing a claim checks its grace against the limits (otherwise a
+    #: grace out of range is brought within them).
+    renewGraceChecked: bool = True
+    #: Routing errors (404, 405) have a description beside their title,
+    #: and 406 has a body.
+    routingDescriptions: bool = True
+    #: Titles of error answers by error kind, where the version's differ
+    #: from the kinds' own.
     titles: tuple = ()
 
     def clientId(self, value: Optional[str], limits: Limits) -> str:
@@ -99,6 +101,35 @@ class VersionPolicy:
             )
             validation.claimOptions(options, strict)
 
+    def messagesDocument(self, document: Any) -> Any:
+        """
+        A message post document as this version reads it.
+        """
+        if self.messageFields is None or not isinstance(document, dict):
+            return document
+        items = document.get("messages")
+        if not isinstance(items, list):
+            return document
+        read = [
+            {"delay": 0, **{k: item[k] for k in self.messageFields if k in item}}
+            if isinstance(item, dict)
+            else item
+            for item in items
+        ]
+        return {**document, "messages": read}
+
+    def renewOptions(self, options: Any, limits: Limits) -> Any:
+        """
+        Claim renewal options as this version reads them.
+        """
+        if self.renewGraceChecked or not isinstance(options, dict):
+            return options
+        grace = options.get("grace")
+        if isinstance(grace, bool) or not isinstance(grace, int):
+            return options
+        grace = min(max(grace, limits.minClaimGrace), limits.maxClaimGrace)
+        return {**options, "grace": grace}
+
     def status(self, error: MarconiError, default: int) -> int:
         """
         The status of C{error}, given its status in the domain's terms.
@@ -109,13 +140,13 @@ class VersionPolicy:
 
     def title(self, error: MarconiError) -> str:
         """
-        The title of C{error}'s answer.
+        The title of C{error}'s answer: the version's title for the most
+        specific kind of error it names, or the error's own.
         """
-        if type(error) in (WrongUUID, MissingHeader):
-            return error.title
-        for kind, title in self.titles:
-            if isinstance(error, kind):
-                return title
+        titles = dict(self.titles)
+        for kind in type(error).__mro__:
+            if kind in titles:
+                return titles[kind]
         return error.title
 
 
@@ -148,9 +179,11 @@ V1_1 = VersionPolicy(
     identities=False,
     queuePatch=False,
     bareMessageList=False,
+    messageFields=("ttl", "body"),
+    renewGraceChecked=False,
+    routingDescriptions=False,
     titles=(
-        (ValidationFailed, "Invalid API request"),
-        (DoesNotExist, "Not found"),
+        (PayloadTooLarge, ValidationFailed.title),
         (StorageUnavailable, "Service temporarily unavailable"),
     ),
 )

@@ -23,10 +23,46 @@ class MarconiError(Exception):
 
 class ValidationFailed(MarconiError):
     """
-    The request is malformed or a value is out of range.
+    The request is malformed or a value is out of range.  The titles of
+    this error and of its kinds below are Zaqar's, which clients read.
     """
 
-    title = "Invalid request"
+    title = "Invalid API request"
+
+
+class InvalidBody(ValidationFailed):
+    """
+    The request body is not a JSON document of the expected shape: not
+    JSON, empty, a list where an object is expected, a field missing or of
+    the wrong type.  (A value of the right type out of range is a plain
+    L{ValidationFailed}.)
+    """
+
+    title = "Invalid request body"
+
+
+class InvalidQueueName(ValidationFailed):
+    """
+    A queue name is empty, too long or has characters a name may not have.
+    """
+
+    title = "Invalid queue identification"
+
+
+class MissingProject(ValidationFailed):
+    """
+    The request names no project (no C{X-Project-ID}, no project in the URL).
+    """
+
+    title = "Project-Id Missing"
+
+
+class MissingHeader(ValidationFailed):
+    """
+    A required header is missing.
+    """
+
+    title = "Missing header value"
 
 
 class PayloadTooLarge(ValidationFailed):
@@ -65,7 +101,7 @@ class MessageIsClaimed(MarconiError):
     The message is held by a live claim and the caller did not present it.
     """
 
-    title = "Message is claimed"
+    title = "Unable to delete"
 
     def __init__(self, messageId: str) -> None:
         super().__init__(
@@ -80,7 +116,7 @@ class ClaimMismatch(MarconiError):
     expired, was released, or never held it).
     """
 
-    title = "Claim mismatch"
+    title = "Unable to delete"
 
 
 class Conflict(MarconiError):

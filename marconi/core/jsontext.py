@@ -5,7 +5,7 @@ Python's C{json} module accepts C{NaN}, C{Infinity}, numbers that overflow to
 infinity, duplicate object keys and lone surrogates, and raises
 L{RecursionError} on deep nesting.  Each of those would be a 500 or a
 message no other client can read, so L{loads} refuses them all with
-L{ValidationFailed}, and L{dumpBody} refuses to store text that is not
+L{InvalidBody}, and L{dumpBody} refuses to store text that is not
 valid UTF-8.
 """
 
@@ -14,7 +14,7 @@ import math
 import re
 from typing import Any, Iterable
 
-from marconi.core.errors import ValidationFailed
+from marconi.core.errors import InvalidBody, ValidationFailed
 
 
 def _rejectConstant(name: str) -> Any:
@@ -100,21 +100,21 @@ def loads(data: bytes, maxDepth: int = 32) -> Any:
     """
     Parse untrusted JSON.
 
-    @raise ValidationFailed: for anything but a well-formed UTF-8 JSON
+    @raise InvalidBody: for anything but a well-formed UTF-8 JSON
         document without duplicate keys, non-finite numbers, lone
         surrogates or nesting deeper than C{maxDepth}.
     """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValidationFailed("The request body is not valid UTF-8.") from None
+        raise InvalidBody("The request body is not valid UTF-8.") from None
     try:
         value = _decoder.decode(text)
     except RecursionError:
         value = None
         tooDeep = True
     except ValueError as e:
-        raise ValidationFailed(f"The request body is not valid JSON: {e}") from None
+        raise InvalidBody(f"The request body is not valid JSON: {e}") from None
     else:
         # Nesting deeper than maxDepth needs more than maxDepth brackets, and
         # a lone surrogate can only come from a \\uD800-\\uDFFF escape (the
@@ -126,11 +126,9 @@ def loads(data: bytes, maxDepth: int = 32) -> Any:
             and _tooDeep(value, maxDepth)
         )
     if tooDeep:
-        raise ValidationFailed(
-            f"The JSON document is nested deeper than {maxDepth} levels."
-        )
+        raise InvalidBody(f"The JSON document is nested deeper than {maxDepth} levels.")
     if _SURROGATE_ESCAPE.search(text) is not None and _hasLoneSurrogate(value):
-        raise ValidationFailed(
+        raise InvalidBody(
             "The request body holds a lone surrogate, which is not valid text."
         )
     return value

@@ -13,9 +13,12 @@ from twisted.internet.interfaces import IReactorTime
 
 from marconi.core import validation
 from marconi.core.errors import (
+    ClaimDoesNotExist,
+    ClaimMismatch,
     Conflict,
     MarconiError,
     MessageDoesNotExist,
+    MessageIsClaimed,
     PayloadTooLarge,
     QueueDoesNotExist,
     ValidationFailed,
@@ -239,7 +242,22 @@ class Messaging:
         self, project: str, queue: str, messageId: str, claimId: Optional[str]
     ) -> None:
         validation.queueName(queue, self.limits)
-        await self.store.deleteMessage(project, queue, messageId, claimId, self.now())
+        now = self.now()
+        try:
+            await self.store.deleteMessage(project, queue, messageId, claimId, now)
+        except MessageIsClaimed:
+            if claimId is None:
+                raise
+            # Another claim holds it: that is 403 only when the claim given
+            # is live too; a claim that does not exist (or expired) is a
+            # bad request, as Zaqar answers it.
+            try:
+                await self.store.getClaim(project, queue, claimId, now)
+            except ClaimDoesNotExist:
+                raise ClaimMismatch(
+                    f"Claim {claimId!r} does not exist or has expired."
+                ) from None
+            raise
         # Counted once per successful request: the store does not say
         # whether the message was still there.
         self.monitor.messagesCounted("deleted", 1)

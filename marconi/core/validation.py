@@ -3,7 +3,9 @@ Validation of what clients send, against L{marconi.core.limits.Limits}.
 
 Each function takes parsed values (JSON already decoded, query strings
 already split) and either returns a clean value or raises
-L{ValidationFailed} with a description a client can act on.
+L{ValidationFailed} with a description a client can act on; a document of
+the wrong shape (a missing field, a field of the wrong type) is the
+L{InvalidBody} kind of it, as Zaqar tells them apart.
 """
 
 import hashlib
@@ -11,7 +13,14 @@ import json
 import re
 from typing import Any, Optional
 
-from marconi.core.errors import PayloadTooLarge, ValidationFailed
+from marconi.core.errors import (
+    InvalidBody,
+    InvalidQueueName,
+    MissingHeader,
+    MissingProject,
+    PayloadTooLarge,
+    ValidationFailed,
+)
 from marconi.core.jsontext import dumpBody
 from marconi.core.limits import Limits
 from marconi.core.models import NewMessage
@@ -36,11 +45,11 @@ RESERVED_METADATA = (
 
 def queueName(name: str, limits: Limits) -> str:
     if not name or len(name) > limits.maxQueueNameLength:
-        raise ValidationFailed(
+        raise InvalidQueueName(
             f"Queue names must be 1 to {limits.maxQueueNameLength} characters long."
         )
     if not _QUEUE_NAME.fullmatch(name):
-        raise ValidationFailed(
+        raise InvalidQueueName(
             "Queue names may only contain ASCII letters, digits, "
             "underscores, dashes and dots."
         )
@@ -49,7 +58,7 @@ def queueName(name: str, limits: Limits) -> str:
 
 def projectId(project: Optional[str], limits: Limits) -> str:
     if not project:
-        raise ValidationFailed(
+        raise MissingProject(
             "No project given: send an X-Project-ID header or use "
             "/v2/projects/{project_id}/..."
         )
@@ -63,7 +72,7 @@ def projectId(project: Optional[str], limits: Limits) -> str:
 
 def clientId(value: Optional[str], limits: Limits) -> str:
     if not value:
-        raise ValidationFailed("The Client-ID header is missing.")
+        raise MissingHeader('The "Client-ID" header is required.')
     if len(value) > limits.maxClientIdLength or not _CLIENT_ID.fullmatch(value):
         raise ValidationFailed(
             f"Client-ID must be 1 to {limits.maxClientIdLength} printable "
@@ -72,13 +81,18 @@ def clientId(value: Optional[str], limits: Limits) -> str:
     return value
 
 
-def integer(value: Any, name: str, low: int, high: int) -> int:
+def integer(
+    value: Any, name: str, low: int, high: int, kind: type = ValidationFailed
+) -> int:
     """
     Check that C{value} is an integer (not a boolean, not a float) within
     C{[low, high]}.
+
+    @param kind: the error raised when C{value} is not an integer (a
+        field of a request document is L{InvalidBody}).
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationFailed(f"{name} must be an integer.")
+        raise kind(f"{name} must be an integer.")
     if not low <= value <= high:
         raise ValidationFailed(f"{name} must be between {low} and {high}.")
     return value
@@ -127,7 +141,7 @@ def queueMetadata(metadata: Any, limits: Limits, queue: str) -> dict:
     Check queue metadata, including the reserved keys.
     """
     if not isinstance(metadata, dict):
-        raise ValidationFailed("Queue metadata must be a JSON object.")
+        raise InvalidBody("Queue metadata must be a JSON object.")
     size = len(dumpBody(metadata).encode("utf-8"))
     if size > limits.maxQueueMetadata:
         raise PayloadTooLarge(
@@ -173,7 +187,9 @@ def messages(document: Any, limits: Limits, queueMeta: dict) -> list[NewMessage]
         items = document["messages"]
     else:
         items = document
-    if not isinstance(items, list) or not items:
+    if not isinstance(items, list):
+        raise InvalidBody('"messages" must be a non-empty list.')
+    if not items:
         raise ValidationFailed('"messages" must be a non-empty list.')
     if len(items) > limits.maxMessagesPerPost:
         raise ValidationFailed(
@@ -184,13 +200,15 @@ def messages(document: Any, limits: Limits, queueMeta: dict) -> list[NewMessage]
     result = []
     for item in items:
         if not isinstance(item, dict):
-            raise ValidationFailed("Each message must be a JSON object.")
+            raise InvalidBody("Each message must be a JSON object.")
         if "body" not in item:
-            raise ValidationFailed('Each message must have a "body".')
+            raise InvalidBody('Each message must have a "body".')
         ttl = item.get("ttl", defaultTTL)
-        ttl = integer(ttl, "ttl", limits.minMessageTTL, limits.maxMessageTTL)
+        ttl = integer(
+            ttl, "ttl", limits.minMessageTTL, limits.maxMessageTTL, InvalidBody
+        )
         delay = item.get("delay", defaultDelay)
-        delay = integer(delay, "delay", 0, limits.maxMessageDelay)
+        delay = integer(delay, "delay", 0, limits.maxMessageDelay, InvalidBody)
         messageTags = tags(item["tags"], limits) if "tags" in item else ()
         body = item["body"]
         result.append(
@@ -212,18 +230,20 @@ def claimOptions(document: Any, limits: Limits) -> tuple[int, int]:
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise ValidationFailed("The claim body must be a JSON object.")
+        raise InvalidBody("The claim body must be a JSON object.")
     ttl = integer(
         document.get("ttl", limits.defaultClaimTTL),
         "ttl",
         limits.minClaimTTL,
         limits.maxClaimTTL,
+        InvalidBody,
     )
     grace = integer(
         document.get("grace", limits.defaultClaimGrace),
         "grace",
         limits.minClaimGrace,
         limits.maxClaimGrace,
+        InvalidBody,
     )
     return ttl, grace
 
