@@ -388,6 +388,33 @@ class APITests(KeystoneCase):
             (anonymous.code, anonymous.json), (200, {"storage_reachable": True})
         )
 
+    async def test_consoleNodeForAdmins(self) -> None:
+        """
+        The console's node document (forwarding counts, a cluster-wide
+        fact) answers the admin role only: a project member's valid token
+        gets 403, an operator's 200.
+        """
+        import treq
+        from twisted.web.server import Site
+
+        from marconi.console.activity import Activity
+        from marconi.console.web import Console
+        from marconi.core.limits import Limits
+
+        console = Console(Activity(Clock()), self.driver(), Limits())
+        port = reactor.listenTCP(0, Site(console.resource()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        http = treq
+        url = f"http://127.0.0.1:{port.getHost().port}/console/api/node"
+        alice, _ = self.keystone.token("alice")
+        oper, _ = self.keystone.token("oper")
+        member = await http.get(url, headers={"X-Auth-Token": alice}, persistent=False)
+        self.assertEqual(member.code, 403)
+        self.assertEqual(json.loads(await member.content())["title"], "Forbidden")
+        admin = await http.get(url, headers={"X-Auth-Token": oper}, persistent=False)
+        self.assertEqual(admin.code, 200)
+        self.assertIsInstance(json.loads(await admin.content()), dict)
+
     async def test_keystoneDown(self) -> None:
         """
         With Keystone unreachable the API answers 503 with a JSON error.

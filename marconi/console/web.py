@@ -32,7 +32,7 @@ from marconi.api import identity
 from marconi.api.errors import statusOf
 from marconi.console.activity import Activity
 from marconi.core import validation
-from marconi.core.errors import MarconiError
+from marconi.core.errors import Forbidden, MarconiError
 from marconi.core.interfaces import IAuthDriver, IRouter
 from marconi.core.limits import Limits
 
@@ -151,6 +151,9 @@ class Console:
     @app.route(PATH + "api/node", methods=["GET"])
     async def node(self, request: Any) -> bytes:
         await self._project(request)
+        # The node's forwarding counts are cluster-wide facts: for operators.
+        if not await self.auth.isAdmin(identity.authHeaders(request)):
+            raise Forbidden("The node's forwarding counts need the admin role.")
         return _json(request, self.activity.forwarding())
 
     # Errors.
