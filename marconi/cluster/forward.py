@@ -4,6 +4,8 @@ timeout on the response headers and another on the body, and a bound on
 the body's size.
 """
 
+import functools
+import re
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Optional
@@ -84,12 +86,43 @@ class Answer:
     body: bytes
 
 
-def target(uri: bytes) -> DecodedURL:
+@dataclass(frozen=True, slots=True)
+class Target:
+    """
+    A parsed request target.
+
+    @ivar path: the path's segments, percent-decoded.
+    @ivar uri: the path and query, percent-encoded as hyperlink encodes
+        them.
+    """
+
+    path: tuple
+    uri: bytes
+
+
+# A target hyperlink would give back unchanged: a path of unreserved
+# characters (RFC 3986 2.3) in non-empty segments, and a query of
+# KEY=VALUE pairs of them.  Everything else takes the long way.
+_UNRESERVED = rb"[A-Za-z0-9._~-]"
+_PLAIN = re.compile(rb"(?:/%s+)+/?(?:\?%s+=%s*(?:&%s+=%s*)*)?" % ((_UNRESERVED,) * 5))
+
+
+def target(uri: bytes) -> Target:
     """
     The path and query of a received request target, parsed.
 
     @raise NotAPath: the target is not a path (it does not begin with a
         single C{/}, carries a fragment, or does not decode as UTF-8).
+    """
+    if _PLAIN.fullmatch(uri):
+        path = uri.partition(b"?")[0]
+        return Target(tuple(path[1:].decode("ascii").split("/")), uri)
+    return _parsed(uri)
+
+
+def _parsed(uri: bytes) -> Target:
+    """
+    L{target} the long way: decoded, then encoded again by hyperlink.
     """
     path, _, query = uri.partition(b"?")
     if not path.startswith(b"/") or path.startswith(b"//") or b"#" in uri:
@@ -103,24 +136,33 @@ def target(uri: bytes) -> DecodedURL:
         )
     except UnicodeError:
         raise NotAPath() from None
-    return DecodedURL.from_text("/").replace(path=segments, query=pairs)
+    url = DecodedURL.from_text("/").replace(path=segments, query=pairs)
+    return Target(url.path, url.to_uri().to_text().encode("ascii"))
 
 
-def pathAndQuery(url: DecodedURL) -> bytes:
+def pathAndQuery(url: Target) -> bytes:
     """
     The request target (path and query, percent-encoded) of C{url}.
     """
-    return url.to_uri().to_text().encode("ascii")
+    return url.uri
 
 
-def peerURL(peer: Peer, path: DecodedURL) -> bytes:
+@functools.lru_cache(maxsize=256)
+def _origin(url: str) -> bytes:
+    """
+    The scheme, host and port of C{url}, encoded.
+    """
+    origin = DecodedURL.from_text(url).replace(path=(), query=(), fragment="")
+    return origin.to_uri().to_text().rstrip("/").encode("ascii")
+
+
+def peerURL(peer: Peer, path: Target) -> bytes:
     """
     The URL of C{path} (from L{target}) on C{peer}: the peer's scheme, host
-    and port, and the parsed path and query; never text put together.
+    and port (parsed from its URL), then the path and query in the form
+    hyperlink encodes them.
     """
-    base = DecodedURL.from_text(peer.url)
-    url = base.replace(path=path.path, query=path.query)
-    return url.to_uri().to_text().encode("ascii")
+    return _origin(peer.url) + path.uri
 
 
 def _failure(peer: Peer, error: Exception) -> NodeUnavailable:
@@ -234,7 +276,7 @@ class PeerClient:
         self,
         peer: Peer,
         method: bytes,
-        path: DecodedURL,
+        path: Target,
         headers: Headers,
         body: bytes,
         timeout: Optional[float] = None,
@@ -281,7 +323,7 @@ class PeerClient:
         self,
         peer: Peer,
         method: bytes,
-        path: DecodedURL,
+        path: Target,
         headers: Headers,
         body: bytes,
         timeout: Optional[float],
