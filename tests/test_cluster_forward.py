@@ -6,6 +6,7 @@ L{MemoryReactorClock} with L{StringTransport} connections; the rest against
 real loopback servers.
 """
 
+import random
 from io import BytesIO
 
 from twisted.internet import reactor
@@ -23,9 +24,11 @@ from twisted.web.test.requesthelper import DummyRequest
 from marconi.cluster import signing
 from marconi.cluster.errors import LOST, REFUSED, REQUEST, NodeUnavailable
 from marconi.cluster.forward import (
+    _PLAIN,
     Answer,
     NotAPath,
     PeerClient,
+    _parsed,
     forwardHeaders,
     pathAndQuery,
     peerURL,
@@ -347,6 +350,27 @@ class TargetTests(SynchronousTestCase):
             path = target(uri)
             self.assertEqual(pathAndQuery(path), expected)
             self.assertEqual(peerURL(peer, path), b"https://10.0.0.2:9443" + expected)
+
+    def test_plainTargetsAsHyperlinkGivesThem(self) -> None:
+        """
+        A target of unreserved characters is taken as it came, without
+        hyperlink, and comes out the same as hyperlink makes it: the same
+        segments and the same encoded target, over many targets built from
+        characters that hyperlink keeps or encodes.
+        """
+        rng = random.Random(7)
+        pieces = ["a", "Z", "9", ".", "~", "-", "_", "/", "?", "=", "&", "%2F", "+"]
+        plain = 0
+        for _ in range(20_000):
+            uri = ("/" + "".join(rng.choices(pieces, k=rng.randint(1, 10)))).encode()
+            try:
+                slow = _parsed(uri)
+            except NotAPath:
+                self.assertRaises(NotAPath, target, uri)
+                continue
+            plain += _PLAIN.fullmatch(uri) is not None
+            self.assertEqual(target(uri), slow, uri)
+        self.assertGreater(plain, 1000)
 
 
 class _Monitor(NullMonitor):
