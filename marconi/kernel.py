@@ -146,6 +146,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
             monitor=monitor,
             accessLog=observability.accessLog(config),
             extraResources=observability.publicResources(monitor),
+            ringVersion=None if router is None else lambda: router.ring.version,
         )
 
     site = makeSite(publicRouter)
