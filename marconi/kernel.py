@@ -136,6 +136,12 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     if nodeRouter is not None:
         nodeRouter = ObservedRouter(nodeRouter, activity)
 
+    ringVersion = None
+    if router is not None:
+        # The cluster router itself: makeSite's argument may be a wrapper.
+        clusterRouter = router
+        ringVersion = lambda: clusterRouter.ring.version  # noqa: E731
+
     def makeSite(router: Any) -> MarconiSite:
         api = MarconiAPI(ObservedBus(bus, activity), auth, health, router)
         console = Console(activity, auth, config.limits, router)
@@ -146,7 +152,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
             monitor=monitor,
             accessLog=observability.accessLog(config),
             extraResources=observability.publicResources(monitor),
-            ringVersion=None if router is None else lambda: router.ring.version,
+            ringVersion=ringVersion,
         )
 
     site = makeSite(publicRouter)
