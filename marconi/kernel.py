@@ -182,6 +182,12 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     if nodeRouter is not None:
         nodeRouter = ObservedRouter(nodeRouter, activity)
 
+    ringVersion = None
+    if router is not None:
+        # The cluster router itself: makeSite's argument may be a wrapper.
+        clusterRouter = router
+        ringVersion = lambda: clusterRouter.ring.version  # noqa: E731
+
     def makeSite(router: Optional[IRouter]) -> MarconiSite:
         # ObservedBus passes every other attribute on to the Messaging it wraps.
         observed = cast(Messaging, ObservedBus(bus, activity))
@@ -194,6 +200,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
             monitor=monitor,
             accessLog=observability.accessLog(config),
             extraResources=observability.publicResources(monitor),
+            ringVersion=ringVersion,
         )
 
     site = makeSite(publicRouter)

@@ -543,6 +543,10 @@ class Scripted(Resource):
         self.requests: list = []
 
     def render(self, request):
+        if request.uri == b"/v2/ring":
+            # A node on its own: no ring (not one of the scripted answers).
+            request.setHeader(b"content-type", b"application/json")
+            return b'{"scheme": null, "version": null, "nodes": []}'
         self.requests.append(
             (
                 request.method,

@@ -241,7 +241,7 @@ class MarconiAPI:
             raise InvalidBody("The request body is empty.")
         return jsontext.loads(data, self.limits.maxJSONDepth)
 
-    # Versions, home, ping, health.
+    # Versions, home, ping, health, ring.
 
     @app.route("/", methods=["GET"])
     def versions(self, request: Any) -> bytes:
@@ -278,6 +278,15 @@ class MarconiAPI:
         healthy, doc = await self.healthCheck.report()
         request.setResponseCode(200 if healthy else 503)
         return _send(request, render.document(doc))
+
+    @app.route("/<version:version>/ring", methods=["GET"])
+    def ring(self, request: Any, version: str) -> bytes:
+        """
+        The ring clients route by; no project or token is needed (it names
+        nodes and URLs, no tenant's data).
+        """
+        _negotiate(request)
+        return _send(request, render.document(self.router.publishedRing()))
 
     # Queues.
 

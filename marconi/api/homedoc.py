@@ -103,5 +103,6 @@ def home(version: str) -> bytes:
         ),
         "rel/ping": _resource(base + "/ping", {}, ["GET"], formats=False),
         "rel/health": _resource(base + "/health", {}, ["GET"]),
+        "rel/ring": _resource(base + "/ring", {}, ["GET"]),
     }
     return document({"resources": resources})

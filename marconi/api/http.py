@@ -6,7 +6,7 @@ every request and writes one access log event for it.
 """
 
 import json
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 from urllib.parse import unquote_to_bytes
 from uuid import uuid4
 
@@ -28,6 +28,9 @@ _log = Logger()
 #: C{marconi.access}.  It never holds bodies, headers or query strings (which
 #: may carry claim ids and signatures).
 accessLog = Logger(namespace="marconi.access")
+#: The header of every answer of a cluster node: the version of its ring,
+#: so that a ring-aware client sees when the ring it routes by is stale.
+RING_VERSION_HEADER = b"x-marconi-ring-version"
 ACCESS_FORMAT = (
     "{method} {path} {status} {duration:.6f}s {size}B "
     "project={project} request_id={request_id} route={route}"
@@ -194,6 +197,9 @@ class LimitedRequest(server.Request):
             self.requestHeaders.setRawHeaders(b"content-type", self._contentType)
         self.requestId = "req-" + uuid4().hex
         self.setHeader(b"x-openstack-request-id", self.requestId.encode())
+        ringVersion = self.channel.site.ringVersion
+        if ringVersion is not None:
+            self.setHeader(RING_VERSION_HEADER, ringVersion().encode("ascii"))
         problem = _targetProblem(self.uri, self.path)
         if problem is not None:
             body = json.dumps({"title": "Invalid request", "description": problem})
@@ -353,6 +359,8 @@ class MarconiSite(server.Site):
         end of its headers (see L{MarconiChannel}).
     @param bodyTimeout: seconds from the end of a request's headers to the
         end of its body.
+    @param ringVersion: in a cluster, returns the version of the node's
+        ring, sent on every answer as C{X-Marconi-Ring-Version}.
     """
 
     # A plain HTTP/1.1 channel, where twisted.web's factory would build one
@@ -372,6 +380,7 @@ class MarconiSite(server.Site):
         extraResources: Optional[Mapping[bytes, Any]] = None,
         headerTimeout: float = 10,
         bodyTimeout: float = 60,
+        ringVersion: Optional[Callable[[], str]] = None,
     ):
         super().__init__(resource, reactor=reactor, timeout=timeout)
         self.maxRequestBody = maxRequestBody
@@ -380,6 +389,7 @@ class MarconiSite(server.Site):
         self.monitor = NullMonitor() if monitor is None else monitor
         self.accessLog = accessLog
         self.extraResources = dict(extraResources or {})
+        self.ringVersion = ringVersion
 
     def getResourceFor(self, request: Any) -> Any:
         if self.extraResources:

@@ -185,6 +185,22 @@ def _components(limits: Limits) -> dict:
                 operation_status={"type": "object"},
                 error=_STRING,
             ),
+            "Ring": _object(
+                ["scheme", "version", "nodes"],
+                scheme={"type": "string", "nullable": True},
+                parameters={"type": "object"},
+                key=_STRING,
+                version={"type": "string", "nullable": True},
+                node=_STRING,
+                nodes=_array(
+                    _object(
+                        ["name", "weight", "url"],
+                        name=_STRING,
+                        weight=_bounded(1, 1000),
+                        url={"type": "string", "nullable": True},
+                    )
+                ),
+            ),
             "Versions": _object(["versions"], versions={"type": "array"}),
         }
     }
@@ -476,6 +492,15 @@ def document(limits: Optional[Limits] = None) -> dict:
                     "200": _json("Health", "Healthy."),
                     "503": _json("Health", "Storage unreachable."),
                 },
+            ),
+        },
+        "/{version}/ring": {
+            "parameters": [version],
+            "get": _operation(
+                "The cluster's ring, for clients that send each queue's "
+                "requests to its owner; a node on its own answers a null "
+                "scheme and version and no nodes.",
+                {"200": _json("Ring", "The ring.")},
             ),
         },
         OPENAPI_PATH: {

@@ -12,6 +12,17 @@ Every call is a coroutine (use L{Deferred.fromCoroutine} to get a Deferred).
 The reactor, the clock (for timeouts and retry delays) and the HTTP client
 can be injected; by default the client makes one persistent
 L{HTTPConnectionPool} of its own, which L{Client.close} closes.
+
+Ring-aware routing: when the server is a node of a cluster, the client
+fetches the ring it publishes (C{GET /v2/ring}) before its first request
+for a queue, and sends each queue's requests straight to the node that
+owns it.  Every answer of a cluster node carries the version of its ring
+(C{X-Marconi-Ring-Version}); an answer with another version than the
+client's makes it fetch the ring again before its next request.  A request
+to an owner that cannot be connected to is sent to the entry URL instead
+(which forwards it), and the ring is fetched again.  Calls that span the
+project (listing queues, health) go to the entry URL.  C{ringAware=False}
+sends everything to the entry URL.
 """
 
 import json
@@ -26,11 +37,11 @@ from typing import (
     Sequence,
     TypeVar,
 )
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import treq
 from twisted.internet import error as ierror
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.web.client import (
@@ -43,6 +54,7 @@ from twisted.web.client import (
 
 from marconi.client.errors import (
     BadResponse,
+    ConnectionFailed,
     RequestTimedOut,
     ServiceUnavailable,
     TransportError,
@@ -56,6 +68,7 @@ from marconi.client.models import (
     Page,
     Queue,
     QueueStats,
+    RingInfo,
     compactJSON,
     nextLink,
 )
@@ -66,6 +79,8 @@ T = TypeVar("T")
 
 PATCH_MEDIA_TYPE = "application/openstack-messaging-v2.0-json-patch"
 USER_AGENT = "marconi-client/0.1"
+#: The header with which a cluster node states the version of its ring.
+RING_VERSION_HEADER = "X-Marconi-Ring-Version"
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _TRANSPORT = (
     ierror.ConnectError,
@@ -140,6 +155,9 @@ class Client:
     @param timeout: seconds a whole exchange (headers and body) may take.
     @param retry: the L{Backoff} for idempotent requests answered 503.
     @param maxResponseSize: bytes of response body read at most.
+    @param ringAware: send each queue's requests to the node that owns it,
+        by the ring the server publishes (see the module's description);
+        when false, every request goes to C{url}.
     """
 
     def __init__(
@@ -156,6 +174,7 @@ class Client:
         retry: Backoff = Backoff(),
         maxResponseSize: int = 8 * 1024 * 1024,
         version: str = "v2",
+        ringAware: bool = True,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
@@ -167,6 +186,11 @@ class Client:
         self.retry = retry
         self.maxResponseSize = maxResponseSize
         self.version = version
+        self.ringAware = ringAware
+        #: The ring the client routes by: L{None} until it is fetched, and
+        #: again when it is stale.
+        self.routes: Optional[RingInfo] = None
+        self._ringLock = DeferredLock()
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor
         self._pool: Optional[HTTPConnectionPool] = None
@@ -188,7 +212,52 @@ class Client:
 
     def _path(self, *segments: str) -> str:
         quoted = "/".join(quote(s, safe="") for s in segments)
-        return f"{self.url}/{self.version}/{quoted}"
+        return f"/{self.version}/{quoted}"
+
+    async def _baseFor(self, queue: Optional[str]) -> str:
+        """
+        The base URL to send a request for C{queue} to: its owner's, by the
+        ring, when the client routes by one; else the entry URL.
+        """
+        if queue is None or not self.ringAware or self.project is None:
+            return self.url
+        if self.routes is None:
+            await self._ringLock.run(
+                lambda: Deferred.fromCoroutine(self._fetchRoutes())
+            )
+        routes = self.routes
+        owner = None if routes is None else routes.owner(self.project, queue)
+        if owner is None or owner.url is None:
+            return self.url
+        return owner.url
+
+    async def _fetchRoutes(self) -> None:
+        """
+        Fetch the ring unless another call just did.  A server that
+        publishes no ring, or a bad one, is taken as one with no ring
+        (until an answer names a ring version).  When the entry URL cannot
+        be reached, neither can the request: its L{TransportError} is
+        raised.
+        """
+        if self.routes is not None:
+            return
+        url = f"{self.url}/{self.version}/ring"
+        try:
+            answer = await self._once("GET", url, None, None, self._headers(None))
+            if answer.code != 200:
+                raise BadResponse(f"status {answer.code}")
+            self.routes = RingInfo.fromJSON(answer.json())
+        except BadResponse:
+            self.routes = RingInfo(None, None, (), {})
+
+    def _noteRing(self, answer: "_Answer") -> None:
+        """
+        Forget the ring when an answer names another version of it.
+        """
+        version = answer.header(RING_VERSION_HEADER)
+        routes = self.routes
+        if version is not None and routes is not None and routes.version != version:
+            self.routes = None
 
     def _headers(self, contentType: Optional[str]) -> dict:
         headers = {
@@ -246,13 +315,15 @@ class Client:
         exchange.addTimeout(self.timeout, self._clock, onTimeoutCancel=timedOut)
         try:
             return await exchange
+        except ierror.ConnectError as e:
+            raise ConnectionFailed(f"cannot reach {_base(url)}: {_reason(e)}") from None
         except _TRANSPORT as e:
-            raise TransportError(f"cannot reach {self.url}: {_reason(e)}") from None
+            raise TransportError(f"cannot reach {_base(url)}: {_reason(e)}") from None
 
     async def _request(
         self,
         method: str,
-        url: str,
+        path: str,
         *,
         params: Any = None,
         body: Any = None,
@@ -261,8 +332,10 @@ class Client:
         idempotent: Optional[bool] = None,
     ) -> _Answer:
         """
-        Send a request, retrying a 503 if the request is idempotent, and
-        raise the L{APIError} of any error answer not in C{accept}.
+        Send a request for C{path} (from the server's root, as in the
+        C{next} links) -- to the owner of the queue when the path is one
+        queue's -- retrying a 503 if the request is idempotent, and raise
+        the L{APIError} of any error answer not in C{accept}.
         """
         data = None
         if body is not None:
@@ -271,9 +344,24 @@ class Client:
         if idempotent is None:
             idempotent = method in _IDEMPOTENT
         policy = self.retry if idempotent else NO_RETRY
+        queue = _queueOf(path)
         attempt = 0
         while True:
-            answer = await self._once(method, url, params, data, headers)
+            base = await self._baseFor(queue)
+            try:
+                answer = await self._once(
+                    method, _join(base, path), params, data, headers
+                )
+            except ConnectionFailed:
+                if base == self.url:
+                    raise
+                # The owner is out of reach: the entry node forwards.
+                self.routes = None
+                answer = await self._once(
+                    method, _join(self.url, path), params, data, headers
+                )
+            if self.ringAware:
+                self._noteRing(answer)
             if answer.code < 400 or answer.code in accept:
                 return answer
             error = _error(answer)
@@ -292,7 +380,7 @@ class Client:
                 yield item
             if page.next is None or not page.items:
                 return
-            answer = await self._request("GET", urljoin(self.url + "/", page.next))
+            answer = await self._request("GET", page.next)
             page = parse(answer.json())
 
     # Health.
@@ -302,7 +390,7 @@ class Client:
         Whether the node is up and its storage reachable.
         """
         answer = await self._request(
-            "GET", f"{self.url}/{self.version}/ping", accept=(503,), idempotent=False
+            "GET", f"/{self.version}/ping", accept=(503,), idempotent=False
         )
         return answer.code == 204
 
@@ -312,9 +400,21 @@ class Client:
         returned, not raised.
         """
         answer = await self._request(
-            "GET", f"{self.url}/{self.version}/health", accept=(503,), idempotent=False
+            "GET", f"/{self.version}/health", accept=(503,), idempotent=False
         )
         return Health.fromJSON(answer.json())
+
+    async def ring(self) -> RingInfo:
+        """
+        The ring the server publishes (fetched now): its version, scheme
+        and nodes; a node on its own publishes none (version L{None}).  A
+        ring-aware client routes by it from now on.
+        """
+        answer = await self._request("GET", f"/{self.version}/ring")
+        info = RingInfo.fromJSON(answer.json())
+        if self.ringAware:
+            self.routes = info
+        return info
 
     # Queues.
 
@@ -687,6 +787,30 @@ class Client:
                     await deferLater(self._clock, interval, lambda: None)
 
         return iterate()
+
+
+def _queueOf(path: str) -> Optional[str]:
+    """
+    The queue a request path is about (C{/v2/queues/NAME...}), if any.
+    """
+    parts = urlsplit(path).path.split("/")
+    if len(parts) >= 4 and parts[0] == "" and parts[2] == "queues" and parts[3]:
+        return unquote(parts[3])
+    return None
+
+
+def _join(base: str, path: str) -> str:
+    """
+    The URL of C{path} (from the server's root) on the server at C{base}.
+    """
+    if path.startswith("/"):
+        return base + path
+    return urljoin(base + "/", path)
+
+
+def _base(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _reason(e: BaseException) -> str:

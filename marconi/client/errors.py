@@ -24,6 +24,12 @@ class TransportError(ClientError):
     """
 
 
+class ConnectionFailed(TransportError):
+    """
+    No connection could be made to the server: the request was not sent.
+    """
+
+
 class RequestTimedOut(TransportError):
     """
     The server did not answer (headers and body) within the timeout.

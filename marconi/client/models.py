@@ -8,6 +8,7 @@ prints have a C{toJSON} method that gives the document back, with the API's
 names.
 """
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, Optional, Sequence, TypeVar
@@ -303,6 +304,7 @@ class Health:
     storageReachable: bool
     operations: dict = field(default_factory=dict)
     error: Optional[str] = None
+    cluster: Optional[dict] = None
 
     @property
     def ok(self) -> bool:
@@ -314,7 +316,23 @@ class Health:
             storageReachable=_get(doc, "storage_reachable", bool),
             operations=_get(doc, "operation_status", dict, optional=True) or {},
             error=_get(doc, "error", str, optional=True),
+            cluster=_get(doc, "cluster", dict, optional=True),
         )
+
+    def nodeStates(self) -> dict:
+        """
+        In a cluster, each node's state as the answering node sees it
+        (C{self}, C{up}, C{suspect}, C{down}...), by name; empty for a node
+        on its own.
+        """
+        nodes = (self.cluster or {}).get("nodes")
+        if not isinstance(nodes, list):
+            return {}
+        return {
+            n["name"]: n.get("state")
+            for n in nodes
+            if isinstance(n, dict) and isinstance(n.get("name"), str)
+        }
 
     def toJSON(self) -> dict:
         doc: dict = {
@@ -323,4 +341,100 @@ class Health:
         }
         if self.error is not None:
             doc["error"] = self.error
+        if self.cluster is not None:
+            doc["cluster"] = self.cluster
         return doc
+
+
+@dataclass(frozen=True)
+class RingNode:
+    """
+    A node of a published ring: its name, its weight, and the base URL
+    clients reach it at (L{None} when clients cannot reach it directly).
+    """
+
+    name: str
+    weight: int
+    url: Optional[str]
+
+
+@dataclass(frozen=True)
+class RingInfo:
+    """
+    The ring a server publishes (C{GET /v2/ring}): which node owns which
+    queue.  A node on its own publishes no ring (C{version} L{None}):
+    everything goes to the URL the client was given.
+
+    @ivar document: the document as sent, from which the ring is rebuilt
+        exactly as the servers build it.
+    @ivar node: the name of the node that answered, in a cluster.
+    """
+
+    version: Optional[str]
+    scheme: Optional[str]
+    nodes: tuple
+    document: dict = field(repr=False, compare=False)
+    node: Optional[str] = None
+
+    @classmethod
+    def fromJSON(cls, doc: Any) -> "RingInfo":
+        version = _get(doc, "version", str, optional=True)
+        nodes = []
+        for entry in _get(doc, "nodes", list):
+            url = _get(entry, "url", str, optional=True)
+            nodes.append(
+                RingNode(
+                    _get(entry, "name", str),
+                    _get(entry, "weight", int, optional=True) or 1,
+                    url.rstrip("/") if url else None,
+                )
+            )
+        info = cls(
+            version=version,
+            scheme=_get(doc, "scheme", str, optional=True),
+            nodes=tuple(nodes),
+            document=doc,
+            node=_get(doc, "node", str, optional=True),
+        )
+        if version is not None:
+            info.ring  # noqa: B018 -- checks the description now
+        return info
+
+    @functools.cached_property
+    def ring(self) -> Any:
+        """
+        The L{marconi.cluster.ring.Ring} described, or L{None} when there
+        is none.
+
+        @raise BadResponse: the description does not build the ring it
+            names.
+        """
+        if self.version is None:
+            return None
+        from marconi.cluster.ring import Ring
+
+        try:
+            return Ring.fromDescription(self.document)
+        except ValueError as e:
+            raise BadResponse(f"the server's ring is not usable: {e}") from None
+
+    def owner(self, project: str, queue: str) -> Optional[RingNode]:
+        """
+        The node that owns the queue, or L{None} without a ring.
+        """
+        if self.ring is None:
+            return None
+        from marconi.cluster.ring import key
+
+        name = self.ring.owner(key(project, queue))
+        return next(n for n in self.nodes if n.name == name)
+
+    def shares(self) -> dict:
+        """
+        The fraction of the queues each node owns, by name (computed from
+        the ring, exactly); empty without a ring.
+        """
+        return {} if self.ring is None else self.ring.shares()
+
+    def toJSON(self) -> dict:
+        return dict(self.document)

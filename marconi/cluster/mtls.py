@@ -49,6 +49,9 @@ class _Delegating:
     def health(self) -> dict:
         return self.router.health()
 
+    def publishedRing(self) -> dict:
+        return self.router.publishedRing()
+
 
 def _carriesForwarding(request: Any) -> bool:
     return any(

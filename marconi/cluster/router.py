@@ -368,6 +368,17 @@ class ClusterRouter(MultiService):
             raise NodeUnavailable(node, "answered a queue listing badly") from None
         return queues, count
 
+    def publishedRing(self) -> dict:
+        """
+        L{IRouter.publishedRing}: the ring's description, each node with the URL
+        clients reach it at.
+        """
+        urls = {p.name: p.clientURL for p in self.config.nodes}
+        doc = self.ring.describe()
+        doc["node"] = self.config.nodeName
+        doc["nodes"] = [dict(n, url=urls[n["name"]]) for n in doc["nodes"]]
+        return doc
+
     def health(self) -> dict:
         shares = self.ring.shares()
         nodes = []

@@ -4,9 +4,10 @@ form the cluster, the shared secret, and the timing of probes and
 forwarding.
 
 The settings come from C{--node-name}, C{--cluster-node NAME=URL} or
-C{--cluster-node 'NAME=URL weight=W'} (repeatable), C{--cluster-store
-NAME=URI} (repeatable: the store a node keeps its queues in, so that the
-others can serve them while it is down), C{--cluster-ring SCHEME}
+C{--cluster-node 'NAME=URL weight=W public=URL'} (repeatable, the words after
+the URL optional, in any order), C{--cluster-store NAME=URI} (repeatable:
+the store a node keeps its queues in, so that the others can serve them
+while it is down), C{--cluster-ring SCHEME}
 and C{--cluster-secret-file PATH}, or from the C{[cluster]}
 section of the configuration file; L{build} checks them all and returns one
 immutable L{ClusterConfig}.
@@ -22,6 +23,7 @@ from marconi.core.text import snakeToCamel
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _WEIGHT = re.compile(r"^weight=([0-9]{1,4})$")
+_WORDS = ("weight", "public")
 MIN_SECRET_BYTES = 16
 
 #: The settings of the C{[cluster]} section that tune timing and bounds, with
@@ -49,13 +51,27 @@ class ClusterConfigError(ValueError):
 class Peer:
     """
     A node of the cluster: its name (its identity on the ring), the base
-    URL other nodes reach it at, and its weight on the ring (a node of
-    weight 2 owns twice the share of a node of weight 1).
+    URL other nodes reach it at, its weight on the ring (a node of
+    weight 2 owns twice the share of a node of weight 1), and the base URL
+    clients reach it at when that is not C{url} (C{public=URL}).
     """
 
     name: str
     url: str
     weight: int = 1
+    public: Optional[str] = None
+
+    @property
+    def clientURL(self) -> Optional[str]:
+        """
+        The base URL the ring publishes for clients: C{public} when given,
+        else C{url} if it is a plain C{http://} URL.  An C{https://} node
+        URL is the node's cluster listener (mutual TLS), which clients
+        cannot use, so without C{public} there is none (L{None}).
+        """
+        if self.public is not None:
+            return self.public
+        return self.url if self.url.startswith("http://") else None
 
 
 @dataclass(frozen=True)
@@ -125,29 +141,52 @@ class ClusterConfig:
 
 def parseNode(text: str) -> Peer:
     """
-    Parse C{NAME=URL}, optionally followed by a space and C{weight=W}, an
-    integer from 1 to 1000 (1 when not given).
+    Parse C{NAME=URL}, optionally followed (after spaces, in any order) by
+    C{weight=W}, an integer from 1 to 1000 (1 when not given), and
+    C{public=URL}, the base URL clients reach the node at.
 
-    @raise ClusterConfigError: if the name, the URL or the weight is not
-        acceptable.
+    @raise ClusterConfigError: if the name, a URL, the weight or a word is
+        not acceptable.
     """
     name, sep, rest = text.strip().partition("=")
     name, words = name.strip(), rest.split()
-    if not sep or not name or len(words) not in (1, 2):
+    if not sep or not name or not 1 <= len(words) <= 1 + len(_WORDS):
         raise ClusterConfigError(
-            f"cluster node {text!r} is not NAME=URL or 'NAME=URL weight=W'"
-        )
-    url = words[0]
-    weight = _WEIGHT.fullmatch(words[-1]) if len(words) == 2 else None
-    if len(words) == 2 and (not weight or not 1 <= int(weight.group(1)) <= 1000):
-        raise ClusterConfigError(
-            f"cluster node {name}: {words[-1]!r} is not weight=W with W "
-            "an integer from 1 to 1000"
+            f"cluster node {text!r} is not NAME=URL or 'NAME=URL weight=W public=URL'"
         )
     if not _NAME.fullmatch(name):
         raise ClusterConfigError(
             f"cluster node name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-'"
         )
+    options: dict = {}
+    for word in words[1:]:
+        option, _, value = word.partition("=")
+        if option not in _WORDS or option in options:
+            raise ClusterConfigError(
+                f"cluster node {name}: {word!r} is not weight=W or public=URL "
+                "(each at most once)"
+            )
+        options[option] = value
+    weight = 1
+    if "weight" in options:
+        found = _WEIGHT.fullmatch("weight=" + options["weight"])
+        if not found or not 1 <= int(found.group(1)) <= 1000:
+            raise ClusterConfigError(
+                f"cluster node {name}: 'weight={options['weight']}' is not "
+                "weight=W with W an integer from 1 to 1000"
+            )
+        weight = int(found.group(1))
+    public = None
+    if "public" in options:
+        public = _baseURL(name, options["public"], "public=")
+    return Peer(name, _baseURL(name, words[0]), weight, public)
+
+
+def _baseURL(name: str, url: str, word: str = "") -> str:
+    """
+    Check a node's base URL (C{http://} or C{https://}, a host, an
+    optional port, no path) and return it without a trailing C{/}.
+    """
     parts = urlsplit(url)
     if (
         parts.scheme not in ("http", "https")
@@ -159,14 +198,17 @@ def parseNode(text: str) -> Peer:
         or parts.password
     ):
         raise ClusterConfigError(
-            f"cluster node {name}: {url!r} is not a base URL like http://10.0.0.1:8888"
+            f"cluster node {name}: {word}{url!r} is not a base URL like "
+            "http://10.0.0.1:8888"
         )
     try:
         if parts.port == 0:
             raise ValueError
     except ValueError:
-        raise ClusterConfigError(f"cluster node {name}: bad port in {url!r}") from None
-    return Peer(name, url.rstrip("/"), int(weight.group(1)) if weight else 1)
+        raise ClusterConfigError(
+            f"cluster node {name}: bad port in {word}{url!r}"
+        ) from None
+    return url.rstrip("/")
 
 
 def parseStore(text: str) -> tuple:
@@ -227,7 +269,7 @@ def build(
     L{None} when no cluster node is given (a node on its own).
 
     @param nodes: C{NAME=URL} texts, each optionally followed by
-        C{weight=W}.
+        C{weight=W} and C{public=URL}.
     @param tunables: raw values of L{TUNABLES} settings, and of C{ring}
         (the ring's scheme), by their name.
     @param stores: C{NAME=URI} texts, one per node whose store the others

@@ -455,6 +455,18 @@ class IRouter(Interface):
             answered with a body over the bound.
         """
 
+    def publishedRing():
+        """
+        The ring clients route by (C{GET /v2/ring}): the ring's description
+        (C{scheme}, C{parameters}, C{key}, C{version}) with, for each node,
+        its C{name}, C{weight} and client-facing C{url} (L{None} when
+        clients cannot reach it directly).  A node on its own answers
+        C{{"scheme": None, "version": None, "nodes": []}}: everything is
+        served where the request arrives.
+
+        @return: a JSON-able L{dict}.
+        """
+
     def listQueues(project, marker, limit, detailed, withCount, local):
         """
         A page of the project's queues, gathered from every node.

@@ -26,6 +26,12 @@ class LocalRouter:
     def forward(self, request: Any, project: str, owner: str) -> Deferred:
         raise AssertionError(f"a node on its own has no owner {owner!r} to ask")
 
+    def publishedRing(self) -> dict:
+        """
+        No ring: every request is served here.
+        """
+        return {"scheme": None, "version": None, "nodes": []}
+
     def listQueues(self, project, marker, limit, detailed, withCount, local):
         """
         This node's own page: what C{local} finds.

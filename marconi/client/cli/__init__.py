@@ -8,6 +8,7 @@ The C{marconi} command: a shell client of a Marconi server.
     marconi consume QUEUE -- CMD ...
     marconi tail QUEUE
     marconi health
+    marconi ring
 
 The server, project, token and client id come from C{--url}, C{--project},
 C{--token} and C{--client-id}, or from C{MARCONI_URL}, C{MARCONI_PROJECT},
@@ -130,6 +131,7 @@ def _blockingClient(args: argparse.Namespace) -> Any:
         token=args.token,
         clientId=args.client_id,
         timeout=args.timeout,
+        ringAware=not args.no_ring,
     )
 
 

@@ -264,3 +264,56 @@ def health(session: Session, args: argparse.Namespace) -> int:
         out.note("marconi: the node is unhealthy")
         return EXIT_ERROR
     return EXIT_OK
+
+
+def ring(session: Session, args: argparse.Namespace) -> int:
+    """
+    The ring as the node at C{--url} publishes it, with each node's share
+    of the queues and its state as that node sees it.
+    """
+    out = session.out
+    info = session.client.ring()
+    if info.version is None:
+        out.result(
+            {"version": None, "scheme": None, "nodes": []},
+            "No ring: a node on its own serves every queue.",
+        )
+        return EXIT_OK
+    states = session.client.health().nodeStates()
+    shares = info.shares()
+    nodes = [
+        {
+            "name": n.name,
+            "url": n.url,
+            "weight": n.weight,
+            "share": round(shares.get(n.name, 0.0), 4),
+            "state": states.get(n.name),
+        }
+        for n in info.nodes
+    ]
+    if out.asJSON:
+        out.document(
+            {
+                "version": info.version,
+                "scheme": info.scheme,
+                "parameters": info.document.get("parameters", {}),
+                "node": info.node,
+                "nodes": nodes,
+            }
+        )
+        return EXIT_OK
+    parameters = ", ".join(
+        f"{k}={v}" for k, v in sorted(info.document.get("parameters", {}).items())
+    )
+    out.text(
+        f"Ring {info.version} ({info.scheme}{', ' + parameters if parameters else ''})"
+        + (f", as node {info.node} sees it" if info.node else "")
+    )
+    out.table(
+        ("NODE", "WEIGHT", "SHARE", "STATE", "URL"),
+        (
+            [n["name"], n["weight"], f"{n['share']:.1%}", n["state"], n["url"]]
+            for n in nodes
+        ),
+    )
+    return EXIT_OK

@@ -48,6 +48,13 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
         help="seconds to wait for each answer (default 30)",
     )
     group.add_argument(
+        "--no-ring",
+        action="store_true",
+        default=default(False),
+        help="send every request to --url, not each queue's to the node "
+        "owning it by the cluster's ring",
+    )
+    group.add_argument(
         "--json",
         action="store_true",
         default=default(False),
@@ -279,6 +286,14 @@ def _watching(subcommands: Any) -> None:
 
     _command(
         subcommands, "health", "check the node's health", commands.health, queue=False
+    )
+    _command(
+        subcommands,
+        "ring",
+        "show the cluster's ring: its version and each node's weight, "
+        "share of the queues, state and URL",
+        commands.ring,
+        queue=False,
     )
 
 
