@@ -32,6 +32,7 @@ from typing import Any, Iterable, Optional, Sequence
 import txredisapi
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
+from twisted.internet import error
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -149,37 +150,83 @@ def _message(row: Sequence[Any]) -> Message:
 
 class _SentinelEndpoint:
     """
-    A client endpoint that asks the Sentinels (txredisapi's L{Sentinel}
-    client) where the primary is before each connection attempt, then
-    connects there.
+    A client endpoint that asks the Sentinels where the primary is before
+    each connection attempt, then connects there.
 
-    txredisapi has an endpoint of this kind, but it is private and tied to
-    its own connection pool; the store keeps its own connections (see
-    L{RedisStore}), so it needs only the discovery.
+    The Sentinels are asked in the order given, each over a connection of
+    its own that lasts one C{SENTINEL GET-MASTER-ADDR-BY-NAME} (with
+    txredisapi's protocol, on the injected reactor); the first answer wins.
+    An answer may name a primary that is down, or one just demoted: the
+    connection then fails, or is dropped after its C{ROLE} check, and the
+    next attempt asks again.
+
+    txredisapi's own L{txredisapi.Sentinel} client is not used: it keeps
+    connections to the Sentinels whose reply parsing and discovery timers
+    run on the global reactor and are left behind when the store stops,
+    and its endpoint of this kind is private and tied to its own pool,
+    while the store keeps its own connections (see L{RedisStore}).
     """
 
-    def __init__(self, reactor: Any, sentinel: Any, master: str) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        sentinels: Sequence[tuple[str, int]],
+        master: str,
+        timeout: float,
+    ) -> None:
         self._reactor = reactor
-        self._sentinel = sentinel
+        self._sentinels = tuple(sentinels)
         self._master = master
+        self._timeout = timeout
         self.current: Optional[tuple[str, int]] = None
 
-    async def _connect(self, factory: Any) -> Any:
+    async def _ask(self, host: str, port: int) -> Optional[tuple[str, int]]:
+        """
+        The primary's address as one Sentinel names it, or L{None}.
+        """
+
+        def build() -> txredisapi.RedisProtocol:
+            p = txredisapi.RedisProtocol(
+                replyTimeout=self._timeout, convertNumbers=False
+            )
+            p.callLater = self._reactor.callLater
+            return p
+
+        endpoint = HostnameEndpoint(self._reactor, host, port, timeout=self._timeout)
         try:
-            host, port = await self._sentinel.discover_master(self._master)
-        except txredisapi.MasterNotFoundError as e:
-            raise errors.StorageUnavailable(str(e)) from None
-        if self.current != (host, port):
+            protocol = await endpoint.connect(Factory.forProtocol(build))
+        except (OSError, error.ConnectError, DeferredTimeoutError):
+            return None
+        try:
+            await protocol.whenConnected()
+            reply = await protocol.sentinel_get_master_addr_by_name(self._master)
+        except (txredisapi.ConnectionError, txredisapi.ResponseError):
+            return None
+        finally:
+            protocol.transport.loseConnection()
+        if not reply or len(reply) != 2:
+            return None
+        return reply[0], int(reply[1])
+
+    async def _connect(self, factory: Any) -> Any:
+        for host, port in self._sentinels:
+            found = await self._ask(host, port)
+            if found is not None:
+                break
+        else:
+            raise errors.StorageUnavailable(
+                f"No Sentinel named the primary {self._master!r}."
+            )
+        if self.current != found:
             log.info(
                 "Sentinel names {host}:{port} as the primary {master}",
-                host=host,
-                port=port,
+                host=found[0],
+                port=found[1],
                 master=self._master,
             )
-            self.current = (host, port)
-        return await HostnameEndpoint(self._reactor, host, port, timeout=5).connect(
-            factory
-        )
+            self.current = found
+        endpoint = HostnameEndpoint(self._reactor, found[0], found[1], timeout=5)
+        return await endpoint.connect(factory)
 
     def connect(self, factory: Any) -> Deferred:
         return Deferred.fromCoroutine(self._connect(factory))
@@ -271,8 +318,8 @@ class RedisStore(StoreEvents, Service):
     @param maxRetryDelay: the longest pause between reconnection attempts.
     @param durability: the default level of L{marconi.core.durability} of
         the changes; a write method's C{durability} keyword overrides it.
-    @param discoveryTimeout: with Sentinel, how long one connection attempt
-        waits for a Sentinel to name a primary that is up.
+    @param discoveryTimeout: with Sentinel, how long connecting to one
+        Sentinel, and its answer, may take.
     """
 
     log = Logger()
@@ -303,7 +350,6 @@ class RedisStore(StoreEvents, Service):
         self._checkWaiters: list[Deferred] = []
         self._durability = parseDurability(durability)
         self._discoveryTimeout = discoveryTimeout
-        self._sentinel: Any = None
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._location.describe()}>"
@@ -313,13 +359,9 @@ class RedisStore(StoreEvents, Service):
     def _endpoint(self) -> Any:
         loc = self._location
         if loc.master is not None:
-            self._sentinel = txredisapi.Sentinel(
-                list(loc.sentinels),
-                replyTimeout=self._discoveryTimeout,
-                connectTimeout=self._discoveryTimeout,
+            return _SentinelEndpoint(
+                self._reactor, loc.sentinels, loc.master, self._discoveryTimeout
             )
-            self._sentinel.discovery_timeout = self._discoveryTimeout
-            return _SentinelEndpoint(self._reactor, self._sentinel, loc.master)
         if loc.path is not None:
             return UNIXClientEndpoint(self._reactor, loc.path, timeout=5)
         return HostnameEndpoint(self._reactor, loc.host, loc.port, timeout=5)
@@ -353,9 +395,6 @@ class RedisStore(StoreEvents, Service):
             d.errback(errors.StorageUnavailable("The store is stopping."))
         self._ready = []
         await gatherResults([s.stopService() for s in services], consumeErrors=True)
-        sentinel, self._sentinel = self._sentinel, None
-        if sentinel is not None:
-            await sentinel.disconnect()
         # txredisapi's protocol hands buffered replies to itself with
         # callLater(0); let those run so nothing of ours is left pending.
         await deferLater(self._reactor, 0, lambda: None)
