@@ -128,14 +128,10 @@ class MongoStoreTests(MongoStoreFixture, TestCase):
         """
         A store with C{replicated} durability writes with C{w=majority}
         (which a server that is not a replica set counts as its own
-        acknowledgement) and one with C{durable} waits for the journal;
-        both store and read messages.
+        acknowledgement), and stores and reads messages.
         """
         base = self.useServer()
-        for durability, wanted in (
-            ("replicated", {"w": "majority"}),
-            ("durable", {"w": 1, "j": True}),
-        ):
+        for durability, wanted in (("replicated", {"w": "majority"}),):
             store = makeStore(base, reactor, durability=durability)
             store.startService()
             self.addCleanup(lambda store=store: store.running and store.stopService())
@@ -306,11 +302,12 @@ class MongoStoreTests(MongoStoreFixture, TestCase):
 
     async def test_writeConcern(self) -> None:
         """
-        The write concern is w=1 by default; w and journal from the URI are
-        used as given, and writes succeed with them.
+        The write concern is w=1 with the journal by default (the
+        C{durable} level); w and journal from the URI are used as given,
+        and writes succeed with them.
         """
         store = await self.startStore(self.useServer())
-        self.assertEqual(store._pool.write_concern.document, {"w": 1})
+        self.assertEqual(store._pool.write_concern.document, {"w": 1, "j": True})
         self.uriOptions = {"ttlIndexes": "false", "w": "majority", "journal": "true"}
         strict = await self.startStore(self.useServer())
         self.assertEqual(
