@@ -315,7 +315,9 @@ class RedisStore(StoreEvents, Service):
         before it fails with L{StorageUnavailable}.
     @param replyTimeout: how long a command may wait for its reply; then
         the connection is dropped and re-established.
-    @param maxRetryDelay: the longest pause between reconnection attempts.
+    @param maxRetryDelay: the longest pause between reconnection attempts;
+        by default 5 s, and 1 s with Sentinel, where each attempt asks the
+        Sentinels anew and a promotion should be followed promptly.
     @param durability: the default level of L{marconi.core.durability} of
         the changes; a write method's C{durability} keyword overrides it.
     @param discoveryTimeout: with Sentinel, how long connecting to one
@@ -330,7 +332,7 @@ class RedisStore(StoreEvents, Service):
         reactor: Any = None,
         connectWait: float = 2.0,
         replyTimeout: float = 10.0,
-        maxRetryDelay: float = 5.0,
+        maxRetryDelay: Optional[float] = None,
         durability: str = DURABLE,
         discoveryTimeout: float = 1.0,
     ) -> None:
@@ -342,6 +344,8 @@ class RedisStore(StoreEvents, Service):
         self._reactor = reactor
         self._connectWait = connectWait
         self._replyTimeout = replyTimeout
+        if maxRetryDelay is None:
+            maxRetryDelay = 1.0 if location.master is not None else 5.0
         self._maxRetryDelay = maxRetryDelay
         self._services: list[ClientService] = []
         self._ready: list[txredisapi.RedisProtocol] = []
