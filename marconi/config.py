@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Mapping, Optional
 
 from marconi.cluster.settings import ClusterConfig, ClusterConfigError
 from marconi.cluster.settings import build as buildCluster
+from marconi.core.durability import DURABLE, parseDurability
 from marconi.core.limits import Limits
 from marconi.core.text import snakeToCamel
 
@@ -24,6 +25,7 @@ class Config:
     """
     @ivar listen: Twisted server endpoint descriptions for the API.
     @ivar storage: the storage URI; its scheme picks the driver.
+    @ivar durability: the default level of L{marconi.core.durability}.
     @ivar auth: the name of the auth driver.
     @ivar authSettings: the C{[auth:NAME]} section of the file.
     @ivar purgeInterval: seconds between purges of expired data.
@@ -37,6 +39,7 @@ class Config:
 
     listen: tuple = (DEFAULT_LISTEN,)
     storage: str = DEFAULT_STORAGE
+    durability: str = DURABLE
     auth: str = "noauth"
     authSettings: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
@@ -63,7 +66,8 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
     which win over the file.
 
     The file's C{[marconi]} section holds C{listen} (one description per
-    line), C{storage}, C{auth} and C{purge_interval}; C{[limits]} holds any
+    line), C{storage}, C{auth} and C{purge_interval}; C{[storage]} holds
+    C{durability} (C{durable} or C{replicated}); C{[limits]} holds any
     field of L{Limits} in snake_case; C{[auth:NAME]} holds the settings of
     auth driver NAME; C{[logging]} and C{[monitoring]} the settings of
     the logging and monitoring drivers (checked by the drivers);
@@ -143,6 +147,17 @@ def _fromParser(
                 raise ConfigError(f"{path}: purge_interval must be a number") from None
             if values["purgeInterval"] <= 0:
                 raise ConfigError(f"{path}: purge_interval must be positive")
+    if parser.has_section("storage"):
+        storage = dict(parser["storage"])
+        unknown = set(storage) - {"durability"}
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown setting(s) in [storage]: {', '.join(sorted(unknown))}"
+            )
+        try:
+            values["durability"] = parseDurability(storage.get("durability", DURABLE))
+        except ValueError as e:
+            raise ConfigError(f"{path}: [storage] {e}") from None
     if parser.has_section("limits"):
         # Compared without case so that acronyms (min_claim_ttl,
         # max_json_depth) find minClaimTTL and maxJSONDepth.

@@ -121,7 +121,9 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     cluster) the router with its health probes, then the listeners.
     """
     node = MultiService()
-    store = storageDriverFor(config.storage).makeStore(config.storage, reactor)
+    store = storageDriverFor(config.storage).makeStore(
+        config.storage, reactor, config.durability
+    )
     store.setServiceParent(node)
     monitor = observability.makeMonitor(config, reactor)
     if IService.providedBy(monitor):

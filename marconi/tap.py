@@ -173,7 +173,7 @@ class Options(usage.Options):
                     f"{loaded.clusterTLS.listen!r}: {e}"
                 ) from None
         try:
-            kernel.storageDriverFor(loaded.storage)
+            kernel.storageDriverFor(loaded.storage).checkDurability(loaded.durability)
         except ValueError as e:
             raise usage.UsageError(f"--storage {loaded.storage}: {e}") from None
         try:

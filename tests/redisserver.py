@@ -5,7 +5,8 @@ socket), with its data and append-only file in a temporary directory.
 L{sharedServer} gives one server per test run (module-level, started on
 first use) that tests empty with L{RedisServer.flush}; tests that stop or
 reconfigure a server make their own L{RedisServer} and register its
-L{RedisServer.stop} as a cleanup.  A server dies with the test process even
+L{RedisServer.stop} as a cleanup.  L{SentinelGroup} runs a primary, its
+replicas and three Sentinels watching them, for failover tests.  A server dies with the test process even
 when that process is killed (the child asks Linux to send it SIGTERM when
 its parent goes away), and is stopped at interpreter exit otherwise.
 
@@ -111,6 +112,7 @@ class RedisServer:
         appendonly: bool = True,
         appendfsync: str = "everysec",
         extraArgs: tuple[str, ...] = (),
+        replicaOf: Optional[int] = None,
     ) -> None:
         path = findServer()
         if path is None:
@@ -119,6 +121,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.extraArgs = extraArgs
+        self.replicaOf = replicaOf
         self.directory = tempfile.mkdtemp(prefix="marconi-redis-")
         self.socketPath = os.path.join(self.directory, "redis.sock")
         self.port = freePort()
@@ -134,14 +137,12 @@ class RedisServer:
     def unixURI(self, db: int = 0) -> str:
         return f"redis+unix://{self.socketPath}?db={db}"
 
-    def start(self) -> "RedisServer":
+    def arguments(self) -> list[str]:
         """
-        Start the server (again, over the same files) and wait until it
-        answers PING.
+        The command line of the server.
         """
-        if self.process is not None and self.process.poll() is None:
-            return self
-        args = [
+        replica = ["--replicaof", "127.0.0.1", str(self.replicaOf)]
+        return [
             self.executable,
             "--bind",
             "127.0.0.1",
@@ -165,10 +166,19 @@ class RedisServer:
             os.path.join(self.directory, "redis.log"),
             "--protected-mode",
             "yes",
+            *(replica if self.replicaOf is not None else []),
             *self.extraArgs,
         ]
+
+    def start(self) -> "RedisServer":
+        """
+        Start the server (again, over the same files) and wait until it
+        answers PING.
+        """
+        if self.process is not None and self.process.poll() is None:
+            return self
         self.process = subprocess.Popen(
-            args,
+            self.arguments(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -243,3 +253,127 @@ def sharedServer() -> RedisServer:
         atexit.register(server.stop)
         _shared = server
     return _shared.start()
+
+
+def info(address: object, section: str) -> str:
+    """
+    The text of C{INFO section} of a server (or Sentinel).
+    """
+    reply = command(address, "INFO", section)
+    header, _, body = reply.partition(b"\r\n")
+    length = int(header[1:])
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    if len(body) < length:
+        # command() stops at the first CRLF; ask again and read it all.
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(2.0)
+            s.connect(address)
+            s.sendall(b"INFO %s\r\n" % section.encode())
+            data = b""
+            while len(data) < len(header) + 2 + length:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            body = data.partition(b"\r\n")[2]
+    return body[:length].decode("utf-8")
+
+
+class SentinelServer(RedisServer):
+    """
+    A C{redis-server --sentinel} watching one primary, with short delays
+    so that a failover takes a few seconds.
+    """
+
+    def __init__(self, master: str, primaryPort: int, quorum: int = 2) -> None:
+        super().__init__()
+        self.config = os.path.join(self.directory, "sentinel.conf")
+        with open(self.config, "w", encoding="utf-8") as f:
+            f.write(
+                f"port {self.port}\n"
+                "bind 127.0.0.1\n"
+                f"dir {self.directory}\n"
+                f"logfile {os.path.join(self.directory, 'sentinel.log')}\n"
+                f"sentinel monitor {master} 127.0.0.1 {primaryPort} {quorum}\n"
+                f"sentinel down-after-milliseconds {master} 1000\n"
+                f"sentinel failover-timeout {master} 4000\n"
+                f"sentinel parallel-syncs {master} 2\n"
+            )
+
+    def arguments(self) -> list[str]:
+        return [self.executable, self.config, "--sentinel"]
+
+
+class SentinelGroup:
+    """
+    A primary (append-only file, fsync every second), C{replicas} replicas
+    and three Sentinels with a quorum of two, on free loopback ports.
+    """
+
+    MASTER = "marconi"
+
+    def __init__(self, replicas: int = 2) -> None:
+        self.primary = RedisServer()
+        self.replicas = [
+            RedisServer(replicaOf=self.primary.port) for _ in range(replicas)
+        ]
+        self.sentinels = [
+            SentinelServer(self.MASTER, self.primary.port) for _ in range(3)
+        ]
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.primary, *self.replicas]
+
+    def uri(self, db: int = 0, query: str = "") -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.MASTER}/{db}{query}"
+
+    def start(self) -> "SentinelGroup":
+        """
+        Start every process and wait until the replicas are in sync and
+        every Sentinel knows the replicas and the other Sentinels (only
+        then can they agree on a failover).
+        """
+        for server in [*self.servers, *self.sentinels]:
+            server.start()
+        want = f"slaves={len(self.replicas)},sentinels={len(self.sentinels)}"
+        self._until(
+            lambda: (
+                all(want in info(s.address, "sentinel") for s in self.sentinels)
+                and info(self.primary.address, "replication").count("state=online")
+                == len(self.replicas)
+            ),
+            "the Sentinels and replicas to see each other",
+        )
+        return self
+
+    def primaryPort(self) -> Optional[int]:
+        """
+        The port of the primary as the first Sentinel that answers names it.
+        """
+        for sentinel in self.sentinels:
+            try:
+                text = info(sentinel.address, "sentinel")
+            except OSError:
+                continue
+            for part in text.split(","):
+                if part.startswith("address="):
+                    return int(part.rsplit(":", 1)[1])
+        return None
+
+    def _until(self, condition, what: str, wait: float = 30.0) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                if condition():
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.servers]:
+            server.stop()

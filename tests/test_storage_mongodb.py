@@ -124,6 +124,41 @@ class MongoStoreTests(MongoStoreFixture, TestCase):
         stats = await stores[0].queueStats("p", "q", T0 + 1)
         self.assertEqual(stats.total, 0)
 
+    async def test_durabilityWriteConcern(self) -> None:
+        """
+        A store with C{replicated} durability writes with C{w=majority}
+        (which a server that is not a replica set counts as its own
+        acknowledgement), and stores and reads messages.
+        """
+        base = self.useServer()
+        for durability, wanted in (("replicated", {"w": "majority"}),):
+            store = makeStore(base, reactor, durability=durability)
+            store.startService()
+            self.addCleanup(lambda store=store: store.running and store.stopService())
+            await store.ready()
+            self.assertEqual(store._pool.write_concern.document, wanted)
+            queue = "q" + durability
+            await store.createQueue("p", queue, {}, T0)
+            ids = await store.postMessages("p", queue, [msg()], "c", T0)
+            found = await store.getMessages("p", queue, ids, T0)
+            self.assertEqual([m.id for m in found], ids)
+
+    def test_writeConcernFromURI(self) -> None:
+        """
+        The URI's write concern is kept where it is at least as strong as
+        the level: an explicit C{w} above 1 or C{journal=false} stays.
+        """
+        from marconi.storage.mongodb.store import writeConcern
+
+        for uri, durability, wanted in (
+            ("mongodb://h/d", "durable", {"w": 1, "j": True}),
+            ("mongodb://h/d?journal=false", "durable", {"w": 1, "j": False}),
+            ("mongodb://h/d", "replicated", {"w": "majority"}),
+            ("mongodb://h/d?w=3&wtimeoutMS=50", "replicated", {"w": 3, "wtimeout": 50}),
+            ("mongodb://h/d?w=1", "replicated", {"w": "majority"}),
+        ):
+            self.assertEqual(writeConcern(parseURI(uri), durability), wanted, uri)
+
     async def test_indexes(self) -> None:
         """
         The store creates at start an index for every query it makes: queue
@@ -267,11 +302,12 @@ class MongoStoreTests(MongoStoreFixture, TestCase):
 
     async def test_writeConcern(self) -> None:
         """
-        The write concern is w=1 by default; w and journal from the URI are
-        used as given, and writes succeed with them.
+        The write concern is w=1 with the journal by default (the
+        C{durable} level); w and journal from the URI are used as given,
+        and writes succeed with them.
         """
         store = await self.startStore(self.useServer())
-        self.assertEqual(store._pool.write_concern.document, {"w": 1})
+        self.assertEqual(store._pool.write_concern.document, {"w": 1, "j": True})
         self.uriOptions = {"ttlIndexes": "false", "w": "majority", "journal": "true"}
         strict = await self.startStore(self.useServer())
         self.assertEqual(

@@ -705,7 +705,7 @@ class PluginTests(SynchronousTestCase):
 
     def test_found(self) -> None:
         """
-        L{getPlugins} finds one Redis driver serving both schemes.
+        L{getPlugins} finds one Redis driver serving its three schemes.
         """
         found = [
             p
@@ -713,7 +713,7 @@ class PluginTests(SynchronousTestCase):
             if p.name == "redis"
         ]
         self.assertEqual(len(found), 1)
-        self.assertEqual(found[0].schemes, ("redis", "redis+unix"))
+        self.assertEqual(found[0].schemes, ("redis", "redis+unix", "redis+sentinel"))
         self.assertTrue(verifyObject(IStorageDriverPlugin, found[0]))
 
     def test_checkingDoesNotImportClient(self) -> None:

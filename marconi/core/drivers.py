@@ -13,6 +13,7 @@ from twisted.plugin import IPlugin
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
+from marconi.core.durability import DURABLE
 from marconi.core.interfaces import (
     IAuthDriverPlugin,
     ILoggingDriverPlugin,
@@ -32,6 +33,9 @@ class StorageDriverPlugin:
         By default C{checkURI} of the driver's C{uri} module.
     @param factory: dotted name of a callable C{(uri, reactor)} returning the
         store.  By default C{makeStore} of the driver's C{store} module.
+    @param durabilities: the levels of L{marconi.core.durability} the
+        driver can give.  A driver with more than C{durable} gets the
+        node's default level as the factory's C{durability} keyword.
     """
 
     def __init__(
@@ -41,10 +45,12 @@ class StorageDriverPlugin:
         description: str,
         uriChecker: Optional[str] = None,
         factory: Optional[str] = None,
+        durabilities: Sequence[str] = (DURABLE,),
     ) -> None:
         self.name = name
         self.schemes = tuple(schemes)
         self.description = description
+        self.durabilities = tuple(durabilities)
         package = "marconi.storage." + name
         self._uriChecker = uriChecker or package + ".uri.checkURI"
         self._factory = factory or package + ".store.makeStore"
@@ -52,8 +58,20 @@ class StorageDriverPlugin:
     def checkURI(self, uri: str) -> None:
         namedAny(self._uriChecker)(uri)
 
-    def makeStore(self, uri: str, reactor: Any) -> Any:
-        return namedAny(self._factory)(uri, reactor)
+    def checkDurability(self, durability: str) -> None:
+        if durability not in self.durabilities:
+            raise ValueError(
+                f"the {self.name} store cannot give {durability!r} durability "
+                f"(it gives: {', '.join(self.durabilities)}); use a store "
+                "with replicas, such as redis+sentinel:// or a MongoDB "
+                "replica set"
+            )
+
+    def makeStore(self, uri: str, reactor: Any, durability: str = DURABLE) -> Any:
+        self.checkDurability(durability)
+        if self.durabilities == (DURABLE,):
+            return namedAny(self._factory)(uri, reactor)
+        return namedAny(self._factory)(uri, reactor, durability=durability)
 
 
 @implementer(IPlugin, IAuthDriverPlugin)

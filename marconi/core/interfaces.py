@@ -187,8 +187,20 @@ class IStorageDriverPlugin(Interface):
         @raise ValueError: with a one-line reason if the URI is invalid.
         """
 
-    def makeStore(uri, reactor):
+    durabilities = Attribute(
+        "The levels of marconi.core.durability the driver can give."
+    )
+
+    def checkDurability(durability):
         """
+        @raise ValueError: with a one-line reason if the driver cannot give
+            this level of L{marconi.core.durability}.
+        """
+
+    def makeStore(uri, reactor, durability):
+        """
+        @param durability: the node's default level of
+            L{marconi.core.durability}; checked as L{checkDurability} does.
         @return: an object providing L{IMessageStore} and
             L{twisted.application.service.IService}; it connects in
             C{startService} and lets go in C{stopService}.

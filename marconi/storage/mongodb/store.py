@@ -62,6 +62,7 @@ from zope.interface import implementer
 
 from marconi.core import models, rules
 from marconi.core.deferreds import deferred
+from marconi.core.durability import DURABLE, REPLICATED, parseDurability
 from marconi.core.errors import (
     ClaimDoesNotExist,
     MessageIsClaimed,
@@ -156,8 +157,11 @@ class MongoStore(StoreEvents, Service):
     delay of the store.
     """
 
-    def __init__(self, config: MongoConfig, reactor: Any) -> None:
+    def __init__(
+        self, config: MongoConfig, reactor: Any, durability: str = DURABLE
+    ) -> None:
         self._config = config
+        self._writeConcern = writeConcern(config, durability)
         self._reactor = reactor
         self._pool: ConnectionPool | None = None
         self._db: Any = None
@@ -176,11 +180,7 @@ class MongoStore(StoreEvents, Service):
         """
         super().startService()
         config = self._config
-        kwargs: dict[str, Any] = {"w": config.w}
-        if config.journal is not None:
-            kwargs["j"] = config.journal
-        if config.wtimeoutMS is not None:
-            kwargs["wtimeout"] = config.wtimeoutMS
+        kwargs = dict(self._writeConcern)
         self._pool = ConnectionPool(
             config.clientURI(),
             pool_size=config.poolSize,
@@ -1076,7 +1076,30 @@ class MongoStore(StoreEvents, Service):
         return removed.deleted_count
 
 
-def makeStore(uri: str, reactor: Any = None) -> Any:
+def writeConcern(config: MongoConfig, durability: str) -> dict[str, Any]:
+    """
+    The write concern of every change, as txmongo's C{w}, C{j} and
+    C{wtimeout}: the URI's, strengthened to what C{durability} asks.
+
+    C{durable} waits for the journal (C{j=true}) unless the URI says
+    C{journal=false}; C{replicated} waits for a majority of the replica set
+    (C{w=majority}) unless the URI already asks for more than the primary
+    (a number above 1 or a tag).
+    """
+    concern: dict[str, Any] = {"w": config.w}
+    if config.journal is not None:
+        concern["j"] = config.journal
+    if config.wtimeoutMS is not None:
+        concern["wtimeout"] = config.wtimeoutMS
+    level = parseDurability(durability)
+    if level == DURABLE and config.journal is None:
+        concern["j"] = True
+    if level == REPLICATED and config.w == 1:
+        concern["w"] = "majority"
+    return concern
+
+
+def makeStore(uri: str, reactor: Any = None, durability: str = DURABLE) -> Any:
     """
     Build the MongoDB store for C{uri}; it connects when started.
     """
@@ -1085,4 +1108,4 @@ def makeStore(uri: str, reactor: Any = None) -> Any:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
-    return MongoStore(config, reactor)
+    return MongoStore(config, reactor, durability)

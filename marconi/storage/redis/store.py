@@ -11,7 +11,15 @@ by a L{ClientService} on the injected reactor, which reconnects with a
 backoff, and a request that finds no usable connection within a short wait
 fails at once with L{StorageUnavailable} instead of queueing until the
 server comes back.  txredisapi provides the protocol (replies, AUTH,
-SELECT, script caching with EVALSHA).
+SELECT, script caching with EVALSHA) and, for C{redis+sentinel://}, the
+Sentinel client that finds the primary: every connection attempt asks the
+Sentinels where the primary is now, and a connection is offered to requests
+only once C{ROLE} says it reaches a primary, so the store follows a failover.
+
+With C{replicated} durability every change is followed, on the same
+connection, by C{WAIT replicas timeout}; a change fewer replicas
+acknowledged in time fails with L{StorageUnavailable} (see
+docs/storage-redis.rst for what that does and does not promise).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any, Iterable, Optional, Sequence
 import txredisapi
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
+from twisted.internet import error
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -40,6 +49,7 @@ from zope.interface import implementer
 
 from marconi.core import errors, models
 from marconi.core.deferreds import deferred
+from marconi.core.durability import DURABLE, REPLICATED, parseDurability
 from marconi.core.interfaces import IMessageStore
 from marconi.core.models import Claim, ClaimSpec, Message, newId
 from marconi.storage.events import StoreEvents
@@ -138,6 +148,90 @@ def _message(row: Sequence[Any]) -> Message:
     )
 
 
+class _SentinelEndpoint:
+    """
+    A client endpoint that asks the Sentinels where the primary is before
+    each connection attempt, then connects there.
+
+    The Sentinels are asked in the order given, each over a connection of
+    its own that lasts one C{SENTINEL GET-MASTER-ADDR-BY-NAME} (with
+    txredisapi's protocol, on the injected reactor); the first answer wins.
+    An answer may name a primary that is down, or one just demoted: the
+    connection then fails, or is dropped after its C{ROLE} check, and the
+    next attempt asks again.
+
+    txredisapi's own L{txredisapi.Sentinel} client is not used: it keeps
+    connections to the Sentinels whose reply parsing and discovery timers
+    run on the global reactor and are left behind when the store stops,
+    and its endpoint of this kind is private and tied to its own pool,
+    while the store keeps its own connections (see L{RedisStore}).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        sentinels: Sequence[tuple[str, int]],
+        master: str,
+        timeout: float,
+    ) -> None:
+        self._reactor = reactor
+        self._sentinels = tuple(sentinels)
+        self._master = master
+        self._timeout = timeout
+        self.current: Optional[tuple[str, int]] = None
+
+    async def _ask(self, host: str, port: int) -> Optional[tuple[str, int]]:
+        """
+        The primary's address as one Sentinel names it, or L{None}.
+        """
+
+        def build() -> txredisapi.RedisProtocol:
+            p = txredisapi.RedisProtocol(
+                replyTimeout=self._timeout, convertNumbers=False
+            )
+            p.callLater = self._reactor.callLater
+            return p
+
+        endpoint = HostnameEndpoint(self._reactor, host, port, timeout=self._timeout)
+        try:
+            protocol = await endpoint.connect(Factory.forProtocol(build))
+        except (OSError, error.ConnectError, DeferredTimeoutError):
+            return None
+        try:
+            await protocol.whenConnected()
+            reply = await protocol.sentinel_get_master_addr_by_name(self._master)
+        except (txredisapi.ConnectionError, txredisapi.ResponseError):
+            return None
+        finally:
+            protocol.transport.loseConnection()
+        if not reply or len(reply) != 2:
+            return None
+        return reply[0], int(reply[1])
+
+    async def _connect(self, factory: Any) -> Any:
+        for host, port in self._sentinels:
+            found = await self._ask(host, port)
+            if found is not None:
+                break
+        else:
+            raise errors.StorageUnavailable(
+                f"No Sentinel named the primary {self._master!r}."
+            )
+        if self.current != found:
+            log.info(
+                "Sentinel names {host}:{port} as the primary {master}",
+                host=found[0],
+                port=found[1],
+                master=self._master,
+            )
+            self.current = found
+        endpoint = HostnameEndpoint(self._reactor, found[0], found[1], timeout=5)
+        return await endpoint.connect(factory)
+
+    def connect(self, factory: Any) -> Deferred:
+        return Deferred.fromCoroutine(self._connect(factory))
+
+
 class _ProtocolFactory(Factory):
     """
     Builds the txredisapi protocols of a store's connections, with reply
@@ -221,7 +315,13 @@ class RedisStore(StoreEvents, Service):
         before it fails with L{StorageUnavailable}.
     @param replyTimeout: how long a command may wait for its reply; then
         the connection is dropped and re-established.
-    @param maxRetryDelay: the longest pause between reconnection attempts.
+    @param maxRetryDelay: the longest pause between reconnection attempts;
+        by default 5 s, and 1 s with Sentinel, where each attempt asks the
+        Sentinels anew and a promotion should be followed promptly.
+    @param durability: the default level of L{marconi.core.durability} of
+        the changes; a write method's C{durability} keyword overrides it.
+    @param discoveryTimeout: with Sentinel, how long connecting to one
+        Sentinel, and its answer, may take.
     """
 
     log = Logger()
@@ -232,7 +332,9 @@ class RedisStore(StoreEvents, Service):
         reactor: Any = None,
         connectWait: float = 2.0,
         replyTimeout: float = 10.0,
-        maxRetryDelay: float = 5.0,
+        maxRetryDelay: Optional[float] = None,
+        durability: str = DURABLE,
+        discoveryTimeout: float = 1.0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -242,12 +344,16 @@ class RedisStore(StoreEvents, Service):
         self._reactor = reactor
         self._connectWait = connectWait
         self._replyTimeout = replyTimeout
+        if maxRetryDelay is None:
+            maxRetryDelay = 1.0 if location.master is not None else 5.0
         self._maxRetryDelay = maxRetryDelay
         self._services: list[ClientService] = []
         self._ready: list[txredisapi.RedisProtocol] = []
         self._waiting: list[Deferred] = []
         self._next = 0
         self._checkWaiters: list[Deferred] = []
+        self._durability = parseDurability(durability)
+        self._discoveryTimeout = discoveryTimeout
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._location.describe()}>"
@@ -256,6 +362,10 @@ class RedisStore(StoreEvents, Service):
 
     def _endpoint(self) -> Any:
         loc = self._location
+        if loc.master is not None:
+            return _SentinelEndpoint(
+                self._reactor, loc.sentinels, loc.master, self._discoveryTimeout
+            )
         if loc.path is not None:
             return UNIXClientEndpoint(self._reactor, loc.path, timeout=5)
         assert loc.host is not None  # exactly one of host and path is set
@@ -296,8 +406,38 @@ class RedisStore(StoreEvents, Service):
 
     def _connectionReady(self, protocol: txredisapi.RedisProtocol) -> None:
         """
-        A connection has sent AUTH and SELECT: offer it to requests.
+        A connection has sent AUTH and SELECT: offer it to requests (with
+        Sentinel, once it proves to reach the primary).
         """
+        if self._location.master is not None:
+            check = Deferred.fromCoroutine(self._checkRole(protocol))
+            check.addErrback(
+                lambda f: self.log.failure("Checking the role of a Redis server", f)
+            )
+            return
+        self._offer(protocol)
+
+    async def _checkRole(self, protocol: txredisapi.RedisProtocol) -> None:
+        """
+        Offer the connection if it reaches a primary; drop it otherwise, so
+        that the next attempt asks the Sentinels again (they may name a
+        server that has just been demoted, or not yet promoted).
+        """
+        try:
+            role = await protocol.execute_command("ROLE")
+        except (txredisapi.ConnectionError, txredisapi.ResponseError):
+            role = None
+        if role and role[0] == "master":
+            self._offer(protocol)
+            return
+        self.log.info(
+            "The server Sentinel named is not the primary yet ({role}); asking again",
+            role=role[0] if role else "no answer",
+        )
+        if protocol.transport is not None:
+            protocol.transport.loseConnection()
+
+    def _offer(self, protocol: txredisapi.RedisProtocol) -> None:
         if not self.running or not protocol.connected:
             return
         recovered = not self._ready
@@ -348,14 +488,16 @@ class RedisStore(StoreEvents, Service):
                 "reached; try again later."
             ) from None
 
-    async def _call(self, method: str, *args: Any) -> Any:
+    async def _call(self, method: str, *args: Any, conn: Optional[Any] = None) -> Any:
         """
-        Run one txredisapi protocol method on a usable connection.
+        Run one txredisapi protocol method on C{conn}, or on any usable
+        connection.
 
         @raise StorageUnavailable: the server cannot be reached, did not
             answer in time, or failed the command.
         """
-        conn = await self._connection()
+        if conn is None:
+            conn = await self._connection()
         try:
             return await getattr(conn, method)(*args)
         except CancelledError:
@@ -371,6 +513,12 @@ class RedisStore(StoreEvents, Service):
                 f"answer ({e}); try again later."
             ) from None
         except txredisapi.ResponseError as e:
+            if str(e).startswith("READONLY"):
+                # A primary demoted under us: find the new one.
+                self._drop(conn)
+                raise errors.StorageUnavailable(
+                    "The Redis server is a replica now; try again shortly."
+                ) from None
             self.log.error(
                 "Redis at {where} failed {method}: {error}",
                 where=self._location.describe(),
@@ -381,7 +529,13 @@ class RedisStore(StoreEvents, Service):
                 "The Redis server failed the request; try again later."
             ) from None
 
-    async def _eval(self, script: str, *args: Any) -> Any:
+    def _drop(self, conn: Any) -> None:
+        if conn in self._ready:
+            self._ready.remove(conn)
+        if conn.transport is not None:
+            conn.transport.loseConnection()
+
+    async def _eval(self, script: str, *args: Any, conn: Optional[Any] = None) -> Any:
         """
         Run a Lua script by its SHA-1 (the server keeps the scripts it has
         seen), sending its text only when the server does not know it yet.
@@ -390,10 +544,47 @@ class RedisStore(StoreEvents, Service):
         sha = _scriptHashes.get(script)
         if sha is None:
             sha = _scriptHashes[script] = hashlib.sha1(script.encode()).hexdigest()
+        if conn is None:
+            conn = await self._connection()
         try:
-            return await self._call("evalsha", sha, [], argv)
+            return await self._call("evalsha", sha, [], argv, conn=conn)
         except txredisapi.ScriptDoesNotExist:
-            return await self._call("eval", script, [], argv)
+            return await self._call("eval", script, [], argv, conn=conn)
+
+    async def _change(
+        self, script: str, *args: Any, durability: Optional[str] = None
+    ) -> Any:
+        """
+        Run a script that changes data, and with C{replicated} durability
+        wait on the same connection until enough replicas have the change
+        (C{WAIT} covers every earlier write of the connection).
+
+        @raise StorageUnavailable: fewer replicas acknowledged it in time;
+            the change was made on the primary and may or may not survive
+            a failover.
+        """
+        level = self._durability if durability is None else parseDurability(durability)
+        conn = await self._connection()
+        result = await self._eval(script, *args, conn=conn)
+        if level == REPLICATED:
+            loc = self._location
+            acknowledged = int(
+                await self._call(
+                    "execute_command",
+                    "WAIT",
+                    loc.replicas,
+                    loc.replicaTimeout,
+                    conn=conn,
+                )
+            )
+            if acknowledged < loc.replicas:
+                raise errors.StorageUnavailable(
+                    f"Only {acknowledged} of the {loc.replicas} Redis replica(s) "
+                    f"asked for acknowledged the change within "
+                    f"{loc.replicaTimeout} ms; it is not known to be replicated. "
+                    "It may or may not have been applied: retrying can repeat it."
+                )
+        return result
 
     def _startPersistenceCheck(self, protocol: txredisapi.RedisProtocol) -> None:
         check = Deferred.fromCoroutine(self._checkPersistence(protocol))
@@ -462,7 +653,7 @@ class RedisStore(StoreEvents, Service):
     async def createQueue(
         self, project: str, name: str, metadata: dict, now: float
     ) -> bool:
-        created = await self._eval(
+        created = await self._change(
             lua.CREATE_QUEUE, projectPrefix(project), name, json.dumps(metadata)
         )
         return bool(created)
@@ -476,7 +667,7 @@ class RedisStore(StoreEvents, Service):
 
     @deferred
     async def setQueueMetadata(self, project: str, name: str, metadata: dict) -> None:
-        done = await self._eval(
+        done = await self._change(
             lua.SET_QUEUE_METADATA, projectPrefix(project), name, json.dumps(metadata)
         )
         if not done:
@@ -484,7 +675,7 @@ class RedisStore(StoreEvents, Service):
 
     @deferred
     async def deleteQueue(self, project: str, name: str) -> None:
-        await self._eval(
+        await self._change(
             lua.DELETE_QUEUE, queuePrefix(project, name), projectPrefix(project), name
         )
 
@@ -535,6 +726,8 @@ class RedisStore(StoreEvents, Service):
         messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> list[str]:
         ids = [newId() for _ in messages]
         if not ids:
@@ -555,7 +748,7 @@ class RedisStore(StoreEvents, Service):
                 json.dumps(list(m.tags)),
                 m.checksum,
             ]
-        await self._eval(lua.POST_MESSAGES, *args)
+        await self._change(lua.POST_MESSAGES, *args, durability=durability)
         return ids
 
     @deferred
@@ -597,6 +790,8 @@ class RedisStore(StoreEvents, Service):
         messageId: str,
         claimId: Optional[str],
         now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> None:
         if not _validIds([messageId]):
             return
@@ -604,12 +799,13 @@ class RedisStore(StoreEvents, Service):
             # No claim can have this id, so it holds nothing; but a message
             # that does not exist is still deleted successfully.
             claimId = "-"
-        result = await self._eval(
+        result = await self._change(
             lua.DELETE_MESSAGE,
             queuePrefix(project, queue),
             messageId,
             claimId or "",
             _time(now),
+            durability=durability,
         )
         if result == -1:
             raise errors.MessageIsClaimed(messageId)
@@ -627,6 +823,8 @@ class RedisStore(StoreEvents, Service):
         ids: Sequence[str],
         claimIds: Optional[Sequence[str]],
         now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> int:
         wanted = list(dict.fromkeys(_validIds(ids)))
         if not wanted:
@@ -637,36 +835,51 @@ class RedisStore(StoreEvents, Service):
         else:
             claims = _validIds(claimIds)
             count = len(claims)
-        deleted = await self._eval(
+        deleted = await self._change(
             lua.DELETE_MESSAGES,
             queuePrefix(project, queue),
             _time(now),
             count,
             *claims,
             *wanted,
+            durability=durability,
         )
         return int(deleted)
 
     @deferred
     async def popMessages(
-        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
+        self,
+        project: str,
+        queue: str,
+        limit: int,
+        tags: Sequence[str],
+        now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> list[Message]:
-        rows = await self._eval(
+        rows = await self._change(
             lua.POP_MESSAGES,
             queuePrefix(project, queue),
             _time(now),
             int(limit),
             json.dumps(list(tags or ())),
+            durability=durability,
         )
         return [_message(row) for row in _rows(rows)]
 
     @deferred
     async def createClaim(
-        self, project: str, queue: str, spec: ClaimSpec, now: float
+        self,
+        project: str,
+        queue: str,
+        spec: ClaimSpec,
+        now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> Optional[Claim]:
         claimId = newId()
         deadLetter = spec.maxClaimCount is not None and spec.deadLetterQueue
-        reply = await self._eval(
+        reply = await self._change(
             lua.CREATE_CLAIM,
             queuePrefix(project, queue),
             projectPrefix(project),
@@ -680,6 +893,7 @@ class RedisStore(StoreEvents, Service):
             queuePrefix(project, spec.deadLetterQueue or "") if deadLetter else "",
             spec.deadLetterQueue if deadLetter else "",
             int(spec.deadLetterTTL) if deadLetter and spec.deadLetterTTL else "",
+            durability=durability,
         )
         moved, rows = reply
         self._report("dead_lettered", int(moved))
@@ -723,7 +937,7 @@ class RedisStore(StoreEvents, Service):
     ) -> None:
         if not _validIds([claimId]):
             raise errors.ClaimDoesNotExist(claimId)
-        done = await self._eval(
+        done = await self._change(
             lua.RENEW_CLAIM,
             queuePrefix(project, queue),
             claimId,
@@ -740,7 +954,7 @@ class RedisStore(StoreEvents, Service):
     ) -> None:
         if not _validIds([claimId]):
             return
-        await self._eval(lua.RELEASE_CLAIM, queuePrefix(project, queue), claimId)
+        await self._change(lua.RELEASE_CLAIM, queuePrefix(project, queue), claimId)
 
     @deferred
     async def purgeExpired(self, now: float) -> int:
@@ -754,8 +968,9 @@ class RedisStore(StoreEvents, Service):
                 return removed
 
 
-def makeStore(uri: str, reactor: Any) -> RedisStore:
+def makeStore(uri: str, reactor: Any, durability: str = DURABLE) -> RedisStore:
     """
-    Make a L{RedisStore} for a C{redis://} or C{redis+unix://} URI.
+    Make a L{RedisStore} for a C{redis://}, C{redis+unix://} or
+    C{redis+sentinel://} URI.
     """
-    return RedisStore(parseURI(uri), reactor)
+    return RedisStore(parseURI(uri), reactor, durability=durability)
