@@ -154,7 +154,9 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
             config.cluster,
             store,
             config.storage,
-            lambda uri: storageDriverFor(uri).makeStore(uri, reactor),
+            lambda uri: storageDriverFor(uri).makeStore(
+                uri, reactor, config.durability
+            ),
             reactor,
         )
         stores.setServiceParent(node)

@@ -194,7 +194,9 @@ class _SentinelEndpoint:
 
         endpoint = HostnameEndpoint(self._reactor, host, port, timeout=self._timeout)
         try:
-            protocol = await endpoint.connect(Factory.forProtocol(build))
+            protocol: txredisapi.RedisProtocol = await endpoint.connect(
+                Factory.forProtocol(build)
+            )
         except (OSError, error.ConnectError, DeferredTimeoutError):
             return None
         try:
