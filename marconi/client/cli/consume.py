@@ -118,10 +118,7 @@ class Consumer:
             MARCONI_MESSAGE_TAGS=",".join(message.tags),
         )
         data = (dumps(message.body) + "\n").encode("utf-8")
-        try:
-            process = subprocess.Popen(self.args.cmd, stdin=subprocess.PIPE, env=env)
-        except OSError as e:
-            raise NotRunnable(f"cannot run {self.args.cmd[0]}: {e.strerror}") from None
+        process = _start(self.args.cmd, env)
         try:
             feeder = threading.Thread(target=_feed, args=(process, data), daemon=True)
             feeder.start()
@@ -134,6 +131,34 @@ class Consumer:
         except BaseException:
             _stop(process)
             raise
+
+
+def _start(cmd: list, env: dict) -> subprocess.Popen:
+    """
+    Start C{cmd}.  A Ctrl-C that comes while it is being started (the
+    command may already run and print) is held until L{subprocess.Popen}
+    has returned, so that the command is always stopped with the rest.
+    """
+    held: list = []
+    # Only where Ctrl-C raises KeyboardInterrupt (not when it is ignored),
+    # and only the main thread may set a handler.
+    main = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    if main:
+        previous = signal.signal(signal.SIGINT, lambda *_: held.append(True))
+    try:
+        process = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)
+    except OSError as e:
+        raise NotRunnable(f"cannot run {cmd[0]}: {e.strerror}") from None
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        _stop(process)
+        raise KeyboardInterrupt()
+    return process
 
 
 def _feed(process: subprocess.Popen, data: bytes) -> None:
