@@ -25,7 +25,7 @@ from marconi.core import signing
 from marconi.core.errors import ValidationFailed
 from marconi.core.models import Message
 from tests.apihelpers import START, Node
-from tests.nodeprocess import NodeProcess
+from tests.nodeprocess import ROOT, NodeProcess
 
 PATCH = {"Content-Type": "application/openstack-messaging-v2.0-json-patch"}
 K1 = base64.b64encode(bytes(range(32))).decode()
@@ -85,6 +85,37 @@ class CanonicalFormTests(TestCase):
                 "value": expected,
             },
         )
+
+    def test_documentedExamples(self) -> None:
+        """
+        The worked examples of docs/signing.rst give the values it shows.
+        """
+        body = {"item": "book", "total": 12.5}
+        delivery = {
+            "use": "delivery",
+            "project": "demo",
+            "queue": "orders",
+            "id": "65f0c1a2b3c4d5e6f7a8b9c0",
+            "enqueued": 1700000000,
+            "tags": ["eu"],
+            "body": body,
+        }
+        self.assertEqual(
+            signing.mac(bytes(range(32)), delivery),
+            "/Iodrr5biMq/KO1me4hgmsw9eg/5Au64Jf1yb0h7ioQ=",
+        )
+        item = signed(
+            {"body": body, "ttl": 300, "tags": ["eu"]}, "k1", K1, "orders", "demo"
+        )
+        self.assertEqual(
+            item["signature"],
+            {"key_id": "k1", "value": "y8/Emtdu9ougAfPobZ5pvFyamHQXZ4u8wtGor9k6Ju0="},
+        )
+        with open(os.path.join(ROOT, "docs", "signing.rst"), encoding="utf-8") as f:
+            text = f.read()
+        self.assertIn(K1, text)
+        self.assertIn(item["signature"]["value"], text)
+        self.assertIn("/Iodrr5biMq/KO1me4hgmsw9eg/5Au64Jf1yb0h7ioQ=", text)
 
     def test_anyChangeChangesTheMAC(self) -> None:
         """
