@@ -26,6 +26,7 @@ setup(
         "service-identity>=24",
         "cryptography>=42",
         "werkzeug>=3",
+        "jcs>=0.2.1",
     ],
     extras_require={
         "redis": ["txredisapi>=1.4.10"],

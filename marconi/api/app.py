@@ -25,7 +25,7 @@ from werkzeug.routing import BaseConverter
 from marconi.api import homedoc, identity, openapi, render, versions
 from marconi.api.errors import HTTPError, statusOf
 from marconi.api.http import RoutedKlein
-from marconi.core import jsontext, validation
+from marconi.core import jsontext, signing, validation
 from marconi.core.errors import (
     Forbidden,
     InvalidBody,
@@ -229,6 +229,15 @@ class MarconiAPI:
             return False
         return bool(await self.auth.isAdmin(identity.authHeaders(request)))
 
+    async def _signer(self, ctx: Context, queue: str) -> Optional[Callable]:
+        """
+        What signs the messages delivered from C{queue}, if it has keys and
+        the version shows signatures.
+        """
+        if not ctx.policy.signatures:
+            return None
+        return await self.bus.signer(ctx.project, queue)
+
     def _body(self, request: Any) -> bytes:
         request.content.seek(0)
         return request.content.read()
@@ -319,7 +328,7 @@ class MarconiAPI:
         for q in queues:
             item: dict = {"name": q.name, "href": ctx.queueHref(q.name)}
             if detailed:
-                item["metadata"] = q.metadata
+                item["metadata"] = signing.publicMetadata(q.metadata)
             items.append(item)
         links = []
         pageSize = limit or self.limits.defaultQueuesPerPage
@@ -418,10 +427,13 @@ class MarconiAPI:
             if not found:
                 raise MessageDoesNotExist(ids)
             now = self.bus.now()
+            signer = await self._signer(ctx, queue)
             return _send(
                 request,
                 render.messageList(
-                    render.message(m, queueHref, now, None, ctx.policy.checksums)
+                    render.message(
+                        m, queueHref, now, None, ctx.policy.checksums, signer
+                    )
                     for m in found
                 ),
             )
@@ -453,6 +465,7 @@ class MarconiAPI:
             tags=tags,
         )
         now = self.bus.now()
+        signer = await self._signer(ctx, queue) if messages else None
         pageSize = limit or self.limits.defaultMessagesPerPage
         links = []
         if messages:
@@ -473,7 +486,9 @@ class MarconiAPI:
             request,
             render.messageList(
                 (
-                    render.message(m, queueHref, now, None, ctx.policy.checksums)
+                    render.message(
+                        m, queueHref, now, None, ctx.policy.checksums, signer
+                    )
                     for m in messages
                 ),
                 links,
@@ -495,10 +510,11 @@ class MarconiAPI:
             # As Zaqar does, popped messages name the claim that took them
             # out, one for the whole pop; it is gone by the time it is seen.
             claimId = str(uuid.uuid4())
+            signer = await self._signer(ctx, queue) if messages else None
             return _send(
                 request,
                 render.messageList(
-                    render.popped(m, now, claimId, ctx.policy.checksums)
+                    render.popped(m, now, claimId, ctx.policy.checksums, signer)
                     for m in messages
                 ),
             )
@@ -527,6 +543,7 @@ class MarconiAPI:
                 self.bus.now(),
                 None,
                 ctx.policy.checksums,
+                await self._signer(ctx, queue),
             ).encode("utf-8"),
         )
 
@@ -553,10 +570,13 @@ class MarconiAPI:
         now = self.bus.now()
         request.setResponseCode(201)
         request.setHeader(b"location", f"{queueHref}/claims/{claim.id}".encode())
+        signer = await self._signer(ctx, queue)
         return _send(
             request,
             render.messageList(
-                render.message(m, queueHref, now, claim.id, ctx.policy.checksums)
+                render.message(
+                    m, queueHref, now, claim.id, ctx.policy.checksums, signer
+                )
                 for m in claim.messages
             ),
         )
@@ -574,6 +594,7 @@ class MarconiAPI:
                 self.bus.now(),
                 ctx.policy.identities,
                 ctx.policy.checksums,
+                await self._signer(ctx, queue),
             ),
         )
 

@@ -16,6 +16,7 @@ import copy
 from typing import Callable, Optional
 
 from marconi.api.versions import POLICIES, V1_1
+from marconi.core import signing
 from marconi.core.limits import Limits
 from marconi.core.text import FALSE_WORDS, TRUE_WORDS
 
@@ -76,6 +77,7 @@ def _components(limits: Limits) -> dict:
         body={},
         checksum=_STRING,
         tags=_array(_STRING),
+        signature=_ref("DeliverySignature"),
     )
     popped = copy.deepcopy(message)
     popped["required"] = ["id", "ttl", "age", "body", "checksum"]
@@ -93,6 +95,14 @@ def _components(limits: Limits) -> dict:
         ttl=_bounded(limits.minMessageTTL, limits.maxMessageTTL),
         delay=_bounded(0, limits.maxMessageDelay),
         tags=_array(tag, maxItems=limits.maxTagsPerMessage),
+        signature=dict(
+            _object(["key_id", "value"], key_id=_STRING, value=_STRING),
+            description=(
+                "The producer's signature (docs/signing.rst): required by a "
+                "queue with _require_signed_posts, checked whenever the queue "
+                "has signing keys."
+            ),
+        ),
     )
     statsMessage = _object(
         ["id", "href", "age", "created"],
@@ -114,6 +124,19 @@ def _components(limits: Limits) -> dict:
                 ["title", "description"], title=_STRING, description=_STRING
             ),
             "Message": message,
+            "DeliverySignature": dict(
+                _object(
+                    ["key_id", "alg", "enqueued", "value"],
+                    key_id=_STRING,
+                    alg={"type": "string", "enum": ["HMAC-SHA256"]},
+                    enqueued=integer,
+                    value=_STRING,
+                ),
+                description=(
+                    "The node's signature of a message delivered from a queue "
+                    "with signing keys (v2 only; docs/signing.rst)."
+                ),
+            ),
             "PoppedMessage": popped,
             "Link": _object(["rel", "href"], rel=_STRING, href=_STRING),
             "NewMessages": _object(
@@ -127,8 +150,35 @@ def _components(limits: Limits) -> dict:
                 ["messages"], messages=_array(_ref("Message")), links=links
             ),
             "PoppedList": _object(["messages"], messages=_array(_ref("PoppedMessage"))),
-            "QueueMetadata": {"type": "object"},
-            "NewQueueMetadata": {"type": "object", "nullable": True},
+            "QueueMetadata": {
+                "type": "object",
+                "properties": {
+                    "_signing_key_ids": dict(
+                        _array(_STRING),
+                        description="The ids of the queue's signing keys.",
+                    ),
+                    "_require_signed_posts": {"type": "boolean"},
+                },
+            },
+            "NewQueueMetadata": {
+                "type": "object",
+                "nullable": True,
+                "properties": {
+                    "_signing_keys": dict(
+                        _array(
+                            _object(["id"], id=_STRING, secret=_STRING),
+                            minItems=1,
+                            maxItems=signing.MAX_KEYS,
+                        ),
+                        description=(
+                            "Write-only signing keys, oldest first; a secret is "
+                            "base64 of 32 to 256 bytes, and an id alone keeps "
+                            "the stored secret (docs/signing.rst)."
+                        ),
+                    ),
+                    "_require_signed_posts": {"type": "boolean"},
+                },
+            },
             "QueueList": _object(
                 ["queues", "links"],
                 queues=_array(

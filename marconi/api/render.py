@@ -7,7 +7,7 @@ parsed again; everything else goes through L{json.dumps}.
 
 import json
 from datetime import datetime, timezone
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from marconi.core.models import Claim, Message, QueueStats
 
@@ -20,6 +20,7 @@ def message(
     now: float,
     claimId: Optional[str] = None,
     checksum: bool = True,
+    signer: Optional[Callable[[Message], str]] = None,
 ) -> str:
     """
     One message as the API shows it.
@@ -27,6 +28,8 @@ def message(
     @param queueHref: the href of the message's queue.
     @param claimId: the claim the caller holds, added to the href.
     @param checksum: whether to show the body's checksum.
+    @param signer: renders the message's C{signature} (JSON text), for a
+        queue with signing keys.
     """
     href = f"{queueHref}/messages/{m.id}"
     if claimId is not None:
@@ -36,6 +39,8 @@ def message(
         extra = ',"tags":' + _dumps(list(m.tags))
     if checksum:
         extra = ',"checksum":"%s"' % m.checksum + extra
+    if signer is not None:
+        extra += ',"signature":' + signer(m)
     return '{"id":"%s","href":%s,"ttl":%d,"age":%d,"body":%s%s}' % (
         m.id,
         _dumps(href),
@@ -46,13 +51,19 @@ def message(
     )
 
 
-def popped(m: Message, now: float, claimId: str, checksum: bool = True) -> str:
+def popped(
+    m: Message,
+    now: float,
+    claimId: str,
+    checksum: bool = True,
+    signer: Optional[Callable[[Message], str]] = None,
+) -> str:
     """
     A popped message, naming the claim C{claimId} that took it out.
     """
     return (
         '{"id":"%s","ttl":%d,"age":%d,"body":%s%s,'
-        '"claim_id":%s,"claim_count":%d%s}'
+        '"claim_id":%s,"claim_count":%d%s%s}'
         % (
             m.id,
             m.ttl,
@@ -62,6 +73,7 @@ def popped(m: Message, now: float, claimId: str, checksum: bool = True) -> str:
             _dumps(claimId),
             m.claimCount,
             (',"tags":' + _dumps(list(m.tags))) if m.tags else "",
+            (',"signature":' + signer(m)) if signer is not None else "",
         )
     )
 
@@ -74,7 +86,12 @@ def messageList(items: Iterable[str], links: Optional[list] = None) -> bytes:
 
 
 def claim(
-    c: Claim, queueHref: str, now: float, identity: bool = True, checksum: bool = True
+    c: Claim,
+    queueHref: str,
+    now: float,
+    identity: bool = True,
+    checksum: bool = True,
+    signer: Optional[Callable[[Message], str]] = None,
 ) -> bytes:
     """
     A claim and its messages; C{identity} adds its C{id} and C{grace}.
@@ -84,7 +101,9 @@ def claim(
         fields = {"id": c.id, **fields, "grace": c.grace}
     fields["age"] = c.age(now)
     head = _dumps(fields)
-    items = ",".join(message(m, queueHref, now, c.id, checksum) for m in c.messages)
+    items = ",".join(
+        message(m, queueHref, now, c.id, checksum, signer) for m in c.messages
+    )
     return (head[:-1] + ',"messages":[' + items + "]}").encode("utf-8")
 
 

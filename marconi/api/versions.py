@@ -72,6 +72,9 @@ class VersionPolicy:
     #: Routing errors (404, 405) have a description beside their title,
     #: and 406 has a body.
     routingDescriptions: bool = True
+    #: Messages delivered from a queue with signing keys carry their
+    #: C{signature}.
+    signatures: bool = True
     #: Titles of error answers by error kind, where the version's differ
     #: from the kinds' own.
     titles: tuple = ()
@@ -182,6 +185,7 @@ V1_1 = VersionPolicy(
     messageFields=("ttl", "body"),
     renewGraceChecked=False,
     routingDescriptions=False,
+    signatures=False,
     titles=(
         (PayloadTooLarge, ValidationFailed.title),
         (StorageUnavailable, "Service temporarily unavailable"),

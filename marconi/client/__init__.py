@@ -25,6 +25,8 @@ _EXPORTS = {
     "RingInfo": "marconi.client.models",
     "RingNode": "marconi.client.models",
     "Page": "marconi.client.models",
+    "verifyMessage": "marconi.client.signing",
+    "signMessage": "marconi.client.signing",
     "ClientError": "marconi.client.errors",
     "TransportError": "marconi.client.errors",
     "ConnectionFailed": "marconi.client.errors",

@@ -52,12 +52,15 @@ class OutgoingMessage:
     @ivar ttl: seconds it lives; the queue's default when L{None}.
     @ivar delay: seconds before it can be listed or claimed.
     @ivar tags: tags for tag-filtered listing, claiming and popping.
+    @ivar signature: the producer's signature, for a queue that requires
+        signed posts (see L{marconi.client.signing.signMessage}).
     """
 
     body: Any
     ttl: Optional[int] = None
     delay: Optional[int] = None
     tags: Sequence[str] = ()
+    signature: Optional[dict] = None
 
     def toJSON(self) -> dict:
         doc: dict = {"body": self.body}
@@ -67,6 +70,8 @@ class OutgoingMessage:
             doc["delay"] = self.delay
         if self.tags:
             doc["tags"] = list(self.tags)
+        if self.signature is not None:
+            doc["signature"] = self.signature
         return doc
 
     @classmethod
@@ -127,6 +132,9 @@ class Message:
     tags: tuple[str, ...] = ()
     claimId: Optional[str] = None
     claimCount: Optional[int] = None
+    #: The node's signature, from a queue with signing keys (see
+    #: L{marconi.client.signing.verifyMessage}).
+    signature: Optional[dict] = None
 
     @classmethod
     def fromJSON(cls, doc: Any) -> "Message":
@@ -147,6 +155,7 @@ class Message:
             tags=tuple(str(t) for t in tags),
             claimId=claimId,
             claimCount=_get(doc, "claim_count", int, optional=True),
+            signature=_get(doc, "signature", dict, optional=True),
         )
 
     def toJSON(self) -> dict:
@@ -160,6 +169,8 @@ class Message:
             doc["claim_id"] = self.claimId
         if self.claimCount is not None:
             doc["claim_count"] = self.claimCount
+        if self.signature is not None:
+            doc["signature"] = self.signature
         return doc
 
 

@@ -7,11 +7,11 @@ the storage driver to do the rest.  It knows nothing of HTTP.
 """
 
 import copy
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
-from marconi.core import validation
+from marconi.core import signing, validation
 from marconi.core.errors import (
     ClaimDoesNotExist,
     ClaimMismatch,
@@ -78,6 +78,7 @@ class Messaging:
     async def createQueue(self, project: str, name: str, metadata: Any) -> bool:
         validation.queueName(name, self.limits)
         metadata = validation.queueMetadata(metadata, self.limits, name)
+        metadata = signing.checkSettings(metadata, {})
         self._forget(project, name)
         return await self.store.createQueue(project, name, metadata, self.now())
 
@@ -89,7 +90,7 @@ class Messaging:
         created reads as one with no metadata.
         """
         validation.queueName(name, self.limits)
-        metadata = dict(await self._metadata(project, name))
+        metadata = dict(signing.publicMetadata(await self._metadata(project, name)))
         if not defaults:
             return metadata
         reserved = {
@@ -118,6 +119,7 @@ class Messaging:
         for op in operations:
             _applyPatch(metadata, op)
         metadata = validation.queueMetadata(metadata, self.limits, name)
+        metadata = signing.checkSettings(metadata, current)
         self._forget(project, name)
         await self.store.setQueueMetadata(project, name, metadata)
         self._forget(project, name)
@@ -192,11 +194,20 @@ class Messaging:
                 f"The messages posted to this queue may not exceed {maxSize} bytes."
             )
         messages = validation.messages(document, self.limits, metadata)
+        if signing.KEYS in metadata:
+            signing.checkPosts(project, queue, metadata, _items(document))
         ids = await self.store.postMessages(
             project, queue, messages, clientId, self.now()
         )
         self.monitor.messagesCounted("posted", len(ids))
         return ids
+
+    async def signer(self, project: str, queue: str) -> Optional[Callable]:
+        """
+        The function rendering the signature of a message delivered from
+        the queue, or L{None} when the queue has no signing keys.
+        """
+        return signing.signer(project, queue, await self._metadata(project, queue))
 
     async def listMessages(
         self,
@@ -339,6 +350,13 @@ class Messaging:
         if count:
             self.monitor.messagesCounted("expired", count)
         return count
+
+
+def _items(document: Any) -> Any:
+    """
+    The messages of a valid post document.
+    """
+    return document["messages"] if isinstance(document, dict) else document
 
 
 def _applyPatch(metadata: dict, op: Any) -> None:
