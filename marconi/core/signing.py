@@ -91,7 +91,7 @@ def _checkKeys(keys: Any, stored: list) -> list:
     if not isinstance(keys, list) or not 1 <= len(keys) <= MAX_KEYS:
         raise ValidationFailed(shape)
     known = {k["id"]: k["secret"] for k in stored}
-    result = []
+    result: list[dict] = []
     for key in keys:
         if not isinstance(key, dict) or set(key) - {"id", "secret"}:
             raise ValidationFailed(shape)
