@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Mapping, Optional
 from marconi.cluster.settings import ClusterConfig, ClusterConfigError
 from marconi.cluster.settings import build as buildCluster
 from marconi.core.durability import DURABLE, parseDurability
+from marconi.core.encryption import KeyConfigError, KeyRing
 from marconi.core.limits import Limits
 from marconi.core.text import snakeToCamel
 
@@ -35,6 +36,8 @@ class Config:
         on its own.
     @ivar clusterTLS: the L{marconi.cluster.mtls.ClusterTLS} settings when
         the nodes speak mutual TLS, else L{None}.
+    @ivar encryption: the keys of encrypted queues (C{[encryption]}), or
+        L{None}.
     """
 
     listen: tuple = (DEFAULT_LISTEN,)
@@ -48,6 +51,7 @@ class Config:
     monitoring: Mapping[str, str] = field(default_factory=dict)
     cluster: Optional[ClusterConfig] = None
     clusterTLS: Optional["ClusterTLS"] = None
+    encryption: Optional[KeyRing] = None
 
 
 class ConfigError(ValueError):
@@ -158,6 +162,8 @@ def _fromParser(
             values["durability"] = parseDurability(storage.get("durability", DURABLE))
         except ValueError as e:
             raise ConfigError(f"{path}: [storage] {e}") from None
+    if parser.has_section("encryption"):
+        values["encryption"] = _encryption(dict(parser["encryption"]), path)
     if parser.has_section("limits"):
         # Compared without case so that acronyms (min_claim_ttl,
         # max_json_depth) find minClaimTTL and maxJSONDepth.
@@ -190,6 +196,24 @@ def _fromParser(
     if sections:
         values["authSettings"] = dict(parser[sections[0]])
     return replace(config, **values)
+
+
+def _encryption(section: dict, path: str) -> KeyRing:
+    """
+    The C{[encryption]} section: C{keys} (C{ID:BASE64KEY} items) and an
+    optional C{current} key id.
+    """
+    unknown = set(section) - {"keys", "current"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) in [encryption]: {', '.join(sorted(unknown))}"
+        )
+    try:
+        return KeyRing.parse(
+            section.get("keys", ""), section.get("current", "").strip() or None
+        )
+    except KeyConfigError as e:
+        raise ConfigError(f"{path}: [encryption] {e}") from None
 
 
 def _cluster(

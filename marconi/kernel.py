@@ -170,7 +170,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         if config.clusterTLS is not None:
             publicRouter = mtls.PublicRouter(router)
             nodeRouter = mtls.NodeRouter(router)
-    bus = Messaging(store, reactor, config.limits, monitor)
+    bus = Messaging(store, reactor, config.limits, monitor, config.encryption)
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
     if router is not None:
         router.setServiceParent(node)

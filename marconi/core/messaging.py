@@ -7,11 +7,23 @@ the storage driver to do the rest.  It knows nothing of HTTP.
 """
 
 import copy
+from dataclasses import replace
 from typing import Any, Callable, Optional, Sequence
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from marconi.core import signing, validation
+from marconi.core.encryption import (
+    EncryptionUnavailable,
+    Envelope,
+    KeyRing,
+    MessageUnreadable,
+    Undecryptable,
+    isEnvelope,
+    openMessage,
+    sealMessage,
+)
 from marconi.core.errors import (
     ClaimDoesNotExist,
     ClaimMismatch,
@@ -30,6 +42,7 @@ from marconi.core.models import (
     ClaimSpec,
     Message,
     MessageQuery,
+    NewMessage,
     QueueInfo,
     QueueStats,
 )
@@ -41,6 +54,12 @@ PATCH_MEDIA_TYPE = "application/openstack-messaging-v2.0-json-patch"
 # queues' metadata are kept.
 METADATA_CACHE_SECONDS = 5.0
 METADATA_CACHE_SIZE = 10000
+
+# How many dead letter queues a message may have passed through and still
+# be decrypted where it is.
+DEAD_LETTER_HOPS = 8
+
+log = Logger()
 
 
 class Messaging:
@@ -54,8 +73,14 @@ class Messaging:
         clock: IReactorTime,
         limits: Limits,
         monitor: Optional[IMonitor] = None,
+        encryption: Optional[KeyRing] = None,
     ) -> None:
+        """
+        @param encryption: the keys of encrypted queues, or L{None} when
+            none are configured (queues then cannot enable encryption).
+        """
         self.store = store
+        self.encryption = encryption
         self.clock = clock
         self.limits = limits
         self.monitor = NullMonitor() if monitor is None else monitor
@@ -79,6 +104,7 @@ class Messaging:
         validation.queueName(name, self.limits)
         metadata = validation.queueMetadata(metadata, self.limits, name)
         metadata = signing.checkSettings(metadata, {})
+        self._checkEncryption(metadata)
         self._forget(project, name)
         return await self.store.createQueue(project, name, metadata, self.now())
 
@@ -120,6 +146,7 @@ class Messaging:
             _applyPatch(metadata, op)
         metadata = validation.queueMetadata(metadata, self.limits, name)
         metadata = signing.checkSettings(metadata, current)
+        self._checkEncryption(metadata)
         self._forget(project, name)
         await self.store.setQueueMetadata(project, name, metadata)
         self._forget(project, name)
@@ -148,7 +175,8 @@ class Messaging:
 
     async def queueStats(self, project: str, name: str) -> QueueStats:
         validation.queueName(name, self.limits)
-        return await self.store.queueStats(project, name, self.now())
+        stats = await self.store.queueStats(project, name, self.now())
+        return await self._readableStats(project, name, stats)
 
     # Messages.
 
@@ -196,6 +224,7 @@ class Messaging:
         messages = validation.messages(document, self.limits, metadata)
         if signing.KEYS in metadata:
             signing.checkPosts(project, queue, metadata, _items(document))
+        messages = self._seal(project, queue, metadata, messages)
         ids = await self.store.postMessages(
             project, queue, messages, clientId, self.now()
         )
@@ -234,20 +263,25 @@ class Messaging:
             includeDelayed=includeDelayed,
             tags=tuple(tags),
         )
-        return list(await self.store.listMessages(project, queue, query, self.now()))
+        listed = await self.store.listMessages(project, queue, query, self.now())
+        return await self._readable(project, queue, listed)
 
     async def getMessage(self, project: str, queue: str, messageId: str) -> Message:
         validation.queueName(queue, self.limits)
         found = await self.store.getMessages(project, queue, (messageId,), self.now())
         if not found:
             raise MessageDoesNotExist(messageId)
-        return found[0]
+        try:
+            return await self._open(project, queue, found[0])
+        except Undecryptable as e:
+            raise MessageUnreadable(messageId, e.reason) from None
 
     async def getMessages(
         self, project: str, queue: str, ids: Sequence[str]
     ) -> list[Message]:
         validation.queueName(queue, self.limits)
-        return list(await self.store.getMessages(project, queue, ids, self.now()))
+        found = await self.store.getMessages(project, queue, ids, self.now())
+        return await self._readable(project, queue, found)
 
     async def deleteMessage(
         self, project: str, queue: str, messageId: str, claimId: Optional[str]
@@ -298,7 +332,7 @@ class Messaging:
         )
         if popped:
             self.monitor.messagesCounted("deleted", len(popped))
-        return popped
+        return await self._readable(project, queue, popped)
 
     # Claims.
 
@@ -328,11 +362,14 @@ class Messaging:
         claim = await self.store.createClaim(project, queue, spec, self.now())
         if claim is not None and claim.messages:
             self.monitor.messagesCounted("claimed", len(claim.messages))
-        return claim
+        return await self._readableClaim(project, queue, claim)
 
     async def getClaim(self, project: str, queue: str, claimId: str) -> Claim:
         validation.queueName(queue, self.limits)
-        return await self.store.getClaim(project, queue, claimId, self.now())
+        claim = await self.store.getClaim(project, queue, claimId, self.now())
+        readable = await self._readableClaim(project, queue, claim)
+        assert readable is not None  # getClaim raises for a missing claim
+        return readable
 
     async def renewClaim(
         self, project: str, queue: str, claimId: str, options: Any
@@ -350,6 +387,120 @@ class Messaging:
         if count:
             self.monitor.messagesCounted("expired", count)
         return count
+
+    # Encryption at rest (see marconi.core.encryption).
+
+    def _checkEncryption(self, metadata: dict) -> None:
+        if metadata.get("_enable_encrypt_messages") and self.encryption is None:
+            raise ValidationFailed(
+                "_enable_encrypt_messages cannot be true: no encryption keys "
+                "are configured on this server."
+            )
+
+    def _seal(
+        self, project: str, queue: str, metadata: dict, messages: list[NewMessage]
+    ) -> list[NewMessage]:
+        """
+        The messages to store: sealed when the queue encrypts its messages,
+        with the checksum inside the envelope.
+        """
+        if not metadata.get("_enable_encrypt_messages"):
+            return messages
+        ring = self.encryption
+        if ring is None:
+            raise EncryptionUnavailable(
+                f"Queue {queue!r} encrypts its messages, but no encryption keys "
+                "are configured on this server."
+            )
+        return [
+            replace(
+                m,
+                body=sealMessage(ring, m.checksum, m.body, project, queue),
+                checksum="",
+            )
+            for m in messages
+        ]
+
+    async def _open(self, project: str, queue: str, message: Message) -> Message:
+        """
+        C{message} with its body and checksum decrypted, if it is sealed.
+
+        A sealed message opens in the queue it was posted to, or in a dead
+        letter queue it can have been moved to from there.
+
+        @raise Undecryptable: saying why it cannot.
+        """
+        if not isEnvelope(message.body):
+            return message
+        envelope = Envelope.parse(message.body)
+        if envelope.queue != queue and not await self._deadLettersTo(
+            project, envelope.queue, queue
+        ):
+            raise Undecryptable(
+                envelope.keyId, f"it was encrypted for queue {envelope.queue!r}"
+            )
+        checksum, body = openMessage(self.encryption, envelope, project)
+        return replace(message, body=body, checksum=checksum)
+
+    async def _deadLettersTo(self, project: str, origin: str, queue: str) -> bool:
+        current = origin
+        for _ in range(DEAD_LETTER_HOPS):
+            following = (await self._metadata(project, current)).get(
+                "_dead_letter_queue"
+            )
+            if not following:
+                return False
+            if following == queue:
+                return True
+            current = following
+        return False
+
+    async def _readable(
+        self, project: str, queue: str, messages: Sequence[Message]
+    ) -> list[Message]:
+        """
+        C{messages} decrypted; those that cannot be are left out, and
+        logged.
+        """
+        if not any(isEnvelope(m.body) for m in messages):
+            return list(messages)
+        readable = []
+        for m in messages:
+            try:
+                readable.append(await self._open(project, queue, m))
+            except Undecryptable as e:
+                log.error(
+                    "Message {message} of queue {queue} (project {project}) "
+                    "cannot be decrypted with key {key}: {reason}; left out",
+                    message=m.id,
+                    queue=queue,
+                    project=project,
+                    key=e.keyId,
+                    reason=e.reason,
+                )
+        return readable
+
+    async def _readableClaim(
+        self, project: str, queue: str, claim: Optional[Claim]
+    ) -> Optional[Claim]:
+        if claim is None or not claim.messages:
+            return claim
+        messages = await self._readable(project, queue, claim.messages)
+        return replace(claim, messages=tuple(messages))
+
+    async def _readableStats(
+        self, project: str, queue: str, stats: QueueStats
+    ) -> QueueStats:
+        """
+        C{stats} with its oldest and newest messages decrypted (left out
+        when they cannot be).
+        """
+        ends = []
+        for m in (stats.oldest, stats.newest):
+            readable = await self._readable(project, queue, [] if m is None else [m])
+            ends.append(readable[0] if readable else None)
+        oldest, newest = ends
+        return replace(stats, oldest=oldest, newest=newest)
 
 
 def _items(document: Any) -> Any:

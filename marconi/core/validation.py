@@ -40,7 +40,23 @@ RESERVED_METADATA = (
     "_max_claim_count",
     "_dead_letter_queue",
     "_dead_letter_queue_messages_ttl",
+    "_enable_encrypt_messages",
+    "_flavor",
+    "_retry_policy",
 )
+
+# Reserved settings of Zaqar that Marconi refuses rather than store
+# without effect (null is accepted: it means unset).
+_REFUSED_SETTINGS = {
+    "_flavor": (
+        "_flavor is not supported: Marconi has no flavors or pools; queues "
+        "are placed on nodes by the cluster's ring."
+    ),
+    "_retry_policy": (
+        "_retry_policy is not supported: Marconi has no subscriptions to "
+        "deliver with it yet."
+    ),
+}
 
 
 def queueName(name: str, limits: Limits) -> str:
@@ -167,6 +183,11 @@ def queueMetadata(metadata: Any, limits: Limits, queue: str) -> dict:
             integer(value, key, 1, 2**31)
         elif key == "_dead_letter_queue_messages_ttl":
             integer(value, key, limits.minMessageTTL, limits.maxMessageTTL)
+        elif key in _REFUSED_SETTINGS:
+            raise ValidationFailed(_REFUSED_SETTINGS[key])
+        elif key == "_enable_encrypt_messages":
+            if not isinstance(value, bool):
+                raise ValidationFailed("_enable_encrypt_messages must be a boolean.")
         elif key == "_dead_letter_queue":
             if not isinstance(value, str):
                 raise ValidationFailed("_dead_letter_queue must be a queue name.")
