@@ -20,7 +20,7 @@ Run it from the repository root::
     python bench/ring_balance.py            # the summary by scheme
     python bench/ring_balance.py --detail   # and a line per (scheme, family, N)
 
-Nothing here is asserted; C{tests/test_cluster_ring.py} checks the default
+Nothing here is asserted; C{tests/cluster/test_ring.py} checks the default
 scheme's properties.
 """
 

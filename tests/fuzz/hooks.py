@@ -1,6 +1,6 @@
 """
 Schemathesis hooks for fuzzing a Marconi node (loaded through the
-C{SCHEMATHESIS_HOOKS} environment variable by L{tests.test_fuzz}): teach it
+C{SCHEMATHESIS_HOOKS} environment variable by L{tests.api.test_fuzz}): teach it
 the two media types of the API that are JSON under another name.
 """
 

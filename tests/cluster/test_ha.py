@@ -318,7 +318,7 @@ class TwoServersOneRedisTests(TestCase):
         message, no message is in two live claims, and deleting each with
         its claim (through the other node) empties the queue.
         """
-        from tests.test_storage_redis import startStore
+        from tests.storage.test_redis import startStore
 
         server = redisserver.sharedServer()
         server.flush()

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 
 from tests import redisserver
-from tests.test_cluster_integration import NAMES, ClusterTestCase, queueOwnedBy
+from tests.integration.test_cluster import NAMES, ClusterTestCase, queueOwnedBy
 
 #: Seconds of load before the kill, and after it.
 BEFORE, AFTER = 3.0, 7.0

@@ -455,7 +455,7 @@ class OnDiskTests(TestCase):
         """
         if redisserver.skipReason():
             raise self.skipTest(redisserver.skipReason())
-        from tests.test_storage_redis import serverOf, startStore
+        from tests.storage.test_redis import serverOf, startStore
 
         server = serverOf(self)
         store = await startStore(self, server.uri())

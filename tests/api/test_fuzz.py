@@ -11,8 +11,8 @@ import sys
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest
 
+from tests.integration.test_node import NodeTestCase
 from tests.nodeprocess import environment
-from tests.test_integration import NodeTestCase
 
 CHECKS = ",".join(
     (

@@ -19,8 +19,8 @@ from uuid import uuid4
 from marconi.api import openapi
 from marconi.core.limits import Limits
 from tests.apihelpers import HTTPNode, Node
-from tests.stores import onEveryStore
-from tests.test_cluster_integration import ClusterTestCase
+from tests.integration.test_cluster import ClusterTestCase
+from tests.storage.stores import onEveryStore
 
 VICTIM = "victim-project"
 ATTACKER = "attacker-project"
@@ -319,6 +319,6 @@ class ClusterIsolationTests(IsolationMatrixMixin, ClusterTestCase):
 
     def forgedHeaders(self) -> dict:
         # A cluster refuses unsigned X-Marconi-* headers outright (403,
-        # tests.test_cluster_integration.ForgeryTests); leave them out here
+        # tests.integration.test_cluster.ForgeryTests); leave them out here
         # so that every row really crosses the forwarding path.
         return {k: v for k, v in FORGED.items() if not k.startswith("X-Marconi-")}

@@ -27,7 +27,7 @@ from marconi.core.models import ClaimSpec, MessageQuery
 from marconi.storage.mongodb.store import makeStore
 from marconi.storage.mongodb.uri import checkURI, parseURI
 from tests import mongoserver
-from tests.storage_contract import T0, MessageStoreContract, msg
+from tests.storage.contract import T0, MessageStoreContract, msg
 
 SKIP = mongoserver.skipReason()
 

@@ -15,8 +15,8 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.integration.test_node import _zaqarSession
 from tests.nodeprocess import TWISTD, NodeProcess, environment
-from tests.test_integration import _zaqarSession
 from tests.tlshelpers import CertificateDirectory, handshake, httpsClient
 
 

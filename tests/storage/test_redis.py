@@ -32,7 +32,7 @@ from marconi.core.interfaces import IMessageStore, IStorageDriverPlugin
 from marconi.core.models import NewMessage
 from marconi.storage.redis.uri import RedisLocation, checkURI, parseURI
 from tests.redisserver import RedisServer, command, sharedServer, skipReason
-from tests.storage_contract import T0, MessageStoreContract, msg, query, spec
+from tests.storage.contract import T0, MessageStoreContract, msg, query, spec
 
 SKIP = skipReason()
 

@@ -2,7 +2,7 @@
 The HTTP API in memory: treq's L{StubTreq} over L{MarconiAPI}'s resource,
 the memory store, and a L{Clock} for the domain's time.  Every request is
 answered before the call returns, so these tests turn the clock to exact
-expiry boundaries and check edge cases cheaply; L{tests.test_api} covers the
+expiry boundaries and check edge cases cheaply; L{tests.api.test_api} covers the
 same API end to end over a real socket.
 """
 

@@ -21,13 +21,13 @@ from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfigError, Peer, build, parseNode
 from marconi.core.routing import LocalRouter
 from tests.apihelpers import Node
-from tests.nodeprocess import ROOT, environment
-from tests.test_cluster_integration import (
+from tests.integration.test_cluster import (
     NAMES,
     PROJECT,
     ClusterTestCase,
     queueOwnedBy,
 )
+from tests.nodeprocess import ROOT, environment
 
 
 class PublicURLTests(SynchronousTestCase):

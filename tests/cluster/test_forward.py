@@ -41,7 +41,7 @@ from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfig, Peer
 from marconi.core.errors import Forbidden, ValidationFailed
 from marconi.core.monitoring import NullMonitor
-from tests.test_cluster_integration import freePort
+from tests.integration.test_cluster import freePort
 
 SECRET = b"s" * 32
 

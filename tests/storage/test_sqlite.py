@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from marconi.core.errors import QueueDoesNotExist
 from marconi.storage.sqlite.store import SQLiteStore, makeStore
 from marconi.storage.sqlite.uri import checkURI, parseURI
-from tests.storage_contract import T0, MessageStoreContract, msg, query, spec
+from tests.storage.contract import T0, MessageStoreContract, msg, query, spec
 
 
 class SQLiteStoreContractTests(MessageStoreContract, TestCase):

@@ -24,8 +24,8 @@ from marconi.core.durability import DURABLE, REPLICATED, parseDurability
 from marconi.core.errors import StorageUnavailable
 from marconi.storage.redis.uri import parseURI
 from tests.redisserver import SentinelGroup, info, skipReason
-from tests.storage_contract import MessageStoreContract, msg, spec
-from tests.test_storage_redis import serverOf, startStore
+from tests.storage.contract import MessageStoreContract, msg, spec
+from tests.storage.test_redis import serverOf, startStore
 
 SKIP = skipReason()
 

@@ -32,7 +32,7 @@ async def memoryStore(test: TestCase) -> Any:
 
 
 async def redisStore(test: TestCase) -> Any:
-    from tests.test_storage_redis import startStore
+    from tests.storage.test_redis import startStore
 
     server = redisserver.sharedServer()
     server.flush()

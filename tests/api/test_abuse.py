@@ -16,8 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from marconi.api.http import MarconiChannel, MarconiSite
 from marconi.core.limits import Limits
 from tests import rawhttp
+from tests.api.test_api_unit import InMemoryNode
 from tests.apihelpers import CLIENT, Node
-from tests.test_api_unit import InMemoryNode
 
 IDENTITY = b"Client-ID: " + CLIENT.encode() + b"\r\nX-Project-ID: abuse\r\n"
 

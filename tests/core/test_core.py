@@ -14,7 +14,7 @@ from marconi.core.limits import Limits
 from marconi.core.messaging import Messaging
 from marconi.kernel import PurgeService
 from marconi.storage.sqlite.store import SQLiteStore
-from tests.storage_contract import msg
+from tests.storage.contract import msg
 
 LIMITS = Limits()
 

@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from marconi.core.limits import Limits
 from tests.apihelpers import Node
-from tests.stores import onEveryStore
+from tests.storage.stores import onEveryStore
 
 CLAIMERS = 120
 MESSAGES = 600

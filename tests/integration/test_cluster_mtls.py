@@ -17,7 +17,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from marconi import config as configuration
 from marconi import tls
 from marconi.cluster import signing
-from tests.test_cluster_integration import (
+from tests.integration.test_cluster import (
     CLIENT,
     NAMES,
     PROJECT,

@@ -36,7 +36,7 @@ from marconi.core.models import Claim, ClaimSpec, Message, MessageQuery
 from marconi.storage.memory.store import MemoryStore, makeStore
 from marconi.storage.memory.uri import checkURI
 from marconi.storage.sqlite.store import SQLiteStore
-from tests.storage_contract import T0, MessageStoreContract, msg, query, spec
+from tests.storage.contract import T0, MessageStoreContract, msg, query, spec
 
 
 class MemoryStoreContractTests(MessageStoreContract, TestCase):

@@ -8,8 +8,8 @@ alone.
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from marconi.api import versions
+from tests.api.test_api_unit import InMemoryNode
 from tests.apihelpers import Node
-from tests.test_api_unit import InMemoryNode
 from tests.zaqar_compare import Answer, allowed, differences, shape
 
 MSG = {"body": {"event": "x"}, "ttl": 300}

@@ -9,7 +9,7 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_integration import HEADERS, NodeTestCase
+from tests.integration.test_node import HEADERS, NodeTestCase
 
 
 class OperationsTests(NodeTestCase):
