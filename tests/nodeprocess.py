@@ -48,8 +48,19 @@ class NodeProcess:
     One C{twistd -n marconi} process.
     """
 
-    def __init__(self, testCase: Any, directory: str, args: Sequence[str]) -> None:
+    def __init__(
+        self,
+        testCase: Any,
+        directory: str,
+        args: Sequence[str],
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """
+        @param prefix: a command the daemon is run under, e.g. C{ip netns
+            exec NAME}; it must replace itself with the daemon.
+        """
         self.testCase = testCase
+        self.prefix = list(prefix)
         self.directory = directory
         self.args = list(args)
         self.logPath = os.path.join(directory, "node.log")
@@ -63,6 +74,7 @@ class NodeProcess:
             os.rename(self.logPath, self.logPath + f".{id(self)}.{reactor.seconds()}")
         self._watcher = _Watcher()
         argv = [
+            *self.prefix,
             sys.executable,
             "-c",
             TWISTD,
@@ -73,7 +85,7 @@ class NodeProcess:
             *self.args,
         ]
         self._process = reactor.spawnProcess(
-            self._watcher, sys.executable, argv, env=environment(), path=self.directory
+            self._watcher, argv[0], argv, env=environment(), path=self.directory
         )
         self.testCase.addCleanup(self.stop)
         waited = 0.0
