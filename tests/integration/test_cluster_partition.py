@@ -31,9 +31,9 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests import netns, redisserver
+from tests.integration.test_cluster import NAMES, ClusterTestCase, queueOwnedBy
+from tests.integration.test_cluster_ha_faults import MAX_REQUESTS, Load, remaining
 from tests.nodeprocess import NodeProcess
-from tests.test_cluster_ha_faults import MAX_REQUESTS, Load, remaining
-from tests.test_cluster_integration import NAMES, ClusterTestCase, queueOwnedBy
 
 #: Seconds of load before the cut, during it, and after healing.
 BEFORE, CUT, AFTER = 3.0, 8.0, 4.0
