@@ -96,10 +96,15 @@ class ClusterRouter(MultiService):
     # IRouter
 
     def verify(self, request: Any) -> Optional[str]:
-        headers = {
-            name.lower(): values[0]
-            for name, values in request.requestHeaders.getAllRawHeaders()
-        }
+        # Only the forwarding headers matter; most requests carry none, and
+        # need neither their body read nor a signature checked.
+        headers = {}
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            lower = name.lower()
+            if lower.startswith(signing.PREFIX):
+                headers[lower] = values[0]
+        if not headers:
+            return None
         request.content.seek(0)
         body = request.content.read()
         try:
