@@ -35,6 +35,8 @@ class Config:
         on its own.
     @ivar clusterTLS: the L{marconi.cluster.mtls.ClusterTLS} settings when
         the nodes speak mutual TLS, else L{None}.
+    @ivar signedURLKey: the secret of pre-signed URLs (C{[signed_url]
+        secret_key}), or L{None}: then none are made or accepted.
     """
 
     listen: tuple = (DEFAULT_LISTEN,)
@@ -48,6 +50,7 @@ class Config:
     monitoring: Mapping[str, str] = field(default_factory=dict)
     cluster: Optional[ClusterConfig] = None
     clusterTLS: Optional["ClusterTLS"] = None
+    signedURLKey: Optional[str] = None
 
 
 class ConfigError(ValueError):
@@ -69,7 +72,8 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
     line), C{storage}, C{auth} and C{purge_interval}; C{[storage]} holds
     C{durability} (C{durable} or C{replicated}); C{[limits]} holds any
     field of L{Limits} in snake_case; C{[auth:NAME]} holds the settings of
-    auth driver NAME; C{[logging]} and C{[monitoring]} the settings of
+    auth driver NAME; C{[signed_url]} holds C{secret_key}, the secret of
+    pre-signed URLs; C{[logging]} and C{[monitoring]} the settings of
     the logging and monitoring drivers (checked by the drivers);
     C{[cluster]} holds C{node_name}, C{nodes} (one C{NAME=URL} per line,
     optionally followed by C{weight=W}), C{stores} (one C{NAME=URI} per
@@ -174,6 +178,8 @@ def _fromParser(
             if limits[name] < 0:
                 raise ConfigError(f"{path}: limit {key} must not be negative")
         values["limits"] = replace(config.limits, **limits)
+    if parser.has_section("signed_url"):
+        values["signedURLKey"] = _signedURLKey(dict(parser["signed_url"]), path)
     for name in ("logging", "monitoring"):
         if parser.has_section(name):
             values[name] = {k: v.strip() for k, v in parser[name].items()}
@@ -190,6 +196,21 @@ def _fromParser(
     if sections:
         values["authSettings"] = dict(parser[sections[0]])
     return replace(config, **values)
+
+
+def _signedURLKey(section: dict, path: str) -> str:
+    """
+    The C{[signed_url]} section's C{secret_key}, Zaqar's name for it.
+    """
+    unknown = set(section) - {"secret_key"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) in [signed_url]: {', '.join(sorted(unknown))}"
+        )
+    key = section.get("secret_key", "").strip()
+    if not key:
+        raise ConfigError(f"{path}: [signed_url] secret_key must not be empty")
+    return key
 
 
 def _cluster(
