@@ -19,6 +19,7 @@ from marconi.api.errors import HTTPError
 from marconi.config import ConfigError, load
 from marconi.core.errors import ValidationFailed
 from tests.apihelpers import START, Node
+from tests.test_auth_keystone import KeystoneCase
 from tests.test_integration import NodeTestCase
 
 SECRET = "correct horse battery staple"
@@ -423,6 +424,54 @@ class UnconfiguredAPITests(TestCase):
         )
         self.assertEqual(response.code, 403)
         self.assertIn("does not accept", response.json["description"])
+
+
+class KeystoneTests(KeystoneCase):
+    """
+    Under Keystone a grant is made with a token of its project and used
+    without one.
+    """
+
+    async def test_grantUnderKeystone(self) -> None:
+        """
+        Sharing without a token is 401; with alice's token the grant names
+        her project and works with no token; sent for bob's project it is
+        refused.
+        """
+        node = Node(self, auth=self.driver(), secret=SECRET)
+        alice, project = self.keystone.token("alice")
+        _, other = self.keystone.token("bob")
+        refused = await node.request("POST", "/v2/queues/q/share", {}, project=None)
+        self.assertEqual(refused.code, 401)
+        shared = await node.request(
+            "POST",
+            "/v2/queues/q/share",
+            {"methods": ["POST"]},
+            project=None,
+            headers={"X-Auth-Token": alice},
+        )
+        self.assertEqual(shared.json["project"], project)
+        grant = shared.json
+        posted = await node.request(
+            "POST",
+            MESSAGES,
+            {"messages": [{"body": 1}]},
+            project=None,
+            headers=_headers(grant),
+        )
+        self.assertEqual(posted.code, 201, posted.body)
+        forged = await node.request(
+            "POST",
+            MESSAGES,
+            {"messages": [{"body": 2}]},
+            project=None,
+            headers=_headers(grant, X_Project_ID=other),
+        )
+        self.assertEqual(forged.code, 403)
+        stats = await node.request(
+            "GET", "/v2/queues/q/stats", project=None, headers={"X-Auth-Token": alice}
+        )
+        self.assertEqual(stats.json["messages"]["total"], 1)
 
 
 class ZaqarClientTests(NodeTestCase):
