@@ -46,6 +46,19 @@ def _headers(grant: dict, **changes: str) -> dict:
     return headers
 
 
+async def _postWithGrant(node: Node, grant: dict, body: object, **changes: str):
+    """
+    Post one message to C{q} with C{grant}'s headers (and C{changes}).
+    """
+    return await node.request(
+        "POST",
+        MESSAGES,
+        {"messages": [{"body": body}]},
+        project=None,
+        headers=_headers(grant, **changes),
+    )
+
+
 class SignatureTests(SynchronousTestCase):
     def test_wireFormat(self) -> None:
         """
@@ -225,13 +238,7 @@ class SharedAPITests(TestCase):
         the granting project, with no other credentials.
         """
         grant = await self.share({"methods": ["GET", "POST"]})
-        posted = await self.node.request(
-            "POST",
-            MESSAGES,
-            {"messages": [{"body": 1}]},
-            project=None,
-            headers=_headers(grant),
-        )
+        posted = await _postWithGrant(self.node, grant, 1)
         self.assertEqual(posted.code, 201, posted.body)
         listed = await self.node.request(
             "GET", MESSAGES + "?echo=true", project=None, headers=_headers(grant)
@@ -452,21 +459,9 @@ class KeystoneTests(KeystoneCase):
         )
         self.assertEqual(shared.json["project"], project)
         grant = shared.json
-        posted = await node.request(
-            "POST",
-            MESSAGES,
-            {"messages": [{"body": 1}]},
-            project=None,
-            headers=_headers(grant),
-        )
+        posted = await _postWithGrant(node, grant, 1)
         self.assertEqual(posted.code, 201, posted.body)
-        forged = await node.request(
-            "POST",
-            MESSAGES,
-            {"messages": [{"body": 2}]},
-            project=None,
-            headers=_headers(grant, X_Project_ID=other),
-        )
+        forged = await _postWithGrant(node, grant, 2, X_Project_ID=other)
         self.assertEqual(forged.code, 403)
         stats = await node.request(
             "GET", "/v2/queues/q/stats", project=None, headers={"X-Auth-Token": alice}
