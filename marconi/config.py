@@ -38,6 +38,8 @@ class Config:
         the nodes speak mutual TLS, else L{None}.
     @ivar encryption: the keys of encrypted queues (C{[encryption]}), or
         L{None}.
+    @ivar signedURLKey: the secret of pre-signed URLs (C{[signed_url]
+        secret_key}), or L{None}: then none are made or accepted.
     """
 
     listen: tuple = (DEFAULT_LISTEN,)
@@ -52,6 +54,7 @@ class Config:
     cluster: Optional[ClusterConfig] = None
     clusterTLS: Optional["ClusterTLS"] = None
     encryption: Optional[KeyRing] = None
+    signedURLKey: Optional[str] = None
 
 
 class ConfigError(ValueError):
@@ -73,7 +76,8 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
     line), C{storage}, C{auth} and C{purge_interval}; C{[storage]} holds
     C{durability} (C{durable} or C{replicated}); C{[limits]} holds any
     field of L{Limits} in snake_case; C{[auth:NAME]} holds the settings of
-    auth driver NAME; C{[logging]} and C{[monitoring]} the settings of
+    auth driver NAME; C{[signed_url]} holds C{secret_key}, the secret of
+    pre-signed URLs; C{[logging]} and C{[monitoring]} the settings of
     the logging and monitoring drivers (checked by the drivers);
     C{[cluster]} holds C{node_name}, C{nodes} (one C{NAME=URL} per line,
     optionally followed by C{weight=W}), C{stores} (one C{NAME=URI} per
@@ -180,6 +184,8 @@ def _fromParser(
             if limits[name] < 0:
                 raise ConfigError(f"{path}: limit {key} must not be negative")
         values["limits"] = replace(config.limits, **limits)
+    if parser.has_section("signed_url"):
+        values["signedURLKey"] = _signedURLKey(dict(parser["signed_url"]), path)
     for name in ("logging", "monitoring"):
         if parser.has_section(name):
             values[name] = {k: v.strip() for k, v in parser[name].items()}
@@ -214,6 +220,21 @@ def _encryption(section: dict, path: str) -> KeyRing:
         )
     except KeyConfigError as e:
         raise ConfigError(f"{path}: [encryption] {e}") from None
+
+
+def _signedURLKey(section: dict, path: str) -> str:
+    """
+    The C{[signed_url]} section's C{secret_key}, Zaqar's name for it.
+    """
+    unknown = set(section) - {"secret_key"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) in [signed_url]: {', '.join(sorted(unknown))}"
+        )
+    key = section.get("secret_key", "").strip()
+    if not key:
+        raise ConfigError(f"{path}: [signed_url] secret_key must not be empty")
+    return key
 
 
 def _cluster(

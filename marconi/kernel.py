@@ -20,6 +20,7 @@ import marconi.plugins
 from marconi import tls
 from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
+from marconi.api.presigned import SignedURLs
 from marconi.config import Config
 from marconi.console import Activity, Console, Mount, ObservedBus, ObservedRouter
 from marconi.core.health import HealthCheck, SingleNode
@@ -192,10 +193,12 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         clusterRouter = router
         ringVersion = lambda: clusterRouter.ring.version  # noqa: E731
 
+    signedURLs = SignedURLs(config.signedURLKey, reactor)
+
     def makeSite(router: Optional[IRouter]) -> MarconiSite:
         # ObservedBus passes every other attribute on to the Messaging it wraps.
         observed = cast(Messaging, ObservedBus(bus, activity))
-        api = MarconiAPI(observed, auth, health, router)
+        api = MarconiAPI(observed, auth, health, router, signedURLs)
         console = Console(activity, auth, config.limits, router)
         return MarconiSite(
             Mount(api.resource(), console.resource()),

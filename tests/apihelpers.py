@@ -15,6 +15,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
+from marconi.api.presigned import SignedURLs
 from marconi.auth.noauth import NoAuth
 from marconi.core.health import HealthCheck
 from marconi.core.limits import Limits
@@ -117,11 +118,13 @@ class Node(HTTPNode):
         monitor: Optional[Any] = None,
         store: Any = None,
         auth: Any = None,
+        secret: Optional[str] = None,
     ) -> None:
         """
         @param store: a running store to serve (stopped at the end of the
             test); by default a new in-memory SQLite store.
         @param auth: the auth driver; L{NoAuth} by default.
+        @param secret: the secret of pre-signed URLs, if any.
         """
         limits = limits or Limits()
         self.clock = Clock()
@@ -137,7 +140,10 @@ class Node(HTTPNode):
             store = MeasuredStore(self.store, monitor, reactor)
         self.bus = Messaging(store, self.clock, limits, monitor)
         self.api = MarconiAPI(
-            self.bus, auth or NoAuth(), HealthCheck(store, self.clock)
+            self.bus,
+            auth or NoAuth(),
+            HealthCheck(store, self.clock),
+            signedURLs=SignedURLs(secret, self.clock),
         )
         public = monitor.publicResource() if monitor is not None else None
         self.site = MarconiSite(

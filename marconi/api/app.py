@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import parse_accept_header
 from werkzeug.routing import BaseConverter
 
-from marconi.api import homedoc, identity, openapi, render, versions
+from marconi.api import homedoc, identity, openapi, presigned, render, versions
 from marconi.api.errors import HTTPError, statusOf
 from marconi.api.http import RoutedKlein
 from marconi.core import jsontext, signing, validation
@@ -52,6 +52,14 @@ class VersionConverter(BaseConverter):
     """
 
     regex = "|".join(re.escape(name) for name in versions.POLICIES)
+
+
+class ShareVersion(BaseConverter):
+    """
+    The API versions that make pre-signed URLs.
+    """
+
+    regex = "|".join(re.escape(name) for name in presigned.VERSIONS)
 
 
 class QueuePatchVersion(BaseConverter):
@@ -148,6 +156,7 @@ class MarconiAPI:
     app = RoutedKlein()
     app.url_map.converters["version"] = VersionConverter
     app.url_map.converters["queuePatchVersion"] = QueuePatchVersion
+    app.url_map.converters["shareVersion"] = ShareVersion
     log = Logger()
 
     def __init__(
@@ -156,15 +165,19 @@ class MarconiAPI:
         auth: IAuthDriver,
         health: IHealth,
         router: Optional[IRouter] = None,
+        signedURLs: Optional[presigned.SignedURLs] = None,
     ) -> None:
         """
         @param router: the node's router in a cluster; by default a
             L{LocalRouter}, for a node on its own.
+        @param signedURLs: makes and checks pre-signed URLs; by default
+            none are made or accepted.
         """
         self.bus = bus
         self.auth = auth
         self.healthCheck = health
         self.router: Any = LocalRouter() if router is None else router
+        self.signedURLs = signedURLs or presigned.SignedURLs(None, bus.clock)
         self.limits = bus.limits
         self._openapi = render.document(openapi.document(self.limits))
 
@@ -188,7 +201,7 @@ class MarconiAPI:
         headers = identity.authHeaders(request)
         signed = self.router.verify(request)
         if signed is None:
-            project = await self.auth.authenticate(headers, projectId)
+            project = await self._authenticate(request, headers, projectId)
         elif projectId is not None and projectId != signed:
             raise Forbidden("The project in the URL is not the forwarded project.")
         else:
@@ -211,6 +224,18 @@ class MarconiAPI:
             policy=policy,
         )
 
+    async def _authenticate(
+        self, request: Any, headers: dict, projectId: Optional[str]
+    ) -> Optional[str]:
+        """
+        The project of a request from a client: by its pre-signed URL
+        headers if it sends them, else by the auth driver.
+        """
+        project = self.signedURLs.verify(request, headers, projectId)
+        if project is not None:
+            return project
+        return await self.auth.authenticate(headers, projectId)
+
     def _allowed(self, request: Any) -> list:
         """
         The methods other than C{HEAD} routed at the request's path.
@@ -226,6 +251,8 @@ class MarconiAPI:
         never.
         """
         if self.router.verify(request) is not None:
+            return False
+        if presigned.carriesSignature(request):
             return False
         return bool(await self.auth.isAdmin(identity.authHeaders(request)))
 
@@ -394,6 +421,25 @@ class MarconiAPI:
                 ctx.policy.identities,
             ),
         )
+
+    @_routes(app, "/queues/<queue>/share", ["POST"], "shareVersion")
+    async def shareQueue(
+        self,
+        request: Any,
+        version: str,
+        queue: str,
+        project_id: Optional[str] = None,
+    ) -> bytes:
+        """
+        A pre-signed URL on the queue (see L{presigned}); made by the
+        node that receives it, with the secret every node shares.
+        """
+        ctx = await self._context(request, version, project_id)
+        validation.queueName(queue, self.limits)
+        grant = self.signedURLs.share(
+            ctx.project, ctx.queueHref(queue), self._json(request, optional=True)
+        )
+        return _send(request, render.document(grant))
 
     # Messages.
 

@@ -3,6 +3,7 @@ The versions document (C{GET /}) and the JSON-Home document of each API
 version (C{GET /v2/}).
 """
 
+from marconi.api import presigned
 from marconi.api.render import document
 from marconi.api.versions import POLICIES
 
@@ -105,4 +106,8 @@ def home(version: str) -> bytes:
         "rel/health": _resource(base + "/health", {}, ["GET"]),
         "rel/ring": _resource(base + "/ring", {}, ["GET"]),
     }
+    if version in presigned.VERSIONS:
+        resources["rel/queue_share"] = _resource(
+            base + "/queues/{queue_name}/share", queue, ["POST"]
+        )
     return document({"resources": resources})

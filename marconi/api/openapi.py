@@ -15,6 +15,7 @@ description says so.
 import copy
 from typing import Callable, Optional
 
+from marconi.api import presigned
 from marconi.api.versions import POLICIES, V1_1
 from marconi.core import signing
 from marconi.core.limits import Limits
@@ -252,6 +253,27 @@ def _components(limits: Limits) -> dict:
                 ),
             ),
             "Versions": _object(["versions"], versions={"type": "array"}),
+            "ShareRequest": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "paths": _array(
+                        {"type": "string", "enum": sorted(presigned.SHAREABLE)}
+                    ),
+                    "methods": _array(
+                        {"type": "string", "enum": sorted(presigned.METHODS)}
+                    ),
+                    "expires": {"type": "string", "format": "date-time"},
+                },
+            },
+            "SignedURL": _object(
+                ["paths", "methods", "project", "expires", "signature"],
+                paths=_array(_STRING),
+                methods=_array(_STRING),
+                project=_STRING,
+                expires=_STRING,
+                signature=_STRING,
+            ),
         }
     }
 
@@ -432,6 +454,22 @@ def _queueResources(limits: Limits) -> dict:
                 },
             ),
         },
+        "/queues/{queue}/share": {
+            "parameters": [queue],
+            "post": _operation(
+                "A pre-signed URL on the queue: the paths, methods, project, "
+                "expiry and signature a client sends back in the URL-Paths, "
+                "URL-Methods, X-Project-ID, URL-Expires and URL-Signature "
+                "headers (400 when the node has no [signed_url] secret_key).",
+                {"200": _json("SignedURL", "The signed grant.")},
+                body={
+                    "required": False,
+                    "content": {
+                        _JSON: {"schema": {"$ref": "#/components/schemas/ShareRequest"}}
+                    },
+                },
+            ),
+        },
         "/queues/{queue}/claims/{claim_id}": {
             "parameters": [queue, claimId],
             "get": _operation("A live claim.", {"200": _json("Claim", "The claim.")}),
@@ -495,6 +533,7 @@ def document(limits: Optional[Limits] = None) -> dict:
     version = _versionParam(lambda policy: True)
     # Queue PATCH is routed only under the versions that have it.
     patchVersion = _versionParam(lambda policy: policy.queuePatch)
+    shareVersion = _versionParam(lambda policy: policy.name in presigned.VERSIONS)
     projectId = _param(
         "project_id",
         "path",
@@ -576,6 +615,8 @@ def document(limits: Optional[Limits] = None) -> dict:
             )
             if path == "/queues/{queue}":
                 item["patch"]["parameters"] = [patchVersion]
+            if path == "/queues/{queue}/share":
+                item["post"]["parameters"] = [shareVersion]
             paths[prefix + path] = item
     return {
         "openapi": "3.0.3",

@@ -38,7 +38,8 @@ FORGED = {
     "X-Auth-Project-Id": VICTIM,
     "X-Service-Project-Id": VICTIM,
     "X-User-Id": "root",
-    "URL-Signature": "",
+    # URL-Signature is read: any request carrying it is judged by its grant
+    # alone (tests/api/test_presigned.py refuses empty and forged ones).
     "URL-Project": VICTIM,
     "EXTRA-SPEC": "x",
     "X-Forwarded-For": "127.0.0.1",

@@ -424,7 +424,8 @@ class AccessLogTests(TestCase):
             for event in self.events:
                 observer(event)
         self.assertNotIn("SECRET", stream.getvalue())
-        self.assertIn("/v2/queues/q/messages/abc 204", stream.getvalue())
+        # The malformed URL-Signature is refused, and still logged without it.
+        self.assertIn("/v2/queues/q/messages/abc 403", stream.getvalue())
 
     async def test_refusedCarriesRequestId(self) -> None:
         """
