@@ -171,13 +171,15 @@ def _components(limits: Limits) -> dict:
                             minItems=1,
                             maxItems=signing.MAX_KEYS,
                         ),
+                        nullable=True,
                         description=(
                             "Write-only signing keys, oldest first; a secret is "
                             "base64 of 32 to 256 bytes, and an id alone keeps "
-                            "the stored secret (docs/signing.rst)."
+                            "the stored secret (docs/signing.rst).  Null, as "
+                            "for every reserved setting, means unset."
                         ),
                     ),
-                    "_require_signed_posts": {"type": "boolean"},
+                    "_require_signed_posts": {"type": "boolean", "nullable": True},
                 },
             },
             "QueueList": _object(
