@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Mapping, Optional
 
 from marconi.cluster.settings import ClusterConfig, ClusterConfigError
 from marconi.cluster.settings import build as buildCluster
+from marconi.core import audit
 from marconi.core.durability import DURABLE, parseDurability
 from marconi.core.limits import Limits
 from marconi.core.text import snakeToCamel
@@ -31,6 +32,7 @@ class Config:
     @ivar purgeInterval: seconds between purges of expired data.
     @ivar logging: the C{[logging]} section (its C{driver} and settings).
     @ivar monitoring: the C{[monitoring]} section.
+    @ivar audit: the C{[audit]} section (see L{marconi.core.audit}).
     @ivar cluster: the cluster this node belongs to, or L{None} for a node
         on its own.
     @ivar clusterTLS: the L{marconi.cluster.mtls.ClusterTLS} settings when
@@ -46,6 +48,7 @@ class Config:
     purgeInterval: float = 60.0
     logging: Mapping[str, str] = field(default_factory=dict)
     monitoring: Mapping[str, str] = field(default_factory=dict)
+    audit: Mapping[str, str] = field(default_factory=dict)
     cluster: Optional[ClusterConfig] = None
     clusterTLS: Optional["ClusterTLS"] = None
 
@@ -174,9 +177,10 @@ def _fromParser(
             if limits[name] < 0:
                 raise ConfigError(f"{path}: limit {key} must not be negative")
         values["limits"] = replace(config.limits, **limits)
-    for name in ("logging", "monitoring"):
+    for name in ("logging", "monitoring", "audit"):
         if parser.has_section(name):
             values[name] = {k: v.strip() for k, v in parser[name].items()}
+    _checkAudit(values.get("audit", {}), path)
     # The driver named on the command line reads its own section.
     auth = authOverride or values.get("auth", config.auth)
     # Its section is [auth:NAME]; [NAME] is accepted too (so [keystone]),
@@ -190,6 +194,16 @@ def _fromParser(
     if sections:
         values["authSettings"] = dict(parser[sections[0]])
     return replace(config, **values)
+
+
+def _checkAudit(section: Mapping[str, str], path: Optional[str]) -> None:
+    """
+    Refuse a wrong C{[audit]} section when the file is read.
+    """
+    try:
+        audit.parseSettings(section)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _cluster(

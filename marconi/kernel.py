@@ -22,6 +22,7 @@ from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
 from marconi.config import Config
 from marconi.console import Activity, Console, Mount, ObservedBus, ObservedRouter
+from marconi.core import audit
 from marconi.core.health import HealthCheck, SingleNode
 from marconi.core.interfaces import IAuthDriverPlugin, IRouter, IStorageDriverPlugin
 from marconi.core.messaging import Messaging
@@ -128,7 +129,13 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     monitor = observability.makeMonitor(config, reactor)
     if IService.providedBy(monitor):
         monitor.setServiceParent(node)
-    store = observability.instrumentStore(store, monitor, config, reactor, node)
+    river = audit.AuditRiver(
+        observability.instrumentStore(store, monitor, config, reactor, node),
+        reactor,
+        audit.parseSettings(config.audit),
+    )
+    river.watch(store)
+    store = river.store
     auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
     announceAuth(config.auth, auth)
     if hasattr(auth, "close"):
@@ -170,7 +177,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         if config.clusterTLS is not None:
             publicRouter = mtls.PublicRouter(router)
             nodeRouter = mtls.NodeRouter(router)
-    bus = Messaging(store, reactor, config.limits, monitor)
+    bus = Messaging(store, reactor, config.limits, monitor, river)
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
     if router is not None:
         router.setServiceParent(node)

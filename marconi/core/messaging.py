@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 from twisted.internet.interfaces import IReactorTime
 
 from marconi.core import validation
+from marconi.core.audit import RIVER, AuditRiver, idsOf
 from marconi.core.errors import (
     ClaimDoesNotExist,
     ClaimMismatch,
@@ -54,12 +55,18 @@ class Messaging:
         clock: IReactorTime,
         limits: Limits,
         monitor: Optional[IMonitor] = None,
+        audit: Optional[AuditRiver] = None,
     ) -> None:
+        """
+        @param audit: the audit river; by default one with the default
+            settings, over C{store}.
+        """
         self.store = store
         self.clock = clock
         self.limits = limits
         self.monitor = NullMonitor() if monitor is None else monitor
         self._metadataCache: dict = {}
+        self.audit = _defaultRiver(store, clock) if audit is None else audit
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -79,7 +86,11 @@ class Messaging:
         validation.queueName(name, self.limits)
         metadata = validation.queueMetadata(metadata, self.limits, name)
         self._forget(project, name)
-        return await self.store.createQueue(project, name, metadata, self.now())
+        created = await self.store.createQueue(project, name, metadata, self.now())
+        self.audit.record(
+            project, "queue_created" if created else "queue_updated", name
+        )
+        return created
 
     async def getQueue(self, project: str, name: str, defaults: bool = True) -> dict:
         """
@@ -121,6 +132,7 @@ class Messaging:
         self._forget(project, name)
         await self.store.setQueueMetadata(project, name, metadata)
         self._forget(project, name)
+        self.audit.record(project, "queue_updated", name)
         return await self.getQueue(project, name)
 
     async def deleteQueue(self, project: str, name: str) -> None:
@@ -128,6 +140,7 @@ class Messaging:
         self._forget(project, name)
         await self.store.deleteQueue(project, name)
         self._forget(project, name)
+        self.audit.record(project, "queue_deleted", name)
 
     async def listQueues(
         self,
@@ -142,7 +155,21 @@ class Messaging:
         validation.integer(limit, "limit", 1, self.limits.maxQueuesPerPage)
         queues = await self.store.listQueues(project, marker, limit, detailed)
         count = await self.store.countQueues(project) if withCount else None
-        return list(queues), count
+        return await self._withoutRiver(project, list(queues), count)
+
+    async def _withoutRiver(
+        self, project: str, queues: list[QueueInfo], count: Optional[int]
+    ) -> tuple[list[QueueInfo], Optional[int]]:
+        """
+        A queue listing without the audit river's queue, which sorts last.
+        """
+        if count:
+            try:
+                await self.store.getQueueMetadata(project, RIVER)
+                count -= 1
+            except QueueDoesNotExist:
+                pass
+        return [q for q in queues if q.name != RIVER], count
 
     async def queueStats(self, project: str, name: str) -> QueueStats:
         validation.queueName(name, self.limits)
@@ -196,6 +223,14 @@ class Messaging:
             project, queue, messages, clientId, self.now()
         )
         self.monitor.messagesCounted("posted", len(ids))
+        self.audit.record(
+            project,
+            "posted",
+            queue,
+            messages=list(ids),
+            count=len(ids),
+            client=clientId,
+        )
         return ids
 
     async def listMessages(
@@ -261,6 +296,9 @@ class Messaging:
         # Counted once per successful request: the store does not say
         # whether the message was still there.
         self.monitor.messagesCounted("deleted", 1)
+        self.audit.record(
+            project, "deleted", queue, messages=[messageId], claim=claimId
+        )
 
     async def deleteMessages(
         self,
@@ -275,6 +313,7 @@ class Messaging:
         )
         if count:
             self.monitor.messagesCounted("deleted", count)
+        self.audit.record(project, "deleted", queue, messages=list(ids), count=count)
         return count
 
     async def popMessages(
@@ -287,6 +326,9 @@ class Messaging:
         )
         if popped:
             self.monitor.messagesCounted("deleted", len(popped))
+            self.audit.record(
+                project, "popped", queue, messages=idsOf(popped), count=len(popped)
+            )
         return popped
 
     # Claims.
@@ -317,6 +359,16 @@ class Messaging:
         claim = await self.store.createClaim(project, queue, spec, self.now())
         if claim is not None and claim.messages:
             self.monitor.messagesCounted("claimed", len(claim.messages))
+            self.audit.record(
+                project,
+                "claimed",
+                queue,
+                claim=claim.id,
+                messages=idsOf(claim.messages),
+                count=len(claim.messages),
+                ttl=ttl,
+                grace=grace,
+            )
         return claim
 
     async def getClaim(self, project: str, queue: str, claimId: str) -> Claim:
@@ -329,16 +381,26 @@ class Messaging:
         validation.queueName(queue, self.limits)
         ttl, grace = validation.claimOptions(options, self.limits)
         await self.store.renewClaim(project, queue, claimId, ttl, grace, self.now())
+        self.audit.record(
+            project, "renewed", queue, claim=claimId, ttl=ttl, grace=grace
+        )
 
     async def releaseClaim(self, project: str, queue: str, claimId: str) -> None:
         validation.queueName(queue, self.limits)
         await self.store.releaseClaim(project, queue, claimId, self.now())
+        self.audit.record(project, "released", queue, claim=claimId)
 
     async def purgeExpired(self) -> int:
         count = await self.store.purgeExpired(self.now())
         if count:
             self.monitor.messagesCounted("expired", count)
         return count
+
+
+def _defaultRiver(store: IMessageStore, clock: IReactorTime) -> AuditRiver:
+    river = AuditRiver(store, clock)
+    river.watch(store)
+    return river
 
 
 def _applyPatch(metadata: dict, op: Any) -> None:
