@@ -129,13 +129,10 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     monitor = observability.makeMonitor(config, reactor)
     if IService.providedBy(monitor):
         monitor.setServiceParent(node)
-    river = audit.AuditRiver(
-        observability.instrumentStore(store, monitor, config, reactor, node),
-        reactor,
-        audit.parseSettings(config.audit),
-    )
+    # The river writes to the node's own store, unmeasured.
+    river = audit.AuditRiver(store, reactor, audit.parseSettings(config.audit))
     river.watch(store)
-    store = river.store
+    store = observability.instrumentStore(store, monitor, config, reactor, node)
     auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
     announceAuth(config.auth, auth)
     if hasattr(auth, "close"):

@@ -16,6 +16,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
 from marconi.auth.noauth import NoAuth
+from marconi.core.audit import AuditRiver
 from marconi.core.health import HealthCheck
 from marconi.core.limits import Limits
 from marconi.core.messaging import Messaging
@@ -135,7 +136,9 @@ class Node(HTTPNode):
             # reactor: the Clock only drives the domain's time).
             self.store.observeEvents(monitor.messagesCounted)
             store = MeasuredStore(self.store, monitor, reactor)
-        self.bus = Messaging(store, self.clock, limits, monitor)
+        river = AuditRiver(self.store, self.clock)
+        river.watch(self.store)
+        self.bus = Messaging(store, self.clock, limits, monitor, river)
         self.api = MarconiAPI(
             self.bus, auth or NoAuth(), HealthCheck(store, self.clock)
         )

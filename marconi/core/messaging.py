@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 from twisted.internet.interfaces import IReactorTime
 
 from marconi.core import validation
-from marconi.core.audit import RIVER, AuditRiver, idsOf
+from marconi.core.audit import RIVER, AuditRiver, AuditSettings, idsOf
 from marconi.core.errors import (
     ClaimDoesNotExist,
     ClaimMismatch,
@@ -58,8 +58,7 @@ class Messaging:
         audit: Optional[AuditRiver] = None,
     ) -> None:
         """
-        @param audit: the audit river; by default one with the default
-            settings, over C{store}.
+        @param audit: the audit river; by default none is kept.
         """
         self.store = store
         self.clock = clock
@@ -398,9 +397,7 @@ class Messaging:
 
 
 def _defaultRiver(store: IMessageStore, clock: IReactorTime) -> AuditRiver:
-    river = AuditRiver(store, clock)
-    river.watch(store)
-    return river
+    return AuditRiver(store, clock, AuditSettings(enabled=False))
 
 
 def _applyPatch(metadata: dict, op: Any) -> None:
