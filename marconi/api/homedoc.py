@@ -105,4 +105,21 @@ def home(version: str) -> bytes:
         "rel/health": _resource(base + "/health", {}, ["GET"]),
         "rel/ring": _resource(base + "/ring", {}, ["GET"]),
     }
+    if version == "v2":
+        resources["rel/audit"] = _resource(
+            base + "/audit{?marker,limit,queue,action,since,until,tags}",
+            {
+                name: param + name
+                for name in (
+                    "marker",
+                    "limit",
+                    "queue",
+                    "action",
+                    "since",
+                    "until",
+                    "tags",
+                )
+            },
+            ["GET"],
+        )
     return document({"resources": resources})
