@@ -3,16 +3,20 @@ Tests for the audit river: what a scripted run records, how it is read
 (filters, pages), what it never holds, and who can see it.
 """
 
+import json
+import os
 from typing import Any
 
 from twisted.trial.unittest import TestCase
 
+from marconi.config import ConfigError, load
 from marconi.core import audit
 from marconi.core.audit import RIVER, AuditRiver, AuditSettings
 from marconi.core.limits import Limits
 from marconi.core.messaging import Messaging
 from marconi.storage.memory.store import MemoryStore
 from tests.apihelpers import START, Node
+from tests.test_integration import NodeTestCase
 
 SECRET = "top-secret-body-text"
 
@@ -290,3 +294,47 @@ class RiverUnitTests(TestCase):
         river = AuditRiver(Broken(), Clock())  # type: ignore[arg-type]
         river.record("p", "posted", "q", count=1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class DaemonAuditTests(NodeTestCase):
+    """
+    The river of the real daemon, configured by its file.
+    """
+
+    async def test_daemonRecords(self) -> None:
+        """
+        Through C{twistd marconi} on SQLite with an C{[audit]} section: a
+        post, a claim and a delete are in the river, and a file with a bad
+        retention is refused at load.
+        """
+        config = os.path.join(self.directory, "marconi.ini")
+        with open(config, "w") as f:
+            f.write("[audit]\nenabled = yes\nretention = 3600\n")
+        node = await self.startNode("--config", config)
+        r, _ = await self.call(node, "PUT", "/v2/queues/work")
+        self.assertEqual(r.code, 201)
+        r, body = await self.call(
+            node, "POST", "/v2/queues/work/messages", {"messages": [{"body": SECRET}]}
+        )
+        [mid] = [href.rsplit("/", 1)[1] for href in body["resources"]]
+        r, body = await self.call(node, "POST", "/v2/queues/work/claims", {"ttl": 60})
+        claim = body["messages"][0]["href"].rsplit("claim_id=", 1)[1]
+        r, _ = await self.call(
+            node, "DELETE", f"/v2/queues/work/messages/{mid}?claim_id={claim}"
+        )
+        self.assertEqual(r.code, 204)
+        r, body = await self.call(node, "GET", "/v2/audit?queue=work")
+        self.assertEqual(r.code, 200)
+        self.assertEqual(
+            [(e["action"], e.get("messages")) for e in body["events"]],
+            [
+                ("queue_created", None),
+                ("posted", [mid]),
+                ("claimed", [mid]),
+                ("deleted", [mid]),
+            ],
+        )
+        self.assertNotIn(SECRET, json.dumps(body))
+        with open(config, "w") as f:
+            f.write("[audit]\nretention = soon\n")
+        self.assertRaises(ConfigError, load, config, {})
