@@ -160,11 +160,12 @@ class Messaging:
         self, project: str, queues: list[QueueInfo], count: Optional[int]
     ) -> tuple[list[QueueInfo], Optional[int]]:
         """
-        A queue listing without the audit river's queue, which sorts last.
+        A queue listing without the audit river's queue, which sorts last
+        (and is kept in the river's own store, this node's).
         """
         if count:
             try:
-                await self.store.getQueueMetadata(project, RIVER)
+                await self.audit.store.getQueueMetadata(project, RIVER)
                 count -= 1
             except QueueDoesNotExist:
                 pass
