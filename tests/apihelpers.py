@@ -153,3 +153,5 @@ class Node(HTTPNode):
         super().__init__(testCase, f"http://127.0.0.1:{self.port.getHost().port}")
         testCase.addCleanup(self.store.stopService)
         testCase.addCleanup(self.port.stopListening)
+        # Cleanups run last first: the river's writes end before the store.
+        testCase.addCleanup(river.flush)

@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -130,6 +131,7 @@ class AuditRiver:
         self.store = store
         self.clock = clock
         self.settings = settings
+        self._writing: set[Deferred] = set()
 
     @property
     def enabled(self) -> bool:
@@ -179,6 +181,16 @@ class AuditRiver:
                 project=project,
             )
         )
+        if not d.called:
+            self._writing.add(d)
+            d.addBoth(lambda _: self._writing.discard(d))
+
+    def flush(self) -> Deferred:
+        """
+        @return: a L{Deferred} firing once the writes started so far are
+            done (stop the store only after it fired, or they are lost).
+        """
+        return DeferredList(list(self._writing))
 
     async def read(
         self, project: str, query: AuditQuery
