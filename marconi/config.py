@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Mapping, Optional
 
 from marconi.cluster.settings import ClusterConfig, ClusterConfigError
 from marconi.cluster.settings import build as buildCluster
+from marconi.core import audit
 from marconi.core.durability import DURABLE, parseDurability
 from marconi.core.encryption import KeyConfigError, KeyRing
 from marconi.core.limits import Limits
@@ -32,6 +33,7 @@ class Config:
     @ivar purgeInterval: seconds between purges of expired data.
     @ivar logging: the C{[logging]} section (its C{driver} and settings).
     @ivar monitoring: the C{[monitoring]} section.
+    @ivar audit: the C{[audit]} section (see L{marconi.core.audit}).
     @ivar cluster: the cluster this node belongs to, or L{None} for a node
         on its own.
     @ivar clusterTLS: the L{marconi.cluster.mtls.ClusterTLS} settings when
@@ -51,6 +53,7 @@ class Config:
     purgeInterval: float = 60.0
     logging: Mapping[str, str] = field(default_factory=dict)
     monitoring: Mapping[str, str] = field(default_factory=dict)
+    audit: Mapping[str, str] = field(default_factory=dict)
     cluster: Optional[ClusterConfig] = None
     clusterTLS: Optional["ClusterTLS"] = None
     encryption: Optional[KeyRing] = None
@@ -186,9 +189,10 @@ def _fromParser(
         values["limits"] = replace(config.limits, **limits)
     if parser.has_section("signed_url"):
         values["signedURLKey"] = _signedURLKey(dict(parser["signed_url"]), path)
-    for name in ("logging", "monitoring"):
+    for name in ("logging", "monitoring", "audit"):
         if parser.has_section(name):
             values[name] = {k: v.strip() for k, v in parser[name].items()}
+    _checkAudit(values.get("audit", {}), path)
     # The driver named on the command line reads its own section.
     auth = authOverride or values.get("auth", config.auth)
     # Its section is [auth:NAME]; [NAME] is accepted too (so [keystone]),
@@ -235,6 +239,16 @@ def _signedURLKey(section: dict, path: str) -> str:
     if not key:
         raise ConfigError(f"{path}: [signed_url] secret_key must not be empty")
     return key
+
+
+def _checkAudit(section: Mapping[str, str], path: Optional[str]) -> None:
+    """
+    Refuse a wrong C{[audit]} section when the file is read.
+    """
+    try:
+        audit.parseSettings(section)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _cluster(

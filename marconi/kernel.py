@@ -23,6 +23,7 @@ from marconi.api.http import MarconiSite
 from marconi.api.presigned import SignedURLs
 from marconi.config import Config
 from marconi.console import Activity, Console, Mount, ObservedBus, ObservedRouter
+from marconi.core import audit
 from marconi.core.health import HealthCheck, SingleNode
 from marconi.core.interfaces import IAuthDriverPlugin, IRouter, IStorageDriverPlugin
 from marconi.core.messaging import Messaging
@@ -129,6 +130,9 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     monitor = observability.makeMonitor(config, reactor)
     if IService.providedBy(monitor):
         monitor.setServiceParent(node)
+    # The river writes to the node's own store, unmeasured.
+    river = audit.AuditRiver(store, reactor, audit.parseSettings(config.audit))
+    river.watch(store)
     store = observability.instrumentStore(store, monitor, config, reactor, node)
     auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
     announceAuth(config.auth, auth)
@@ -171,7 +175,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         if config.clusterTLS is not None:
             publicRouter = mtls.PublicRouter(router)
             nodeRouter = mtls.NodeRouter(router)
-    bus = Messaging(store, reactor, config.limits, monitor, config.encryption)
+    bus = Messaging(store, reactor, config.limits, monitor, config.encryption, river)
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
     if router is not None:
         router.setServiceParent(node)

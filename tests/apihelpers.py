@@ -17,6 +17,7 @@ from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
 from marconi.api.presigned import SignedURLs
 from marconi.auth.noauth import NoAuth
+from marconi.core.audit import AuditRiver
 from marconi.core.health import HealthCheck
 from marconi.core.limits import Limits
 from marconi.core.messaging import Messaging
@@ -138,7 +139,9 @@ class Node(HTTPNode):
             # reactor: the Clock only drives the domain's time).
             self.store.observeEvents(monitor.messagesCounted)
             store = MeasuredStore(self.store, monitor, reactor)
-        self.bus = Messaging(store, self.clock, limits, monitor)
+        river = AuditRiver(self.store, self.clock)
+        river.watch(self.store)
+        self.bus = Messaging(store, self.clock, limits, monitor, audit=river)
         self.api = MarconiAPI(
             self.bus,
             auth or NoAuth(),
@@ -156,3 +159,5 @@ class Node(HTTPNode):
         super().__init__(testCase, f"http://127.0.0.1:{self.port.getHost().port}")
         testCase.addCleanup(self.store.stopService)
         testCase.addCleanup(self.port.stopListening)
+        # Cleanups run last first: the river's writes end before the store.
+        testCase.addCleanup(river.flush)

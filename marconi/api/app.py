@@ -25,7 +25,7 @@ from werkzeug.routing import BaseConverter
 from marconi.api import homedoc, identity, openapi, presigned, render, versions
 from marconi.api.errors import HTTPError, statusOf
 from marconi.api.http import RoutedKlein
-from marconi.core import jsontext, signing, validation
+from marconi.core import audit, jsontext, signing, validation
 from marconi.core.errors import (
     Forbidden,
     InvalidBody,
@@ -44,6 +44,8 @@ _ACCEPTABLE = ("application/json", homedoc.MEDIA_TYPE)
 # superscript digits.
 _INTEGER = re.compile(r"-?[0-9]{1,9}|[0-9]{10}")
 _MARKER = re.compile(r"[0-9]{1,19}")
+_SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
+_QUEUE_IN_PATH = re.compile(r"/queues/([a-zA-Z0-9_.-]+)(?:/|$)")
 
 
 class VersionConverter(BaseConverter):
@@ -132,6 +134,14 @@ def _queueRoute(
     return register
 
 
+class AuditVersion(BaseConverter):
+    """
+    The API versions serving the audit river: C{v2} only.
+    """
+
+    regex = re.escape("v2")
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """
@@ -157,6 +167,7 @@ class MarconiAPI:
     app.url_map.converters["version"] = VersionConverter
     app.url_map.converters["queuePatchVersion"] = QueuePatchVersion
     app.url_map.converters["shareVersion"] = ShareVersion
+    app.url_map.converters["auditVersion"] = AuditVersion
     log = Logger()
 
     def __init__(
@@ -659,6 +670,55 @@ class MarconiAPI:
         await self.bus.releaseClaim(ctx.project, queue, claim_id)
         return _noContent(request)
 
+    # The audit river.
+
+    @_routes(app, "/audit", ["GET"], served="auditVersion")
+    async def readAudit(
+        self, request: Any, version: str, project_id: Optional[str] = None
+    ) -> bytes:
+        """
+        The project's audit river, oldest first; in a cluster, the part this
+        node recorded (marked C{partial}).
+        """
+        ctx = await self._context(request, version, project_id)
+        query = _auditQuery(request, self.limits)
+        events, marker = await self.bus.audit.read(ctx.project, query)
+        links = []
+        if marker is not None:
+            params: dict = {"marker": marker, "limit": query.limit}
+            for name in ("queue", "action", "since", "until", "tags"):
+                if _arg(request, name) is not None:
+                    params[name] = _list(request, name)
+            links.append(
+                {"rel": "next", "href": f"{ctx.base}/audit?{urlencode(params)}"}
+            )
+        doc: dict = {"events": events, "links": links}
+        if len(self.router.publishedRing().get("nodes") or ()) > 1:
+            doc["partial"] = True
+        return _send(request, render.document(doc))
+
+    def _recordRefusal(self, request: Any, code: int, title: str) -> None:
+        """
+        Record a refused request of a known project in its audit river:
+        the method, the path (without the query) and the answer, never the
+        body or the headers.
+        """
+        project = getattr(request, "project", None)
+        if project is None or not 400 <= code < 500:
+            return
+        path = request.path.decode("latin-1")
+        queue = _QUEUE_IN_PATH.search(path)
+        self.bus.audit.record(
+            project,
+            "refused",
+            queue.group(1) if queue else None,
+            status=code,
+            title=title,
+            method=request.method.decode("latin-1"),
+            path=path,
+            request=getattr(request, "requestId", None),
+        )
+
     # Errors: specific first, the catch-all last.
 
     @app.handle_errors(MarconiError)
@@ -667,6 +727,7 @@ class MarconiAPI:
         identity.challenge(request, error)
         policy = versions.forPath(request.path)
         code = policy.status(error, statusOf(error))
+        self._recordRefusal(request, code, policy.title(error))
         if code == 406 and not policy.routingDescriptions:
             request.setResponseCode(code)
             return _send(request, b"")
@@ -706,6 +767,46 @@ class MarconiAPI:
         return _error(
             request, 500, "Internal error", "The server failed to handle the request."
         )
+
+
+def _auditQuery(request: Any, limits: Any) -> audit.AuditQuery:
+    """
+    The filters of C{GET /v2/audit}.
+    """
+    limit = _int(request, "limit")
+    if limit is None:
+        limit = limits.defaultMessagesPerPage
+    validation.integer(limit, "limit", 1, limits.maxMessagesPerPage)
+    marker = _arg(request, "marker")
+    if marker is not None and (not _MARKER.fullmatch(marker) or int(marker) >= 2**63):
+        raise ValidationFailed("marker is not valid.")
+    queue = _arg(request, "queue")
+    if queue is not None:
+        validation.queueName(queue, limits)
+    action = _arg(request, "action")
+    if action is not None and action not in audit.ACTIONS:
+        raise ValidationFailed(f"action must be one of {', '.join(audit.ACTIONS)}.")
+    return audit.AuditQuery(
+        limit=limit,
+        marker=None if marker is None else int(marker),
+        queue=queue,
+        action=action,
+        since=_time(request, "since"),
+        until=_time(request, "until"),
+        tags=validation.tagFilter(_list(request, "tags"), limits),
+    )
+
+
+def _time(request: Any, name: str) -> Optional[float]:
+    """
+    A time parameter: seconds since the epoch.
+    """
+    value = _arg(request, name)
+    if value is None:
+        return None
+    if not _SECONDS.fullmatch(value.strip()):
+        raise ValidationFailed(f"{name} must be seconds since the epoch.")
+    return float(value)
 
 
 def _error(request: Any, code: int, title: str, description: str) -> bytes:

@@ -110,4 +110,21 @@ def home(version: str) -> bytes:
         resources["rel/queue_share"] = _resource(
             base + "/queues/{queue_name}/share", queue, ["POST"]
         )
+    if version == "v2":
+        resources["rel/audit"] = _resource(
+            base + "/audit{?marker,limit,queue,action,since,until,tags}",
+            {
+                name: param + name
+                for name in (
+                    "marker",
+                    "limit",
+                    "queue",
+                    "action",
+                    "since",
+                    "until",
+                    "tags",
+                )
+            },
+            ["GET"],
+        )
     return document({"resources": resources})

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from marconi.api import presigned
 from marconi.api.versions import POLICIES, V1_1
-from marconi.core import signing
+from marconi.core import audit, signing
 from marconi.core.limits import Limits
 from marconi.core.text import FALSE_WORDS, TRUE_WORDS
 
@@ -151,6 +151,21 @@ def _components(limits: Limits) -> dict:
                 ["messages"], messages=_array(_ref("Message")), links=links
             ),
             "PoppedList": _object(["messages"], messages=_array(_ref("PoppedMessage"))),
+            "AuditList": _object(
+                ["events", "links"],
+                events=_array(
+                    _object(
+                        ["id", "marker", "action", "at"],
+                        id=_STRING,
+                        marker=_STRING,
+                        action=_STRING,
+                        at={"type": "number"},
+                        queue=_STRING,
+                    )
+                ),
+                links=links,
+                partial={"type": "boolean"},
+            ),
             "QueueMetadata": {
                 "type": "object",
                 "properties": {
@@ -518,6 +533,39 @@ def _identity(limits: Limits, projectInPath: bool) -> list:
     ]
 
 
+def _auditResource(limits: Limits, extra: list, inPath: bool) -> dict:
+    """
+    The audit river (v2 only), under C{prefix} with the parameters
+    C{extra} of its path.
+    """
+    v2 = _param("version", "path", {"type": "string", "enum": ["v2"]}, required=True)
+    text = {"type": "string"}
+    seconds = {"type": "number", "minimum": 0}
+    query = [
+        _param(
+            "limit",
+            "query",
+            {"type": "integer", "minimum": 1, "maximum": limits.maxMessagesPerPage},
+        ),
+        _param("marker", "query", {"type": "string", "pattern": "^[0-9]{1,19}$"}),
+        _param("queue", "query", text),
+        _param("action", "query", {"type": "string", "enum": list(audit.ACTIONS)}),
+        _param("since", "query", seconds),
+        _param("until", "query", seconds),
+        _param("tags", "query", text),
+    ]
+    return {
+        "parameters": [v2] + extra[1:] + _identity(limits, inPath),
+        "get": _operation(
+            "The project's audit river: its actions and state changes, oldest "
+            "first, without message bodies; in a cluster, the part the "
+            "answering node recorded (partial is true).",
+            {"200": _json("AuditList", "A page of events.")},
+            query,
+        ),
+    }
+
+
 def _versionParam(serves: Callable) -> dict:
     """
     The C{version} path parameter, naming the versions whose policy
@@ -620,6 +668,7 @@ def document(limits: Optional[Limits] = None) -> dict:
             if path == "/queues/{queue}/share":
                 item["post"]["parameters"] = [shareVersion]
             paths[prefix + path] = item
+        paths[prefix + "/audit"] = _auditResource(limits, extra, inPath)
     return {
         "openapi": "3.0.3",
         "info": {

@@ -397,6 +397,15 @@ class IStoreEvents(Interface):
         L{MESSAGE_EVENTS}.
         """
 
+    def observeQueueEvents(observer):
+        """
+        Set the observer of the same changes queue by queue, called as
+        C{observer(kind, project, queue, count)}: messages moved to a dead
+        letter queue (C{queue} is the queue they left) and, where the store
+        can tell, messages removed by L{IMessageStore.purgeExpired}
+        (C{"expired"}).
+        """
+
 
 class INodeStates(Interface):
     """

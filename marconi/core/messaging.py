@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from marconi.core import signing, validation
+from marconi.core.audit import RIVER, AuditRiver, AuditSettings, idsOf
 from marconi.core.encryption import (
     EncryptionUnavailable,
     Envelope,
@@ -74,10 +75,12 @@ class Messaging:
         limits: Limits,
         monitor: Optional[IMonitor] = None,
         encryption: Optional[KeyRing] = None,
+        audit: Optional[AuditRiver] = None,
     ) -> None:
         """
         @param encryption: the keys of encrypted queues, or L{None} when
             none are configured (queues then cannot enable encryption).
+        @param audit: the audit river; by default none is kept.
         """
         self.store = store
         self.encryption = encryption
@@ -85,6 +88,7 @@ class Messaging:
         self.limits = limits
         self.monitor = NullMonitor() if monitor is None else monitor
         self._metadataCache: dict = {}
+        self.audit = _defaultRiver(store, clock) if audit is None else audit
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -106,7 +110,11 @@ class Messaging:
         metadata = signing.checkSettings(metadata, {})
         self._checkEncryption(metadata)
         self._forget(project, name)
-        return await self.store.createQueue(project, name, metadata, self.now())
+        created = await self.store.createQueue(project, name, metadata, self.now())
+        self.audit.record(
+            project, "queue_created" if created else "queue_updated", name
+        )
+        return created
 
     async def getQueue(self, project: str, name: str, defaults: bool = True) -> dict:
         """
@@ -150,6 +158,7 @@ class Messaging:
         self._forget(project, name)
         await self.store.setQueueMetadata(project, name, metadata)
         self._forget(project, name)
+        self.audit.record(project, "queue_updated", name)
         return await self.getQueue(project, name)
 
     async def deleteQueue(self, project: str, name: str) -> None:
@@ -157,6 +166,7 @@ class Messaging:
         self._forget(project, name)
         await self.store.deleteQueue(project, name)
         self._forget(project, name)
+        self.audit.record(project, "queue_deleted", name)
 
     async def listQueues(
         self,
@@ -171,7 +181,22 @@ class Messaging:
         validation.integer(limit, "limit", 1, self.limits.maxQueuesPerPage)
         queues = await self.store.listQueues(project, marker, limit, detailed)
         count = await self.store.countQueues(project) if withCount else None
-        return list(queues), count
+        return await self._withoutRiver(project, list(queues), count)
+
+    async def _withoutRiver(
+        self, project: str, queues: list[QueueInfo], count: Optional[int]
+    ) -> tuple[list[QueueInfo], Optional[int]]:
+        """
+        A queue listing without the audit river's queue, which sorts last
+        (and is kept in the river's own store, this node's).
+        """
+        if count:
+            try:
+                await self.audit.store.getQueueMetadata(project, RIVER)
+                count -= 1
+            except QueueDoesNotExist:
+                pass
+        return [q for q in queues if q.name != RIVER], count
 
     async def queueStats(self, project: str, name: str) -> QueueStats:
         validation.queueName(name, self.limits)
@@ -229,6 +254,14 @@ class Messaging:
             project, queue, messages, clientId, self.now()
         )
         self.monitor.messagesCounted("posted", len(ids))
+        self.audit.record(
+            project,
+            "posted",
+            queue,
+            messages=list(ids),
+            count=len(ids),
+            client=clientId,
+        )
         return ids
 
     async def signer(self, project: str, queue: str) -> Optional[Callable]:
@@ -306,6 +339,9 @@ class Messaging:
         # Counted once per successful request: the store does not say
         # whether the message was still there.
         self.monitor.messagesCounted("deleted", 1)
+        self.audit.record(
+            project, "deleted", queue, messages=[messageId], claim=claimId
+        )
 
     async def deleteMessages(
         self,
@@ -320,6 +356,7 @@ class Messaging:
         )
         if count:
             self.monitor.messagesCounted("deleted", count)
+        self.audit.record(project, "deleted", queue, messages=list(ids), count=count)
         return count
 
     async def popMessages(
@@ -332,6 +369,9 @@ class Messaging:
         )
         if popped:
             self.monitor.messagesCounted("deleted", len(popped))
+            self.audit.record(
+                project, "popped", queue, messages=idsOf(popped), count=len(popped)
+            )
         return await self._readable(project, queue, popped)
 
     # Claims.
@@ -362,6 +402,16 @@ class Messaging:
         claim = await self.store.createClaim(project, queue, spec, self.now())
         if claim is not None and claim.messages:
             self.monitor.messagesCounted("claimed", len(claim.messages))
+            self.audit.record(
+                project,
+                "claimed",
+                queue,
+                claim=claim.id,
+                messages=idsOf(claim.messages),
+                count=len(claim.messages),
+                ttl=ttl,
+                grace=grace,
+            )
         return await self._readableClaim(project, queue, claim)
 
     async def getClaim(self, project: str, queue: str, claimId: str) -> Claim:
@@ -377,10 +427,14 @@ class Messaging:
         validation.queueName(queue, self.limits)
         ttl, grace = validation.claimOptions(options, self.limits)
         await self.store.renewClaim(project, queue, claimId, ttl, grace, self.now())
+        self.audit.record(
+            project, "renewed", queue, claim=claimId, ttl=ttl, grace=grace
+        )
 
     async def releaseClaim(self, project: str, queue: str, claimId: str) -> None:
         validation.queueName(queue, self.limits)
         await self.store.releaseClaim(project, queue, claimId, self.now())
+        self.audit.record(project, "released", queue, claim=claimId)
 
     async def purgeExpired(self) -> int:
         count = await self.store.purgeExpired(self.now())
@@ -508,6 +562,10 @@ def _items(document: Any) -> Any:
     The messages of a valid post document.
     """
     return document["messages"] if isinstance(document, dict) else document
+
+
+def _defaultRiver(store: IMessageStore, clock: IReactorTime) -> AuditRiver:
+    return AuditRiver(store, clock, AuditSettings(enabled=False))
 
 
 def _applyPatch(metadata: dict, op: Any) -> None:

@@ -494,7 +494,7 @@ class MemoryStore(StoreEvents, Service):
                     moved += 1
                 else:
                     claimable.append(message)
-            self._report("dead_lettered", moved)
+            self._report("dead_lettered", moved, project, queue)
             if not claimable:
                 return None
             assert target is not None
@@ -650,6 +650,7 @@ class MemoryStore(StoreEvents, Service):
     def purgeExpired(self, now: float) -> Deferred:
         def work() -> int:
             removed = 0
+            expired: dict[Key, int] = {}
             heap = self._messageExpiry
             while heap and heap[0][0] <= now:
                 expires, marker, key = heapq.heappop(heap)
@@ -659,6 +660,7 @@ class MemoryStore(StoreEvents, Service):
                     continue
                 self._remove(queue, message)
                 removed += 1
+                expired[key] = expired.get(key, 0) + 1
             claims = self._claimExpiry
             while claims and claims[0][0] <= now:
                 expires, key, claimId = heapq.heappop(claims)
@@ -668,6 +670,8 @@ class MemoryStore(StoreEvents, Service):
                     continue
                 del queue.claims[claimId]
                 self._claimCount -= 1
+            for (project, name), count in expired.items():
+                self._reportQueue("expired", project, name, count)
             return removed
 
         return self._answer(work)

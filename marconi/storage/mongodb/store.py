@@ -890,7 +890,7 @@ class MongoStore(StoreEvents, Service):
             result = await self._call(
                 partial(coll.update_one, {**condition, "_id": doc["_id"]}, move)
             )
-            self._report("dead_lettered", result.modified_count)
+            self._report("dead_lettered", result.modified_count, project, queue)
             log.debug(
                 "Message {id} moved to dead-letter queue {target}",
                 id=doc["_id"],

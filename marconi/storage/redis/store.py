@@ -898,7 +898,7 @@ class RedisStore(StoreEvents, Service):
             durability=durability,
         )
         moved, rows = reply
-        self._report("dead_lettered", int(moved))
+        self._report("dead_lettered", int(moved), project, queue)
         rows = _rows(rows)
         if not rows:
             return None

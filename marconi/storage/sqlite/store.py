@@ -742,7 +742,7 @@ class SQLiteStore(StoreEvents, Service):
             )
 
         def committed(claim: Optional[Claim]) -> Optional[Claim]:
-            self._report("dead_lettered", len(moved))
+            self._report("dead_lettered", len(moved), project, queue)
             return claim
 
         return self._run(work).addCallback(committed)
@@ -861,19 +861,30 @@ class SQLiteStore(StoreEvents, Service):
         return self._run(work)
 
     def purgeExpired(self, now: float) -> Any:
-        def work(c: sqlite3.Connection) -> int:
+        def work(c: sqlite3.Connection) -> tuple[int, list]:
+            # The queues losing messages, for the queue observer only.
+            perQueue = []
+            if self._queueEvents is not None:
+                perQueue = c.execute(
+                    "SELECT project, queue, count(*) FROM (SELECT project, queue "
+                    "FROM messages WHERE expires <= ? LIMIT ?) "
+                    "GROUP BY project, queue",
+                    (now, _PURGE_BATCH),
+                ).fetchall()
             removed = c.execute(
                 "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages "
                 "WHERE expires <= ? LIMIT ?)",
                 (now, _PURGE_BATCH),
             ).rowcount
             c.execute("DELETE FROM claims WHERE expires <= ?", (now,))
-            return removed
+            return removed, perQueue
 
         async def purge() -> int:
             total = 0
             while True:
-                removed = await self._run(work)
+                removed, perQueue = await self._run(work)
+                for project, queue, count in perQueue:
+                    self._reportQueue("expired", project, queue, count)
                 total += removed
                 if removed < _PURGE_BATCH:
                     return total

@@ -1,0 +1,237 @@
+"""
+The audit river: every action on a project's queues, messages and claims,
+and every request refused for that project, recorded as an event.
+
+Events are kept as messages of a reserved queue of the project, L{RIVER},
+whose name no client can give (queue names are letters, digits, C{_}, C{-}
+and C{.}), so the river works on every store and is never read, claimed or
+deleted through the queue API.  An event's body is a JSON object with its
+C{action}, the C{queue}, the time (C{at}) and the ids and counts involved;
+it never holds a message body, queue metadata or a credential.  It is
+tagged C{action:<action>} and C{queue:<queue>} so listings filter in the
+store, and lives for the configured retention (its TTL).
+
+Recording never waits: the write is started after the store answered the
+operation, and a failed write is logged.
+"""
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Optional, Sequence
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from marconi.core.interfaces import IMessageStore
+from marconi.core.models import MessageQuery, NewMessage
+from marconi.core.text import parseBoolean
+
+# Sorts after every valid queue name, so it can only end a queue listing.
+RIVER = "~audit"
+CLIENT_ID = "marconi-audit"
+DEFAULT_RETENTION = 7 * 24 * 3600
+
+ACTIONS = (
+    "queue_created",
+    "queue_updated",
+    "queue_deleted",
+    "posted",
+    "claimed",
+    "renewed",
+    "released",
+    "deleted",
+    "popped",
+    "expired",
+    "dead_lettered",
+    "refused",
+)
+
+# How many store pages one read scans for events in a time range before it
+# answers with what it found and a marker to go on from.
+MAX_SCANNED_PAGES = 20
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """
+    The C{[audit]} section: C{enabled} (default true) and C{retention},
+    seconds an event is kept (default 7 days).
+    """
+
+    enabled: bool = True
+    retention: int = DEFAULT_RETENTION
+
+
+def parseSettings(section: Mapping[str, str]) -> AuditSettings:
+    """
+    @raise ValueError: naming the setting that is wrong.
+    """
+    unknown = set(section) - {"enabled", "retention"}
+    if unknown:
+        raise ValueError(f"unknown [audit] settings: {', '.join(sorted(unknown))}")
+    settings = AuditSettings()
+    enabled = settings.enabled
+    retention = settings.retention
+    if "enabled" in section:
+        try:
+            enabled = parseBoolean(section["enabled"])
+        except ValueError:
+            raise ValueError("[audit] enabled must be true or false") from None
+    if "retention" in section:
+        try:
+            retention = int(section["retention"])
+        except ValueError:
+            raise ValueError("[audit] retention must be an integer") from None
+        if retention < 60:
+            raise ValueError("[audit] retention must be at least 60 seconds")
+    return AuditSettings(enabled, retention)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """
+    What a reading of the river asks for; every filter given must match.
+
+    @ivar marker: read after this position (exclusive).
+    @ivar since: events at or after this time.
+    @ivar until: events at or before this time.
+    """
+
+    limit: int
+    marker: Optional[int] = None
+    queue: Optional[str] = None
+    action: Optional[str] = None
+    since: Optional[float] = None
+    until: Optional[float] = None
+    tags: tuple[str, ...] = ()
+
+    def storeTags(self) -> tuple[str, ...]:
+        tags = list(self.tags)
+        if self.action is not None:
+            tags.append(f"action:{self.action}")
+        if self.queue is not None:
+            tags.append(f"queue:{self.queue}")
+        return tuple(tags)
+
+
+class AuditRiver:
+    """
+    The audit river of every project of one store.
+    """
+
+    def __init__(
+        self,
+        store: IMessageStore,
+        clock: IReactorTime,
+        settings: AuditSettings = AuditSettings(),
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self._writing: set[Deferred] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.enabled
+
+    def watch(self, store: Any) -> None:
+        """
+        Record what C{store} does on its own (dead-lettering, expiry) when
+        it reports it queue by queue.
+        """
+        observe = getattr(store, "observeQueueEvents", None)
+        if self.enabled and observe is not None:
+            observe(self.storeEvent)
+
+    def storeEvent(self, kind: str, project: str, queue: str, count: int) -> None:
+        self.record(project, kind, queue, count=count)
+
+    def record(
+        self, project: str, action: str, queue: Optional[str] = None, **fields: Any
+    ) -> None:
+        """
+        Add an event to C{project}'s river, without waiting for the write.
+
+        @param fields: more of the event (ids, counts); L{None} values are
+            left out.
+        """
+        if not self.enabled or queue == RIVER:
+            return
+        now = self.clock.seconds()
+        event: dict = {"action": action, "at": now}
+        tags = [f"action:{action}"]
+        if queue is not None:
+            event["queue"] = queue
+            tags.append(f"queue:{queue}")
+        event.update((k, v) for k, v in fields.items() if v is not None)
+        message = NewMessage(
+            body=json.dumps(event, separators=(",", ":"), sort_keys=True),
+            ttl=self.settings.retention,
+            tags=tuple(tags),
+        )
+        d = self.store.postMessages(project, RIVER, [message], CLIENT_ID, now)
+        d.addErrback(
+            lambda f: log.failure(
+                "Could not record the {action} event of project {project}",
+                f,
+                action=action,
+                project=project,
+            )
+        )
+        if not d.called:
+            self._writing.add(d)
+            d.addBoth(lambda _: self._writing.discard(d))
+
+    def flush(self) -> Deferred:
+        """
+        @return: a L{Deferred} firing once the writes started so far are
+            done (stop the store only after it fired, or they are lost).
+        """
+        return DeferredList(list(self._writing))
+
+    async def read(
+        self, project: str, query: AuditQuery
+    ) -> tuple[list[dict], Optional[int]]:
+        """
+        Events of C{project}'s river in the order recorded.
+
+        @return: the events (each with its C{id} and C{marker}) and the
+            marker to read on from, or L{None} when the river has no more.
+        """
+        found: list[dict] = []
+        marker = query.marker
+        storeQuery = MessageQuery(
+            limit=query.limit,
+            clientId=CLIENT_ID,
+            echo=True,
+            includeClaimed=True,
+            includeDelayed=True,
+            tags=query.storeTags(),
+        )
+        for _ in range(MAX_SCANNED_PAGES):
+            page = await self.store.listMessages(
+                project,
+                RIVER,
+                replace(storeQuery, marker=marker),
+                self.clock.seconds(),
+            )
+            for message in page:
+                marker = message.marker
+                event = json.loads(message.body)
+                if query.until is not None and event["at"] > query.until:
+                    return found, None
+                if query.since is not None and event["at"] < query.since:
+                    continue
+                found.append({"id": message.id, "marker": str(marker), **event})
+                if len(found) == query.limit:
+                    return found, marker
+            if len(page) < query.limit:
+                return found, None
+        return found, marker
+
+
+def idsOf(items: Sequence[Any]) -> list[str]:
+    return [item.id for item in items]
