@@ -98,6 +98,7 @@ def _components(limits: Limits) -> dict:
         tags=_array(tag, maxItems=limits.maxTagsPerMessage),
         signature=dict(
             _object(["key_id", "value"], key_id=_STRING, value=_STRING),
+            nullable=True,
             description=(
                 "The producer's signature (docs/signing.rst): required by a "
                 "queue with _require_signed_posts, checked whenever the queue "

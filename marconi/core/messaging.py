@@ -247,8 +247,11 @@ class Messaging:
                 f"The messages posted to this queue may not exceed {maxSize} bytes."
             )
         messages = validation.messages(document, self.limits, metadata)
+        items = _items(document)
         if signing.KEYS in metadata:
-            signing.checkPosts(project, queue, metadata, _items(document))
+            signing.checkPosts(project, queue, metadata, items)
+        else:
+            signing.checkShapes(items)
         messages = self._seal(project, queue, metadata, messages)
         ids = await self.store.postMessages(
             project, queue, messages, clientId, self.now()

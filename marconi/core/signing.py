@@ -184,6 +184,28 @@ def signer(project: str, queue: str, metadata: dict) -> Optional[Callable]:
     return sign
 
 
+def checkShapes(items: Sequence) -> None:
+    """
+    Check that every producer signature given is shaped as one, whatever the
+    queue: null (no signature) or C{{"key_id": str, "value": str}}.
+
+    @raise ValidationFailed: for the first message whose signature is not.
+    """
+    for index, item in enumerate(items):
+        given = item.get("signature") if isinstance(item, dict) else None
+        if given is None:
+            continue
+        if not (
+            isinstance(given, dict)
+            and isinstance(given.get("key_id"), str)
+            and isinstance(given.get("value"), str)
+        ):
+            raise ValidationFailed(
+                f'Message {index}: "signature" must be an object with the '
+                'strings "key_id" and "value".'
+            )
+
+
 def checkPosts(project: str, queue: str, metadata: dict, items: Sequence) -> None:
     """
     Check the producers' signatures of posted messages: each must be signed

@@ -455,6 +455,24 @@ class RequiredSignatureTests(SigningAPITestCase):
         self.assertEqual(await self.stored(), [])
 
 
+class UnkeyedQueueTests(SigningAPITestCase):
+    async def test_malformedSignatureRefused(self) -> None:
+        """
+        On a queue without keys a null signature is no signature, and one
+        that is not shaped as a signature is a 400 that stores nothing.
+        """
+        await self.node.post("q", {"body": 1, "signature": None})
+        for bad in (5, "x", [], {"key_id": "k1"}, {"key_id": 1, "value": "v"}):
+            response = await self.node.request(
+                "POST",
+                "/v2/queues/q/messages",
+                {"messages": [{"body": 2, "signature": bad}]},
+            )
+            self.assertEqual(response.code, 400, bad)
+            self.assertIn("signature", response.json["description"])
+        self.assertEqual([m["body"] for m in await self.stored()], [1])
+
+
 class RotationTests(SigningAPITestCase):
     async def rotate(self, keys: list) -> None:
         r = await self.node.request(
