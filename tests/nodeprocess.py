@@ -154,3 +154,16 @@ def _kill(process: Any) -> None:
         process.signalProcess("KILL")
     except ProcessExitedAlready:
         pass
+
+
+async def startNode(
+    testCase: Any, *extra: str, storage: str = "sqlite::memory:"
+) -> NodeProcess:
+    """
+    Start a node on a free loopback port with C{storage}, in a new temporary
+    directory of C{testCase}; C{extra} are more C{twistd marconi} options.
+    """
+    directory = os.path.abspath(testCase.mktemp())
+    os.makedirs(directory)
+    args = ["--listen", "tcp:0:interface=127.0.0.1", "--storage", storage, *extra]
+    return await NodeProcess(testCase, directory, args).start()

@@ -26,7 +26,7 @@ from marconi.client.cli import (
 )
 from marconi.client.models import OutgoingMessage
 from tests.apihelpers import Node
-from tests.nodeprocess import ROOT, NodeProcess, environment
+from tests.nodeprocess import ROOT, environment, startNode
 
 
 @dataclass
@@ -525,13 +525,7 @@ class DaemonCLITests(TestCase):
         """
         The command against the real daemon: post from stdin, list, consume.
         """
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        node = await NodeProcess(
-            self,
-            directory,
-            ["--listen", "tcp:0:interface=127.0.0.1", "--storage", "sqlite::memory:"],
-        ).start()
+        node = await startNode(self)
         env = {k: v for k, v in environment().items() if not k.startswith("MARCONI_")}
         env.update(MARCONI_URL=node.url, MARCONI_PROJECT="it")
 

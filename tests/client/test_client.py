@@ -6,7 +6,6 @@ mapping, and against the real daemon in a subprocess.
 
 import inspect
 import json
-import os
 from typing import Iterator
 
 from hypothesis import given, settings
@@ -31,7 +30,7 @@ from marconi.client.models import (
     QueueStats,
 )
 from tests.apihelpers import Node
-from tests.nodeprocess import NodeProcess
+from tests.nodeprocess import startNode
 
 
 def _close(client: Client) -> Deferred:
@@ -798,13 +797,7 @@ class DaemonTests(TestCase):
         """
         Against the real daemon: create, post, page, claim, delete, stats.
         """
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        node = await NodeProcess(
-            self,
-            directory,
-            ["--listen", "tcp:0:interface=127.0.0.1", "--storage", "sqlite::memory:"],
-        ).start()
+        node = await startNode(self)
         client = Client(node.url, project="it")
         self.addCleanup(_close, client)
         self.assertTrue(await client.createQueue("work"))

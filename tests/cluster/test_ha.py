@@ -5,7 +5,6 @@ stand-in, and two nodes serving one queue from one Redis at once.
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -22,6 +21,7 @@ from marconi.core.limits import Limits
 from marconi.storage.memory.store import MemoryStore
 from tests import redisserver
 from tests.apihelpers import Node
+from tests.storage.test_claimrace import claimAll
 
 SECRET = "a-cluster-secret-of-enough-bytes\n"
 NAMES = ("a", "b", "c")
@@ -335,27 +335,7 @@ class TwoServersOneRedisTests(TestCase):
             posted += await nodes[start // 100 % 2].post(
                 "race", *({"body": {"n": n}} for n in range(start, start + 100))
             )
-        claims: list = []
-
-        async def claimer(index: int) -> None:
-            node = nodes[index % 2]
-            while True:
-                r = await node.request(
-                    "POST",
-                    "/v2/queues/race/claims?limit=5",
-                    {"ttl": 300},
-                    client=f"claimer-{index}",
-                )
-                if r.code == 204:
-                    return
-                assert r.code == 201, (r.code, r.body)
-                claimId = r.header("location").rsplit("/", 1)[1]
-                claims.append((index, claimId, [m["id"] for m in r.json["messages"]]))
-
-        await gatherResults(
-            [Deferred.fromCoroutine(claimer(i)) for i in range(self.claimers)],
-            consumeErrors=True,
-        )
+        claims = await claimAll(nodes, self.claimers)
         holders: dict = {}
         for _, claimId, ids in claims:
             for messageId in ids:

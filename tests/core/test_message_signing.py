@@ -25,7 +25,7 @@ from marconi.core import signing
 from marconi.core.errors import ValidationFailed
 from marconi.core.models import Message
 from tests.apihelpers import START, Node
-from tests.nodeprocess import ROOT, NodeProcess
+from tests.nodeprocess import ROOT, startNode
 
 PATCH = {"Content-Type": "application/openstack-messaging-v2.0-json-patch"}
 K1 = base64.b64encode(bytes(range(32))).decode()
@@ -543,13 +543,7 @@ class DaemonTests(TestCase):
         signatures takes a signed post, refuses an unsigned one, and
         delivers messages that verify with the key.
         """
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        node = await NodeProcess(
-            self,
-            directory,
-            ["--listen", "tcp:0:interface=127.0.0.1", "--storage", "sqlite::memory:"],
-        ).start()
+        node = await startNode(self)
         client = Client(node.url, project="it")
         self.addCleanup(lambda: Deferred.fromCoroutine(client.close()))
         keys = [{"id": "k1", "secret": K1}]

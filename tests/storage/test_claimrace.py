@@ -3,7 +3,7 @@ Claim races: many consumers claiming from one queue at once, over HTTP, on
 each storage driver with a real backend.
 """
 
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, gatherResults
 
@@ -46,26 +46,7 @@ class ClaimRaceMixin:
                     for n in range(start, min(start + 100, self.messages))
                 ),
             )
-        claims: list = []
-
-        async def claimer(index: int) -> None:
-            while True:
-                r = await node.request(
-                    "POST",
-                    "/v2/queues/race/claims?limit=5",
-                    {"ttl": 300},
-                    client=f"claimer-{index}",
-                )
-                if r.code == 204:
-                    return
-                assert r.code == 201, (r.code, r.body)
-                claimId = r.header("location").rsplit("/", 1)[1]
-                claims.append((claimId, [m["id"] for m in r.json["messages"]]))
-
-        await gatherResults(
-            [Deferred.fromCoroutine(claimer(i)) for i in range(self.claimers)],
-            consumeErrors=True,
-        )
+        claims = [(c, ids) for _, c, ids in await claimAll([node], self.claimers)]
         holders: dict = {}
         for claimId, ids in claims:
             for messageId in ids:
@@ -91,3 +72,35 @@ onEveryStore(
     # SecantusDB, the test MongoDB server, runs one operation at a time.
     Mongo={"claimers": 30, "messages": 150},
 )
+
+
+async def claimAll(nodes: Sequence[Any], claimers: int) -> list:
+    """
+    Run C{claimers} concurrent claimers of queue C{race}, claimer C{i}
+    through C{nodes[i % len(nodes)]}, each claiming 5 messages at a time
+    until nothing is left.
+
+    @return: C{(claimer index, claim id, message ids)} for every claim.
+    """
+    claims: list = []
+
+    async def claimer(index: int) -> None:
+        node = nodes[index % len(nodes)]
+        while True:
+            r = await node.request(
+                "POST",
+                "/v2/queues/race/claims?limit=5",
+                {"ttl": 300},
+                client=f"claimer-{index}",
+            )
+            if r.code == 204:
+                return
+            assert r.code == 201, (r.code, r.body)
+            claimId = r.header("location").rsplit("/", 1)[1]
+            claims.append((index, claimId, [m["id"] for m in r.json["messages"]]))
+
+    await gatherResults(
+        [Deferred.fromCoroutine(claimer(i)) for i in range(claimers)],
+        consumeErrors=True,
+    )
+    return claims
