@@ -96,6 +96,11 @@ _UNREACHABLE = (
 )
 
 
+# How many times a claim that lost every candidate to racing claimers
+# tries again while claimable messages remain.
+_CLAIM_ATTEMPTS = 5
+
+
 def _expireAt(seconds: float) -> datetime:
     """
     A BSON date for a TTL index: the given time (seconds since the epoch)
@@ -945,18 +950,24 @@ class MongoStore(StoreEvents, Service):
             return None
         claimId = newId()
         expires = now + spec.ttl
-        await self._mark(
-            project,
-            queue,
-            spec.tags,
-            spec.limit,
-            claimId,
-            expires,
-            now + spec.ttl + spec.grace,
-            now,
-            spec=spec,
-        )
-        held = await self._held(project, queue, claimId, now)
+        held: list = []
+        # A claim that lost every candidate to racing claimers tries again
+        # while something is claimable: 204 only when nothing is.
+        for _ in range(_CLAIM_ATTEMPTS):
+            await self._mark(
+                project,
+                queue,
+                spec.tags,
+                spec.limit,
+                claimId,
+                expires,
+                now + spec.ttl + spec.grace,
+                now,
+                spec=spec,
+            )
+            held = await self._held(project, queue, claimId, now)
+            if held or not await self._anyClaimable(project, queue, spec.tags, now):
+                break
         if not held:
             return None
         await self._call(
@@ -981,6 +992,15 @@ class MongoStore(StoreEvents, Service):
             expires=expires,
             messages=tuple(held),
         )
+
+    async def _anyClaimable(
+        self, project: str, queue: str, tags: Sequence[str], now: float
+    ) -> bool:
+        claimable = self._claimable(project, queue, tags, now)
+        doc = await self._call(
+            lambda: self._coll(MESSAGES).find_one(claimable, projection={"_id": 1})
+        )
+        return doc is not None
 
     async def _liveClaim(
         self, project: str, queue: str, claimId: str, now: float
