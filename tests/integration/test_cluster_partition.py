@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -417,6 +418,12 @@ class NetworkTests(SynchronousTestCase):
             stdin=subprocess.PIPE,
         )
         self.addCleanup(sleeper.wait, 10)
+        # Close once the process has entered the namespace (ip netns exec
+        # joins it, then becomes the command with the same pid).
+        for _ in range(100):
+            if str(sleeper.pid) in netns.ip("netns", "pids", self.inside).split():
+                break
+            time.sleep(0.1)
         self.network.close()
         self.assertEqual(sleeper.wait(10), -signal.SIGKILL)
         self.assertNotIn(self.inside, netns.ip("netns", "list"))
