@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 from marconi.cluster.ring import SCHEMES
 from marconi.core.text import snakeToCamel
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_WEIGHT = re.compile(r"^weight=([0-9]{1,4})$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # used with fullmatch
+_WEIGHT = re.compile(r"weight=([0-9]{1,4})")  # used with fullmatch
 _WORDS = ("weight", "public")
 MIN_SECRET_BYTES = 16
 
