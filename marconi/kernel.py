@@ -5,7 +5,7 @@ This module and L{marconi.tap} are the only ones that know every room.
 """
 
 import ipaddress
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -22,7 +22,7 @@ from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
 from marconi.api.presigned import SignedURLs
 from marconi.config import Config
-from marconi.console import Activity, Console, Mount, ObservedBus, ObservedRouter
+from marconi.console import Activity, Console, Mount, ObservedRouter
 from marconi.core import audit
 from marconi.core.health import HealthCheck, SingleNode
 from marconi.core.interfaces import IAuthDriverPlugin, IRouter, IStorageDriverPlugin
@@ -132,7 +132,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         monitor.setServiceParent(node)
     # The river writes to the node's own store, unmeasured.
     river = audit.AuditRiver(store, reactor, audit.parseSettings(config.audit))
-    river.watch(store)
+    home = store
     store = observability.instrumentStore(store, monitor, config, reactor, node)
     auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
     announceAuth(config.auth, auth)
@@ -176,6 +176,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
             publicRouter = mtls.PublicRouter(router)
             nodeRouter = mtls.NodeRouter(router)
     bus = Messaging(store, reactor, config.limits, monitor, config.encryption, river)
+    bus.watch(home)
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
     if router is not None:
         router.setServiceParent(node)
@@ -186,6 +187,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         cluster=None if router is None else router.health,
     )
     activity = Activity(reactor)
+    bus.events.listen(activity.observe)
     if publicRouter is not None:
         publicRouter = ObservedRouter(publicRouter, activity)
     if nodeRouter is not None:
@@ -200,9 +202,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     signedURLs = SignedURLs(config.signedURLKey, reactor)
 
     def makeSite(router: Optional[IRouter]) -> MarconiSite:
-        # ObservedBus passes every other attribute on to the Messaging it wraps.
-        observed = cast(Messaging, ObservedBus(bus, activity))
-        api = MarconiAPI(observed, auth, health, router, signedURLs)
+        api = MarconiAPI(bus, auth, health, router, signedURLs)
         console = Console(activity, auth, config.limits, router)
         return MarconiSite(
             Mount(api.resource(), console.resource()),

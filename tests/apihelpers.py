@@ -140,8 +140,8 @@ class Node(HTTPNode):
             self.store.observeEvents(monitor.messagesCounted)
             store = MeasuredStore(self.store, monitor, reactor)
         river = AuditRiver(self.store, self.clock)
-        river.watch(self.store)
         self.bus = Messaging(store, self.clock, limits, monitor, audit=river)
+        self.bus.watch(self.store)
         self.api = MarconiAPI(
             self.bus,
             auth or NoAuth(),

@@ -708,7 +708,7 @@ class MarconiAPI:
             return
         path = request.path.decode("latin-1")
         queue = _QUEUE_IN_PATH.search(path)
-        self.bus.audit.record(
+        self.bus.events.emit(
             project,
             "refused",
             queue.group(1) if queue else None,

@@ -4,7 +4,7 @@ shows a project's queues, one queue's messages and claims, the cluster ring
 and the node's health.  See C{docs/console.rst}.
 """
 
-from marconi.console.activity import Activity, ObservedBus, ObservedRouter
+from marconi.console.activity import Activity, ObservedRouter
 from marconi.console.web import PATH, Console, Mount
 
-__all__ = ["PATH", "Activity", "Console", "Mount", "ObservedBus", "ObservedRouter"]
+__all__ = ["PATH", "Activity", "Console", "Mount", "ObservedRouter"]

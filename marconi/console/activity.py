@@ -9,10 +9,11 @@ active ones are forgotten first), L{Activity.maxClaims} claims per queue and
 L{Activity.buckets} buckets per series.  A restart forgets it all; the
 numbers are for looking at, not for accounting.
 
-It is fed by two thin wrappers that the kernel puts around the API's
-L{marconi.core.messaging.Messaging} and its router: L{ObservedBus} and
-L{ObservedRouter}.  Counts are taken where the operation is served, so in a
-cluster a queue's numbers live on the node that owns it.
+It listens to the bus's events (L{Activity.observe}, see
+L{marconi.core.events}) and is told of forwarding by a thin wrapper around
+the node's router, L{ObservedRouter}.  Events are emitted where the
+operation is served, so in a cluster a queue's numbers live on the node
+that owns it.
 """
 
 from collections import OrderedDict
@@ -20,7 +21,7 @@ from typing import Any, Iterable, Optional
 
 from zope.interface import implementer
 
-from marconi.core import validation
+from marconi.core.events import Event
 from marconi.core.interfaces import IRouter
 
 #: The kinds of message counts kept per queue.
@@ -109,6 +110,33 @@ class Activity:
         return entry
 
     # Feeding.
+
+    def observe(self, event: Event) -> None:
+        """
+        Count an event of the bus (a listener of L{marconi.core.events}).
+        """
+        action = event.action
+        project, queue = event.project, event.queue
+        if queue is None:
+            return
+        if action == "posted":
+            self.counted(project, queue, "posted", event.count)
+        elif action == "claimed":
+            self.counted(project, queue, "claimed", event.count)
+            self.claimed(
+                project, queue, event.fields["claim"], event.fields["ttl"], event.count
+            )
+        elif action == "renewed":
+            self.renewed(project, queue, event.fields["claim"], event.fields["ttl"])
+        elif action == "released":
+            self.released(project, queue, event.fields["claim"])
+        elif action in ("deleted", "popped"):
+            self.counted(project, queue, "deleted", event.count)
+            claimId = event.fields.get("claim")
+            if claimId:
+                self.deletedUnder(project, queue, claimId)
+        elif action == "queue_deleted":
+            self.forgetQueue(project, queue)
 
     def counted(self, project: str, queue: str, kind: str, count: int) -> None:
         """
@@ -206,76 +234,6 @@ class Activity:
             "forwarded": series,
             "received": received,
         }
-
-
-class ObservedBus:
-    """
-    A L{marconi.core.messaging.Messaging} that tells an L{Activity} what it
-    did; every other attribute is the wrapped bus's.
-    """
-
-    def __init__(self, bus: Any, activity: Activity) -> None:
-        self._bus = bus
-        self._activity = activity
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._bus, name)
-
-    async def postMessages(
-        self, project: str, queue: str, *args: Any, **kwargs: Any
-    ) -> Any:
-        ids = await self._bus.postMessages(project, queue, *args, **kwargs)
-        self._activity.counted(project, queue, "posted", len(ids))
-        return ids
-
-    async def createClaim(
-        self, project: str, queue: str, *args: Any, **kwargs: Any
-    ) -> Any:
-        claim = await self._bus.createClaim(project, queue, *args, **kwargs)
-        if claim is not None:
-            self._activity.counted(project, queue, "claimed", len(claim.messages))
-            self._activity.claimed(
-                project, queue, claim.id, claim.ttl, len(claim.messages)
-            )
-        return claim
-
-    async def renewClaim(
-        self, project: str, queue: str, claimId: str, options: Any
-    ) -> None:
-        await self._bus.renewClaim(project, queue, claimId, options)
-        ttl, _ = validation.claimOptions(options, self._bus.limits)
-        self._activity.renewed(project, queue, claimId, ttl)
-
-    async def releaseClaim(self, project: str, queue: str, claimId: str) -> None:
-        await self._bus.releaseClaim(project, queue, claimId)
-        self._activity.released(project, queue, claimId)
-
-    async def deleteMessage(
-        self, project: str, queue: str, *args: Any, **kwargs: Any
-    ) -> None:
-        await self._bus.deleteMessage(project, queue, *args, **kwargs)
-        self._activity.counted(project, queue, "deleted", 1)
-        claimId = args[1] if len(args) > 1 else kwargs.get("claimId")
-        if claimId:
-            self._activity.deletedUnder(project, queue, claimId)
-
-    async def deleteMessages(
-        self, project: str, queue: str, *args: Any, **kwargs: Any
-    ) -> Any:
-        count = await self._bus.deleteMessages(project, queue, *args, **kwargs)
-        self._activity.counted(project, queue, "deleted", count or 0)
-        return count
-
-    async def popMessages(
-        self, project: str, queue: str, *args: Any, **kwargs: Any
-    ) -> Any:
-        popped = await self._bus.popMessages(project, queue, *args, **kwargs)
-        self._activity.counted(project, queue, "deleted", len(popped))
-        return popped
-
-    async def deleteQueue(self, project: str, queue: str) -> None:
-        await self._bus.deleteQueue(project, queue)
-        self._activity.forgetQueue(project, queue)
 
 
 @implementer(IRouter)

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from marconi.core import events
 from marconi.core.interfaces import IMessageStore
 from marconi.core.models import MessageQuery, NewMessage
 from marconi.core.text import parseBoolean
@@ -32,20 +33,8 @@ RIVER = "~audit"
 CLIENT_ID = "marconi-audit"
 DEFAULT_RETENTION = 7 * 24 * 3600
 
-ACTIONS = (
-    "queue_created",
-    "queue_updated",
-    "queue_deleted",
-    "posted",
-    "claimed",
-    "renewed",
-    "released",
-    "deleted",
-    "popped",
-    "expired",
-    "dead_lettered",
-    "refused",
-)
+# The actions recorded: every action of the bus (see L{marconi.core.events}).
+ACTIONS = events.ACTIONS
 
 # How many store pages one read scans for events in a time range before it
 # answers with what it found and a marker to go on from.
@@ -137,17 +126,11 @@ class AuditRiver:
     def enabled(self) -> bool:
         return self.settings.enabled
 
-    def watch(self, store: Any) -> None:
+    def observe(self, event: events.Event) -> None:
         """
-        Record what C{store} does on its own (dead-lettering, expiry) when
-        it reports it queue by queue.
+        Record an event of the bus (a listener of L{events.Events}).
         """
-        observe = getattr(store, "observeQueueEvents", None)
-        if self.enabled and observe is not None:
-            observe(self.storeEvent)
-
-    def storeEvent(self, kind: str, project: str, queue: str, count: int) -> None:
-        self.record(project, kind, queue, count=count)
+        self.record(event.project, event.action, event.queue, **event.fields)
 
     def record(
         self, project: str, action: str, queue: Optional[str] = None, **fields: Any

@@ -36,6 +36,7 @@ from marconi.core.errors import (
     QueueDoesNotExist,
     ValidationFailed,
 )
+from marconi.core.events import Events
 from marconi.core.interfaces import IMessageStore, IMonitor
 from marconi.core.limits import Limits
 from marconi.core.models import (
@@ -80,7 +81,8 @@ class Messaging:
         """
         @param encryption: the keys of encrypted queues, or L{None} when
             none are configured (queues then cannot enable encryption).
-        @param audit: the audit river; by default none is kept.
+        @param audit: the audit river, a listener of L{events}; by default
+            none is kept.
         """
         self.store = store
         self.encryption = encryption
@@ -89,9 +91,24 @@ class Messaging:
         self.monitor = NullMonitor() if monitor is None else monitor
         self._metadataCache: dict = {}
         self.audit = _defaultRiver(store, clock) if audit is None else audit
+        self.events = Events(clock)
+        if self.audit.enabled:
+            self.events.listen(self.audit.observe)
 
     def now(self) -> float:
         return self.clock.seconds()
+
+    def watch(self, store: Any) -> None:
+        """
+        Emit what C{store} does on its own (dead-lettering, expiry) as
+        events, when it reports it queue by queue (L{IStoreEvents}).
+        """
+        observe = getattr(store, "observeQueueEvents", None)
+        if observe is not None:
+            observe(self._storeEvent)
+
+    def _storeEvent(self, kind: str, project: str, queue: str, count: int) -> None:
+        self.events.emit(project, kind, queue, count=count)
 
     async def ping(self) -> bool:
         """
@@ -111,9 +128,7 @@ class Messaging:
         self._checkEncryption(metadata)
         self._forget(project, name)
         created = await self.store.createQueue(project, name, metadata, self.now())
-        self.audit.record(
-            project, "queue_created" if created else "queue_updated", name
-        )
+        self.events.emit(project, "queue_created" if created else "queue_updated", name)
         return created
 
     async def getQueue(self, project: str, name: str, defaults: bool = True) -> dict:
@@ -158,7 +173,7 @@ class Messaging:
         self._forget(project, name)
         await self.store.setQueueMetadata(project, name, metadata)
         self._forget(project, name)
-        self.audit.record(project, "queue_updated", name)
+        self.events.emit(project, "queue_updated", name)
         return await self.getQueue(project, name)
 
     async def deleteQueue(self, project: str, name: str) -> None:
@@ -166,7 +181,7 @@ class Messaging:
         self._forget(project, name)
         await self.store.deleteQueue(project, name)
         self._forget(project, name)
-        self.audit.record(project, "queue_deleted", name)
+        self.events.emit(project, "queue_deleted", name)
 
     async def listQueues(
         self,
@@ -257,7 +272,7 @@ class Messaging:
             project, queue, messages, clientId, self.now()
         )
         self.monitor.messagesCounted("posted", len(ids))
-        self.audit.record(
+        self.events.emit(
             project,
             "posted",
             queue,
@@ -342,9 +357,7 @@ class Messaging:
         # Counted once per successful request: the store does not say
         # whether the message was still there.
         self.monitor.messagesCounted("deleted", 1)
-        self.audit.record(
-            project, "deleted", queue, messages=[messageId], claim=claimId
-        )
+        self.events.emit(project, "deleted", queue, messages=[messageId], claim=claimId)
 
     async def deleteMessages(
         self,
@@ -359,7 +372,7 @@ class Messaging:
         )
         if count:
             self.monitor.messagesCounted("deleted", count)
-        self.audit.record(project, "deleted", queue, messages=list(ids), count=count)
+        self.events.emit(project, "deleted", queue, messages=list(ids), count=count)
         return count
 
     async def popMessages(
@@ -372,7 +385,7 @@ class Messaging:
         )
         if popped:
             self.monitor.messagesCounted("deleted", len(popped))
-            self.audit.record(
+            self.events.emit(
                 project, "popped", queue, messages=idsOf(popped), count=len(popped)
             )
         return await self._readable(project, queue, popped)
@@ -405,7 +418,7 @@ class Messaging:
         claim = await self.store.createClaim(project, queue, spec, self.now())
         if claim is not None and claim.messages:
             self.monitor.messagesCounted("claimed", len(claim.messages))
-            self.audit.record(
+            self.events.emit(
                 project,
                 "claimed",
                 queue,
@@ -430,14 +443,12 @@ class Messaging:
         validation.queueName(queue, self.limits)
         ttl, grace = validation.claimOptions(options, self.limits)
         await self.store.renewClaim(project, queue, claimId, ttl, grace, self.now())
-        self.audit.record(
-            project, "renewed", queue, claim=claimId, ttl=ttl, grace=grace
-        )
+        self.events.emit(project, "renewed", queue, claim=claimId, ttl=ttl, grace=grace)
 
     async def releaseClaim(self, project: str, queue: str, claimId: str) -> None:
         validation.queueName(queue, self.limits)
         await self.store.releaseClaim(project, queue, claimId, self.now())
-        self.audit.record(project, "released", queue, claim=claimId)
+        self.events.emit(project, "released", queue, claim=claimId)
 
     async def purgeExpired(self) -> int:
         count = await self.store.purgeExpired(self.now())

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from marconi.console.activity import Activity, ObservedBus, ObservedRouter
+from marconi.console.activity import Activity, ObservedRouter
 from marconi.console.web import staticFiles
 from marconi.core.limits import Limits
 from marconi.core.messaging import Messaging
@@ -108,18 +108,19 @@ class ActivityTests(SynchronousTestCase):
             [c["id"] for c in activity.queue("p", "q")["claims"]], ["c5", "c4"]
         )
 
-    def test_observedBus(self) -> None:
+    def test_listensToBus(self) -> None:
         """
-        The bus wrapper counts what a real L{Messaging} did: posts, claims
-        (recording the claim), deletions and pops, per project and queue;
-        deleting the queue forgets it.  Other attributes are the bus's.
+        Listening to a real L{Messaging}'s events, the activity counts what
+        it did: posts, claims (recording the claim), deletions and pops,
+        per project and queue; deleting the queue forgets it.  A listener
+        that stopped counts nothing more.
         """
         store = MemoryStore()
         store.startService()
         self.addCleanup(store.stopService)
         bus = Messaging(store, self.clock, Limits())
-        observed = ObservedBus(bus, self.activity)
-        self.assertIs(observed.limits, bus.limits)
+        stop = bus.events.listen(self.activity.observe)
+        observed = bus
         client = "3381af92-2b9e-11e3-b191-71861300734c"
         document = {"messages": [{"body": i, "ttl": 300} for i in range(4)]}
 
@@ -145,6 +146,9 @@ class ActivityTests(SynchronousTestCase):
         self.assertEqual(self.activity.queue("p", "q")["claims"], [])
         self.assertEqual(sum(self.activity.queue("other", "q")["series"]["posted"]), 0)
         run(observed.deleteQueue("p", "q"))
+        self.assertEqual(sum(self.activity.queue("p", "q")["series"]["posted"]), 0)
+        stop()
+        run(observed.postMessages("p", "q", document, 100, client))
         self.assertEqual(sum(self.activity.queue("p", "q")["series"]["posted"]), 0)
 
     def test_observedRouter(self) -> None:
