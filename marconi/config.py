@@ -42,6 +42,10 @@ class Config:
         L{None}.
     @ivar signedURLKey: the secret of pre-signed URLs (C{[signed_url]
         secret_key}), or L{None}: then none are made or accepted.
+    @ivar extensions: the names of the enabled extensions (C{[extensions]
+        enabled}; see L{marconi.extensions}).
+    @ivar extensionSettings: each extension's C{[extension:NAME]} section,
+        by name.
     """
 
     listen: tuple = (DEFAULT_LISTEN,)
@@ -58,6 +62,8 @@ class Config:
     clusterTLS: Optional["ClusterTLS"] = None
     encryption: Optional[KeyRing] = None
     signedURLKey: Optional[str] = None
+    extensions: tuple = ()
+    extensionSettings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 class ConfigError(ValueError):
@@ -193,6 +199,7 @@ def _fromParser(
         if parser.has_section(name):
             values[name] = {k: v.strip() for k, v in parser[name].items()}
     _checkAudit(values.get("audit", {}), path)
+    values.update(_extensions(parser, path))
     # The driver named on the command line reads its own section.
     auth = authOverride or values.get("auth", config.auth)
     # Its section is [auth:NAME]; [NAME] is accepted too (so [keystone]),
@@ -239,6 +246,42 @@ def _signedURLKey(section: dict, path: str) -> str:
     if not key:
         raise ConfigError(f"{path}: [signed_url] secret_key must not be empty")
     return key
+
+
+def _extensions(parser: configparser.ConfigParser, path: str) -> dict:
+    """
+    The C{[extensions]} section and the C{[extension:NAME]} sections,
+    checked by the extensions' plugins without importing their code.
+    """
+    from marconi import extensions
+
+    section = dict(parser["extensions"]) if parser.has_section("extensions") else {}
+    unknown = set(section) - {"enabled"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) in [extensions]: {', '.join(sorted(unknown))}"
+        )
+    known = extensions.available()
+    try:
+        enabled = extensions.parseEnabled(section.get("enabled", ""), known)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    settings = {}
+    for name in parser.sections():
+        if not name.startswith("extension:"):
+            continue
+        extension = name[len("extension:") :]
+        if extension not in known:
+            raise ConfigError(f"{path}: [{name}] names no known extension")
+        settings[extension] = {k: v.strip() for k, v in parser[name].items()}
+    for extension in enabled:
+        try:
+            known[extension].checkSettings(settings.get(extension, {}))
+        except ValueError as e:
+            raise ConfigError(f"{path}: [extension:{extension}] {e}") from None
+    if not (enabled or settings):
+        return {}
+    return {"extensions": enabled, "extensionSettings": settings}
 
 
 def _checkAudit(section: Mapping[str, str], path: Optional[str]) -> None:

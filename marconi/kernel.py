@@ -27,6 +27,8 @@ from marconi.core import audit
 from marconi.core.health import HealthCheck, SingleNode
 from marconi.core.interfaces import IAuthDriverPlugin, IRouter, IStorageDriverPlugin
 from marconi.core.messaging import Messaging
+from marconi.core.routing import LocalRouter
+from marconi.extensions import ExtensionHost, Extensions
 from marconi.observability import wiring as observability
 
 if TYPE_CHECKING:
@@ -200,12 +202,25 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         ringVersion = lambda: clusterRouter.ring.version  # noqa: E731
 
     signedURLs = SignedURLs(config.signedURLKey, reactor)
+    extensions = Extensions.start(
+        config.extensions,
+        config.extensionSettings,
+        ExtensionHost(
+            bus,
+            auth,
+            router if router is not None else LocalRouter(),
+            reactor,
+            nodeName=nodeName,
+        ),
+    )
+    extensions.setServiceParent(node)
+    mounts = extensions.mounts()
 
     def makeSite(router: Optional[IRouter]) -> MarconiSite:
-        api = MarconiAPI(bus, auth, health, router, signedURLs)
+        api = MarconiAPI(bus, auth, health, router, signedURLs, extensions)
         console = Console(activity, auth, config.limits, router)
         return MarconiSite(
-            Mount(api.resource(), console.resource()),
+            Mount(api.resource(), {b"console": console.resource(), **mounts}),
             maxRequestBody=config.limits.maxMessagesPostSize,
             reactor=reactor,
             monitor=monitor,

@@ -120,12 +120,14 @@ class Node(HTTPNode):
         store: Any = None,
         auth: Any = None,
         secret: Optional[str] = None,
+        extensions: Any = None,
     ) -> None:
         """
         @param store: a running store to serve (stopped at the end of the
             test); by default a new in-memory SQLite store.
         @param auth: the auth driver; L{NoAuth} by default.
         @param secret: the secret of pre-signed URLs, if any.
+        @param extensions: the L{marconi.extensions.Extensions} it runs.
         """
         limits = limits or Limits()
         self.clock = Clock()
@@ -147,6 +149,7 @@ class Node(HTTPNode):
             auth or NoAuth(),
             HealthCheck(store, self.clock),
             signedURLs=SignedURLs(secret, self.clock),
+            extensions=extensions,
         )
         public = monitor.publicResource() if monitor is not None else None
         self.site = MarconiSite(

@@ -37,6 +37,7 @@ from marconi.core.interfaces import IAuthDriver, IHealth, IRouter
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging
 from marconi.core.routing import LocalRouter
 from marconi.core.text import parseBoolean
+from marconi.extensions import ROUTES, ExtensionRequest, Extensions, notEnabled
 
 JSON = b"application/json; charset=UTF-8"
 _ACCEPTABLE = ("application/json", homedoc.MEDIA_TYPE)
@@ -158,6 +159,20 @@ class Context:
         return f"{self.base}/queues/{queue}"
 
 
+def _extensionHandler(name: str, label: str) -> Callable:
+    """
+    The handler of a resource of extension C{name}, measured as C{label}.
+    """
+
+    async def serve(
+        self: "MarconiAPI", request: Any, ctx: Context, queue: str, **ids: str
+    ) -> bytes:
+        return await self._extension(name, request, ctx, queue, ids)
+
+    serve.__name__ = label
+    return serve
+
+
 class MarconiAPI:
     """
     The HTTP API of one node.
@@ -168,6 +183,7 @@ class MarconiAPI:
     app.url_map.converters["queuePatchVersion"] = QueuePatchVersion
     app.url_map.converters["shareVersion"] = ShareVersion
     app.url_map.converters["auditVersion"] = AuditVersion
+    app.url_map.converters["v2Only"] = AuditVersion
     log = Logger()
 
     def __init__(
@@ -177,12 +193,14 @@ class MarconiAPI:
         health: IHealth,
         router: Optional[IRouter] = None,
         signedURLs: Optional[presigned.SignedURLs] = None,
+        extensions: Optional[Extensions] = None,
     ) -> None:
         """
         @param router: the node's router in a cluster; by default a
             L{LocalRouter}, for a node on its own.
         @param signedURLs: makes and checks pre-signed URLs; by default
             none are made or accepted.
+        @param extensions: the extensions the node runs; by default none.
         """
         self.bus = bus
         self.auth = auth
@@ -190,6 +208,7 @@ class MarconiAPI:
         self.router: Any = LocalRouter() if router is None else router
         self.signedURLs = signedURLs or presigned.SignedURLs(None, bus.clock)
         self.limits = bus.limits
+        self.extensions = Extensions() if extensions is None else extensions
         self._openapi = render.document(openapi.document(self.limits))
 
     def resource(self) -> Any:
@@ -696,6 +715,50 @@ class MarconiAPI:
         if len(self.router.publishedRing().get("nodes") or ()) > 1:
             doc["partial"] = True
         return _send(request, render.document(doc))
+
+    # The resources extensions serve (see marconi.extensions): each route
+    # hands the request to its extension, or answers 501 when it is off.
+
+    for _index, (_name, _path, _methods) in enumerate(ROUTES):
+        _queueRoute(app, _path, list(_methods), served="v2Only")(
+            _extensionHandler(_name, f"extension_{_name}_{_index}")
+        )
+    del _index, _name, _path, _methods
+
+    async def _extension(
+        self, name: str, request: Any, ctx: Context, queue: str, ids: dict
+    ) -> bytes:
+        if name not in self.extensions.enabled:
+            raise notEnabled(name)
+        body = None
+        if request.method in (b"POST", b"PUT", b"PATCH"):
+            body = self._json(request, optional=True)
+        answer = await self.extensions.serve(
+            name,
+            ExtensionRequest(
+                method=request.method.decode("ascii"),
+                project=ctx.project,
+                clientId=ctx.clientId,
+                queue=queue,
+                ids=ids,
+                args={
+                    k.decode("latin-1"): [v.decode("utf-8", "replace") for v in vs]
+                    for k, vs in request.args.items()
+                },
+                body=body,
+                base=ctx.base,
+                headers={
+                    k.decode("latin-1").lower(): vs[-1].decode("latin-1")
+                    for k, vs in request.requestHeaders.getAllRawHeaders()
+                },
+            ),
+        )
+        request.setResponseCode(answer.code)
+        for header, value in answer.headers.items():
+            request.setHeader(header.encode("latin-1"), value.encode("latin-1"))
+        if answer.document is None:
+            return b""
+        return _send(request, render.document(answer.document))
 
     def _recordRefusal(self, request: Any, code: int, title: str) -> None:
         """

@@ -207,20 +207,25 @@ def _error(request: Any, code: int, title: str, description: str) -> bytes:
 
 class Mount(Resource):
     """
-    The root of a node's site: requests under C{/console} go to the
-    console, all others to the API.  Both are Klein resources, which see
-    the whole path.
+    The root of a node's site: requests whose first path segment names a
+    mounted resource (C{console}, an extension's) go to it, all others to
+    the API.  Each is a leaf that sees the whole path.
     """
 
     isLeaf = True
 
-    def __init__(self, api: Any, console: Any) -> None:
+    def __init__(self, api: Any, mounts: dict) -> None:
+        """
+        @param mounts: the resources by first path segment (L{bytes}).
+        """
         super().__init__()
         self.api = api
-        self.console = console
+        self.mounts = mounts
 
     def render(self, request: Any) -> Any:
-        if request.postpath and request.postpath[0] == b"console":
-            request.route = "console"
-            return self.console.render(request)
+        if request.postpath:
+            mounted = self.mounts.get(request.postpath[0])
+            if mounted is not None:
+                request.route = request.postpath[0].decode("ascii")
+                return mounted.render(request)
         return self.api.render(request)

@@ -16,6 +16,7 @@ from zope.interface import implementer
 from marconi.core.durability import DURABLE
 from marconi.core.interfaces import (
     IAuthDriverPlugin,
+    IExtensionPlugin,
     ILoggingDriverPlugin,
     IMonitoringDriverPlugin,
     IStorageDriverPlugin,
@@ -130,3 +131,28 @@ class MonitoringDriverPlugin(_ConfiguredDriverPlugin):
 
     def makeMonitor(self, settings: dict, reactor: Any) -> Any:
         return namedAny(self._factory)(settings, reactor)
+
+
+@implementer(IPlugin, IExtensionPlugin)
+class ExtensionPlugin(_ConfiguredDriverPlugin):
+    """
+    An extension; its factory is called as C{(host)} with an
+    L{marconi.extensions.ExtensionHost}.
+
+    @param mount: the first path segment under which the extension's own
+        web resource is mounted on the node's listeners, if it has one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        checker: str,
+        factory: str,
+        mount: Optional[str] = None,
+    ) -> None:
+        super().__init__(name, description, checker, factory)
+        self.mount = mount
+
+    def makeExtension(self, host: Any) -> Any:
+        return namedAny(self._factory)(host)

@@ -166,3 +166,12 @@ class StorageUnavailable(MarconiError):
     """
 
     title = "Service unavailable"
+
+
+class NotEnabled(MarconiError):
+    """
+    The resource belongs to an extension that this node does not run (see
+    L{marconi.extensions}).
+    """
+
+    title = "Not enabled"

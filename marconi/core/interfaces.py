@@ -261,6 +261,71 @@ class IAuthDriverPlugin(Interface):
         """
 
 
+class IExtensionPlugin(Interface):
+    """
+    An extension (see L{marconi.extensions}), found in L{marconi.plugins}
+    and enabled by name in the C{[extensions]} section.
+    """
+
+    name = Attribute("The name used in the configuration.")
+    description = Attribute("One line saying what the extension does.")
+
+    def checkSettings(settings):
+        """
+        Check the extension's C{[extension:NAME]} section without importing
+        the extension's code.
+
+        @raise ValueError: with a one-line reason if a setting is wrong.
+        """
+
+    def makeExtension(host):
+        """
+        @param host: the node's parts the extension may use, a
+            L{marconi.extensions.ExtensionHost}.
+        @return: a provider of L{IExtension}.
+        """
+
+
+class IExtension(Interface):
+    """
+    A running extension of one node.  It reaches the core only through the
+    bus's public operations and its events (L{marconi.core.events}), both
+    on its L{marconi.extensions.ExtensionHost}.
+    """
+
+    name = Attribute("The extension's name.")
+
+    def serve(request):
+        """
+        Answer a request for one of the API resources the extension serves
+        (see L{marconi.extensions.ROUTES}); the project is authenticated
+        and, in a cluster, the request has reached the queue's owner.
+
+        @param request: a L{marconi.extensions.ExtensionRequest}.
+        @return: a L{Deferred} firing with a
+            L{marconi.extensions.ExtensionAnswer}, or failing with a
+            L{marconi.core.errors.MarconiError} the API answers as usual.
+        """
+
+    def resource():
+        """
+        @return: a L{twisted.web.resource.IResource} mounted on the node's
+            listeners at L{marconi.extensions.MOUNTS}'s path for this
+            extension, or L{None}.
+        """
+
+    def startService():
+        """
+        Start what the extension runs in the background (it is a child
+        service of the node).
+        """
+
+    def stopService():
+        """
+        Stop it; may return a L{Deferred} the node waits for.
+        """
+
+
 class IMonitor(Interface):
     """
     Receives a node's measurements and publishes them (a monitoring

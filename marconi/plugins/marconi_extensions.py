@@ -1,0 +1,4 @@
+"""
+The extensions (see L{marconi.extensions}), each enabled by name in the
+C{[extensions]} section and imported only then.
+"""
