@@ -111,6 +111,21 @@ def home(version: str) -> bytes:
             base + "/queues/{queue_name}/share", queue, ["POST"]
         )
     if version == "v2":
+        # Served by the subscriptions extension, or 501 where it is off.
+        subscription = dict(queue, subscription_id=param + "subscription_id")
+        resources["rel/subscriptions"] = _resource(
+            base + "/queues/{queue_name}/subscriptions", queue, ["GET", "POST"]
+        )
+        resources["rel/subscription"] = _resource(
+            base + "/queues/{queue_name}/subscriptions/{subscription_id}",
+            subscription,
+            ["GET", "PATCH", "DELETE"],
+        )
+        resources["rel/subscription_confirm"] = _resource(
+            base + "/queues/{queue_name}/subscriptions/{subscription_id}/confirm",
+            subscription,
+            ["PUT"],
+        )
         resources["rel/audit"] = _resource(
             base + "/audit{?marker,limit,queue,action,since,until,tags}",
             {

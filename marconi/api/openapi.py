@@ -13,8 +13,10 @@ description says so.
 """
 
 import copy
+import re
 from typing import Callable, Optional
 
+from marconi import extensions
 from marconi.api import presigned
 from marconi.api.versions import POLICIES, V1_1
 from marconi.core import audit, signing
@@ -311,12 +313,8 @@ def _operation(
     return operation
 
 
-def _queueResources(limits: Limits) -> dict:
-    """
-    The queue resources, relative to C{/{version}} or
-    C{/{version}/projects/{project_id}}.
-    """
-    queue = _param(
+def _queueParam(limits: Limits) -> dict:
+    return _param(
         "queue",
         "path",
         {
@@ -327,6 +325,14 @@ def _queueResources(limits: Limits) -> dict:
         },
         required=True,
     )
+
+
+def _queueResources(limits: Limits) -> dict:
+    """
+    The queue resources, relative to C{/{version}} or
+    C{/{version}/projects/{project_id}}.
+    """
+    queue = _queueParam(limits)
     messageId = _param("message_id", "path", {"type": "string"}, required=True)
     claimId = _param("claim_id", "path", {"type": "string"}, required=True)
     # Booleans are read case-insensitively (see marconi.core.text).
@@ -567,6 +573,51 @@ def _auditResource(limits: Limits, extra: list, inPath: bool) -> dict:
     }
 
 
+def _extensionResources(limits: Limits, extra: list, inPath: bool) -> dict:
+    """
+    The resources extensions serve (v2 only; see L{marconi.extensions}),
+    by path: answered by the extension when the node enables it, else 501.
+    """
+    v2 = _param("version", "path", {"type": "string", "enum": ["v2"]}, required=True)
+    found: dict = {}
+    for name, route, methods in extensions.ROUTES:
+        path = re.sub(r"<(\w+)>", r"{\1}", route)
+        ids = [
+            _param(n, "path", {"type": "string", "minLength": 1}, required=True)
+            for n in re.findall(r"<(\w+)>", route)
+            if n != "queue"
+        ]
+        item = found.setdefault(
+            path,
+            {
+                "parameters": [v2]
+                + extra[1:]
+                + [_queueParam(limits)]
+                + ids
+                + _identity(limits, inPath)
+            },
+        )
+        for method in methods:
+            body = None
+            if method in ("POST", "PUT", "PATCH"):
+                body = {
+                    "content": {_JSON: {"schema": {"type": "object"}}},
+                    "required": False,
+                }
+            item[method.lower()] = _operation(
+                f"Served by the {name} extension (docs/{name}.rst).",
+                {
+                    "200": {
+                        "description": "The extension's answer.",
+                        "content": {_JSON: {"schema": {"type": "object"}}},
+                    },
+                    "501": _json("Error", f"The {name} extension is not enabled."),
+                },
+                body=body,
+            )
+    return found
+
+
 def _versionParam(serves: Callable) -> dict:
     """
     The C{version} path parameter, naming the versions whose policy
@@ -670,6 +721,8 @@ def document(limits: Optional[Limits] = None) -> dict:
                 item["post"]["parameters"] = [shareVersion]
             paths[prefix + path] = item
         paths[prefix + "/audit"] = _auditResource(limits, extra, inPath)
+        for path, item in _extensionResources(limits, extra, inPath).items():
+            paths[prefix + path] = item
     return {
         "openapi": "3.0.3",
         "info": {
