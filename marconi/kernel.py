@@ -213,7 +213,8 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
             nodeName=nodeName,
         ),
     )
-    extensions.setServiceParent(node)
+    if extensions.enabled:
+        extensions.setServiceParent(node)
     mounts = extensions.mounts()
 
     def makeSite(router: Optional[IRouter]) -> MarconiSite:

@@ -717,7 +717,7 @@ class MarconiAPI:
         return _send(request, render.document(doc))
 
     # The resources extensions serve (see marconi.extensions): each route
-    # hands the request to its extension, or answers 501 when it is off.
+    # hands the request to its extension, or answers 404 "Not enabled" when it is off.
 
     for _index, (_name, _path, _methods) in enumerate(ROUTES):
         _queueRoute(app, _path, list(_methods), served="v2Only")(

@@ -16,7 +16,7 @@ STATUS = (
     (errors.Unauthorized, 401),
     (errors.StorageUnavailable, 503),
     (errors.IdentityUnavailable, 503),
-    (errors.NotEnabled, 501),
+    (errors.NotEnabled, 404),
 )
 
 

@@ -111,7 +111,7 @@ def home(version: str) -> bytes:
             base + "/queues/{queue_name}/share", queue, ["POST"]
         )
     if version == "v2":
-        # Served by the subscriptions extension, or 501 where it is off.
+        # Served by the subscriptions extension, or 404 "Not enabled" where it is off.
         subscription = dict(queue, subscription_id=param + "subscription_id")
         resources["rel/subscriptions"] = _resource(
             base + "/queues/{queue_name}/subscriptions", queue, ["GET", "POST"]

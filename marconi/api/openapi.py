@@ -576,7 +576,7 @@ def _auditResource(limits: Limits, extra: list, inPath: bool) -> dict:
 def _extensionResources(limits: Limits, extra: list, inPath: bool) -> dict:
     """
     The resources extensions serve (v2 only; see L{marconi.extensions}),
-    by path: answered by the extension when the node enables it, else 501.
+    by path: answered by the extension when the node enables it, else 404 "Not enabled".
     """
     v2 = _param("version", "path", {"type": "string", "enum": ["v2"]}, required=True)
     found: dict = {}
@@ -611,7 +611,10 @@ def _extensionResources(limits: Limits, extra: list, inPath: bool) -> dict:
                         "description": "The extension's answer.",
                         "content": {_JSON: {"schema": {"type": "object"}}},
                     },
-                    "501": _json("Error", f"The {name} extension is not enabled."),
+                    "404": _json(
+                        "Error",
+                        f"No such resource, or the {name} extension is not enabled.",
+                    ),
                 },
                 body=body,
             )

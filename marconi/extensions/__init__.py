@@ -29,7 +29,7 @@ router and its reactor.  It may
       websocket endpoint;
     - run in the background as a child service of the node.
 
-With an extension off, its API resources and its mount answer 501 "Not
+With an extension off, its API resources and its mount answer 404 "Not
 enabled" with a JSON error body that names it, never a bare 404.
 """
 
@@ -228,7 +228,7 @@ class Extensions(MultiService):
         """
         The web resources to mount on the node's listeners, by first path
         segment (L{bytes}): each enabled extension's, and for the others
-        that announce a mount, one answering 501.
+        that announce a mount, one answering 404.
         """
         known = available() if known is None else known
         found = {}
@@ -244,7 +244,7 @@ class Extensions(MultiService):
 
 class NotEnabledResource(Resource):
     """
-    Answers every request with 501 and a JSON error naming the extension.
+    Answers every request with 404 and a JSON error naming the extension.
     """
 
     isLeaf = True
@@ -255,7 +255,7 @@ class NotEnabledResource(Resource):
 
     def render(self, request: Any) -> bytes:
         error = notEnabled(self.name)
-        request.setResponseCode(501)
+        request.setResponseCode(404)
         request.setHeader(b"content-type", b"application/json; charset=UTF-8")
         return json.dumps(
             {"title": error.title, "description": error.description}

@@ -59,9 +59,6 @@ class FuzzTests(NodeTestCase):
             "--checks", CHECKS, "--phases", "coverage,fuzzing",
             "--max-examples", "5", "--seed", "1", "--max-time", "15",
             "--workers", "1", "--no-color",
-            # Extensions are off on this node: their resources answer 501
-            # Not enabled (tests/extensions/ checks them).
-            "--exclude-path-regex", "/subscriptions",
         ]  # fmt: skip
         result = await deferToThread(
             subprocess.run, argv, env=env, capture_output=True, text=True,

@@ -197,7 +197,7 @@ class ServedTests(TestCase):
     def test_mounts(self) -> None:
         """
         An enabled extension's resource is mounted under its plugin's
-        segment; a disabled one's segment answers 501 with a JSON error.
+        segment; a disabled one's segment answers 404 with a JSON error.
         """
         recorder = Recorder(ExtensionHost(_Bus(), None, None, None))
         known = {"subscriptions": RECORDER}
@@ -206,7 +206,7 @@ class ServedTests(TestCase):
         off = Extensions().mounts(known)[b"recorder"]
         request = _Request()
         body = Mount(None, {b"recorder": off}).render(request)
-        self.assertEqual(request.code, 501)
+        self.assertEqual(request.code, 404)
         self.assertIn(b'"title": "Not enabled"', body)
         self.assertIn(b"subscriptions extension is not enabled", body)
 
@@ -215,7 +215,7 @@ class NodeWithoutExtensionsTests(TestCase):
     async def test_notEnabled(self) -> None:
         """
         A real node with no extension enabled answers the resources
-        extensions serve with 501 and a JSON error naming the extension,
+        extensions serve with 404 and a JSON error naming the extension,
         after authenticating; v1.1 never had them (404).
         """
         node = await startNode(self)
@@ -227,7 +227,7 @@ class NodeWithoutExtensionsTests(TestCase):
             ("PUT", "/v2/queues/q/subscriptions/abc/confirm"),
         ]:
             response = await client.request(method, path, {})
-            self.assertEqual(response.code, 501, (method, path, response.body))
+            self.assertEqual(response.code, 404, (method, path, response.body))
             self.assertEqual(response.json["title"], "Not enabled")
             self.assertIn("subscriptions", response.json["description"])
         response = await client.request(
@@ -236,6 +236,7 @@ class NodeWithoutExtensionsTests(TestCase):
         self.assertEqual(response.code, 400)
         response = await client.request("GET", "/v1.1/queues/q/subscriptions")
         self.assertEqual(response.code, 404)
+        self.assertNotEqual(response.json["title"], "Not enabled")
 
 
 class _Bus:
