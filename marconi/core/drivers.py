@@ -13,7 +13,7 @@ from twisted.plugin import IPlugin
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
-from marconi.core.durability import DURABLE
+from marconi.core.durability import DURABLE, LOCAL_LEVELS
 from marconi.core.interfaces import (
     IAuthDriverPlugin,
     ILoggingDriverPlugin,
@@ -34,8 +34,8 @@ class StorageDriverPlugin:
     @param factory: dotted name of a callable C{(uri, reactor)} returning the
         store.  By default C{makeStore} of the driver's C{store} module.
     @param durabilities: the levels of L{marconi.core.durability} the
-        driver can give.  A driver with more than C{durable} gets the
-        node's default level as the factory's C{durability} keyword.
+        driver can give as a node's default; the factory gets that default
+        as its C{durability} keyword.
     """
 
     def __init__(
@@ -45,7 +45,7 @@ class StorageDriverPlugin:
         description: str,
         uriChecker: Optional[str] = None,
         factory: Optional[str] = None,
-        durabilities: Sequence[str] = (DURABLE,),
+        durabilities: Sequence[str] = LOCAL_LEVELS,
     ) -> None:
         self.name = name
         self.schemes = tuple(schemes)
@@ -69,8 +69,6 @@ class StorageDriverPlugin:
 
     def makeStore(self, uri: str, reactor: Any, durability: str = DURABLE) -> Any:
         self.checkDurability(durability)
-        if self.durabilities == (DURABLE,):
-            return namedAny(self._factory)(uri, reactor)
         return namedAny(self._factory)(uri, reactor, durability=durability)
 
 
