@@ -12,6 +12,7 @@ import sys
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from marconi.api.openapi import document
 from tests.apihelpers import Node
 from tests.integration.test_faults import HARNESS
 from tests.nodeprocess import environment
@@ -156,3 +157,34 @@ class APISafetyTests(TestCase):
             )
             self.assertEqual(response.code, 200)
             self.assertEqual([m["id"] for m in response.json["messages"]], ids[2:])
+
+
+class OpenAPISafetyTests(TestCase):
+    """
+    The OpenAPI document describes C{safety}.
+    """
+
+    def test_onEveryWrite(self) -> None:
+        """
+        C{safety} is a parameter of exactly the writes that take it
+        (posting, claiming, deleting one or several, popping), under both
+        forms of the queue paths, with a pattern naming the three levels.
+        """
+        found = set()
+        for path, item in document()["paths"].items():
+            for method, operation in item.items():
+                if method == "parameters":
+                    continue
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("name") == "safety":
+                        found.add((method, path.split("/queues/{queue}")[1]))
+                        self.assertIn("replicated", parameter["schema"]["pattern"])
+        self.assertEqual(
+            found,
+            {
+                ("post", "/messages"),
+                ("delete", "/messages"),
+                ("delete", "/messages/{message_id}"),
+                ("post", "/claims"),
+            },
+        )
