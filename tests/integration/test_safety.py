@@ -6,6 +6,7 @@ the real daemon on SQLite.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -178,7 +179,10 @@ class OpenAPISafetyTests(TestCase):
                 for parameter in operation.get("parameters", []):
                     if parameter.get("name") == "safety":
                         found.add((method, path.split("/queues/{queue}")[1]))
-                        self.assertIn("replicated", parameter["schema"]["pattern"])
+                        pattern = parameter["schema"]["pattern"]
+                        for level in ("fast", " Durable", "REPLICATED"):
+                            self.assertTrue(re.match(pattern, level), level)
+                        self.assertIsNone(re.match(pattern, "eventual"))
         self.assertEqual(
             found,
             {
