@@ -31,8 +31,9 @@ class StorageDriverPlugin:
     @param uriChecker: dotted name of a function C{(uri) -> None} raising
         L{ValueError}; its module must not import the backend's client.
         By default C{checkURI} of the driver's C{uri} module.
-    @param factory: dotted name of a callable C{(uri, reactor)} returning the
-        store.  By default C{makeStore} of the driver's C{store} module.
+    @param factory: dotted name of a callable C{(uri, reactor,
+        durability=LEVEL)} returning the store.  By default C{makeStore} of
+        the driver's C{store} module.
     @param durabilities: the levels of L{marconi.core.durability} the
         driver can give as a node's default; the factory gets that default
         as its C{durability} keyword.
