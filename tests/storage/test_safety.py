@@ -365,3 +365,31 @@ class MongoSafetyTests(TestCase):
         ):
             coll = store._writable(MESSAGES, level)
             self.assertEqual(coll.write_concern.document, wanted, level)
+
+
+class FastDefaultTests(TestCase):
+    """
+    C{fast} as a node's default level (C{[storage] durability = fast}).
+    """
+
+    def test_setting(self) -> None:
+        """
+        The setting is read, every driver accepts it, and the SQLite and
+        memory stores a driver makes with it have it as their default.
+        """
+        from marconi import config as configModule
+        from marconi import kernel
+
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("[storage]\ndurability = Fast\n")
+        self.assertEqual(configModule.load(path, {}).durability, FAST)
+        for uri in ("sqlite::memory:", "memory:", "redis://h/0", "mongodb://h/d"):
+            kernel.storageDriverFor(uri).checkDurability(FAST)
+        store = kernel.storageDriverFor("sqlite::memory:").makeStore(
+            "sqlite::memory:", reactor, FAST
+        )
+        self.assertEqual(store.durability, FAST)
+        self.assertEqual(store._modes[store.durability], "normal")
+        memory = kernel.storageDriverFor("memory:").makeStore("memory:", reactor, FAST)
+        self.assertEqual(memory.durabilities(), LOCAL_LEVELS)
