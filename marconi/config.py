@@ -83,7 +83,7 @@ def load(path: Optional[str], overrides: Mapping[str, object]) -> Config:
 
     The file's C{[marconi]} section holds C{listen} (one description per
     line), C{storage}, C{auth} and C{purge_interval}; C{[storage]} holds
-    C{durability} (C{durable} or C{replicated}); C{[limits]} holds any
+    C{durability} (C{fast}, C{durable} or C{replicated}); C{[limits]} holds any
     field of L{Limits} in snake_case; C{[auth:NAME]} holds the settings of
     auth driver NAME; C{[signed_url]} holds C{secret_key}, the secret of
     pre-signed URLs; C{[logging]} and C{[monitoring]} the settings of

@@ -26,10 +26,18 @@ and checks the history:
     acknowledged (must be 0);
   - duplicated: delivered more than once (allowed: at-least-once).
 
+With C{--safety LEVEL} every post, claim and delete asks for that safety
+level (C{?safety=fast|durable}); C{--default-safety LEVEL} sets the node's
+C{[storage] durability} instead.  On SQLite both C{fast} and C{durable}
+must lose nothing to SIGKILL of the node (docs/storage.rst says why: a
+C{fast} commit is in the operating system's cache, which outlives the
+process); what C{fast} may lose to a power loss cannot be shown here.
+
 Plain C{http.client} and threads, no Twisted: the client side shares no
 code with the server.  Exit status 0 when every safety check holds.
 
     python bench/faults/harness.py --duration 60 --seed 7 --report out.json
+    python bench/faults/harness.py --duration 60 --safety fast
 """
 
 import argparse
@@ -72,7 +80,7 @@ class Node:
     The daemon under test, on a fixed port across restarts.
     """
 
-    def __init__(self, directory, port):
+    def __init__(self, directory, port, defaultSafety=None):
         self.directory = directory
         self.port = port
         self.process = None
@@ -80,6 +88,8 @@ class Node:
         self.config = os.path.join(directory, "node.ini")
         with open(self.config, "w") as f:
             f.write(CONFIG)
+            if defaultSafety is not None:
+                f.write(f"\n[storage]\ndurability = {defaultSafety}\n")
         self.lock = threading.Lock()
 
     def start(self, wait=30.0):
@@ -144,6 +154,15 @@ class Node:
             return None
 
 
+def withSafety(path, safety):
+    """
+    C{path} asking for the safety level C{safety} (none when L{None}).
+    """
+    if safety is None:
+        return path
+    return path + ("&" if "?" in path else "?") + "safety=" + safety
+
+
 def request(port, method, path, body=None, client="harness", timeout=3.0):
     """
     One request on a fresh connection: (status, parsed JSON or None).
@@ -186,7 +205,7 @@ class History:
             self.counts[name] += 1
 
 
-def producer(index, port, history, stop, batch):
+def producer(index, port, history, stop, batch, safety=None):
     seq = 0
     while not stop.is_set():
         values = []
@@ -199,8 +218,9 @@ def producer(index, port, history, stop, batch):
             "messages": [{"body": {"value": v, "project": PROJECT}} for v in values]
         }
         try:
-            status, doc = request(port, "POST", f"/v2/queues/{QUEUE}/messages", body,
-                                  client=f"producer-{index}")  # fmt: skip
+            status, doc = request(port, "POST",
+                                  withSafety(f"/v2/queues/{QUEUE}/messages", safety),
+                                  body, client=f"producer-{index}")  # fmt: skip
         except OSError:
             with history.lock:
                 history.unknown.update(values)
@@ -219,15 +239,16 @@ def producer(index, port, history, stop, batch):
         history.count(f"post_{status}")
 
 
-def claimOnce(port, history, ttl, who, limit=5):
+def claimOnce(port, history, ttl, who, limit=5, safety=None):
     """
     Claim up to C{limit} messages; record the deliveries.  Returns the
     claim id and the message ids, or None when nothing was claimable, or
     raises OSError when the outcome is unknown.
     """
     invoked = time.time()
-    status, doc = request(port, "POST", f"/v2/queues/{QUEUE}/claims?limit={limit}",
-                          {"ttl": ttl, "grace": 0}, client=who)  # fmt: skip
+    path = withSafety(f"/v2/queues/{QUEUE}/claims?limit={limit}", safety)
+    status, doc = request(port, "POST", path, {"ttl": ttl, "grace": 0},
+                          client=who)  # fmt: skip
     completed = time.time()
     history.count(f"claim_{status}")
     if status == 204:
@@ -249,11 +270,11 @@ def claimOnce(port, history, ttl, who, limit=5):
     return claimId, held
 
 
-def consumer(index, port, history, stop, ttl, rng):
+def consumer(index, port, history, stop, ttl, rng, safety=None):
     who = f"consumer-{index}"
     while not stop.is_set():
         try:
-            claimed = claimOnce(port, history, ttl, who)
+            claimed = claimOnce(port, history, ttl, who, safety=safety)
         except OSError:
             time.sleep(0.05)
             continue
@@ -266,8 +287,8 @@ def consumer(index, port, history, stop, ttl, rng):
             continue
         for messageId in ids:
             try:
-                status, _ = request(port, "DELETE",
-                                    f"/v2/queues/{QUEUE}/messages/{messageId}?claim_id={claimId}",
+                path = f"/v2/queues/{QUEUE}/messages/{messageId}?claim_id={claimId}"
+                status, _ = request(port, "DELETE", withSafety(path, safety),
                                     client=who)  # fmt: skip
             except OSError:
                 history.count("delete_unknown")
@@ -376,19 +397,20 @@ def check(history):
 def run(args):
     rng = random.Random(args.seed)
     directory = args.directory or tempfile.mkdtemp(prefix="marconi-faults-")
-    node = Node(directory, freePort())
+    node = Node(directory, freePort(), args.default_safety)
     node.start()
     history = History()
     stop = threading.Event()
     nemesisStop = threading.Event()
     events = []
     threads = [
-        threading.Thread(target=producer, args=(i, node.port, history, stop, args.batch))
+        threading.Thread(target=producer, args=(i, node.port, history, stop, args.batch,
+                                                args.safety))
         for i in range(args.producers)
     ] + [
         threading.Thread(target=consumer,
                          args=(i, node.port, history, stop, args.claim_ttl,
-                               random.Random(rng.random())))
+                               random.Random(rng.random()), args.safety))
         for i in range(args.consumers)
     ]  # fmt: skip
     nemesisThread = threading.Thread(
@@ -424,6 +446,8 @@ def run(args):
         producers=args.producers,
         consumers=args.consumers,
         claim_ttl=args.claim_ttl,
+        safety=args.safety,
+        default_safety=args.default_safety,
         nemesis=[e[0] for e in events],
         kills=sum(1 for e in events if e[0] == "kill"),
         pauses=sum(1 for e in events if e[0] == "pause"),
@@ -453,6 +477,14 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--claim-ttl", type=int, default=1)
     parser.add_argument("--no-nemesis", action="store_true")
+    parser.add_argument(
+        "--safety",
+        choices=("fast", "durable"),
+        default=None,
+        help="the safety level every write asks for",
+    )
+    parser.add_argument("--default-safety", choices=("fast", "durable"),
+                        default=None, help="the node's [storage] durability")  # fmt: skip
     parser.add_argument("--directory", default=None)
     parser.add_argument("--report", default=None, help="write the JSON report here")
     args = parser.parse_args(argv)

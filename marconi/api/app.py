@@ -483,7 +483,7 @@ class MarconiAPI:
             raise ValidationFailed('The body must have a "messages" list.')
         document = ctx.policy.messagesDocument(document)
         ids = await self.bus.postMessages(
-            ctx.project, queue, document, len(body), ctx.clientId
+            ctx.project, queue, document, len(body), ctx.clientId, _safety(request)
         )
         href = ctx.queueHref(queue) + "/messages"
         request.setResponseCode(201)
@@ -581,7 +581,9 @@ class MarconiAPI:
             limit = _int(request, "pop")
             assert limit is not None
             tags = validation.tagFilter(_list(request, "tags"), self.limits)
-            messages = await self.bus.popMessages(ctx.project, queue, limit, tags)
+            messages = await self.bus.popMessages(
+                ctx.project, queue, limit, tags, _safety(request)
+            )
             now = self.bus.now()
             # As Zaqar does, popped messages name the claim that took them
             # out, one for the whole pop; it is gone by the time it is seen.
@@ -603,6 +605,7 @@ class MarconiAPI:
             None
             if claimIds is None
             else validation.ids(claimIds, self.limits.maxMessagesPerPage),
+            _safety(request),
         )
         return _noContent(request)
 
@@ -628,7 +631,9 @@ class MarconiAPI:
         self, request: Any, ctx: Context, queue: str, message_id: str
     ) -> bytes:
         claimId = _arg(request, "claim_id") or None
-        await self.bus.deleteMessage(ctx.project, queue, message_id, claimId)
+        await self.bus.deleteMessage(
+            ctx.project, queue, message_id, claimId, _safety(request)
+        )
         return _noContent(request)
 
     # Claims.
@@ -639,7 +644,9 @@ class MarconiAPI:
         ctx.policy.claimOptions(options, self.limits)
         limit = _int(request, "limit")
         tags = validation.tagFilter(_list(request, "tags"), self.limits)
-        claim = await self.bus.createClaim(ctx.project, queue, options, limit, tags)
+        claim = await self.bus.createClaim(
+            ctx.project, queue, options, limit, tags, _safety(request)
+        )
         if claim is None:
             return _noContent(request)
         queueHref = ctx.queueHref(queue)
@@ -910,6 +917,13 @@ def _arg(request: Any, name: str) -> Optional[str]:
         return values[-1].decode("utf-8")
     except UnicodeDecodeError:
         raise ValidationFailed(f"{name} is not valid UTF-8.") from None
+
+
+def _safety(request: Any) -> Optional[str]:
+    """
+    The C{safety} parameter of a write, as given (the domain checks it).
+    """
+    return _arg(request, "safety")
 
 
 def _list(request: Any, name: str) -> Optional[str]:

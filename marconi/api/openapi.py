@@ -14,12 +14,13 @@ description says so.
 
 import copy
 import re
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from marconi import extensions
 from marconi.api import presigned
 from marconi.api.versions import POLICIES, V1_1
 from marconi.core import audit, signing
+from marconi.core.durability import LEVELS
 from marconi.core.limits import Limits
 from marconi.core.text import FALSE_WORDS, TRUE_WORDS
 
@@ -36,6 +37,17 @@ _ERROR_RESPONSE = {
 
 def _param(name: str, where: str, schema: dict, required: bool = False, **kw) -> dict:
     return dict(name=name, required=required, schema=schema, **{"in": where}, **kw)
+
+
+def _anyCase(words: Iterable[str]) -> str:
+    """
+    A pattern matching any of C{words} in any case, with spaces around.
+    """
+    alternatives = "|".join(
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+        for word in sorted(words)
+    )
+    return rf"^ *({alternatives}) *$"
 
 
 def _json(schemaRef: str, description: str) -> dict:
@@ -336,11 +348,19 @@ def _queueResources(limits: Limits) -> dict:
     messageId = _param("message_id", "path", {"type": "string"}, required=True)
     claimId = _param("claim_id", "path", {"type": "string"}, required=True)
     # Booleans are read case-insensitively (see marconi.core.text).
-    words = "|".join(
-        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
-        for word in sorted(TRUE_WORDS | FALSE_WORDS)
+    boolean = {"type": "string", "pattern": _anyCase(TRUE_WORDS | FALSE_WORDS)}
+    # The safety level of a write (see marconi.core.durability).
+    safety = _param(
+        "safety",
+        "query",
+        {"type": "string", "pattern": _anyCase(LEVELS)},
+        description=(
+            "When the write is acknowledged: fast (applied, maybe not yet "
+            "on disk), durable (on disk, as the store makes it durable) or "
+            "replicated (also on a replica; 400 where the store has none). "
+            "By default the node's [storage] durability."
+        ),
     )
-    boolean = {"type": "string", "pattern": rf"^ *({words}) *$"}
 
     def limit(high: int) -> dict:
         return _param(
@@ -404,6 +424,7 @@ def _queueResources(limits: Limits) -> dict:
             "post": _operation(
                 "Post a batch of messages.",
                 {"201": _json("Resources", "The hrefs of the new messages.")},
+                [safety],
                 body={
                     "required": True,
                     "content": {
@@ -447,6 +468,7 @@ def _queueResources(limits: Limits) -> dict:
                         },
                     ),
                     tags,
+                    safety,
                 ],
             ),
         },
@@ -458,7 +480,7 @@ def _queueResources(limits: Limits) -> dict:
             "delete": _operation(
                 "Delete one message (with claim_id= if it is claimed).",
                 {"204": _empty("Deleted, or it did not exist.")},
-                [_param("claim_id", "query", {"type": "string"})],
+                [_param("claim_id", "query", {"type": "string"}), safety],
             ),
         },
         "/queues/{queue}/claims": {
@@ -469,7 +491,7 @@ def _queueResources(limits: Limits) -> dict:
                     "201": _json("MessageList", "The claimed messages."),
                     "204": _empty("Nothing to claim."),
                 },
-                [limit(limits.maxMessagesPerClaim), tags],
+                [limit(limits.maxMessagesPerClaim), tags, safety],
                 body={
                     "required": False,
                     "content": {

@@ -88,8 +88,9 @@ class PlacedStore:
         if name not in QUEUE_CALLS:
             return getattr(self._stores.home, name)
 
-        def call(project: str, queue: str, *args: Any) -> Any:
-            return getattr(self.storeFor(project, queue), name)(project, queue, *args)
+        def call(project: str, queue: str, *args: Any, **kwargs: Any) -> Any:
+            store = self.storeFor(project, queue)
+            return getattr(store, name)(project, queue, *args, **kwargs)
 
         return call
 
@@ -129,7 +130,9 @@ class OwnedStore:
         self._check(project, name, metadata)
         return self._store.setQueueMetadata(project, name, metadata)
 
-    def createClaim(self, project: str, queue: str, spec: Any, now: Any) -> Any:
+    def createClaim(
+        self, project: str, queue: str, spec: Any, now: Any, **kwargs: Any
+    ) -> Any:
         target = spec.deadLetterQueue
         if target is not None and not self._together(project, queue, target):
             log.warn(
@@ -140,4 +143,4 @@ class OwnedStore:
                 target=target,
             )
             spec = replace(spec, deadLetterQueue=None)
-        return self._store.createClaim(project, queue, spec, now)
+        return self._store.createClaim(project, queue, spec, now, **kwargs)

@@ -13,7 +13,7 @@ from twisted.plugin import IPlugin
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
-from marconi.core.durability import DURABLE
+from marconi.core.durability import DURABLE, LOCAL_LEVELS
 from marconi.core.interfaces import (
     IAuthDriverPlugin,
     IExtensionPlugin,
@@ -32,11 +32,12 @@ class StorageDriverPlugin:
     @param uriChecker: dotted name of a function C{(uri) -> None} raising
         L{ValueError}; its module must not import the backend's client.
         By default C{checkURI} of the driver's C{uri} module.
-    @param factory: dotted name of a callable C{(uri, reactor)} returning the
-        store.  By default C{makeStore} of the driver's C{store} module.
+    @param factory: dotted name of a callable C{(uri, reactor,
+        durability=LEVEL)} returning the store.  By default C{makeStore} of
+        the driver's C{store} module.
     @param durabilities: the levels of L{marconi.core.durability} the
-        driver can give.  A driver with more than C{durable} gets the
-        node's default level as the factory's C{durability} keyword.
+        driver can give as a node's default; the factory gets that default
+        as its C{durability} keyword.
     """
 
     def __init__(
@@ -46,7 +47,7 @@ class StorageDriverPlugin:
         description: str,
         uriChecker: Optional[str] = None,
         factory: Optional[str] = None,
-        durabilities: Sequence[str] = (DURABLE,),
+        durabilities: Sequence[str] = LOCAL_LEVELS,
     ) -> None:
         self.name = name
         self.schemes = tuple(schemes)
@@ -70,8 +71,6 @@ class StorageDriverPlugin:
 
     def makeStore(self, uri: str, reactor: Any, durability: str = DURABLE) -> Any:
         self.checkDurability(durability)
-        if self.durabilities == (DURABLE,):
-            return namedAny(self._factory)(uri, reactor)
         return namedAny(self._factory)(uri, reactor, durability=durability)
 
 

@@ -20,7 +20,26 @@ class IMessageStore(Interface):
     A queue is identified by the pair C{(project, name)}: no operation ever
     reads or changes what belongs to another pair.  Message and claim ids are
     looked up only inside the queue named in the call.
+
+    The writes a client can ask a safety level of (L{postMessages},
+    L{deleteMessage}, L{deleteMessages}, L{popMessages}, L{createClaim})
+    take a keyword-only C{durability}: a level of
+    L{marconi.core.durability} for this one change, given only when the
+    request asked for one (else the store's default applies).  What each
+    level means for a store is in its C{docs/storage*} page.
     """
+
+    def durabilities():
+        """
+        The levels of L{marconi.core.durability} a request may ask of this
+        store, weakest first: C{(fast, durable)} for a store without
+        replicas, C{(fast, durable, replicated)} for one whose
+        configuration names replicas.  A request asking for a level not in
+        it is refused with a 400 before anything changes.
+
+        @return: a L{tuple} (not a L{Deferred}: it comes from the store's
+            configuration, never from the backend).
+        """
 
     def ping():
         """
@@ -79,7 +98,7 @@ class IMessageStore(Interface):
         Store a batch of L{marconi.core.models.NewMessage} atomically: all of
         them or none.  The queue is created (with no metadata) when it does
         not exist.  When the L{Deferred} fires the batch is durable at the
-        store's configured level.
+        level asked for (C{durability} keyword) or the store's default.
 
         @return: a L{Deferred} firing with the new message ids, in order.
         """

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from marconi.core import signing, validation
 from marconi.core.audit import RIVER, AuditRiver, AuditSettings, idsOf
+from marconi.core.durability import requestedSafety, writeOptions
 from marconi.core.encryption import (
     EncryptionUnavailable,
     Envelope,
@@ -247,12 +248,22 @@ class Messaging:
         self._metadataCache.pop((project, name), None)
 
     async def postMessages(
-        self, project: str, queue: str, document: Any, size: int, clientId: str
+        self,
+        project: str,
+        queue: str,
+        document: Any,
+        size: int,
+        clientId: str,
+        safety: Optional[str] = None,
     ) -> list[str]:
         """
         @param size: the length in bytes of the request body.
+        @param safety: the level of L{marconi.core.durability} the request
+            asked for, as given, or L{None} for the node's default (the
+            same for the other writes that take it).
         """
         validation.queueName(queue, self.limits)
+        level = requestedSafety(self.store, safety)
         metadata = await self._metadata(project, queue)
         maxSize = (
             metadata.get("_max_messages_post_size") or self.limits.maxMessagesPostSize
@@ -269,7 +280,7 @@ class Messaging:
             signing.checkShapes(items)
         messages = self._seal(project, queue, metadata, messages)
         ids = await self.store.postMessages(
-            project, queue, messages, clientId, self.now()
+            project, queue, messages, clientId, self.now(), **writeOptions(level)
         )
         self.monitor.messagesCounted("posted", len(ids))
         self.events.emit(
@@ -335,12 +346,20 @@ class Messaging:
         return await self._readable(project, queue, found)
 
     async def deleteMessage(
-        self, project: str, queue: str, messageId: str, claimId: Optional[str]
+        self,
+        project: str,
+        queue: str,
+        messageId: str,
+        claimId: Optional[str],
+        safety: Optional[str] = None,
     ) -> None:
         validation.queueName(queue, self.limits)
+        options = writeOptions(requestedSafety(self.store, safety))
         now = self.now()
         try:
-            await self.store.deleteMessage(project, queue, messageId, claimId, now)
+            await self.store.deleteMessage(
+                project, queue, messageId, claimId, now, **options
+            )
         except MessageIsClaimed:
             if claimId is None:
                 raise
@@ -365,10 +384,12 @@ class Messaging:
         queue: str,
         ids: Sequence[str],
         claimIds: Optional[Sequence[str]],
+        safety: Optional[str] = None,
     ) -> int:
         validation.queueName(queue, self.limits)
+        options = writeOptions(requestedSafety(self.store, safety))
         count = await self.store.deleteMessages(
-            project, queue, ids, claimIds, self.now()
+            project, queue, ids, claimIds, self.now(), **options
         )
         if count:
             self.monitor.messagesCounted("deleted", count)
@@ -376,12 +397,20 @@ class Messaging:
         return count
 
     async def popMessages(
-        self, project: str, queue: str, limit: int, tags: Sequence[str] = ()
+        self,
+        project: str,
+        queue: str,
+        limit: int,
+        tags: Sequence[str] = (),
+        safety: Optional[str] = None,
     ) -> list[Message]:
         validation.queueName(queue, self.limits)
         validation.integer(limit, "pop", 1, self.limits.maxMessagesPerClaim)
+        options = writeOptions(requestedSafety(self.store, safety))
         popped = list(
-            await self.store.popMessages(project, queue, limit, tuple(tags), self.now())
+            await self.store.popMessages(
+                project, queue, limit, tuple(tags), self.now(), **options
+            )
         )
         if popped:
             self.monitor.messagesCounted("deleted", len(popped))
@@ -399,8 +428,10 @@ class Messaging:
         options: Any,
         limit: Optional[int] = None,
         tags: Sequence[str] = (),
+        safety: Optional[str] = None,
     ) -> Optional[Claim]:
         validation.queueName(queue, self.limits)
+        level = requestedSafety(self.store, safety)
         ttl, grace = validation.claimOptions(options, self.limits)
         if limit is None:
             limit = self.limits.defaultMessagesPerClaim
@@ -415,7 +446,9 @@ class Messaging:
             deadLetterQueue=metadata.get("_dead_letter_queue"),
             deadLetterTTL=metadata.get("_dead_letter_queue_messages_ttl"),
         )
-        claim = await self.store.createClaim(project, queue, spec, self.now())
+        claim = await self.store.createClaim(
+            project, queue, spec, self.now(), **writeOptions(level)
+        )
         if claim is not None and claim.messages:
             self.monitor.messagesCounted("claimed", len(claim.messages))
             self.events.emit(

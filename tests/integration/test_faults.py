@@ -24,6 +24,42 @@ def loadHarness():
     return module
 
 
+async def runHarness(
+    test: TestCase, duration: str, seed: str, *options: str
+) -> tuple[dict, str]:
+    """
+    Run the harness for C{duration} seconds with C{seed} and C{options};
+    check that nothing acknowledged was lost, nothing unexpected was
+    delivered, no message was in two live claims at once, no acknowledged
+    delete came back, the queue drained and the node was killed at least
+    once.
+
+    @return: the report, and the harness's output.
+    """
+    directory = os.path.abspath(test.mktemp())
+    os.makedirs(directory)
+    report = os.path.join(directory, "report.json")
+    argv = [sys.executable, HARNESS, "--duration", duration, "--seed", seed,
+            "--directory", directory, "--report", report, *options]  # fmt: skip
+    result = await deferToThread(
+        subprocess.run, argv, env=environment(), capture_output=True,
+        text=True, timeout=100,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    test.assertTrue(os.path.exists(report), output)
+    with open(report) as f:
+        r = json.load(f)
+    test.assertEqual(
+        (r["lost"], r["unexpected"], r["overlaps"], r["resurrected"]),
+        ([], [], [], []),
+    )
+    test.assertTrue(r["drained"])
+    test.assertGreaterEqual(r["kills"], 1)
+    test.assertGreater(r["acked"], 0)
+    test.assertEqual(result.returncode, 0, output)
+    return r, output
+
+
 class ShortRunTests(TestCase):
     timeout = 120
 
@@ -34,27 +70,8 @@ class ShortRunTests(TestCase):
         unexpected is delivered, no message is in two live claims at once,
         no acknowledged delete comes back, and the queue drains.
         """
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        report = os.path.join(directory, "report.json")
-        argv = [sys.executable, HARNESS, "--duration", "8", "--seed", "20261128",
-                "--directory", directory, "--report", report]  # fmt: skip
-        result = await deferToThread(
-            subprocess.run, argv, env=environment(), capture_output=True,
-            text=True, timeout=90,
-        )  # fmt: skip
-        self.assertTrue(os.path.exists(report), result.stdout + result.stderr)
-        with open(report) as f:
-            r = json.load(f)
-        self.assertEqual(
-            (r["lost"], r["unexpected"], r["overlaps"], r["resurrected"]),
-            ([], [], [], []),
-        )
-        self.assertTrue(r["drained"])
-        self.assertGreaterEqual(r["kills"], 1)
+        r, _ = await runHarness(self, "8", "20261128")
         self.assertGreaterEqual(r["pauses"], 1)
-        self.assertGreater(r["acked"], 0)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
 
 class CheckerTests(SynchronousTestCase):

@@ -297,9 +297,11 @@ class _SynchronousSQLiteStore(SQLiteStore):
     its own transaction, so that it answers like the memory store.
     """
 
-    def _run(self, work: Callable[..., Any], *args: Any) -> Deferred:
+    def _run(
+        self, work: Callable[..., Any], *args: Any, durability: Any = None
+    ) -> Deferred:
         d: Deferred = Deferred()
-        for _, ok, value in self._runBatch([(work, args, d)]):
+        for _, ok, value in self._runBatch([(work, args, d, self.synchronous)]):
             if ok:
                 d.callback(value)
             else:

@@ -645,7 +645,8 @@ class TimeoutTests(SynchronousTestCase):
     def connect(self) -> StringTransport:
         """
         Accept the store's latest connection attempt and answer its SELECT
-        and its persistence check, as a server with C{appendonly yes}.
+        and its persistence check, as a Redis 7.0 server with C{appendonly
+        yes}.
         """
         factory = self.clock.unixClients[-1][1]
         protocol = factory.buildProtocol(None)
@@ -653,6 +654,9 @@ class TimeoutTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         protocol.dataReceived(b"+OK\r\n")
         protocol.dataReceived(b"*2\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n")
+        self.clock.advance(0)
+        info = b"# Server\r\nredis_version:7.0.15\r\n"
+        protocol.dataReceived(b"$%d\r\n%s\r\n" % (len(info), info))
         self.clock.advance(0)
         transport.clear()
         self.protocol = protocol

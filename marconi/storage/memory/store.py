@@ -40,6 +40,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from marconi.core import models, rules
+from marconi.core.durability import DURABLE, LOCAL_LEVELS, parseDurability
 from marconi.core.errors import (
     ClaimDoesNotExist,
     QueueDoesNotExist,
@@ -58,7 +59,12 @@ _HEAP_SLACK = 2
 _HEAP_MINIMUM = 1024
 
 
-def makeStore(uri: str, reactor: Any) -> "MemoryStore":
+def makeStore(uri: str, reactor: Any, durability: str = DURABLE) -> "MemoryStore":
+    """
+    The store for C{uri}.  Every level of C{durability} means the same
+    here: a change is in the process's memory, and goes with it.
+    """
+    parseDurability(durability)
     checkURI(uri)
     return MemoryStore()
 
@@ -125,6 +131,10 @@ class MemoryStore(StoreEvents, Service):
         self._claimExpiry: list[tuple[float, Key, str]] = []
 
     # Answering.
+
+    def durabilities(self) -> tuple:
+        # fast and durable alike: in this process's memory, and no further.
+        return LOCAL_LEVELS
 
     def _answer(self, work: Callable[..., Any], *args: Any) -> Deferred:
         """
@@ -347,6 +357,8 @@ class MemoryStore(StoreEvents, Service):
         messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> Deferred:
         def work() -> list:
             key = (project, queue)
@@ -421,6 +433,8 @@ class MemoryStore(StoreEvents, Service):
         messageId: str,
         claimId: Optional[str],
         now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> Deferred:
         def work() -> None:
             target = self._queues.get((project, queue))
@@ -444,6 +458,8 @@ class MemoryStore(StoreEvents, Service):
         ids: Sequence[str],
         claimIds: Optional[Sequence[str]],
         now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> Deferred:
         presented = None if claimIds is None else set(claimIds)
 
@@ -467,7 +483,14 @@ class MemoryStore(StoreEvents, Service):
         return self._answer(work)
 
     def popMessages(
-        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
+        self,
+        project: str,
+        queue: str,
+        limit: int,
+        tags: Sequence[str],
+        now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> Deferred:
         def work() -> list:
             target = self._queues.get((project, queue))
@@ -480,7 +503,13 @@ class MemoryStore(StoreEvents, Service):
         return self._answer(work)
 
     def createClaim(
-        self, project: str, queue: str, spec: ClaimSpec, now: float
+        self,
+        project: str,
+        queue: str,
+        spec: ClaimSpec,
+        now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> Deferred:
         def work() -> Optional[Claim]:
             key = (project, queue)

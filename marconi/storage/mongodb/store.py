@@ -46,6 +46,7 @@ from pymongo.errors import (
     OperationFailure,
     PyMongoError,
 )
+from pymongo.write_concern import WriteConcern
 from twisted.application.service import IService, Service
 from twisted.internet.defer import (
     Deferred,
@@ -62,7 +63,13 @@ from zope.interface import implementer
 
 from marconi.core import models, rules
 from marconi.core.deferreds import deferred
-from marconi.core.durability import DURABLE, REPLICATED, parseDurability
+from marconi.core.durability import (
+    DURABLE,
+    LEVELS,
+    LOCAL_LEVELS,
+    REPLICATED,
+    parseDurability,
+)
 from marconi.core.errors import (
     ClaimDoesNotExist,
     MessageIsClaimed,
@@ -166,6 +173,7 @@ class MongoStore(StoreEvents, Service):
         self, config: MongoConfig, reactor: Any, durability: str = DURABLE
     ) -> None:
         self._config = config
+        self._durability = parseDurability(durability)
         self._writeConcern = writeConcern(config, durability)
         self._reactor = reactor
         self._pool: ConnectionPool | None = None
@@ -315,6 +323,29 @@ class MongoStore(StoreEvents, Service):
         if self._db is None:
             raise StorageUnavailable("The MongoDB store is not running.")
         return self._db[name]
+
+    def _writable(self, name: str, durability: str | None) -> Any:
+        """
+        The collection C{name}, writing with the write concern of
+        C{durability} (see L{writeConcern}), or the store's own for
+        L{None}.
+        """
+        coll = self._coll(name)
+        if durability is None or parseDurability(durability) == self._durability:
+            return coll
+        concern = writeConcern(self._config, durability)
+        return coll.with_options(write_concern=WriteConcern(**concern))
+
+    def durabilities(self) -> tuple:
+        """
+        Every level when the configuration names replicas (a C{replicaSet},
+        a C{w} above 1 or a tag, or C{replicated} as the node's default);
+        else C{fast} and C{durable}.
+        """
+        config = self._config
+        if config.replicaSet is not None or config.w != 1:
+            return LEVELS
+        return LEVELS if self._durability == REPLICATED else LOCAL_LEVELS
 
     # -- Indexes ---------------------------------------------------------
 
@@ -600,6 +631,8 @@ class MongoStore(StoreEvents, Service):
         messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
+        *,
+        durability: str | None = None,
     ) -> list[str]:
         await self._ready()
         if not messages:
@@ -630,7 +663,7 @@ class MongoStore(StoreEvents, Service):
                     "tx": batch,
                 }
             )
-        coll = self._coll(MESSAGES)
+        coll = self._writable(MESSAGES, durability)
         try:
             await self._call(lambda: coll.insert_many(docs, ordered=True))
             # The commit: the whole batch becomes visible in one update.
@@ -698,10 +731,17 @@ class MongoStore(StoreEvents, Service):
 
     @deferred
     async def deleteMessage(
-        self, project: str, queue: str, messageId: str, claimId: str | None, now: float
+        self,
+        project: str,
+        queue: str,
+        messageId: str,
+        claimId: str | None,
+        now: float,
+        *,
+        durability: str | None = None,
     ) -> None:
         await self._ready()
-        coll = self._coll(MESSAGES)
+        coll = self._writable(MESSAGES, durability)
         where = {"_id": messageId, "p": project, "q": queue, "tx": {"$exists": False}}
         if claimId is None:
             condition = {**where, **_unclaimed(now)}
@@ -729,6 +769,8 @@ class MongoStore(StoreEvents, Service):
         ids: Iterable[str],
         claimIds: Iterable[str] | None,
         now: float,
+        *,
+        durability: str | None = None,
     ) -> int:
         ids = list(ids)
         claimIds = None if claimIds is None else list(claimIds)
@@ -747,7 +789,8 @@ class MongoStore(StoreEvents, Service):
                 {"ce": {"$lte": now}},
                 {"ci": {"$in": claimIds}, "ce": {"$gt": now}},
             ]
-        result = await self._call(lambda: self._coll(MESSAGES).delete_many(spec))
+        coll = self._writable(MESSAGES, durability)
+        result = await self._call(lambda: coll.delete_many(spec))
         return result.deleted_count
 
     # -- Claims ----------------------------------------------------------
@@ -779,6 +822,7 @@ class MongoStore(StoreEvents, Service):
         now: float,
         spec: ClaimSpec | None = None,
         countClaim: bool = True,
+        durability: str | None = None,
     ) -> None:
         """
         Mark up to C{limit} claimable messages as held by C{holder}.
@@ -793,7 +837,7 @@ class MongoStore(StoreEvents, Service):
         when nothing claimable is left.  Messages the dead-letter policy of
         C{spec} sends away are moved and do not count.
         """
-        coll = self._coll(MESSAGES)
+        coll = self._writable(MESSAGES, durability)
         claimable = self._claimable(project, queue, tags, now)
         update: dict = {
             "$set": {"ci": holder, "ce": holdUntil},
@@ -920,7 +964,14 @@ class MongoStore(StoreEvents, Service):
 
     @deferred
     async def popMessages(
-        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
+        self,
+        project: str,
+        queue: str,
+        limit: int,
+        tags: Sequence[str],
+        now: float,
+        *,
+        durability: str | None = None,
     ) -> list[Message]:
         tags = tuple(tags or ())
         await self._ready()
@@ -930,20 +981,34 @@ class MongoStore(StoreEvents, Service):
         # Hold them briefly (claim semantics make the pop atomic), read
         # what this pop owns, then delete exactly those.
         await self._mark(
-            project, queue, tags, limit, holder, now + 60, now, now, countClaim=False
+            project,
+            queue,
+            tags,
+            limit,
+            holder,
+            now + 60,
+            now,
+            now,
+            countClaim=False,
+            durability=durability,
         )
         held = await self._held(project, queue, holder, now)
         if held:
+            coll = self._writable(MESSAGES, durability)
             await self._call(
-                lambda: self._coll(MESSAGES).delete_many(
-                    {"p": project, "q": queue, "ci": holder}
-                )
+                lambda: coll.delete_many({"p": project, "q": queue, "ci": holder})
             )
         return [rules.unclaimed(m) for m in held]
 
     @deferred
     async def createClaim(
-        self, project: str, queue: str, spec: ClaimSpec, now: float
+        self,
+        project: str,
+        queue: str,
+        spec: ClaimSpec,
+        now: float,
+        *,
+        durability: str | None = None,
     ) -> Claim | None:
         await self._ready()
         if spec.limit <= 0:
@@ -964,14 +1029,16 @@ class MongoStore(StoreEvents, Service):
                 now + spec.ttl + spec.grace,
                 now,
                 spec=spec,
+                durability=durability,
             )
             held = await self._held(project, queue, claimId, now)
             if held or not await self._anyClaimable(project, queue, spec.tags, now):
                 break
         if not held:
             return None
+        claims = self._writable(CLAIMS, durability)
         await self._call(
-            lambda: self._coll(CLAIMS).insert_one(
+            lambda: claims.insert_one(
                 {
                     "_id": claimId,
                     "p": project,
@@ -1101,10 +1168,13 @@ def writeConcern(config: MongoConfig, durability: str) -> dict[str, Any]:
     The write concern of every change, as txmongo's C{w}, C{j} and
     C{wtimeout}: the URI's, strengthened to what C{durability} asks.
 
+    C{fast} keeps the URI's concern as it is (by default C{w=1}: the
+    primary applied the change, its journal may not have it yet);
     C{durable} waits for the journal (C{j=true}) unless the URI says
     C{journal=false}; C{replicated} waits for a majority of the replica set
-    (C{w=majority}) unless the URI already asks for more than the primary
-    (a number above 1 or a tag).
+    (C{w=majority}, journaled on the majority by MongoDB's default) unless
+    the URI already asks for more than the primary (a number above 1 or a
+    tag).
     """
     concern: dict[str, Any] = {"w": config.w}
     if config.journal is not None:

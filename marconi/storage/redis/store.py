@@ -16,10 +16,14 @@ Sentinel client that finds the primary: every connection attempt asks the
 Sentinels where the primary is now, and a connection is offered to requests
 only once C{ROLE} says it reaches a primary, so the store follows a failover.
 
-With C{replicated} durability every change is followed, on the same
-connection, by C{WAIT replicas timeout}; a change fewer replicas
-acknowledged in time fails with L{StorageUnavailable} (see
-docs/storage-redis.rst for what that does and does not promise).
+Safety levels (L{marconi.core.durability}; docs/storage-redis.rst says
+what each does and does not promise): C{fast} answers once the script ran,
+as Redis' own C{appendfsync} setting makes it durable.  C{durable} does
+the same, and on a server that has C{WAITAOF} (Redis 7.2 and later) and
+writes an append-only file, waits with C{WAITAOF 1 0} until the change is
+fsynced to the local AOF.  C{replicated} adds C{WAIT replicas timeout}
+on the same connection; a change fewer replicas acknowledged in time
+fails with L{StorageUnavailable}.
 """
 
 from __future__ import annotations
@@ -49,7 +53,14 @@ from zope.interface import implementer
 
 from marconi.core import errors, models
 from marconi.core.deferreds import deferred
-from marconi.core.durability import DURABLE, REPLICATED, parseDurability
+from marconi.core.durability import (
+    DURABLE,
+    FAST,
+    LEVELS,
+    LOCAL_LEVELS,
+    REPLICATED,
+    parseDurability,
+)
 from marconi.core.interfaces import IMessageStore
 from marconi.core.models import Claim, ClaimSpec, Message, newId
 from marconi.storage.events import StoreEvents
@@ -103,6 +114,34 @@ def _time(value: float) -> str:
 
 # Lua script text -> its SHA-1, for EVALSHA.
 _scriptHashes: dict = {}
+
+#: The first Redis version with C{WAITAOF}.
+WAITAOF_VERSION = (7, 2)
+
+
+def redisVersion(info: str) -> tuple:
+    """
+    The C{redis_version} of an C{INFO server} reply as a tuple of numbers,
+    or C{()} when it has none.
+    """
+    for line in info.splitlines():
+        if line.startswith("redis_version:"):
+            parts = line.split(":", 1)[1].strip().split(".")
+            return tuple(int(p) for p in parts if p.isdigit())
+    return ()
+
+
+async def _hasWaitAOF(protocol: Any) -> bool:
+    """
+    Whether the server behind C{protocol} has C{WAITAOF}.
+    """
+    try:
+        info = await protocol.execute_command("INFO", "server")
+    except (txredisapi.ResponseError, txredisapi.ConnectionError):
+        return False
+    if isinstance(info, bytes):
+        info = info.decode("utf-8", "replace")
+    return isinstance(info, str) and redisVersion(info) >= WAITAOF_VERSION
 
 
 def _rows(reply: Any) -> list:
@@ -356,6 +395,9 @@ class RedisStore(StoreEvents, Service):
         self._checkWaiters: list[Deferred] = []
         self._durability = parseDurability(durability)
         self._discoveryTimeout = discoveryTimeout
+        # Whether the server fsyncs on request (WAITAOF, with an AOF);
+        # learnt on each new connection.
+        self._waitAOF = False
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._location.describe()}>"
@@ -568,6 +610,8 @@ class RedisStore(StoreEvents, Service):
         level = self._durability if durability is None else parseDurability(durability)
         conn = await self._connection()
         result = await self._eval(script, *args, conn=conn)
+        if level != FAST and self._waitAOF:
+            await self._waitForAOF(conn)
         if level == REPLICATED:
             loc = self._location
             acknowledged = int(
@@ -587,6 +631,37 @@ class RedisStore(StoreEvents, Service):
                     "It may or may not have been applied: retrying can repeat it."
                 )
         return result
+
+    async def _waitForAOF(self, conn: Any) -> None:
+        """
+        Wait until the local append-only file has every earlier write of
+        C{conn} fsynced (C{WAITAOF 1 0}, bounded by the reply timeout).
+        """
+        local, _ = await self._call(
+            "execute_command", "WAITAOF", 1, 0, self._replyTimeoutMS(), conn=conn
+        )
+        if int(local) < 1:
+            raise errors.StorageUnavailable(
+                "Redis did not fsync the change to its append-only file in "
+                "time; it is not known to be on disk. It may or may not have "
+                "been applied: retrying can repeat it."
+            )
+
+    def _replyTimeoutMS(self) -> int:
+        # Below the reply timeout, so that the answer comes before the
+        # connection is given up.
+        return max(1, int(self._replyTimeout * 1000) // 2)
+
+    def durabilities(self) -> tuple:
+        """
+        Every level when the configuration names replicas (Sentinel, a
+        C{replicas} option, or C{replicated} as the node's default); else
+        C{fast} and C{durable}.
+        """
+        loc = self._location
+        if loc.master is not None or loc.replicasNamed:
+            return LEVELS
+        return LEVELS if self._durability == REPLICATED else LOCAL_LEVELS
 
     def _startPersistenceCheck(self, protocol: txredisapi.RedisProtocol) -> None:
         check = Deferred.fromCoroutine(self._checkPersistence(protocol))
@@ -622,6 +697,7 @@ class RedisStore(StoreEvents, Service):
             return
         settings = dict(zip(reply[::2], reply[1::2], strict=True)) if reply else {}
         value = settings.get("appendonly")
+        self._waitAOF = value == "yes" and await _hasWaitAOF(protocol)
         if value != "yes":
             self.log.warn(
                 "Redis at {where} runs without appendonly: acknowledged "

@@ -17,7 +17,9 @@ those of the Redis servers (the Sentinels are asked without credentials).
 
 Every form also takes C{replicas=N} (default 1) and C{replica_timeout=MS}
 (default 1000): what the C{replicated} durability waits for, with Redis'
-C{WAIT N MS} after each change.
+C{WAIT N MS} after each change.  Giving C{replicas} (or using Sentinel)
+says that the server has replicas: only then may a request ask for
+C{safety=replicated}.
 """
 
 import re
@@ -49,6 +51,7 @@ class RedisLocation:
     @ivar sentinels: C{(host, port)} of each Sentinel, in the order given.
     @ivar replicas: how many replicas C{replicated} durability waits for.
     @ivar replicaTimeout: for how long, in milliseconds.
+    @ivar replicasNamed: whether the URI gave C{replicas}.
     """
 
     host: Optional[str] = None
@@ -62,6 +65,7 @@ class RedisLocation:
     sentinels: tuple[tuple[str, int], ...] = ()
     replicas: int = DEFAULT_REPLICAS
     replicaTimeout: int = DEFAULT_REPLICA_TIMEOUT
+    replicasNamed: bool = False
 
     def describe(self) -> str:
         """
@@ -269,6 +273,7 @@ def _common(
     ):
         if key in query:
             common[name] = _integer(query[key], key, low, high)
+    common["replicasNamed"] = "replicas" in query
     return common
 
 

@@ -20,6 +20,15 @@ The database runs in WAL mode.  C{synchronous} is C{FULL} by default: when a
 post is acknowledged its transaction is on disk, safe from a process kill
 and from a power loss.  C{sqlite:PATH?synchronous=normal} trades the power
 loss case for speed (still safe from a process kill).
+
+Safety levels (L{marconi.core.durability}): C{durable} commits with the
+URI's C{synchronous} setting; C{fast} commits with C{synchronous=NORMAL}
+(or the URI's setting where that is weaker), so the commit is in the WAL
+file in the operating system's cache, without waiting for the disk: safe
+from a process kill, not from a power loss until the next C{durable} commit
+or checkpoint.  A group commit is made at the strongest level any of its
+calls asked for.  There are no replicas, so no C{replicated}.  See
+docs/storage.rst.
 """
 
 import json
@@ -36,6 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from marconi.core import models, rules
+from marconi.core.durability import DURABLE, FAST, LOCAL_LEVELS, parseDurability
 from marconi.core.errors import (
     ClaimDoesNotExist,
     QueueDoesNotExist,
@@ -161,9 +171,12 @@ _GROUP_LIMIT = 256
 # Tells the database thread to finish.
 _STOP = object()
 
-# A call waiting for the database thread: the work, its arguments and the
-# Deferred its result fires.
-_Work = tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]
+# A call waiting for the database thread: the work, its arguments, the
+# Deferred its result fires and the synchronous setting its commit needs.
+_Work = tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any], str]
+
+# SQLite's synchronous settings, weakest first.
+_SYNCHRONOUS_ORDER = ("off", "normal", "full", "extra")
 
 # A finished call: its Deferred, whether it succeeded, and its result or error.
 _Outcome = tuple[Deferred[Any], bool, Any]
@@ -285,22 +298,46 @@ def _insertMessage(
         )
 
 
-def makeStore(uri: str, reactor: Any) -> "SQLiteStore":
+def makeStore(uri: str, reactor: Any, durability: str = DURABLE) -> "SQLiteStore":
     path, synchronous = parseURI(uri)
-    return SQLiteStore(path, reactor, synchronous=synchronous)
+    return SQLiteStore(path, reactor, synchronous=synchronous, durability=durability)
+
+
+def _weaker(a: str, b: str) -> str:
+    return min(a, b, key=_SYNCHRONOUS_ORDER.index)
+
+
+def _stronger(a: str, b: str) -> str:
+    return max(a, b, key=_SYNCHRONOUS_ORDER.index)
 
 
 @implementer(IMessageStore, IQueueDepths)
 class SQLiteStore(StoreEvents, Service):
     """
     An L{IMessageStore} in a SQLite database file.
+
+    @param synchronous: the C{synchronous} setting of C{durable} commits.
+    @param durability: the level of the calls that ask for none.
     """
 
     log = Logger()
 
-    def __init__(self, path: str, reactor: Any, synchronous: str = "full") -> None:
+    def __init__(
+        self,
+        path: str,
+        reactor: Any,
+        synchronous: str = "full",
+        durability: str = DURABLE,
+    ) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.durability = parseDurability(durability)
+        # The synchronous setting each level commits with.
+        self._modes = {
+            FAST: _weaker("normal", synchronous),
+            DURABLE: synchronous,
+        }
+        self._mode = synchronous
         self._reactor = reactor
         self._accepting = False
         self._connection: Optional[sqlite3.Connection] = None
@@ -351,6 +388,7 @@ class SQLiteStore(StoreEvents, Service):
         )
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        self._mode = self.synchronous
         connection.execute("PRAGMA busy_timeout=5000")
         _upgrade(connection)
         self._connection = connection
@@ -362,7 +400,12 @@ class SQLiteStore(StoreEvents, Service):
 
     # Running work on the database thread.
 
-    def _run(self, work: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    def durabilities(self) -> tuple:
+        return LOCAL_LEVELS
+
+    def _run(
+        self, work: Callable[..., Any], *args: Any, durability: Optional[str] = None
+    ) -> Deferred[Any]:
         """
         Run C{work(connection, *args)} on the database thread, atomically.
 
@@ -372,13 +415,16 @@ class SQLiteStore(StoreEvents, Service):
         after the whole transaction committed.  Under load this turns many
         small commits (and fsyncs) into one.
 
+        @param durability: the level of the commit (by default the
+            store's); the group is committed at the strongest level asked.
         @return: a L{Deferred} firing with C{work}'s result.
         """
         if not self._accepting:
             return fail(StorageUnavailable("The SQLite store is not running."))
+        level = self.durability if durability is None else parseDurability(durability)
         d: Deferred[Any] = Deferred()
         with self._lock:
-            self._pending.append((work, args, d))
+            self._pending.append((work, args, d, self._modes[level]))
             if self._draining:
                 return d
             self._draining = True
@@ -402,14 +448,21 @@ class SQLiteStore(StoreEvents, Service):
             self._reactor.callFromThread(_deliver, outcomes)
 
     def _runBatch(self, batch: list[_Work]) -> list[_Outcome]:
+        mode = batch[0][3]
+        for item in batch[1:]:
+            mode = _stronger(mode, item[3])
         try:
             connection = self._connect()
+            if mode != self._mode:
+                # Outside a transaction, so that it applies to this commit.
+                connection.execute(f"PRAGMA synchronous={mode.upper()}")
+                self._mode = mode
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             error = StorageUnavailable(f"The SQLite store is unavailable: {e}")
-            return [(d, False, error) for _, _, d in batch]
+            return [(d, False, error) for _, _, d, _ in batch]
         outcomes: list[_Outcome] = []
-        for work, args, d in batch:
+        for work, args, d, _ in batch:
             connection.execute("SAVEPOINT work")
             try:
                 value = work(connection, *args)
@@ -432,7 +485,7 @@ class SQLiteStore(StoreEvents, Service):
             except sqlite3.Error:
                 pass
             error = StorageUnavailable(f"The SQLite store failed to commit: {e}")
-            return [(d, False, error) for _, _, d in batch]
+            return [(d, False, error) for _, _, d, _ in batch]
         return outcomes
 
     def _connect(self) -> sqlite3.Connection:
@@ -553,6 +606,8 @@ class SQLiteStore(StoreEvents, Service):
         messages: Sequence[models.NewMessage],
         clientId: str,
         now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> Any:
         def work(c: sqlite3.Connection) -> list:
             c.execute(
@@ -570,7 +625,7 @@ class SQLiteStore(StoreEvents, Service):
                 )
             return ids
 
-        return self._run(work)
+        return self._run(work, durability=durability)
 
     def listMessages(
         self, project: str, queue: str, query: models.MessageQuery, now: float
@@ -620,6 +675,8 @@ class SQLiteStore(StoreEvents, Service):
         messageId: str,
         claimId: Optional[str],
         now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> Any:
         def work(c: sqlite3.Connection) -> None:
             row = c.execute(
@@ -633,7 +690,7 @@ class SQLiteStore(StoreEvents, Service):
             rules.checkDelete(messageId, holder, holderExpires, claimId, now)
             c.execute("DELETE FROM messages WHERE seq = ?", (seq,))
 
-        return self._run(work)
+        return self._run(work, durability=durability)
 
     def deleteMessages(
         self,
@@ -642,6 +699,8 @@ class SQLiteStore(StoreEvents, Service):
         ids: Sequence[str],
         claimIds: Optional[Sequence[str]],
         now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> Any:
         ids = list(ids)
         holes = ",".join("?" * len(ids))
@@ -660,10 +719,17 @@ class SQLiteStore(StoreEvents, Service):
             args += [now, *claimIds]
         if not ids:
             return self._run(lambda c: 0)
-        return self._run(lambda c: c.execute(sql, args).rowcount)
+        return self._run(lambda c: c.execute(sql, args).rowcount, durability=durability)
 
     def popMessages(
-        self, project: str, queue: str, limit: int, tags: Sequence[str], now: float
+        self,
+        project: str,
+        queue: str,
+        limit: int,
+        tags: Sequence[str],
+        now: float,
+        *,
+        durability: Optional[str] = None,
     ) -> Any:
         def work(c: sqlite3.Connection) -> list:
             messages = self._claimable(c, project, queue, limit, tags, now)
@@ -673,7 +739,7 @@ class SQLiteStore(StoreEvents, Service):
             )
             return messages
 
-        return self._run(work)
+        return self._run(work, durability=durability)
 
     def _claimable(
         self,
@@ -698,7 +764,15 @@ class SQLiteStore(StoreEvents, Service):
         )
         return [_message(row) for row in c.execute(sql, params)]
 
-    def createClaim(self, project: str, queue: str, spec: ClaimSpec, now: float) -> Any:
+    def createClaim(
+        self,
+        project: str,
+        queue: str,
+        spec: ClaimSpec,
+        now: float,
+        *,
+        durability: Optional[str] = None,
+    ) -> Any:
         moved: list = []
 
         def work(c: sqlite3.Connection) -> Optional[Claim]:
@@ -745,7 +819,7 @@ class SQLiteStore(StoreEvents, Service):
             self._report("dead_lettered", len(moved), project, queue)
             return claim
 
-        return self._run(work).addCallback(committed)
+        return self._run(work, durability=durability).addCallback(committed)
 
     # IQueueDepths.
 
