@@ -328,12 +328,9 @@ class ClusterRouter(MultiService):
         """
         try:
             if queueFilter:
-                queues = await queuefilter.page(
-                    store, project, marker, limit, detailed, queueFilter
+                return await queuefilter.listing(
+                    store, project, marker, limit, detailed, withCount, queueFilter
                 )
-                count = None
-                if withCount:
-                    count = await queuefilter.count(store, project, queueFilter)
             else:
                 queues = list(await store.listQueues(project, marker, limit, detailed))
                 count = await store.countQueues(project) if withCount else None

@@ -192,29 +192,12 @@ class Messaging:
             limit = self.limits.defaultQueuesPerPage
         validation.integer(limit, "limit", 1, self.limits.maxQueuesPerPage)
         if queueFilter:
-            return await self._filteredQueues(
-                project, marker, limit, detailed, withCount, queueFilter
+            return await queuefilter.listing(
+                self.store, project, marker, limit, detailed, withCount, queueFilter
             )
         queues = await self.store.listQueues(project, marker, limit, detailed)
         count = await self.store.countQueues(project) if withCount else None
         return await self._withoutRiver(project, list(queues), count)
-
-    async def _filteredQueues(
-        self,
-        project: str,
-        marker: Optional[str],
-        limit: int,
-        detailed: bool,
-        withCount: bool,
-        queueFilter: QueueFilter,
-    ) -> tuple[list[QueueInfo], Optional[int]]:
-        queues = await queuefilter.page(
-            self.store, project, marker, limit, detailed, queueFilter
-        )
-        count = None
-        if withCount:
-            count = await queuefilter.count(self.store, project, queueFilter)
-        return queues, count
 
     # Purging a queue.
 

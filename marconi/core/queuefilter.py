@@ -118,6 +118,23 @@ def parse(
     return QueueFilter(name=name or None, metadata=tuple(metadata))
 
 
+async def listing(
+    store: Any,
+    project: str,
+    marker: Optional[str],
+    limit: int,
+    detailed: bool,
+    withCount: bool,
+    queueFilter: QueueFilter,
+) -> tuple[list[QueueInfo], Optional[int]]:
+    """
+    L{page}, with the L{count} when C{withCount} (else L{None}).
+    """
+    queues = await page(store, project, marker, limit, detailed, queueFilter)
+    total = await count(store, project, queueFilter) if withCount else None
+    return queues, total
+
+
 async def page(
     store: Any,
     project: str,
