@@ -397,7 +397,7 @@ class MarconiAPI:
                 detailed,
                 withCount,
                 local,
-                queueFilter=queueFilter,
+                queueFilter,
             )
             queues, count = listing
             # Nodes of a cluster whose queues could not be read.
