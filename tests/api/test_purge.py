@@ -6,17 +6,11 @@ have, through the real site on a loopback socket.
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import TestCase
 
+from tests.api.test_api import APITestCase
 from tests.apihelpers import Node
 
 
-class PurgeTests(TestCase):
-    def setUp(self) -> None:
-        self.node = Node(self)
-
-    def assertError(self, response, code: int) -> None:
-        self.assertEqual(response.code, code, response.body)
-        self.assertEqual(sorted(response.json), ["description", "title"])
-
+class PurgeTests(APITestCase):
     async def messages(self, queue: str = "q", project: str = "p") -> list:
         r = await self.node.request(
             "GET",
