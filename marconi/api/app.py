@@ -25,7 +25,7 @@ from werkzeug.routing import BaseConverter
 from marconi.api import homedoc, identity, openapi, presigned, render, versions
 from marconi.api.errors import HTTPError, statusOf
 from marconi.api.http import RoutedKlein
-from marconi.core import audit, jsontext, signing, validation
+from marconi.core import audit, jsontext, queuefilter, signing, validation
 from marconi.core.errors import (
     Forbidden,
     InvalidBody,
@@ -35,6 +35,7 @@ from marconi.core.errors import (
 )
 from marconi.core.interfaces import IAuthDriver, IHealth, IRouter
 from marconi.core.messaging import PATCH_MEDIA_TYPE, Messaging
+from marconi.core.queuefilter import QueueFilter
 from marconi.core.routing import LocalRouter
 from marconi.core.text import parseBoolean
 from marconi.extensions import ROUTES, ExtensionRequest, Extensions, notEnabled
@@ -46,6 +47,7 @@ _ACCEPTABLE = ("application/json", homedoc.MEDIA_TYPE)
 _INTEGER = re.compile(r"-?[0-9]{1,9}|[0-9]{10}")
 _MARKER = re.compile(r"[0-9]{1,19}")
 _SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
+_SHARDING_METHODS = ["GET", "PUT", "PATCH", "DELETE"]
 _QUEUE_IN_PATH = re.compile(r"/queues/([a-zA-Z0-9_.-]+)(?:/|$)")
 
 
@@ -73,6 +75,16 @@ class QueuePatchVersion(BaseConverter):
 
     regex = "|".join(
         re.escape(name) for name, p in versions.POLICIES.items() if p.queuePatch
+    )
+
+
+class PurgeVersion(BaseConverter):
+    """
+    The API versions whose queues can be purged.
+    """
+
+    regex = "|".join(
+        re.escape(name) for name, p in versions.POLICIES.items() if p.purge
     )
 
 
@@ -184,6 +196,7 @@ class MarconiAPI:
     app.url_map.converters["shareVersion"] = ShareVersion
     app.url_map.converters["auditVersion"] = AuditVersion
     app.url_map.converters["v2Only"] = AuditVersion
+    app.url_map.converters["purgeVersion"] = PurgeVersion
     log = Logger()
 
     def __init__(
@@ -354,6 +367,24 @@ class MarconiAPI:
         _negotiate(request)
         return _send(request, render.document(self.router.publishedRing()))
 
+    # Zaqar's pools and flavors: the ring places queues instead.
+
+    @app.route("/<version:version>/pools", methods=_SHARDING_METHODS)
+    @app.route("/<version:version>/pools/<name>", methods=_SHARDING_METHODS)
+    @app.route("/<version:version>/flavors", methods=_SHARDING_METHODS)
+    @app.route("/<version:version>/flavors/<name>", methods=_SHARDING_METHODS)
+    def sharding(self, request: Any, version: str, name: str = "") -> bytes:
+        """
+        Pools and flavors are not served: say so, and what does their work.
+        """
+        raise HTTPError(
+            404,
+            "Not supported",
+            "Marconi has no pools or flavors: it places each queue on a node "
+            "of its cluster by a consistent-hash ring (GET /v2/ring), and "
+            "each node's store is set in its configuration.",
+        )
+
     # Queues.
 
     @_routes(app, "/queues", ["GET"])
@@ -365,10 +396,13 @@ class MarconiAPI:
         marker = _arg(request, "marker")
         detailed = _bool(request, "detailed")
         withCount = _bool(request, "with_count")
+        queueFilter = _queueFilter(request, ctx, self.limits)
         page = limit if limit is not None else self.limits.defaultQueuesPerPage
 
         def local() -> Any:
-            return self.bus.listQueues(ctx.project, marker, page, detailed, withCount)
+            return self.bus.listQueues(
+                ctx.project, marker, page, detailed, withCount, queueFilter
+            )
 
         missing = None
         if ctx.forwarded:
@@ -376,7 +410,13 @@ class MarconiAPI:
             queues, count = await local()
         else:
             listing = await self.router.listQueues(
-                ctx.project, marker, page, detailed, withCount, local
+                ctx.project,
+                marker,
+                page,
+                detailed,
+                withCount,
+                local,
+                queueFilter,
             )
             queues, count = listing
             # Nodes of a cluster whose queues could not be read.
@@ -393,6 +433,7 @@ class MarconiAPI:
             params: dict = {"marker": queues[-1].name, "limit": pageSize}
             if detailed:
                 params["detailed"] = "true"
+            params.update(queueFilter.parameters())
             links.append(
                 {"rel": "next", "href": f"{ctx.base}/queues?{urlencode(params)}"}
             )
@@ -436,6 +477,18 @@ class MarconiAPI:
     @_queueRoute(app, "/queues/<queue>", ["DELETE"])
     async def deleteQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
         await self.bus.deleteQueue(ctx.project, queue)
+        return _noContent(request)
+
+    @_queueRoute(app, "/queues/<queue>/purge", ["POST"], "purgeVersion")
+    async def purgeQueue(self, request: Any, ctx: Context, queue: str) -> bytes:
+        """
+        Purge the queue's messages and/or subscriptions, keeping the queue
+        and its metadata; served by the queue's owner.
+        """
+        document = self._json(request, optional=True)
+        if document is None and self._body(request).strip():
+            raise ValidationFailed('The body must be an object with "resource_types".')
+        await self.bus.purgeQueue(ctx.project, queue, document)
         return _noContent(request)
 
     @_queueRoute(app, "/queues/<queue>/stats", ["GET"])
@@ -837,6 +890,27 @@ class MarconiAPI:
         return _error(
             request, 500, "Internal error", "The server failed to handle the request."
         )
+
+
+def _queueFilter(request: Any, ctx: Context, limits: Any) -> QueueFilter:
+    """
+    The filters of C{GET /v2/queues}: C{name}, and every other parameter
+    as a metadata filter (see L{marconi.core.queuefilter}); none under a
+    version that ignores them.
+    """
+    if not ctx.policy.queueFilters:
+        return QueueFilter()
+    others = []
+    for key in request.args:
+        try:
+            name = key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationFailed("A query parameter is not valid UTF-8.") from None
+        if name not in queuefilter.LISTING_PARAMETERS:
+            value = _arg(request, name)
+            assert value is not None
+            others.append((name, value))
+    return queuefilter.parse(_arg(request, "name"), others, limits)
 
 
 def _auditQuery(request: Any, limits: Any) -> audit.AuditQuery:

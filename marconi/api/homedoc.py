@@ -45,12 +45,18 @@ def home(version: str) -> bytes:
     queue = {"queue_name": param + "queue_name"}
     resources = {
         "rel/queues": _resource(
-            base + "/queues{?marker,limit,detailed,with_count}",
+            base
+            + (
+                "/queues{?marker,limit,detailed,with_count,name}"
+                if POLICIES[version].queueFilters
+                else "/queues{?marker,limit,detailed,with_count}"
+            ),
             {
                 "marker": param + "marker",
                 "limit": param + "queue_limit",
                 "detailed": param + "detailed",
                 "with_count": param + "with_count",
+                **({"name": param + "name"} if POLICIES[version].queueFilters else {}),
             },
             ["GET"],
         ),
@@ -106,6 +112,17 @@ def home(version: str) -> bytes:
         "rel/health": _resource(base + "/health", {}, ["GET"]),
         "rel/ring": _resource(base + "/ring", {}, ["GET"]),
     }
+    if POLICIES[version].purge:
+        resources["rel/queue_purge"] = _resource(
+            base + "/queues/{queue_name}/purge", queue, ["POST"]
+        )
+    # Answered with 404 and why: the ring places queues (docs/api.rst).
+    for kind in ("pools", "flavors"):
+        notServed = ["GET", "PUT", "PATCH", "DELETE"]
+        resources[f"rel/{kind}"] = _resource(base + f"/{kind}", {}, notServed)
+        resources[f"rel/{kind[:-1]}"] = _resource(
+            base + f"/{kind}/{{name}}", {"name": param + "name"}, notServed
+        )
     if version in presigned.VERSIONS:
         resources["rel/queue_share"] = _resource(
             base + "/queues/{queue_name}/share", queue, ["POST"]

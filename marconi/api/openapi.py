@@ -162,6 +162,12 @@ def _components(limits: Limits) -> dict:
                 ),
             ),
             "Resources": _object(["resources"], resources=_array(_STRING)),
+            "Purge": _object(
+                ["resource_types"],
+                resource_types=_array(
+                    {"type": "string", "enum": ["messages", "subscriptions"]}
+                ),
+            ),
             "MessageList": _object(
                 ["messages"], messages=_array(_ref("Message")), links=links
             ),
@@ -384,8 +390,49 @@ def _queueResources(limits: Limits) -> dict:
                     _param("marker", "query", {"type": "string"}),
                     _param("detailed", "query", boolean),
                     _param("with_count", "query", boolean),
+                    _param(
+                        "name",
+                        "query",
+                        {
+                            "type": "string",
+                            "pattern": r"^[a-zA-Z0-9_.-]*$",
+                            "maxLength": limits.maxQueueNameLength,
+                        },
+                        description=(
+                            "v2 only: keep the queues whose name contains "
+                            "this (the count counts them)."
+                        ),
+                    ),
+                    _param(
+                        "metadata",
+                        "query",
+                        {"type": "object", "additionalProperties": _STRING},
+                        style="form",
+                        explode=True,
+                        description=(
+                            "v2 only: every other parameter keeps the queues "
+                            "whose metadata has that key with that value (a "
+                            "value of digits compares as a number); at most "
+                            "20."
+                        ),
+                    ),
                 ],
             )
+        },
+        "/queues/{queue}/purge": {
+            "parameters": [queue],
+            "post": _operation(
+                "Purge the queue's messages (with their claims) and/or its "
+                "subscriptions, keeping the queue and its metadata; with no "
+                "body, both.",
+                {"204": _empty("Purged (also when the queue does not exist).")},
+                body={
+                    "required": False,
+                    "content": {
+                        _JSON: {"schema": {"$ref": "#/components/schemas/Purge"}}
+                    },
+                },
+            ),
         },
         "/queues/{queue}": {
             "parameters": [queue],
@@ -643,6 +690,32 @@ def _extensionResources(limits: Limits, extra: list, inPath: bool) -> dict:
     return found
 
 
+def _shardingResources(version: dict) -> dict:
+    """
+    Zaqar's pools and flavors, which every method answers with 404 and a
+    description: the cluster's ring places queues instead.
+    """
+    notImplemented = {
+        "404": _json("Error", "Marconi has no pools or flavors (docs/api.rst).")
+    }
+    paths = {}
+    for kind in ("pools", "flavors"):
+        for path, params in (
+            (f"/{{version}}/{kind}", [version]),
+            (
+                f"/{{version}}/{kind}/{{name}}",
+                [version, _param("name", "path", _STRING, required=True)],
+            ),
+        ):
+            item: dict = {"parameters": params}
+            for method in ("get", "put", "patch", "delete"):
+                item[method] = _operation(
+                    f"Not served: Zaqar's {kind}.", notImplemented
+                )
+            paths[path] = item
+    return paths
+
+
 def _versionParam(serves: Callable) -> dict:
     """
     The C{version} path parameter, naming the versions whose policy
@@ -661,6 +734,7 @@ def document(limits: Optional[Limits] = None) -> dict:
     # Queue PATCH is routed only under the versions that have it.
     patchVersion = _versionParam(lambda policy: policy.queuePatch)
     shareVersion = _versionParam(lambda policy: policy.name in presigned.VERSIONS)
+    purgeVersion = _versionParam(lambda policy: policy.purge)
     projectId = _param(
         "project_id",
         "path",
@@ -744,10 +818,14 @@ def document(limits: Optional[Limits] = None) -> dict:
                 item["patch"]["parameters"] = [patchVersion]
             if path == "/queues/{queue}/share":
                 item["post"]["parameters"] = [shareVersion]
+            if path == "/queues/{queue}/purge":
+                item["post"]["parameters"] = [purgeVersion]
             paths[prefix + path] = item
         paths[prefix + "/audit"] = _auditResource(limits, extra, inPath)
         for path, item in _extensionResources(limits, extra, inPath).items():
             paths[prefix + path] = item
+
+    paths.update(_shardingResources(version))
     return {
         "openapi": "3.0.3",
         "info": {

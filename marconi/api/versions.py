@@ -78,6 +78,11 @@ class VersionPolicy:
     #: Titles of error answers by error kind, where the version's differ
     #: from the kinds' own.
     titles: tuple = ()
+    #: Queues can be purged (C{POST .../purge}; Zaqar added it in v2).
+    purge: bool = False
+    #: A queue listing is filtered by C{name} and metadata (Zaqar added
+    #: it to v2 only); otherwise those parameters are ignored.
+    queueFilters: bool = False
 
     def clientId(self, value: Optional[str], limits: Limits) -> str:
         """
@@ -166,6 +171,8 @@ V2 = VersionPolicy(
     identities=True,
     queuePatch=True,
     bareMessageList=True,
+    purge=True,
+    queueFilters=True,
 )
 
 #: Zaqar 21.0.3's v1.1, the last release that served it.

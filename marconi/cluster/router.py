@@ -27,10 +27,12 @@ from marconi.cluster.forward import (
 from marconi.cluster.membership import DOWN, Membership
 from marconi.cluster.ring import Ring, key
 from marconi.cluster.settings import ClusterConfig
+from marconi.core import queuefilter
 from marconi.core.errors import Forbidden, MarconiError
 from marconi.core.interfaces import IRouter
 from marconi.core.models import QueueInfo
 from marconi.core.monitoring import NullMonitor
+from marconi.core.queuefilter import QueueFilter
 
 log = Logger()
 
@@ -236,9 +238,22 @@ class ClusterRouter(MultiService):
         detailed: bool,
         withCount: bool,
         local: Callable[[], Awaitable],
+        queueFilter: Optional[QueueFilter] = None,
     ) -> Deferred:
+        """
+        L{IRouter.listQueues}: every node's first C{limit} queues after
+        C{marker} that C{queueFilter} keeps, merged by name.
+        """
         return Deferred.fromCoroutine(
-            self._listQueues(project, marker, limit, detailed, withCount, local)
+            self._listQueues(
+                project,
+                marker,
+                limit,
+                detailed,
+                withCount,
+                local,
+                queueFilter or QueueFilter(),
+            )
         )
 
     async def _listQueues(
@@ -249,6 +264,7 @@ class ClusterRouter(MultiService):
         detailed: bool,
         withCount: bool,
         local: Callable[[], Awaitable],
+        queueFilter: QueueFilter,
     ) -> "Listing":
         # This node's own store first: it validates the arguments.
         mine, count = await local()
@@ -270,14 +286,16 @@ class ClusterRouter(MultiService):
                     continue
                 listed[id(store)] = len(parts)
                 call = self._storeQueues(
-                    store, project, marker, limit, detailed, withCount
+                    store, project, marker, limit, detailed, withCount, queueFilter
                 )
             elif not self.membership.isUp(node):
                 sources.append([node])
                 parts.append(Deferred.fromCoroutine(_missing()))
                 continue
             else:
-                call = self._askNode(node, project, marker, limit, detailed, withCount)
+                call = self._askNode(
+                    node, project, marker, limit, detailed, withCount, queueFilter
+                )
             sources.append([node])
             parts.append(Deferred.fromCoroutine(call))
         pages = await gatherResults(parts)
@@ -303,13 +321,19 @@ class ClusterRouter(MultiService):
         limit: int,
         detailed: bool,
         withCount: bool,
+        queueFilter: QueueFilter,
     ) -> Optional[tuple]:
         """
         A page of another node's store, or L{None} when it fails.
         """
         try:
-            queues = list(await store.listQueues(project, marker, limit, detailed))
-            count = await store.countQueues(project) if withCount else None
+            if queueFilter:
+                return await queuefilter.listing(
+                    store, project, marker, limit, detailed, withCount, queueFilter
+                )
+            else:
+                queues = list(await store.listQueues(project, marker, limit, detailed))
+                count = await store.countQueues(project) if withCount else None
         except MarconiError as e:
             log.warn("Listing queues of a peer's store failed: {error}", error=str(e))
             return None
@@ -323,12 +347,13 @@ class ClusterRouter(MultiService):
         limit: int,
         detailed: bool,
         withCount: bool,
+        queueFilter: QueueFilter,
     ) -> Optional[tuple]:
         """
         A page of the store only C{node} opens, asked of C{node}, or
         L{None} when it does not answer.
         """
-        params: dict = {"limit": limit}
+        params: dict = {"limit": limit, **queueFilter.parameters()}
         if marker:
             params["marker"] = marker
         if detailed:

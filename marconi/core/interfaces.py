@@ -87,6 +87,16 @@ class IMessageStore(Interface):
         @return: a L{Deferred} firing with the number of the project's queues.
         """
 
+    def purgeMessages(project, name):
+        """
+        Remove every message and claim of the queue at once, claimed or
+        not, keeping the queue and its metadata (and its markers: a message
+        posted afterwards never reuses one).  Purging a queue that does not
+        exist succeeds and does not create it.
+
+        @return: a L{Deferred} firing with the number of messages removed.
+        """
+
     def queueStats(project, name, now):
         """
         @return: a L{Deferred} firing with L{marconi.core.models.QueueStats};
@@ -572,12 +582,15 @@ class IRouter(Interface):
         @return: a JSON-able L{dict}.
         """
 
-    def listQueues(project, marker, limit, detailed, withCount, local):
+    def listQueues(project, marker, limit, detailed, withCount, local, queueFilter):
         """
         A page of the project's queues, gathered from every node.
 
         @param local: a callable returning an awaitable of this node's own
             C{(list of QueueInfo, count or None)} for the same arguments.
+        @param queueFilter: the L{marconi.core.queuefilter.QueueFilter} the
+            listing keeps queues by (an empty one keeps every queue); the
+            count is of the queues it keeps.
         @return: a L{Deferred} firing with C{(list of QueueInfo in name
             order, at most C{limit} of them; total count or None)}.
         @raise marconi.core.errors.StorageUnavailable: a node is down.

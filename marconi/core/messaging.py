@@ -10,10 +10,11 @@ import copy
 from dataclasses import replace
 from typing import Any, Callable, Optional, Sequence
 
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from marconi.core import signing, validation
+from marconi.core import queuefilter, signing, validation
 from marconi.core.audit import RIVER, AuditRiver, AuditSettings, idsOf
 from marconi.core.durability import requestedSafety, writeOptions
 from marconi.core.encryption import (
@@ -50,8 +51,12 @@ from marconi.core.models import (
     QueueStats,
 )
 from marconi.core.monitoring import NullMonitor
+from marconi.core.queuefilter import QueueFilter
 
 PATCH_MEDIA_TYPE = "application/openstack-messaging-v2.0-json-patch"
+
+#: What C{POST /v2/queues/{q}/purge} can remove, as Zaqar names them.
+PURGEABLE = ("messages", "subscriptions")
 
 # How long queue metadata read for posts and claims is reused, and how many
 # queues' metadata are kept.
@@ -95,6 +100,7 @@ class Messaging:
         self.events = Events(clock)
         if self.audit.enabled:
             self.events.listen(self.audit.observe)
+        self._purgeHooks: dict[str, list[Callable]] = {t: [] for t in PURGEABLE}
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -191,13 +197,62 @@ class Messaging:
         limit: Optional[int],
         detailed: bool,
         withCount: bool,
+        queueFilter: Optional[QueueFilter] = None,
     ) -> tuple[list[QueueInfo], Optional[int]]:
+        """
+        A page of the project's queues after C{marker}, with the count of
+        them when C{withCount}; only those C{queueFilter} keeps, if given
+        (see L{marconi.core.queuefilter}).
+        """
         if limit is None:
             limit = self.limits.defaultQueuesPerPage
         validation.integer(limit, "limit", 1, self.limits.maxQueuesPerPage)
+        if queueFilter:
+            return await queuefilter.listing(
+                self.store, project, marker, limit, detailed, withCount, queueFilter
+            )
         queues = await self.store.listQueues(project, marker, limit, detailed)
         count = await self.store.countQueues(project) if withCount else None
         return await self._withoutRiver(project, list(queues), count)
+
+    # Purging a queue.
+
+    def onPurge(self, resourceType: str, hook: Callable) -> None:
+        """
+        Have C{hook(project, queue)} called whenever C{resourceType} (one of
+        L{PURGEABLE}) of a queue is purged, after the store's own part; it
+        may return an awaitable or a L{Deferred}, which the purge waits for.
+
+        Subscriptions live in an extension: it registers here the hook
+        that removes a queue's subscriptions.  With no hook registered,
+        purging C{subscriptions} does nothing.
+        """
+        if resourceType not in self._purgeHooks:
+            raise ValueError(f"{resourceType!r} is not one of {PURGEABLE}")
+        self._purgeHooks[resourceType].append(hook)
+
+    async def purgeQueue(self, project: str, name: str, document: Any) -> int:
+        """
+        Purge the resource types a purge document names (all of
+        L{PURGEABLE} when it is L{None}), keeping the queue and its
+        metadata.
+
+        @param document: C{{"resource_types": [...]}}, or L{None}.
+        @return: the number of messages removed.
+        """
+        validation.queueName(name, self.limits)
+        types = _purgeTypes(document)
+        removed = 0
+        if "messages" in types:
+            removed = await self.store.purgeMessages(project, name)
+            if removed:
+                self.monitor.messagesCounted("deleted", removed)
+            self.events.emit(project, "deleted", name, purged=True, count=removed)
+        for resourceType in PURGEABLE:
+            if resourceType in types:
+                for hook in self._purgeHooks[resourceType]:
+                    await maybeDeferred(hook, project, name)
+        return removed
 
     async def _withoutRiver(
         self, project: str, queues: list[QueueInfo], count: Optional[int]
@@ -602,6 +657,26 @@ class Messaging:
             ends.append(readable[0] if readable else None)
         oldest, newest = ends
         return replace(stats, oldest=oldest, newest=newest)
+
+
+def _purgeTypes(document: Any) -> tuple:
+    """
+    The resource types a purge document names, checked as Zaqar checks
+    them: an object with a C{resource_types} list, drawn from
+    L{PURGEABLE} (an empty list purges nothing).
+    """
+    if document is None:
+        return PURGEABLE
+    if not isinstance(document, dict) or "resource_types" not in document:
+        raise ValidationFailed('The body must be an object with "resource_types".')
+    types = document["resource_types"]
+    if not isinstance(types, list) or not all(
+        isinstance(t, str) and t in PURGEABLE for t in types
+    ):
+        raise ValidationFailed(
+            f"resource_types must be a list of {', '.join(PURGEABLE)}."
+        )
+    return tuple(types)
 
 
 def _items(document: Any) -> Any:

@@ -32,9 +32,11 @@ class LocalRouter:
         """
         return {"scheme": None, "version": None, "nodes": []}
 
-    def listQueues(self, project, marker, limit, detailed, withCount, local):
+    def listQueues(
+        self, project, marker, limit, detailed, withCount, local, queueFilter=None
+    ):
         """
-        This node's own page: what C{local} finds.
+        This node's own page: what C{local} finds (filtered by it).
         """
 
         async def mine() -> Any:

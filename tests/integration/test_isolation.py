@@ -156,6 +156,8 @@ class IsolationMatrixMixin:
             return json.dumps(patch).encode(), {"Content-Type": PATCH_TYPE}
         if method == "POST" and template.endswith("/messages"):
             body = {"messages": [{"body": "attacker"}]}
+        elif method == "POST" and template.endswith("/purge"):
+            body = {"resource_types": ["messages", "subscriptions"]}
         elif method in ("POST", "PATCH"):
             body = {"ttl": 60}
         elif method == "PUT":

@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.defer import gatherResults, maybeDeferred
 from zope.interface.verify import verifyObject
 
-from marconi.core import rules
+from marconi.core import queuefilter, rules
 from marconi.core.deferreds import checkSignatures
 from marconi.core.errors import (
     ClaimDoesNotExist,
@@ -26,6 +26,7 @@ from marconi.core.errors import (
     QueueDoesNotExist,
 )
 from marconi.core.interfaces import IMessageStore, IStoreEvents
+from marconi.core.limits import Limits
 from marconi.core.models import ClaimSpec, MessageQuery, NewMessage
 
 T0 = 1_700_000_000.0
@@ -151,6 +152,52 @@ class MessageStoreContract:
         self.assertEqual(await store.listQueues("p", "d", 5, False), [])
         self.assertEqual(await store.countQueues("p"), 4)
         self.assertEqual(await store.countQueues("nobody"), 0)
+
+    async def test_filteredListing(self) -> None:
+        """
+        A filtered listing over the store's own pages (as
+        L{marconi.core.queuefilter} reads them, a few at a time) keeps the
+        queues whose name contains the filter and whose metadata matches,
+        pages with the last queue shown as the marker, counts what it
+        keeps, and sees only the project's own queues.
+        """
+        self.patch(queuefilter, "SCAN_PAGE", 2)
+        store = await self.store()
+        for name, meta in [
+            ("alpha-1", {"env": "prod", "n": 1}),
+            ("alpha-2", {"env": "test", "n": 2}),
+            ("beta-1", {"env": "prod", "n": "1"}),
+            ("beta-2", {"env": "prod", "n": True}),
+            ("alpha-3", {"env": "prod", "n": 1.0}),
+            ("gamma", {}),
+        ]:
+            await store.createQueue("p", name, meta, T0)
+        await store.createQueue("other", "alpha-9", {"env": "prod", "n": 1}, T0)
+
+        async def names(queueFilter: Any, marker: Any = None, limit: int = 10):
+            found = await queuefilter.page(store, "p", marker, limit, True, queueFilter)
+            return [q.name for q in found]
+
+        byName = queuefilter.parse("alpha", [], Limits())
+        self.assertEqual(await names(byName), ["alpha-1", "alpha-2", "alpha-3"])
+        self.assertEqual(await names(byName, None, 2), ["alpha-1", "alpha-2"])
+        self.assertEqual(await names(byName, "alpha-2", 2), ["alpha-3"])
+        self.assertEqual(await names(byName, "alpha-3", 2), [])
+        self.assertEqual(await queuefilter.count(store, "p", byName), 3)
+        prod = queuefilter.parse(None, [("env", "prod")], Limits())
+        self.assertEqual(await names(prod), ["alpha-1", "alpha-3", "beta-1", "beta-2"])
+        one = queuefilter.parse(None, [("env", "prod"), ("n", "1")], Limits())
+        self.assertEqual(await names(one), ["alpha-1", "alpha-3"])
+        both = queuefilter.parse("a-", [("n", "1")], Limits())
+        self.assertEqual(await names(both), ["alpha-1", "alpha-3"])
+        self.assertEqual(await queuefilter.count(store, "p", both), 2)
+        page = await queuefilter.page(store, "p", None, 1, False, both)
+        self.assertEqual([(q.name, q.metadata) for q in page], [("alpha-1", None)])
+        page = await queuefilter.page(store, "p", None, 1, True, byName)
+        self.assertEqual(page[0].metadata, {"env": "prod", "n": 1})
+        nobody = queuefilter.parse("zeta", [], Limits())
+        self.assertEqual(await names(nobody), [])
+        self.assertEqual(await queuefilter.count(store, "nobody", byName), 0)
 
     async def test_similarNamesDoNotCollide(self) -> None:
         """
@@ -725,6 +772,49 @@ class MessageStoreContract:
         self.assertEqual(len(claim.messages), 1)
         self.assertEqual(sum(n for kind, n in events if kind == "dead_lettered"), 2)
         self.assertEqual({kind for kind, n in events}, {"dead_lettered"})
+
+    # Purging a queue.
+
+    async def test_purgeMessages(self) -> None:
+        """
+        Purging a queue removes all its messages, claimed or not, and its
+        claims, and counts the messages; the queue keeps its metadata and
+        later messages get new markers.  Other queues and projects keep
+        theirs, and purging a missing queue removes nothing and creates
+        nothing.
+        """
+        store = await self.store()
+        await store.createQueue("p", "q", {"keep": True}, T0)
+        await self.post(store, ['"a"', '"b"', '"c"'])
+        await self.post(store, ['"d"'], delay=100)
+        claim = await store.createClaim("p", "q", spec(limit=2), T0)
+        before = await store.listMessages("p", "q", query(includeClaimed=True), T0)
+        await self.post(store, ['"other queue"'], queue="q2")
+        await self.post(store, ['"other project"'], project="p2")
+        self.assertEqual(await store.purgeMessages("p", "q"), 4)
+        everything = query(includeClaimed=True, includeDelayed=True)
+        self.assertEqual(await store.listMessages("p", "q", everything, T0), [])
+        with self.assertRaises(ClaimDoesNotExist):
+            await store.getClaim("p", "q", claim.id, T0)
+        self.assertEqual(await store.getQueueMetadata("p", "q"), {"keep": True})
+        stats = await store.queueStats("p", "q", T0)
+        self.assertEqual((stats.free, stats.claimed, stats.delayed), (0, 0, 0))
+        [later] = await self.post(store, ['"e"'], now=T0 + 1)
+        [after] = await store.listMessages("p", "q", query(), T0 + 1)
+        self.assertEqual(after.id, later)
+        self.assertGreater(after.marker, before[-1].marker)
+        for project, queue, body in [
+            ("p", "q2", '"other queue"'),
+            ("p2", "q", '"other project"'),
+        ]:
+            left = await store.listMessages(project, queue, query(), T0)
+            self.assertEqual([m.body for m in left], [body])
+        self.assertEqual(await store.purgeMessages("p", "missing"), 0)
+        with self.assertRaises(QueueDoesNotExist):
+            await store.getQueueMetadata("p", "missing")
+        self.assertEqual(await store.countQueues("p"), 2)
+        # What was purged is not expired again: only the three left are.
+        self.assertEqual(await store.purgeExpired(T0 + 10_000), 3)
 
     # Housekeeping.
 

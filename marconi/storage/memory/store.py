@@ -323,6 +323,25 @@ class MemoryStore(StoreEvents, Service):
     def countQueues(self, project: str) -> Deferred:
         return self._answer(lambda: len(self._names.get(project, ())))
 
+    def purgeMessages(self, project: str, name: str) -> Deferred:
+        def work() -> int:
+            queue = self._queues.get((project, name))
+            if queue is None:
+                return 0
+            removed = len(queue.messages)
+            self._messageCount -= removed
+            self._claimCount -= len(queue.claims)
+            # The expiry heaps keep entries for what is gone: purgeExpired
+            # skips those.
+            queue.messages.clear()
+            queue.order.clear()
+            queue.byId.clear()
+            queue.claims.clear()
+            queue.holders.clear()
+            return removed
+
+        return self._answer(work)
+
     def queueStats(self, project: str, name: str, now: float) -> Deferred:
         def work() -> models.QueueStats:
             queue = self._queues.get((project, name))

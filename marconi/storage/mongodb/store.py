@@ -559,6 +559,21 @@ class MongoStore(StoreEvents, Service):
         )
 
     @deferred
+    async def purgeMessages(self, project: str, name: str) -> int:
+        await self._ready()
+        # A batch still being posted (C{tx}) is not yet in the queue: it
+        # lands after the purge, as a post that came after it.
+        removed = await self._call(
+            lambda: self._coll(MESSAGES).delete_many(
+                {"p": project, "q": name, "tx": {"$exists": False}}
+            )
+        )
+        await self._call(
+            lambda: self._coll(CLAIMS).delete_many({"p": project, "q": name})
+        )
+        return removed.deleted_count
+
+    @deferred
     async def queueStats(
         self, project: str, name: str, now: float
     ) -> models.QueueStats:

@@ -187,12 +187,14 @@ redis.call('HSET', ARGV[1] .. ':meta', ARGV[2], ARGV[3])
 return 1
 """)
 
-# ARGV: P, PP, name.
-DELETE_QUEUE = _script(r"""
-local P, PP, name = ARGV[1], ARGV[2], ARGV[3]
+# Removes every message and claim of queue P (its marker counter stays),
+# counting the messages in `removed`.
+_DROP_MESSAGES = r"""
+local removed = 0
 for _, id in ipairs(redis.call('ZRANGE', P .. ':m', 0, -1)) do
   redis.call('DEL', P .. ':h:' .. id)
   redis.call('ZREM', 'marconi:x', P .. id)
+  removed = removed + 1
 end
 for _, cid in ipairs(redis.call('SMEMBERS', P .. ':cs')) do
   redis.call('DEL', P .. ':c:' .. cid, P .. ':cm:' .. cid)
@@ -200,10 +202,32 @@ for _, cid in ipairs(redis.call('SMEMBERS', P .. ':cs')) do
 end
 redis.call('DEL', P .. ':m', P .. ':f', P .. ':cl', P .. ':x', P .. ':d',
            P .. ':cs')
+"""
+
+# ARGV: P, PP, name.
+DELETE_QUEUE = _script(
+    r"""
+local P, PP, name = ARGV[1], ARGV[2], ARGV[3]
+"""
+    + _DROP_MESSAGES
+    + r"""
 redis.call('ZREM', PP .. ':q', name)
 redis.call('HDEL', PP .. ':meta', name)
 return 1
-""")
+"""
+)
+
+# ARGV: P.  Returns the number of messages removed; the queue and its
+# metadata stay.
+PURGE_MESSAGES = _script(
+    r"""
+local P = ARGV[1]
+"""
+    + _DROP_MESSAGES
+    + r"""
+return removed
+"""
+)
 
 # ARGV: PP, lower bound ('-' or '(' .. marker), limit, detailed ('1'/'0').
 # Returns a flat list: name, metadata-or-nil, name, ...

@@ -781,6 +781,10 @@ class RedisStore(StoreEvents, Service):
         return int(await self._call("zcard", projectPrefix(project) + ":q"))
 
     @deferred
+    async def purgeMessages(self, project: str, name: str) -> int:
+        return int(await self._change(lua.PURGE_MESSAGES, queuePrefix(project, name)))
+
+    @deferred
     async def queueStats(
         self, project: str, name: str, now: float
     ) -> models.QueueStats:

@@ -535,12 +535,15 @@ class SQLiteStore(StoreEvents, Service):
 
     def deleteQueue(self, project: str, name: str) -> Any:
         def work(c: sqlite3.Connection) -> None:
-            key = (project, name)
-            c.execute("DELETE FROM messages WHERE project = ? AND queue = ?", key)
-            c.execute("DELETE FROM claims WHERE project = ? AND queue = ?", key)
-            c.execute("DELETE FROM queues WHERE project = ? AND name = ?", key)
+            _purge(c, project, name)
+            c.execute(
+                "DELETE FROM queues WHERE project = ? AND name = ?", (project, name)
+            )
 
         return self._run(work)
+
+    def purgeMessages(self, project: str, name: str) -> Any:
+        return self._run(lambda c: _purge(c, project, name))
 
     def listQueues(
         self, project: str, marker: Optional[str], limit: int, detailed: bool
@@ -964,3 +967,17 @@ class SQLiteStore(StoreEvents, Service):
                     return total
 
         return Deferred.fromCoroutine(purge())
+
+
+def _purge(c: sqlite3.Connection, project: str, queue: str) -> int:
+    """
+    Remove the queue's messages and claims, in the caller's transaction.
+
+    @return: the number of messages removed.
+    """
+    key = (project, queue)
+    removed = c.execute(
+        "DELETE FROM messages WHERE project = ? AND queue = ?", key
+    ).rowcount
+    c.execute("DELETE FROM claims WHERE project = ? AND queue = ?", key)
+    return removed
