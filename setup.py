@@ -27,6 +27,7 @@ setup(
         "cryptography>=42",
         "werkzeug>=3",
         "jcs>=0.2.1",
+        "defusedxml>=0.7",
     ],
     extras_require={
         "redis": ["txredisapi>=1.4.10"],
