@@ -83,7 +83,8 @@ def _write(value: Any, key: str, out: list) -> None:
         if _UNSAFE.search(value) is None:
             out.append(f"<string{key}>{value.translate(_TEXT)}</string>")
         else:
-            out.append(f'<string{key} form="json">{_literal(value)}</string>')
+            literal = _literal(value).translate(_TEXT)
+            out.append(f'<string{key} form="json">{literal}</string>')
     elif kind is _Number:
         out.append(f"<number{key}>{value}</number>")
     elif kind is dict:
