@@ -37,6 +37,7 @@ setup(
             "prometheus-client>=0.20",
             "schemathesis>=4.32",
             "hypothesis>=6",
+            "lxml>=5",
             "python-zaqarclient>=2",
             "txredisapi>=1.4.10",
             "txmongo>=23",

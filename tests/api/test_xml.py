@@ -4,12 +4,13 @@ the API, negotiation with Accept and Content-Type, and safe parsing.
 """
 
 import json
+import os
 from typing import Any, Optional
 from xml.etree import ElementTree
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from marconi.api.media import xml
 from marconi.core import jsontext
@@ -391,3 +392,64 @@ class APITests(SynchronousTestCase):
         r = call(node, "POST", "/v2/queues/q/messages", xml.dumps(tooLarge),
                  {"Content-Type": XML})  # fmt: skip
         self.assertEqual(r.code, 413)
+
+
+def documentedSchema() -> bytes:
+    """
+    The RELAX NG schema of the XML form, as C{docs/media.rst} gives it.
+    """
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "media.rst")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    block = text.split(".. code-block:: xml\n\n", 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line[4:])
+    return "\n".join(lines).encode("utf-8")
+
+
+class SchemaTests(SynchronousTestCase):
+    """
+    The schema in C{docs/media.rst} against what the API writes and reads.
+    """
+
+    def setUp(self) -> None:
+        try:
+            from lxml import etree
+        except ImportError:
+            raise SkipTest("lxml is not installed (pip install lxml)") from None
+        self.etree = etree
+        self.schema = etree.RelaxNG(etree.fromstring(documentedSchema()))
+
+    def valid(self, document: bytes) -> bool:
+        return self.schema.validate(self.etree.fromstring(document))
+
+    @settings(max_examples=200, deadline=None)
+    @given(jsonValues)
+    def test_writtenIsValid(self, value: Any) -> None:
+        """
+        Every document the XML serializer writes is valid.
+        """
+        self.assertTrue(self.valid(xml.dumps(value)), self.schema.error_log)
+
+    def test_refusedIsInvalid(self) -> None:
+        """
+        Documents the parser refuses for their shape are invalid too.
+        """
+        for document in (
+            b"<thing/>",
+            b"<object><string>x</string></object>",
+            b'<array><string key="a">x</string></array>',
+            b"<array>text</array>",
+            b"<string><null/></string>",
+            b"<number>1.</number>",
+            b"<number> 1</number>",
+            b"<true>yes</true>",
+            b'<string lang="en">x</string>',
+            b'<string form="json">1</string>',
+            b'<object><null key="a" key-json="&quot;a&quot;"/></object>',
+        ):
+            self.assertFalse(self.valid(document), document)
+            self.assertRaises(InvalidBody, xml.loads, document)

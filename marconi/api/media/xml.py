@@ -211,7 +211,7 @@ class _Builder:
             value = text if element.value is None else _string(text)
         elif element.tag == "number":
             value = _number(text)
-        elif text:
+        elif text.strip(_WHITESPACE):
             raise InvalidBody(f"<{element.tag}/> must be empty.")
         else:
             value = _CONSTANTS[element.tag]
