@@ -106,7 +106,7 @@ def ofBody(contentType: Optional[bytes]) -> Serializer:
 
     @raise HTTPError: 415 for a type no serializer reads.
     """
-    if contentType is None:
+    if contentType is None or contentType == b"application/json":
         return JSON_MEDIA
     kind = contentType.split(b";", 1)[0].strip().lower()
     if kind in (b"application/json", b"") or kind.endswith(b"+json"):
