@@ -768,6 +768,7 @@ class MarconiAPI:
         title = error.name
         if not versions.forPath(request.path).routingDescriptions:
             request.setResponseCode(code)
+            _errorMedia(request)
             return _send(request, render.document({"title": f"{code} {title}"}))
         description = {
             404: "The resource could not be found.",
@@ -830,9 +831,17 @@ def _time(request: Any, name: str) -> Optional[float]:
 
 def _error(request: Any, code: int, title: str, description: str) -> bytes:
     request.setResponseCode(code)
+    _errorMedia(request)
+    return _send(request, render.document({"title": title, "description": description}))
+
+
+def _errorMedia(request: Any) -> None:
+    """
+    Where the media type of the answer was not negotiated yet, choose it
+    for an error (see L{media.forErrors}).
+    """
     if getattr(request, "media", None) is None:
         request.media = media.forErrors(request.getHeader(b"accept"))
-    return _send(request, render.document({"title": title, "description": description}))
 
 
 def _noContent(request: Any) -> bytes:
