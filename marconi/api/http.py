@@ -195,6 +195,14 @@ class LimitedRequest(server.Request):
             self.requestHeaders.removeHeader(b"expect")
             self._refuse()
             return
+        if length != 0:
+            self._coding()
+        super().gotLength(length)
+
+    def _coding(self) -> None:
+        """
+        Prepare to read the body in its content coding.
+        """
         try:
             coding = gzip.requestCoding(
                 self.requestHeaders.getRawHeaders(b"content-encoding")
@@ -208,7 +216,6 @@ class LimitedRequest(server.Request):
         else:
             if coding is not None:
                 self._inflater = gzip.Inflater(self._limit())
-        super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
@@ -243,7 +250,7 @@ class LimitedRequest(server.Request):
         if self._inflater is not None:
             # The application sees the body as it was before gzip.
             self.requestHeaders.removeHeader(b"content-encoding")
-            if self._problem is None:
+            if self._problem is None and self._received:
                 try:
                     self._inflater.close()
                 except InvalidBody as e:

@@ -250,3 +250,14 @@ class SiteTests(TestCase):
         self.assertEqual(code, 200)
         self.assertLess(len(small), gzip.THRESHOLD)
         self.assertNotIn(b"content-encoding", headers)
+
+    async def test_codingWithoutBody(self) -> None:
+        """
+        A request without a body may name any content coding: there is
+        nothing to inflate or refuse.
+        """
+        for coding in (b"gzip", b"br"):
+            code, _, body = await self.get(
+                b"/v2/queues", b"Content-Encoding: %s\r\n" % coding
+            )
+            self.assertEqual(code, 200, body)
