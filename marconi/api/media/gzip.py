@@ -10,7 +10,7 @@ trailer and the CPU cost outweigh what is saved.
 """
 
 import zlib
-from typing import Optional
+from typing import Optional, Sequence
 
 from werkzeug.http import parse_accept_header
 
@@ -32,7 +32,7 @@ class UnsupportedCoding(Exception):
     """
 
 
-def requestCoding(values: Optional[list]) -> Optional[str]:
+def requestCoding(values: Optional[Sequence[bytes]]) -> Optional[str]:
     """
     The content coding of a request body, from its C{Content-Encoding}
     header values: C{None} for none (or identity), C{"gzip"}.

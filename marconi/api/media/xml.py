@@ -24,8 +24,8 @@ import json
 import re
 from typing import Any, Optional
 
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import DefusedXMLParser
+from defusedxml import DefusedXmlException  # type: ignore[import-untyped]
+from defusedxml.ElementTree import DefusedXMLParser  # type: ignore[import-untyped]
 
 from marconi.core import jsontext
 from marconi.core.errors import InvalidBody
@@ -222,9 +222,11 @@ class _Builder:
         if parent.tag == "array":
             parent.value.append(value)
             return
-        if element.key in parent.value:
-            raise InvalidBody(f"The object has the key {element.key[:64]!r} twice.")
-        parent.value[element.key] = value
+        key = element.key
+        assert key is not None
+        if key in parent.value:
+            raise InvalidBody(f"The object has the key {key[:64]!r} twice.")
+        parent.value[key] = value
 
     def close(self) -> Any:
         return self.result
