@@ -27,6 +27,7 @@ setup(
         "cryptography>=42",
         "werkzeug>=3",
         "jcs>=0.2.1",
+        "defusedxml>=0.7",
     ],
     extras_require={
         "redis": ["txredisapi>=1.4.10"],
@@ -36,6 +37,7 @@ setup(
             "prometheus-client>=0.20",
             "schemathesis>=4.32",
             "hypothesis>=6",
+            "lxml>=5",
             "python-zaqarclient>=2",
             "txredisapi>=1.4.10",
             "txmongo>=23",

@@ -3,9 +3,11 @@ The Klein application: the Zaqar v2 (and v1.1) API, and the same resources
 under C{/{version}/projects/{project_id}/...} for clients that cannot set
 headers.
 
-Handlers are thin: they read the request, call L{Messaging}, and write JSON
-with an explicit Content-Type.  All errors are turned into answers by the
-handlers at the end of the class.
+Handlers are thin: they read the request, call L{Messaging}, and answer
+JSON text (documents through L{render.document}, messages through its
+templates); L{_send} writes it in the media type negotiated for the request
+(L{marconi.api.media}), gzip'd when asked.  All errors are turned into
+answers by the handlers at the end of the class.
 """
 
 import functools
@@ -17,14 +19,13 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from werkzeug.datastructures import MIMEAccept
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
-from werkzeug.http import parse_accept_header
 from werkzeug.routing import BaseConverter
 
-from marconi.api import homedoc, identity, openapi, presigned, render, versions
+from marconi.api import homedoc, identity, media, openapi, presigned, render, versions
 from marconi.api.errors import HTTPError, statusOf
 from marconi.api.http import RoutedKlein
+from marconi.api.media import gzip
 from marconi.core import audit, jsontext, queuefilter, signing, validation
 from marconi.core.errors import (
     Forbidden,
@@ -40,8 +41,7 @@ from marconi.core.routing import LocalRouter
 from marconi.core.text import parseBoolean
 from marconi.extensions import ROUTES, ExtensionRequest, Extensions, notEnabled
 
-JSON = b"application/json; charset=UTF-8"
-_ACCEPTABLE = ("application/json", homedoc.MEDIA_TYPE)
+JSON = media.JSON_MEDIA.contentType
 # ASCII only: str.isdigit() also admits characters int() refuses, such as
 # superscript digits.
 _INTEGER = re.compile(r"-?[0-9]{1,9}|[0-9]{10}")
@@ -139,7 +139,8 @@ def _queueRoute(
             ctx = await self._context(request, version, project_id)
             owner = None if ctx.forwarded else self.router.route(ctx.project, queue)
             if owner is not None:
-                return await self.router.forward(request, ctx.project, owner)
+                answer = await self.router.forward(request, ctx.project, owner)
+                return _encoded(request, answer)
             return await handler(self, request, ctx, queue, **ids)
 
         return _routes(app, path, methods, served)(serve)
@@ -312,13 +313,24 @@ class MarconiAPI:
         request.content.seek(0)
         return request.content.read()
 
-    def _json(self, request: Any, optional: bool = False) -> Any:
+    def _json(
+        self,
+        request: Any,
+        optional: bool = False,
+        reader: Optional[media.Serializer] = None,
+    ) -> Any:
+        """
+        The request's body document, read in its C{Content-Type} (or by
+        C{reader}).
+        """
         data = self._body(request)
         if not data.strip():
             if optional:
                 return None
             raise InvalidBody("The request body is empty.")
-        return jsontext.loads(data, self.limits.maxJSONDepth)
+        if reader is None:
+            reader = media.ofBody(request.getHeader(b"content-type"))
+        return reader.load(data, self.limits.maxJSONDepth)
 
     # Versions, home, ping, health, ring.
 
@@ -471,7 +483,9 @@ class MarconiAPI:
             raise ValidationFailed(
                 f"PATCH requests must use the media type {PATCH_MEDIA_TYPE}."
             )
-        metadata = await self.bus.patchQueue(ctx.project, queue, self._json(request))
+        metadata = await self.bus.patchQueue(
+            ctx.project, queue, self._json(request, reader=media.JSON_MEDIA)
+        )
         return _send(request, render.document(metadata))
 
     @_queueRoute(app, "/queues/<queue>", ["DELETE"])
@@ -531,12 +545,17 @@ class MarconiAPI:
         body = self._body(request)
         if not body.strip():
             raise InvalidBody("The request body is empty.")
-        document = jsontext.loads(body, self.limits.maxJSONDepth)
+        reader = media.ofBody(request.getHeader(b"content-type"))
+        document = reader.load(body, self.limits.maxJSONDepth)
+        size = len(body)
+        if reader is not media.JSON_MEDIA:
+            # The post size limit counts the messages as compact JSON.
+            size = len(jsontext.dumps(document))
         if not ctx.policy.bareMessageList and not isinstance(document, dict):
             raise ValidationFailed('The body must have a "messages" list.')
         document = ctx.policy.messagesDocument(document)
         ids = await self.bus.postMessages(
-            ctx.project, queue, document, len(body), ctx.clientId, _safety(request)
+            ctx.project, queue, document, size, ctx.clientId, _safety(request)
         )
         href = ctx.queueHref(queue) + "/messages"
         request.setResponseCode(201)
@@ -872,6 +891,7 @@ class MarconiAPI:
         title = error.name
         if not versions.forPath(request.path).routingDescriptions:
             request.setResponseCode(code)
+            _errorMedia(request)
             return _send(request, render.document({"title": f"{code} {title}"}))
         description = {
             404: "The resource could not be found.",
@@ -955,7 +975,17 @@ def _time(request: Any, name: str) -> Optional[float]:
 
 def _error(request: Any, code: int, title: str, description: str) -> bytes:
     request.setResponseCode(code)
+    _errorMedia(request)
     return _send(request, render.document({"title": title, "description": description}))
+
+
+def _errorMedia(request: Any) -> None:
+    """
+    Where the media type of the answer was not negotiated yet, choose it
+    for an error (see L{media.forErrors}).
+    """
+    if getattr(request, "media", None) is None:
+        request.media = media.forErrors(request.getHeader(b"accept"))
 
 
 def _noContent(request: Any) -> bytes:
@@ -964,23 +994,42 @@ def _noContent(request: Any) -> bytes:
 
 
 def _send(request: Any, body: bytes, contentType: bytes = JSON) -> bytes:
+    """
+    Answer the JSON text C{body} in the request's media type (as it is,
+    typed C{contentType}, for JSON), gzip'd if the client asks and it
+    gains.
+    """
+    serializer = getattr(request, "media", None)
+    if serializer is not None and serializer is not media.JSON_MEDIA:
+        contentType = serializer.contentType
+        if body:
+            body = serializer.text(body)
     request.setHeader(b"content-type", contentType)
+    return _encoded(request, body)
+
+
+def _encoded(request: Any, body: bytes) -> bytes:
+    """
+    C{body} gzip'd if the client asks and it is large enough to gain, with
+    its C{Content-Length}.
+    """
+    if len(body) >= gzip.THRESHOLD:
+        request.setHeader(b"vary", b"Accept-Encoding")
+        if gzip.wanted(request.getHeader(b"accept-encoding"), len(body)):
+            body = gzip.compress(body)
+            request.setHeader(b"content-encoding", b"gzip")
     request.setHeader(b"content-length", b"%d" % len(body))
     return body
 
 
-def _negotiate(request: Any) -> None:
+def _negotiate(request: Any) -> media.Serializer:
     """
-    Refuse a request whose Accept header admits no JSON.
+    Choose the media type of the answer (see L{media.negotiate}); 406 if
+    the Accept header admits none.
     """
-    accept = request.getHeader(b"accept")
-    if not accept or accept in (b"*/*", b"application/json"):
-        return
-    parsed = parse_accept_header(accept.decode("latin-1"), MIMEAccept)
-    if not any(parsed.quality(kind) for kind in _ACCEPTABLE):
-        raise HTTPError(
-            406, "Not acceptable", "This server only produces application/json."
-        )
+    serializer = media.negotiate(request.getHeader(b"accept"), (homedoc.MEDIA_TYPE,))
+    request.media = serializer
+    return serializer
 
 
 def _arg(request: Any, name: str) -> Optional[str]:

@@ -5,7 +5,6 @@ request may take to arrive, and the site that uses them; the site measures
 every request and writes one access log event for it.
 """
 
-import json
 from typing import Any, Callable, Mapping, Optional, Sequence
 from urllib.parse import unquote_to_bytes
 from uuid import uuid4
@@ -17,8 +16,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 
-from marconi.api import versions
-from marconi.core.errors import PayloadTooLarge
+from marconi.api import media, versions
+from marconi.api.media import gzip
+from marconi.core.errors import InvalidBody, PayloadTooLarge
 from marconi.core.interfaces import IMonitor
 from marconi.core.monitoring import NullMonitor
 
@@ -78,16 +78,27 @@ def _printable(path: Any) -> str:
 
 
 def _rawError(
-    code: int, reason: bytes, title: str, description: str, requestId: str
+    code: int,
+    reason: bytes,
+    title: str,
+    description: str,
+    requestId: str,
+    serializer: media.Serializer = media.JSON_MEDIA,
 ) -> bytes:
-    body = json.dumps({"title": title, "description": description}).encode()
+    body = serializer.document({"title": title, "description": description})
     return (
         b"HTTP/1.1 %d %s\r\n"
-        b"Content-Type: application/json; charset=UTF-8\r\n"
+        b"Content-Type: %s\r\n"
         b"Content-Length: %d\r\n"
         b"X-OpenStack-Request-Id: %s\r\n"
         b"Connection: close\r\n\r\n"
-        % (code, reason, len(body), requestId.encode("ascii"))
+        % (
+            code,
+            reason,
+            serializer.contentType,
+            len(body),
+            requestId.encode("ascii"),
+        )
     ) + body
 
 
@@ -113,6 +124,13 @@ class LimitedRequest(server.Request):
     before any of the body is read, and a chunked body that grows past the
     limit is cut off the same way.  Either way the connection is closed and
     nothing more is read from it.
+
+    A body with C{Content-Encoding: gzip} is inflated as it arrives (the
+    application sees it plain, and the header is gone), and the limit
+    applies to the inflated bytes too: a body that inflates past it is cut
+    off as above once the limit is reached (see L{gzip.Inflater}).  A body
+    that is not valid gzip is answered with 400, and any other content
+    coding with 415.
     """
 
     _refused = False
@@ -127,11 +145,18 @@ class LimitedRequest(server.Request):
     #: When the request's headers were received (the site's clock).
     started: float = 0.0
     channel: "MarconiChannel"
+    #: The serializer of the answer, once the API negotiated it.
+    media: Optional["media.Serializer"] = None
+    #: Inflates a gzip body as it arrives.
+    _inflater: Optional[gzip.Inflater] = None
+    #: The error (status, title, description) answered instead of the
+    #: request, found while its body arrived.
+    _problem: Optional[tuple] = None
 
     def _limit(self) -> int:
         return self.channel.site.maxRequestBody
 
-    def _refuse(self) -> None:
+    def _refuse(self, error: Optional[PayloadTooLarge] = None) -> None:
         self._refused = True
         self.requestId = "req-" + uuid4().hex
         limit = self._limit()
@@ -143,7 +168,8 @@ class LimitedRequest(server.Request):
         site = self.channel.site
         # The request line is all that is known of the request yet.
         policy = versions.forPath(getattr(self.channel, "_path", None) or b"")
-        error = PayloadTooLarge(f"Request bodies may not exceed {limit} bytes.")
+        if error is None:
+            error = PayloadTooLarge(f"Request bodies may not exceed {limit} bytes.")
         code = policy.status(error, 413)
         site.monitor.requestServed(
             "refused", code, site.reactor.seconds() - self.started
@@ -155,6 +181,9 @@ class LimitedRequest(server.Request):
                 policy.title(error),
                 error.description,
                 self.requestId,
+                media.forErrors(
+                    self.requestHeaders.getRawHeaders(b"accept", [None])[0]
+                ),
             )
         )
         self.channel.loseConnection()
@@ -166,7 +195,27 @@ class LimitedRequest(server.Request):
             self.requestHeaders.removeHeader(b"expect")
             self._refuse()
             return
+        if length != 0:
+            self._coding()
         super().gotLength(length)
+
+    def _coding(self) -> None:
+        """
+        Prepare to read the body in its content coding.
+        """
+        try:
+            coding = gzip.requestCoding(
+                self.requestHeaders.getRawHeaders(b"content-encoding")
+            )
+        except gzip.UnsupportedCoding as e:
+            self._problem = (
+                415,
+                "Unsupported media type",
+                f"Request bodies may be gzip'd, not {str(e)[:64]}.",
+            )
+        else:
+            if coding is not None:
+                self._inflater = gzip.Inflater(self._limit())
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
@@ -175,11 +224,37 @@ class LimitedRequest(server.Request):
         if self._received > self._limit():
             self._refuse()
             return
-        super().handleContentChunk(data)
+        if self._inflater is not None:
+            data = self._inflate(data)
+        if self._problem is None and not self._refused:
+            super().handleContentChunk(data)
+
+    def _inflate(self, data: bytes) -> bytes:
+        """
+        Inflate the next piece of a gzip body; once it is found too large or
+        not gzip, nothing more is inflated.
+        """
+        if self._problem is not None:
+            return b""
+        try:
+            return self._inflater.feed(data)  # type: ignore[union-attr]
+        except PayloadTooLarge as e:
+            self._refuse(e)
+        except InvalidBody as e:
+            self._problem = (400, e.title, e.description)
+        return b""
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:
             return
+        if self._inflater is not None:
+            # The application sees the body as it was before gzip.
+            self.requestHeaders.removeHeader(b"content-encoding")
+            if self._problem is None and self._received:
+                try:
+                    self._inflater.close()
+                except InvalidBody as e:
+                    self._problem = (400, e.title, e.description)
         # twisted.web parses the Content-Type of every request (with the
         # email package, a tenth of the cost of a small request) to decode
         # HTML forms, which this API never takes: hide the header from it
@@ -200,13 +275,17 @@ class LimitedRequest(server.Request):
         ringVersion = self.channel.site.ringVersion
         if ringVersion is not None:
             self.setHeader(RING_VERSION_HEADER, ringVersion().encode("ascii"))
-        problem = _targetProblem(self.uri, self.path)
-        if problem is not None:
-            body = json.dumps({"title": "Invalid request", "description": problem})
-            self.setResponseCode(400)
-            self.setHeader(b"content-type", b"application/json; charset=UTF-8")
+        target = _targetProblem(self.uri, self.path)
+        if target is not None:
+            self._problem = (400, "Invalid request", target)
+        if self._problem is not None:
+            code, title, description = self._problem
+            serializer = media.forErrors(self.getHeader(b"accept"))
+            body = serializer.document({"title": title, "description": description})
+            self.setResponseCode(code)
+            self.setHeader(b"content-type", serializer.contentType)
             self.setHeader(b"content-length", b"%d" % len(body))
-            self.write(body.encode())
+            self.write(body)
             self.finish()
             return
         super().process()

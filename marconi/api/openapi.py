@@ -29,9 +29,17 @@ OPENAPI_PATH = "/v2/openapi.json"
 _JSON = "application/json"
 _PATCH = "application/openstack-messaging-v2.0-json-patch"
 
+#: Every answer but the versions and OpenAPI documents is also served as
+#: XML: the same document in the typed form of docs/media.rst.
+_XML = "application/xml"
+_XML_FORM = {"schema": {"description": "The JSON document in the typed XML form."}}
+
 _ERROR_RESPONSE = {
     "description": "An error, with a title and a description.",
-    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+    "content": {
+        _JSON: {"schema": {"$ref": "#/components/schemas/Error"}},
+        _XML: _XML_FORM,
+    },
 }
 
 
@@ -50,11 +58,11 @@ def _anyCase(words: Iterable[str]) -> str:
     return rf"^ *({alternatives}) *$"
 
 
-def _json(schemaRef: str, description: str) -> dict:
-    return {
-        "description": description,
-        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/" + schemaRef}}},
-    }
+def _json(schemaRef: str, description: str, xml: bool = True) -> dict:
+    content: dict = {_JSON: {"schema": {"$ref": "#/components/schemas/" + schemaRef}}}
+    if xml:
+        content[_XML] = _XML_FORM
+    return {"description": description, "content": content}
 
 
 def _empty(description: str) -> dict:
@@ -750,7 +758,7 @@ def document(limits: Optional[Limits] = None) -> dict:
         "/": {
             "get": _operation(
                 "The API versions.",
-                {"300": _json("Versions", "The versions served.")},
+                {"300": _json("Versions", "The versions served.", xml=False)},
             )
         },
         "/{version}": {
@@ -835,7 +843,14 @@ def document(limits: Optional[Limits] = None) -> dict:
                 "The HTTP API of a Marconi node: OpenStack Zaqar v2 (and v1.1) "
                 "compatible queues, messages and claims, with tags and the "
                 "project in the URL.  Every error is a JSON object with a "
-                "title and a description."
+                "title and a description (in XML where XML was negotiated).  "
+                "Answers are JSON, or XML (the "
+                "typed form of docs/media.rst) when Accept prefers "
+                "application/xml; request bodies are read as XML when their "
+                "Content-Type is application/xml, may be gzip'd "
+                "(Content-Encoding: gzip, limited inflated), and answers of "
+                "1024 bytes or more are gzip'd when Accept-Encoding admits "
+                "gzip."
             ),
         },
         "paths": paths,
