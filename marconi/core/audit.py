@@ -12,13 +12,16 @@ tagged C{action:<action>} and C{queue:<queue>} so listings filter in the
 store, and lives for the configured retention (its TTL).
 
 Recording never waits: the write is started after the store answered the
-operation, and a failed write is logged.
+operation, and a failed write is logged.  The river keeps the writes in
+flight, and L{RiverService} waits for them (for at most L{FLUSH_TIMEOUT}
+seconds) before it stops the store when the node stops.
 """
 
 import json
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -46,6 +49,9 @@ ACTIONS = (
     "dead_lettered",
     "refused",
 )
+
+# Seconds a stopping node waits for the river's writes in flight.
+FLUSH_TIMEOUT = 5.0
 
 # How many store pages one read scans for events in a time range before it
 # answers with what it found and a marker to go on from.
@@ -192,6 +198,35 @@ class AuditRiver:
         """
         return DeferredList(list(self._writing))
 
+    @property
+    def pending(self) -> int:
+        """
+        How many writes are in flight.
+        """
+        return len(self._writing)
+
+    async def drain(self, timeout: float) -> None:
+        """
+        Wait until no write is in flight (those started while waiting
+        included), or C{timeout} seconds have passed; then log how many
+        are left, if any.
+        """
+        deadline = self.clock.seconds() + timeout
+        while self._writing:
+            left = deadline - self.clock.seconds()
+            if left <= 0:
+                log.warn(
+                    "Stopping with {count} audit events not yet written",
+                    count=len(self._writing),
+                )
+                return
+            woken: Deferred = Deferred()
+            DeferredList(list(self._writing)).addBoth(_wake, woken)
+            timer = self.clock.callLater(left, _wake, None, woken)
+            await woken
+            if timer.active():
+                timer.cancel()
+
     async def read(
         self, project: str, query: AuditQuery
     ) -> tuple[list[dict], Optional[int]]:
@@ -231,6 +266,35 @@ class AuditRiver:
             if len(page) < query.limit:
                 return found, None
         return found, marker
+
+
+class RiverService(MultiService):
+    """
+    The parent of the store the river writes to: it starts the store, and
+    when the node stops it waits for the river's writes in flight (at most
+    C{timeout} seconds) before it stops the store, so that the events of
+    the last operations are not lost.
+    """
+
+    def __init__(
+        self, river: AuditRiver, store: Any, timeout: float = FLUSH_TIMEOUT
+    ) -> None:
+        super().__init__()
+        self.river = river
+        self.timeout = timeout
+        store.setServiceParent(self)
+
+    def stopService(self) -> Deferred:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await self.river.drain(self.timeout)
+        await super().stopService()
+
+
+def _wake(_: object, woken: Deferred) -> None:
+    if not woken.called:
+        woken.callback(None)
 
 
 def idsOf(items: Sequence[Any]) -> list[str]:
