@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
 
 from marconi.core.audit import AuditQuery, AuditRiver, AuditSettings
 from marconi.core.limits import Limits
@@ -170,3 +171,25 @@ stores.onEveryStore(
     Redis={"shared": True, "makeSharedStore": _sharedRedis},
     Mongo={"shared": True, "makeStore": _mongo, "makeSharedStore": _sharedMongo},
 )
+
+
+class QueueOfPrefixTests(SynchronousTestCase):
+    """
+    The Redis store finds the queue of a purged message from its key
+    prefix.
+    """
+
+    def test_roundTrip(self) -> None:
+        """
+        Every prefix made by C{queuePrefix} gives back its project and
+        queue, colons and non-ASCII text included; other text gives
+        L{None}.
+        """
+        from marconi.storage.redis.store import queueOfPrefix, queuePrefix
+
+        for project, queue in (("p", "q"), ("1:2", "3:x"), ("é", "q.1"), ("", "a")):
+            self.assertEqual(
+                queueOfPrefix(queuePrefix(project, queue)), (project, queue)
+            )
+        for bad in ("marconi:p:1:p", "marconi:q:1:p", "marconi:q:1:p1:qx", "x"):
+            self.assertIsNone(queueOfPrefix(bad))
