@@ -482,7 +482,7 @@ class ClusterRouter(MultiService):
         for name in ("queue", "action", "since", "until"):
             value = getattr(query, name)
             if value is not None:
-                params[name] = repr(value) if isinstance(value, float) else value
+                params[name] = f"{value:.9f}" if isinstance(value, float) else value
         if query.tags:
             params["tags"] = ",".join(query.tags)
         uri = b"/v2/audit?" + urlencode(params).encode()

@@ -87,6 +87,10 @@ class AuditClusterTests(ClusterTestCase):
         )
         self.assertEqual([e["id"] for e in body["events"]], ids[4:])
 
+        # A time range, on every node.
+        since, until = events[3]["at"], events[-2]["at"]
+        r, body = await self.call("c", "GET", f"/v2/audit?since={since}&until={until}")
+        self.assertEqual([e["id"] for e in body["events"]], ids[3:-1])
         posted, _ = await self.pages("/v2/audit?limit=2&action=posted")
         self.assertEqual(len(posted), 6)
         self.assertEqual({e["action"] for e in posted}, {"posted"})
