@@ -346,17 +346,7 @@ class ClusterRouter(MultiService):
     async def _remoteQueues(
         self, node: str, project: str, uri: bytes, detailed: bool
     ) -> tuple:
-        headers = Headers(
-            {
-                b"accept": [b"application/json"],
-                b"client-id": [b"marconi-node-" + self.config.nodeName.encode()],
-            }
-        )
-        path = target(uri)
-        signed = self.signer.headers(b"GET", pathAndQuery(path), b"", project, node)
-        for name, value in signed.items():
-            headers.setRawHeaders(name, [value])
-        answer = await self._call(node, b"GET", path, headers, b"")
+        answer = await self._signedGet(node, project, uri)
         try:
             if answer.code != 200:
                 raise ValueError(f"status {answer.code}")
