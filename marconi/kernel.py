@@ -126,13 +126,14 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     store = storageDriverFor(config.storage).makeStore(
         config.storage, reactor, config.durability
     )
-    # The river writes to the node's own store, unmeasured; its writes in
-    # flight are waited for before the store stops.
-    river = audit.AuditRiver(store, reactor, audit.parseSettings(config.audit))
-    audit.RiverService(river, store).setServiceParent(node)
+    # The store stops only once the audit river's writes in flight are done.
+    storage = audit.RiverService(store)
+    storage.setServiceParent(node)
     monitor = observability.makeMonitor(config, reactor)
     if IService.providedBy(monitor):
         monitor.setServiceParent(node)
+    # The river writes to the node's own store, unmeasured.
+    river = audit.AuditRiver(store, reactor, audit.parseSettings(config.audit))
     river.watch(store)
     store = observability.instrumentStore(store, monitor, config, reactor, node)
     auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
@@ -180,6 +181,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
     if router is not None:
         router.setServiceParent(node)
+    storage.river = river
     health = HealthCheck(
         store,
         reactor,

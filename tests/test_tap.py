@@ -207,8 +207,10 @@ class ServiceTests(SynchronousTestCase):
         )
         node = tap.makeService(options, reactor)
         self.assertTrue(IService.providedBy(node))
-        # The store is the child of the audit river's service.
+        # The store is the child of the audit river's service, which waits
+        # for the river's writes before it stops the store.
         self.assertEqual([type(s).__name__ for s in list(node)[0]], ["SQLiteStore"])
+        self.assertEqual(type(list(node)[0].river).__name__, "AuditRiver")
         kinds = [type(s).__name__ for s in node]
         self.assertEqual(
             kinds,

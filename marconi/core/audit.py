@@ -457,13 +457,18 @@ def _unb64(text: str) -> bytes:
 class RiverService(MultiService):
     """
     The parent of the store the river writes to: it starts the store, and
-    when the node stops it waits for the river's writes in flight (at most
-    C{timeout} seconds) before it stops the store, so that the events of
-    the last operations are not lost.
+    when the node stops it waits for the writes in flight of its C{river}
+    (at most C{timeout} seconds) before it stops the store, so that the
+    events of the last operations are not lost.
+
+    @ivar river: the L{AuditRiver} writing to the store, or L{None}.
     """
 
     def __init__(
-        self, river: AuditRiver, store: Any, timeout: float = FLUSH_TIMEOUT
+        self,
+        store: Any,
+        river: Optional[AuditRiver] = None,
+        timeout: float = FLUSH_TIMEOUT,
     ) -> None:
         super().__init__()
         self.river = river
@@ -474,7 +479,8 @@ class RiverService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        await self.river.drain(self.timeout)
+        if self.river is not None:
+            await self.river.drain(self.timeout)
         await super().stopService()
 
 

@@ -77,15 +77,20 @@ class ExpiryEventsMixin:
 
     async def test_riverRecordsExpiry(self) -> None:
         """
-        Through the domain on the store, with an injected clock: the purge
-        job's removals are C{expired} events in the project's river, and
-        the river's own events expiring are not recorded.
+        With the store's reports recorded in a river, with an injected
+        clock: the purge job's removals are C{expired} events in the
+        project's river, and the river's own events expiring are not
+        recorded.
         """
         store = await self.makeStore()
         clock = Clock()
         clock.advance(T0)
         river = AuditRiver(store, clock, AuditSettings(True, 100))
-        river.watch(store)
+        store.observeQueueEvents(
+            lambda kind, project, queue, count: river.record(
+                project, kind, queue, count=count
+            )
+        )
         bus = Messaging(store, clock, Limits(), audit=river)
         await store.postMessages("p", "orders", [msg(ttl=60)] * 2, "c", T0)
         clock.advance(60)

@@ -56,7 +56,7 @@ class ShutdownTests(TestCase):
         self.clock.advance(1_700_000_000)
         self.store = HeldStore()
         self.river = AuditRiver(self.store, self.clock, AuditSettings())  # type: ignore[arg-type]
-        self.service = RiverService(self.river, self.store.store)
+        self.service = RiverService(self.store.store, self.river)
         self.service.startService()
 
     async def events(self) -> list:
