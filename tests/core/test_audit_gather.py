@@ -1,16 +1,18 @@
 """
-Merging the rivers of several stores (L{audit.gather}) and the markers
-that page across them (L{audit.RiverMarkers}), without a cluster.
+Merging the rivers of several stores (L{audit.gather}), the markers that
+page across them (L{audit.RiverMarkers}), and which stores a cluster
+router reads, without a running cluster.
 """
 
 import base64
 import json
-from typing import Optional
+from typing import Any, Optional
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from marconi.core import audit
-from marconi.core.audit import RiverMarkers, RiverPart
+from marconi.core.audit import AuditQuery, AuditRiver, RiverMarkers, RiverPart
 from marconi.core.errors import ValidationFailed
 
 
@@ -141,3 +143,57 @@ class MarkerTests(SynchronousTestCase):
         self.assertIsNone(audit.position(None))
         for bad in ("", "-1", "1.5", "x", "9" * 20, self.marker):
             self.assertRaises(ValidationFailed, audit.position, bad)
+
+
+class ClusterSourcesTests(TestCase):
+    """
+    The router of node A gathering the river from the stores it opens:
+    memory stores standing for declared network stores.
+    """
+
+    async def gathered(self, declared: tuple, down: tuple = ()) -> tuple:
+        """
+        Record one event in A's home store and two in each declared store,
+        then read the river through A's router.
+        """
+        from marconi.cluster.membership import DOWN
+        from tests.cluster.test_ha import makeRouter
+
+        router, stores, opened = makeRouter("a", declared)
+        for node in down:
+            router.membership.states[node].state = DOWN
+        clock = Clock()
+        river = AuditRiver(stores.home, clock)
+        river.record("p", "posted", "home", count=1)
+        for uri, store in sorted(opened.items()):
+            for _ in range(2):
+                clock.advance(1)
+                AuditRiver(store, clock).record("p", "posted", uri, count=1)
+        river.record("other", "posted", "home", count=1)
+
+        def local(query: AuditQuery, store: Any = None) -> Any:
+            return river.readPart("p", query, store)
+
+        page = await router.readAudit("p", AuditQuery(limit=10), None, local)
+        return [e["queue"] for e in page.events], page.missing
+
+    async def test_sharedStoreReadOnce(self) -> None:
+        """
+        Two peers sharing one store: its river is read once, from here,
+        after this node's own.
+        """
+        queues, missing = await self.gathered(
+            (("b", "redis://shared"), ("c", "redis://shared"))
+        )
+        self.assertEqual(queues, ["home"] + ["redis://shared"] * 2)
+        self.assertEqual(missing, [])
+
+    async def test_downWithoutStore(self) -> None:
+        """
+        A peer that is down and whose store this node does not open is
+        missing; a peer that is down but whose store is opened here is
+        read all the same.
+        """
+        queues, missing = await self.gathered((("b", "redis://b"),), down=("b", "c"))
+        self.assertEqual(queues, ["home", "redis://b", "redis://b"])
+        self.assertEqual(missing, ["c"])
