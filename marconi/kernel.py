@@ -128,7 +128,9 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     store = storageDriverFor(config.storage).makeStore(
         config.storage, reactor, config.durability
     )
-    store.setServiceParent(node)
+    # The store stops only once the audit river's writes in flight are done.
+    storage = audit.RiverService(store)
+    storage.setServiceParent(node)
     monitor = observability.makeMonitor(config, reactor)
     if IService.providedBy(monitor):
         monitor.setServiceParent(node)
@@ -182,6 +184,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
     if router is not None:
         router.setServiceParent(node)
+    storage.river = river
     health = HealthCheck(
         store,
         reactor,

@@ -196,8 +196,8 @@ class PluginTests(SynchronousTestCase):
 class ServiceTests(SynchronousTestCase):
     def test_serviceTree(self) -> None:
         """
-        The node is storage first, then the purge job, then one listener
-        per --listen.
+        The node is storage first (under the audit river's service), then
+        the purge job, then one listener per --listen.
         """
         from twisted.internet import reactor
 
@@ -207,11 +207,15 @@ class ServiceTests(SynchronousTestCase):
         )
         node = tap.makeService(options, reactor)
         self.assertTrue(IService.providedBy(node))
+        # The store is the child of the audit river's service, which waits
+        # for the river's writes before it stops the store.
+        self.assertEqual([type(s).__name__ for s in list(node)[0]], ["SQLiteStore"])
+        self.assertEqual(type(list(node)[0].river).__name__, "AuditRiver")
         kinds = [type(s).__name__ for s in node]
         self.assertEqual(
             kinds,
             [
-                "SQLiteStore",
+                "RiverService",
                 "PurgeService",
                 "StreamServerEndpointService",
                 "StreamServerEndpointService",

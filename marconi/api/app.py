@@ -13,7 +13,7 @@ answers by the handlers at the end of the class.
 import functools
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -775,24 +775,35 @@ class MarconiAPI:
         self, request: Any, version: str, project_id: Optional[str] = None
     ) -> bytes:
         """
-        The project's audit river, oldest first; in a cluster, the part this
-        node recorded (marked C{partial}).
+        The project's audit river, oldest first, gathered from every node
+        of a cluster; a node gathering it asks each other node for its own
+        part (a forwarded request).
         """
         ctx = await self._context(request, version, project_id)
         query = _auditQuery(request, self.limits)
-        events, marker = await self.bus.audit.read(ctx.project, query)
+        marker = _arg(request, "marker")
+
+        def local(query: audit.AuditQuery, store: Any = None) -> Any:
+            return self.bus.audit.readPart(ctx.project, query, store)
+
+        if ctx.forwarded:
+            part = await local(replace(query, marker=audit.position(marker)))
+            own = {"position": part.position, "horizon": part.horizon}
+            return _send(request, render.document({"events": part.events, **own}))
+        page = await self.router.readAudit(ctx.project, query, marker, local)
         links = []
-        if marker is not None:
-            params: dict = {"marker": marker, "limit": query.limit}
+        if page.next is not None:
+            params: dict = {"marker": page.next, "limit": query.limit}
             for name in ("queue", "action", "since", "until", "tags"):
                 if _arg(request, name) is not None:
                     params[name] = _list(request, name)
             links.append(
                 {"rel": "next", "href": f"{ctx.base}/audit?{urlencode(params)}"}
             )
-        doc: dict = {"events": events, "links": links}
-        if len(self.router.publishedRing().get("nodes") or ()) > 1:
+        doc: dict = {"events": page.events, "links": links}
+        if page.missing:
             doc["partial"] = True
+            doc["missing_nodes"] = list(page.missing)
         return _send(request, render.document(doc))
 
     # The resources extensions serve (see marconi.extensions): each route
@@ -935,15 +946,12 @@ def _queueFilter(request: Any, ctx: Context, limits: Any) -> QueueFilter:
 
 def _auditQuery(request: Any, limits: Any) -> audit.AuditQuery:
     """
-    The filters of C{GET /v2/audit}.
+    The filters of C{GET /v2/audit} (the marker is the router's to read).
     """
     limit = _int(request, "limit")
     if limit is None:
         limit = limits.defaultMessagesPerPage
     validation.integer(limit, "limit", 1, limits.maxMessagesPerPage)
-    marker = _arg(request, "marker")
-    if marker is not None and (not _MARKER.fullmatch(marker) or int(marker) >= 2**63):
-        raise ValidationFailed("marker is not valid.")
     queue = _arg(request, "queue")
     if queue is not None:
         validation.queueName(queue, limits)
@@ -952,7 +960,6 @@ def _auditQuery(request: Any, limits: Any) -> audit.AuditQuery:
         raise ValidationFailed(f"action must be one of {', '.join(audit.ACTIONS)}.")
     return audit.AuditQuery(
         limit=limit,
-        marker=None if marker is None else int(marker),
         queue=queue,
         action=action,
         since=_time(request, "since"),

@@ -194,6 +194,7 @@ def _components(limits: Limits) -> dict:
                 ),
                 links=links,
                 partial={"type": "boolean"},
+                missing_nodes=_array(_STRING),
             ),
             "QueueMetadata": {
                 "type": "object",
@@ -631,7 +632,7 @@ def _auditResource(limits: Limits, extra: list, inPath: bool) -> dict:
             "query",
             {"type": "integer", "minimum": 1, "maximum": limits.maxMessagesPerPage},
         ),
-        _param("marker", "query", {"type": "string", "pattern": "^[0-9]{1,19}$"}),
+        _param("marker", "query", {"type": "string", "maxLength": 2048}),
         _param("queue", "query", text),
         _param("action", "query", {"type": "string", "enum": list(audit.ACTIONS)}),
         _param("since", "query", seconds),
@@ -642,8 +643,9 @@ def _auditResource(limits: Limits, extra: list, inPath: bool) -> dict:
         "parameters": [v2] + extra[1:] + _identity(limits, inPath),
         "get": _operation(
             "The project's audit river: its actions and state changes, oldest "
-            "first, without message bodies; in a cluster, the part the "
-            "answering node recorded (partial is true).",
+            "first, without message bodies; in a cluster, gathered from every "
+            "node (partial is true, with missing_nodes, when a node did not "
+            "answer). Markers are opaque.",
             {"200": _json("AuditList", "A page of events.")},
             query,
         ),

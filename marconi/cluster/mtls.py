@@ -46,6 +46,9 @@ class _Delegating:
     def listQueues(self, *args: Any) -> Any:
         return self.router.listQueues(*args)
 
+    def readAudit(self, *args: Any) -> Any:
+        return self.router.readAudit(*args)
+
     def health(self) -> dict:
         return self.router.health()
 

@@ -5,6 +5,7 @@ L{ClusterRouter}: the L{IRouter} of a node in a cluster.
 import heapq
 import itertools
 import json
+from dataclasses import replace
 from typing import Any, Awaitable, Callable, Optional
 from urllib.parse import urlencode
 
@@ -27,7 +28,7 @@ from marconi.cluster.forward import (
 from marconi.cluster.membership import DOWN, Membership
 from marconi.cluster.ring import Ring, key
 from marconi.cluster.settings import ClusterConfig
-from marconi.core import queuefilter
+from marconi.core import audit, queuefilter
 from marconi.core.errors import Forbidden, MarconiError
 from marconi.core.interfaces import IRouter
 from marconi.core.models import QueueInfo
@@ -369,17 +370,7 @@ class ClusterRouter(MultiService):
     async def _remoteQueues(
         self, node: str, project: str, uri: bytes, detailed: bool
     ) -> tuple:
-        headers = Headers(
-            {
-                b"accept": [b"application/json"],
-                b"client-id": [b"marconi-node-" + self.config.nodeName.encode()],
-            }
-        )
-        path = target(uri)
-        signed = self.signer.headers(b"GET", pathAndQuery(path), b"", project, node)
-        for name, value in signed.items():
-            headers.setRawHeaders(name, [value])
-        answer = await self._call(node, b"GET", path, headers, b"")
+        answer = await self._signedGet(node, project, uri)
         try:
             if answer.code != 200:
                 raise ValueError(f"status {answer.code}")
@@ -397,6 +388,148 @@ class ClusterRouter(MultiService):
             )
             raise NodeUnavailable(node, "answered a queue listing badly") from None
         return queues, count
+
+    def readAudit(
+        self,
+        project: str,
+        query: Any,
+        marker: Optional[str],
+        local: Callable[..., Awaitable],
+    ) -> Deferred:
+        return Deferred.fromCoroutine(self._readAudit(project, query, marker, local))
+
+    async def _readAudit(
+        self,
+        project: str,
+        query: Any,
+        marker: Optional[str],
+        local: Callable[..., Awaitable],
+    ) -> audit.RiverPage:
+        """
+        A page of the project's audit river gathered from every store: this
+        node's own and those it opens are read here (each once, however
+        many nodes share it), the others are asked of their node; the pages
+        are merged in time order (see L{audit.gather}).
+        """
+        markers = audit.RiverMarkers(self.config.secret)
+        sources = self._riverSources()
+        start: dict = {}
+        if marker is not None:
+            known = markers.decode(project, marker)
+            start = {k: v for k, v in known.items() if k in sources}
+        calls: list = []
+        for name, (_, how, where) in sources.items():
+            at = replace(query, marker=start.get(name) or None)
+            if how == "home":
+                call = local(at)
+            elif how == "store":
+                call = self._storeRiver(local, at, where)
+            elif how == "node":
+                call = self._askRiver(where, project, at)
+            else:
+                call = _missing()
+            calls.append(Deferred.fromCoroutine(call))  # type: ignore[arg-type]
+        parts = dict(zip(sources, await gatherResults(calls), strict=True))
+        events, following = audit.gather(project, parts, start, query.limit, markers)
+        missing = sorted(
+            node
+            for name, part in parts.items()
+            if part is None
+            for node in sources[name][0]
+        )
+        return audit.RiverPage(events, following, missing)
+
+    def _riverSources(self) -> dict:
+        """
+        Where each river of the cluster is read, by source (the first name
+        of the nodes keeping their queues in one store): C{(nodes, how,
+        where)}, C{how} being C{"home"} (this node's store), C{"store"} (a
+        store this node opens: C{where}), C{"node"} (ask node C{where}) or
+        C{"down"}.
+        """
+        me = self.config.nodeName
+        stores = self.stores
+        home = [me]
+        opened: dict = {}
+        found = []
+        for node in self.ring.names:
+            if node == me:
+                continue
+            store = None if stores is None else stores.storeOf(node)
+            if stores is not None and store is not None and store is stores.home:
+                home.append(node)
+            elif store is not None:
+                opened.setdefault(id(store), ("store", store, []))[2].append(node)
+            elif self.membership.isUp(node):
+                found.append(("node", node, [node]))
+            else:
+                found.append(("down", None, [node]))
+        found += [("home", None, home), *opened.values()]
+        return {min(nodes): (sorted(nodes), how, where) for how, where, nodes in found}
+
+    async def _storeRiver(
+        self, local: Callable[..., Awaitable], query: Any, store: Any
+    ) -> Optional[audit.RiverPart]:
+        """
+        The river of a peer's store this node opens, or L{None} when it
+        fails.
+        """
+        try:
+            return await local(query, store)
+        except MarconiError as e:
+            log.warn(
+                "Reading the audit river of a peer's store failed: {error}",
+                error=str(e),
+            )
+            return None
+
+    async def _askRiver(
+        self, node: str, project: str, query: Any
+    ) -> Optional[audit.RiverPart]:
+        """
+        The river of the store only C{node} opens, asked of C{node}, or
+        L{None} when it does not answer (or answers badly).
+        """
+        params: dict = {"limit": query.limit}
+        if query.marker:
+            params["marker"] = query.marker
+        for name in ("queue", "action", "since", "until"):
+            value = getattr(query, name)
+            if value is not None:
+                params[name] = f"{value:.9f}" if isinstance(value, float) else value
+        if query.tags:
+            params["tags"] = ",".join(query.tags)
+        uri = b"/v2/audit?" + urlencode(params).encode()
+        try:
+            answer = await self._signedGet(node, project, uri)
+            if answer.code != 200:
+                raise ValueError(f"status {answer.code}")
+            return _riverPart(json.loads(answer.body))
+        except NodeUnavailable:
+            return None
+        except (ValueError, KeyError, TypeError) as e:
+            log.error(
+                "Node {node} answered an audit river page badly: {error}",
+                node=node,
+                error=str(e),
+            )
+            return None
+
+    async def _signedGet(self, node: str, project: str, uri: bytes) -> Answer:
+        """
+        A C{GET} of C{uri} from C{node}, signed for C{project}.
+        """
+        headers = Headers(
+            {
+                b"accept": [b"application/json"],
+                b"client-id": [b"marconi-node-" + self.config.nodeName.encode()],
+            }
+        )
+        path = target(uri)
+        signed = self.signer.headers(b"GET", pathAndQuery(path), b"", project, node)
+        for name, value in signed.items():
+            headers.setRawHeaders(name, [value])
+        return await self._call(node, b"GET", path, headers, b"")
 
     def publishedRing(self) -> dict:
         """
@@ -459,6 +592,28 @@ class Listing(tuple):
         listing = super().__new__(cls, page)
         listing.missing = missing
         return listing
+
+
+def _riverPart(doc: Any) -> audit.RiverPart:
+    """
+    A node's page of its own river, from its answer.
+
+    @raise ValueError: the answer is not one.
+    """
+    events = doc["events"]
+    position, horizon = doc["position"], doc["horizon"]
+    if not isinstance(events, list) or not all(
+        isinstance(e, dict)
+        and isinstance(e["at"], (int, float))
+        and audit.position(e["marker"]) is not None
+        for e in events
+    ):
+        raise ValueError("bad events")
+    if position is not None and (type(position) is not int or position < 0):
+        raise ValueError("bad position")
+    if horizon is not None and not isinstance(horizon, (int, float)):
+        raise ValueError("bad horizon")
+    return audit.RiverPart(events, position, horizon)
 
 
 async def _done(value: Any) -> Any:

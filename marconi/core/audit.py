@@ -12,18 +12,28 @@ tagged C{action:<action>} and C{queue:<queue>} so listings filter in the
 store, and lives for the configured retention (its TTL).
 
 Recording never waits: the write is started after the store answered the
-operation, and a failed write is logged.
+operation, and a failed write is logged.  The river keeps the writes in
+flight, and L{RiverService} waits for them (for at most L{FLUSH_TIMEOUT}
+seconds) before it stops the store when the node stops.
 """
 
+import base64
+import binascii
+import hashlib
+import heapq
+import hmac
 import json
+import re
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from marconi.core import events
+from marconi.core.errors import ValidationFailed
 from marconi.core.interfaces import IMessageStore
 from marconi.core.models import MessageQuery, NewMessage
 from marconi.core.text import parseBoolean
@@ -36,9 +46,19 @@ DEFAULT_RETENTION = 7 * 24 * 3600
 # The actions recorded: every action of the bus (see L{marconi.core.events}).
 ACTIONS = events.ACTIONS
 
+# Seconds a stopping node waits for the river's writes in flight.
+FLUSH_TIMEOUT = 5.0
+
 # How many store pages one read scans for events in a time range before it
 # answers with what it found and a marker to go on from.
 MAX_SCANNED_PAGES = 20
+
+# Markers of a gathered river: how long their text may be, and how many
+# bytes of HMAC they carry.
+MAX_MARKER_LENGTH = 2048
+MARKER_MAC_BYTES = 16
+_POSITION = re.compile(r"[0-9]{1,19}")
+_BASE64 = re.compile(r"[A-Za-z0-9_-]+")
 
 log = Logger()
 
@@ -175,6 +195,35 @@ class AuditRiver:
         """
         return DeferredList(list(self._writing))
 
+    @property
+    def pending(self) -> int:
+        """
+        How many writes are in flight.
+        """
+        return len(self._writing)
+
+    async def drain(self, timeout: float) -> None:
+        """
+        Wait until no write is in flight (those started while waiting
+        included), or C{timeout} seconds have passed; then log how many
+        are left, if any.
+        """
+        deadline = self.clock.seconds() + timeout
+        while self._writing:
+            left = deadline - self.clock.seconds()
+            if left <= 0:
+                log.warn(
+                    "Stopping with {count} audit events not yet written",
+                    count=len(self._writing),
+                )
+                return
+            woken: Deferred = Deferred()
+            DeferredList(list(self._writing)).addBoth(_wake, woken)
+            timer = self.clock.callLater(left, _wake, None, woken)
+            await woken
+            if timer.active():
+                timer.cancel()
+
     async def read(
         self, project: str, query: AuditQuery
     ) -> tuple[list[dict], Optional[int]]:
@@ -184,6 +233,17 @@ class AuditRiver:
         @return: the events (each with its C{id} and C{marker}) and the
             marker to read on from, or L{None} when the river has no more.
         """
+        part = await self.readPart(project, query)
+        return part.events, part.position
+
+    async def readPart(
+        self, project: str, query: AuditQuery, store: Optional[Any] = None
+    ) -> "RiverPart":
+        """
+        Events of C{project}'s river in C{store} (by default the river's
+        own), in the order recorded, and where to read on from.
+        """
+        store = self.store if store is None else store
         found: list[dict] = []
         marker = query.marker
         storeQuery = MessageQuery(
@@ -194,8 +254,9 @@ class AuditRiver:
             includeDelayed=True,
             tags=query.storeTags(),
         )
+        at = None
         for _ in range(MAX_SCANNED_PAGES):
-            page = await self.store.listMessages(
+            page = await store.listMessages(
                 project,
                 RIVER,
                 replace(storeQuery, marker=marker),
@@ -204,16 +265,211 @@ class AuditRiver:
             for message in page:
                 marker = message.marker
                 event = json.loads(message.body)
-                if query.until is not None and event["at"] > query.until:
-                    return found, None
-                if query.since is not None and event["at"] < query.since:
+                at = event["at"]
+                if query.until is not None and at > query.until:
+                    return RiverPart(found, None)
+                if query.since is not None and at < query.since:
                     continue
                 found.append({"id": message.id, "marker": str(marker), **event})
                 if len(found) == query.limit:
-                    return found, marker
+                    return RiverPart(found, marker)
             if len(page) < query.limit:
-                return found, None
-        return found, marker
+                return RiverPart(found, None)
+        # Cut short: read only up to the time of the last event looked at.
+        return RiverPart(found, marker, at)
+
+
+@dataclass(frozen=True)
+class RiverPart:
+    """
+    A page of one store's river.
+
+    @ivar events: the events, in the order recorded, each with its C{id}
+        and its C{marker} in the store (a L{str} of digits).
+    @ivar position: the marker to read on from, or L{None} when the store
+        has no more.
+    @ivar horizon: when the read was cut short before it found a full
+        page, the time of the last event it looked at: the store was read
+        up to then only.
+    """
+
+    events: list
+    position: Optional[int]
+    horizon: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class RiverPage:
+    """
+    A page of a project's river gathered from every store of a cluster.
+
+    @ivar next: the marker of the next page, or L{None} when there is no
+        more.
+    @ivar missing: the names of the nodes whose river could not be read.
+    """
+
+    events: list
+    next: Optional[str]
+    missing: Sequence[str] = ()
+
+
+def position(marker: Optional[str]) -> Optional[int]:
+    """
+    The position of a marker of one store's river.
+
+    @raise ValidationFailed: it is not one.
+    """
+    if marker is None:
+        return None
+    if not _POSITION.fullmatch(marker) or int(marker) >= 2**63:
+        raise ValidationFailed("marker is not valid.")
+    return int(marker) or None
+
+
+class RiverMarkers:
+    """
+    The markers of a river gathered from several stores: one position per
+    store (keyed by a name of a node keeping its queues there), signed, so
+    that a marker this cluster did not make is refused.  Clients see them
+    as opaque text.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = hmac.new(secret, b"marconi audit markers", hashlib.sha256).digest()
+
+    def _sign(self, project: str, payload: bytes) -> bytes:
+        mac = hmac.new(self._key, project.encode("utf-8") + b"\0" + payload, "sha256")
+        return mac.digest()[:MARKER_MAC_BYTES]
+
+    def encode(self, project: str, positions: Mapping[str, int]) -> str:
+        text = json.dumps(dict(sorted(positions.items())), separators=(",", ":"))
+        payload = text.encode("utf-8")
+        return f"{_b64(payload)}.{_b64(self._sign(project, payload))}"
+
+    def decode(self, project: str, marker: str) -> dict[str, int]:
+        """
+        @return: the positions, by source.
+        @raise ValidationFailed: C{marker} is malformed, or was not made
+            by this cluster for this project.
+        """
+        try:
+            if len(marker) > MAX_MARKER_LENGTH:
+                raise ValueError("too long")
+            payloadText, _, macText = marker.partition(".")
+            payload = _unb64(payloadText)
+            if not hmac.compare_digest(_unb64(macText), self._sign(project, payload)):
+                raise ValueError("bad signature")
+            positions = json.loads(payload)
+            if not isinstance(positions, dict) or not all(
+                type(v) is int and 0 <= v < 2**63 for v in positions.values()
+            ):
+                raise ValueError("bad positions")
+        except ValueError:
+            raise ValidationFailed("marker is not valid.") from None
+        return positions
+
+
+def gather(
+    project: str,
+    parts: Mapping[str, Optional[RiverPart]],
+    start: Mapping[str, int],
+    limit: int,
+    markers: RiverMarkers,
+) -> tuple[list[dict], Optional[str]]:
+    """
+    Merge the pages of several stores' rivers in time order.
+
+    Each store's events are taken in their order, so a page is a prefix of
+    each store's page and the next one goes on after it: nothing is
+    skipped or repeated across pages.  A store read only up to a time (see
+    L{RiverPart.horizon}) holds the merge at that time.
+
+    @param parts: each store's page read from its position in C{start}, by
+        source; L{None} for a store that could not be read (it keeps its
+        position).
+    @return: up to C{limit} events, each with the marker that reads on
+        after it, and the marker of the next page (L{None} when every store
+        was read to its end).
+    """
+    positions = {source: start.get(source, 0) for source in parts}
+    read = {source: part for source, part in parts.items() if part is not None}
+    horizons = [p.horizon for p in read.values() if p.horizon is not None]
+    horizon = min(horizons) if horizons else None
+    merged = heapq.merge(
+        *(_timed(source, part) for source, part in sorted(read.items()))
+    )
+    taken: dict[str, int] = dict.fromkeys(read, 0)
+    events: list = []
+    for at, source, _, event in merged:
+        if len(events) == limit or (horizon is not None and at > horizon):
+            break
+        positions[source] = int(event["marker"])
+        taken[source] += 1
+        events.append({**event, "marker": markers.encode(project, positions)})
+    more = len(read) < len(parts)
+    for source, part in read.items():
+        if taken[source] < len(part.events):
+            more = True
+        elif part.position is not None:
+            positions[source] = max(positions[source], part.position)
+            more = True
+    return events, markers.encode(project, positions) if more else None
+
+
+def _timed(source: str, part: RiverPart) -> Iterator[tuple]:
+    """
+    The events of C{part}, in its order, keyed for L{heapq.merge}.
+    """
+    for i, event in enumerate(part.events):
+        yield event["at"], source, i, event
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    if not _BASE64.fullmatch(text):
+        raise ValueError("not base64")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error:
+        raise ValueError("not base64") from None
+
+
+class RiverService(MultiService):
+    """
+    The parent of the store the river writes to: it starts the store, and
+    when the node stops it waits for the writes in flight of its C{river}
+    (at most C{timeout} seconds) before it stops the store, so that the
+    events of the last operations are not lost.
+
+    @ivar river: the L{AuditRiver} writing to the store, or L{None}.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        river: Optional[AuditRiver] = None,
+        timeout: float = FLUSH_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.river = river
+        self.timeout = timeout
+        store.setServiceParent(self)
+
+    def stopService(self) -> Deferred:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self.river is not None:
+            await self.river.drain(self.timeout)
+        await super().stopService()
+
+
+def _wake(_: object, woken: Deferred) -> None:
+    if not woken.called:
+        woken.callback(None)
 
 
 def idsOf(items: Sequence[Any]) -> list[str]:

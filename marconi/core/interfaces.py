@@ -595,3 +595,19 @@ class IRouter(Interface):
             order, at most C{limit} of them; total count or None)}.
         @raise marconi.core.errors.StorageUnavailable: a node is down.
         """
+
+    def readAudit(project, query, marker, local):
+        """
+        A page of the project's audit river, gathered from every node.
+
+        @param query: the L{marconi.core.audit.AuditQuery} (its C{marker}
+            unset).
+        @param marker: the C{marker} the client gave, or L{None}.
+        @param local: C{local(query, store=None)} returns an awaitable of
+            the L{marconi.core.audit.RiverPart} of this node's river (or of
+            C{store}'s).
+        @return: a L{Deferred} firing with a
+            L{marconi.core.audit.RiverPage}.
+        @raise marconi.core.errors.ValidationFailed: the marker is not one
+            this router made.
+        """

@@ -2,11 +2,13 @@
 The router of a node on its own: every request is served here.
 """
 
+from dataclasses import replace
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from marconi.core import audit
 from marconi.core.interfaces import IRouter
 
 
@@ -41,5 +43,17 @@ class LocalRouter:
 
         async def mine() -> Any:
             return await local()
+
+        return Deferred.fromCoroutine(mine())
+
+    def readAudit(self, project, query, marker, local):
+        """
+        This node's own river: what C{local} finds from C{marker}.
+        """
+
+        async def mine() -> Any:
+            part = await local(replace(query, marker=audit.position(marker)))
+            following = None if part.position is None else str(part.position)
+            return audit.RiverPage(part.events, following)
 
         return Deferred.fromCoroutine(mine())

@@ -172,7 +172,7 @@ class ClusterOptionsTests(SynchronousTestCase):
         self.assertEqual(
             kinds,
             [
-                "SQLiteStore",
+                "RiverService",
                 "ClusterStores",
                 "PurgeService",
                 "ClusterRouter",

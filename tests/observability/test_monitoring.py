@@ -103,7 +103,7 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(
             [type(s).__name__ for s in node],
             [
-                "SQLiteStore",
+                "RiverService",
                 "PrometheusMonitor",
                 "DepthSampler",
                 "PurgeService",

@@ -272,7 +272,8 @@ class PluginTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--storage", "memory:", "--listen", "tcp:0"])
         node = tap.makeService(options, reactor)
-        self.assertIsInstance(list(node)[0], MemoryStore)
+        # The store is the child of the audit river's service.
+        self.assertIsInstance(list(list(node)[0])[0], MemoryStore)
 
 
 # Running the same operations on both stores.

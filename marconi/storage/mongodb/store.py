@@ -103,6 +103,11 @@ _UNREACHABLE = (
 )
 
 
+# How many expired messages one step of a purge removes (when expiry is
+# reported queue by queue).
+PURGE_BATCH = 500
+
+
 # How many times a claim that lost every candidate to racing claimers
 # tries again while claimable messages remain.
 _CLAIM_ATTEMPTS = 5
@@ -1166,16 +1171,56 @@ class MongoStore(StoreEvents, Service):
     async def purgeExpired(self, now: float) -> int:
         await self._ready()
         messages = self._coll(MESSAGES)
-        removed = await self._call(
-            lambda: messages.delete_many({"e": {"$lte": now}, "tx": {"$exists": False}})
-        )
+        if self._queueEvents is None:
+            result = await self._call(
+                lambda: messages.delete_many(
+                    {"e": {"$lte": now}, "tx": {"$exists": False}}
+                )
+            )
+            removed = result.deleted_count
+        else:
+            removed = await self._purgeReported(now)
         await self._call(lambda: self._coll(CLAIMS).delete_many({"e": {"$lte": now}}))
         await self._call(
             lambda: messages.delete_many(
                 {"tx": {"$exists": True}, "c": {"$lte": now - ABANDONED_BATCH_AGE}}
             )
         )
-        return removed.deleted_count
+        return removed
+
+    async def _purgeReported(self, now: float) -> int:
+        """
+        Remove the expired messages batch by batch (found on the expiry
+        index), and report each queue's share to the queue observer.
+
+        Each queue's share is removed by one C{delete_many} naming the ids
+        found, and reported with the count the server gives: of two nodes
+        purging the same database at once, each reports only what it
+        removed, so every expiry is reported once.
+        """
+        messages = self._coll(MESSAGES)
+        total = 0
+        while True:
+            expired = {"e": {"$lte": now}, "tx": {"$exists": False}}
+            found = await self._call(
+                partial(
+                    messages.find,
+                    expired,
+                    projection={"_id": 1, "p": 1, "q": 1},
+                    sort=_sortBy("e"),
+                    limit=PURGE_BATCH,
+                )
+            )
+            byQueue: dict[tuple[str, str], list] = {}
+            for doc in found:
+                byQueue.setdefault((doc["p"], doc["q"]), []).append(doc["_id"])
+            for (project, queue), ids in byQueue.items():
+                where = {"_id": {"$in": ids}, "p": project, "q": queue, **expired}
+                result = await self._call(partial(messages.delete_many, where))
+                total += result.deleted_count
+                self._reportQueue("expired", project, queue, result.deleted_count)
+            if len(found) < PURGE_BATCH:
+                return total
 
 
 def writeConcern(config: MongoConfig, durability: str) -> dict[str, Any]:

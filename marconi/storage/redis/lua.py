@@ -583,6 +583,9 @@ return 1
 PURGE_EXPIRED = _script(r"""
 local now, batch = tonumber(ARGV[1]), tonumber(ARGV[2])
 local removed = 0
+-- Messages removed, by queue prefix: the script removes each message once,
+-- so the caller reports each expiry once however many nodes purge.
+local byQueue = {}
 local members = redis.call('ZRANGEBYSCORE', 'marconi:x', '-inf', num(now),
                            'LIMIT', 0, batch)
 for _, m in ipairs(members) do
@@ -591,6 +594,7 @@ for _, m in ipairs(members) do
   if r and tonumber(r[5]) <= now then
     removeMsg(P, id, r)
     removed = removed + 1
+    byQueue[P] = (byQueue[P] or 0) + 1
   elseif r then
     redis.call('ZADD', 'marconi:x', r[5], m)
   else
@@ -610,5 +614,5 @@ for _, m in ipairs(claims) do
     redis.call('ZREM', 'marconi:cx', m)
   end
 end
-return {removed, #members, #claims}
+return {removed, #members, #claims, cjson.encode(byQueue)}
 """)

@@ -1042,12 +1042,45 @@ class RedisStore(StoreEvents, Service):
     async def purgeExpired(self, now: float) -> int:
         removed = 0
         while True:
-            gone, messagesSeen, claimsSeen = await self._eval(
+            gone, messagesSeen, claimsSeen, byQueue = await self._eval(
                 lua.PURGE_EXPIRED, _time(now), PURGE_BATCH
             )
             removed += int(gone)
+            self._reportExpired(byQueue)
             if int(messagesSeen) < PURGE_BATCH and int(claimsSeen) < PURGE_BATCH:
                 return removed
+
+    def _reportExpired(self, byQueue: Any) -> None:
+        """
+        Report the messages one purge script removed, queue by queue
+        (C{byQueue} is its JSON object of counts by queue prefix).
+        """
+        counts = json.loads(byQueue) if isinstance(byQueue, (str, bytes)) else {}
+        for prefix, count in counts.items():
+            queue = queueOfPrefix(prefix)
+            if queue is not None:
+                self._reportQueue("expired", queue[0], queue[1], int(count))
+
+
+def queueOfPrefix(prefix: str) -> Optional[tuple[str, str]]:
+    """
+    The C{(project, queue)} of a queue prefix made by L{queuePrefix}, or
+    L{None} when C{prefix} is not one.
+    """
+    start = "marconi:q:"
+    if not prefix.startswith(start):
+        return None
+    rest = prefix[len(start) :].encode("utf-8")
+    names = []
+    for _ in range(2):
+        length, colon, rest = rest.partition(b":")
+        if not colon or not length.isdigit() or len(rest) < int(length):
+            return None
+        names.append(rest[: int(length)].decode("utf-8", "replace"))
+        rest = rest[int(length) :]
+    if rest:
+        return None
+    return names[0], names[1]
 
 
 def makeStore(uri: str, reactor: Any, durability: str = DURABLE) -> RedisStore:
