@@ -78,6 +78,10 @@ class VersionPolicy:
     #: Titles of error answers by error kind, where the version's differ
     #: from the kinds' own.
     titles: tuple = ()
+    #: Listings, claims and pops take C{wait=SECONDS} (long-polling, see
+    #: L{marconi.core.waiting}); otherwise the parameter is ignored, as any
+    #: other the version does not know.
+    longPolling: bool = True
 
     def clientId(self, value: Optional[str], limits: Limits) -> str:
         """
@@ -186,6 +190,7 @@ V1_1 = VersionPolicy(
     renewGraceChecked=False,
     routingDescriptions=False,
     signatures=False,
+    longPolling=False,
     titles=(
         (PayloadTooLarge, ValidationFailed.title),
         (StorageUnavailable, "Service temporarily unavailable"),
