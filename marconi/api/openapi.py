@@ -20,6 +20,7 @@ from marconi.api.versions import POLICIES, V1_1
 from marconi.core import audit, signing
 from marconi.core.limits import Limits
 from marconi.core.text import FALSE_WORDS, TRUE_WORDS
+from marconi.core.waiting import MAXIMUM_WAIT
 
 OPENAPI_PATH = "/v2/openapi.json"
 
@@ -342,6 +343,13 @@ def _queueResources(limits: Limits) -> dict:
         )
 
     tags = _param("tags", "query", {"type": "string"})
+    # Long-polling (docs/longpoll.rst).
+    wait = _param(
+        "wait",
+        "query",
+        _bounded(0, min(limits.maxWait, MAXIMUM_WAIT)),
+        description="Seconds to wait for a message when there is none yet.",
+    )
     jsonBody = {
         "required": False,
         "content": {
@@ -419,6 +427,7 @@ def _queueResources(limits: Limits) -> dict:
                     _param("include_claimed", "query", boolean),
                     _param("include_delayed", "query", boolean),
                     tags,
+                    wait,
                     _param("ids", "query", {"type": "string"}),
                 ],
             ),
@@ -441,6 +450,7 @@ def _queueResources(limits: Limits) -> dict:
                         },
                     ),
                     tags,
+                    wait,
                 ],
             ),
         },
@@ -463,7 +473,7 @@ def _queueResources(limits: Limits) -> dict:
                     "201": _json("MessageList", "The claimed messages."),
                     "204": _empty("Nothing to claim."),
                 },
-                [limit(limits.maxMessagesPerClaim), tags],
+                [limit(limits.maxMessagesPerClaim), tags, wait],
                 body={
                     "required": False,
                     "content": {
