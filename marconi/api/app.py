@@ -210,7 +210,7 @@ class MarconiAPI:
         self.limits = bus.limits
         self.extensions = Extensions() if extensions is None else extensions
         self._openapi = render.document(openapi.document(self.limits))
-        self.waiters = waiting.Waiters(bus.events, bus.clock, self.limits.maxWaiters)
+        self.waiters = waiting.waitersOf(bus.events, bus.clock, self.limits.maxWaiters)
 
     def resource(self) -> Any:
         return self.app.resource()

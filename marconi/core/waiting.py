@@ -23,6 +23,7 @@ removed and its deadline cancelled.
 """
 
 from typing import Any, Awaitable, Callable, Optional, TypeVar
+from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -178,6 +179,21 @@ class Waiters:
         if waiter.deadline is not None and waiter.deadline.active():
             waiter.deadline.cancel()
         waiter.deadline = None
+
+
+_SHARED: "WeakKeyDictionary[Events, Waiters]" = WeakKeyDictionary()
+
+
+def waitersOf(events: Events, clock: IReactorTime, limit: int) -> Waiters:
+    """
+    The L{Waiters} of the bus whose events are C{events}, made on first
+    use: the sites of one node (its public listener and its cluster
+    listener) share them, and with them the node's limit.
+    """
+    waiters = _SHARED.get(events)
+    if waiters is None:
+        waiters = _SHARED[events] = Waiters(events, clock, limit)
+    return waiters
 
 
 def found(result: Any) -> bool:

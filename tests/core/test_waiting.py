@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from marconi.core.events import Events
-from marconi.core.waiting import TooManyWaiters, Waiters, found
+from marconi.core.waiting import TooManyWaiters, Waiters, found, waitersOf
 
 
 class Query:
@@ -196,6 +196,17 @@ class WaitersTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d1), ["1"])
         self.assertEqual(self.successResultOf(d2), ["2"])
         self.assertGone()
+
+    def test_oneWaitersPerBus(self) -> None:
+        """
+        L{waitersOf} gives the sites of one bus the same L{Waiters} (one
+        listener, one limit), and another bus its own.
+        """
+        events = Events(self.clock)
+        shared = waitersOf(events, self.clock, 5)
+        self.assertIs(waitersOf(events, self.clock, 5), shared)
+        self.assertEqual(len(events._listeners), 1)
+        self.assertIsNot(waitersOf(Events(self.clock), self.clock, 5), shared)
 
     def test_found(self) -> None:
         """
