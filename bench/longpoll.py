@@ -187,9 +187,10 @@ async def idle(url: str, pid: int, options) -> dict:
         pending.append(
             asyncio.ensure_future(waiter.send(waiter.build(b"GET", path.encode())))
         )
-        if i % 200 == 199:
-            # Let the node keep up with the connections.
-            await asyncio.sleep(0.05)
+        if i % 50 == 49:
+            # Let the node accept the connections: past its listen backlog
+            # (50) the kernel drops them, and they come back seconds later.
+            await asyncio.sleep(0.1)
     await asyncio.sleep(options.settle)
     cpuStart = processesCPU([pid])
     await asyncio.sleep(options.idle)
@@ -203,9 +204,14 @@ async def idle(url: str, pid: int, options) -> dict:
         await poster.send(
             poster.build(b"POST", f"/v2/queues/{queue}/messages".encode(), body)
         )
-    answers = await asyncio.gather(*pending)
+    answers = await asyncio.gather(*pending, return_exceptions=True)
     wakeSeconds = time.monotonic() - wakeStart
-    woken = sum(1 for status, body in answers if status == 200 and b'"wake"' in body)
+    failed = [a for a in answers if isinstance(a, BaseException)]
+    woken = sum(
+        1
+        for a in answers
+        if not isinstance(a, BaseException) and a[0] == 200 and b'"wake"' in a[1]
+    )
     for waiter in waiters:
         waiter.close()
     await asyncio.sleep(2)
@@ -219,6 +225,8 @@ async def idle(url: str, pid: int, options) -> dict:
         "idleSeconds": options.idle,
         "answeredBeforeWake": answeredEarly,
         "wokenWithMessage": woken,
+        "failed": len(failed),
+        "failures": sorted({repr(e) for e in failed})[:5],
         "secondsToWakeAll": round(wakeSeconds, 2),
         "rssAfterKiB": rss(pid),
     }
