@@ -26,7 +26,7 @@ from marconi.api import homedoc, identity, media, openapi, presigned, render, ve
 from marconi.api.errors import HTTPError, statusOf
 from marconi.api.http import RoutedKlein
 from marconi.api.media import gzip
-from marconi.core import audit, jsontext, queuefilter, signing, validation
+from marconi.core import audit, jsontext, queuefilter, signing, validation, waiting
 from marconi.core.errors import (
     Forbidden,
     InvalidBody,
@@ -224,6 +224,7 @@ class MarconiAPI:
         self.limits = bus.limits
         self.extensions = Extensions() if extensions is None else extensions
         self._openapi = render.document(openapi.document(self.limits))
+        self.waiters = waiting.waitersOf(bus.events, bus.clock, self.limits.maxWaiters)
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -601,16 +602,21 @@ class MarconiAPI:
         includeDelayed = _bool(request, "include_delayed")
         tagArg = _list(request, "tags")
         tags = validation.tagFilter(tagArg, self.limits)
-        messages = await self.bus.listMessages(
-            ctx.project,
+        messages = await self._waiting(
+            request,
+            ctx,
             queue,
-            ctx.clientId,
-            limit=limit,
-            marker=markerValue,
-            echo=echo,
-            includeClaimed=includeClaimed,
-            includeDelayed=includeDelayed,
-            tags=tags,
+            lambda: self.bus.listMessages(
+                ctx.project,
+                queue,
+                ctx.clientId,
+                limit=limit,
+                marker=markerValue,
+                echo=echo,
+                includeClaimed=includeClaimed,
+                includeDelayed=includeDelayed,
+                tags=tags,
+            ),
         )
         now = self.bus.now()
         signer = await self._signer(ctx, queue) if messages else None
@@ -653,8 +659,12 @@ class MarconiAPI:
             limit = _int(request, "pop")
             assert limit is not None
             tags = validation.tagFilter(_list(request, "tags"), self.limits)
-            messages = await self.bus.popMessages(
-                ctx.project, queue, limit, tags, _safety(request)
+            safety = _safety(request)
+            messages = await self._waiting(
+                request,
+                ctx,
+                queue,
+                lambda: self.bus.popMessages(ctx.project, queue, limit, tags, safety),
             )
             now = self.bus.now()
             # As Zaqar does, popped messages name the claim that took them
@@ -716,8 +726,14 @@ class MarconiAPI:
         ctx.policy.claimOptions(options, self.limits)
         limit = _int(request, "limit")
         tags = validation.tagFilter(_list(request, "tags"), self.limits)
-        claim = await self.bus.createClaim(
-            ctx.project, queue, options, limit, tags, _safety(request)
+        safety = _safety(request)
+        claim = await self._waiting(
+            request,
+            ctx,
+            queue,
+            lambda: self.bus.createClaim(
+                ctx.project, queue, options, limit, tags, safety
+            ),
         )
         if claim is None:
             return _noContent(request)
@@ -767,6 +783,26 @@ class MarconiAPI:
     ) -> bytes:
         await self.bus.releaseClaim(ctx.project, queue, claim_id)
         return _noContent(request)
+
+    # Long-polling (marconi.core.waiting).
+
+    async def _waiting(
+        self, request: Any, ctx: Context, queue: str, query: Callable
+    ) -> Any:
+        """
+        The result of C{query}, run again as the queue's events wake it
+        while it finds nothing, until the request's C{wait} runs out (at
+        once without one).  A C{wait} that is not valid is refused before
+        C{query} ever runs.
+        """
+        seconds = _wait(request, ctx, self.limits)
+        try:
+            return await self.waiters.wait(
+                ctx.project, queue, seconds, query, waiting.found
+            )
+        except waiting.TooManyWaiters as e:
+            request.setHeader(b"retry-after", b"%d" % e.retryAfter)
+            raise HTTPError(503, e.title, e.description) from None
 
     # The audit river.
 
@@ -966,6 +1002,21 @@ def _auditQuery(request: Any, limits: Any) -> audit.AuditQuery:
         until=_time(request, "until"),
         tags=validation.tagFilter(_list(request, "tags"), limits),
     )
+
+
+def _wait(request: Any, ctx: Context, limits: Any) -> int:
+    """
+    The seconds a request may wait for messages: its C{wait} parameter,
+    an integer from 0 to the configured maximum (0 without one, and under
+    a version without long-polling).
+    """
+    if not ctx.policy.longPolling:
+        return 0
+    wait = _int(request, "wait")
+    if wait is None:
+        return 0
+    high = min(limits.maxWait, waiting.MAXIMUM_WAIT)
+    return validation.integer(wait, "wait", 0, high)
 
 
 def _time(request: Any, name: str) -> Optional[float]:

@@ -23,6 +23,7 @@ from marconi.core import audit, signing
 from marconi.core.durability import LEVELS
 from marconi.core.limits import Limits
 from marconi.core.text import FALSE_WORDS, TRUE_WORDS
+from marconi.core.waiting import MAXIMUM_WAIT
 
 OPENAPI_PATH = "/v2/openapi.json"
 
@@ -383,6 +384,13 @@ def _queueResources(limits: Limits) -> dict:
         )
 
     tags = _param("tags", "query", {"type": "string"})
+    # Long-polling (docs/longpoll.rst).
+    wait = _param(
+        "wait",
+        "query",
+        _bounded(0, min(limits.maxWait, MAXIMUM_WAIT)),
+        description="Seconds to wait for a message when there is none yet.",
+    )
     jsonBody = {
         "required": False,
         "content": {
@@ -502,6 +510,7 @@ def _queueResources(limits: Limits) -> dict:
                     _param("include_claimed", "query", boolean),
                     _param("include_delayed", "query", boolean),
                     tags,
+                    wait,
                     _param("ids", "query", {"type": "string"}),
                 ],
             ),
@@ -525,6 +534,7 @@ def _queueResources(limits: Limits) -> dict:
                     ),
                     tags,
                     safety,
+                    wait,
                 ],
             ),
         },
@@ -547,7 +557,7 @@ def _queueResources(limits: Limits) -> dict:
                     "201": _json("MessageList", "The claimed messages."),
                     "204": _empty("Nothing to claim."),
                 },
-                [limit(limits.maxMessagesPerClaim), tags, safety],
+                [limit(limits.maxMessagesPerClaim), tags, safety, wait],
                 body={
                     "required": False,
                     "content": {

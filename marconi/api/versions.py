@@ -83,6 +83,10 @@ class VersionPolicy:
     #: A queue listing is filtered by C{name} and metadata (Zaqar added
     #: it to v2 only); otherwise those parameters are ignored.
     queueFilters: bool = False
+    #: Listings, claims and pops take C{wait=SECONDS} (long-polling, see
+    #: L{marconi.core.waiting}); otherwise the parameter is ignored, as any
+    #: other the version does not know.
+    longPolling: bool = True
 
     def clientId(self, value: Optional[str], limits: Limits) -> str:
         """
@@ -193,6 +197,7 @@ V1_1 = VersionPolicy(
     renewGraceChecked=False,
     routingDescriptions=False,
     signatures=False,
+    longPolling=False,
     titles=(
         (PayloadTooLarge, ValidationFailed.title),
         (StorageUnavailable, "Service temporarily unavailable"),

@@ -301,8 +301,18 @@ class Client:
         return _Answer(response.code, response.headers, b"".join(chunks))
 
     async def _once(
-        self, method: str, url: str, params: Any, data: Optional[bytes], headers: dict
+        self,
+        method: str,
+        url: str,
+        params: Any,
+        data: Optional[bytes],
+        headers: dict,
+        wait: float = 0,
     ) -> _Answer:
+        """
+        One exchange, given the client's C{timeout} plus the C{wait} the
+        server may take before it answers.
+        """
         exchange = Deferred.fromCoroutine(
             self._exchange(method, url, params, data, headers)
         )
@@ -312,7 +322,7 @@ class Client:
                 RequestTimedOut(f"{method} {url}: no answer within {timeout} seconds")
             )
 
-        exchange.addTimeout(self.timeout, self._clock, onTimeoutCancel=timedOut)
+        exchange.addTimeout(self.timeout + wait, self._clock, onTimeoutCancel=timedOut)
         try:
             return await exchange
         except ierror.ConnectError as e:
@@ -330,13 +340,20 @@ class Client:
         contentType: str = "application/json",
         accept: Sequence[int] = (),
         idempotent: Optional[bool] = None,
+        wait: Optional[int] = None,
     ) -> _Answer:
         """
         Send a request for C{path} (from the server's root, as in the
         C{next} links) -- to the owner of the queue when the path is one
         queue's -- retrying a 503 if the request is idempotent, and raise
         the L{APIError} of any error answer not in C{accept}.
+
+        @param wait: the seconds the server may wait for messages before
+            it answers (long-polling): sent as the C{wait} parameter, and
+            added to the timeout.
         """
+        if wait:
+            params = {**(params or {}), "wait": str(wait)}
         data = None
         if body is not None:
             data = _encode(body).encode("utf-8")
@@ -350,7 +367,7 @@ class Client:
             base = await self._baseFor(queue)
             try:
                 answer = await self._once(
-                    method, _join(base, path), params, data, headers
+                    method, _join(base, path), params, data, headers, wait or 0
                 )
             except ConnectionFailed:
                 if base == self.url:
@@ -358,7 +375,7 @@ class Client:
                 # The owner is out of reach: the entry node forwards.
                 self.routes = None
                 answer = await self._once(
-                    method, _join(self.url, path), params, data, headers
+                    method, _join(self.url, path), params, data, headers, wait or 0
                 )
             if self.ringAware:
                 self._noteRing(answer)
@@ -556,10 +573,13 @@ class Client:
         includeClaimed: bool = False,
         includeDelayed: bool = False,
         tags: Sequence[str] = (),
+        wait: Optional[int] = None,
     ) -> Page[Message]:
         """
         One page of a queue's messages, oldest first, after C{marker}.
-        C{tags} keeps the messages that carry every tag given.
+        C{tags} keeps the messages that carry every tag given.  With
+        C{wait}, the server answers as soon as there is a message to list,
+        or empty after that many seconds.
         """
         params = _params(
             limit=limit,
@@ -570,7 +590,7 @@ class Client:
             tags=",".join(tags) if tags else None,
         )
         answer = await self._request(
-            "GET", self._path("queues", queue, "messages"), params=params
+            "GET", self._path("queues", queue, "messages"), params=params, wait=wait
         )
         return _messagePage(answer.json())
 
@@ -645,16 +665,22 @@ class Client:
         )
 
     async def pop(
-        self, queue: str, count: int = 1, tags: Sequence[str] = ()
+        self,
+        queue: str,
+        count: int = 1,
+        tags: Sequence[str] = (),
+        wait: Optional[int] = None,
     ) -> list[Message]:
         """
-        Take and delete up to C{count} messages at once.  Not retried.
+        Take and delete up to C{count} messages at once (waiting up to
+        C{wait} seconds for one).  Not retried.
         """
         answer = await self._request(
             "DELETE",
             self._path("queues", queue, "messages"),
             params=_params(pop=count, tags=",".join(tags) if tags else None),
             idempotent=False,
+            wait=wait,
         )
         return _messagePage(answer.json()).items
 
@@ -667,10 +693,12 @@ class Client:
         grace: Optional[int] = None,
         limit: Optional[int] = None,
         tags: Sequence[str] = (),
+        wait: Optional[int] = None,
     ) -> Optional[Claim]:
         """
         Claim up to C{limit} free messages for C{ttl} seconds; L{None} when
-        there is nothing to claim.  Not retried: a 503 may have claimed.
+        there is nothing to claim (after waiting up to C{wait} seconds for
+        something).  Not retried: a 503 may have claimed.
         """
         options = {}
         if ttl is not None:
@@ -682,6 +710,7 @@ class Client:
             self._path("queues", queue, "claims"),
             params=_params(limit=limit, tags=",".join(tags) if tags else None),
             body=options,
+            wait=wait,
         )
         if answer.code == 204:
             return None
@@ -737,10 +766,12 @@ class Client:
         includeClaimed: bool = True,
         tags: Sequence[str] = (),
         pageSize: int = 20,
+        wait: Optional[int] = None,
     ) -> tuple[list[Message], Optional[str]]:
         """
         The messages after C{marker} (all of them, page by page), and the
-        marker to read after them next time.
+        marker to read after them next time.  With C{wait}, the first page
+        waits up to that many seconds for a message.
 
         Every non-empty page carries a C{next} link, whose marker is where
         the following read starts.
@@ -748,8 +779,9 @@ class Client:
         found: list[Message] = []
         while True:
             page = await self.listMessages(
-                queue, pageSize, marker, echo, includeClaimed, False, tags
+                queue, pageSize, marker, echo, includeClaimed, False, tags, wait
             )
+            wait = None
             found += page.items
             if page.nextMarker is not None:
                 marker = page.nextMarker
@@ -764,11 +796,17 @@ class Client:
         echo: bool = True,
         includeClaimed: bool = True,
         tags: Sequence[str] = (),
+        wait: Optional[int] = None,
     ) -> AsyncIterator[Message]:
         """
         The messages posted to C{queue} from now on (or, with C{fromStart},
         those already there first), polling every C{interval} seconds of the
         client's clock.  The iteration ends only when the caller stops it.
+
+        With C{wait}, each read waits on the server up to that many
+        seconds for new messages (long-polling) and the next read follows
+        at once; only a read answered empty sooner than half its wait (a
+        server that does not long-poll) is followed after C{interval}.
         """
 
         async def iterate() -> AsyncIterator[Message]:
@@ -778,15 +816,24 @@ class Client:
                     queue, None, echo, includeClaimed, tags
                 )
             while True:
+                started = self._clock.seconds()
                 messages, marker = await self.readAfter(
-                    queue, marker, echo, includeClaimed, tags
+                    queue, marker, echo, includeClaimed, tags, wait=wait
                 )
                 for message in messages:
                     yield message
-                if not messages:
+                if not messages and not self._waited(started, wait):
                     await deferLater(self._clock, interval, lambda: None)
 
         return iterate()
+
+    def _waited(self, started: float, wait: Optional[int]) -> bool:
+        """
+        Whether an empty answer to a request sent at C{started} with
+        C{wait} came late enough to be the server's deadline: at least half
+        the wait later, by the client's clock.
+        """
+        return bool(wait) and self._clock.seconds() - started >= (wait or 0) / 2
 
 
 def _queueOf(path: str) -> Optional[str]:

@@ -42,6 +42,7 @@ from marconi.cluster import signing
 from marconi.cluster.errors import LOST, REFUSED, REQUEST, NodeUnavailable
 from marconi.cluster.settings import ClusterConfig, Peer
 from marconi.core.errors import ValidationFailed
+from marconi.core.waiting import MAXIMUM_WAIT
 
 # Hop-by-hop headers (RFC 9110 7.6.1), and those the client library sets.
 _HOP = frozenset(
@@ -141,6 +142,23 @@ def _parsed(uri: bytes) -> Target:
         raise NotAPath() from None
     url = DecodedURL.from_text("/").replace(path=segments, query=pairs)
     return Target(tuple(url.path), url.to_uri().to_text().encode("ascii"))
+
+
+_WAIT = re.compile(rb"(?:^|&)wait=([0-9]{1,9})(?=&|$)")
+
+
+def waitOf(path: Target) -> int:
+    """
+    The seconds a request may wait for messages on the node it is sent to
+    (its C{wait} parameter, at most L{MAXIMUM_WAIT}; 0 without one): the
+    time its answer may take beyond the forwarding timeout.  The receiving
+    node checks the parameter; here it only lengthens a timeout.
+    """
+    uri = path.uri
+    if b"wait=" not in uri:
+        return 0
+    found = _WAIT.findall(uri.partition(b"?")[2])
+    return min(int(found[-1]), MAXIMUM_WAIT) if found else 0
 
 
 def pathAndQuery(url: Target) -> bytes:
@@ -366,6 +384,8 @@ class PeerClient:
         @param path: the path and query (from L{target}).
         @param timeout: seconds for the headers and again for the body;
             the configured C{forwardTimeout} and C{bodyTimeout} if L{None}.
+            A request that may wait for messages (L{waitOf}) has that much
+            longer for its headers.
         @return: a L{Deferred} firing with the L{Answer}.  It fails with
             L{NodeUnavailable} when the peer could not be reached, did not
             answer in time or sent a body over the bound (its C{kind} says
@@ -407,7 +427,7 @@ class PeerClient:
         body: bytes,
         timeout: Optional[float],
     ) -> Answer:
-        headerTimeout = timeout or self._config.forwardTimeout
+        headerTimeout = (timeout or self._config.forwardTimeout) + waitOf(path)
         bodyTimeout = timeout or self._config.bodyTimeout
         try:
             # The Agent treq wraps, called directly: treq's request() would

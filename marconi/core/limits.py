@@ -36,6 +36,12 @@ class Limits:
     maxMessagesPerClaim: int = 20
     defaultMessagesPerClaim: int = 10
 
+    # Long-polling (marconi.core.waiting): the most seconds a request may
+    # wait (never more than waiting.MAXIMUM_WAIT), and how many may wait at
+    # once on a node.
+    maxWait: int = 20
+    maxWaiters: int = 10000
+
     # Queues.
     maxQueueNameLength: int = 64
     maxQueueMetadata: int = 65536

@@ -240,6 +240,7 @@ def tail(session: Session, args: argparse.Namespace) -> int:
         fromStart=args.all,
         echo=not args.no_echo,
         tags=args.tag,
+        wait=args.wait,
     ):
         if out.asJSON:
             out.line(m.toJSON())

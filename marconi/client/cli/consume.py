@@ -29,12 +29,18 @@ class Consumer:
     C{--max-attempts} times in this run is not released again: it stays
     claimed until the claim expires, and is skipped.  The claim is renewed
     while a command runs.
+
+    On an empty queue each claim waits on the server up to C{--wait}
+    seconds for a message (long-polling) and the next follows at once; a
+    claim answered empty sooner than half its wait (a server that does not
+    long-poll) is followed after C{--interval}.  C{--drain} never waits.
     """
 
     def __init__(self, session: Session, args: argparse.Namespace) -> None:
         self.client = session.client
         self.out = session.out
         self.sleep = session.sleep
+        self.clock = session.clock
         self.args = args
         self.attempts: dict[str, int] = {}
         self.givenUp: set[str] = set()
@@ -48,18 +54,22 @@ class Consumer:
             total = self.client.queueStats(args.queue).free
         progress = Progress(self.out.err, f"draining {args.queue}", total)
         try:
+            wait = None if args.drain else args.wait
             while True:
+                started = self.clock()
                 claim = self.client.claim(
                     args.queue,
                     ttl=args.ttl,
                     grace=args.grace,
                     limit=args.limit,
                     tags=args.tag,
+                    wait=wait,
                 )
                 if claim is None:
                     if args.drain:
                         break
-                    self.sleep(args.interval)
+                    if not wait or self.clock() - started < wait / 2:
+                        self.sleep(args.interval)
                     continue
                 self.held = claim.id
                 self.handle(claim, progress)

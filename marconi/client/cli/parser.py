@@ -94,6 +94,30 @@ def _command(
     return sub
 
 
+def _waitSeconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= 300:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 300: {text!r}")
+    return value
+
+
+def _wait(parser: argparse.ArgumentParser, what: str) -> None:
+    """
+    The C{--wait} option of the commands that long-poll.
+    """
+    parser.add_argument(
+        "--wait",
+        type=_waitSeconds,
+        default=20,
+        metavar="SECONDS",
+        help=f"seconds the server may hold each request until {what} "
+        "(default 20, the server's usual maximum; 0 polls every --interval)",
+    )
+
+
 def _count(
     parser: argparse.ArgumentParser,
     *flags: str,
@@ -267,6 +291,7 @@ def _claims(subcommands: Any) -> None:
         default=1.0,
         help="seconds between claims when the queue is empty",
     )
+    _wait(p, "there is a message to claim (not with --drain)")
     _count(
         p,
         "--max-attempts",
@@ -281,6 +306,7 @@ def _watching(subcommands: Any) -> None:
     )
     p.add_argument("--all", action="store_true", help="start with those already there")
     p.add_argument("--interval", type=_positive(float), default=1.0)
+    _wait(p, "a new message comes")
     _tags(p, "only messages carrying TAG")
     _noEcho(p)
 

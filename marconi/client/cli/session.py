@@ -17,9 +17,12 @@ class Session:
     @ivar out: where results go.
     @ivar stdin: where C{post} reads messages.
     @ivar sleep: how C{consume} waits between empty claims.
+    @ivar clock: the seconds of a monotonic clock, to tell whether an
+        empty claim waited on the server.
     """
 
     client: Any
     out: Output
     stdin: TextIO
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
