@@ -5,7 +5,7 @@ This module and L{marconi.tap} are the only ones that know every room.
 """
 
 import ipaddress
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional, cast
 from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -117,16 +117,21 @@ class PurgeService(TimerService):
         return d
 
 
-def makeNode(config: Config, reactor: Any) -> MultiService:
+def makeNode(
+    config: Config, reactor: Any, reread: Optional[Callable[[], Config]] = None
+) -> MultiService:
     """
     A node's services: storage first, then the purge job, then (in a
     cluster) the router with its health probes, then the listeners.
+
+    @param reread: reads the configuration again (on SIGHUP, in a cluster).
     """
     node = MultiService()
     store = storageDriverFor(config.storage).makeStore(
         config.storage, reactor, config.durability
     )
     store.setServiceParent(node)
+    homeStore = store
     monitor = observability.makeMonitor(config, reactor)
     if IService.providedBy(monitor):
         monitor.setServiceParent(node)
@@ -168,7 +173,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         router = publicRouter = ClusterRouter(
             config.cluster, reactor, policy, monitor, stores
         )
-        store = OwnedStore(PlacedStore(stores, router.ring), router.together)
+        store = OwnedStore(PlacedStore(stores, router.holder), router.together)
         registry = getattr(monitor, "registry", None)
         if registry is not None:
             registry.register(ClusterCollector(router))
@@ -179,6 +184,10 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
     if router is not None:
         router.setServiceParent(node)
+        from marconi.cluster import rebalance
+
+        rebalancer = rebalance.Rebalancer(router, homeStore, reactor)
+        rebalancer.setServiceParent(node)
     health = HealthCheck(
         store,
         reactor,
@@ -192,10 +201,11 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         nodeRouter = ObservedRouter(nodeRouter, activity)
 
     ringVersion = None
+    clusterRouter = None
     if router is not None:
         # The cluster router itself: makeSite's argument may be a wrapper.
         clusterRouter = router
-        ringVersion = lambda: clusterRouter.ring.version  # noqa: E731
+        ringVersion = lambda: clusterRouter.published.version  # noqa: E731
 
     signedURLs = SignedURLs(config.signedURLKey, reactor)
 
@@ -204,8 +214,15 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         observed = cast(Messaging, ObservedBus(bus, activity))
         api = MarconiAPI(observed, auth, health, router, signedURLs)
         console = Console(activity, auth, config.limits, router)
+        root: Any = Mount(api.resource(), console.resource())
+        if clusterRouter is not None:
+            root = rebalance.HandoverResource(
+                rebalancer,
+                root,
+                nodesOnly=router is not nodeRouter and config.clusterTLS is not None,
+            )
         return MarconiSite(
-            Mount(api.resource(), console.resource()),
+            root,
             maxRequestBody=config.limits.maxMessagesPostSize,
             reactor=reactor,
             monitor=monitor,
@@ -226,6 +243,12 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     if reloader.contexts:
         # Certificates are read again on SIGHUP.
         reloader.setServiceParent(node)
+    if router is not None and reread is not None:
+        # And so is the [cluster] section (after the certificates' handler,
+        # which it calls).
+        from marconi.cluster.reload import ClusterReloader
+
+        ClusterReloader(reactor, reread, rebalancer.reconfigure).setServiceParent(node)
     for listener in listeners:
         endpoint = AnnouncedEndpoint(listener, trustsHeaders=auth.trustsHeaders)
         StreamServerEndpointService(endpoint, site).setServiceParent(node)
