@@ -85,7 +85,8 @@ from marconi.core.errors import MarconiError
 log = Logger()
 
 #: The project of the health probes' queues, never moved (they are
-#: deleted right after they are made).
+#: deleted right after they are made); reserved queues (named C{~...})
+#: are never moved either.
 _PROBE_PROJECT = "marconi health probe"
 #: The largest part of a handover (bytes of JSON), under any node's limit
 #: on request bodies.
@@ -123,9 +124,13 @@ def _prepare(c: sqlite3.Connection) -> list:
 
 
 def _scan(c: sqlite3.Connection) -> list:
+    # Reserved queues (C{~audit}, the node's own audit river) stay with
+    # their node, like the health probes' queues.
     return c.execute(
         "SELECT project, name FROM queues WHERE project != ? "
-        "UNION SELECT DISTINCT project, queue FROM messages WHERE project != ?",
+        "AND substr(name, 1, 1) != '~' "
+        "UNION SELECT DISTINCT project, queue FROM messages WHERE project != ? "
+        "AND substr(queue, 1, 1) != '~'",
         (_PROBE_PROJECT, _PROBE_PROJECT),
     ).fetchall()
 
@@ -174,7 +179,7 @@ def _export(c: sqlite3.Connection, project: str, queue: str) -> Optional[dict]:
         (project, queue),
     ).fetchall()
     return {
-        "queue": None if row is None else list(row),
+        "row": None if row is None else list(row),
         "last": None if last is None else last[0],
         "messages": [list(m) for m in messages],
         "claims": [list(cl) for cl in claims],
@@ -253,10 +258,10 @@ def _import(
     c.execute("DELETE FROM messages WHERE project = ? AND queue = ?", pair)
     c.execute("DELETE FROM claims WHERE project = ? AND queue = ?", pair)
     c.execute("DELETE FROM queues WHERE project = ? AND name = ?", pair)
-    if first["queue"] is not None:
+    if first["row"] is not None:
         c.execute(
             "INSERT INTO queues (project, name, metadata, created) VALUES (?, ?, ?, ?)",
-            (*pair, *first["queue"]),
+            (*pair, *first["row"]),
         )
     if first["last"] is not None:
         c.execute(

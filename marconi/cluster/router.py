@@ -166,6 +166,12 @@ class ClusterRouter(MultiService):
             theirs=version,
             mine=self.ring.version,
         )
+        self._learnRing(name, version)
+
+    def _learnRing(self, name: str, version: str) -> None:
+        """
+        Fetch the ring of peer C{name} unless it is known or being fetched.
+        """
         if version not in self.peerRings:
             self.peerRings[version] = None
             Deferred.fromCoroutine(self._fetchRing(name, version))
@@ -210,6 +216,7 @@ class ClusterRouter(MultiService):
                 continue
             theirs = self.peerRings.get(version)
             if theirs is None:
+                self._learnRing(state.peer.name, version)
                 return True
             if owner is None:
                 owner = self.ring.owner(ringKey)
