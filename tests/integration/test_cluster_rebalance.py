@@ -399,3 +399,51 @@ class GrowAndShrinkTests(RebalanceTestCase):
         await self.waitUntil(lambda: self.settled(new.version), "the move")
         await self.check(Traffic(self), claims, before)
         self.holdsOnly(new, "abc")
+
+
+class MismatchTests(RebalanceTestCase):
+    async def test_wrongRing(self) -> None:
+        """
+        A node started with a ring its peers do not share says so in its
+        log and its health, and neither it nor its peers serve the queues
+        the two rings place differently (503 with Retry-After), while the
+        queues both rings agree on are served; once its configuration is
+        fixed and it gets SIGHUP, it serves them again.
+        """
+        self.writeConfig({"a": 1, "b": 1, "c": 1})
+        await self.startNode("a")
+        await self.startNode("b")
+        self.config = os.path.join(self.root, "wrong.ini")
+        self.writeConfig({"a": 1, "b": 1, "c": 2})
+        await self.startNode("c")
+        good, wrong = Ring(["a", "b", "c"]), Ring({"a": 1, "b": 1, "c": 2})
+        disputed = next(
+            f"d{i}"
+            for i in range(1000)
+            if wrong.owner(key(PROJECT, f"d{i}")) == "c"
+            and good.owner(key(PROJECT, f"d{i}")) != "c"
+        )
+        agreed = next(
+            f"e{i}"
+            for i in range(1000)
+            if wrong.owner(key(PROJECT, f"e{i}")) == good.owner(key(PROJECT, f"e{i}"))
+        )
+
+        async def reported() -> bool:
+            r, doc = await self.call("c", "GET", "/v2/health")
+            return doc["cluster"].get("ring_mismatch") == ["a", "b"]
+
+        await self.waitUntil(reported, "c reports the mismatch")
+        self.assertIn("RING MISMATCH", self.nodes["c"].log())
+        body = {"messages": [{"body": 1}]}
+        for name in "ca":
+            r, doc = await self.call(
+                name, "POST", f"/v2/queues/{disputed}/messages", body
+            )
+            self.assertEqual(r.code, 503, doc)
+            self.assertEqual(r.headers.getRawHeaders("retry-after"), ["1"])
+        await self.retrying("c", "POST", f"/v2/queues/{agreed}/messages", body)
+        self.writeConfig({"a": 1, "b": 1, "c": 1})
+        self.nodes["c"].signal("HUP")
+        await self.waitUntil(lambda: self.settled(good.version), "the rings agree")
+        await self.retrying("c", "POST", f"/v2/queues/{disputed}/messages", body)
