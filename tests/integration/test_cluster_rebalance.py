@@ -9,17 +9,19 @@ import json
 import os
 import random
 import sqlite3
+import sys
 
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from marconi.cluster.ring import Ring, key
 from tests.integration.test_cluster import freePort
-from tests.nodeprocess import NodeProcess
+from tests.nodeprocess import ROOT, NodeProcess, environment
 
 CLIENT = "5b0c3d1e-2f4a-4c6b-8d7e-9f0a1b2c3d4e"
 PROJECT = "grow"
@@ -435,6 +437,26 @@ class MismatchTests(RebalanceTestCase):
 
         await self.waitUntil(reported, "c reports the mismatch")
         self.assertIn("RING MISMATCH", self.nodes["c"].log())
+        env = {k: v for k, v in environment().items() if not k.startswith("MARCONI_")}
+        env["MARCONI_URL"] = self.nodes["c"].url
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "marconi.client.cli", "ring", "--json"],
+            env=env,
+            path=ROOT,
+        )
+        self.assertEqual(code, 0, err)
+        shown = json.loads(out)
+        self.assertEqual(shown["version"], wrong.version)
+        self.assertEqual(shown["ring_mismatch"], ["a", "b"])
+        self.assertEqual(
+            {n["name"]: n["ring_version"] for n in shown["nodes"]},
+            {"a": good.version, "b": good.version, "c": None},
+        )
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-m", "marconi.client.cli", "ring"], env=env, path=ROOT
+        )
+        self.assertIn(b"RING MISMATCH: a routes by " + good.version.encode(), err)
         body = {"messages": [{"body": 1}]}
         for name in "ca":
             r, doc = await self.call(
