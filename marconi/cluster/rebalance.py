@@ -79,7 +79,7 @@ from twisted.web.server import NOT_DONE_YET
 from marconi.cluster import signing
 from marconi.cluster.errors import NodeUnavailable
 from marconi.cluster.forward import pathAndQuery, target
-from marconi.cluster.ring import key
+from marconi.cluster.ring import Ring, key
 from marconi.core.errors import MarconiError
 
 log = Logger()
@@ -100,6 +100,8 @@ _SCHEMA = (
     " project TEXT NOT NULL, queue TEXT NOT NULL,"
     " direction TEXT NOT NULL, peer TEXT NOT NULL,"
     " PRIMARY KEY (project, queue)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS cluster_state ("
+    " name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS cluster_parts ("
     " project TEXT NOT NULL, queue TEXT NOT NULL, part INTEGER NOT NULL,"
     " doc TEXT NOT NULL, PRIMARY KEY (project, queue, part)) WITHOUT ROWID",
@@ -115,12 +117,25 @@ _MESSAGE_COLUMNS = (
 # store's transaction.
 
 
-def _prepare(c: sqlite3.Connection) -> list:
+def _prepare(c: sqlite3.Connection) -> tuple:
+    """
+    The moves in progress, and the ring last published (or L{None}).
+    """
     for statement in _SCHEMA:
         c.execute(statement)
-    return c.execute(
+    moves = c.execute(
         "SELECT project, queue, direction, peer FROM cluster_moves"
     ).fetchall()
+    row = c.execute("SELECT value FROM cluster_state WHERE name = 'published'")
+    published = row.fetchone()
+    return moves, None if published is None else json.loads(published[0])
+
+
+def _publish(c: sqlite3.Connection, description: dict) -> None:
+    c.execute(
+        "INSERT OR REPLACE INTO cluster_state (name, value) VALUES ('published', ?)",
+        (json.dumps(description),),
+    )
 
 
 def _scan(c: sqlite3.Connection) -> list:
@@ -327,6 +342,7 @@ class Rebalancer(Service):
         self._run = getattr(store, "_run", None) if hasattr(store, "path") else None
         self._running = False
         self._again = False
+        self._savedVersion: Optional[str] = None
         self.ready = False
         if self._run is not None:
             router.onRingChange = self.kick
@@ -343,7 +359,19 @@ class Rebalancer(Service):
             )
 
     async def _start(self) -> None:
-        rows = await self._run(_prepare)
+        rows, published = await self._run(_prepare)
+        self._savedVersion = None if published is None else published.get("version")
+        if (
+            published is not None
+            and published.get("version") != self.router.ring.version
+        ):
+            # Started with another ring than the one last published (a
+            # restart in the middle of a change): keep telling the peers
+            # the old one until the moves are announced.
+            try:
+                self.router.published = Ring.fromDescription(published)
+            except ValueError:
+                log.warn("The ring last published cannot be read again")
         for project, queue, direction, peer in rows:
             moves = self.router.outgoing if direction == "out" else self.router.incoming
             moves[key(project, queue)] = peer
@@ -444,7 +472,10 @@ class Rebalancer(Service):
             for project, queue in answer.get("have", []):
                 await self._run(_drop, project, queue)
                 router.outgoing.pop(key(project, queue), None)
-        if router.published is not ring:
+        if self._savedVersion != ring.version:
+            await self._run(_publish, ring.describe())
+            self._savedVersion = ring.version
+        if router.published.version != ring.version:
             router.published = ring
             log.info(
                 "Publishing ring {version}; {count} queues to hand over",

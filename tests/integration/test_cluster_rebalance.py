@@ -394,6 +394,12 @@ class GrowAndShrinkTests(RebalanceTestCase):
         await self.nodes["a"].kill()
         await self.startNode("a")
         await self.waitUntil(self.logShows("a", "Resuming the moves of"), "resumed")
+        # Until c took the announcement, a still tells its peers the old
+        # ring, so that c does not serve c's new queues from nothing.
+        r, _ = await self.call("a", "GET", "/v2/ping")
+        self.assertEqual(
+            r.headers.getRawHeaders("x-marconi-ring-version"), [old.version]
+        )
         await self.startNode("c")
         await self.waitUntil(self.logShows("c", "Took queue"), "c took a queue")
         await self.nodes["c"].kill()
