@@ -56,13 +56,18 @@ class Traffic:
     def _error(self, code: int) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
 
+    async def _post(self, path: str, body: dict) -> tuple:
+        """
+        POST to C{path} (with C{{queue}} filled in with a random queue)
+        through a random node.
+        """
+        path = path.format(queue=random.choice(QUEUES))
+        return await self.case.call(self.case.anyNode(), "POST", path, body)
+
     async def _produce(self) -> None:
         while self.running:
-            queue = random.choice(QUEUES)
-            r, body = await self.case.call(
-                self.case.anyNode(),
-                "POST",
-                f"/v2/queues/{queue}/messages",
+            r, body = await self._post(
+                "/v2/queues/{queue}/messages",
                 {"messages": [{"body": {"n": 1}, "ttl": 3600}]},
             )
             if r.code == 201:
@@ -73,12 +78,8 @@ class Traffic:
 
     async def _consume(self) -> None:
         while self.running:
-            queue = random.choice(QUEUES)
-            r, body = await self.case.call(
-                self.case.anyNode(),
-                "POST",
-                f"/v2/queues/{queue}/claims?limit=3",
-                {"ttl": 300, "grace": 60},
+            r, body = await self._post(
+                "/v2/queues/{queue}/claims?limit=3", {"ttl": 300, "grace": 60}
             )
             if r.code == 201:
                 for message in body["messages"]:
@@ -201,6 +202,20 @@ class RebalanceTestCase(TestCase):
             ):
                 return False
         return True
+
+    async def ringCommand(self, name: str, *args: str) -> tuple:
+        """
+        Run C{marconi ring} against node C{name}: its output, errors and
+        exit code.
+        """
+        env = {k: v for k, v in environment().items() if not k.startswith("MARCONI_")}
+        env["MARCONI_URL"] = self.nodes[name].url
+        return await getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "marconi.client.cli", "ring", *args],
+            env=env,
+            path=ROOT,
+        )
 
     def logShows(self, name: str, text: str):
         async def condition() -> bool:
@@ -443,14 +458,7 @@ class MismatchTests(RebalanceTestCase):
 
         await self.waitUntil(reported, "c reports the mismatch")
         self.assertIn("RING MISMATCH", self.nodes["c"].log())
-        env = {k: v for k, v in environment().items() if not k.startswith("MARCONI_")}
-        env["MARCONI_URL"] = self.nodes["c"].url
-        out, err, code = await getProcessOutputAndValue(
-            sys.executable,
-            ["-m", "marconi.client.cli", "ring", "--json"],
-            env=env,
-            path=ROOT,
-        )
+        out, err, code = await self.ringCommand("c", "--json")
         self.assertEqual(code, 0, err)
         shown = json.loads(out)
         self.assertEqual(shown["version"], wrong.version)
@@ -459,9 +467,7 @@ class MismatchTests(RebalanceTestCase):
             {n["name"]: n["ring_version"] for n in shown["nodes"]},
             {"a": good.version, "b": good.version, "c": None},
         )
-        out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-m", "marconi.client.cli", "ring"], env=env, path=ROOT
-        )
+        out, err, code = await self.ringCommand("c")
         self.assertIn(b"RING MISMATCH: a routes by " + good.version.encode(), err)
         body = {"messages": [{"body": 1}]}
         for name in "ca":
