@@ -5,7 +5,7 @@ This module and L{marconi.tap} are the only ones that know every room.
 """
 
 import ipaddress
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -119,10 +119,14 @@ class PurgeService(TimerService):
         return d
 
 
-def makeNode(config: Config, reactor: Any) -> MultiService:
+def makeNode(
+    config: Config, reactor: Any, reread: Optional[Callable[[], Config]] = None
+) -> MultiService:
     """
     A node's services: storage first, then the purge job, then (in a
     cluster) the router with its health probes, then the listeners.
+
+    @param reread: reads the configuration again (on SIGHUP, in a cluster).
     """
     node = MultiService()
     store = storageDriverFor(config.storage).makeStore(
@@ -131,6 +135,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     # The store stops only once the audit river's writes in flight are done.
     storage = audit.RiverService(store)
     storage.setServiceParent(node)
+    homeStore = store
     monitor = observability.makeMonitor(config, reactor)
     if IService.providedBy(monitor):
         monitor.setServiceParent(node)
@@ -172,7 +177,7 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         router = publicRouter = ClusterRouter(
             config.cluster, reactor, policy, monitor, stores
         )
-        store = OwnedStore(PlacedStore(stores, router.ring), router.together)
+        store = OwnedStore(PlacedStore(stores, router.holder), router.together)
         registry = getattr(monitor, "registry", None)
         if registry is not None:
             registry.register(ClusterCollector(router))
@@ -184,6 +189,10 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     PurgeService(bus, config.purgeInterval, reactor).setServiceParent(node)
     if router is not None:
         router.setServiceParent(node)
+        from marconi.cluster import rebalance
+
+        rebalancer = rebalance.Rebalancer(router, homeStore, reactor)
+        rebalancer.setServiceParent(node)
     storage.river = river
     health = HealthCheck(
         store,
@@ -199,10 +208,11 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
         nodeRouter = ObservedRouter(nodeRouter, activity)
 
     ringVersion = None
+    clusterRouter = None
     if router is not None:
         # The cluster router itself: makeSite's argument may be a wrapper.
         clusterRouter = router
-        ringVersion = lambda: clusterRouter.ring.version  # noqa: E731
+        ringVersion = lambda: clusterRouter.published.version  # noqa: E731
 
     signedURLs = SignedURLs(config.signedURLKey, reactor)
     extensions = Extensions.start(
@@ -223,8 +233,15 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     def makeSite(router: Optional[IRouter]) -> MarconiSite:
         api = MarconiAPI(bus, auth, health, router, signedURLs, extensions)
         console = Console(activity, auth, config.limits, router)
+        root: Any = Mount(api.resource(), {b"console": console.resource(), **mounts})
+        if clusterRouter is not None:
+            root = rebalance.HandoverResource(
+                rebalancer,
+                root,
+                nodesOnly=router is not nodeRouter and config.clusterTLS is not None,
+            )
         return MarconiSite(
-            Mount(api.resource(), {b"console": console.resource(), **mounts}),
+            root,
             maxRequestBody=config.limits.maxMessagesPostSize,
             reactor=reactor,
             monitor=monitor,
@@ -245,6 +262,12 @@ def makeNode(config: Config, reactor: Any) -> MultiService:
     if reloader.contexts:
         # Certificates are read again on SIGHUP.
         reloader.setServiceParent(node)
+    if router is not None and reread is not None:
+        # And so is the [cluster] section (after the certificates' handler,
+        # which it calls).
+        from marconi.cluster.reload import ClusterReloader
+
+        ClusterReloader(reactor, reread, rebalancer.reconfigure).setServiceParent(node)
     for listener in listeners:
         endpoint = AnnouncedEndpoint(listener, trustsHeaders=auth.trustsHeaders)
         StreamServerEndpointService(endpoint, site).setServiceParent(node)

@@ -135,24 +135,25 @@ class Options(usage.Options):
 
         from marconi import kernel
 
+        overrides = {
+            "listen": self["listen"],
+            "storage": self["storage"],
+            "auth": self["auth"],
+            "node_name": self["node-name"],
+            "cluster_nodes": self["cluster-node"],
+            "cluster_secret_file": self["cluster-secret-file"],
+            "cluster_ca": self["cluster-ca"],
+            "node_cert": self["node-cert"],
+            "node_key": self["node-key"],
+            "cluster_listen": self["cluster-listen"],
+            "cluster_ring": self["cluster-ring"],
+            "cluster_stores": self["cluster-store"],
+        }
+        path = self["config"]
+        # SIGHUP reads the file again with the same command line.
+        self.reread = lambda: configuration.load(path, overrides)
         try:
-            loaded = configuration.load(
-                self["config"],
-                {
-                    "listen": self["listen"],
-                    "storage": self["storage"],
-                    "auth": self["auth"],
-                    "node_name": self["node-name"],
-                    "cluster_nodes": self["cluster-node"],
-                    "cluster_secret_file": self["cluster-secret-file"],
-                    "cluster_ca": self["cluster-ca"],
-                    "node_cert": self["node-cert"],
-                    "node_key": self["node-key"],
-                    "cluster_listen": self["cluster-listen"],
-                    "cluster_ring": self["cluster-ring"],
-                    "cluster_stores": self["cluster-store"],
-                },
-            )
+            loaded = self.reread()
         except configuration.ConfigError as e:
             raise usage.UsageError(str(e)) from None
         for description in loaded.listen:
@@ -201,7 +202,7 @@ def makeService(options: Options, reactor: Optional[IReactorCore] = None) -> ISe
     from marconi.kernel import makeNode
     from marconi.observability import wiring
 
-    node = makeNode(options.loaded, reactor)
+    node = makeNode(options.loaded, reactor, getattr(options, "reread", None))
     observer = wiring.makeLogObserver(options.loaded)
     if observer is None:
         return node

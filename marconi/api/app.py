@@ -916,6 +916,8 @@ class MarconiAPI:
         identity.challenge(request, error)
         policy = versions.forPath(request.path)
         code = policy.status(error, statusOf(error))
+        for name, value in getattr(error, "headers", {}).items():
+            request.setHeader(name, value)
         self._recordRefusal(request, code, policy.title(error))
         if code == 406 and not policy.routingDescriptions:
             request.setResponseCode(code)

@@ -28,3 +28,57 @@ class NodeUnavailable(StorageUnavailable):
         super().__init__(f"Cluster node {node} {why}; retry when it is back.")
         self.node = node
         self.kind = kind
+
+
+#: The header of a 503 that names the node holding a queue now, to which
+#: the node that forwarded the request sends it once more.
+HELD_BY = b"x-marconi-held-by"
+
+
+class _Retry(StorageUnavailable):
+    """
+    A 503 that asks the client to try again in a second (C{headers} are
+    set on the answer).
+    """
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.headers = {b"retry-after": b"1"}
+
+
+class QueueMoving(_Retry):
+    """
+    The queue is being copied to its new owner right now (a second or so).
+    """
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(
+            f"Queue {queue} is moving to another node of the cluster; retry in a "
+            "second."
+        )
+
+
+class RingMismatch(_Retry):
+    """
+    Another node routes by a ring that places the queue elsewhere: neither
+    serves it until their rings agree.
+    """
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(
+            f"The nodes of the cluster disagree on which node holds queue {queue} "
+            "(their rings differ); retry in a second."
+        )
+
+
+class QueueElsewhere(_Retry):
+    """
+    A forwarded request reached a node that does not hold the queue; the
+    answer names the node that does.
+    """
+
+    def __init__(self, queue: str, node: str) -> None:
+        super().__init__(
+            f"Queue {queue} is held by cluster node {node}; retry in a second."
+        )
+        self.headers[HELD_BY] = node.encode("ascii")

@@ -41,6 +41,7 @@ log = Logger()
 
 UNKNOWN, UP, DOWN = "unknown", "up", "down"
 _PING = target(b"/v2/ping")
+_RING_VERSION = b"x-marconi-ring-version"
 
 
 @dataclass
@@ -50,6 +51,8 @@ class PeerState:
     failures: int = 0
     since: Optional[float] = None
     error: Optional[str] = None
+    #: The ring version the peer's last answer carried.
+    ringVersion: Optional[str] = None
 
 
 class Membership(Service):
@@ -66,6 +69,24 @@ class Membership(Service):
         }
         self._loop: Optional[LoopingCall] = None
         self._running: Optional[Deferred] = None
+        #: Called with C{(name, version)} when a peer's ring version changes.
+        self.onRingVersion: Any = None
+
+    def reconfigure(self, config: ClusterConfig) -> None:
+        """
+        The node list changed: probe the new peers, forget the removed
+        ones, and keep what is known of the others.
+        """
+        self._config = config
+        states = {}
+        for p in config.nodes:
+            if p.name == config.nodeName:
+                continue
+            state = self.states.get(p.name)
+            if state is None or state.peer != p:
+                state = PeerState(p)
+            states[p.name] = state
+        self.states = states
 
     def startService(self) -> None:
         super().startService()
@@ -115,6 +136,13 @@ class Membership(Service):
             return
         if answer.code == 204:
             self.reportAnswer(state.peer.name)
+            version = answer.headers.getRawHeaders(_RING_VERSION, [None])[0]
+            if version is not None:
+                version = version.decode("ascii", "replace")
+            if version != state.ringVersion:
+                state.ringVersion = version
+                if self.onRingVersion is not None:
+                    self.onRingVersion(state.peer.name, version)
         else:
             self._failed(state, f"ping answered {answer.code}", self._config.downAfter)
 

@@ -28,7 +28,6 @@ from typing import Any
 from twisted.logger import Logger
 
 from marconi.cluster.errors import NodeUnavailable
-from marconi.cluster.ring import key
 from marconi.core.errors import ValidationFailed
 
 log = Logger()
@@ -64,12 +63,17 @@ class PlacedStore:
     (listings, counts, purges, pings) to this node's home store.
 
     @param stores: the L{marconi.cluster.stores.ClusterStores}.
-    @param ring: the L{marconi.cluster.ring.Ring}.
+    @param holder: C{holder(project, queue)} names the node whose store
+        holds the queue (L{marconi.cluster.router.ClusterRouter.holder}:
+        its owner on the ring, or the node handing it over), and raises
+        a 503 while the queue is being copied.  It is asked on every call,
+        so a store call issued after a queue was frozen for its copy never
+        reaches the old copy.
     """
 
-    def __init__(self, stores: Any, ring: Any) -> None:
+    def __init__(self, stores: Any, holder: Any) -> None:
         self._stores = stores
-        self._ring = ring
+        self._holder = holder
 
     def storeFor(self, project: str, queue: str) -> Any:
         """
@@ -78,7 +82,7 @@ class PlacedStore:
         @raise NodeUnavailable: this node cannot open it (the router sends
             no such request here, unless the ring changed under it).
         """
-        owner = self._ring.owner(key(project, queue))
+        owner = self._holder(project, queue)
         store = self._stores.storeOf(owner)
         if store is None:
             raise NodeUnavailable(owner, "holds this queue in a store only it opens")

@@ -16,7 +16,13 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from marconi.cluster import signing
-from marconi.cluster.errors import NodeUnavailable
+from marconi.cluster.errors import (
+    HELD_BY,
+    NodeUnavailable,
+    QueueElsewhere,
+    QueueMoving,
+    RingMismatch,
+)
 from marconi.cluster.forward import (
     Answer,
     PeerClient,
@@ -73,6 +79,23 @@ class ClusterRouter(MultiService):
         self.config = config
         self.monitor = NullMonitor() if monitor is None else monitor
         self.ring = Ring.fromSettings(config)
+        #: The ring this node tells peers and clients it routes by (sent on
+        #: every answer): L{ring}, except while a new ring's moves are
+        #: being announced (see L{marconi.cluster.rebalance}).
+        self.published = self.ring
+        #: The rings of peers whose version differs from L{ring}, by version
+        #: (L{None} while not fetched yet).
+        self.peerRings: dict = {}
+        #: Queues this node holds but no longer owns, by ring key: the node
+        #: they are being handed to.
+        self.outgoing: dict = {}
+        #: Queues this node owns whose previous owner still holds them, by
+        #: ring key: that node.
+        self.incoming: dict = {}
+        #: Ring keys of queues being copied to their new owner right now.
+        self.frozen: set = set()
+        #: Called with no argument after the ring changed.
+        self.onRingChange: Any = None
         self.client = PeerClient(config, reactor, tlsPolicy)
         self.signer = signing.Signer(config.nodeName, config.secret, reactor)
         self.verifier = signing.Verifier(
@@ -84,6 +107,7 @@ class ClusterRouter(MultiService):
             config.maxNonces,
         )
         self.membership = Membership(config, self.client, reactor)
+        self.membership.onRingVersion = self._peerRingVersion
         self.membership.setServiceParent(self)
         self.stores = stores
         #: Requests this node served as a stand-in, by the down owner.
@@ -95,6 +119,136 @@ class ClusterRouter(MultiService):
     async def _stop(self) -> None:
         await super().stopService()
         await self.client.close()
+
+    def reconfigure(self, config: ClusterConfig) -> bool:
+        """
+        Take a new configuration of the cluster (read again on SIGHUP): the
+        ring is swapped in one step, the old and the new ring are logged,
+        and the peers are probed as the new node list says.
+
+        @return: whether the ring changed.
+        """
+        old, new = self.ring, Ring.fromSettings(config)
+        self.config = config
+        self.verifier.setNodes(config.names)
+        self.client._config = config
+        self.membership.reconfigure(config)
+        if new.version == old.version:
+            log.info(
+                "Cluster configuration read again; the ring {version} is unchanged",
+                version=old.version,
+            )
+            return False
+        self.ring = new
+        log.warn(
+            "The ring changed from {old} ({oldNodes}) to {new} ({newNodes})",
+            old=old.version,
+            oldNodes=_nodeList(old),
+            new=new.version,
+            newNodes=_nodeList(new),
+        )
+        if self.onRingChange is not None:
+            self.onRingChange()
+        else:
+            self.published = new
+        return True
+
+    def _peerRingVersion(self, name: str, version: Optional[str]) -> None:
+        """
+        A peer's probe answered with another ring version than before.
+        """
+        if version is None or version == self.ring.version:
+            if version is not None:
+                log.info("Node {node} routes by the same ring again", node=name)
+            return
+        log.error(
+            "RING MISMATCH: node {node} routes by ring {theirs}, this node by "
+            "{mine}; queues the two rings place differently are refused "
+            "until they agree (check the [cluster] nodes of both)",
+            node=name,
+            theirs=version,
+            mine=self.ring.version,
+        )
+        self._learnRing(name, version)
+
+    def _learnRing(self, name: str, version: str) -> None:
+        """
+        Fetch the ring of peer C{name} unless it is known or being fetched.
+        """
+        if version not in self.peerRings:
+            self.peerRings[version] = None
+            Deferred.fromCoroutine(self._fetchRing(name, version))
+
+    async def _fetchRing(self, name: str, version: str) -> None:
+        try:
+            answer = await self._call(name, b"GET", target(b"/v2/ring"), Headers(), b"")
+            ring = Ring.fromDescription(json.loads(answer.body))
+        except (NodeUnavailable, ValueError, TypeError) as e:
+            log.warn(
+                "Could not read the ring of node {node}: {error}",
+                node=name,
+                error=str(e),
+            )
+            self.peerRings.pop(version, None)
+            return
+        self.peerRings[ring.version] = ring
+
+    def mismatched(self) -> list:
+        """
+        The peers that answered with another ring version than this node's.
+        """
+        mine = self.ring.version
+        return sorted(
+            name
+            for name, state in self.membership.states.items()
+            if state.state != DOWN
+            and state.ringVersion is not None
+            and state.ringVersion != mine
+        )
+
+    def disagrees(self, ringKey: str) -> bool:
+        """
+        Whether a live peer routes by a ring that places C{ringKey} on
+        another node than this node's ring does (or by a ring not read yet).
+        """
+        mine = self.ring.version
+        owner = None
+        for state in self.membership.states.values():
+            version = state.ringVersion
+            if version is None or version == mine or state.state == DOWN:
+                continue
+            theirs = self.peerRings.get(version)
+            if theirs is None:
+                self._learnRing(state.peer.name, version)
+                return True
+            if owner is None:
+                owner = self.ring.owner(ringKey)
+            if theirs.owner(ringKey) != owner:
+                return True
+        return False
+
+    def holder(self, project: str, queue: str) -> str:
+        """
+        The node whose store holds C{queue} of C{project}: this node for a
+        queue it is handing over, the previous owner for one it is waiting
+        for, else the owner on the ring.
+
+        @raise QueueMoving: the queue is being copied right now.
+        @raise RingMismatch: a peer's ring places it elsewhere.
+        """
+        ringKey = key(project, queue)
+        if self.outgoing:
+            if ringKey in self.frozen:
+                raise QueueMoving(queue)
+            if ringKey in self.outgoing:
+                return self.config.nodeName
+        if self.disagrees(ringKey):
+            raise RingMismatch(queue)
+        if self.incoming:
+            previous = self.incoming.get(ringKey)
+            if previous is not None:
+                return previous
+        return self.ring.owner(ringKey)
 
     # IRouter
 
@@ -138,7 +292,9 @@ class ClusterRouter(MultiService):
             segments = segments[:1] + segments[3:]
         if len(segments) >= 3 and segments[1] == "queues":
             if not self.serves(project, segments[2]):
-                raise signing.BadSignature("it is for a queue this node cannot serve")
+                # The sender's view of the ring is behind: say where the
+                # queue is (it forwards once more there).
+                raise QueueElsewhere(segments[2], self.holder(project, segments[2]))
 
     def owns(self, project: str, queue: str) -> bool:
         """
@@ -155,9 +311,11 @@ class ClusterRouter(MultiService):
         queue, from the same store, whose atomic operations keep claims
         exclusive (see docs/cluster.rst).
         """
-        owner = self.ring.owner(key(project, queue))
+        owner = self.holder(project, queue)
         if owner == self.config.nodeName:
             return True
+        if key(project, queue) in self.incoming:
+            return False
         return self.stores is not None and self.stores.storeOf(owner) is not None
 
     def together(self, project: str, queue: str, other: str) -> bool:
@@ -176,10 +334,12 @@ class ClusterRouter(MultiService):
         return self.stores is not None and self.stores.reachable(owner)
 
     def route(self, project: str, queue: str) -> Optional[str]:
-        successors = self.ring.successors(key(project, queue))
-        owner = successors[0]
+        owner = self.holder(project, queue)
         if owner == self.config.nodeName:
             return None
+        if key(project, queue) in self.incoming:
+            return owner
+        successors = self.ring.successors(key(project, queue))
         if self.membership.isUp(owner):
             return owner
         if not self.standInFor(owner):
@@ -203,6 +363,19 @@ class ClusterRouter(MultiService):
         signed = self.signer.headers(method, pathAndQuery(path), body, project, owner)
         headers = forwardHeaders(request.requestHeaders, signed)
         answer = await self._call(owner, method, path, headers, body)
+        moved = answer.headers.getRawHeaders(HELD_BY)
+        if answer.code == 503 and moved:
+            # The queue moved since this node's view: once more, there.
+            there = moved[0].decode("ascii", "replace")
+            if there in self.config.names and there not in (
+                owner,
+                self.config.nodeName,
+            ):
+                signed = self.signer.headers(
+                    method, pathAndQuery(path), body, project, there
+                )
+                headers = forwardHeaders(request.requestHeaders, signed)
+                answer = await self._call(there, method, path, headers, body)
         relayHeaders(answer, request)
         return answer.body
 
@@ -537,7 +710,7 @@ class ClusterRouter(MultiService):
         clients reach it at.
         """
         urls = {p.name: p.clientURL for p in self.config.nodes}
-        doc = self.ring.describe()
+        doc = self.published.describe()
         doc["node"] = self.config.nodeName
         doc["nodes"] = [dict(n, url=urls[n["name"]]) for n in doc["nodes"]]
         return doc
@@ -550,7 +723,7 @@ class ClusterRouter(MultiService):
                 "name": peer.name,
                 "url": peer.url,
                 "weight": peer.weight,
-                "share": round(shares[peer.name], 4),
+                "share": round(shares.get(peer.name, 0.0), 4),
                 "store": self.stores is not None
                 and self.stores.storeOf(peer.name) is not None,
             }
@@ -560,6 +733,7 @@ class ClusterRouter(MultiService):
                 state = self.membership.states[peer.name]
                 entry["state"] = state.state
                 entry["since"] = state.since
+                entry["ring_version"] = state.ringVersion
                 if state.error:
                     entry["error"] = state.error
                 if state.state == DOWN:
@@ -577,7 +751,21 @@ class ClusterRouter(MultiService):
         }
         if self.stores is not None:
             doc["stores"] = self.stores.describe()
+        mismatched = self.mismatched()
+        if mismatched:
+            doc["ring_mismatch"] = mismatched
+        doc["moves"] = {
+            "published_version": self.published.version,
+            "outgoing": len(self.outgoing),
+            "incoming": len(self.incoming),
+            "copying": len(self.frozen),
+            "draining": self.config.draining,
+        }
         return doc
+
+
+def _nodeList(ring: Ring) -> str:
+    return ", ".join(f"{name}={weight}" for name, weight in ring.weights.items())
 
 
 class Listing(tuple):

@@ -134,15 +134,25 @@ class ClusterConfig:
     @property
     def weights(self) -> dict:
         """
-        Each node's weight on the ring, by name.
+        Each node's weight on the ring, by name; nodes of weight 0
+        (draining: members that own no queue) are left out.
         """
-        return {p.name: p.weight for p in self.nodes}
+        return {p.name: p.weight for p in self.nodes if p.weight}
+
+    @property
+    def draining(self) -> bool:
+        """
+        Whether this node has weight 0: it owns no queue and hands every
+        queue it holds to its owner (see L{marconi.cluster.rebalance}).
+        """
+        return self.peer(self.nodeName).weight == 0
 
 
 def parseNode(text: str) -> Peer:
     """
     Parse C{NAME=URL}, optionally followed (after spaces, in any order) by
-    C{weight=W}, an integer from 1 to 1000 (1 when not given), and
+    C{weight=W}, an integer from 0 to 1000 (1 when not given; 0 is a
+    draining node, a member that owns no queue), and
     C{public=URL}, the base URL clients reach the node at.
 
     @raise ClusterConfigError: if the name, a URL, the weight or a word is
@@ -170,10 +180,10 @@ def parseNode(text: str) -> Peer:
     weight = 1
     if "weight" in options:
         found = _WEIGHT.fullmatch("weight=" + options["weight"])
-        if not found or not 1 <= int(found.group(1)) <= 1000:
+        if not found or not 0 <= int(found.group(1)) <= 1000:
             raise ClusterConfigError(
                 f"cluster node {name}: 'weight={options['weight']}' is not "
-                "weight=W with W an integer from 1 to 1000"
+                "weight=W with W an integer from 0 (draining) to 1000"
             )
         weight = int(found.group(1))
     public = None
@@ -323,6 +333,8 @@ def build(
         if storeOf.get(name, uri) != uri:
             raise ClusterConfigError(f"cluster store of {name} is given twice")
         storeOf[name] = uri
+    if not any(peer.weight for peer in peers):
+        raise ClusterConfigError("every cluster node has weight 0: none owns a queue")
     values: dict = {}
     for key, raw in tunables.items():
         if key == "ring":

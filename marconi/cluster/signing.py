@@ -179,6 +179,13 @@ class Verifier:
         self._nonces: set = set()
         self._order: deque = deque()
 
+    def setNodes(self, nodes: Iterable[str]) -> None:
+        """
+        The cluster's nodes changed (its configuration was read again):
+        take signed requests from these from now on.
+        """
+        self._nodes = frozenset(n.encode("ascii") for n in nodes) - {self.node}
+
     def verify(
         self, method: bytes, uri: bytes, body: bytes, headers: Mapping[bytes, bytes]
     ) -> Optional[Signed]:

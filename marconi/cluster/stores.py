@@ -99,21 +99,36 @@ class ClusterStores(MultiService):
         super().__init__()
         self._config = config
         self._clock = clock
+        self._makeStore = makeStore
         self.home = home
-        opened = {homeURI: StoreState(home, [config.nodeName])}
-        self._byNode = {config.nodeName: opened[homeURI]}
+        self._opened = {homeURI: StoreState(home, [config.nodeName])}
+        self._byNode: dict = {}
+        self._loop: Optional[LoopingCall] = None
+        self.reconfigure(config)
+
+    def reconfigure(self, config: ClusterConfig) -> None:
+        """
+        Take the declared stores of a new configuration (read again on
+        SIGHUP): a store declared for the first time is opened; a store
+        no longer declared is no longer used (it stays open until the node
+        stops, for the calls in flight).
+        """
+        self._config = config
+        homeURI = next(u for u, s in self._opened.items() if s.store is self.home)
+        for opened in self._opened.values():
+            opened.nodes = [config.nodeName] if opened.store is self.home else []
+        self._byNode = {config.nodeName: self._opened[homeURI]}
         for name, uri in config.stores:
             if name == config.nodeName:
                 continue
-            state = opened.get(uri)
+            state = self._opened.get(uri)
             if state is None:
-                store = makeStore(uri)
+                store = self._makeStore(uri)
                 store.setServiceParent(self)
-                state = opened[uri] = StoreState(store, [])
+                state = self._opened[uri] = StoreState(store, [])
             state.nodes.append(name)
             self._byNode[name] = state
-        self._states = list(opened.values())
-        self._loop: Optional[LoopingCall] = None
+        self._states = [s for s in self._opened.values() if s.nodes]
 
     def startService(self) -> None:
         super().startService()

@@ -176,6 +176,8 @@ class ClusterOptionsTests(SynchronousTestCase):
                 "ClusterStores",
                 "PurgeService",
                 "ClusterRouter",
+                "Rebalancer",
+                "ClusterReloader",
                 "StreamServerEndpointService",
             ],
         )

@@ -22,7 +22,14 @@ from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyRequest
 
 from marconi.cluster import signing
-from marconi.cluster.errors import LOST, REFUSED, REQUEST, NodeUnavailable
+from marconi.cluster.errors import (
+    HELD_BY,
+    LOST,
+    REFUSED,
+    REQUEST,
+    NodeUnavailable,
+    QueueElsewhere,
+)
 from marconi.cluster.forward import (
     _PLAIN,
     Answer,
@@ -39,7 +46,7 @@ from marconi.cluster.membership import DOWN, UNKNOWN, UP
 from marconi.cluster.ring import key
 from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfig, Peer
-from marconi.core.errors import Forbidden, ValidationFailed
+from marconi.core.errors import ValidationFailed
 from marconi.core.monitoring import NullMonitor
 from tests.integration.test_cluster import freePort
 
@@ -508,7 +515,8 @@ class OwnershipTests(SynchronousTestCase):
     def test_forwardedForQueueNotOwned(self) -> None:
         """
         A request signed for node a, for a queue node b owns, is refused
-        by a (403); one for a queue a owns is taken.
+        by a (a 503 naming b, which the sender tries once more); one for a
+        queue a owns is taken.
         """
         clock = MemoryReactorClock()
         clock.advance(1_800_000_000)
@@ -525,7 +533,8 @@ class OwnershipTests(SynchronousTestCase):
                 if taken:
                     self.assertEqual(a.verify(request), "p")
                 else:
-                    self.assertRaises(Forbidden, a.verify, request)
+                    error = self.assertRaises(QueueElsewhere, a.verify, request)
+                    self.assertEqual(error.headers[HELD_BY], b"b")
 
 
 def _queueOf(router: ClusterRouter, node: str) -> str:

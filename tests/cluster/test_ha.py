@@ -197,7 +197,7 @@ class RoutingTests(SynchronousTestCase):
         self.assertIsNone(self.router.route("p", there))
         self.setState("b", UP)
         self.assertEqual(self.router.route("p", here), "b")
-        placed = PlacedStore(self.stores, self.router.ring)
+        placed = PlacedStore(self.stores, self.router.holder)
         self.assertIs(placed.storeFor("p", here), self.opened["redis://b"])
         mine = queueWithSuccessors(self.router, "a")
         self.assertIs(placed.storeFor("p", mine), self.stores.home)

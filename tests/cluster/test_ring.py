@@ -338,7 +338,6 @@ class SettingsTests(SynchronousTestCase):
         weight=W, or more words, is refused with a message naming the node.
         """
         for text in (
-            "a=http://10.0.0.1:8888 weight=0",
             "a=http://10.0.0.1:8888 weight=1001",
             "a=http://10.0.0.1:8888 weight=1.5",
             "a=http://10.0.0.1:8888 weight=",

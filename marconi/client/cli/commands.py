@@ -270,7 +270,10 @@ def health(session: Session, args: argparse.Namespace) -> int:
 def ring(session: Session, args: argparse.Namespace) -> int:
     """
     The ring as the node at C{--url} publishes it, with each node's share
-    of the queues and its state as that node sees it.
+    of the queues, its state and the ring version it routes by as that
+    node sees it, the queues moving to or from that node, and any node
+    whose ring differs (a configuration mistake, or a change not yet read
+    by every node).
     """
     out = session.out
     info = session.client.ring()
@@ -280,7 +283,12 @@ def ring(session: Session, args: argparse.Namespace) -> int:
             "No ring: a node on its own serves every queue.",
         )
         return EXIT_OK
-    states = session.client.health().nodeStates()
+    cluster = session.client.health().cluster or {}
+    seen = {
+        n["name"]: n
+        for n in cluster.get("nodes", [])
+        if isinstance(n, dict) and isinstance(n.get("name"), str)
+    }
     shares = info.shares()
     nodes = [
         {
@@ -288,10 +296,27 @@ def ring(session: Session, args: argparse.Namespace) -> int:
             "url": n.url,
             "weight": n.weight,
             "share": round(shares.get(n.name, 0.0), 4),
-            "state": states.get(n.name),
+            "state": seen.get(n.name, {}).get("state"),
+            "ring_version": seen.get(n.name, {}).get("ring_version"),
         }
         for n in info.nodes
     ]
+    listed = {n["name"] for n in nodes}
+    # Draining nodes (weight 0) are members outside the ring.
+    nodes += [
+        {
+            "name": name,
+            "url": n.get("url"),
+            "weight": n.get("weight", 0),
+            "share": 0.0,
+            "state": n.get("state"),
+            "ring_version": n.get("ring_version"),
+        }
+        for name, n in sorted(seen.items())
+        if name not in listed
+    ]
+    moves = cluster.get("moves")
+    mismatch = cluster.get("ring_mismatch") or []
     if out.asJSON:
         out.document(
             {
@@ -300,6 +325,8 @@ def ring(session: Session, args: argparse.Namespace) -> int:
                 "parameters": info.document.get("parameters", {}),
                 "node": info.node,
                 "nodes": nodes,
+                "moves": moves,
+                "ring_mismatch": mismatch,
             }
         )
         return EXIT_OK
@@ -317,4 +344,18 @@ def ring(session: Session, args: argparse.Namespace) -> int:
             for n in nodes
         ),
     )
+    if isinstance(moves, dict) and (
+        moves.get("outgoing") or moves.get("incoming") or moves.get("draining")
+    ):
+        out.text(
+            f"Moving: {moves.get('outgoing', 0)} queues to hand over, "
+            f"{moves.get('incoming', 0)} to take over"
+            + (" (draining: it stops when done)" if moves.get("draining") else "")
+        )
+    if mismatch:
+        versions = ", ".join(
+            f"{name} routes by {seen.get(name, {}).get('ring_version')}"
+            for name in mismatch
+        )
+        out.note(f"marconi: RING MISMATCH: {versions}")
     return EXIT_OK

@@ -1,0 +1,303 @@
+"""
+Tests for the parts of membership changes that run inside one node: the
+copy of a queue between two SQLite stores, the handover endpoint's
+authentication, the SIGHUP reload and the router's view of moves and of
+peers with another ring.
+"""
+
+import json
+import os
+from io import BytesIO
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http_headers import Headers
+from twisted.web.test.requesthelper import DummyRequest
+
+from marconi.cluster import rebalance
+from marconi.cluster.errors import QueueMoving, RingMismatch
+from marconi.cluster.membership import DOWN, UP
+from marconi.cluster.reload import ClusterReloader
+from marconi.cluster.ring import Ring, key
+from marconi.cluster.router import ClusterRouter
+from marconi.cluster.settings import ClusterConfig, Peer
+from marconi.core.models import ClaimSpec, MessageQuery, NewMessage
+from marconi.storage.sqlite.store import SQLiteStore
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+NOW = 1_800_000_000.0
+
+
+def _config(nodeName="a", weights=None) -> ClusterConfig:
+    weights = weights or {"a": 1, "b": 1}
+    return ClusterConfig(
+        nodeName=nodeName,
+        nodes=tuple(
+            Peer(n, f"http://127.0.0.1:{i + 1}", w)
+            for i, (n, w) in enumerate(sorted(weights.items()))
+        ),
+        secret=SECRET,
+    )
+
+
+def _queueOwnedBy(ring: Ring, node: str, project: str = "p") -> str:
+    return next(
+        f"q{i}" for i in range(1000) if ring.owner(key(project, f"q{i}")) == node
+    )
+
+
+class CopyTests(TestCase):
+    """
+    A queue exported from one SQLite store and imported into another is
+    the same queue: messages with their ids, markers and tags, claims with
+    their expiry, metadata.
+    """
+
+    async def store(self, name: str) -> SQLiteStore:
+        store = SQLiteStore(os.path.join(self.mktemp() + name), reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await store._run(rebalance._prepare)
+        return store
+
+    async def test_roundTrip(self) -> None:
+        """
+        The import (in parts) reproduces the queue; the source's copy is
+        dropped; a second import of the same queue answers "have"; the
+        new owner's markers go on after the moved ones.
+        """
+        self.patch(rebalance, "PART_BYTES", 2000)
+        old, new = await self.store("old"), await self.store("new")
+        await old.createQueue("p", "q", {"_default_message_ttl": 300}, NOW)
+        posted = await old.postMessages(
+            "p",
+            "q",
+            [NewMessage(f'{{"n":{i}}}', 3600, tags=("t",)) for i in range(60)],
+            "client",
+            NOW,
+        )
+        claim = await old.createClaim(
+            "p", "q", ClaimSpec(ttl=100, grace=10, limit=5), NOW
+        )
+        doc = await old._run(rebalance._export, "p", "q")
+        parts = rebalance._parts(doc)
+        self.assertGreater(len(parts), 1)
+        have = await new._run(rebalance._announced, [("p", "q")], "old")
+        self.assertEqual(have, [])
+        for index, part in enumerate(parts):
+            await new._run(
+                rebalance._stage, "p", "q", index, json.dumps(dict(part, part=index))
+            )
+        result = await new._run(rebalance._import, "p", "q", "old", len(parts))
+        self.assertEqual(result, "imported")
+        await old._run(rebalance._drop, "p", "q")
+        self.assertIsNone(await old._run(rebalance._export, "p", "q"))
+        query = MessageQuery(
+            limit=100, clientId="client", echo=True, includeClaimed=True
+        )
+        moved = await new.listMessages("p", "q", query, NOW + 1)
+        self.assertEqual([m.id for m in moved], posted)
+        self.assertEqual(
+            await new.getQueueMetadata("p", "q"), {"_default_message_ttl": 300}
+        )
+        held = await new.getClaim("p", "q", claim.id, NOW + 1)
+        self.assertEqual(
+            sorted(m.id for m in held.messages), sorted(m.id for m in claim.messages)
+        )
+        self.assertEqual(held.expires, claim.expires)
+        tagged = MessageQuery(
+            limit=100, clientId="client", echo=True, includeClaimed=True, tags=("t",)
+        )
+        self.assertEqual(len(await new.listMessages("p", "q", tagged, NOW + 1)), 60)
+        again = await new._run(rebalance._import, "p", "q", "old", len(parts))
+        self.assertEqual(again, "have")
+        later = await new.postMessages("p", "q", [NewMessage("1", 60)], "c", NOW + 2)
+        listed = await new.listMessages("p", "q", query, NOW + 2)
+        self.assertEqual(listed[-1].id, later[0])
+        self.assertGreater(listed[-1].marker, moved[-1].marker)
+
+    async def test_notAnnounced(self) -> None:
+        """
+        A queue that was not announced by the sender is not imported.
+        """
+        new = await self.store("new")
+        await new._run(rebalance._stage, "p", "q", 0, json.dumps({"messages": []}))
+        result = await new._run(rebalance._import, "p", "q", "other", 1)
+        self.assertEqual(result, "unknown")
+
+
+class HandoverResourceTests(SynchronousTestCase):
+    """
+    The handover endpoint takes only requests signed by another node.
+    """
+
+    def setUp(self) -> None:
+        clock = Clock()
+        clock.advance(NOW)
+        self.router = ClusterRouter(_config(), clock)
+        self.rebalancer = rebalance.Rebalancer(self.router, None, clock)
+        self.inner: list = []
+
+        class Inner:
+            def render(inner, request):
+                self.inner.append(request)
+                return b"inner"
+
+        self.inner_ = Inner()
+
+    def render(self, path: bytes, headers=None, nodesOnly=False) -> tuple:
+        resource = rebalance.HandoverResource(self.rebalancer, self.inner_, nodesOnly)
+        request = DummyRequest(path.split(b"/")[1:])
+        request.method = b"POST"
+        request.uri = path
+        request.content = BytesIO(b"{}")
+        request.requestHeaders = Headers({k: [v] for k, v in (headers or {}).items()})
+        result = resource.render(request)
+        return result, request
+
+    def test_unsigned(self) -> None:
+        """
+        A client's request (unsigned, or with a forged signature) gets a
+        403 and reaches no move.
+        """
+        for headers in (None, {b"x-marconi-node": b"b", b"x-marconi-signature": b"x"}):
+            _, request = self.render(b"/v2/_cluster/handover", headers)
+            self.assertEqual(request.responseCode, 403)
+            self.assertIn(b"Only the nodes", b"".join(request.written))
+
+    def test_publicSite(self) -> None:
+        """
+        With a cluster listener, the public site does not have the endpoint.
+        """
+        _, request = self.render(b"/v2/_cluster/announce", nodesOnly=True)
+        self.assertEqual(request.responseCode, 404)
+
+    def test_signedButNotLocal(self) -> None:
+        """
+        A signed announcement to a node without an SQLite store is refused
+        with 503 (it takes no queue).
+        """
+        b = ClusterRouter(_config("b"), self.router.membership._clock)
+        headers = b.signer.headers(b"POST", b"/v2/_cluster/announce", b"{}", "-", "a")
+        _, request = self.render(b"/v2/_cluster/announce", headers)
+        self.assertEqual(request.responseCode, 503)
+
+    def test_otherPaths(self) -> None:
+        """
+        Every other path goes to the API.
+        """
+        result, _ = self.render(b"/v2/queues")
+        self.assertEqual(result, b"inner")
+        self.assertEqual(len(self.inner), 1)
+
+
+class ReloadTests(SynchronousTestCase):
+    """
+    SIGHUP reads the configuration again; a wrong one changes nothing.
+    """
+
+    def test_wrongKeepsOld(self) -> None:
+        """
+        A configuration that does not parse, or has no cluster, is logged
+        and not applied.
+        """
+        applied: list = []
+
+        def wrong():
+            raise ValueError("bad node")
+
+        class NoCluster:
+            cluster = None
+
+        for reread in (wrong, NoCluster):
+            reloader = ClusterReloader(Clock(), reread, applied.append, signum=None)
+            self.assertFalse(reloader.reload())
+        self.assertEqual(applied, [])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_applies(self) -> None:
+        """
+        A good configuration's cluster settings are applied.
+        """
+        applied: list = []
+
+        class Good:
+            cluster = _config()
+
+        reloader = ClusterReloader(Clock(), Good, applied.append, signum=None)
+        self.assertTrue(reloader.reload())
+        self.assertEqual(applied, [Good.cluster])
+
+
+class RouterTests(SynchronousTestCase):
+    """
+    The router's view of moves and of peers routing by another ring.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.router = ClusterRouter(_config(), self.clock)
+
+    def test_reconfigure(self) -> None:
+        """
+        A new node list swaps the ring in one step and probes the new peer;
+        without a rebalancer the new ring is published at once.
+        """
+        old = self.router.ring
+        self.assertTrue(
+            self.router.reconfigure(_config(weights={"a": 1, "b": 1, "c": 1}))
+        )
+        self.assertEqual(self.router.ring.names, ("a", "b", "c"))
+        self.assertIs(self.router.published, self.router.ring)
+        self.assertNotEqual(old.version, self.router.ring.version)
+        self.assertIn("c", self.router.membership.states)
+        self.assertFalse(
+            self.router.reconfigure(_config(weights={"a": 1, "b": 1, "c": 1}))
+        )
+
+    def test_moves(self) -> None:
+        """
+        A queue handed over is served here until it is frozen for its copy
+        (503); one being taken over is sent to the node holding it.
+        """
+        ring = self.router.ring
+        mine = _queueOwnedBy(ring, "a")
+        theirs = _queueOwnedBy(ring, "b")
+        self.assertEqual(self.router.route("p", theirs), "b")
+        self.router.outgoing[key("p", theirs)] = "b"
+        self.assertIsNone(self.router.route("p", theirs))
+        self.router.frozen.add(key("p", theirs))
+        self.assertRaises(QueueMoving, self.router.route, "p", theirs)
+        self.router.incoming[key("p", mine)] = "b"
+        self.assertEqual(self.router.route("p", mine), "b")
+        self.assertFalse(self.router.serves("p", mine))
+
+    def test_mismatch(self) -> None:
+        """
+        A live peer with another ring makes the queues the two rings place
+        differently refused, and is reported in the health; a peer that is
+        down does not count.
+        """
+        other = Ring({"a": 1, "b": 3})
+        state = self.router.membership.states["b"]
+        state.state, state.ringVersion = UP, other.version
+        self.router.peerRings[other.version] = other
+        ring = self.router.ring
+        disputed = next(
+            f"q{i}"
+            for i in range(1000)
+            if ring.owner(key("p", f"q{i}")) != other.owner(key("p", f"q{i}"))
+        )
+        agreed = next(
+            f"q{i}"
+            for i in range(1000)
+            if ring.owner(key("p", f"q{i}")) == other.owner(key("p", f"q{i}"))
+        )
+        self.assertRaises(RingMismatch, self.router.route, "p", disputed)
+        self.router.route("p", agreed)
+        self.assertEqual(self.router.health()["ring_mismatch"], ["b"])
+        state.state = DOWN
+        self.assertNotIn("ring_mismatch", self.router.health())
+        self.assertFalse(self.router.disagrees(key("p", disputed)))
