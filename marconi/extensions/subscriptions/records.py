@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from marconi.core.errors import QueueDoesNotExist
-from marconi.core.models import Claim, ClaimSpec, NewMessage
+from marconi.core.models import Claim, ClaimSpec, MessageQuery, NewMessage
 
 #: The reserved project: a space makes it a name no client can send.
 PROJECT = "marconi subscriptions"
@@ -196,3 +196,50 @@ class Records:
 
     async def giveBack(self, claimId: str) -> None:
         await self.store.releaseClaim(PROJECT, OUTBOX, claimId, self.now())
+
+    async def owed(self) -> set[tuple[str, str]]:
+        """
+        The deliveries owed, as (subscription id, message id) pairs.
+        """
+        owed = set()
+        async for message in walk(self.store, PROJECT, OUTBOX, self.now()):
+            entry = json.loads(message.body)
+            for messageId in entry.get("messages", ()):
+                owed.add((entry["subscription"], messageId))
+        return owed
+
+    # The node's state: whether it stopped in order, and when it was last
+    # seen running.
+
+    async def state(self, node: str) -> dict:
+        try:
+            return await self.store.getQueueMetadata(PROJECT, f"state.{node}")
+        except QueueDoesNotExist:
+            return {}
+
+    async def setState(self, node: str, state: dict) -> None:
+        name = f"state.{node}"
+        if not await self.store.createQueue(PROJECT, name, state, self.now()):
+            await self.store.setQueueMetadata(PROJECT, name, state)
+
+
+async def walk(store: Any, project: str, queue: str, now: float) -> Any:
+    """
+    Every live message of a queue, claimed and delayed ones too, in order.
+    """
+    marker = None
+    while True:
+        query = MessageQuery(
+            limit=_PAGE,
+            clientId=CLIENT_ID,
+            marker=marker,
+            echo=True,
+            includeClaimed=True,
+            includeDelayed=True,
+        )
+        page = await store.listMessages(project, queue, query, now)
+        for message in page:
+            yield message
+            marker = message.marker
+        if len(page) < _PAGE:
+            return

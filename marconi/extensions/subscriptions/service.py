@@ -30,12 +30,22 @@ from marconi.extensions.subscriptions.delivery import (
     Webhooks,
     signature,
 )
-from marconi.extensions.subscriptions.records import Records, Subscription, newId
+from marconi.extensions.subscriptions.records import (
+    Records,
+    Subscription,
+    newId,
+    walk,
+)
 from marconi.extensions.subscriptions.settings import Settings, parseSettings
 
 #: Zaqar's paging of subscription listings.
 DEFAULT_PAGE = 10
 MAX_PAGE = 20
+#: Seconds between records that the node runs, and how far before the
+#: last one recovery after an unclean stop looks for posts.
+HEARTBEAT = 5.0
+RECOVERY_MARGIN = 10.0
+RECOVERY_BATCH = 10
 #: How long a confirmation link lasts.
 CONFIRMATION_LIFETIME = 24 * 3600
 
@@ -95,6 +105,10 @@ class SubscriptionsExtension(MultiService):
         sweeper = TimerService(self.settings.sweepInterval, self._sweep)
         sweeper.clock = self.clock
         sweeper.setServiceParent(self)
+        beat = TimerService(HEARTBEAT, self._beat)
+        beat.clock = self.clock
+        beat.setServiceParent(self)
+        self.nodeName = host.nodeName
         # By (project, queue): the subscriptions by id.  Loaded when the
         # service starts, kept by every change made here.
         self._known: dict[tuple[str, str], dict[str, Subscription]] = {}
@@ -116,9 +130,22 @@ class SubscriptionsExtension(MultiService):
     def stopService(self) -> Deferred:
         if self._stopListening is not None:
             self._stopListening()
-        d = super().stopService()
-        d.addBoth(lambda _: self.webhooks.close())
-        return d
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await super().stopService()
+        await self.webhooks.close()
+        if self._loaded is not None and self._loaded.called:
+            state = {"clean": True, "at": self.clock.seconds()}
+            await self.records.setState(self.nodeName, state)
+
+    async def _beat(self) -> None:
+        """
+        Record that the node runs (see L{_recover}).
+        """
+        await self._ready()
+        state = {"clean": False, "at": self.clock.seconds()}
+        await self.records.setState(self.nodeName, state)
 
     async def _load(self) -> None:
         known: dict = {}
@@ -128,6 +155,46 @@ class SubscriptionsExtension(MultiService):
                 key = (subscription.project, subscription.queue)
                 known.setdefault(key, {})[subscription.id] = subscription
         self._known = known
+        state = await self.records.state(self.nodeName)
+        if state and not state.get("clean"):
+            recovering = Deferred.fromCoroutine(
+                self._recover(state["at"] - RECOVERY_MARGIN)
+            )
+            recovering.addErrback(
+                lambda f: log.failure("Recovering deliveries failed", f)
+            )
+
+    async def _recover(self, since: float) -> None:
+        """
+        After a node stopped without order, record the deliveries of the
+        messages posted since it was last seen running that are not in the
+        outbox: a post's deliveries are recorded just after its answer, so
+        the node may have stopped in between.  Those delivered meanwhile
+        are delivered again (at least once).
+        """
+        owed = await self.records.owed()
+        now = self.clock.seconds()
+        entries = []
+        for (project, queue), found in list(self._known.items()):
+            recent = [
+                m.id
+                async for m in walk(self.bus.store, project, queue, now)
+                if m.created >= since
+            ]
+            for subscription in found.values():
+                if not self._receives(subscription, now):
+                    continue
+                missing = [i for i in recent if (subscription.id, i) not in owed]
+                for start in range(0, len(missing), RECOVERY_BATCH):
+                    entries.append(
+                        _notify(subscription, missing[start : start + RECOVERY_BATCH])
+                    )
+        if entries:
+            log.info(
+                "Recovered {count} deliveries after an unclean stop",
+                count=len(entries),
+            )
+        await self.outbox.owe(entries)
 
     async def _ready(self) -> None:
         if self._loaded is not None and not self._loaded.called:
@@ -185,19 +252,18 @@ class SubscriptionsExtension(MultiService):
         await self._ready()
         assert event.queue is not None
         now = self.clock.seconds()
+        ids = list(event.fields.get("messages", ()))
         entries = [
-            {
-                "kind": "notify",
-                "project": event.project,
-                "queue": event.queue,
-                "subscription": s.id,
-                "messages": list(event.fields.get("messages", ())),
-                "attempt": 0,
-            }
+            _notify(s, ids)
             for s in self._subscriptions(event.project, event.queue)
-            if s.live(now) and (s.confirmed or not self.settings.requireConfirmation)
+            if self._receives(s, now)
         ]
         await self.outbox.owe(entries)
+
+    def _receives(self, subscription: Subscription, now: float) -> bool:
+        return subscription.live(now) and (
+            subscription.confirmed or not self.settings.requireConfirmation
+        )
 
     def _subscriptions(self, project: str, queue: str) -> list[Subscription]:
         return list(self._known.get((project, queue), {}).values())
@@ -524,6 +590,20 @@ class SubscriptionsExtension(MultiService):
             self._forget(subscription)
             await self.records.remove(subscription)
         return len(removed)
+
+
+def _notify(subscription: Subscription, ids: list) -> dict:
+    """
+    The outbox entry of the delivery of messages C{ids} to C{subscription}.
+    """
+    return {
+        "kind": "notify",
+        "project": subscription.project,
+        "queue": subscription.queue,
+        "subscription": subscription.id,
+        "messages": ids,
+        "attempt": 0,
+    }
 
 
 def _one(args: Any, name: str) -> Optional[str]:
