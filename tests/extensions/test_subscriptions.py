@@ -318,9 +318,19 @@ class ResourceTests(TestCase):
         self.assertEqual(receiver.got, [])
         got = await node.request("GET", f"{SUBS}/{sid}", project="alpha")
         self.assertEqual(got.code, 200)
-        # Nor are they among any project's queues.
-        queues = await node.request("GET", "/v2/queues", project=PROJECT.split()[0])
+        # Nor are they among any project's queues, and the project that
+        # keeps them cannot be named.
+        queues = await node.request("GET", "/v2/queues", project="alpha")
         self.assertEqual(queues.json.get("queues", []), [])
+        named = await node.request("GET", "/v2/queues", project=PROJECT)
+        self.assertEqual(named.code, 400)
+        quoted = PROJECT.replace(" ", "%20")
+        named = await node.request(
+            "GET",
+            f"/v2/projects/{quoted}/queues/outbox/messages?echo=true",
+            project=None,
+        )
+        self.assertEqual(named.code, 400)
 
     async def test_ttl(self) -> None:
         """
