@@ -6,10 +6,13 @@ crash of the node.
 
 import os
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest
 
 from tests.extensions.test_subscriptions import Receiver, signed, waitUntil
+from tests.integration.test_cluster import ClusterTestCase, queueOwnedBy
 from tests.integration.test_node import NodeTestCase
 
 # A retry every second, a hundred times.
@@ -116,3 +119,38 @@ def _zaqarSession(url: str) -> dict:
     else:
         results["duplicate"] = None
     return results
+
+
+class SubscriptionClusterTests(ClusterTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        with open(os.path.join(self.root, "cluster.ini"), "a") as f:
+            f.write("\n[extensions]\nenabled = subscriptions\n")
+
+    async def test_ownerDelivers(self) -> None:
+        """
+        In a cluster a subscription made through any node is kept and
+        served by the queue's owner, and a message posted through a third
+        node is delivered once, signed, by the owner.
+        """
+        receiver = Receiver(self)
+        await self.startCluster()
+        queue = queueOwnedBy("b")
+        base = f"/v2/queues/{queue}/subscriptions"
+        r, created = await self.call("a", "POST", base, {"subscriber": receiver.url})
+        self.assertEqual(r.code, 201, created)
+        r, listed = await self.call("c", "GET", base)
+        self.assertEqual(
+            [s["subscriber"] for s in listed["subscriptions"]], [receiver.url]
+        )
+        r, _ = await self.call(
+            "c", "POST", f"/v2/queues/{queue}/messages", {"messages": [{"body": "hi"}]}
+        )
+        self.assertEqual(r.code, 201)
+        await waitUntil(lambda: len(receiver.got) == 1, "the delivery")
+        [(headers, body)] = receiver.got
+        self.assertTrue(signed(created["secret"], headers, body))
+        self.assertEqual(receiver.documents()[0]["body"], "hi")
+        # Only the owner delivered: the others never connected to it.
+        await deferLater(reactor, 0.5, lambda: None)
+        self.assertEqual(len(receiver.got), 1)

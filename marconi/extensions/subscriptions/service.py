@@ -12,7 +12,8 @@ from urllib.parse import urlencode
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -115,15 +116,13 @@ class SubscriptionsExtension(MultiService):
         self._loaded: Optional[Deferred] = None
         self._stopListening: Any = None
         self._posting: set[Deferred] = set()
+        self._loadedOK = False
         host.bus.acceptSetting(policy.RETRY_POLICY, policy.checkRetryPolicy)
 
     # The service.
 
     def startService(self) -> None:
-        self._loaded = Deferred.fromCoroutine(self._load())
-        self._loaded.addErrback(
-            lambda f: log.failure("Loading the subscriptions failed", f)
-        )
+        self._loaded = Deferred.fromCoroutine(self._loadSoon())
         self._stopListening = self.bus.events.listen(self._observe)
         super().startService()
 
@@ -133,9 +132,15 @@ class SubscriptionsExtension(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        loading = self._loaded
+        if loading is not None and not loading.called:
+            loading.addErrback(lambda f: f.trap(CancelledError))
+            loading.cancel()
         await super().stopService()
         await self.webhooks.close()
-        if self._loaded is not None and self._loaded.called:
+        if self._loadedOK:
+            # The next start need not look for posts whose deliveries were
+            # not recorded.
             state = {"clean": True, "at": self.clock.seconds()}
             await self.records.setState(self.nodeName, state)
 
@@ -145,7 +150,24 @@ class SubscriptionsExtension(MultiService):
         """
         await self._ready()
         state = {"clean": False, "at": self.clock.seconds()}
-        await self.records.setState(self.nodeName, state)
+        try:
+            await self.records.setState(self.nodeName, state)
+        except Exception:
+            log.failure("Could not record that the node runs")
+
+    async def _loadSoon(self) -> None:
+        """
+        Load the subscriptions, trying again every C{pollInterval} seconds
+        while the store fails (nothing is delivered meanwhile).
+        """
+        while True:
+            try:
+                return await self._load()
+            except CancelledError:
+                raise
+            except Exception:
+                log.failure("Loading the subscriptions failed; trying again")
+            await deferLater(self.clock, self.settings.pollInterval, lambda: None)
 
     async def _load(self) -> None:
         known: dict = {}
@@ -157,12 +179,8 @@ class SubscriptionsExtension(MultiService):
         self._known = known
         state = await self.records.state(self.nodeName)
         if state and not state.get("clean"):
-            recovering = Deferred.fromCoroutine(
-                self._recover(state["at"] - RECOVERY_MARGIN)
-            )
-            recovering.addErrback(
-                lambda f: log.failure("Recovering deliveries failed", f)
-            )
+            await self._recover(state["at"] - RECOVERY_MARGIN)
+        self._loadedOK = True
 
     async def _recover(self, since: float) -> None:
         """
@@ -206,10 +224,13 @@ class SubscriptionsExtension(MultiService):
         """
         await self._ready()
         now = self.clock.seconds()
-        for subscription in await self.records.everything():
-            if not subscription.live(now):
-                self._forget(subscription)
-                await self.records.remove(subscription)
+        try:
+            for subscription in await self.records.everything():
+                if not subscription.live(now):
+                    self._forget(subscription)
+                    await self.records.remove(subscription)
+        except Exception:
+            log.failure("Removing expired subscriptions failed")
 
     def settled(self) -> Deferred:
         """
