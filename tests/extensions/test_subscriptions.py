@@ -25,6 +25,7 @@ from marconi.extensions.subscriptions.records import PROJECT
 from marconi.extensions.subscriptions.service import SubscriptionsExtension
 from marconi.extensions.subscriptions.settings import parseSettings
 from tests.apihelpers import Node
+from tests.core.test_encryption import encryptedNode
 
 SUBS = "/v2/queues/q/subscriptions"
 DEADLINE = 30.0
@@ -419,6 +420,24 @@ class WebhookTests(TestCase):
         # Nothing is owed any more.
         claim = await extension.records.take(10, 60)
         self.assertTrue(claim is None or not claim.messages)
+
+    async def test_encrypted(self) -> None:
+        """
+        Messages of a queue encrypted at rest reach the webhook decrypted,
+        as posted.
+        """
+        node = encryptedNode(self)
+        extension = enable(self, node)
+        receiver = Receiver(self)
+        r = await node.request(
+            "PUT", "/v2/queues/q", {"_enable_encrypt_messages": True}
+        )
+        self.assertEqual(r.code, 201, r.body)
+        await node.request("POST", SUBS, {"subscriber": receiver.url})
+        await node.post("q", {"body": {"secret": "plans"}})
+        await waitUntil(lambda: len(receiver.got) == 1, "the delivery")
+        await extension.settled()
+        self.assertEqual(receiver.documents()[0]["body"], {"secret": "plans"})
 
     async def test_retries(self) -> None:
         """
