@@ -15,6 +15,10 @@ from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+# Imported here, when the extension is made: the module looks up this
+# host's name (a blocking call) when it is first imported.
+from twisted.mail.smtp import sendmail
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from marconi.core.errors import ClaimMismatch
@@ -101,8 +105,6 @@ class Mailer:
         self.timeout = timeout
 
     async def send(self, sender: str, to: str, subject: str, text: str) -> None:
-        from twisted.mail.smtp import sendmail
-
         mail = EmailMessage()
         mail["From"] = sender
         mail["To"] = to
