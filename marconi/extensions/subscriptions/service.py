@@ -596,15 +596,18 @@ class SubscriptionsExtension(MultiService):
             await self.records.remove(found)
         return ExtensionAnswer(204)
 
-    async def purge(self, project: str, queue: str) -> int:
+    def purge(self, project: str, queue: str) -> Deferred:
         """
         Remove every subscription of C{queue} of C{project} (for
         C{POST /v2/queues/{queue}/purge} with C{resource_types}
         C{["subscriptions"]}); their pending deliveries are dropped when
         they come due.
 
-        @return: how many were removed.
+        @return: a L{Deferred} firing with how many were removed.
         """
+        return Deferred.fromCoroutine(self._purge(project, queue))
+
+    async def _purge(self, project: str, queue: str) -> int:
         await self._ready()
         removed = self._subscriptions(project, queue)
         for subscription in removed:
