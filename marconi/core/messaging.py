@@ -98,12 +98,24 @@ class Messaging:
         self._metadataCache: dict = {}
         self.audit = _defaultRiver(store, clock) if audit is None else audit
         self.events = Events(clock)
+        self._accepted: dict = {}
         if self.audit.enabled:
             self.events.listen(self.audit.observe)
         self._purgeHooks: dict[str, list[Callable]] = {t: [] for t in PURGEABLE}
 
     def now(self) -> float:
         return self.clock.seconds()
+
+    def acceptSetting(self, key: str, check: Callable[[Any], Any]) -> None:
+        """
+        Accept the reserved queue setting C{key}, which is refused while
+        nothing on this node gives it an effect: an extension that does
+        (the subscriptions' C{_retry_policy}) calls this when it is made.
+
+        @param check: checks a value, raising
+            L{marconi.core.errors.ValidationFailed}.
+        """
+        self._accepted[key] = check
 
     def watch(self, store: Any) -> None:
         """
@@ -130,7 +142,7 @@ class Messaging:
 
     async def createQueue(self, project: str, name: str, metadata: Any) -> bool:
         validation.queueName(name, self.limits)
-        metadata = validation.queueMetadata(metadata, self.limits, name)
+        metadata = validation.queueMetadata(metadata, self.limits, name, self._accepted)
         metadata = signing.checkSettings(metadata, {})
         self._checkEncryption(metadata)
         self._forget(project, name)
@@ -174,7 +186,7 @@ class Messaging:
         metadata = copy.deepcopy(current)
         for op in operations:
             _applyPatch(metadata, op)
-        metadata = validation.queueMetadata(metadata, self.limits, name)
+        metadata = validation.queueMetadata(metadata, self.limits, name, self._accepted)
         metadata = signing.checkSettings(metadata, current)
         self._checkEncryption(metadata)
         self._forget(project, name)

@@ -11,7 +11,8 @@ L{InvalidBody} kind of it, as Zaqar tells them apart.
 import hashlib
 import json
 import re
-from typing import Any, Optional
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Optional
 
 from marconi.core.errors import (
     InvalidBody,
@@ -53,8 +54,9 @@ _REFUSED_SETTINGS = {
         "are placed on nodes by the cluster's ring."
     ),
     "_retry_policy": (
-        "_retry_policy is not supported: Marconi has no subscriptions to "
-        "deliver with it yet."
+        "_retry_policy is not supported on this node: it is the retry "
+        "policy of subscriptions, and there are no subscriptions here (the "
+        "subscriptions extension is not enabled)."
     ),
 }
 
@@ -152,9 +154,18 @@ def checksum(body: Any) -> str:
     return "MD5:" + hashlib.md5(json.dumps(body).encode("utf-8")).hexdigest()
 
 
-def queueMetadata(metadata: Any, limits: Limits, queue: str) -> dict:
+def queueMetadata(
+    metadata: Any,
+    limits: Limits,
+    queue: str,
+    accepted: Mapping[str, Callable[[Any], Any]] = MappingProxyType({}),
+) -> dict:
     """
     Check queue metadata, including the reserved keys.
+
+    @param accepted: reserved settings otherwise refused that something
+        running on this node gives an effect (an extension), each with
+        the function checking its value (raising L{ValidationFailed}).
     """
     if not isinstance(metadata, dict):
         raise InvalidBody("Queue metadata must be a JSON object.")
@@ -183,6 +194,8 @@ def queueMetadata(metadata: Any, limits: Limits, queue: str) -> dict:
             integer(value, key, 1, 2**31)
         elif key == "_dead_letter_queue_messages_ttl":
             integer(value, key, limits.minMessageTTL, limits.maxMessageTTL)
+        elif key in accepted:
+            accepted[key](value)
         elif key in _REFUSED_SETTINGS:
             raise ValidationFailed(_REFUSED_SETTINGS[key])
         elif key == "_enable_encrypt_messages":

@@ -1,0 +1,694 @@
+"""
+Tests for the subscriptions extension (L{marconi.extensions.subscriptions}):
+Zaqar's subscription resources, push delivery to a real webhook receiver
+and a real SMTP server, retries on the bus's clock, confirmation, TTLs and
+isolation between projects.
+"""
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.mail import smtp
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from zope.interface import implementer
+
+from marconi.core.errors import ValidationFailed
+from marconi.extensions import ExtensionHost, Extensions
+from marconi.extensions.subscriptions import policy
+from marconi.extensions.subscriptions.records import PROJECT
+from marconi.extensions.subscriptions.service import SubscriptionsExtension
+from marconi.extensions.subscriptions.settings import parseSettings
+from tests.apihelpers import Node
+from tests.core.test_encryption import encryptedNode
+
+SUBS = "/v2/queues/q/subscriptions"
+DEADLINE = 30.0
+# One retry, 30 seconds after a failed attempt.
+ONE_RETRY = {
+    "retries_with_no_delay": 0,
+    "minimum_delay_retries": 1,
+    "minimum_delay": 30,
+    "maximum_delay": 30,
+    "maximum_delay_retries": 0,
+}
+
+
+async def waitUntil(predicate: Any, what: Any) -> None:
+    """
+    Poll C{predicate} on the real reactor until it is true, for at most
+    L{DEADLINE} seconds.
+    """
+    waited = 0.0
+    while not predicate():
+        if waited > DEADLINE:
+            raise AssertionError(
+                f"gave up waiting for {what() if callable(what) else what}"
+            )
+        await deferLater(reactor, 0.02, lambda: None)
+        waited += 0.02
+
+
+class Receiver(Resource):
+    """
+    A webhook receiver on a real loopback socket: it records each request
+    and answers C{status}, or never answers while C{hang} is set.
+    """
+
+    isLeaf = True
+
+    def __init__(self, testCase: Any) -> None:
+        super().__init__()
+        self.got: list[tuple[dict, bytes]] = []
+        self.status = 200
+        self.hang = False
+        self.port = reactor.listenTCP(0, Site(self), interface="127.0.0.1")
+        self.number = self.port.getHost().port
+        self.url = f"http://127.0.0.1:{self.number}/hook"
+        self._hanging: list = []
+        testCase.addCleanup(self._close)
+
+    def _close(self) -> Any:
+        for request in self._hanging:
+            if not request.finished:
+                request.finish()
+        return self.port.stopListening()
+
+    def render_POST(self, request: Any) -> Any:
+        headers = {
+            k.decode().lower(): v[-1].decode()
+            for k, v in request.requestHeaders.getAllRawHeaders()
+        }
+        self.got.append((headers, request.content.read()))
+        if self.hang:
+            self._hanging.append(request)
+            return NOT_DONE_YET
+        request.setResponseCode(self.status)
+        return b""
+
+    def documents(self) -> list[dict]:
+        return [json.loads(body) for _, body in self.got]
+
+    def stop(self) -> Any:
+        return self.port.stopListening()
+
+    def restart(self) -> None:
+        self.port = reactor.listenTCP(self.number, Site(self), interface="127.0.0.1")
+
+
+def signed(secret: str, headers: dict, body: bytes) -> bool:
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(headers["x-marconi-signature"], "sha256=" + expected)
+
+
+def enable(testCase: Any, node: Node, **settings: str) -> SubscriptionsExtension:
+    """
+    Run the extension on C{node}, its time on the node's clock.
+    """
+    host = ExtensionHost(node.bus, node.api.auth, node.api.router, reactor, settings)
+    extension = SubscriptionsExtension(host, clock=node.clock, reactor=reactor)
+    node.api.extensions = Extensions({"subscriptions": extension})
+    extension.startService()
+    testCase.addCleanup(extension.stopService)
+    return extension
+
+
+class PolicyTests(SynchronousTestCase):
+    def test_defaultSchedule(self) -> None:
+        """
+        Zaqar's defaults: 3 retries at once, 3 after 5 s, linear backoff
+        from 5 to 30 s in steps of 5, 3 after 30 s.
+        """
+        self.assertEqual(
+            policy.schedule({}),
+            [0.0] * 3 + [5.0] * 3 + [5.0, 10.0, 15.0, 20.0, 25.0] + [30.0] * 3,
+        )
+
+    def test_backoffFunctions(self) -> None:
+        """
+        Every backoff function grows from the minimum delay to at most the
+        maximum, never shrinking.
+        """
+        for function in policy.BACKOFF_FUNCTIONS:
+            delays = policy.backoff(function, 5, 60)
+            self.assertEqual(round(delays[0]), 5, function)
+            self.assertLessEqual(max(delays), 60.0001, function)
+            self.assertEqual(delays, sorted(delays), function)
+
+    def test_override(self) -> None:
+        """
+        The subscription's policy wins over the queue's unless either says
+        ignore_subscription_override.
+        """
+        queue = {"minimum_delay": 7}
+        mine = {"minimum_delay": 9}
+        self.assertEqual(policy.effectivePolicy(queue, mine)["minimum_delay"], 9)
+        self.assertEqual(policy.effectivePolicy(queue, {})["minimum_delay"], 7)
+        ignoring = dict(queue, ignore_subscription_override=True)
+        self.assertEqual(policy.effectivePolicy(ignoring, mine)["minimum_delay"], 7)
+
+    def test_badPolicies(self) -> None:
+        """
+        Unknown fields, wrong types, out-of-range values, a minimum above
+        the maximum and unknown functions are refused.
+        """
+        for bad in [
+            [],
+            {"nope": 1},
+            {"minimum_delay": "5"},
+            {"minimum_delay": True},
+            {"retries_with_no_delay": -1},
+            {"minimum_delay": 40, "maximum_delay": 30},
+            {"retry_backoff_function": "cubic"},
+            {"ignore_subscription_override": "yes"},
+        ]:
+            self.assertRaises(ValidationFailed, policy.checkRetryPolicy, bad)
+
+    def test_settings(self) -> None:
+        """
+        The settings section is checked: unknown names, wrong numbers and
+        confirmation without a key to sign its link are refused.
+        """
+        self.assertEqual(parseSettings({"smtp_port": "2525"}).smtpPort, 2525)
+        for section, words in [
+            ({"nope": "1"}, "unknown setting"),
+            ({"smtp_port": "x"}, "smtp_port must be an integer"),
+            ({"timeout": "0"}, "timeout must be at least"),
+            ({"subscriber_types": "ftp"}, "not ftp"),
+            ({"require_confirmation": "true"}, "signed_url_key"),
+        ]:
+            e = self.assertRaises(ValueError, parseSettings, section)
+            self.assertIn(words, str(e))
+
+
+class ResourceTests(TestCase):
+    async def test_lifecycle(self) -> None:
+        """
+        A subscription is created (201 with its id), read in Zaqar's shape,
+        listed, patched (204) and deleted (204, then 404); the same
+        subscriber twice on a queue is a 409.
+        """
+        node = Node(self)
+        enable(self, node)
+        created = await node.request(
+            "POST", SUBS, {"subscriber": "http://example.test/a", "ttl": 600}
+        )
+        self.assertEqual(created.code, 201, created.body)
+        sid = created.json["subscription_id"]
+        self.assertEqual(created.header("location"), SUBS)
+        got = await node.request("GET", f"{SUBS}/{sid}")
+        self.assertEqual(got.code, 200)
+        self.assertEqual(
+            {k: got.json[k] for k in ("id", "source", "subscriber", "ttl", "age")},
+            {
+                "id": sid,
+                "source": "q",
+                "subscriber": "http://example.test/a",
+                "ttl": 600,
+                "age": 0,
+            },
+        )
+        self.assertEqual((got.json["options"], got.json["confirmed"]), ({}, True))
+        again = await node.request(
+            "POST", SUBS, {"subscriber": "http://example.test/a"}
+        )
+        self.assertEqual(again.code, 409)
+        self.assertEqual(again.json["title"], "Conflict")
+        patched = await node.request(
+            "PATCH", f"{SUBS}/{sid}", {"ttl": 900, "options": {"k": "v"}}
+        )
+        self.assertEqual(patched.code, 204, patched.body)
+        got = await node.request("GET", f"{SUBS}/{sid}")
+        self.assertEqual((got.json["ttl"], got.json["options"]), (900, {"k": "v"}))
+        self.assertEqual((await node.request("DELETE", f"{SUBS}/{sid}")).code, 204)
+        self.assertEqual((await node.request("GET", f"{SUBS}/{sid}")).code, 404)
+        self.assertEqual(
+            (await node.request("PATCH", f"{SUBS}/{sid}", {"ttl": 90})).code, 404
+        )
+        self.assertEqual((await node.request("DELETE", f"{SUBS}/{sid}")).code, 204)
+
+    async def test_paging(self) -> None:
+        """
+        Listings page with limit and marker and give a next link.
+        """
+        node = Node(self)
+        enable(self, node)
+        ids = []
+        for i in range(5):
+            r = await node.request("POST", SUBS, {"subscriber": f"http://h{i}.test/"})
+            ids.append(r.json["subscription_id"])
+        seen = []
+        path = f"{SUBS}?limit=2"
+        for _ in range(5):
+            page = await node.request("GET", path)
+            self.assertEqual(page.code, 200)
+            seen.extend(s["id"] for s in page.json["subscriptions"])
+            if not page.json["subscriptions"]:
+                break
+            self.assertLessEqual(len(page.json["subscriptions"]), 2)
+            [link] = page.json["links"]
+            path = link["href"]
+        self.assertEqual(seen, sorted(ids))
+        for bad in ("0", "21", "x"):
+            r = await node.request("GET", f"{SUBS}?limit={bad}")
+            self.assertEqual(r.code, 400, bad)
+
+    async def test_badDocuments(self) -> None:
+        """
+        Bad subscription documents are 400 with a JSON error and create
+        nothing.
+        """
+        node = Node(self)
+        enable(self, node)
+        for body in [
+            {},
+            [],
+            {"subscriber": 5},
+            {"subscriber": "ftp://example.test/"},
+            {"subscriber": "http:///nohost"},
+            {"subscriber": "mailto:nobody"},
+            {"subscriber": "http://example.test/", "ttl": 10},
+            {"subscriber": "http://example.test/", "ttl": "600"},
+            {"subscriber": "http://example.test/", "options": []},
+            {"subscriber": "http://example.test/", "what": 1},
+            {"subscriber": "http://example.test/", "options": {"_retry_policy": 1}},
+            {
+                "subscriber": "http://example.test/",
+                "options": {"post_headers": {"a": "b\r\nc: d"}},
+            },
+        ]:
+            r = await node.request("POST", SUBS, body)
+            self.assertEqual(r.code, 400, (body, r.body))
+            self.assertIn("description", r.json)
+        listed = await node.request("GET", SUBS)
+        self.assertEqual(listed.json["subscriptions"], [])
+
+    async def test_isolation(self) -> None:
+        """
+        No project sees, changes, deletes or receives another's
+        subscriptions, even on a queue of the same name.
+        """
+        node = Node(self)
+        extension = enable(self, node)
+        receiver = Receiver(self)
+        r = await node.request(
+            "POST", SUBS, {"subscriber": receiver.url}, project="alpha"
+        )
+        sid = r.json["subscription_id"]
+        listed = await node.request("GET", SUBS, project="beta")
+        self.assertEqual(listed.json["subscriptions"], [])
+        self.assertEqual(
+            (await node.request("GET", f"{SUBS}/{sid}", project="beta")).code, 404
+        )
+        self.assertEqual(
+            (
+                await node.request(
+                    "PATCH", f"{SUBS}/{sid}", {"ttl": 99}, project="beta"
+                )
+            ).code,
+            404,
+        )
+        await node.request("DELETE", f"{SUBS}/{sid}", project="beta")
+        await node.post("q", {"body": "beta's"}, project="beta")
+        await extension.settled()
+        self.assertEqual(receiver.got, [])
+        got = await node.request("GET", f"{SUBS}/{sid}", project="alpha")
+        self.assertEqual(got.code, 200)
+        # Nor are they among any project's queues, and the project that
+        # keeps them cannot be named.
+        queues = await node.request("GET", "/v2/queues", project="alpha")
+        self.assertEqual(queues.json.get("queues", []), [])
+        named = await node.request("GET", "/v2/queues", project=PROJECT)
+        self.assertEqual(named.code, 400)
+        quoted = PROJECT.replace(" ", "%20")
+        named = await node.request(
+            "GET",
+            f"/v2/projects/{quoted}/queues/outbox/messages?echo=true",
+            project=None,
+        )
+        self.assertEqual(named.code, 400)
+
+    async def test_ttl(self) -> None:
+        """
+        A subscription whose TTL ran out is gone: not read, not listed, not
+        delivered to, and removed from the store by the sweep.
+        """
+        node = Node(self)
+        extension = enable(self, node)
+        receiver = Receiver(self)
+        r = await node.request("POST", SUBS, {"subscriber": receiver.url, "ttl": 60})
+        sid = r.json["subscription_id"]
+        node.clock.advance(61)
+        self.assertEqual((await node.request("GET", f"{SUBS}/{sid}")).code, 404)
+        self.assertEqual((await node.request("GET", SUBS)).json["subscriptions"], [])
+        await node.post("q", {"body": 1})
+        await extension.settled()
+        self.assertEqual(receiver.got, [])
+        # The sweep ran on the clock, 60 seconds after the start.
+        await extension._sweep()
+        self.assertEqual(await extension.records.everything(), [])
+
+    async def test_purge(self) -> None:
+        """
+        purge(project, queue) removes that queue's subscriptions only.
+        """
+        node = Node(self)
+        extension = enable(self, node)
+        for project, queue in [("a", "q"), ("a", "q"), ("a", "other"), ("b", "q")]:
+            await node.request(
+                "POST",
+                f"/v2/queues/{queue}/subscriptions",
+                {"subscriber": f"http://{project}{queue}.test/{len(extension._known)}"},
+                project=project,
+            )
+        self.assertEqual(await extension.purge("a", "q"), 2)
+        self.assertEqual(
+            (await node.request("GET", SUBS, project="a")).json["subscriptions"], []
+        )
+        for project, path in [("a", "/v2/queues/other/subscriptions"), ("b", SUBS)]:
+            listed = await node.request("GET", path, project=project)
+            self.assertEqual(len(listed.json["subscriptions"]), 1)
+        self.assertEqual(len(await extension.records.everything()), 2)
+
+    async def test_purgeThroughAPI(self) -> None:
+        """
+        C{POST .../purge} removes the queue's subscriptions when it names
+        them (or names nothing), and keeps them when it names only
+        messages.
+        """
+        node = Node(self)
+        enable(self, node)
+        for n in range(2):
+            await node.request("POST", SUBS, {"subscriber": f"http://h.test/{n}"})
+        purge = SUBS.replace("/subscriptions", "/purge")
+        r = await node.request("POST", purge, {"resource_types": ["messages"]})
+        self.assertEqual(r.code, 204, r.body)
+        listed = await node.request("GET", SUBS)
+        self.assertEqual(len(listed.json["subscriptions"]), 2)
+        r = await node.request("POST", purge, {"resource_types": ["subscriptions"]})
+        self.assertEqual(r.code, 204, r.body)
+        self.assertEqual((await node.request("GET", SUBS)).json["subscriptions"], [])
+
+    async def test_retryPolicySetting(self) -> None:
+        """
+        With the extension enabled a queue accepts a valid _retry_policy
+        and refuses a wrong one.
+        """
+        node = Node(self)
+        enable(self, node)
+        r = await node.request("PUT", "/v2/queues/q", {"_retry_policy": ONE_RETRY})
+        self.assertEqual(r.code, 201, r.body)
+        got = await node.request("GET", "/v2/queues/q")
+        self.assertEqual(got.json["_retry_policy"], ONE_RETRY)
+        r = await node.request("PUT", "/v2/queues/r", {"_retry_policy": {"x": 1}})
+        self.assertEqual(r.code, 400)
+        self.assertIn("unknown field", r.json["description"])
+
+
+class WebhookTests(TestCase):
+    async def test_delivered(self) -> None:
+        """
+        Every message posted to a subscribed queue is POSTed to the
+        webhook, one request each, with its body exactly as posted and a
+        signature the receiver verifies with the subscription's secret.
+        """
+        node = Node(self)
+        extension = enable(self, node)
+        receiver = Receiver(self)
+        r = await node.request("POST", SUBS, {"subscriber": receiver.url})
+        secret = r.json["secret"]
+        bodies: list[Any] = [{"n": 1, "text": "h\u00e9"}, [1, 2], "three"]
+        ids = await node.post("q", {"body": bodies[0]}, {"body": bodies[1]})
+        ids += await node.post("q", {"body": bodies[2], "ttl": 120})
+        await waitUntil(lambda: len(receiver.got) == 3, "three deliveries")
+        await extension.settled()
+        self.assertEqual(len(receiver.got), 3)
+        documents = sorted(receiver.documents(), key=lambda d: ids.index(d["id"]))
+        self.assertEqual([d["body"] for d in documents], bodies)
+        self.assertEqual({d["queue_name"] for d in documents}, {"q"})
+        self.assertEqual({d["Message_Type"] for d in documents}, {"Notification"})
+        for headers, body in receiver.got:
+            self.assertTrue(signed(secret, headers, body))
+            self.assertFalse(signed("wrong", headers, body))
+            self.assertEqual(headers["content-type"], "application/json")
+        # Nothing is owed any more.
+        claim = await extension.records.take(10, 60)
+        self.assertTrue(claim is None or not claim.messages)
+
+    async def test_encrypted(self) -> None:
+        """
+        Messages of a queue encrypted at rest reach the webhook decrypted,
+        as posted.
+        """
+        node = encryptedNode(self)
+        extension = enable(self, node)
+        receiver = Receiver(self)
+        r = await node.request(
+            "PUT", "/v2/queues/q", {"_enable_encrypt_messages": True}
+        )
+        self.assertEqual(r.code, 201, r.body)
+        await node.request("POST", SUBS, {"subscriber": receiver.url})
+        await node.post("q", {"body": {"secret": "plans"}})
+        await waitUntil(lambda: len(receiver.got) == 1, "the delivery")
+        await extension.settled()
+        self.assertEqual(receiver.documents()[0]["body"], {"secret": "plans"})
+
+    async def test_retries(self) -> None:
+        """
+        A failed delivery is tried again after the delay of the queue's
+        _retry_policy, on the bus's clock, and given up when the policy
+        is used up.
+        """
+        node = Node(self)
+        extension = enable(self, node)
+        receiver = Receiver(self)
+        receiver.status = 503
+        await node.request("PUT", "/v2/queues/q", {"_retry_policy": ONE_RETRY})
+        await node.request("POST", SUBS, {"subscriber": receiver.url})
+        await node.post("q", {"body": "late"})
+        await waitUntil(lambda: len(receiver.got) == 1, "the first attempt")
+        await extension.settled()
+        node.clock.advance(29)
+        await extension.settled()
+        self.assertEqual(len(receiver.got), 1)
+        node.clock.advance(1)
+        await waitUntil(lambda: len(receiver.got) == 2, "the retry")
+        await extension.settled()
+        # The policy allowed one retry: nothing more comes.
+        node.clock.advance(3600)
+        extension.outbox.kick()
+        await extension.settled()
+        self.assertEqual(len(receiver.got), 2)
+
+    async def test_outage(self) -> None:
+        """
+        A receiver that is down gets the messages posted meanwhile once it
+        is back, and its outage neither slows posting nor another
+        subscriber.
+        """
+        node = Node(self)
+        extension = enable(self, node)
+        down = Receiver(self)
+        up = Receiver(self)
+        await down.stop()
+        await node.request("POST", SUBS, {"subscriber": down.url})
+        await node.request("POST", SUBS, {"subscriber": up.url})
+        await node.post("q", {"body": 1})
+        await node.post("q", {"body": 2})
+        await waitUntil(lambda: len(up.got) == 2, "the live subscriber")
+        await extension.settled()
+        down.restart()
+        # The default policy: three at once, then after 5 s.
+        node.clock.advance(5)
+        await waitUntil(lambda: len(down.got) == 2, "the receiver back up")
+        self.assertEqual(sorted(d["body"] for d in down.documents()), [1, 2])
+
+    async def test_recovery(self) -> None:
+        """
+        After an unclean stop, the messages posted shortly before it whose
+        deliveries were never recorded are delivered by the next start;
+        after a clean stop nothing is sent again.
+        """
+        node = Node(self)
+        first = enable(self, node)
+        receiver = Receiver(self)
+        await node.request("POST", SUBS, {"subscriber": receiver.url})
+        await node.post("q", {"body": "seen"})
+        await waitUntil(lambda: len(receiver.got) == 1, "the first delivery")
+        await first.settled()
+        # The node dies between a post's answer and its outbox write.
+        first._stopListening()
+        await node.post("q", {"body": "lost"})
+        await first.stopService()
+        await first.records.setState(
+            "local", {"clean": False, "at": node.clock.seconds()}
+        )
+        second = enable(self, node)
+        await waitUntil(lambda: len(receiver.got) >= 2, "the recovered delivery")
+        await second.settled()
+        bodies = [d["body"] for d in receiver.documents()]
+        # The one delivered just before the stop comes again: at least once.
+        self.assertEqual(sorted(set(bodies)), ["lost", "seen"])
+        await second.stopService()
+        third = enable(self, node)
+        await third.settled()
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(len(receiver.got), len(bodies))
+
+    async def test_hungReceiver(self) -> None:
+        """
+        A receiver that never answers holds only its own deliveries.
+        """
+        node = Node(self)
+        enable(self, node)
+        hung = Receiver(self)
+        hung.hang = True
+        up = Receiver(self)
+        await node.request("POST", SUBS, {"subscriber": hung.url})
+        await node.request("POST", SUBS, {"subscriber": up.url})
+        for i in range(3):
+            await node.post("q", {"body": i})
+        await waitUntil(lambda: len(up.got) == 3, "the live subscriber")
+        await waitUntil(lambda: len(hung.got) == 3, "the hung one's requests")
+
+    async def test_confirmation(self) -> None:
+        """
+        With require_confirmation a new subscriber gets a confirmation
+        request with a pre-signed URL and nothing else; once it confirms
+        with that URL it gets the messages.
+        """
+        key = "shared secret"
+        node = Node(self, secret=key)
+        extension = enable(self, node, require_confirmation="true", signed_url_key=key)
+        receiver = Receiver(self)
+        r = await node.request("POST", SUBS, {"subscriber": receiver.url})
+        sid = r.json["subscription_id"]
+        await waitUntil(lambda: len(receiver.got) == 1, "the confirmation request")
+        [request] = receiver.documents()
+        self.assertEqual(request["Message_Type"], "SubscriptionConfirmation")
+        self.assertFalse((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
+        await node.post("q", {"body": "unseen"})
+        await extension.settled()
+        self.assertEqual(len(receiver.got), 1)
+        headers = {
+            name: request[name]
+            for name in (
+                "URL-Signature",
+                "URL-Methods",
+                "URL-Paths",
+                "URL-Expires",
+                "X-Project-ID",
+            )
+        }
+        confirmed = await node.request(
+            "PUT",
+            request["URL-Paths"],
+            request["SubscribeBody"],
+            project=None,
+            headers=headers,
+        )
+        self.assertEqual(confirmed.code, 204, confirmed.body)
+        self.assertTrue((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
+        await node.post("q", {"body": "seen"})
+        await waitUntil(lambda: len(receiver.got) == 2, "the message")
+        self.assertEqual(receiver.documents()[1]["body"], "seen")
+        bad = await node.request("PUT", f"{SUBS}/{sid}/confirm", {"confirmed": "yes"})
+        self.assertEqual(bad.code, 400)
+
+
+@implementer(smtp.IMessageDelivery)
+class _Mailbox:
+    def __init__(self) -> None:
+        self.mails: list[tuple[str, bytes]] = []
+
+    def receivedHeader(self, helo: Any, origin: Any, recipients: Any) -> bytes:
+        return b"Received: by the test"
+
+    def validateFrom(self, helo: Any, origin: Any) -> Any:
+        return origin
+
+    def validateTo(self, user: Any) -> Any:
+        return lambda: _Mail(self, str(user.dest))
+
+
+@implementer(smtp.IMessage)
+class _Mail:
+    def __init__(self, box: _Mailbox, to: str) -> None:
+        self.box = box
+        self.to = to
+        self.lines: list[bytes] = []
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    def eomReceived(self) -> Any:
+        self.box.mails.append((self.to, b"\n".join(self.lines)))
+        return defer.succeed(None)
+
+    def connectionLost(self) -> None:
+        pass
+
+
+class _SMTPFactory(smtp.SMTPFactory):
+    domain = b"test.example"
+
+    def __init__(self, box: _Mailbox) -> None:
+        super().__init__()
+        self.box = box
+
+    open = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        protocol.delivery = self.box
+        factory = self
+        lost = protocol.connectionLost
+        factory.open += 1
+
+        def connectionLost(reason: Any) -> None:
+            factory.open -= 1
+            lost(reason)
+
+        protocol.connectionLost = connectionLost
+        return protocol
+
+
+class MailTests(TestCase):
+    async def test_mailto(self) -> None:
+        """
+        A mailto: subscriber gets each message as a mail through the
+        configured relay (a real Twisted SMTP server), from and with the
+        subject its options name.
+        """
+        box = _Mailbox()
+        factory = _SMTPFactory(box)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        node = Node(self)
+        extension = enable(
+            self, node, smtp_host="127.0.0.1", smtp_port=str(port.getHost().port)
+        )
+        await node.request(
+            "POST",
+            SUBS,
+            {
+                "subscriber": "mailto:ops@example.test",
+                "options": {"from": "bus@example.test", "subject": "News"},
+            },
+        )
+        await node.post("q", {"body": {"alert": "disk full"}})
+        await waitUntil(lambda: len(box.mails) == 1, "the mail")
+        await extension.settled()
+        await waitUntil(lambda: factory.open == 0, "the client to hang up")
+        await deferLater(reactor, 0.01, lambda: None)
+        to, text = box.mails[0]
+        self.assertEqual(to, "ops@example.test")
+        self.assertIn(b"From: bus@example.test", text)
+        self.assertIn(b"Subject: News", text)
+        body = text.split(b"\n\n", 1)[1]
+        self.assertEqual(json.loads(body)["body"], {"alert": "disk full"})
