@@ -414,3 +414,61 @@ class SlowSocketTests(TestCase):
         self.assertEqual(slow.protocol.remoteCloseCode, TOO_SLOW)
         self.assertEqual(slow.pushes, [])
         self.assertEqual(extension.fanout.subscribed("alpha", "q"), 1)
+
+
+class TokenAuth:
+    """
+    An auth driver for the session's tests: token C{good} is scoped to
+    project C{alpha}.
+    """
+
+    trustsHeaders = False
+
+    def authenticate(self, headers: dict, urlProject: Optional[str]) -> Deferred:
+        from twisted.internet.defer import fail, succeed
+
+        from marconi.core.errors import Forbidden, Unauthorized
+
+        token = headers.get(b"x-auth-token")
+        if token != b"good":
+            return fail(Unauthorized("The token is missing or wrong."))
+        project = headers.get(b"x-project-id")
+        if project not in (None, b"alpha"):
+            return fail(Forbidden("X-Project-ID is not the token's project."))
+        return succeed("alpha")
+
+    def isAdmin(self, headers: dict) -> Deferred:
+        from twisted.internet.defer import succeed
+
+        return succeed(False)
+
+
+class SessionAuthTests(TestCase):
+    async def test_authenticate(self) -> None:
+        """
+        Every frame is authenticated by the auth driver; C{authenticate}
+        keeps a good token for the frames that follow, which may leave it
+        out, and a bad one is refused; a frame naming a project the token
+        does not allow is refused.
+        """
+        node = Node(self)
+        sent: list = []
+        session = Session(
+            ExtensionHost(node.bus, TokenAuth(), LocalRouter(), node.clock),
+            Fanout(node.bus, node.clock),
+            WebsocketSettings(),
+            sent.append,
+        )
+
+        async def ask(action: str, **headers: str) -> int:
+            frame = {"action": action, "headers": {"Client-ID": CLIENT, **headers}}
+            await session.handle(json.dumps(frame).encode())
+            return json.loads(sent.pop())["headers"]["status"]
+
+        self.assertEqual(await ask("queue_list"), 401)
+        self.assertEqual(await ask("authenticate", **{"X-Auth-Token": "bad"}), 401)
+        self.assertEqual(await ask("queue_list"), 401)
+        self.assertEqual(await ask("authenticate", **{"X-Auth-Token": "good"}), 200)
+        self.assertEqual(await ask("queue_list"), 200)
+        self.assertEqual(await ask("queue_list", **{"X-Project-ID": "beta"}), 403)
+        self.assertEqual(await ask("queue_list", **{"X-Auth-Token": "bad"}), 401)
