@@ -15,12 +15,14 @@ from autobahn.twisted.websocket import (
 )
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.apihelpers import HTTPNode
-from tests.nodeprocess import startNode
+from tests.nodeprocess import NodeProcess, startNode
+from tests.tlshelpers import CertificateDirectory
 
 
 async def enabledNode(testCase: TestCase, settings: str = "") -> Any:
@@ -64,12 +66,26 @@ class Socket:
         self.pushes: list = []
 
     @classmethod
-    async def open(cls, testCase: TestCase, url: str, project: Optional[str]) -> Any:
+    async def open(
+        cls,
+        testCase: TestCase,
+        url: str,
+        project: Optional[str],
+        caPath: Optional[str] = None,
+    ) -> Any:
+        """
+        @param caPath: the CA to trust, for a node serving TLS.
+        """
         port = int(url.rsplit(":", 1)[1])
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/ws")
+        scheme = "ws" if caPath is None else "wss"
+        factory = WebSocketClientFactory(f"{scheme}://127.0.0.1:{port}/ws")
         factory.protocol = _Socket
         factory.opened = Deferred()
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        if caPath is not None:
+            with open(caPath, "rb") as f:
+                ca = Certificate.loadPEM(f.read())
+            endpoint = wrapClientTLS(optionsForClientTLS("127.0.0.1", ca), endpoint)
         protocol = await endpoint.connect(factory)
         protocol.frames = DeferredQueue()
         protocol.closed = Deferred()
@@ -362,6 +378,47 @@ class PushTests(TestCase):
             "GET", "/v2/queues/q/messages?echo=true", project="alpha"
         )
         self.assertEqual(response.json["messages"], [])
+
+
+class TLSTests(TestCase):
+    timeout = 60
+
+    async def test_wss(self) -> None:
+        """
+        On a TLS listener the socket is wss://: frames are served and
+        messages pushed through it.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        certs = CertificateDirectory(os.path.join(directory, "tls"))
+        caPath = certs.ca()
+        cert, key = certs.issue("node", hosts=("127.0.0.1",))
+        config = os.path.join(directory, "marconi.ini")
+        with open(config, "w") as f:
+            f.write("[extensions]\nenabled = websockets\n")
+        node = await NodeProcess(
+            self,
+            directory,
+            [
+                "--listen",
+                f"ssl:0:privateKey={key}:certKey={cert}:interface=127.0.0.1",
+                "--storage",
+                "sqlite::memory:",
+                "--config",
+                config,
+            ],
+        ).start()
+        listener = await Socket.open(self, node.url, "alpha", caPath)
+        poster = await Socket.open(self, node.url, "alpha", caPath)
+        status, _ = await listener.ask("subscription_create", {"queue_name": "q"})
+        self.assertEqual(status, 201)
+        status, posted = await poster.ask(
+            "message_post",
+            {"queue_name": "q", "messages": [{"body": "x" * 5000, "ttl": 60}]},
+        )
+        self.assertEqual(status, 201)
+        pushed = await listener.pushed()
+        self.assertEqual(pushed["id"], posted["message_ids"][0])
 
 
 class NotEnabledTests(TestCase):

@@ -51,10 +51,8 @@ class MarconiSocket(WebSocketServerProtocol):
         )
         # The HTTP channel the socket was upgraded from was the transport's
         # producer; the socket's outbox is now.
-        transport = self.transport
-        if getattr(transport, "producer", None) is not None:
-            transport.unregisterProducer()
-        transport.registerProducer(self.outbox, True)
+        self.transport.unregisterProducer()
+        self.transport.registerProducer(self.outbox, True)
         self.session = Session(
             extension.host, extension.fanout, extension.settings, self.outbox.send
         )
