@@ -282,6 +282,8 @@ class Session:
     async def message_list(self, request: Request) -> tuple[int, Any]:
         queue = self._queue(request)
         marker = request.field("marker", int, required=False)
+        if marker is not None and not 0 <= marker < 2**63:
+            raise ValidationFailed("marker is not valid.")
         tags = request.field("tags", list, required=False)
         messages = await self.bus.listMessages(
             request.project,
