@@ -51,8 +51,9 @@ class MarconiSocket(WebSocketServerProtocol):
         )
         # The HTTP channel the socket was upgraded from was the transport's
         # producer; the socket's outbox is now.
-        self.transport.unregisterProducer()
-        self.transport.registerProducer(self.outbox, True)
+        transport: Any = self.transport
+        transport.unregisterProducer()
+        transport.registerProducer(self.outbox, True)
         self.session = Session(
             extension.host, extension.fanout, extension.settings, self.outbox.send
         )
@@ -78,7 +79,7 @@ class MarconiSocket(WebSocketServerProtocol):
         self._pending.append(payload)
         if len(self._pending) >= MAX_PENDING and not self._readingPaused:
             self._readingPaused = True
-            self.transport.pauseProducing()
+            self._transport().pauseProducing()
         if not self._serving:
             d = Deferred.fromCoroutine(self._serve())
             d.addErrback(lambda f: log.failure("Serving a websocket failed", f))
@@ -90,9 +91,15 @@ class MarconiSocket(WebSocketServerProtocol):
                 await self.session.handle(self._pending.popleft())
                 if self._readingPaused and len(self._pending) <= MAX_PENDING // 2:
                     self._readingPaused = False
-                    self.transport.resumeProducing()
+                    self._transport().resumeProducing()
         finally:
             self._serving = False
+
+    def _transport(self) -> Any:
+        """
+        The socket's transport, which reads (an L{IPushProducer}).
+        """
+        return self.transport
 
     def _tooSlow(self) -> None:
         log.info("Closing a websocket that reads too slowly: {peer}", peer=self.peer)
@@ -108,6 +115,18 @@ class MarconiSocket(WebSocketServerProtocol):
         self.factory.extension.sockets.discard(self)
 
 
+class SocketFactory(WebSocketServerFactory):
+    """
+    Makes the sockets of one L{Websockets} extension.
+    """
+
+    protocol = MarconiSocket
+
+    def __init__(self, extension: "Websockets") -> None:
+        super().__init__()
+        self.extension = extension
+
+
 @implementer(IExtension)
 class Websockets(Service):
     """
@@ -116,7 +135,7 @@ class Websockets(Service):
     @ivar sockets: the open sockets.
     """
 
-    name = "websockets"
+    name = "websockets"  # type: ignore[assignment]
 
     def __init__(self, host: Any) -> None:
         self.host = host
@@ -127,9 +146,7 @@ class Websockets(Service):
         self.settings = settings
         self.fanout = Fanout(host.bus, host.reactor)
         self.sockets: set = set()
-        self.factory = WebSocketServerFactory()
-        self.factory.protocol = MarconiSocket
-        self.factory.extension = self
+        self.factory = SocketFactory(self)
         self.factory.setProtocolOptions(
             maxFramePayloadSize=settings.maxFrameBytes,
             maxMessagePayloadSize=settings.maxFrameBytes,

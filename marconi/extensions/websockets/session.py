@@ -258,16 +258,18 @@ class Session:
     # Messages.
 
     async def _shown(
-        self, request: Request, queue: str, messages: Any, claimId: Any = None
+        self,
+        request: Request,
+        queue: str,
+        messages: Any,
+        claimId: Optional[str] = None,
     ) -> list:
+        """
+        C{messages} as answers show them, held by C{claimId} for the caller.
+        """
         signer = await self.bus.signer(request.project, queue) if messages else None
         now = self.bus.now()
-        return [
-            frames.message(
-                m, queue, now, m.claimId if claimId is True else claimId, signer
-            )
-            for m in messages
-        ]
+        return [frames.message(m, queue, now, claimId, signer) for m in messages]
 
     async def message_post(self, request: Request) -> tuple[int, Any]:
         queue = self._queue(request)
