@@ -33,7 +33,9 @@ setup(
         "redis": ["txredisapi>=1.4.10"],
         "mongodb": ["txmongo>=23"],
         "prometheus": ["prometheus-client>=0.20"],
+        "websockets": ["autobahn>=24.4"],
         "test": [
+            "autobahn>=24.4",
             "prometheus-client>=0.20",
             "schemathesis>=4.32",
             "hypothesis>=6",

@@ -12,3 +12,11 @@ subscriptions = ExtensionPlugin(
     checker="marconi.extensions.subscriptions.settings.checkSettings",
     factory="marconi.extensions.subscriptions.service.makeExtension",
 )
+
+websockets = ExtensionPlugin(
+    "websockets",
+    "Zaqar v2's websocket API, with push of new messages to subscribed sockets",
+    "marconi.extensions.websockets.settings.check",
+    "marconi.extensions.websockets.extension.Websockets",
+    mount="ws",
+)
