@@ -1,6 +1,6 @@
 """
 The websockets extension on a real daemon: python-zaqarclient's websocket
-transport, autobahn's Twisted client for push and isolation, and the 501 of
+transport, autobahn's Twisted client for push and isolation, and the 404 "Not enabled" of
 a node that does not enable it.
 """
 
@@ -424,11 +424,11 @@ class TLSTests(TestCase):
 class NotEnabledTests(TestCase):
     async def test_notEnabled(self) -> None:
         """
-        A node that does not enable the extension answers /ws with 501 and
+        A node that does not enable the extension answers /ws with 404 "Not enabled" and
         a JSON error naming it.
         """
         node = await startNode(self)
         response = await HTTPNode(self, node.url).request("GET", "/ws")
-        self.assertEqual(response.code, 501)
+        self.assertEqual(response.code, 404)
         self.assertEqual(response.json["title"], "Not enabled")
         self.assertIn("websockets extension", response.json["description"])
