@@ -21,6 +21,7 @@ from zope.interface import implementer
 from marconi.core.errors import ValidationFailed
 from marconi.extensions import ExtensionHost, Extensions
 from marconi.extensions.subscriptions import policy
+from marconi.extensions.subscriptions.delivery import DeliveryFailed, Mailer
 from marconi.extensions.subscriptions.records import PROJECT
 from marconi.extensions.subscriptions.service import SubscriptionsExtension
 from marconi.extensions.subscriptions.settings import parseSettings
@@ -108,8 +109,10 @@ def signed(secret: str, headers: dict, body: bytes) -> bool:
 
 def enable(testCase: Any, node: Node, **settings: str) -> SubscriptionsExtension:
     """
-    Run the extension on C{node}, its time on the node's clock.
+    Run the extension on C{node}, its time on the node's clock; webhooks
+    on loopback (the tests' receivers) are allowed unless C{settings} say.
     """
+    settings.setdefault("allow_private", "true")
     host = ExtensionHost(node.bus, node.api.auth, node.api.router, reactor, settings)
     extension = SubscriptionsExtension(host, clock=node.clock, reactor=reactor)
     node.api.extensions = Extensions({"subscriptions": extension})
@@ -175,12 +178,17 @@ class PolicyTests(SynchronousTestCase):
         confirmation without a key to sign its link are refused.
         """
         self.assertEqual(parseSettings({"smtp_port": "2525"}).smtpPort, 2525)
+        self.assertFalse(parseSettings({}).allowPrivate)
+        self.assertEqual(parseSettings({}).maxSubscriptionsPerQueue, 100)
         for section, words in [
             ({"nope": "1"}, "unknown setting"),
             ({"smtp_port": "x"}, "smtp_port must be an integer"),
             ({"timeout": "0"}, "timeout must be at least"),
             ({"subscriber_types": "ftp"}, "not ftp"),
             ({"require_confirmation": "true"}, "signed_url_key"),
+            ({"smtp_from": "a@b\nBcc: c@d"}, "smtp_from must be text"),
+            ({"allow_private": "maybe"}, "allow_private must be true or false"),
+            ({"max_subscriptions_per_queue": "0"}, "must be at least 1"),
         ]:
             e = self.assertRaises(ValueError, parseSettings, section)
             self.assertIn(words, str(e))
@@ -281,12 +289,104 @@ class ResourceTests(TestCase):
                 "subscriber": "http://example.test/",
                 "options": {"post_headers": {"a": "b\r\nc: d"}},
             },
+            # Control characters anywhere but the body template.
+            {"subscriber": "mailto:a@example.test\r\nBcc: b@example.test"},
+            {"subscriber": "mailto:a@example.test\x00"},
+            {"subscriber": "http://example.test/\n"},
+            {"subscriber": "mailto:a@example.test", "options": {"subject": "a\rb"}},
+            {"subscriber": "mailto:a@example.test", "options": {"x": ["\x00"]}},
+            {
+                "subscriber": "http://example.test/",
+                "options": {"post_headers": {"a": "\t"}},
+            },
+            # Mails come from smtp_from only.
+            {"subscriber": "mailto:a@example.test", "options": {"from": "x@y.test"}},
+            # Headers that would change where or how the request goes.
+            *(
+                {
+                    "subscriber": "http://example.test/",
+                    "options": {"post_headers": {name: "v"}},
+                }
+                for name in (
+                    "Host",
+                    "content-length",
+                    "Transfer-Encoding",
+                    "CONNECTION",
+                    "X-Marconi-Signature",
+                    "x-marconi-anything",
+                )
+            ),
         ]:
             r = await node.request("POST", SUBS, body)
             self.assertEqual(r.code, 400, (body, r.body))
             self.assertIn("description", r.json)
         listed = await node.request("GET", SUBS)
         self.assertEqual(listed.json["subscriptions"], [])
+
+    async def test_limit(self) -> None:
+        """
+        A queue has at most max_subscriptions_per_queue live subscriptions:
+        one more is a 400 saying so and is not made; other queues and
+        other projects are not counted, and a deleted one frees its place.
+        """
+        node = Node(self)
+        enable(self, node, max_subscriptions_per_queue="2")
+        ids = []
+        for n in range(2):
+            r = await node.request("POST", SUBS, {"subscriber": f"http://h.test/{n}"})
+            self.assertEqual(r.code, 201, r.body)
+            ids.append(r.json["subscription_id"])
+        r = await node.request("POST", SUBS, {"subscriber": "http://h.test/2"})
+        self.assertEqual(r.code, 400, r.body)
+        self.assertIn("max_subscriptions_per_queue", r.json["description"])
+        self.assertEqual(
+            len((await node.request("GET", SUBS)).json["subscriptions"]), 2
+        )
+        other = await node.request(
+            "POST", "/v2/queues/r/subscriptions", {"subscriber": "http://h.test/2"}
+        )
+        self.assertEqual(other.code, 201, other.body)
+        theirs = await node.request(
+            "POST", SUBS, {"subscriber": "http://h.test/2"}, project="beta"
+        )
+        self.assertEqual(theirs.code, 201, theirs.body)
+        await node.request("DELETE", f"{SUBS}/{ids[0]}")
+        r = await node.request("POST", SUBS, {"subscriber": "http://h.test/2"})
+        self.assertEqual(r.code, 201, r.body)
+
+    async def test_privateHosts(self) -> None:
+        """
+        With the default allow_private = false a webhook whose host is a
+        loopback, link-local, private, unspecified or multicast IP address
+        is a 400, on create and on patch; a public one is accepted.
+        """
+        node = Node(self)
+        enable(self, node, allow_private="false")
+        for host in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "[::1]",
+            "[fd00::1]",
+            "[fe80::1]",
+            "[::ffff:127.0.0.1]",
+        ]:
+            r = await node.request("POST", SUBS, {"subscriber": f"http://{host}/"})
+            self.assertEqual(r.code, 400, (host, r.body))
+            self.assertIn("private", r.json["description"])
+        r = await node.request("POST", SUBS, {"subscriber": "http://93.184.216.34/"})
+        self.assertEqual(r.code, 201, r.body)
+        sid = r.json["subscription_id"]
+        patched = await node.request(
+            "PATCH", f"{SUBS}/{sid}", {"subscriber": "http://127.0.0.1:1/"}
+        )
+        self.assertEqual(patched.code, 400, patched.body)
+        got = await node.request("GET", f"{SUBS}/{sid}")
+        self.assertEqual(got.json["subscriber"], "http://93.184.216.34/")
 
     async def test_isolation(self) -> None:
         """
@@ -556,6 +656,50 @@ class WebhookTests(TestCase):
         await waitUntil(lambda: len(up.got) == 3, "the live subscriber")
         await waitUntil(lambda: len(hung.got) == 3, "the hung one's requests")
 
+    async def test_loopbackNameRefused(self) -> None:
+        """
+        With the default allow_private = false a webhook named by a host
+        name that resolves to loopback is accepted but never delivered to:
+        its deliveries are given up at once, not retried.
+        """
+        node = Node(self)
+        extension = enable(self, node, allow_private="false")
+        receiver = Receiver(self)
+        url = f"http://localhost:{receiver.number}/hook"
+        r = await node.request("POST", SUBS, {"subscriber": url})
+        self.assertEqual(r.code, 201, r.body)
+        await node.post("q", {"body": "internal"})
+        await extension.settled()
+        node.clock.advance(3600)
+        extension.outbox.kick()
+        await extension.settled()
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(receiver.got, [])
+        claim = await extension.records.take(10, 60)
+        self.assertTrue(claim is None or not claim.messages)
+
+    async def test_unexpectedErrorIsFinal(self) -> None:
+        """
+        A delivery that fails with an error other than a delivery failure
+        is logged and removed from the outbox, not left to be tried again.
+        """
+        node = Node(self)
+        extension = enable(self, node)
+        receiver = Receiver(self)
+        await node.request("POST", SUBS, {"subscriber": receiver.url})
+
+        async def broken(entry: dict) -> None:
+            raise RuntimeError("unexpected")
+
+        extension.outbox.handle = broken
+        await node.post("q", {"body": 1})
+        await extension.settled()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        # Nothing is left claimed to come back once the claim runs out.
+        node.clock.advance(3600)
+        claim = await extension.records.take(10, 60)
+        self.assertTrue(claim is None or not claim.messages)
+
     async def test_confirmation(self) -> None:
         """
         With require_confirmation a new subscriber gets a confirmation
@@ -597,8 +741,102 @@ class WebhookTests(TestCase):
         await node.post("q", {"body": "seen"})
         await waitUntil(lambda: len(receiver.got) == 2, "the message")
         self.assertEqual(receiver.documents()[1]["body"], "seen")
-        bad = await node.request("PUT", f"{SUBS}/{sid}/confirm", {"confirmed": "yes"})
+        bad = await node.request(
+            "PUT",
+            request["URL-Paths"],
+            {"confirmed": "yes"},
+            project=None,
+            headers=headers,
+        )
         self.assertEqual(bad.code, 400)
+
+    async def confirmedSubscription(self) -> tuple:
+        """
+        A node requiring confirmation with one confirmed subscription: the
+        node, the extension, the receiver and the subscription's id.
+        """
+        key = "shared secret"
+        node = Node(self, secret=key)
+        extension = enable(self, node, require_confirmation="true", signed_url_key=key)
+        receiver = Receiver(self)
+        r = await node.request("POST", SUBS, {"subscriber": receiver.url})
+        sid = r.json["subscription_id"]
+        await waitUntil(lambda: len(receiver.got) == 1, "the confirmation request")
+        await self.confirmWith(node, receiver.documents()[-1], 204)
+        await extension.settled()
+        return node, extension, receiver, sid
+
+    async def confirmWith(self, node: Node, request: dict, code: int) -> None:
+        names = ("URL-Signature", "URL-Methods", "URL-Paths", "URL-Expires")
+        confirmed = await node.request(
+            "PUT",
+            request["URL-Paths"],
+            request["SubscribeBody"],
+            project=None,
+            headers={n: request[n] for n in names + ("X-Project-ID",)},
+        )
+        self.assertEqual(confirmed.code, code, confirmed.body)
+
+    async def test_newSubscriberConfirmsAgain(self) -> None:
+        """
+        A PATCH that changes a confirmed subscription's subscriber makes it
+        unconfirmed and sends the new subscriber a confirmation request;
+        the new subscriber gets no message until it confirms.  A PATCH of
+        the TTL alone keeps it confirmed.
+        """
+        node, extension, first, sid = await self.confirmedSubscription()
+        r = await node.request("PATCH", f"{SUBS}/{sid}", {"ttl": 900})
+        self.assertEqual(r.code, 204, r.body)
+        self.assertTrue((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
+        second = Receiver(self)
+        r = await node.request("PATCH", f"{SUBS}/{sid}", {"subscriber": second.url})
+        self.assertEqual(r.code, 204, r.body)
+        self.assertFalse((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
+        await waitUntil(lambda: len(second.got) == 1, "the new confirmation request")
+        [asked] = second.documents()
+        self.assertEqual(asked["Message_Type"], "SubscriptionConfirmation")
+        await node.post("q", {"body": "unseen"})
+        await extension.settled()
+        self.assertEqual((len(first.got), len(second.got)), (1, 1))
+        await self.confirmWith(node, asked, 204)
+        await node.post("q", {"body": "seen"})
+        await waitUntil(lambda: len(second.got) == 2, "the message")
+        self.assertEqual(second.documents()[1]["body"], "seen")
+
+    async def test_confirmNeedsSignedURL(self) -> None:
+        """
+        The project cannot confirm a subscription with its own credentials
+        (403, still unconfirmed), nor with a pre-signed URL it made for its
+        queue's subscriptions; only the URL sent to the subscriber confirms.
+        """
+        key = "shared secret"
+        node = Node(self, secret=key)
+        enable(self, node, require_confirmation="true", signed_url_key=key)
+        r = await node.request("POST", SUBS, {"subscriber": "http://h.test/"})
+        sid = r.json["subscription_id"]
+        confirm = f"{SUBS}/{sid}/confirm"
+        r = await node.request("PUT", confirm, {"confirmed": True})
+        self.assertEqual(r.code, 403, r.body)
+        self.assertIn("pre-signed URL", r.json["description"])
+        share = await node.request(
+            "POST",
+            "/v2/queues/q/share",
+            {"paths": ["subscriptions"], "methods": ["PUT"]},
+        )
+        self.assertEqual(share.code, 200, share.body)
+        grant = share.json
+        headers = {
+            "URL-Signature": grant["signature"],
+            "URL-Methods": ",".join(grant["methods"]),
+            "URL-Paths": ",".join(grant["paths"]),
+            "URL-Expires": grant["expires"],
+            "X-Project-ID": grant["project"],
+        }
+        r = await node.request(
+            "PUT", confirm, {"confirmed": True}, project=None, headers=headers
+        )
+        self.assertEqual(r.code, 403, r.body)
+        self.assertFalse((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
 
 
 @implementer(smtp.IMessageDelivery)
@@ -662,8 +900,8 @@ class MailTests(TestCase):
     async def test_mailto(self) -> None:
         """
         A mailto: subscriber gets each message as a mail through the
-        configured relay (a real Twisted SMTP server), from and with the
-        subject its options name.
+        configured relay (a real Twisted SMTP server), from smtp_from and
+        with the subject its options name.
         """
         box = _Mailbox()
         factory = _SMTPFactory(box)
@@ -671,14 +909,18 @@ class MailTests(TestCase):
         self.addCleanup(port.stopListening)
         node = Node(self)
         extension = enable(
-            self, node, smtp_host="127.0.0.1", smtp_port=str(port.getHost().port)
+            self,
+            node,
+            smtp_host="127.0.0.1",
+            smtp_port=str(port.getHost().port),
+            smtp_from="bus@example.test",
         )
         await node.request(
             "POST",
             SUBS,
             {
                 "subscriber": "mailto:ops@example.test",
-                "options": {"from": "bus@example.test", "subject": "News"},
+                "options": {"subject": "News"},
             },
         )
         await node.post("q", {"body": {"alert": "disk full"}})
@@ -692,3 +934,15 @@ class MailTests(TestCase):
         self.assertIn(b"Subject: News", text)
         body = text.split(b"\n\n", 1)[1]
         self.assertEqual(json.loads(body)["body"], {"alert": "disk full"})
+
+    async def test_badHeaderIsFinal(self) -> None:
+        """
+        A mail whose headers cannot be made (a line break in the subject)
+        fails for good, before any connection to the relay.
+        """
+        mailer = Mailer(reactor, "127.0.0.1", 1, 1.0)
+        with self.assertRaises(DeliveryFailed) as caught:
+            await mailer.send(
+                "bus@example.test", "a@example.test", "x\r\nBcc: b@example.test", "t"
+            )
+        self.assertTrue(caught.exception.final)

@@ -8,6 +8,7 @@ import hmac
 import json
 from email.message import EmailMessage
 from typing import Any, Awaitable, Callable, Optional
+from urllib.parse import urlsplit
 
 import treq
 from treq.client import HTTPClient
@@ -23,6 +24,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from marconi.core.errors import ClaimMismatch
 from marconi.core.models import Message
+from marconi.extensions.subscriptions.policy import privateAddress
 from marconi.extensions.subscriptions.records import Records
 
 #: The header of a webhook delivery's signature: C{sha256=} and the hex
@@ -58,11 +60,17 @@ class DeliveryFailed(Exception):
 class Webhooks:
     """
     POSTs to webhook subscribers over one pool of persistent connections.
+
+    @ivar allowPrivate: unless set, a webhook whose host is (or resolves
+        to) a private address (L{privateAddress}) is refused.
     """
 
-    def __init__(self, reactor: Any, timeout: float) -> None:
+    def __init__(
+        self, reactor: Any, timeout: float, allowPrivate: bool = False
+    ) -> None:
         self.reactor = reactor
         self.timeout = timeout
+        self.allowPrivate = allowPrivate
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 8
         self.http = HTTPClient(Agent(reactor, connectTimeout=timeout, pool=self.pool))
@@ -70,8 +78,11 @@ class Webhooks:
     async def post(self, url: str, body: bytes, headers: dict) -> None:
         """
         @raise DeliveryFailed: unless the receiver answered 2xx within the
-            timeout (the answer's body is read and dropped).
+            timeout (the answer's body is read and dropped); final when
+            its host is a private address that is not allowed.
         """
+        if not self.allowPrivate:
+            await self._checkHost(url)
         try:
             response = await self._bounded(
                 self.http.post(url, data=body, headers=headers)
@@ -85,6 +96,28 @@ class Webhooks:
             return
         final = 400 <= response.code < 500 and response.code not in RETRIED_STATUSES
         raise DeliveryFailed(f"answered {response.code}", final)
+
+    async def _checkHost(self, url: str) -> None:
+        """
+        @raise DeliveryFailed: (final) C{url}'s host is, or resolves to, a
+            private address; (not final) it cannot be resolved.
+        """
+        host = urlsplit(url).hostname or ""
+        try:
+            privateAddress(host)
+            address = host
+        except ValueError:
+            try:
+                address = await self._bounded(self.reactor.resolve(host))
+            except CancelledError:
+                raise
+            except Exception as e:
+                raise DeliveryFailed(f"{type(e).__name__}: {e}") from None
+        if privateAddress(address):
+            raise DeliveryFailed(
+                f"{host} is the private address {address} (allow_private is off)",
+                final=True,
+            )
 
     def _bounded(self, d: Deferred) -> Deferred:
         return d.addTimeout(self.timeout, self.reactor)
@@ -105,17 +138,25 @@ class Mailer:
         self.timeout = timeout
 
     async def send(self, sender: str, to: str, subject: str, text: str) -> None:
+        """
+        @raise DeliveryFailed: the relay did not take the mail in time;
+            final when the mail cannot be made (a bad header).
+        """
         mail = EmailMessage()
-        mail["From"] = sender
-        mail["To"] = to
-        mail["Subject"] = subject
-        mail.set_content(text)
+        try:
+            mail["From"] = sender
+            mail["To"] = to
+            mail["Subject"] = subject
+            mail.set_content(text)
+            data = mail.as_bytes()
+        except Exception as e:
+            raise DeliveryFailed(f"{type(e).__name__}: {e}", final=True) from None
         try:
             d = sendmail(
                 self.host,
                 sender,
                 [to],
-                mail.as_bytes(),
+                data,
                 port=self.port,
                 reactor=self.reactor,
             )
@@ -251,8 +292,15 @@ class Outbox(Service):
         log.failure("Delivery {id} failed", failure, id=message.id)
 
     async def _deliver(self, message: Message, claimId: str) -> None:
-        entry = json.loads(message.body)
-        again = await self.handle(entry)
+        try:
+            entry = json.loads(message.body)
+            again = await self.handle(entry)
+        except CancelledError:
+            raise
+        except Exception:
+            # Trying again would fail the same way: it is given up.
+            log.failure("Delivery {id} failed; given up", id=message.id)
+            again = None
         if again is not None:
             retry, delay = again
             await self.owe([retry], delay)
