@@ -11,7 +11,9 @@ import json
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
 from twisted.mail import smtp
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
@@ -21,7 +23,12 @@ from zope.interface import implementer
 from marconi.core.errors import ValidationFailed
 from marconi.extensions import ExtensionHost, Extensions
 from marconi.extensions.subscriptions import policy
-from marconi.extensions.subscriptions.delivery import DeliveryFailed, Mailer
+from marconi.extensions.subscriptions.delivery import (
+    DeliveryFailed,
+    Mailer,
+    PrivateAddress,
+    PublicEndpoints,
+)
 from marconi.extensions.subscriptions.records import PROJECT
 from marconi.extensions.subscriptions.service import SubscriptionsExtension
 from marconi.extensions.subscriptions.settings import parseSettings
@@ -192,6 +199,55 @@ class PolicyTests(SynchronousTestCase):
         ]:
             e = self.assertRaises(ValueError, parseSettings, section)
             self.assertIn(words, str(e))
+
+
+class _Resolving(MemoryReactorClock):
+    """
+    A memory reactor whose resolver answers one address for every name.
+    """
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+        self.looked: list[str] = []
+
+    def resolve(self, name: str, timeout: Any = None) -> Any:
+        self.looked.append(name)
+        return defer.succeed(self.address)
+
+
+class PublicEndpointTests(SynchronousTestCase):
+    def connect(self, address: str, url: bytes) -> tuple[_Resolving, Any]:
+        from twisted.web.client import URI
+
+        reactor = _Resolving(address)
+        endpoint = PublicEndpoints(reactor, 5.0).endpointForURI(URI.fromBytes(url))
+        return reactor, endpoint.connect(Factory())
+
+    def test_pinned(self) -> None:
+        """
+        A host name is resolved once and the connection is made to the
+        address that was checked, not to the name.
+        """
+        reactor, d = self.connect("93.184.216.34", b"https://hooks.example.test/x")
+        self.assertEqual(reactor.looked, ["hooks.example.test"])
+        [(host, port, *_)] = reactor.tcpClients
+        self.assertEqual((host, port), ("93.184.216.34", 443))
+        self.assertNoResult(d)
+
+    def test_private(self) -> None:
+        """
+        A name that resolves to a private address fails with
+        L{PrivateAddress} and nothing is connected; so does a literal one.
+        """
+        for address, url in [
+            ("10.0.0.7", b"http://hooks.example.test/"),
+            ("169.254.169.254", b"http://metadata.example.test/"),
+            ("93.184.216.34", b"http://[::1]:8080/"),
+        ]:
+            reactor, d = self.connect(address, url)
+            self.failureResultOf(d, PrivateAddress)
+            self.assertEqual(reactor.tcpClients, [])
 
 
 class ResourceTests(TestCase):

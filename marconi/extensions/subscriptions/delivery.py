@@ -8,19 +8,26 @@ import hmac
 import json
 from email.message import EmailMessage
 from typing import Any, Awaitable, Callable, Optional
-from urllib.parse import urlsplit
 
 import treq
 from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 # Imported here, when the extension is made: the module looks up this
 # host's name (a blocking call) when it is first imported.
 from twisted.mail.smtp import sendmail
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 
 from marconi.core.errors import ClaimMismatch
 from marconi.core.models import Message
@@ -57,6 +64,63 @@ class DeliveryFailed(Exception):
         self.final = final
 
 
+class PrivateAddress(Exception):
+    """
+    A webhook's host is, or resolves to, an address it may not have.
+    """
+
+
+@implementer(IAgentEndpointFactory)
+class PublicEndpoints:
+    """
+    Connects webhooks to public addresses only: the host is resolved (with
+    the reactor's resolver, without blocking) when a connection is made,
+    checked, and the connection made to that very address, so a second
+    lookup cannot give another.
+    """
+
+    def __init__(self, reactor: Any, timeout: float) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+        self.tls = BrowserLikePolicyForHTTPS()
+
+    def endpointForURI(self, uri: Any) -> "PublicEndpoint":
+        return PublicEndpoint(self, uri.scheme, uri.host, uri.port)
+
+
+@implementer(IStreamClientEndpoint)
+class PublicEndpoint:
+    def __init__(
+        self, factory: PublicEndpoints, scheme: bytes, host: bytes, port: int
+    ) -> None:
+        self.factory = factory
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+
+    def connect(self, protocolFactory: Any) -> Deferred:
+        return Deferred.fromCoroutine(self._connect(protocolFactory))
+
+    async def _connect(self, protocolFactory: Any) -> Any:
+        reactor = self.factory.reactor
+        host = self.host.decode("ascii")
+        try:
+            privateAddress(host)
+            address = host
+        except ValueError:
+            address = await reactor.resolve(host)
+        if privateAddress(address):
+            raise PrivateAddress(
+                f"{host} is the private address {address} (allow_private is off)"
+            )
+        kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        endpoint = kind(reactor, address, self.port, timeout=self.factory.timeout)
+        if self.scheme == b"https":
+            creator = self.factory.tls.creatorForNetloc(self.host, self.port)
+            endpoint = wrapClientTLS(creator, endpoint)
+        return await endpoint.connect(protocolFactory)
+
+
 class Webhooks:
     """
     POSTs to webhook subscribers over one pool of persistent connections.
@@ -73,7 +137,13 @@ class Webhooks:
         self.allowPrivate = allowPrivate
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 8
-        self.http = HTTPClient(Agent(reactor, connectTimeout=timeout, pool=self.pool))
+        if allowPrivate:
+            agent = Agent(reactor, connectTimeout=timeout, pool=self.pool)
+        else:
+            agent = Agent.usingEndpointFactory(
+                reactor, PublicEndpoints(reactor, timeout), pool=self.pool
+            )
+        self.http = HTTPClient(agent)
 
     async def post(self, url: str, body: bytes, headers: dict) -> None:
         """
@@ -81,8 +151,6 @@ class Webhooks:
             timeout (the answer's body is read and dropped); final when
             its host is a private address that is not allowed.
         """
-        if not self.allowPrivate:
-            await self._checkHost(url)
         try:
             response = await self._bounded(
                 self.http.post(url, data=body, headers=headers)
@@ -90,34 +158,14 @@ class Webhooks:
             await self._bounded(treq.collect(response, lambda data: None))
         except CancelledError:
             raise
+        except PrivateAddress as e:
+            raise DeliveryFailed(str(e), final=True) from None
         except Exception as e:
             raise DeliveryFailed(f"{type(e).__name__}: {e}") from None
         if 200 <= response.code < 300:
             return
         final = 400 <= response.code < 500 and response.code not in RETRIED_STATUSES
         raise DeliveryFailed(f"answered {response.code}", final)
-
-    async def _checkHost(self, url: str) -> None:
-        """
-        @raise DeliveryFailed: (final) C{url}'s host is, or resolves to, a
-            private address; (not final) it cannot be resolved.
-        """
-        host = urlsplit(url).hostname or ""
-        try:
-            privateAddress(host)
-            address = host
-        except ValueError:
-            try:
-                address = await self._bounded(self.reactor.resolve(host))
-            except CancelledError:
-                raise
-            except Exception as e:
-                raise DeliveryFailed(f"{type(e).__name__}: {e}") from None
-        if privateAddress(address):
-            raise DeliveryFailed(
-                f"{host} is the private address {address} (allow_private is off)",
-                final=True,
-            )
 
     def _bounded(self, d: Deferred) -> Deferred:
         return d.addTimeout(self.timeout, self.reactor)
