@@ -756,82 +756,65 @@ class WebhookTests(TestCase):
         claim = await extension.records.take(10, 60)
         self.assertTrue(claim is None or not claim.messages)
 
+    async def subscribeConfirming(self) -> tuple:
+        """
+        A node requiring confirmation with one new subscription, once its
+        confirmation request arrived: the node, the extension, the
+        receiver, the subscription's id and the request.
+        """
+        key = "shared secret"
+        node = Node(self, secret=key)
+        extension = enable(self, node, require_confirmation="true", signed_url_key=key)
+        receiver = Receiver(self)
+        r = await node.request("POST", SUBS, {"subscriber": receiver.url})
+        sid = r.json["subscription_id"]
+        await waitUntil(lambda: len(receiver.got) == 1, "the confirmation request")
+        return node, extension, receiver, sid, receiver.documents()[-1]
+
+    async def confirmedSubscription(self) -> tuple:
+        """
+        L{subscribeConfirming}, confirmed: all but the request.
+        """
+        node, extension, receiver, sid, request = await self.subscribeConfirming()
+        await self.confirmWith(node, request, request["SubscribeBody"], 204)
+        await extension.settled()
+        return node, extension, receiver, sid
+
+    async def confirmWith(
+        self, node: Node, request: dict, body: Any, code: int
+    ) -> None:
+        """
+        Send C{body} to the confirmation URL of C{request} as its
+        subscriber does, and check the answer is C{code}.
+        """
+        names = ("URL-Signature", "URL-Methods", "URL-Paths", "URL-Expires")
+        confirmed = await node.request(
+            "PUT",
+            request["URL-Paths"],
+            body,
+            project=None,
+            headers={n: request[n] for n in names + ("X-Project-ID",)},
+        )
+        self.assertEqual(confirmed.code, code, confirmed.body)
+
     async def test_confirmation(self) -> None:
         """
         With require_confirmation a new subscriber gets a confirmation
         request with a pre-signed URL and nothing else; once it confirms
         with that URL it gets the messages.
         """
-        key = "shared secret"
-        node = Node(self, secret=key)
-        extension = enable(self, node, require_confirmation="true", signed_url_key=key)
-        receiver = Receiver(self)
-        r = await node.request("POST", SUBS, {"subscriber": receiver.url})
-        sid = r.json["subscription_id"]
-        await waitUntil(lambda: len(receiver.got) == 1, "the confirmation request")
-        [request] = receiver.documents()
+        node, extension, receiver, sid, request = await self.subscribeConfirming()
         self.assertEqual(request["Message_Type"], "SubscriptionConfirmation")
         self.assertFalse((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
         await node.post("q", {"body": "unseen"})
         await extension.settled()
         self.assertEqual(len(receiver.got), 1)
-        headers = {
-            name: request[name]
-            for name in (
-                "URL-Signature",
-                "URL-Methods",
-                "URL-Paths",
-                "URL-Expires",
-                "X-Project-ID",
-            )
-        }
-        confirmed = await node.request(
-            "PUT",
-            request["URL-Paths"],
-            request["SubscribeBody"],
-            project=None,
-            headers=headers,
-        )
-        self.assertEqual(confirmed.code, 204, confirmed.body)
+        await self.confirmWith(node, request, request["SubscribeBody"], 204)
         self.assertTrue((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
         await node.post("q", {"body": "seen"})
         await waitUntil(lambda: len(receiver.got) == 2, "the message")
         self.assertEqual(receiver.documents()[1]["body"], "seen")
-        bad = await node.request(
-            "PUT",
-            request["URL-Paths"],
-            {"confirmed": "yes"},
-            project=None,
-            headers=headers,
-        )
-        self.assertEqual(bad.code, 400)
-
-    async def confirmedSubscription(self) -> tuple:
-        """
-        A node requiring confirmation with one confirmed subscription: the
-        node, the extension, the receiver and the subscription's id.
-        """
-        key = "shared secret"
-        node = Node(self, secret=key)
-        extension = enable(self, node, require_confirmation="true", signed_url_key=key)
-        receiver = Receiver(self)
-        r = await node.request("POST", SUBS, {"subscriber": receiver.url})
-        sid = r.json["subscription_id"]
-        await waitUntil(lambda: len(receiver.got) == 1, "the confirmation request")
-        await self.confirmWith(node, receiver.documents()[-1], 204)
-        await extension.settled()
-        return node, extension, receiver, sid
-
-    async def confirmWith(self, node: Node, request: dict, code: int) -> None:
-        names = ("URL-Signature", "URL-Methods", "URL-Paths", "URL-Expires")
-        confirmed = await node.request(
-            "PUT",
-            request["URL-Paths"],
-            request["SubscribeBody"],
-            project=None,
-            headers={n: request[n] for n in names + ("X-Project-ID",)},
-        )
-        self.assertEqual(confirmed.code, code, confirmed.body)
+        await self.confirmWith(node, request, {"confirmed": "yes"}, 400)
 
     async def test_newSubscriberConfirmsAgain(self) -> None:
         """
@@ -854,7 +837,7 @@ class WebhookTests(TestCase):
         await node.post("q", {"body": "unseen"})
         await extension.settled()
         self.assertEqual((len(first.got), len(second.got)), (1, 1))
-        await self.confirmWith(node, asked, 204)
+        await self.confirmWith(node, asked, asked["SubscribeBody"], 204)
         await node.post("q", {"body": "seen"})
         await waitUntil(lambda: len(second.got) == 2, "the message")
         self.assertEqual(second.documents()[1]["body"], "seen")
