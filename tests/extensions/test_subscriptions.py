@@ -11,7 +11,9 @@ import json
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
 from twisted.mail import smtp
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
@@ -21,6 +23,12 @@ from zope.interface import implementer
 from marconi.core.errors import ValidationFailed
 from marconi.extensions import ExtensionHost, Extensions
 from marconi.extensions.subscriptions import policy
+from marconi.extensions.subscriptions.delivery import (
+    DeliveryFailed,
+    Mailer,
+    PrivateAddress,
+    PublicEndpoints,
+)
 from marconi.extensions.subscriptions.records import PROJECT
 from marconi.extensions.subscriptions.service import SubscriptionsExtension
 from marconi.extensions.subscriptions.settings import parseSettings
@@ -108,8 +116,10 @@ def signed(secret: str, headers: dict, body: bytes) -> bool:
 
 def enable(testCase: Any, node: Node, **settings: str) -> SubscriptionsExtension:
     """
-    Run the extension on C{node}, its time on the node's clock.
+    Run the extension on C{node}, its time on the node's clock; webhooks
+    on loopback (the tests' receivers) are allowed unless C{settings} say.
     """
+    settings.setdefault("allow_private", "true")
     host = ExtensionHost(node.bus, node.api.auth, node.api.router, reactor, settings)
     extension = SubscriptionsExtension(host, clock=node.clock, reactor=reactor)
     node.api.extensions = Extensions({"subscriptions": extension})
@@ -175,15 +185,69 @@ class PolicyTests(SynchronousTestCase):
         confirmation without a key to sign its link are refused.
         """
         self.assertEqual(parseSettings({"smtp_port": "2525"}).smtpPort, 2525)
+        self.assertFalse(parseSettings({}).allowPrivate)
+        self.assertEqual(parseSettings({}).maxSubscriptionsPerQueue, 100)
         for section, words in [
             ({"nope": "1"}, "unknown setting"),
             ({"smtp_port": "x"}, "smtp_port must be an integer"),
             ({"timeout": "0"}, "timeout must be at least"),
             ({"subscriber_types": "ftp"}, "not ftp"),
             ({"require_confirmation": "true"}, "signed_url_key"),
+            ({"smtp_from": "a@b\nBcc: c@d"}, "smtp_from must be text"),
+            ({"allow_private": "maybe"}, "allow_private must be true or false"),
+            ({"max_subscriptions_per_queue": "0"}, "must be at least 1"),
         ]:
             e = self.assertRaises(ValueError, parseSettings, section)
             self.assertIn(words, str(e))
+
+
+class _Resolving(MemoryReactorClock):
+    """
+    A memory reactor whose resolver answers one address for every name.
+    """
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+        self.looked: list[str] = []
+
+    def resolve(self, name: str, timeout: Any = None) -> Any:
+        self.looked.append(name)
+        return defer.succeed(self.address)
+
+
+class PublicEndpointTests(SynchronousTestCase):
+    def connect(self, address: str, url: bytes) -> tuple[_Resolving, Any]:
+        from twisted.web.client import URI
+
+        reactor = _Resolving(address)
+        endpoint = PublicEndpoints(reactor, 5.0).endpointForURI(URI.fromBytes(url))
+        return reactor, endpoint.connect(Factory())
+
+    def test_pinned(self) -> None:
+        """
+        A host name is resolved once and the connection is made to the
+        address that was checked, not to the name.
+        """
+        reactor, d = self.connect("93.184.216.34", b"https://hooks.example.test/x")
+        self.assertEqual(reactor.looked, ["hooks.example.test"])
+        [(host, port, *_)] = reactor.tcpClients
+        self.assertEqual((host, port), ("93.184.216.34", 443))
+        self.assertNoResult(d)
+
+    def test_private(self) -> None:
+        """
+        A name that resolves to a private address fails with
+        L{PrivateAddress} and nothing is connected; so does a literal one.
+        """
+        for address, url in [
+            ("10.0.0.7", b"http://hooks.example.test/"),
+            ("169.254.169.254", b"http://metadata.example.test/"),
+            ("93.184.216.34", b"http://[::1]:8080/"),
+        ]:
+            reactor, d = self.connect(address, url)
+            self.failureResultOf(d, PrivateAddress)
+            self.assertEqual(reactor.tcpClients, [])
 
 
 class ResourceTests(TestCase):
@@ -281,12 +345,104 @@ class ResourceTests(TestCase):
                 "subscriber": "http://example.test/",
                 "options": {"post_headers": {"a": "b\r\nc: d"}},
             },
+            # Control characters anywhere but the body template.
+            {"subscriber": "mailto:a@example.test\r\nBcc: b@example.test"},
+            {"subscriber": "mailto:a@example.test\x00"},
+            {"subscriber": "http://example.test/\n"},
+            {"subscriber": "mailto:a@example.test", "options": {"subject": "a\rb"}},
+            {"subscriber": "mailto:a@example.test", "options": {"x": ["\x00"]}},
+            {
+                "subscriber": "http://example.test/",
+                "options": {"post_headers": {"a": "\t"}},
+            },
+            # Mails come from smtp_from only.
+            {"subscriber": "mailto:a@example.test", "options": {"from": "x@y.test"}},
+            # Headers that would change where or how the request goes.
+            *(
+                {
+                    "subscriber": "http://example.test/",
+                    "options": {"post_headers": {name: "v"}},
+                }
+                for name in (
+                    "Host",
+                    "content-length",
+                    "Transfer-Encoding",
+                    "CONNECTION",
+                    "X-Marconi-Signature",
+                    "x-marconi-anything",
+                )
+            ),
         ]:
             r = await node.request("POST", SUBS, body)
             self.assertEqual(r.code, 400, (body, r.body))
             self.assertIn("description", r.json)
         listed = await node.request("GET", SUBS)
         self.assertEqual(listed.json["subscriptions"], [])
+
+    async def test_limit(self) -> None:
+        """
+        A queue has at most max_subscriptions_per_queue live subscriptions:
+        one more is a 400 saying so and is not made; other queues and
+        other projects are not counted, and a deleted one frees its place.
+        """
+        node = Node(self)
+        enable(self, node, max_subscriptions_per_queue="2")
+        ids = []
+        for n in range(2):
+            r = await node.request("POST", SUBS, {"subscriber": f"http://h.test/{n}"})
+            self.assertEqual(r.code, 201, r.body)
+            ids.append(r.json["subscription_id"])
+        r = await node.request("POST", SUBS, {"subscriber": "http://h.test/2"})
+        self.assertEqual(r.code, 400, r.body)
+        self.assertIn("max_subscriptions_per_queue", r.json["description"])
+        self.assertEqual(
+            len((await node.request("GET", SUBS)).json["subscriptions"]), 2
+        )
+        other = await node.request(
+            "POST", "/v2/queues/r/subscriptions", {"subscriber": "http://h.test/2"}
+        )
+        self.assertEqual(other.code, 201, other.body)
+        theirs = await node.request(
+            "POST", SUBS, {"subscriber": "http://h.test/2"}, project="beta"
+        )
+        self.assertEqual(theirs.code, 201, theirs.body)
+        await node.request("DELETE", f"{SUBS}/{ids[0]}")
+        r = await node.request("POST", SUBS, {"subscriber": "http://h.test/2"})
+        self.assertEqual(r.code, 201, r.body)
+
+    async def test_privateHosts(self) -> None:
+        """
+        With the default allow_private = false a webhook whose host is a
+        loopback, link-local, private, unspecified or multicast IP address
+        is a 400, on create and on patch; a public one is accepted.
+        """
+        node = Node(self)
+        enable(self, node, allow_private="false")
+        for host in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "[::1]",
+            "[fd00::1]",
+            "[fe80::1]",
+            "[::ffff:127.0.0.1]",
+        ]:
+            r = await node.request("POST", SUBS, {"subscriber": f"http://{host}/"})
+            self.assertEqual(r.code, 400, (host, r.body))
+            self.assertIn("private", r.json["description"])
+        r = await node.request("POST", SUBS, {"subscriber": "http://93.184.216.34/"})
+        self.assertEqual(r.code, 201, r.body)
+        sid = r.json["subscription_id"]
+        patched = await node.request(
+            "PATCH", f"{SUBS}/{sid}", {"subscriber": "http://127.0.0.1:1/"}
+        )
+        self.assertEqual(patched.code, 400, patched.body)
+        got = await node.request("GET", f"{SUBS}/{sid}")
+        self.assertEqual(got.json["subscriber"], "http://93.184.216.34/")
 
     async def test_isolation(self) -> None:
         """
@@ -556,11 +712,55 @@ class WebhookTests(TestCase):
         await waitUntil(lambda: len(up.got) == 3, "the live subscriber")
         await waitUntil(lambda: len(hung.got) == 3, "the hung one's requests")
 
-    async def test_confirmation(self) -> None:
+    async def test_loopbackNameRefused(self) -> None:
         """
-        With require_confirmation a new subscriber gets a confirmation
-        request with a pre-signed URL and nothing else; once it confirms
-        with that URL it gets the messages.
+        With the default allow_private = false a webhook named by a host
+        name that resolves to loopback is accepted but never delivered to:
+        its deliveries are given up at once, not retried.
+        """
+        node = Node(self)
+        extension = enable(self, node, allow_private="false")
+        receiver = Receiver(self)
+        url = f"http://localhost:{receiver.number}/hook"
+        r = await node.request("POST", SUBS, {"subscriber": url})
+        self.assertEqual(r.code, 201, r.body)
+        await node.post("q", {"body": "internal"})
+        await extension.settled()
+        node.clock.advance(3600)
+        extension.outbox.kick()
+        await extension.settled()
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(receiver.got, [])
+        claim = await extension.records.take(10, 60)
+        self.assertTrue(claim is None or not claim.messages)
+
+    async def test_unexpectedErrorIsFinal(self) -> None:
+        """
+        A delivery that fails with an error other than a delivery failure
+        is logged and removed from the outbox, not left to be tried again.
+        """
+        node = Node(self)
+        extension = enable(self, node)
+        receiver = Receiver(self)
+        await node.request("POST", SUBS, {"subscriber": receiver.url})
+
+        async def broken(entry: dict) -> None:
+            raise RuntimeError("unexpected")
+
+        extension.outbox.handle = broken
+        await node.post("q", {"body": 1})
+        await extension.settled()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        # Nothing is left claimed to come back once the claim runs out.
+        node.clock.advance(3600)
+        claim = await extension.records.take(10, 60)
+        self.assertTrue(claim is None or not claim.messages)
+
+    async def subscribeConfirming(self) -> tuple:
+        """
+        A node requiring confirmation with one new subscription, once its
+        confirmation request arrived: the node, the extension, the
+        receiver, the subscription's id and the request.
         """
         key = "shared secret"
         node = Node(self, secret=key)
@@ -569,36 +769,113 @@ class WebhookTests(TestCase):
         r = await node.request("POST", SUBS, {"subscriber": receiver.url})
         sid = r.json["subscription_id"]
         await waitUntil(lambda: len(receiver.got) == 1, "the confirmation request")
-        [request] = receiver.documents()
+        return node, extension, receiver, sid, receiver.documents()[-1]
+
+    async def confirmedSubscription(self) -> tuple:
+        """
+        L{subscribeConfirming}, confirmed: all but the request.
+        """
+        node, extension, receiver, sid, request = await self.subscribeConfirming()
+        await self.confirmWith(node, request, request["SubscribeBody"], 204)
+        await extension.settled()
+        return node, extension, receiver, sid
+
+    async def confirmWith(
+        self, node: Node, request: dict, body: Any, code: int
+    ) -> None:
+        """
+        Send C{body} to the confirmation URL of C{request} as its
+        subscriber does, and check the answer is C{code}.
+        """
+        names = ("URL-Signature", "URL-Methods", "URL-Paths", "URL-Expires")
+        confirmed = await node.request(
+            "PUT",
+            request["URL-Paths"],
+            body,
+            project=None,
+            headers={n: request[n] for n in names + ("X-Project-ID",)},
+        )
+        self.assertEqual(confirmed.code, code, confirmed.body)
+
+    async def test_confirmation(self) -> None:
+        """
+        With require_confirmation a new subscriber gets a confirmation
+        request with a pre-signed URL and nothing else; once it confirms
+        with that URL it gets the messages.
+        """
+        node, extension, receiver, sid, request = await self.subscribeConfirming()
         self.assertEqual(request["Message_Type"], "SubscriptionConfirmation")
         self.assertFalse((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
         await node.post("q", {"body": "unseen"})
         await extension.settled()
         self.assertEqual(len(receiver.got), 1)
-        headers = {
-            name: request[name]
-            for name in (
-                "URL-Signature",
-                "URL-Methods",
-                "URL-Paths",
-                "URL-Expires",
-                "X-Project-ID",
-            )
-        }
-        confirmed = await node.request(
-            "PUT",
-            request["URL-Paths"],
-            request["SubscribeBody"],
-            project=None,
-            headers=headers,
-        )
-        self.assertEqual(confirmed.code, 204, confirmed.body)
+        await self.confirmWith(node, request, request["SubscribeBody"], 204)
         self.assertTrue((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
         await node.post("q", {"body": "seen"})
         await waitUntil(lambda: len(receiver.got) == 2, "the message")
         self.assertEqual(receiver.documents()[1]["body"], "seen")
-        bad = await node.request("PUT", f"{SUBS}/{sid}/confirm", {"confirmed": "yes"})
-        self.assertEqual(bad.code, 400)
+        await self.confirmWith(node, request, {"confirmed": "yes"}, 400)
+
+    async def test_newSubscriberConfirmsAgain(self) -> None:
+        """
+        A PATCH that changes a confirmed subscription's subscriber makes it
+        unconfirmed and sends the new subscriber a confirmation request;
+        the new subscriber gets no message until it confirms.  A PATCH of
+        the TTL alone keeps it confirmed.
+        """
+        node, extension, first, sid = await self.confirmedSubscription()
+        r = await node.request("PATCH", f"{SUBS}/{sid}", {"ttl": 900})
+        self.assertEqual(r.code, 204, r.body)
+        self.assertTrue((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
+        second = Receiver(self)
+        r = await node.request("PATCH", f"{SUBS}/{sid}", {"subscriber": second.url})
+        self.assertEqual(r.code, 204, r.body)
+        self.assertFalse((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
+        await waitUntil(lambda: len(second.got) == 1, "the new confirmation request")
+        [asked] = second.documents()
+        self.assertEqual(asked["Message_Type"], "SubscriptionConfirmation")
+        await node.post("q", {"body": "unseen"})
+        await extension.settled()
+        self.assertEqual((len(first.got), len(second.got)), (1, 1))
+        await self.confirmWith(node, asked, asked["SubscribeBody"], 204)
+        await node.post("q", {"body": "seen"})
+        await waitUntil(lambda: len(second.got) == 2, "the message")
+        self.assertEqual(second.documents()[1]["body"], "seen")
+
+    async def test_confirmNeedsSignedURL(self) -> None:
+        """
+        The project cannot confirm a subscription with its own credentials
+        (403, still unconfirmed), nor with a pre-signed URL it made for its
+        queue's subscriptions; only the URL sent to the subscriber confirms.
+        """
+        key = "shared secret"
+        node = Node(self, secret=key)
+        enable(self, node, require_confirmation="true", signed_url_key=key)
+        r = await node.request("POST", SUBS, {"subscriber": "http://h.test/"})
+        sid = r.json["subscription_id"]
+        confirm = f"{SUBS}/{sid}/confirm"
+        r = await node.request("PUT", confirm, {"confirmed": True})
+        self.assertEqual(r.code, 403, r.body)
+        self.assertIn("pre-signed URL", r.json["description"])
+        share = await node.request(
+            "POST",
+            "/v2/queues/q/share",
+            {"paths": ["subscriptions"], "methods": ["PUT"]},
+        )
+        self.assertEqual(share.code, 200, share.body)
+        grant = share.json
+        headers = {
+            "URL-Signature": grant["signature"],
+            "URL-Methods": ",".join(grant["methods"]),
+            "URL-Paths": ",".join(grant["paths"]),
+            "URL-Expires": grant["expires"],
+            "X-Project-ID": grant["project"],
+        }
+        r = await node.request(
+            "PUT", confirm, {"confirmed": True}, project=None, headers=headers
+        )
+        self.assertEqual(r.code, 403, r.body)
+        self.assertFalse((await node.request("GET", f"{SUBS}/{sid}")).json["confirmed"])
 
 
 @implementer(smtp.IMessageDelivery)
@@ -662,8 +939,8 @@ class MailTests(TestCase):
     async def test_mailto(self) -> None:
         """
         A mailto: subscriber gets each message as a mail through the
-        configured relay (a real Twisted SMTP server), from and with the
-        subject its options name.
+        configured relay (a real Twisted SMTP server), from smtp_from and
+        with the subject its options name.
         """
         box = _Mailbox()
         factory = _SMTPFactory(box)
@@ -671,14 +948,18 @@ class MailTests(TestCase):
         self.addCleanup(port.stopListening)
         node = Node(self)
         extension = enable(
-            self, node, smtp_host="127.0.0.1", smtp_port=str(port.getHost().port)
+            self,
+            node,
+            smtp_host="127.0.0.1",
+            smtp_port=str(port.getHost().port),
+            smtp_from="bus@example.test",
         )
         await node.request(
             "POST",
             SUBS,
             {
                 "subscriber": "mailto:ops@example.test",
-                "options": {"from": "bus@example.test", "subject": "News"},
+                "options": {"subject": "News"},
             },
         )
         await node.post("q", {"body": {"alert": "disk full"}})
@@ -692,3 +973,15 @@ class MailTests(TestCase):
         self.assertIn(b"Subject: News", text)
         body = text.split(b"\n\n", 1)[1]
         self.assertEqual(json.loads(body)["body"], {"alert": "disk full"})
+
+    async def test_badHeaderIsFinal(self) -> None:
+        """
+        A mail whose headers cannot be made (a line break in the subject)
+        fails for good, before any connection to the relay.
+        """
+        mailer = Mailer(reactor, "127.0.0.1", 1, 1.0)
+        with self.assertRaises(DeliveryFailed) as caught:
+            await mailer.send(
+                "bus@example.test", "a@example.test", "x\r\nBcc: b@example.test", "t"
+            )
+        self.assertTrue(caught.exception.final)

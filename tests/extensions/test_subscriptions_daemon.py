@@ -33,6 +33,8 @@ class SubscriptionDaemonTests(NodeTestCase):
                 "[extensions]\nenabled = subscriptions\n\n"
                 "[extension:subscriptions]\n"
                 "poll_interval = 0.5\nredeliver_after = 2\ntimeout = 5\n"
+                # The receivers are on loopback.
+                "allow_private = true\n"
             )
         return config
 
@@ -125,7 +127,11 @@ class SubscriptionClusterTests(ClusterTestCase):
     def setUp(self) -> None:
         super().setUp()
         with open(os.path.join(self.root, "cluster.ini"), "a") as f:
-            f.write("\n[extensions]\nenabled = subscriptions\n")
+            f.write(
+                "\n[extensions]\nenabled = subscriptions\n"
+                # The receivers are on loopback.
+                "\n[extension:subscriptions]\nallow_private = true\n"
+            )
 
     async def test_ownerDelivers(self) -> None:
         """

@@ -13,16 +13,25 @@ import treq
 from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 # Imported here, when the extension is made: the module looks up this
 # host's name (a blocking call) when it is first imported.
 from twisted.mail.smtp import sendmail
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 
 from marconi.core.errors import ClaimMismatch
 from marconi.core.models import Message
+from marconi.extensions.subscriptions.policy import privateAddress
 from marconi.extensions.subscriptions.records import Records
 
 #: The header of a webhook delivery's signature: C{sha256=} and the hex
@@ -55,22 +64,92 @@ class DeliveryFailed(Exception):
         self.final = final
 
 
-class Webhooks:
+class PrivateAddress(Exception):
     """
-    POSTs to webhook subscribers over one pool of persistent connections.
+    A webhook's host is, or resolves to, an address it may not have.
+    """
+
+
+@implementer(IAgentEndpointFactory)
+class PublicEndpoints:
+    """
+    Connects webhooks to public addresses only: the host is resolved (with
+    the reactor's resolver, without blocking) when a connection is made,
+    checked, and the connection made to that very address, so a second
+    lookup cannot give another.
     """
 
     def __init__(self, reactor: Any, timeout: float) -> None:
         self.reactor = reactor
         self.timeout = timeout
+        self.tls = BrowserLikePolicyForHTTPS()
+
+    def endpointForURI(self, uri: Any) -> "PublicEndpoint":
+        return PublicEndpoint(self, uri.scheme, uri.host, uri.port)
+
+
+@implementer(IStreamClientEndpoint)
+class PublicEndpoint:
+    def __init__(
+        self, factory: PublicEndpoints, scheme: bytes, host: bytes, port: int
+    ) -> None:
+        self.factory = factory
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+
+    def connect(self, protocolFactory: Any) -> Deferred:
+        return Deferred.fromCoroutine(self._connect(protocolFactory))
+
+    async def _connect(self, protocolFactory: Any) -> Any:
+        reactor = self.factory.reactor
+        host = self.host.decode("ascii")
+        try:
+            privateAddress(host)
+            address = host
+        except ValueError:
+            address = await reactor.resolve(host)
+        if privateAddress(address):
+            raise PrivateAddress(
+                f"{host} is the private address {address} (allow_private is off)"
+            )
+        kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        endpoint = kind(reactor, address, self.port, timeout=self.factory.timeout)
+        if self.scheme == b"https":
+            creator = self.factory.tls.creatorForNetloc(self.host, self.port)
+            endpoint = wrapClientTLS(creator, endpoint)
+        return await endpoint.connect(protocolFactory)
+
+
+class Webhooks:
+    """
+    POSTs to webhook subscribers over one pool of persistent connections.
+
+    @ivar allowPrivate: unless set, a webhook whose host is (or resolves
+        to) a private address (L{privateAddress}) is refused.
+    """
+
+    def __init__(
+        self, reactor: Any, timeout: float, allowPrivate: bool = False
+    ) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+        self.allowPrivate = allowPrivate
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 8
-        self.http = HTTPClient(Agent(reactor, connectTimeout=timeout, pool=self.pool))
+        if allowPrivate:
+            agent = Agent(reactor, connectTimeout=timeout, pool=self.pool)
+        else:
+            agent = Agent.usingEndpointFactory(
+                reactor, PublicEndpoints(reactor, timeout), pool=self.pool
+            )
+        self.http = HTTPClient(agent)
 
     async def post(self, url: str, body: bytes, headers: dict) -> None:
         """
         @raise DeliveryFailed: unless the receiver answered 2xx within the
-            timeout (the answer's body is read and dropped).
+            timeout (the answer's body is read and dropped); final when
+            its host is a private address that is not allowed.
         """
         try:
             response = await self._bounded(
@@ -79,6 +158,8 @@ class Webhooks:
             await self._bounded(treq.collect(response, lambda data: None))
         except CancelledError:
             raise
+        except PrivateAddress as e:
+            raise DeliveryFailed(str(e), final=True) from None
         except Exception as e:
             raise DeliveryFailed(f"{type(e).__name__}: {e}") from None
         if 200 <= response.code < 300:
@@ -105,17 +186,25 @@ class Mailer:
         self.timeout = timeout
 
     async def send(self, sender: str, to: str, subject: str, text: str) -> None:
+        """
+        @raise DeliveryFailed: the relay did not take the mail in time;
+            final when the mail cannot be made (a bad header).
+        """
         mail = EmailMessage()
-        mail["From"] = sender
-        mail["To"] = to
-        mail["Subject"] = subject
-        mail.set_content(text)
+        try:
+            mail["From"] = sender
+            mail["To"] = to
+            mail["Subject"] = subject
+            mail.set_content(text)
+            data = mail.as_bytes()
+        except Exception as e:
+            raise DeliveryFailed(f"{type(e).__name__}: {e}", final=True) from None
         try:
             d = sendmail(
                 self.host,
                 sender,
                 [to],
-                mail.as_bytes(),
+                data,
                 port=self.port,
                 reactor=self.reactor,
             )
@@ -251,8 +340,15 @@ class Outbox(Service):
         log.failure("Delivery {id} failed", failure, id=message.id)
 
     async def _deliver(self, message: Message, claimId: str) -> None:
-        entry = json.loads(message.body)
-        again = await self.handle(entry)
+        try:
+            entry = json.loads(message.body)
+            again = await self.handle(entry)
+        except CancelledError:
+            raise
+        except Exception:
+            # Trying again would fail the same way: it is given up.
+            log.failure("Delivery {id} failed; given up", id=message.id)
+            again = None
         if again is not None:
             retry, delay = again
             await self.owe([retry], delay)

@@ -18,12 +18,13 @@ failed delivery the next attempts come:
 and then the delivery is given up (and logged).
 """
 
+import ipaddress
 import math
 from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
 
 from marconi.core.errors import InvalidBody, ValidationFailed
-from marconi.extensions.subscriptions.settings import MAX_TTL, MIN_TTL
+from marconi.extensions.subscriptions.settings import MAX_TTL, MIN_TTL, hasControl
 
 RETRY_POLICY = "_retry_policy"
 LINEAR_INTERVAL = 5
@@ -46,6 +47,33 @@ MAX_STEPS = 100
 
 #: What a subscription document may hold.
 FIELDS = ("subscriber", "ttl", "options")
+#: Headers C{options.post_headers} may not set (besides C{X-Marconi-*}):
+#: they would change where or how the request is sent.
+FORBIDDEN_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection"}
+)
+
+
+def privateAddress(address: str) -> bool:
+    """
+    Whether the IP address C{address} is loopback, link-local, private
+    (RFC 1918, unique local), unspecified, multicast or reserved: not a
+    webhook's unless C{allow_private} says so.
+
+    @raise ValueError: C{address} is not an IP address.
+    """
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    return (
+        ip.is_loopback
+        or ip.is_link_local
+        or ip.is_private
+        or ip.is_unspecified
+        or ip.is_multicast
+        or ip.is_reserved
+    )
 
 
 def checkRetryPolicy(policy: Any) -> dict:
@@ -152,11 +180,13 @@ def schedule(policy: Mapping[str, Any]) -> list[float]:
     )
 
 
-def checkSubscriber(value: Any, types: tuple) -> str:
+def checkSubscriber(value: Any, types: tuple, allowPrivate: bool = False) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidBody('"subscriber" must be a URL (http, https or mailto).')
     if len(value) > 2048:
         raise ValidationFailed('"subscriber" may be at most 2048 characters long.')
+    if hasControl(value):
+        raise ValidationFailed('"subscriber" may not hold control characters.')
     try:
         parts = urlsplit(value)
     except ValueError:
@@ -171,7 +201,33 @@ def checkSubscriber(value: Any, types: tuple) -> str:
             raise ValidationFailed("A mailto: subscriber must name one address.")
     elif not parts.hostname:
         raise ValidationFailed("A webhook subscriber must name a host.")
+    elif not allowPrivate and _literalPrivate(parts.hostname):
+        raise ValidationFailed(
+            "A webhook subscriber may not be a loopback, link-local, private, "
+            "unspecified or multicast address."
+        )
     return value
+
+
+def _literalPrivate(host: str) -> bool:
+    try:
+        return privateAddress(host)
+    except ValueError:
+        # A name: checked when it is resolved, at each delivery.
+        return False
+
+
+def _controlled(value: Any) -> bool:
+    """
+    Whether any string in C{value} (or its keys) holds a control character.
+    """
+    if isinstance(value, str):
+        return hasControl(value)
+    if isinstance(value, dict):
+        return any(_controlled(k) or _controlled(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_controlled(v) for v in value)
+    return False
 
 
 def checkOptions(value: Any) -> dict:
@@ -179,21 +235,34 @@ def checkOptions(value: Any) -> dict:
         raise InvalidBody('"options" must be a JSON object.')
     if RETRY_POLICY in value:
         checkRetryPolicy(value[RETRY_POLICY])
-    for name in ("post_data", "from", "subject"):
+    if "from" in value:
+        raise ValidationFailed(
+            "options.from is not accepted: mails are sent from the node's smtp_from."
+        )
+    for name in ("post_data", "subject"):
         if name in value and not isinstance(value[name], str):
             raise ValidationFailed(f"options.{name} must be a string.")
+    # The webhook body template alone may span lines.
+    rest = {k: v for k, v in value.items() if k != "post_data"}
+    if _controlled(rest):
+        raise ValidationFailed("options may not hold control characters.")
     headers = value.get("post_headers", {})
     if not isinstance(headers, dict) or not all(
-        isinstance(k, str)
-        and isinstance(v, str)
-        and k.isascii()
-        and v.isascii()
-        and "\n" not in k + v
-        and "\r" not in k + v
+        isinstance(k, str) and isinstance(v, str) and k.isascii() and v.isascii()
         for k, v in headers.items()
     ):
         raise ValidationFailed(
             "options.post_headers must map header names to ASCII text."
+        )
+    forbidden = sorted(
+        k
+        for k in headers
+        if k.lower() in FORBIDDEN_HEADERS or k.lower().startswith("x-marconi-")
+    )
+    if forbidden:
+        raise ValidationFailed(
+            f"options.post_headers may not set {', '.join(forbidden)} (nor Host, "
+            "Content-Length, Transfer-Encoding, Connection or X-Marconi-*)."
         )
     return value
 
@@ -209,7 +278,9 @@ def checkTTL(value: Any) -> int:
     return value
 
 
-def checkDocument(document: Any, types: tuple, creating: bool) -> dict:
+def checkDocument(
+    document: Any, types: tuple, creating: bool, allowPrivate: bool = False
+) -> dict:
     """
     Check a subscription's creation (C{creating}) or patch document.
 
@@ -229,7 +300,9 @@ def checkDocument(document: Any, types: tuple, creating: bool) -> dict:
         raise ValidationFailed("No subscription to update.")
     checked: dict = {}
     if "subscriber" in document:
-        checked["subscriber"] = checkSubscriber(document["subscriber"], types)
+        checked["subscriber"] = checkSubscriber(
+            document["subscriber"], types, allowPrivate
+        )
     if "ttl" in document:
         checked["ttl"] = checkTTL(document["ttl"])
     if "options" in document:

@@ -17,7 +17,13 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from marconi.core.errors import Conflict, DoesNotExist, InvalidBody, ValidationFailed
+from marconi.core.errors import (
+    Conflict,
+    DoesNotExist,
+    Forbidden,
+    InvalidBody,
+    ValidationFailed,
+)
 from marconi.core.events import Event
 from marconi.core.interfaces import IExtension
 from marconi.extensions import ExtensionAnswer, ExtensionHost, ExtensionRequest
@@ -87,7 +93,9 @@ class SubscriptionsExtension(MultiService):
         self.records = Records(
             host.bus.audit.store, self.clock, self.settings.outboxTTL
         )
-        self.webhooks = Webhooks(reactor, self.settings.timeout)
+        self.webhooks = Webhooks(
+            reactor, self.settings.timeout, self.settings.allowPrivate
+        )
         self.mailer = Mailer(
             reactor,
             self.settings.smtpHost,
@@ -403,7 +411,7 @@ class SubscriptionsExtension(MultiService):
     async def _mail(self, subscription: Subscription, subject: str, text: str) -> None:
         options = subscription.options
         await self.mailer.send(
-            options.get("from", self.settings.smtpFrom),
+            self.settings.smtpFrom,
             subscription.subscriber[len("mailto:") :].split("?", 1)[0],
             options.get("subject", subject),
             text,
@@ -412,9 +420,7 @@ class SubscriptionsExtension(MultiService):
     async def _sendConfirmation(self, subscription: Subscription) -> None:
         from marconi.api import presigned
 
-        path = (
-            f"/v2/queues/{subscription.queue}/subscriptions/{subscription.id}/confirm"
-        )
+        path = _confirmPath(subscription)
         expires = datetime.fromtimestamp(
             self.clock.seconds() + CONFIRMATION_LIFETIME, timezone.utc
         ).strftime(presigned.EXPIRES_FORMAT)
@@ -479,13 +485,17 @@ class SubscriptionsExtension(MultiService):
             if s.live(self.clock.seconds())
         )
 
-    async def create(self, request: ExtensionRequest) -> ExtensionAnswer:
-        assert request.queue is not None
-        document = policy.checkDocument(
+    def _check(self, request: ExtensionRequest, creating: bool) -> dict:
+        return policy.checkDocument(
             request.body if request.body is not None else {},
             self.settings.subscriberTypes,
-            creating=True,
+            creating=creating,
+            allowPrivate=self.settings.allowPrivate,
         )
+
+    async def create(self, request: ExtensionRequest) -> ExtensionAnswer:
+        assert request.queue is not None
+        document = self._check(request, creating=True)
         now = self.clock.seconds()
         ttl = document.get("ttl", self.settings.defaultTTL)
         subscription = Subscription(
@@ -504,6 +514,17 @@ class SubscriptionsExtension(MultiService):
                 f"Queue {request.queue!r} already has a subscription for "
                 f"{subscription.subscriber}."
             )
+        most = self.settings.maxSubscriptionsPerQueue
+        live = [
+            s
+            for s in self._subscriptions(request.project, request.queue)
+            if s.live(now)
+        ]
+        if len(live) >= most:
+            raise ValidationFailed(
+                f"Queue {request.queue!r} already has {most} subscriptions, "
+                "the most a queue may have (max_subscriptions_per_queue)."
+            )
         # Remembered before the write: a second create of the same
         # subscriber meanwhile is a conflict.
         self._remember(subscription)
@@ -513,17 +534,7 @@ class SubscriptionsExtension(MultiService):
             self._forget(subscription)
             raise
         if self.settings.requireConfirmation:
-            await self.outbox.owe(
-                [
-                    {
-                        "kind": "confirm",
-                        "project": subscription.project,
-                        "queue": subscription.queue,
-                        "subscription": subscription.id,
-                        "attempt": 0,
-                    }
-                ]
-            )
+            await self._askConfirmation(subscription)
         return ExtensionAnswer(
             201,
             {"subscription_id": subscription.id, "secret": subscription.secret},
@@ -562,12 +573,14 @@ class SubscriptionsExtension(MultiService):
 
     async def update(self, request: ExtensionRequest, sid: str) -> ExtensionAnswer:
         found = self._find(request, sid)
-        document = policy.checkDocument(
-            request.body if request.body is not None else {},
-            self.settings.subscriberTypes,
-            creating=False,
-        )
+        document = self._check(request, creating=False)
         changed = replace(found, **document)
+        # A new subscriber has not confirmed anything: it is asked anew.
+        ask = (
+            self.settings.requireConfirmation and changed.subscriber != found.subscriber
+        )
+        if ask:
+            changed = replace(changed, confirmed=False)
         if "ttl" in document:
             changed = replace(changed, expires=self.clock.seconds() + document["ttl"])
         if "subscriber" in document and self._duplicate(changed):
@@ -576,10 +589,37 @@ class SubscriptionsExtension(MultiService):
                 f"{changed.subscriber}."
             )
         await self._store(changed)
+        if ask:
+            await self._askConfirmation(changed)
         return ExtensionAnswer(204)
+
+    async def _askConfirmation(self, subscription: Subscription) -> None:
+        await self.outbox.owe(
+            [
+                {
+                    "kind": "confirm",
+                    "project": subscription.project,
+                    "queue": subscription.queue,
+                    "subscription": subscription.id,
+                    "attempt": 0,
+                }
+            ]
+        )
 
     async def confirm(self, request: ExtensionRequest, sid: str) -> ExtensionAnswer:
         found = self._find(request, sid)
+        # Only the subscriber may confirm: through the pre-signed URL sent
+        # to it (the API checked its signature covers this very path), not
+        # with the project's own credentials.
+        signedPaths = request.headers.get("url-paths", "").split(",")
+        if (
+            "url-signature" not in request.headers
+            or _confirmPath(found) not in signedPaths
+        ):
+            raise Forbidden(
+                "A subscription is confirmed through the pre-signed URL sent "
+                "to its subscriber."
+            )
         body = request.body
         if not isinstance(body, dict) or not isinstance(body.get("confirmed"), bool):
             raise InvalidBody("The 'confirmed' should be boolean.")
@@ -616,6 +656,13 @@ class SubscriptionsExtension(MultiService):
             self._forget(subscription)
             await self.records.remove(subscription)
         return len(removed)
+
+
+def _confirmPath(subscription: Subscription) -> str:
+    """
+    The path the subscriber confirms C{subscription} at (signed for it).
+    """
+    return f"/v2/queues/{subscription.queue}/subscriptions/{subscription.id}/confirm"
 
 
 def _notify(subscription: Subscription, ids: list) -> dict:

@@ -16,12 +16,20 @@ MAX_TTL = 10 * 365 * 24 * 3600
 SUBSCRIBER_TYPES = ("http", "https", "mailto")
 
 
+def hasControl(text: str) -> bool:
+    """
+    Whether C{text} holds a control character (C0, including CR, LF and
+    NUL, or DEL), which could end a mail or HTTP header early.
+    """
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
 @dataclass(frozen=True)
 class Settings:
     """
     @ivar smtpHost: the mail relay C{mailto:} subscribers are sent through.
-    @ivar smtpFrom: the sender of notification mails, unless a
-        subscription's C{options} name one (C{from}).
+    @ivar smtpFrom: the sender of every notification mail (a
+        subscription cannot name another).
     @ivar requireConfirmation: new subscriptions receive nothing until they
         are confirmed (Zaqar's C{require_confirmation}).
     @ivar signedURLKey: the node's C{[signed_url] secret_key}, to sign the
@@ -36,6 +44,9 @@ class Settings:
     @ivar outboxTTL: seconds a pending delivery is kept at most.
     @ivar maxInFlight: deliveries running at once.
     @ivar subscriberTypes: the URL schemes subscribers may use.
+    @ivar allowPrivate: webhooks may be delivered to loopback, link-local,
+        private, unspecified and multicast addresses.
+    @ivar maxSubscriptionsPerQueue: the live subscriptions a queue may have.
     """
 
     smtpHost: str = "localhost"
@@ -52,6 +63,8 @@ class Settings:
     outboxTTL: int = 14 * 24 * 3600
     maxInFlight: int = 100
     subscriberTypes: tuple = SUBSCRIBER_TYPES
+    allowPrivate: bool = False
+    maxSubscriptionsPerQueue: int = 100
 
 
 _NAMES = {
@@ -69,6 +82,8 @@ _NAMES = {
     "outbox_ttl": "outboxTTL",
     "max_in_flight": "maxInFlight",
     "subscriber_types": "subscriberTypes",
+    "allow_private": "allowPrivate",
+    "max_subscriptions_per_queue": "maxSubscriptionsPerQueue",
 }
 
 # The smallest value of each number.
@@ -81,6 +96,7 @@ _LOWEST = {
     "sweepInterval": 1,
     "outboxTTL": 60,
     "maxInFlight": 1,
+    "maxSubscriptionsPerQueue": 1,
 }
 
 
@@ -107,6 +123,8 @@ def parseSettings(section: Mapping[str, str]) -> Settings:
                 value = tuple(text.replace(",", " ").split())
             else:
                 value = text.strip()
+                if hasControl(value):
+                    raise ValueError
         except ValueError:
             raise ValueError(
                 f"{name} must be {_kindName(kind)}, not {text!r}"
