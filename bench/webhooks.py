@@ -73,7 +73,11 @@ def percentile(values: list, fraction: float) -> float:
 def startNode(workdir: str, cpus: str):
     config = os.path.join(workdir, "marconi.ini")
     with open(config, "w") as f:
-        f.write("[extensions]\nenabled = subscriptions\n")
+        f.write(
+            "[extensions]\nenabled = subscriptions\n"
+            # The receivers listen on loopback.
+            "[extension:subscriptions]\nallow_private = true\n"
+        )
     port = freePort()
     twistd = shutil.which("twistd") or "twistd"
     command = [
