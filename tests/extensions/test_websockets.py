@@ -248,6 +248,27 @@ class SessionTests(TestCase):
         stats = await self.node.bus.queueStats("alpha", "far")
         self.assertEqual(stats.total, 0)
 
+    async def test_postSizeInBytes(self) -> None:
+        """
+        A post is measured as the HTTP API measures its body, in bytes of
+        compact UTF-8 JSON: CJK text just under the post limit is accepted
+        (its \\uXXXX escapes would be twice the limit), and just over it
+        is refused 413.
+        """
+        limit = self.node.bus.limits.maxMessagesPostSize
+        envelope = len(json.dumps({"messages": [{"body": ""}]}, separators=(",", ":")))
+        text = "\u6f22" * ((limit - envelope) // 3)
+        messages = [{"body": text}]
+        status, body, _ = await self.ask(
+            "message_post", {"queue_name": "q", "messages": messages}
+        )
+        self.assertEqual(status, 201, body)
+        messages = [{"body": text + "\u6f22"}]
+        status, _, _ = await self.ask(
+            "message_post", {"queue_name": "q", "messages": messages}
+        )
+        self.assertEqual(status, 413)
+
     async def test_echo(self) -> None:
         """
         An answer echoes the request's action, headers and body, without

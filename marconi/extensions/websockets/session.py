@@ -275,7 +275,13 @@ class Session:
         queue = self._queue(request)
         messages = request.field("messages", list)
         document = {"messages": messages}
-        size = len(json.dumps(document, separators=(",", ":")).encode("utf-8"))
+        # Measured as the HTTP API measures a body: its bytes, as compact
+        # UTF-8 JSON (not \uXXXX escapes, six bytes per character).
+        size = len(
+            json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode(
+                "utf-8"
+            )
+        )
         ids = await self.bus.postMessages(
             request.project, queue, document, size, request.clientId
         )
