@@ -211,6 +211,36 @@ class ListingTests(LongPollTestCase):
         node.clock.advance(20)
         await waiting
 
+    async def test_tooManyWaitersOfAProject(self) -> None:
+        """
+        Past a project's limit of waiters (max_waiters_per_project), a
+        request of that project that finds nothing is a 503 with
+        Retry-After, while another project's request still waits.
+        """
+        node = Node(self, limits=Limits(maxWaiters=10, maxWaitersPerProject=1))
+        self.assertEqual(node.api.waiters.perProject, 1)
+        waiting = Deferred.fromCoroutine(
+            node.request("GET", "/v2/queues/q/messages?wait=20")
+        )
+        await until(lambda: node.api.waiters.asleep() == 1)
+        r = await node.request("GET", "/v2/queues/other/messages?wait=20")
+        self.assertError(r, 503)
+        self.assertEqual(r.header("retry-after"), "1")
+        self.assertIn("of the project", r.json["description"])
+        other = Deferred.fromCoroutine(
+            node.request("GET", "/v2/queues/q/messages?wait=20", project="beta")
+        )
+        await until(lambda: node.api.waiters.asleep() == 2)
+        node.clock.advance(20)
+        self.assertEqual((await waiting).code, 200)
+        self.assertEqual((await other).code, 200)
+
+    def test_defaultProjectLimit(self) -> None:
+        """
+        By default a project may hold a tenth of the node's waiters.
+        """
+        self.assertEqual(Node(self).api.waiters.perProject, 1000)
+
 
 class ClaimTests(LongPollTestCase):
     async def test_wokenByPost(self) -> None:
