@@ -192,12 +192,13 @@ class ListingTests(LongPollTestCase):
             self.assertEqual((r.code, r.body), (plain.code, plain.body))
         self.assertEqual(self.waiters.count, 0)
 
-    async def test_tooManyWaiters(self) -> None:
+    async def fillAndRefuse(self, node: Node) -> tuple[Deferred, Any]:
         """
-        Past the node's limit of waiters, a request that finds nothing is a
-        503 with Retry-After; one that finds messages is answered.
+        Start one waiting request of project C{p} on C{node}, then ask for
+        another, refused 503 with Retry-After.
+
+        @return: the waiting request and the refusal.
         """
-        node = Node(self, limits=Limits(maxWaiters=1))
         waiting = Deferred.fromCoroutine(
             node.request("GET", "/v2/queues/q/messages?wait=20")
         )
@@ -205,6 +206,15 @@ class ListingTests(LongPollTestCase):
         r = await node.request("GET", "/v2/queues/other/messages?wait=20")
         self.assertError(r, 503)
         self.assertEqual(r.header("retry-after"), "1")
+        return waiting, r
+
+    async def test_tooManyWaiters(self) -> None:
+        """
+        Past the node's limit of waiters, a request that finds nothing is a
+        503 with Retry-After; one that finds messages is answered.
+        """
+        node = Node(self, limits=Limits(maxWaiters=1))
+        waiting, _ = await self.fillAndRefuse(node)
         await node.post("other", {"ttl": 300, "body": 1}, client=OTHER)
         r = await node.request("GET", "/v2/queues/other/messages?wait=20")
         self.assertEqual(len(r.json["messages"]), 1)
@@ -219,13 +229,7 @@ class ListingTests(LongPollTestCase):
         """
         node = Node(self, limits=Limits(maxWaiters=10, maxWaitersPerProject=1))
         self.assertEqual(node.api.waiters.perProject, 1)
-        waiting = Deferred.fromCoroutine(
-            node.request("GET", "/v2/queues/q/messages?wait=20")
-        )
-        await until(lambda: node.api.waiters.asleep() == 1)
-        r = await node.request("GET", "/v2/queues/other/messages?wait=20")
-        self.assertError(r, 503)
-        self.assertEqual(r.header("retry-after"), "1")
+        waiting, r = await self.fillAndRefuse(node)
         self.assertIn("of the project", r.json["description"])
         other = Deferred.fromCoroutine(
             node.request("GET", "/v2/queues/q/messages?wait=20", project="beta")
