@@ -224,7 +224,12 @@ class MarconiAPI:
         self.limits = bus.limits
         self.extensions = Extensions() if extensions is None else extensions
         self._openapi = render.document(openapi.document(self.limits))
-        self.waiters = waiting.waitersOf(bus.events, bus.clock, self.limits.maxWaiters)
+        self.waiters = waiting.waitersOf(
+            bus.events,
+            bus.clock,
+            self.limits.maxWaiters,
+            self.limits.maxWaitersPerProject,
+        )
 
     def resource(self) -> Any:
         return self.app.resource()

@@ -37,10 +37,12 @@ class Limits:
     defaultMessagesPerClaim: int = 10
 
     # Long-polling (marconi.core.waiting): the most seconds a request may
-    # wait (never more than waiting.MAXIMUM_WAIT), and how many may wait at
-    # once on a node.
+    # wait (never more than waiting.MAXIMUM_WAIT), how many may wait at
+    # once on a node, and how many of one project (0: a tenth of
+    # maxWaiters, at least 1).
     maxWait: int = 20
     maxWaiters: int = 10000
+    maxWaitersPerProject: int = 0
 
     # Queues.
     maxQueueNameLength: int = 64

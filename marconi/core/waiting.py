@@ -43,8 +43,8 @@ T = TypeVar("T")
 
 class TooManyWaiters(MarconiError):
     """
-    The node holds as many waiting requests as it may; the request found
-    nothing at once and cannot wait.
+    The node, or the request's project on the node, holds as many waiting
+    requests as it may; the request found nothing at once and cannot wait.
     """
 
     title = "Service unavailable"
@@ -101,16 +101,27 @@ class Waiters:
     The waiting requests of one node, by (project, queue).
     """
 
-    def __init__(self, events: Events, clock: IReactorTime, limit: int) -> None:
+    def __init__(
+        self,
+        events: Events,
+        clock: IReactorTime,
+        limit: int,
+        perProject: Optional[int] = None,
+    ) -> None:
         """
         @param events: the bus's events, listened to once.
         @param clock: where deadlines are scheduled.
         @param limit: how many requests may wait at once.
+        @param perProject: how many requests of one project may wait at
+            once; by default (L{None} or 0) L{projectLimit} of C{limit}.
         """
         self._clock = clock
         self.limit = limit
+        self.perProject = perProject or projectLimit(limit)
         self._waiting: dict[tuple[str, str], dict[_Waiter, None]] = {}
         self.count = 0
+        #: The waiting requests of each project that has some.
+        self.counts: dict[str, int] = {}
         self.stopListening = events.listen(self._observe)
 
     def _observe(self, event: Event) -> None:
@@ -142,17 +153,22 @@ class Waiters:
         @return: the last result of C{query}: the first found, or the empty
             one of the deadline.
         @raise TooManyWaiters: the query found nothing and the node already
-            holds C{limit} waiting requests.
+            holds C{limit} waiting requests, or C{perProject} of C{project}.
         """
         if seconds <= 0:
             return await query()
+        full = None
         if self.count >= self.limit:
+            full = "This server holds as many waiting requests as it may"
+        elif self.counts.get(project, 0) >= self.perProject:
+            full = "This server holds as many waiting requests of the project as it may"
+        if full is not None:
             result = await query()
             if found(result):
                 return result
             raise TooManyWaiters(
-                "This server holds as many waiting requests as it may; "
-                f"try again in {TooManyWaiters.retryAfter} second(s), or without wait."
+                f"{full}; try again in {TooManyWaiters.retryAfter} second(s), "
+                "or without wait."
             )
         # Registered before the first query runs, so that a post made while
         # it runs is not missed.
@@ -160,6 +176,7 @@ class Waiters:
         waiter = _Waiter()
         self._waiting.setdefault(key, {})[waiter] = None
         self.count += 1
+        self.counts[project] = self.counts.get(project, 0) + 1
         waiter.deadline = self._clock.callLater(seconds, waiter.expire)
         try:
             while True:
@@ -172,6 +189,11 @@ class Waiters:
 
     def _forget(self, key: tuple[str, str], waiter: _Waiter) -> None:
         self.count -= 1
+        left = self.counts[key[0]] - 1
+        if left:
+            self.counts[key[0]] = left
+        else:
+            del self.counts[key[0]]
         waiters = self._waiting[key]
         del waiters[waiter]
         if not waiters:
@@ -184,15 +206,25 @@ class Waiters:
 _SHARED: "WeakKeyDictionary[Events, Waiters]" = WeakKeyDictionary()
 
 
-def waitersOf(events: Events, clock: IReactorTime, limit: int) -> Waiters:
+def projectLimit(limit: int) -> int:
+    """
+    The default number of waiting requests of one project: a tenth of the
+    node's C{limit}, at least 1.
+    """
+    return max(1, limit // 10)
+
+
+def waitersOf(
+    events: Events, clock: IReactorTime, limit: int, perProject: Optional[int] = None
+) -> Waiters:
     """
     The L{Waiters} of the bus whose events are C{events}, made on first
     use: the sites of one node (its public listener and its cluster
-    listener) share them, and with them the node's limit.
+    listener) share them, and with them the node's limits.
     """
     waiters = _SHARED.get(events)
     if waiters is None:
-        waiters = _SHARED[events] = Waiters(events, clock, limit)
+        waiters = _SHARED[events] = Waiters(events, clock, limit, perProject)
     return waiters
 
 

@@ -192,12 +192,13 @@ class ListingTests(LongPollTestCase):
             self.assertEqual((r.code, r.body), (plain.code, plain.body))
         self.assertEqual(self.waiters.count, 0)
 
-    async def test_tooManyWaiters(self) -> None:
+    async def fillAndRefuse(self, node: Node) -> tuple[Deferred, Any]:
         """
-        Past the node's limit of waiters, a request that finds nothing is a
-        503 with Retry-After; one that finds messages is answered.
+        Start one waiting request of project C{p} on C{node}, then ask for
+        another, refused 503 with Retry-After.
+
+        @return: the waiting request and the refusal.
         """
-        node = Node(self, limits=Limits(maxWaiters=1))
         waiting = Deferred.fromCoroutine(
             node.request("GET", "/v2/queues/q/messages?wait=20")
         )
@@ -205,11 +206,44 @@ class ListingTests(LongPollTestCase):
         r = await node.request("GET", "/v2/queues/other/messages?wait=20")
         self.assertError(r, 503)
         self.assertEqual(r.header("retry-after"), "1")
+        return waiting, r
+
+    async def test_tooManyWaiters(self) -> None:
+        """
+        Past the node's limit of waiters, a request that finds nothing is a
+        503 with Retry-After; one that finds messages is answered.
+        """
+        node = Node(self, limits=Limits(maxWaiters=1))
+        waiting, _ = await self.fillAndRefuse(node)
         await node.post("other", {"ttl": 300, "body": 1}, client=OTHER)
         r = await node.request("GET", "/v2/queues/other/messages?wait=20")
         self.assertEqual(len(r.json["messages"]), 1)
         node.clock.advance(20)
         await waiting
+
+    async def test_tooManyWaitersOfAProject(self) -> None:
+        """
+        Past a project's limit of waiters (max_waiters_per_project), a
+        request of that project that finds nothing is a 503 with
+        Retry-After, while another project's request still waits.
+        """
+        node = Node(self, limits=Limits(maxWaiters=10, maxWaitersPerProject=1))
+        self.assertEqual(node.api.waiters.perProject, 1)
+        waiting, r = await self.fillAndRefuse(node)
+        self.assertIn("of the project", r.json["description"])
+        other = Deferred.fromCoroutine(
+            node.request("GET", "/v2/queues/q/messages?wait=20", project="beta")
+        )
+        await until(lambda: node.api.waiters.asleep() == 2)
+        node.clock.advance(20)
+        self.assertEqual((await waiting).code, 200)
+        self.assertEqual((await other).code, 200)
+
+    def test_defaultProjectLimit(self) -> None:
+        """
+        By default a project may hold a tenth of the node's waiters.
+        """
+        self.assertEqual(Node(self).api.waiters.perProject, 1000)
 
 
 class ClaimTests(LongPollTestCase):

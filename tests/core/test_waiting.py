@@ -41,11 +41,13 @@ class WaitersTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.events = Events(self.clock)
-        self.waiters = Waiters(self.events, self.clock, limit=3)
+        self.waiters = Waiters(self.events, self.clock, limit=3, perProject=3)
 
-    def wait(self, query: Query, seconds: int = 10, queue: str = "q") -> Deferred:
+    def wait(
+        self, query: Query, seconds: int = 10, queue: str = "q", project: str = "p"
+    ) -> Deferred:
         return Deferred.fromCoroutine(
-            self.waiters.wait("p", queue, seconds, query, found)
+            self.waiters.wait(project, queue, seconds, query, found)
         )
 
     def assertGone(self) -> None:
@@ -184,6 +186,30 @@ class WaitersTests(SynchronousTestCase):
         self.failureResultOf(self.wait(Query([])), TooManyWaiters)
         self.assertEqual(self.successResultOf(self.wait(Query(["m"]))), ["m"])
         self.assertEqual(self.waiters.count, 3)
+
+    def test_projectLimit(self) -> None:
+        """
+        Past its project's limit of waiters, a query that finds nothing
+        raises L{TooManyWaiters} while other projects still wait; one that
+        finds something is answered; a waiter that ends frees its place.
+        By default a project may hold a tenth of the node's waiters, at
+        least one.
+        """
+        self.waiters.perProject = 2
+        first = self.wait(Query([]), queue="a")
+        self.wait(Query([]), queue="b")
+        self.failureResultOf(self.wait(Query([]), queue="c"), TooManyWaiters)
+        self.assertEqual(self.successResultOf(self.wait(Query(["m"]))), ["m"])
+        self.wait(Query([]), project="other")
+        self.assertEqual((self.waiters.count, self.waiters.counts["p"]), (3, 2))
+        first.cancel()
+        self.failureResultOf(first)
+        self.assertEqual(self.waiters.counts, {"p": 1, "other": 1})
+        self.wait(Query([]), queue="c")
+        self.assertEqual(self.waiters.counts, {"p": 2, "other": 1})
+        self.assertEqual(Waiters(self.events, self.clock, 10000).perProject, 1000)
+        self.assertEqual(Waiters(self.events, self.clock, 5).perProject, 1)
+        self.assertEqual(Waiters(self.events, self.clock, 50, 7).perProject, 7)
 
     def test_wakesEveryWaiterOfTheQueue(self) -> None:
         """

@@ -32,14 +32,22 @@ class SettingsTests(SynchronousTestCase):
         """
         self.assertEqual(parse({}), WebsocketSettings())
         self.assertEqual(
-            parse({"send-buffer-bytes": "4096", "ping-interval": "0"}),
-            WebsocketSettings(sendBufferBytes=4096, pingInterval=0),
+            parse(
+                {
+                    "send-buffer-bytes": "4096",
+                    "ping-interval": "0",
+                    "reauth-interval": "60",
+                }
+            ),
+            WebsocketSettings(sendBufferBytes=4096, pingInterval=0, reauthInterval=60),
         )
+        self.assertEqual(WebsocketSettings().reauthInterval, 300)
         for settings, message in [
             ({"nosuch": "1"}, "unknown setting(s): nosuch"),
             ({"max-subscriptions": "0"}, "max-subscriptions must be an integer"),
             ({"send-buffer-bytes": "1k"}, "send-buffer-bytes must be an integer"),
             ({"max-frame-bytes": "²"}, "max-frame-bytes must be an integer"),
+            ({"reauth-interval": "0"}, "reauth-interval must be an integer"),
         ]:
             e = self.assertRaises(ValueError, check, settings)
             self.assertIn(message, str(e))
@@ -247,6 +255,27 @@ class SessionTests(TestCase):
         self.assertIn("https://n2.example:8888", body["description"])
         stats = await self.node.bus.queueStats("alpha", "far")
         self.assertEqual(stats.total, 0)
+
+    async def test_postSizeInBytes(self) -> None:
+        """
+        A post is measured as the HTTP API measures its body, in bytes of
+        compact UTF-8 JSON: CJK text just under the post limit is accepted
+        (its \\uXXXX escapes would be twice the limit), and just over it
+        is refused 413.
+        """
+        limit = self.node.bus.limits.maxMessagesPostSize
+        envelope = len(json.dumps({"messages": [{"body": ""}]}, separators=(",", ":")))
+        text = "\u6f22" * ((limit - envelope) // 3)
+        messages = [{"body": text}]
+        status, body, _ = await self.ask(
+            "message_post", {"queue_name": "q", "messages": messages}
+        )
+        self.assertEqual(status, 201, body)
+        messages = [{"body": text + "\u6f22"}]
+        status, _, _ = await self.ask(
+            "message_post", {"queue_name": "q", "messages": messages}
+        )
+        self.assertEqual(status, 413)
 
     async def test_echo(self) -> None:
         """
@@ -472,3 +501,153 @@ class SessionAuthTests(TestCase):
         self.assertEqual(await ask("queue_list"), 200)
         self.assertEqual(await ask("queue_list", **{"X-Project-ID": "beta"}), 403)
         self.assertEqual(await ask("queue_list", **{"X-Auth-Token": "bad"}), 401)
+
+
+class SwitchableAuth:
+    """
+    An auth driver whose answers a test switches: the tokens in C{valid}
+    are scoped to project C{alpha}, others are refused 401; when C{down},
+    it cannot answer at all.
+    """
+
+    trustsHeaders = False
+
+    def __init__(self) -> None:
+        self.valid = {b"good"}
+        self.down = False
+        self.calls = 0
+
+    def authenticate(self, headers: dict, urlProject: Optional[str]) -> Deferred:
+        from twisted.internet.defer import fail, succeed
+
+        from marconi.core.errors import Unauthorized
+
+        self.calls += 1
+        if self.down:
+            return fail(RuntimeError("Keystone cannot be reached."))
+        if headers.get(b"x-auth-token") not in self.valid:
+            return fail(Unauthorized("The token has expired."))
+        return succeed("alpha")
+
+
+class ReauthTests(TestCase):
+    def setUp(self) -> None:
+        self.node = Node(self)
+        self.sent: list = []
+        self.auth = SwitchableAuth()
+        self.fanout = Fanout(self.node.bus, self.node.clock)
+        self.session = Session(
+            ExtensionHost(self.node.bus, self.auth, LocalRouter(), self.node.clock),
+            self.fanout,
+            WebsocketSettings(reauthInterval=300),
+            self.sent.append,
+        )
+        self.addCleanup(self.session.close)
+
+    async def ask(self, action: str, body: Any = None, **headers: str) -> int:
+        frame = {
+            "action": action,
+            "headers": {"Client-ID": CLIENT, **headers},
+            "body": body or {},
+        }
+        await self.session.handle(json.dumps(frame).encode())
+        return json.loads(self.sent.pop())["headers"]["status"]
+
+    async def test_pushesEndWithTheToken(self) -> None:
+        """
+        The credentials a subscription was made with are checked again
+        every reauth-interval seconds on the clock: while they are valid
+        (or the auth driver cannot answer) the subscription stays; once
+        they are refused, the socket's subscriptions of that project end
+        and it is told so with a SubscriptionEnded frame naming each.
+        """
+        self.assertEqual(
+            await self.ask("authenticate", **{"X-Auth-Token": "good"}), 200
+        )
+        for queue in ("q", "r"):
+            self.assertEqual(
+                await self.ask("subscription_create", {"queue_name": queue}), 201
+            )
+        calls = self.auth.calls
+        self.node.clock.advance(299)
+        self.assertEqual(self.auth.calls, calls)
+        self.node.clock.advance(1)
+        # One check for the two subscriptions made with the same token.
+        self.assertEqual(self.auth.calls, calls + 1)
+        self.assertEqual(self.sent, [])
+        self.assertEqual(self.fanout.subscribed("alpha", "q"), 1)
+        self.auth.down = True
+        self.node.clock.advance(300)
+        self.assertEqual(self.auth.calls, calls + 2)
+        self.assertEqual(self.sent, [])
+        self.assertEqual(self.fanout.subscribed("alpha", "q"), 1)
+        self.flushLoggedErrors(RuntimeError)
+        self.auth.down = False
+        self.auth.valid.clear()
+        self.node.clock.advance(300)
+        self.assertEqual(self.fanout.subscribed("alpha", "q"), 0)
+        self.assertEqual(self.fanout.subscribed("alpha", "r"), 0)
+        self.assertEqual(self.session.subscriptions, {})
+        ended = [json.loads(frame) for frame in self.sent]
+        self.assertEqual(
+            sorted((f["Message_Type"], f["queue_name"], f["status"]) for f in ended),
+            [("SubscriptionEnded", "q", 401), ("SubscriptionEnded", "r", 401)],
+        )
+        # Nothing is left to check.
+        self.node.clock.advance(3000)
+        self.assertEqual(self.auth.calls, calls + 3)
+
+    async def test_noauthUnchanged(self) -> None:
+        """
+        With an auth driver that trusts the headers (noauth) nothing is
+        re-validated: a subscription lasts as long as the socket.
+        """
+        session = Session(
+            ExtensionHost(self.node.bus, NoAuth(), LocalRouter(), self.node.clock),
+            self.fanout,
+            WebsocketSettings(),
+            self.sent.append,
+        )
+        frame = {
+            "action": "subscription_create",
+            "headers": {"Client-ID": CLIENT, "X-Project-ID": "alpha"},
+            "body": {"queue_name": "q"},
+        }
+        await session.handle(json.dumps(frame).encode())
+        self.assertEqual(json.loads(self.sent.pop())["headers"]["status"], 201)
+        self.node.clock.advance(10 * 365 * 24 * 3600)
+        self.assertEqual(self.fanout.subscribed("alpha", "q"), 1)
+        self.assertEqual(self.sent, [])
+        session.close()
+
+    async def test_refreshedToken(self) -> None:
+        """
+        A subscription made with the token C{authenticate} kept is checked
+        with the token it keeps last: a socket that authenticates again
+        with a fresh token keeps its subscriptions when the old one
+        expires; one made with its own token in its frame is checked with
+        that token, and ends with it.
+        """
+        self.assertEqual(
+            await self.ask("authenticate", **{"X-Auth-Token": "good"}), 200
+        )
+        self.assertEqual(
+            await self.ask("subscription_create", {"queue_name": "q"}), 201
+        )
+        self.auth.valid.add(b"own")
+        self.assertEqual(
+            await self.ask(
+                "subscription_create", {"queue_name": "r"}, **{"X-Auth-Token": "own"}
+            ),
+            201,
+        )
+        self.auth.valid.add(b"fresh")
+        self.assertEqual(
+            await self.ask("authenticate", **{"X-Auth-Token": "fresh"}), 200
+        )
+        self.auth.valid -= {b"good", b"own"}
+        self.node.clock.advance(300)
+        self.assertEqual(self.fanout.subscribed("alpha", "q"), 1)
+        self.assertEqual(self.fanout.subscribed("alpha", "r"), 0)
+        [ended] = [json.loads(frame) for frame in self.sent]
+        self.assertEqual((ended["queue_name"], ended["status"]), ("r", 401))

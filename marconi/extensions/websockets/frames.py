@@ -14,6 +14,12 @@ status among its headers::
      "headers": {"status": 201},
      "body": {"message_ids": [...]}}
 
+A subscription ended by the server (its credentials are no longer
+valid) is told with::
+
+    {"Message_Type": "SubscriptionEnded", "queue_name": "work",
+     "subscription_id": "...", "status": 401, "title": ..., "description": ...}
+
 A message pushed to a subscribed socket is the message as the HTTP API
 shows it, with its queue::
 
@@ -91,3 +97,22 @@ def notification(
         json.loads(render.message(m, f"/v2/queues/{queue}", now, None, True, signer))
     )
     return _dumps(shown).encode("utf-8")
+
+
+def subscriptionEnded(
+    queue: str, subscriptionId: str, status: int, title: str, description: str
+) -> bytes:
+    """
+    The frame telling a socket that the server ended one of its
+    subscriptions, and why.
+    """
+    return _dumps(
+        {
+            "Message_Type": "SubscriptionEnded",
+            "queue_name": queue,
+            "subscription_id": subscriptionId,
+            "status": status,
+            "title": title,
+            "description": description,
+        }
+    ).encode("utf-8")

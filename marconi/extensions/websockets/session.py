@@ -9,6 +9,7 @@ import re
 import uuid
 from typing import Any, Awaitable, Callable, Optional
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from marconi.api import render
@@ -16,8 +17,10 @@ from marconi.api.errors import statusOf
 from marconi.core import jsontext, validation
 from marconi.core.errors import (
     DoesNotExist,
+    Forbidden,
     InvalidBody,
     MarconiError,
+    Unauthorized,
     ValidationFailed,
 )
 from marconi.core.text import parseBoolean
@@ -65,13 +68,23 @@ class Request:
     @ivar project: the project it acts for.
     @ivar clientId: its C{Client-ID}.
     @ivar body: its C{body} (an object).
+    @ivar headers: its own credentials and headers (lower-case bytes), the
+        token kept by C{authenticate} not added.
     """
 
-    def __init__(self, frame: dict, project: str, clientId: str, body: dict) -> None:
+    def __init__(
+        self,
+        frame: dict,
+        project: str,
+        clientId: str,
+        body: dict,
+        headers: Optional[dict] = None,
+    ) -> None:
         self.frame = frame
         self.project = project
         self.clientId = clientId
         self.body = body
+        self.headers = headers or {}
 
     def field(self, name: str, kind: type = str, required: bool = True) -> Any:
         value = self.body.get(name)
@@ -125,6 +138,11 @@ class Session:
         self.token: Optional[bytes] = None
         #: subscription id -> (project, queue, ttl, created, expiry call)
         self.subscriptions: dict[str, tuple] = {}
+        #: subscription id -> the headers of the frame that made it, whose
+        #: credentials are re-validated every reauthInterval seconds.
+        self.credentials: dict[str, dict] = {}
+        self._reauth: Any = None
+        self._closed = False
 
     async def handle(self, payload: bytes) -> None:
         """
@@ -171,6 +189,7 @@ class Session:
         }
         if action == "authenticate":
             return await self.authenticate(lowered)
+        own = dict(lowered)
         if self.token is not None:
             lowered.setdefault(b"x-auth-token", self.token)
         project = validation.projectId(
@@ -180,7 +199,7 @@ class Session:
         clientId = validation.clientId(
             None if client is None else client.decode("latin-1"), self.limits
         )
-        return await handler(self, Request(frame, project, clientId, body))
+        return await handler(self, Request(frame, project, clientId, body, own))
 
     async def authenticate(self, headers: dict) -> tuple[int, Any]:
         """
@@ -275,7 +294,13 @@ class Session:
         queue = self._queue(request)
         messages = request.field("messages", list)
         document = {"messages": messages}
-        size = len(json.dumps(document, separators=(",", ":")).encode("utf-8"))
+        # Measured as the HTTP API measures a body: its bytes, as compact
+        # UTF-8 JSON (not \uXXXX escapes, six bytes per character).
+        size = len(
+            json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode(
+                "utf-8"
+            )
+        )
         ids = await self.bus.postMessages(
             request.project, queue, document, size, request.clientId
         )
@@ -428,7 +453,9 @@ class Session:
             self.bus.now(),
             expiry,
         )
+        self.credentials[subscriptionId] = request.headers
         self.fanout.subscribe(request.project, queue, subscriptionId, self.send)
+        self._scheduleReauth()
         return 201, {
             "subscription_id": subscriptionId,
             "message": f"Subscription {queue} created.",
@@ -476,6 +503,7 @@ class Session:
 
     def unsubscribe(self, subscriptionId: str) -> None:
         found = self.subscriptions.pop(subscriptionId, None)
+        self.credentials.pop(subscriptionId, None)
         if found is None:
             return
         project, queue, _, _, expiry = found
@@ -487,8 +515,92 @@ class Session:
         """
         The socket closed: end its subscriptions.
         """
+        self._closed = True
         for subscriptionId in list(self.subscriptions):
             self.unsubscribe(subscriptionId)
+        if self._reauth is not None and self._reauth.active():
+            self._reauth.cancel()
+        self._reauth = None
+
+    # Re-authorisation of subscriptions: a push is sent for as long as the
+    # credentials its subscription was made with stay valid.
+
+    def _scheduleReauth(self) -> None:
+        if (
+            self._reauth is None
+            and self.subscriptions
+            and not self._closed
+            and not getattr(self.host.auth, "trustsHeaders", False)
+        ):
+            self._reauth = self.host.reactor.callLater(
+                self.settings.reauthInterval, self._reauthorise
+            )
+
+    def _reauthorise(self) -> None:
+        self._reauth = None
+        d = Deferred.fromCoroutine(self.revalidate())
+        d.addErrback(lambda f: log.failure("Re-validating a websocket failed", f))
+        d.addBoth(lambda _: self._scheduleReauth())
+
+    async def revalidate(self) -> None:
+        """
+        Check again, through the auth driver, the credentials each
+        subscription was made with (with the token C{authenticate} kept
+        last, if its frame had none), once per set of credentials.  The
+        subscriptions whose credentials are refused (401, 403) or now allow
+        another project are ended, and the socket told with a
+        C{SubscriptionEnded} frame each; when the driver cannot answer
+        (Keystone unreachable), they are kept until the next check.
+        """
+        groups: dict[tuple, tuple[dict, str, list]] = {}
+        for subscriptionId, headers in self.credentials.items():
+            project = self.subscriptions[subscriptionId][0]
+            effective = dict(headers)
+            if self.token is not None:
+                effective.setdefault(b"x-auth-token", self.token)
+            key = (project, tuple(sorted(effective.items())))
+            groups.setdefault(key, (effective, project, []))[2].append(subscriptionId)
+        for effective, project, ids in groups.values():
+            try:
+                allowed = await self.host.auth.authenticate(effective, None)
+            except (Unauthorized, Forbidden) as e:
+                self._end(ids, statusOf(e), e.title, e.description)
+                continue
+            except MarconiError as e:
+                log.warn(
+                    "Re-validating the credentials of project {project} failed "
+                    "({error}); its subscriptions are kept until the next check",
+                    project=project,
+                    error=e.description,
+                )
+                continue
+            except Exception:
+                log.failure(
+                    "Re-validating the credentials of project {project} failed; "
+                    "its subscriptions are kept until the next check",
+                    project=project,
+                )
+                continue
+            if allowed != project:
+                self._end(
+                    ids,
+                    403,
+                    Forbidden.title,
+                    f"The credentials no longer allow project {project!r}.",
+                )
+
+    def _end(self, ids: list, status: int, title: str, description: str) -> None:
+        for subscriptionId in ids:
+            found = self.subscriptions.get(subscriptionId)
+            if found is None:
+                continue
+            self.unsubscribe(subscriptionId)
+            if not self._closed:
+                self.send(
+                    frames.subscriptionEnded(
+                        found[1], subscriptionId, status, title, description
+                    )
+                )
 
 
 #: The actions, by name.

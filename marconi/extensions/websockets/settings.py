@@ -20,12 +20,15 @@ class WebsocketSettings:
         before it is closed.
     @ivar maxSubscriptions: the subscriptions one socket may hold.
     @ivar pingInterval: seconds between keep-alive pings (0: none).
+    @ivar reauthInterval: seconds between re-validations of the
+        credentials each subscription was made with.
     """
 
     maxFrameBytes: Optional[int] = None
     sendBufferBytes: int = 1048576
     maxSubscriptions: int = 100
     pingInterval: int = 30
+    reauthInterval: int = 300
 
 
 #: Each setting: its field and its smallest value.
@@ -34,6 +37,7 @@ SETTINGS = {
     "send-buffer-bytes": ("sendBufferBytes", 1024),
     "max-subscriptions": ("maxSubscriptions", 1),
     "ping-interval": ("pingInterval", 0),
+    "reauth-interval": ("reauthInterval", 1),
 }
 
 
