@@ -47,6 +47,7 @@ QUEUE_CALLS = frozenset(
         "deleteMessage",
         "deleteMessages",
         "popMessages",
+        "purgeMessages",
         "createClaim",
         "getClaim",
         "renewClaim",
@@ -60,7 +61,14 @@ class PlacedStore:
     An L{marconi.core.interfaces.IMessageStore} that sends each call about
     one queue to the store of the queue's owner on the ring (see
     L{marconi.cluster.stores.ClusterStores}), and every other call
-    (listings, counts, purges, pings) to this node's home store.
+    (listings, counts, pings) to this node's home store.
+
+    C{durabilities()} names no queue, so it is answered by the home store:
+    a request's C{safety} level is checked against what the home store
+    gives, not the store of the queue it writes.  With stores of one kind
+    (every node on Redis, or every node on MongoDB) the two agree; with
+    stores of different kinds they may not (a known limit: the check
+    would need the queue, L{marconi.core.durability.requestedSafety}).
 
     @param stores: the L{marconi.cluster.stores.ClusterStores}.
     @param holder: C{holder(project, queue)} names the node whose store

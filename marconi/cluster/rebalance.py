@@ -80,14 +80,15 @@ from marconi.cluster import signing
 from marconi.cluster.errors import NodeUnavailable
 from marconi.cluster.forward import pathAndQuery, target
 from marconi.cluster.ring import Ring, key
+from marconi.core import reserved
 from marconi.core.errors import MarconiError
 
 log = Logger()
 
-#: The project of the health probes' queues, never moved (they are
-#: deleted right after they are made); reserved queues (named C{~...})
-#: are never moved either.
-_PROBE_PROJECT = "marconi health probe"
+#: The reserved projects (L{marconi.core.reserved}: the health probes',
+#: the subscriptions extension's records) stay with their node, and so do
+#: reserved queues (named C{~...}).
+_STAYING = tuple(sorted(reserved.PROJECTS))
 #: The largest part of a handover (bytes of JSON), under any node's limit
 #: on request bodies.
 PART_BYTES = 160 * 1024
@@ -139,14 +140,15 @@ def _publish(c: sqlite3.Connection, description: dict) -> None:
 
 
 def _scan(c: sqlite3.Connection) -> list:
-    # Reserved queues (C{~audit}, the node's own audit river) stay with
-    # their node, like the health probes' queues.
+    # Reserved queues (C{~audit}, the node's own audit river) and the
+    # queues of reserved projects stay with their node.
+    staying = ", ".join("?" * len(_STAYING))
     return c.execute(
-        "SELECT project, name FROM queues WHERE project != ? "
+        f"SELECT project, name FROM queues WHERE project NOT IN ({staying}) "
         "AND substr(name, 1, 1) != '~' "
-        "UNION SELECT DISTINCT project, queue FROM messages WHERE project != ? "
-        "AND substr(queue, 1, 1) != '~'",
-        (_PROBE_PROJECT, _PROBE_PROJECT),
+        "UNION SELECT DISTINCT project, queue FROM messages "
+        f"WHERE project NOT IN ({staying}) AND substr(queue, 1, 1) != '~'",
+        _STAYING * 2,
     ).fetchall()
 
 

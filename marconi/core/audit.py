@@ -389,7 +389,9 @@ def gather(
         position).
     @return: up to C{limit} events, each with the marker that reads on
         after it, and the marker of the next page (L{None} when every store
-        was read to its end).
+        that could be read was read to its end, even while some could not:
+        following the next page would only repeat an empty one; the
+        stores missing keep their positions in the events' markers).
     """
     positions = {source: start.get(source, 0) for source in parts}
     read = {source: part for source, part in parts.items() if part is not None}
@@ -406,7 +408,7 @@ def gather(
         positions[source] = int(event["marker"])
         taken[source] += 1
         events.append({**event, "marker": markers.encode(project, positions)})
-    more = len(read) < len(parts)
+    more = False
     for source, part in read.items():
         if taken[source] < len(part.events):
             more = True

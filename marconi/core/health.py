@@ -22,8 +22,8 @@ from zope.interface import implementer
 from marconi.core.errors import MarconiError
 from marconi.core.interfaces import IHealth, IMessageStore, INodeStates
 from marconi.core.models import ClaimSpec, MessageQuery, NewMessage, newId
+from marconi.core.reserved import PROBE_PROJECT
 
-PROBE_PROJECT = "marconi health probe"
 PROBE_CLIENT = "marconi-health-probe"
 PROBE_BODY = '{"probe":true}'
 PROBE_TTL = 60

@@ -10,7 +10,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from marconi import tap
-from marconi.cluster.errors import NodeUnavailable
+from marconi.cluster.errors import NodeUnavailable, QueueMoving
 from marconi.cluster.membership import DOWN, UP
 from marconi.cluster.placement import PlacedStore
 from marconi.cluster.ring import key
@@ -18,6 +18,7 @@ from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfig, Peer
 from marconi.cluster.stores import ClusterStores
 from marconi.core.limits import Limits
+from marconi.core.models import NewMessage
 from marconi.storage.memory.store import MemoryStore
 from tests import redisserver
 from tests.apihelpers import Node
@@ -201,6 +202,31 @@ class RoutingTests(SynchronousTestCase):
         self.assertIs(placed.storeFor("p", here), self.opened["redis://b"])
         mine = queueWithSuccessors(self.router, "a")
         self.assertIs(placed.storeFor("p", mine), self.stores.home)
+
+    def test_purgePlaced(self) -> None:
+        """
+        A purge goes to the store that holds the queue, like every call
+        about one queue: a stand-in purges the down owner's store, not its
+        own; while the queue is frozen for a handover, a purge answers
+        QueueMoving and removes nothing.
+        """
+        here = queueWithSuccessors(self.router, "b", "a")
+        self.setState("b", DOWN)
+        theirs = self.opened["redis://b"]
+        message = [NewMessage("1", 60)]
+        self.successResultOf(theirs.postMessages("p", here, message, "c", 0))
+        self.successResultOf(self.stores.home.postMessages("p", here, message, "c", 0))
+        placed = PlacedStore(self.stores, self.router.holder)
+        self.assertEqual(self.successResultOf(placed.purgeMessages("p", here)), 1)
+        stats = self.successResultOf(self.stores.home.queueStats("p", here, 0))
+        self.assertEqual(stats.free, 1)
+        mine = queueWithSuccessors(self.router, "a")
+        self.successResultOf(self.stores.home.postMessages("p", mine, message, "c", 0))
+        self.router.outgoing = {key("p", mine): "b"}
+        self.router.frozen.add(key("p", mine))
+        self.assertRaises(QueueMoving, placed.purgeMessages, "p", mine)
+        stats = self.successResultOf(self.stores.home.queueStats("p", mine, 0))
+        self.assertEqual(stats.free, 1)
 
     def test_unreachableStore(self) -> None:
         """

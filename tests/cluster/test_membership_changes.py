@@ -22,7 +22,12 @@ from marconi.cluster.reload import ClusterReloader
 from marconi.cluster.ring import Ring, key
 from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfig, Peer
+from marconi.core import reserved
+from marconi.core.errors import ValidationFailed
+from marconi.core.limits import Limits
 from marconi.core.models import ClaimSpec, MessageQuery, NewMessage
+from marconi.core.validation import projectId
+from marconi.extensions.subscriptions import records
 from marconi.storage.sqlite.store import SQLiteStore
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -116,6 +121,33 @@ class CopyTests(TestCase):
         listed = await new.listMessages("p", "q", query, NOW + 2)
         self.assertEqual(listed[-1].id, later[0])
         self.assertGreater(listed[-1].marker, moved[-1].marker)
+
+    async def test_scanSkipsReserved(self) -> None:
+        """
+        The queues a node would hand over are its clients' queues only:
+        none of a reserved project (the subscriptions extension's records
+        and outbox, the health probes') and no reserved C{~} queue.
+        """
+        store = await self.store("node")
+        await store.createQueue("p", "q", {}, NOW)
+        await store.postMessages("p", "posted", [NewMessage("1", 60)], "c", NOW)
+        await store.createQueue(records.PROJECT, "s.key.id", {"ttl": 60}, NOW)
+        await store.postMessages(
+            records.PROJECT, records.OUTBOX, [NewMessage("1", 60)], "c", NOW
+        )
+        await store.createQueue(reserved.PROBE_PROJECT, "probe", {}, NOW)
+        await store.postMessages("p", "~audit", [NewMessage("1", 60)], "c", NOW)
+        scanned = await store._run(rebalance._scan)
+        self.assertEqual(sorted(scanned), [("p", "posted"), ("p", "q")])
+
+    def test_reservedUnnameable(self) -> None:
+        """
+        No client can name a reserved project, and the subscriptions
+        extension keeps its records in one.
+        """
+        self.assertIn(records.PROJECT, reserved.PROJECTS)
+        for project in reserved.PROJECTS:
+            self.assertRaises(ValidationFailed, projectId, project, Limits())
 
     async def test_notAnnounced(self) -> None:
         """

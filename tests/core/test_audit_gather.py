@@ -89,12 +89,34 @@ class GatherTests(SynchronousTestCase):
 
     def test_missing(self) -> None:
         """
-        A store that could not be read keeps its position, and a next
-        marker is given to read it later.
+        A store that could not be read keeps its position in the events'
+        markers and in the next marker while another store has more.
         """
-        ids, positions, _ = self.gather({"a": part((1, 10.0)), "b": None}, {"b": 3})
+        ids, positions, events = self.gather(
+            {"a": part((1, 10.0), position=1), "b": None}, {"b": 3}
+        )
         self.assertEqual(ids, ["id1"])
         self.assertEqual(positions, {"a": 1, "b": 3})
+        self.assertEqual(self.markers.decode("p", events[0]["marker"]), positions)
+
+    def test_missingAtEnd(self) -> None:
+        """
+        When every store that could be read is at its end, there is no next
+        marker even while a store is missing, so paging ends; the last
+        event's marker keeps the missing store's position.
+        """
+        ids, positions, events = self.gather(
+            {"a": part((1, 10.0)), "b": None}, {"b": 3}
+        )
+        self.assertEqual(ids, ["id1"])
+        self.assertIsNone(positions)
+        self.assertEqual(
+            self.markers.decode("p", events[0]["marker"]), {"a": 1, "b": 3}
+        )
+        self.assertEqual(
+            self.gather({"a": part(), "b": None}, {"b": 3})[:2], ([], None)
+        )
+        self.assertEqual(self.gather({"b": None}, {"b": 3})[:2], ([], None))
 
 
 class MarkerTests(SynchronousTestCase):

@@ -27,9 +27,11 @@ from typing import Any, Optional
 
 from marconi.core.errors import QueueDoesNotExist
 from marconi.core.models import Claim, ClaimSpec, MessageQuery, NewMessage
+from marconi.core.reserved import SUBSCRIPTIONS_PROJECT
 
-#: The reserved project: a space makes it a name no client can send.
-PROJECT = "marconi subscriptions"
+#: The reserved project (L{marconi.core.reserved}): a space makes it a
+#: name no client can send.
+PROJECT = SUBSCRIPTIONS_PROJECT
 OUTBOX = "outbox"
 CLIENT_ID = "marconi-subscriptions"
 _PREFIX = "s."

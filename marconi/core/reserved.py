@@ -1,0 +1,17 @@
+"""
+The projects Marconi keeps for itself.
+
+Each name has a space, which no project id a client sends may have
+(L{marconi.core.validation.projectId}), so no client can list, read or
+delete what is kept there.  Their queues belong to the node that made
+them: they are never handed over to another node when the ring changes
+(L{marconi.cluster.rebalance}).
+"""
+
+#: The queues of the storage health probes (made and deleted at once).
+PROBE_PROJECT = "marconi health probe"
+#: The subscriptions extension's records and delivery outbox.
+SUBSCRIPTIONS_PROJECT = "marconi subscriptions"
+
+#: Every reserved project.
+PROJECTS = frozenset({PROBE_PROJECT, SUBSCRIPTIONS_PROJECT})
