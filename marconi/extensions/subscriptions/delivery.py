@@ -114,7 +114,9 @@ class PublicEndpoint:
                 f"{host} is the private address {address} (allow_private is off)"
             )
         kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-        endpoint = kind(reactor, address, self.port, timeout=self.factory.timeout)
+        endpoint: IStreamClientEndpoint = kind(
+            reactor, address, self.port, timeout=self.factory.timeout
+        )
         if self.scheme == b"https":
             creator = self.factory.tls.creatorForNetloc(self.host, self.port)
             endpoint = wrapClientTLS(creator, endpoint)
