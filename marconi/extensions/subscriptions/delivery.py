@@ -351,6 +351,11 @@ class Outbox(Service):
             # Trying again would fail the same way: it is given up.
             log.failure("Delivery {id} failed; given up", id=message.id)
             again = None
+        if not self.running:
+            # Stopping cancelled it (a cancelled webhook call can look like
+            # a failed one): its claim is given back, so it runs again
+            # after the restart, as at-least-once allows.
+            return
         if again is not None:
             retry, delay = again
             await self.owe([retry], delay)
