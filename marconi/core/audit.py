@@ -49,6 +49,9 @@ ACTIONS = events.ACTIONS
 # Seconds a stopping node waits for the river's writes in flight.
 FLUSH_TIMEOUT = 5.0
 
+# The most events one river write holds.
+MAX_BATCH = 100
+
 # How many store pages one read scans for events in a time range before it
 # answers with what it found and a marker to go on from.
 MAX_SCANNED_PAGES = 20
@@ -141,6 +144,8 @@ class AuditRiver:
         self.clock = clock
         self.settings = settings
         self._writing: set[Deferred] = set()
+        # By project with a write in flight: the events for the next one.
+        self._queued: dict[str, list] = {}
 
     @property
     def enabled(self) -> bool:
@@ -175,25 +180,59 @@ class AuditRiver:
             ttl=self.settings.retention,
             tags=tuple(tags),
         )
-        d = self.store.postMessages(project, RIVER, [message], CLIENT_ID, now)
+        waiting = self._queued.get(project)
+        if waiting is not None:
+            # A write of this project's river is in flight: this event
+            # goes in the next one, with every other that arrives first.
+            waiting.append(message)
+            return
+        self._write(project, [message])
+
+    def _write(self, project: str, messages: list) -> None:
+        """
+        Write C{messages} to C{project}'s river; events recorded while it
+        is in flight are written together when it is done, so a busy
+        project costs the store one river write per write, not one per
+        event.
+        """
+        self._queued[project] = []
+        d = self.store.postMessages(
+            project, RIVER, messages, CLIENT_ID, self.clock.seconds()
+        )
         d.addErrback(
             lambda f: log.failure(
-                "Could not record the {action} event of project {project}",
+                "Could not record {count} event(s) of project {project}",
                 f,
-                action=action,
+                count=len(messages),
                 project=project,
             )
         )
-        if not d.called:
+
+        def written(_: Any) -> None:
+            self._writing.discard(d)
+            following = self._queued.pop(project, None)
+            if following:
+                self._write(project, following[:MAX_BATCH])
+                self._queued.setdefault(project, []).extend(following[MAX_BATCH:])
+
+        if d.called:
+            written(None)
+        else:
             self._writing.add(d)
-            d.addBoth(lambda _: self._writing.discard(d))
+            d.addBoth(written)
 
     def flush(self) -> Deferred:
         """
-        @return: a L{Deferred} firing once the writes started so far are
-            done (stop the store only after it fired, or they are lost).
+        @return: a L{Deferred} firing once the writes started or queued so
+            far are done (stop the store only after it fired, or they are
+            lost).
         """
-        return DeferredList(list(self._writing))
+
+        async def done() -> None:
+            while self._writing:
+                await DeferredList(list(self._writing))
+
+        return Deferred.fromCoroutine(done())
 
     @property
     def pending(self) -> int:
