@@ -501,17 +501,12 @@ class ClusterRouter(MultiService):
         A page of another node's store, or L{None} when it fails.
         """
         try:
-            if queueFilter:
-                return await queuefilter.listing(
-                    store, project, marker, limit, detailed, withCount, queueFilter
-                )
-            else:
-                queues = list(await store.listQueues(project, marker, limit, detailed))
-                count = await store.countQueues(project) if withCount else None
+            return await queuefilter.listing(
+                store, project, marker, limit, detailed, withCount, queueFilter
+            )
         except MarconiError as e:
             log.warn("Listing queues of a peer's store failed: {error}", error=str(e))
             return None
-        return queues, count
 
     async def _askNode(
         self,

@@ -219,13 +219,13 @@ class Messaging:
         if limit is None:
             limit = self.limits.defaultQueuesPerPage
         validation.integer(limit, "limit", 1, self.limits.maxQueuesPerPage)
+        queues, count = await queuefilter.listing(
+            self.store, project, marker, limit, detailed, withCount, queueFilter
+        )
         if queueFilter:
-            return await queuefilter.listing(
-                self.store, project, marker, limit, detailed, withCount, queueFilter
-            )
-        queues = await self.store.listQueues(project, marker, limit, detailed)
-        count = await self.store.countQueues(project) if withCount else None
-        return await self._withoutRiver(project, list(queues), count)
+            # A filtered listing never keeps the river's queue.
+            return queues, count
+        return await self._withoutRiver(project, queues, count)
 
     # Purging a queue.
 

@@ -125,11 +125,15 @@ async def listing(
     limit: int,
     detailed: bool,
     withCount: bool,
-    queueFilter: QueueFilter,
+    queueFilter: Optional[QueueFilter],
 ) -> tuple[list[QueueInfo], Optional[int]]:
     """
-    L{page}, with the L{count} when C{withCount} (else L{None}).
+    L{page}, with the L{count} when C{withCount} (else L{None}); without
+    a filter, the store's own listing and count.
     """
+    if not queueFilter:
+        queues = list(await store.listQueues(project, marker, limit, detailed))
+        return queues, (await store.countQueues(project) if withCount else None)
     queues = await page(store, project, marker, limit, detailed, queueFilter)
     total = await count(store, project, queueFilter) if withCount else None
     return queues, total
