@@ -2,19 +2,27 @@
 The audit river: every action on a project's queues, messages and claims,
 and every request refused for that project, recorded as an event.
 
-Events are kept as messages of a reserved queue of the project, L{RIVER},
+Events are kept in messages of a reserved queue of the project, L{RIVER},
 whose name no client can give (queue names are letters, digits, C{_}, C{-}
 and C{.}), so the river works on every store and is never read, claimed or
-deleted through the queue API.  An event's body is a JSON object with its
+deleted through the queue API.  An event is a JSON object with its
 C{action}, the C{queue}, the time (C{at}) and the ids and counts involved;
-it never holds a message body, queue metadata or a credential.  It is
-tagged C{action:<action>} and C{queue:<queue>} so listings filter in the
-store, and lives for the configured retention (its TTL).
+it never holds a message body, queue metadata or a credential.
+
+One message, a I{record}, holds the events of one write: its body is the
+JSON array of them, in the order recorded, and it carries no tags (a
+record of an earlier version holds one event, as a JSON object).  Readings
+filter while they read.  An event's position is its record's store marker
+times L{STRIDE} plus its place in the record (from 1), so a page may end
+inside a record and the next goes on there.  A record lives for the
+configured retention (its TTL).
 
 Recording never waits: the write is started after the store answered the
-operation, and a failed write is logged.  The river keeps the writes in
-flight, and L{RiverService} waits for them (for at most L{FLUSH_TIMEOUT}
-seconds) before it stops the store when the node stops.
+operation, and a failed write is logged.  While a write of a project's
+river is in flight, the events recorded meanwhile wait for the next one
+(at most L{MAX_BATCH} a record).  The river keeps the writes in flight,
+and L{RiverService} waits for them (for at most L{FLUSH_TIMEOUT} seconds)
+before it stops the store when the node stops.
 """
 
 import base64
@@ -49,8 +57,12 @@ ACTIONS = events.ACTIONS
 # Seconds a stopping node waits for the river's writes in flight.
 FLUSH_TIMEOUT = 5.0
 
-# The most events one river write holds.
+# The most events one river write (one record) holds.
 MAX_BATCH = 100
+
+# An event's position: its record's store marker times this, plus its place
+# in the record (1 to MAX_BATCH).
+STRIDE = 1000
 
 # How many store pages one read scans for events in a time range before it
 # answers with what it found and a marker to go on from.
@@ -120,13 +132,25 @@ class AuditQuery:
     until: Optional[float] = None
     tags: tuple[str, ...] = ()
 
-    def storeTags(self) -> tuple[str, ...]:
-        tags = list(self.tags)
-        if self.action is not None:
-            tags.append(f"action:{self.action}")
-        if self.queue is not None:
-            tags.append(f"queue:{self.queue}")
-        return tuple(tags)
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        """
+        Whether C{event} passes the filters but the time range.  An event
+        carries the tags C{action:<action>} and C{queue:<queue>}.
+        """
+        action = event.get("action")
+        queue = event.get("queue")
+        if self.action is not None and action != self.action:
+            return False
+        if self.queue is not None and queue != self.queue:
+            return False
+        for tag in self.tags:
+            kind, _, value = tag.partition(":")
+            if not (
+                (kind == "action" and value == action)
+                or (kind == "queue" and queue is not None and value == queue)
+            ):
+                return False
+        return True
 
 
 class AuditRiver:
@@ -155,7 +179,7 @@ class AuditRiver:
         """
         Record an event of the bus (a listener of L{events.Events}).
         """
-        self.record(event.project, event.action, event.queue, **event.fields)
+        self._add(event.project, (event.action, event.queue, event.at, event.fields))
 
     def record(
         self, project: str, action: str, queue: Optional[str] = None, **fields: Any
@@ -166,44 +190,42 @@ class AuditRiver:
         @param fields: more of the event (ids, counts); L{None} values are
             left out.
         """
-        if not self.enabled or queue == RIVER:
+        fields = {k: v for k, v in fields.items() if v is not None}
+        self._add(project, (action, queue, self.clock.seconds(), fields))
+
+    def _add(self, project: str, event: tuple) -> None:
+        """
+        Write C{event}, C{(action, queue, at, fields)}, to C{project}'s
+        river now, or with the next write if one is in flight.  Nothing is
+        copied or encoded here: that is done once per write.
+        """
+        if not self.settings.enabled or event[1] == RIVER:
             return
-        now = self.clock.seconds()
-        event: dict = {"action": action, "at": now}
-        tags = [f"action:{action}"]
-        if queue is not None:
-            event["queue"] = queue
-            tags.append(f"queue:{queue}")
-        event.update((k, v) for k, v in fields.items() if v is not None)
-        message = NewMessage(
-            body=json.dumps(event, separators=(",", ":"), sort_keys=True),
-            ttl=self.settings.retention,
-            tags=tuple(tags),
-        )
         waiting = self._queued.get(project)
         if waiting is not None:
             # A write of this project's river is in flight: this event
             # goes in the next one, with every other that arrives first.
-            waiting.append(message)
+            waiting.append(event)
             return
-        self._write(project, [message])
+        self._write(project, [event])
 
-    def _write(self, project: str, messages: list) -> None:
+    def _write(self, project: str, batch: list) -> None:
         """
-        Write C{messages} to C{project}'s river; events recorded while it
-        is in flight are written together when it is done, so a busy
-        project costs the store one river write per write, not one per
+        Write C{batch} to C{project}'s river as one record; events recorded
+        while it is in flight are written together when it is done, so a
+        busy project costs the store one river write per write, not one per
         event.
         """
         self._queued[project] = []
+        record = NewMessage(body=_encode(batch), ttl=self.settings.retention)
         d = self.store.postMessages(
-            project, RIVER, messages, CLIENT_ID, self.clock.seconds()
+            project, RIVER, [record], CLIENT_ID, self.clock.seconds()
         )
         d.addErrback(
             lambda f: log.failure(
                 "Could not record {count} event(s) of project {project}",
                 f,
-                count=len(messages),
+                count=len(batch),
                 project=project,
             )
         )
@@ -284,38 +306,77 @@ class AuditRiver:
         """
         store = self.store if store is None else store
         found: list[dict] = []
-        marker = query.marker
+        after = query.marker or 0
+        record = after // STRIDE
         storeQuery = MessageQuery(
             limit=query.limit,
             clientId=CLIENT_ID,
             echo=True,
             includeClaimed=True,
             includeDelayed=True,
-            tags=query.storeTags(),
+            # From the record holding the position on, that record included.
+            marker=record - 1 if record > 1 else None,
         )
         at = None
+        last = after
         for _ in range(MAX_SCANNED_PAGES):
             page = await store.listMessages(
-                project,
-                RIVER,
-                replace(storeQuery, marker=marker),
-                self.clock.seconds(),
+                project, RIVER, storeQuery, self.clock.seconds()
             )
             for message in page:
-                marker = message.marker
-                event = json.loads(message.body)
-                at = event["at"]
-                if query.until is not None and at > query.until:
-                    return RiverPart(found, None)
-                if query.since is not None and at < query.since:
-                    continue
-                found.append({"id": message.id, "marker": str(marker), **event})
-                if len(found) == query.limit:
-                    return RiverPart(found, marker)
+                for place, eventId, event in _decode(message):
+                    spot = message.marker * STRIDE + place
+                    if spot <= after:
+                        continue
+                    last = spot
+                    at = event["at"]
+                    if query.until is not None and at > query.until:
+                        return RiverPart(found, None)
+                    if query.since is not None and at < query.since:
+                        continue
+                    if not query.matches(event):
+                        continue
+                    found.append(
+                        {
+                            "id": eventId,
+                            "marker": str(spot),
+                            **event,
+                        }
+                    )
+                    if len(found) == query.limit:
+                        return RiverPart(found, spot)
             if len(page) < query.limit:
                 return RiverPart(found, None)
+            storeQuery = replace(storeQuery, marker=page[-1].marker)
         # Cut short: read only up to the time of the last event looked at.
-        return RiverPart(found, marker, at)
+        return RiverPart(found, last, at)
+
+
+def _encode(batch: list) -> str:
+    """
+    The body of a record of C{batch}, events C{(action, queue, at,
+    fields)}: a JSON array of objects.
+    """
+    out = []
+    for action, queue, at, fields in batch:
+        event = {"action": action, "at": at}
+        if queue is not None:
+            event["queue"] = queue
+        event.update(fields)
+        out.append(event)
+    return json.dumps(out, separators=(",", ":"), sort_keys=True)
+
+
+def _decode(record: Any) -> list[tuple[int, str, dict]]:
+    """
+    The events of a record, each with its place in it (from 1) and its id.
+    A record of an earlier version is one event, a JSON object, with the
+    record's id.
+    """
+    events = json.loads(record.body)
+    if isinstance(events, dict):
+        return [(1, record.id, events)]
+    return [(i, f"{record.id}.{i}", e) for i, e in enumerate(events, 1)]
 
 
 @dataclass(frozen=True)

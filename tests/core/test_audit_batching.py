@@ -1,8 +1,10 @@
 """
 Tests for the audit river's write batching: events recorded while a write
-of the project's river is in flight go into one next write.
+of the project's river is in flight go into one next write, stored as one
+record that readings page through, also from inside it.
 """
 
+import json
 from typing import Any
 
 from twisted.internet import reactor
@@ -14,7 +16,8 @@ from marconi.storage.sqlite.store import SQLiteStore
 
 class Counting:
     """
-    A real store, counting the river writes made through it.
+    A real store, counting the events of each river write made through
+    it; each write is one record (one message, no tags).
     """
 
     def __init__(self, store: Any) -> None:
@@ -22,7 +25,9 @@ class Counting:
         self.writes: list[int] = []
 
     def postMessages(self, project: str, queue: str, messages: Any, *a: Any) -> Any:
-        self.writes.append(len(messages))
+        [record] = messages
+        assert record.tags == ()
+        self.writes.append(len(json.loads(record.body)))
         return self.store.postMessages(project, queue, messages, *a)
 
     def __getattr__(self, name: str) -> Any:
