@@ -10,8 +10,9 @@ C{action}, the C{queue}, the time (C{at}) and the ids and counts involved;
 it never holds a message body, queue metadata or a credential.
 
 One message, a I{record}, holds the events of one write: its body is the
-JSON array of them, in the order recorded, and it carries no tags (a
-record of an earlier version holds one event, as a JSON object).  Readings
+JSON array of them, in the order recorded, each an array C{[action, queue,
+at, fields]} (encoded once, when written), and it carries no tags (a record
+of an earlier version holds one event, as a JSON object).  Readings
 filter while they read.  An event's position is its record's store marker
 times L{STRIDE} plus its place in the record (from 1), so a page may end
 inside a record and the next goes on there.  A record lives for the
@@ -36,7 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -209,18 +210,21 @@ class AuditRiver:
             return
         self._write(project, [event])
 
-    def _write(self, project: str, batch: list) -> None:
+    def _write(self, project: str, batch: list, rest: Sequence = ()) -> None:
         """
-        Write C{batch} to C{project}'s river as one record; events recorded
-        while it is in flight are written together when it is done, so a
-        busy project costs the store one river write per write, not one per
-        event.
+        Write C{batch} to C{project}'s river as one record; C{rest}, and
+        the events recorded while it is in flight, are written together
+        when it is done, so a busy project costs the store one river write
+        per write, not one per event.
         """
-        self._queued[project] = []
-        record = NewMessage(body=_encode(batch), ttl=self.settings.retention)
-        d = self.store.postMessages(
-            project, RIVER, [record], CLIENT_ID, self.clock.seconds()
-        )
+        self._queued[project] = list(rest)
+        try:
+            record = NewMessage(body=_encode(batch), ttl=self.settings.retention)
+            d = self.store.postMessages(
+                project, RIVER, [record], CLIENT_ID, self.clock.seconds()
+            )
+        except Exception:
+            d = fail()
         d.addErrback(
             lambda f: log.failure(
                 "Could not record {count} event(s) of project {project}",
@@ -234,8 +238,7 @@ class AuditRiver:
             self._writing.discard(d)
             following = self._queued.pop(project, None)
             if following:
-                self._write(project, following[:MAX_BATCH])
-                self._queued.setdefault(project, []).extend(following[MAX_BATCH:])
+                self._write(project, following[:MAX_BATCH], following[MAX_BATCH:])
 
         if d.called:
             written(None)
@@ -354,17 +357,10 @@ class AuditRiver:
 
 def _encode(batch: list) -> str:
     """
-    The body of a record of C{batch}, events C{(action, queue, at,
-    fields)}: a JSON array of objects.
+    The body of a record of C{batch}: a JSON array of the events, each an
+    array C{[action, queue, at, fields]} (C{queue} may be null).
     """
-    out = []
-    for action, queue, at, fields in batch:
-        event = {"action": action, "at": at}
-        if queue is not None:
-            event["queue"] = queue
-        event.update(fields)
-        out.append(event)
-    return json.dumps(out, separators=(",", ":"), sort_keys=True)
+    return json.dumps(batch, separators=(",", ":"))
 
 
 def _decode(record: Any) -> list[tuple[int, str, dict]]:
@@ -376,7 +372,20 @@ def _decode(record: Any) -> list[tuple[int, str, dict]]:
     events = json.loads(record.body)
     if isinstance(events, dict):
         return [(1, record.id, events)]
-    return [(i, f"{record.id}.{i}", e) for i, e in enumerate(events, 1)]
+    return [
+        (i, f"{record.id}.{i}", _event(*event)) for i, event in enumerate(events, 1)
+    ]
+
+
+def _event(action: str, queue: Optional[str], at: float, fields: dict) -> dict:
+    """
+    An event as it is read: its fields, C{action}, C{at} and C{queue} (when
+    it has one), keys in order.
+    """
+    event = dict(fields, action=action, at=at)
+    if queue is not None:
+        event["queue"] = queue
+    return dict(sorted(event.items()))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from marconi.core.audit import AuditQuery, AuditRiver
+from marconi.core.audit import CLIENT_ID, RIVER, AuditQuery, AuditRiver
+from marconi.core.models import NewMessage
 from marconi.storage.sqlite.store import SQLiteStore
 
 
@@ -77,3 +78,79 @@ class BatchingTests(TestCase):
         await river.flush()
         self.assertEqual(sum(counting.writes), 251)
         self.assertLessEqual(max(counting.writes), 100)
+
+
+class RecordTests(TestCase):
+    """
+    Reading records: pages that end inside one, filters applied while
+    reading, and records of the earlier one-event format.
+    """
+
+    async def river(self) -> tuple[AuditRiver, SQLiteStore]:
+        store = SQLiteStore(":memory:", reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        return AuditRiver(store, reactor), store
+
+    async def test_filteredPagesInsideRecords(self) -> None:
+        """
+        One record of events of two queues and actions: filtered pages of
+        two end inside the record and each next page goes on after the
+        last event given, with none skipped or repeated; the tags filter
+        matches the event's action and queue.
+        """
+        river, _ = await self.river()
+        for n in range(9):
+            river.record("p", ("posted", "deleted")[n % 2], f"q{n % 3}", count=n)
+        await river.flush()
+        seen: list = []
+        marker = None
+        while True:
+            page, marker = await river.read(
+                "p", AuditQuery(limit=2, marker=marker, action="posted")
+            )
+            seen.extend(page)
+            if marker is None:
+                break
+        self.assertEqual([e["count"] for e in seen], [0, 2, 4, 6, 8])
+        self.assertEqual(len({e["id"] for e in seen}), 5)
+        self.assertTrue(all(int(e["marker"]) > 0 for e in seen))
+        tagged, _ = await river.read(
+            "p", AuditQuery(limit=10, tags=("action:deleted", "queue:q0"))
+        )
+        self.assertEqual([e["count"] for e in tagged], [3])
+        inQueue, _ = await river.read("p", AuditQuery(limit=10, queue="q2"))
+        self.assertEqual([e["count"] for e in inQueue], [2, 5, 8])
+        none, _ = await river.read("p", AuditQuery(limit=10, tags=("colour:red",)))
+        self.assertEqual(none, [])
+
+    async def test_earlierFormat(self) -> None:
+        """
+        A river holding records of the earlier format (one event, a JSON
+        object, tagged) before new records is read whole, in order, and
+        paged through one event at a time.
+        """
+        river, store = await self.river()
+        now = reactor.seconds()
+        old = NewMessage(
+            body=json.dumps({"action": "posted", "at": now, "queue": "q", "count": 7}),
+            ttl=3600,
+            tags=("action:posted", "queue:q"),
+        )
+        [oldId] = await store.postMessages("p", RIVER, [old], CLIENT_ID, now)
+        river.record("p", "deleted", "q", count=8)
+        river.record("p", "deleted", "q", count=9)
+        await river.flush()
+        events, _ = await river.read("p", AuditQuery(limit=10))
+        self.assertEqual([e["count"] for e in events], [7, 8, 9])
+        self.assertEqual(events[0]["id"], oldId)
+        paged: list = []
+        marker = None
+        while True:
+            page, marker = await river.read("p", AuditQuery(limit=1, marker=marker))
+            paged.extend(page)
+            if marker is None:
+                break
+        self.assertEqual(paged, events)
+        posted, _ = await river.read("p", AuditQuery(limit=10, action="posted"))
+        self.assertEqual([e["count"] for e in posted], [7])
