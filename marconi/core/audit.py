@@ -65,9 +65,11 @@ MAX_BATCH = 100
 # in the record (1 to MAX_BATCH).
 STRIDE = 1000
 
-# How many store pages one read scans for events in a time range before it
-# answers with what it found and a marker to go on from.
+# How many store pages, and how many events, one read scans for events that
+# pass its filters before it answers with what it found and a marker to go
+# on from.
 MAX_SCANNED_PAGES = 20
+MAX_SCANNED_EVENTS = 2000
 
 # Markers of a gathered river: how long their text may be, and how many
 # bytes of HMAC they carry.
@@ -322,6 +324,7 @@ class AuditRiver:
         )
         at = None
         last = after
+        scanned = 0
         for _ in range(MAX_SCANNED_PAGES):
             page = await store.listMessages(
                 project, RIVER, storeQuery, self.clock.seconds()
@@ -331,6 +334,9 @@ class AuditRiver:
                     spot = message.marker * STRIDE + place
                     if spot <= after:
                         continue
+                    if scanned == MAX_SCANNED_EVENTS:
+                        return RiverPart(found, last, at)
+                    scanned += 1
                     last = spot
                     at = event["at"]
                     if query.until is not None and at > query.until:
@@ -339,13 +345,7 @@ class AuditRiver:
                         continue
                     if not query.matches(event):
                         continue
-                    found.append(
-                        {
-                            "id": eventId,
-                            "marker": str(spot),
-                            **event,
-                        }
-                    )
+                    found.append({"id": eventId, "marker": str(spot), **event})
                     if len(found) == query.limit:
                         return RiverPart(found, spot)
             if len(page) < query.limit:

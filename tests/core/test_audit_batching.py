@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from marconi.core import audit
 from marconi.core.audit import CLIENT_ID, RIVER, AuditQuery, AuditRiver
 from marconi.core.models import NewMessage
 from marconi.storage.sqlite.store import SQLiteStore
@@ -154,3 +155,34 @@ class RecordTests(TestCase):
         self.assertEqual(paged, events)
         posted, _ = await river.read("p", AuditQuery(limit=10, action="posted"))
         self.assertEqual([e["count"] for e in posted], [7])
+
+    async def test_scanBounded(self) -> None:
+        """
+        A filtered read looks at no more than L{audit.MAX_SCANNED_EVENTS}
+        events: cut short inside a record, it answers what it found with
+        the time it read up to and a position that the next read goes on
+        from, until the event that passes the filter.
+        """
+        self.patch(audit, "MAX_SCANNED_EVENTS", 30)
+        river, _ = await self.river()
+        for n in range(70):
+            river.record("p", "posted", "q", count=n)
+        river.record("p", "deleted", "q", count=70)
+        await river.flush()
+        found: list = []
+        parts = []
+        marker = None
+        while True:
+            part = await river.readPart(
+                "p", AuditQuery(limit=5, marker=marker, action="deleted")
+            )
+            parts.append(part)
+            found.extend(part.events)
+            marker = part.position
+            if marker is None:
+                break
+        self.assertEqual([e["count"] for e in found], [70])
+        self.assertEqual([p.events for p in parts[:2]], [[], []])
+        self.assertEqual(len(parts), 3)
+        self.assertIsNotNone(parts[0].horizon)
+        self.assertLess(parts[0].position, parts[1].position)
