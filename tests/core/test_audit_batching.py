@@ -186,3 +186,16 @@ class RecordTests(TestCase):
         self.assertEqual(len(parts), 3)
         self.assertIsNotNone(parts[0].horizon)
         self.assertLess(parts[0].position, parts[1].position)
+
+    async def test_unencodableEvent(self) -> None:
+        """
+        A write whose events cannot be encoded is logged and lost alone:
+        the events recorded after it are written and read.
+        """
+        river, _ = await self.river()
+        river.record("p", "posted", "q", count=object())
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+        river.record("p", "deleted", "q", count=1)
+        await river.flush()
+        events, _ = await river.read("p", AuditQuery(limit=10))
+        self.assertEqual([(e["action"], e["count"]) for e in events], [("deleted", 1)])
