@@ -170,7 +170,8 @@ class AuditRiver:
         self.store = store
         self.clock = clock
         self.settings = settings
-        self._writing: set[Deferred] = set()
+        # The writes in flight, with how many events each holds.
+        self._writing: dict[Deferred, int] = {}
         # By project with a write in flight: the events for the next one.
         self._queued: dict[str, list] = {}
 
@@ -237,7 +238,7 @@ class AuditRiver:
         )
 
         def written(_: Any) -> None:
-            self._writing.discard(d)
+            self._writing.pop(d, None)
             following = self._queued.pop(project, None)
             if following:
                 self._write(project, following[:MAX_BATCH], following[MAX_BATCH:])
@@ -245,7 +246,7 @@ class AuditRiver:
         if d.called:
             written(None)
         else:
-            self._writing.add(d)
+            self._writing[d] = len(batch)
             d.addBoth(written)
 
     def flush(self) -> Deferred:
@@ -280,7 +281,8 @@ class AuditRiver:
             if left <= 0:
                 log.warn(
                     "Stopping with {count} audit events not yet written",
-                    count=len(self._writing),
+                    count=sum(self._writing.values())
+                    + sum(map(len, self._queued.values())),
                 )
                 return
             woken: Deferred = Deferred()

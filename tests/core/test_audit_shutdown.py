@@ -118,3 +118,22 @@ class ShutdownTests(TestCase):
         self.successResultOf(self.service.stopService())
         self.assertFalse(self.store.store.running)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lossCountsEvents(self) -> None:
+        """
+        The loss logged at the bound counts the events not written (those
+        of the write in flight and those waiting for the next), not the
+        writes.
+        """
+        logged: list = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        for action in ("posted", "claimed", "deleted"):
+            self.river.record("p", action, "q", count=1)
+        stopped = self.service.stopService()
+        self.clock.advance(FLUSH_TIMEOUT)
+        self.successResultOf(stopped)
+        self.assertEqual(
+            [e.get("count") for e in logged if "not yet written" in e["log_format"]],
+            [3],
+        )
