@@ -357,9 +357,9 @@ class ClusterRouter(MultiService):
 
     async def _forward(self, request: Any, project: str, owner: str) -> bytes:
         request.content.seek(0)
-        answer = await self.forwardRaw(
+        answer = await self._forwardRaw(
             request.method,
-            request.uri,
+            target(request.uri),
             request.requestHeaders,
             request.content.read(),
             project,
@@ -430,6 +430,10 @@ class ClusterRouter(MultiService):
         """
         Send a request to C{node}; its answer (any status) or its failure
         goes to the failure detector and a failure to the monitor.
+
+        @param relayed: a forwarded request, sent with
+            L{PeerClient.forward} (C{headers} are pairs); else with
+            L{PeerClient.call} (C{headers} are L{Headers}).
         """
         try:
             send = self.client.forward if relayed else self.client.call

@@ -108,6 +108,17 @@ def _lp(value: bytes) -> bytes:
     return b"%d:%s" % (len(value), value)
 
 
+def _digest(keyed: Any, data: bytes) -> bytes:
+    """
+    The HMAC of C{data}, hex-encoded, from a copy of C{keyed} (an HMAC that
+    took the key and nothing else: the key's padding is hashed once, not
+    on every request).
+    """
+    mac = keyed.copy()
+    mac.update(data)
+    return mac.hexdigest().encode()
+
+
 def _split(uri: bytes) -> tuple:
     path, _, query = uri.partition(b"?")
     return path, query
@@ -120,7 +131,7 @@ class Signer:
 
     def __init__(self, node: str, secret: bytes, clock: Any) -> None:
         self.node = node.encode("ascii")
-        self._secret = secret
+        self._mac = hmac.new(secret, digestmod=hashlib.sha256)
         self._clock = clock
 
     def headers(
@@ -135,20 +146,19 @@ class Signer:
         path, query = _split(uri)
         projectBytes = project.encode("ascii")
         to = destination.encode("ascii")
-        mac = hmac.new(
-            self._secret,
+        mac = _digest(
+            self._mac,
             canonical(
                 method, path, query, body, self.node, to, projectBytes, timestamp, nonce
             ),
-            hashlib.sha256,
-        ).hexdigest()
+        )
         return {
             NODE: self.node,
             DESTINATION: to,
             PROJECT: projectBytes,
             TIMESTAMP: timestamp,
             NONCE: nonce,
-            SIGNATURE: mac.encode(),
+            SIGNATURE: mac,
         }
 
 
@@ -171,7 +181,7 @@ class Verifier:
     ) -> None:
         self.node = node.encode("ascii")
         self._nodes = frozenset(n.encode("ascii") for n in nodes) - {self.node}
-        self._secret = secret
+        self._mac = hmac.new(secret, digestmod=hashlib.sha256)
         self._clock = clock
         self._window = window
         self.maxNonces = maxNonces
@@ -216,14 +226,13 @@ class Verifier:
         if stamped < self.started:
             raise BadSignature("the request was stamped before this node started")
         path, query = _split(uri)
-        expected = hmac.new(
-            self._secret,
+        expected = _digest(
+            self._mac,
             canonical(
                 method, path, query, body, node, destination, project, timestamp, nonce
             ),
-            hashlib.sha256,
-        ).hexdigest()
-        if not hmac.compare_digest(expected.encode(), signature):
+        )
+        if not hmac.compare_digest(expected, signature):
             raise BadSignature("the signature does not match")
         try:
             signed = Signed(node.decode("ascii"), project.decode("ascii"))
