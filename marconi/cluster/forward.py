@@ -1,7 +1,9 @@
 """
 Talking to the other nodes: requests through the L{Agent} of one shared
-connection pool, bodies read with L{treq.collect}; a timeout on the
-response headers and another on the body, and a bound on the body's size.
+connection pool, bodies read with L{treq.collect}; forwarded requests, the
+hot call, over the connections of L{marconi.cluster.wire}.  Either way a
+timeout on the response headers and another on the body, and a bound on
+the body's size.
 """
 
 import functools
