@@ -140,7 +140,6 @@ class _Connection(Protocol):
         self._left = 0
         self._keep = True
         self.idleSince = 0.0
-        self.lost = False
 
     def send(self, exchange: _Exchange) -> None:
         exchange.connection = self
@@ -325,7 +324,6 @@ class _Connection(Protocol):
             self._pool.finished(exchange, failure)
 
     def connectionLost(self, reason: Failure) -> None:
-        self.lost = True
         self._pool.forget(self)
         if self._exchange is None:
             return
