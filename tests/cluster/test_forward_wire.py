@@ -10,15 +10,19 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succe
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
+from twisted.web.http_headers import Headers
 
+from marconi.cluster import signing
 from marconi.cluster.errors import REFUSED, REQUEST, NodeUnavailable
-from marconi.cluster.forward import PeerClient, target
+from marconi.cluster.forward import NotAPath, PeerClient, target
+from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfig, Peer
 from marconi.cluster.wire import BadAnswer, BodyTooLarge, Pool, requestBytes
+from tests.cluster.test_forward import _config, _Peer, _queueOf
 from tests.integration.test_cluster import freePort
 
 
@@ -403,3 +407,71 @@ class PeerClientForwardTests(TestCase):
             await self.client.forward(peer, b"GET", target(b"/v2/x"), [], b"")
         self.assertEqual(caught.exception.kind, REQUEST)
         self.assertIn("over 1000 bytes", caught.exception.description)
+
+
+class ForwardRawTests(SynchronousTestCase):
+    """
+    L{ClusterRouter.forwardRaw}, the entry point of a front end that routes
+    before the app.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.peer = _Peer(self.reactor)
+        self.router = ClusterRouter(_config(), self.reactor)
+        self.queue = _queueOf(self.router, "b")
+
+    def test_signedAndRelayed(self) -> None:
+        """
+        The request reaches the owner with the received headers, less
+        hop-by-hop and forged forwarding ones, signed for the owner (its
+        verifier accepts it once); the owner's answer comes back as it was.
+        """
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        received = Headers(
+            {
+                b"X-Project-ID": [b"p"],
+                b"Connection": [b"keep-alive"],
+                b"X-Marconi-Node": [b"forged"],
+            }
+        )
+        d = self.router.forwardRaw(b"POST", uri, received, b"{}", "p", "b")
+        protocol, transport = self.peer.connect()
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        self.assertEqual(lines[0], b"POST " + uri + b" HTTP/1.1")
+        pairs = [line.split(b": ", 1) for line in lines[1:]]
+        lower = {name.lower(): value for name, value in pairs}
+        self.assertEqual(len(lower), len(pairs))
+        self.assertEqual(lower[b"x-project-id"], b"p")
+        self.assertNotIn(b"connection", lower)
+        self.assertEqual(lower[b"x-marconi-node"], b"a")
+        self.assertEqual(body, b"{}")
+        verifier = signing.Verifier("b", ["a", "b"], _config().secret, self.reactor)
+        signed = verifier.verify(b"POST", uri, body, lower)
+        self.assertEqual((signed.node, signed.project), ("a", "p"))
+        self.assertRaises(
+            signing.BadSignature, verifier.verify, b"POST", uri, body, lower
+        )
+        protocol.dataReceived(
+            b"HTTP/1.1 201 Created\r\nLocation: /x\r\nContent-Length: 2\r\n\r\n[]"
+        )
+        answer = self.successResultOf(d)
+        self.assertEqual((answer.code, answer.body), (201, b"[]"))
+        self.assertEqual(answer.headers.getRawHeaders(b"location"), [b"/x"])
+
+    def test_notAPath(self) -> None:
+        """
+        A target that is not a path is refused before anything is sent.
+        """
+        self.assertRaises(
+            NotAPath,
+            self.router.forwardRaw,
+            b"GET",
+            b"X/v2/queues/q",
+            Headers(),
+            b"",
+            "p",
+            "b",
+        )
+        self.assertEqual(self.reactor.tcpClients, [])
