@@ -88,20 +88,22 @@ def canonical(
     parsed, decoded and sorted, so that re-encoding on the way (which HTTP
     clients may do) does not change them.
     """
-    pairs = sorted(parse_qsl(query, keep_blank_values=True))
-    fields = [
+    if query:
+        pairs = sorted(parse_qsl(query, keep_blank_values=True))
+        query = b"&".join(_lp(k) + _lp(v) for k, v in pairs)
+    fields = (
         VERSION,
         method.upper(),
-        unquote_to_bytes(path),
-        b"&".join(_lp(k) + _lp(v) for k, v in pairs),
+        unquote_to_bytes(path) if b"%" in path else path,
+        query,
         hashlib.sha256(body).hexdigest().encode(),
         node,
         destination,
         project,
         timestamp,
         nonce,
-    ]
-    return b"".join(_lp(f) for f in fields)
+    )
+    return b"".join([b"%d:%s" % (len(f), f) for f in fields])
 
 
 def _lp(value: bytes) -> bytes:
@@ -226,12 +228,13 @@ class Verifier:
         if stamped < self.started:
             raise BadSignature("the request was stamped before this node started")
         path, query = _split(uri)
-        expected = _digest(
-            self._mac,
-            canonical(
+        try:
+            form = canonical(
                 method, path, query, body, node, destination, project, timestamp, nonce
-            ),
-        )
+            )
+        except UnicodeError:
+            raise BadSignature("the query does not decode") from None
+        expected = _digest(self._mac, form)
         if not hmac.compare_digest(expected, signature):
             raise BadSignature("the signature does not match")
         try:
