@@ -6,6 +6,7 @@ server CPU per request that C{bench/cluster.py cost} measured.
 
     python bench/cluster.py cost --json bench/cluster-cost.json
     python bench/capacity.py bench/cluster-cost.json
+    python bench/capacity.py bench/cluster-cost-forward.json --root before
     python bench/capacity.py bench/cluster-cost.json --rate 1000000 \\
         --mix post1=2,list10=1,claim10=1 --utilisation 0.7
 
@@ -87,9 +88,17 @@ def main(argv=None) -> int:
         help="multiply every measured cost by this (e.g. the ratio of a quiet "
         "machine's cost to a busy one's, for numbers taken on a shared machine)",
     )
+    parser.add_argument(
+        "--root",
+        help="the checkout to take, from a file of several (cost --root LABEL=DIR "
+        "given more than once); by default the last",
+    )
     options = parser.parse_args(argv)
     with open(options.costs) as f:
         costs = json.load(f)
+    if "post1" not in costs:
+        labels = [k for k in costs if k not in ("loadavg", "requests")]
+        costs = costs[options.root or labels[-1]]
     mix = parseMix(options.mix)
     local = average(costs, mix, "local") * options.scale
     forwarded = average(costs, mix, "forwarded") * options.scale

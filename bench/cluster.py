@@ -481,7 +481,11 @@ def parseOptions(argv):
     options.nodes = [int(n) for n in options.nodes.split(",")]
     options.ops = options.ops.split(",")
     options.clients = options.clients.split(",")
-    options.roots = dict(r.partition("=")[::2] for r in options.root) or {"this": ROOT}
+    # Absolute: the nodes run in their own directories.
+    options.roots = {
+        label: os.path.abspath(root)
+        for label, root in (r.partition("=")[::2] for r in options.root)
+    } or {"this": ROOT}
     options.root = next(iter(options.roots.values()))
     return options
 

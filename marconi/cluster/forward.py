@@ -1,7 +1,9 @@
 """
 Talking to the other nodes: requests through the L{Agent} of one shared
-connection pool, bodies read with L{treq.collect}; a timeout on the
-response headers and another on the body, and a bound on the body's size.
+connection pool, bodies read with L{treq.collect}; forwarded requests, the
+hot call, over the connections of L{marconi.cluster.wire}.  Either way a
+timeout on the response headers and another on the body, and a bound on
+the body's size.
 """
 
 import functools
@@ -27,6 +29,7 @@ from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.python.failure import Failure
 from twisted.web.client import (
+    URI,
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
@@ -38,9 +41,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
-from marconi.cluster import signing
+from marconi.cluster import signing, wire
 from marconi.cluster.errors import LOST, REFUSED, REQUEST, NodeUnavailable
 from marconi.cluster.settings import ClusterConfig, Peer
+from marconi.cluster.wire import BodyTooLarge
 from marconi.core.errors import ValidationFailed
 from marconi.core.waiting import MAXIMUM_WAIT
 
@@ -61,12 +65,6 @@ _HOP = frozenset(
         b"accept-encoding",
     )
 )
-
-
-class BodyTooLarge(Exception):
-    """
-    A peer's response body went past the bound.
-    """
 
 
 class NotAPath(ValidationFailed):
@@ -368,6 +366,13 @@ class PeerClient:
         )
         # No cookie jar: nothing a peer sends is remembered between requests.
         self._agent = agent
+        self._endpoints = _LazyEndpoints(
+            reactor, tlsPolicy or BrowserLikePolicyForHTTPS(), config.forwardTimeout
+        )
+        self.wire = wire.Pool(reactor, self._connect)
+
+    def _connect(self, url: str, factory: Any) -> Deferred:
+        return self._endpoints.build(_uri(url)).connect(factory)
 
     def call(
         self,
@@ -394,6 +399,13 @@ class PeerClient:
             cancellation, so that it is never taken for a failure of the
             peer.
         """
+        return self._guarded(self._call(peer, method, path, headers, body, timeout))
+
+    def _guarded(self, call: Any) -> Deferred:
+        """
+        The L{Deferred} of the coroutine C{call}: cancelled, it fails with
+        L{CancelledError} whatever the layers below made of it.
+        """
         abandoned = False
 
         def cancel(outer: Deferred) -> None:
@@ -412,11 +424,39 @@ class PeerClient:
                 outer.callback(result)
 
         outer: Deferred = Deferred(cancel)
-        inner = Deferred.fromCoroutine(
-            self._call(peer, method, path, headers, body, timeout)
-        )
+        inner = Deferred.fromCoroutine(call)
         inner.addBoth(settle)
         return outer
+
+    def forward(
+        self, peer: Peer, method: bytes, path: Target, headers: list, body: bytes
+    ) -> Deferred:
+        """
+        Send a forwarded request to C{peer} over the connections of
+        L{wire}: as L{call} with the configured timeouts, but C{headers} are
+        pairs of a raw name and value, and the L{Answer}'s headers are
+        L{wire.RawHeaders}, as they came.
+        """
+        return self._guarded(self._forward(peer, method, path, headers, body))
+
+    async def _forward(
+        self, peer: Peer, method: bytes, path: Target, headers: list, body: bytes
+    ) -> Answer:
+        data = wire.requestBytes(method, path.uri, _host(peer.url), headers, body)
+        try:
+            head, content = await self.wire.request(
+                peer.url,
+                data,
+                method == b"HEAD",
+                self._config.maxResponseBody,
+                self._config.forwardTimeout + waitOf(path),
+                self._config.bodyTimeout,
+            )
+        except CancelledError:
+            raise
+        except Exception as e:
+            raise _failure(peer, e) from None
+        return Answer(head.code, head.phrase, head.headers, content)
 
     async def _call(
         self,
@@ -447,7 +487,24 @@ class PeerClient:
         return Answer(response.code, response.phrase, response.headers, content)
 
     def close(self) -> Deferred:
+        self.wire.close()
         return self.pool.closeCachedConnections()
+
+
+@functools.lru_cache(maxsize=256)
+def _uri(url: str) -> URI:
+    """
+    A peer's URL, parsed for its endpoint.
+    """
+    return URI.fromBytes(_origin(url))
+
+
+@functools.lru_cache(maxsize=256)
+def _host(url: str) -> bytes:
+    """
+    The C{Host} header of requests to a peer.
+    """
+    return _uri(url).netloc
 
 
 def forwardHeaders(received: Headers, signed: dict) -> Headers:
@@ -456,14 +513,24 @@ def forwardHeaders(received: Headers, signed: dict) -> Headers:
     headers, plus the signed forwarding headers.
     """
     headers = Headers()
+    for name, value in forwardPairs(received, signed):
+        headers.addRawHeader(name, value)
+    return headers
+
+
+def forwardPairs(received: Headers, signed: dict) -> list:
+    """
+    L{forwardHeaders} as pairs of a raw name and a value, for
+    L{PeerClient.forward}.
+    """
+    pairs = []
     for name, values in received.getAllRawHeaders():
         lower = name.lower()
         if lower in _HOP or lower.startswith(signing.PREFIX):
             continue
-        headers.setRawHeaders(name, values)
-    for name, value in signed.items():
-        headers.setRawHeaders(name, [value])
-    return headers
+        pairs.extend((name, value) for value in values)
+    pairs.extend(signed.items())
+    return pairs
 
 
 def relayHeaders(answer: Answer, request: Any) -> None:

@@ -26,7 +26,7 @@ from marconi.cluster.errors import (
 from marconi.cluster.forward import (
     Answer,
     PeerClient,
-    forwardHeaders,
+    forwardPairs,
     pathAndQuery,
     relayHeaders,
     target,
@@ -356,13 +356,55 @@ class ClusterRouter(MultiService):
         return Deferred.fromCoroutine(self._forward(request, project, owner))
 
     async def _forward(self, request: Any, project: str, owner: str) -> bytes:
-        path = target(request.uri)
         request.content.seek(0)
-        body = request.content.read()
-        method = request.method
-        signed = self.signer.headers(method, pathAndQuery(path), body, project, owner)
-        headers = forwardHeaders(request.requestHeaders, signed)
-        answer = await self._call(owner, method, path, headers, body)
+        answer = await self._forwardRaw(
+            request.method,
+            target(request.uri),
+            request.requestHeaders,
+            request.content.read(),
+            project,
+            owner,
+        )
+        relayHeaders(answer, request)
+        return answer.body
+
+    def forwardRaw(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers,
+        body: bytes,
+        project: str,
+        owner: str,
+    ) -> Deferred:
+        """
+        Forward a request, signed for C{project}, to C{owner} (from
+        L{route}), without a L{twisted.web.server.Request}: what a resource
+        that routes before the app calls with the method, the raw target,
+        the received headers and the body.
+
+        @raise NotAPath: C{uri} is not a path (before anything is sent).
+        @return: a L{Deferred} firing with the owner's L{Answer} (put it on
+            a request with L{relayHeaders}), failing with L{NodeUnavailable}.
+        """
+        path = target(uri)
+        return Deferred.fromCoroutine(
+            self._forwardRaw(method, path, headers, body, project, owner)
+        )
+
+    async def _forwardRaw(
+        self,
+        method: bytes,
+        path: Any,
+        received: Headers,
+        body: bytes,
+        project: str,
+        owner: str,
+    ) -> Answer:
+        uri = pathAndQuery(path)
+        signed = self.signer.headers(method, uri, body, project, owner)
+        headers = forwardPairs(received, signed)
+        answer = await self._call(owner, method, path, headers, body, True)
         moved = answer.headers.getRawHeaders(HELD_BY)
         if answer.code == 503 and moved:
             # The queue moved since this node's view: once more, there.
@@ -371,25 +413,31 @@ class ClusterRouter(MultiService):
                 owner,
                 self.config.nodeName,
             ):
-                signed = self.signer.headers(
-                    method, pathAndQuery(path), body, project, there
-                )
-                headers = forwardHeaders(request.requestHeaders, signed)
-                answer = await self._call(there, method, path, headers, body)
-        relayHeaders(answer, request)
-        return answer.body
+                signed = self.signer.headers(method, uri, body, project, there)
+                headers = forwardPairs(received, signed)
+                answer = await self._call(there, method, path, headers, body, True)
+        return answer
 
     async def _call(
-        self, node: str, method: bytes, path: Any, headers: Headers, body: bytes
+        self,
+        node: str,
+        method: bytes,
+        path: Any,
+        headers: Any,
+        body: bytes,
+        relayed: bool = False,
     ) -> Answer:
         """
         Send a request to C{node}; its answer (any status) or its failure
         goes to the failure detector and a failure to the monitor.
+
+        @param relayed: a forwarded request, sent with
+            L{PeerClient.forward} (C{headers} are pairs); else with
+            L{PeerClient.call} (C{headers} are L{Headers}).
         """
         try:
-            answer = await self.client.call(
-                self.config.peer(node), method, path, headers, body
-            )
+            send = self.client.forward if relayed else self.client.call
+            answer = await send(self.config.peer(node), method, path, headers, body)
         except NodeUnavailable as e:
             log.error(
                 "{method} {uri} to node {node} failed: {error}",

@@ -88,24 +88,37 @@ def canonical(
     parsed, decoded and sorted, so that re-encoding on the way (which HTTP
     clients may do) does not change them.
     """
-    pairs = sorted(parse_qsl(query, keep_blank_values=True))
-    fields = [
+    if query:
+        pairs = sorted(parse_qsl(query, keep_blank_values=True))
+        query = b"&".join(_lp(k) + _lp(v) for k, v in pairs)
+    fields = (
         VERSION,
         method.upper(),
-        unquote_to_bytes(path),
-        b"&".join(_lp(k) + _lp(v) for k, v in pairs),
+        unquote_to_bytes(path) if b"%" in path else path,
+        query,
         hashlib.sha256(body).hexdigest().encode(),
         node,
         destination,
         project,
         timestamp,
         nonce,
-    ]
-    return b"".join(_lp(f) for f in fields)
+    )
+    return b"".join([b"%d:%s" % (len(f), f) for f in fields])
 
 
 def _lp(value: bytes) -> bytes:
     return b"%d:%s" % (len(value), value)
+
+
+def _digest(keyed: Any, data: bytes) -> bytes:
+    """
+    The HMAC of C{data}, hex-encoded, from a copy of C{keyed} (an HMAC that
+    took the key and nothing else: the key's padding is hashed once, not
+    on every request).
+    """
+    mac = keyed.copy()
+    mac.update(data)
+    return mac.hexdigest().encode()
 
 
 def _split(uri: bytes) -> tuple:
@@ -120,7 +133,7 @@ class Signer:
 
     def __init__(self, node: str, secret: bytes, clock: Any) -> None:
         self.node = node.encode("ascii")
-        self._secret = secret
+        self._mac = hmac.new(secret, digestmod=hashlib.sha256)
         self._clock = clock
 
     def headers(
@@ -135,20 +148,19 @@ class Signer:
         path, query = _split(uri)
         projectBytes = project.encode("ascii")
         to = destination.encode("ascii")
-        mac = hmac.new(
-            self._secret,
+        mac = _digest(
+            self._mac,
             canonical(
                 method, path, query, body, self.node, to, projectBytes, timestamp, nonce
             ),
-            hashlib.sha256,
-        ).hexdigest()
+        )
         return {
             NODE: self.node,
             DESTINATION: to,
             PROJECT: projectBytes,
             TIMESTAMP: timestamp,
             NONCE: nonce,
-            SIGNATURE: mac.encode(),
+            SIGNATURE: mac,
         }
 
 
@@ -171,7 +183,7 @@ class Verifier:
     ) -> None:
         self.node = node.encode("ascii")
         self._nodes = frozenset(n.encode("ascii") for n in nodes) - {self.node}
-        self._secret = secret
+        self._mac = hmac.new(secret, digestmod=hashlib.sha256)
         self._clock = clock
         self._window = window
         self.maxNonces = maxNonces
@@ -216,14 +228,14 @@ class Verifier:
         if stamped < self.started:
             raise BadSignature("the request was stamped before this node started")
         path, query = _split(uri)
-        expected = hmac.new(
-            self._secret,
-            canonical(
+        try:
+            form = canonical(
                 method, path, query, body, node, destination, project, timestamp, nonce
-            ),
-            hashlib.sha256,
-        ).hexdigest()
-        if not hmac.compare_digest(expected.encode(), signature):
+            )
+        except UnicodeError:
+            raise BadSignature("the query does not decode") from None
+        expected = _digest(self._mac, form)
+        if not hmac.compare_digest(expected, signature):
             raise BadSignature("the signature does not match")
         try:
             signed = Signed(node.decode("ascii"), project.decode("ascii"))

@@ -217,3 +217,42 @@ class SigningTests(SynchronousTestCase):
         )
         self.assertIn("before this node started", str(e))
         self.assertIsNotNone(restarted.verify(b"POST", URI, BODY, self.sign()))
+
+
+class CanonicalFormTests(SynchronousTestCase):
+    def test_fixedForm(self) -> None:
+        """
+        The signed form is the one every version of the node computes (a
+        node of a mixed cluster must verify what another signed): fields
+        length-prefixed, the path decoded, the query decoded and sorted.
+        """
+        self.assertEqual(
+            signing.canonical(
+                b"post",
+                b"/v2/queues/q%201/messages",
+                b"b=2&a=1&a=",
+                b"{}",
+                b"a",
+                b"b",
+                b"p",
+                b"1700000000000",
+                b"00ff",
+            ),
+            b"17:marconi-forward-24:POST23:/v2/queues/q 1/messages"
+            b"19:1:a0:&1:a1:1&1:b1:2"
+            b"64:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+            b"1:a1:b1:p13:17000000000004:00ff",
+        )
+
+    def test_undecodableQuery(self) -> None:
+        """
+        Forwarding headers on a request whose query does not decode are
+        refused like any bad signature, never an error of the node.
+        """
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        verifier = Verifier("b", ["a", "b"], SECRET, clock, 300)
+        signed = Signer("a", SECRET, clock).headers(b"GET", b"/v2/x", b"", "p", "b")
+        self.assertRaises(
+            BadSignature, verifier.verify, b"GET", b"/v2/x?a=%ab", b"", signed
+        )

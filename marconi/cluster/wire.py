@@ -1,0 +1,481 @@
+"""
+The hot call between nodes — a forwarded request — over persistent HTTP/1.1
+connections of its own.
+
+Everything else a node asks its peers (probes, listings, the ring, the
+audit river) goes through L{marconi.cluster.forward.PeerClient.call}, the
+Agent treq wraps.  A forwarded request is only passed through: its request
+is written in one piece from bytes already at hand, and its answer is read
+as a status, a list of raw headers and the body's bytes (C{Content-Length},
+chunked, or up to the close), nothing decoded.  The Agent's layers (a
+request object, a response object with a body protocol, a header
+container, a state machine per connection and per response) were half of
+the relaying node's CPU; see docs/cluster.rst, "What a forwarded request
+costs".
+
+One request at a time on a connection (no pipelining); up to
+C{maxIdle} idle connections per peer are kept, the most recently used
+taken first, and one idle longer than C{maxIdleTime} (below the peers'
+idle timeout) is closed instead of used.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+#: A response head (status line and headers) longer than this is refused.
+MAX_HEAD = 65536
+_NO_BODY = (204, 304)
+
+
+class BadAnswer(Exception):
+    """
+    A peer's response is not HTTP/1.1 this client reads.
+    """
+
+
+class BodyTooLarge(Exception):
+    """
+    A peer's response body went past the bound.
+    """
+
+
+class RawHeaders:
+    """
+    A response's headers as they came, read like L{twisted.web.http_headers.Headers}.
+    """
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs: list) -> None:
+        self._pairs = pairs
+
+    def getAllRawHeaders(self) -> Any:
+        for name, value in self._pairs:
+            yield name, [value]
+
+    def getRawHeaders(self, name: bytes, default: Any = None) -> Any:
+        lower = name.lower()
+        found = [v for n, v in self._pairs if n.lower() == lower]
+        return found or default
+
+    def hasHeader(self, name: bytes) -> bool:
+        return self.getRawHeaders(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """
+    A response's status and headers.
+    """
+
+    code: int
+    phrase: bytes
+    headers: RawHeaders
+
+
+def requestBytes(
+    method: bytes, uri: bytes, host: bytes, headers: Any, body: bytes
+) -> bytes:
+    """
+    A whole HTTP/1.1 request: C{headers} are pairs of a name and a value;
+    a CR or LF in either becomes a space (no header can be smuggled).
+    """
+    lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, uri, host)]
+    for name, value in headers:
+        line = b"%s: %s\r\n" % (name, value)
+        if b"\r" in line[:-2] or b"\n" in line[:-2]:
+            line = line[:-2].replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
+        lines.append(line)
+    if body or method not in (b"GET", b"HEAD", b"DELETE"):
+        lines.append(b"Content-Length: %d\r\n" % len(body))
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)
+
+
+class _Exchange:
+    """
+    One request on a connection, and the L{Deferred} of its answer.
+    """
+
+    __slots__ = (
+        "data",
+        "head",
+        "limit",
+        "deferred",
+        "timer",
+        "bodyTimeout",
+        "connection",
+    )
+
+    def __init__(self, data: bytes, head: bool, limit: int, bodyTimeout: float):
+        self.data = data
+        self.head = head
+        self.limit = limit
+        self.bodyTimeout = bodyTimeout
+        self.deferred: Optional[Deferred] = None
+        self.timer: Any = None
+        self.connection: Optional["_Connection"] = None
+
+
+class _Connection(Protocol):
+    """
+    A persistent connection to a peer, one exchange at a time.
+    """
+
+    def __init__(self, pool: "Pool", key: Any) -> None:
+        self._pool = pool
+        self._key = key
+        self._buffer = b""
+        self._exchange: Optional[_Exchange] = None
+        self._answer: Any = None
+        self._body: list = []
+        self._size = 0
+        self._mode = b""
+        self._left = 0
+        self._keep = True
+        self.idleSince = 0.0
+
+    def send(self, exchange: _Exchange) -> None:
+        exchange.connection = self
+        self._exchange = exchange
+        self._answer = None
+        self._body = []
+        self._size = 0
+        self._keep = True
+        self.transport.write(exchange.data)
+
+    def abort(self) -> None:
+        self._keep = False
+        self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._exchange is None:
+            # Nothing was asked: a peer that talks out of turn is dropped.
+            self.abort()
+            return
+        self._buffer += data
+        try:
+            self._parse()
+        except (BadAnswer, BodyTooLarge) as e:
+            self._fail(Failure(e))
+            self.abort()
+
+    def _parse(self) -> None:
+        while self._exchange is not None:
+            if self._answer is None:
+                if not self._readHead():
+                    return
+            elif self._mode == b"length":
+                if not self._take(self._left):
+                    return
+                self._done()
+            elif self._mode in (b"chunked", b"trailers"):
+                if not self._readChunk():
+                    return
+            else:
+                # Up to the close.
+                self._add(self._buffer)
+                self._buffer = b""
+                return
+
+    def _readHead(self) -> bool:
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > MAX_HEAD:
+                raise BadAnswer("the response head is too long")
+            return False
+        lines = self._buffer[:end].split(b"\r\n")
+        self._buffer = self._buffer[end + 4 :]
+        version, _, rest = lines[0].partition(b" ")
+        code, _, phrase = rest.partition(b" ")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3:
+            raise BadAnswer("the status line is malformed")
+        if not code.isdigit():
+            raise BadAnswer("the status line is malformed")
+        status = int(code)
+        if 100 <= status < 200:
+            return True  # an interim answer: the final one follows
+        pairs = []
+        length = None
+        chunked = False
+        self._keep = version == b"HTTP/1.1"
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name != name.strip():
+                raise BadAnswer("a header line is malformed")
+            value = value.strip(b" \t")
+            lower = name.lower()
+            if lower == b"content-length":
+                if not value.isdigit() or (length is not None and length != value):
+                    raise BadAnswer("the content length is malformed")
+                length = value
+            elif lower == b"transfer-encoding":
+                chunked = value.lower() == b"chunked"
+                if not chunked:
+                    raise BadAnswer("the transfer coding is not chunked")
+            elif lower == b"connection":
+                tokens = value.lower().replace(b" ", b"").split(b",")
+                if b"close" in tokens:
+                    self._keep = False
+                elif b"keep-alive" in tokens:
+                    self._keep = True
+            pairs.append((name, value))
+        exchange = self._exchange
+        assert exchange is not None
+        self._answer = Head(status, phrase, RawHeaders(pairs))
+        if exchange.head or status in _NO_BODY:
+            self._mode = b"length"
+            self._left = 0
+        elif chunked:
+            self._mode = b"chunked"
+            self._left = -1
+        elif length is not None:
+            self._mode = b"length"
+            self._left = int(length)
+            if self._left > exchange.limit:
+                raise BodyTooLarge(f"over {exchange.limit} bytes")
+        else:
+            self._mode = b"close"
+            self._keep = False
+        self._pool.headReceived(exchange)
+        return True
+
+    def _take(self, count: int) -> bool:
+        if len(self._buffer) < count:
+            return False
+        self._add(self._buffer[:count])
+        self._buffer = self._buffer[count:]
+        return True
+
+    def _add(self, data: bytes) -> None:
+        if data:
+            exchange = self._exchange
+            assert exchange is not None
+            self._size += len(data)
+            if self._size > exchange.limit:
+                raise BodyTooLarge(f"over {exchange.limit} bytes")
+            self._body.append(data)
+
+    def _readChunk(self) -> bool:
+        if self._left < 0:
+            end = self._buffer.find(b"\r\n")
+            if end < 0:
+                if len(self._buffer) > 1024:
+                    raise BadAnswer("a chunk size is malformed")
+                return False
+            size = self._buffer[:end].partition(b";")[0].strip()
+            try:
+                self._left = int(size, 16)
+            except ValueError:
+                raise BadAnswer("a chunk size is malformed") from None
+            if self._left < 0:
+                raise BadAnswer("a chunk size is malformed")
+            self._buffer = self._buffer[end + 2 :]
+            if self._left == 0:
+                self._mode = b"trailers"
+        if self._mode == b"trailers":
+            # Trailers are read and dropped, up to the empty line.
+            while True:
+                end = self._buffer.find(b"\r\n")
+                if end < 0:
+                    if len(self._buffer) > MAX_HEAD:
+                        raise BadAnswer("the trailers are too long")
+                    return False
+                line = self._buffer[:end]
+                self._buffer = self._buffer[end + 2 :]
+                if not line:
+                    self._done()
+                    return True
+        if len(self._buffer) < self._left + 2:
+            return False
+        if self._buffer[self._left : self._left + 2] != b"\r\n":
+            raise BadAnswer("a chunk is not followed by CRLF")
+        self._take(self._left)
+        self._buffer = self._buffer[2:]
+        self._left = -1
+        return True
+
+    def _done(self) -> None:
+        exchange, head = self._exchange, self._answer
+        assert exchange is not None and head is not None
+        body = b"".join(self._body)
+        self._exchange = None
+        self._answer = None
+        self._body = []
+        if self._buffer:
+            # Bytes beyond the answer: the connection is not in step.
+            self._keep = False
+        if self._keep:
+            self._pool.release(self)
+        else:
+            self.transport.loseConnection()
+        self._pool.finished(exchange, (head, body))
+
+    def _fail(self, failure: Failure) -> None:
+        exchange = self._exchange
+        self._exchange = None
+        if exchange is not None:
+            self._pool.finished(exchange, failure)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._pool.forget(self)
+        if self._exchange is None:
+            return
+        if self._answer is not None and self._mode == b"close":
+            self._done()
+            return
+        error = reason.value
+        if not isinstance(error, (ConnectionLost, ConnectionDone)):
+            error = ConnectionLost(str(error))
+        self._fail(Failure(error))
+
+
+class Pool:
+    """
+    Persistent connections to the peers, and the requests sent on them.
+
+    @param connect: called with a peer's key and a protocol factory, returns
+        the L{Deferred} of the connected protocol (an endpoint's C{connect}).
+    """
+
+    maxIdle = 16
+    maxIdleTime = 50.0
+
+    def __init__(self, clock: Any, connect: Callable[[Any, Factory], Deferred]):
+        self._clock = clock
+        self._connect = connect
+        self._idle: dict = {}
+        self._busy: set = set()
+
+    def request(
+        self,
+        key: Any,
+        data: bytes,
+        head: bool,
+        limit: int,
+        headerTimeout: float,
+        bodyTimeout: float,
+    ) -> Deferred:
+        """
+        Send C{data} (a whole request, L{requestBytes}) to the peer C{key}.
+
+        @param head: the request is a C{HEAD} (its answer has no body).
+        @return: a L{Deferred} firing with C{(Head, body)}; failing with
+            L{twisted.internet.defer.TimeoutError} when the head did not
+            come within C{headerTimeout} seconds (connecting included) or
+            the body within C{bodyTimeout} more, L{BodyTooLarge} past
+            C{limit} bytes, L{BadAnswer}, or the connection's error.
+            Cancelled, it closes the connection and fails with
+            L{CancelledError}.
+        """
+        exchange = _Exchange(data, head, limit, bodyTimeout)
+        connecting: list = []
+
+        def cancel(_: Deferred) -> None:
+            exchange.deferred = None
+            timer, exchange.timer = exchange.timer, None
+            if timer is not None and timer.active():
+                timer.cancel()
+            stop()
+
+        def stop() -> None:
+            if connecting:
+                connecting.pop().cancel()
+            connection = exchange.connection
+            if connection is not None and connection._exchange is exchange:
+                connection._exchange = None
+                connection.abort()
+
+        def timedOut() -> None:
+            exchange.timer = None
+            deferred = exchange.deferred
+            exchange.deferred = None
+            stop()
+            if deferred is not None:
+                deferred.errback(TimeoutError("no answer in time"))
+
+        result: Deferred = Deferred(cancel)
+        exchange.deferred = result
+        exchange.timer = self._clock.callLater(headerTimeout, timedOut)
+        connection = self._take(key)
+        if connection is not None:
+            self._busy.add(connection)
+            connection.send(exchange)
+            return result
+
+        def connected(connection: _Connection) -> None:
+            connecting.clear()
+            if exchange.deferred is None:
+                connection.transport.loseConnection()
+                return
+            self._busy.add(connection)
+            connection.send(exchange)
+
+        def failed(failure: Failure) -> None:
+            connecting.clear()
+            self.finished(exchange, failure)
+
+        factory = Factory.forProtocol(lambda: _Connection(self, key))
+        d = self._connect(key, factory)
+        connecting.append(d)
+        d.addCallbacks(connected, failed)
+        return result
+
+    def _take(self, key: Any) -> Optional[_Connection]:
+        idle = self._idle.get(key)
+        now = self._clock.seconds()
+        while idle:
+            connection = idle.pop()
+            if now - connection.idleSince < self.maxIdleTime:
+                return connection
+            connection.transport.loseConnection()
+        return None
+
+    def headReceived(self, exchange: _Exchange) -> None:
+        timer = exchange.timer
+        if timer is not None and timer.active():
+            timer.reset(exchange.bodyTimeout)
+
+    def finished(self, exchange: _Exchange, result: Any) -> None:
+        timer, exchange.timer = exchange.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        deferred, exchange.deferred = exchange.deferred, None
+        if deferred is None:
+            return
+        if isinstance(result, Failure):
+            deferred.errback(result)
+        else:
+            deferred.callback(result)
+
+    def release(self, connection: _Connection) -> None:
+        self._busy.discard(connection)
+        idle = self._idle.setdefault(connection._key, [])
+        if len(idle) >= self.maxIdle:
+            connection.transport.loseConnection()
+            return
+        connection.idleSince = self._clock.seconds()
+        idle.append(connection)
+
+    def forget(self, connection: _Connection) -> None:
+        self._busy.discard(connection)
+        idle = self._idle.get(connection._key)
+        if idle and connection in idle:
+            idle.remove(connection)
+
+    def close(self) -> None:
+        """
+        Close every connection.
+        """
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.transport.loseConnection()
+        self._idle.clear()
+        for connection in list(self._busy):
+            connection.abort()

@@ -1,0 +1,477 @@
+"""
+The connections forwarded requests travel on (L{marconi.cluster.wire}):
+what is sent, how answers are read (length, chunked, up to the close), the
+reuse of connections, the bounds (timeouts on a clock, body size), and
+L{PeerClient.forward} against real loopback servers.
+"""
+
+from twisted.internet import reactor
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web import resource, server
+from twisted.web.http_headers import Headers
+
+from marconi.cluster import signing
+from marconi.cluster.errors import REFUSED, REQUEST, NodeUnavailable
+from marconi.cluster.forward import NotAPath, PeerClient, target
+from marconi.cluster.router import ClusterRouter
+from marconi.cluster.settings import ClusterConfig, Peer
+from marconi.cluster.wire import BadAnswer, BodyTooLarge, Pool, requestBytes
+from tests.cluster.test_forward import _config, _Peer, _queueOf
+from tests.integration.test_cluster import freePort
+
+
+class _Wired:
+    """
+    A L{Pool} on a L{Clock} whose connections are L{StringTransport}s.
+    """
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.connections: list = []
+        self.pending: list = []
+        self.pool = Pool(self.clock, self.connect)
+        self.hold = False
+
+    def connect(self, key, factory: Factory) -> Deferred:
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        self.connections.append((protocol, transport))
+        if self.hold:
+            d: Deferred = Deferred()
+            self.pending.append((d, protocol, transport))
+            return d
+        protocol.makeConnection(transport)
+        return succeed(protocol)
+
+    def request(self, data=b"GET / HTTP/1.1\r\n\r\n", head=False, limit=100):
+        return self.pool.request("b", data, head, limit, 5, 7)
+
+
+class PoolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.wired = _Wired()
+
+    def answer(self, d: Deferred, data: bytes, index: int = -1) -> tuple:
+        protocol, _ = self.wired.connections[index]
+        protocol.dataReceived(data)
+        return self.successResultOf(d)
+
+    def test_lengthAndReuse(self) -> None:
+        """
+        An answer with a Content-Length is read whole, its headers kept as
+        they came; the connection then carries the next request.
+        """
+        d = self.wired.request(b"REQUEST ONE")
+        _, transport = self.wired.connections[0]
+        self.assertEqual(transport.value(), b"REQUEST ONE")
+        head, body = self.answer(
+            d, b"HTTP/1.1 201 Created\r\nLocation: /x\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        self.assertEqual((head.code, head.phrase, body), (201, b"Created", b"{}"))
+        self.assertEqual(head.headers.getRawHeaders(b"location"), [b"/x"])
+        self.assertEqual(
+            list(head.headers.getAllRawHeaders()),
+            [(b"Location", [b"/x"]), (b"Content-Length", [b"2"])],
+        )
+        transport.clear()
+        d = self.wired.request(b"REQUEST TWO")
+        self.assertEqual(len(self.wired.connections), 1)
+        self.assertEqual(transport.value(), b"REQUEST TWO")
+        self.assertEqual(
+            self.answer(d, b"HTTP/1.1 204 No Content\r\n\r\n")[0].code, 204
+        )
+
+    def test_chunked(self) -> None:
+        """
+        A chunked answer, arriving in pieces, is decoded; trailers are
+        dropped.
+        """
+        d = self.wired.request()
+        protocol, _ = self.wired.connections[0]
+        for piece in (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab",
+            b"c\r\n2;x=y\r\nde\r\n0\r\n",
+            b"Trailer: t\r\n\r\n",
+        ):
+            self.assertNoResult(d)
+            protocol.dataReceived(piece)
+        self.assertEqual(self.successResultOf(d)[1], b"abcde")
+        self.assertEqual(len(self.wired.pool._idle["b"]), 1)
+
+    def test_untilClose(self) -> None:
+        """
+        An answer with neither length nor chunks ends with the connection,
+        which is not kept.
+        """
+        d = self.wired.request()
+        protocol, transport = self.wired.connections[0]
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\n\r\nsome")
+        protocol.dataReceived(b" body")
+        self.assertNoResult(d)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(d)[1], b"some body")
+        self.assertEqual(self.wired.pool._idle.get("b", []), [])
+
+    def test_connectionClose(self) -> None:
+        """
+        An answer with C{Connection: close} is read and its connection
+        closed, not reused.
+        """
+        d = self.wired.request()
+        _, transport = self.wired.connections[0]
+        self.answer(
+            d, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertTrue(transport.disconnecting)
+        self.wired.request()
+        self.assertEqual(len(self.wired.connections), 2)
+
+    def test_headHasNoBody(self) -> None:
+        """
+        The answer to a HEAD ends with its headers, whatever length they
+        give.
+        """
+        d = self.wired.request(head=True)
+        head, body = self.answer(d, b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n")
+        self.assertEqual((head.code, body), (200, b""))
+
+    def test_interim(self) -> None:
+        """
+        A 100 Continue is skipped; the final answer is returned.
+        """
+        d = self.wired.request()
+        head, body = self.answer(
+            d,
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+        )
+        self.assertEqual((head.code, body), (200, b"x"))
+
+    def test_tooLarge(self) -> None:
+        """
+        A body over the bound fails the request with L{BodyTooLarge} and
+        closes the connection, whether its length is given or it is
+        chunked.
+        """
+        for answer in (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"40\r\n"
+            + b"x" * 64
+            + b"\r\n"
+            + b"40\r\n"
+            + b"x" * 64
+            + b"\r\n",
+        ):
+            d = self.wired.request()
+            protocol, transport = self.wired.connections[-1]
+            protocol.dataReceived(answer)
+            self.assertIn(
+                "over 100 bytes", str(self.failureResultOf(d, BodyTooLarge).value)
+            )
+            self.assertTrue(transport.disconnecting)
+
+    def test_badAnswers(self) -> None:
+        """
+        What is not an HTTP/1.1 answer fails the request with L{BadAnswer}
+        and closes the connection.
+        """
+        for answer in (
+            b"SMTP 220 hello\r\n\r\n",
+            b"HTTP/1.1 2x0 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxyz",
+            b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 20000,
+        ):
+            d = self.wired.request()
+            protocol, transport = self.wired.connections[-1]
+            protocol.dataReceived(answer)
+            self.failureResultOf(d, BadAnswer)
+            self.assertTrue(transport.disconnecting, answer[:60])
+
+    def test_headerTimeout(self) -> None:
+        """
+        No answer's head within the header timeout fails the request with
+        L{TimeoutError} and aborts the connection.
+        """
+        d = self.wired.request()
+        _, transport = self.wired.connections[0]
+        self.wired.clock.advance(4.9)
+        self.assertNoResult(d)
+        self.wired.clock.advance(0.2)
+        self.failureResultOf(d, TimeoutError)
+        self.assertTrue(transport.disconnecting)
+
+    def test_connectTimeout(self) -> None:
+        """
+        The header timeout counts from the request, connecting included:
+        a connection not made in time is given up.
+        """
+        self.wired.hold = True
+        d = self.wired.request()
+        self.wired.clock.advance(5.1)
+        self.failureResultOf(d, TimeoutError)
+        self.assertTrue(self.wired.pending[0][0].called)
+
+    def test_bodyTimeout(self) -> None:
+        """
+        Once the head came, the body has the body timeout, counted from the
+        head.
+        """
+        d = self.wired.request()
+        protocol, transport = self.wired.connections[0]
+        self.wired.clock.advance(4)
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart")
+        self.wired.clock.advance(6.9)
+        self.assertNoResult(d)
+        self.wired.clock.advance(0.2)
+        self.failureResultOf(d, TimeoutError)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.wired.clock.getDelayedCalls(), [])
+
+    def test_cancel(self) -> None:
+        """
+        A cancelled request fails with L{CancelledError}, aborts its
+        connection and leaves no timer.
+        """
+        d = self.wired.request()
+        _, transport = self.wired.connections[0]
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.wired.clock.getDelayedCalls(), [])
+
+    def test_lost(self) -> None:
+        """
+        A connection lost before the whole answer fails the request with
+        a connection error; a lost idle connection is not used again.
+        """
+        d = self.wired.request()
+        protocol, _ = self.wired.connections[0]
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.successResultOf(d)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        d = self.wired.request()
+        self.assertEqual(len(self.wired.connections), 2)
+        self.wired.connections[1][0].connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(d, ConnectionLost, ConnectionDone)
+
+    def test_idleTooLong(self) -> None:
+        """
+        A connection idle longer than maxIdleTime is closed rather than
+        used.
+        """
+        d = self.wired.request()
+        _, transport = self.wired.connections[0]
+        self.answer(d, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.wired.clock.advance(Pool.maxIdleTime + 1)
+        self.wired.request()
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.wired.connections), 2)
+
+    def test_unasked(self) -> None:
+        """
+        Bytes from a peer on an idle connection drop the connection.
+        """
+        d = self.wired.request()
+        protocol, transport = self.wired.connections[0]
+        self.answer(d, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\n")
+        self.assertTrue(transport.disconnecting)
+
+
+class RequestBytesTests(SynchronousTestCase):
+    def test_request(self) -> None:
+        """
+        The request is written whole, with a Host and a Content-Length; CR
+        and LF in a header become spaces.
+        """
+        data = requestBytes(
+            b"POST",
+            b"/v2/queues/q/messages",
+            b"127.0.0.1:80",
+            [(b"X-A", b"1\r\nX-Marconi-Node: a"), (b"X-B", b"2")],
+            b"{}",
+        )
+        self.assertEqual(
+            data,
+            b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: 127.0.0.1:80\r\n"
+            b"X-A: 1  X-Marconi-Node: a\r\nX-B: 2\r\nContent-Length: 2\r\n\r\n{}",
+        )
+
+    def test_noBody(self) -> None:
+        """
+        A GET without a body carries no Content-Length.
+        """
+        data = requestBytes(b"GET", b"/v2/ping", b"h", [], b"")
+        self.assertEqual(data, b"GET /v2/ping HTTP/1.1\r\nHost: h\r\n\r\n")
+
+
+class _Echo(resource.Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list = []
+
+    def render(self, request):
+        self.seen.append(
+            (
+                request.method,
+                request.uri,
+                request.requestHeaders.getRawHeaders(b"x-thing"),
+                request.content.read(),
+                request.transport.getPeer().port,
+            )
+        )
+        request.setResponseCode(202)
+        request.setHeader(b"x-answer", b"yes")
+        if request.args.get(b"chunked"):
+            request.write(b"chunked ")
+            request.write(b"answer")
+            request.finish()
+            return server.NOT_DONE_YET
+        return b"echo"
+
+
+class PeerClientForwardTests(TestCase):
+    def setUp(self) -> None:
+        config = ClusterConfig(
+            nodeName="a",
+            nodes=(Peer("a", "http://127.0.0.1:1"),),
+            secret=b"s" * 32,
+            forwardTimeout=2,
+            bodyTimeout=2,
+            maxResponseBody=1000,
+        )
+        self.client = PeerClient(config, reactor)
+        self.addCleanup(self.client.close)
+        self.addCleanup(deferLater, reactor, 0.05, lambda: None)
+
+    def serve(self, site) -> Peer:
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return Peer("b", f"http://127.0.0.1:{port.getHost().port}")
+
+    async def test_roundTrip(self) -> None:
+        """
+        Method, target, headers and body reach the peer; its status,
+        headers and body (by length or chunked) come back, over one
+        connection kept between requests.
+        """
+        echo = _Echo()
+        peer = self.serve(server.Site(echo))
+        answer = await self.client.forward(
+            peer, b"POST", target(b"/v2/x?a=1"), [(b"X-Thing", b"t")], b"body"
+        )
+        self.assertEqual((answer.code, answer.body), (202, b"echo"))
+        self.assertEqual(answer.headers.getRawHeaders(b"x-answer"), [b"yes"])
+        chunked = await self.client.forward(
+            peer, b"GET", target(b"/v2/x?chunked=1"), [], b""
+        )
+        self.assertEqual(chunked.body, b"chunked answer")
+        self.assertEqual(echo.seen[0][:4], (b"POST", b"/v2/x?a=1", [b"t"], b"body"))
+        self.assertEqual(echo.seen[0][4], echo.seen[1][4])
+
+    async def test_refused(self) -> None:
+        """
+        A peer nobody listens for is unavailable, refused.
+        """
+        peer = Peer("b", f"http://127.0.0.1:{freePort()}")
+        with self.assertRaises(NodeUnavailable) as caught:
+            await self.client.forward(peer, b"GET", target(b"/v2/x"), [], b"")
+        self.assertEqual(caught.exception.kind, REFUSED)
+
+    async def test_tooLarge(self) -> None:
+        """
+        An answer over maxResponseBody fails the request, not the peer.
+        """
+
+        class Big(resource.Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                return b"x" * 5000
+
+        peer = self.serve(server.Site(Big()))
+        with self.assertRaises(NodeUnavailable) as caught:
+            await self.client.forward(peer, b"GET", target(b"/v2/x"), [], b"")
+        self.assertEqual(caught.exception.kind, REQUEST)
+        self.assertIn("over 1000 bytes", caught.exception.description)
+
+
+class ForwardRawTests(SynchronousTestCase):
+    """
+    L{ClusterRouter.forwardRaw}, the entry point of a front end that routes
+    before the app.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.peer = _Peer(self.reactor)
+        self.router = ClusterRouter(_config(), self.reactor)
+        self.queue = _queueOf(self.router, "b")
+
+    def test_signedAndRelayed(self) -> None:
+        """
+        The request reaches the owner with the received headers, less
+        hop-by-hop and forged forwarding ones, signed for the owner (its
+        verifier accepts it once); the owner's answer comes back as it was.
+        """
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        received = Headers(
+            {
+                b"X-Project-ID": [b"p"],
+                b"Connection": [b"keep-alive"],
+                b"X-Marconi-Node": [b"forged"],
+            }
+        )
+        d = self.router.forwardRaw(b"POST", uri, received, b"{}", "p", "b")
+        protocol, transport = self.peer.connect()
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        self.assertEqual(lines[0], b"POST " + uri + b" HTTP/1.1")
+        pairs = [line.split(b": ", 1) for line in lines[1:]]
+        lower = {name.lower(): value for name, value in pairs}
+        self.assertEqual(len(lower), len(pairs))
+        self.assertEqual(lower[b"x-project-id"], b"p")
+        self.assertNotIn(b"connection", lower)
+        self.assertEqual(lower[b"x-marconi-node"], b"a")
+        self.assertEqual(body, b"{}")
+        verifier = signing.Verifier("b", ["a", "b"], _config().secret, self.reactor)
+        signed = verifier.verify(b"POST", uri, body, lower)
+        self.assertEqual((signed.node, signed.project), ("a", "p"))
+        self.assertRaises(
+            signing.BadSignature, verifier.verify, b"POST", uri, body, lower
+        )
+        protocol.dataReceived(
+            b"HTTP/1.1 201 Created\r\nLocation: /x\r\nContent-Length: 2\r\n\r\n[]"
+        )
+        answer = self.successResultOf(d)
+        self.assertEqual((answer.code, answer.body), (201, b"[]"))
+        self.assertEqual(answer.headers.getRawHeaders(b"location"), [b"/x"])
+
+    def test_notAPath(self) -> None:
+        """
+        A target that is not a path is refused before anything is sent.
+        """
+        self.assertRaises(
+            NotAPath,
+            self.router.forwardRaw,
+            b"GET",
+            b"X/v2/queues/q",
+            Headers(),
+            b"",
+            "p",
+            "b",
+        )
+        self.assertEqual(self.reactor.tcpClients, [])
