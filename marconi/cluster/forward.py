@@ -523,7 +523,7 @@ def forwardPairs(received: Headers, signed: dict) -> list:
     L{forwardHeaders} as pairs of a raw name and a value, for
     L{PeerClient.forward}.
     """
-    pairs = []
+    pairs: list = []
     for name, values in received.getAllRawHeaders():
         lower = name.lower()
         if lower in _HOP or lower.startswith(signing.PREFIX):

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 #: A response head (status line and headers) longer than this is refused.
@@ -127,6 +127,9 @@ class _Connection(Protocol):
     """
     A persistent connection to a peer, one exchange at a time.
     """
+
+    # Connected TCP or TLS transports: writable, abortable.
+    transport: Any
 
     def __init__(self, pool: "Pool", key: Any) -> None:
         self._pool = pool
@@ -323,7 +326,7 @@ class _Connection(Protocol):
         if exchange is not None:
             self._pool.finished(exchange, failure)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._pool.forget(self)
         if self._exchange is None:
             return
@@ -421,7 +424,7 @@ class Pool:
             connecting.clear()
             self.finished(exchange, failure)
 
-        factory = Factory.forProtocol(lambda: _Connection(self, key))
+        factory: Any = Factory.forProtocol(lambda: _Connection(self, key))
         d = self._connect(key, factory)
         connecting.append(d)
         d.addCallbacks(connected, failed)
