@@ -48,7 +48,13 @@ Why the promises hold:
    the copy is read after the freeze, in store order; so every write
    acknowledged before the freeze is in the copy and none lands in O's
    copy after it.  O's copy is deleted only after N confirmed that its
-   import committed.
+   import committed.  Once O sent the last part, N may serve Q even if
+   its answer is lost (a timeout under load): Q then stays frozen on O
+   (503) until the next announcement says whether N holds it ("have":
+   O drops its copy) or not (O serves it again and sends it once more).
+   Were O to serve its copy meanwhile, the writes it took would be
+   dropped with it.  The same holds for every queue O still had to hand
+   over when it restarts, and the drop after a "have" is made frozen.
  - I{Crashes}: the outgoing and incoming sets are in the SQLite files, in
    the same transactions as the copies they describe.  O killed before N
    confirmed: O still holds Q and sends it again after restart (N replaces
@@ -347,6 +353,10 @@ class Rebalancer(Service):
         self._running = False
         self._again = False
         self._savedVersion: Optional[str] = None
+        #: Ring keys of queues whose last part was sent without a sure
+        #: answer: the new owner may serve them already, so they stay
+        #: frozen here until an announcement tells (see L{_handOver}).
+        self.inDoubt: set = set()
         self.ready = False
         if self._run is not None:
             router.onRingChange = self.kick
@@ -379,6 +389,10 @@ class Rebalancer(Service):
         for project, queue, direction, peer in rows:
             moves = self.router.outgoing if direction == "out" else self.router.incoming
             moves[key(project, queue)] = peer
+            if direction == "out":
+                # Stopped in the middle of its copy, maybe after the new
+                # owner took it: not served here until its owner says.
+                self._doubt(key(project, queue))
         if rows:
             log.info(
                 "Resuming the moves of {count} queues interrupted by a stop",
@@ -458,6 +472,9 @@ class Rebalancer(Service):
                 outgoing[ringKey] = (project, queue, owner)
         await self._run(_setMoves, "out", list(outgoing.values()))
         router.outgoing = {k: v[2] for k, v in outgoing.items()}
+        for ringKey in self.inDoubt - set(outgoing):
+            # The ring changed again and gives it back to this node.
+            self._settle(ringKey)
         stale = [k for k in router.incoming if ring.owner(k) != me]
         for k in stale:
             del router.incoming[k]
@@ -473,9 +490,22 @@ class Rebalancer(Service):
             )
             if answer is None:
                 return False
-            for project, queue in answer.get("have", []):
-                await self._run(_drop, project, queue)
-                router.outgoing.pop(key(project, queue), None)
+            have = {key(p, q) for p, q in answer.get("have", [])}
+            for project, queue in queues:
+                ringKey = key(project, queue)
+                if ringKey in have:
+                    # Frozen while the copy here is dropped: a write
+                    # taken now would be dropped with it.
+                    router.frozen.add(ringKey)
+                    try:
+                        await self._run(_drop, project, queue)
+                    finally:
+                        router.outgoing.pop(ringKey, None)
+                        self._settle(ringKey)
+                elif ringKey in self.inDoubt:
+                    # The new owner does not hold it: this copy is the
+                    # only one, served again until its handover.
+                    self._settle(ringKey)
         if self._savedVersion != ring.version:
             await self._run(_publish, ring.describe())
             self._savedVersion = ring.version
@@ -496,7 +526,25 @@ class Rebalancer(Service):
                 failed = True
         return not failed and not router.outgoing
 
+    def _doubt(self, ringKey: str) -> None:
+        self.inDoubt.add(ringKey)
+        self.router.frozen.add(ringKey)
+
+    def _settle(self, ringKey: str) -> None:
+        self.inDoubt.discard(ringKey)
+        self.router.frozen.discard(ringKey)
+
     async def _handOver(self, project: str, queue: str, owner: str) -> bool:
+        """
+        Copy one queue to its new owner, then drop this node's copy.
+
+        Once the last part is sent, the new owner may have imported the
+        queue and be serving it even when its answer never came (a
+        timeout, a connection lost): the queue then stays frozen here,
+        answering 503, until the next announcement says whether the new
+        owner holds it.  Serving this copy meanwhile would take writes
+        that the drop after a later "have" would lose.
+        """
         router = self.router
         ringKey = key(project, queue)
         router.frozen.add(ringKey)
@@ -513,6 +561,8 @@ class Rebalancer(Service):
                         part=index,
                         parts=len(parts),
                     )
+                    if index == len(parts) - 1:
+                        self.inDoubt.add(ringKey)
                     answer = await self._send(owner, b"handover", body)
                     if answer is None:
                         return False
@@ -527,9 +577,11 @@ class Rebalancer(Service):
                 node=owner,
                 count=0 if doc is None else len(doc["messages"]),
             )
+            self.inDoubt.discard(ringKey)
             return True
         finally:
-            router.frozen.discard(ringKey)
+            if ringKey not in self.inDoubt:
+                router.frozen.discard(ringKey)
 
     async def _send(self, node: str, action: bytes, body: dict) -> Optional[dict]:
         """
