@@ -360,6 +360,7 @@ class Rebalancer(Service):
         self.ready = False
         if self._run is not None:
             router.onRingChange = self.kick
+            router.awaitPeerRings = True
 
     @property
     def local(self) -> bool:

@@ -525,6 +525,15 @@ class IHealth(Interface):
             L{bool} and the JSON-ready L{dict} to answer with.
         """
 
+    def problem():
+        """
+        What makes this node unfit to serve whatever its storage says (in
+        a cluster: its ring differs from its peers'), or L{None}.
+
+        @return: a L{str} or L{None} (not a L{Deferred}: it is what the
+            node knows already).
+        """
+
 
 class IRouter(Interface):
     """

@@ -25,10 +25,12 @@ from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfig, Peer
 from marconi.core import reserved
 from marconi.core.errors import ValidationFailed
+from marconi.core.health import HealthCheck
 from marconi.core.limits import Limits
 from marconi.core.models import ClaimSpec, MessageQuery, NewMessage
 from marconi.core.validation import projectId
 from marconi.extensions.subscriptions import records
+from marconi.storage.memory.store import MemoryStore
 from marconi.storage.sqlite.store import SQLiteStore
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -336,6 +338,40 @@ class RouterTests(SynchronousTestCase):
         self.assertFalse(self.router.disagrees(key("p", disputed)))
 
 
+class StartingNodeTests(SynchronousTestCase):
+    """
+    A node with a node-local store that just started serves no queue
+    until its live peers told their ring.
+    """
+
+    def test_unknownPeers(self) -> None:
+        """
+        While a peer has answered no probe, every queue is refused (503):
+        a queue the node's ring gives it may still be held by that peer,
+        and creating it here would make the peer's handover find it
+        "had".  Once the peer answered with the same ring, or is down,
+        the queues are served.
+        """
+        clock = Clock()
+        router = ClusterRouter(_config("c", {"a": 1, "b": 1, "c": 1}), clock)
+        rebalance.Rebalancer(router, SQLiteStore("unused", clock), clock)
+        mine = _queueOwnedBy(router.ring, "c")
+        self.assertRaises(RingMismatch, router.route, "p", mine)
+        a, b = router.membership.states["a"], router.membership.states["b"]
+        a.state, a.ringVersion = UP, router.ring.version
+        self.assertRaises(RingMismatch, router.route, "p", mine)
+        b.state = DOWN
+        self.assertIsNone(router.route("p", mine))
+
+    def test_sharedStores(self) -> None:
+        """
+        Without a node-local store, a peer not heard from yet is taken to
+        route by the same ring.
+        """
+        router = ClusterRouter(_config("c", {"a": 1, "b": 1, "c": 1}), Clock())
+        self.assertIsNone(router.route("p", _queueOwnedBy(router.ring, "c")))
+
+
 class LostAnswerTests(TestCase):
     """
     A handover whose last answer is lost (a timeout under load, after the
@@ -349,7 +385,10 @@ class LostAnswerTests(TestCase):
         await store._run(rebalance._prepare)
         clock = Clock()
         clock.advance(NOW)
-        node = rebalance.Rebalancer(ClusterRouter(_config(name), clock), store, clock)
+        router = ClusterRouter(_config(name), clock)
+        for state in router.membership.states.values():
+            state.state, state.ringVersion = UP, router.ring.version
+        node = rebalance.Rebalancer(router, store, clock)
         node.ready = True
         self.stores[name] = store
         return node
@@ -416,3 +455,61 @@ class LostAnswerTests(TestCase):
         held = await self.stores["b"].listMessages("p", queue, query, NOW)
         self.assertEqual(sorted(m.id for m in held), sorted(accepted))
         self.assertEqual(len(accepted), 5 + 3 + 1)
+
+
+class MismatchHealthTests(TestCase):
+    """
+    The health of a node whose ring differs from its live peers'.
+    """
+
+    def router(self, name: str, others: dict) -> ClusterRouter:
+        """
+        Node C{name} of three; C{others} maps each peer to whether it
+        routes by the same ring.
+        """
+        router = ClusterRouter(_config(name, {"a": 1, "b": 1, "c": 1}), Clock())
+        other = Ring({"a": 1, "b": 1, "c": 2})
+        router.peerRings[other.version] = other
+        for peer, same in others.items():
+            state = router.membership.states[peer]
+            state.state = UP
+            state.ringVersion = router.ring.version if same else other.version
+        return router
+
+    async def report(self, router: ClusterRouter) -> tuple:
+        store = MemoryStore()
+        store.startService()
+        check = HealthCheck(store, Clock(), cluster=router.health)
+        return check.problem(), await check.report()
+
+    async def test_minority(self) -> None:
+        """
+        A node both live peers disagree with is unhealthy (the health
+        report is a 503 naming the mismatch), and so is each node of two
+        that disagree.
+        """
+        for router in (
+            self.router("c", {"a": False, "b": False}),
+            ClusterRouter(_config("a"), Clock()),
+        ):
+            if router.config.nodeName == "a":
+                state = router.membership.states["b"]
+                state.state, state.ringVersion = UP, "another"
+            problem, (healthy, doc) = await self.report(router)
+            self.assertFalse(healthy)
+            self.assertIn("RING MISMATCH", problem)
+            self.assertEqual(doc["error"], problem)
+            self.assertIn(router.ring.version, problem)
+
+    async def test_majority(self) -> None:
+        """
+        A node whose ring one live peer shares stays healthy and lists the
+        peer that disagrees.
+        """
+        problem, (healthy, doc) = await self.report(
+            self.router("a", {"b": True, "c": False})
+        )
+        self.assertIsNone(problem)
+        self.assertTrue(healthy)
+        self.assertEqual(doc["cluster"]["ring_mismatch"], ["c"])
+        self.assertNotIn("error", doc)

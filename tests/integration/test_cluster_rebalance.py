@@ -458,6 +458,20 @@ class MismatchTests(RebalanceTestCase):
 
         await self.waitUntil(reported, "c reports the mismatch")
         self.assertIn("RING MISMATCH", self.nodes["c"].log())
+        r, doc = await self.call("c", "GET", "/v2/health")
+        self.assertEqual(r.code, 503, doc)
+        self.assertIn("RING MISMATCH", doc["error"])
+        self.assertIn(wrong.version, doc["error"])
+        # a and b share their ring: they stay healthy and name c.
+        for name in "ab":
+
+            async def listed(name=name) -> bool:
+                r, doc = await self.call(name, "GET", "/v2/health")
+                return doc["cluster"].get("ring_mismatch") == ["c"]
+
+            await self.waitUntil(listed, f"{name} names c")
+            r, doc = await self.call(name, "GET", "/v2/health")
+            self.assertEqual(r.code, 200, doc)
         out, err, code = await self.ringCommand("c", "--json")
         self.assertEqual(code, 0, err)
         shown = json.loads(out)
@@ -469,13 +483,29 @@ class MismatchTests(RebalanceTestCase):
         )
         out, err, code = await self.ringCommand("c")
         self.assertIn(b"RING MISMATCH: a routes by " + good.version.encode(), err)
+        # Queues c's ring gives it, and queues c's ring gives away from
+        # it: refused through every node, and nothing of them in c's file.
+        given = next(
+            f"g{i}"
+            for i in range(1000)
+            if good.owner(key(PROJECT, f"g{i}")) == "c"
+            and wrong.owner(key(PROJECT, f"g{i}")) != "c"
+        )
         body = {"messages": [{"body": 1}]}
-        for name in "ca":
-            r, doc = await self.call(
-                name, "POST", f"/v2/queues/{disputed}/messages", body
+        for queue in (disputed, given):
+            for name in "cab":
+                r, doc = await self.call(
+                    name, "POST", f"/v2/queues/{queue}/messages", body
+                )
+                self.assertEqual(r.code, 503, doc)
+                self.assertEqual(r.headers.getRawHeaders("retry-after"), ["1"])
+        with sqlite3.connect(self.database("c")) as db:
+            self.assertEqual(
+                db.execute(
+                    "SELECT count(*) FROM queues WHERE project = ?", (PROJECT,)
+                ).fetchone()[0],
+                0,
             )
-            self.assertEqual(r.code, 503, doc)
-            self.assertEqual(r.headers.getRawHeaders("retry-after"), ["1"])
         await self.retrying("c", "POST", f"/v2/queues/{agreed}/messages", body)
         self.writeConfig({"a": 1, "b": 1, "c": 1})
         self.nodes["c"].signal("HUP")
