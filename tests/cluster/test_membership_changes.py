@@ -55,113 +55,6 @@ def _queueOwnedBy(ring: Ring, node: str, project: str = "p") -> str:
     )
 
 
-class CopyTests(TestCase):
-    """
-    A queue exported from one SQLite store and imported into another is
-    the same queue: messages with their ids, markers and tags, claims with
-    their expiry, metadata.
-    """
-
-    async def store(self, name: str) -> SQLiteStore:
-        store = SQLiteStore(os.path.join(self.mktemp() + name), reactor)
-        store.startService()
-        self.addCleanup(store.stopService)
-        await store._run(rebalance._prepare)
-        return store
-
-    async def test_roundTrip(self) -> None:
-        """
-        The import (in parts) reproduces the queue; the source's copy is
-        dropped; a second import of the same queue answers "have"; the
-        new owner's markers go on after the moved ones.
-        """
-        self.patch(rebalance, "PART_BYTES", 2000)
-        old, new = await self.store("old"), await self.store("new")
-        await old.createQueue("p", "q", {"_default_message_ttl": 300}, NOW)
-        posted = await old.postMessages(
-            "p",
-            "q",
-            [NewMessage(f'{{"n":{i}}}', 3600, tags=("t",)) for i in range(60)],
-            "client",
-            NOW,
-        )
-        claim = await old.createClaim(
-            "p", "q", ClaimSpec(ttl=100, grace=10, limit=5), NOW
-        )
-        doc = await old._run(rebalance._export, "p", "q")
-        parts = rebalance._parts(doc)
-        self.assertGreater(len(parts), 1)
-        have = await new._run(rebalance._announced, [("p", "q")], "old")
-        self.assertEqual(have, [])
-        for index, part in enumerate(parts):
-            await new._run(
-                rebalance._stage, "p", "q", index, json.dumps(dict(part, part=index))
-            )
-        result = await new._run(rebalance._import, "p", "q", "old", len(parts))
-        self.assertEqual(result, "imported")
-        await old._run(rebalance._drop, "p", "q")
-        self.assertIsNone(await old._run(rebalance._export, "p", "q"))
-        query = MessageQuery(
-            limit=100, clientId="client", echo=True, includeClaimed=True
-        )
-        moved = await new.listMessages("p", "q", query, NOW + 1)
-        self.assertEqual([m.id for m in moved], posted)
-        self.assertEqual(
-            await new.getQueueMetadata("p", "q"), {"_default_message_ttl": 300}
-        )
-        held = await new.getClaim("p", "q", claim.id, NOW + 1)
-        self.assertEqual(
-            sorted(m.id for m in held.messages), sorted(m.id for m in claim.messages)
-        )
-        self.assertEqual(held.expires, claim.expires)
-        tagged = MessageQuery(
-            limit=100, clientId="client", echo=True, includeClaimed=True, tags=("t",)
-        )
-        self.assertEqual(len(await new.listMessages("p", "q", tagged, NOW + 1)), 60)
-        again = await new._run(rebalance._import, "p", "q", "old", len(parts))
-        self.assertEqual(again, "have")
-        later = await new.postMessages("p", "q", [NewMessage("1", 60)], "c", NOW + 2)
-        listed = await new.listMessages("p", "q", query, NOW + 2)
-        self.assertEqual(listed[-1].id, later[0])
-        self.assertGreater(listed[-1].marker, moved[-1].marker)
-
-    async def test_scanSkipsReserved(self) -> None:
-        """
-        The queues a node would hand over are its clients' queues only:
-        none of a reserved project (the subscriptions extension's records
-        and outbox, the health probes') and no reserved C{~} queue.
-        """
-        store = await self.store("node")
-        await store.createQueue("p", "q", {}, NOW)
-        await store.postMessages("p", "posted", [NewMessage("1", 60)], "c", NOW)
-        await store.createQueue(records.PROJECT, "s.key.id", {"ttl": 60}, NOW)
-        await store.postMessages(
-            records.PROJECT, records.OUTBOX, [NewMessage("1", 60)], "c", NOW
-        )
-        await store.createQueue(reserved.PROBE_PROJECT, "probe", {}, NOW)
-        await store.postMessages("p", "~audit", [NewMessage("1", 60)], "c", NOW)
-        scanned = await store._run(rebalance._scan)
-        self.assertEqual(sorted(scanned), [("p", "posted"), ("p", "q")])
-
-    def test_reservedUnnameable(self) -> None:
-        """
-        No client can name a reserved project, and the subscriptions
-        extension keeps its records in one.
-        """
-        self.assertIn(records.PROJECT, reserved.PROJECTS)
-        for project in reserved.PROJECTS:
-            self.assertRaises(ValidationFailed, projectId, project, Limits())
-
-    async def test_notAnnounced(self) -> None:
-        """
-        A queue that was not announced by the sender is not imported.
-        """
-        new = await self.store("new")
-        await new._run(rebalance._stage, "p", "q", 0, json.dumps({"messages": []}))
-        result = await new._run(rebalance._import, "p", "q", "other", 1)
-        self.assertEqual(result, "unknown")
-
-
 class HandoverResourceTests(SynchronousTestCase):
     """
     The handover endpoint takes only requests signed by another node.
@@ -372,45 +265,199 @@ class StartingNodeTests(SynchronousTestCase):
         self.assertIsNone(router.route("p", _queueOwnedBy(router.ring, "c")))
 
 
-class LostAnswerTests(TestCase):
+class TwoNodes(TestCase):
     """
-    A handover whose last answer is lost (a timeout under load, after the
-    new owner imported the queue) loses no acknowledged write.
+    Two nodes, a and b, each with its own SQLite store, whose move
+    requests reach each other's rebalancer in process.
     """
+
+    def setUp(self) -> None:
+        self.stores: dict = {}
+        self.lose = False
 
     async def node(self, name: str) -> rebalance.Rebalancer:
         store = SQLiteStore(os.path.join(self.mktemp() + name), reactor)
         store.startService()
         self.addCleanup(store.stopService)
-        await store._run(rebalance._prepare)
         clock = Clock()
         clock.advance(NOW)
         router = ClusterRouter(_config(name), clock)
         for state in router.membership.states.values():
             state.state, state.ringVersion = UP, router.ring.version
         node = rebalance.Rebalancer(router, store, clock)
-        node.ready = True
+        # The tests run the rounds themselves.
+        node.kick = lambda: None
+        await node._start()
         self.stores[name] = store
         return node
 
     def connect(self, sender: rebalance.Rebalancer, peer: rebalance.Rebalancer):
         """
         Deliver C{sender}'s move requests to C{peer}; while C{self.lose}
-        is set, the answer to a last part is lost after C{peer} took it.
+        is set, the answer to a final part is lost after C{peer} took it.
         """
-        self.lose = False
 
         async def call(node, method, path, headers, body):
             doc = json.loads(body)
+            name = sender.router.config.nodeName
             if b"announce" in pathAndQuery(path):
-                code, answer = await peer.announced("a", doc)
+                code, answer = await peer.announced(name, doc)
             else:
-                code, answer = await peer.handedOver("a", doc)
-                if self.lose and doc["part"] == doc["parts"] - 1:
+                code, answer = await peer.handedOver(name, doc)
+                if self.lose and doc["final"]:
                     raise NodeUnavailable(node, "timed out")
             return Answer(code, b"", Headers(), json.dumps(answer).encode())
 
         sender.router._call = call
+
+    async def pair(self) -> tuple:
+        a, b = await self.node("a"), await self.node("b")
+        self.connect(a, b)
+        return a, b, _queueOwnedBy(a.router.ring, "b")
+
+
+class CopyTests(TwoNodes):
+    """
+    A queue handed over from one node's store to another's is the same
+    queue: messages with their ids, markers and tags, claims with their
+    expiry, metadata.
+    """
+
+    async def test_roundTrip(self) -> None:
+        """
+        The copy (in several pages of several parts) reproduces the queue
+        in the new owner's store; the old owner's copy is dropped; the new
+        owner's markers go on after the moved ones.
+        """
+        self.patch(rebalance, "PART_BYTES", 2000)
+        self.patch(rebalance, "PAGE_MESSAGES", 25)
+        a, b, queue = await self.pair()
+        old, new = self.stores["a"], self.stores["b"]
+        await old.createQueue("p", queue, {"_default_message_ttl": 300}, NOW)
+        posted = await old.postMessages(
+            "p",
+            queue,
+            [NewMessage(f'{{"n":{i}}}', 3600, tags=("t",)) for i in range(60)],
+            "client",
+            NOW,
+        )
+        claim = await old.createClaim(
+            "p", queue, ClaimSpec(ttl=100, grace=10, limit=5), NOW
+        )
+        sent: list = []
+        deliver = a.router._call
+
+        async def counting(node, method, path, headers, body):
+            sent.append(json.loads(body))
+            return await deliver(node, method, path, headers, body)
+
+        a.router._call = counting
+        self.assertTrue(await a._pass())
+        parts = [doc for doc in sent if "part" in doc]
+        self.assertGreater(len(parts), 3)
+        self.assertEqual([doc["final"] for doc in parts][-2:], [False, True])
+        self.assertIsNone(await old.exportQueue("p", queue, None, 10))
+        self.assertEqual(b.router.incoming, {})
+        self.assertEqual(a.router.outgoing, {})
+        query = MessageQuery(
+            limit=100, clientId="client", echo=True, includeClaimed=True
+        )
+        moved = await new.listMessages("p", queue, query, NOW + 1)
+        self.assertEqual([m.id for m in moved], posted)
+        self.assertEqual(
+            await new.getQueueMetadata("p", queue), {"_default_message_ttl": 300}
+        )
+        held = await new.getClaim("p", queue, claim.id, NOW + 1)
+        self.assertEqual(
+            sorted(m.id for m in held.messages), sorted(m.id for m in claim.messages)
+        )
+        self.assertEqual(held.expires, claim.expires)
+        later = await new.postMessages("p", queue, [NewMessage("1", 60)], "c", NOW + 2)
+        listed = await new.listMessages("p", queue, query, NOW + 2)
+        self.assertEqual(listed[-1].id, later[0])
+        self.assertGreater(listed[-1].marker, moved[-1].marker)
+        again = await b.handedOver(
+            "a", {"project": "p", "queue": queue, "part": 0, "final": True, "page": {}}
+        )
+        self.assertEqual(again, (200, {"result": "have"}))
+
+    async def test_scanSkipsReserved(self) -> None:
+        """
+        The queues a node would hand over are its clients' queues only:
+        none of a reserved project (the subscriptions extension's records
+        and outbox, the health probes', the moves' own record) and no
+        reserved C{~} queue.
+        """
+        a = await self.node("a")
+        store = self.stores["a"]
+        await store.createQueue("p", "q", {}, NOW)
+        await store.postMessages("p", "posted", [NewMessage("1", 60)], "c", NOW)
+        await store.createQueue(records.PROJECT, "s.key.id", {"ttl": 60}, NOW)
+        await store.postMessages(
+            records.PROJECT, records.OUTBOX, [NewMessage("1", 60)], "c", NOW
+        )
+        await store.createQueue(reserved.PROBE_PROJECT, "probe", {}, NOW)
+        await store.postMessages("p", "~audit", [NewMessage("1", 60)], "c", NOW)
+        await a._save()
+        self.assertIn(
+            (reserved.CLUSTER_PROJECT, "moves.a"), await store.heldQueues(None, 100)
+        )
+        self.assertEqual(sorted(await a._held()), [("p", "posted"), ("p", "q")])
+
+    def test_reservedUnnameable(self) -> None:
+        """
+        No client can name a reserved project, and the subscriptions
+        extension keeps its records in one.
+        """
+        self.assertIn(records.PROJECT, reserved.PROJECTS)
+        for project in reserved.PROJECTS:
+            self.assertRaises(ValidationFailed, projectId, project, Limits())
+
+    async def test_notAnnounced(self) -> None:
+        """
+        A queue that was not announced by the sender is not imported.
+        """
+        a, b, queue = await self.pair()
+        page = {"metadata": {}, "created": NOW, "last": 1, "claims": []}
+        page["messages"] = []
+        result = await b.handedOver(
+            "a",
+            {"project": "p", "queue": queue, "part": 0, "final": True, "page": page},
+        )
+        self.assertEqual(result[0], 409)
+        self.assertIsNone(await self.stores["b"].exportQueue("p", queue, None, 1))
+
+    async def test_restartResumes(self) -> None:
+        """
+        The moves in progress survive a restart: the old owner's queue
+        comes back frozen (its copy may have been taken), the new owner's
+        incoming entry comes back, and the move then completes.
+        """
+        a, b, queue = await self.pair()
+        ids = await self.stores["a"].postMessages(
+            "p", queue, [NewMessage("1", 600)], "c", NOW
+        )
+        self.lose = True
+        self.assertFalse(await a._pass())
+        again = rebalance.Rebalancer(a.router, self.stores["a"], a.reactor)
+        again.kick = lambda: None
+        a.router.frozen.clear()
+        await again._start()
+        self.assertRaises(QueueMoving, a.router.holder, "p", queue)
+        self.connect(again, b)
+        self.lose = False
+        self.assertTrue(await again._pass())
+        self.assertEqual(a.router.holder("p", queue), "b")
+        query = MessageQuery(limit=10, clientId="c", echo=True)
+        held = await self.stores["b"].listMessages("p", queue, query, NOW)
+        self.assertEqual([m.id for m in held], ids)
+
+
+class LostAnswerTests(TwoNodes):
+    """
+    A handover whose last answer is lost (a timeout under load, after the
+    new owner imported the queue) loses no acknowledged write.
+    """
 
     async def post(self, via: rebalance.Rebalancer, queue: str) -> list:
         """
@@ -434,10 +481,7 @@ class LostAnswerTests(TestCase):
         "have" and a drops its copy; every post acknowledged by either
         node on the way is in b's copy.
         """
-        self.stores: dict = {}
-        a, b = await self.node("a"), await self.node("b")
-        self.connect(a, b)
-        queue = _queueOwnedBy(a.router.ring, "b")
+        a, b, queue = await self.pair()
         messages = [NewMessage(str(i), 600) for i in range(5)]
         accepted = await self.stores["a"].postMessages("p", queue, messages, "c", NOW)
         self.lose = True
@@ -449,7 +493,7 @@ class LostAnswerTests(TestCase):
         self.lose = False
         self.assertTrue(await a._pass())
         self.assertEqual(a.router.holder("p", queue), "b")
-        self.assertEqual(await self.stores["a"]._run(rebalance._scan), [])
+        self.assertEqual(await a._held(), [])
         accepted += await self.post(b, queue)
         query = MessageQuery(limit=100, clientId="c", echo=True, includeClaimed=True)
         held = await self.stores["b"].listMessages("p", queue, query, NOW)
