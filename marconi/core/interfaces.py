@@ -197,7 +197,6 @@ class IMessageStore(Interface):
         @return: a L{Deferred} firing with the number of messages removed.
         """
 
-
     def heldQueues(after, limit):
         """
         Every queue this store holds, of every project (reserved ones
