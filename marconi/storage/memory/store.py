@@ -289,18 +289,7 @@ class MemoryStore(StoreEvents, Service):
         return self._answer(work)
 
     def deleteQueue(self, project: str, name: str) -> Deferred:
-        def work() -> None:
-            queue = self._queues.pop((project, name), None)
-            if queue is None:
-                return
-            self._messageCount -= len(queue.messages)
-            self._claimCount -= len(queue.claims)
-            names = self._names[project]
-            names.remove(name)
-            if not names:
-                del self._names[project]
-
-        return self._answer(work)
+        return self._answer(self._dropQueue, project, name)
 
     def listQueues(
         self, project: str, marker: Optional[str], limit: int, detailed: bool
@@ -792,7 +781,7 @@ class MemoryStore(StoreEvents, Service):
         return self._answer(work)
 
     def dropQueue(self, project: str, name: str) -> Deferred:
-        return self._answer(self._dropQueue, project, name)
+        return self.deleteQueue(project, name)
 
     def _dropQueue(self, project: str, name: str) -> None:
         queue = self._queues.pop((project, name), None)

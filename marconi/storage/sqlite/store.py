@@ -983,13 +983,7 @@ class SQLiteStore(StoreEvents, Service):
         return self._run(_importQueue, project, name, page, first)
 
     def dropQueue(self, project: str, name: str) -> Any:
-        def work(c: sqlite3.Connection) -> None:
-            _purge(c, project, name)
-            c.execute(
-                "DELETE FROM queues WHERE project = ? AND name = ?", (project, name)
-            )
-
-        return self._run(work)
+        return self.deleteQueue(project, name)
 
 
 def _heldQueues(c: sqlite3.Connection, after: tuple, start: bool, limit: int) -> list:
