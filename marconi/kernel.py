@@ -143,6 +143,9 @@ def makeNode(
     river = audit.AuditRiver(store, reactor, audit.parseSettings(config.audit))
     home = store
     store = observability.instrumentStore(store, monitor, config, reactor, node)
+    # The health probe walks a message through this node's own store, in a
+    # reserved project that stays with its node whatever the ring says.
+    probed = store
     auth = authDriverFor(config.auth).makeAuth(dict(config.authSettings), reactor)
     announceAuth(config.auth, auth)
     if hasattr(auth, "close"):
@@ -195,9 +198,9 @@ def makeNode(
         rebalancer.setServiceParent(node)
     storage.river = river
     health = HealthCheck(
-        store,
+        probed,
         reactor,
-        SingleNode(store, nodeName),
+        SingleNode(probed, nodeName),
         cluster=None if router is None else router.health,
     )
     activity = Activity(reactor)

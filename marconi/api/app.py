@@ -370,8 +370,12 @@ class MarconiAPI:
         _negotiate(request)
         if not await self.isAdmin(request):
             alive = await self.bus.ping()
-            request.setResponseCode(200 if alive else 503)
-            return _send(request, render.document({"storage_reachable": alive}))
+            doc = {"storage_reachable": alive}
+            problem = self.healthCheck.problem()
+            if problem is not None:
+                doc["error"] = problem
+            request.setResponseCode(200 if alive and problem is None else 503)
+            return _send(request, render.document(doc))
         healthy, doc = await self.healthCheck.report()
         request.setResponseCode(200 if healthy else 503)
         return _send(request, render.document(doc))

@@ -1,12 +1,15 @@
 """
-Moving the queues of node-local SQLite stores when the ring changes.
+Moving queues between stores when the ring changes.
 
-With network stores (Redis, MongoDB) nothing moves: every node opens every
-declared store, so a new ring only changes which node serves a store's
-queues.  A node whose home store is an SQLite file holds queues no other
-node can open; when the ring gives one of them to another node, it is
+With a shared network store (every node's C{--storage} the same Redis or
+MongoDB, or declared to every node with C{--cluster-store}) nothing moves:
+a new ring only changes which node serves the store's queues.  When a
+queue's old and new owner keep their queues in different stores (each
+node on its own SQLite file, or on its own Redis or MongoDB), the queue is
 handed over with its messages, claims (with their expiry times) and
-metadata.
+metadata.  The handover uses only the stores' interface
+(L{marconi.core.interfaces.IMessageStore.exportQueue}, C{importQueue},
+C{dropQueue}, C{heldQueues}), so it works between stores of any kind.
 
 The protocol: the old owner keeps serving, then flips
 ------------------------------------------------------
@@ -14,28 +17,30 @@ The protocol: the old owner keeps serving, then flips
 Say node O holds queue Q and the new ring gives Q to node N.
 
  1. O reads the new ring (SIGHUP) and swaps it in at once.  It keeps
-    serving Q from its own store: Q is in its I{outgoing} set, written to a
-    table of its own SQLite file before anything else happens.  It still
-    tells its peers and clients the I{old} ring version.
+    serving Q from its own store: Q is in its I{outgoing} set, recorded in
+    its store before anything else happens.  It still tells its peers and
+    clients the I{old} ring version.
  2. O announces Q to N (C{POST /v2/_cluster/announce}, signed like a
-    forwarded request).  N records "Q is held by O" in its own SQLite file
-    (the I{incoming} set) and from then on forwards every request for Q to
-    O instead of serving it.  Only when every announcement was taken does
+    forwarded request).  N records "Q is held by O" in its own store (the
+    I{incoming} set) and from then on forwards every request for Q to O
+    instead of serving it.  Only when every announcement was taken does
     O publish the new ring version.  Until the two rings agree, every node
     that sees a live peer with another ring refuses (503, C{Retry-After})
     the queues the two rings place differently, unless it holds them: so
-    no queue is ever served by two nodes, and N never creates Q empty.
+    no queue is ever served by two nodes, and N never creates Q empty.  A
+    node that just started, with a store some peer does not share, waits
+    for its peers' first answers before serving any queue, for the same
+    reason.
  3. O copies Q: it I{freezes} Q (requests for Q answer 503 with
-    C{Retry-After: 1} for the time of the copy, milliseconds for a queue
-    of thousands of messages), reads Q whole in one SQLite transaction and
-    sends it to N in parts (C{POST /v2/_cluster/handover}).  N stages the
-    parts; the last one makes N write Q in one transaction that also
-    removes Q from its incoming set, and answer "imported": N serves Q from
-    that moment.
- 4. Only then does O delete its copy of Q (with Q's outgoing entry, in one
-    transaction), and unfreeze: requests for Q reaching O are forwarded to
-    N; a peer that forwarded one to O is told where Q is now (a 503 naming
-    N in C{X-Marconi-Held-By}) and sends it there once more.
+    C{Retry-After: 1} for the time of the copy) and sends it to N page by
+    page (C{POST /v2/_cluster/handover}, each page in parts under a bound
+    on request bodies).  N writes each part into its store as it comes,
+    the first replacing whatever N held of Q; after the last, N ends its
+    incoming entry and answers "imported": N serves Q from that moment.
+ 4. Only then does O delete its copy of Q, then its outgoing entry, and
+    unfreeze: requests for Q reaching O are forwarded to N; a peer that
+    forwarded one to O is told where Q is now (a 503 naming N in
+    C{X-Marconi-Held-By}) and sends it there once more.
 
 Why the promises hold:
 
@@ -48,28 +53,39 @@ Why the promises hold:
    the copy is read after the freeze, in store order; so every write
    acknowledged before the freeze is in the copy and none lands in O's
    copy after it.  O's copy is deleted only after N confirmed that its
-   import committed.
- - I{Crashes}: the outgoing and incoming sets are in the SQLite files, in
-   the same transactions as the copies they describe.  O killed before N
-   confirmed: O still holds Q and sends it again after restart (N replaces
-   its staged parts).  O killed after N confirmed: N answers "have" to
-   the new announcement and O deletes its copy.  N killed before its
-   import committed: Q is still incoming, O sends it again.  N's import
-   and the end of its incoming entry are one transaction, so N never
-   takes a second copy of a queue it already serves.
+   import is complete.  Once O sent the last part, N may serve Q even if
+   its answer is lost (a timeout under load): Q then stays frozen on O
+   (503) until the next announcement says whether N holds it ("have":
+   O drops its copy) or not (O serves it again and sends it once more).
+   Were O to serve its copy meanwhile, the writes it took would be
+   dropped with it.  The same holds for every queue O still had to hand
+   over when it restarts, and the drop after a "have" is made frozen.
+ - I{Crashes}: the outgoing and incoming sets are kept in each node's
+   store (the metadata of a queue of the reserved project
+   L{reserved.CLUSTER_PROJECT}).  O killed before N confirmed: O still
+   holds Q, frozen until it announces Q again; N, whose incoming entry
+   is still there, answers that it does not hold Q, and O sends it again
+   from the start (N's first part replaces what it had).  O killed after
+   N confirmed: N answers "have" and O deletes its copy.  N killed before
+   it ended its incoming entry: Q is still incoming, N never served it,
+   and O sends it again.  N ends its incoming entry only after the whole
+   queue is written, so N never serves half a queue.
  - Markers are the queue's own (its counter moves with it), so a
    consumer's marker keeps working on N.
+
+A write that reaches Q without a request for Q (a message dead-lettered
+into Q by a claim on another queue of the same store) does not check the
+freeze.
 
 Draining: a node of weight 0 owns no queue; it hands all it holds over,
 then stops (its process exits).
 """
 
 import json
-import sqlite3
 from typing import Any, Optional
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
@@ -81,289 +97,122 @@ from marconi.cluster.errors import NodeUnavailable
 from marconi.cluster.forward import pathAndQuery, target
 from marconi.cluster.ring import Ring, key
 from marconi.core import reserved
-from marconi.core.errors import MarconiError
+from marconi.core.errors import MarconiError, QueueDoesNotExist
 
 log = Logger()
 
 #: The reserved projects (L{marconi.core.reserved}: the health probes',
-#: the subscriptions extension's records) stay with their node, and so do
-#: reserved queues (named C{~...}).
-_STAYING = tuple(sorted(reserved.PROJECTS))
+#: the subscriptions extension's records, this module's own) stay with
+#: their node, and so do reserved queues (named C{~...}).
+_STAYING = reserved.PROJECTS
 #: The largest part of a handover (bytes of JSON), under any node's limit
 #: on request bodies.
 PART_BYTES = 160 * 1024
+#: The messages read from the store at once while a queue is copied.
+PAGE_MESSAGES = 200
+#: The queues read at once while looking for those to hand over.
+SCAN_PAGE = 1000
 #: The project named in the signature of handover requests (they act for
 #: no tenant; the queue's project is in the body).
 _PROJECT = "-"
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS cluster_moves ("
-    " project TEXT NOT NULL, queue TEXT NOT NULL,"
-    " direction TEXT NOT NULL, peer TEXT NOT NULL,"
-    " PRIMARY KEY (project, queue)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS cluster_state ("
-    " name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS cluster_parts ("
-    " project TEXT NOT NULL, queue TEXT NOT NULL, part INTEGER NOT NULL,"
-    " doc TEXT NOT NULL, PRIMARY KEY (project, queue, part)) WITHOUT ROWID",
-)
-
-_MESSAGE_COLUMNS = (
-    "marker, id, body, ttl, created, expires, visible_at, client_id, "
-    "claim_id, claim_expires, claim_count, tags, checksum"
-)
+_OUT, _IN = "out", "in"
 
 
-# The SQL of the moves, run on the SQLite store's thread, each in the
-# store's transaction.
-
-
-def _prepare(c: sqlite3.Connection) -> tuple:
+def _parts(page: dict) -> list:
     """
-    The moves in progress, and the ring last published (or L{None}).
-    """
-    for statement in _SCHEMA:
-        c.execute(statement)
-    moves = c.execute(
-        "SELECT project, queue, direction, peer FROM cluster_moves"
-    ).fetchall()
-    row = c.execute("SELECT value FROM cluster_state WHERE name = 'published'")
-    published = row.fetchone()
-    return moves, None if published is None else json.loads(published[0])
-
-
-def _publish(c: sqlite3.Connection, description: dict) -> None:
-    c.execute(
-        "INSERT OR REPLACE INTO cluster_state (name, value) VALUES ('published', ?)",
-        (json.dumps(description),),
-    )
-
-
-def _scan(c: sqlite3.Connection) -> list:
-    # Reserved queues (C{~audit}, the node's own audit river) and the
-    # queues of reserved projects stay with their node.
-    staying = ", ".join("?" * len(_STAYING))
-    return c.execute(
-        f"SELECT project, name FROM queues WHERE project NOT IN ({staying}) "
-        "AND substr(name, 1, 1) != '~' "
-        "UNION SELECT DISTINCT project, queue FROM messages "
-        f"WHERE project NOT IN ({staying}) AND substr(queue, 1, 1) != '~'",
-        _STAYING * 2,
-    ).fetchall()
-
-
-def _setMoves(c: sqlite3.Connection, direction: str, rows: list) -> None:
-    c.execute("DELETE FROM cluster_moves WHERE direction = ?", (direction,))
-    c.executemany(
-        "INSERT OR REPLACE INTO cluster_moves (project, queue, direction, peer) "
-        "VALUES (?, ?, ?, ?)",
-        [(p, q, direction, peer) for p, q, peer in rows],
-    )
-
-
-def _exists(c: sqlite3.Connection, project: str, queue: str) -> bool:
-    return (
-        c.execute(
-            "SELECT 1 FROM queues WHERE project = ? AND name = ? UNION ALL "
-            "SELECT 1 FROM messages WHERE project = ? AND queue = ? LIMIT 1",
-            (project, queue, project, queue),
-        ).fetchone()
-        is not None
-    )
-
-
-def _export(c: sqlite3.Connection, project: str, queue: str) -> Optional[dict]:
-    """
-    The whole of a queue, or L{None} when it does not exist.
-    """
-    if not _exists(c, project, queue):
-        return None
-    row = c.execute(
-        "SELECT metadata, created FROM queues WHERE project = ? AND name = ?",
-        (project, queue),
-    ).fetchone()
-    last = c.execute(
-        "SELECT last FROM markers WHERE project = ? AND queue = ?", (project, queue)
-    ).fetchone()
-    messages = c.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE project = ? AND queue = ? "
-        "ORDER BY marker",
-        (project, queue),
-    ).fetchall()
-    claims = c.execute(
-        "SELECT id, ttl, grace, updated, expires FROM claims "
-        "WHERE project = ? AND queue = ?",
-        (project, queue),
-    ).fetchall()
-    return {
-        "row": None if row is None else list(row),
-        "last": None if last is None else last[0],
-        "messages": [list(m) for m in messages],
-        "claims": [list(cl) for cl in claims],
-    }
-
-
-def _drop(c: sqlite3.Connection, project: str, queue: str) -> None:
-    """
-    Delete this node's copy of a queue that its new owner confirmed, with
-    its outgoing entry.
-    """
-    pair = (project, queue)
-    c.execute("DELETE FROM messages WHERE project = ? AND queue = ?", pair)
-    c.execute("DELETE FROM claims WHERE project = ? AND queue = ?", pair)
-    c.execute("DELETE FROM queues WHERE project = ? AND name = ?", pair)
-    c.execute("DELETE FROM cluster_moves WHERE project = ? AND queue = ?", pair)
-
-
-def _announced(c: sqlite3.Connection, queues: list, peer: str) -> list:
-    """
-    Record the queues C{peer} holds for this node; return those this node
-    already holds (taken in an earlier handover).
-    """
-    have = []
-    for project, queue in queues:
-        if _exists(c, project, queue):
-            have.append([project, queue])
-            continue
-        c.execute(
-            "INSERT OR REPLACE INTO cluster_moves (project, queue, direction, peer) "
-            "VALUES (?, ?, 'in', ?)",
-            (project, queue, peer),
-        )
-    return have
-
-
-def _stage(
-    c: sqlite3.Connection, project: str, queue: str, part: int, doc: str
-) -> None:
-    pair = (project, queue)
-    if part == 0:
-        c.execute("DELETE FROM cluster_parts WHERE project = ? AND queue = ?", pair)
-    c.execute(
-        "INSERT OR REPLACE INTO cluster_parts (project, queue, part, doc) "
-        "VALUES (?, ?, ?, ?)",
-        (*pair, part, doc),
-    )
-
-
-def _import(
-    c: sqlite3.Connection, project: str, queue: str, peer: str, parts: int
-) -> str:
-    """
-    Write a queue from its staged parts, in this one transaction, and end
-    its incoming entry.
-    """
-    pair = (project, queue)
-    entry = c.execute(
-        "SELECT peer FROM cluster_moves WHERE project = ? AND queue = ? "
-        "AND direction = 'in'",
-        pair,
-    ).fetchone()
-    if entry is None or entry[0] != peer:
-        return "have" if _exists(c, project, queue) else "unknown"
-    docs = [
-        json.loads(d)
-        for (d,) in c.execute(
-            "SELECT doc FROM cluster_parts WHERE project = ? AND queue = ? "
-            "ORDER BY part",
-            pair,
-        )
-    ]
-    if len(docs) != parts:
-        raise ValueError(f"{len(docs)} parts staged of {parts}")
-    first = docs[0]
-    c.execute("DELETE FROM messages WHERE project = ? AND queue = ?", pair)
-    c.execute("DELETE FROM claims WHERE project = ? AND queue = ?", pair)
-    c.execute("DELETE FROM queues WHERE project = ? AND name = ?", pair)
-    if first["row"] is not None:
-        c.execute(
-            "INSERT INTO queues (project, name, metadata, created) VALUES (?, ?, ?, ?)",
-            (*pair, *first["row"]),
-        )
-    if first["last"] is not None:
-        c.execute(
-            "INSERT INTO markers (project, queue, last) VALUES (?, ?, ?) "
-            "ON CONFLICT (project, queue) DO UPDATE SET "
-            "last = MAX(last, excluded.last)",
-            (*pair, first["last"]),
-        )
-    c.executemany(
-        "INSERT INTO claims (project, queue, id, ttl, grace, updated, expires) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(*pair, *claim) for claim in first["claims"]],
-    )
-    for doc in docs:
-        for m in doc["messages"]:
-            cursor = c.execute(
-                f"INSERT INTO messages (project, queue, {_MESSAGE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*pair, *m),
-            )
-            if m[11]:
-                c.executemany(
-                    "INSERT INTO message_tags (seq, tag) VALUES (?, ?)",
-                    [(cursor.lastrowid, tag) for tag in json.loads(m[11])],
-                )
-    c.execute("DELETE FROM cluster_moves WHERE project = ? AND queue = ?", pair)
-    c.execute("DELETE FROM cluster_parts WHERE project = ? AND queue = ?", pair)
-    return "imported"
-
-
-def _parts(doc: dict) -> list:
-    """
-    Split an exported queue into parts of at most about L{PART_BYTES}.
+    Split an exported page into parts of at most about L{PART_BYTES}: the
+    first carries the page's metadata and claims, each its share of the
+    messages.
     """
     parts: list = []
-    current = dict(doc, messages=[])
+    current = dict(page, messages=[])
     size = len(json.dumps(current))
-    for message in doc["messages"]:
+    for message in page["messages"]:
         length = len(json.dumps(message)) + 2
         if current["messages"] and size + length > PART_BYTES:
             parts.append(current)
-            current, size = {"messages": []}, 20
+            current, size = dict(page, claims=[], messages=[]), 100
         current["messages"].append(message)
         size += length
     parts.append(current)
     return parts
 
 
+def _staying(project: str, queue: str) -> bool:
+    return project in _STAYING or queue.startswith("~")
+
+
 class Rebalancer(Service):
     """
-    Hands the queues of this node's SQLite store to their owners when the
-    ring changes, and takes the queues handed to it (see the module's
-    description).  With another home store it only swaps rings.
+    Hands the queues of this node's home store to their new owners when
+    the ring changes, when the new owner keeps its queues in another store,
+    and takes the queues handed to it (see the module's description).  It
+    uses only L{marconi.core.interfaces.IMessageStore}, so it works for
+    every driver.
 
-    @param store: this node's home store, unwrapped.
+    What it must remember across a restart (the moves in progress, the
+    ring last published) is the metadata of a queue of the reserved
+    project L{reserved.CLUSTER_PROJECT} in the home store, one queue per
+    node.
+
+    @param store: this node's home store.
     """
 
     def __init__(self, router: Any, store: Any, reactor: Any) -> None:
         self.router = router
+        self.store = store
         self.reactor = reactor
-        # The SQLite store runs work on its thread with _run; no other
-        # store holds queues only its node can open.
-        self._run: Any = (
-            getattr(store, "_run", None) if hasattr(store, "path") else None
-        )
         self._running = False
         self._again = False
         self._savedVersion: Optional[str] = None
+        #: The moves in progress, by ring key: C{(project, queue,
+        #: direction, peer)}, as last saved.
+        self._moves: dict = {}
+        self._published: Optional[dict] = None
+        self._saving = DeferredLock()
+        #: Ring keys of queues whose last part was sent without a sure
+        #: answer: the new owner may serve them already, so they stay
+        #: frozen here until an announcement tells (see L{_handOver}).
+        self.inDoubt: set = set()
         self.ready = False
-        if self._run is not None:
-            router.onRingChange = self.kick
+        router.onRingChange = self.kick
+        self._guard()
 
     @property
-    def local(self) -> bool:
-        return self._run is not None
+    def _record(self) -> str:
+        return "moves." + self.router.config.nodeName
+
+    def _guard(self) -> None:
+        # A node whose store some peer does not share waits for its peers'
+        # rings before serving (L{ClusterRouter.awaitPeerRings}).
+        self.router.awaitPeerRings = any(
+            self.apart(peer.name) for peer in self.router.config.nodes
+        )
+
+    def apart(self, node: str) -> bool:
+        """
+        Whether C{node} keeps its queues in another store than this node:
+        a queue that moves between the two is handed over.
+        """
+        me = self.router.config.nodeName
+        stores = self.router.stores
+        return node != me and (stores is None or not stores.shared(me, node))
 
     def startService(self) -> None:
         super().startService()
-        if self.local:
-            Deferred.fromCoroutine(self._start()).addErrback(
-                lambda f: log.failure("Reading the moves in progress failed", f)
-            )
+        Deferred.fromCoroutine(self._start()).addErrback(
+            lambda f: log.failure("Reading the moves in progress failed", f)
+        )
 
     async def _start(self) -> None:
-        rows, published = await self._run(_prepare)
+        try:
+            saved = await self.store.getQueueMetadata(
+                reserved.CLUSTER_PROJECT, self._record
+            )
+        except QueueDoesNotExist:
+            saved = {}
+        published = saved.get("published")
+        self._published = published
         self._savedVersion = None if published is None else published.get("version")
         if (
             published is not None
@@ -376,9 +225,16 @@ class Rebalancer(Service):
                 self.router.published = Ring.fromDescription(published)
             except ValueError:
                 log.warn("The ring last published cannot be read again")
+        rows = saved.get("moves", [])
         for project, queue, direction, peer in rows:
-            moves = self.router.outgoing if direction == "out" else self.router.incoming
-            moves[key(project, queue)] = peer
+            ringKey = key(project, queue)
+            self._moves[ringKey] = (project, queue, direction, peer)
+            moves = self.router.outgoing if direction == _OUT else self.router.incoming
+            moves[ringKey] = peer
+            if direction == _OUT:
+                # Stopped in the middle of its copy, maybe after the new
+                # owner took it: not served here until its owner says.
+                self._doubt(ringKey)
         if rows:
             log.info(
                 "Resuming the moves of {count} queues interrupted by a stop",
@@ -386,6 +242,43 @@ class Rebalancer(Service):
             )
         self.ready = True
         self.kick()
+
+    async def _save(self) -> None:
+        """
+        Write what must survive a restart (the moves, the ring published)
+        to the home store; one write at a time, each of the state as it is
+        when the write starts.
+        """
+        await self._saving.run(lambda: Deferred.fromCoroutine(self._write()))
+
+    async def _write(self) -> None:
+        doc = {
+            "moves": sorted(list(m) for m in self._moves.values()),
+            "published": self._published,
+        }
+        created = await self.store.createQueue(
+            reserved.CLUSTER_PROJECT, self._record, doc, self.reactor.seconds()
+        )
+        if not created:
+            await self.store.setQueueMetadata(
+                reserved.CLUSTER_PROJECT, self._record, doc
+            )
+
+    async def _exists(self, project: str, queue: str) -> bool:
+        return await self.store.exportQueue(project, queue, None, 0) is not None
+
+    async def _held(self) -> list:
+        """
+        The queues of the home store that may be handed over.
+        """
+        held: list = []
+        after = None
+        while True:
+            page = await self.store.heldQueues(after, SCAN_PAGE)
+            held += [tuple(k) for k in page if not _staying(*k)]
+            if len(page) < SCAN_PAGE:
+                return held
+            after = tuple(page[-1])
 
     def reconfigure(self, cluster: Any) -> None:
         """
@@ -397,13 +290,10 @@ class Rebalancer(Service):
         if stores is not None:
             stores.reconfigure(cluster)
         self.router.reconfigure(cluster)
+        self._guard()
         if self.router.config.draining:
             log.warn("This node has weight 0: it hands all its queues over, then stops")
-            if self.local:
-                self.kick()
-            else:
-                log.warn("Drained: its queues are in a network store; stopping")
-                self.reactor.stop()
+            self.kick()
 
     def kick(self) -> None:
         """
@@ -451,19 +341,24 @@ class Rebalancer(Service):
         router = self.router
         ring, me = router.ring, router.config.nodeName
         outgoing: dict = {}
-        for project, queue in await self._run(_scan):
+        for project, queue in await self._held():
             ringKey = key(project, queue)
             owner = ring.owner(ringKey)
-            if owner != me and ringKey not in router.incoming:
+            if owner != me and ringKey not in router.incoming and self.apart(owner):
                 outgoing[ringKey] = (project, queue, owner)
-        await self._run(_setMoves, "out", list(outgoing.values()))
-        router.outgoing = {k: v[2] for k, v in outgoing.items()}
         stale = [k for k in router.incoming if ring.owner(k) != me]
         for k in stale:
             del router.incoming[k]
-        if stale:
-            rows = [(*k.split("/", 1), peer) for k, peer in router.incoming.items()]
-            await self._run(_setMoves, "in", rows)
+        self._moves = {
+            k: v for k, v in self._moves.items() if v[2] == _IN and k not in stale
+        }
+        for ringKey, (project, queue, owner) in outgoing.items():
+            self._moves[ringKey] = (project, queue, _OUT, owner)
+        await self._save()
+        router.outgoing = {k: v[2] for k, v in outgoing.items()}
+        for ringKey in self.inDoubt - set(outgoing):
+            # The ring changed again and gives it back to this node.
+            self._settle(ringKey)
         targets: dict = {}
         for project, queue, owner in outgoing.values():
             targets.setdefault(owner, []).append([project, queue])
@@ -473,11 +368,24 @@ class Rebalancer(Service):
             )
             if answer is None:
                 return False
-            for project, queue in answer.get("have", []):
-                await self._run(_drop, project, queue)
-                router.outgoing.pop(key(project, queue), None)
+            have = {key(p, q) for p, q in answer.get("have", [])}
+            for project, queue in queues:
+                ringKey = key(project, queue)
+                if ringKey in have:
+                    # Frozen while the copy here is dropped: a write
+                    # taken now would be dropped with it.
+                    router.frozen.add(ringKey)
+                    try:
+                        await self._drop(project, queue)
+                    finally:
+                        self._settle(ringKey)
+                elif ringKey in self.inDoubt:
+                    # The new owner does not hold it: this copy is the
+                    # only one, served again until its handover.
+                    self._settle(ringKey)
         if self._savedVersion != ring.version:
-            await self._run(_publish, ring.describe())
+            self._published = ring.describe()
+            await self._save()
             self._savedVersion = ring.version
         if router.published.version != ring.version:
             router.published = ring
@@ -496,40 +404,85 @@ class Rebalancer(Service):
                 failed = True
         return not failed and not router.outgoing
 
+    async def _drop(self, project: str, queue: str) -> None:
+        """
+        Delete this node's copy of a queue its new owner holds, then its
+        outgoing entry.
+        """
+        ringKey = key(project, queue)
+        await self.store.dropQueue(project, queue)
+        self.router.outgoing.pop(ringKey, None)
+        self._moves.pop(ringKey, None)
+        await self._save()
+
+    def _doubt(self, ringKey: str) -> None:
+        self.inDoubt.add(ringKey)
+        self.router.frozen.add(ringKey)
+
+    def _settle(self, ringKey: str) -> None:
+        self.inDoubt.discard(ringKey)
+        self.router.frozen.discard(ringKey)
+
     async def _handOver(self, project: str, queue: str, owner: str) -> bool:
+        """
+        Copy one queue to its new owner, page by page, then drop this
+        node's copy.
+
+        Once the last part is sent, the new owner may have imported the
+        queue and be serving it even when its answer never came (a
+        timeout, a connection lost): the queue then stays frozen here,
+        answering 503, until the next announcement says whether the new
+        owner holds it.  Serving this copy meanwhile would take writes
+        that the drop after a later "have" would lose.
+        """
         router = self.router
         ringKey = key(project, queue)
         router.frozen.add(ringKey)
         try:
-            doc = await self._run(_export, project, queue)
-            if doc is not None:
-                parts = _parts(doc)
-                answer: Optional[dict] = None
-                for index, part in enumerate(parts):
-                    body = dict(
-                        part,
-                        project=project,
-                        queue=queue,
-                        part=index,
-                        parts=len(parts),
-                    )
+            after: Optional[int] = None
+            index = count = 0
+            answer: Optional[dict] = None
+            while True:
+                page = await self.store.exportQueue(
+                    project, queue, after, PAGE_MESSAGES
+                )
+                if page is None:
+                    break
+                parts = _parts(page)
+                for number, part in enumerate(parts):
+                    final = page["next"] is None and number == len(parts) - 1
+                    if final:
+                        self.inDoubt.add(ringKey)
+                    body = {
+                        "project": project,
+                        "queue": queue,
+                        "part": index,
+                        "final": final,
+                        "page": part,
+                    }
                     answer = await self._send(owner, b"handover", body)
                     if answer is None:
                         return False
-                if answer is None or answer.get("result") not in ("imported", "have"):
-                    return False
-            await self._run(_drop, project, queue)
-            router.outgoing.pop(ringKey, None)
+                    index += 1
+                count += len(page["messages"])
+                after = page["next"]
+                if after is None:
+                    break
+            if answer is not None and answer.get("result") not in ("imported", "have"):
+                return False
+            await self._drop(project, queue)
+            self.inDoubt.discard(ringKey)
             log.info(
                 "Handed queue {queue} of {project} over to {node} ({count} messages)",
                 queue=queue,
                 project=project,
                 node=owner,
-                count=0 if doc is None else len(doc["messages"]),
+                count=count,
             )
             return True
         finally:
-            router.frozen.discard(ringKey)
+            if ringKey not in self.inDoubt:
+                router.frozen.discard(ringKey)
 
     async def _send(self, node: str, action: bytes, body: dict) -> Optional[dict]:
         """
@@ -571,7 +524,7 @@ class Rebalancer(Service):
 
     async def announced(self, sender: str, doc: dict) -> tuple:
         router = self.router
-        if not self.local or not self.ready:
+        if not self.ready:
             return 503, _problem("Not ready", "This node takes no queue yet.")
         if doc.get("version") != router.ring.version:
             return 409, _problem(
@@ -587,42 +540,50 @@ class Rebalancer(Service):
             and isinstance(q, str)
             and router.ring.owner(key(p, q)) == me
         ]
-        have = await self._run(_announced, queues, sender)
-        held = {tuple(h) for h in have}
-        for p, q in queues:
-            if (p, q) not in held:
-                router.incoming[key(p, q)] = sender
+        have = []
+        for project, queue in queues:
+            ringKey = key(project, queue)
+            # A queue still incoming was not wholly imported (or its end
+            # not recorded): it is taken again from the start.
+            if ringKey not in router.incoming and await self._exists(project, queue):
+                have.append([project, queue])
+                continue
+            router.incoming[ringKey] = sender
+            self._moves[ringKey] = (project, queue, _IN, sender)
+        await self._save()
         log.info(
             "Node {node} holds {count} queues of this node until it hands them over",
             node=sender,
-            count=len(queues) - len(held),
+            count=len(queues) - len(have),
         )
         return 200, {"have": have}
 
     async def handedOver(self, sender: str, doc: dict) -> tuple:
         router = self.router
         project, queue = doc["project"], doc["queue"]
-        part, parts = int(doc["part"]), int(doc["parts"])
+        if not isinstance(project, str) or not isinstance(queue, str):
+            raise ValueError("the project and the queue must be strings")
+        part, final, page = int(doc["part"]), bool(doc["final"]), doc["page"]
         ringKey = key(project, queue)
-        if not self.local or router.ring.owner(ringKey) != router.config.nodeName:
+        if router.ring.owner(ringKey) != router.config.nodeName:
             return 409, _problem("Not the owner", "This node does not own the queue.")
         if router.incoming.get(ringKey) != sender:
-            if await self._run(_exists, project, queue):
+            if await self._exists(project, queue):
                 return 200, {"result": "have"}
             return 409, _problem("Not announced", "The queue was not announced.")
-        await self._run(_stage, project, queue, part, json.dumps(doc))
-        if part < parts - 1:
+        await self.store.importQueue(project, queue, page, part == 0)
+        if not final:
             return 200, {"result": "staged"}
-        result = await self._run(_import, project, queue, sender, parts)
-        if result == "imported":
-            router.incoming.pop(ringKey, None)
-            log.info(
-                "Took queue {queue} of {project} over from {node}",
-                queue=queue,
-                project=project,
-                node=sender,
-            )
-        return 200, {"result": result}
+        self._moves.pop(ringKey, None)
+        await self._save()
+        router.incoming.pop(ringKey, None)
+        log.info(
+            "Took queue {queue} of {project} over from {node}",
+            queue=queue,
+            project=project,
+            node=sender,
+        )
+        return 200, {"result": "imported"}
 
 
 def _problem(title: str, description: str) -> dict:

@@ -31,7 +31,7 @@ from marconi.cluster.forward import (
     relayHeaders,
     target,
 )
-from marconi.cluster.membership import DOWN, Membership
+from marconi.cluster.membership import DOWN, UNKNOWN, Membership
 from marconi.cluster.ring import Ring, key
 from marconi.cluster.settings import ClusterConfig
 from marconi.core import audit, queuefilter
@@ -96,6 +96,10 @@ class ClusterRouter(MultiService):
         self.frozen: set = set()
         #: Called with no argument after the ring changed.
         self.onRingChange: Any = None
+        #: Whether a peer no probe has answered yet counts as routing by
+        #: a ring not read yet (set with node-local stores, see
+        #: L{disagrees}).
+        self.awaitPeerRings = False
         self.client = PeerClient(config, reactor, tlsPolicy)
         self.signer = signing.Signer(config.nodeName, config.secret, reactor)
         self.verifier = signing.Verifier(
@@ -206,15 +210,32 @@ class ClusterRouter(MultiService):
             and state.ringVersion != mine
         )
 
+    def _agreeing(self) -> int:
+        """
+        The live nodes known to route by this node's ring, this one included.
+        """
+        mine = self.ring.version
+        return 1 + sum(
+            1
+            for state in self.membership.states.values()
+            if state.state != DOWN and state.ringVersion == mine
+        )
+
     def disagrees(self, ringKey: str) -> bool:
         """
         Whether a live peer routes by a ring that places C{ringKey} on
-        another node than this node's ring does (or by a ring not read yet).
+        another node than this node's ring does (or by a ring not read yet,
+        or, with L{awaitPeerRings}, has not answered a probe yet).
         """
         mine = self.ring.version
         owner = None
         for state in self.membership.states.values():
             version = state.ringVersion
+            if version is None and state.state == UNKNOWN and self.awaitPeerRings:
+                # A node just started: a queue its ring gives it may still
+                # be held by a peer (a new node joining), which hands it
+                # over only if this node did not create it meanwhile.
+                return True
             if version is None or version == mine or state.state == DOWN:
                 continue
             theirs = self.peerRings.get(version)
@@ -797,6 +818,15 @@ class ClusterRouter(MultiService):
         mismatched = self.mismatched()
         if mismatched:
             doc["ring_mismatch"] = mismatched
+        if mismatched and len(mismatched) >= self._agreeing():
+            # This node's ring is not the one most live nodes route by:
+            # unfit to serve (the other nodes stay healthy).
+            doc["unhealthy"] = (
+                f"RING MISMATCH: this node routes by ring {self.ring.version}, "
+                f"peers {', '.join(mismatched)} by another; the queues the rings "
+                "place differently are refused until they agree (check the "
+                "[cluster] nodes of each)"
+            )
         doc["moves"] = {
             "published_version": self.published.version,
             "outgoing": len(self.outgoing),

@@ -116,9 +116,18 @@ class HealthCheck:
             log.failure("Reading the state of the cluster nodes failed")
             nodes = []
         doc["nodes"] = nodes
+        problem = None
         if self.cluster is not None:
             doc["cluster"] = self.cluster()
-        return reachable and probeOK, doc
+            problem = doc["cluster"].get("unhealthy")
+            if problem is not None:
+                doc.setdefault("error", problem)
+        return reachable and probeOK and problem is None, doc
+
+    def problem(self) -> Optional[str]:
+        if self.cluster is None:
+            return None
+        return self.cluster().get("unhealthy")
 
     async def _probe(self) -> tuple:
         """

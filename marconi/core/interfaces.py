@@ -197,6 +197,55 @@ class IMessageStore(Interface):
         @return: a L{Deferred} firing with the number of messages removed.
         """
 
+    def heldQueues(after, limit):
+        """
+        Every queue this store holds, of every project (reserved ones
+        included): a queue is held while it has metadata or messages.  For
+        the handover of queues between the nodes of a cluster
+        (L{marconi.cluster.rebalance}).
+
+        @param after: list the pairs strictly after this C{(project, name)}
+            pair, or L{None} to start.
+        @return: a L{Deferred} firing with up to C{limit} C{(project,
+            name)} tuples, in order.
+        """
+
+    def exportQueue(project, name, after, limit):
+        """
+        One page of a queue as it is stored, to be written elsewhere with
+        L{importQueue}: its messages in marker order (claimed, delayed and
+        expired ones included, with every field), and on the first page
+        (C{after} is L{None}) its metadata and its claims.  The format is
+        L{marconi.storage.transfer}'s, plain JSON values.
+
+        @param after: the marker the previous page ended at, or L{None}.
+        @return: a L{Deferred} firing with L{None} when the store holds no
+            such queue, else a L{dict}: C{metadata} (a L{dict}, or L{None}
+            when the queue has messages but no metadata), C{created}, C{last}
+            (the queue's marker counter), C{claims} (a list of claim
+            L{dict}s; empty after the first page), C{messages} (up to
+            C{limit} message L{dict}s) and C{next} (the C{after} of the
+            next page, or L{None} when this one is the last).
+        """
+
+    def importQueue(project, name, page, first):
+        """
+        Write one page made by L{exportQueue} (of any store) into this
+        store: the messages with their ids, markers and fields.  With
+        C{first}, whatever the store held of the queue (messages, claims,
+        metadata) is replaced by the page's metadata and claims, and the
+        queue's marker counter is raised to the page's C{last}, so later
+        posts get later markers.  Writing a page again leaves the queue as
+        it was after the first time.  No events are emitted.
+        """
+
+    def dropQueue(project, name):
+        """
+        Remove the queue's messages, claims and metadata after its copy
+        was imported elsewhere; the marker counter stays, no events are
+        emitted.  Dropping a queue the store does not hold succeeds.
+        """
+
 
 class IStorageDriverPlugin(Interface):
     """
@@ -523,6 +572,15 @@ class IHealth(Interface):
         """
         @return: a L{Deferred} firing with C{(healthy, document)}: a
             L{bool} and the JSON-ready L{dict} to answer with.
+        """
+
+    def problem():
+        """
+        What makes this node unfit to serve whatever its storage says (in
+        a cluster: its ring differs from its peers'), or L{None}.
+
+        @return: a L{str} or L{None} (not a L{Deferred}: it is what the
+            node knows already).
         """
 
 

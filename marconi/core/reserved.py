@@ -13,5 +13,9 @@ PROBE_PROJECT = "marconi health probe"
 #: The subscriptions extension's records and delivery outbox.
 SUBSCRIPTIONS_PROJECT = "marconi subscriptions"
 
+#: What a node of a cluster records of the queues it hands over or takes
+#: (L{marconi.cluster.rebalance}).
+CLUSTER_PROJECT = "marconi cluster"
+
 #: Every reserved project.
-PROJECTS = frozenset({PROBE_PROJECT, SUBSCRIPTIONS_PROJECT})
+PROJECTS = frozenset({PROBE_PROJECT, SUBSCRIPTIONS_PROJECT, CLUSTER_PROJECT})

@@ -17,11 +17,14 @@ OTHER = "5d1b0f0e-7a8e-4c7b-a1d9-3f6f2b9c0e42"
 class ForwardedWaiterTests(ClusterTestCase):
     async def startTwo(self) -> None:
         """
-        Start nodes a and b (c stays down) and wait until a sees b up.
+        Start nodes a and b (c stays down) and wait until each sees the
+        other up (a node on its own SQLite file serves no queue until its
+        live peers answered).
         """
         await self.startNode("a")
         await self.startNode("b")
         await self.waitFor("a", lambda nodes: nodes["b"]["state"] == "up")
+        await self.waitFor("b", lambda nodes: nodes["a"]["state"] == "up")
 
     async def test_forwardedWaiterWoken(self) -> None:
         """

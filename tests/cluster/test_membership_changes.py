@@ -16,7 +16,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyRequest
 
 from marconi.cluster import rebalance
-from marconi.cluster.errors import QueueMoving, RingMismatch
+from marconi.cluster.errors import NodeUnavailable, QueueMoving, RingMismatch
+from marconi.cluster.forward import Answer, pathAndQuery
 from marconi.cluster.membership import DOWN, UP
 from marconi.cluster.reload import ClusterReloader
 from marconi.cluster.ring import Ring, key
@@ -24,10 +25,12 @@ from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfig, Peer
 from marconi.core import reserved
 from marconi.core.errors import ValidationFailed
+from marconi.core.health import HealthCheck
 from marconi.core.limits import Limits
 from marconi.core.models import ClaimSpec, MessageQuery, NewMessage
 from marconi.core.validation import projectId
 from marconi.extensions.subscriptions import records
+from marconi.storage.memory.store import MemoryStore
 from marconi.storage.sqlite.store import SQLiteStore
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -50,113 +53,6 @@ def _queueOwnedBy(ring: Ring, node: str, project: str = "p") -> str:
     return next(
         f"q{i}" for i in range(1000) if ring.owner(key(project, f"q{i}")) == node
     )
-
-
-class CopyTests(TestCase):
-    """
-    A queue exported from one SQLite store and imported into another is
-    the same queue: messages with their ids, markers and tags, claims with
-    their expiry, metadata.
-    """
-
-    async def store(self, name: str) -> SQLiteStore:
-        store = SQLiteStore(os.path.join(self.mktemp() + name), reactor)
-        store.startService()
-        self.addCleanup(store.stopService)
-        await store._run(rebalance._prepare)
-        return store
-
-    async def test_roundTrip(self) -> None:
-        """
-        The import (in parts) reproduces the queue; the source's copy is
-        dropped; a second import of the same queue answers "have"; the
-        new owner's markers go on after the moved ones.
-        """
-        self.patch(rebalance, "PART_BYTES", 2000)
-        old, new = await self.store("old"), await self.store("new")
-        await old.createQueue("p", "q", {"_default_message_ttl": 300}, NOW)
-        posted = await old.postMessages(
-            "p",
-            "q",
-            [NewMessage(f'{{"n":{i}}}', 3600, tags=("t",)) for i in range(60)],
-            "client",
-            NOW,
-        )
-        claim = await old.createClaim(
-            "p", "q", ClaimSpec(ttl=100, grace=10, limit=5), NOW
-        )
-        doc = await old._run(rebalance._export, "p", "q")
-        parts = rebalance._parts(doc)
-        self.assertGreater(len(parts), 1)
-        have = await new._run(rebalance._announced, [("p", "q")], "old")
-        self.assertEqual(have, [])
-        for index, part in enumerate(parts):
-            await new._run(
-                rebalance._stage, "p", "q", index, json.dumps(dict(part, part=index))
-            )
-        result = await new._run(rebalance._import, "p", "q", "old", len(parts))
-        self.assertEqual(result, "imported")
-        await old._run(rebalance._drop, "p", "q")
-        self.assertIsNone(await old._run(rebalance._export, "p", "q"))
-        query = MessageQuery(
-            limit=100, clientId="client", echo=True, includeClaimed=True
-        )
-        moved = await new.listMessages("p", "q", query, NOW + 1)
-        self.assertEqual([m.id for m in moved], posted)
-        self.assertEqual(
-            await new.getQueueMetadata("p", "q"), {"_default_message_ttl": 300}
-        )
-        held = await new.getClaim("p", "q", claim.id, NOW + 1)
-        self.assertEqual(
-            sorted(m.id for m in held.messages), sorted(m.id for m in claim.messages)
-        )
-        self.assertEqual(held.expires, claim.expires)
-        tagged = MessageQuery(
-            limit=100, clientId="client", echo=True, includeClaimed=True, tags=("t",)
-        )
-        self.assertEqual(len(await new.listMessages("p", "q", tagged, NOW + 1)), 60)
-        again = await new._run(rebalance._import, "p", "q", "old", len(parts))
-        self.assertEqual(again, "have")
-        later = await new.postMessages("p", "q", [NewMessage("1", 60)], "c", NOW + 2)
-        listed = await new.listMessages("p", "q", query, NOW + 2)
-        self.assertEqual(listed[-1].id, later[0])
-        self.assertGreater(listed[-1].marker, moved[-1].marker)
-
-    async def test_scanSkipsReserved(self) -> None:
-        """
-        The queues a node would hand over are its clients' queues only:
-        none of a reserved project (the subscriptions extension's records
-        and outbox, the health probes') and no reserved C{~} queue.
-        """
-        store = await self.store("node")
-        await store.createQueue("p", "q", {}, NOW)
-        await store.postMessages("p", "posted", [NewMessage("1", 60)], "c", NOW)
-        await store.createQueue(records.PROJECT, "s.key.id", {"ttl": 60}, NOW)
-        await store.postMessages(
-            records.PROJECT, records.OUTBOX, [NewMessage("1", 60)], "c", NOW
-        )
-        await store.createQueue(reserved.PROBE_PROJECT, "probe", {}, NOW)
-        await store.postMessages("p", "~audit", [NewMessage("1", 60)], "c", NOW)
-        scanned = await store._run(rebalance._scan)
-        self.assertEqual(sorted(scanned), [("p", "posted"), ("p", "q")])
-
-    def test_reservedUnnameable(self) -> None:
-        """
-        No client can name a reserved project, and the subscriptions
-        extension keeps its records in one.
-        """
-        self.assertIn(records.PROJECT, reserved.PROJECTS)
-        for project in reserved.PROJECTS:
-            self.assertRaises(ValidationFailed, projectId, project, Limits())
-
-    async def test_notAnnounced(self) -> None:
-        """
-        A queue that was not announced by the sender is not imported.
-        """
-        new = await self.store("new")
-        await new._run(rebalance._stage, "p", "q", 0, json.dumps({"messages": []}))
-        result = await new._run(rebalance._import, "p", "q", "other", 1)
-        self.assertEqual(result, "unknown")
 
 
 class HandoverResourceTests(SynchronousTestCase):
@@ -333,3 +229,331 @@ class RouterTests(SynchronousTestCase):
         state.state = DOWN
         self.assertNotIn("ring_mismatch", self.router.health())
         self.assertFalse(self.router.disagrees(key("p", disputed)))
+
+
+class StartingNodeTests(SynchronousTestCase):
+    """
+    A node with a node-local store that just started serves no queue
+    until its live peers told their ring.
+    """
+
+    def test_unknownPeers(self) -> None:
+        """
+        While a peer has answered no probe, every queue is refused (503):
+        a queue the node's ring gives it may still be held by that peer,
+        and creating it here would make the peer's handover find it
+        "had".  Once the peer answered with the same ring, or is down,
+        the queues are served.
+        """
+        clock = Clock()
+        router = ClusterRouter(_config("c", {"a": 1, "b": 1, "c": 1}), clock)
+        rebalance.Rebalancer(router, SQLiteStore("unused", clock), clock)
+        mine = _queueOwnedBy(router.ring, "c")
+        self.assertRaises(RingMismatch, router.route, "p", mine)
+        a, b = router.membership.states["a"], router.membership.states["b"]
+        a.state, a.ringVersion = UP, router.ring.version
+        self.assertRaises(RingMismatch, router.route, "p", mine)
+        b.state = DOWN
+        self.assertIsNone(router.route("p", mine))
+
+    def test_sharedStores(self) -> None:
+        """
+        Without a node-local store, a peer not heard from yet is taken to
+        route by the same ring.
+        """
+        router = ClusterRouter(_config("c", {"a": 1, "b": 1, "c": 1}), Clock())
+        self.assertIsNone(router.route("p", _queueOwnedBy(router.ring, "c")))
+
+
+class TwoNodes(TestCase):
+    """
+    Two nodes, a and b, each with its own SQLite store, whose move
+    requests reach each other's rebalancer in process.
+    """
+
+    def setUp(self) -> None:
+        self.stores: dict = {}
+        self.lose = False
+
+    async def node(self, name: str) -> rebalance.Rebalancer:
+        store = SQLiteStore(os.path.join(self.mktemp() + name), reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        clock = Clock()
+        clock.advance(NOW)
+        router = ClusterRouter(_config(name), clock)
+        for state in router.membership.states.values():
+            state.state, state.ringVersion = UP, router.ring.version
+        node = rebalance.Rebalancer(router, store, clock)
+        # The tests run the rounds themselves.
+        node.kick = lambda: None
+        await node._start()
+        self.stores[name] = store
+        return node
+
+    def connect(self, sender: rebalance.Rebalancer, peer: rebalance.Rebalancer):
+        """
+        Deliver C{sender}'s move requests to C{peer}; while C{self.lose}
+        is set, the answer to a final part is lost after C{peer} took it.
+        """
+
+        async def call(node, method, path, headers, body):
+            doc = json.loads(body)
+            name = sender.router.config.nodeName
+            if b"announce" in pathAndQuery(path):
+                code, answer = await peer.announced(name, doc)
+            else:
+                code, answer = await peer.handedOver(name, doc)
+                if self.lose and doc["final"]:
+                    raise NodeUnavailable(node, "timed out")
+            return Answer(code, b"", Headers(), json.dumps(answer).encode())
+
+        sender.router._call = call
+
+    async def pair(self) -> tuple:
+        a, b = await self.node("a"), await self.node("b")
+        self.connect(a, b)
+        return a, b, _queueOwnedBy(a.router.ring, "b")
+
+
+class CopyTests(TwoNodes):
+    """
+    A queue handed over from one node's store to another's is the same
+    queue: messages with their ids, markers and tags, claims with their
+    expiry, metadata.
+    """
+
+    async def test_roundTrip(self) -> None:
+        """
+        The copy (in several pages of several parts) reproduces the queue
+        in the new owner's store; the old owner's copy is dropped; the new
+        owner's markers go on after the moved ones.
+        """
+        self.patch(rebalance, "PART_BYTES", 2000)
+        self.patch(rebalance, "PAGE_MESSAGES", 25)
+        a, b, queue = await self.pair()
+        old, new = self.stores["a"], self.stores["b"]
+        await old.createQueue("p", queue, {"_default_message_ttl": 300}, NOW)
+        posted = await old.postMessages(
+            "p",
+            queue,
+            [NewMessage(f'{{"n":{i}}}', 3600, tags=("t",)) for i in range(60)],
+            "client",
+            NOW,
+        )
+        claim = await old.createClaim(
+            "p", queue, ClaimSpec(ttl=100, grace=10, limit=5), NOW
+        )
+        sent: list = []
+        deliver = a.router._call
+
+        async def counting(node, method, path, headers, body):
+            sent.append(json.loads(body))
+            return await deliver(node, method, path, headers, body)
+
+        a.router._call = counting
+        self.assertTrue(await a._pass())
+        parts = [doc for doc in sent if "part" in doc]
+        self.assertGreater(len(parts), 3)
+        self.assertEqual([doc["final"] for doc in parts][-2:], [False, True])
+        self.assertIsNone(await old.exportQueue("p", queue, None, 10))
+        self.assertEqual(b.router.incoming, {})
+        self.assertEqual(a.router.outgoing, {})
+        query = MessageQuery(
+            limit=100, clientId="client", echo=True, includeClaimed=True
+        )
+        moved = await new.listMessages("p", queue, query, NOW + 1)
+        self.assertEqual([m.id for m in moved], posted)
+        self.assertEqual(
+            await new.getQueueMetadata("p", queue), {"_default_message_ttl": 300}
+        )
+        held = await new.getClaim("p", queue, claim.id, NOW + 1)
+        self.assertEqual(
+            sorted(m.id for m in held.messages), sorted(m.id for m in claim.messages)
+        )
+        self.assertEqual(held.expires, claim.expires)
+        later = await new.postMessages("p", queue, [NewMessage("1", 60)], "c", NOW + 2)
+        listed = await new.listMessages("p", queue, query, NOW + 2)
+        self.assertEqual(listed[-1].id, later[0])
+        self.assertGreater(listed[-1].marker, moved[-1].marker)
+        again = await b.handedOver(
+            "a", {"project": "p", "queue": queue, "part": 0, "final": True, "page": {}}
+        )
+        self.assertEqual(again, (200, {"result": "have"}))
+
+    async def test_scanSkipsReserved(self) -> None:
+        """
+        The queues a node would hand over are its clients' queues only:
+        none of a reserved project (the subscriptions extension's records
+        and outbox, the health probes', the moves' own record) and no
+        reserved C{~} queue.
+        """
+        a = await self.node("a")
+        store = self.stores["a"]
+        await store.createQueue("p", "q", {}, NOW)
+        await store.postMessages("p", "posted", [NewMessage("1", 60)], "c", NOW)
+        await store.createQueue(records.PROJECT, "s.key.id", {"ttl": 60}, NOW)
+        await store.postMessages(
+            records.PROJECT, records.OUTBOX, [NewMessage("1", 60)], "c", NOW
+        )
+        await store.createQueue(reserved.PROBE_PROJECT, "probe", {}, NOW)
+        await store.postMessages("p", "~audit", [NewMessage("1", 60)], "c", NOW)
+        await a._save()
+        self.assertIn(
+            (reserved.CLUSTER_PROJECT, "moves.a"), await store.heldQueues(None, 100)
+        )
+        self.assertEqual(sorted(await a._held()), [("p", "posted"), ("p", "q")])
+
+    def test_reservedUnnameable(self) -> None:
+        """
+        No client can name a reserved project, and the subscriptions
+        extension keeps its records in one.
+        """
+        self.assertIn(records.PROJECT, reserved.PROJECTS)
+        for project in reserved.PROJECTS:
+            self.assertRaises(ValidationFailed, projectId, project, Limits())
+
+    async def test_notAnnounced(self) -> None:
+        """
+        A queue that was not announced by the sender is not imported.
+        """
+        a, b, queue = await self.pair()
+        page = {"metadata": {}, "created": NOW, "last": 1, "claims": []}
+        page["messages"] = []
+        result = await b.handedOver(
+            "a",
+            {"project": "p", "queue": queue, "part": 0, "final": True, "page": page},
+        )
+        self.assertEqual(result[0], 409)
+        self.assertIsNone(await self.stores["b"].exportQueue("p", queue, None, 1))
+
+    async def test_restartResumes(self) -> None:
+        """
+        The moves in progress survive a restart: the old owner's queue
+        comes back frozen (its copy may have been taken), the new owner's
+        incoming entry comes back, and the move then completes.
+        """
+        a, b, queue = await self.pair()
+        ids = await self.stores["a"].postMessages(
+            "p", queue, [NewMessage("1", 600)], "c", NOW
+        )
+        self.lose = True
+        self.assertFalse(await a._pass())
+        again = rebalance.Rebalancer(a.router, self.stores["a"], a.reactor)
+        again.kick = lambda: None
+        a.router.frozen.clear()
+        await again._start()
+        self.assertRaises(QueueMoving, a.router.holder, "p", queue)
+        self.connect(again, b)
+        self.lose = False
+        self.assertTrue(await again._pass())
+        self.assertEqual(a.router.holder("p", queue), "b")
+        query = MessageQuery(limit=10, clientId="c", echo=True)
+        held = await self.stores["b"].listMessages("p", queue, query, NOW)
+        self.assertEqual([m.id for m in held], ids)
+
+
+class LostAnswerTests(TwoNodes):
+    """
+    A handover whose last answer is lost (a timeout under load, after the
+    new owner imported the queue) loses no acknowledged write.
+    """
+
+    async def post(self, via: rebalance.Rebalancer, queue: str) -> list:
+        """
+        Post one message to C{queue} through node C{via} as its router
+        says: into the store of the node holding it, or refused (503).
+        """
+        try:
+            holder = via.router.holder("p", queue)
+        except QueueMoving:
+            return []
+        if holder != via.router.config.nodeName:
+            return []
+        message = [NewMessage("1", 600)]
+        return await self.stores[holder].postMessages("p", queue, message, "c", NOW)
+
+    async def test_lastAnswerLost(self) -> None:
+        """
+        Node a holds a queue the ring gives to b.  Its last part reaches b
+        (imported, served by b) but the answer is lost: the queue stays
+        frozen on a until the next round's announcement, where b answers
+        "have" and a drops its copy; every post acknowledged by either
+        node on the way is in b's copy.
+        """
+        a, b, queue = await self.pair()
+        messages = [NewMessage(str(i), 600) for i in range(5)]
+        accepted = await self.stores["a"].postMessages("p", queue, messages, "c", NOW)
+        self.lose = True
+        self.assertFalse(await a._pass())
+        self.assertNotIn(key("p", queue), b.router.incoming)
+        for _ in range(3):
+            accepted += await self.post(a, queue)
+            accepted += await self.post(b, queue)
+        self.lose = False
+        self.assertTrue(await a._pass())
+        self.assertEqual(a.router.holder("p", queue), "b")
+        self.assertEqual(await a._held(), [])
+        accepted += await self.post(b, queue)
+        query = MessageQuery(limit=100, clientId="c", echo=True, includeClaimed=True)
+        held = await self.stores["b"].listMessages("p", queue, query, NOW)
+        self.assertEqual(sorted(m.id for m in held), sorted(accepted))
+        self.assertEqual(len(accepted), 5 + 3 + 1)
+
+
+class MismatchHealthTests(TestCase):
+    """
+    The health of a node whose ring differs from its live peers'.
+    """
+
+    def router(self, name: str, others: dict) -> ClusterRouter:
+        """
+        Node C{name} of three; C{others} maps each peer to whether it
+        routes by the same ring.
+        """
+        router = ClusterRouter(_config(name, {"a": 1, "b": 1, "c": 1}), Clock())
+        other = Ring({"a": 1, "b": 1, "c": 2})
+        router.peerRings[other.version] = other
+        for peer, same in others.items():
+            state = router.membership.states[peer]
+            state.state = UP
+            state.ringVersion = router.ring.version if same else other.version
+        return router
+
+    async def report(self, router: ClusterRouter) -> tuple:
+        store = MemoryStore()
+        store.startService()
+        check = HealthCheck(store, Clock(), cluster=router.health)
+        return check.problem(), await check.report()
+
+    async def test_minority(self) -> None:
+        """
+        A node both live peers disagree with is unhealthy (the health
+        report is a 503 naming the mismatch), and so is each node of two
+        that disagree.
+        """
+        for router in (
+            self.router("c", {"a": False, "b": False}),
+            ClusterRouter(_config("a"), Clock()),
+        ):
+            if router.config.nodeName == "a":
+                state = router.membership.states["b"]
+                state.state, state.ringVersion = UP, "another"
+            problem, (healthy, doc) = await self.report(router)
+            self.assertFalse(healthy)
+            self.assertIn("RING MISMATCH", problem)
+            self.assertEqual(doc["error"], problem)
+            self.assertIn(router.ring.version, problem)
+
+    async def test_majority(self) -> None:
+        """
+        A node whose ring one live peer shares stays healthy and lists the
+        peer that disagrees.
+        """
+        problem, (healthy, doc) = await self.report(
+            self.router("a", {"b": True, "c": False})
+        )
+        self.assertIsNone(problem)
+        self.assertTrue(healthy)
+        self.assertEqual(doc["cluster"]["ring_mismatch"], ["c"])
+        self.assertNotIn("error", doc)

@@ -20,6 +20,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from marconi.cluster.ring import Ring, key
+from marconi.storage.redis import store as redisStore
+from tests import redisserver
 from tests.integration.test_cluster import freePort
 from tests.nodeprocess import ROOT, NodeProcess, environment
 
@@ -127,6 +129,12 @@ class RebalanceTestCase(TestCase):
     def database(self, name: str) -> str:
         return os.path.join(self.root, name, "marconi.sqlite3")
 
+    def storageOf(self, name: str) -> str:
+        """
+        The C{--storage} of node C{name}: a SQLite file of its own.
+        """
+        return f"sqlite:{self.database(name)}"
+
     async def startNode(self, name: str) -> NodeProcess:
         directory = os.path.join(self.root, name)
         os.makedirs(directory, exist_ok=True)
@@ -134,7 +142,7 @@ class RebalanceTestCase(TestCase):
             "--listen",
             f"tcp:{self.ports[name]}:interface=127.0.0.1",
             "--storage",
-            f"sqlite:{self.database(name)}",
+            self.storageOf(name),
             "--config",
             self.config,
             "--node-name",
@@ -313,15 +321,15 @@ class RebalanceTestCase(TestCase):
             owned = {q for q in QUEUES if ring.owner(key(PROJECT, q)) == name}
             self.assertEqual(held, owned, name)
 
-
-class GrowAndShrinkTests(RebalanceTestCase):
-    async def test_addNode(self) -> None:
+    async def grow(self) -> Ring:
         """
         Two nodes hold 20 queues of 50 messages, some claimed; a third
         node is added with SIGHUP while a producer and a consumer run.
-        The queues the new ring gives it move there; afterwards every
-        message is readable exactly once through every node, the claims
-        still hold their messages, and consumed + remaining = posted.
+        Afterwards every message is readable exactly once through every
+        node, the claims still hold their messages, and consumed +
+        remaining = posted.
+
+        @return: the new ring.
         """
         self.writeConfig({"a": 1, "b": 1})
         await self.startNode("a")
@@ -347,8 +355,20 @@ class GrowAndShrinkTests(RebalanceTestCase):
             self.assertIn("Handed queue", log)
         self.assertIn("Took queue", self.nodes["c"].log())
         await self.check(traffic, claims, before)
-        self.holdsOnly(new, "abc")
         self.assertFalse(set(traffic.errors) - {503}, traffic.errors)
+        return new
+
+
+class GrowAndShrinkTests(RebalanceTestCase):
+    async def test_addNode(self) -> None:
+        """
+        A third node joins two on SQLite files of their own while a
+        producer and a consumer run (L{RebalanceTestCase.grow}): the
+        queues the new ring gives it move there with every message and
+        claim, and each file holds exactly the queues its node owns.
+        """
+        new = await self.grow()
+        self.holdsOnly(new, "abc")
 
     async def test_removeNode(self) -> None:
         """
@@ -458,6 +478,20 @@ class MismatchTests(RebalanceTestCase):
 
         await self.waitUntil(reported, "c reports the mismatch")
         self.assertIn("RING MISMATCH", self.nodes["c"].log())
+        r, doc = await self.call("c", "GET", "/v2/health")
+        self.assertEqual(r.code, 503, doc)
+        self.assertIn("RING MISMATCH", doc["error"])
+        self.assertIn(wrong.version, doc["error"])
+        # a and b share their ring: they stay healthy and name c.
+        for name in "ab":
+
+            async def listed(name=name) -> bool:
+                r, doc = await self.call(name, "GET", "/v2/health")
+                return doc["cluster"].get("ring_mismatch") == ["c"]
+
+            await self.waitUntil(listed, f"{name} names c")
+            r, doc = await self.call(name, "GET", "/v2/health")
+            self.assertEqual(r.code, 200, doc)
         out, err, code = await self.ringCommand("c", "--json")
         self.assertEqual(code, 0, err)
         shown = json.loads(out)
@@ -469,15 +503,74 @@ class MismatchTests(RebalanceTestCase):
         )
         out, err, code = await self.ringCommand("c")
         self.assertIn(b"RING MISMATCH: a routes by " + good.version.encode(), err)
+        # Refused through every node, and nothing of it in c's file.
         body = {"messages": [{"body": 1}]}
-        for name in "ca":
+        for name in "cab":
             r, doc = await self.call(
                 name, "POST", f"/v2/queues/{disputed}/messages", body
             )
             self.assertEqual(r.code, 503, doc)
             self.assertEqual(r.headers.getRawHeaders("retry-after"), ["1"])
+        with sqlite3.connect(self.database("c")) as db:
+            self.assertEqual(
+                db.execute(
+                    "SELECT count(*) FROM queues WHERE project = ?", (PROJECT,)
+                ).fetchone()[0],
+                0,
+            )
         await self.retrying("c", "POST", f"/v2/queues/{agreed}/messages", body)
         self.writeConfig({"a": 1, "b": 1, "c": 1})
         self.nodes["c"].signal("HUP")
         await self.waitUntil(lambda: self.settled(good.version), "the rings agree")
         await self.retrying("c", "POST", f"/v2/queues/{disputed}/messages", body)
+
+
+class PerNodeStoreTests(RebalanceTestCase):
+    """
+    Each node on a Redis store of its own (two real C{redis-server}s; the
+    third node on another database of the first): the queues that change
+    owner are handed over between the stores as between SQLite files.
+    """
+
+    skip = redisserver.skipReason()
+
+    def setUp(self) -> None:
+        super().setUp()
+        servers = []
+        for _ in range(2):
+            server = redisserver.RedisServer(appendonly=False).start()
+            self.addCleanup(server.stop)
+            servers.append(server)
+        self.storages = {
+            "a": servers[0].uri(0),
+            "b": servers[1].uri(0),
+            "c": servers[0].uri(1),
+        }
+
+    def storageOf(self, name: str) -> str:
+        return self.storages[name]
+
+    async def heldIn(self, name: str) -> set:
+        """
+        The client queues in node C{name}'s Redis store, read with the
+        driver.
+        """
+        store = redisStore.makeStore(self.storages[name], reactor)
+        store.startService()
+        try:
+            held = await store.heldQueues(None, 1000)
+        finally:
+            await store.stopService()
+        return {q for p, q in held if p == PROJECT and not q.startswith("~")}
+
+    async def test_addNode(self) -> None:
+        """
+        Growing from two nodes to three moves the new node's queues from
+        the other two Redis stores into its own: every message readable
+        exactly once afterwards, claims kept, consumed + remaining =
+        posted, and each store holds exactly the queues its node owns.
+        """
+        new = await self.grow()
+        for name in "abc":
+            owned = {q for q in QUEUES if new.owner(key(PROJECT, q)) == name}
+            self.assertEqual(await self.heldIn(name), owned, name)

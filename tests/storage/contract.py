@@ -853,3 +853,118 @@ class MessageStoreContract:
         after = await store.listMessages("p", "q", query(includeClaimed=True), T0 + 2)
         self.assertEqual([m.id for m in after], ids + [later])
         self.assertGreater(after[-1].marker, before[-1].marker)
+
+    # Handing queues over between stores (marconi.cluster.rebalance).
+
+    async def exported(self, store: Any, limit: int) -> list:
+        """
+        Every page of queue C{q} of C{p}, C{limit} messages each.
+        """
+        pages: list = []
+        after = None
+        while True:
+            page = await store.exportQueue("p", "q", after, limit)
+            self.assertIsNotNone(page)
+            pages.append(page)
+            after = page["next"]
+            if after is None:
+                return pages
+
+    async def imported(self, store: Any, pages: list) -> None:
+        for index, page in enumerate(pages):
+            await store.importQueue("p", "q", page, index == 0)
+
+    async def everything(self, store: Any, now: float) -> list:
+        everyone = query(limit=100, includeClaimed=True, includeDelayed=True, echo=True)
+        listed = await store.listMessages("p", "q", everyone, now)
+        return [
+            (m.id, m.marker, m.body, m.tags, m.claimId, m.claimExpires, m.visibleAt)
+            for m in listed
+        ]
+
+    async def filled(self) -> tuple:
+        """
+        A store with queue C{q} of C{p}: metadata, 25 messages (tagged,
+        delayed and claimed ones among them) and a claim.
+        """
+        store = await self.store()
+        await store.createQueue("p", "q", {"_default_message_ttl": 300, "m": 1}, T0)
+        await self.post(store, [f'"{i}"' for i in range(10)], tags=("a", "b"))
+        await self.post(store, [f'"d{i}"' for i in range(5)], delay=60)
+        await self.post(store, [f'"{i}"' for i in range(10, 20)])
+        claim = await store.createClaim("p", "q", spec(limit=4, ttl=100), T0 + 1)
+        return store, claim
+
+    async def test_exportImport(self) -> None:
+        """
+        A queue exported in pages, dropped and imported again (as into the
+        store of another node) is the same queue: every message with its
+        id, marker, body, tags, claim and delay; the claim with its
+        messages and expiry; the metadata.  Later posts get later markers.
+        """
+        store, claim = await self.filled()
+        before = await self.everything(store, T0 + 2)
+        pages = await self.exported(store, 7)
+        self.assertEqual(len(pages), 4)
+        self.assertEqual(len(pages[0]["claims"]), 1)
+        self.assertEqual(pages[1]["claims"], [])
+        await store.dropQueue("p", "q")
+        self.assertIsNone(await store.exportQueue("p", "q", None, 10))
+        self.assertEqual(await self.everything(store, T0 + 2), [])
+        await self.imported(store, pages)
+        self.assertEqual(await self.everything(store, T0 + 2), before)
+        self.assertEqual(
+            await store.getQueueMetadata("p", "q"),
+            {"_default_message_ttl": 300, "m": 1},
+        )
+        held = await store.getClaim("p", "q", claim.id, T0 + 2)
+        self.assertEqual([m.id for m in held.messages], [m.id for m in claim.messages])
+        self.assertEqual((held.ttl, held.expires), (claim.ttl, claim.expires))
+        claimed = await store.createClaim("p", "q", spec(limit=100), T0 + 2)
+        self.assertEqual(len(claimed.messages), 25 - 5 - 4)
+        [later] = await self.post(store, ['"later"'], now=T0 + 3)
+        listed = await self.everything(store, T0 + 3)
+        self.assertEqual(listed[-1][0], later)
+        self.assertGreater(listed[-1][1], before[-1][1])
+
+    async def test_importIdempotent(self) -> None:
+        """
+        Importing the pages again, or one page again, changes nothing; a
+        first page replaces whatever the store held of the queue.
+        """
+        store, _ = await self.filled()
+        before = await self.everything(store, T0 + 2)
+        pages = await self.exported(store, 10)
+        await store.dropQueue("p", "q")
+        await self.post(store, ['"stale"'])
+        await store.createClaim("p", "q", spec(limit=1), T0)
+        await self.imported(store, pages)
+        self.assertEqual(await self.everything(store, T0 + 2), before)
+        await store.importQueue("p", "q", pages[1], False)
+        self.assertEqual(await self.everything(store, T0 + 2), before)
+        await self.imported(store, pages)
+        self.assertEqual(await self.everything(store, T0 + 2), before)
+        stats = await store.queueStats("p", "q", T0 + 2)
+        self.assertEqual(stats.total, 25)
+
+    async def test_dropAndHeld(self) -> None:
+        """
+        The store lists every queue it holds, of every project, in pages;
+        a dropped queue is gone (exported as L{None}, not listed, no
+        messages); dropping a missing queue succeeds.
+        """
+        store = await self.store()
+        await store.createQueue("b", "x", {}, T0)
+        await self.post(store, ['"1"'], project="a", queue="y")
+        await self.post(store, ['"1"'], project="b", queue="a")
+        first = await store.heldQueues(None, 2)
+        self.assertEqual([tuple(k) for k in first], [("a", "y"), ("b", "a")])
+        rest = await store.heldQueues(tuple(first[-1]), 10)
+        self.assertEqual([tuple(k) for k in rest], [("b", "x")])
+        self.assertIsNone(await store.exportQueue("a", "none", None, 10))
+        await store.dropQueue("a", "y")
+        await store.dropQueue("a", "none")
+        self.assertIsNone(await store.exportQueue("a", "y", None, 10))
+        self.assertEqual(await store.listMessages("a", "y", query(), T0), [])
+        held = await store.heldQueues(None, 10)
+        self.assertEqual([tuple(k) for k in held], [("b", "a"), ("b", "x")])

@@ -48,6 +48,7 @@ from marconi.core.errors import (
 )
 from marconi.core.interfaces import IMessageStore, IQueueDepths
 from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
 from marconi.storage.memory.uri import checkURI
 
@@ -288,18 +289,7 @@ class MemoryStore(StoreEvents, Service):
         return self._answer(work)
 
     def deleteQueue(self, project: str, name: str) -> Deferred:
-        def work() -> None:
-            queue = self._queues.pop((project, name), None)
-            if queue is None:
-                return
-            self._messageCount -= len(queue.messages)
-            self._claimCount -= len(queue.claims)
-            names = self._names[project]
-            names.remove(name)
-            if not names:
-                del self._names[project]
-
-        return self._answer(work)
+        return self._answer(self._dropQueue, project, name)
 
     def listQueues(
         self, project: str, marker: Optional[str], limit: int, detailed: bool
@@ -723,3 +713,83 @@ class MemoryStore(StoreEvents, Service):
             return removed
 
         return self._answer(work)
+
+    # Handing queues over (marconi.cluster.rebalance).
+
+    def heldQueues(self, after: Optional[tuple], limit: int) -> Deferred:
+        def work() -> list:
+            keys = sorted(self._queues)
+            start = 0 if after is None else bisect_right(keys, tuple(after))
+            return keys[start : start + max(limit, 0)]
+
+        return self._answer(work)
+
+    def exportQueue(
+        self, project: str, name: str, after: Optional[int], limit: int
+    ) -> Deferred:
+        def work() -> Optional[dict]:
+            key = (project, name)
+            queue = self._queues.get(key)
+            if queue is None:
+                return None
+            messages: list = []
+            for message in queue.after(after):
+                if len(messages) > limit:
+                    break
+                messages.append(transfer.messageDoc(message))
+            claims = []
+            if after is None:
+                claims = [
+                    transfer.claimDoc(i, c.ttl, c.grace, c.updated, c.expires)
+                    for i, c in queue.claims.items()
+                ]
+            metadata = json.loads(queue.metadata)
+            last = self._lastMarkers.get(key, 0)
+            return transfer.page(metadata, queue.created, last, claims, messages, limit)
+
+        return self._answer(work)
+
+    def importQueue(self, project: str, name: str, page: dict, first: bool) -> Deferred:
+        def work() -> None:
+            key = (project, name)
+            if first:
+                self._dropQueue(project, name)
+                queue = self._queue(project, name, page["created"] or 0.0)
+                queue.metadata = json.dumps(page["metadata"] or {})
+                for doc in page["claims"]:
+                    claim = _Claim(
+                        doc["ttl"], doc["grace"], doc["updated"], doc["expires"]
+                    )
+                    queue.claims[doc["id"]] = claim
+                    self._claimCount += 1
+                    self._expireClaimAt(key, doc["id"], claim)
+                last = max(self._lastMarkers.get(key, 0), int(page["last"]))
+                self._lastMarkers[key] = last
+            queue = self._queue(project, name, page["created"] or 0.0)
+            for doc in page["messages"]:
+                message = transfer.messageOf(doc)
+                old = queue.messages.get(message.marker)
+                if old is not None:
+                    self._update(key, queue, old, message)
+                elif not queue.order or message.marker > queue.order[-1]:
+                    self._add(key, queue, message)
+                else:
+                    self._add(key, queue, message)
+                    queue.messages = dict(sorted(queue.messages.items()))
+                    queue.order = list(queue.messages)
+
+        return self._answer(work)
+
+    def dropQueue(self, project: str, name: str) -> Deferred:
+        return self.deleteQueue(project, name)
+
+    def _dropQueue(self, project: str, name: str) -> None:
+        queue = self._queues.pop((project, name), None)
+        if queue is None:
+            return
+        self._messageCount -= len(queue.messages)
+        self._claimCount -= len(queue.claims)
+        names = self._names[project]
+        names.remove(name)
+        if not names:
+            del self._names[project]

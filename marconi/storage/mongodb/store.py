@@ -78,6 +78,7 @@ from marconi.core.errors import (
 )
 from marconi.core.interfaces import IMessageStore
 from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
 from marconi.storage.mongodb.uri import MongoConfig, parseURI
 
@@ -1221,6 +1222,142 @@ class MongoStore(StoreEvents, Service):
                 self._reportQueue("expired", project, queue, result.deleted_count)
             if len(found) < PURGE_BATCH:
                 return total
+
+    # Handing queues over (marconi.cluster.rebalance).
+
+    @deferred
+    async def heldQueues(self, after: tuple | None, limit: int) -> list:
+        await self._ready()
+        docs = await self._call(
+            lambda: self._coll(QUEUES).find({"d": {"$ne": True}}, {"p": 1, "n": 1})
+        )
+        held = sorted((doc["p"], doc["n"]) for doc in docs)
+        if after is not None:
+            held = [k for k in held if k > tuple(after)]
+        return held[: max(limit, 0)]
+
+    @deferred
+    async def exportQueue(
+        self, project: str, name: str, after: int | None, limit: int
+    ) -> dict | None:
+        await self._ready()
+        queue = await self._call(
+            lambda: self._coll(QUEUES).find_one({"p": project, "n": name})
+        )
+        spec: dict = {"p": project, "q": name, "tx": {"$exists": False}}
+        if after is not None:
+            spec["k"] = {"$gt": after}
+        docs = await self._call(
+            lambda: self._coll(MESSAGES).find(
+                spec, sort=_sortBy("k"), limit=max(limit, 0) + 1
+            )
+        )
+        live = queue is not None and not queue.get("d")
+        if not live and not docs and after is None:
+            return None
+        claims = []
+        if after is None:
+            found = await self._call(
+                lambda: self._coll(CLAIMS).find({"p": project, "q": name})
+            )
+            claims = [
+                transfer.claimDoc(c["_id"], c["t"], c["g"], c["u"], c["e"])
+                for c in sorted(found, key=lambda c: c["_id"])
+            ]
+        return transfer.page(
+            json.loads(queue.get("m") or "{}") if live else None,
+            None,
+            0 if queue is None else queue.get("c", 0),
+            claims,
+            [transfer.messageDoc(_toMessage(doc)) for doc in docs],
+            limit,
+        )
+
+    @deferred
+    async def importQueue(
+        self, project: str, name: str, page: dict, first: bool
+    ) -> None:
+        await self._ready()
+        messages = self._writable(MESSAGES, None)
+        if first:
+            await self._dropQueue(project, name)
+            await self._call(
+                lambda: self._writable(QUEUES, None).update_one(
+                    {"p": project, "n": name},
+                    {
+                        "$set": {"d": False, "m": json.dumps(page["metadata"] or {})},
+                        "$max": {"c": int(page["last"])},
+                    },
+                    upsert=True,
+                )
+            )
+            claims = [
+                {
+                    "_id": c["id"],
+                    "p": project,
+                    "q": name,
+                    "t": c["ttl"],
+                    "g": c["grace"],
+                    "u": c["updated"],
+                    "e": c["expires"],
+                    "ea": _expireAt(c["expires"]),
+                }
+                for c in page["claims"]
+            ]
+            if claims:
+                await self._call(
+                    lambda: self._writable(CLAIMS, None).insert_many(claims)
+                )
+        docs = []
+        for doc in page["messages"]:
+            m = transfer.messageOf(doc)
+            docs.append(
+                {
+                    "_id": m.id,
+                    "p": project,
+                    "q": name,
+                    "k": m.marker,
+                    "b": m.body,
+                    "t": m.ttl,
+                    "c": m.created,
+                    "e": m.expires,
+                    "ea": _expireAt(m.expires),
+                    "v": m.visibleAt,
+                    "cl": m.clientId,
+                    "tg": list(m.tags),
+                    "cs": m.checksum,
+                    "ci": m.claimId,
+                    "ce": 0.0 if m.claimExpires is None else m.claimExpires,
+                    "cc": m.claimCount,
+                }
+            )
+        if not docs:
+            return
+        ids = [d["_id"] for d in docs]
+        markers = [d["k"] for d in docs]
+        await self._call(
+            lambda: messages.delete_many(
+                {"p": project, "q": name, "k": {"$in": markers}}
+            )
+        )
+        await self._call(lambda: messages.delete_many({"_id": {"$in": ids}}))
+        await self._call(lambda: messages.insert_many(docs, ordered=True))
+
+    @deferred
+    async def dropQueue(self, project: str, name: str) -> None:
+        await self._ready()
+        await self._dropQueue(project, name)
+
+    async def _dropQueue(self, project: str, name: str) -> None:
+        await self._call(
+            lambda: self._coll(QUEUES).update_one(
+                {"p": project, "n": name}, {"$set": {"d": True, "m": "{}"}}
+            )
+        )
+        for collection in (MESSAGES, CLAIMS):
+            await self._call(
+                partial(self._coll(collection).delete_many, {"p": project, "q": name})
+            )
 
 
 def writeConcern(config: MongoConfig, durability: str) -> dict[str, Any]:

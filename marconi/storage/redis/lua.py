@@ -616,3 +616,98 @@ for _, m in ipairs(claims) do
 end
 return {removed, #members, #claims, cjson.encode(byQueue)}
 """)
+
+# ARGV: P, PP, name, after bound ('-inf' or '(' .. marker), most messages,
+# first page ('1'/'0').  Returns false when the queue does not exist, else
+# JSON: [metadata or null, marker counter, claims, messages], a claim as
+# [cid, ttl, grace, updated, expires], a message as `record` makes it.
+EXPORT_QUEUE = _script(r"""
+local P, PP, name = ARGV[1], ARGV[2], ARGV[3]
+local meta = redis.call('HGET', PP .. ':meta', name)
+if not meta and not redis.call('ZSCORE', PP .. ':q', name)
+    and redis.call('ZCARD', P .. ':m') == 0 then
+  return false
+end
+local messages = {}
+local ids = redis.call('ZRANGEBYSCORE', P .. ':m', ARGV[4], '+inf',
+                       'LIMIT', 0, tonumber(ARGV[5]))
+for _, id in ipairs(ids) do
+  local r = load(P, id)
+  if r then
+    messages[#messages + 1] = record(id, r)
+  end
+end
+local claims = {}
+if ARGV[6] == '1' then
+  for _, cid in ipairs(redis.call('SMEMBERS', P .. ':cs')) do
+    local c = redis.call('HMGET', P .. ':c:' .. cid, 't', 'g', 'u', 'e')
+    if c[1] then
+      claims[#claims + 1] = {cid, c[1], c[2], c[3], c[4]}
+    end
+  end
+end
+return cjson.encode({meta or cjson.null, redis.call('GET', P .. ':n') or '0',
+                     claims, messages})
+""")
+
+# ARGV: P, PP, name, first page ('1'/'0'), metadata JSON ('' for none),
+# marker counter, claims JSON, messages JSON (as EXPORT_QUEUE gives them,
+# every field a string, '' for no claim).  A first page replaces what
+# the queue held.
+IMPORT_QUEUE = _script(
+    r"""
+local P, PP, name = ARGV[1], ARGV[2], ARGV[3]
+if ARGV[4] == '1' then
+"""
+    + _DROP_MESSAGES
+    + r"""
+  redis.call('ZREM', PP .. ':q', name)
+  redis.call('HDEL', PP .. ':meta', name)
+  if ARGV[5] ~= '' then
+    redis.call('ZADD', PP .. ':q', 0, name)
+    redis.call('HSET', PP .. ':meta', name, ARGV[5])
+  else
+    ensureQueue(PP, name)
+  end
+  if tonumber(ARGV[6]) > tonumber(redis.call('GET', P .. ':n') or '0') then
+    redis.call('SET', P .. ':n', ARGV[6])
+  end
+  for _, c in ipairs(cjson.decode(ARGV[7])) do
+    redis.call('HSET', P .. ':c:' .. c[1], 't', c[2], 'g', c[3], 'u', c[4],
+               'e', c[5])
+    redis.call('SADD', P .. ':cs', c[1])
+    redis.call('ZADD', 'marconi:cx', c[5], P .. c[1])
+  end
+end
+for _, m in ipairs(cjson.decode(ARGV[8])) do
+  local id = m[1]
+  local old = load(P, id)
+  if old then
+    removeMsg(P, id, old)
+  end
+  for _, other in ipairs(redis.call('ZRANGEBYSCORE', P .. ':m', m[2], m[2])) do
+    local r = load(P, other)
+    if r then
+      removeMsg(P, other, r)
+    end
+  end
+  redis.call('HSET', P .. ':h:' .. id, 'k', m[2], 'b', m[3], 't', m[4],
+             'c', m[5], 'e', m[6], 'v', m[7], 'i', m[8], 'n', m[11],
+             'g', m[12], 's', m[13])
+  if m[9] ~= '' then
+    redis.call('HSET', P .. ':h:' .. id, 'ci', m[9], 'ce', m[10])
+    redis.call('SADD', P .. ':cm:' .. m[9], id)
+    redis.call('ZADD', P .. ':cl', m[10], id)
+  else
+    redis.call('ZADD', P .. ':f', m[2], id)
+  end
+  redis.call('ZADD', P .. ':m', m[2], id)
+  redis.call('ZADD', P .. ':x', m[6], id)
+  if tonumber(m[7]) > tonumber(m[5]) then
+    redis.call('ZADD', P .. ':d', m[7], id)
+  end
+  redis.call('ZADD', 'marconi:x', m[6], P .. id)
+end
+return 1
+"""
+)

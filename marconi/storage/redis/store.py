@@ -63,6 +63,7 @@ from marconi.core.durability import (
 )
 from marconi.core.interfaces import IMessageStore
 from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
 from marconi.storage.redis import lua
 from marconi.storage.redis.uri import RedisLocation, parseURI
@@ -1060,6 +1061,122 @@ class RedisStore(StoreEvents, Service):
             queue = queueOfPrefix(prefix)
             if queue is not None:
                 self._reportQueue("expired", queue[0], queue[1], int(count))
+
+    # Handing queues over (marconi.cluster.rebalance).
+
+    @deferred
+    async def heldQueues(self, after: Optional[tuple], limit: int) -> list:
+        held = []
+        cursor = "0"
+        start = "marconi:p:"
+        while True:
+            cursor, keys = await self._call(
+                "execute_command", "SCAN", cursor, "MATCH", start + "*:q", "COUNT", 1000
+            )
+            for name in keys:
+                project = _unprefixed(name[len(start) : -len(":q")])
+                if project is not None:
+                    held += [
+                        (project, q) for q in await self._call("zrange", name, 0, -1)
+                    ]
+            if str(cursor) == "0":
+                break
+        held.sort()
+        if after is not None:
+            held = [k for k in held if k > tuple(after)]
+        return held[: max(limit, 0)]
+
+    @deferred
+    async def exportQueue(
+        self, project: str, name: str, after: Optional[int], limit: int
+    ) -> Optional[dict]:
+        reply = await self._eval(
+            lua.EXPORT_QUEUE,
+            queuePrefix(project, name),
+            projectPrefix(project),
+            name,
+            "-inf" if after is None else f"({int(after)}",
+            max(limit, 0) + 1,
+            "1" if after is None else "0",
+        )
+        if not reply:
+            return None
+        meta, last, claims, rows = json.loads(reply)
+        return transfer.page(
+            None if meta is None else json.loads(meta),
+            None,
+            int(last),
+            [
+                transfer.claimDoc(c[0], int(c[1]), int(c[2]), float(c[3]), float(c[4]))
+                for c in claims or ()
+            ],
+            [transfer.messageDoc(_message(row)) for row in rows or ()],
+            limit,
+        )
+
+    @deferred
+    async def importQueue(
+        self, project: str, name: str, page: dict, first: bool
+    ) -> None:
+        claims = [
+            [
+                c["id"],
+                str(int(c["ttl"])),
+                str(int(c["grace"])),
+                _time(c["updated"]),
+                _time(c["expires"]),
+            ]
+            for c in page["claims"]
+        ]
+        rows = []
+        for doc in page["messages"]:
+            m = transfer.messageOf(doc)
+            rows.append(
+                [
+                    m.id,
+                    str(m.marker),
+                    m.body,
+                    str(m.ttl),
+                    _time(m.created),
+                    _time(m.expires),
+                    _time(m.visibleAt),
+                    m.clientId,
+                    m.claimId or "",
+                    "" if m.claimExpires is None else _time(m.claimExpires),
+                    str(m.claimCount),
+                    json.dumps(list(m.tags)),
+                    m.checksum,
+                ]
+            )
+        metadata = page["metadata"]
+        await self._change(
+            lua.IMPORT_QUEUE,
+            queuePrefix(project, name),
+            projectPrefix(project),
+            name,
+            "1" if first else "0",
+            "" if metadata is None else json.dumps(metadata),
+            int(page["last"]),
+            json.dumps(claims),
+            json.dumps(rows),
+        )
+
+    @deferred
+    async def dropQueue(self, project: str, name: str) -> None:
+        await self._change(
+            lua.DELETE_QUEUE, queuePrefix(project, name), projectPrefix(project), name
+        )
+
+
+def _unprefixed(text: str) -> Optional[str]:
+    """
+    The name length-prefixed in C{text} by L{_lp}, or L{None}.
+    """
+    data = text.encode("utf-8")
+    length, colon, rest = data.partition(b":")
+    if not colon or not length.isdigit() or len(rest) != int(length):
+        return None
+    return rest.decode("utf-8")
 
 
 def queueOfPrefix(prefix: str) -> Optional[tuple[str, str]]:

@@ -53,6 +53,7 @@ from marconi.core.errors import (
 )
 from marconi.core.interfaces import IMessageStore, IQueueDepths
 from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
 from marconi.storage.sqlite.uri import parseURI
 
@@ -967,6 +968,132 @@ class SQLiteStore(StoreEvents, Service):
                     return total
 
         return Deferred.fromCoroutine(purge())
+
+    # Handing queues over (marconi.cluster.rebalance).
+
+    def heldQueues(self, after: Optional[tuple], limit: int) -> Any:
+        return self._run(_heldQueues, tuple(after or ("", "")), after is None, limit)
+
+    def exportQueue(
+        self, project: str, name: str, after: Optional[int], limit: int
+    ) -> Any:
+        return self._run(_exportQueue, project, name, after, limit)
+
+    def importQueue(self, project: str, name: str, page: dict, first: bool) -> Any:
+        return self._run(_importQueue, project, name, page, first)
+
+    def dropQueue(self, project: str, name: str) -> Any:
+        return self.deleteQueue(project, name)
+
+
+def _heldQueues(c: sqlite3.Connection, after: tuple, start: bool, limit: int) -> list:
+    comparison = ">=" if start else ">"
+    rows = c.execute(
+        "SELECT project, name FROM (SELECT project, name FROM queues UNION "
+        "SELECT DISTINCT project, queue FROM messages) "
+        f"WHERE (project, name) {comparison} (?, ?) ORDER BY project, name LIMIT ?",
+        (*after, max(limit, 0)),
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def _exportQueue(
+    c: sqlite3.Connection, project: str, name: str, after: Optional[int], limit: int
+) -> Optional[dict]:
+    key = (project, name)
+    row = c.execute(
+        "SELECT metadata, created FROM queues WHERE project = ? AND name = ?", key
+    ).fetchone()
+    rows = c.execute(
+        f"SELECT {_COLUMNS} FROM messages WHERE project = ? AND queue = ? "
+        "AND marker > ? ORDER BY marker LIMIT ?",
+        (*key, -1 if after is None else after, max(limit, 0) + 1),
+    ).fetchall()
+    if row is None and not rows and after is None:
+        return None
+    last = c.execute(
+        "SELECT last FROM markers WHERE project = ? AND queue = ?", key
+    ).fetchone()
+    claims = []
+    if after is None:
+        claims = [
+            transfer.claimDoc(*claim)
+            for claim in c.execute(
+                "SELECT id, ttl, grace, updated, expires FROM claims "
+                "WHERE project = ? AND queue = ? ORDER BY id",
+                key,
+            )
+        ]
+    messages = [transfer.messageDoc(_message(r)) for r in rows]
+    return transfer.page(
+        None if row is None else json.loads(row[0]),
+        None if row is None else row[1],
+        0 if last is None else last[0],
+        claims,
+        messages,
+        limit,
+    )
+
+
+def _importQueue(
+    c: sqlite3.Connection, project: str, name: str, page: dict, first: bool
+) -> None:
+    key = (project, name)
+    if first:
+        _purge(c, project, name)
+        c.execute("DELETE FROM queues WHERE project = ? AND name = ?", key)
+        if page["metadata"] is not None:
+            c.execute(
+                "INSERT INTO queues (project, name, metadata, created) "
+                "VALUES (?, ?, ?, ?)",
+                (*key, json.dumps(page["metadata"]), page["created"]),
+            )
+        c.execute(
+            "INSERT INTO markers (project, queue, last) VALUES (?, ?, ?) "
+            "ON CONFLICT (project, queue) DO UPDATE SET "
+            "last = MAX(last, excluded.last)",
+            (*key, int(page["last"])),
+        )
+        c.executemany(
+            "INSERT INTO claims (project, queue, id, ttl, grace, updated, expires) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (*key, cl["id"], cl["ttl"], cl["grace"], cl["updated"], cl["expires"])
+                for cl in page["claims"]
+            ],
+        )
+    for doc in page["messages"]:
+        c.execute(
+            "DELETE FROM messages WHERE project = ? AND queue = ? "
+            "AND (id = ? OR marker = ?)",
+            (*key, doc["id"], doc["marker"]),
+        )
+        m = transfer.messageOf(doc)
+        cursor = c.execute(
+            f"INSERT INTO messages (project, queue, {_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                *key,
+                m.marker,
+                m.id,
+                m.body,
+                m.ttl,
+                m.created,
+                m.expires,
+                m.visibleAt,
+                m.clientId,
+                m.claimId,
+                m.claimExpires,
+                m.claimCount,
+                json.dumps(list(m.tags)) if m.tags else None,
+                m.checksum,
+            ),
+        )
+        if m.tags:
+            c.executemany(
+                "INSERT INTO message_tags (seq, tag) VALUES (?, ?)",
+                [(cursor.lastrowid, tag) for tag in m.tags],
+            )
 
 
 def _purge(c: sqlite3.Connection, project: str, queue: str) -> int:
