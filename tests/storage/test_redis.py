@@ -27,6 +27,7 @@ from zope.interface.verify import verifyObject
 import marconi.plugins
 from marconi.core.errors import (
     StorageUnavailable,
+    ValidationFailed,
 )
 from marconi.core.interfaces import IMessageStore, IStorageDriverPlugin
 from marconi.core.models import NewMessage
@@ -327,6 +328,22 @@ class RedisStoreTests(TestCase):
         self.assertEqual(claim.expires, now + 0.2 + 60)
         self.assertEqual(claim.messages[0].expires, now + 0.2 + 67)
         self.assertEqual(claim.messages[0].claimExpires, now + 0.2 + 60)
+
+    async def test_unencodableTextChangesNothing(self) -> None:
+        """
+        Text that cannot be encoded as UTF-8 (a lone surrogate) fails the
+        call with L{ValidationFailed} before anything is sent, and the
+        connection goes on serving.
+        """
+        store = await self.store()
+        bad = NewMessage('"\ud800"', 60)
+        d = store.postMessages("p", "q", [msg('"a"'), bad], "c", T0)
+        with self.assertRaises(ValidationFailed):
+            await d
+        self.assertEqual(await store.listMessages("p", "q", query(), T0), [])
+        ids = await store.postMessages("p", "q", [msg('"b"')], "c", T0)
+        found = await store.getMessages("p", "q", ids, T0)
+        self.assertEqual([m.body for m in found], ['"b"'])
 
     async def test_batchIsAtomic(self) -> None:
         """
@@ -699,6 +716,30 @@ class TimeoutTests(SynchronousTestCase):
         self.protocol.dataReceived(b"+PONG\r\n")
         self.clock.advance(0)
         self.assertTrue(self.successResultOf(ping))
+
+
+class ProtocolTests(SynchronousTestCase):
+    """
+    The store's connection protocol: what it writes for a command.
+    """
+
+    skip = SKIP
+
+    def test_commandEncoding(self) -> None:
+        """
+        A command goes out in the Redis protocol: the argument count, then
+        each argument as a bulk string of its UTF-8 bytes (text), its bytes
+        as given, or its C{str} (numbers).
+        """
+        from marconi.storage.redis.store import _Protocol
+
+        protocol = _Protocol(charset="utf-8")
+        wire = protocol._build_command("EVALSHA", "ünï", b"\x00\xff", 12, -1, "")
+        self.assertEqual(
+            wire,
+            b"*6\r\n$7\r\nEVALSHA\r\n$5\r\n\xc3\xbcn\xc3\xaf\r\n"
+            b"$2\r\n\x00\xff\r\n$2\r\n12\r\n$2\r\n-1\r\n$0\r\n\r\n",
+        )
 
 
 class PluginTests(SynchronousTestCase):
