@@ -11,7 +11,8 @@ claim 10 then delete each, claim 10 then one bulk delete.  For each it
 prints calls/s and the process's CPU microseconds per call (user + system,
 from C{os.times}), which is what the driver costs the node: redis-server's
 own time is not in it, and other load on the machine changes it much less
-than it changes a rate.  Whether txredisapi parses replies with hiredis is
+than it changes a rate.  redis-server's time in commands per call (from its
+C{INFO commandstats}) is printed beside it.  Whether txredisapi parses replies with hiredis is
 printed too (it does when C{hiredis} can be imported).
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -115,7 +117,18 @@ async def seed(store, queue, count):
         count -= 100
 
 
-async def measure(reactor, name, op, seconds, concurrency):
+async def serverUsec(store) -> int:
+    """
+    The microseconds redis-server spent in commands so far (its
+    C{INFO commandstats}).
+    """
+    info = await store._call("execute_command", "INFO", "commandstats")
+    if isinstance(info, bytes):
+        info = info.decode()
+    return sum(int(m) for m in re.findall(r",usec=(\d+),", info))
+
+
+async def measure(reactor, store, name, op, seconds, concurrency):
     done = {"calls": 0, "items": 0}
     stop = reactor.seconds() + seconds
 
@@ -127,11 +140,13 @@ async def measure(reactor, name, op, seconds, concurrency):
             if not items and name.startswith("claim"):
                 return
 
+    serverBefore = await serverUsec(store)
     before, wall = cpu(), time.monotonic()
     await defer.gatherResults(
         [defer.Deferred.fromCoroutine(loop()) for _ in range(concurrency)]
     )
     used, wall = cpu() - before, time.monotonic() - wall
+    server = await serverUsec(store) - serverBefore
     calls = max(done["calls"], 1)
     return {
         "operation": name,
@@ -140,6 +155,7 @@ async def measure(reactor, name, op, seconds, concurrency):
         "items/s": round(done["items"] / wall),
         "cpu us/call": round(1e6 * used / calls, 1),
         "cpu %": round(100 * used / wall),
+        "redis us/call": round(server / calls, 1),
     }
 
 
@@ -171,7 +187,7 @@ async def run(reactor, options):
         for name, op, seeded in plan:
             if seeded:
                 await seed(store, queues[name], seeded)
-            results.append(await measure(reactor, name, op, seconds, conc))
+            results.append(await measure(reactor, store, name, op, seconds, conc))
     finally:
         await store.stopService()
         process.terminate()
@@ -181,7 +197,8 @@ async def run(reactor, options):
     for r in results:
         print(
             "{operation:24} {calls/s:>7} calls/s {items/s:>7} items/s "
-            "{cpu us/call:>8} us CPU/call  {cpu %:>3}% CPU".format(**r)
+            "{cpu us/call:>8} us CPU/call  {cpu %:>3}% CPU  "
+            "{redis us/call:>7} us in redis-server/call".format(**r)
         )
     if options.json:
         with open(options.json, "a") as f:

@@ -329,6 +329,33 @@ class RedisStoreTests(TestCase):
         self.assertEqual(claim.messages[0].expires, now + 0.2 + 67)
         self.assertEqual(claim.messages[0].claimExpires, now + 0.2 + 60)
 
+    async def test_walksPastManyPages(self) -> None:
+        """
+        Listing, claiming and popping find their messages behind hundreds
+        of ones they must skip (held by claims, or posted by the reader
+        itself), past every page size the scripts read the index in.
+        """
+        store = await self.store()
+        ids = await self.post(store, 400)
+        for _ in range(25):
+            await store.createClaim("p", "q", spec(limit=10), T0)
+        listed = await store.listMessages("p", "q", query(limit=10), T0)
+        self.assertEqual([m.id for m in listed], ids[250:260])
+        claim = await store.createClaim("p", "q", spec(limit=10), T0)
+        self.assertEqual([m.id for m in claim.messages], ids[250:260])
+        popped = await store.popMessages("p", "q", 5, (), T0)
+        self.assertEqual([m.id for m in popped], ids[260:265])
+        mine = await store.postMessages("p", "q", [msg()] * 150, "reader", T0)
+        others = await store.postMessages("p", "q", [msg()], "w", T0)
+        own = query(limit=10, clientId="reader", marker=popped[-1].marker)
+        found = await store.listMessages("p", "q", own, T0)
+        self.assertEqual([m.id for m in found], ids[265:275])
+        (newest,) = await store.getMessages("p", "q", ids[-1:], T0)
+        last = query(limit=10, clientId="reader", marker=newest.marker)
+        found = await store.listMessages("p", "q", last, T0)
+        self.assertEqual([m.id for m in found], others)
+        self.assertEqual(len(mine), 150)
+
     async def test_unencodableTextChangesNothing(self) -> None:
         """
         Text that cannot be encoded as UTF-8 (a lone surrogate) fails the

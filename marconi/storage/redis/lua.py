@@ -135,14 +135,17 @@ end
 -- Call fn(id) on the members of a zset in score order (from the highest
 -- score down when `reverse`), starting after the score bound `from`
 -- ('-inf', '+inf' or '(' .. score), until fn returns true.  fn may remove
--- the member it is given.
+-- the member it is given.  Pages start small, since most walks stop
+-- within the first few members (a page of 10 messages, one claim), and
+-- grow to 100 for walks that go on.
 local function walk(key, from, reverse, fn)
   local command, to = 'ZRANGEBYSCORE', '+inf'
   if reverse then
     command, to = 'ZREVRANGEBYSCORE', '-inf'
   end
+  local size = 16
   while true do
-    local page = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', 0, 100)
+    local page = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', 0, size)
     if #page == 0 then
       return
     end
@@ -152,6 +155,7 @@ local function walk(key, from, reverse, fn)
       end
       from = '(' .. page[i + 1]
     end
+    size = math.min(100, size * 4)
   end
 end
 
