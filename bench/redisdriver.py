@@ -112,9 +112,15 @@ async def claim(store, queue, bulk):
 
 
 async def seed(store, queue, count):
-    while count > 0:
-        await post(store, queue, min(count, 100))
-        count -= 100
+    batches = [min(100, count - start) for start in range(0, count, 100)]
+
+    async def poster():
+        while batches:
+            await post(store, queue, batches.pop())
+
+    await defer.gatherResults(
+        [defer.Deferred.fromCoroutine(poster()) for _ in range(8)]
+    )
 
 
 async def serverUsec(store) -> int:
@@ -174,7 +180,7 @@ async def run(reactor, options):
     try:
         await store.whenPersistenceChecked()
         seconds, conc = options.seconds, options.concurrency
-        claims = 10 * conc * 400 * int(max(1, seconds))
+        claims = options.claim_seed
         plan = [
             ("post 1", lambda: post(store, "p1", 1), 0),
             ("post 10", lambda: post(store, "p10", 10), 0),
@@ -210,6 +216,13 @@ def main():
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--json", help="append the results as one JSON line")
+    parser.add_argument(
+        "--claim-seed",
+        type=int,
+        default=30000,
+        help="messages posted before each claim operation (a claim scenario "
+        "stops early when its queue runs dry)",
+    )
     parser.add_argument("--cpus", default="0", help="taskset list for this process")
     parser.add_argument("--redis-cpus", default="1")
     options = parser.parse_args()
