@@ -356,6 +356,23 @@ class RedisStoreTests(TestCase):
         self.assertEqual([m.id for m in found], others)
         self.assertEqual(len(mine), 150)
 
+    async def test_claimAnswersWhatItStored(self) -> None:
+        """
+        The messages a claim answers with are the messages as stored after
+        the claim (claim id, claim expiry, claim count, an expiry pushed
+        out by the grace), field for field: the claim script builds them
+        from what it wrote instead of reading them back.
+        """
+        store = await self.store()
+        ids = await self.post(store, 4, ttl=30)
+        first = await store.createClaim("p", "q", spec(limit=2, ttl=60), T0)
+        await store.releaseClaim("p", "q", first.id, T0)
+        claim = await store.createClaim("p", "q", spec(limit=3, ttl=90), T0 + 0.5)
+        stored = await store.getMessages("p", "q", ids[:3], T0 + 0.5)
+        self.assertEqual(list(claim.messages), stored)
+        self.assertEqual([m.claimCount for m in stored], [2, 2, 1])
+        self.assertEqual({m.expires for m in stored}, {T0 + 0.5 + 90 + 30})
+
     async def test_unencodableTextChangesNothing(self) -> None:
         """
         Text that cannot be encoded as UTF-8 (a lone surrogate) fails the

@@ -494,15 +494,17 @@ scan(P .. ':f', '-inf', function(id)
   if r[8] then
     redis.call('SREM', P .. ':cm:' .. r[8], id)
   end
-  redis.call('HSET', P .. ':h:' .. id, 'ci', cid, 'ce', num(cexp),
-             'n', tonumber(r[10]) + 1)
+  -- r becomes the message as written, so it is not read back.
+  r[8], r[9], r[10] = cid, num(cexp), tostring(tonumber(r[10]) + 1)
+  redis.call('HSET', P .. ':h:' .. id, 'ci', r[8], 'ce', r[9], 'n', r[10])
   if tonumber(r[5]) < floor then
     setExpiry(P, id, floor)
+    r[5] = num(floor)
   end
   redis.call('ZREM', P .. ':f', id)
   redis.call('ZADD', P .. ':cl', num(cexp), id)
   redis.call('SADD', P .. ':cm:' .. cid, id)
-  taken[#taken + 1] = id
+  taken[#taken + 1] = record(id, r)
   return #taken >= limit
 end)
 if #taken == 0 then
@@ -512,11 +514,7 @@ redis.call('HSET', P .. ':c:' .. cid, 't', ARGV[5], 'g', ARGV[6],
            'u', num(now), 'e', num(cexp))
 redis.call('SADD', P .. ':cs', cid)
 redis.call('ZADD', 'marconi:cx', num(cexp), P .. cid)
-local out = {}
-for _, id in ipairs(taken) do
-  out[#out + 1] = record(id, load(P, id))
-end
-return {moved, rows(out)}
+return {moved, rows(taken)}
 """)
 
 # ARGV: P, claim id, now.
