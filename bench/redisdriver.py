@@ -22,8 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,49 +31,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from twisted.internet import defer, task  # noqa: E402
 
+from bench.run import Servers, parseOptions, startRedis  # noqa: E402
 from marconi.core.models import ClaimSpec, MessageQuery, NewMessage  # noqa: E402
 from marconi.storage.redis.store import makeStore  # noqa: E402
 
 BODY = json.dumps({"event": "bench", "n": 1, "payload": "x" * 64})
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def startRedis(workdir: str, cpus: str | None):
-    port = freePort()
-    command = [
-        shutil.which("redis-server") or "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--dir",
-        workdir,
-    ]
-    if cpus and shutil.which("taskset"):
-        command = ["taskset", "-c", cpus] + command
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return port, process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("redis-server did not start")
 
 
 def cpu() -> float:
@@ -170,7 +130,10 @@ async def run(reactor, options):
     except ImportError:
         parser = "python"
     workdir = tempfile.mkdtemp(prefix="marconi-redisdriver-")
-    port, process = startRedis(workdir, options.redis_cpus)
+    servers = Servers(workdir)
+    # The redis-server of bench/run.py, with its persistence settings.
+    redisOptions = parseOptions(["--server-cpus", options.redis_cpus])
+    port, redisPid = startRedis(servers, redisOptions)
     store = makeStore(f"redis://127.0.0.1:{port}/0?poolsize=4", reactor)
     store.startService()
     results = []
@@ -190,11 +153,10 @@ async def run(reactor, options):
         for name, op, seeded in plan:
             if seeded:
                 await seed(store, queues[name], seeded)
-            results.append(await measure(reactor, process.pid, name, op, seconds, conc))
+            results.append(await measure(reactor, redisPid, name, op, seconds, conc))
     finally:
         await store.stopService()
-        process.terminate()
-        process.wait()
+        servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"parser: {parser}; concurrency {options.concurrency}; pid {os.getpid()}")
     for r in results:
