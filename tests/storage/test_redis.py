@@ -373,6 +373,37 @@ class RedisStoreTests(TestCase):
         self.assertEqual([m.claimCount for m in stored], [2, 2, 1])
         self.assertEqual({m.expires for m in stored}, {T0 + 0.5 + 90 + 30})
 
+    async def test_bulkDeleteLeavesNoKeys(self) -> None:
+        """
+        A bulk delete of more messages than the script removes in one go
+        (500), some held by claims and some free, an id given twice and an
+        unknown id among them, deletes each message once and leaves no key
+        of them behind: only the marker counter and the project's queue
+        records remain.
+        """
+        from marconi.storage.redis import lua
+        from marconi.storage.redis.store import queuePrefix
+
+        store = await self.store()
+        ids = await self.post(store, 1200)
+        for _ in range(3):
+            await store.createClaim("p", "q", spec(limit=10), T0)
+        unknown = "f" * 32
+        deleted = await store._change(
+            lua.DELETE_MESSAGES,
+            queuePrefix("p", "q"),
+            repr(float(T0)),
+            -1,
+            ids[0],
+            *ids,
+            unknown,
+        )
+        self.assertEqual(deleted, 1200)
+        self.assertEqual(await store.listMessages("p", "q", query(), T0), [])
+        purged = await store.purgeExpired(T0 + 10000)
+        self.assertEqual(purged, 0)
+        self.assertEqual(await store._call("execute_command", "DBSIZE"), 3)
+
     async def test_unencodableTextChangesNothing(self) -> None:
         """
         Text that cannot be encoded as UTF-8 (a lone surrogate) fails the

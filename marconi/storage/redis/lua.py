@@ -114,6 +114,32 @@ local function removeMsg(P, id, r)
   end
 end
 
+-- removeMsg for many messages of queue P at once (ids and their loaded
+-- records rs, no id twice): one command per key instead of one per
+-- message and key.
+local function removeMsgs(P, ids, rs)
+  if #ids == 0 then
+    return
+  end
+  local hashes, globals, byClaim = {}, {}, {}
+  for i, id in ipairs(ids) do
+    hashes[i], globals[i] = P .. ':h:' .. id, P .. id
+    local cid = rs[i][8]
+    if cid then
+      byClaim[cid] = byClaim[cid] or {}
+      table.insert(byClaim[cid], id)
+    end
+  end
+  redis.call('DEL', unpack(hashes))
+  for _, suffix in ipairs({':m', ':f', ':cl', ':x', ':d'}) do
+    redis.call('ZREM', P .. suffix, unpack(ids))
+  end
+  redis.call('ZREM', 'marconi:x', unpack(globals))
+  for cid, held in pairs(byClaim) do
+    redis.call('SREM', P .. ':cm:' .. cid, unpack(held))
+  end
+end
+
 local function ensureQueue(PP, name)
   if redis.call('ZADD', PP .. ':q', 'NX', 0, name) == 1 then
     redis.call('HSET', PP .. ':meta', name, '{}')
@@ -397,16 +423,20 @@ if nclaims >= 0 then
   end
   first = 4 + nclaims
 end
-local deleted = 0
+local deleted, ids, rs, seen = 0, {}, {}, {}
 for i = first, #ARGV do
   local id = ARGV[i]
-  local r = load(P, id)
+  local r = not seen[id] and load(P, id)
+  seen[id] = true
   if r and tonumber(r[5]) > now then
     -- marconi.core.rules.deletableWith
     if nclaims < 0 or not claimLive(r, now) or claims[r[8]] then
-      removeMsg(P, id, r)
-      deleted = deleted + 1
+      ids[#ids + 1], rs[#rs + 1] = id, r
     end
+  end
+  if #ids == 500 or (i == #ARGV and #ids > 0) then
+    removeMsgs(P, ids, rs)
+    deleted, ids, rs = deleted + #ids, {}, {}
   end
 end
 return deleted
