@@ -375,19 +375,19 @@ class RedisStoreTests(TestCase):
 
     async def test_bulkDeleteLeavesNoKeys(self) -> None:
         """
-        A bulk delete of more messages than the script removes in one go
-        (500), some held by claims and some free, an id given twice and an
-        unknown id among them, deletes each message once and leaves no key
-        of them behind: only the marker counter and the project's queue
-        records remain.
+        A bulk delete of more messages than one Redis command takes from
+        the script (1,000), some held by claims and some free, an id given
+        twice and an unknown id among them, deletes each message once and
+        leaves no key of them behind: only the marker counter and the
+        project's queue records remain.
         """
         from marconi.storage.redis import lua
         from marconi.storage.redis.store import queuePrefix
 
         store = await self.store()
-        ids = await self.post(store, 1200)
-        for _ in range(3):
-            await store.createClaim("p", "q", spec(limit=10), T0)
+        ids = await self.post(store, 2500)
+        await store.createClaim("p", "q", spec(limit=1200), T0)
+        await store.createClaim("p", "q", spec(limit=10), T0)
         unknown = "f" * 32
         deleted = await store._change(
             lua.DELETE_MESSAGES,
@@ -398,7 +398,7 @@ class RedisStoreTests(TestCase):
             *ids,
             unknown,
         )
-        self.assertEqual(deleted, 1200)
+        self.assertEqual(deleted, 2500)
         self.assertEqual(await store.listMessages("p", "q", query(), T0), [])
         purged = await store.purgeExpired(T0 + 10000)
         self.assertEqual(purged, 0)

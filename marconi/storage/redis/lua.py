@@ -114,13 +114,18 @@ local function removeMsg(P, id, r)
   end
 end
 
+-- redis.call(command, key, values...) in as few calls as Lua can unpack
+-- (an even number of values each, so that ZADD pairs stay together).
+local function callMany(command, key, values)
+  for i = 1, #values, 1000 do
+    redis.call(command, key, unpack(values, i, math.min(i + 999, #values)))
+  end
+end
+
 -- removeMsg for many messages of queue P at once (ids and their loaded
 -- records rs, no id twice): one command per key instead of one per
 -- message and key.
 local function removeMsgs(P, ids, rs)
-  if #ids == 0 then
-    return
-  end
   local hashes, globals, byClaim = {}, {}, {}
   for i, id in ipairs(ids) do
     hashes[i], globals[i] = P .. ':h:' .. id, P .. id
@@ -130,13 +135,15 @@ local function removeMsgs(P, ids, rs)
       table.insert(byClaim[cid], id)
     end
   end
-  redis.call('DEL', unpack(hashes))
-  for _, suffix in ipairs({':m', ':f', ':cl', ':x', ':d'}) do
-    redis.call('ZREM', P .. suffix, unpack(ids))
+  for i = 1, #hashes, 1000 do
+    redis.call('DEL', unpack(hashes, i, math.min(i + 999, #hashes)))
   end
-  redis.call('ZREM', 'marconi:x', unpack(globals))
+  for _, suffix in ipairs({':m', ':f', ':cl', ':x', ':d'}) do
+    callMany('ZREM', P .. suffix, ids)
+  end
+  callMany('ZREM', 'marconi:x', globals)
   for cid, held in pairs(byClaim) do
-    redis.call('SREM', P .. ':cm:' .. cid, unpack(held))
+    callMany('SREM', P .. ':cm:' .. cid, held)
   end
 end
 
@@ -423,7 +430,7 @@ if nclaims >= 0 then
   end
   first = 4 + nclaims
 end
-local deleted, ids, rs, seen = 0, {}, {}, {}
+local ids, rs, seen = {}, {}, {}
 for i = first, #ARGV do
   local id = ARGV[i]
   local r = not seen[id] and load(P, id)
@@ -434,12 +441,9 @@ for i = first, #ARGV do
       ids[#ids + 1], rs[#rs + 1] = id, r
     end
   end
-  if #ids == 500 or (i == #ARGV and #ids > 0) then
-    removeMsgs(P, ids, rs)
-    deleted, ids, rs = deleted + #ids, {}, {}
-  end
 end
-return deleted
+removeMsgs(P, ids, rs)
+return #ids
 """)
 
 # ARGV: P, now, limit, tags JSON.  Returns the popped messages.
@@ -506,7 +510,7 @@ end
 promote(P, now)
 local cexp = now + ttl
 local floor = cexp + grace
-local taken = {}
+local taken, held = {}, {}
 scan(P .. ':f', '-inf', function(id)
   local r = load(P, id)
   if not r then
@@ -531,15 +535,21 @@ scan(P .. ':f', '-inf', function(id)
     setExpiry(P, id, floor)
     r[5] = num(floor)
   end
-  redis.call('ZREM', P .. ':f', id)
-  redis.call('ZADD', P .. ':cl', num(cexp), id)
-  redis.call('SADD', P .. ':cm:' .. cid, id)
   taken[#taken + 1] = record(id, r)
+  held[#held + 1] = id
   return #taken >= limit
 end)
 if #taken == 0 then
   return {moved, {}}
 end
+-- The index changes of the claimed messages, one command per key.
+local scored = {}
+for _, id in ipairs(held) do
+  scored[#scored + 1], scored[#scored + 2] = num(cexp), id
+end
+callMany('ZREM', P .. ':f', held)
+callMany('ZADD', P .. ':cl', scored)
+callMany('SADD', P .. ':cm:' .. cid, held)
 redis.call('HSET', P .. ':c:' .. cid, 't', ARGV[5], 'g', ARGV[6],
            'u', num(now), 'e', num(cexp))
 redis.call('SADD', P .. ':cs', cid)
