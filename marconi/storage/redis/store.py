@@ -154,6 +154,10 @@ def _rows(reply: Any) -> list:
     return list(reply or ())
 
 
+#: The tags of most messages: no JSON to parse.
+_NO_TAGS: tuple = ()
+
+
 def _message(row: Sequence[Any]) -> Message:
     (
         mid,
@@ -182,7 +186,7 @@ def _message(row: Sequence[Any]) -> Message:
         claimId=claimId or None,
         claimExpires=float(claimExpires) if claimExpires else None,
         claimCount=int(count),
-        tags=tuple(json.loads(tags)),
+        tags=_NO_TAGS if tags == "[]" else tuple(json.loads(tags)),
         checksum=checksum or "",
     )
 
@@ -854,7 +858,7 @@ class RedisStore(StoreEvents, Service):
                 m.body,
                 int(m.ttl),
                 int(m.delay),
-                json.dumps(list(m.tags)),
+                json.dumps(list(m.tags)) if m.tags else "[]",
                 m.checksum,
             ]
         await self._change(lua.POST_MESSAGES, *args, durability=durability)
