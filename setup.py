@@ -30,7 +30,7 @@ setup(
         "defusedxml>=0.7",
     ],
     extras_require={
-        "redis": ["txredisapi>=1.4.10"],
+        "redis": ["txredisapi>=1.4.10", "hiredis>=2"],
         "mongodb": ["txmongo>=23"],
         "prometheus": ["prometheus-client>=0.20"],
         "websockets": ["autobahn>=24.4"],
@@ -42,6 +42,7 @@ setup(
             "lxml>=5",
             "python-zaqarclient>=2",
             "txredisapi>=1.4.10",
+            "hiredis>=2",
             "txmongo>=23",
             "secantusdb>=0.7.0b3",
             "selenium>=4.20",

@@ -27,6 +27,7 @@ from zope.interface.verify import verifyObject
 import marconi.plugins
 from marconi.core.errors import (
     StorageUnavailable,
+    ValidationFailed,
 )
 from marconi.core.interfaces import IMessageStore, IStorageDriverPlugin
 from marconi.core.models import NewMessage
@@ -327,6 +328,97 @@ class RedisStoreTests(TestCase):
         self.assertEqual(claim.expires, now + 0.2 + 60)
         self.assertEqual(claim.messages[0].expires, now + 0.2 + 67)
         self.assertEqual(claim.messages[0].claimExpires, now + 0.2 + 60)
+
+    async def test_walksPastManyPages(self) -> None:
+        """
+        Listing, claiming and popping find their messages behind hundreds
+        of ones they must skip (held by claims, or posted by the reader
+        itself), past every page size the scripts read the index in.
+        """
+        store = await self.store()
+        ids = await self.post(store, 400)
+        for _ in range(25):
+            await store.createClaim("p", "q", spec(limit=10), T0)
+        listed = await store.listMessages("p", "q", query(limit=10), T0)
+        self.assertEqual([m.id for m in listed], ids[250:260])
+        claim = await store.createClaim("p", "q", spec(limit=10), T0)
+        self.assertEqual([m.id for m in claim.messages], ids[250:260])
+        popped = await store.popMessages("p", "q", 5, (), T0)
+        self.assertEqual([m.id for m in popped], ids[260:265])
+        mine = await store.postMessages("p", "q", [msg()] * 150, "reader", T0)
+        others = await store.postMessages("p", "q", [msg()], "w", T0)
+        own = query(limit=10, clientId="reader", marker=popped[-1].marker)
+        found = await store.listMessages("p", "q", own, T0)
+        self.assertEqual([m.id for m in found], ids[265:275])
+        (newest,) = await store.getMessages("p", "q", ids[-1:], T0)
+        last = query(limit=10, clientId="reader", marker=newest.marker)
+        found = await store.listMessages("p", "q", last, T0)
+        self.assertEqual([m.id for m in found], others)
+        self.assertEqual(len(mine), 150)
+
+    async def test_claimAnswersWhatItStored(self) -> None:
+        """
+        The messages a claim answers with are the messages as stored after
+        the claim (claim id, claim expiry, claim count, an expiry pushed
+        out by the grace), field for field: the claim script builds them
+        from what it wrote instead of reading them back.
+        """
+        store = await self.store()
+        ids = await self.post(store, 4, ttl=30)
+        first = await store.createClaim("p", "q", spec(limit=2, ttl=60), T0)
+        await store.releaseClaim("p", "q", first.id, T0)
+        claim = await store.createClaim("p", "q", spec(limit=3, ttl=90), T0 + 0.5)
+        stored = await store.getMessages("p", "q", ids[:3], T0 + 0.5)
+        self.assertEqual(list(claim.messages), stored)
+        self.assertEqual([m.claimCount for m in stored], [2, 2, 1])
+        self.assertEqual({m.expires for m in stored}, {T0 + 0.5 + 90 + 30})
+
+    async def test_bulkDeleteLeavesNoKeys(self) -> None:
+        """
+        A bulk delete of more messages than one Redis command takes from
+        the script (1,000), some held by claims and some free, an id given
+        twice and an unknown id among them, deletes each message once and
+        leaves no key of them behind: only the marker counter and the
+        project's queue records remain.
+        """
+        from marconi.storage.redis import lua
+        from marconi.storage.redis.store import queuePrefix
+
+        store = await self.store()
+        ids = await self.post(store, 2500)
+        await store.createClaim("p", "q", spec(limit=1200), T0)
+        await store.createClaim("p", "q", spec(limit=10), T0)
+        unknown = "f" * 32
+        deleted = await store._change(
+            lua.DELETE_MESSAGES,
+            queuePrefix("p", "q"),
+            repr(float(T0)),
+            -1,
+            ids[0],
+            *ids,
+            unknown,
+        )
+        self.assertEqual(deleted, 2500)
+        self.assertEqual(await store.listMessages("p", "q", query(), T0), [])
+        purged = await store.purgeExpired(T0 + 10000)
+        self.assertEqual(purged, 0)
+        self.assertEqual(await store._call("execute_command", "DBSIZE"), 3)
+
+    async def test_unencodableTextChangesNothing(self) -> None:
+        """
+        Text that cannot be encoded as UTF-8 (a lone surrogate) fails the
+        call with L{ValidationFailed} before anything is sent, and the
+        connection goes on serving.
+        """
+        store = await self.store()
+        bad = NewMessage('"\ud800"', 60)
+        d = store.postMessages("p", "q", [msg('"a"'), bad], "c", T0)
+        with self.assertRaises(ValidationFailed):
+            await d
+        self.assertEqual(await store.listMessages("p", "q", query(), T0), [])
+        ids = await store.postMessages("p", "q", [msg('"b"')], "c", T0)
+        found = await store.getMessages("p", "q", ids, T0)
+        self.assertEqual([m.body for m in found], ['"b"'])
 
     async def test_batchIsAtomic(self) -> None:
         """
@@ -699,6 +791,30 @@ class TimeoutTests(SynchronousTestCase):
         self.protocol.dataReceived(b"+PONG\r\n")
         self.clock.advance(0)
         self.assertTrue(self.successResultOf(ping))
+
+
+class ProtocolTests(SynchronousTestCase):
+    """
+    The store's connection protocol: what it writes for a command.
+    """
+
+    skip = SKIP
+
+    def test_commandEncoding(self) -> None:
+        """
+        A command goes out in the Redis protocol: the argument count, then
+        each argument as a bulk string of its UTF-8 bytes (text), its bytes
+        as given, or its C{str} (numbers).
+        """
+        from marconi.storage.redis.store import _Protocol
+
+        protocol = _Protocol(charset="utf-8")
+        wire = protocol._build_command("EVALSHA", "ünï", b"\x00\xff", 12, -1, "")
+        self.assertEqual(
+            wire,
+            b"*6\r\n$7\r\nEVALSHA\r\n$5\r\n\xc3\xbcn\xc3\xaf\r\n"
+            b"$2\r\n\x00\xff\r\n$2\r\n12\r\n$2\r\n-1\r\n$0\r\n\r\n",
+        )
 
 
 class PluginTests(SynchronousTestCase):

@@ -114,6 +114,39 @@ local function removeMsg(P, id, r)
   end
 end
 
+-- redis.call(command, key, values...) in as few calls as Lua can unpack
+-- (an even number of values each, so that ZADD pairs stay together).
+local function callMany(command, key, values)
+  for i = 1, #values, 1000 do
+    redis.call(command, key, unpack(values, i, math.min(i + 999, #values)))
+  end
+end
+
+-- removeMsg for many messages of queue P at once (ids and their loaded
+-- records rs, no id twice): one command per key instead of one per
+-- message and key.
+local function removeMsgs(P, ids, rs)
+  local hashes, globals, byClaim = {}, {}, {}
+  for i, id in ipairs(ids) do
+    hashes[i], globals[i] = P .. ':h:' .. id, P .. id
+    local cid = rs[i][8]
+    if cid then
+      byClaim[cid] = byClaim[cid] or {}
+      table.insert(byClaim[cid], id)
+    end
+  end
+  for i = 1, #hashes, 1000 do
+    redis.call('DEL', unpack(hashes, i, math.min(i + 999, #hashes)))
+  end
+  for _, suffix in ipairs({':m', ':f', ':cl', ':x', ':d'}) do
+    callMany('ZREM', P .. suffix, ids)
+  end
+  callMany('ZREM', 'marconi:x', globals)
+  for cid, held in pairs(byClaim) do
+    callMany('SREM', P .. ':cm:' .. cid, held)
+  end
+end
+
 local function ensureQueue(PP, name)
   if redis.call('ZADD', PP .. ':q', 'NX', 0, name) == 1 then
     redis.call('HSET', PP .. ':meta', name, '{}')
@@ -135,14 +168,17 @@ end
 -- Call fn(id) on the members of a zset in score order (from the highest
 -- score down when `reverse`), starting after the score bound `from`
 -- ('-inf', '+inf' or '(' .. score), until fn returns true.  fn may remove
--- the member it is given.
+-- the member it is given.  Pages start small, since most walks stop
+-- within the first few members (a page of 10 messages, one claim), and
+-- grow to 100 for walks that go on.
 local function walk(key, from, reverse, fn)
   local command, to = 'ZRANGEBYSCORE', '+inf'
   if reverse then
     command, to = 'ZREVRANGEBYSCORE', '-inf'
   end
+  local size = 16
   while true do
-    local page = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', 0, 100)
+    local page = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', 0, size)
     if #page == 0 then
       return
     end
@@ -152,6 +188,7 @@ local function walk(key, from, reverse, fn)
       end
       from = '(' .. page[i + 1]
     end
+    size = math.min(100, size * 4)
   end
 end
 
@@ -393,19 +430,20 @@ if nclaims >= 0 then
   end
   first = 4 + nclaims
 end
-local deleted = 0
+local ids, rs, seen = {}, {}, {}
 for i = first, #ARGV do
   local id = ARGV[i]
-  local r = load(P, id)
+  local r = not seen[id] and load(P, id)
+  seen[id] = true
   if r and tonumber(r[5]) > now then
     -- marconi.core.rules.deletableWith
     if nclaims < 0 or not claimLive(r, now) or claims[r[8]] then
-      removeMsg(P, id, r)
-      deleted = deleted + 1
+      ids[#ids + 1], rs[#rs + 1] = id, r
     end
   end
 end
-return deleted
+removeMsgs(P, ids, rs)
+return #ids
 """)
 
 # ARGV: P, now, limit, tags JSON.  Returns the popped messages.
@@ -472,7 +510,7 @@ end
 promote(P, now)
 local cexp = now + ttl
 local floor = cexp + grace
-local taken = {}
+local taken, held = {}, {}
 scan(P .. ':f', '-inf', function(id)
   local r = load(P, id)
   if not r then
@@ -490,29 +528,33 @@ scan(P .. ':f', '-inf', function(id)
   if r[8] then
     redis.call('SREM', P .. ':cm:' .. r[8], id)
   end
-  redis.call('HSET', P .. ':h:' .. id, 'ci', cid, 'ce', num(cexp),
-             'n', tonumber(r[10]) + 1)
+  -- r becomes the message as written, so it is not read back.
+  r[8], r[9], r[10] = cid, num(cexp), tostring(tonumber(r[10]) + 1)
+  redis.call('HSET', P .. ':h:' .. id, 'ci', r[8], 'ce', r[9], 'n', r[10])
   if tonumber(r[5]) < floor then
     setExpiry(P, id, floor)
+    r[5] = num(floor)
   end
-  redis.call('ZREM', P .. ':f', id)
-  redis.call('ZADD', P .. ':cl', num(cexp), id)
-  redis.call('SADD', P .. ':cm:' .. cid, id)
-  taken[#taken + 1] = id
+  taken[#taken + 1] = record(id, r)
+  held[#held + 1] = id
   return #taken >= limit
 end)
 if #taken == 0 then
   return {moved, {}}
 end
+-- The index changes of the claimed messages, one command per key.
+local scored = {}
+for _, id in ipairs(held) do
+  scored[#scored + 1], scored[#scored + 2] = num(cexp), id
+end
+callMany('ZREM', P .. ':f', held)
+callMany('ZADD', P .. ':cl', scored)
+callMany('SADD', P .. ':cm:' .. cid, held)
 redis.call('HSET', P .. ':c:' .. cid, 't', ARGV[5], 'g', ARGV[6],
            'u', num(now), 'e', num(cexp))
 redis.call('SADD', P .. ':cs', cid)
 redis.call('ZADD', 'marconi:cx', num(cexp), P .. cid)
-local out = {}
-for _, id in ipairs(taken) do
-  out[#out + 1] = record(id, load(P, id))
-end
-return {moved, rows(out)}
+return {moved, rows(taken)}
 """)
 
 # ARGV: P, claim id, now.

@@ -1,0 +1,194 @@
+"""
+The Redis driver alone: CPU time of the node's process per store call.
+
+    python bench/redisdriver.py [--seconds 3] [--concurrency 16] [--json FILE]
+
+It starts a C{redis-server} (append-only file fsynced every second, as
+docs/storage-redis.rst recommends; on CPU 1 when there are two), opens a
+L{RedisStore} on it in this process (on CPU 0) and runs each operation from
+C{--concurrency} loops at once for C{--seconds}: post 1, post 10, list 10,
+claim 10 then delete each, claim 10 then one bulk delete.  For each it
+prints calls/s and the process's CPU microseconds per call (user + system,
+from C{os.times}), which is what the driver costs the node: redis-server's
+own time is not in it, and other load on the machine changes it much less
+than it changes a rate.  redis-server's own CPU time per call (from
+C{/proc}) is printed beside it.  Whether txredisapi parses replies with hiredis is
+printed too (it does when C{hiredis} can be imported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from twisted.internet import defer, task  # noqa: E402
+
+from bench.run import Servers, parseOptions, startRedis  # noqa: E402
+from marconi.core.models import ClaimSpec, MessageQuery, NewMessage  # noqa: E402
+from marconi.storage.redis.store import makeStore  # noqa: E402
+
+BODY = json.dumps({"event": "bench", "n": 1, "payload": "x" * 64})
+
+
+def cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def post(store, queue, n):
+    messages = [NewMessage(body=BODY, ttl=3600) for _ in range(n)]
+    await store.postMessages("bench", queue, messages, "c" * 32, time.time())
+    return n
+
+
+async def list10(store, queue):
+    query = MessageQuery(limit=10, clientId="c" * 32, echo=True)
+    found = await store.listMessages("bench", queue, query, time.time())
+    return len(found)
+
+
+async def claim(store, queue, bulk):
+    now = time.time()
+    spec = ClaimSpec(ttl=300, grace=60, limit=10)
+    c = await store.createClaim("bench", queue, spec, now)
+    if c is None:
+        return 0
+    if bulk:
+        ids = [m.id for m in c.messages]
+        await store.deleteMessages("bench", queue, ids, [c.id], now)
+    else:
+        for m in c.messages:
+            await store.deleteMessage("bench", queue, m.id, c.id, now)
+    return len(c.messages)
+
+
+async def seed(store, queue, count):
+    batches = [min(100, count - start) for start in range(0, count, 100)]
+
+    async def poster():
+        while batches:
+            await post(store, queue, batches.pop())
+
+    await defer.gatherResults(
+        [defer.Deferred.fromCoroutine(poster()) for _ in range(8)]
+    )
+
+
+def serverCPU(pid: int) -> float:
+    """
+    The CPU seconds (user + system) process C{pid} has used so far.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(reactor, redisPid, name, op, seconds, concurrency):
+    done = {"calls": 0, "items": 0}
+    stop = reactor.seconds() + seconds
+
+    async def loop():
+        while reactor.seconds() < stop:
+            items = await op()
+            done["calls"] += 1
+            done["items"] += items
+            if not items and name.startswith("claim"):
+                return
+
+    serverBefore = serverCPU(redisPid)
+    before, wall = cpu(), time.monotonic()
+    await defer.gatherResults(
+        [defer.Deferred.fromCoroutine(loop()) for _ in range(concurrency)]
+    )
+    used, wall = cpu() - before, time.monotonic() - wall
+    server = serverCPU(redisPid) - serverBefore
+    calls = max(done["calls"], 1)
+    return {
+        "operation": name,
+        "calls": done["calls"],
+        "calls/s": round(done["calls"] / wall),
+        "items/s": round(done["items"] / wall),
+        "cpu us/call": round(1e6 * used / calls, 1),
+        "cpu %": round(100 * used / wall),
+        "redis us/call": round(1e6 * server / calls, 1),
+    }
+
+
+async def run(reactor, options):
+    try:
+        import hiredis  # noqa: F401
+
+        parser = "hiredis"
+    except ImportError:
+        parser = "python"
+    workdir = tempfile.mkdtemp(prefix="marconi-redisdriver-")
+    servers = Servers(workdir)
+    # The redis-server of bench/run.py, with its persistence settings.
+    redisOptions = parseOptions(["--server-cpus", options.redis_cpus])
+    port, redisPid = startRedis(servers, redisOptions)
+    store = makeStore(f"redis://127.0.0.1:{port}/0?poolsize=4", reactor)
+    store.startService()
+    results = []
+    try:
+        await store.whenPersistenceChecked()
+        seconds, conc = options.seconds, options.concurrency
+        claims = options.claim_seed
+        plan = [
+            ("post 1", lambda: post(store, "p1", 1), 0),
+            ("post 10", lambda: post(store, "p10", 10), 0),
+            ("list 10", lambda: list10(store, "l10"), 200),
+            ("claim 10 + delete each", lambda: claim(store, "ce", False), claims),
+            ("claim 10 + bulk delete", lambda: claim(store, "cb", True), claims),
+        ]
+        queues = {"list 10": "l10", "claim 10 + delete each": "ce"}
+        queues["claim 10 + bulk delete"] = "cb"
+        for name, op, seeded in plan:
+            if seeded:
+                await seed(store, queues[name], seeded)
+            results.append(await measure(reactor, redisPid, name, op, seconds, conc))
+    finally:
+        await store.stopService()
+        servers.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"parser: {parser}; concurrency {options.concurrency}; pid {os.getpid()}")
+    for r in results:
+        print(
+            "{operation:24} {calls/s:>7} calls/s {items/s:>7} items/s "
+            "{cpu us/call:>8} us CPU/call  {cpu %:>3}% CPU  "
+            "{redis us/call:>7} us redis-server CPU/call".format(**r)
+        )
+    if options.json:
+        with open(options.json, "a") as f:
+            f.write(json.dumps({"parser": parser, "results": results}) + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--json", help="append the results as one JSON line")
+    parser.add_argument(
+        "--claim-seed",
+        type=int,
+        default=30000,
+        help="messages posted before each claim operation (a claim scenario "
+        "stops early when its queue runs dry)",
+    )
+    parser.add_argument("--cpus", default="0", help="taskset list for this process")
+    parser.add_argument("--redis-cpus", default="1")
+    options = parser.parse_args()
+    if options.cpus and hasattr(os, "sched_setaffinity") and os.cpu_count() > 1:
+        os.sched_setaffinity(0, {int(c) for c in options.cpus.split(",")})
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor, options)))
+
+
+if __name__ == "__main__":
+    main()
