@@ -306,8 +306,8 @@ class StatsCountMigrationTests(TestCase):
         db = sqlite3.connect(path)
         db.executescript(
             "DROP TRIGGER messages_count_in; DROP TRIGGER messages_count_out; "
-            "DROP TABLE queue_counts; DROP INDEX messages_by_queue_expiry; "
-            "DROP INDEX messages_held; DROP INDEX messages_delayed; "
+            "DROP TABLE queue_counts; "
+            "DROP INDEX messages_delayed; "
             "PRAGMA user_version = 1;"
         )
         db.close()

@@ -149,14 +149,11 @@ CREATE TRIGGER IF NOT EXISTS messages_count_out AFTER DELETE ON messages
             WHERE project = old.project AND queue = old.queue;
     END;
 
--- What stats count beside the stored count: per queue, the rows that have
--- expired but are not purged yet, the rows a claim holds (by the claim's
--- end) and the rows posted or moved with a delay (by their visibility).
-CREATE INDEX IF NOT EXISTS messages_by_queue_expiry
-    ON messages (project, queue, expires);
-CREATE INDEX IF NOT EXISTS messages_held
-    ON messages (project, queue, claim_expires, expires)
-    WHERE claim_id IS NOT NULL;
+-- Stats count, beside the stored count, the expired rows not purged yet
+-- (on messages_by_expiry), the claimed rows (through the queue's claims
+-- and messages_by_claim) and, here, the rows posted or moved with a delay,
+-- by their visibility.  No other index leads with (project, queue): the
+-- planner would take it for listings and claims, which need marker order.
 CREATE INDEX IF NOT EXISTS messages_delayed
     ON messages (project, queue, visible_at, expires)
     WHERE visible_at > created;
@@ -907,7 +904,10 @@ class SQLiteStore(StoreEvents, Service):
             if row is None:
                 raise ClaimDoesNotExist(claimId)
             rows = c.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE project = ? AND queue = ? "
+                # By claim id, then sorted: in marker order the planner
+                # would walk the whole queue to find a claim's few rows.
+                f"SELECT {_COLUMNS} FROM messages INDEXED BY messages_by_claim "
+                "WHERE project = ? AND queue = ? "
                 "AND claim_id = ? AND claim_expires > ? AND expires > ? "
                 "ORDER BY marker",
                 (project, queue, claimId, now, now),
@@ -1014,9 +1014,10 @@ def _queueStats(
 ) -> models.QueueStats:
     """
     A queue's stats from its stored count, less what has expired, with the
-    claimed and delayed rows counted in their own indexes: the cost grows
-    with the expired-but-not-purged, claimed and delayed rows, never with
-    the free ones.
+    claimed rows counted through the queue's claims and the delayed rows in
+    their own index: the cost grows with the rows expired but not purged
+    yet (of every queue) and with the queue's claims, claimed and delayed
+    rows, never with its free ones.
     """
     params = {"project": project, "queue": queue, "now": now}
     mine = "project = :project AND queue = :queue"
@@ -1024,17 +1025,20 @@ def _queueStats(
     if not row or not row[0]:
         return models.QueueStats(free=0, claimed=0, delayed=0)
     (expired,) = c.execute(
-        "SELECT COUNT(*) FROM messages INDEXED BY messages_by_queue_expiry "
-        f"WHERE {mine} AND expires <= :now",
+        "SELECT COUNT(*) FROM messages INDEXED BY messages_by_expiry "
+        f"WHERE expires <= :now AND {mine}",
         params,
     ).fetchone()
     total = row[0] - expired
     if not total:
         return models.QueueStats(free=0, claimed=0, delayed=0)
     (claimed,) = c.execute(
-        "SELECT COUNT(*) FROM messages INDEXED BY messages_held "
-        f"WHERE {mine} AND claim_id IS NOT NULL AND claim_expires > :now "
-        "AND expires > :now",
+        "SELECT COUNT(*) FROM claims JOIN messages INDEXED BY messages_by_claim "
+        "ON messages.claim_id = claims.id "
+        "WHERE claims.project = :project AND claims.queue = :queue "
+        "AND claims.expires > :now AND messages.project = :project "
+        "AND messages.queue = :queue AND messages.claim_expires > :now "
+        "AND messages.expires > :now",
         params,
     ).fetchone()
     (delayed,) = c.execute(
