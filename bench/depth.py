@@ -55,6 +55,7 @@ from run import (  # noqa: E402
     startRedis,
     waitForPort,
 )
+from run import startNode as runStartNode  # noqa: E402
 
 PROJECT = "bench-depth"
 OPERATIONS = ["post1", "list10", "claim10", "delete", "stats"]
@@ -198,32 +199,13 @@ def serverKind(store: str) -> str:
     return {"sqlite": "SQLite", "redis": "redis-server"}[store]
 
 
-def startNode(servers: Servers, uri: str, extra: list = ()) -> tuple:
+def startNode(servers: Servers, uri: str) -> tuple:
     """
     Start C{twistd marconi} over C{uri}; return its URL and pid.
     """
-    port = freePort()
-    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-    if not os.path.exists(twistd):
-        twistd = shutil.which("twistd") or "twistd"
-    command = [
-        twistd,
-        "-n",
-        "--pidfile=",
-        "marconi",
-        "--listen",
-        f"tcp:{port}:interface=127.0.0.1",
-        "--storage",
-        uri,
-        *extra,
-    ]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-    )
-    process, log = servers.start(f"node-{len(servers.processes)}", command, env)
-    waitForPort(port, process, time.monotonic() + 60, log)
-    return f"http://127.0.0.1:{port}", process.pid
+    options = argparse.Namespace(storage=uri, node_args="", server_cpus=None)
+    target = runStartNode(servers, options, "node")
+    return target.url, target.pids[0]
 
 
 def client(url: str, timeout: float = 60) -> Client:
