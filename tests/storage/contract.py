@@ -15,6 +15,7 @@ Every test passes its own times (C{now}), so no test waits for a clock.
 from typing import Any
 
 from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from marconi.core import queuefilter, rules
@@ -246,6 +247,98 @@ class MessageStoreContract:
         self.assertEqual(stats.newest.body, '"short"')
         stats = await store.queueStats("p", "q", T0 + 62)
         self.assertEqual((stats.free, stats.claimed, stats.delayed), (2, 1, 1))
+
+    async def assertStatsCounted(self, store: Any, now: float) -> None:
+        """
+        Check that the stats of every queue the stats tests use agree
+        with counting its live messages one by one at C{now}.
+        """
+        everything = query(
+            limit=1000, echo=True, includeClaimed=True, includeDelayed=True
+        )
+        for project, queue in [("p", "q"), ("p", "dlq"), ("p2", "q")]:
+            live = await store.listMessages(project, queue, everything, now)
+            claimed = [m for m in live if m.claimedAt(now)]
+            delayed = [m for m in live if not m.claimedAt(now) and m.visibleAt > now]
+            counted = (
+                len(live) - len(claimed) - len(delayed),
+                len(claimed),
+                len(delayed),
+                live[0].id if live else None,
+                live[-1].id if live else None,
+            )
+            stats = await store.queueStats(project, queue, now)
+            self.assertEqual(
+                (
+                    stats.free,
+                    stats.claimed,
+                    stats.delayed,
+                    stats.oldest.id if stats.oldest else None,
+                    stats.newest.id if stats.newest else None,
+                ),
+                counted,
+                f"{project}/{queue} at {now - T0}",
+            )
+
+    async def test_statsAgreeWithCounting(self) -> None:
+        """
+        After every kind of write, and as time alone moves claims to their
+        end, delayed messages into view and messages past their TTL, the
+        stats of each queue equal a count of its live messages.
+        """
+        store = await self.store()
+        clock = Clock()
+        clock.advance(T0)
+        check = lambda: self.assertStatsCounted(store, clock.seconds())  # noqa: E731
+        await check()
+        ids = await self.post(store, ['"a"', '"b"', '"c"', '"d"', '"e"'], now=T0)
+        await self.post(store, ['"late"'] * 2, now=T0, delay=30)
+        await self.post(store, ['"short"'], now=T0, ttl=20)
+        await self.post(store, ['"elsewhere"'], project="p2", now=T0)
+        await check()
+        claim = await store.createClaim("p", "q", spec(limit=2, ttl=60), T0)
+        await check()
+        clock.advance(5)
+        await store.popMessages("p", "q", 1, (), clock.seconds())
+        await check()
+        await store.deleteMessage("p", "q", ids[3], None, clock.seconds())
+        await store.deleteMessage("p", "q", ids[0], claim.id, clock.seconds())
+        await check()
+        await store.deleteMessages("p", "q", [ids[4]], None, clock.seconds())
+        await check()
+        clock.advance(30)
+        # The delayed messages are in view and "short" has expired.
+        await check()
+        await store.renewClaim("p", "q", claim.id, 10, 30, clock.seconds())
+        await check()
+        clock.advance(11)
+        # The renewed claim has ended without a write.
+        await check()
+        other = await store.createClaim(
+            "p", "q", spec(limit=1, ttl=60), clock.seconds()
+        )
+        await check()
+        await store.releaseClaim("p", "q", other.id, clock.seconds())
+        await check()
+        policy = dict(maxClaimCount=1, deadLetterQueue="dlq", deadLetterTTL=500)
+        for _ in range(2):
+            await store.createClaim("p", "q", spec(ttl=5, **policy), clock.seconds())
+            await check()
+            clock.advance(6)
+            await check()
+        self.assertGreater(await store.purgeExpired(clock.seconds()), 0)
+        await check()
+        await store.createClaim("p", "dlq", spec(limit=1), clock.seconds())
+        await check()
+        await store.purgeMessages("p", "dlq")
+        await check()
+        await self.post(store, ['"again"'], queue="dlq", now=clock.seconds())
+        await store.deleteQueue("p", "q")
+        await check()
+        await self.post(store, ['"new"'], now=clock.seconds(), delay=10)
+        await check()
+        clock.advance(1000)
+        await check()
 
     # Posting and listing.
 

@@ -239,8 +239,8 @@ class SchemaMigrationTests(TestCase):
         """
         Old messages keep their markers and tags; each queue's new markers
         continue above every marker the shared counter handed out, and
-        from then on count only that queue's messages; the file records
-        schema version 1.
+        from then on count only that queue's messages; stats count the
+        migrated messages; the file records schema version 2.
         """
         store = SQLiteStore(self.oldFile(), reactor)
         store.startService()
@@ -262,7 +262,11 @@ class SchemaMigrationTests(TestCase):
         version = await store._run(
             lambda c: c.execute("PRAGMA user_version").fetchone()[0]
         )
-        self.assertEqual(version, 1)
+        self.assertEqual(version, 2)
+        stats = await store.queueStats("p", "q", T0)
+        self.assertEqual((stats.free, stats.claimed, stats.delayed), (1, 1, 0))
+        stats = await store.queueStats("other", "q", T0)
+        self.assertEqual((stats.free, stats.claimed, stats.delayed), (6, 0, 0))
         tags = await store._run(
             lambda c: c.execute("SELECT COUNT(*) FROM message_tags").fetchone()[0]
         )
@@ -280,3 +284,44 @@ class SchemaMigrationTests(TestCase):
             listed = await store.listMessages("p", "q", query(), T0)
             await store.stopService()
         self.assertEqual([m.marker for m in listed], [1, 3, 4, 5])
+
+
+class StatsCountMigrationTests(TestCase):
+    """
+    A file of schema version 1, whose stats counted rows, gets its stored
+    counts when the store opens it.
+    """
+
+    async def test_countsOnOpen(self) -> None:
+        """
+        The counts are made from the rows the file holds, and the triggers
+        keep them from then on.
+        """
+        path = self.mktemp() + ".sqlite3"
+        store = SQLiteStore(path, reactor)
+        store.startService()
+        await store.postMessages("p", "q", [msg(), msg(delay=100)], "c", T0)
+        await store.postMessages("p", "other", [msg()], "c", T0)
+        await store.stopService()
+        db = sqlite3.connect(path)
+        db.executescript(
+            "DROP TRIGGER messages_count_in; DROP TRIGGER messages_count_out; "
+            "DROP TABLE queue_counts; "
+            "DROP INDEX messages_delayed; "
+            "PRAGMA user_version = 1;"
+        )
+        db.close()
+        store = SQLiteStore(path, reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        stats = await store.queueStats("p", "q", T0)
+        self.assertEqual((stats.free, stats.claimed, stats.delayed), (1, 0, 1))
+        await store.postMessages("p", "q", [msg()], "c", T0)
+        stats = await store.queueStats("p", "q", T0 + 200)
+        self.assertEqual((stats.free, stats.claimed, stats.delayed), (3, 0, 0))
+        stats = await store.queueStats("p", "other", T0)
+        self.assertEqual(stats.total, 1)
+        version = await store._run(
+            lambda c: c.execute("PRAGMA user_version").fetchone()[0]
+        )
+        self.assertEqual(version, 2)

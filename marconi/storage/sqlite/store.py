@@ -57,7 +57,20 @@ from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
 from marconi.storage.sqlite.uri import parseURI
 
-_SCHEMA = """
+# Each queue's count of stored message rows (live, or expired and not yet
+# purged), kept by triggers on C{messages}, so in the transaction of every
+# write that adds or removes a row.  A row stays when its queue is deleted.
+_COUNTS_TABLE = """
+CREATE TABLE IF NOT EXISTS queue_counts (
+    project TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    stored INTEGER NOT NULL,
+    PRIMARY KEY (project, queue)
+) WITHOUT ROWID;
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS queues (
     project TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -123,11 +136,35 @@ CREATE TABLE IF NOT EXISTS claims (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS claims_by_expiry ON claims (expires);
 """
+    + _COUNTS_TABLE
+    + """
+CREATE TRIGGER IF NOT EXISTS messages_count_in AFTER INSERT ON messages
+    BEGIN
+        INSERT INTO queue_counts (project, queue, stored)
+            VALUES (new.project, new.queue, 1)
+            ON CONFLICT (project, queue) DO UPDATE SET stored = stored + 1;
+    END;
+CREATE TRIGGER IF NOT EXISTS messages_count_out AFTER DELETE ON messages
+    BEGIN
+        UPDATE queue_counts SET stored = stored - 1
+            WHERE project = old.project AND queue = old.queue;
+    END;
+
+-- Stats count, beside the stored count, the expired rows not purged yet
+-- (on messages_by_expiry), the claimed rows (through the queue's claims
+-- and messages_by_claim) and, here, the rows posted or moved with a delay,
+-- by their visibility.  No other index leads with (project, queue): the
+-- planner would take it for listings and claims, which need marker order.
+CREATE INDEX IF NOT EXISTS messages_delayed
+    ON messages (project, queue, visible_at, expires)
+    WHERE visible_at > created;
+"""
+)
 
 #: The schema version written in C{PRAGMA user_version}.  Version 0 (files
 #: written before versions were recorded) gave markers from one counter
-#: shared by every queue.
-_VERSION = 1
+#: shared by every queue; version 1 counted rows for queue stats.
+_VERSION = 2
 
 # From version 0 to 1: the shared counter becomes the rows' own key C{seq};
 # existing messages keep their markers, and every existing queue's counter
@@ -152,6 +189,16 @@ INSERT INTO markers (project, queue, last)
         (SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)
     FROM queues;
 """
+
+# From version 1 to 2: each queue's stored rows are counted once, in the
+# migration's transaction; from then on the triggers keep the counts.
+_MIGRATE_TO_2 = (
+    _COUNTS_TABLE
+    + """
+INSERT INTO queue_counts (project, queue, stored)
+    SELECT project, queue, COUNT(*) FROM messages GROUP BY project, queue;
+"""
+)
 
 _COLUMNS = (
     "marker, id, body, ttl, created, expires, visible_at, client_id, "
@@ -240,10 +287,17 @@ def _upgrade(connection: sqlite3.Connection) -> None:
         )
     if version == _VERSION:
         return
-    old = connection.execute(
-        "SELECT 1 FROM pragma_table_info('messages') WHERE name = 'marker'"
+    existing = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'"
     ).fetchone()
-    script = _MIGRATE_TO_1 if old is not None else ""
+    script = ""
+    if existing is not None:
+        old = connection.execute(
+            "SELECT 1 FROM pragma_table_info('messages') WHERE name = 'marker'"
+        ).fetchone()
+        if version < 1 and old is not None:
+            script += _MIGRATE_TO_1
+        script += _MIGRATE_TO_2
     connection.executescript(
         f"BEGIN IMMEDIATE; {script} {_SCHEMA} PRAGMA user_version = {_VERSION}; COMMIT;"
     )
@@ -570,38 +624,7 @@ class SQLiteStore(StoreEvents, Service):
         )
 
     def queueStats(self, project: str, name: str, now: float) -> Any:
-        def work(c: sqlite3.Connection) -> models.QueueStats:
-            params = {"project": project, "queue": name, "now": now}
-            where = "project = :project AND queue = :queue AND expires > :now"
-            total, claimed, delayed = c.execute(
-                "SELECT COUNT(*), "
-                "COALESCE(SUM(claim_id IS NOT NULL AND claim_expires > :now), 0), "
-                "COALESCE(SUM((claim_id IS NULL OR claim_expires <= :now) "
-                "AND visible_at > :now), 0) "
-                f"FROM messages WHERE {where}",
-                params,
-            ).fetchone()
-            if not total:
-                return models.QueueStats(free=0, claimed=0, delayed=0)
-            oldest = c.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE {where} "
-                "ORDER BY marker LIMIT 1",
-                params,
-            ).fetchone()
-            newest = c.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE {where} "
-                "ORDER BY marker DESC LIMIT 1",
-                params,
-            ).fetchone()
-            return models.QueueStats(
-                free=total - claimed - delayed,
-                claimed=claimed,
-                delayed=delayed,
-                oldest=_message(oldest),
-                newest=_message(newest),
-            )
-
-        return self._run(work)
+        return self._run(_queueStats, project, name, now)
 
     def postMessages(
         self,
@@ -882,7 +905,10 @@ class SQLiteStore(StoreEvents, Service):
             if row is None:
                 raise ClaimDoesNotExist(claimId)
             rows = c.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE project = ? AND queue = ? "
+                # By claim id, then sorted: in marker order the planner
+                # would walk the whole queue to find a claim's few rows.
+                f"SELECT {_COLUMNS} FROM messages INDEXED BY messages_by_claim "
+                "WHERE project = ? AND queue = ? "
                 "AND claim_id = ? AND claim_expires > ? AND expires > ? "
                 "ORDER BY marker",
                 (project, queue, claimId, now, now),
@@ -1108,3 +1134,59 @@ def _purge(c: sqlite3.Connection, project: str, queue: str) -> int:
     ).rowcount
     c.execute("DELETE FROM claims WHERE project = ? AND queue = ?", key)
     return removed
+
+
+def _queueStats(
+    c: sqlite3.Connection, project: str, queue: str, now: float
+) -> models.QueueStats:
+    """
+    A queue's stats from its stored count, less what has expired, with the
+    claimed rows counted through the queue's claims and the delayed rows in
+    their own index: the cost grows with the rows expired but not purged
+    yet (of every queue) and with the queue's claims, claimed and delayed
+    rows, never with its free ones.
+    """
+    params = {"project": project, "queue": queue, "now": now}
+    mine = "project = :project AND queue = :queue"
+    row = c.execute(f"SELECT stored FROM queue_counts WHERE {mine}", params).fetchone()
+    if not row or not row[0]:
+        return models.QueueStats(free=0, claimed=0, delayed=0)
+    (expired,) = c.execute(
+        "SELECT COUNT(*) FROM messages INDEXED BY messages_by_expiry "
+        f"WHERE expires <= :now AND {mine}",
+        params,
+    ).fetchone()
+    total = row[0] - expired
+    if not total:
+        return models.QueueStats(free=0, claimed=0, delayed=0)
+    (claimed,) = c.execute(
+        "SELECT COUNT(*) FROM claims JOIN messages INDEXED BY messages_by_claim "
+        "ON messages.claim_id = claims.id "
+        "WHERE claims.project = :project AND claims.queue = :queue "
+        "AND claims.expires > :now AND messages.project = :project "
+        "AND messages.queue = :queue AND messages.claim_expires > :now "
+        "AND messages.expires > :now",
+        params,
+    ).fetchone()
+    (delayed,) = c.execute(
+        "SELECT COUNT(*) FROM messages INDEXED BY messages_delayed "
+        f"WHERE {mine} AND visible_at > created AND visible_at > :now "
+        "AND expires > :now AND (claim_id IS NULL OR claim_expires <= :now)",
+        params,
+    ).fetchone()
+    live = f"{mine} AND expires > :now"
+    oldest = c.execute(
+        f"SELECT {_COLUMNS} FROM messages WHERE {live} ORDER BY marker LIMIT 1",
+        params,
+    ).fetchone()
+    newest = c.execute(
+        f"SELECT {_COLUMNS} FROM messages WHERE {live} ORDER BY marker DESC LIMIT 1",
+        params,
+    ).fetchone()
+    return models.QueueStats(
+        free=total - claimed - delayed,
+        claimed=claimed,
+        delayed=delayed,
+        oldest=_message(oldest),
+        newest=_message(newest),
+    )
