@@ -169,6 +169,76 @@ class GroupCommitTests(TestCase):
             await store.ping()
 
 
+class HandOverTests(TestCase):
+    """
+    Where the hot path's statements and commits run.
+    """
+
+    def trace(self, store: SQLiteStore) -> list:
+        """
+        Record each statement (but pragmas) the store's connection runs
+        from now on, with the name of the thread that ran it.
+        """
+        import threading
+
+        seen: list = []
+
+        def traced(sql: str) -> None:
+            verb = sql.split()[0]
+            if verb != "PRAGMA":
+                seen.append((verb, threading.current_thread().name))
+
+        assert store._connection is not None
+        store._connection.set_trace_callback(traced)
+        return seen
+
+    async def start(self) -> SQLiteStore:
+        self.path = self.mktemp() + ".sqlite3"
+        store = SQLiteStore(self.path, reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await store.ping()
+        return store
+
+    async def test_shortWritesCommitOnTheThread(self) -> None:
+        """
+        A post runs its statements on the reactor thread and its COMMIT on
+        the database thread; a listing, which writes nothing, commits on
+        the reactor thread.
+        """
+        import threading
+
+        store = await self.start()
+        seen = self.trace(store)
+        here = threading.current_thread().name
+        await store.postMessages("p", "q", [msg('"a"')], "c", T0)
+        self.assertEqual(seen[0], ("BEGIN", here))
+        self.assertIn(("INSERT", here), seen)
+        self.assertEqual(seen[-1], ("COMMIT", "marconi-sqlite"))
+        del seen[:]
+        [listed] = await store.listMessages("p", "q", query(echo=True), T0)
+        self.assertEqual(listed.body, '"a"')
+        self.assertEqual({thread for _, thread in seen}, {here})
+        self.assertEqual(seen[-1], ("COMMIT", here))
+
+    async def test_lockedElsewhereWaitsOnTheThread(self) -> None:
+        """
+        While another connection holds the write lock, a post does not wait
+        for it on the reactor thread: it is handed to the database thread,
+        which waits, and it is stored once the lock is released.
+        """
+        store = await self.start()
+        other = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        posted = store.postMessages("p", "q", [msg('"a"')], "c", T0)
+        self.assertNoResult(posted)
+        reactor.callLater(0, other.execute, "ROLLBACK")
+        ids = await posted
+        found = await store.getMessages("p", "q", ids, T0)
+        self.assertEqual([m.body for m in found], ['"a"'])
+
+
 # The schema of files written before markers were counted per queue (schema
 # version 0): one counter, the messages' primary key, shared by every queue.
 _SCHEMA_0 = """

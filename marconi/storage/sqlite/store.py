@@ -171,6 +171,10 @@ _PURGE_BATCH = 1000
 # The most calls run in one group transaction.
 _GROUP_LIMIT = 256
 
+# How long (ms) the database thread waits for another connection's write
+# lock; the reactor thread never waits for one.
+_BUSY_TIMEOUT = 5000
+
 # Tells the database thread to finish.
 _STOP = object()
 
@@ -195,6 +199,12 @@ def _deliver(outcomes: list[_Outcome]) -> None:
             d.callback(value)
         else:
             d.errback(Failure(value))
+
+
+class _Locked(Exception):
+    """
+    Another connection holds the database's write lock.
+    """
 
 
 def _short(work: Callable[..., Any]) -> Callable[..., Any]:
@@ -360,6 +370,7 @@ class SQLiteStore(StoreEvents, Service):
         self._busy = True
         self._stopping = False
         self._unavailable: Optional[StorageUnavailable] = None
+        self._busyTimeout = _BUSY_TIMEOUT
 
     # Life cycle.
 
@@ -419,7 +430,8 @@ class SQLiteStore(StoreEvents, Service):
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         self._mode = self.synchronous
-        connection.execute("PRAGMA busy_timeout=5000")
+        connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT}")
+        self._busyTimeout = _BUSY_TIMEOUT
         _upgrade(connection)
         self._connection = connection
 
@@ -483,7 +495,12 @@ class SQLiteStore(StoreEvents, Service):
                 return
             connection = self._connection
             changes = connection.total_changes
-            outcomes = self._runWorks(batch)
+            try:
+                outcomes = self._runWorks(batch, wait=False)
+            except _Locked:
+                # Another connection writes: wait for it on the thread.
+                self._wake.put(("batch", batch, None))
+                return
             if outcomes is None or connection.total_changes != changes:
                 self._wake.put(("commit", batch, outcomes))
                 return
@@ -508,11 +525,15 @@ class SQLiteStore(StoreEvents, Service):
         outcomes = self._runWorks(batch)
         return self._commit(batch, outcomes)
 
-    def _runWorks(self, batch: list[_Work]) -> Optional[list[_Outcome]]:
+    def _runWorks(
+        self, batch: list[_Work], wait: bool = True
+    ) -> Optional[list[_Outcome]]:
         """
         Begin a transaction and run each call of C{batch} in its own
         savepoint.
 
+        @param wait: wait (up to the busy timeout) for another connection
+            that holds the write lock; without it, raise L{_Locked} at once.
         @return: each call's outcome, or L{None} if no transaction began.
         """
         mode = batch[0][3]
@@ -520,12 +541,18 @@ class SQLiteStore(StoreEvents, Service):
             mode = _stronger(mode, item[3])
         try:
             connection = self._connect()
+            timeout = _BUSY_TIMEOUT if wait else 0
+            if timeout != self._busyTimeout:
+                connection.execute(f"PRAGMA busy_timeout={timeout}")
+                self._busyTimeout = timeout
             if mode != self._mode:
                 # Outside a transaction, so that it applies to this commit.
                 connection.execute(f"PRAGMA synchronous={mode.upper()}")
                 self._mode = mode
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
+            if not wait and getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                raise _Locked() from e
             self._unavailable = StorageUnavailable(
                 f"The SQLite store is unavailable: {e}"
             )
