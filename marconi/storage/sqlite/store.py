@@ -558,19 +558,29 @@ class SQLiteStore(StoreEvents, Service):
             )
             return None
         outcomes: list[_Outcome] = []
+        # A call alone in its transaction needs no savepoint of its own.
+        alone = len(batch) == 1
         for work, args, d, *_ in batch:
-            connection.execute("SAVEPOINT work")
+            if not alone:
+                connection.execute("SAVEPOINT work")
             try:
                 value = work(connection, *args)
             except Exception as e:
-                connection.execute("ROLLBACK TO work")
-                connection.execute("RELEASE work")
+                if alone:
+                    # A new, empty transaction for the commit to end.
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    connection.execute("BEGIN")
+                else:
+                    connection.execute("ROLLBACK TO work")
+                    connection.execute("RELEASE work")
                 if isinstance(e, sqlite3.Error):
                     self.log.error("SQLite error: {error}", error=e)
                     e = StorageUnavailable(f"The SQLite store failed: {e}")
                 outcomes.append((d, False, e))
             else:
-                connection.execute("RELEASE work")
+                if not alone:
+                    connection.execute("RELEASE work")
                 outcomes.append((d, True, value))
         return outcomes
 
