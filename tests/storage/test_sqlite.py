@@ -221,6 +221,23 @@ class HandOverTests(TestCase):
         self.assertEqual({thread for _, thread in seen}, {here})
         self.assertEqual(seen[-1], ("COMMIT", here))
 
+    async def test_statementsOnTheThread(self) -> None:
+        """
+        With C{statements=thread} in its URI, a store runs every statement
+        of a post on the database thread; C{statements} takes C{reactor} or
+        C{thread} only.
+        """
+        self.path = self.mktemp() + ".sqlite3"
+        store = makeStore(f"sqlite:{self.path}?statements=thread", reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await store.ping()
+        seen = self.trace(store)
+        await store.postMessages("p", "q", [msg('"a"')], "c", T0)
+        self.assertEqual({thread for _, thread in seen}, {"marconi-sqlite"})
+        self.assertTrue(makeStore("sqlite:x.db?statements=reactor", reactor).inline)
+        self.assertRaises(ValueError, checkURI, "sqlite:x.db?statements=both")
+
     async def test_lockedElsewhereWaitsOnTheThread(self) -> None:
         """
         While another connection holds the write lock, a post does not wait

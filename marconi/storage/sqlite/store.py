@@ -57,7 +57,7 @@ from marconi.core.errors import (
 from marconi.core.interfaces import IMessageStore, IQueueDepths
 from marconi.core.models import Claim, ClaimSpec, Message, newId
 from marconi.storage.events import StoreEvents
-from marconi.storage.sqlite.uri import parseURI
+from marconi.storage.sqlite.uri import parseURI, statementsOnReactor
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -323,7 +323,9 @@ def _insertMessage(
 
 def makeStore(uri: str, reactor: Any, durability: str = DURABLE) -> "SQLiteStore":
     path, synchronous = parseURI(uri)
-    return SQLiteStore(path, reactor, synchronous=synchronous, durability=durability)
+    store = SQLiteStore(path, reactor, synchronous=synchronous, durability=durability)
+    store.inline = statementsOnReactor(uri)
+    return store
 
 
 def _weaker(a: str, b: str) -> str:
@@ -344,6 +346,9 @@ class SQLiteStore(StoreEvents, Service):
     """
 
     log = Logger()
+    #: Whether the short calls run their statements on the reactor thread
+    #: (see L{_run}); the URI's C{statements=thread} turns it off.
+    inline = True
 
     def __init__(
         self,
@@ -474,7 +479,7 @@ class SQLiteStore(StoreEvents, Service):
             return fail(StorageUnavailable("The SQLite store is not running."))
         level = self.durability if durability is None else parseDurability(durability)
         d: Deferred[Any] = Deferred()
-        inline = getattr(work, "short", False)
+        inline = self.inline and getattr(work, "short", False)
         self._pending.append((work, args, d, self._modes[level], inline))
         if not self._busy:
             self._next()
