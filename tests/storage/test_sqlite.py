@@ -194,7 +194,7 @@ class HandOverTests(TestCase):
 
     async def start(self) -> SQLiteStore:
         self.path = self.mktemp() + ".sqlite3"
-        store = SQLiteStore(self.path, reactor)
+        store = makeStore(f"sqlite:{self.path}?statements=reactor", reactor)
         store.startService()
         self.addCleanup(store.stopService)
         await store.ping()
@@ -223,9 +223,9 @@ class HandOverTests(TestCase):
 
     async def test_statementsOnTheThread(self) -> None:
         """
-        With C{statements=thread} in its URI, a store runs every statement
-        of a post on the database thread; C{statements} takes C{reactor} or
-        C{thread} only.
+        Without C{statements=reactor} in its URI (or with
+        C{statements=thread}), a store runs every statement of a post on the
+        database thread; C{statements} takes C{reactor} or C{thread} only.
         """
         self.path = self.mktemp() + ".sqlite3"
         store = makeStore(f"sqlite:{self.path}?statements=thread", reactor)
@@ -236,6 +236,7 @@ class HandOverTests(TestCase):
         await store.postMessages("p", "q", [msg('"a"')], "c", T0)
         self.assertEqual({thread for _, thread in seen}, {"marconi-sqlite"})
         self.assertTrue(makeStore("sqlite:x.db?statements=reactor", reactor).inline)
+        self.assertFalse(makeStore("sqlite:x.db", reactor).inline)
         self.assertRaises(ValueError, checkURI, "sqlite:x.db?statements=both")
 
     async def test_lockedElsewhereWaitsOnTheThread(self) -> None:

@@ -3,12 +3,13 @@ The embedded SQLite store, Marconi's default.
 
 One connection, used by one thread at a time, serialises every operation,
 and every commit runs on a dedicated thread, so the reactor thread never
-waits for the disk to sync.  The short calls of the hot path (posts,
-listings, claims, deletes) run their statements on the reactor thread and
-hand only the C{COMMIT} to that thread; the others run there entirely (see
-L{SQLiteStore._run}).  Each call is one transaction (C{BEGIN IMMEDIATE} ... C{COMMIT}), which makes batch
-posts, claims and pops atomic, and a claim can never take a message that
-another live claim holds.
+waits for the disk to sync.  By default every statement runs on that
+thread too; with C{statements=reactor} in the URI the short calls of the
+hot path (posts, listings, claims, deletes) run their statements on the
+reactor thread and hand only the C{COMMIT} over (see L{SQLiteStore._run}).
+Each call is one transaction (C{BEGIN IMMEDIATE} ... C{COMMIT}), which makes
+batch posts, claims and pops atomic, and a claim can never take a message
+that another live claim holds.
 
 The thread is a plain L{threading.Thread} woken through a
 L{queue.SimpleQueue} (cheaper per call than Twisted's general
@@ -347,8 +348,11 @@ class SQLiteStore(StoreEvents, Service):
 
     log = Logger()
     #: Whether the short calls run their statements on the reactor thread
-    #: (see L{_run}); the URI's C{statements=thread} turns it off.
-    inline = True
+    #: (see L{_run}): the URI's C{statements=reactor}.  Off by default: on
+    #: a shared machine it did not measurably lower the CPU per request
+    #: (bench/RESULTS.md), and it puts the statements' page reads on the
+    #: reactor thread.
+    inline = False
 
     def __init__(
         self,
@@ -464,8 +468,8 @@ class SQLiteStore(StoreEvents, Service):
         committed.  Under load this turns many small commits (and fsyncs)
         into one.
 
-        Work runs on the database thread, unless every call of the group
-        is marked L{_short}: then its statements run on the reactor thread
+        Work runs on the database thread, unless the store is L{inline}
+        and every call of the group is marked L{_short}: then its statements run on the reactor thread
         (a few, on pages SQLite mostly has in its cache, so the two threads
         do not trade the interpreter lock at every statement) and only the
         C{COMMIT}, which waits for the disk, is handed to the database

@@ -32,7 +32,7 @@ def parseURI(uri: str) -> tuple[str, str]:
     synchronous = options.get("synchronous", ["full"])[-1].lower()
     if synchronous not in _SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
-    statements = options.get("statements", ["reactor"])[-1].lower()
+    statements = options.get("statements", ["thread"])[-1].lower()
     if statements not in _STATEMENTS:
         raise ValueError(f"statements must be one of {', '.join(_STATEMENTS)}")
     return path, synchronous
@@ -45,11 +45,12 @@ def _options(query: str) -> dict:
 def statementsOnReactor(uri: str) -> bool:
     """
     Whether the short calls of a (valid) C{sqlite:} URI run their
-    statements on the reactor thread: C{statements=reactor}, the default,
-    or C{statements=thread} to run every statement on the database thread.
+    statements on the reactor thread (C{statements=reactor}), rather than
+    every statement on the database thread (C{statements=thread}, the
+    default).
     """
     query = uri.partition("?")[2]
-    return _options(query).get("statements", ["reactor"])[-1].lower() == "reactor"
+    return _options(query).get("statements", ["thread"])[-1].lower() == "reactor"
 
 
 def checkURI(uri: str) -> None:
