@@ -65,7 +65,7 @@ CATEGORIES = [
             "datetimeToString",
         ],
     ),
-    ("SQLite: COMMIT/BEGIN and SQL", ["marconi/storage/sqlite.py", "sqlite3"]),
+    ("SQLite: COMMIT/BEGIN and SQL", ["marconi/storage/sqlite", "sqlite3"]),
     (
         "thread hand-off (threadpool, callFromThread)",
         [

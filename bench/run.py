@@ -517,6 +517,7 @@ class Runner:
         try:
             report = self.measure(target, scenario, queue, ids)
             report["noise_pct"] = noise.percent()
+            report["server_us_per_request"] = cpuPerRequest(report)
             return report
         finally:
             if profiler is not None:
@@ -953,6 +954,18 @@ def parseOptions(argv):
     return options
 
 
+def cpuPerRequest(report):
+    """
+    The server's CPU time per request over the measured window, in
+    microseconds: steadier than the rates on a machine shared with other
+    work, as long as the server is not starved of its core.
+    """
+    cpu, requests = report.get("server_cpu_pct"), report.get("requests")
+    if cpu is None or not requests:
+        return None
+    return round(cpu / 100 * report["window_s"] * 1e6 / requests)
+
+
 def pick(reports, how="median"):
     """
     The report to show of several runs: the median by requests/s, or the
@@ -1030,7 +1043,8 @@ def main(argv=None) -> int:
                 results[scenario][target.name] = report
                 print(
                     "%-24s %-10s %10s req/s %12s msgs/s  p50 %7.2f ms  p99 %7.2f ms  "
-                    "client CPU %s%%  server CPU %s%%  other load %s%%%s"
+                    "client CPU %s%%  server CPU %s%% (%s us/request)  "
+                    "other load %s%%%s"
                     % (
                         TITLES[scenario],
                         target.name,
@@ -1040,6 +1054,7 @@ def main(argv=None) -> int:
                         report["p99_ms"],
                         fmt(report.get("client_cpu_pct")),
                         fmt(report.get("server_cpu_pct")),
+                        fmt(report.get("server_us_per_request")),
                         fmt(report.get("noise_pct")),
                         ("  errors %s" % (report["errors"],))
                         if report["errors"]

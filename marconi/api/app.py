@@ -24,6 +24,7 @@ from werkzeug.routing import BaseConverter
 
 from marconi.api import homedoc, identity, media, openapi, presigned, render, versions
 from marconi.api.errors import HTTPError, statusOf
+from marconi.api.fast import FastResource
 from marconi.api.http import RoutedKlein
 from marconi.api.media import gzip
 from marconi.core import audit, jsontext, queuefilter, signing, validation, waiting
@@ -232,7 +233,8 @@ class MarconiAPI:
         )
 
     def resource(self) -> Any:
-        return self.app.resource()
+        # The hot routes first, Klein for everything (see marconi.api.fast).
+        return FastResource(self.app, self.app.resource())
 
     # Request helpers.
 

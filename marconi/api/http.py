@@ -490,14 +490,26 @@ class MarconiSite(server.Site):
         seconds = self.reactor.seconds() - request.started if request.started else 0.0
         self.monitor.requestServed(route, status, seconds)
         if self.accessLog:
-            accessLog.info(
-                ACCESS_FORMAT,
-                request_id=request.requestId,
-                project=request.project or "-",
-                method=_text(request.method),
-                path=_printable(request.path),
-                status=status,
-                duration=seconds,
-                size=request.sentLength,
-                route=route,
-            )
+            fields = {
+                "request_id": request.requestId,
+                "project": request.project or "-",
+                "method": _text(request.method),
+                "path": _printable(request.path),
+                "status": status,
+                "duration": seconds,
+                "size": request.sentLength,
+                "route": route,
+            }
+            accessLog.info(_preformatted(ACCESS_FORMAT.format_map(fields)), **fields)
+
+
+def _preformatted(text: str) -> str:
+    """
+    C{text}, already formatted, as a log format that formats to itself.
+
+    An access log event carries its fields as any event does, but its
+    format is its own line, formatted once here with C{str.format}: every
+    observer then formats it without looking up a field (twisted.logger's
+    formatting of each field in Python was most of the access log's cost).
+    """
+    return text.replace("{", "{{").replace("}", "}}")

@@ -15,6 +15,7 @@ The zero-argument factories at the end serve C{twistd --logger}.
 """
 
 import json
+import math
 import os
 import socket
 import sys
@@ -30,6 +31,7 @@ from twisted.logger import (
     LogLevel,
     formatEvent,
     formatEventAsClassicLogText,
+    formatTime,
 )
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
@@ -107,8 +109,31 @@ def eventAsJSONLine(event: LogEvent) -> str:
     return json.dumps(record, separators=(",", ":"), default=repr)
 
 
+class _SecondStamps:
+    """
+    twisted.logger's text timestamps (RFC 3339, to the second), made once
+    per second rather than once per event.
+    """
+
+    _last: Tuple[Optional[int], str] = (None, "-")
+
+    def __call__(self, when: Optional[float]) -> str:
+        if when is None:
+            return formatTime(when)
+        second = math.floor(when)
+        last, stamp = self._last
+        if second != last:
+            stamp = formatTime(when)
+            # One assignment, so that a thread never sees half of it.
+            self._last = (second, stamp)
+        return stamp
+
+
+_stamps = _SecondStamps()
+
+
 def _textLine(event: LogEvent) -> Optional[str]:
-    return formatEventAsClassicLogText(event)
+    return formatEventAsClassicLogText(event, formatTime=_stamps)
 
 
 def _jsonLine(event: LogEvent) -> str:

@@ -362,6 +362,28 @@ class TwistdTests(SynchronousTestCase):
         self.assertEqual(Config().logging, {})
 
 
+class TimestampTests(SynchronousTestCase):
+    def test_sameAsTwisted(self) -> None:
+        """
+        The text line of an event is the one twisted.logger's classic text
+        format gives, whatever the time within a second, across seconds
+        and without a time.
+        """
+        from twisted.logger import LogLevel, formatEventAsClassicLogText
+
+        for when in (1700000000.0, 1700000000.999, 1700000001.0, 0.5, -1.5, None):
+            event = {
+                "log_format": "x {a}",
+                "a": 1,
+                "log_time": when,
+                "log_namespace": "n",
+                "log_level": LogLevel.info,
+            }
+            self.assertEqual(
+                logs.lineFormatter("text")(event), formatEventAsClassicLogText(event)
+            )
+
+
 class AccessLogTests(TestCase):
     def setUp(self) -> None:
         self.node = Node(self, limits=Limits(maxMessagesPostSize=4096))
@@ -426,6 +448,42 @@ class AccessLogTests(TestCase):
         self.assertNotIn("SECRET", stream.getvalue())
         # The malformed URL-Signature is refused, and still logged without it.
         self.assertIn("/v2/queues/q/messages/abc 403", stream.getvalue())
+
+    async def test_preformattedLine(self) -> None:
+        """
+        The access event's text is the access format filled with its
+        fields, in text and JSON, also for a path with braces in it; the
+        fields are on the event as well.
+        """
+        from twisted.logger import formatEvent
+
+        from marconi.api.http import ACCESS_FORMAT
+        from tests import rawhttp
+
+        await rawhttp.exchange(
+            self.node.port.getHost().port,
+            b"GET /v2/{nowhere}/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        [event] = self.access()
+        fields = {
+            key: event[key]
+            for key in (
+                "method",
+                "path",
+                "status",
+                "duration",
+                "size",
+                "project",
+                "request_id",
+                "route",
+            )
+        }
+        self.assertEqual(fields["path"], "/v2/{nowhere}/x")
+        line = ACCESS_FORMAT.format_map(fields)
+        self.assertEqual(formatEvent(event), line)
+        record = json.loads(logs.eventAsJSONLine(event))
+        self.assertEqual(record["message"], line)
+        self.assertEqual(record["path"], "/v2/{nowhere}/x")
 
     async def test_refusedCarriesRequestId(self) -> None:
         """

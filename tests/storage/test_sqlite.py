@@ -158,6 +158,46 @@ class GroupCommitTests(TestCase):
         with self.assertRaises(QueueDoesNotExist):
             await store.getQueueMetadata("p", "bad")
 
+    async def test_transactionEndedBySQLite(self) -> None:
+        """
+        When SQLite ends a group's whole transaction under a failing call
+        (so the call cannot be rolled back alone), every call of the group
+        fails with StorageUnavailable, nothing of it is stored, and the
+        database thread goes on serving later calls.
+        """
+        import threading
+
+        from twisted.internet.threads import deferToThread
+
+        from marconi.core.errors import StorageUnavailable
+
+        store = SQLiteStore(":memory:", reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await store.ping()
+        gate = threading.Event()
+        blocked = store._run(lambda c: gate.wait(10))
+        first = store.postMessages("p", "q", [msg('"a"')], "c", T0)
+
+        def ended(c):
+            c.execute("ROLLBACK")
+            raise sqlite3.OperationalError("disk I/O error")
+
+        failing = store._run(ended)
+        await deferToThread(gate.set)
+        try:
+            # It may have joined the group of the two below.
+            await blocked
+        except StorageUnavailable:
+            pass
+        with self.assertRaises(StorageUnavailable):
+            await first
+        with self.assertRaises(StorageUnavailable):
+            await failing
+        ids = await store.postMessages("p", "q", [msg('"b"')], "c", T0)
+        found = await store.listMessages("p", "q", query(echo=True), T0)
+        self.assertEqual([(m.id, m.body) for m in found], [(ids[0], '"b"')])
+
     async def test_stoppedStoreRefuses(self) -> None:
         """
         A store that is not running fails calls with StorageUnavailable.
@@ -167,6 +207,94 @@ class GroupCommitTests(TestCase):
         store = SQLiteStore(":memory:", reactor)
         with self.assertRaises(StorageUnavailable):
             await store.ping()
+
+
+class HandOverTests(TestCase):
+    """
+    Where the hot path's statements and commits run.
+    """
+
+    def trace(self, store: SQLiteStore) -> list:
+        """
+        Record each statement (but pragmas) the store's connection runs
+        from now on, with the name of the thread that ran it.
+        """
+        import threading
+
+        seen: list = []
+
+        def traced(sql: str) -> None:
+            verb = sql.split()[0]
+            if verb != "PRAGMA":
+                seen.append((verb, threading.current_thread().name))
+
+        assert store._connection is not None
+        store._connection.set_trace_callback(traced)
+        return seen
+
+    async def start(self) -> SQLiteStore:
+        self.path = self.mktemp() + ".sqlite3"
+        store = makeStore(f"sqlite:{self.path}?statements=reactor", reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await store.ping()
+        return store
+
+    async def test_shortWritesCommitOnTheThread(self) -> None:
+        """
+        A post runs its statements on the reactor thread and its COMMIT on
+        the database thread; a listing, which writes nothing, commits on
+        the reactor thread.
+        """
+        import threading
+
+        store = await self.start()
+        seen = self.trace(store)
+        here = threading.current_thread().name
+        await store.postMessages("p", "q", [msg('"a"')], "c", T0)
+        self.assertEqual(seen[0], ("BEGIN", here))
+        self.assertIn(("INSERT", here), seen)
+        self.assertEqual(seen[-1], ("COMMIT", "marconi-sqlite"))
+        del seen[:]
+        [listed] = await store.listMessages("p", "q", query(echo=True), T0)
+        self.assertEqual(listed.body, '"a"')
+        self.assertEqual({thread for _, thread in seen}, {here})
+        self.assertEqual(seen[-1], ("COMMIT", here))
+
+    async def test_statementsOnTheThread(self) -> None:
+        """
+        Without C{statements=reactor} in its URI (or with
+        C{statements=thread}), a store runs every statement of a post on the
+        database thread; C{statements} takes C{reactor} or C{thread} only.
+        """
+        self.path = self.mktemp() + ".sqlite3"
+        store = makeStore(f"sqlite:{self.path}?statements=thread", reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await store.ping()
+        seen = self.trace(store)
+        await store.postMessages("p", "q", [msg('"a"')], "c", T0)
+        self.assertEqual({thread for _, thread in seen}, {"marconi-sqlite"})
+        self.assertTrue(makeStore("sqlite:x.db?statements=reactor", reactor).inline)
+        self.assertFalse(makeStore("sqlite:x.db", reactor).inline)
+        self.assertRaises(ValueError, checkURI, "sqlite:x.db?statements=both")
+
+    async def test_lockedElsewhereWaitsOnTheThread(self) -> None:
+        """
+        While another connection holds the write lock, a post does not wait
+        for it on the reactor thread: it is handed to the database thread,
+        which waits, and it is stored once the lock is released.
+        """
+        store = await self.start()
+        other = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        posted = store.postMessages("p", "q", [msg('"a"')], "c", T0)
+        self.assertNoResult(posted)
+        reactor.callLater(0, other.execute, "ROLLBACK")
+        ids = await posted
+        found = await store.getMessages("p", "q", ids, T0)
+        self.assertEqual([m.body for m in found], ['"a"'])
 
 
 # The schema of files written before markers were counted per queue (schema

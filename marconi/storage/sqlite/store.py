@@ -1,11 +1,15 @@
 """
 The embedded SQLite store, Marconi's default.
 
-All SQL runs on one dedicated thread that owns the connection, so the reactor
-thread never waits on the disk and every operation is serialised: each call
-is one transaction (C{BEGIN IMMEDIATE} ... C{COMMIT}), which makes batch
-posts, claims and pops atomic, and a claim can never take a message that
-another live claim holds.
+One connection, used by one thread at a time, serialises every operation,
+and every commit runs on a dedicated thread, so the reactor thread never
+waits for the disk to sync.  By default every statement runs on that
+thread too; with C{statements=reactor} in the URI the short calls of the
+hot path (posts, listings, claims, deletes) run their statements on the
+reactor thread and hand only the C{COMMIT} over (see L{SQLiteStore._run}).
+Each call is one transaction (C{BEGIN IMMEDIATE} ... C{COMMIT}), which makes
+batch posts, claims and pops atomic, and a claim can never take a message
+that another live claim holds.
 
 The thread is a plain L{threading.Thread} woken through a
 L{queue.SimpleQueue} (cheaper per call than Twisted's general
@@ -55,7 +59,7 @@ from marconi.core.interfaces import IMessageStore, IQueueDepths
 from marconi.core.models import Claim, ClaimSpec, Message, newId
 from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
-from marconi.storage.sqlite.uri import parseURI
+from marconi.storage.sqlite.uri import parseURI, statementsOnReactor
 
 # Each queue's count of stored message rows (live, or expired and not yet
 # purged), kept by triggers on C{messages}, so in the transaction of every
@@ -216,12 +220,21 @@ _PURGE_BATCH = 1000
 # The most calls run in one group transaction.
 _GROUP_LIMIT = 256
 
+# How long (ms) the database thread waits for another connection's write
+# lock; the reactor thread never waits for one.
+_BUSY_TIMEOUT = 5000
+
+# SQLite's result code for a database locked by another connection
+# (sqlite3.SQLITE_BUSY from Python 3.11 on).
+_SQLITE_BUSY = 5
+
 # Tells the database thread to finish.
 _STOP = object()
 
-# A call waiting for the database thread: the work, its arguments, the
-# Deferred its result fires and the synchronous setting its commit needs.
-_Work = tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any], str]
+# A call waiting for the database: the work, its arguments, the Deferred
+# its result fires, the synchronous setting its commit needs and whether it
+# may run on the reactor thread (see SQLiteStore._run).
+_Work = tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any], str, bool]
 
 # SQLite's synchronous settings, weakest first.
 _SYNCHRONOUS_ORDER = ("off", "normal", "full", "extra")
@@ -239,6 +252,21 @@ def _deliver(outcomes: list[_Outcome]) -> None:
             d.callback(value)
         else:
             d.errback(Failure(value))
+
+
+class _Locked(Exception):
+    """
+    Another connection holds the database's write lock.
+    """
+
+
+def _short(work: Callable[..., Any]) -> Callable[..., Any]:
+    """
+    Mark C{work} as short: a few statements on one queue, which may run on
+    the reactor thread (see L{SQLiteStore._run}).
+    """
+    work.short = True  # type: ignore[attr-defined]
+    return work
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -355,7 +383,9 @@ def _insertMessage(
 
 def makeStore(uri: str, reactor: Any, durability: str = DURABLE) -> "SQLiteStore":
     path, synchronous = parseURI(uri)
-    return SQLiteStore(path, reactor, synchronous=synchronous, durability=durability)
+    store = SQLiteStore(path, reactor, synchronous=synchronous, durability=durability)
+    store.inline = statementsOnReactor(uri)
+    return store
 
 
 def _weaker(a: str, b: str) -> str:
@@ -376,6 +406,12 @@ class SQLiteStore(StoreEvents, Service):
     """
 
     log = Logger()
+    #: Whether the short calls run their statements on the reactor thread
+    #: (see L{_run}): the URI's C{statements=reactor}.  Off by default: on
+    #: a shared machine it did not measurably lower the CPU per request
+    #: (bench/RESULTS.md), and it puts the statements' page reads on the
+    #: reactor thread.
+    inline = False
 
     def __init__(
         self,
@@ -396,9 +432,13 @@ class SQLiteStore(StoreEvents, Service):
         self._reactor = reactor
         self._accepting = False
         self._connection: Optional[sqlite3.Connection] = None
-        self._lock = threading.Lock()
         self._pending: deque[_Work] = deque()
-        self._draining = False
+        # A group is running or committing (or the database is opening):
+        # calls wait in _pending.
+        self._busy = True
+        self._stopping = False
+        self._unavailable: Optional[StorageUnavailable] = None
+        self._busyTimeout = _BUSY_TIMEOUT
 
     # Life cycle.
 
@@ -409,6 +449,8 @@ class SQLiteStore(StoreEvents, Service):
             target=self._serve, name="marconi-sqlite", daemon=True
         )
         self._accepting = True
+        self._busy = True
+        self._stopping = False
         self._thread.start()
 
     def stopService(self) -> Any:
@@ -417,21 +459,33 @@ class SQLiteStore(StoreEvents, Service):
             return None
         self._accepting = False
         self._stopped: Deferred[None] = Deferred()
-        self._wake.put(_STOP)
+        # The thread stops once what is pending has been run.
+        self._stopping = True
+        if not self._busy:
+            self._wake.put(_STOP)
         return self._stopped
 
     def _serve(self) -> None:
         """
-        The database thread: open the database, then run what is queued
-        until told to stop; then close it.
+        The database thread: open the database, then run the orders the
+        reactor thread gives (batches to run and commit, or commits of
+        batches it ran itself) until told to stop; then close it.
         """
         try:
             self._open()
         except Exception:
             self.log.failure("Cannot open the SQLite database {path}", path=self.path)
-        while self._wake.get() is not _STOP:
-            self._drain()
-        self._drain()
+        self._reactor.callFromThread(self._next)
+        while True:
+            order: Any = self._wake.get()
+            if order is _STOP:
+                break
+            kind, batch, outcomes = order
+            if kind == "commit":
+                outcomes = self._commit(batch, outcomes)
+            else:
+                outcomes = self._runBatch(batch)
+            self._reactor.callFromThread(self._finished, outcomes)
         try:
             self._close()
         finally:
@@ -444,7 +498,8 @@ class SQLiteStore(StoreEvents, Service):
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         self._mode = self.synchronous
-        connection.execute("PRAGMA busy_timeout=5000")
+        connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT}")
+        self._busyTimeout = _BUSY_TIMEOUT
         _upgrade(connection)
         self._connection = connection
 
@@ -462,13 +517,22 @@ class SQLiteStore(StoreEvents, Service):
         self, work: Callable[..., Any], *args: Any, durability: Optional[str] = None
     ) -> Deferred[Any]:
         """
-        Run C{work(connection, *args)} on the database thread, atomically.
+        Run C{work(connection, *args)} atomically, in order with every
+        other call.
 
-        Calls that arrive while the thread is busy are run together in one
-        transaction (group commit), each inside its own savepoint: a call
-        that fails is rolled back alone, and every result is delivered only
-        after the whole transaction committed.  Under load this turns many
-        small commits (and fsyncs) into one.
+        Calls that arrive while a transaction is running or committing are
+        run together in the next transaction (group commit), each inside
+        its own savepoint: a call that fails is rolled back alone, and
+        every result is delivered only after the whole transaction
+        committed.  Under load this turns many small commits (and fsyncs)
+        into one.
+
+        Work runs on the database thread, unless the store is L{inline}
+        and every call of the group is marked L{_short}: then its statements run on the reactor thread
+        (a few, on pages SQLite mostly has in its cache, so the two threads
+        do not trade the interpreter lock at every statement) and only the
+        C{COMMIT}, which waits for the disk, is handed to the database
+        thread; a group that changed nothing is committed at once.
 
         @param durability: the level of the commit (by default the
             store's); the group is committed at the strongest level asked.
@@ -478,59 +542,143 @@ class SQLiteStore(StoreEvents, Service):
             return fail(StorageUnavailable("The SQLite store is not running."))
         level = self.durability if durability is None else parseDurability(durability)
         d: Deferred[Any] = Deferred()
-        with self._lock:
-            self._pending.append((work, args, d, self._modes[level]))
-            if self._draining:
-                return d
-            self._draining = True
-        self._wake.put(True)
+        inline = self.inline and getattr(work, "short", False)
+        self._pending.append((work, args, d, self._modes[level], inline))
+        if not self._busy:
+            self._next()
         return d
 
-    def _drain(self) -> None:
+    def _next(self) -> None:
         """
-        On the database thread: run what is pending, batch after batch,
-        until nothing is left.
+        On the reactor thread: start the next group of pending calls, if
+        none is running; groups that change nothing are finished at once.
         """
-        while True:
-            with self._lock:
-                if not self._pending:
-                    self._draining = False
-                    return
-                batch: list[_Work] = []
-                while self._pending and len(batch) < _GROUP_LIMIT:
-                    batch.append(self._pending.popleft())
-            outcomes = self._runBatch(batch)
-            self._reactor.callFromThread(_deliver, outcomes)
+        self._busy = True
+        while self._pending:
+            batch: list[_Work] = []
+            while self._pending and len(batch) < _GROUP_LIMIT:
+                batch.append(self._pending.popleft())
+            if not all(item[4] for item in batch) or self._connection is None:
+                self._wake.put(("batch", batch, None))
+                return
+            connection = self._connection
+            changes = connection.total_changes
+            try:
+                outcomes = self._runWorks(batch, wait=False)
+            except _Locked:
+                # Another connection writes: wait for it on the thread.
+                self._wake.put(("batch", batch, None))
+                return
+            if outcomes is None or connection.total_changes != changes:
+                self._wake.put(("commit", batch, outcomes))
+                return
+            # Nothing was written: COMMIT only ends the read transaction.
+            _deliver(self._commit(batch, outcomes))
+        self._busy = False
+        if self._stopping:
+            self._wake.put(_STOP)
+
+    def _finished(self, outcomes: list[_Outcome]) -> None:
+        """
+        On the reactor thread: a group committed (or failed); deliver its
+        results and start the next.
+        """
+        _deliver(outcomes)
+        self._next()
 
     def _runBatch(self, batch: list[_Work]) -> list[_Outcome]:
+        """
+        Run and commit a group of calls on the calling thread.
+        """
+        outcomes = self._runWorks(batch)
+        return self._commit(batch, outcomes)
+
+    def _runWorks(
+        self, batch: list[_Work], wait: bool = True
+    ) -> Optional[list[_Outcome]]:
+        """
+        Begin a transaction and run each call of C{batch} in its own
+        savepoint.
+
+        @param wait: wait (up to the busy timeout) for another connection
+            that holds the write lock; without it, raise L{_Locked} at once.
+        @return: each call's outcome, or L{None} if no transaction began.
+        """
         mode = batch[0][3]
         for item in batch[1:]:
             mode = _stronger(mode, item[3])
         try:
             connection = self._connect()
+            timeout = _BUSY_TIMEOUT if wait else 0
+            if timeout != self._busyTimeout:
+                connection.execute(f"PRAGMA busy_timeout={timeout}")
+                self._busyTimeout = timeout
             if mode != self._mode:
                 # Outside a transaction, so that it applies to this commit.
                 connection.execute(f"PRAGMA synchronous={mode.upper()}")
                 self._mode = mode
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            error = StorageUnavailable(f"The SQLite store is unavailable: {e}")
-            return [(d, False, error) for _, _, d, _ in batch]
+            if not wait and getattr(e, "sqlite_errorcode", None) == _SQLITE_BUSY:
+                raise _Locked() from e
+            self._unavailable = StorageUnavailable(
+                f"The SQLite store is unavailable: {e}"
+            )
+            return None
         outcomes: list[_Outcome] = []
-        for work, args, d, _ in batch:
-            connection.execute("SAVEPOINT work")
+        # A call alone in its transaction needs no savepoint of its own.
+        alone = len(batch) == 1
+        for work, args, d, *_ in batch:
+            if not alone:
+                connection.execute("SAVEPOINT work")
             try:
                 value = work(connection, *args)
             except Exception as e:
-                connection.execute("ROLLBACK TO work")
-                connection.execute("RELEASE work")
+                try:
+                    if alone:
+                        # A new, empty transaction for the commit to end.
+                        if connection.in_transaction:
+                            connection.execute("ROLLBACK")
+                        connection.execute("BEGIN")
+                    else:
+                        connection.execute("ROLLBACK TO work")
+                        connection.execute("RELEASE work")
+                except sqlite3.Error as undo:
+                    # SQLite ended the whole transaction (a full disk, an
+                    # I/O error): nothing of the group is kept, and every
+                    # call of it fails.
+                    self.log.error("SQLite error: {error}", error=undo)
+                    if connection.in_transaction:
+                        try:
+                            connection.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass
+                    self._unavailable = StorageUnavailable(
+                        f"The SQLite store failed: {undo}"
+                    )
+                    return None
                 if isinstance(e, sqlite3.Error):
                     self.log.error("SQLite error: {error}", error=e)
                     e = StorageUnavailable(f"The SQLite store failed: {e}")
                 outcomes.append((d, False, e))
             else:
-                connection.execute("RELEASE work")
+                if not alone:
+                    connection.execute("RELEASE work")
                 outcomes.append((d, True, value))
+        return outcomes
+
+    def _commit(
+        self, batch: list[_Work], outcomes: Optional[list[_Outcome]]
+    ) -> list[_Outcome]:
+        """
+        Commit the transaction that ran C{batch} (see L{_runWorks}).
+
+        @return: the calls' outcomes, or a failure for each if the
+            transaction did not begin or commit.
+        """
+        if outcomes is None:
+            return [(item[2], False, self._unavailable) for item in batch]
+        connection = self._connect()
         try:
             connection.execute("COMMIT")
         except sqlite3.Error as e:
@@ -540,7 +688,7 @@ class SQLiteStore(StoreEvents, Service):
             except sqlite3.Error:
                 pass
             error = StorageUnavailable(f"The SQLite store failed to commit: {e}")
-            return [(d, False, error) for _, _, d, _ in batch]
+            return [(item[2], False, error) for item in batch]
         return outcomes
 
     def _connect(self) -> sqlite3.Connection:
@@ -652,7 +800,7 @@ class SQLiteStore(StoreEvents, Service):
                 )
             return ids
 
-        return self._run(work, durability=durability)
+        return self._run(_short(work), durability=durability)
 
     def listMessages(
         self, project: str, queue: str, query: models.MessageQuery, now: float
@@ -679,7 +827,9 @@ class SQLiteStore(StoreEvents, Service):
             sql += " AND visible_at <= :now"
         sql += _tagFilter(query.tags, params)
         sql += " ORDER BY marker LIMIT :limit"
-        return self._run(lambda c: [_message(row) for row in c.execute(sql, params)])
+        return self._run(
+            _short(lambda c: [_message(row) for row in c.execute(sql, params)])
+        )
 
     def getMessages(
         self, project: str, queue: str, ids: Sequence[str], now: float
@@ -693,7 +843,9 @@ class SQLiteStore(StoreEvents, Service):
             f"AND id IN ({holes}) AND expires > ? ORDER BY marker"
         )
         args = (project, queue, *ids, now)
-        return self._run(lambda c: [_message(row) for row in c.execute(sql, args)])
+        return self._run(
+            _short(lambda c: [_message(row) for row in c.execute(sql, args)])
+        )
 
     def deleteMessage(
         self,
@@ -717,7 +869,7 @@ class SQLiteStore(StoreEvents, Service):
             rules.checkDelete(messageId, holder, holderExpires, claimId, now)
             c.execute("DELETE FROM messages WHERE seq = ?", (seq,))
 
-        return self._run(work, durability=durability)
+        return self._run(_short(work), durability=durability)
 
     def deleteMessages(
         self,
@@ -746,7 +898,9 @@ class SQLiteStore(StoreEvents, Service):
             args += [now, *claimIds]
         if not ids:
             return self._run(lambda c: 0)
-        return self._run(lambda c: c.execute(sql, args).rowcount, durability=durability)
+        return self._run(
+            _short(lambda c: c.execute(sql, args).rowcount), durability=durability
+        )
 
     def popMessages(
         self,
@@ -766,7 +920,7 @@ class SQLiteStore(StoreEvents, Service):
             )
             return messages
 
-        return self._run(work, durability=durability)
+        return self._run(_short(work), durability=durability)
 
     def _claimable(
         self,
@@ -846,7 +1000,7 @@ class SQLiteStore(StoreEvents, Service):
             self._report("dead_lettered", len(moved), project, queue)
             return claim
 
-        return self._run(work, durability=durability).addCallback(committed)
+        return self._run(_short(work), durability=durability).addCallback(committed)
 
     # IQueueDepths.
 
