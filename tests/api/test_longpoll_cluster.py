@@ -18,13 +18,18 @@ class ForwardedWaiterTests(ClusterTestCase):
     async def startTwo(self) -> None:
         """
         Start nodes a and b (c stays down) and wait until each sees the
-        other up (a node on its own SQLite file serves no queue until its
-        live peers answered).
+        other up and c down (a node on its own SQLite file serves no queue
+        until every peer answered a probe or was found down).
         """
         await self.startNode("a")
         await self.startNode("b")
-        await self.waitFor("a", lambda nodes: nodes["b"]["state"] == "up")
-        await self.waitFor("b", lambda nodes: nodes["a"]["state"] == "up")
+        for name, other in (("a", "b"), ("b", "a")):
+            await self.waitFor(
+                name,
+                lambda nodes, other=other: (
+                    nodes[other]["state"] == "up" and nodes["c"]["state"] == "down"
+                ),
+            )
 
     async def test_forwardedWaiterWoken(self) -> None:
         """
