@@ -1,13 +1,9 @@
 """
 The embedded SQLite store, Marconi's default.
 
-One connection, used by one thread at a time, serialises every operation,
-and every commit runs on a dedicated thread, so the reactor thread never
-waits for the disk to sync.  By default every statement runs on that
-thread too; with C{statements=reactor} in the URI the short calls of the
-hot path (posts, listings, claims, deletes) run their statements on the
-reactor thread and hand only the C{COMMIT} over (see L{SQLiteStore._run}).
-Each call is one transaction (C{BEGIN IMMEDIATE} ... C{COMMIT}), which makes
+All SQL runs on one dedicated thread that owns the connection, so the reactor
+thread never waits on the disk and every operation is serialised: each call
+is one transaction (C{BEGIN IMMEDIATE} ... C{COMMIT}), which makes
 batch posts, claims and pops atomic, and a claim can never take a message
 that another live claim holds.
 
@@ -59,7 +55,7 @@ from marconi.core.interfaces import IMessageStore, IQueueDepths
 from marconi.core.models import Claim, ClaimSpec, Message, newId
 from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
-from marconi.storage.sqlite.uri import parseURI, statementsOnReactor
+from marconi.storage.sqlite.uri import parseURI
 
 # Each queue's count of stored message rows (live, or expired and not yet
 # purged), kept by triggers on C{messages}, so in the transaction of every
@@ -221,20 +217,15 @@ _PURGE_BATCH = 1000
 _GROUP_LIMIT = 256
 
 # How long (ms) the database thread waits for another connection's write
-# lock; the reactor thread never waits for one.
+# lock.
 _BUSY_TIMEOUT = 5000
-
-# SQLite's result code for a database locked by another connection
-# (sqlite3.SQLITE_BUSY from Python 3.11 on).
-_SQLITE_BUSY = 5
 
 # Tells the database thread to finish.
 _STOP = object()
 
-# A call waiting for the database: the work, its arguments, the Deferred
-# its result fires, the synchronous setting its commit needs and whether it
-# may run on the reactor thread (see SQLiteStore._run).
-_Work = tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any], str, bool]
+# A call waiting for the database thread: the work, its arguments, the
+# Deferred its result fires and the synchronous setting its commit needs.
+_Work = tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any], str]
 
 # SQLite's synchronous settings, weakest first.
 _SYNCHRONOUS_ORDER = ("off", "normal", "full", "extra")
@@ -252,21 +243,6 @@ def _deliver(outcomes: list[_Outcome]) -> None:
             d.callback(value)
         else:
             d.errback(Failure(value))
-
-
-class _Locked(Exception):
-    """
-    Another connection holds the database's write lock.
-    """
-
-
-def _short(work: Callable[..., Any]) -> Callable[..., Any]:
-    """
-    Mark C{work} as short: a few statements on one queue, which may run on
-    the reactor thread (see L{SQLiteStore._run}).
-    """
-    work.short = True  # type: ignore[attr-defined]
-    return work
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -383,9 +359,7 @@ def _insertMessage(
 
 def makeStore(uri: str, reactor: Any, durability: str = DURABLE) -> "SQLiteStore":
     path, synchronous = parseURI(uri)
-    store = SQLiteStore(path, reactor, synchronous=synchronous, durability=durability)
-    store.inline = statementsOnReactor(uri)
-    return store
+    return SQLiteStore(path, reactor, synchronous=synchronous, durability=durability)
 
 
 def _weaker(a: str, b: str) -> str:
@@ -406,12 +380,6 @@ class SQLiteStore(StoreEvents, Service):
     """
 
     log = Logger()
-    #: Whether the short calls run their statements on the reactor thread
-    #: (see L{_run}): the URI's C{statements=reactor}.  Off by default: on
-    #: a shared machine it did not measurably lower the CPU per request
-    #: (bench/RESULTS.md), and it puts the statements' page reads on the
-    #: reactor thread.
-    inline = False
 
     def __init__(
         self,
@@ -438,7 +406,6 @@ class SQLiteStore(StoreEvents, Service):
         self._busy = True
         self._stopping = False
         self._unavailable: Optional[StorageUnavailable] = None
-        self._busyTimeout = _BUSY_TIMEOUT
 
     # Life cycle.
 
@@ -467,9 +434,9 @@ class SQLiteStore(StoreEvents, Service):
 
     def _serve(self) -> None:
         """
-        The database thread: open the database, then run the orders the
-        reactor thread gives (batches to run and commit, or commits of
-        batches it ran itself) until told to stop; then close it.
+        The database thread: open the database, then run and commit the
+        groups the reactor thread hands it until told to stop; then close
+        it.
         """
         try:
             self._open()
@@ -480,12 +447,7 @@ class SQLiteStore(StoreEvents, Service):
             order: Any = self._wake.get()
             if order is _STOP:
                 break
-            kind, batch, outcomes = order
-            if kind == "commit":
-                outcomes = self._commit(batch, outcomes)
-            else:
-                outcomes = self._runBatch(batch)
-            self._reactor.callFromThread(self._finished, outcomes)
+            self._reactor.callFromThread(self._finished, self._runBatch(order))
         try:
             self._close()
         finally:
@@ -499,7 +461,6 @@ class SQLiteStore(StoreEvents, Service):
         connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         self._mode = self.synchronous
         connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT}")
-        self._busyTimeout = _BUSY_TIMEOUT
         _upgrade(connection)
         self._connection = connection
 
@@ -527,12 +488,9 @@ class SQLiteStore(StoreEvents, Service):
         committed.  Under load this turns many small commits (and fsyncs)
         into one.
 
-        Work runs on the database thread, unless the store is L{inline}
-        and every call of the group is marked L{_short}: then its statements run on the reactor thread
-        (a few, on pages SQLite mostly has in its cache, so the two threads
-        do not trade the interpreter lock at every statement) and only the
-        C{COMMIT}, which waits for the disk, is handed to the database
-        thread; a group that changed nothing is committed at once.
+        The reactor thread hands the database thread one group at a time
+        and the next when that one is done, so the two threads trade the
+        interpreter lock once per group.
 
         @param durability: the level of the commit (by default the
             store's); the group is committed at the strongest level asked.
@@ -542,38 +500,23 @@ class SQLiteStore(StoreEvents, Service):
             return fail(StorageUnavailable("The SQLite store is not running."))
         level = self.durability if durability is None else parseDurability(durability)
         d: Deferred[Any] = Deferred()
-        inline = self.inline and getattr(work, "short", False)
-        self._pending.append((work, args, d, self._modes[level], inline))
+        self._pending.append((work, args, d, self._modes[level]))
         if not self._busy:
             self._next()
         return d
 
     def _next(self) -> None:
         """
-        On the reactor thread: start the next group of pending calls, if
-        none is running; groups that change nothing are finished at once.
+        On the reactor thread: hand the next group of pending calls to the
+        database thread, if there is one.
         """
-        self._busy = True
-        while self._pending:
+        if self._pending:
+            self._busy = True
             batch: list[_Work] = []
             while self._pending and len(batch) < _GROUP_LIMIT:
                 batch.append(self._pending.popleft())
-            if not all(item[4] for item in batch) or self._connection is None:
-                self._wake.put(("batch", batch, None))
-                return
-            connection = self._connection
-            changes = connection.total_changes
-            try:
-                outcomes = self._runWorks(batch, wait=False)
-            except _Locked:
-                # Another connection writes: wait for it on the thread.
-                self._wake.put(("batch", batch, None))
-                return
-            if outcomes is None or connection.total_changes != changes:
-                self._wake.put(("commit", batch, outcomes))
-                return
-            # Nothing was written: COMMIT only ends the read transaction.
-            _deliver(self._commit(batch, outcomes))
+            self._wake.put(batch)
+            return
         self._busy = False
         if self._stopping:
             self._wake.put(_STOP)
@@ -593,34 +536,25 @@ class SQLiteStore(StoreEvents, Service):
         outcomes = self._runWorks(batch)
         return self._commit(batch, outcomes)
 
-    def _runWorks(
-        self, batch: list[_Work], wait: bool = True
-    ) -> Optional[list[_Outcome]]:
+    def _runWorks(self, batch: list[_Work]) -> Optional[list[_Outcome]]:
         """
         Begin a transaction and run each call of C{batch} in its own
-        savepoint.
+        savepoint (a call alone in it needs none).
 
-        @param wait: wait (up to the busy timeout) for another connection
-            that holds the write lock; without it, raise L{_Locked} at once.
-        @return: each call's outcome, or L{None} if no transaction began.
+        @return: each call's outcome, or L{None} if the transaction did not
+            begin or SQLite ended it.
         """
         mode = batch[0][3]
         for item in batch[1:]:
             mode = _stronger(mode, item[3])
         try:
             connection = self._connect()
-            timeout = _BUSY_TIMEOUT if wait else 0
-            if timeout != self._busyTimeout:
-                connection.execute(f"PRAGMA busy_timeout={timeout}")
-                self._busyTimeout = timeout
             if mode != self._mode:
                 # Outside a transaction, so that it applies to this commit.
                 connection.execute(f"PRAGMA synchronous={mode.upper()}")
                 self._mode = mode
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            if not wait and getattr(e, "sqlite_errorcode", None) == _SQLITE_BUSY:
-                raise _Locked() from e
             self._unavailable = StorageUnavailable(
                 f"The SQLite store is unavailable: {e}"
             )
@@ -800,7 +734,7 @@ class SQLiteStore(StoreEvents, Service):
                 )
             return ids
 
-        return self._run(_short(work), durability=durability)
+        return self._run(work, durability=durability)
 
     def listMessages(
         self, project: str, queue: str, query: models.MessageQuery, now: float
@@ -827,9 +761,7 @@ class SQLiteStore(StoreEvents, Service):
             sql += " AND visible_at <= :now"
         sql += _tagFilter(query.tags, params)
         sql += " ORDER BY marker LIMIT :limit"
-        return self._run(
-            _short(lambda c: [_message(row) for row in c.execute(sql, params)])
-        )
+        return self._run(lambda c: [_message(row) for row in c.execute(sql, params)])
 
     def getMessages(
         self, project: str, queue: str, ids: Sequence[str], now: float
@@ -843,9 +775,7 @@ class SQLiteStore(StoreEvents, Service):
             f"AND id IN ({holes}) AND expires > ? ORDER BY marker"
         )
         args = (project, queue, *ids, now)
-        return self._run(
-            _short(lambda c: [_message(row) for row in c.execute(sql, args)])
-        )
+        return self._run(lambda c: [_message(row) for row in c.execute(sql, args)])
 
     def deleteMessage(
         self,
@@ -869,7 +799,7 @@ class SQLiteStore(StoreEvents, Service):
             rules.checkDelete(messageId, holder, holderExpires, claimId, now)
             c.execute("DELETE FROM messages WHERE seq = ?", (seq,))
 
-        return self._run(_short(work), durability=durability)
+        return self._run(work, durability=durability)
 
     def deleteMessages(
         self,
@@ -898,9 +828,7 @@ class SQLiteStore(StoreEvents, Service):
             args += [now, *claimIds]
         if not ids:
             return self._run(lambda c: 0)
-        return self._run(
-            _short(lambda c: c.execute(sql, args).rowcount), durability=durability
-        )
+        return self._run(lambda c: c.execute(sql, args).rowcount, durability=durability)
 
     def popMessages(
         self,
@@ -920,7 +848,7 @@ class SQLiteStore(StoreEvents, Service):
             )
             return messages
 
-        return self._run(_short(work), durability=durability)
+        return self._run(work, durability=durability)
 
     def _claimable(
         self,
@@ -1000,7 +928,7 @@ class SQLiteStore(StoreEvents, Service):
             self._report("dead_lettered", len(moved), project, queue)
             return claim
 
-        return self._run(_short(work), durability=durability).addCallback(committed)
+        return self._run(work, durability=durability).addCallback(committed)
 
     # IQueueDepths.
 

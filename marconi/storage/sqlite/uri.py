@@ -6,7 +6,6 @@ import os
 from urllib.parse import parse_qs
 
 _SYNCHRONOUS = ("full", "normal", "extra", "off")
-_STATEMENTS = ("reactor", "thread")
 
 
 def parseURI(uri: str) -> tuple[str, str]:
@@ -26,31 +25,17 @@ def parseURI(uri: str) -> tuple[str, str]:
     if not path:
         raise ValueError("a sqlite: URI needs a path (sqlite:PATH or sqlite::memory:)")
     options = _options(query)
-    unknown = set(options) - {"synchronous", "statements"}
+    unknown = set(options) - {"synchronous"}
     if unknown:
         raise ValueError(f"unknown sqlite option(s): {', '.join(sorted(unknown))}")
     synchronous = options.get("synchronous", ["full"])[-1].lower()
     if synchronous not in _SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
-    statements = options.get("statements", ["thread"])[-1].lower()
-    if statements not in _STATEMENTS:
-        raise ValueError(f"statements must be one of {', '.join(_STATEMENTS)}")
     return path, synchronous
 
 
 def _options(query: str) -> dict:
     return parse_qs(query, keep_blank_values=True)
-
-
-def statementsOnReactor(uri: str) -> bool:
-    """
-    Whether the short calls of a (valid) C{sqlite:} URI run their
-    statements on the reactor thread (C{statements=reactor}), rather than
-    every statement on the database thread (C{statements=thread}, the
-    default).
-    """
-    query = uri.partition("?")[2]
-    return _options(query).get("statements", ["thread"])[-1].lower() == "reactor"
 
 
 def checkURI(uri: str) -> None:
