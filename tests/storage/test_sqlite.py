@@ -124,15 +124,14 @@ class URITests(SynchronousTestCase):
 
 
 class GroupCommitTests(TestCase):
-    async def test_failureIsolatedInGroup(self) -> None:
+    async def busyStore(self) -> tuple:
         """
-        Calls queued while the database thread is busy commit together, and
-        one that fails is rolled back alone: the others are stored.
+        A running in-memory store whose database thread is held by a call
+        until C{gate} is set, with a post queued behind it.
+
+        @return: the store, the gate, the holding call and the post.
         """
         import threading
-
-        from twisted.internet.defer import gatherResults
-        from twisted.internet.threads import deferToThread
 
         store = SQLiteStore(":memory:", reactor)
         store.startService()
@@ -141,6 +140,17 @@ class GroupCommitTests(TestCase):
         gate = threading.Event()
         blocked = store._run(lambda c: gate.wait(10))
         first = store.postMessages("p", "q", [msg('"a"')], "c", T0)
+        return store, gate, blocked, first
+
+    async def test_failureIsolatedInGroup(self) -> None:
+        """
+        Calls queued while the database thread is busy commit together, and
+        one that fails is rolled back alone: the others are stored.
+        """
+        from twisted.internet.defer import gatherResults
+        from twisted.internet.threads import deferToThread
+
+        store, gate, blocked, first = await self.busyStore()
 
         def broken(c):
             c.execute("INSERT INTO queues VALUES ('p', 'bad', '{}', 0)")
@@ -165,19 +175,11 @@ class GroupCommitTests(TestCase):
         fails with StorageUnavailable, nothing of it is stored, and the
         database thread goes on serving later calls.
         """
-        import threading
-
         from twisted.internet.threads import deferToThread
 
         from marconi.core.errors import StorageUnavailable
 
-        store = SQLiteStore(":memory:", reactor)
-        store.startService()
-        self.addCleanup(store.stopService)
-        await store.ping()
-        gate = threading.Event()
-        blocked = store._run(lambda c: gate.wait(10))
-        first = store.postMessages("p", "q", [msg('"a"')], "c", T0)
+        store, gate, blocked, first = await self.busyStore()
 
         def ended(c):
             c.execute("ROLLBACK")
