@@ -155,6 +155,8 @@ class _Connection(Protocol):
 
     def abort(self) -> None:
         self._keep = False
+        # Out of the pool now: the transport reports the loss only later.
+        self._pool.forget(self)
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -279,6 +281,11 @@ class _Connection(Protocol):
                 raise BadAnswer("a chunk size is malformed") from None
             if self._left < 0:
                 raise BadAnswer("a chunk size is malformed")
+            exchange = self._exchange
+            assert exchange is not None
+            if self._size + self._left > exchange.limit:
+                # Refused before its bytes are buffered.
+                raise BodyTooLarge(f"over {exchange.limit} bytes")
             self._buffer = self._buffer[end + 2 :]
             if self._left == 0:
                 self._mode = b"trailers"

@@ -176,6 +176,21 @@ class PoolTests(SynchronousTestCase):
             )
             self.assertTrue(transport.disconnecting)
 
+    def test_hugeChunkRefusedAtOnce(self) -> None:
+        """
+        A chunk whose announced size passes the bound fails the request as
+        soon as its size line arrives, before any of its bytes are kept.
+        """
+        d = self.wired.request()
+        protocol, transport = self.wired.connections[-1]
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffff\r\n"
+        )
+        self.assertIn(
+            "over 100 bytes", str(self.failureResultOf(d, BodyTooLarge).value)
+        )
+        self.assertTrue(transport.disconnecting)
+
     def test_badAnswers(self) -> None:
         """
         What is not an HTTP/1.1 answer fails the request with L{BadAnswer}
@@ -287,6 +302,10 @@ class PoolTests(SynchronousTestCase):
         self.answer(d, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\n")
         self.assertTrue(transport.disconnecting)
+        # The dropped connection is not handed to the next request, even
+        # before the transport reports it lost.
+        self.wired.request()
+        self.assertEqual(len(self.wired.connections), 2)
 
 
 class RequestBytesTests(SynchronousTestCase):

@@ -200,6 +200,35 @@ class GroupCommitTests(TestCase):
         found = await store.listMessages("p", "q", query(echo=True), T0)
         self.assertEqual([(m.id, m.body) for m in found], [(ids[0], '"b"')])
 
+    async def test_savepointEndedUnderACall(self) -> None:
+        """
+        A call that swallows the error of a statement after which SQLite
+        ended the transaction leaves no savepoint to release: the group
+        fails with StorageUnavailable, is logged, and the database thread
+        goes on serving later calls.
+        """
+        from marconi.core.errors import StorageUnavailable
+
+        store, gate, blocked, first = await self.busyStore()
+
+        def swallowed(c):
+            c.execute("ROLLBACK")
+            return "fine"
+
+        failing = store._run(swallowed)
+        from twisted.internet.threads import deferToThread
+
+        await deferToThread(gate.set)
+        for d in (blocked, first, failing):
+            try:
+                await d
+            except StorageUnavailable:
+                pass
+        self.flushLoggedErrors()
+        ids = await store.postMessages("p", "q", [msg('"b"')], "c", T0)
+        found = await store.listMessages("p", "q", query(echo=True), T0)
+        self.assertEqual([m.id for m in found][-1], ids[0])
+
     async def test_stoppedStoreRefuses(self) -> None:
         """
         A store that is not running fails calls with StorageUnavailable.

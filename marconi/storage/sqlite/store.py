@@ -447,7 +447,21 @@ class SQLiteStore(StoreEvents, Service):
             order: Any = self._wake.get()
             if order is _STOP:
                 break
-            self._reactor.callFromThread(self._finished, self._runBatch(order))
+            try:
+                outcomes = self._runBatch(order)
+            except Exception as e:
+                # Whatever escaped (a savepoint SQLite had already ended, a
+                # connection that cannot be opened): the group fails, the
+                # thread goes on.
+                self.log.failure("SQLite group failed")
+                if self._connection is not None and self._connection.in_transaction:
+                    try:
+                        self._connection.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                error = StorageUnavailable(f"The SQLite store failed: {e}")
+                outcomes = [(item[2], False, error) for item in order]
+            self._reactor.callFromThread(self._finished, outcomes)
         try:
             self._close()
         finally:
