@@ -37,6 +37,17 @@ class Counting:
 
 
 class BatchingTests(TestCase):
+    def countingRiver(self) -> tuple:
+        """
+        A river writing to a running in-memory SQLite store through a
+        L{Counting} wrapper.
+        """
+        store = SQLiteStore(":memory:", reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        counting = Counting(store)
+        return counting, AuditRiver(counting, reactor)
+
     async def test_batched(self) -> None:
         """
         Fifty events recorded at once on a store that writes in its own
@@ -44,11 +55,7 @@ class BatchingTests(TestCase):
         while it was in flight), and every event is read back once, in
         the order recorded; another project's events are written apart.
         """
-        store = SQLiteStore(":memory:", reactor)
-        store.startService()
-        self.addCleanup(store.stopService)
-        counting = Counting(store)
-        river = AuditRiver(counting, reactor)
+        counting, river = self.countingRiver()
         for n in range(50):
             river.record("p", "posted", "q", count=n)
         river.record("other", "posted", "q", count=0)
@@ -69,11 +76,7 @@ class BatchingTests(TestCase):
         A backlog larger than one write holds is written in several, none
         over the batch size, nothing lost.
         """
-        store = SQLiteStore(":memory:", reactor)
-        store.startService()
-        self.addCleanup(store.stopService)
-        counting = Counting(store)
-        river = AuditRiver(counting, reactor)
+        counting, river = self.countingRiver()
         for n in range(251):
             river.record("p", "deleted", "q", count=n)
         await river.flush()
