@@ -741,6 +741,60 @@ class MessageStoreContract:
         self.assertEqual(dead.expires, now + 500)
         self.assertIsNotNone(await store.createClaim("p", "dlq", spec(), now))
 
+    async def test_claimPastHeldHead(self) -> None:
+        """
+        A claim takes the oldest claimable messages in marker order however
+        many messages live claims hold ahead of them: the messages of an
+        ended claim come back in their marker place, delayed ones wait for
+        their time, tag filters hold, and the dead-letter policy moves the
+        messages that reached their count.
+        """
+        store = await self.store()
+        held = await self.post(store, [f'"h{i}"' for i in range(40)])
+        for _ in range(4):
+            claim = await store.createClaim("p", "q", spec(limit=10, ttl=1000), T0)
+            self.assertEqual(len(claim.messages), 10)
+        a = await self.post(store, [f'"a{i}"' for i in range(6)])
+        short = await store.createClaim("p", "q", spec(limit=3, ttl=30), T0)
+        self.assertEqual([m.id for m in short.messages], a[:3])
+        long = await store.createClaim("p", "q", spec(limit=3, ttl=100), T0)
+        self.assertEqual([m.id for m in long.messages], a[3:])
+        [delayed] = await self.post(store, ['"d"'], delay=100)
+        tagged = await self.post(store, ['"t0"', '"t1"'], tags=("t",))
+        [free] = await self.post(store, ['"b"'])
+
+        def ids(claim: Any) -> list:
+            return [m.id for m in claim.messages]
+
+        now = T0 + 60
+        claim = await store.createClaim("p", "q", spec(limit=2, tags=("t",)), now)
+        self.assertEqual(ids(claim), tagged)
+        claim = await store.createClaim("p", "q", spec(limit=2), now)
+        self.assertEqual(ids(claim), a[:2])
+        self.assertEqual([m.claimCount for m in claim.messages], [2, 2])
+        claim = await store.createClaim("p", "q", spec(limit=5), now)
+        self.assertEqual(ids(claim), [a[2], free])
+        self.assertIsNone(await store.createClaim("p", "q", spec(), now))
+        now = T0 + 100
+        claim = await store.createClaim("p", "q", spec(limit=10), now)
+        self.assertEqual(ids(claim), a[3:] + [delayed])
+        # The claims made at T0 + 60 end at T0 + 120; the one at T0 + 100
+        # holds its messages until T0 + 160.
+        now = T0 + 120
+        policy = dict(maxClaimCount=2, deadLetterQueue="dlq")
+        claim = await store.createClaim("p", "q", spec(limit=6, **policy), now)
+        self.assertEqual(ids(claim), tagged + [free])
+        dead = await store.listMessages("p", "dlq", query(), now)
+        self.assertEqual([m.id for m in dead], a[:3])
+        self.assertEqual([m.claimCount for m in claim.messages], [2, 2, 2])
+        popped = await store.popMessages("p", "q", 5, (), T0 + 160)
+        self.assertEqual([m.id for m in popped], a[3:] + [delayed])
+        listed = await store.listMessages(
+            "p", "q", query(limit=100, includeClaimed=True), T0 + 160
+        )
+        self.assertEqual([m.id for m in listed], held + tagged + [free])
+        self.assertTrue(all(m.claimedAt(T0 + 160) for m in listed))
+
     async def test_markersPerQueue(self) -> None:
         """
         A queue's markers count only its own messages: what other queues

@@ -365,7 +365,7 @@ class SchemaMigrationTests(TestCase):
         Old messages keep their markers and tags; each queue's new markers
         continue above every marker the shared counter handed out, and
         from then on count only that queue's messages; stats count the
-        migrated messages; the file records schema version 2.
+        migrated messages; the file records schema version 3.
         """
         store = SQLiteStore(self.oldFile(), reactor)
         store.startService()
@@ -387,7 +387,7 @@ class SchemaMigrationTests(TestCase):
         version = await store._run(
             lambda c: c.execute("PRAGMA user_version").fetchone()[0]
         )
-        self.assertEqual(version, 2)
+        self.assertEqual(version, 3)
         stats = await store.queueStats("p", "q", T0)
         self.assertEqual((stats.free, stats.claimed, stats.delayed), (1, 1, 0))
         stats = await store.queueStats("other", "q", T0)
@@ -449,4 +449,4 @@ class StatsCountMigrationTests(TestCase):
         version = await store._run(
             lambda c: c.execute("PRAGMA user_version").fetchone()[0]
         )
-        self.assertEqual(version, 2)
+        self.assertEqual(version, 3)

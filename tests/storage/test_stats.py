@@ -67,19 +67,30 @@ class StatsQueryPlanTests(TestCase):
     async def test_listingAndClaimKeepMarkerOrder(self) -> None:
         """
         The indexes kept for stats do not lead listings and claims away
-        from the marker index (which would sort the whole queue).
+        from marker order (which would sort the whole queue): listings
+        read the marker index, claims and pops the unclaimed rows' index,
+        also in marker order.
         """
         store = self.store
         await store.postMessages("p", "q", [msg(), msg(delay=60)] * 5, "c", T0)
-        for call in (
-            lambda: store.listMessages("p", "q", query(marker=2), T0),
-            lambda: store.listMessages("p", "q", query(includeClaimed=True), T0),
-            lambda: store.createClaim("p", "q", spec(limit=2), T0),
-            lambda: store.popMessages("p", "q", 1, (), T0),
+        for call, index in (
+            (
+                lambda: store.listMessages("p", "q", query(marker=2), T0),
+                "messages_by_marker",
+            ),
+            (
+                lambda: store.listMessages("p", "q", query(includeClaimed=True), T0),
+                "messages_by_marker",
+            ),
+            (
+                lambda: store.createClaim("p", "q", spec(limit=2), T0),
+                "messages_unclaimed",
+            ),
+            (lambda: store.popMessages("p", "q", 1, (), T0), "messages_unclaimed"),
         ):
             lines = await self.plans(call)
             self.assertTrue(lines)
-            self.assertIn("messages_by_marker", lines[0])
+            self.assertIn(index, lines[0])
             for line in lines:
                 self.assertNotIn("TEMP B-TREE", line)
 

@@ -31,7 +31,7 @@ JSON can carry.
 
 import heapq
 import json
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -86,6 +86,17 @@ class _Queue:
     @ivar holders: for each claim id, the markers (as the keys of an
         insertion-ordered L{dict}, in marker order) of the messages whose
         C{claimId} is that id, whether or not the claim is still live.
+    @ivar free: the markers of the messages no claim ever held that were
+        added with the largest marker yet, in marker order.
+    @ivar returned: the sorted markers of the other messages no claim
+        holds (released, their claim ended, or imported out of order).
+        Claims read C{free} and C{returned} merged, so they never pass a
+        message a claim holds.
+    @ivar freeRemoved: the markers removed from C{free} since it was
+        last copied (a L{dict} keeps a hole for each until then).
+    @ivar ends: a heap of (end, claim id) for each claim made, renewed or
+        imported; a claim unclaims the messages of the claims that ended
+        (L{MemoryStore._endClaims}), as the SQLite store does.
     """
 
     metadata: str
@@ -95,6 +106,10 @@ class _Queue:
     byId: dict[str, int] = field(default_factory=dict)
     claims: dict[str, _Claim] = field(default_factory=dict)
     holders: dict[str, dict[int, None]] = field(default_factory=dict)
+    free: dict[int, None] = field(default_factory=dict)
+    returned: list[int] = field(default_factory=list)
+    freeRemoved: int = 0
+    ends: list[tuple[float, str]] = field(default_factory=list)
 
     def after(self, marker: Optional[int]) -> Iterator[Message]:
         """
@@ -171,11 +186,18 @@ class MemoryStore(StoreEvents, Service):
         """
         Add a message, which must have the largest marker yet.
         """
+        last = queue.order[-1] if queue.order else None
         queue.messages[message.marker] = message
         queue.order.append(message.marker)
         queue.byId[message.id] = message.marker
         if message.claimId is not None:
             queue.holders.setdefault(message.claimId, {})[message.marker] = None
+            if message.claimExpires is not None:
+                self._noteEnd(queue, message.claimExpires, message.claimId)
+        elif last is None or message.marker > last:
+            queue.free[message.marker] = None
+        else:
+            insort(queue.returned, message.marker)
         self._messageCount += 1
         self._expireMessageAt(key, message)
 
@@ -183,6 +205,8 @@ class MemoryStore(StoreEvents, Service):
         del queue.messages[message.marker]
         del queue.byId[message.id]
         self._unhold(queue, message)
+        if message.claimId is None:
+            self._unfree(queue, message.marker)
         self._messageCount -= 1
         if len(queue.order) > 2 * len(queue.messages) + 32:
             queue.order = list(queue.messages)
@@ -195,6 +219,10 @@ class MemoryStore(StoreEvents, Service):
             self._unhold(queue, old)
             if new.claimId is not None:
                 queue.holders.setdefault(new.claimId, {})[new.marker] = None
+            if old.claimId is None:
+                self._unfree(queue, old.marker)
+            elif new.claimId is None:
+                insort(queue.returned, new.marker)
         queue.messages[new.marker] = new
         if new.expires != old.expires:
             self._expireMessageAt(key, new)
@@ -207,6 +235,47 @@ class MemoryStore(StoreEvents, Service):
             held.pop(message.marker, None)
             if not held:
                 del queue.holders[message.claimId]
+
+    def _unfree(self, queue: _Queue, marker: int) -> None:
+        """
+        Take the marker of a message no claim holds out of C{free} or
+        C{returned}.
+        """
+        if queue.free.pop(marker, False) is None:
+            queue.freeRemoved += 1
+            if queue.freeRemoved > len(queue.free) + 64:
+                queue.free = dict(queue.free)
+                queue.freeRemoved = 0
+            return
+        index = bisect_left(queue.returned, marker)
+        if index < len(queue.returned) and queue.returned[index] == marker:
+            del queue.returned[index]
+
+    def _noteEnd(self, queue: _Queue, end: float, claimId: str) -> None:
+        """
+        Note that claim C{claimId} ends at C{end}; the heap is rebuilt from
+        the claimed messages when renewals left too many stale entries.
+        """
+        ends = queue.ends
+        heapq.heappush(ends, (end, claimId))
+        if len(ends) > _HEAP_SLACK * len(queue.holders) + _HEAP_MINIMUM:
+            ends[:] = [
+                (min(m.claimExpires or 0.0 for m in self._held(queue, i)), i)
+                for i in queue.holders
+            ]
+            heapq.heapify(ends)
+
+    def _endClaims(self, key: Key, queue: _Queue, now: float) -> None:
+        """
+        Unclaim the messages whose claim ended by C{now} (nothing reads an
+        ended claim's id), so that claims find them with the free ones.
+        """
+        ends = queue.ends
+        while ends and ends[0][0] <= now:
+            _, claimId = heapq.heappop(ends)
+            for message in self._held(queue, claimId):
+                if message.claimExpires is not None and message.claimExpires <= now:
+                    self._update(key, queue, message, rules.unclaimed(message))
 
     def _held(self, queue: _Queue, claimId: str) -> list[Message]:
         """
@@ -238,15 +307,28 @@ class MemoryStore(StoreEvents, Service):
             heapq.heapify(heap)
 
     def _candidates(
-        self, queue: Optional[_Queue], limit: int, tags: Sequence[str], now: float
+        self,
+        key: Key,
+        queue: Optional[_Queue],
+        limit: int,
+        tags: Sequence[str],
+        now: float,
     ) -> list[Message]:
         """
-        The oldest claimable messages carrying every tag, up to C{limit}.
+        The oldest claimable messages carrying every tag, up to C{limit},
+        once the messages of ended claims are unclaimed: read from the
+        messages no claim holds, never past those a live claim holds.
         """
         found: list[Message] = []
         if queue is None or limit <= 0:
             return found
-        for message in queue.messages.values():
+        self._endClaims(key, queue, now)
+        markers: Any = queue.free
+        if queue.returned:
+            markers = heapq.merge(queue.free, queue.returned)
+        messages = queue.messages
+        for marker in markers:
+            message = messages[marker]
             if rules.isClaimable(message, now) and rules.hasTags(message, tags):
                 found.append(message)
                 if len(found) == limit:
@@ -328,6 +410,10 @@ class MemoryStore(StoreEvents, Service):
             queue.byId.clear()
             queue.claims.clear()
             queue.holders.clear()
+            queue.free.clear()
+            queue.returned.clear()
+            queue.freeRemoved = 0
+            queue.ends.clear()
             return removed
 
         return self._answer(work)
@@ -503,7 +589,7 @@ class MemoryStore(StoreEvents, Service):
     ) -> Deferred:
         def work() -> list:
             target = self._queues.get((project, queue))
-            messages = self._candidates(target, limit, tags, now)
+            messages = self._candidates((project, queue), target, limit, tags, now)
             for message in messages:
                 assert target is not None
                 self._remove(target, message)
@@ -525,7 +611,7 @@ class MemoryStore(StoreEvents, Service):
             target = self._queues.get(key)
             claimable = []
             moved = 0
-            for message in self._candidates(target, spec.limit, spec.tags, now):
+            for message in self._candidates(key, target, spec.limit, spec.tags, now):
                 if rules.goesToDeadLetter(message.claimCount, spec):
                     assert target is not None
                     self._deadLetter(project, target, message, spec, now)
@@ -542,6 +628,7 @@ class MemoryStore(StoreEvents, Service):
             target.claims[claimId] = claim
             self._claimCount += 1
             self._expireClaimAt(key, claimId, claim)
+            self._noteEnd(target, claimExpires, claimId)
             held = []
             for message in claimable:
                 taken = rules.claimed(message, claimId, claimExpires, spec.grace)
@@ -630,6 +717,7 @@ class MemoryStore(StoreEvents, Service):
             claim.ttl, claim.grace, claim.updated = ttl, grace, now
             claim.expires = expires
             self._expireClaimAt(key, claimId, claim)
+            self._noteEnd(target, expires, claimId)
             for message in self._held(target, claimId):
                 if message.expires > now:
                     self._update(

@@ -69,6 +69,21 @@ CREATE TABLE IF NOT EXISTS queue_counts (
 ) WITHOUT ROWID;
 """
 
+# Claims and pops read a queue's unclaimed rows (never claimed, released, or
+# whose claim ended) in marker order on messages_unclaimed, so a claim never
+# walks past the rows live claims hold.  A claimed row is on
+# messages_claimed, by the end of its claim: a claim first hands the rows
+# whose claim ended back to messages_unclaimed, where they take their marker
+# place again.  Both are partial, usable only by a query naming
+# "claim_id IS NULL" or "claim_id IS NOT NULL", so listings and stats keep
+# messages_by_marker.
+_CLAIM_INDEXES = """
+CREATE INDEX IF NOT EXISTS messages_unclaimed
+    ON messages (project, queue, marker) WHERE claim_id IS NULL;
+CREATE INDEX IF NOT EXISTS messages_claimed
+    ON messages (project, queue, claim_expires) WHERE claim_id IS NOT NULL;
+"""
+
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS queues (
@@ -153,18 +168,22 @@ CREATE TRIGGER IF NOT EXISTS messages_count_out AFTER DELETE ON messages
 -- Stats count, beside the stored count, the expired rows not purged yet
 -- (on messages_by_expiry), the claimed rows (through the queue's claims
 -- and messages_by_claim) and, here, the rows posted or moved with a delay,
--- by their visibility.  No other index leads with (project, queue): the
--- planner would take it for listings and claims, which need marker order.
+-- by their visibility.  No other index leads with (project, queue) but
+-- the partial ones a query must name (below): the planner would take it
+-- for listings and claims, which need marker order.
 CREATE INDEX IF NOT EXISTS messages_delayed
     ON messages (project, queue, visible_at, expires)
     WHERE visible_at > created;
 """
+    + _CLAIM_INDEXES
 )
 
 #: The schema version written in C{PRAGMA user_version}.  Version 0 (files
 #: written before versions were recorded) gave markers from one counter
-#: shared by every queue; version 1 counted rows for queue stats.
-_VERSION = 2
+#: shared by every queue; version 1 counted rows for queue stats; version 2
+#: had no claim indexes (version 3 builds them from the rows, see
+#: L{_CLAIM_INDEXES}).
+_VERSION = 3
 
 # From version 0 to 1: the shared counter becomes the rows' own key C{seq};
 # existing messages keep their markers, and every existing queue's counter
@@ -205,10 +224,19 @@ _COLUMNS = (
     "claim_id, claim_expires, claim_count, tags, checksum"
 )
 
-# marconi.core.rules.isClaimable
-_CLAIMABLE = (
-    "expires > :now AND visible_at <= :now "
-    "AND (claim_id IS NULL OR claim_expires <= :now)"
+# marconi.core.rules.isClaimable, once _UNCLAIM_ENDED ran.
+_CLAIMABLE_SELECT = (
+    f"SELECT {_COLUMNS} FROM messages INDEXED BY messages_unclaimed "
+    "WHERE project = :project AND queue = :queue AND claim_id IS NULL "
+    "AND expires > :now AND visible_at <= :now"
+)
+
+# A queue's rows whose claim ended go back to messages_unclaimed.
+_UNCLAIM_ENDED = (
+    "UPDATE messages INDEXED BY messages_claimed "
+    "SET claim_id = NULL, claim_expires = NULL "
+    "WHERE project = :project AND queue = :queue "
+    "AND claim_id IS NOT NULL AND claim_expires <= :now"
 )
 
 _PURGE_BATCH = 1000
@@ -301,7 +329,8 @@ def _upgrade(connection: sqlite3.Connection) -> None:
         ).fetchone()
         if version < 1 and old is not None:
             script += _MIGRATE_TO_1
-        script += _MIGRATE_TO_2
+        if version < 2:
+            script += _MIGRATE_TO_2
     connection.executescript(
         f"BEGIN IMMEDIATE; {script} {_SCHEMA} PRAGMA user_version = {_VERSION}; COMMIT;"
     )
@@ -873,15 +902,26 @@ class SQLiteStore(StoreEvents, Service):
         tags: Sequence[str],
         now: float,
     ) -> list:
+        """
+        The oldest claimable messages carrying every tag, up to C{limit}
+        (L{rules.isClaimable}), in the caller's transaction.
+
+        The rows whose claim ended are unclaimed first (nothing reads an
+        ended claim's id: L{rules.checkDelete} and L{rules.deletableWith}
+        treat it as no claim), so every claimable row is on
+        messages_unclaimed and the read never passes a row a live claim
+        holds: its cost grows with the delayed and expired rows it skips,
+        not with the queue's claimed ones.
+        """
         params: dict[str, Any] = {
             "project": project,
             "queue": queue,
             "now": now,
             "limit": limit,
         }
+        c.execute(_UNCLAIM_ENDED, params)
         sql = (
-            f"SELECT {_COLUMNS} FROM messages "
-            f"WHERE project = :project AND queue = :queue AND {_CLAIMABLE}"
+            _CLAIMABLE_SELECT
             + _tagFilter(tags, params)
             + " ORDER BY marker LIMIT :limit"
         )
