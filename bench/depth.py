@@ -21,6 +21,14 @@ times:
   - C{delete}: delete a message by id (posted just before, untimed);
   - C{stats}: the queue's stats.
 
+With C{--held 10000,100000} it measures instead what live claims at a
+queue's head cost (docs/storage.rst): queues of C{--small} free messages
+behind 0 and each of the given numbers of messages held by live claims
+(claimed in the filling process, for 12 hours), and the same operations
+(by default C{claim10} and C{post1}) on each.
+
+    python bench/depth.py --stores sqlite --held 10000,100000
+
 It reports per operation the median latency (ms) and the CPU time per
 request of the node and its backing server together (the median of the
 rounds), for each queue, and the ratio big/small of both.  Both queues are
@@ -62,22 +70,25 @@ OPERATIONS = ["post1", "list10", "claim10", "delete", "stats"]
 # Long enough that nothing expires during a run.
 TTL = 1_209_600
 BATCH = 1000
+# How long the claims of --held hold their messages.
+HOLD_TTL = 43_200
 
 
 # -- Filling a queue through the store API --------------------------------
 
 
-def fill(uri: str, queue: str, count: int, inFlight: int = 4) -> float:
+def fill(uri: str, queue: str, count: int, inFlight: int = 4, hold: int = 0) -> float:
     """
     Post C{count} messages to C{queue} of L{PROJECT} in the store at
-    C{uri}, in batches of L{BATCH}, C{inFlight} batches at a time.
+    C{uri}, in batches of L{BATCH}, C{inFlight} batches at a time; then
+    claim the first C{hold} of them for L{HOLD_TTL} seconds.
 
     @return: the seconds it took.
     """
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
-    from marconi.core.models import NewMessage
+    from marconi.core.models import ClaimSpec, NewMessage
 
     kind = uri.split(":", 1)[0]
     if kind == "sqlite":
@@ -117,6 +128,13 @@ def fill(uri: str, queue: str, count: int, inFlight: int = 4) -> float:
             workers = [Deferred.fromCoroutine(post(sizes)) for _ in range(inFlight)]
             for worker in workers:
                 await worker
+            remaining = hold
+            while remaining > 0:
+                spec = ClaimSpec(ttl=HOLD_TTL, grace=0, limit=min(remaining, BATCH))
+                claim = await store.createClaim(
+                    PROJECT, queue, spec, time.time(), durability="fast"
+                )
+                remaining -= len(claim.messages)
         except BaseException as e:
             result["error"] = e
         finally:
@@ -132,7 +150,7 @@ def fill(uri: str, queue: str, count: int, inFlight: int = 4) -> float:
     return time.monotonic() - started
 
 
-def fillInProcess(uri: str, queue: str, count: int) -> float:
+def fillInProcess(uri: str, queue: str, count: int, hold: int = 0) -> float:
     """
     Run L{fill} in a fresh Python process (it needs a Twisted reactor).
     """
@@ -141,7 +159,7 @@ def fillInProcess(uri: str, queue: str, count: int) -> float:
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
     )
     output = subprocess.run(
-        [sys.executable, __file__, "--fill", uri, queue, str(count)],
+        [sys.executable, __file__, "--fill", uri, queue, str(count), str(hold)],
         env=env,
         check=True,
         capture_output=True,
@@ -302,7 +320,7 @@ async def measure(url: str, pids: list, options, depths: dict) -> dict:
                 samples[op][queue]["cpu"].append(spent / options.requests * 1000)
     c.close()
     report = {}
-    small, big = list(depths)
+    small, big = list(depths)[0], list(depths)[-1]
     for op, byQueue in samples.items():
         row = {}
         for queue in depths:
@@ -325,14 +343,41 @@ def runStore(store: str, options) -> dict:
     servers = Servers(workdir)
     try:
         uri, serverPids = storageFor(servers, store)
-        depths = {"small": options.small, "big": options.big}
-        fills = {q: round(fillInProcess(uri, q, n), 1) for q, n in depths.items()}
+        if options.held:
+            held = {f"held{n}": n for n in [0] + options.held}
+            depths = {q: n + options.small for q, n in held.items()}
+        else:
+            held = {}
+            depths = {"small": options.small, "big": options.big}
+        fills = {
+            q: round(fillInProcess(uri, q, n, held.get(q, 0)), 1)
+            for q, n in depths.items()
+        }
         url, nodePid = startNode(servers, uri)
         report = asyncio.run(measure(url, [nodePid] + serverPids, options, depths))
         return {"server": serverKind(store), "fillSeconds": fills, "ops": report}
     finally:
         servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def heldTable(results: dict, options) -> str:
+    queues = [f"held{n}" for n in [0] + options.held]
+    lines = [
+        "| store | operation | "
+        + " | ".join(f"{q[4:]} held: ms, CPU ms/req" for q in queues)
+        + " | CPU ratio last/none |",
+        "|---|---|" + "---|" * (len(queues) + 1),
+    ]
+    for store, result in results.items():
+        for op, row in result["ops"].items():
+            cells = [f"{row[q]['ms']}, {row[q]['cpuMs']}" for q in queues]
+            lines.append(
+                f"| {store} ({result['server']}) | {op} | "
+                + " | ".join(cells)
+                + f" | {row['ratioCpu']} |"
+            )
+    return "\n".join(lines)
 
 
 def table(results: dict, options) -> str:
@@ -353,8 +398,8 @@ def table(results: dict, options) -> str:
 
 def main(argv: list) -> int:
     if argv[:1] == ["--fill"]:
-        uri, queue, count = argv[1], argv[2], int(argv[3])
-        print(fill(uri, queue, count), flush=True)
+        uri, queue, count, hold = argv[1], argv[2], int(argv[3]), int(argv[4])
+        print(fill(uri, queue, count, hold=hold), flush=True)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stores", default="sqlite,redis,mongodb")
@@ -363,9 +408,15 @@ def main(argv: list) -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--ops", default=",".join(OPERATIONS), type=lambda s: s.split(",")
+        "--held",
+        default=[],
+        type=lambda s: [int(n) for n in s.split(",")],
+        help="numbers of held messages at the head to measure claims past",
     )
+    parser.add_argument("--ops", type=lambda s: s.split(","))
     options = parser.parse_args(argv)
+    if options.ops is None:
+        options.ops = ["claim10", "post1"] if options.held else OPERATIONS
     results = {}
     for store in options.stores.split(","):
         load = os.getloadavg()
@@ -375,7 +426,7 @@ def main(argv: list) -> int:
         results[store]["loadAfter"] = [round(x, 2) for x in os.getloadavg()]
         results[store]["seconds"] = round(time.monotonic() - started)
         print(f"{store}: {json.dumps(results[store])}", flush=True)
-    print(table(results, options))
+    print(heldTable(results, options) if options.held else table(results, options))
     print("MARCONI-DEPTH " + json.dumps(results), flush=True)
     return 0
 
