@@ -1079,7 +1079,10 @@ class SQLiteStore(StoreEvents, Service):
             if cursor.rowcount != 1:
                 raise ClaimDoesNotExist(claimId)
             c.execute(
-                "UPDATE messages SET claim_expires = ?, expires = MAX(expires, ?) "
+                # By claim id: messages_claimed would walk the queue's
+                # claimed rows.
+                "UPDATE messages INDEXED BY messages_by_claim "
+                "SET claim_expires = ?, expires = MAX(expires, ?) "
                 "WHERE project = ? AND queue = ? AND claim_id = ? AND expires > ?",
                 (expires, expires + grace, project, queue, claimId, now),
             )
@@ -1093,7 +1096,8 @@ class SQLiteStore(StoreEvents, Service):
                 "DELETE FROM claims WHERE project = ? AND queue = ? AND id = ?", key
             )
             c.execute(
-                "UPDATE messages SET claim_id = NULL, claim_expires = NULL "
+                "UPDATE messages INDEXED BY messages_by_claim "
+                "SET claim_id = NULL, claim_expires = NULL "
                 "WHERE project = ? AND queue = ? AND claim_id = ?",
                 key,
             )
