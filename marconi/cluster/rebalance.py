@@ -74,8 +74,13 @@ Why the promises hold:
    consumer's marker keeps working on N.
 
 A write that reaches Q without a request for Q (a message dead-lettered
-into Q by a claim on another queue of the same store) does not check the
-freeze.
+into Q by a claim on another queue P of the same store) checks the freeze
+too (L{marconi.cluster.placement.OwnedStore}): while Q is frozen the claim
+on P answers 503 with C{Retry-After: 1} and moves nothing; while only one
+of P and Q has been handed over, the claim on P claims without
+dead-lettering (the message stays in P, claimable, and is dead-lettered by
+a claim once both are in one store).  So no dead-lettered message is ever
+written into a copy of Q that is being read or was already dropped.
 
 Draining: a node of weight 0 owns no queue; it hands all it holds over,
 then stops (its process exits).
