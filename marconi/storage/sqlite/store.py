@@ -471,11 +471,18 @@ class SQLiteStore(StoreEvents, Service):
         connection = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False
         )
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-        self._mode = self.synchronous
-        connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT}")
-        _upgrade(connection)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            self._mode = self.synchronous
+            connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT}")
+            _upgrade(connection)
+        except BaseException:
+            # A migration that failed halfway leaves its transaction open:
+            # closing rolls it back and releases the file's write lock now,
+            # not when the connection is collected.
+            connection.close()
+            raise
         self._connection = connection
 
     def _close(self) -> None:
