@@ -44,7 +44,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from marconi.core import models, rules
+from marconi.core import models, reserved, rules
 from marconi.core.durability import DURABLE, FAST, LOCAL_LEVELS, parseDurability
 from marconi.core.errors import (
     ClaimDoesNotExist,
@@ -307,6 +307,64 @@ def _upgrade(connection: sqlite3.Connection) -> None:
     )
 
 
+# The tables in which an earlier version recorded its cluster moves, the
+# ring it last published and the parts of queues it was taking over.
+_MOVE_TABLES = ("cluster_moves", "cluster_state", "cluster_parts")
+
+
+def _takeOverMoves(connection: sqlite3.Connection) -> None:
+    """
+    A file of a cluster node of an earlier version keeps its moves in
+    progress in tables of their own: they become the record
+    L{reserved.UPGRADED_MOVES} (the format of the rebalancer's own record,
+    which takes it over when it starts) and the tables are dropped, in one
+    transaction.  Staged parts of incoming queues are dropped: the old
+    owner sends such a queue again from its start.
+    """
+    tables = {
+        row[0]
+        for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)",
+            _MOVE_TABLES,
+        )
+    }
+    if not tables:
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        moves: list = []
+        published = None
+        if "cluster_moves" in tables:
+            moves = [
+                list(row)
+                for row in connection.execute(
+                    "SELECT project, queue, direction, peer FROM cluster_moves "
+                    "ORDER BY project, queue"
+                )
+            ]
+        if "cluster_state" in tables:
+            row = connection.execute(
+                "SELECT value FROM cluster_state WHERE name = 'published'"
+            ).fetchone()
+            published = None if row is None else json.loads(row[0])
+        if moves or published is not None:
+            connection.execute(
+                "INSERT OR REPLACE INTO queues (project, name, metadata, created) "
+                "VALUES (?, ?, ?, 0)",
+                (
+                    reserved.CLUSTER_PROJECT,
+                    reserved.UPGRADED_MOVES,
+                    json.dumps({"moves": moves, "published": published}),
+                ),
+            )
+        for table in sorted(tables):
+            connection.execute(f"DROP TABLE {table}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
 def _takeMarkers(c: sqlite3.Connection, project: str, queue: str, count: int) -> int:
     """
     Reserve the next C{count} markers of a queue.
@@ -477,6 +535,7 @@ class SQLiteStore(StoreEvents, Service):
             self._mode = self.synchronous
             connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT}")
             _upgrade(connection)
+            _takeOverMoves(connection)
         except BaseException:
             # A migration that failed halfway leaves its transaction open:
             # closing rolls it back and releases the file's write lock now,
