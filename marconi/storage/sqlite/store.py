@@ -45,6 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from marconi.core import models, reserved, rules
+from marconi.core.audit import RIVER
 from marconi.core.durability import DURABLE, FAST, LOCAL_LEVELS, parseDurability
 from marconi.core.errors import (
     ClaimDoesNotExist,
@@ -1128,15 +1129,17 @@ class SQLiteStore(StoreEvents, Service):
 
     def purgeExpired(self, now: float) -> Any:
         def work(c: sqlite3.Connection) -> tuple[int, list]:
-            # The queues losing messages, for the queue observer only.
-            perQueue = []
-            if self._queueEvents is not None:
-                perQueue = c.execute(
-                    "SELECT project, queue, count(*) FROM (SELECT project, queue "
-                    "FROM messages WHERE expires <= ? LIMIT ?) "
-                    "GROUP BY project, queue",
-                    (now, _PURGE_BATCH),
-                ).fetchall()
+            # The queues losing messages, with what each loses: a river
+            # record counts as the events it holds (its body is read only
+            # for river records).
+            perQueue = c.execute(
+                "SELECT project, queue, SUM(CASE WHEN queue = ? "
+                "AND json_type(body) = 'array' THEN json_array_length(body) "
+                "ELSE 1 END) FROM (SELECT project, queue, body "
+                "FROM messages WHERE expires <= ? LIMIT ?) "
+                "GROUP BY project, queue",
+                (RIVER, now, _PURGE_BATCH),
+            ).fetchall()
             removed = c.execute(
                 "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages "
                 "WHERE expires <= ? LIMIT ?)",
@@ -1151,7 +1154,7 @@ class SQLiteStore(StoreEvents, Service):
                 removed, perQueue = await self._run(work)
                 for project, queue, count in perQueue:
                     self._reportQueue("expired", project, queue, count)
-                total += removed
+                    total += count
                 if removed < _PURGE_BATCH:
                     return total
 
