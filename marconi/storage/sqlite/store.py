@@ -1134,7 +1134,8 @@ class SQLiteStore(StoreEvents, Service):
             # for river records).
             perQueue = c.execute(
                 "SELECT project, queue, SUM(CASE WHEN queue = ? "
-                "AND json_type(body) = 'array' THEN json_array_length(body) "
+                "AND json_valid(body) AND json_type(body) = 'array' "
+                "THEN max(json_array_length(body), 1) "
                 "ELSE 1 END) FROM (SELECT project, queue, body "
                 "FROM messages WHERE expires <= ? LIMIT ?) "
                 "GROUP BY project, queue",
