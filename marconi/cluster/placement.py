@@ -19,7 +19,12 @@ dead-letter queue ever reaches.  L{OwnedStore} keeps it so:
  - a claim on a queue whose settings name such a queue all the same (set
    before the node joined a cluster, or before the ring changed) claims
    without dead-lettering: the message stays in its queue, claimable, and
-   nothing is lost.
+   nothing is lost;
+ - while a membership change moves the two queues to another store, the
+   same holds for the time only one of them has been handed over; and
+   while the dead-letter queue itself is being copied (frozen), the claim
+   answers 503 with C{Retry-After} and moves nothing, as every request for
+   that queue does (L{marconi.cluster.rebalance}).
 """
 
 from dataclasses import replace
@@ -146,7 +151,7 @@ class OwnedStore:
         self, project: str, queue: str, spec: Any, now: Any, **kwargs: Any
     ) -> Any:
         target = spec.deadLetterQueue
-        if target is not None and not self._together(project, queue, target):
+        if target is not None and not self._heldTogether(project, queue, target):
             log.warn(
                 "Queue {queue} of {project} names dead letter queue {target}, "
                 "held by another node: claiming without dead-lettering",
@@ -156,3 +161,23 @@ class OwnedStore:
             )
             spec = replace(spec, deadLetterQueue=None)
         return self._store.createClaim(project, queue, spec, now, **kwargs)
+
+    def _heldTogether(self, project: str, queue: str, target: str) -> bool:
+        """
+        Whether C{target} is in the store that holds C{queue} right now:
+        the ring places them together, and no move has put them apart
+        yet (one handed over, the other not).
+
+        @raise QueueMoving: C{target} is being copied to its new owner; a
+            message written into this copy now could be left behind.
+        """
+        if not self._together(project, queue, target):
+            return False
+        place = getattr(self._store, "storeFor", None)
+        if place is None:
+            return True
+        here = place(project, queue)
+        try:
+            return place(project, target) is here
+        except NodeUnavailable:
+            return False

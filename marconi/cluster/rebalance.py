@@ -70,12 +70,24 @@ Why the promises hold:
    it ended its incoming entry: Q is still incoming, N never served it,
    and O sends it again.  N ends its incoming entry only after the whole
    queue is written, so N never serves half a queue.
+ - I{Upgrades}: an earlier version kept the moves in tables of its SQLite
+   store (C{cluster_moves}, C{cluster_state}).  The store turns them into
+   the record L{reserved.UPGRADED_MOVES} when it opens the file, dropping
+   the tables in the same transaction, and L{Rebalancer} adds that
+   record's moves to its own when it starts, then deletes it; the moves
+   resume as after a crash (an incoming queue's staged parts are dropped
+   with the tables: O sends it again from the start).
  - Markers are the queue's own (its counter moves with it), so a
    consumer's marker keeps working on N.
 
 A write that reaches Q without a request for Q (a message dead-lettered
-into Q by a claim on another queue of the same store) does not check the
-freeze.
+into Q by a claim on another queue P of the same store) checks the freeze
+too (L{marconi.cluster.placement.OwnedStore}): while Q is frozen the claim
+on P answers 503 with C{Retry-After: 1} and moves nothing; while only one
+of P and Q has been handed over, the claim on P claims without
+dead-lettering (the message stays in P, claimable, and is dead-lettered by
+a claim once both are in one store).  So no dead-lettered message is ever
+written into a copy of Q that is being read or was already dropped.
 
 Draining: a node of weight 0 owns no queue; it hands all it holds over,
 then stops (its process exits).
@@ -136,6 +148,20 @@ def _parts(page: dict) -> list:
         size += length
     parts.append(current)
     return parts
+
+
+def _takeOver(saved: dict, upgraded: dict) -> dict:
+    """
+    This node's record with the moves of an earlier version's record
+    (L{reserved.UPGRADED_MOVES}) added: a queue this node's own record
+    names keeps its entry, and so does the ring last published.
+    """
+    moves = {key(row[0], row[1]): row for row in upgraded.get("moves", [])}
+    moves.update((key(row[0], row[1]), row) for row in saved.get("moves", []))
+    published = saved.get("published")
+    if published is None:
+        published = upgraded.get("published")
+    return {"moves": list(moves.values()), "published": published}
 
 
 def _staying(project: str, queue: str) -> bool:
@@ -204,13 +230,19 @@ class Rebalancer(Service):
             lambda f: log.failure("Reading the moves in progress failed", f)
         )
 
-    async def _start(self) -> None:
+    async def _read(self, record: str) -> dict:
         try:
-            saved = await self.store.getQueueMetadata(
-                reserved.CLUSTER_PROJECT, self._record
-            )
+            return await self.store.getQueueMetadata(reserved.CLUSTER_PROJECT, record)
         except QueueDoesNotExist:
-            saved = {}
+            return {}
+
+    async def _start(self) -> None:
+        saved = await self._read(self._record)
+        # The moves an earlier version recorded in tables of its SQLite
+        # store, put in a record of their own when the store opened it.
+        upgraded = await self._read(reserved.UPGRADED_MOVES)
+        if upgraded:
+            saved = _takeOver(saved, upgraded)
         published = saved.get("published")
         self._published = published
         self._savedVersion = None if published is None else published.get("version")
@@ -235,6 +267,17 @@ class Rebalancer(Service):
                 # Stopped in the middle of its copy, maybe after the new
                 # owner took it: not served here until its owner says.
                 self._doubt(ringKey)
+        if upgraded:
+            # Kept in this node's own record before the old one is deleted:
+            # a stop in between takes the same moves over again.
+            await self._save()
+            await self.store.deleteQueue(
+                reserved.CLUSTER_PROJECT, reserved.UPGRADED_MOVES
+            )
+            log.info(
+                "Took over {count} moves recorded by an earlier version",
+                count=len(upgraded.get("moves", [])),
+            )
         if rows:
             log.info(
                 "Resuming the moves of {count} queues interrupted by a stop",

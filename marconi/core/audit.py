@@ -365,6 +365,21 @@ def _encode(batch: list) -> str:
     return json.dumps(batch, separators=(",", ":"))
 
 
+def recordEvents(body: str) -> int:
+    """
+    How many events the river record of body C{body} holds: the length of
+    its JSON array, or one for a record of an earlier version (a JSON
+    object).  Every store counts an expired river record as its events, in
+    what its purge reports and returns (so the C{expired} metric counts
+    events, not records).
+    """
+    try:
+        events = json.loads(body)
+    except ValueError:
+        return 1
+    return len(events) if isinstance(events, list) and events else 1
+
+
 def _decode(record: Any) -> list[tuple[int, str, dict]]:
     """
     The events of a record, each with its place in it (from 1) and its id.

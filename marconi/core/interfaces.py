@@ -194,7 +194,10 @@ class IMessageStore(Interface):
         """
         Remove expired messages and claims of every project.
 
-        @return: a L{Deferred} firing with the number of messages removed.
+        @return: a L{Deferred} firing with the number of messages removed,
+            a record of an audit river counted as the events it holds
+            (L{marconi.core.audit.recordEvents}); each queue's share is
+            reported the same way (L{IStoreEvents}).
         """
 
     def heldQueues(after, limit):

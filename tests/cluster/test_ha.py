@@ -12,13 +12,13 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from marconi import tap
 from marconi.cluster.errors import NodeUnavailable, QueueMoving
 from marconi.cluster.membership import DOWN, UP
-from marconi.cluster.placement import PlacedStore
+from marconi.cluster.placement import OwnedStore, PlacedStore
 from marconi.cluster.ring import key
 from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfig, Peer
 from marconi.cluster.stores import ClusterStores
 from marconi.core.limits import Limits
-from marconi.core.models import NewMessage
+from marconi.core.models import ClaimSpec, NewMessage
 from marconi.storage.memory.store import MemoryStore
 from tests import redisserver
 from tests.apihelpers import Node
@@ -324,6 +324,87 @@ class RoutingTests(SynchronousTestCase):
         onA = queueWithSuccessors(router, "a")
         self.assertTrue(router.together("p", onB, onC))
         self.assertFalse(router.together("p", onA, onB))
+
+
+class DeadLetterDuringMoveTests(SynchronousTestCase):
+    """
+    A claim that dead-letters into another queue of the same store while
+    one of the two queues is being handed over to another node's store
+    (node A holds both, B owns both on the new ring).
+    """
+
+    def setUp(self) -> None:
+        self.router, self.stores, self.opened = makeRouter(
+            "a", (("b", "redis://b"), ("c", "redis://c"))
+        )
+        onB = [
+            f"q{i}"
+            for i in range(5000)
+            if self.router.ring.owner(key("p", f"q{i}")) == "b"
+        ]
+        self.source, self.target = onB[:2]
+        self.router.outgoing = {key("p", self.source): "b", key("p", self.target): "b"}
+        self.store = OwnedStore(
+            PlacedStore(self.stores, self.router.holder), self.router.together
+        )
+        home = self.stores.home
+        message = [NewMessage("1", 600)]
+        self.successResultOf(home.createQueue("p", self.target, {}, 0))
+        self.successResultOf(home.postMessages("p", self.source, message, "c", 0))
+        first = ClaimSpec(ttl=60, grace=60, limit=1, maxClaimCount=1)
+        self.successResultOf(home.createClaim("p", self.source, first, 0))
+        self.spec = ClaimSpec(
+            ttl=60, grace=60, limit=1, maxClaimCount=1, deadLetterQueue=self.target
+        )
+
+    def counts(self, store, queue: str) -> tuple:
+        stats = self.successResultOf(store.queueStats("p", queue, 200))
+        return stats.free + stats.claimed + stats.delayed
+
+    def test_heldTogether(self) -> None:
+        """
+        While this node holds both queues and neither is being copied, the
+        claim dead-letters as usual: the message moves to the dead-letter
+        queue in this node's store.
+        """
+        claim = self.successResultOf(
+            self.store.createClaim("p", self.source, self.spec, 200)
+        )
+        self.assertIsNone(claim)
+        self.assertEqual(self.counts(self.stores.home, self.source), 0)
+        self.assertEqual(self.counts(self.stores.home, self.target), 1)
+
+    def test_targetFrozen(self) -> None:
+        """
+        While the dead-letter queue is frozen for its copy, the claim is
+        refused with QueueMoving (503, Retry-After) and moves nothing: the
+        copy being read cannot miss a message written into the old copy.
+        """
+        self.router.frozen.add(key("p", self.target))
+        with self.assertRaises(QueueMoving) as caught:
+            self.store.createClaim("p", self.source, self.spec, 200)
+        self.assertEqual(caught.exception.headers, {b"retry-after": b"1"})
+        self.assertEqual(self.counts(self.stores.home, self.source), 1)
+        self.assertEqual(self.counts(self.stores.home, self.target), 0)
+
+    def test_targetHandedOver(self) -> None:
+        """
+        Once the dead-letter queue was handed over (its new owner's store
+        holds it) while the claimed queue is still held here, the claim
+        claims without dead-lettering: the message stays in its queue,
+        and no copy of the dead-letter queue is written here to be dropped
+        later.
+        """
+        del self.router.outgoing[key("p", self.target)]
+        self.successResultOf(self.stores.home.deleteQueue("p", self.target))
+        claim = self.successResultOf(
+            self.store.createClaim("p", self.source, self.spec, 200)
+        )
+        self.assertEqual([m.body for m in claim.messages], ["1"])
+        self.assertEqual(self.counts(self.stores.home, self.source), 1)
+        self.assertEqual(self.counts(self.stores.home, self.target), 0)
+        held = self.successResultOf(self.stores.home.heldQueues(None, 100))
+        self.assertNotIn(["p", self.target], [list(k) for k in held])
 
 
 class TwoServersOneRedisTests(TestCase):

@@ -7,6 +7,7 @@ peers with another ring.
 
 import json
 import os
+import sqlite3
 from io import BytesIO
 
 from twisted.internet import reactor
@@ -24,7 +25,7 @@ from marconi.cluster.ring import Ring, key
 from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfig, Peer
 from marconi.core import reserved
-from marconi.core.errors import ValidationFailed
+from marconi.core.errors import QueueDoesNotExist, ValidationFailed
 from marconi.core.health import HealthCheck
 from marconi.core.limits import Limits
 from marconi.core.models import ClaimSpec, MessageQuery, NewMessage
@@ -275,8 +276,8 @@ class TwoNodes(TestCase):
         self.stores: dict = {}
         self.lose = False
 
-    async def node(self, name: str) -> rebalance.Rebalancer:
-        store = SQLiteStore(os.path.join(self.mktemp() + name), reactor)
+    async def node(self, name: str, path: str = "") -> rebalance.Rebalancer:
+        store = SQLiteStore(path or os.path.join(self.mktemp() + name), reactor)
         store.startService()
         self.addCleanup(store.stopService)
         clock = Clock()
@@ -451,6 +452,132 @@ class CopyTests(TwoNodes):
         query = MessageQuery(limit=10, clientId="c", echo=True)
         held = await self.stores["b"].listMessages("p", queue, query, NOW)
         self.assertEqual([m.id for m in held], ids)
+
+
+# The tables in which the version before the moves were kept in a record
+# of the store (commit caf7345) recorded them.
+_OLD_MOVE_TABLES = """
+CREATE TABLE cluster_moves (
+ project TEXT NOT NULL, queue TEXT NOT NULL,
+ direction TEXT NOT NULL, peer TEXT NOT NULL,
+ PRIMARY KEY (project, queue)) WITHOUT ROWID;
+CREATE TABLE cluster_state (
+ name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE cluster_parts (
+ project TEXT NOT NULL, queue TEXT NOT NULL, part INTEGER NOT NULL,
+ doc TEXT NOT NULL, PRIMARY KEY (project, queue, part)) WITHOUT ROWID;
+"""
+
+
+class UpgradeTests(TwoNodes):
+    """
+    A node upgraded in the middle of a move, from the version that kept
+    its moves in tables of its SQLite store, resumes that move.
+    """
+
+    async def oldFile(self, name: str, rows: list, published=None) -> str:
+        """
+        A SQLite file holding the moves C{rows} and the ring C{published}
+        in the tables of the earlier version.
+        """
+        path = self.mktemp() + name
+        store = SQLiteStore(path, reactor)
+        store.startService()
+        await store.stopService()
+        db = sqlite3.connect(path)
+        db.executescript(_OLD_MOVE_TABLES)
+        db.executemany("INSERT INTO cluster_moves VALUES (?, ?, ?, ?)", rows)
+        if published is not None:
+            db.execute(
+                "INSERT INTO cluster_state VALUES ('published', ?)",
+                (json.dumps(published),),
+            )
+        db.execute("INSERT INTO cluster_parts VALUES ('p', 'x', 0, '{}')")
+        db.commit()
+        db.close()
+        return path
+
+    async def tables(self, name: str) -> list:
+        return await self.stores[name]._run(
+            lambda c: [
+                row[0]
+                for row in c.execute(
+                    "SELECT name FROM sqlite_master "
+                    "WHERE type = 'table' AND name LIKE 'cluster%'"
+                )
+            ]
+        )
+
+    async def test_resumed(self) -> None:
+        """
+        Node a was handing a queue to b, which had recorded it incoming,
+        when both were upgraded: a comes back with the queue outgoing and
+        frozen, and the ring it had published; b with the queue incoming.
+        The old tables are gone and the moves are in each node's own
+        record; the move then completes with every message.
+        """
+        ring = ClusterRouter(_config("a"), Clock()).ring
+        queue = _queueOwnedBy(ring, "b")
+        older = ClusterRouter(_config("a", {"a": 2, "b": 1}), Clock()).ring
+        pathA = await self.oldFile("a", [("p", queue, "out", "b")], older.describe())
+        pathB = await self.oldFile("b", [("p", queue, "in", "a")])
+        a = await self.node("a", pathA)
+        b = await self.node("b", pathB)
+        ringKey = key("p", queue)
+        self.assertEqual(a.router.outgoing, {ringKey: "b"})
+        self.assertRaises(QueueMoving, a.router.holder, "p", queue)
+        self.assertEqual(a.router.published.version, older.version)
+        self.assertEqual(b.router.incoming, {ringKey: "a"})
+        for name, node in (("a", a), ("b", b)):
+            self.assertEqual(await self.tables(name), [])
+            record = await self.stores[name].getQueueMetadata(
+                reserved.CLUSTER_PROJECT, node._record
+            )
+            self.assertEqual([row[:2] for row in record["moves"]], [["p", queue]], name)
+            with self.assertRaises(QueueDoesNotExist):
+                await self.stores[name].getQueueMetadata(
+                    reserved.CLUSTER_PROJECT, reserved.UPGRADED_MOVES
+                )
+        ids = await self.stores["a"].postMessages(
+            "p", queue, [NewMessage("1", 600)], "c", NOW
+        )
+        self.connect(a, b)
+        self.assertTrue(await a._pass())
+        self.assertEqual(a.router.holder("p", queue), "b")
+        self.assertEqual(a.router.published.version, ring.version)
+        self.assertEqual(b.router.incoming, {})
+        query = MessageQuery(limit=10, clientId="c", echo=True)
+        held = await self.stores["b"].listMessages("p", queue, query, NOW)
+        self.assertEqual([m.id for m in held], ids)
+
+    async def test_ownRecordWins(self) -> None:
+        """
+        When the node's own record already names a queue (the record of
+        the earlier version was taken over, and the node stopped before
+        deleting it), its entry is kept; the old record's other moves are
+        added.
+        """
+        ring = ClusterRouter(_config("a"), Clock()).ring
+        queue = _queueOwnedBy(ring, "b")
+        other = next(
+            f"r{i}" for i in range(1000) if ring.owner(key("p", f"r{i}")) == "b"
+        )
+        path = await self.oldFile(
+            "a", [("p", queue, "out", "c"), ("p", other, "out", "b")]
+        )
+        store = SQLiteStore(path, reactor)
+        store.startService()
+        await store.createQueue(
+            reserved.CLUSTER_PROJECT,
+            "moves.a",
+            {"moves": [["p", queue, "out", "b"]], "published": None},
+            NOW,
+        )
+        await store.stopService()
+        a = await self.node("a", path)
+        self.assertEqual(
+            a.router.outgoing, {key("p", queue): "b", key("p", other): "b"}
+        )
 
 
 class LostAnswerTests(TwoNodes):

@@ -4,15 +4,17 @@ purge job are C{expired} events of their queue, each reported once, even
 when two stores over the same backend purge at the same time.
 """
 
+import json
 from typing import Any
 
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from marconi.core.audit import AuditQuery, AuditRiver, AuditSettings
+from marconi.core.audit import CLIENT_ID, RIVER, AuditQuery, AuditRiver, AuditSettings
 from marconi.core.limits import Limits
 from marconi.core.messaging import Messaging
+from marconi.core.models import NewMessage
 from tests.storage import stores
 from tests.storage.contract import T0, msg, spec
 
@@ -106,6 +108,38 @@ class ExpiryEventsMixin:
         await bus.purgeExpired()
         await river.flush()
         self.assertEqual(await river.read("p", AuditQuery(limit=10)), ([], None))
+
+    async def test_riverCountsEvents(self) -> None:
+        """
+        An expired river record counts as the events it holds, in the
+        purge's total (the C{expired} metric) and in its queue's report; a
+        record of an earlier version (one event, a JSON object) counts
+        one.
+        """
+        store = await self.makeStore()
+        events = await self.observed(store)
+        counted: list = []
+
+        class Monitor:
+            def messagesCounted(self, kind: str, count: int) -> None:
+                counted.append((kind, count))
+
+        event = ["posted", "q", T0, {"count": 1}]
+        records = [
+            NewMessage(json.dumps([event] * 3), 60),
+            NewMessage(json.dumps([event] * 100), 60),
+            NewMessage(json.dumps({"action": "posted", "at": T0}), 60),
+        ]
+        await store.postMessages("p", RIVER, records, CLIENT_ID, T0)
+        await store.postMessages("p", "q", [msg(ttl=60)] * 2, "c", T0)
+        clock = Clock()
+        clock.advance(T0 + 60)
+        bus = Messaging(store, clock, Limits(), Monitor())  # type: ignore[arg-type]
+        self.assertEqual(await bus.purgeExpired(), 106)
+        self.assertEqual(counted, [("expired", 106)])
+        self.assertEqual(
+            sorted(events), [("expired", "p", "q", 2), ("expired", "p", RIVER, 104)]
+        )
 
     async def test_concurrentPurges(self) -> None:
         """

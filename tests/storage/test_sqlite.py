@@ -450,3 +450,38 @@ class StatsCountMigrationTests(TestCase):
             lambda c: c.execute("PRAGMA user_version").fetchone()[0]
         )
         self.assertEqual(version, 3)
+
+
+class FailedMigrationTests(SynchronousTestCase):
+    """
+    A file whose migration fails in the middle is left as it was, and the
+    store's connection to it is closed at once.
+    """
+
+    def test_connectionClosed(self) -> None:
+        """
+        Opening a file of schema version 0 that lacks a table its migration
+        renames fails; the connection that ran the migration is closed at
+        once (its write lock released: another connection can write while
+        the error is still held), and the file keeps its old schema.
+        """
+        path = self.mktemp() + ".sqlite3"
+        db = sqlite3.connect(path)
+        db.executescript(
+            "CREATE TABLE messages (marker INTEGER PRIMARY KEY, body TEXT);"
+            "INSERT INTO messages (body) VALUES ('kept');"
+        )
+        db.close()
+        store = SQLiteStore(path, reactor)
+        error = self.assertRaises(sqlite3.OperationalError, store._open)
+        self.assertIn("message_tags", str(error))
+        self.assertIsNone(store._connection)
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        self.assertEqual(other.execute("PRAGMA user_version").fetchone()[0], 0)
+        self.assertEqual(
+            other.execute("SELECT marker, body FROM messages").fetchall(),
+            [(1, "kept")],
+        )

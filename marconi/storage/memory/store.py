@@ -40,6 +40,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from marconi.core import models, rules
+from marconi.core.audit import RIVER, recordEvents
 from marconi.core.durability import DURABLE, LOCAL_LEVELS, parseDurability
 from marconi.core.errors import (
     ClaimDoesNotExist,
@@ -785,8 +786,10 @@ class MemoryStore(StoreEvents, Service):
                 if queue is None or message is None or message.expires != expires:
                     continue
                 self._remove(queue, message)
-                removed += 1
-                expired[key] = expired.get(key, 0) + 1
+                # A river record counts as the events it holds.
+                weight = 1 if key[1] != RIVER else recordEvents(message.body)
+                removed += weight
+                expired[key] = expired.get(key, 0) + weight
             claims = self._claimExpiry
             while claims and claims[0][0] <= now:
                 expires, key, claimId = heapq.heappop(claims)

@@ -62,6 +62,7 @@ from txmongo.errors import TimeExceeded
 from zope.interface import implementer
 
 from marconi.core import models, rules
+from marconi.core.audit import RIVER, recordEvents
 from marconi.core.deferreds import deferred
 from marconi.core.durability import (
     DURABLE,
@@ -1217,11 +1218,31 @@ class MongoStore(StoreEvents, Service):
                 byQueue.setdefault((doc["p"], doc["q"]), []).append(doc["_id"])
             for (project, queue), ids in byQueue.items():
                 where = {"_id": {"$in": ids}, "p": project, "q": queue, **expired}
-                result = await self._call(partial(messages.delete_many, where))
-                total += result.deleted_count
-                self._reportQueue("expired", project, queue, result.deleted_count)
+                if queue == RIVER:
+                    count = await self._purgeRecords(where)
+                else:
+                    result = await self._call(partial(messages.delete_many, where))
+                    count = result.deleted_count
+                total += count
+                self._reportQueue("expired", project, queue, count)
             if len(found) < PURGE_BATCH:
                 return total
+
+    async def _purgeRecords(self, where: dict) -> int:
+        """
+        Remove the expired audit river records C{where} finds, one by one:
+        each counts as the events it holds, and only if this store removed
+        it (another node may purge at the same time).
+        """
+        messages = self._coll(MESSAGES)
+        found = await self._call(partial(messages.find, where, projection={"b": 1}))
+        count = 0
+        for doc in found:
+            one = dict(where, _id=doc["_id"])
+            result = await self._call(partial(messages.delete_one, one))
+            if result.deleted_count:
+                count += recordEvents(doc["b"])
+        return count
 
     # Handing queues over (marconi.cluster.rebalance).
 

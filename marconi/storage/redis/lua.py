@@ -623,11 +623,24 @@ return 1
 # ARGV: now, batch size.
 # Returns {messages removed, index entries looked at, claims looked at}.
 PURGE_EXPIRED = _script(r"""
-local now, batch = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now, batch, river = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local removed = 0
 -- Messages removed, by queue prefix: the script removes each message once,
 -- so the caller reports each expiry once however many nodes purge.
 local byQueue = {}
+-- What a message counts: one, or for a record of an audit river (its
+-- prefix ends with `river`) the events it holds, the length of its JSON
+-- array (marconi.core.audit.recordEvents).
+local function weight(P, r)
+  if string.sub(P, -#river) ~= river then
+    return 1
+  end
+  local ok, events = pcall(cjson.decode, r[2])
+  if ok and type(events) == 'table' and #events > 0 then
+    return #events
+  end
+  return 1
+end
 local members = redis.call('ZRANGEBYSCORE', 'marconi:x', '-inf', num(now),
                            'LIMIT', 0, batch)
 for _, m in ipairs(members) do
@@ -635,8 +648,9 @@ for _, m in ipairs(members) do
   local r = load(P, id)
   if r and tonumber(r[5]) <= now then
     removeMsg(P, id, r)
-    removed = removed + 1
-    byQueue[P] = (byQueue[P] or 0) + 1
+    local w = weight(P, r)
+    removed = removed + w
+    byQueue[P] = (byQueue[P] or 0) + w
   elseif r then
     redis.call('ZADD', 'marconi:x', r[5], m)
   else

@@ -52,6 +52,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from marconi.core import errors, models
+from marconi.core.audit import RIVER
 from marconi.core.deferreds import deferred
 from marconi.core.durability import (
     DURABLE,
@@ -1075,7 +1076,7 @@ class RedisStore(StoreEvents, Service):
         removed = 0
         while True:
             gone, messagesSeen, claimsSeen, byQueue = await self._eval(
-                lua.PURGE_EXPIRED, _time(now), PURGE_BATCH
+                lua.PURGE_EXPIRED, _time(now), PURGE_BATCH, _lp(RIVER)
             )
             removed += int(gone)
             self._reportExpired(byQueue)

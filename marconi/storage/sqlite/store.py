@@ -44,7 +44,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from marconi.core import models, rules
+from marconi.core import models, reserved, rules
+from marconi.core.audit import RIVER
 from marconi.core.durability import DURABLE, FAST, LOCAL_LEVELS, parseDurability
 from marconi.core.errors import (
     ClaimDoesNotExist,
@@ -336,6 +337,64 @@ def _upgrade(connection: sqlite3.Connection) -> None:
     )
 
 
+# The tables in which an earlier version recorded its cluster moves, the
+# ring it last published and the parts of queues it was taking over.
+_MOVE_TABLES = ("cluster_moves", "cluster_state", "cluster_parts")
+
+
+def _takeOverMoves(connection: sqlite3.Connection) -> None:
+    """
+    A file of a cluster node of an earlier version keeps its moves in
+    progress in tables of their own: they become the record
+    L{reserved.UPGRADED_MOVES} (the format of the rebalancer's own record,
+    which takes it over when it starts) and the tables are dropped, in one
+    transaction.  Staged parts of incoming queues are dropped: the old
+    owner sends such a queue again from its start.
+    """
+    tables = {
+        row[0]
+        for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)",
+            _MOVE_TABLES,
+        )
+    }
+    if not tables:
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        moves: list = []
+        published = None
+        if "cluster_moves" in tables:
+            moves = [
+                list(row)
+                for row in connection.execute(
+                    "SELECT project, queue, direction, peer FROM cluster_moves "
+                    "ORDER BY project, queue"
+                )
+            ]
+        if "cluster_state" in tables:
+            row = connection.execute(
+                "SELECT value FROM cluster_state WHERE name = 'published'"
+            ).fetchone()
+            published = None if row is None else json.loads(row[0])
+        if moves or published is not None:
+            connection.execute(
+                "INSERT OR REPLACE INTO queues (project, name, metadata, created) "
+                "VALUES (?, ?, ?, 0)",
+                (
+                    reserved.CLUSTER_PROJECT,
+                    reserved.UPGRADED_MOVES,
+                    json.dumps({"moves": moves, "published": published}),
+                ),
+            )
+        for table in sorted(tables):
+            connection.execute(f"DROP TABLE {table}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
 def _takeMarkers(c: sqlite3.Connection, project: str, queue: str, count: int) -> int:
     """
     Reserve the next C{count} markers of a queue.
@@ -500,11 +559,19 @@ class SQLiteStore(StoreEvents, Service):
         connection = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False
         )
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-        self._mode = self.synchronous
-        connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT}")
-        _upgrade(connection)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            self._mode = self.synchronous
+            connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT}")
+            _upgrade(connection)
+            _takeOverMoves(connection)
+        except BaseException:
+            # A migration that failed halfway leaves its transaction open:
+            # closing rolls it back and releases the file's write lock now,
+            # not when the connection is collected.
+            connection.close()
+            raise
         self._connection = connection
 
     def _close(self) -> None:
@@ -1106,15 +1173,18 @@ class SQLiteStore(StoreEvents, Service):
 
     def purgeExpired(self, now: float) -> Any:
         def work(c: sqlite3.Connection) -> tuple[int, list]:
-            # The queues losing messages, for the queue observer only.
-            perQueue = []
-            if self._queueEvents is not None:
-                perQueue = c.execute(
-                    "SELECT project, queue, count(*) FROM (SELECT project, queue "
-                    "FROM messages WHERE expires <= ? LIMIT ?) "
-                    "GROUP BY project, queue",
-                    (now, _PURGE_BATCH),
-                ).fetchall()
+            # The queues losing messages, with what each loses: a river
+            # record counts as the events it holds (its body is read only
+            # for river records).
+            perQueue = c.execute(
+                "SELECT project, queue, SUM(CASE WHEN queue = ? "
+                "AND json_valid(body) AND json_type(body) = 'array' "
+                "THEN max(json_array_length(body), 1) "
+                "ELSE 1 END) FROM (SELECT project, queue, body "
+                "FROM messages WHERE expires <= ? LIMIT ?) "
+                "GROUP BY project, queue",
+                (RIVER, now, _PURGE_BATCH),
+            ).fetchall()
             removed = c.execute(
                 "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages "
                 "WHERE expires <= ? LIMIT ?)",
@@ -1129,7 +1199,7 @@ class SQLiteStore(StoreEvents, Service):
                 removed, perQueue = await self._run(work)
                 for project, queue, count in perQueue:
                     self._reportQueue("expired", project, queue, count)
-                total += removed
+                    total += count
                 if removed < _PURGE_BATCH:
                     return total
 
