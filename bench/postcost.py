@@ -13,6 +13,7 @@ thread and the SQLite thread) per request with L{time.process_time}::
     python bench/postcost.py --requests 4000 --repeat 5
     python bench/postcost.py --scenarios post10 --profile /tmp/post10
     python bench/postcost.py --mode socket          # real loopback sockets
+    python bench/postcost.py --sql --root /tmp/before   # the SQLite part alone
 
 C{--mode transport} (the default) hands the request bytes to each
 connection's HTTP channel through an in-memory transport, so the cost is
@@ -28,6 +29,10 @@ C{--profile PREFIX} also runs cProfile, timed by each thread's CPU time,
 during the measured rounds: on the reactor thread (PREFIX.reactor.pstats)
 and on the SQLite thread (PREFIX.db.pstats), and prints the heaviest
 functions of each.
+
+C{--sql} times the database thread's part alone: the SQLite store's own
+post transactions, C{--group} posts per commit each in its savepoint (as
+a group commit runs them), on the calling thread.
 
 To compare two checkouts, run this same file with each one's
 C{marconi} (C{--root DIR}), interleaved, and compare the medians.
@@ -78,6 +83,12 @@ def _parse(argv: list) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=int, default=4, help="with --compare")
     parser.add_argument("--json", action="store_true", help="one JSON line too")
+    parser.add_argument(
+        "--sql",
+        action="store_true",
+        help="time the SQLite store's post transactions alone, on this thread",
+    )
+    parser.add_argument("--group", type=int, default=8, help="posts per commit")
     return parser.parse_args(argv)
 
 
@@ -373,6 +384,59 @@ async def main(o) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def sqlOnly(o) -> int:
+    """
+    The database thread's part of a post alone: the SQLite store's own
+    post transactions run on this thread (C{--group} posts per commit,
+    each in its savepoint, as a group commit runs them), and the CPU time
+    per post.
+    """
+    from twisted.internet.defer import Deferred as D
+
+    from marconi.core import jsontext, validation
+    from marconi.core.limits import Limits
+    from marconi.storage.sqlite.store import SQLiteStore
+
+    directory = tempfile.mkdtemp(prefix="marconi-postcost-", dir=o.data_dir)
+    try:
+        store = SQLiteStore(os.path.join(directory, "node.sqlite"), reactor)
+        store._open()
+        # postMessages hands its transaction to _run: keep it instead.
+        store._run = lambda work, *a, durability=None: work  # type: ignore
+        results: dict = {}
+        for index in range(o.repeat + 1):
+            for s in o.scenarios.split(","):
+                count = int(s[len("post") :])
+                document = jsontext.loads(messages(count))
+                new = validation.messages(document, Limits(), {})
+                posts = o.requests if index else o.warmup
+                started = time.process_time()
+                for first in range(0, posts, o.group):
+                    batch = [
+                        (
+                            store.postMessages("p", s, new, CLIENT_ID, 1e9 + first),
+                            (),
+                            D(),
+                            store.synchronous,
+                        )
+                        for _ in range(min(o.group, posts - first))
+                    ]
+                    store._runBatch(batch)
+                if index:
+                    spent = (time.process_time() - started) / posts * 1e6
+                    results.setdefault(s, []).append(spent)
+        store._close()
+        load = os.getloadavg()
+        print(f"SQL only, {o.group} posts per commit, load {load[0]:.2f}")
+        for s, spent in results.items():
+            print(
+                f"{s:8} median {statistics.median(spent):7.1f}  least {min(spent):7.1f}"
+            )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
 def run(o) -> int:
     failures: list = []
 
@@ -447,5 +511,7 @@ if __name__ == "__main__":
         sys.exit(compare(OPTIONS, sys.argv[1:]))
     if OPTIONS.cpus:
         os.sched_setaffinity(0, {int(c) for c in OPTIONS.cpus.split(",")})
+    if OPTIONS.sql:
+        sys.exit(sqlOnly(OPTIONS))
     threading.current_thread().name = "reactor"
     sys.exit(run(OPTIONS))
