@@ -122,10 +122,17 @@ class FastResource(Resource):
             return self.klein.render(request)
         endpoint, kwargs = found
         finished: list = []
-        request.notifyFinish().addBoth(finished.append)
+        running: list = []
+
+        def ended(result: Any) -> None:
+            finished.append(result)
+            # A client that goes away cancels its request (a long poll, say).
+            if isinstance(result, Failure) and running:
+                running[0].cancel()
+
+        request.notifyFinish().addBoth(ended)
         d = maybeDeferred(self.app.execute_endpoint, endpoint, request, **kwargs)
-        # A client that goes away cancels its request (a long poll, say).
-        request.notifyFinish().addErrback(lambda _: d.cancel())
+        running.append(d)
         d.addErrback(self._failed, request, finished, self.app._error_handlers)
         d.addCallback(self._answer, request, finished)
         d.addErrback(lambda f: _log.failure("Unhandled error writing a response", f))

@@ -134,19 +134,24 @@ def loads(data: bytes, maxDepth: int = 32) -> Any:
     return value
 
 
+# One encoder for every call (json.dumps with arguments makes a new one).
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def dumpBody(body: Any) -> str:
     """
     Serialise a parsed message body to compact JSON text.
 
     @raise ValidationFailed: if the body holds a lone surrogate.
     """
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationFailed(
-            "The message body holds a lone surrogate, which is not valid text."
-        ) from None
+    text = _compact(body)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationFailed(
+                "The message body holds a lone surrogate, which is not valid text."
+            ) from None
     return text
 
 

@@ -147,11 +147,16 @@ def tagFilter(raw: Optional[str], limits: Limits) -> tuple:
     return tags(raw.split(","), limits, limits.maxTagsPerFilter)
 
 
+# json.dumps's default encoding, without its look at the arguments.
+_zaqarJSON = json.JSONEncoder().encode
+_md5 = hashlib.md5
+
+
 def checksum(body: Any) -> str:
     """
     The checksum Zaqar gives a message: MD5 over its default JSON encoding.
     """
-    return "MD5:" + hashlib.md5(json.dumps(body).encode("utf-8")).hexdigest()
+    return "MD5:" + _md5(_zaqarJSON(body).encode("utf-8")).hexdigest()
 
 
 def queueMetadata(
@@ -231,6 +236,8 @@ def messages(document: Any, limits: Limits, queueMeta: dict) -> list[NewMessage]
         )
     defaultTTL = queueMeta.get("_default_message_ttl") or limits.defaultMessageTTL
     defaultDelay = queueMeta.get("_default_message_delay") or 0
+    minTTL, maxTTL = limits.minMessageTTL, limits.maxMessageTTL
+    maxDelay = limits.maxMessageDelay
     result = []
     for item in items:
         if not isinstance(item, dict):
@@ -238,21 +245,16 @@ def messages(document: Any, limits: Limits, queueMeta: dict) -> list[NewMessage]
         if "body" not in item:
             raise InvalidBody('Each message must have a "body".')
         ttl = item.get("ttl", defaultTTL)
-        ttl = integer(
-            ttl, "ttl", limits.minMessageTTL, limits.maxMessageTTL, InvalidBody
-        )
+        # type() is int: an int in range passes as integer() would pass it.
+        if type(ttl) is not int or not minTTL <= ttl <= maxTTL:
+            integer(ttl, "ttl", minTTL, maxTTL, InvalidBody)
         delay = item.get("delay", defaultDelay)
-        delay = integer(delay, "delay", 0, limits.maxMessageDelay, InvalidBody)
+        if type(delay) is not int or not 0 <= delay <= maxDelay:
+            integer(delay, "delay", 0, maxDelay, InvalidBody)
         messageTags = tags(item["tags"], limits) if "tags" in item else ()
         body = item["body"]
         result.append(
-            NewMessage(
-                body=dumpBody(body),
-                ttl=ttl,
-                delay=delay,
-                tags=messageTags,
-                checksum=checksum(body),
-            )
+            NewMessage(dumpBody(body), ttl, delay, messageTags, checksum(body))
         )
     return result
 

@@ -62,6 +62,21 @@ class VersionTests(APITestCase):
         self.assertTrue(all(i.startswith("req-") for i in ids))
         self.assertNotEqual(ids[0], ids[1])
 
+    async def test_requestIdShape(self) -> None:
+        """
+        A request id is C{req-} and 32 lowercase hex digits (128 random
+        bits), on a hot route (a post) as on any other.
+        """
+        post = await self.node.request(
+            "POST", "/v2/queues/q/messages", {"messages": [{"body": 1}]}
+        )
+        ping = await self.node.request("GET", "/v2/ping")
+        self.assertEqual(post.code, 201)
+        for r in (post, ping):
+            self.assertRegex(
+                r.header("x-openstack-request-id"), r"\Areq-[0-9a-f]{32}\Z"
+            )
+
     async def test_notFoundAndMethod(self) -> None:
         """
         Unknown paths give a JSON 404; a wrong method a JSON 405 with Allow.

@@ -2,6 +2,9 @@
 The domain: strict JSON, validation, and the purge job.
 """
 
+import hashlib
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
@@ -128,6 +131,66 @@ class IntegerTests(SynchronousTestCase):
         """
         for value in (True, 1.0, "1", None):
             self.assertRaises(ValidationFailed, validation.integer, value, "x", 0, 10)
+
+
+class MessagesTests(SynchronousTestCase):
+    def test_bodyAndChecksum(self) -> None:
+        """
+        A posted message is stored as compact JSON text that keeps
+        non-ASCII characters, with Zaqar's checksum: MD5 over the body's
+        default C{json.dumps} encoding.
+        """
+        body = {"é": [1, 2.5, None, True], "b": "\U0001f600 x"}
+        (m,) = validation.messages({"messages": [{"body": body}]}, LIMITS, {})
+        self.assertEqual(
+            m.body, json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        )
+        self.assertEqual(
+            m.checksum,
+            "MD5:" + hashlib.md5(json.dumps(body).encode("utf-8")).hexdigest(),
+        )
+
+    def test_ttlAndDelay(self) -> None:
+        """
+        C{ttl} and C{delay} are integers within the limits, given or the
+        queue's defaults; a boolean, a float, a string or a value out of
+        range is refused, whether given or a default.
+        """
+        low, high = LIMITS.minMessageTTL, LIMITS.maxMessageTTL
+        for ttl in (low, high):
+            for delay in (0, LIMITS.maxMessageDelay):
+                item = {"body": 1, "ttl": ttl, "delay": delay}
+                (m,) = validation.messages([item], LIMITS, {})
+                self.assertEqual((m.ttl, m.delay), (ttl, delay))
+        (m,) = validation.messages(
+            [{"body": 1}],
+            LIMITS,
+            {"_default_message_ttl": low + 1, "_default_message_delay": 7},
+        )
+        self.assertEqual((m.ttl, m.delay), (low + 1, 7))
+        for bad in (True, False, 1.0, "60", None, low - 1, high + 1):
+            self.assertRaises(
+                ValidationFailed,
+                validation.messages,
+                [{"body": 1, "ttl": bad}],
+                LIMITS,
+                {},
+            )
+        for bad in (True, 1.0, "0", -1, LIMITS.maxMessageDelay + 1):
+            self.assertRaises(
+                ValidationFailed,
+                validation.messages,
+                [{"body": 1, "delay": bad}],
+                LIMITS,
+                {},
+            )
+            self.assertRaises(
+                ValidationFailed,
+                validation.messages,
+                [{"body": 1}],
+                LIMITS,
+                {"_default_message_delay": bad},
+            )
 
 
 class PurgeTests(TestCase):

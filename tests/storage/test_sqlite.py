@@ -45,6 +45,21 @@ class SQLiteStoreContractTests(MessageStoreContract, TestCase):
         sync = await store._run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
         self.assertEqual((mode, sync), ("wal", 2))
 
+    async def test_savepointsInMemory(self) -> None:
+        """
+        The undo pages of the savepoints of a group commit (its statement
+        journals) are kept in memory, not written to temporary files:
+        C{temp_store} is C{MEMORY} (2).  A group of posts still commits.
+        """
+        store = self.createStore()
+        posts = [
+            store.postMessages("p", "q", [msg('"a"')] * 10, "c", T0) for _ in range(8)
+        ]
+        for d in posts:
+            self.assertEqual(len(await d), 10)
+        temp = await store._run(lambda c: c.execute("PRAGMA temp_store").fetchone()[0])
+        self.assertEqual(temp, 2)
+
     async def test_committedWhenAcknowledged(self) -> None:
         """
         When a post's Deferred fires, another connection already sees the

@@ -564,6 +564,8 @@ class SQLiteStore(StoreEvents, Service):
             connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             self._mode = self.synchronous
             connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT}")
+            # The savepoints of a group keep their undo pages in memory.
+            connection.execute("PRAGMA temp_store=MEMORY")
             _upgrade(connection)
             _takeOverMoves(connection)
         except BaseException:
