@@ -159,6 +159,30 @@ def waitOf(path: Target) -> int:
     return min(int(found[-1]), MAXIMUM_WAIT) if found else 0
 
 
+_SAFE = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE"))
+
+
+def retrySafe(method: bytes, path: Target) -> bool:
+    """
+    Whether a forwarded request may be sent twice (once more on a new
+    connection when the pooled one it went out on turns out closed, see
+    L{marconi.cluster.wire}): the idempotent methods of the API, C{GET},
+    C{HEAD}, C{PUT} (a queue's creation or metadata) and C{DELETE} (a
+    queue, a message, messages by id, a claim: done twice, the second
+    finds nothing more to do), except a C{DELETE} that pops messages
+    (C{?pop=N}), which would take N more.  C{POST} (posting, claiming)
+    and C{PATCH} never are.
+    """
+    if method not in _SAFE:
+        return False
+    if method == b"DELETE":
+        query = path.uri.partition(b"?")[2]
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            return all(name != b"pop" for name, _ in pairs)
+    return True
+
+
 def pathAndQuery(url: Target) -> bytes:
     """
     The request target (path and query, percent-encoded) of C{url}.
@@ -451,6 +475,7 @@ class PeerClient:
                 self._config.maxResponseBody,
                 self._config.forwardTimeout + waitOf(path),
                 self._config.bodyTimeout,
+                retrySafe(method, path),
             )
         except CancelledError:
             raise
