@@ -459,29 +459,20 @@ class PeerClient:
         Send a forwarded request to C{peer} over the connections of
         L{wire}: as L{call} with the configured timeouts, but C{headers} are
         pairs of a raw name and value, and the L{Answer}'s headers are
-        L{wire.RawHeaders}, as they came.
+        L{wire.RawHeaders}, as they came.  Callbacks on the pool's
+        L{Deferred}, no coroutine: this is the relay's hot path.
         """
-        return self._guarded(self._forward(peer, method, path, headers, body))
-
-    async def _forward(
-        self, peer: Peer, method: bytes, path: Target, headers: list, body: bytes
-    ) -> Answer:
         data = wire.requestBytes(method, path.uri, _host(peer.url), headers, body)
-        try:
-            head, content = await self.wire.request(
-                peer.url,
-                data,
-                method == b"HEAD",
-                self._config.maxResponseBody,
-                self._config.forwardTimeout + waitOf(path),
-                self._config.bodyTimeout,
-                retrySafe(method, path),
-            )
-        except CancelledError:
-            raise
-        except Exception as e:
-            raise _failure(peer, e) from None
-        return Answer(head.code, head.phrase, head.headers, content)
+        d = self.wire.request(
+            peer.url,
+            data,
+            method == b"HEAD",
+            self._config.maxResponseBody,
+            self._config.forwardTimeout + waitOf(path),
+            self._config.bodyTimeout,
+            retrySafe(method, path),
+        )
+        return d.addCallbacks(_answered, _forwardFailed, errbackArgs=(peer,))
 
     async def _call(
         self,
@@ -514,6 +505,21 @@ class PeerClient:
     def close(self) -> Deferred:
         self.wire.close()
         return self.pool.closeCachedConnections()
+
+
+def _answered(result: tuple) -> Answer:
+    head, content = result
+    return Answer(head.code, head.phrase, head.headers, content)
+
+
+def _forwardFailed(failure: Failure, peer: Peer) -> Failure:
+    """
+    A forwarded request's failure as L{NodeUnavailable}, but a
+    cancellation (its client went away) as L{CancelledError}.
+    """
+    if failure.check(CancelledError):
+        return failure
+    raise _failure(peer, failure.value)
 
 
 @functools.lru_cache(maxsize=256)

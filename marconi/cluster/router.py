@@ -358,14 +358,13 @@ class ClusterRouter(MultiService):
         owner = self.holder(project, queue)
         if owner == self.config.nodeName:
             return None
-        if key(project, queue) in self.incoming:
+        if self.incoming and key(project, queue) in self.incoming:
             return owner
-        successors = self.ring.successors(key(project, queue))
         if self.membership.isUp(owner):
             return owner
         if not self.standInFor(owner):
             raise NodeUnavailable(owner)
-        for node in successors[1:]:
+        for node in self.ring.successors(key(project, queue))[1:]:
             if node == self.config.nodeName:
                 self.standins[owner] = self.standins.get(owner, 0) + 1
                 return None
