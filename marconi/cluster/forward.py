@@ -9,7 +9,7 @@ the body's size.
 import functools
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import treq
@@ -453,7 +453,13 @@ class PeerClient:
         return outer
 
     def forward(
-        self, peer: Peer, method: bytes, path: Target, headers: list, body: bytes
+        self,
+        peer: Peer,
+        method: bytes,
+        path: Target,
+        headers: list,
+        body: bytes,
+        resign: Optional[Callable[[], list]] = None,
     ) -> Deferred:
         """
         Send a forwarded request to C{peer} over the connections of
@@ -461,8 +467,23 @@ class PeerClient:
         pairs of a raw name and value, and the L{Answer}'s headers are
         L{wire.RawHeaders}, as they came.  Callbacks on the pool's
         L{Deferred}, no coroutine: this is the relay's hot path.
+
+        A request that L{retrySafe} allows is sent once more on a new
+        connection if its pooled one turns out closed (see L{wire}).
+
+        @param resign: gives the headers anew for that second sending
+            (signed again: the owner refuses a nonce twice, and a request
+            stamped before it restarted); without it the same are sent.
         """
-        data = wire.requestBytes(method, path.uri, _host(peer.url), headers, body)
+        host = _host(peer.url)
+        data = wire.requestBytes(method, path.uri, host, headers, body)
+        again = None
+        if retrySafe(method, path):
+
+            def again() -> bytes:
+                fresh = headers if resign is None else resign()
+                return wire.requestBytes(method, path.uri, host, fresh, body)
+
         d = self.wire.request(
             peer.url,
             data,
@@ -470,7 +491,7 @@ class PeerClient:
             self._config.maxResponseBody,
             self._config.forwardTimeout + waitOf(path),
             self._config.bodyTimeout,
-            retrySafe(method, path),
+            again,
         )
         return d.addCallbacks(_answered, _forwardFailed, errbackArgs=(peer,))
 

@@ -19,10 +19,10 @@ taken first, and one idle longer than C{maxIdleTime} (below the peers'
 idle timeout) is closed instead of used.
 
 A peer may close an idle connection just as a request is written on it
-(its idle timeout fired, it restarted).  A request the caller marks
-C{retry} (one that may be sent twice, see
-L{marconi.cluster.forward.retrySafe}) whose reused connection is lost
-before any byte of the answer arrived is sent once more, on a new
+(its idle timeout fired, it restarted).  A request the caller gives the
+bytes of a second sending (C{again}: one that may be sent twice, see
+L{marconi.cluster.forward.retrySafe}, signed anew) whose reused connection
+is lost before any byte of the answer arrived is sent once more, on a new
 connection; any other request fails with the connection's error.
 """
 
@@ -119,7 +119,7 @@ class _Exchange:
         "bodyTimeout",
         "connection",
         "key",
-        "retry",
+        "again",
         "reused",
         "connecting",
     )
@@ -131,15 +131,16 @@ class _Exchange:
         head: bool,
         limit: int,
         bodyTimeout: float,
-        retry: bool,
+        again: Optional[Callable[[], bytes]],
     ):
         self.key = key
         self.data = data
         self.head = head
         self.limit = limit
         self.bodyTimeout = bodyTimeout
-        #: It may be sent once more if its reused connection dies first.
-        self.retry = retry
+        #: Makes its bytes to send once more if its reused connection dies
+        #: first; L{None} if it may not be sent twice.
+        self.again = again
         #: It was sent on a connection that had carried an answer before.
         self.reused = False
         self.deferred: Optional[Deferred] = None
@@ -371,7 +372,7 @@ class _Connection(Protocol):
             self._done()
             return
         exchange = self._exchange
-        if exchange.retry and exchange.reused and not self._heard:
+        if exchange.again is not None and exchange.reused and not self._heard:
             # A pooled connection the peer had already closed: once more,
             # on a new one.
             self._exchange = None
@@ -408,16 +409,16 @@ class Pool:
         limit: int,
         headerTimeout: float,
         bodyTimeout: float,
-        retry: bool = False,
+        again: Optional[Callable[[], bytes]] = None,
     ) -> Deferred:
         """
         Send C{data} (a whole request, L{requestBytes}) to the peer C{key}.
 
         @param head: the request is a C{HEAD} (its answer has no body).
-        @param retry: the request may be sent twice: if the pooled
-            connection it went out on is lost before any byte of the
-            answer, it is sent once more on a new connection (within the
-            same C{headerTimeout}).
+        @param again: if given, the request may be sent twice: if the
+            pooled connection it went out on is lost before any byte of the
+            answer, C{again()} (the request's bytes, made anew) is sent on a
+            new connection (within the same C{headerTimeout}).
         @return: a L{Deferred} firing with C{(Head, body)}; failing with
             L{twisted.internet.defer.TimeoutError} when the head did not
             come within C{headerTimeout} seconds (connecting included) or
@@ -426,7 +427,7 @@ class Pool:
             Cancelled, it closes the connection and fails with
             L{CancelledError}.
         """
-        exchange = _Exchange(key, data, head, limit, bodyTimeout, retry)
+        exchange = _Exchange(key, data, head, limit, bodyTimeout, again)
 
         def cancel(_: Deferred) -> None:
             exchange.deferred = None
@@ -460,7 +461,9 @@ class Pool:
         Send C{exchange} once more, on a new connection: its reused one
         was lost before any byte of the answer.
         """
-        exchange.retry = False
+        again, exchange.again = exchange.again, None
+        assert again is not None
+        exchange.data = again()
         exchange.reused = False
         exchange.connection = None
         if exchange.deferred is not None:

@@ -52,7 +52,8 @@ class _Wired:
     def request(
         self, data=b"GET / HTTP/1.1\r\n\r\n", head=False, limit=100, retry=False
     ):
-        return self.pool.request("b", data, head, limit, 5, 7, retry)
+        again = (lambda: data + b", SIGNED ANEW") if retry else None
+        return self.pool.request("b", data, head, limit, 5, 7, again)
 
 
 class PoolTests(SynchronousTestCase):
@@ -300,14 +301,14 @@ class PoolTests(SynchronousTestCase):
     def test_retriedOnceOnNewConnection(self) -> None:
         """
         A request marked retry, whose pooled connection is lost before any
-        byte of the answer, is sent again on a new connection; if that one
-        is lost too, it fails.
+        byte of the answer, is sent again, made anew, on a new connection;
+        if that one is lost too, it fails.
         """
         d = self.reusedAndLost(retry=True)
         self.assertNoResult(d)
         self.assertEqual(len(self.wired.connections), 2)
         protocol, transport = self.wired.connections[1]
-        self.assertEqual(transport.value(), b"AGAIN")
+        self.assertEqual(transport.value(), b"AGAIN, SIGNED ANEW")
         protocol.connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(d, ConnectionLost, ConnectionDone)
         self.assertEqual(len(self.wired.connections), 2)
@@ -679,6 +680,38 @@ class ForwardRawTests(SynchronousTestCase):
         answer = self.successResultOf(d)
         self.assertEqual((answer.code, answer.body), (201, b"[]"))
         self.assertEqual(answer.headers.getRawHeaders(b"location"), [b"/x"])
+
+    def test_retrySignedAnew(self) -> None:
+        """
+        A GET sent again because its pooled connection was closed is signed
+        anew: the owner, which may have seen the first sending's nonce (or
+        restarted since its timestamp), accepts the second.
+        """
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        verifier = signing.Verifier("b", ["a", "b"], _config().secret, self.reactor)
+
+        def sent(transport) -> dict:
+            head = transport.value().partition(b"\r\n\r\n")[0]
+            pairs = [line.split(b": ", 1) for line in head.split(b"\r\n")[1:]]
+            return {name.lower(): value for name, value in pairs}
+
+        d = self.router.forwardRaw(b"GET", uri, Headers(), b"", "p", "b")
+        protocol, transport = self.peer.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.successResultOf(d)
+        transport.clear()
+        d = self.router.forwardRaw(b"GET", uri, Headers(), b"", "p", "b")
+        first = sent(transport)
+        self.assertIsNotNone(verifier.verify(b"GET", uri, b"", first))
+        self.reactor.advance(1)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertNoResult(d)
+        protocol, transport = self.peer.connect()
+        again = sent(transport)
+        self.assertNotEqual(again[signing.NONCE], first[signing.NONCE])
+        self.assertEqual(verifier.verify(b"GET", uri, b"", again).project, "p")
+        protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(self.successResultOf(d).code, 204)
 
     def test_notAPath(self) -> None:
         """
