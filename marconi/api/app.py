@@ -260,6 +260,7 @@ class MarconiAPI:
             project = signed
         project = validation.projectId(project, self.limits)
         request.project = project
+        request.forwarded = signed is not None
         client = headers.get(b"client-id")
         clientId = policy.clientId(
             client.decode("latin-1") if client is not None else None, self.limits

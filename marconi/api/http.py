@@ -150,6 +150,9 @@ class LimitedRequest(server.Request):
     #: The project the request acts for, once the API resolved it.
     project: Optional[str] = None
     requestId: Optional[str] = None
+    #: A node of the cluster forwarded the request here (its signature
+    #: verified): the forwarding node writes its access log line.
+    forwarded: bool = False
     #: When the request's headers were received (the site's clock).
     started: float = 0.0
     channel: "MarconiChannel"
@@ -438,7 +441,9 @@ class MarconiSite(server.Site):
     clients, and a bound on how long an idle connection stays open.
 
     Each answered request is reported to the C{monitor} and, unless
-    C{accessLog} is false, logged as one C{marconi.access} event.
+    C{accessLog} is false, logged as one C{marconi.access} event, once in
+    the cluster: a request another node forwarded here is logged by that
+    node, under the request id of this node's answer.
 
     @param extraResources: resources served at exact paths beside the API
         (C{{b"/metrics": ...}}), tried before it.
@@ -497,9 +502,9 @@ class MarconiSite(server.Site):
         status = request.code
         seconds = self.reactor.seconds() - request.started if request.started else 0.0
         self.monitor.requestServed(route, status, seconds)
-        if self.accessLog:
+        if self.accessLog and not request.forwarded:
             fields = {
-                "request_id": request.requestId,
+                "request_id": _requestId(request),
                 "project": request.project or "-",
                 "method": _text(request.method),
                 "path": _printable(request.path),
@@ -509,6 +514,15 @@ class MarconiSite(server.Site):
                 "route": route,
             }
             accessLog.info(_preformatted(ACCESS_FORMAT.format_map(fields)), **fields)
+
+
+def _requestId(request: Any) -> Optional[str]:
+    """
+    The request id the client was answered with: a forwarded request's
+    answer carries the owner's (see L{marconi.cluster.forward.relayHeaders}).
+    """
+    sent = request.responseHeaders.getRawHeaders(b"x-openstack-request-id")
+    return sent[-1].decode("latin-1") if sent else request.requestId
 
 
 def _preformatted(text: str) -> str:

@@ -9,7 +9,7 @@ the body's size.
 import functools
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import treq
@@ -157,6 +157,30 @@ def waitOf(path: Target) -> int:
         return 0
     found = _WAIT.findall(uri.partition(b"?")[2])
     return min(int(found[-1]), MAXIMUM_WAIT) if found else 0
+
+
+_SAFE = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE"))
+
+
+def retrySafe(method: bytes, path: Target) -> bool:
+    """
+    Whether a forwarded request may be sent twice (once more on a new
+    connection when the pooled one it went out on turns out closed, see
+    L{marconi.cluster.wire}): the idempotent methods of the API, C{GET},
+    C{HEAD}, C{PUT} (a queue's creation or metadata) and C{DELETE} (a
+    queue, a message, messages by id, a claim: done twice, the second
+    finds nothing more to do), except a C{DELETE} that pops messages
+    (C{?pop=N}), which would take N more.  C{POST} (posting, claiming)
+    and C{PATCH} never are.
+    """
+    if method not in _SAFE:
+        return False
+    if method == b"DELETE":
+        query = path.uri.partition(b"?")[2]
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            return all(name != b"pop" for name, _ in pairs)
+    return True
 
 
 def pathAndQuery(url: Target) -> bytes:
@@ -429,34 +453,47 @@ class PeerClient:
         return outer
 
     def forward(
-        self, peer: Peer, method: bytes, path: Target, headers: list, body: bytes
+        self,
+        peer: Peer,
+        method: bytes,
+        path: Target,
+        headers: list,
+        body: bytes,
+        resign: Optional[Callable[[], list]] = None,
     ) -> Deferred:
         """
         Send a forwarded request to C{peer} over the connections of
         L{wire}: as L{call} with the configured timeouts, but C{headers} are
         pairs of a raw name and value, and the L{Answer}'s headers are
-        L{wire.RawHeaders}, as they came.
-        """
-        return self._guarded(self._forward(peer, method, path, headers, body))
+        L{wire.RawHeaders}, as they came.  Callbacks on the pool's
+        L{Deferred}, no coroutine: this is the relay's hot path.
 
-    async def _forward(
-        self, peer: Peer, method: bytes, path: Target, headers: list, body: bytes
-    ) -> Answer:
-        data = wire.requestBytes(method, path.uri, _host(peer.url), headers, body)
-        try:
-            head, content = await self.wire.request(
-                peer.url,
-                data,
-                method == b"HEAD",
-                self._config.maxResponseBody,
-                self._config.forwardTimeout + waitOf(path),
-                self._config.bodyTimeout,
-            )
-        except CancelledError:
-            raise
-        except Exception as e:
-            raise _failure(peer, e) from None
-        return Answer(head.code, head.phrase, head.headers, content)
+        A request that L{retrySafe} allows is sent once more on a new
+        connection if its pooled one turns out closed (see L{wire}).
+
+        @param resign: gives the headers anew for that second sending
+            (signed again: the owner refuses a nonce twice, and a request
+            stamped before it restarted); without it the same are sent.
+        """
+        host = _host(peer.url)
+        data = wire.requestBytes(method, path.uri, host, headers, body)
+        again = None
+        if retrySafe(method, path):
+
+            def again() -> bytes:
+                fresh = headers if resign is None else resign()
+                return wire.requestBytes(method, path.uri, host, fresh, body)
+
+        d = self.wire.request(
+            peer.url,
+            data,
+            method == b"HEAD",
+            self._config.maxResponseBody,
+            self._config.forwardTimeout + waitOf(path),
+            self._config.bodyTimeout,
+            again,
+        )
+        return d.addCallbacks(_answered, _forwardFailed, errbackArgs=(peer,))
 
     async def _call(
         self,
@@ -489,6 +526,21 @@ class PeerClient:
     def close(self) -> Deferred:
         self.wire.close()
         return self.pool.closeCachedConnections()
+
+
+def _answered(result: tuple) -> Answer:
+    head, content = result
+    return Answer(head.code, head.phrase, head.headers, content)
+
+
+def _forwardFailed(failure: Failure, peer: Peer) -> Failure:
+    """
+    A forwarded request's failure as L{NodeUnavailable}, but a
+    cancellation (its client went away) as L{CancelledError}.
+    """
+    if failure.check(CancelledError):
+        return failure
+    raise _failure(peer, failure.value)
 
 
 @functools.lru_cache(maxsize=256)

@@ -358,14 +358,13 @@ class ClusterRouter(MultiService):
         owner = self.holder(project, queue)
         if owner == self.config.nodeName:
             return None
-        if key(project, queue) in self.incoming:
+        if self.incoming and key(project, queue) in self.incoming:
             return owner
-        successors = self.ring.successors(key(project, queue))
         if self.membership.isUp(owner):
             return owner
         if not self.standInFor(owner):
             raise NodeUnavailable(owner)
-        for node in successors[1:]:
+        for node in self.ring.successors(key(project, queue))[1:]:
             if node == self.config.nodeName:
                 self.standins[owner] = self.standins.get(owner, 0) + 1
                 return None
@@ -423,9 +422,14 @@ class ClusterRouter(MultiService):
         owner: str,
     ) -> Answer:
         uri = pathAndQuery(path)
-        signed = self.signer.headers(method, uri, body, project, owner)
-        headers = forwardPairs(received, signed)
-        answer = await self._call(owner, method, path, headers, body, True)
+
+        def signedFor(node: str) -> Callable[[], list]:
+            return lambda: forwardPairs(
+                received, self.signer.headers(method, uri, body, project, node)
+            )
+
+        sign = signedFor(owner)
+        answer = await self._call(owner, method, path, sign(), body, sign)
         moved = answer.headers.getRawHeaders(HELD_BY)
         if answer.code == 503 and moved:
             # The queue moved since this node's view: once more, there.
@@ -434,9 +438,8 @@ class ClusterRouter(MultiService):
                 owner,
                 self.config.nodeName,
             ):
-                signed = self.signer.headers(method, uri, body, project, there)
-                headers = forwardPairs(received, signed)
-                answer = await self._call(there, method, path, headers, body, True)
+                sign = signedFor(there)
+                answer = await self._call(there, method, path, sign(), body, sign)
         return answer
 
     async def _call(
@@ -446,19 +449,25 @@ class ClusterRouter(MultiService):
         path: Any,
         headers: Any,
         body: bytes,
-        relayed: bool = False,
+        resign: Optional[Callable[[], list]] = None,
     ) -> Answer:
         """
         Send a request to C{node}; its answer (any status) or its failure
         goes to the failure detector and a failure to the monitor.
 
-        @param relayed: a forwarded request, sent with
-            L{PeerClient.forward} (C{headers} are pairs); else with
-            L{PeerClient.call} (C{headers} are L{Headers}).
+        @param resign: for a forwarded request, sent with
+            L{PeerClient.forward} (C{headers} are pairs), what signs it anew
+            if it is sent again; else it is sent with L{PeerClient.call}
+            (C{headers} are L{Headers}).
         """
+        peer = self.config.peer(node)
         try:
-            send = self.client.forward if relayed else self.client.call
-            answer = await send(self.config.peer(node), method, path, headers, body)
+            if resign is None:
+                answer = await self.client.call(peer, method, path, headers, body)
+            else:
+                answer = await self.client.forward(
+                    peer, method, path, headers, body, resign
+                )
         except NodeUnavailable as e:
             log.error(
                 "{method} {uri} to node {node} failed: {error}",

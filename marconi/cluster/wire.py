@@ -17,6 +17,13 @@ One request at a time on a connection (no pipelining); up to
 C{maxIdle} idle connections per peer are kept, the most recently used
 taken first, and one idle longer than C{maxIdleTime} (below the peers'
 idle timeout) is closed instead of used.
+
+A peer may close an idle connection just as a request is written on it
+(its idle timeout fired, it restarted).  A request the caller gives the
+bytes of a second sending (C{again}: one that may be sent twice, see
+L{marconi.cluster.forward.retrySafe}, signed anew) whose reused connection
+is lost before any byte of the answer arrived is sent once more, on a new
+connection; any other request fails with the connection's error.
 """
 
 from dataclasses import dataclass
@@ -111,16 +118,36 @@ class _Exchange:
         "timer",
         "bodyTimeout",
         "connection",
+        "key",
+        "again",
+        "reused",
+        "connecting",
     )
 
-    def __init__(self, data: bytes, head: bool, limit: int, bodyTimeout: float):
+    def __init__(
+        self,
+        key: Any,
+        data: bytes,
+        head: bool,
+        limit: int,
+        bodyTimeout: float,
+        again: Optional[Callable[[], bytes]],
+    ):
+        self.key = key
         self.data = data
         self.head = head
         self.limit = limit
         self.bodyTimeout = bodyTimeout
+        #: Makes its bytes to send once more if its reused connection dies
+        #: first; L{None} if it may not be sent twice.
+        self.again = again
+        #: It was sent on a connection that had carried an answer before.
+        self.reused = False
         self.deferred: Optional[Deferred] = None
         self.timer: Any = None
         self.connection: Optional["_Connection"] = None
+        #: The L{Deferred} of the connection being made for it.
+        self.connecting: Optional[Deferred] = None
 
 
 class _Connection(Protocol):
@@ -142,6 +169,8 @@ class _Connection(Protocol):
         self._mode = b""
         self._left = 0
         self._keep = True
+        # Bytes of the current exchange's answer have arrived.
+        self._heard = False
         self.idleSince = 0.0
 
     def send(self, exchange: _Exchange) -> None:
@@ -151,6 +180,7 @@ class _Connection(Protocol):
         self._body = []
         self._size = 0
         self._keep = True
+        self._heard = False
         self.transport.write(exchange.data)
 
     def abort(self) -> None:
@@ -164,6 +194,7 @@ class _Connection(Protocol):
             # Nothing was asked: a peer that talks out of turn is dropped.
             self.abort()
             return
+        self._heard = True
         self._buffer += data
         try:
             self._parse()
@@ -340,6 +371,13 @@ class _Connection(Protocol):
         if self._answer is not None and self._mode == b"close":
             self._done()
             return
+        exchange = self._exchange
+        if exchange.again is not None and exchange.reused and not self._heard:
+            # A pooled connection the peer had already closed: once more,
+            # on a new one.
+            self._exchange = None
+            self._pool.resend(exchange)
+            return
         error = reason.value
         if not isinstance(error, (ConnectionLost, ConnectionDone)):
             error = ConnectionLost(str(error))
@@ -371,11 +409,16 @@ class Pool:
         limit: int,
         headerTimeout: float,
         bodyTimeout: float,
+        again: Optional[Callable[[], bytes]] = None,
     ) -> Deferred:
         """
         Send C{data} (a whole request, L{requestBytes}) to the peer C{key}.
 
         @param head: the request is a C{HEAD} (its answer has no body).
+        @param again: if given, the request may be sent twice: if the
+            pooled connection it went out on is lost before any byte of the
+            answer, C{again()} (the request's bytes, made anew) is sent on a
+            new connection (within the same C{headerTimeout}).
         @return: a L{Deferred} firing with C{(Head, body)}; failing with
             L{twisted.internet.defer.TimeoutError} when the head did not
             come within C{headerTimeout} seconds (connecting included) or
@@ -384,29 +427,20 @@ class Pool:
             Cancelled, it closes the connection and fails with
             L{CancelledError}.
         """
-        exchange = _Exchange(data, head, limit, bodyTimeout)
-        connecting: list = []
+        exchange = _Exchange(key, data, head, limit, bodyTimeout, again)
 
         def cancel(_: Deferred) -> None:
             exchange.deferred = None
             timer, exchange.timer = exchange.timer, None
             if timer is not None and timer.active():
                 timer.cancel()
-            stop()
-
-        def stop() -> None:
-            if connecting:
-                connecting.pop().cancel()
-            connection = exchange.connection
-            if connection is not None and connection._exchange is exchange:
-                connection._exchange = None
-                connection.abort()
+            self._stop(exchange)
 
         def timedOut() -> None:
             exchange.timer = None
             deferred = exchange.deferred
             exchange.deferred = None
-            stop()
+            self._stop(exchange)
             if deferred is not None:
                 deferred.errback(TimeoutError("no answer in time"))
 
@@ -415,12 +449,33 @@ class Pool:
         exchange.timer = self._clock.callLater(headerTimeout, timedOut)
         connection = self._take(key)
         if connection is not None:
+            exchange.reused = True
             self._busy.add(connection)
             connection.send(exchange)
-            return result
+        else:
+            self._dial(exchange)
+        return result
+
+    def resend(self, exchange: _Exchange) -> None:
+        """
+        Send C{exchange} once more, on a new connection: its reused one
+        was lost before any byte of the answer.
+        """
+        again, exchange.again = exchange.again, None
+        assert again is not None
+        exchange.data = again()
+        exchange.reused = False
+        exchange.connection = None
+        if exchange.deferred is not None:
+            self._dial(exchange)
+
+    def _dial(self, exchange: _Exchange) -> None:
+        """
+        Open a new connection to the exchange's peer and send it there.
+        """
 
         def connected(connection: _Connection) -> None:
-            connecting.clear()
+            exchange.connecting = None
             if exchange.deferred is None:
                 connection.transport.loseConnection()
                 return
@@ -428,14 +483,27 @@ class Pool:
             connection.send(exchange)
 
         def failed(failure: Failure) -> None:
-            connecting.clear()
+            exchange.connecting = None
             self.finished(exchange, failure)
 
+        key = exchange.key
         factory: Any = Factory.forProtocol(lambda: _Connection(self, key))
         d = self._connect(key, factory)
-        connecting.append(d)
+        exchange.connecting = d
         d.addCallbacks(connected, failed)
-        return result
+
+    def _stop(self, exchange: _Exchange) -> None:
+        """
+        Give up on C{exchange}: stop its connecting, or abort its
+        connection.
+        """
+        connecting, exchange.connecting = exchange.connecting, None
+        if connecting is not None:
+            connecting.cancel()
+        connection = exchange.connection
+        if connection is not None and connection._exchange is exchange:
+            connection._exchange = None
+            connection.abort()
 
     def _take(self, key: Any) -> Optional[_Connection]:
         idle = self._idle.get(key)

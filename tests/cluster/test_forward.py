@@ -9,18 +9,21 @@ real loopback servers.
 import random
 from io import BytesIO
 
+import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyRequest
 
+from marconi.api.http import MarconiSite
 from marconi.cluster import signing
 from marconi.cluster.errors import (
     HELD_BY,
@@ -542,3 +545,67 @@ def _queueOf(router: ClusterRouter, node: str) -> str:
         if router.ring.owner(key("p", f"q{i}")) == node:
             return f"q{i}"
     raise AssertionError("no queue found")
+
+
+class _Answers(resource.Resource):
+    """
+    Answers as the API does: a request marked forwarded (its signature
+    verified) as the owner, one whose answer carries a relayed request id
+    as the forwarding node.
+    """
+
+    isLeaf = True
+
+    def render(self, request):
+        request.route = "postMessages"
+        if request.path == b"/owner":
+            request.forwarded = True
+        elif request.path == b"/relay":
+            request.setHeader(b"x-openstack-request-id", b"req-of-the-owner")
+        return b"{}"
+
+
+class _Served(NullMonitor):
+    def __init__(self) -> None:
+        self.served: list = []
+
+    def requestServed(self, route: str, status: int, seconds: float) -> None:
+        self.served.append((route, status))
+
+
+class ForwardedAccessLogTests(TestCase):
+    def setUp(self) -> None:
+        self.monitor = _Served()
+        site = MarconiSite(_Answers(), maxRequestBody=100, monitor=self.monitor)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{port.getHost().port}"
+        self.events: list = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def access(self) -> list:
+        return [e for e in self.events if e.get("log_namespace") == "marconi.access"]
+
+    async def get(self, path: str):
+        response = await treq.get(self.url + path, persistent=False)
+        await treq.content(response)
+        return response
+
+    async def test_onceInTheCluster(self) -> None:
+        """
+        The owner writes no access line for a request forwarded to it (it
+        still measures it); the forwarding node's line carries the request
+        id the client got, the owner's.
+        """
+        await self.get("/owner")
+        self.assertEqual(self.access(), [])
+        self.assertEqual(len(self.monitor.served), 1)
+        response = await self.get("/relay")
+        self.assertEqual(
+            response.headers.getRawHeaders(b"x-openstack-request-id"),
+            [b"req-of-the-owner"],
+        )
+        [event] = self.access()
+        self.assertEqual(event["request_id"], "req-of-the-owner")
+        self.assertEqual((event["path"], event["status"]), ("/relay", 200))

@@ -8,7 +8,7 @@ L{PeerClient.forward} against real loopback servers.
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -17,8 +17,8 @@ from twisted.web import resource, server
 from twisted.web.http_headers import Headers
 
 from marconi.cluster import signing
-from marconi.cluster.errors import REFUSED, REQUEST, NodeUnavailable
-from marconi.cluster.forward import NotAPath, PeerClient, target
+from marconi.cluster.errors import LOST, REFUSED, REQUEST, NodeUnavailable
+from marconi.cluster.forward import NotAPath, PeerClient, retrySafe, target
 from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfig, Peer
 from marconi.cluster.wire import BadAnswer, BodyTooLarge, Pool, requestBytes
@@ -49,8 +49,11 @@ class _Wired:
         protocol.makeConnection(transport)
         return succeed(protocol)
 
-    def request(self, data=b"GET / HTTP/1.1\r\n\r\n", head=False, limit=100):
-        return self.pool.request("b", data, head, limit, 5, 7)
+    def request(
+        self, data=b"GET / HTTP/1.1\r\n\r\n", head=False, limit=100, retry=False
+    ):
+        again = (lambda: data + b", SIGNED ANEW") if retry else None
+        return self.pool.request("b", data, head, limit, 5, 7, again)
 
 
 class PoolTests(SynchronousTestCase):
@@ -280,6 +283,93 @@ class PoolTests(SynchronousTestCase):
         self.wired.connections[1][0].connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(d, ConnectionLost, ConnectionDone)
 
+    def reusedAndLost(self, retry: bool, heard: bytes = b"") -> Deferred:
+        """
+        Answer a first request, send a second on the same (pooled)
+        connection, then lose that connection after C{heard} of an answer.
+        """
+        self.answer(
+            self.wired.request(), b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        )
+        d = self.wired.request(b"AGAIN", retry=retry)
+        protocol, _ = self.wired.connections[0]
+        if heard:
+            protocol.dataReceived(heard)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        return d
+
+    def test_retriedOnceOnNewConnection(self) -> None:
+        """
+        A request marked retry, whose pooled connection is lost before any
+        byte of the answer, is sent again, made anew, on a new connection;
+        if that one is lost too, it fails.
+        """
+        d = self.reusedAndLost(retry=True)
+        self.assertNoResult(d)
+        self.assertEqual(len(self.wired.connections), 2)
+        protocol, transport = self.wired.connections[1]
+        self.assertEqual(transport.value(), b"AGAIN, SIGNED ANEW")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(d, ConnectionLost, ConnectionDone)
+        self.assertEqual(len(self.wired.connections), 2)
+        self.assertEqual(self.wired.clock.getDelayedCalls(), [])
+
+    def test_retryAnswered(self) -> None:
+        """
+        The request sent again is answered on its new connection, within
+        the timeout it had from the start.
+        """
+        d = self.reusedAndLost(retry=True)
+        self.assertEqual(
+            self.answer(d, b"HTTP/1.1 204 No Content\r\n\r\n")[0].code, 204
+        )
+        self.assertEqual(self.wired.clock.getDelayedCalls(), [])
+
+    def test_noRetryUnmarked(self) -> None:
+        """
+        A request not marked retry fails when its pooled connection is
+        lost, and is not sent again.
+        """
+        d = self.reusedAndLost(retry=False)
+        self.failureResultOf(d, ConnectionLost, ConnectionDone)
+        self.assertEqual(len(self.wired.connections), 1)
+
+    def test_noRetryOnceHeard(self) -> None:
+        """
+        A connection lost after part of the answer arrived fails the
+        request, even one marked retry.
+        """
+        d = self.reusedAndLost(retry=True, heard=b"HTTP/1.1 200 OK\r\n")
+        self.failureResultOf(d, ConnectionLost, ConnectionDone)
+        self.assertEqual(len(self.wired.connections), 1)
+
+    def test_noRetryOnFreshConnection(self) -> None:
+        """
+        A request's first connection, new, is not retried when lost.
+        """
+        d = self.wired.request(retry=True)
+        self.wired.connections[0][0].connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(d, ConnectionLost, ConnectionDone)
+        self.assertEqual(len(self.wired.connections), 1)
+
+    def test_cancelWhileResending(self) -> None:
+        """
+        A request cancelled while its new connection is being made stops
+        the connecting.
+        """
+        self.answer(
+            self.wired.request(), b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        )
+        d = self.wired.request(b"AGAIN", retry=True)
+        self.wired.hold = True
+        self.wired.connections[0][0].connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.wired.pending), 1)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        # The pending connection was cancelled (its failure is handled).
+        self.assertTrue(self.wired.pending[0][0].called)
+        self.assertEqual(self.wired.clock.getDelayedCalls(), [])
+
     def test_idleTooLong(self) -> None:
         """
         A connection idle longer than maxIdleTime is closed rather than
@@ -306,6 +396,30 @@ class PoolTests(SynchronousTestCase):
         # before the transport reports it lost.
         self.wired.request()
         self.assertEqual(len(self.wired.connections), 2)
+
+
+class RetrySafeTests(SynchronousTestCase):
+    def test_methods(self) -> None:
+        """
+        GET, HEAD, PUT and DELETE may be sent twice; POST and PATCH never.
+        """
+        for method in (b"GET", b"HEAD", b"PUT", b"DELETE"):
+            self.assertTrue(retrySafe(method, target(b"/v2/queues/q")), method)
+        for method in (b"POST", b"PATCH", b"OPTIONS"):
+            self.assertFalse(retrySafe(method, target(b"/v2/queues/q")), method)
+
+    def test_pop(self) -> None:
+        """
+        A DELETE that pops messages is not idempotent, however its query
+        is spelled; one by ids is.
+        """
+        for uri in (
+            b"/v2/queues/q/messages?pop=2",
+            b"/v2/queues/q/messages?x=1&pop=2",
+            b"/v2/queues/q/messages?%70op=2",
+        ):
+            self.assertFalse(retrySafe(b"DELETE", target(uri)), uri)
+        self.assertTrue(retrySafe(b"DELETE", target(b"/v2/queues/q/messages?ids=a")))
 
 
 class RequestBytesTests(SynchronousTestCase):
@@ -362,6 +476,40 @@ class _Echo(resource.Resource):
         return b"echo"
 
 
+class _ClosesReused(Protocol):
+    """
+    A peer that answers the first request of each connection and keeps it
+    open, but closes it, unanswered, when a second request arrives on it:
+    as if its idle timeout fired just as the request came.
+    """
+
+    def connectionMade(self) -> None:
+        self.factory.connections += 1
+        self.buffer = b""
+        self.answered = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            if len(rest) < length:
+                return
+            self.buffer = rest[length:]
+            line = head.split(b"\r\n")[0]
+            if self.answered:
+                self.factory.dropped.append(line)
+                self.transport.loseConnection()
+                return
+            self.answered = True
+            self.factory.served.append(line)
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
 class PeerClientForwardTests(TestCase):
     def setUp(self) -> None:
         config = ClusterConfig(
@@ -400,6 +548,60 @@ class PeerClientForwardTests(TestCase):
         self.assertEqual(chunked.body, b"chunked answer")
         self.assertEqual(echo.seen[0][:4], (b"POST", b"/v2/x?a=1", [b"t"], b"body"))
         self.assertEqual(echo.seen[0][4], echo.seen[1][4])
+
+    def closesReused(self) -> tuple:
+        factory = Factory.forProtocol(_ClosesReused)
+        factory.connections = 0
+        factory.served = []
+        factory.dropped = []
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return Peer("b", f"http://127.0.0.1:{port.getHost().port}"), factory
+
+    async def test_idempotentRetried(self) -> None:
+        """
+        A GET or DELETE whose pooled connection the peer closed unanswered
+        is sent again on a new connection and answered.
+        """
+        peer, factory = self.closesReused()
+        for method in (b"GET", b"DELETE", b"GET"):
+            answer = await self.client.forward(
+                peer, method, target(b"/v2/queues/q"), [], b""
+            )
+            self.assertEqual((answer.code, answer.body), (200, b"ok"))
+        self.assertEqual(
+            factory.served,
+            [
+                b"GET /v2/queues/q HTTP/1.1",
+                b"DELETE /v2/queues/q HTTP/1.1",
+                b"GET /v2/queues/q HTTP/1.1",
+            ],
+        )
+        self.assertEqual(len(factory.dropped), 2)
+        self.assertEqual(factory.connections, 3)
+
+    async def test_postNotRetried(self) -> None:
+        """
+        A POST whose pooled connection the peer closed unanswered fails
+        (the peer lost) and is not sent again; nor is a DELETE that pops.
+        """
+        peer, factory = self.closesReused()
+        for uri, method in (
+            (b"/v2/queues/q/messages", b"POST"),
+            (b"/v2/queues/q/messages?pop=1", b"DELETE"),
+        ):
+            await self.client.forward(peer, b"GET", target(b"/v2/queues/q"), [], b"")
+            with self.assertRaises(NodeUnavailable) as caught:
+                await self.client.forward(peer, method, target(uri), [], b"[]")
+            self.assertEqual(caught.exception.kind, LOST)
+        self.assertEqual(
+            factory.dropped,
+            [
+                b"POST /v2/queues/q/messages HTTP/1.1",
+                b"DELETE /v2/queues/q/messages?pop=1 HTTP/1.1",
+            ],
+        )
+        self.assertEqual(factory.connections, 2)
 
     async def test_refused(self) -> None:
         """
@@ -478,6 +680,38 @@ class ForwardRawTests(SynchronousTestCase):
         answer = self.successResultOf(d)
         self.assertEqual((answer.code, answer.body), (201, b"[]"))
         self.assertEqual(answer.headers.getRawHeaders(b"location"), [b"/x"])
+
+    def test_retrySignedAnew(self) -> None:
+        """
+        A GET sent again because its pooled connection was closed is signed
+        anew: the owner, which may have seen the first sending's nonce (or
+        restarted since its timestamp), accepts the second.
+        """
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        verifier = signing.Verifier("b", ["a", "b"], _config().secret, self.reactor)
+
+        def sent(transport) -> dict:
+            head = transport.value().partition(b"\r\n\r\n")[0]
+            pairs = [line.split(b": ", 1) for line in head.split(b"\r\n")[1:]]
+            return {name.lower(): value for name, value in pairs}
+
+        d = self.router.forwardRaw(b"GET", uri, Headers(), b"", "p", "b")
+        protocol, transport = self.peer.connect()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.successResultOf(d)
+        transport.clear()
+        d = self.router.forwardRaw(b"GET", uri, Headers(), b"", "p", "b")
+        first = sent(transport)
+        self.assertIsNotNone(verifier.verify(b"GET", uri, b"", first))
+        self.reactor.advance(1)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertNoResult(d)
+        protocol, transport = self.peer.connect()
+        again = sent(transport)
+        self.assertNotEqual(again[signing.NONCE], first[signing.NONCE])
+        self.assertEqual(verifier.verify(b"GET", uri, b"", again).project, "p")
+        protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(self.successResultOf(d).code, 204)
 
     def test_notAPath(self) -> None:
         """
