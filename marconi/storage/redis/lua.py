@@ -60,13 +60,46 @@ local function record(id, r)
           r[11], r[12]}
 end
 
+-- A JSON number of a stored integer, and of a stored time (a float: with a
+-- decimal point or an exponent, as %.17g may leave it out).
+local function jint(x)
+  return string.format('%d', tonumber(x))
+end
+
+local function jtime(x)
+  if string.find(x, '[.eE]') then
+    return x
+  end
+  return x .. '.0'
+end
+
+-- One message as the JSON text of the client's Message, its fields in
+-- that order with their types (numbers as numbers, no claim as null, the
+-- stored tags list as it is), so the client builds it without converting
+-- a field.  Ids are hex; every other text is escaped by cjson.
+local function jrecord(id, r)
+  local cid, ce = 'null', 'null'
+  if r[8] and r[8] ~= '' then
+    cid = cjson.encode(r[8])
+  end
+  if r[9] and r[9] ~= '' then
+    ce = jtime(r[9])
+  end
+  return '["' .. id .. '",' .. jint(r[1]) .. ',' .. cjson.encode(r[2]) .. ','
+    .. jint(r[3]) .. ',' .. jtime(r[4]) .. ',' .. jtime(r[5]) .. ','
+    .. jtime(r[6]) .. ',' .. cjson.encode(r[7]) .. ',' .. cid .. ',' .. ce
+    .. ',' .. jint(r[10]) .. ',' .. (r[11] or '[]') .. ','
+    .. cjson.encode(r[12] or '') .. ']'
+end
+
 -- Many records go back as one JSON text: the client parses one bulk string
--- (json.loads, in C) instead of a nested reply line by line.
-local function rows(out)
+-- (json.loads, in C) instead of a nested reply line by line.  The records
+-- are made by jrecord; none is an empty reply.
+local function jrows(out)
   if #out == 0 then
     return {}
   end
-  return cjson.encode(out)
+  return '[' .. table.concat(out, ',') .. ']'
 end
 
 local function claimLive(r, now)
@@ -338,11 +371,11 @@ scan(P .. ':m', after, function(id)
       and (withClaimed or not claimLive(r, now))
       and (echo or r[7] ~= client)
       and hasTags(r, tags) then
-    out[#out + 1] = record(id, r)
+    out[#out + 1] = jrecord(id, r)
   end
   return #out >= limit
 end)
-return rows(out)
+return jrows(out)
 """)
 
 # ARGV: P, now, ids...
@@ -352,10 +385,10 @@ local out = {}
 for i = 3, #ARGV do
   local r = load(P, ARGV[i])
   if r and tonumber(r[5]) > now then
-    out[#out + 1] = record(ARGV[i], r)
+    out[#out + 1] = jrecord(ARGV[i], r)
   end
 end
-return rows(out)
+return jrows(out)
 """)
 
 # ARGV: P, now.  Returns {total, claimed, delayed, oldest, newest}.
@@ -460,12 +493,12 @@ scan(P .. ':f', '-inf', function(id)
   if not r then
     redis.call('ZREM', P .. ':f', id)
   elseif claimable(r, now, tags) then
-    out[#out + 1] = record(id, r)
+    out[#out + 1] = jrecord(id, r)
     removeMsg(P, id, r)
   end
   return #out >= limit
 end)
-return rows(out)
+return jrows(out)
 """)
 
 # ARGV: P, PP, now, claim id, ttl, grace, limit, tags JSON,
@@ -535,7 +568,7 @@ scan(P .. ':f', '-inf', function(id)
     setExpiry(P, id, floor)
     r[5] = num(floor)
   end
-  taken[#taken + 1] = record(id, r)
+  taken[#taken + 1] = jrecord(id, r)
   held[#held + 1] = id
   return #taken >= limit
 end)
@@ -554,7 +587,7 @@ redis.call('HSET', P .. ':c:' .. cid, 't', ARGV[5], 'g', ARGV[6],
            'u', num(now), 'e', num(cexp))
 redis.call('SADD', P .. ':cs', cid)
 redis.call('ZADD', 'marconi:cx', num(cexp), P .. cid)
-return {moved, rows(taken)}
+return {moved, jrows(taken)}
 """)
 
 # ARGV: P, claim id, now.

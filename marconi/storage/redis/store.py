@@ -145,18 +145,22 @@ async def _hasWaitAOF(protocol: Any) -> bool:
     return isinstance(info, str) and redisVersion(info) >= WAITAOF_VERSION
 
 
-def _rows(reply: Any) -> list:
-    """
-    The records of a script that answers with JSON text (see C{rows} in
-    L{marconi.storage.redis.lua}); an empty answer is an empty reply.
-    """
-    if isinstance(reply, (str, bytes)):
-        return json.loads(reply)
-    return list(reply or ())
-
-
 #: The tags of most messages: no JSON to parse.
 _NO_TAGS: tuple = ()
+
+
+def _messages(reply: Any) -> list[Message]:
+    """
+    The messages of a script that answers with C{jrows} (see
+    L{marconi.storage.redis.lua}): JSON text of records already in
+    L{Message}'s field order and types, or an empty reply for none.
+    """
+    if not reply:
+        return []
+    return [
+        Message(i, k, b, t, c, e, v, ci, cid, ce, n, tuple(g) if g else _NO_TAGS, s)
+        for i, k, b, t, c, e, v, ci, cid, ce, n, g, s in json.loads(reply)
+    ]
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -882,7 +886,7 @@ class RedisStore(StoreEvents, Service):
             int(bool(query.includeDelayed)),
             json.dumps(list(query.tags)),
         )
-        return [_message(row) for row in _rows(rows)]
+        return _messages(rows)
 
     @deferred
     async def getMessages(
@@ -894,7 +898,7 @@ class RedisStore(StoreEvents, Service):
         rows = await self._eval(
             lua.GET_MESSAGES, queuePrefix(project, queue), _time(now), *wanted
         )
-        return sorted((_message(row) for row in _rows(rows)), key=lambda m: m.marker)
+        return sorted(_messages(rows), key=lambda m: m.marker)
 
     @deferred
     async def deleteMessage(
@@ -979,7 +983,7 @@ class RedisStore(StoreEvents, Service):
             json.dumps(list(tags or ())),
             durability=durability,
         )
-        return [_message(row) for row in _rows(rows)]
+        return _messages(rows)
 
     @deferred
     async def createClaim(
@@ -1011,8 +1015,8 @@ class RedisStore(StoreEvents, Service):
         )
         moved, rows = reply
         self._report("dead_lettered", int(moved), project, queue)
-        rows = _rows(rows)
-        if not rows:
+        messages = _messages(rows)
+        if not messages:
             return None
         return Claim(
             id=claimId,
@@ -1020,7 +1024,7 @@ class RedisStore(StoreEvents, Service):
             grace=int(spec.grace),
             updated=float(now),
             expires=float(now) + int(spec.ttl),
-            messages=tuple(_message(row) for row in rows),
+            messages=tuple(messages),
         )
 
     @deferred
