@@ -13,7 +13,7 @@ from C{os.times}), which is what the driver costs the node: redis-server's
 own time is not in it, and other load on the machine changes it much less
 than it changes a rate.  redis-server's own CPU time per call (from
 C{/proc}) is printed beside it, with the commands it ran per call and the
-microseconds it spent in them (C{INFO commandstats} deltas).  Whether txredisapi parses replies with hiredis is
+microseconds it spent in scripts (C{INFO commandstats} deltas).  Whether txredisapi parses replies with hiredis is
 printed too (it does when C{hiredis} can be imported).
 """
 
@@ -147,7 +147,11 @@ async def measure(reactor, store, redisPid, name, op, seconds, concurrency):
         "cpu %": round(100 * used / wall),
         "redis us/call": round(1e6 * server / calls, 1),
         "commands/call": round(sum(c for c, _ in commands.values()), 2),
-        "command us/call": round(sum(u for _, u in commands.values()), 1),
+        # A script's time includes the commands it ran, counted again on
+        # their own lines: only the scripts' own lines are summed.
+        "script us/call": round(
+            sum(u for c, (_, u) in commands.items() if c in ("eval", "evalsha")), 1
+        ),
         "commands": {
             command: round(count, 2)
             for command, (count, _) in commands.items()
@@ -204,7 +208,7 @@ async def run(reactor, options):
             "{operation:24} {calls/s:>7} calls/s {items/s:>7} items/s "
             "{cpu us/call:>8} us CPU/call  {cpu %:>3}% CPU  "
             "{redis us/call:>7} us redis-server CPU/call "
-            "({commands/call} commands, {command us/call} us in them: "
+            "({commands/call} commands, {script us/call} us in scripts: "
             "{commands})".format(**r)
         )
     if options.json:
