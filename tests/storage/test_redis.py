@@ -450,6 +450,40 @@ class RedisStoreTests(TestCase):
         self.assertEqual(purged, 0)
         self.assertEqual(await store._call("execute_command", "DBSIZE"), 3)
 
+    async def test_deleteEachLeavesNoKeys(self) -> None:
+        """
+        Deleting messages one by one (held by a live claim and deleted with
+        it, free, delayed, and one whose claim expired and that went back
+        to the claimable index) leaves none of them in any index: once
+        the claims expire and are purged, only the marker counter and the
+        project's queue records remain.
+        """
+        store = await self.store()
+        held = await store.postMessages("p", "q", [msg(), msg()], "c", T0)
+        claim = await store.createClaim("p", "q", spec(limit=2, ttl=60), T0)
+        free = await store.postMessages("p", "q", [msg(), msg()], "c", T0)
+        delayed = await store.postMessages(
+            "p", "q", [msg(delay=100), msg(delay=100)], "c", T0
+        )
+        for mid in held:
+            await store.deleteMessage("p", "q", mid, claim.id, T0 + 1)
+        for mid in free + delayed:
+            await store.deleteMessage("p", "q", mid, None, T0 + 1)
+        lapsed = await store.postMessages("p", "q", [msg()], "c", T0)
+        await store.createClaim("p", "q", spec(limit=1, ttl=60), T0)
+        # Runs the promotion of the expired claim's message, claims nothing.
+        none = await store.createClaim("p", "q", spec(tags=("t",)), T0 + 70)
+        self.assertIsNone(none)
+        await store.deleteMessage("p", "q", lapsed[0], None, T0 + 70)
+        self.assertEqual(
+            await store.listMessages(
+                "p", "q", query(includeClaimed=True, includeDelayed=True), T0 + 70
+            ),
+            [],
+        )
+        self.assertEqual(await store.purgeExpired(T0 + 10000), 0)
+        self.assertEqual(await store._call("execute_command", "DBSIZE"), 3)
+
     async def test_unencodableTextChangesNothing(self) -> None:
         """
         Text that cannot be encoded as UTF-8 (a lone surrogate) fails the

@@ -134,17 +134,27 @@ local function setExpiry(P, id, e)
   redis.call('ZADD', 'marconi:x', num(e), P .. id)
 end
 
-local function removeMsg(P, id, r)
+-- Remove message id of queue P (its loaded record r) and its index
+-- entries, skipping the indexes it cannot be in: only a message with a claim
+-- id is in P:cl, only one posted with a delay (visible after its creation)
+-- in P:d, and with `held` (its claim is live) it is not in P:f, which every
+-- claim leaves (a scan of P:f also drops an id whose message is gone).
+local function removeMsg(P, id, r, held)
   redis.call('DEL', P .. ':h:' .. id)
   redis.call('ZREM', P .. ':m', id)
-  redis.call('ZREM', P .. ':f', id)
-  redis.call('ZREM', P .. ':cl', id)
-  redis.call('ZREM', P .. ':x', id)
-  redis.call('ZREM', P .. ':d', id)
-  redis.call('ZREM', 'marconi:x', P .. id)
+  if not held then
+    redis.call('ZREM', P .. ':f', id)
+  end
   if r[8] then
+    redis.call('ZREM', P .. ':cl', id)
     redis.call('SREM', P .. ':cm:' .. r[8], id)
   end
+  redis.call('ZREM', P .. ':x', id)
+  local c, v = tonumber(r[4]), tonumber(r[6])
+  if not (c and v) or v > c then
+    redis.call('ZREM', P .. ':d', id)
+  end
+  redis.call('ZREM', 'marconi:x', P .. id)
 end
 
 -- redis.call(command, key, values...) in as few calls as Lua can unpack
@@ -440,14 +450,15 @@ if not r or tonumber(r[5]) <= now then
   return 0
 end
 -- marconi.core.rules.checkDelete
-if claimLive(r, now) then
+local held = claimLive(r, now)
+if held then
   if r[8] ~= cid then
     return -1
   end
 elseif cid ~= '' then
   return -2
 end
-removeMsg(P, id, r)
+removeMsg(P, id, r, held)
 return 1
 """)
 

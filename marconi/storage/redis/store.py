@@ -539,6 +539,18 @@ class RedisStore(StoreEvents, Service):
                     where=self._location.describe(),
                 )
 
+    def _pick(self) -> Optional[txredisapi.RedisProtocol]:
+        """
+        The next usable connection, round-robin, or L{None}.
+        """
+        ready = self._ready
+        for _ in range(len(ready)):
+            self._next = (self._next + 1) % len(ready)
+            conn = ready[self._next]
+            if conn.connected:
+                return conn
+        return None
+
     async def _connection(self) -> txredisapi.RedisProtocol:
         """
         A usable connection, round-robin; wait at most C{connectWait} for
@@ -546,10 +558,9 @@ class RedisStore(StoreEvents, Service):
 
         @raise StorageUnavailable: there is none.
         """
-        ready = [p for p in self._ready if p.connected]
-        if ready:
-            self._next = (self._next + 1) % len(ready)
-            return ready[self._next]
+        conn = self._pick()
+        if conn is not None:
+            return conn
         if not self.running:
             raise errors.StorageUnavailable("The Redis store is not running.")
 
@@ -593,6 +604,9 @@ class RedisStore(StoreEvents, Service):
                 f"answer ({e}); try again later."
             ) from None
         except txredisapi.ResponseError as e:
+            if str(e).startswith("NOSCRIPT"):
+                # _eval sends the script's text.
+                raise txredisapi.ScriptDoesNotExist(str(e)) from None
             if str(e).startswith("READONLY"):
                 # A primary demoted under us: find the new one.
                 self._drop(conn)
@@ -602,7 +616,7 @@ class RedisStore(StoreEvents, Service):
             self.log.error(
                 "Redis at {where} failed {method}: {error}",
                 where=self._location.describe(),
-                method=method,
+                method=args[0] if method == "execute_command" and args else method,
                 error=str(e),
             )
             raise errors.StorageUnavailable(
@@ -620,16 +634,19 @@ class RedisStore(StoreEvents, Service):
         Run a Lua script by its SHA-1 (the server keeps the scripts it has
         seen), sending its text only when the server does not know it yet.
         """
-        argv = [str(a) for a in args]
         sha = _scriptHashes.get(script)
         if sha is None:
             sha = _scriptHashes[script] = hashlib.sha1(script.encode()).hexdigest()
         if conn is None:
-            conn = await self._connection()
+            conn = self._pick() or await self._connection()
+        # The protocol's own EVALSHA adds callbacks of its script cache,
+        # which these calls do not use; the command is sent as it is (the
+        # encoder writes numbers as str() does).
+        command = "execute_command"
         try:
-            return await self._call("evalsha", sha, [], argv, conn=conn)
+            return await self._call(command, "EVALSHA", sha, 0, *args, conn=conn)
         except txredisapi.ScriptDoesNotExist:
-            return await self._call("eval", script, [], argv, conn=conn)
+            return await self._call(command, "EVAL", script, 0, *args, conn=conn)
 
     async def _change(
         self, script: str, *args: Any, durability: Optional[str] = None
@@ -644,7 +661,7 @@ class RedisStore(StoreEvents, Service):
             a failover.
         """
         level = self._durability if durability is None else parseDurability(durability)
-        conn = await self._connection()
+        conn = self._pick() or await self._connection()
         result = await self._eval(script, *args, conn=conn)
         if level != FAST and self._waitAOF:
             await self._waitForAOF(conn)
