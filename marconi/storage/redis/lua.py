@@ -60,36 +60,14 @@ local function record(id, r)
           r[11], r[12]}
 end
 
--- A JSON number of a stored integer, and of a stored time (a float: with a
--- decimal point or an exponent, as %.17g may leave it out).
-local function jint(x)
-  return string.format('%d', tonumber(x))
-end
-
-local function jtime(x)
-  if string.find(x, '[.eE]') then
-    return x
-  end
-  return x .. '.0'
-end
-
--- One message as the JSON text of the client's Message, its fields in
--- that order with their types (numbers as numbers, no claim as null, the
--- stored tags list as it is), so the client builds it without converting
--- a field.  Ids are hex; every other text is escaped by cjson.
+-- One message in the order of the client's Message fields: the marker,
+-- TTL and claim count (stored as integer text) as numbers, so that the
+-- client need not convert them; times stay text (%.17g, which a JSON number
+-- of cjson would round), as do the tags (a JSON list); no claim is false.
 local function jrecord(id, r)
-  local cid, ce = 'null', 'null'
-  if r[8] and r[8] ~= '' then
-    cid = cjson.encode(r[8])
-  end
-  if r[9] and r[9] ~= '' then
-    ce = jtime(r[9])
-  end
-  return '["' .. id .. '",' .. jint(r[1]) .. ',' .. cjson.encode(r[2]) .. ','
-    .. jint(r[3]) .. ',' .. jtime(r[4]) .. ',' .. jtime(r[5]) .. ','
-    .. jtime(r[6]) .. ',' .. cjson.encode(r[7]) .. ',' .. cid .. ',' .. ce
-    .. ',' .. jint(r[10]) .. ',' .. (r[11] or '[]') .. ','
-    .. cjson.encode(r[12] or '') .. ']'
+  return {id, tonumber(r[1]), r[2], tonumber(r[3]), r[4], r[5], r[6], r[7],
+          r[8] or false, r[9] or false, tonumber(r[10]), r[11] or '[]',
+          r[12] or ''}
 end
 
 -- Many records go back as one JSON text: the client parses one bulk string
@@ -99,7 +77,7 @@ local function jrows(out)
   if #out == 0 then
     return {}
   end
-  return '[' .. table.concat(out, ',') .. ']'
+  return cjson.encode(out)
 end
 
 local function claimLive(r, now)

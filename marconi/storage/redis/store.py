@@ -152,13 +152,27 @@ _NO_TAGS: tuple = ()
 def _messages(reply: Any) -> list[Message]:
     """
     The messages of a script that answers with C{jrows} (see
-    L{marconi.storage.redis.lua}): JSON text of records already in
-    L{Message}'s field order and types, or an empty reply for none.
+    L{marconi.storage.redis.lua}): JSON text of records in L{Message}'s
+    field order, integers as numbers, or an empty reply for none.
     """
     if not reply:
         return []
     return [
-        Message(i, k, b, t, c, e, v, ci, cid, ce, n, tuple(g) if g else _NO_TAGS, s)
+        Message(
+            i,
+            k,
+            b,
+            t,
+            float(c),
+            float(e),
+            float(v),
+            ci,
+            cid or None,
+            float(ce) if ce else None,
+            n,
+            _NO_TAGS if g == "[]" else tuple(json.loads(g)),
+            s,
+        )
         for i, k, b, t, c, e, v, ci, cid, ce, n, g, s in json.loads(reply)
     ]
 
