@@ -12,7 +12,8 @@ prints calls/s and the process's CPU microseconds per call (user + system,
 from C{os.times}), which is what the driver costs the node: redis-server's
 own time is not in it, and other load on the machine changes it much less
 than it changes a rate.  redis-server's own CPU time per call (from
-C{/proc}) is printed beside it.  Whether txredisapi parses replies with hiredis is
+C{/proc}) is printed beside it, with the commands it ran per call and the
+microseconds it spent in scripts (C{INFO commandstats} deltas).  Whether txredisapi parses replies with hiredis is
 printed too (it does when C{hiredis} can be imported).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -91,7 +93,21 @@ def serverCPU(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(reactor, redisPid, name, op, seconds, concurrency):
+async def commandStats(store) -> tuple:
+    """
+    The commands redis-server has run so far and the microseconds it spent
+    in them (C{INFO commandstats}), by command, and in all.
+    """
+    info = await store._call("execute_command", "INFO", "commandstats")
+    if isinstance(info, bytes):
+        info = info.decode()
+    stats = {}
+    for name, calls, usec in re.findall(r"cmdstat_(\w+):calls=(\d+),usec=(\d+)", info):
+        stats[name] = (int(calls), int(usec))
+    return stats
+
+
+async def measure(reactor, store, redisPid, name, op, seconds, concurrency):
     done = {"calls": 0, "items": 0}
     stop = reactor.seconds() + seconds
 
@@ -103,6 +119,7 @@ async def measure(reactor, redisPid, name, op, seconds, concurrency):
             if not items and name.startswith("claim"):
                 return
 
+    statsBefore = await commandStats(store)
     serverBefore = serverCPU(redisPid)
     before, wall = cpu(), time.monotonic()
     await defer.gatherResults(
@@ -110,7 +127,17 @@ async def measure(reactor, redisPid, name, op, seconds, concurrency):
     )
     used, wall = cpu() - before, time.monotonic() - wall
     server = serverCPU(redisPid) - serverBefore
+    statsAfter = await commandStats(store)
     calls = max(done["calls"], 1)
+    # The INFO of the second reading is counted; one call among thousands.
+    commands = {
+        command: (
+            (count - statsBefore.get(command, (0, 0))[0]) / calls,
+            (usec - statsBefore.get(command, (0, 0))[1]) / calls,
+        )
+        for command, (count, usec) in statsAfter.items()
+        if command != "info"
+    }
     return {
         "operation": name,
         "calls": done["calls"],
@@ -119,6 +146,17 @@ async def measure(reactor, redisPid, name, op, seconds, concurrency):
         "cpu us/call": round(1e6 * used / calls, 1),
         "cpu %": round(100 * used / wall),
         "redis us/call": round(1e6 * server / calls, 1),
+        "commands/call": round(sum(c for c, _ in commands.values()), 2),
+        # A script's time includes the commands it ran, counted again on
+        # their own lines: only the scripts' own lines are summed.
+        "script us/call": round(
+            sum(u for c, (_, u) in commands.items() if c in ("eval", "evalsha")), 1
+        ),
+        "commands": {
+            command: round(count, 2)
+            for command, (count, _) in commands.items()
+            if count >= 0.01
+        },
     }
 
 
@@ -153,17 +191,25 @@ async def run(reactor, options):
         for name, op, seeded in plan:
             if seeded:
                 await seed(store, queues[name], seeded)
-            results.append(await measure(reactor, redisPid, name, op, seconds, conc))
+            results.append(
+                await measure(reactor, store, redisPid, name, op, seconds, conc)
+            )
     finally:
         await store.stopService()
         servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"parser: {parser}; concurrency {options.concurrency}; pid {os.getpid()}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"parser: {parser}; concurrency {options.concurrency}; "
+        f"pid {os.getpid()}; load average {load}"
+    )
     for r in results:
         print(
             "{operation:24} {calls/s:>7} calls/s {items/s:>7} items/s "
             "{cpu us/call:>8} us CPU/call  {cpu %:>3}% CPU  "
-            "{redis us/call:>7} us redis-server CPU/call".format(**r)
+            "{redis us/call:>7} us redis-server CPU/call "
+            "({commands/call} commands, {script us/call} us in scripts: "
+            "{commands})".format(**r)
         )
     if options.json:
         with open(options.json, "a") as f:

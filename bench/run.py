@@ -178,6 +178,14 @@ def startBaseline(servers, options, name="baseline") -> Target:
     return Target(name, "http://127.0.0.1:%d" % (port,), [process.pid])
 
 
+def storeCpus(options):
+    """
+    The taskset list for a store server (redis-server, SecantusDB): the
+    node's CPUs unless --store-cpus names others.
+    """
+    return getattr(options, "store_cpus", None) or options.server_cpus
+
+
 def startRedis(servers, options):
     server = shutil.which("redis-server")
     if server is None:
@@ -186,7 +194,7 @@ def startRedis(servers, options):
         )
     port = freePort()
     command = pinned(
-        options.server_cpus,
+        storeCpus(options),
         [
             server,
             "--port",
@@ -219,7 +227,7 @@ def startMongo(servers, options):
     config = os.path.join(servers.workdir, "secantusd.toml")
     open(config, "w").close()
     command = pinned(
-        options.server_cpus,
+        storeCpus(options),
         [
             sys.executable,
             "-m",
@@ -793,11 +801,13 @@ def markdown(rows, info, options, argv) -> str:
                 info["kernel"],
                 info["wrk"],
             ),
-            "Server on CPU %s, load on CPU %s; %d connections, %s s warmup + %s s measured, "
+            "Server on CPU %s (a store server on CPU %s), load on CPU %s; "
+            "%d connections, %s s warmup + %s s measured, "
             '%s of %d run(s); node data under %s. "other load" is the share of the '
             "server's CPU that other processes took during the scenario."
             % (
                 options.server_cpus or "any",
+                storeCpus(options) or "any",
                 options.client_cpus or "any",
                 options.concurrency,
                 options.warmup,
@@ -899,6 +909,12 @@ def parseOptions(argv):
     )
     parser.add_argument("--server-cpus", default=None, help="taskset list (default 0)")
     parser.add_argument("--client-cpus", default=None, help="taskset list (default 1)")
+    parser.add_argument(
+        "--store-cpus",
+        default=None,
+        help="taskset list for the store server of --target redis or mongodb "
+        "(default: the server's CPUs, beside the node)",
+    )
     parser.add_argument("--markdown", metavar="FILE", help="append a markdown section")
     parser.add_argument("--json", metavar="FILE", help="write every report as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -1023,10 +1039,12 @@ def main(argv=None) -> int:
         options.targetNames = [t.name for t in targets]
         print("machine: %s" % (json.dumps(info),))
         print(
-            "targets: %s (server CPU %s, load CPU %s); work directory %s"
+            "targets: %s (server CPU %s, store server CPU %s, load CPU %s); "
+            "work directory %s"
             % (
                 ", ".join("%s=%s" % (t.name, t.url) for t in targets),
                 options.server_cpus,
+                storeCpus(options),
                 options.client_cpus,
                 workdir,
             )

@@ -205,6 +205,52 @@ class RedisStoreTests(TestCase):
         found = await store.getMessages("p", "q", first + second, T0)
         self.assertEqual([m.body for m in found], ['"a"', '"b"'])
 
+    async def test_recordsTypedAsMessages(self) -> None:
+        """
+        Listing, getting, claiming and popping build each L{Message} from
+        the script's JSON as it is: text with quotes, backslashes, control
+        and non-ASCII characters comes back unchanged, times are floats
+        even when whole, markers, TTLs and claim counts are integers, tags
+        a tuple, and no claim is L{None}; each equals the message the
+        statistics script returns through the other decoding.
+        """
+        store = await self.store()
+        body = '{"a":"q\\"\\\\\\n\\u0001 ü☃😀"}'
+        client = 'w"\\é'
+        ids = await store.postMessages(
+            "p", "q", [msg(body, ttl=60, tags=("té", 'x"'))], client, T0
+        )
+        await store.postMessages("p", "q", [msg('"plain"', ttl=90)], client, T0 + 0.25)
+        listed = await store.listMessages("p", "q", query(echo=True), T0 + 1)
+        stats = await store.queueStats("p", "q", T0 + 1)
+        self.assertEqual(listed, [stats.oldest, stats.newest])
+        first = listed[0]
+        self.assertEqual(
+            (first.id, first.body, first.clientId, first.tags, first.checksum),
+            (ids[0], body, client, ("té", 'x"'), "MD5:0"),
+        )
+        self.assertEqual(listed[1].tags, ())
+        for m in listed:
+            self.assertIsNone(m.claimId)
+            self.assertIsNone(m.claimExpires)
+            self.assertEqual(
+                [type(v) for v in (m.marker, m.ttl, m.claimCount)], [int] * 3
+            )
+            self.assertEqual(
+                [type(v) for v in (m.created, m.expires, m.visibleAt)], [float] * 3
+            )
+        self.assertEqual((first.created, first.expires), (T0, T0 + 60))
+        self.assertEqual(await store.getMessages("p", "q", [ids[0]], T0 + 1), [first])
+        claim = await store.createClaim("p", "q", spec(limit=1, ttl=70), T0 + 1)
+        (claimed,) = claim.messages
+        self.assertEqual((claimed.claimId, claimed.claimCount), (claim.id, 1))
+        self.assertIs(type(claimed.claimExpires), float)
+        self.assertEqual(claimed.claimExpires, T0 + 71)
+        held = await store.getClaim("p", "q", claim.id, T0 + 2)
+        self.assertEqual(held.messages, (claimed,))
+        popped = await store.popMessages("p", "q", 1, (), T0 + 2)
+        self.assertEqual(popped, [listed[1]])
+
     async def test_collisionCaseOnTheServer(self) -> None:
         """
         Projects whose names look like the driver's own key layout (length
@@ -402,6 +448,40 @@ class RedisStoreTests(TestCase):
         self.assertEqual(await store.listMessages("p", "q", query(), T0), [])
         purged = await store.purgeExpired(T0 + 10000)
         self.assertEqual(purged, 0)
+        self.assertEqual(await store._call("execute_command", "DBSIZE"), 3)
+
+    async def test_deleteEachLeavesNoKeys(self) -> None:
+        """
+        Deleting messages one by one (held by a live claim and deleted with
+        it, free, delayed, and one whose claim expired and that went back
+        to the claimable index) leaves none of them in any index: once
+        the claims expire and are purged, only the marker counter and the
+        project's queue records remain.
+        """
+        store = await self.store()
+        held = await store.postMessages("p", "q", [msg(), msg()], "c", T0)
+        claim = await store.createClaim("p", "q", spec(limit=2, ttl=60), T0)
+        free = await store.postMessages("p", "q", [msg(), msg()], "c", T0)
+        delayed = await store.postMessages(
+            "p", "q", [msg(delay=100), msg(delay=100)], "c", T0
+        )
+        for mid in held:
+            await store.deleteMessage("p", "q", mid, claim.id, T0 + 1)
+        for mid in free + delayed:
+            await store.deleteMessage("p", "q", mid, None, T0 + 1)
+        lapsed = await store.postMessages("p", "q", [msg()], "c", T0)
+        await store.createClaim("p", "q", spec(limit=1, ttl=60), T0)
+        # Runs the promotion of the expired claim's message, claims nothing.
+        none = await store.createClaim("p", "q", spec(tags=("t",)), T0 + 70)
+        self.assertIsNone(none)
+        await store.deleteMessage("p", "q", lapsed[0], None, T0 + 70)
+        self.assertEqual(
+            await store.listMessages(
+                "p", "q", query(includeClaimed=True, includeDelayed=True), T0 + 70
+            ),
+            [],
+        )
+        self.assertEqual(await store.purgeExpired(T0 + 10000), 0)
         self.assertEqual(await store._call("execute_command", "DBSIZE"), 3)
 
     async def test_unencodableTextChangesNothing(self) -> None:

@@ -60,9 +60,20 @@ local function record(id, r)
           r[11], r[12]}
 end
 
+-- One message in the order of the client's Message fields: the marker,
+-- TTL and claim count (stored as integer text) as numbers, so that the
+-- client need not convert them; times stay text (%.17g, which a JSON number
+-- of cjson would round), as do the tags (a JSON list); no claim is false.
+local function jrecord(id, r)
+  return {id, tonumber(r[1]), r[2], tonumber(r[3]), r[4], r[5], r[6], r[7],
+          r[8] or false, r[9] or false, tonumber(r[10]), r[11] or '[]',
+          r[12] or ''}
+end
+
 -- Many records go back as one JSON text: the client parses one bulk string
--- (json.loads, in C) instead of a nested reply line by line.
-local function rows(out)
+-- (json.loads, in C) instead of a nested reply line by line.  The records
+-- are made by jrecord; none is an empty reply.
+local function jrows(out)
   if #out == 0 then
     return {}
   end
@@ -101,17 +112,27 @@ local function setExpiry(P, id, e)
   redis.call('ZADD', 'marconi:x', num(e), P .. id)
 end
 
-local function removeMsg(P, id, r)
+-- Remove message id of queue P (its loaded record r) and its index
+-- entries, skipping the indexes it cannot be in: only a message with a claim
+-- id is in P:cl, only one posted with a delay (visible after its creation)
+-- in P:d, and with `held` (its claim is live) it is not in P:f, which every
+-- claim leaves (a scan of P:f also drops an id whose message is gone).
+local function removeMsg(P, id, r, held)
   redis.call('DEL', P .. ':h:' .. id)
   redis.call('ZREM', P .. ':m', id)
-  redis.call('ZREM', P .. ':f', id)
-  redis.call('ZREM', P .. ':cl', id)
-  redis.call('ZREM', P .. ':x', id)
-  redis.call('ZREM', P .. ':d', id)
-  redis.call('ZREM', 'marconi:x', P .. id)
+  if not held then
+    redis.call('ZREM', P .. ':f', id)
+  end
   if r[8] then
+    redis.call('ZREM', P .. ':cl', id)
     redis.call('SREM', P .. ':cm:' .. r[8], id)
   end
+  redis.call('ZREM', P .. ':x', id)
+  local c, v = tonumber(r[4]), tonumber(r[6])
+  if not (c and v) or v > c then
+    redis.call('ZREM', P .. ':d', id)
+  end
+  redis.call('ZREM', 'marconi:x', P .. id)
 end
 
 -- redis.call(command, key, values...) in as few calls as Lua can unpack
@@ -338,11 +359,11 @@ scan(P .. ':m', after, function(id)
       and (withClaimed or not claimLive(r, now))
       and (echo or r[7] ~= client)
       and hasTags(r, tags) then
-    out[#out + 1] = record(id, r)
+    out[#out + 1] = jrecord(id, r)
   end
   return #out >= limit
 end)
-return rows(out)
+return jrows(out)
 """)
 
 # ARGV: P, now, ids...
@@ -352,10 +373,10 @@ local out = {}
 for i = 3, #ARGV do
   local r = load(P, ARGV[i])
   if r and tonumber(r[5]) > now then
-    out[#out + 1] = record(ARGV[i], r)
+    out[#out + 1] = jrecord(ARGV[i], r)
   end
 end
-return rows(out)
+return jrows(out)
 """)
 
 # ARGV: P, now.  Returns {total, claimed, delayed, oldest, newest}.
@@ -407,14 +428,15 @@ if not r or tonumber(r[5]) <= now then
   return 0
 end
 -- marconi.core.rules.checkDelete
-if claimLive(r, now) then
+local held = claimLive(r, now)
+if held then
   if r[8] ~= cid then
     return -1
   end
 elseif cid ~= '' then
   return -2
 end
-removeMsg(P, id, r)
+removeMsg(P, id, r, held)
 return 1
 """)
 
@@ -460,12 +482,12 @@ scan(P .. ':f', '-inf', function(id)
   if not r then
     redis.call('ZREM', P .. ':f', id)
   elseif claimable(r, now, tags) then
-    out[#out + 1] = record(id, r)
+    out[#out + 1] = jrecord(id, r)
     removeMsg(P, id, r)
   end
   return #out >= limit
 end)
-return rows(out)
+return jrows(out)
 """)
 
 # ARGV: P, PP, now, claim id, ttl, grace, limit, tags JSON,
@@ -535,7 +557,7 @@ scan(P .. ':f', '-inf', function(id)
     setExpiry(P, id, floor)
     r[5] = num(floor)
   end
-  taken[#taken + 1] = record(id, r)
+  taken[#taken + 1] = jrecord(id, r)
   held[#held + 1] = id
   return #taken >= limit
 end)
@@ -554,7 +576,7 @@ redis.call('HSET', P .. ':c:' .. cid, 't', ARGV[5], 'g', ARGV[6],
            'u', num(now), 'e', num(cexp))
 redis.call('SADD', P .. ':cs', cid)
 redis.call('ZADD', 'marconi:cx', num(cexp), P .. cid)
-return {moved, rows(taken)}
+return {moved, jrows(taken)}
 """)
 
 # ARGV: P, claim id, now.

@@ -146,18 +146,36 @@ async def _hasWaitAOF(protocol: Any) -> bool:
     return isinstance(info, str) and redisVersion(info) >= WAITAOF_VERSION
 
 
-def _rows(reply: Any) -> list:
-    """
-    The records of a script that answers with JSON text (see C{rows} in
-    L{marconi.storage.redis.lua}); an empty answer is an empty reply.
-    """
-    if isinstance(reply, (str, bytes)):
-        return json.loads(reply)
-    return list(reply or ())
-
-
 #: The tags of most messages: no JSON to parse.
 _NO_TAGS: tuple = ()
+
+
+def _messages(reply: Any) -> list[Message]:
+    """
+    The messages of a script that answers with C{jrows} (see
+    L{marconi.storage.redis.lua}): JSON text of records in L{Message}'s
+    field order, integers as numbers, or an empty reply for none.
+    """
+    if not reply:
+        return []
+    return [
+        Message(
+            i,
+            k,
+            b,
+            t,
+            float(c),
+            float(e),
+            float(v),
+            ci,
+            cid or None,
+            float(ce) if ce else None,
+            n,
+            _NO_TAGS if g == "[]" else tuple(json.loads(g)),
+            s,
+        )
+        for i, k, b, t, c, e, v, ci, cid, ce, n, g, s in json.loads(reply)
+    ]
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -536,6 +554,18 @@ class RedisStore(StoreEvents, Service):
                     where=self._location.describe(),
                 )
 
+    def _pick(self) -> Optional[txredisapi.RedisProtocol]:
+        """
+        The next usable connection, round-robin, or L{None}.
+        """
+        ready = self._ready
+        for _ in range(len(ready)):
+            self._next = (self._next + 1) % len(ready)
+            conn = ready[self._next]
+            if conn.connected:
+                return conn
+        return None
+
     async def _connection(self) -> txredisapi.RedisProtocol:
         """
         A usable connection, round-robin; wait at most C{connectWait} for
@@ -543,10 +573,9 @@ class RedisStore(StoreEvents, Service):
 
         @raise StorageUnavailable: there is none.
         """
-        ready = [p for p in self._ready if p.connected]
-        if ready:
-            self._next = (self._next + 1) % len(ready)
-            return ready[self._next]
+        conn = self._pick()
+        if conn is not None:
+            return conn
         if not self.running:
             raise errors.StorageUnavailable("The Redis store is not running.")
 
@@ -590,6 +619,9 @@ class RedisStore(StoreEvents, Service):
                 f"answer ({e}); try again later."
             ) from None
         except txredisapi.ResponseError as e:
+            if str(e).startswith("NOSCRIPT"):
+                # _eval sends the script's text.
+                raise txredisapi.ScriptDoesNotExist(str(e)) from None
             if str(e).startswith("READONLY"):
                 # A primary demoted under us: find the new one.
                 self._drop(conn)
@@ -599,7 +631,7 @@ class RedisStore(StoreEvents, Service):
             self.log.error(
                 "Redis at {where} failed {method}: {error}",
                 where=self._location.describe(),
-                method=method,
+                method=args[0] if method == "execute_command" and args else method,
                 error=str(e),
             )
             raise errors.StorageUnavailable(
@@ -617,16 +649,19 @@ class RedisStore(StoreEvents, Service):
         Run a Lua script by its SHA-1 (the server keeps the scripts it has
         seen), sending its text only when the server does not know it yet.
         """
-        argv = [str(a) for a in args]
         sha = _scriptHashes.get(script)
         if sha is None:
             sha = _scriptHashes[script] = hashlib.sha1(script.encode()).hexdigest()
         if conn is None:
-            conn = await self._connection()
+            conn = self._pick() or await self._connection()
+        # The protocol's own EVALSHA adds callbacks of its script cache,
+        # which these calls do not use; the command is sent as it is (the
+        # encoder writes numbers as str() does).
+        command = "execute_command"
         try:
-            return await self._call("evalsha", sha, [], argv, conn=conn)
+            return await self._call(command, "EVALSHA", sha, 0, *args, conn=conn)
         except txredisapi.ScriptDoesNotExist:
-            return await self._call("eval", script, [], argv, conn=conn)
+            return await self._call(command, "EVAL", script, 0, *args, conn=conn)
 
     async def _change(
         self, script: str, *args: Any, durability: Optional[str] = None
@@ -641,7 +676,7 @@ class RedisStore(StoreEvents, Service):
             a failover.
         """
         level = self._durability if durability is None else parseDurability(durability)
-        conn = await self._connection()
+        conn = self._pick() or await self._connection()
         result = await self._eval(script, *args, conn=conn)
         if level != FAST and self._waitAOF:
             await self._waitForAOF(conn)
@@ -883,7 +918,7 @@ class RedisStore(StoreEvents, Service):
             int(bool(query.includeDelayed)),
             json.dumps(list(query.tags)),
         )
-        return [_message(row) for row in _rows(rows)]
+        return _messages(rows)
 
     @deferred
     async def getMessages(
@@ -895,7 +930,7 @@ class RedisStore(StoreEvents, Service):
         rows = await self._eval(
             lua.GET_MESSAGES, queuePrefix(project, queue), _time(now), *wanted
         )
-        return sorted((_message(row) for row in _rows(rows)), key=lambda m: m.marker)
+        return sorted(_messages(rows), key=lambda m: m.marker)
 
     @deferred
     async def deleteMessage(
@@ -980,7 +1015,7 @@ class RedisStore(StoreEvents, Service):
             json.dumps(list(tags or ())),
             durability=durability,
         )
-        return [_message(row) for row in _rows(rows)]
+        return _messages(rows)
 
     @deferred
     async def createClaim(
@@ -1012,8 +1047,8 @@ class RedisStore(StoreEvents, Service):
         )
         moved, rows = reply
         self._report("dead_lettered", int(moved), project, queue)
-        rows = _rows(rows)
-        if not rows:
+        messages = _messages(rows)
+        if not messages:
             return None
         return Claim(
             id=claimId,
@@ -1021,7 +1056,7 @@ class RedisStore(StoreEvents, Service):
             grace=int(spec.grace),
             updated=float(now),
             expires=float(now) + int(spec.ttl),
-            messages=tuple(_message(row) for row in rows),
+            messages=tuple(messages),
         )
 
     @deferred
