@@ -1177,21 +1177,23 @@ class SQLiteStore(StoreEvents, Service):
         def work(c: sqlite3.Connection) -> tuple[int, list]:
             # The queues losing messages, with what each loses: a river
             # record counts as the events it holds (its body is read only
-            # for river records).
-            perQueue = c.execute(
-                "SELECT project, queue, SUM(CASE WHEN queue = ? "
+            # for river records).  One read names the rows, so the counts
+            # describe exactly the rows deleted.
+            rows = c.execute(
+                "SELECT seq, project, queue, CASE WHEN queue = ? "
                 "AND json_valid(body) AND json_type(body) = 'array' "
-                "THEN max(json_array_length(body), 1) "
-                "ELSE 1 END) FROM (SELECT project, queue, body "
-                "FROM messages WHERE expires <= ? LIMIT ?) "
-                "GROUP BY project, queue",
+                "THEN max(json_array_length(body), 1) ELSE 1 END "
+                "FROM messages WHERE expires <= ? LIMIT ?",
                 (RIVER, now, _PURGE_BATCH),
             ).fetchall()
-            removed = c.execute(
-                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages "
-                "WHERE expires <= ? LIMIT ?)",
-                (now, _PURGE_BATCH),
-            ).rowcount
+            c.executemany(
+                "DELETE FROM messages WHERE seq = ?", [(row[0],) for row in rows]
+            )
+            counts: dict = {}
+            for _, project, queue, events in rows:
+                counts[project, queue] = counts.get((project, queue), 0) + events
+            removed = len(rows)
+            perQueue = [(p, q, n) for (p, q), n in counts.items()]
             c.execute("DELETE FROM claims WHERE expires <= ?", (now,))
             return removed, perQueue
 
