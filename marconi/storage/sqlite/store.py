@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from marconi.core import models, reserved, rules
-from marconi.core.audit import RIVER
+from marconi.core.audit import RIVER, recordEvents
 from marconi.core.durability import DURABLE, FAST, LOCAL_LEVELS, parseDurability
 from marconi.core.errors import (
     ClaimDoesNotExist,
@@ -1180,9 +1180,7 @@ class SQLiteStore(StoreEvents, Service):
             # for river records).  One read names the rows, so the counts
             # describe exactly the rows deleted.
             rows = c.execute(
-                "SELECT seq, project, queue, CASE WHEN queue = ? "
-                "AND json_valid(body) AND json_type(body) = 'array' "
-                "THEN max(json_array_length(body), 1) ELSE 1 END "
+                "SELECT seq, project, queue, CASE WHEN queue = ? THEN body END "
                 "FROM messages WHERE expires <= ? LIMIT ?",
                 (RIVER, now, _PURGE_BATCH),
             ).fetchall()
@@ -1190,7 +1188,8 @@ class SQLiteStore(StoreEvents, Service):
                 "DELETE FROM messages WHERE seq = ?", [(row[0],) for row in rows]
             )
             counts: dict = {}
-            for _, project, queue, events in rows:
+            for _, project, queue, record in rows:
+                events = 1 if record is None else recordEvents(record)
                 counts[project, queue] = counts.get((project, queue), 0) + events
             removed = len(rows)
             perQueue = [(p, q, n) for (p, q), n in counts.items()]
