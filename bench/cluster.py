@@ -90,6 +90,12 @@ class Cluster:
                 "--storage",
                 "sqlite:" + os.path.join(workdir, f"{label}{name}-{n}.sqlite3"),
             ]
+            profile = os.environ.get("MARCONI_BENCH_PROFILE")
+            if profile:
+                # cProfile statistics of each node, written when it stops.
+                where = os.path.join(profile, f"{label}{name}-{n}.prof")
+                command[1:1] = [f"--profile={where}", "--profiler=cprofile"]
+                command.insert(1, "--savestats")
             if n > 1:
                 command += ["--node-name", name, *members]
                 command += ["--cluster-secret-file", secret]

@@ -20,6 +20,7 @@ import marconi.plugins
 from marconi import tls
 from marconi.api.app import MarconiAPI
 from marconi.api.http import MarconiSite
+from marconi.api.passthrough import PassThrough
 from marconi.api.presigned import SignedURLs
 from marconi.config import Config
 from marconi.console import Activity, Console, Mount, ObservedRouter
@@ -243,7 +244,7 @@ def makeNode(
                 root,
                 nodesOnly=router is not nodeRouter and config.clusterTLS is not None,
             )
-        return MarconiSite(
+        site = MarconiSite(
             root,
             maxRequestBody=config.limits.maxMessagesPostSize,
             reactor=reactor,
@@ -252,6 +253,10 @@ def makeNode(
             extraResources=observability.publicResources(monitor),
             ringVersion=ringVersion,
         )
+        if clusterRouter is not None and router is publicRouter:
+            # Requests for queues other nodes own skip the API's rendering.
+            site.passThrough = PassThrough(api, clusterRouter, activity.forwarded)
+        return site
 
     site = makeSite(publicRouter)
     listeners = [tls.serverFromDescription(reactor, d) for d in config.listen]

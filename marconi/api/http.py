@@ -390,7 +390,24 @@ class MarconiChannel(http.HTTPChannel):
 
     def allContentReceived(self) -> None:
         self._disarm()
+        self._passThrough()
         super().allContentReceived()
+
+    def _passThrough(self) -> None:
+        """
+        In a cluster, a request for a queue another node owns may be passed
+        through to it without being processed here (see
+        L{marconi.api.passthrough}): its stand-in takes its place in the
+        queue of requests, before the channel hands it over.
+        """
+        passThrough = self.site.passThrough
+        if passThrough is None or len(self.requests) != 1:
+            return
+        relay = passThrough.relay(
+            self, self.requests[0], self._command, self._path, self._version
+        )
+        if relay is not None:
+            self.requests[0] = relay
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
@@ -460,6 +477,9 @@ class MarconiSite(server.Site):
     protocol = MarconiChannel  # type: ignore[assignment]
     requestFactory = LimitedRequest
     displayTracebacks = False
+    #: In a cluster, what passes requests through to the node owning
+    #: their queue (L{marconi.api.passthrough.PassThrough}).
+    passThrough: Any = None
 
     def __init__(
         self,

@@ -61,6 +61,12 @@ class RawHeaders:
     def __init__(self, pairs: list) -> None:
         self._pairs = pairs
 
+    def items(self) -> list:
+        """
+        The headers as pairs of a name and a value, in the order they came.
+        """
+        return self._pairs
+
     def getAllRawHeaders(self) -> Any:
         for name, value in self._pairs:
             yield name, [value]
