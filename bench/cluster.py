@@ -219,7 +219,7 @@ async def cost(options) -> dict:
     """
     servers = Servers(tempfile.mkdtemp(prefix="marconi-cluster-"))
     runs: dict = {
-        label: {op: {"local": [], "forwarded": []} for op in OPS}
+        label: {op: {"local": [], "forwarded": []} for op in options.costOps}
         for label in options.roots
     }
     loads = {}
@@ -229,7 +229,7 @@ async def cost(options) -> dict:
             loads[label] = Load(cluster, options.concurrency)
             await warm(loads[label], cluster)
         for rep in range(options.repeat):
-            for op in OPS:
+            for op in options.costOps:
                 for route, owner in (("local", "a"), ("forwarded", "b")):
                     for label, load in loads.items():
                         result = await measure(options, load, op, owner, rep)
@@ -250,7 +250,7 @@ async def cost(options) -> dict:
         servers.stop()
     summary: dict = {"loadavg": os.getloadavg(), "requests": options.requests}
     for label in options.roots:
-        summary[label] = {op: summarise(runs[label][op]) for op in OPS}
+        summary[label] = {op: summarise(runs[label][op]) for op in options.costOps}
     return summary
 
 
@@ -427,9 +427,9 @@ def costTable(summary: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for label, ops in summary.items():
-        if not isinstance(ops, dict) or "post1" not in ops:
+        if not isinstance(ops, dict) or not set(ops) <= set(OPS):
             continue
-        for op in OPS:
+        for op in ops:
             local, fwd = ops[op]["local"], ops[op]["forwarded"]
             lines.append(
                 f"| {label} | {op} | {local['us_per_request']:,} "
@@ -466,6 +466,11 @@ def parseOptions(argv):
     parser.add_argument("--queues", type=int, default=12)
     parser.add_argument("--nodes", default="1,2,3")
     parser.add_argument("--ops", default="post1,list10")
+    parser.add_argument(
+        "--cost-ops",
+        default=",".join(OPS),
+        help="cost: the requests measured (default: all)",
+    )
     parser.add_argument("--clients", default="ring-aware,random-entry")
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--client-cpus", default="1")
@@ -486,6 +491,7 @@ def parseOptions(argv):
     options = parser.parse_args(argv)
     options.nodes = [int(n) for n in options.nodes.split(",")]
     options.ops = options.ops.split(",")
+    options.costOps = options.cost_ops.split(",")
     options.clients = options.clients.split(",")
     # Absolute: the nodes run in their own directories.
     options.roots = {

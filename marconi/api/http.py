@@ -334,8 +334,74 @@ class MarconiChannel(http.HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
             return
+        if self._relay is not None:
+            self._relayReceived(data)
+            return
         if data and self._deadline is None and not self._handlingRequest:
+            if self._passThrough(data):
+                return
             self._arm(self.site.headerTimeout)
+        super().dataReceived(data)
+
+    # The pass-through of requests for queues other nodes own (see
+    # marconi.api.passthrough): the request being passed through, and the
+    # idle timeout it suspended.
+    _relay: Any = None
+    _relayTimeOut: Optional[float] = None
+
+    def _passThrough(self, data: bytes) -> bool:
+        """
+        Offer the bytes that begin a request to the site's pass-through.
+
+        @return: whether it took them (the request, and what follows it
+            until it is answered, are its own).
+        """
+        passThrough = self.site.passThrough
+        if (
+            passThrough is None
+            or self._buffer
+            or not self.line_mode
+            or self._busyReceiving
+            or self.paused
+            or not self.persistent
+        ):
+            return False
+        relay = passThrough.take(self, data)
+        if relay is None:
+            return False
+        self._relay = relay
+        self._relayTimeOut = self.setTimeout(None)
+        if relay.received(data):
+            relay.start()
+        else:
+            # The body is still to come, within the body deadline.
+            self._arm(self.site.bodyTimeout)
+        return True
+
+    def _relayReceived(self, data: bytes) -> None:
+        relay = self._relay
+        waiting = len(relay.data) < relay.end
+        if relay.received(data) and waiting:
+            self._disarm()
+            relay.start()
+
+    def relayed(self, rest: bytes) -> None:
+        """
+        The request passed through was answered: read the next one.
+        """
+        self._relay = None
+        self.setTimeout(self._relayTimeOut)
+        if rest:
+            self.dataReceived(rest)
+
+    def replay(self, data: bytes) -> None:
+        """
+        The request the pass-through took goes the usual way: C{data}, what
+        arrived since it began, is read as if it had just arrived.
+        """
+        self._relay = None
+        self.setTimeout(self._relayTimeOut)
+        self._arm(self.site.headerTimeout)
         super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -390,27 +456,13 @@ class MarconiChannel(http.HTTPChannel):
 
     def allContentReceived(self) -> None:
         self._disarm()
-        self._passThrough()
         super().allContentReceived()
-
-    def _passThrough(self) -> None:
-        """
-        In a cluster, a request for a queue another node owns may be passed
-        through to it without being processed here (see
-        L{marconi.api.passthrough}): its stand-in takes its place in the
-        queue of requests, before the channel hands it over.
-        """
-        passThrough = self.site.passThrough
-        if passThrough is None or len(self.requests) != 1:
-            return
-        relay = passThrough.relay(
-            self, self.requests[0], self._command, self._path, self._version
-        )
-        if relay is not None:
-            self.requests[0] = relay
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.connectionLost(reason)
         super().connectionLost(reason)
 
     def _arm(self, seconds: float) -> None:

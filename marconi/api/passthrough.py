@@ -1,23 +1,33 @@
 """
 The pass-through of a request for a queue another node of the cluster
-owns: once twisted.web has parsed its head and read its body, a simple
-request on one of the hot routes (see L{marconi.api.fast}) is
+owns.
+
+A node's channel (L{marconi.api.http.MarconiChannel}) offers the bytes of
+each request, as they arrive between requests, to L{PassThrough.take}.  A
+simple request on one of the hot routes (see L{marconi.api.fast}) is read
+here from its bytes, with no L{twisted.web.server.Request}: an HTTP/1.1
+request line with a path, well-formed headers within the channel's bounds,
+a body of a declared C{Content-Length} within the site's limit.  It is
 authenticated exactly as the API does (L{MarconiAPI._context}: the auth
 driver, pre-signed URL headers, the project and client ids, the version's
-rules), forwarded signed to the owner (L{IRouter}'s C{forwardRaw}), and the
-owner's answer is written to the client as it came, less the hop-by-hop
-headers.  No request is rendered: no resource, no Klein, no
-L{twisted.web.server.Request} processing or answer serialization.
+rules), and if its queue belongs to another node it is forwarded there,
+signed (the cluster router's C{forwardRaw}, which keeps its retries, its
+timeouts and the failure detector), and the owner's answer is written to
+the client as it came, less the hop-by-hop headers.  The relaying node
+writes the request's one access log line, under the owner's request id.
 
-Anything else takes the usual way, unchanged (L{Relay} hands the request
-back to twisted.web): another HTTP version, a chunked, gzip'd or
-C{Expect}ing request, one carrying forwarding headers, a refused body, a
-target that is not a plain path, a route other than the hot ones, a queue
-this node serves itself, and any request the API would answer with an
-error before forwarding it (it is answered by the usual way, which finds
-the error again).  See docs/cluster.rst, "What a forwarded request costs".
+Anything else takes the usual way, unchanged: the bytes taken are given to
+twisted.web as if they had just arrived (L{Relay.fallBack}).  That is so
+for another HTTP version, a chunked, gzip'd or C{Expect}ing request, a
+request carrying forwarding headers (C{X-Marconi-*}: only the usual way
+checks them, and refuses them from clients), a head split over several
+reads, a target that is not a plain path, a route other than the hot ones,
+a queue this node serves itself, and any request the API would answer with
+an error before forwarding it (the usual way finds the error again).  See
+docs/cluster.rst, "What a forwarded request costs".
 """
 
+import re
 from typing import Any, Callable, Optional
 from urllib.parse import unquote_to_bytes
 
@@ -36,12 +46,13 @@ from marconi.core.errors import MarconiError
 _log = Logger()
 
 #: Request headers that make a request take the usual way; and any header
-#: whose name starts with C{x-marconi-} (forwarding headers, which only the
-#: usual way checks and refuses).
+#: whose name starts with C{x-marconi-} (forwarding headers).
 _UNUSUAL = frozenset(
     (b"expect", b"content-encoding", b"transfer-encoding", b"upgrade", b"trailer")
 )
 _FORWARDING = b"x-marconi-"
+#: A header name (RFC 9110 5.6.2).
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: Answer headers not passed on: hop-by-hop (RFC 9110 7.6.1), and the
 #: length, which is written anew.
 _HOP = frozenset(
@@ -57,6 +68,9 @@ _HOP = frozenset(
         b"content-length",
     )
 )
+#: Bytes of requests pipelined behind one being passed through that are
+#: kept before the client is no longer read from.
+PIPELINED = 65536
 
 
 class PassThrough:
@@ -79,33 +93,63 @@ class PassThrough:
         self.labels = api.app.labels
         self.forwarded = forwarded
 
-    def relay(
-        self, channel: Any, request: Any, command: bytes, uri: bytes, version: bytes
-    ) -> Optional["Relay"]:
+    def take(self, channel: Any, data: bytes) -> Optional["Relay"]:
         """
-        The L{Relay} that takes C{request} (its head and body received,
-        not yet processed) in its place, or L{None} if it takes the usual
-        way at once.
+        The L{Relay} of the request C{data} begins with, if it may be passed
+        through; L{None} if it takes the usual way.  C{data} is what
+        arrived at the start of a request.
         """
-        if version != b"HTTP/1.1" or request.content is None:
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end > channel.totalHeadersSize:
             return None
-        if getattr(request, "_refused", False):
+        lines = data[:end].split(b"\r\n")
+        if len(lines) > channel.maxHeaders + 1:
             return None
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            lower = name.lower()
-            if lower in _UNUSUAL or lower.startswith(_FORWARDING):
-                return None
-            if lower == b"host" and not _utf8(values[0]):
-                # Klein answers a host name that is not UTF-8 itself.
-                return None
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+            return None
+        method, uri, _ = parts
+        if len(lines[0]) > channel.MAX_LENGTH:
+            return None
         path = uri.partition(b"?")[0]
         if _targetProblem(uri, path) is not None:
             return None
-        postpath = [unquote_to_bytes(s) for s in path[1:].split(b"/")]
-        found = findRoute(command, postpath)
+        found = findRoute(method, [unquote_to_bytes(s) for s in path[1:].split(b"/")])
         if found is None:
             return None
-        return Relay(self, channel, request, command, uri, path, version, found)
+        headers = Headers()
+        length = None
+        close = False
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if (
+                not colon
+                or len(line) > channel.MAX_LENGTH
+                or not _TOKEN.fullmatch(name)
+            ):
+                return None
+            value = value.strip(b" \t")
+            if b"\x00" in value or b"\n" in value or b"\r" in value:
+                return None
+            lower = name.lower()
+            if lower in _UNUSUAL or lower.startswith(_FORWARDING):
+                return None
+            if lower == b"content-length":
+                if length is not None or not value.isdigit():
+                    return None
+                length = int(value)
+            elif lower == b"connection":
+                close = b"close" in value.lower().replace(b",", b" ").split()
+            elif lower == b"host" and not _utf8(value):
+                # Klein answers a host name that is not UTF-8 itself.
+                return None
+            headers.add(name, lower, value)
+        length = length or 0
+        if length > channel.site.maxRequestBody:
+            return None
+        return Relay(
+            self, channel, method, uri, path, headers, end + 4, length, close, found
+        )
 
 
 def _utf8(value: bytes) -> bool:
@@ -116,50 +160,114 @@ def _utf8(value: bytes) -> bool:
     return True
 
 
+class Headers:
+    """
+    A request's headers as they came, read as the API reads
+    L{twisted.web.http_headers.Headers}.
+    """
+
+    __slots__ = ("_values", "_names")
+
+    def __init__(self) -> None:
+        self._values: dict = {}
+        self._names: dict = {}
+
+    def add(self, name: bytes, lower: bytes, value: bytes) -> None:
+        values = self._values.get(lower)
+        if values is None:
+            self._values[lower] = [value]
+            self._names[lower] = name
+        else:
+            values.append(value)
+
+    def getAllRawHeaders(self) -> Any:
+        names = self._names
+        for lower, values in self._values.items():
+            yield names[lower], values
+
+    def getRawHeaders(self, name: Any, default: Any = None) -> Any:
+        if isinstance(name, str):
+            name = name.encode("latin-1")
+        return self._values.get(name.lower(), default)
+
+    def hasHeader(self, name: Any) -> bool:
+        return self.getRawHeaders(name) is not None
+
+
 class Relay:
     """
-    A request being passed through: it stands in the channel's queue of
-    requests for the twisted.web request it was received as, until it is
-    answered (or it hands that request back, see L{fallBack}).
+    A request being passed through.  It is what the API reads of a request
+    to authenticate it, and what L{marconi.api.http.MarconiSite.log} reads
+    of an answered one.
 
-    It carries what L{marconi.api.http.MarconiSite.log} reads of an
-    answered request.
+    @ivar data: the bytes received since the request began: its head, its
+        body, and any pipelined after it.
     """
 
     forwarded = False
     project: Optional[str] = None
+    media: Any = None
     route: Optional[str] = None
     code = 0
     sentLength = 0
     requestId: Optional[str] = None
     responseHeaders: Any = None
+    clientproto = b"HTTP/1.1"
 
     def __init__(
         self,
         passThrough: PassThrough,
         channel: Any,
-        request: Any,
-        command: bytes,
+        method: bytes,
         uri: bytes,
         path: bytes,
-        version: bytes,
+        headers: Headers,
+        bodyStart: int,
+        length: int,
+        close: bool,
         found: tuple,
     ) -> None:
         self.passThrough = passThrough
         self.channel = channel
-        self.request = request
-        self.method = command
+        self.method = method
         self.uri = uri
         self.path = path
-        self.clientproto = version
+        self.requestHeaders = headers
+        self.end = bodyStart + length
+        self.bodyStart = bodyStart
+        self.close = close
         self.endpoint, self.kwargs = found
-        self.started = request.started
+        self.started = channel.site.reactor.seconds()
+        self.data = b""
         self._running: Optional[Deferred] = None
         self._gone = False
+        self._paused = False
 
-    def requestReceived(self, command: bytes, uri: bytes, version: bytes) -> None:
+    def getHeader(self, name: bytes) -> Optional[bytes]:
+        values = self.requestHeaders.getRawHeaders(name)
+        return None if values is None else values[-1]
+
+    def getClientAddress(self) -> Any:
+        return self.channel.transport.getPeer()
+
+    def received(self, data: bytes) -> bool:
         """
-        The channel hands over the request: pass it through.
+        More bytes arrived: the body, or requests pipelined after this one
+        (kept until it is answered, and the client no longer read from
+        while they are more than L{PIPELINED}).
+
+        @return: whether the body is complete.
+        """
+        self.data += data
+        complete = len(self.data) >= self.end
+        if complete and len(self.data) - self.end > PIPELINED and not self._paused:
+            self._paused = True
+            self.channel.transport.pauseProducing()
+        return complete
+
+    def start(self) -> None:
+        """
+        The whole request arrived: pass it through.
         """
         self._running = Deferred.fromCoroutine(self._pass())
         self._running.addErrback(self._failed)
@@ -175,21 +283,12 @@ class Relay:
             running.cancel()
 
     async def _pass(self) -> None:
-        request = self.request
         kwargs = self.kwargs
-        # What the API reads of the request to authenticate it.
-        request.method = self.method
-        request.uri = self.uri
-        request.path = self.path
-        request.clientproto = self.clientproto
         passThrough = self.passThrough
         api = passThrough.api
-        queue = kwargs["queue"]
         try:
-            ctx = await api._context(
-                request, kwargs["version"], kwargs.get("project_id")
-            )
-            owner = api.router.route(ctx.project, queue)
+            ctx = await api._context(self, kwargs["version"], kwargs.get("project_id"))
+            owner = api.router.route(ctx.project, kwargs["queue"])
         except CancelledError:
             raise
         except Exception:
@@ -198,16 +297,14 @@ class Relay:
         if owner is None or ctx.forwarded:
             self.fallBack()
             return
-        self.project = ctx.project
         if passThrough.forwarded is not None:
             passThrough.forwarded(owner)
-        request.content.seek(0)
         try:
             answer = await passThrough.router.forwardRaw(
                 self.method,
                 self.uri,
-                request.requestHeaders,
-                request.content.read(),
+                self.requestHeaders,
+                self.data[self.bodyStart : self.end],
                 ctx.project,
                 owner,
             )
@@ -218,13 +315,16 @@ class Relay:
 
     def fallBack(self) -> None:
         """
-        Hand the request back to twisted.web, which serves it the usual way.
+        Give the request to twisted.web, which serves it the usual way.
         """
-        if self._gone:
-            return
-        channel = self.channel
-        channel.requests[channel.requests.index(self)] = self.request
-        self.request.requestReceived(self.method, self.uri, self.clientproto)
+        if not self._gone:
+            self._resume()
+            self.channel.replay(self.data)
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.channel.transport.resumeProducing()
 
     def _failed(self, failure: Failure) -> None:
         if failure.check(CancelledError) or self._gone:
@@ -235,18 +335,13 @@ class Relay:
             method=self.method,
             path=self.path,
         )
-        self._write(
-            500,
-            b"Internal Server Error",
-            [],
-            render.document(
-                {
-                    "title": "Internal error",
-                    "description": "The server failed to handle the request.",
-                }
-            ),
-            b"application/json",
+        body = render.document(
+            {
+                "title": "Internal error",
+                "description": "The server failed to handle the request.",
+            }
         )
+        self._write(500, [], body, media.JSON_MEDIA.contentType)
 
     def _error(self, error: MarconiError) -> None:
         """
@@ -257,35 +352,25 @@ class Relay:
         body = render.document(
             {"title": policy.title(error), "description": error.description}
         )
-        serializer = getattr(self.request, "media", None) or media.JSON_MEDIA
+        serializer = self.media or media.JSON_MEDIA
         if serializer is not media.JSON_MEDIA:
             body = serializer.text(body)
         headers = list(getattr(error, "headers", {}).items())
-        self._write(code, None, headers, body, serializer.contentType)
+        self._write(code, headers, body, serializer.contentType)
 
-    def _write(
-        self,
-        code: int,
-        phrase: Optional[bytes],
-        headers: list,
-        body: bytes,
-        contentType: bytes,
-    ) -> None:
+    def _write(self, code: int, headers: list, body: bytes, contentType: bytes) -> None:
         """
         Answer with this node's request id and ring version.
         """
-        self.requestId = newRequestId()
         headers = [
             *headers,
             (b"Content-Type", contentType),
-            (b"X-OpenStack-Request-Id", self.requestId.encode("ascii")),
+            (b"X-OpenStack-Request-Id", newRequestId().encode("ascii")),
         ]
         ringVersion = self.channel.site.ringVersion
         if ringVersion is not None:
             headers.append((RING_VERSION_HEADER, ringVersion().encode("ascii")))
-        if phrase is None:
-            phrase = RESPONSES.get(code, b"Error")
-        self._answer(code, phrase, headers, body)
+        self._answer(code, RESPONSES.get(code, b"Error"), headers, body)
 
     def _answer(self, code: int, phrase: bytes, pairs: Any, body: bytes) -> None:
         """
@@ -308,15 +393,15 @@ class Relay:
         if large:
             # As the API answers (the owner was not asked for gzip).
             lines.append(b"Vary: Accept-Encoding\r\n")
-            if gzip.wanted(self.request.getHeader(b"accept-encoding"), len(body)):
+            if gzip.wanted(self.getHeader(b"accept-encoding"), len(body)):
                 body = gzip.compress(body)
                 lines.append(b"Content-Encoding: gzip\r\n")
         lines.append(b"Content-Length: %d\r\n" % len(body))
-        channel = self.channel
-        if not channel.persistent:
+        if self.close:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
         lines.append(body)
+        channel = self.channel
         channel.transport.write(b"".join(lines))
         self.code = code
         self.sentLength = len(body)
@@ -325,7 +410,11 @@ class Relay:
         self.responseHeaders = _Sent(self.requestId)
         self.route = self.passThrough.labels.get(self.endpoint, self.endpoint)
         channel.site.log(self)
-        channel.requestDone(self)
+        self._resume()
+        if self.close:
+            channel.loseConnection()
+        else:
+            channel.relayed(self.data[self.end :])
 
 
 class _Sent:
