@@ -51,8 +51,11 @@ _UNUSUAL = frozenset(
     (b"expect", b"content-encoding", b"transfer-encoding", b"upgrade", b"trailer")
 )
 _FORWARDING = b"x-marconi-"
-#: A header name (RFC 9110 5.6.2).
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Header lines (a name, RFC 9110 5.6.2, and a value without NUL, CR or
+#: LF), each ending with CRLF, and one of them split into its name and
+#: value.
+_HEADERS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*\r\n)*")
+_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
 #: Answer headers not passed on: hop-by-hop (RFC 9110 7.6.1), and the
 #: length, which is written anew.
 _HOP = frozenset(
@@ -102,35 +105,31 @@ class PassThrough:
         end = data.find(b"\r\n\r\n")
         if end < 0 or end > channel.totalHeadersSize:
             return None
-        lines = data[:end].split(b"\r\n")
-        if len(lines) > channel.maxHeaders + 1:
-            return None
-        parts = lines[0].split(b" ")
-        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+        first = data.find(b"\r\n")
+        parts = data[:first].split(b" ")
+        if len(parts) != 3 or parts[2] != b"HTTP/1.1" or first > channel.MAX_LENGTH:
             return None
         method, uri, _ = parts
-        if len(lines[0]) > channel.MAX_LENGTH:
-            return None
         path = uri.partition(b"?")[0]
         if _targetProblem(uri, path) is not None:
             return None
         found = findRoute(method, [unquote_to_bytes(s) for s in path[1:].split(b"/")])
         if found is None:
             return None
+        block = data[first + 2 : end + 2]
+        if not _HEADERS.fullmatch(block):
+            return None
+        if end > channel.MAX_LENGTH and any(
+            len(line) > channel.MAX_LENGTH for line in block.split(b"\r\n")
+        ):
+            return None
+        pairs = _HEADER.findall(block)
+        if len(pairs) > channel.maxHeaders:
+            return None
         headers = Headers()
         length = None
         close = False
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if (
-                not colon
-                or len(line) > channel.MAX_LENGTH
-                or not _TOKEN.fullmatch(name)
-            ):
-                return None
-            value = value.strip(b" \t")
-            if b"\x00" in value or b"\n" in value or b"\r" in value:
-                return None
+        for name, value in pairs:
             lower = name.lower()
             if lower in _UNUSUAL or lower.startswith(_FORWARDING):
                 return None
@@ -147,9 +146,31 @@ class PassThrough:
         length = length or 0
         if length > channel.site.maxRequestBody:
             return None
+        if not self._elsewhere(found[1], headers):
+            return None
         return Relay(
             self, channel, method, uri, path, headers, end + 4, length, close, found
         )
+
+    def _elsewhere(self, kwargs: dict, headers: "Headers") -> bool:
+        """
+        Whether the request is likely for a queue another node serves, by
+        the project it names (in its path, or its C{X-Project-ID}), before
+        it is authenticated: a request for one of this node's own queues
+        takes the usual way at once, and pays nothing more here.  Once
+        authenticated, the request is routed by its project again.
+        """
+        project = kwargs.get("project_id")
+        if project is None:
+            named = headers.getRawHeaders(b"x-project-id")
+            if named is None:
+                return True
+            project = named[0].decode("latin-1")
+        try:
+            return self.api.router.route(project, kwargs["queue"]) is not None
+        except Exception:
+            # The usual way answers the error.
+            return False
 
 
 def _utf8(value: bytes) -> bool:

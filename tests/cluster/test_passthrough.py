@@ -1,0 +1,375 @@
+"""
+The pass-through of requests for queues another node owns
+(L{marconi.api.passthrough}): which requests it takes, and what clients
+and nodes see of them, on real nodes driven over raw sockets.
+"""
+
+import gzip
+import json
+import re
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase
+
+from marconi.api.passthrough import PassThrough
+from tests.integration.test_cluster import (
+    CLIENT,
+    PROJECT,
+    ClusterTestCase,
+    queueOwnedBy,
+)
+from tests.rawhttp import connect
+
+
+class _Site:
+    maxRequestBody = 1000
+    reactor = reactor
+
+
+class _Channel:
+    MAX_LENGTH = 8192
+    maxHeaders = 100
+    totalHeadersSize = 16384
+    site = _Site()
+
+
+class _Router:
+    def route(self, project: str, queue: str):
+        if queue == "down":
+            raise RuntimeError("down")
+        return None if queue == "mine" else "b"
+
+
+class _API:
+    router = _Router()
+
+    class app:
+        labels: dict = {}
+
+
+def _request(
+    method: bytes = b"POST",
+    target: bytes = b"/v2/queues/q/messages",
+    headers: bytes = b"",
+    body: bytes = b'{"messages": []}',
+    version: bytes = b"HTTP/1.1",
+) -> bytes:
+    head = b"%s %s %s\r\nHost: h\r\nClient-ID: %s\r\nX-Project-ID: p\r\n" % (
+        method,
+        target,
+        version,
+        CLIENT.encode(),
+    )
+    if body:
+        head += b"Content-Length: %d\r\n" % len(body)
+    return head + headers + b"\r\n" + body
+
+
+class TakeTests(SynchronousTestCase):
+    def take(self, data: bytes):
+        return PassThrough(_API(), None).take(_Channel(), data)
+
+    def test_simpleRequests(self) -> None:
+        """
+        A complete HTTP/1.1 request of a hot route, with or without its
+        body yet, is taken, and knows where its body ends.
+        """
+        data = _request()
+        relay = self.take(data)
+        self.assertIsNotNone(relay)
+        self.assertEqual(relay.end, len(data))
+        self.assertEqual(relay.route, None)
+        self.assertEqual(relay.kwargs["queue"], "q")
+        self.assertIsNotNone(self.take(data[: len(data) - 3]))
+        for target in (
+            b"/v2/queues/q/messages?limit=10&echo=true",
+            b"/v2/queues/q/messages?ids=a,b",
+            b"/v2/projects/p/queues/q/messages",
+        ):
+            self.assertIsNotNone(self.take(_request(b"GET", target, body=b"")), target)
+        claim = _request(b"POST", b"/v2/queues/q/claims?limit=10", body=b"{}")
+        self.assertIsNotNone(self.take(claim))
+        self.assertIsNotNone(
+            self.take(_request(b"DELETE", b"/v2/queues/q/messages/m1", body=b""))
+        )
+
+    def test_unusualRequests(self) -> None:
+        """
+        Every request that is not simple takes the usual way.
+        """
+        for data in (
+            _request(version=b"HTTP/1.0"),
+            _request(headers=b"Transfer-Encoding: chunked\r\n", body=b""),
+            _request(headers=b"Content-Encoding: gzip\r\n"),
+            _request(headers=b"Expect: 100-continue\r\n"),
+            _request(headers=b"X-Marconi-Project: other\r\n"),
+            _request(headers=b"x-marconi-anything: 1\r\n"),
+            _request(headers=b"Content-Length: 16\r\n"),
+            _request(headers=b"Upgrade: websocket\r\n"),
+            _request(headers=b"Bad Name: 1\r\n"),
+            _request(headers=b" folded\r\n"),
+            _request(headers=b"Host: \xff\xfe\r\n"),
+            _request(body=b"x" * 1001),
+            _request(target=b"/v2/queues/q"),
+            _request(target=b"/v2/queues/q/stats", body=b""),
+            _request(target=b"*"),
+            _request(target=b"http://h/v2/queues/q/messages"),
+            _request(target=b"/v2/queues/q/messages/%ff"),
+            _request(b"PUT"),
+            _request(target=b"/v2/queues/mine/messages"),
+            _request(target=b"/v2/queues/down/messages"),
+            _request(headers=b"X-Long: " + b"x" * 8200 + b"\r\n"),
+            b"\r\n" + _request(),
+            _request()[:40],
+        ):
+            self.assertIsNone(self.take(data), data)
+
+
+def _answers(data: bytes) -> list:
+    """
+    The complete answers in C{data}: C{(status, headers, body)}, headers as
+    a dict of lower-case names to their last value.
+    """
+    answers = []
+    while True:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return answers
+        lines = data[:end].split(b"\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get(b"content-length", b"0"))
+        if len(data) < end + 4 + length:
+            return answers
+        answers.append(
+            (int(lines[0].split(b" ")[1]), headers, data[end + 4 : end + 4 + length])
+        )
+        data = data[end + 4 + length :]
+
+
+class PassThroughTests(ClusterTestCase):
+    async def answers(self, client, count: int, seconds: float = 10) -> list:
+        waited = 0.0
+        while len(_answers(client.received)) < count:
+            if waited > seconds or client.isClosed:
+                self.fail(f"{count} answers expected: {client.received!r}")
+            await deferLater(reactor, 0.02, lambda: None)
+            waited += 0.02
+        return _answers(client.received)
+
+    def raw(self, method: str, path: str, body=None, extra: bytes = b"") -> bytes:
+        data = b"" if body is None else json.dumps(body).encode()
+        return _request(method.encode(), path.encode(), extra, data).replace(
+            b"X-Project-ID: p", b"X-Project-ID: " + PROJECT.encode()
+        )
+
+    def accessLines(self, node: str) -> list:
+        return [
+            line
+            for line in self.nodes[node].log().splitlines()
+            if "[marconi.access#" in line
+        ]
+
+    async def test_keepAliveAndPipelined(self) -> None:
+        """
+        On one connection to node A, forwarded and local requests in turn,
+        then pipelined in one write, are each answered, in order, as the
+        owner answers them: post, list, claim and delete of a queue B owns,
+        with the owner's request id and ring version.
+        """
+        await self.startCluster()
+        there, here = queueOwnedBy("b"), queueOwnedBy("a")
+        client = await connect(self.nodes["a"].port)
+        self.addCleanup(client.close)
+        sent = 0
+        for queue in (there, here, there):
+            client.transport.write(
+                self.raw(
+                    "POST", f"/v2/queues/{queue}/messages", {"messages": [{"body": 1}]}
+                )
+            )
+            sent += 1
+            status, headers, body = (await self.answers(client, sent))[-1]
+            self.assertEqual(status, 201, body)
+            self.assertTrue(headers[b"x-openstack-request-id"].startswith(b"req-"))
+            self.assertIn(b"x-marconi-ring-version", headers)
+            self.assertNotIn(b"connection", headers)
+        client.transport.write(
+            self.raw("GET", f"/v2/queues/{there}/messages?echo=true")
+            + self.raw("GET", f"/v2/queues/{here}/messages?echo=true")
+            + self.raw("POST", f"/v2/queues/{there}/claims?limit=5", {"ttl": 60})
+        )
+        answers = (await self.answers(client, sent + 3))[sent:]
+        self.assertEqual([a[0] for a in answers], [200, 200, 201])
+        self.assertEqual(len(json.loads(answers[0][2])["messages"]), 2)
+        self.assertEqual(len(json.loads(answers[1][2])["messages"]), 1)
+        claimed = json.loads(answers[2][2])["messages"]
+        self.assertEqual(len(claimed), 2)
+        for message in claimed:
+            client.transport.write(self.raw("DELETE", message["href"]))
+        answers = (await self.answers(client, sent + 5))[sent + 3 :]
+        self.assertEqual([a[0] for a in answers], [204, 204])
+        self.assertFalse(client.isClosed)
+        client.transport.write(self.raw("GET", f"/v2/queues/{there}/messages"))
+        [(status, _, body)] = (await self.answers(client, sent + 6))[sent + 5 :]
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["messages"], [])
+
+    async def test_accessLog(self) -> None:
+        """
+        A request passed through is logged once in the cluster, by the node
+        the client sent it to, under the request id of the owner's answer.
+        """
+        await self.startCluster()
+        queue = queueOwnedBy("b")
+        client = await connect(self.nodes["a"].port)
+        self.addCleanup(client.close)
+        client.transport.write(
+            self.raw(
+                "POST", f"/v2/queues/{queue}/messages", {"messages": [{"body": 1}]}
+            )
+        )
+        [(status, headers, _)] = await self.answers(client, 1)
+        self.assertEqual(status, 201)
+        requestId = headers[b"x-openstack-request-id"].decode()
+        for _ in range(100):
+            lines = [line for line in self.accessLines("a") if requestId in line]
+            if lines:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn(f"POST /v2/queues/{queue}/messages 201", lines[0])
+        self.assertIn(f"project={PROJECT}", lines[0])
+        self.assertIn("route=postMessages", lines[0])
+        self.assertEqual([line for line in self.accessLines("b") if queue in line], [])
+
+    async def test_unusualRequestsStillWork(self) -> None:
+        """
+        Chunked, gzip'd and C{Expect}ing requests for a queue another node
+        owns take the usual way and are forwarded all the same; a request
+        that closes the connection is answered, then the connection closed.
+        """
+        await self.startCluster()
+        queue = queueOwnedBy("c")
+        path = f"/v2/queues/{queue}/messages".encode()
+        document = json.dumps({"messages": [{"body": "x"}]}).encode()
+        head = (
+            b"POST %s HTTP/1.1\r\nHost: h\r\nClient-ID: %s\r\nX-Project-ID: %s\r\n"
+            % (
+                path,
+                CLIENT.encode(),
+                PROJECT.encode(),
+            )
+        )
+        squeezed = gzip.compress(document)
+        for data in (
+            head
+            + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+            % (len(document), document),
+            head
+            + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(squeezed)
+            + squeezed,
+            head
+            + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(document)
+            + document,
+        ):
+            client = await connect(self.nodes["a"].port)
+            self.addCleanup(client.close)
+            client.transport.write(data)
+            answers = await self.answers(client, 1)
+            self.assertEqual(answers[-1][0], 201, answers)
+        client = await connect(self.nodes["a"].port)
+        client.transport.write(
+            head
+            + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(document)
+            + document
+        )
+        await client.closed
+        [(status, headers, _)] = _answers(client.received)
+        self.assertEqual((status, headers[b"connection"]), (201, b"close"))
+        r, body = await self.call("b", "GET", f"/v2/queues/{queue}/stats")
+        self.assertEqual(body["messages"]["total"], 4)
+
+    async def test_forwardingHeadersAndAuth(self) -> None:
+        """
+        A client's forwarding headers are refused, never forwarded; a
+        request the API refuses (the project of the URL is not the
+        caller's) is answered by the node it was sent to, and reaches no
+        queue of either project.
+        """
+        await self.startCluster()
+        queue = queueOwnedBy("b")
+        post = {"messages": [{"body": 1}]}
+        r, body = await self.call(
+            "a",
+            "POST",
+            f"/v2/queues/{queue}/messages",
+            post,
+            headers={"X-Marconi-Project": "other"},
+        )
+        self.assertEqual(r.code, 403, body)
+        r, body = await self.call(
+            "a",
+            "POST",
+            f"/v2/projects/other/queues/{queue}/messages",
+            post,
+        )
+        self.assertEqual(r.code, 400, body)
+        for project in (PROJECT, "other"):
+            r, body = await self.call(
+                "b", "GET", f"/v2/queues/{queue}/messages", project=project
+            )
+            self.assertEqual(r.code, 200, body)
+            self.assertEqual(body["messages"], [])
+
+    async def test_ownerDown(self) -> None:
+        """
+        A request for a queue whose owner is down is answered 503 with a
+        JSON error naming it, and the owner is seen down; the connection
+        stays usable.
+        """
+        await self.startCluster()
+        queue = queueOwnedBy("c")
+        client = await connect(self.nodes["a"].port)
+        self.addCleanup(client.close)
+        await self.nodes["c"].kill()
+        post = self.raw(
+            "POST", f"/v2/queues/{queue}/messages", {"messages": [{"body": 1}]}
+        )
+        client.transport.write(post)
+        [(status, headers, body)] = await self.answers(client, 1)
+        self.assertEqual(status, 503, body)
+        self.assertEqual(headers[b"content-type"], b"application/json; charset=UTF-8")
+        error = json.loads(body)
+        self.assertEqual(error["title"], "Service unavailable")
+        self.assertIn("Cluster node c ", error["description"])
+        await self.waitFor("a", lambda nodes: nodes["c"]["state"] == "down")
+        client.transport.write(post)
+        answers = await self.answers(client, 2)
+        self.assertEqual(answers[1][0], 503)
+        nodes = await self.waitFor("a", lambda nodes: True)
+        self.assertEqual(nodes["b"]["state"], "up")
+
+    async def test_clientGoesAway(self) -> None:
+        """
+        A client that closes its connection while its request waits at the
+        owner leaves both nodes serving.
+        """
+        await self.startCluster()
+        queue = queueOwnedBy("b")
+        client = await connect(self.nodes["a"].port)
+        client.transport.write(self.raw("GET", f"/v2/queues/{queue}/messages?wait=5"))
+        await deferLater(reactor, 0.3, lambda: None)
+        client.close()
+        r, body = await self.call(
+            "a", "POST", f"/v2/queues/{queue}/messages", {"messages": [{"body": 2}]}
+        )
+        self.assertEqual(r.code, 201, body)
+        r, body = await self.call("a", "GET", f"/v2/queues/{queue}/messages?echo=true")
+        self.assertEqual([m["body"] for m in body["messages"]], [2])
+        nodes = await self.waitFor("a", lambda nodes: True)
+        self.assertEqual(nodes["b"]["state"], "up")
+        self.assertFalse(re.search("Traceback", self.nodes["a"].log()))
