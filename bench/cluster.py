@@ -51,6 +51,21 @@ OPS = ("post1", "list10", "claim10")
 CLAIM = json.dumps({"ttl": 300, "grace": 60}).encode()
 
 
+_PROFILED = """
+import cProfile, sys, time
+from twisted.internet import reactor
+from twisted.scripts.twistd import run
+profile = cProfile.Profile(time.thread_time)
+def dump():
+    profile.disable()
+    profile.dump_stats(%r)
+reactor.addSystemEventTrigger("after", "shutdown", dump)
+sys.argv[0] = "twistd"
+profile.enable()
+run()
+"""
+
+
 def twistd() -> str:
     here = os.path.join(os.path.dirname(sys.executable), "twistd")
     return here if os.path.exists(here) else shutil.which("twistd") or "twistd"
@@ -92,10 +107,10 @@ class Cluster:
             ]
             profile = os.environ.get("MARCONI_BENCH_PROFILE")
             if profile:
-                # cProfile statistics of each node, written when it stops.
+                # cProfile statistics of each node's reactor thread, timed
+                # by its CPU time, written when it stops.
                 where = os.path.join(profile, f"{label}{name}-{n}.prof")
-                command[1:1] = [f"--profile={where}", "--profiler=cprofile"]
-                command.insert(1, "--savestats")
+                command = [sys.executable, "-c", _PROFILED % where, *command[1:]]
             if n > 1:
                 command += ["--node-name", name, *members]
                 command += ["--cluster-secret-file", secret]
@@ -219,7 +234,9 @@ async def cost(options) -> dict:
     """
     servers = Servers(tempfile.mkdtemp(prefix="marconi-cluster-"))
     runs: dict = {
-        label: {op: {"local": [], "forwarded": []} for op in options.costOps}
+        label: {
+            op: {route: [] for route, _ in options.costRoutes} for op in options.costOps
+        }
         for label in options.roots
     }
     loads = {}
@@ -230,7 +247,7 @@ async def cost(options) -> dict:
             await warm(loads[label], cluster)
         for rep in range(options.repeat):
             for op in options.costOps:
-                for route, owner in (("local", "a"), ("forwarded", "b")):
+                for route, owner in options.costRoutes:
                     for label, load in loads.items():
                         result = await measure(options, load, op, owner, rep)
                         runs[label][op][route].append(result)
@@ -430,6 +447,8 @@ def costTable(summary: dict) -> str:
         if not isinstance(ops, dict) or not set(ops) <= set(OPS):
             continue
         for op in ops:
+            if set(ops[op]) != {"local", "forwarded"}:
+                continue
             local, fwd = ops[op]["local"], ops[op]["forwarded"]
             lines.append(
                 f"| {label} | {op} | {local['us_per_request']:,} "
@@ -471,6 +490,11 @@ def parseOptions(argv):
         default=",".join(OPS),
         help="cost: the requests measured (default: all)",
     )
+    parser.add_argument(
+        "--cost-routes",
+        default="local,forwarded",
+        help="cost: local (sent to the owner), forwarded (sent to another node)",
+    )
     parser.add_argument("--clients", default="ring-aware,random-entry")
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--client-cpus", default="1")
@@ -492,6 +516,8 @@ def parseOptions(argv):
     options.nodes = [int(n) for n in options.nodes.split(",")]
     options.ops = options.ops.split(",")
     options.costOps = options.cost_ops.split(",")
+    owners = {"local": "a", "forwarded": "b"}
+    options.costRoutes = [(r, owners[r]) for r in options.cost_routes.split(",")]
     options.clients = options.clients.split(",")
     # Absolute: the nodes run in their own directories.
     options.roots = {

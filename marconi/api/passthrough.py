@@ -146,31 +146,40 @@ class PassThrough:
         length = length or 0
         if length > channel.site.maxRequestBody:
             return None
-        if not self._elsewhere(found[1], headers):
+        guess = self._elsewhere(found[1], headers)
+        if guess is None:
             return None
-        return Relay(
+        relay = Relay(
             self, channel, method, uri, path, headers, end + 4, length, close, found
         )
+        relay.guess = guess
+        return relay
 
-    def _elsewhere(self, kwargs: dict, headers: "Headers") -> bool:
+    def _elsewhere(self, kwargs: dict, headers: "Headers") -> Optional[tuple]:
         """
         Whether the request is likely for a queue another node serves, by
         the project it names (in its path, or its C{X-Project-ID}), before
         it is authenticated: a request for one of this node's own queues
         takes the usual way at once, and pays nothing more here.  Once
-        authenticated, the request is routed by its project again.
+        authenticated, the request is routed by its project again (unless
+        it is the one named).
+
+        @return: L{None} if the request takes the usual way, else the
+            project named and its queue's node (C{(None, None)} if it names
+            none).
         """
         project = kwargs.get("project_id")
         if project is None:
             named = headers.getRawHeaders(b"x-project-id")
             if named is None:
-                return True
+                return (None, None)
             project = named[0].decode("latin-1")
         try:
-            return self.api.router.route(project, kwargs["queue"]) is not None
+            owner = self.api.router.route(project, kwargs["queue"])
         except Exception:
             # The usual way answers the error.
-            return False
+            return None
+        return None if owner is None else (project, owner)
 
 
 def _utf8(value: bytes) -> bool:
@@ -234,6 +243,8 @@ class Relay:
     requestId: Optional[str] = None
     responseHeaders: Any = None
     clientproto = b"HTTP/1.1"
+    #: The project the request named, and the node of its queue.
+    guess: tuple = (None, None)
 
     def __init__(
         self,
@@ -309,7 +320,9 @@ class Relay:
         api = passThrough.api
         try:
             ctx = await api._context(self, kwargs["version"], kwargs.get("project_id"))
-            owner = api.router.route(ctx.project, kwargs["queue"])
+            project, owner = self.guess
+            if ctx.project != project:
+                owner = api.router.route(ctx.project, kwargs["queue"])
         except CancelledError:
             raise
         except Exception:

@@ -430,8 +430,8 @@ class ClusterRouter(MultiService):
 
         sign = signedFor(owner)
         answer = await self._call(owner, method, path, sign(), body, sign)
-        moved = answer.headers.getRawHeaders(HELD_BY)
-        if answer.code == 503 and moved:
+        moved = answer.code == 503 and answer.headers.getRawHeaders(HELD_BY)
+        if moved:
             # The queue moved since this node's view: once more, there.
             there = moved[0].decode("ascii", "replace")
             if there in self.config.names and there not in (

@@ -26,6 +26,7 @@ is lost before any byte of the answer arrived is sent once more, on a new
 connection; any other request fails with the connection's error.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -36,6 +37,10 @@ from twisted.python.failure import Failure
 
 #: A response head (status line and headers) longer than this is refused.
 MAX_HEAD = 65536
+#: Header lines, each a name (RFC 9110 5.6.2), a colon and a value, ending
+#: with CRLF; and one of them, its value without the whitespace around it.
+_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*")
+_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
 _NO_BODY = (204, 304)
 
 
@@ -232,9 +237,14 @@ class _Connection(Protocol):
             if len(self._buffer) > MAX_HEAD:
                 raise BadAnswer("the response head is too long")
             return False
-        lines = self._buffer[:end].split(b"\r\n")
-        self._buffer = self._buffer[end + 4 :]
-        version, _, rest = lines[0].partition(b" ")
+        buffer = self._buffer
+        first = buffer.find(b"\r\n")
+        if first < 0 or first > end:
+            first = end
+        block = buffer[first + 2 : end + 2]
+        statusLine = buffer[:first]
+        self._buffer = buffer[end + 4 :]
+        version, _, rest = statusLine.partition(b" ")
         code, _, phrase = rest.partition(b" ")
         if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3:
             raise BadAnswer("the status line is malformed")
@@ -243,16 +253,19 @@ class _Connection(Protocol):
         status = int(code)
         if 100 <= status < 200:
             return True  # an interim answer: the final one follows
-        pairs = []
+        if not _HEADER_LINES.fullmatch(block):
+            raise BadAnswer("a header line is malformed")
+        pairs = _HEADER.findall(block)
         length = None
         chunked = False
         self._keep = version == b"HTTP/1.1"
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip():
-                raise BadAnswer("a header line is malformed")
-            value = value.strip(b" \t")
+        lowered = block.lower()
+        # Most answers carry a length and nothing else to look at.
+        rare = b"transfer-encoding" in lowered or b"connection" in lowered
+        for name, value in pairs:
             lower = name.lower()
+            if not rare and lower != b"content-length":
+                continue
             if lower == b"content-length":
                 if not value.isdigit() or (length is not None and length != value):
                     raise BadAnswer("the content length is malformed")
@@ -267,7 +280,6 @@ class _Connection(Protocol):
                     self._keep = False
                 elif b"keep-alive" in tokens:
                     self._keep = True
-            pairs.append((name, value))
         exchange = self._exchange
         assert exchange is not None
         self._answer = Head(status, phrase, RawHeaders(pairs))
