@@ -56,6 +56,9 @@ _FORWARDING = b"x-marconi-"
 #: value.
 _HEADERS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*\r\n)*")
 _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
+#: The first X-Project-ID header among header lines (each ending CRLF,
+#: after the CRLF of the request line).
+_PROJECT = re.compile(rb"(?:^|\r\n)x-project-id:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.I)
 #: Answer headers not passed on: hop-by-hop (RFC 9110 7.6.1), and the
 #: length, which is written anew.
 _HOP = frozenset(
@@ -117,6 +120,9 @@ class PassThrough:
         if found is None:
             return None
         block = data[first + 2 : end + 2]
+        guess = self._elsewhere(found[1], block)
+        if guess is None:
+            return None
         if not _HEADERS.fullmatch(block):
             return None
         if end > channel.MAX_LENGTH and any(
@@ -146,16 +152,13 @@ class PassThrough:
         length = length or 0
         if length > channel.site.maxRequestBody:
             return None
-        guess = self._elsewhere(found[1], headers)
-        if guess is None:
-            return None
         relay = Relay(
             self, channel, method, uri, path, headers, end + 4, length, close, found
         )
         relay.guess = guess
         return relay
 
-    def _elsewhere(self, kwargs: dict, headers: "Headers") -> Optional[tuple]:
+    def _elsewhere(self, kwargs: dict, block: bytes) -> Optional[tuple]:
         """
         Whether the request is likely for a queue another node serves, by
         the project it names (in its path, or its C{X-Project-ID}), before
@@ -170,10 +173,10 @@ class PassThrough:
         """
         project = kwargs.get("project_id")
         if project is None:
-            named = headers.getRawHeaders(b"x-project-id")
+            named = _PROJECT.search(block)
             if named is None:
                 return (None, None)
-            project = named[0].decode("latin-1")
+            project = named.group(1).decode("latin-1")
         try:
             owner = self.api.router.route(project, kwargs["queue"])
         except Exception:
