@@ -728,3 +728,34 @@ class ForwardRawTests(SynchronousTestCase):
             "b",
         )
         self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_movedQueueSentToItsHolder(self) -> None:
+        """
+        An owner that answers 503 naming another node as the queue's holder
+        (C{X-Marconi-Held-By}) gets the request sent there once more, signed
+        for that node; the holder's answer is the one given.
+        """
+        nodes = (
+            Peer("a", "http://127.0.0.1:1"),
+            Peer("b", "http://127.0.0.1:2"),
+            Peer("c", "http://127.0.0.1:3"),
+        )
+        router = ClusterRouter(_config(nodes=nodes), self.reactor)
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        d = router.forwardRaw(b"POST", uri, Headers(), b"{}", "p", "b")
+        protocol, _ = self.peer.connect()
+        protocol.dataReceived(
+            b"HTTP/1.1 503 Service Unavailable\r\nX-Marconi-Held-By: c\r\n"
+            b"Content-Length: 2\r\n\r\n{}"
+        )
+        self.assertNoResult(d)
+        self.assertEqual(self.reactor.tcpClients[-1][1], 3)
+        protocol, transport = self.peer.connect()
+        head = transport.value().partition(b"\r\n\r\n")[0]
+        pairs = [line.split(b": ", 1) for line in head.split(b"\r\n")[1:]]
+        lower = {name.lower(): value for name, value in pairs}
+        self.assertEqual(lower[signing.DESTINATION], b"c")
+        protocol.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n[]")
+        answer = self.successResultOf(d)
+        self.assertEqual((answer.code, answer.body), (201, b"[]"))
+        self.assertTrue(router.membership.isUp("b"))

@@ -9,10 +9,22 @@ import json
 import re
 
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from marconi.api.http import MarconiSite
 from marconi.api.passthrough import PassThrough
+from marconi.cluster.errors import NodeUnavailable
+from marconi.cluster.forward import Answer
+from marconi.cluster.wire import RawHeaders
+from marconi.core.monitoring import NullMonitor
+from tests.api.test_api_unit import InMemoryNode
 from tests.integration.test_cluster import (
     CLIENT,
     PROJECT,
@@ -124,6 +136,225 @@ class TakeTests(SynchronousTestCase):
             _request()[:40],
         ):
             self.assertIsNone(self.take(data), data)
+
+
+class _Routed:
+    """
+    The router of an API in memory, but queues named C{far...} belong to
+    node B, where C{forwardRaw} sends them (its L{Deferred}s kept).
+    """
+
+    def __init__(self, router) -> None:
+        self._router = router
+        self.sent: list = []
+        self.cancelled: list = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._router, name)
+
+    def route(self, project: str, queue: str):
+        return "b" if queue.startswith("far") else None
+
+    def forwardRaw(self, method, uri, headers, body, project, owner) -> Deferred:
+        d: Deferred = Deferred(lambda _: self.cancelled.append(uri))
+        self.sent.append((method, uri, dict(headers.getAllRawHeaders()), body, d))
+        return d
+
+
+class _Served(NullMonitor):
+    def __init__(self) -> None:
+        self.served: list = []
+
+    def requestServed(self, route: str, status: int, seconds: float) -> None:
+        self.served.append((route, status, seconds))
+
+
+_OWNERS = [
+    (b"Location", b"/v2/queues/far/messages?ids=1"),
+    (b"Content-Type", b"application/json; charset=UTF-8"),
+    (b"X-OpenStack-Request-Id", b"req-of-the-owner"),
+    (b"X-Marconi-Ring-Version", b"owner-ring"),
+    (b"Connection", b"keep-alive"),
+    (b"Content-Length", b"2"),
+]
+
+
+class ChannelTests(SynchronousTestCase):
+    """
+    The pass-through in a node's channel, over L{StringTransport} with the
+    site's time from a L{Clock}: the API in memory, node B's answers given
+    by the test.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        api = InMemoryNode(self).api
+        self.router = _Routed(api.router)
+        api.router = self.router
+        self.monitor = _Served()
+        self.site = MarconiSite(
+            api.resource(),
+            maxRequestBody=10_000,
+            reactor=self.clock,
+            monitor=self.monitor,
+            ringVersion=lambda: "this-ring",
+        )
+        self.site.passThrough = PassThrough(api, self.router)
+        self.channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5))
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+        self.addCleanup(self.channel.connectionLost, Failure(ConnectionDone()))
+        self.events: list = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def post(self, queue: str, extra: bytes = b"") -> bytes:
+        return _request(
+            target=b"/v2/queues/%s/messages" % queue.encode(),
+            headers=extra,
+            body=b'{"messages": [{"body": 1}]}',
+        )
+
+    def answer(self, index: int = -1, code: int = 201, headers=_OWNERS) -> None:
+        self.router.sent[index][4].callback(
+            Answer(code, b"Created", RawHeaders(list(headers)), b"[]")
+        )
+
+    def test_passedThrough(self) -> None:
+        """
+        A request for a queue of node B is sent there with its body and
+        headers, none of a twisted.web request's; B's answer reaches the
+        client with B's request id and ring version, less hop-by-hop
+        headers, and is logged and measured once, as the API's route.
+        """
+        data = self.post("far")
+        self.channel.dataReceived(data)
+        [(method, uri, headers, body, _)] = self.router.sent
+        self.assertEqual((method, uri), (b"POST", b"/v2/queues/far/messages"))
+        self.assertEqual(body, b'{"messages": [{"body": 1}]}')
+        self.assertEqual(headers[b"X-Project-ID"], [b"p"])
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(0.25)
+        self.answer()
+        [(status, headers, body)] = _answers(self.transport.value())
+        self.assertEqual((status, body), (201, b"[]"))
+        self.assertEqual(headers[b"x-openstack-request-id"], b"req-of-the-owner")
+        self.assertEqual(headers[b"x-marconi-ring-version"], b"owner-ring")
+        self.assertEqual(headers[b"location"], b"/v2/queues/far/messages?ids=1")
+        self.assertNotIn(b"connection", headers)
+        self.assertEqual(self.transport.value().count(b"Content-Length"), 1)
+        self.assertEqual(self.monitor.served, [("postMessages", 201, 0.25)])
+        [event] = [e for e in self.events if e.get("log_namespace") == "marconi.access"]
+        self.assertEqual(event["request_id"], "req-of-the-owner")
+        self.assertEqual(event["project"], "p")
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_localRequestsTheUsualWay(self) -> None:
+        """
+        A request for a queue this node serves, and one the API refuses
+        before routing (no client id), are answered here, never sent.
+        """
+        self.channel.dataReceived(self.post("near"))
+        self.channel.dataReceived(self.post("far").replace(b"Client-ID", b"X-No"))
+        answers = _answers(self.transport.value())
+        self.assertEqual([a[0] for a in answers], [201, 400])
+        self.assertEqual(
+            answers[0][1][b"x-marconi-ring-version"], b"this-ring", answers[0]
+        )
+        self.assertEqual(self.router.sent, [])
+
+    def test_pipelinedInOrder(self) -> None:
+        """
+        Requests pipelined behind one being passed through are answered
+        after it, in order, whichever way each goes.
+        """
+        self.channel.dataReceived(
+            self.post("far") + self.post("far2") + self.post("near")
+        )
+        self.assertEqual(len(self.router.sent), 1)
+        self.assertEqual(self.transport.value(), b"")
+        self.answer()
+        self.assertEqual(len(self.router.sent), 2)
+        self.assertEqual(self.router.sent[1][1], b"/v2/queues/far2/messages")
+        self.assertEqual(len(_answers(self.transport.value())), 1)
+        self.answer(code=503)
+        answers = _answers(self.transport.value())
+        self.assertEqual([a[0] for a in answers], [201, 503, 201])
+        self.assertEqual(
+            [a[1][b"x-openstack-request-id"] == b"req-of-the-owner" for a in answers],
+            [True, True, False],
+        )
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_bodyDeadline(self) -> None:
+        """
+        A request whose body does not arrive within the body deadline is
+        answered 408 and never sent.
+        """
+        data = self.post("far")
+        self.channel.dataReceived(data[:-5])
+        self.clock.advance(self.site.bodyTimeout - 1)
+        self.channel.dataReceived(data[-5:-3])
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(1)
+        self.assertEqual(_answers(self.transport.value())[0][0], 408)
+        self.assertEqual(self.router.sent, [])
+
+    def test_bodyInPieces(self) -> None:
+        """
+        A body that arrives after its head, in pieces, is sent whole; a head
+        that arrives in pieces goes the usual way (to the API).
+        """
+        data = self.post("far")
+        head = data.index(b"\r\n\r\n") + 4
+        self.channel.dataReceived(data[:head])
+        for start in range(head, len(data), 7):
+            self.assertEqual(self.router.sent, [])
+            self.channel.dataReceived(data[start : start + 7])
+        [(_, _, _, body, _)] = self.router.sent
+        self.assertEqual(body, b'{"messages": [{"body": 1}]}')
+        self.clock.advance(self.site.bodyTimeout * 2)
+        self.answer()
+        self.assertEqual(_answers(self.transport.value())[0][0], 201)
+        data = self.post("near")
+        for start in range(0, len(data), 7):
+            self.channel.dataReceived(data[start : start + 7])
+        self.assertEqual(len(self.router.sent), 1)
+        self.assertEqual([a[0] for a in _answers(self.transport.value())], [201, 201])
+
+    def test_clientGoesAway(self) -> None:
+        """
+        A client that goes away cancels its forwarding; nothing is written.
+        """
+        self.channel.dataReceived(self.post("far"))
+        self.channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.router.cancelled, [b"/v2/queues/far/messages"])
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_ownerUnavailable(self) -> None:
+        """
+        A forwarding that fails is answered 503 with a JSON error, this
+        node's request id and ring version.
+        """
+        self.channel.dataReceived(self.post("far"))
+        self.router.sent[0][4].errback(NodeUnavailable("b"))
+        [(status, headers, body)] = _answers(self.transport.value())
+        self.assertEqual(status, 503)
+        self.assertIn("Cluster node b ", json.loads(body)["description"])
+        self.assertEqual(headers[b"x-marconi-ring-version"], b"this-ring")
+        self.assertTrue(headers[b"x-openstack-request-id"].startswith(b"req-"))
+
+    def test_connectionClose(self) -> None:
+        """
+        A client that asks for the connection to be closed gets the answer,
+        then the close.
+        """
+        self.channel.dataReceived(self.post("far", b"Connection: close\r\n"))
+        self.answer()
+        [(status, headers, _)] = _answers(self.transport.value())
+        self.assertEqual((status, headers[b"connection"]), (201, b"close"))
+        self.assertTrue(self.transport.disconnecting)
 
 
 def _answers(data: bytes) -> list:
