@@ -177,12 +177,26 @@ class PassThrough:
             if named is None:
                 return (None, None)
             project = named.group(1).decode("latin-1")
-        try:
-            owner = self.api.router.route(project, kwargs["queue"])
-        except Exception:
-            # The usual way answers the error.
-            return None
+        owner = self.owner(project, kwargs["queue"])
         return None if owner is None else (project, owner)
+
+    def owner(self, project: str, queue: str) -> Optional[str]:
+        """
+        The node a request for C{queue} of C{project} is passed to: its
+        holder, if that is another node and up.  Whatever else the router
+        would decide (this node serves the queue, or stands in for its
+        holder; the queue is moving; the rings disagree) the usual way
+        decides.  Nothing is counted here: the router's own C{route} is
+        left to the usual way.
+        """
+        router = self.router
+        try:
+            holder = router.holder(project, queue)
+        except Exception:
+            return None
+        if holder == router.config.nodeName or not router.membership.isUp(holder):
+            return None
+        return holder
 
 
 def _utf8(value: bytes) -> bool:
@@ -325,7 +339,7 @@ class Relay:
             ctx = await api._context(self, kwargs["version"], kwargs.get("project_id"))
             project, owner = self.guess
             if ctx.project != project:
-                owner = api.router.route(ctx.project, kwargs["queue"])
+                owner = passThrough.owner(ctx.project, kwargs["queue"])
         except CancelledError:
             raise
         except Exception:

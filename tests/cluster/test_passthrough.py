@@ -46,16 +46,31 @@ class _Channel:
     site = _Site()
 
 
+class _Membership:
+    def isUp(self, node: str) -> bool:
+        return node != "c"
+
+
 class _Router:
-    def route(self, project: str, queue: str):
-        if queue == "down":
-            raise RuntimeError("down")
-        return None if queue == "mine" else "b"
+    """
+    Node A's view: queues named C{mine} are A's, C{gone...} C's (down),
+    C{moving} are being moved, the others B's.
+    """
+
+    membership = _Membership()
+
+    class config:
+        nodeName = "a"
+
+    def holder(self, project: str, queue: str) -> str:
+        if queue == "moving":
+            raise RuntimeError("moving")
+        if queue.startswith("gone"):
+            return "c"
+        return "a" if queue.startswith(("mine", "near")) else "b"
 
 
 class _API:
-    router = _Router()
-
     class app:
         labels: dict = {}
 
@@ -80,7 +95,7 @@ def _request(
 
 class TakeTests(SynchronousTestCase):
     def take(self, data: bytes):
-        return PassThrough(_API(), None).take(_Channel(), data)
+        return PassThrough(_API(), _Router()).take(_Channel(), data)
 
     def test_simpleRequests(self) -> None:
         """
@@ -130,7 +145,8 @@ class TakeTests(SynchronousTestCase):
             _request(target=b"/v2/queues/q/messages/%ff"),
             _request(b"PUT"),
             _request(target=b"/v2/queues/mine/messages"),
-            _request(target=b"/v2/queues/down/messages"),
+            _request(target=b"/v2/queues/moving/messages"),
+            _request(target=b"/v2/queues/gone/messages"),
             _request(headers=b"X-Long: " + b"x" * 8200 + b"\r\n"),
             b"\r\n" + _request(),
             _request()[:40],
@@ -138,7 +154,7 @@ class TakeTests(SynchronousTestCase):
             self.assertIsNone(self.take(data), data)
 
 
-class _Routed:
+class _Routed(_Router):
     """
     The router of an API in memory, but queues named C{far...} belong to
     node B, where C{forwardRaw} sends them (its L{Deferred}s kept).
@@ -153,7 +169,7 @@ class _Routed:
         return getattr(self._router, name)
 
     def route(self, project: str, queue: str):
-        return "b" if queue.startswith("far") else None
+        return None if self.holder(project, queue) == "a" else "b"
 
     def forwardRaw(self, method, uri, headers, body, project, owner) -> Deferred:
         d: Deferred = Deferred(lambda _: self.cancelled.append(uri))
