@@ -20,9 +20,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from marconi.api.http import MarconiSite
 from marconi.api.passthrough import PassThrough
+from marconi.auth.noauth import NoAuth
 from marconi.cluster.errors import NodeUnavailable
 from marconi.cluster.forward import Answer
 from marconi.cluster.wire import RawHeaders
+from marconi.core.errors import Unauthorized
 from marconi.core.monitoring import NullMonitor
 from tests.api.test_api_unit import InMemoryNode
 from tests.integration.test_cluster import (
@@ -195,6 +197,31 @@ _OWNERS = [
 ]
 
 
+class _TokenAuth(NoAuth):
+    """
+    An auth driver that answers later, as Keystone does: the token C{good}
+    acts for project C{p}, any other is refused.
+    """
+
+    trustsHeaders = False
+
+    def __init__(self) -> None:
+        self.asked: list = []
+
+    def authenticate(self, headers, urlProject) -> Deferred:
+        d: Deferred = Deferred()
+        self.asked.append((headers.get(b"x-auth-token"), d))
+        return d
+
+    def decide(self) -> None:
+        for token, d in self.asked:
+            if not d.called:
+                if token == b"good":
+                    d.callback("p")
+                else:
+                    d.errback(Unauthorized("The token is not valid."))
+
+
 class ChannelTests(SynchronousTestCase):
     """
     The pass-through in a node's channel, over L{StringTransport} with the
@@ -205,7 +232,8 @@ class ChannelTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1000)
-        api = InMemoryNode(self).api
+        self.auth = _TokenAuth()
+        api = InMemoryNode(self, auth=self.auth).api
         self.router = _Routed(api.router)
         api.router = self.router
         self.monitor = _Served()
@@ -225,12 +253,33 @@ class ChannelTests(SynchronousTestCase):
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    def post(self, queue: str, extra: bytes = b"") -> bytes:
+    def post(self, queue: str, extra: bytes = b"X-Auth-Token: good\r\n") -> bytes:
         return _request(
             target=b"/v2/queues/%s/messages" % queue.encode(),
             headers=extra,
             body=b'{"messages": [{"body": 1}]}',
         )
+
+    def dataReceived(self, data: bytes) -> None:
+        self.channel.dataReceived(data)
+        self.auth.decide()
+
+    def test_authenticatedFirst(self) -> None:
+        """
+        Nothing is sent before the auth driver has answered; a request it
+        refuses is answered 401 here and never sent, a request it accepts
+        is sent for its project.
+        """
+        self.channel.dataReceived(self.post("far", b"X-Auth-Token: bad\r\n"))
+        self.assertEqual(self.router.sent, [])
+        self.auth.decide()
+        self.auth.decide()
+        self.assertEqual([a[0] for a in _answers(self.transport.value())], [401])
+        self.assertEqual(self.router.sent, [])
+        self.channel.dataReceived(self.post("far"))
+        self.assertEqual(self.router.sent, [])
+        self.auth.decide()
+        self.assertEqual(len(self.router.sent), 1)
 
     def answer(self, index: int = -1, code: int = 201, headers=_OWNERS) -> None:
         self.router.sent[index][4].callback(
@@ -245,7 +294,7 @@ class ChannelTests(SynchronousTestCase):
         headers, and is logged and measured once, as the API's route.
         """
         data = self.post("far")
-        self.channel.dataReceived(data)
+        self.dataReceived(data)
         [(method, uri, headers, body, _)] = self.router.sent
         self.assertEqual((method, uri), (b"POST", b"/v2/queues/far/messages"))
         self.assertEqual(body, b'{"messages": [{"body": 1}]}')
@@ -271,8 +320,8 @@ class ChannelTests(SynchronousTestCase):
         A request for a queue this node serves, and one the API refuses
         before routing (no client id), are answered here, never sent.
         """
-        self.channel.dataReceived(self.post("near"))
-        self.channel.dataReceived(self.post("far").replace(b"Client-ID", b"X-No"))
+        self.dataReceived(self.post("near"))
+        self.dataReceived(self.post("far").replace(b"Client-ID", b"X-No"))
         answers = _answers(self.transport.value())
         self.assertEqual([a[0] for a in answers], [201, 400])
         self.assertEqual(
@@ -285,16 +334,16 @@ class ChannelTests(SynchronousTestCase):
         Requests pipelined behind one being passed through are answered
         after it, in order, whichever way each goes.
         """
-        self.channel.dataReceived(
-            self.post("far") + self.post("far2") + self.post("near")
-        )
+        self.dataReceived(self.post("far") + self.post("far2") + self.post("near"))
         self.assertEqual(len(self.router.sent), 1)
         self.assertEqual(self.transport.value(), b"")
         self.answer()
+        self.auth.decide()
         self.assertEqual(len(self.router.sent), 2)
         self.assertEqual(self.router.sent[1][1], b"/v2/queues/far2/messages")
         self.assertEqual(len(_answers(self.transport.value())), 1)
         self.answer(code=503)
+        self.auth.decide()
         answers = _answers(self.transport.value())
         self.assertEqual([a[0] for a in answers], [201, 503, 201])
         self.assertEqual(
@@ -309,9 +358,9 @@ class ChannelTests(SynchronousTestCase):
         answered 408 and never sent.
         """
         data = self.post("far")
-        self.channel.dataReceived(data[:-5])
+        self.dataReceived(data[:-5])
         self.clock.advance(self.site.bodyTimeout - 1)
-        self.channel.dataReceived(data[-5:-3])
+        self.dataReceived(data[-5:-3])
         self.assertEqual(self.transport.value(), b"")
         self.clock.advance(1)
         self.assertEqual(_answers(self.transport.value())[0][0], 408)
@@ -324,10 +373,10 @@ class ChannelTests(SynchronousTestCase):
         """
         data = self.post("far")
         head = data.index(b"\r\n\r\n") + 4
-        self.channel.dataReceived(data[:head])
+        self.dataReceived(data[:head])
         for start in range(head, len(data), 7):
             self.assertEqual(self.router.sent, [])
-            self.channel.dataReceived(data[start : start + 7])
+            self.dataReceived(data[start : start + 7])
         [(_, _, _, body, _)] = self.router.sent
         self.assertEqual(body, b'{"messages": [{"body": 1}]}')
         self.clock.advance(self.site.bodyTimeout * 2)
@@ -335,7 +384,7 @@ class ChannelTests(SynchronousTestCase):
         self.assertEqual(_answers(self.transport.value())[0][0], 201)
         data = self.post("near")
         for start in range(0, len(data), 7):
-            self.channel.dataReceived(data[start : start + 7])
+            self.dataReceived(data[start : start + 7])
         self.assertEqual(len(self.router.sent), 1)
         self.assertEqual([a[0] for a in _answers(self.transport.value())], [201, 201])
 
@@ -343,7 +392,7 @@ class ChannelTests(SynchronousTestCase):
         """
         A client that goes away cancels its forwarding; nothing is written.
         """
-        self.channel.dataReceived(self.post("far"))
+        self.dataReceived(self.post("far"))
         self.channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.router.cancelled, [b"/v2/queues/far/messages"])
         self.assertEqual(self.transport.value(), b"")
@@ -353,7 +402,7 @@ class ChannelTests(SynchronousTestCase):
         A forwarding that fails is answered 503 with a JSON error, this
         node's request id and ring version.
         """
-        self.channel.dataReceived(self.post("far"))
+        self.dataReceived(self.post("far"))
         self.router.sent[0][4].errback(NodeUnavailable("b"))
         [(status, headers, body)] = _answers(self.transport.value())
         self.assertEqual(status, 503)
@@ -366,7 +415,9 @@ class ChannelTests(SynchronousTestCase):
         A client that asks for the connection to be closed gets the answer,
         then the close.
         """
-        self.channel.dataReceived(self.post("far", b"Connection: close\r\n"))
+        self.dataReceived(
+            self.post("far", b"X-Auth-Token: good\r\nConnection: close\r\n")
+        )
         self.answer()
         [(status, headers, _)] = _answers(self.transport.value())
         self.assertEqual((status, headers[b"connection"]), (201, b"close"))
