@@ -143,6 +143,24 @@ _stamps = _SecondStamps()
 
 
 def _textLine(event: LogEvent) -> Optional[str]:
+    text = event.get("log_format")
+    if (
+        # A format without fields (an access line) is its own text.
+        text.__class__ is str
+        and text
+        and "{" not in text
+        and "}" not in text
+        and "log_failure" not in event
+        and "log_system" not in event
+        and "log_flattened" not in event
+    ):
+        level = event.get("log_level")
+        stamp = _stamps(event.get("log_time"))
+        system = (
+            f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+        )
+        text = text.replace("\n", "\n\t")
+        return f"{stamp} [{system}] {text}\n"
     return formatEventAsClassicLogText(event, formatTime=_stamps)
 
 

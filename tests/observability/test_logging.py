@@ -387,6 +387,36 @@ class TimestampTests(SynchronousTestCase):
                 logs.lineFormatter("text")(event), formatEventAsClassicLogText(event)
             )
 
+    def test_withoutFieldsSameAsTwisted(self) -> None:
+        """
+        An event whose format names no field (an access line is one) has
+        the same text line as twisted.logger gives it, with or without a
+        namespace, level, system or failure, over several lines, and with
+        escaped braces.
+        """
+        from twisted.logger import LogLevel, formatEventAsClassicLogText
+
+        base = {"log_time": 1700000000.25, "log_namespace": "marconi.access"}
+        for extra in (
+            {"log_format": "GET /v2/ping 204", "log_level": LogLevel.info},
+            {"log_format": "one\ntwo", "log_level": LogLevel.warn},
+            {"log_format": "no level"},
+            {"log_format": "no namespace", "log_namespace": None},
+            {"log_format": "system", "log_system": "sys"},
+            {"log_format": "GET /{{x}} 404", "log_level": LogLevel.info},
+            {"log_format": "", "log_level": LogLevel.info},
+            {"log_format": b"bytes", "log_level": LogLevel.info},
+            {"log_format": "failed", "log_failure": failureEvent()["log_failure"]},
+        ):
+            event = dict(base, **extra)
+            if extra.get("log_namespace", "") is None:
+                del event["log_namespace"]
+            self.assertEqual(
+                logs.lineFormatter("text")(event),
+                formatEventAsClassicLogText(event),
+                extra,
+            )
+
 
 class AccessLogTests(TestCase):
     def setUp(self) -> None:
