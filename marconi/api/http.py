@@ -12,7 +12,7 @@ from urllib.parse import unquote_to_bytes
 from klein import Klein
 from twisted.internet.interfaces import IDelayedCall, ITransport
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http, server
 
@@ -520,7 +520,8 @@ class MarconiSite(server.Site):
         """
         route = request.route or "unmatched"
         status = request.code
-        seconds = self.reactor.seconds() - request.started if request.started else 0.0
+        now = self.reactor.seconds()
+        seconds = now - request.started if request.started else 0.0
         self.monitor.requestServed(route, status, seconds)
         if self.accessLog and not request.forwarded:
             fields = {
@@ -533,7 +534,27 @@ class MarconiSite(server.Site):
                 "size": request.sentLength,
                 "route": route,
             }
-            accessLog.info(_preformatted(ACCESS_FORMAT.format_map(fields)), **fields)
+            _emit(
+                accessLog, _preformatted(ACCESS_FORMAT.format_map(fields)), fields, now
+            )
+
+
+def _emit(logger: Logger, text: str, fields: dict, when: float) -> None:
+    """
+    Emit the info event C{logger.info(text, **fields)} would, at C{when}
+    (the site's clock), without the check of its level and the two copies
+    of its fields that each call of L{Logger.info} makes: the access log
+    emits one event for every request.
+    """
+    fields.update(
+        log_logger=logger,
+        log_level=LogLevel.info,
+        log_namespace=logger.namespace,
+        log_source=logger.source,
+        log_format=text,
+        log_time=when,
+    )
+    logger.observer(fields)
 
 
 def _requestId(request: Any) -> Optional[str]:

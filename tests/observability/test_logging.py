@@ -451,6 +451,25 @@ class AccessLogTests(TestCase):
             (event["route"], event["project"], event["status"]), ("unmatched", "-", 404)
         )
 
+    async def test_eventAsLoggerMakesIt(self) -> None:
+        """
+        The access event has the keys a L{Logger.info} event has (so every
+        observer and filter takes it as one), stamped with the site's clock.
+        """
+        from twisted.logger import LogLevel
+
+        from marconi.api.http import accessLog
+
+        before = reactor.seconds()
+        await self.node.request("GET", "/v2/ping")
+        [event] = self.access()
+        [reference] = events(("info", "x", {}))
+        self.assertLessEqual(set(reference), set(event))
+        self.assertIs(event["log_logger"], accessLog)
+        self.assertIs(event["log_level"], LogLevel.info)
+        self.assertIsNone(event["log_source"])
+        self.assertTrue(before <= event["log_time"] <= reactor.seconds())
+
     async def test_noSecrets(self) -> None:
         """
         Neither bodies, nor the X-Auth-Token, URL-Signature or cluster
