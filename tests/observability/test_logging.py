@@ -851,10 +851,14 @@ class TwistdObserverTests(SynchronousTestCase):
         for argv in (
             ["--logger", "marconi.observability.logs.stdoutText"],
             ["--syslog"],
-            ["-n", "--debug"],
             ["--logfile=-"],
         ):
             self.assertIsNone(logs.twistdObserver(self.twistdOptions(*argv), clock))
+        # As --debug sets it (parsing --debug here would start pdb on the
+        # next failure of every test in this process).
+        debug = self.twistdOptions("-n")
+        debug["debug"] = True
+        self.assertIsNone(logs.twistdObserver(debug, clock))
 
     def test_makeService(self) -> None:
         """
