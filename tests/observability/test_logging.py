@@ -937,6 +937,39 @@ class RealNodeTests(TestCase):
                 r"POST /v2/queues/logged/messages 201 ",
             )
 
+    async def waitFor(self, condition, what):
+        from twisted.internet.task import deferLater
+
+        for _ in range(400):
+            if condition():
+                return
+            await deferLater(reactor, 0.05, lambda: None)
+        self.fail(f"not seen: {what}")
+
+    async def test_sigusr1Rotates(self) -> None:
+        """
+        SIGUSR1 rotates the log file, as twistd's own observer does: the
+        lines before it are in C{PATH.1}, the later ones in C{PATH}.
+        """
+        from tests.nodeprocess import startNode
+
+        node = await startNode(self)
+        [first] = await self.post(node, 1)
+        await self.waitFor(lambda: first in node.log(), first)
+        import signal
+
+        # signalProcess knows HUP, INT, KILL and TERM by name only.
+        node.signal(signal.SIGUSR1)
+        rotated = node.logPath + ".1"
+        await self.waitFor(lambda: os.path.exists(rotated), rotated)
+        [second] = await self.post(node, 1)
+        await self.waitFor(lambda: second in node.log(), second)
+        with open(rotated, encoding="utf-8") as f:
+            old = f.read()
+        self.assertIn(first, old)
+        self.assertNotIn(second, old)
+        self.assertNotIn(first, node.log())
+
     async def test_stopWritesKeptLines(self) -> None:
         """
         With a long C{flush_interval} the lines wait; SIGTERM stops the
