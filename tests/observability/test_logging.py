@@ -337,6 +337,7 @@ class TwistdTests(SynchronousTestCase):
             ("[logging]\ndriver = carrier-pigeon\n", ["file", "stdout", "syslog"]),
             ("[logging]\ndriver = file\n", ["path"]),
             ("[logging]\naccess_log = maybe\n", ["access_log"]),
+            ("[logging]\nflush_interval = soon\n", ["flush_interval"]),
         ]:
             options = tap.Options()
             e = self.assertRaises(
