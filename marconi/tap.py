@@ -2,7 +2,7 @@
 C{twistd marconi}: the command line of a node.
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorCore
@@ -203,7 +203,12 @@ def makeService(options: Options, reactor: Optional[IReactorCore] = None) -> ISe
     from marconi.observability import wiring
 
     node = makeNode(options.loaded, reactor, getattr(options, "reread", None))
-    observer = wiring.makeLogObserver(options.loaded)
+    # twistd's own options, when twistd runs the node.
+    twistdOptions = getattr(options, "parent", None)
+    clock: Any = reactor
+    observer = wiring.makeLogObserver(options.loaded, twistdOptions, clock)
     if observer is None:
         return node
-    return wiring.ObservedNode(node, observer)
+    return wiring.ObservedNode(
+        node, observer, clock, wiring.flushInterval(options.loaded)
+    )

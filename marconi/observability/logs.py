@@ -17,15 +17,16 @@ The zero-argument factories at the end serve C{twistd --logger}.
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import threading
 import time
 from datetime import datetime, timezone
-from typing import IO, Callable, Mapping, Optional, Tuple, Union, cast
+from typing import IO, Any, Callable, List, Mapping, Optional, Tuple, Union, cast
 
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
 from twisted.logger import (
-    FileLogObserver,
     ILogObserver,
     LogEvent,
     LogLevel,
@@ -33,6 +34,7 @@ from twisted.logger import (
     formatEventAsClassicLogText,
     formatTime,
 )
+from twisted.python.compat import ioType
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
@@ -41,6 +43,14 @@ DEFAULT_ROTATE_LENGTH = 10_000_000
 DEFAULT_MAX_ROTATED_FILES = 10
 DEFAULT_SYSLOG_ADDRESS = "/dev/log"
 MAX_DATAGRAM = 8192
+#: The namespace of the access log, whose lines a L{StreamObserver} keeps
+#: for a moment to write them together (see L{marconi.api.http}).
+ACCESS_NAMESPACE = "marconi.access"
+#: How long the access log's lines may wait before they are written, by
+#: default: the C{flush_interval} setting, in seconds.
+DEFAULT_FLUSH_INTERVAL = 0.1
+#: Characters of waiting lines that are written at once.
+FLUSH_SIZE = 65536
 
 _LEVELS = {
     LogLevel.debug: "debug",
@@ -133,6 +143,24 @@ _stamps = _SecondStamps()
 
 
 def _textLine(event: LogEvent) -> Optional[str]:
+    text = event.get("log_format")
+    if (
+        # A format without fields (an access line) is its own text.
+        text.__class__ is str
+        and text
+        and "{" not in text
+        and "}" not in text
+        and "log_failure" not in event
+        and "log_system" not in event
+        and "log_flattened" not in event
+    ):
+        level = event.get("log_level")
+        stamp = _stamps(event.get("log_time"))
+        system = (
+            f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+        )
+        text = text.replace("\n", "\n\t")
+        return f"{stamp} [{system}] {text}\n"
     return formatEventAsClassicLogText(event, formatTime=_stamps)
 
 
@@ -150,20 +178,105 @@ def lineFormatter(fmt: str) -> Callable[[LogEvent], Optional[str]]:
 @implementer(ILogObserver)
 class StreamObserver:
     """
-    Writes each event as a line to a text stream, and flushes it.
+    Writes each event as a line to a text stream (or a binary one, in
+    UTF-8), and flushes it.
+
+    While it buffers (from L{startBuffering} to L{stopBuffering}: while
+    the node runs), the access log's lines are kept and written together,
+    C{interval} seconds after the first of them or as soon as
+    L{FLUSH_SIZE} characters wait, in one write and one flush.  Every
+    other event is written at once, after the lines kept before it, so
+    the lines keep their order.  Only events on the thread that started
+    the buffering (the reactor's) are kept; it may be called from any
+    thread.
     """
 
     def __init__(
-        self, stream: IO[str], fmt: str = "text", closeStream: bool = False
+        self, stream: IO[Any], fmt: str = "text", closeStream: bool = False
     ) -> None:
-        self._observer = FileLogObserver(stream, lineFormatter(fmt))
+        self._format = lineFormatter(fmt)
         self._stream = stream
+        self._binary = ioType(stream) is not str
         self._close = closeStream
+        self._lock = threading.Lock()
+        self._pending: List[str] = []
+        self._size = 0
+        self._clock: Optional[IReactorTime] = None
+        self._interval = 0.0
+        self._thread: Optional[int] = None
+        self._timer: Optional[IDelayedCall] = None
 
     def __call__(self, event: LogEvent) -> None:
-        self._observer(event)
+        line = self._format(event)
+        if not line:
+            return
+        with self._lock:
+            if (
+                self._thread is not None
+                and event.get("log_namespace") == ACCESS_NAMESPACE
+                and threading.get_ident() == self._thread
+            ):
+                self._pending.append(line)
+                self._size += len(line)
+                if self._size < FLUSH_SIZE:
+                    if self._timer is None:
+                        self._timer = self._clock.callLater(  # type: ignore[union-attr]
+                            self._interval, self._due
+                        )
+                    return
+                line = ""
+            self._write(line)
+
+    def _write(self, line: str) -> None:
+        """
+        Write the kept lines and C{line}, and flush; the lock is held.
+        """
+        if self._pending:
+            self._pending.append(line)
+            line = "".join(self._pending)
+            self._pending = []
+            self._size = 0
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        if line:
+            self._stream.write(line.encode("utf-8") if self._binary else line)
+            self._stream.flush()
+
+    def _due(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._write("")
+
+    def startBuffering(self, clock: IReactorTime, interval: float) -> None:
+        """
+        Keep the access log's lines for up to C{interval} seconds of
+        C{clock}; call on the reactor thread.
+        """
+        with self._lock:
+            self._clock = clock
+            self._interval = interval
+            self._thread = threading.get_ident()
+
+    def stopBuffering(self) -> None:
+        """
+        Write what is kept, and every line at once from now on.
+        """
+        with self._lock:
+            self._thread = None
+            self._write("")
+
+    def rotate(self) -> None:
+        """
+        Rotate a L{LogFile} stream, once the lines kept so far are in it.
+        """
+        with self._lock:
+            self._write("")
+            cast(LogFile, self._stream).rotate()
 
     def close(self) -> None:
+        self.stopBuffering()
         if self._close:
             self._stream.close()
 
@@ -269,9 +382,28 @@ def _positiveInt(settings: Mapping[str, str], key: str, default: int) -> int:
 
 
 def _unknown(settings: Mapping[str, str], known: set) -> None:
-    unknown = set(settings) - known - {"driver", "access_log"}
+    unknown = set(settings) - known - {"driver", "access_log", "flush_interval"}
     if unknown:
         raise ValueError(f"unknown [logging] setting(s): {', '.join(sorted(unknown))}")
+
+
+def flushInterval(settings: Mapping[str, str]) -> float:
+    """
+    The C{flush_interval} setting: seconds the access log's lines may wait
+    to be written together (0: each is written at once).
+
+    @raise ValueError: with a one-line reason.
+    """
+    raw = settings.get("flush_interval")
+    if raw is None:
+        return DEFAULT_FLUSH_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("[logging] flush_interval must be a number") from None
+    if not 0 <= value <= 10:
+        raise ValueError("[logging] flush_interval must be from 0 to 10 seconds")
+    return value
 
 
 def checkStdout(settings: Mapping[str, str]) -> None:
@@ -352,6 +484,48 @@ def makeSyslog(settings: Mapping[str, str]) -> SyslogObserver:
         ident=settings.get("ident", "marconi").strip() or "marconi",
         fmt=_format(settings),
     )
+
+
+# twistd's own destinations.
+
+
+def twistdObserver(
+    options: Optional[Mapping[str, Any]], reactor: IReactorThreads
+) -> Optional[StreamObserver]:
+    """
+    The observer for a node with no logging driver: the text lines twistd's
+    own observer writes, to the same place for the same twistd C{options}
+    (C{--logfile}, rotated by size and on C{SIGUSR1}; standard output with
+    C{-n} and no C{--logfile}; C{twistd.log} otherwise).
+
+    @param options: twistd's options, or L{None} when twistd does not run
+        the node.
+    @return: L{None} where twistd's observer stays: no C{options},
+        C{--logger}, C{--syslog} (one message per line, nothing to gather),
+        C{--debug}, a daemon told to log to standard output (which twistd
+        refuses) or a platform without twistd's POSIX options.
+    """
+    if (
+        options is None
+        or "nodaemon" not in options
+        or options.get("logger")
+        or options.get("syslog")
+        or options.get("debug")
+    ):
+        return None
+    path = options.get("logfile") or ""
+    if path == "-" or (not path and options["nodaemon"]):
+        if not options["nodaemon"]:
+            return None
+        return StreamObserver(sys.stdout)
+    logFile = LogFile.fromFullPath(path or "twistd.log")
+    observer = StreamObserver(cast(IO[str], logFile), closeStream=True)
+    if not signal.getsignal(signal.SIGUSR1):
+        # As twistd rotates its log file.
+        signal.signal(
+            signal.SIGUSR1, lambda *_: reactor.callFromThread(observer.rotate)
+        )
+    return observer
 
 
 # For twistd --logger, which takes a callable of no arguments.

@@ -13,10 +13,11 @@ application: twistd stays the one that begins logging, and the observer
 comes from the configuration file.
 """
 
-from typing import TYPE_CHECKING, Dict, Mapping, Optional, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, TypeVar, cast
 
 from twisted.application.service import IService, IServiceCollection, MultiService
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.logger import ILogObserver
 from twisted.plugin import getPlugins
 from twisted.python.components import Componentized
@@ -32,6 +33,7 @@ from marconi.core.interfaces import (
     IStoreEvents,
 )
 from marconi.core.monitoring import NullMonitor
+from marconi.observability import logs
 from marconi.observability import settings as monitoringSettings
 from marconi.observability.measured import DepthSampler, MeasuredStore
 
@@ -71,6 +73,7 @@ def check(config: "Config") -> None:
     if logging is not None:
         logging.checkSettings(dict(config.logging))
     monitoringSettings.boolean(config.logging, "access_log", True)
+    logs.flushInterval(config.logging)
     monitoring = _driver("monitoring", monitoringDrivers(), config.monitoring)
     if monitoring is not None:
         monitoring.checkSettings(dict(config.monitoring))
@@ -80,15 +83,26 @@ def accessLog(config: "Config") -> bool:
     return monitoringSettings.boolean(config.logging, "access_log", True)
 
 
-def makeLogObserver(config: "Config") -> Optional[ILogObserver]:
+def makeLogObserver(
+    config: "Config",
+    twistdOptions: Optional[Mapping[str, Any]] = None,
+    reactor: Optional[IReactorThreads] = None,
+) -> Optional[ILogObserver]:
     """
-    The observer of the configured logging driver, or L{None} when the
-    configuration names none (twistd's own options then apply).
+    The observer of the configured logging driver; without one, the
+    observer of L{logs.twistdObserver} for twistd's own options (unless
+    C{flush_interval} is 0); L{None} where twistd's own observer stays.
     """
     plugin = _driver("logging", loggingDrivers(), config.logging)
-    if plugin is None:
+    if plugin is not None:
+        return plugin.makeObserver(dict(config.logging))
+    if reactor is None or logs.flushInterval(config.logging) == 0:
         return None
-    return plugin.makeObserver(dict(config.logging))
+    return logs.twistdObserver(twistdOptions, reactor)
+
+
+def flushInterval(config: "Config") -> float:
+    return logs.flushInterval(config.logging)
 
 
 def makeMonitor(config: "Config", reactor: IReactorTime) -> IMonitor:
@@ -138,11 +152,24 @@ class ObservedNode(MultiService):
     A node with the log observer its configuration asks for: when added to
     a twistd application it becomes the application's L{ILogObserver}
     component (unless one is set already).
+
+    While the node runs, a L{logs.StreamObserver} keeps the access log's
+    lines for up to C{flushInterval} seconds of C{clock} to write them
+    together; once the node's services have stopped (a reactor stop,
+    C{SIGTERM}) it writes what it kept and every line at once after that.
     """
 
-    def __init__(self, node: IService, observer: ILogObserver) -> None:
+    def __init__(
+        self,
+        node: IService,
+        observer: ILogObserver,
+        clock: Optional[IReactorTime] = None,
+        flushInterval: float = 0.0,
+    ) -> None:
         super().__init__()
         self.logObserver = observer
+        self.clock = clock
+        self.flushInterval = flushInterval
         node.setServiceParent(self)
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
@@ -153,3 +180,31 @@ class ObservedNode(MultiService):
         ):
             parent.setComponent(ILogObserver, self.logObserver)
         super().setServiceParent(parent)
+
+    def _buffered(self) -> Optional[logs.StreamObserver]:
+        observer = self.logObserver
+        if (
+            isinstance(observer, logs.StreamObserver)
+            and self.clock is not None
+            and self.flushInterval > 0
+        ):
+            return observer
+        return None
+
+    def startService(self) -> None:
+        observer = self._buffered()
+        if observer is not None:
+            observer.startBuffering(cast(IReactorTime, self.clock), self.flushInterval)
+        super().startService()
+
+    def stopService(self) -> Deferred:
+        stopped = super().stopService()
+        observer = self._buffered()
+        if observer is not None:
+
+            def flush(result: object) -> object:
+                observer.stopBuffering()
+                return result
+
+            stopped.addBoth(flush)
+        return stopped

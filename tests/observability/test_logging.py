@@ -7,12 +7,16 @@ import io
 import json
 import os
 import socket
+import sys
+import threading
 
-from twisted.application.service import Application, IService, MultiService
+from twisted.application.service import Application, IService, MultiService, Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python.failure import Failure
@@ -333,6 +337,7 @@ class TwistdTests(SynchronousTestCase):
             ("[logging]\ndriver = carrier-pigeon\n", ["file", "stdout", "syslog"]),
             ("[logging]\ndriver = file\n", ["path"]),
             ("[logging]\naccess_log = maybe\n", ["access_log"]),
+            ("[logging]\nflush_interval = soon\n", ["flush_interval"]),
         ]:
             options = tap.Options()
             e = self.assertRaises(
@@ -383,6 +388,36 @@ class TimestampTests(SynchronousTestCase):
                 logs.lineFormatter("text")(event), formatEventAsClassicLogText(event)
             )
 
+    def test_withoutFieldsSameAsTwisted(self) -> None:
+        """
+        An event whose format names no field (an access line is one) has
+        the same text line as twisted.logger gives it, with or without a
+        namespace, level, system or failure, over several lines, and with
+        escaped braces.
+        """
+        from twisted.logger import LogLevel, formatEventAsClassicLogText
+
+        base = {"log_time": 1700000000.25, "log_namespace": "marconi.access"}
+        for extra in (
+            {"log_format": "GET /v2/ping 204", "log_level": LogLevel.info},
+            {"log_format": "one\ntwo", "log_level": LogLevel.warn},
+            {"log_format": "no level"},
+            {"log_format": "no namespace", "log_namespace": None},
+            {"log_format": "system", "log_system": "sys"},
+            {"log_format": "GET /{{x}} 404", "log_level": LogLevel.info},
+            {"log_format": "", "log_level": LogLevel.info},
+            {"log_format": b"bytes", "log_level": LogLevel.info},
+            {"log_format": "failed", "log_failure": failureEvent()["log_failure"]},
+        ):
+            event = dict(base, **extra)
+            if extra.get("log_namespace", "") is None:
+                del event["log_namespace"]
+            self.assertEqual(
+                logs.lineFormatter("text")(event),
+                formatEventAsClassicLogText(event),
+                extra,
+            )
+
 
 class AccessLogTests(TestCase):
     def setUp(self) -> None:
@@ -416,6 +451,25 @@ class AccessLogTests(TestCase):
         self.assertEqual(
             (event["route"], event["project"], event["status"]), ("unmatched", "-", 404)
         )
+
+    async def test_eventAsLoggerMakesIt(self) -> None:
+        """
+        The access event has the keys a L{Logger.info} event has (so every
+        observer and filter takes it as one), stamped with the site's clock.
+        """
+        from twisted.logger import LogLevel
+
+        from marconi.api.http import accessLog
+
+        before = reactor.seconds()
+        await self.node.request("GET", "/v2/ping")
+        [event] = self.access()
+        [reference] = events(("info", "x", {}))
+        self.assertLessEqual(set(reference), set(event))
+        self.assertIs(event["log_logger"], accessLog)
+        self.assertIs(event["log_level"], LogLevel.info)
+        self.assertIsNone(event["log_source"])
+        self.assertTrue(before <= event["log_time"] <= reactor.seconds())
 
     async def test_noSecrets(self) -> None:
         """
@@ -548,3 +602,391 @@ class AccessLogTests(TestCase):
         self.node.site.accessLog = False
         await self.node.request("GET", "/v2/ping")
         self.assertEqual(self.access(), [])
+
+
+def accessEvents(count):
+    """
+    C{count} real access log events, as L{marconi.api.http} makes them.
+    """
+    capture = Capture()
+    log = Logger(namespace=logs.ACCESS_NAMESPACE, observer=capture)
+    for i in range(count):
+        log.info("GET /v2/ping 204 0.000100s 0B request_id=req-{i}", i=i)
+    return capture.events
+
+
+class BufferingTests(SynchronousTestCase):
+    def buffered(self, interval=0.1):
+        self.stream = io.StringIO()
+        self.clock = Clock()
+        observer = logs.makeStdout({}, self.stream)
+        observer.startBuffering(self.clock, interval)
+        return observer
+
+    def test_accessLinesWaitForTheTimer(self) -> None:
+        """
+        While buffering, access lines are written together once the
+        interval has passed since the first of them, and the timer is
+        armed again by the next line only.
+        """
+        observer = self.buffered(0.1)
+        first, second, third = accessEvents(3)
+        observer(first)
+        self.clock.advance(0.05)
+        observer(second)
+        self.assertEqual(self.stream.getvalue(), "")
+        self.clock.advance(0.05)
+        lines = self.stream.getvalue().splitlines()
+        self.assertEqual(
+            [line.split("request_id=")[1] for line in lines], ["req-0", "req-1"]
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        observer(third)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.stream.getvalue().splitlines()), 3)
+
+    def test_otherEventsAtOnceInOrder(self) -> None:
+        """
+        An event of another namespace, a warning or an error is written at
+        once, after the access lines kept before it, and the timer of those
+        is cancelled.
+        """
+        observer = self.buffered()
+        [access] = accessEvents(1)
+        observer(access)
+        for event in events(("warn", "Disk {state}", {"state": "slow"})):
+            observer(event)
+        lines = self.stream.getvalue().splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertIn("request_id=req-0", lines[0])
+        self.assertIn("Disk slow", lines[1])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_sizeLimit(self) -> None:
+        """
+        Once the kept lines pass L{logs.FLUSH_SIZE} characters they are
+        written without waiting for the timer.
+        """
+        observer = self.buffered()
+        written = 0
+        for event in accessEvents(2000):
+            observer(event)
+            if self.stream.getvalue():
+                break
+            written += 1
+        size = len(self.stream.getvalue())
+        self.assertGreaterEqual(size, logs.FLUSH_SIZE)
+        self.assertLess(size, logs.FLUSH_SIZE + 200)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertLess(written, 2000)
+
+    def test_stopWritesAndUnbuffers(self) -> None:
+        """
+        L{logs.StreamObserver.stopBuffering} writes the kept lines, and
+        later access lines are written at once.
+        """
+        observer = self.buffered()
+        first, second = accessEvents(2)
+        observer(first)
+        observer.stopBuffering()
+        self.assertEqual(len(self.stream.getvalue().splitlines()), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        observer(second)
+        self.assertEqual(len(self.stream.getvalue().splitlines()), 2)
+
+    def test_otherThreadsAtOnce(self) -> None:
+        """
+        An access event observed on another thread than the one that
+        started the buffering (where the clock may not be used) is written
+        at once, after the lines kept before it.
+        """
+        observer = self.buffered()
+        first, second = accessEvents(2)
+        observer(first)
+        thread = threading.Thread(target=observer, args=(second,))
+        thread.start()
+        thread.join()
+        self.assertEqual(len(self.stream.getvalue().splitlines()), 2)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_binaryStream(self) -> None:
+        """
+        A binary stream (a L{LogFile}) gets the lines in UTF-8.
+        """
+        path = self.mktemp()
+        observer = logs.makeFile({"path": path})
+        observer.startBuffering(Clock(), 0.1)
+        for event in events(("info", "Caf\N{LATIN SMALL LETTER E WITH ACUTE}", {})):
+            observer(event)
+        observer.close()
+        with open(path, encoding="utf-8") as f:
+            self.assertIn("Caf\N{LATIN SMALL LETTER E WITH ACUTE}", f.read())
+
+    def test_flushInterval(self) -> None:
+        """
+        C{flush_interval} is a number of seconds from 0 to 10, 0.1 by
+        default; other values are refused, by every driver.
+        """
+        self.assertEqual(logs.flushInterval({}), 0.1)
+        self.assertEqual(logs.flushInterval({"flush_interval": "0"}), 0.0)
+        self.assertEqual(logs.flushInterval({"flush_interval": " 2.5 "}), 2.5)
+        for bad in ("-1", "11", "soon"):
+            self.assertRaises(ValueError, logs.flushInterval, {"flush_interval": bad})
+        logs.checkStdout({"flush_interval": "0.5"})
+        logs.checkFile({"path": self.mktemp(), "flush_interval": "0.5"})
+
+
+class ObservedNodeTests(SynchronousTestCase):
+    def test_buffersWhileRunning(self) -> None:
+        """
+        An L{wiring.ObservedNode} makes its stream observer buffer from its
+        start, and write what it kept once its services have stopped, even
+        when they stop later.
+        """
+        stream = io.StringIO()
+        clock = Clock()
+        observer = logs.makeStdout({}, stream)
+        stopping: Deferred = Deferred()
+
+        class Slow(Service):
+            def stopService(self):
+                super().stopService()
+                return stopping
+
+        node = wiring.ObservedNode(Slow(), observer, clock, 0.5)
+        node.startService()
+        first, second = accessEvents(2)
+        observer(first)
+        self.assertEqual(stream.getvalue(), "")
+        stopped = node.stopService()
+        observer(second)
+        self.assertEqual(stream.getvalue(), "")
+        stopping.callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual(len(stream.getvalue().splitlines()), 2)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_intervalZero(self) -> None:
+        """
+        With a flush interval of 0 nothing is kept.
+        """
+        stream = io.StringIO()
+        observer = logs.makeStdout({}, stream)
+        node = wiring.ObservedNode(MultiService(), observer, Clock(), 0.0)
+        node.startService()
+        for event in accessEvents(1):
+            observer(event)
+        self.assertEqual(len(stream.getvalue().splitlines()), 1)
+
+
+class ThreadCallsReactor(MemoryReactorClock):
+    """
+    A memory reactor that keeps what is handed to it from other threads
+    (and signal handlers).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.threadCalls = []
+
+    def callFromThread(self, f, *args, **kwargs):
+        self.threadCalls.append((f, args, kwargs))
+
+
+class TwistdObserverTests(SynchronousTestCase):
+    def twistdOptions(self, *argv, node=()):
+        from twisted.scripts.twistd import ServerOptions
+
+        options = ServerOptions()
+        options.parseOptions([*argv, "marconi", "--storage", "sqlite::memory:", *node])
+        return options
+
+    def setUp(self) -> None:
+        import signal
+
+        previous = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+    def test_logfile(self) -> None:
+        """
+        With C{--logfile} the observer writes twistd's text lines to that
+        file; C{SIGUSR1} rotates it, after writing the kept lines.
+        """
+        import signal
+
+        path = os.path.abspath(self.mktemp())
+        clock = ThreadCallsReactor()
+        observer = logs.twistdObserver(self.twistdOptions("--logfile", path), clock)
+        self.addCleanup(observer.close)
+        observer.startBuffering(clock, 0.1)
+        [access] = accessEvents(1)
+        observer(access)
+        signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+        [(rotate, args, kwargs)] = clock.threadCalls
+        rotate(*args, **kwargs)
+        with open(path + ".1", encoding="utf-8") as f:
+            text = f.read()
+        self.assertIn("[marconi.access#info] GET /v2/ping 204", text)
+        self.assertEqual(os.path.getsize(path), 0)
+
+    def test_stdout(self) -> None:
+        """
+        C{-n} without C{--logfile} (or with C{--logfile=-}) writes to
+        standard output.
+        """
+        for argv in (["-n"], ["-n", "--logfile=-"]):
+            observer = logs.twistdObserver(
+                self.twistdOptions(*argv), MemoryReactorClock()
+            )
+            self.assertIs(observer._stream, sys.stdout)
+
+    def test_twistdKeepsItsOwn(self) -> None:
+        """
+        Outside twistd, and with C{--logger}, C{--syslog}, C{--debug} or a
+        daemon told to log to standard output, twistd's observer stays.
+        """
+        clock = MemoryReactorClock()
+        self.assertIsNone(logs.twistdObserver(None, clock))
+        for argv in (
+            ["--logger", "marconi.observability.logs.stdoutText"],
+            ["--syslog"],
+            ["--logfile=-"],
+        ):
+            self.assertIsNone(logs.twistdObserver(self.twistdOptions(*argv), clock))
+        # As --debug sets it (parsing --debug here would start pdb on the
+        # next failure of every test in this process).
+        debug = self.twistdOptions("-n")
+        debug["debug"] = True
+        self.assertIsNone(logs.twistdObserver(debug, clock))
+
+    def test_makeService(self) -> None:
+        """
+        Run by twistd without a logging driver, the node comes inside an
+        L{wiring.ObservedNode} with the buffering observer; with
+        C{flush_interval = 0} twistd's own observer stays.
+        """
+        options = self.twistdOptions("-n").subOptions
+        node = tap.makeService(options, MemoryReactorClock())
+        self.assertIsInstance(node, wiring.ObservedNode)
+        self.assertIsInstance(node.logObserver, logs.StreamObserver)
+        self.assertEqual(node.flushInterval, 0.1)
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[logging]\nflush_interval = 0\n")
+        options = self.twistdOptions("-n", node=["--config", path]).subOptions
+        self.assertNotIsInstance(
+            tap.makeService(options, MemoryReactorClock()), wiring.ObservedNode
+        )
+
+
+class RealNodeTests(TestCase):
+    """
+    The access log of a real C{twistd -n --logfile PATH marconi} process,
+    which has no logging driver.
+    """
+
+    async def post(self, node, count):
+        """
+        Post C{count} times, each on its own connection; the request ids.
+        """
+        from tests import rawhttp
+
+        ids = []
+        for i in range(count):
+            body = b'{"messages": [{"body": %d}]}' % i
+            answer = await rawhttp.exchange(
+                node.port,
+                b"POST /v2/queues/logged/messages HTTP/1.1\r\nHost: x\r\n"
+                b"X-Project-ID: p\r\nClient-ID: 3381af92-2b9e-11e3-b191-71861300734c\r\n"
+                b"Content-Type: application/json\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+            )
+            self.assertTrue(answer.startswith(b"HTTP/1.1 201"), answer)
+            [requestId] = [
+                line.split(b":", 1)[1].strip().decode()
+                for line in answer.split(b"\r\n")
+                if line.lower().startswith(b"x-openstack-request-id:")
+            ]
+            ids.append(requestId)
+        return ids
+
+    async def test_linesReachTheFile(self) -> None:
+        """
+        Each request's access line reaches the log file (within the flush
+        interval) in twistd's text format, without stopping the node.
+        """
+        from twisted.internet.task import deferLater
+
+        from tests.nodeprocess import startNode
+
+        node = await startNode(self)
+        ids = await self.post(node, 3)
+        for _ in range(200):
+            if all(i in node.log() for i in ids):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        lines = [line for line in node.log().splitlines() if "request_id=req-" in line]
+        self.assertEqual(
+            [line.rsplit("request_id=")[1].split()[0] for line in lines], ids
+        )
+        for line in lines:
+            self.assertRegex(
+                line,
+                r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[marconi\.access#info\] "
+                r"POST /v2/queues/logged/messages 201 ",
+            )
+
+    async def waitFor(self, condition, what):
+        from twisted.internet.task import deferLater
+
+        for _ in range(400):
+            if condition():
+                return
+            await deferLater(reactor, 0.05, lambda: None)
+        self.fail(f"not seen: {what}")
+
+    async def test_sigusr1Rotates(self) -> None:
+        """
+        SIGUSR1 rotates the log file, as twistd's own observer does: the
+        lines before it are in C{PATH.1}, the later ones in C{PATH}.
+        """
+        from tests.nodeprocess import startNode
+
+        node = await startNode(self)
+        [first] = await self.post(node, 1)
+        await self.waitFor(lambda: first in node.log(), first)
+        import signal
+
+        # signalProcess knows HUP, INT, KILL and TERM by name only.
+        node.signal(signal.SIGUSR1)
+        rotated = node.logPath + ".1"
+        await self.waitFor(lambda: os.path.exists(rotated), rotated)
+        [second] = await self.post(node, 1)
+        await self.waitFor(lambda: second in node.log(), second)
+        with open(rotated, encoding="utf-8") as f:
+            old = f.read()
+        self.assertIn(first, old)
+        self.assertNotIn(second, old)
+        self.assertNotIn(first, node.log())
+
+    async def test_stopWritesKeptLines(self) -> None:
+        """
+        With a long C{flush_interval} the lines wait; SIGTERM stops the
+        node, which writes them before its last lines.
+        """
+        from tests.nodeprocess import startNode
+
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            f.write("[logging]\nflush_interval = 10\n")
+        node = await startNode(self, "--config", config)
+        ids = await self.post(node, 3)
+        self.assertFalse(any(i in node.log() for i in ids), node.log())
+        reason = await node.stop()
+        self.assertTrue(node.exitedCleanly(reason), node.log())
+        log = node.log()
+        positions = [log.index(i) for i in ids]
+        self.assertEqual(positions, sorted(positions))
+        self.assertLess(positions[-1], log.index("Server Shut Down"))
