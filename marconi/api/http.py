@@ -344,7 +344,14 @@ class MarconiChannel(http.HTTPChannel):
     maxHeaders = 100
     totalHeadersSize = 16384
 
-    _deadline: Optional[IDelayedCall] = None
+    # The deadline of the request arriving (the site's clock), and the one
+    # timer that checks it.  Arming and disarming only set the deadline:
+    # the timer is scheduled when none is pending, moved sooner when it
+    # would fire after the deadline, and when it fires early (a deadline
+    # since moved later) it waits again.  Requests that arrive in time
+    # then schedule no timer of their own.
+    _due: Optional[float] = None
+    _timer: Optional[IDelayedCall] = None
     _sawRequestLine = False
     _refused = False
     # Set by the site that built the channel, before it is connected.
@@ -357,7 +364,7 @@ class MarconiChannel(http.HTTPChannel):
         if self._relay is not None:
             self._relayReceived(data)
             return
-        if data and self._deadline is None and not self._handlingRequest:
+        if data and self._due is None and not self._handlingRequest:
             if self._passThrough(data):
                 return
             self._arm(self.site.headerTimeout)
@@ -480,22 +487,41 @@ class MarconiChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         relay, self._relay = self._relay, None
         if relay is not None:
             relay.connectionLost(reason)
         super().connectionLost(reason)
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.callLater(seconds, self._tooSlow)
+        self._due = self.site.reactor.seconds() + seconds
+        timer = self._timer
+        if timer is None:
+            self._timer = self.callLater(seconds, self._check)
+        elif timer.getTime() > self._due:
+            timer.reset(seconds)
 
     def _disarm(self) -> None:
-        deadline, self._deadline = self._deadline, None
-        if deadline is not None and deadline.active():
-            deadline.cancel()
+        self._due = None
+
+    def _check(self) -> None:
+        """
+        The timer fired: the request is too slow if its deadline passed;
+        else wait for the deadline, if there is one.
+        """
+        self._timer = None
+        if self._due is None:
+            return
+        left = self._due - self.site.reactor.seconds()
+        if left > 0:
+            self._timer = self.callLater(left, self._check)
+        else:
+            self._tooSlow()
 
     def _tooSlow(self) -> None:
-        self._deadline = None
+        self._due = None
         _log.info(
             "Closing a connection whose request arrived too slowly: {peer}",
             peer=str(self.transport.getPeer()),

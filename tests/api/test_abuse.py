@@ -292,3 +292,44 @@ class SlowClientTests(SynchronousTestCase):
         for transport in slow:
             self.assertTrue(transport.disconnecting)
             self.assertEqual(rawhttp.status(transport.value()), 408)
+
+    def test_slowSecondRequestCutOff(self) -> None:
+        """
+        The header deadline of a later request on a keep-alive connection
+        runs from that request's first byte: a request answered at once,
+        then one whose headers drip, is answered 408 once the second's
+        deadline passes, not the first's.
+        """
+        transport = self.connect(timeout=60, headerTimeout=5)
+        transport.protocol.dataReceived(request(b"/v2/ping"))
+        self.assertEqual(rawhttp.status(transport.value()), 204)
+        transport.clear()
+        self.clock.advance(3)
+        sent = self.drip(
+            transport, request(b"/v2/queues", b"X-Slow: " + b"z" * 1000), 0.25
+        )
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(rawhttp.status(transport.value()), 408)
+        self.assertEqual(sent, 20)
+
+    def test_deadlinesScheduleNoTimerPerRequest(self) -> None:
+        """
+        Requests that arrive in time schedule no deadline timer each: forty
+        requests on one connection leave the channel's one timer in place.
+        """
+        transport = self.connect(timeout=60, headerTimeout=5, bodyTimeout=5)
+        scheduled = []
+        callLater = transport.protocol.callLater
+
+        def counting(seconds, f, *args, **kwargs):
+            scheduled.append(getattr(f, "__name__", f))
+            return callLater(seconds, f, *args, **kwargs)
+
+        transport.protocol.callLater = counting
+        for _ in range(40):
+            transport.protocol.dataReceived(request(b"/v2/ping"))
+            self.clock.advance(0.01)
+        self.assertEqual(rawhttp.status(transport.value()), 204)
+        # Twisted's idle timeout (__timedOut) is set anew for each request.
+        self.assertLessEqual(len([n for n in scheduled if n != "__timedOut"]), 1)
+        self.assertFalse(transport.disconnecting)
