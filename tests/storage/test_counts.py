@@ -22,9 +22,14 @@ from hypothesis.stateful import (
 from twisted.application.service import Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from marconi.core.errors import MessageIsClaimed, StorageUnavailable
+from marconi.core.errors import (
+    ClaimMismatch,
+    MessageIsClaimed,
+    StorageUnavailable,
+)
 from marconi.storage.sqlite import store as sqlitestore
 from marconi.storage.sqlite.store import SQLiteStore
 from tests.apihelpers import Node
@@ -198,7 +203,7 @@ class StoreCountTests(CountsTestMixin, TestCase):
         await receiver.postMessages("p", "q", [msg()] * 4, "c", T0)
         first = await store.exportQueue("p", "q", None, 3)
         await receiver.importQueue("p", "q", first, True)
-        rest = await store.exportQueue("p", "q", first["messages"][-1]["marker"], 3)
+        rest = await store.exportQueue("p", "q", first["next"], 3)
         await receiver.importQueue("p", "q", rest, False)
         # A page sent again replaces its rows.
         await receiver.importQueue("p", "q", rest, False)
@@ -383,6 +388,8 @@ class CountMachine(RuleBasedStateMachine):
         box: list = []
         d.addBoth(box.append)
         (value,) = box
+        if isinstance(value, Failure):
+            value.raiseException()
         return value
 
     queue = st.sampled_from(_QUEUES)
@@ -408,9 +415,15 @@ class CountMachine(RuleBasedStateMachine):
     def deleteOne(self, key: tuple, pick: int, withClaim: bool) -> None:
         known = self.ids[key] or ["0" * 24]
         claim = self.claims[key][-1] if withClaim and self.claims[key] else None
-        self.result(
-            self.store.deleteMessage(*key, known[pick % len(known)], claim, self.now)
-        )
+        try:
+            self.result(
+                self.store.deleteMessage(
+                    *key, known[pick % len(known)], claim, self.now
+                )
+            )
+        except (MessageIsClaimed, ClaimMismatch):
+            # Refused: it changes nothing, as the invariant checks.
+            pass
 
     @rule(
         key=queue,
@@ -432,9 +445,13 @@ class CountMachine(RuleBasedStateMachine):
         key=queue,
         limit=st.integers(1, 10),
         ttl=st.sampled_from([30, 120]),
-        deadLetter=st.booleans(),
+        deadLetter=st.sampled_from([True, True, False]),
+        later=st.sampled_from([0, 45]),
     )
-    def claim(self, key: tuple, limit: int, ttl: int, deadLetter: bool) -> None:
+    def claim(
+        self, key: tuple, limit: int, ttl: int, deadLetter: bool, later: int
+    ) -> None:
+        self.now += later
         extra: dict = {}
         if deadLetter:
             extra = {"maxClaimCount": 1, "deadLetterQueue": "b", "deadLetterTTL": 60}
@@ -446,12 +463,22 @@ class CountMachine(RuleBasedStateMachine):
         if deadLetter:
             self.ids[key[0], "b"] = self.ids.get((key[0], "b"), []) + self.ids[key]
 
+    @rule(key=queue, limit=st.integers(1, 10), into=st.sampled_from(["a", "b"]))
+    def deadLetter(self, key: tuple, limit: int, into: str) -> None:
+        # A claim that ends, then a claim with a dead letter policy: the
+        # rows the first one held move to the queue C{into} of the project.
+        self.result(self.store.createClaim(*key, spec(limit=limit, ttl=30), self.now))
+        self.now += 31
+        dead = spec(limit=limit, maxClaimCount=1, deadLetterQueue=into)
+        self.result(self.store.createClaim(*key, dead, self.now))
+
     @rule(seconds=st.sampled_from([10, 45, 100]))
     def advance(self, seconds: int) -> None:
         self.now += seconds
 
-    @rule()
-    def expire(self) -> None:
+    @rule(later=st.sampled_from([0, 100]))
+    def expire(self, later: int) -> None:
+        self.now += later
         self.result(self.store.purgeExpired(self.now))
 
     @rule(key=queue, drop=st.booleans())
@@ -461,11 +488,13 @@ class CountMachine(RuleBasedStateMachine):
         else:
             self.result(self.store.purgeMessages(*key))
 
-    @rule(source=queue, into=queue, pageSize=st.integers(1, 6))
-    def handOver(self, source: tuple, into: tuple, pageSize: int) -> None:
+    @rule(source=queue, into=queue, pageSize=st.integers(1, 6), resend=st.booleans())
+    def handOver(self, source: tuple, into: tuple, pageSize: int, resend: bool) -> None:
         # The source's rows move into the queue C{into}, as the cluster's
-        # rebalancer moves a queue (over whatever C{into} held), and
-        # the source is dropped.
+        # rebalancer moves a queue, page by page (the first replacing
+        # whatever C{into} held; with C{resend}, the last page is sent
+        # twice, its rows replacing their copies), and the source is
+        # dropped.
         if source == into:
             return
         first, after = True, None
@@ -474,10 +503,11 @@ class CountMachine(RuleBasedStateMachine):
             if page is None:
                 break
             self.result(self.store.importQueue(*into, page, first))
-            first = False
-            if not page["messages"] or len(page["messages"]) < pageSize:
+            first, after = False, page["next"]
+            if after is None:
+                if resend:
+                    self.result(self.store.importQueue(*into, page, False))
                 break
-            after = page["messages"][-1]["marker"]
         self.result(self.store.dropQueue(*source))
         self.ids[into] = list(self.ids[source])
 
@@ -515,11 +545,11 @@ class CountMachineTests(SynchronousTestCase):
         run_state_machine_as_test(
             CountMachine,
             settings=settings(
-                max_examples=60,
                 stateful_step_count=30,
                 deadline=None,
                 suppress_health_check=list(HealthCheck),
                 database=None,
                 derandomize=True,
+                max_examples=100,
             ),
         )
