@@ -33,6 +33,7 @@ from marconi.core.errors import (
 from marconi.storage.sqlite import store as sqlitestore
 from marconi.storage.sqlite.store import SQLiteStore
 from tests.apihelpers import Node
+from tests.storage import test_sqlite
 from tests.storage.contract import T0, msg, spec
 
 # Each queue's stored count, and its rows, as two sorted lists; a queue
@@ -241,6 +242,114 @@ class StoreCountTests(CountsTestMixin, TestCase):
             lambda c: c.execute("SELECT COUNT(*) FROM message_tags").fetchone()[0]
         )
         self.assertEqual(tags, 0)
+
+
+# The per-row count triggers of schema versions 2 and 3.
+_OLD_TRIGGERS = """
+CREATE TRIGGER messages_count_in AFTER INSERT ON messages
+    BEGIN
+        INSERT INTO queue_counts (project, queue, stored)
+            VALUES (new.project, new.queue, 1)
+            ON CONFLICT (project, queue) DO UPDATE SET stored = stored + 1;
+    END;
+CREATE TRIGGER messages_count_out AFTER DELETE ON messages
+    BEGIN
+        UPDATE queue_counts SET stored = stored - 1
+            WHERE project = old.project AND queue = old.queue;
+    END;
+"""
+
+# How a file of the current schema becomes one of an earlier version,
+# its counts wrong (but for version 1, which had none).
+_DOWNGRADES = {
+    1: "DROP TABLE queue_counts; DROP INDEX messages_delayed; "
+    "DROP INDEX messages_unclaimed; DROP INDEX messages_claimed;",
+    2: _OLD_TRIGGERS + "DROP INDEX messages_unclaimed; DROP INDEX messages_claimed; "
+    "UPDATE queue_counts SET stored = stored + 7;",
+    3: _OLD_TRIGGERS + "UPDATE queue_counts SET stored = 99; "
+    "INSERT INTO queue_counts VALUES ('p', 'gone', 5);",
+}
+
+
+class CountMigrationTests(CountsTestMixin, TestCase):
+    """
+    Opening a file of an earlier schema version drops the count triggers
+    and counts each queue's rows again, in the migration's transaction.
+    """
+
+    async def migrate(self, version: int) -> None:
+        path = self.mktemp() + ".sqlite3"
+        self.store = SQLiteStore(path, reactor)
+        self.store.startService()
+        await self.store.postMessages("p", "q", [msg(tags=("t",))] * 3, "c", T0)
+        await self.store.postMessages("p", "other", [msg()] * 2, "c", T0)
+        await self.store.stopService()
+        db = sqlite3.connect(path)
+        db.executescript(_DOWNGRADES[version] + f"PRAGMA user_version = {version};")
+        db.close()
+        self.store = SQLiteStore(path, reactor)
+        self.store.startService()
+        self.addCleanup(self.store.stopService)
+
+    async def checkMigrated(self) -> None:
+        """
+        The file is of version 4, without the count triggers, its counts
+        exact; a post of 10 then adds 10, and a bulk delete takes away
+        what it deleted.
+        """
+        schema = await self.store._run(
+            lambda c: (
+                c.execute("PRAGMA user_version").fetchone()[0],
+                c.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                    "ORDER BY name"
+                ).fetchall(),
+            )
+        )
+        self.assertEqual(schema, (4, [("messages_untag",)]))
+        await self.assertCounted({("p", "q"): 3, ("p", "other"): 2})
+        ids = await self.store.postMessages("p", "q", [msg()] * 10, "c", T0)
+        await self.assertCounted({("p", "q"): 13, ("p", "other"): 2})
+        await self.store.deleteMessages("p", "q", ids[:4], None, T0)
+        await self.assertCounted({("p", "q"): 9, ("p", "other"): 2})
+
+    async def test_fromVersion3(self) -> None:
+        """
+        A file of version 3, its count triggers in place and its counts
+        wrong, opens with exact counts, and the triggers count no more.
+        """
+        await self.migrate(3)
+        await self.checkMigrated()
+        gone = await self.store.queueStats("p", "gone", T0)
+        self.assertEqual(gone.total, 0)
+
+    async def test_fromVersion2(self) -> None:
+        """
+        A file of version 2 (count triggers, no claim indexes) opens as
+        version 4 with exact counts.
+        """
+        await self.migrate(2)
+        await self.checkMigrated()
+
+    async def test_fromVersion1(self) -> None:
+        """
+        A file of version 1 (no counts) opens as version 4 with exact
+        counts.
+        """
+        await self.migrate(1)
+        await self.checkMigrated()
+
+    async def test_fromVersion0(self) -> None:
+        """
+        A file of version 0 (one marker counter shared by every queue)
+        opens with exact counts.
+        """
+        self.store = SQLiteStore(
+            test_sqlite.SchemaMigrationTests.oldFile(self), reactor
+        )  # type: ignore[arg-type]
+        self.store.startService()
+        self.addCleanup(self.store.stopService)
+        await self.assertCounted({("p", "q"): 2, ("other", "q"): 1})
 
 
 # Run in a child process: a post whose process dies after it inserted its
