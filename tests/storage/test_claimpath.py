@@ -224,7 +224,7 @@ class ClaimPathTests(TestCase):
             ).fetchall()
             return version, [n for (n,) in names]
 
-        self.assertEqual(await store._run(schema), (3, sorted(_CLAIM_INDEXES)))
+        self.assertEqual(await store._run(schema), (4, sorted(_CLAIM_INDEXES)))
         claim = await store.createClaim("p", "q", spec(limit=3), T0 + 60)
         self.assertEqual([m.id for m in ended.messages], ids[:2])
         self.assertEqual([m.id for m in held.messages], ids[2:4])

@@ -380,7 +380,7 @@ class SchemaMigrationTests(TestCase):
         Old messages keep their markers and tags; each queue's new markers
         continue above every marker the shared counter handed out, and
         from then on count only that queue's messages; stats count the
-        migrated messages; the file records schema version 3.
+        migrated messages; the file records schema version 4.
         """
         store = SQLiteStore(self.oldFile(), reactor)
         store.startService()
@@ -402,7 +402,7 @@ class SchemaMigrationTests(TestCase):
         version = await store._run(
             lambda c: c.execute("PRAGMA user_version").fetchone()[0]
         )
-        self.assertEqual(version, 3)
+        self.assertEqual(version, 4)
         stats = await store.queueStats("p", "q", T0)
         self.assertEqual((stats.free, stats.claimed, stats.delayed), (1, 1, 0))
         stats = await store.queueStats("other", "q", T0)
@@ -434,7 +434,7 @@ class StatsCountMigrationTests(TestCase):
 
     async def test_countsOnOpen(self) -> None:
         """
-        The counts are made from the rows the file holds, and the triggers
+        The counts are made from the rows the file holds, and the writes
         keep them from then on.
         """
         path = self.mktemp() + ".sqlite3"
@@ -445,7 +445,6 @@ class StatsCountMigrationTests(TestCase):
         await store.stopService()
         db = sqlite3.connect(path)
         db.executescript(
-            "DROP TRIGGER messages_count_in; DROP TRIGGER messages_count_out; "
             "DROP TABLE queue_counts; "
             "DROP INDEX messages_delayed; "
             "PRAGMA user_version = 1;"
@@ -464,7 +463,7 @@ class StatsCountMigrationTests(TestCase):
         version = await store._run(
             lambda c: c.execute("PRAGMA user_version").fetchone()[0]
         )
-        self.assertEqual(version, 3)
+        self.assertEqual(version, 4)
 
 
 class FailedMigrationTests(SynchronousTestCase):

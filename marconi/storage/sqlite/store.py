@@ -59,8 +59,9 @@ from marconi.storage.events import StoreEvents
 from marconi.storage.sqlite.uri import parseURI
 
 # Each queue's count of stored message rows (live, or expired and not yet
-# purged), kept by triggers on C{messages}, so in the transaction of every
-# write that adds or removes a row.  A row stays when its queue is deleted.
+# purged).  Every statement that adds or removes rows is followed, in its
+# transaction, by one change of the count by the rows it added or removed
+# (L{_count}).  A row stays when its queue is deleted.
 _COUNTS_TABLE = """
 CREATE TABLE IF NOT EXISTS queue_counts (
     project TEXT NOT NULL,
@@ -154,18 +155,6 @@ CREATE INDEX IF NOT EXISTS claims_by_expiry ON claims (expires);
 """
     + _COUNTS_TABLE
     + """
-CREATE TRIGGER IF NOT EXISTS messages_count_in AFTER INSERT ON messages
-    BEGIN
-        INSERT INTO queue_counts (project, queue, stored)
-            VALUES (new.project, new.queue, 1)
-            ON CONFLICT (project, queue) DO UPDATE SET stored = stored + 1;
-    END;
-CREATE TRIGGER IF NOT EXISTS messages_count_out AFTER DELETE ON messages
-    BEGIN
-        UPDATE queue_counts SET stored = stored - 1
-            WHERE project = old.project AND queue = old.queue;
-    END;
-
 -- Stats count, beside the stored count, the expired rows not purged yet
 -- (on messages_by_expiry), the claimed rows (through the queue's claims
 -- and messages_by_claim) and, here, the rows posted or moved with a delay,
@@ -183,8 +172,9 @@ CREATE INDEX IF NOT EXISTS messages_delayed
 #: written before versions were recorded) gave markers from one counter
 #: shared by every queue; version 1 counted rows for queue stats; version 2
 #: had no claim indexes (version 3 builds them from the rows, see
-#: L{_CLAIM_INDEXES}).
-_VERSION = 3
+#: L{_CLAIM_INDEXES}); version 3 kept the stored counts with a trigger per
+#: row (version 4 changes them once per statement).
+_VERSION = 4
 
 # From version 0 to 1: the shared counter becomes the rows' own key C{seq};
 # existing messages keep their markers, and every existing queue's counter
@@ -210,15 +200,21 @@ INSERT INTO markers (project, queue, last)
     FROM queues;
 """
 
-# From version 1 to 2: each queue's stored rows are counted once, in the
-# migration's transaction; from then on the triggers keep the counts.
-_MIGRATE_TO_2 = (
-    _COUNTS_TABLE
-    + """
-INSERT INTO queue_counts (project, queue, stored)
+# From version 1 to 2: the stored counts' table (filled from the rows by
+# _MIGRATE_TO_4).
+_MIGRATE_TO_2 = _COUNTS_TABLE
+
+# From version 3 (or earlier) to 4: the per-row count triggers go, and each
+# queue's stored rows are counted again, in the migration's transaction, so
+# the counts are exact whatever the file's version; from then on the
+# writes keep them (L{_count}).
+_MIGRATE_TO_4 = """
+DROP TRIGGER IF EXISTS messages_count_in;
+DROP TRIGGER IF EXISTS messages_count_out;
+UPDATE queue_counts SET stored = 0;
+INSERT OR REPLACE INTO queue_counts (project, queue, stored)
     SELECT project, queue, COUNT(*) FROM messages GROUP BY project, queue;
 """
-)
 
 _COLUMNS = (
     "marker, id, body, ttl, created, expires, visible_at, client_id, "
@@ -332,6 +328,8 @@ def _upgrade(connection: sqlite3.Connection) -> None:
             script += _MIGRATE_TO_1
         if version < 2:
             script += _MIGRATE_TO_2
+        if version < 4:
+            script += _MIGRATE_TO_4
     connection.executescript(
         f"BEGIN IMMEDIATE; {script} {_SCHEMA} PRAGMA user_version = {_VERSION}; COMMIT;"
     )
@@ -410,6 +408,40 @@ def _takeMarkers(c: sqlite3.Connection, project: str, queue: str, count: int) ->
         "SELECT last FROM markers WHERE project = ? AND queue = ?", (project, queue)
     ).fetchone()
     return last - count + 1
+
+
+# Adds to a queue's stored count (see _COUNTS_TABLE).
+_COUNT = (
+    "INSERT INTO queue_counts (project, queue, stored) VALUES (?, ?, ?) "
+    "ON CONFLICT (project, queue) DO UPDATE SET stored = stored + excluded.stored"
+)
+
+
+def _count(c: sqlite3.Connection, project: str, queue: str, change: int) -> None:
+    """
+    Change a queue's stored count by C{change} rows, in the caller's
+    transaction: once after each statement that adds or removes its rows.
+    """
+    if change:
+        c.execute(_COUNT, (project, queue, change))
+
+
+def _removed(c: sqlite3.Connection, project: str, queue: str, removed: int) -> int:
+    """
+    Take C{removed} rows, just deleted, from a queue's stored count.
+
+    @return: C{removed}.
+    """
+    _count(c, project, queue, -removed)
+    return removed
+
+
+def _countEach(c: sqlite3.Connection, changes: dict) -> None:
+    """
+    Change the stored counts of several queues, C{changes} mapping each
+    C{(project, queue)} to its change, in one statement.
+    """
+    c.executemany(_COUNT, [(*key, n) for key, n in changes.items() if n])
 
 
 def _insertMessage(
@@ -844,6 +876,7 @@ class SQLiteStore(StoreEvents, Service):
                 _insertMessage(
                     c, project, queue, first + offset, messageId, fields, m.tags
                 )
+            _count(c, project, queue, len(ids))
             return ids
 
         return self._run(work, durability=durability)
@@ -909,7 +942,8 @@ class SQLiteStore(StoreEvents, Service):
                 return
             seq, holder, holderExpires = row
             rules.checkDelete(messageId, holder, holderExpires, claimId, now)
-            c.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+            cursor = c.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+            _removed(c, project, queue, cursor.rowcount)
 
         return self._run(work, durability=durability)
 
@@ -940,7 +974,10 @@ class SQLiteStore(StoreEvents, Service):
             args += [now, *claimIds]
         if not ids:
             return self._run(lambda c: 0)
-        return self._run(lambda c: c.execute(sql, args).rowcount, durability=durability)
+        return self._run(
+            lambda c: _removed(c, project, queue, c.execute(sql, args).rowcount),
+            durability=durability,
+        )
 
     def popMessages(
         self,
@@ -954,10 +991,11 @@ class SQLiteStore(StoreEvents, Service):
     ) -> Any:
         def work(c: sqlite3.Connection) -> list:
             messages = self._claimable(c, project, queue, limit, tags, now)
-            c.executemany(
+            cursor = c.executemany(
                 "DELETE FROM messages WHERE project = ? AND queue = ? AND marker = ?",
                 [(project, queue, m.marker) for m in messages],
             )
+            _removed(c, project, queue, cursor.rowcount)
             return messages
 
         return self._run(work, durability=durability)
@@ -1090,15 +1128,17 @@ class SQLiteStore(StoreEvents, Service):
             "VALUES (?, ?, '{}', ?)",
             (project, target, now),
         )
-        c.execute(
+        cursor = c.execute(
             "DELETE FROM messages WHERE project = ? AND queue = ? AND marker = ?",
             (project, queue, message.marker),
         )
+        _removed(c, project, queue, cursor.rowcount)
         times = (message.created, now + ttl, now)
         counts = (message.claimCount, message.checksum)
         fields = (message.body, ttl, *times, message.clientId, *counts)
         marker = _takeMarkers(c, project, target, 1)
         _insertMessage(c, project, target, marker, message.id, fields, message.tags)
+        _count(c, project, target, 1)
 
     def getClaim(self, project: str, queue: str, claimId: str, now: float) -> Any:
         def work(c: sqlite3.Connection) -> Claim:
@@ -1187,6 +1227,7 @@ class SQLiteStore(StoreEvents, Service):
             c.executemany(
                 "DELETE FROM messages WHERE seq = ?", [(row[0],) for row in rows]
             )
+            _countEach(c, _expiredRows(rows))
             counts: dict = {}
             for _, project, queue, record in rows:
                 events = 1 if record is None else recordEvents(record)
@@ -1223,6 +1264,17 @@ class SQLiteStore(StoreEvents, Service):
 
     def dropQueue(self, project: str, name: str) -> Any:
         return self.deleteQueue(project, name)
+
+
+def _expiredRows(rows: list) -> dict:
+    """
+    How each queue's stored count changes when the expired rows C{rows}
+    (seq, project, queue, ...) are deleted.
+    """
+    changes: dict = {}
+    for _, project, queue, *_ in rows:
+        changes[project, queue] = changes.get((project, queue), 0) - 1
+    return changes
 
 
 def _heldQueues(c: sqlite3.Connection, after: tuple, start: bool, limit: int) -> list:
@@ -1301,12 +1353,14 @@ def _importQueue(
                 for cl in page["claims"]
             ],
         )
+    change = 0
     for doc in page["messages"]:
-        c.execute(
+        replaced = c.execute(
             "DELETE FROM messages WHERE project = ? AND queue = ? "
             "AND (id = ? OR marker = ?)",
             (*key, doc["id"], doc["marker"]),
         )
+        change += 1 - replaced.rowcount
         m = transfer.messageOf(doc)
         cursor = c.execute(
             f"INSERT INTO messages (project, queue, {_COLUMNS}) "
@@ -1333,6 +1387,7 @@ def _importQueue(
                 "INSERT INTO message_tags (seq, tag) VALUES (?, ?)",
                 [(cursor.lastrowid, tag) for tag in m.tags],
             )
+    _count(c, project, name, change)
 
 
 def _purge(c: sqlite3.Connection, project: str, queue: str) -> int:
@@ -1345,6 +1400,7 @@ def _purge(c: sqlite3.Connection, project: str, queue: str) -> int:
     removed = c.execute(
         "DELETE FROM messages WHERE project = ? AND queue = ?", key
     ).rowcount
+    _removed(c, project, queue, removed)
     c.execute("DELETE FROM claims WHERE project = ? AND queue = ?", key)
     return removed
 
