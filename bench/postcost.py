@@ -14,6 +14,14 @@ thread and the SQLite thread) per request with L{time.process_time}::
     python bench/postcost.py --scenarios post10 --profile /tmp/post10
     python bench/postcost.py --mode socket          # real loopback sockets
     python bench/postcost.py --sql --root /tmp/before   # the SQLite part alone
+    python bench/postcost.py --scenarios claim10,list10,claimbulk10
+
+C{claim10} claims 10 messages (C{POST .../claims?limit=10}),
+C{list10} lists 10 (C{GET .../messages?limit=10&echo=true}) and
+C{claimbulk10} claims 10 and deletes them with one
+C{DELETE .../messages?ids=...} (a request pair counted as one); their
+queues are filled with posts of 10 before each round, outside the
+measurement (see L{measureRead}).
 
 C{--mode transport} (the default) hands the request bytes to each
 connection's HTTP channel through an in-memory transport, so the cost is
@@ -322,6 +330,149 @@ async def measure(site, port, scenario: str, index: int, count: int, o) -> dict:
     }
 
 
+CLAIM_BODY = b'{"ttl": 300, "grace": 60}'
+READS = ("claim10", "list10", "claimbulk10")
+
+
+def readRequest(scenario: str, queue: str, host: str = "127.0.0.1:8888") -> bytes:
+    """
+    The request of a read scenario (a claim or a listing of 10).
+    """
+    if scenario == "list10":
+        method, path, body = b"GET", b"messages?limit=10&echo=true", b""
+    else:
+        method, path, body = b"POST", b"claims?limit=10", CLAIM_BODY
+    return (
+        b"%s /v2/queues/%s/%s HTTP/1.1\r\n"
+        b"Host: %s\r\n"
+        b"X-Project-ID: %s\r\n"
+        b"Client-ID: %s\r\n"
+        b"Accept: application/json\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n"
+        % (
+            method,
+            queue.encode(),
+            path,
+            host.encode(),
+            PROJECT.encode(),
+            CLIENT_ID.encode(),
+            len(body),
+        )
+    ) + body
+
+
+class BulkDeleter(Poster):
+    """
+    A connection that claims, then deletes what it claimed with one
+    C{DELETE .../messages?ids=...}, and counts the pair as one request.
+    """
+
+    queue = ""
+    claimed = False
+
+    def send(self) -> None:
+        if self.claimed:
+            return
+        super().send()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end]
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(self.buffer) < end + 4 + length:
+            return
+        body = self.buffer[end + 4 : end + 4 + length]
+        self.buffer = self.buffer[end + 4 + length :]
+        if not self.claimed and head[9:12] == b"201":
+            import json
+
+            ids = [m["id"] for m in json.loads(body)["messages"]]
+            self.claimed = True
+            self.output(
+                b"DELETE /v2/queues/%s/messages?ids=%s HTTP/1.1\r\n"
+                b"Host: 127.0.0.1:8888\r\nX-Project-ID: %s\r\n"
+                b"Client-ID: %s\r\nContent-Length: 0\r\n\r\n"
+                % (
+                    self.queue.encode(),
+                    ",".join(ids).encode(),
+                    PROJECT.encode(),
+                    CLIENT_ID.encode(),
+                )
+            )
+            return
+        self.claimed = False
+        # The pair answered: 201 then 204 count as one success.
+        self.round.answered(b"201" if head[9:12] == b"204" else head[9:12])
+        reactor.callLater(0, self.send)
+
+
+async def fillRead(site, scenario: str, index: int, count: int, o) -> None:
+    """
+    Fill the queue of a read scenario's round with posts of 10: enough for
+    every claim of 10 to take 10, or 200 messages to list.
+    """
+    queue = f"{scenario}-{index}"
+    posts = 20 if scenario == "list10" else count + o.concurrency
+    fill = Round(postRequest(queue, 10), posts, o.concurrency)
+    fill.startInMemory(site)
+    await fill.done
+
+
+async def measureRead(site, port, scenario: str, index: int, count: int, o) -> dict:
+    """
+    One round of a read scenario on its queue, filled by L{fillRead}.
+    """
+    queue = f"{scenario}-{index}"
+    r = Round(readRequest(scenario, queue), count, o.concurrency)
+    expected = b"200" if scenario == "list10" else b"201"
+    wall = time.perf_counter()
+    cpu = time.process_time()
+    reactorCPU = time.thread_time()
+    if scenario == "claimbulk10":
+        startBulk(r, site, queue)
+    elif o.mode == "transport":
+        r.startInMemory(site)
+    else:
+        r.startSockets(port)
+    statuses = await r.done
+    reactorCPU = time.thread_time() - reactorCPU
+    cpu = time.process_time() - cpu
+    wall = time.perf_counter() - wall
+    if set(statuses) != {expected}:
+        raise RuntimeError(f"unexpected answers: {statuses}")
+    return {
+        "scenario": scenario,
+        "cpu_us": cpu / count * 1e6,
+        "reactor_us": reactorCPU / count * 1e6,
+        "req_s": count / wall,
+        "messages": 10,
+    }
+
+
+def startBulk(r: Round, site, queue: str) -> None:
+    """
+    Start C{r}'s connections as claim + bulk delete pairs, in memory.
+    """
+    for _ in range(r.open):
+        client = BulkDeleter(r)
+        client.queue = queue
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = InMemory(client)
+        client.output = channel.dataReceived  # type: ignore[method-assign]
+        client.transport = transport
+        r.clients.append(channel)
+        channel.makeConnection(transport)
+        reactor.callLater(0, client.connectionMade)
+
+
 async def main(o) -> None:
     directory = tempfile.mkdtemp(prefix="marconi-postcost-", dir=o.data_dir)
     try:
@@ -333,14 +484,20 @@ async def main(o) -> None:
         profiles = Profiles(o.profile) if o.profile else None
         results: dict = {s: [] for s in scenarios}
         for s in scenarios:
-            await measure(site, port.getHost().port, s, -1, o.warmup, o)
+            run = measureRead if s in READS else measure
+            if s in READS:
+                await fillRead(site, s, -1, o.warmup, o)
+            await run(site, port.getHost().port, s, -1, o.warmup, o)
         for index in range(o.repeat):
             for s in scenarios:
+                run = measureRead if s in READS else measure
+                if s in READS:
+                    await fillRead(site, s, index, o.requests, o)
                 if profiles is not None:
                     profiles.on = True
                     profiles.reactor.enable()
                 results[s].append(
-                    await measure(site, port.getHost().port, s, index, o.requests, o)
+                    await run(site, port.getHost().port, s, index, o.requests, o)
                 )
                 if profiles is not None:
                     profiles.reactor.disable()
