@@ -35,6 +35,7 @@ import json
 import sqlite3
 import threading
 from collections import deque
+from operator import itemgetter
 from os import urandom
 from queue import SimpleQueue
 from typing import Any, Callable, Optional, Sequence
@@ -1006,13 +1007,15 @@ class SQLiteStore(StoreEvents, Service):
         *,
         durability: Optional[str] = None,
     ) -> Any:
+        if spec.maxClaimCount is None or not spec.deadLetterQueue:
+            # rules.goesToDeadLetter holds for no message: every claimable
+            # row is claimed, in one statement.
+            return self._run(
+                _claimRows, project, queue, spec, now, durability=durability
+            )
         moved: list = []
 
         def work(c: sqlite3.Connection) -> Optional[Claim]:
-            if spec.maxClaimCount is None or not spec.deadLetterQueue:
-                # rules.goesToDeadLetter holds for no message: every
-                # claimable row is claimed, in one statement.
-                return _claimRows(c, project, queue, spec, now)
             candidates = self._claimable(c, project, queue, spec.limit, spec.tags, now)
             claimable = []
             for message in candidates:
@@ -1349,7 +1352,7 @@ def _importQueue(
 _CLAIM_ROWS = (
     "UPDATE messages SET claim_id = :claim, claim_expires = :claimExpires, "
     "claim_count = claim_count + 1 WHERE seq IN ("
-    "{select} ORDER BY marker LIMIT :limit) RETURNING seq, {columns}"
+    "{select} ORDER BY marker LIMIT :limit) RETURNING {columns}, seq"
 )
 
 
@@ -1392,17 +1395,18 @@ def _claimRows(
     rows = c.execute(sql, params).fetchall()
     if not rows:
         return None
-    rows.sort(key=lambda row: row[1])
+    # RETURNING gives no order: the claim's messages are in marker order.
+    rows.sort(key=itemgetter(0))
     # A message lives at least the claim's grace beyond the claim.
     least = claimExpires + spec.grace
-    short = [row[0] for row in rows if row[6] < least]
+    short = [row[-1] for row in rows if row[5] < least]
     if short:
         c.execute(
             "UPDATE messages SET expires = ? "
             f"WHERE seq IN ({','.join('?' * len(short))})",
             (least, *short),
         )
-        rows = [row if row[6] >= least else (*row[:6], least, *row[7:]) for row in rows]
+        rows = [row if row[5] >= least else (*row[:5], least, *row[6:]) for row in rows]
     c.execute(
         "INSERT INTO claims (project, queue, id, ttl, grace, updated, expires) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -1414,7 +1418,7 @@ def _claimRows(
         grace=spec.grace,
         updated=now,
         expires=claimExpires,
-        messages=[_message(row[1:]) for row in rows],
+        messages=[_message(row) for row in rows],
     )
 
 
