@@ -62,6 +62,7 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from typing import Optional  # noqa: E402
 
 
 def _parse(argv: list) -> argparse.Namespace:
@@ -169,23 +170,33 @@ class Poster(Protocol):
     def output(self, data: bytes) -> None:
         self.transport.write(data)
 
+    def answer(self) -> Optional[tuple]:
+        """
+        The next complete answer in the buffer, taken out of it, as
+        C{(head, body)}; or L{None}.
+        """
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = self.buffer[:end]
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(self.buffer) < end + 4 + length:
+            return None
+        body = self.buffer[end + 4 : end + 4 + length]
+        self.buffer = self.buffer[end + 4 + length :]
+        return head, body
+
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
         while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
+            answer = self.answer()
+            if answer is None:
                 return
-            head = self.buffer[:end]
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(self.buffer) < end + 4 + length:
-                return
-            status = head[9:12]
-            self.buffer = self.buffer[end + 4 + length :]
-            self.round.answered(status)
+            self.round.answered(answer[0][9:12])
             reactor.callLater(0, self.send)
 
 
@@ -230,9 +241,13 @@ class Round:
         if self.open == 0:
             self.done.callback(self.statuses)
 
-    def startInMemory(self, site) -> None:
+    def startInMemory(self, site, make=None) -> None:
+        """
+        Start the round's connections in memory; C{make} makes each
+        connection's client from the round (by default a L{Poster}).
+        """
         for _ in range(self.open):
-            client = Poster(self)
+            client = (make or Poster)(self)
             channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
             transport = InMemory(client)
             client.output = channel.dataReceived  # type: ignore[method-assign]
@@ -308,25 +323,35 @@ async def measure(site, port, scenario: str, index: int, count: int, o) -> dict:
     perRequest = int(scenario[len("post") :])
     request = postRequest(queue, perRequest)
     r = Round(request, count, o.concurrency)
+    return await timed(r, site, port, o, b"201", scenario, perRequest)
+
+
+async def timed(r, site, port, o, expected, scenario, messages, make=None) -> dict:
+    """
+    Run the round C{r}, every answer of which must be C{expected}, and
+    measure it; C{make} makes its in-memory clients (see
+    L{Round.startInMemory}).
+    """
+    count = r.left
     wall = time.perf_counter()
     cpu = time.process_time()
     reactorCPU = time.thread_time()
-    if o.mode == "transport":
-        r.startInMemory(site)
+    if o.mode == "transport" or make is not None:
+        r.startInMemory(site, make)
     else:
         r.startSockets(port)
     statuses = await r.done
     reactorCPU = time.thread_time() - reactorCPU
     cpu = time.process_time() - cpu
     wall = time.perf_counter() - wall
-    if set(statuses) != {b"201"}:
+    if set(statuses) != {expected}:
         raise RuntimeError(f"unexpected answers: {statuses}")
     return {
         "scenario": scenario,
         "cpu_us": cpu / count * 1e6,
         "reactor_us": reactorCPU / count * 1e6,
         "req_s": count / wall,
-        "messages": perRequest,
+        "messages": messages,
     }
 
 
@@ -368,8 +393,11 @@ class BulkDeleter(Poster):
     C{DELETE .../messages?ids=...}, and counts the pair as one request.
     """
 
-    queue = ""
     claimed = False
+
+    def __init__(self, round: "Round", queue: str) -> None:
+        super().__init__(round)
+        self.queue = queue
 
     def send(self) -> None:
         if self.claimed:
@@ -378,19 +406,10 @@ class BulkDeleter(Poster):
 
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
+        answer = self.answer()
+        if answer is None:
             return
-        head = self.buffer[:end]
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if len(self.buffer) < end + 4 + length:
-            return
-        body = self.buffer[end + 4 : end + 4 + length]
-        self.buffer = self.buffer[end + 4 + length :]
+        head, body = answer
         if not self.claimed and head[9:12] == b"201":
             import json
 
@@ -433,44 +452,10 @@ async def measureRead(site, port, scenario: str, index: int, count: int, o) -> d
     queue = f"{scenario}-{index}"
     r = Round(readRequest(scenario, queue), count, o.concurrency)
     expected = b"200" if scenario == "list10" else b"201"
-    wall = time.perf_counter()
-    cpu = time.process_time()
-    reactorCPU = time.thread_time()
+    make = None
     if scenario == "claimbulk10":
-        startBulk(r, site, queue)
-    elif o.mode == "transport":
-        r.startInMemory(site)
-    else:
-        r.startSockets(port)
-    statuses = await r.done
-    reactorCPU = time.thread_time() - reactorCPU
-    cpu = time.process_time() - cpu
-    wall = time.perf_counter() - wall
-    if set(statuses) != {expected}:
-        raise RuntimeError(f"unexpected answers: {statuses}")
-    return {
-        "scenario": scenario,
-        "cpu_us": cpu / count * 1e6,
-        "reactor_us": reactorCPU / count * 1e6,
-        "req_s": count / wall,
-        "messages": 10,
-    }
-
-
-def startBulk(r: Round, site, queue: str) -> None:
-    """
-    Start C{r}'s connections as claim + bulk delete pairs, in memory.
-    """
-    for _ in range(r.open):
-        client = BulkDeleter(r)
-        client.queue = queue
-        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = InMemory(client)
-        client.output = channel.dataReceived  # type: ignore[method-assign]
-        client.transport = transport
-        r.clients.append(channel)
-        channel.makeConnection(transport)
-        reactor.callLater(0, client.connectionMade)
+        make = lambda r: BulkDeleter(r, queue)  # noqa: E731
+    return await timed(r, site, port, o, expected, scenario, 10, make)
 
 
 async def main(o) -> None:

@@ -1031,11 +1031,6 @@ class SQLiteStore(StoreEvents, Service):
             held = [
                 rules.claimed(m, claimId, claimExpires, spec.grace) for m in claimable
             ]
-            c.execute(
-                "INSERT INTO claims (project, queue, id, ttl, grace, updated, expires) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (project, queue, claimId, spec.ttl, spec.grace, now, claimExpires),
-            )
             c.executemany(
                 "UPDATE messages SET claim_id = ?, claim_expires = ?, "
                 "claim_count = ?, expires = ? "
@@ -1046,14 +1041,7 @@ class SQLiteStore(StoreEvents, Service):
                     for m in held
                 ],
             )
-            return Claim(
-                id=claimId,
-                ttl=spec.ttl,
-                grace=spec.grace,
-                updated=now,
-                expires=claimExpires,
-                messages=held,
-            )
+            return _recordClaim(c, project, queue, claimId, spec, now, held)
 
         def committed(claim: Optional[Claim]) -> Optional[Claim]:
             self._report("dead_lettered", len(moved), project, queue)
@@ -1407,18 +1395,36 @@ def _claimRows(
             (least, *short),
         )
         rows = [row if row[5] >= least else (*row[:5], least, *row[6:]) for row in rows]
+    messages = [_message(row) for row in rows]
+    return _recordClaim(c, project, queue, claimId, spec, now, messages)
+
+
+def _recordClaim(
+    c: sqlite3.Connection,
+    project: str,
+    queue: str,
+    claimId: str,
+    spec: ClaimSpec,
+    now: float,
+    messages: list,
+) -> Claim:
+    """
+    Store the claim C{claimId} made at C{now} for C{spec}, holding
+    C{messages}, in the caller's transaction.
+    """
+    expires = now + spec.ttl
     c.execute(
         "INSERT INTO claims (project, queue, id, ttl, grace, updated, expires) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (project, queue, claimId, spec.ttl, spec.grace, now, claimExpires),
+        (project, queue, claimId, spec.ttl, spec.grace, now, expires),
     )
     return Claim(
         id=claimId,
         ttl=spec.ttl,
         grace=spec.grace,
         updated=now,
-        expires=claimExpires,
-        messages=[_message(row) for row in rows],
+        expires=expires,
+        messages=messages,
     )
 
 
