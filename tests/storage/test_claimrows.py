@@ -12,6 +12,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from marconi.core.models import ClaimSpec
+from marconi.storage.sqlite import store as sqliteStore
 from marconi.storage.sqlite.store import SQLiteStore
 from tests.storage.contract import T0, msg, query, spec
 
@@ -111,3 +112,14 @@ class ClaimRowsTests(TestCase):
             [m.id for m in second.messages][:2], [m.id for m in first.messages]
         )
         self.assertEqual([m.claimCount for m in second.messages], [2, 2, 1])
+
+
+class ClaimRowsWithoutReturningTests(ClaimRowsTests):
+    """
+    The same claims on a SQLite older than 3.35 (no C{RETURNING}), which
+    reads the rows and updates each.
+    """
+
+    def setUp(self) -> None:
+        self.patch(sqliteStore, "_RETURNING", False)
+        super().setUp()

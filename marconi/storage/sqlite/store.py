@@ -1007,7 +1007,8 @@ class SQLiteStore(StoreEvents, Service):
         *,
         durability: Optional[str] = None,
     ) -> Any:
-        if spec.maxClaimCount is None or not spec.deadLetterQueue:
+        deadLetters = spec.maxClaimCount is not None and spec.deadLetterQueue
+        if _RETURNING and not deadLetters:
             # rules.goesToDeadLetter holds for no message: every claimable
             # row is claimed, in one statement.
             return self._run(
@@ -1026,7 +1027,7 @@ class SQLiteStore(StoreEvents, Service):
                     claimable.append(message)
             if not claimable:
                 return None
-            claimId = newId()
+            claimId = _claimId(now)
             claimExpires = now + spec.ttl
             held = [
                 rules.claimed(m, claimId, claimExpires, spec.grace) for m in claimable
@@ -1342,6 +1343,11 @@ _CLAIM_ROWS = (
     "claim_count = claim_count + 1 WHERE seq IN ("
     "{select} ORDER BY marker LIMIT :limit) RETURNING {columns}, seq"
 )
+
+
+# Whether this SQLite runs UPDATE ... RETURNING (3.35 and later); an older
+# one claims with a read and an update of each row.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
 def _claimId(now: float) -> str:
