@@ -1341,7 +1341,10 @@ def _importQueue(
 _CLAIM_ROWS = (
     "UPDATE messages SET claim_id = :claim, claim_expires = :claimExpires, "
     "claim_count = claim_count + 1 WHERE seq IN ("
-    "{select} ORDER BY marker LIMIT :limit) RETURNING {columns}, seq"
+    + _CLAIMABLE_SELECT.replace(_COLUMNS, "seq", 1)
+    + "{filter} ORDER BY marker LIMIT :limit) RETURNING "
+    + _COLUMNS
+    + ", seq"
 )
 
 
@@ -1382,10 +1385,7 @@ def _claimRows(
         "claimExpires": claimExpires,
     }
     c.execute(_UNCLAIM_ENDED, params)
-    select = _CLAIMABLE_SELECT.replace(_COLUMNS, "seq", 1)
-    sql = _CLAIM_ROWS.format(
-        select=select + _tagFilter(spec.tags, params), columns=_COLUMNS
-    )
+    sql = _CLAIM_ROWS.format(filter=_tagFilter(spec.tags, params))
     rows = c.execute(sql, params).fetchall()
     if not rows:
         return None
