@@ -128,9 +128,15 @@ def messages(n: int) -> bytes:
 
 
 def postRequest(queue: str, count: int, host: str = "127.0.0.1:8888") -> bytes:
-    body = messages(count)
+    return request(b"POST", queue, b"messages", messages(count), host)
+
+
+def request(method: bytes, queue: str, path: bytes, body: bytes, host: str) -> bytes:
+    """
+    A request of the bench's client for C{/v2/queues/QUEUE/PATH}.
+    """
     return (
-        b"POST /v2/queues/%s/messages HTTP/1.1\r\n"
+        b"%s /v2/queues/%s/%s HTTP/1.1\r\n"
         b"Host: %s\r\n"
         b"X-Project-ID: %s\r\n"
         b"Client-ID: %s\r\n"
@@ -138,7 +144,9 @@ def postRequest(queue: str, count: int, host: str = "127.0.0.1:8888") -> bytes:
         b"Content-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n"
         % (
+            method,
             queue.encode(),
+            path,
             host.encode(),
             PROJECT.encode(),
             CLIENT_ID.encode(),
@@ -367,24 +375,7 @@ def readRequest(scenario: str, queue: str, host: str = "127.0.0.1:8888") -> byte
         method, path, body = b"GET", b"messages?limit=10&echo=true", b""
     else:
         method, path, body = b"POST", b"claims?limit=10", CLAIM_BODY
-    return (
-        b"%s /v2/queues/%s/%s HTTP/1.1\r\n"
-        b"Host: %s\r\n"
-        b"X-Project-ID: %s\r\n"
-        b"Client-ID: %s\r\n"
-        b"Accept: application/json\r\n"
-        b"Content-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n"
-        % (
-            method,
-            queue.encode(),
-            path,
-            host.encode(),
-            PROJECT.encode(),
-            CLIENT_ID.encode(),
-            len(body),
-        )
-    ) + body
+    return request(method, queue, path, body, host)
 
 
 class BulkDeleter(Poster):
