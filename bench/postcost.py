@@ -14,6 +14,14 @@ thread and the SQLite thread) per request with L{time.process_time}::
     python bench/postcost.py --scenarios post10 --profile /tmp/post10
     python bench/postcost.py --mode socket          # real loopback sockets
     python bench/postcost.py --sql --root /tmp/before   # the SQLite part alone
+    python bench/postcost.py --scenarios claim10,list10,claimbulk10
+
+C{claim10} claims 10 messages (C{POST .../claims?limit=10}),
+C{list10} lists 10 (C{GET .../messages?limit=10&echo=true}) and
+C{claimbulk10} claims 10 and deletes them with one
+C{DELETE .../messages?ids=...} (a request pair counted as one); their
+queues are filled with posts of 10 before each round, outside the
+measurement (see L{measureRead}).
 
 C{--mode transport} (the default) hands the request bytes to each
 connection's HTTP channel through an in-memory transport, so the cost is
@@ -54,6 +62,7 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from typing import Optional  # noqa: E402
 
 
 def _parse(argv: list) -> argparse.Namespace:
@@ -119,9 +128,15 @@ def messages(n: int) -> bytes:
 
 
 def postRequest(queue: str, count: int, host: str = "127.0.0.1:8888") -> bytes:
-    body = messages(count)
+    return request(b"POST", queue, b"messages", messages(count), host)
+
+
+def request(method: bytes, queue: str, path: bytes, body: bytes, host: str) -> bytes:
+    """
+    A request of the bench's client for C{/v2/queues/QUEUE/PATH}.
+    """
     return (
-        b"POST /v2/queues/%s/messages HTTP/1.1\r\n"
+        b"%s /v2/queues/%s/%s HTTP/1.1\r\n"
         b"Host: %s\r\n"
         b"X-Project-ID: %s\r\n"
         b"Client-ID: %s\r\n"
@@ -129,7 +144,9 @@ def postRequest(queue: str, count: int, host: str = "127.0.0.1:8888") -> bytes:
         b"Content-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n"
         % (
+            method,
             queue.encode(),
+            path,
             host.encode(),
             PROJECT.encode(),
             CLIENT_ID.encode(),
@@ -161,23 +178,33 @@ class Poster(Protocol):
     def output(self, data: bytes) -> None:
         self.transport.write(data)
 
+    def answer(self) -> Optional[tuple]:
+        """
+        The next complete answer in the buffer, taken out of it, as
+        C{(head, body)}; or L{None}.
+        """
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = self.buffer[:end]
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(self.buffer) < end + 4 + length:
+            return None
+        body = self.buffer[end + 4 : end + 4 + length]
+        self.buffer = self.buffer[end + 4 + length :]
+        return head, body
+
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
         while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
+            answer = self.answer()
+            if answer is None:
                 return
-            head = self.buffer[:end]
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(self.buffer) < end + 4 + length:
-                return
-            status = head[9:12]
-            self.buffer = self.buffer[end + 4 + length :]
-            self.round.answered(status)
+            self.round.answered(answer[0][9:12])
             reactor.callLater(0, self.send)
 
 
@@ -222,9 +249,13 @@ class Round:
         if self.open == 0:
             self.done.callback(self.statuses)
 
-    def startInMemory(self, site) -> None:
+    def startInMemory(self, site, make=None) -> None:
+        """
+        Start the round's connections in memory; C{make} makes each
+        connection's client from the round (by default a L{Poster}).
+        """
         for _ in range(self.open):
-            client = Poster(self)
+            client = (make or Poster)(self)
             channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
             transport = InMemory(client)
             client.output = channel.dataReceived  # type: ignore[method-assign]
@@ -300,26 +331,122 @@ async def measure(site, port, scenario: str, index: int, count: int, o) -> dict:
     perRequest = int(scenario[len("post") :])
     request = postRequest(queue, perRequest)
     r = Round(request, count, o.concurrency)
+    return await timed(r, site, port, o, b"201", scenario, perRequest)
+
+
+async def timed(r, site, port, o, expected, scenario, messages, make=None) -> dict:
+    """
+    Run the round C{r}, every answer of which must be C{expected}, and
+    measure it; C{make} makes its in-memory clients (see
+    L{Round.startInMemory}).
+    """
+    count = r.left
     wall = time.perf_counter()
     cpu = time.process_time()
     reactorCPU = time.thread_time()
-    if o.mode == "transport":
-        r.startInMemory(site)
+    if o.mode == "transport" or make is not None:
+        r.startInMemory(site, make)
     else:
         r.startSockets(port)
     statuses = await r.done
     reactorCPU = time.thread_time() - reactorCPU
     cpu = time.process_time() - cpu
     wall = time.perf_counter() - wall
-    if set(statuses) != {b"201"}:
+    if set(statuses) != {expected}:
         raise RuntimeError(f"unexpected answers: {statuses}")
     return {
         "scenario": scenario,
         "cpu_us": cpu / count * 1e6,
         "reactor_us": reactorCPU / count * 1e6,
         "req_s": count / wall,
-        "messages": perRequest,
+        "messages": messages,
     }
+
+
+CLAIM_BODY = b'{"ttl": 300, "grace": 60}'
+READS = ("claim10", "list10", "claimbulk10")
+
+
+def readRequest(scenario: str, queue: str, host: str = "127.0.0.1:8888") -> bytes:
+    """
+    The request of a read scenario (a claim or a listing of 10).
+    """
+    if scenario == "list10":
+        method, path, body = b"GET", b"messages?limit=10&echo=true", b""
+    else:
+        method, path, body = b"POST", b"claims?limit=10", CLAIM_BODY
+    return request(method, queue, path, body, host)
+
+
+class BulkDeleter(Poster):
+    """
+    A connection that claims, then deletes what it claimed with one
+    C{DELETE .../messages?ids=...}, and counts the pair as one request.
+    """
+
+    claimed = False
+
+    def __init__(self, round: "Round", queue: str) -> None:
+        super().__init__(round)
+        self.queue = queue
+
+    def send(self) -> None:
+        if self.claimed:
+            return
+        super().send()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        answer = self.answer()
+        if answer is None:
+            return
+        head, body = answer
+        if not self.claimed and head[9:12] == b"201":
+            import json
+
+            ids = [m["id"] for m in json.loads(body)["messages"]]
+            self.claimed = True
+            self.output(
+                b"DELETE /v2/queues/%s/messages?ids=%s HTTP/1.1\r\n"
+                b"Host: 127.0.0.1:8888\r\nX-Project-ID: %s\r\n"
+                b"Client-ID: %s\r\nContent-Length: 0\r\n\r\n"
+                % (
+                    self.queue.encode(),
+                    ",".join(ids).encode(),
+                    PROJECT.encode(),
+                    CLIENT_ID.encode(),
+                )
+            )
+            return
+        self.claimed = False
+        # The pair answered: 201 then 204 count as one success.
+        self.round.answered(b"201" if head[9:12] == b"204" else head[9:12])
+        reactor.callLater(0, self.send)
+
+
+async def fillRead(site, scenario: str, index: int, count: int, o) -> None:
+    """
+    Fill the queue of a read scenario's round with posts of 10: enough for
+    every claim of 10 to take 10, or 200 messages to list.
+    """
+    queue = f"{scenario}-{index}"
+    posts = 20 if scenario == "list10" else count + o.concurrency
+    fill = Round(postRequest(queue, 10), posts, o.concurrency)
+    fill.startInMemory(site)
+    await fill.done
+
+
+async def measureRead(site, port, scenario: str, index: int, count: int, o) -> dict:
+    """
+    One round of a read scenario on its queue, filled by L{fillRead}.
+    """
+    queue = f"{scenario}-{index}"
+    r = Round(readRequest(scenario, queue), count, o.concurrency)
+    expected = b"200" if scenario == "list10" else b"201"
+    make = None
+    if scenario == "claimbulk10":
+        make = lambda r: BulkDeleter(r, queue)  # noqa: E731
+    return await timed(r, site, port, o, expected, scenario, 10, make)
 
 
 async def main(o) -> None:
@@ -333,14 +460,20 @@ async def main(o) -> None:
         profiles = Profiles(o.profile) if o.profile else None
         results: dict = {s: [] for s in scenarios}
         for s in scenarios:
-            await measure(site, port.getHost().port, s, -1, o.warmup, o)
+            run = measureRead if s in READS else measure
+            if s in READS:
+                await fillRead(site, s, -1, o.warmup, o)
+            await run(site, port.getHost().port, s, -1, o.warmup, o)
         for index in range(o.repeat):
             for s in scenarios:
+                run = measureRead if s in READS else measure
+                if s in READS:
+                    await fillRead(site, s, index, o.requests, o)
                 if profiles is not None:
                     profiles.on = True
                     profiles.reactor.enable()
                 results[s].append(
-                    await measure(site, port.getHost().port, s, index, o.requests, o)
+                    await run(site, port.getHost().port, s, index, o.requests, o)
                 )
                 if profiles is not None:
                     profiles.reactor.disable()

@@ -651,7 +651,7 @@ class Messaging:
     async def _readableClaim(
         self, project: str, queue: str, claim: Optional[Claim]
     ) -> Optional[Claim]:
-        if claim is None or not claim.messages:
+        if claim is None or not any(isEnvelope(m.body) for m in claim.messages):
             return claim
         messages = await self._readable(project, queue, claim.messages)
         return replace(claim, messages=tuple(messages))

@@ -292,6 +292,19 @@ class _SequentialIds:
         return f"id{self.count:04d}"
 
 
+def _takingFrom(ids: _SequentialIds, taken: list) -> Any:
+    """
+    A stand-in for the SQLite store's C{_claimId}: the next id of C{ids},
+    noted in C{taken}.
+    """
+
+    def claimId(now: float) -> str:
+        taken.append(now)
+        return ids()
+
+    return claimId
+
+
 class _SynchronousSQLiteStore(SQLiteStore):
     """
     The SQLite store with each call run at once on the calling thread, in
@@ -376,10 +389,22 @@ class _StoresAgree(RuleBasedStateMachine):
         ):
             original = module.newId
             module.newId = self.ids[module]  # type: ignore[attr-defined]
+            # The SQLite store's claim ids are ordered by time (its
+            # _claimId): here they come from the same sequence.  It takes
+            # one before it knows whether anything is claimable; when
+            # nothing was, the id goes back, as the memory store takes none.
+            claimIds = getattr(module, "_claimId", None)
+            taken: list = []
+            if claimIds is not None:
+                module._claimId = _takingFrom(self.ids[module], taken)  # type: ignore
             try:
                 answers.append(_outcome(getattr(store, name)(*args)))
             finally:
                 module.newId = original  # type: ignore[attr-defined]
+                if claimIds is not None:
+                    module._claimId = claimIds  # type: ignore
+            if taken and not answers[-1]:
+                self.ids[module].count -= 1
         expected, actual = answers
         assert actual == expected, (name, args, expected, actual)
         events = self.events[self.sqlite], self.events[self.memory]

@@ -35,6 +35,8 @@ import json
 import sqlite3
 import threading
 from collections import deque
+from operator import itemgetter
+from os import urandom
 from queue import SimpleQueue
 from typing import Any, Callable, Optional, Sequence
 
@@ -1043,6 +1045,13 @@ class SQLiteStore(StoreEvents, Service):
         *,
         durability: Optional[str] = None,
     ) -> Any:
+        deadLetters = spec.maxClaimCount is not None and spec.deadLetterQueue
+        if _RETURNING and not deadLetters:
+            # rules.goesToDeadLetter holds for no message: every claimable
+            # row is claimed, in one statement.
+            return self._run(
+                _claimRows, project, queue, spec, now, durability=durability
+            )
         moved: list = []
 
         def work(c: sqlite3.Connection) -> Optional[Claim]:
@@ -1056,16 +1065,11 @@ class SQLiteStore(StoreEvents, Service):
                     claimable.append(message)
             if not claimable:
                 return None
-            claimId = newId()
+            claimId = _claimId(now)
             claimExpires = now + spec.ttl
             held = [
                 rules.claimed(m, claimId, claimExpires, spec.grace) for m in claimable
             ]
-            c.execute(
-                "INSERT INTO claims (project, queue, id, ttl, grace, updated, expires) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (project, queue, claimId, spec.ttl, spec.grace, now, claimExpires),
-            )
             c.executemany(
                 "UPDATE messages SET claim_id = ?, claim_expires = ?, "
                 "claim_count = ?, expires = ? "
@@ -1076,14 +1080,7 @@ class SQLiteStore(StoreEvents, Service):
                     for m in held
                 ],
             )
-            return Claim(
-                id=claimId,
-                ttl=spec.ttl,
-                grace=spec.grace,
-                updated=now,
-                expires=claimExpires,
-                messages=held,
-            )
+            return _recordClaim(c, project, queue, claimId, spec, now, held)
 
         def committed(claim: Optional[Claim]) -> Optional[Claim]:
             self._report("dead_lettered", len(moved), project, queue)
@@ -1388,6 +1385,108 @@ def _importQueue(
                 [(cursor.lastrowid, tag) for tag in m.tags],
             )
     _count(c, project, name, change)
+
+
+# Takes the oldest claimable rows (_CLAIMABLE_SELECT, with a tag filter
+# and a limit) for a claim, and returns them as the claim holds them.  The
+# rows are named by a subquery that SQLite runs to its end before it
+# changes a row, so the claim sees one consistent set.  The messages'
+# expiry is left alone here (see _claimRows): naming it would rewrite
+# every claimed row's entry in messages_by_expiry.
+_CLAIM_ROWS = (
+    "UPDATE messages SET claim_id = :claim, claim_expires = :claimExpires, "
+    "claim_count = claim_count + 1 WHERE seq IN ("
+    + _CLAIMABLE_SELECT.replace(_COLUMNS, "seq", 1)
+    + "{filter} ORDER BY marker LIMIT :limit) RETURNING "
+    + _COLUMNS
+    + ", seq"
+)
+
+
+# Whether this SQLite runs UPDATE ... RETURNING (3.35 and later); an older
+# one claims with a read and an update of each row.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+def _claimId(now: float) -> str:
+    """
+    A new claim id: 128 bits like L{newId}, of which the first 48 count
+    the milliseconds of C{now} and the other 80 are random.  Claims made
+    one after the other then have neighbouring ids, so their rows in the
+    claims table and in messages_by_claim go to the same few pages
+    instead of a new page each.
+    """
+    return "%012x%s" % (int(now * 1000) & 0xFFFFFFFFFFFF, urandom(10).hex())
+
+
+def _claimRows(
+    c: sqlite3.Connection, project: str, queue: str, spec: ClaimSpec, now: float
+) -> Optional[Claim]:
+    """
+    Claim the oldest claimable messages of a queue for C{spec}, none of
+    which goes to a dead letter queue (L{rules.claimed} for each), in the
+    caller's transaction.
+
+    @return: the claim, or L{None} when nothing was claimable.
+    """
+    claimId = _claimId(now)
+    claimExpires = now + spec.ttl
+    params: dict[str, Any] = {
+        "project": project,
+        "queue": queue,
+        "now": now,
+        "limit": spec.limit,
+        "claim": claimId,
+        "claimExpires": claimExpires,
+    }
+    c.execute(_UNCLAIM_ENDED, params)
+    sql = _CLAIM_ROWS.format(filter=_tagFilter(spec.tags, params))
+    rows = c.execute(sql, params).fetchall()
+    if not rows:
+        return None
+    # RETURNING gives no order: the claim's messages are in marker order.
+    rows.sort(key=itemgetter(0))
+    # A message lives at least the claim's grace beyond the claim.
+    least = claimExpires + spec.grace
+    short = [row[-1] for row in rows if row[5] < least]
+    if short:
+        c.execute(
+            "UPDATE messages SET expires = ? "
+            f"WHERE seq IN ({','.join('?' * len(short))})",
+            (least, *short),
+        )
+        rows = [row if row[5] >= least else (*row[:5], least, *row[6:]) for row in rows]
+    messages = [_message(row) for row in rows]
+    return _recordClaim(c, project, queue, claimId, spec, now, messages)
+
+
+def _recordClaim(
+    c: sqlite3.Connection,
+    project: str,
+    queue: str,
+    claimId: str,
+    spec: ClaimSpec,
+    now: float,
+    messages: list,
+) -> Claim:
+    """
+    Store the claim C{claimId} made at C{now} for C{spec}, holding
+    C{messages}, in the caller's transaction.
+    """
+    expires = now + spec.ttl
+    c.execute(
+        "INSERT INTO claims (project, queue, id, ttl, grace, updated, expires) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (project, queue, claimId, spec.ttl, spec.grace, now, expires),
+    )
+    return Claim(
+        id=claimId,
+        ttl=spec.ttl,
+        grace=spec.grace,
+        updated=now,
+        expires=expires,
+        messages=messages,
+    )
 
 
 def _purge(c: sqlite3.Connection, project: str, queue: str) -> int:
