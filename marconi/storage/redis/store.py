@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import deque
 from typing import Any, Iterable, Optional, Sequence
 
 import txredisapi
@@ -305,7 +306,91 @@ class _Protocol(txredisapi.RedisProtocol):
     calls, which made it the driver's largest cost for a batch post (68
     arguments).  Text is encoded with the connection's charset; any other
     value is sent as C{str(value)}, as the scripts expect their arguments.
+
+    L{send} is the store's way to run a command: txredisapi's
+    C{execute_command} makes three L{Deferred}s, four callbacks and a timer
+    of its own per command, a sizeable part of a listing's cost on the
+    node; L{send} makes one L{Deferred}, and one timer per connection
+    watches every command sent with it (see L{_check}).  Both take their
+    replies, in order, from txredisapi's reply queue, so they can be mixed
+    on one connection.
     """
+
+    #: The clock of the reply timeouts (the store's reactor).
+    clock: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (when sent, its Deferred) of the commands sent with send(),
+        # oldest first; an entry whose Deferred has fired (answered, or
+        # cancelled by its caller) is dropped when next looked at.
+        self._sent: deque = deque()
+        self._watchdog: Any = None
+
+    def send(self, *args: Any) -> Deferred:
+        """
+        Send one command.
+
+        @return: a L{Deferred} that fires with the reply, which is an
+            exception (not a failure) when the server answered with an
+            error, the connection was lost, or no reply came within the
+            reply timeout.  It has no canceller: cancelling it leaves its
+            place in the reply queue, and its reply is dropped.
+        @raise txredisapi.ConnectionError: the connection is not usable.
+        @raise txredisapi.InvalidData: an argument cannot be encoded.
+        """
+        if not self.connected:
+            raise txredisapi.ConnectionError("Not connected")
+        self.transport.write(self._build_command(*args))
+        d: Deferred = Deferred()
+        queue = self.replyQueue
+        if queue.pending:
+            d.callback(queue.pending.pop(0))
+        else:
+            queue.waiting.append(d)
+        if self.replyTimeout:
+            if self.clock is None:
+                from twisted.internet import reactor
+
+                self.clock = reactor
+            sent = self._sent
+            while sent and sent[0][1].called:
+                sent.popleft()
+            sent.append((self.clock.seconds(), d))
+            if self._watchdog is None:
+                self._watchdog = self.clock.callLater(self.replyTimeout, self._check)
+        return d
+
+    def _check(self) -> None:
+        """
+        The reply timer: when the oldest command L{send} sent that is still
+        waiting has waited C{replyTimeout}, fail every waiting command and
+        drop the connection, as txredisapi does for its own commands; else
+        look again when it will have.
+        """
+        self._watchdog = None
+        sent = self._sent
+        while sent and sent[0][1].called:
+            sent.popleft()
+        if not sent:
+            return
+        now = self.clock.seconds()
+        due = sent[0][0] + self.replyTimeout
+        if due > now:
+            self._watchdog = self.clock.callLater(due - now, self._check)
+            return
+        text = f"Not received Redis response in {self.replyTimeout} seconds"
+        while self.replyQueue.waiting:
+            self.replyQueue.put(txredisapi.TimeoutError(text))
+        self.transport.abortConnection()
+
+    def connectionLost(self, why: Any) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        # txredisapi answers every waiting command with ConnectionError.
+        super().connectionLost(why)
+        self._sent.clear()
 
     def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
         charset, errors = self.charset or "utf-8", self.errors
@@ -371,6 +456,7 @@ class _ProtocolFactory(Factory):
             username=self._location.username,
         )
         p.callLater = self._reactor.callLater
+        p.clock = self._reactor
         p.factory = self
         self._unusable += 1
         p.whenConnected().addCallback(self._usable)
@@ -605,7 +691,11 @@ class RedisStore(StoreEvents, Service):
         if conn is None:
             conn = await self._connection()
         try:
-            return await getattr(conn, method)(*args)
+            reply = await getattr(conn, method)(*args)
+            if isinstance(reply, Exception):
+                # _Protocol.send answers errors as values.
+                raise reply
+            return reply
         except CancelledError:
             raise
         except txredisapi.InvalidData as e:
@@ -657,7 +747,7 @@ class RedisStore(StoreEvents, Service):
         # The protocol's own EVALSHA adds callbacks of its script cache,
         # which these calls do not use; the command is sent as it is (the
         # encoder writes numbers as str() does).
-        command = "execute_command"
+        command = "send"
         try:
             return await self._call(command, "EVALSHA", sha, 0, *args, conn=conn)
         except txredisapi.ScriptDoesNotExist:
@@ -684,7 +774,7 @@ class RedisStore(StoreEvents, Service):
             loc = self._location
             acknowledged = int(
                 await self._call(
-                    "execute_command",
+                    "send",
                     "WAIT",
                     loc.replicas,
                     loc.replicaTimeout,
@@ -706,7 +796,7 @@ class RedisStore(StoreEvents, Service):
         C{conn} fsynced (C{WAITAOF 1 0}, bounded by the reply timeout).
         """
         local, _ = await self._call(
-            "execute_command", "WAITAOF", 1, 0, self._replyTimeoutMS(), conn=conn
+            "send", "WAITAOF", 1, 0, self._replyTimeoutMS(), conn=conn
         )
         if int(local) < 1:
             raise errors.StorageUnavailable(
