@@ -242,13 +242,13 @@ async def nodeRound(site, request: bytes, count: int, concurrency: int, want: by
     from bench.postcost import Round
 
     r = Round(request, count, concurrency)
-    before = time.process_time()
+    before = os.times()
     r.startInMemory(site)
     statuses = await r.done
-    used = time.process_time() - before
+    after = os.times()
     if set(statuses) != {want}:
         raise RuntimeError(f"unexpected answers: {statuses}")
-    return used
+    return after.user - before.user, after.system - before.system
 
 
 async def runNode(reactor, options):
@@ -267,8 +267,10 @@ async def runNode(reactor, options):
         "redis": f"redis://127.0.0.1:{port}/0",
         "sqlite": "sqlite:" + os.path.join(workdir, "node.sqlite"),
     }
+    storages = {name: storages[name] for name in options.stores.split(",")}
     nodes, sites = [], {}
     times: dict = {name: [] for name in storages}
+    kernel: dict = {name: [] for name in storages}
     redisTimes: list = []
     profiles = {name: cProfile.Profile(time.thread_time) for name in storages}
     request = listRequest("l10")
@@ -285,11 +287,12 @@ async def runNode(reactor, options):
                 server = serverCPU(redisPid)
                 if options.profile:
                     profiles[name].enable()
-                used = await nodeRound(
+                user, system = await nodeRound(
                     site, request, options.requests, options.concurrency, b"200"
                 )
                 profiles[name].disable()
-                times[name].append(1e6 * used / options.requests)
+                times[name].append(1e6 * (user + system) / options.requests)
+                kernel[name].append(1e6 * system / options.requests)
                 if name == "redis":
                     server = serverCPU(redisPid) - server
                     redisTimes.append(1e6 * server / options.requests)
@@ -306,9 +309,13 @@ async def runNode(reactor, options):
     for name, rows in times.items():
         print(
             f"{name:7} node CPU us/request: median {statistics.median(rows):7.1f} "
-            f"least {min(rows):7.1f}"
+            f"least {min(rows):7.1f} (kernel: median "
+            f"{statistics.median(kernel[name]):5.1f})"
         )
-    print(f"redis-server CPU us/request: median {statistics.median(redisTimes):.1f}")
+    if redisTimes:
+        print(
+            f"redis-server CPU us/request: median {statistics.median(redisTimes):.1f}"
+        )
     if options.profile:
         for name, profile in profiles.items():
             profile.dump_stats(f"{options.profile}.{name}.pstats")
@@ -332,6 +339,9 @@ def main():
     parser.add_argument("--requests", type=int, default=3000, help="with --node")
     parser.add_argument("--repeat", type=int, default=5, help="with --node")
     parser.add_argument("--profile", metavar="PREFIX", help="with --node")
+    parser.add_argument(
+        "--stores", default="redis,sqlite", help="with --node: which to measure"
+    )
     parser.add_argument("--cpus", default="0", help="taskset list for this process")
     parser.add_argument("--redis-cpus", default="1")
     options = parser.parse_args()

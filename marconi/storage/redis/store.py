@@ -70,6 +70,12 @@ from marconi.storage.events import StoreEvents
 from marconi.storage.redis import lua
 from marconi.storage.redis.uri import RedisLocation, parseURI
 
+hiredis: Any
+try:
+    import hiredis
+except ImportError:  # txredisapi then parses replies in Python
+    hiredis = None
+
 log = Logger()
 
 _ID = re.compile("[0-9a-f]{32}")
@@ -176,6 +182,41 @@ def _messages(reply: Any) -> list[Message]:
             s,
         )
         for i, k, b, t, c, e, v, ci, cid, ce, n, g, s in json.loads(reply)
+    ]
+
+
+def _flatMessages(reply: Any) -> list[Message]:
+    """
+    The messages of a script that answers with C{frow} (see
+    L{marconi.storage.redis.lua}): 13 values per message, in L{Message}'s
+    field order, integers as integers and times as text.
+    """
+    if not reply:
+        return []
+    if len(reply) % 13:
+        raise errors.StorageUnavailable(
+            "The Redis server answered a listing with a reply of the wrong shape."
+        )
+    values = iter(reply)
+    return [
+        Message(
+            i,
+            k,
+            b,
+            t,
+            float(c),
+            float(e),
+            float(v),
+            ci,
+            cid or None,
+            float(ce) if ce else None,
+            n,
+            _NO_TAGS if g == "[]" else tuple(json.loads(g)),
+            s,
+        )
+        for i, k, b, t, c, e, v, ci, cid, ce, n, g, s in zip(
+            *(values,) * 13, strict=True
+        )
     ]
 
 
@@ -321,11 +362,35 @@ class _Protocol(txredisapi.RedisProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # With hiredis, the reader decodes bulk strings as UTF-8 itself, in
+        # C, instead of txredisapi's tryConvertData calling decode() on each
+        # one in Python (a listing's reply holds 130).  Everything the store
+        # writes is UTF-8; bytes that are not (no Marconi data) come back
+        # with surrogate escapes rather than as bytes.
+        self._decoded = False
+        if getattr(self, "_reader", None) is not None and self.charset:
+            try:
+                self._reader = hiredis.Reader(
+                    protocolError=txredisapi.InvalidData,
+                    replyError=txredisapi.ResponseError,
+                    encoding=self.charset,
+                    errors="surrogateescape",
+                )
+            except TypeError:
+                # A hiredis without these options: txredisapi decodes.
+                pass
+            else:
+                self._decoded = True
         # (when sent, its Deferred) of the commands sent with send(),
         # oldest first; an entry whose Deferred has fired (answered, or
         # cancelled by its caller) is dropped when next looked at.
         self._sent: deque = deque()
         self._watchdog: Any = None
+
+    def tryConvertData(self, data: Any) -> Any:
+        if self._decoded:
+            return data
+        return super().tryConvertData(data)
 
     def send(self, *args: Any) -> Deferred:
         """
@@ -1008,7 +1073,7 @@ class RedisStore(StoreEvents, Service):
             int(bool(query.includeDelayed)),
             json.dumps(list(query.tags)),
         )
-        return _messages(rows)
+        return _flatMessages(rows)
 
     @deferred
     async def getMessages(
@@ -1020,7 +1085,7 @@ class RedisStore(StoreEvents, Service):
         rows = await self._eval(
             lua.GET_MESSAGES, queuePrefix(project, queue), _time(now), *wanted
         )
-        return sorted(_messages(rows), key=lambda m: m.marker)
+        return sorted(_flatMessages(rows), key=lambda m: m.marker)
 
     @deferred
     async def deleteMessage(
