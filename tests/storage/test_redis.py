@@ -872,6 +872,96 @@ class TimeoutTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertTrue(self.successResultOf(ping))
 
+    def reply(self, *values: bytes) -> None:
+        """
+        Answer the oldest waiting command with an array of bulk strings.
+        """
+        wire = b"*%d\r\n" % len(values)
+        for value in values:
+            wire += b"$%d\r\n%s\r\n" % (len(value), value)
+        self.protocol.dataReceived(wire)
+
+    def test_laterCommandHasItsOwnTimeout(self) -> None:
+        """
+        A command sent while another waits for its reply gets the whole
+        C{replyTimeout} from when it was sent: answering the first keeps the
+        connection, and the second fails only when its own time is up.
+        """
+        self.connect()
+        first = self.store.listMessages("p", "q", query(), T0)
+        self.clock.advance(2)
+        second = self.store.listMessages("p", "q", query(), T0)
+        self.clock.advance(0.5)
+        self.reply()
+        self.assertEqual(self.successResultOf(first), [])
+        self.clock.advance(2.4)
+        self.assertNoResult(second)
+        self.assertFalse(self.protocol.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.failureResultOf(second, StorageUnavailable)
+        self.assertTrue(self.protocol.transport.disconnecting)
+
+    def test_cancelledCommandKeepsItsPlace(self) -> None:
+        """
+        Cancelling a request leaves its place among the replies: the reply
+        to its command is dropped, and the next command gets its own reply
+        (here a listing of one message, values in L{Message} field order).
+        """
+        self.connect()
+        first = self.store.listMessages("p", "q", query(), T0)
+        second = self.store.listMessages("p", "q", query(), T0)
+        first.cancel()
+        self.failureResultOf(first)
+        self.reply()
+        self.assertNoResult(second)
+        mid = b"a" * 32
+        self.protocol.dataReceived(
+            b'*13\r\n$32\r\n%s\r\n:7\r\n$7\r\n"b\xc3\xbcdy"\r\n:300\r\n'
+            b"$12\r\n1700000000.5\r\n$12\r\n1700000300.5\r\n"
+            b"$12\r\n1700000000.5\r\n$1\r\nw\r\n$0\r\n\r\n$0\r\n\r\n"
+            b':2\r\n$5\r\n["t"]\r\n$5\r\nMD5:0\r\n' % mid
+        )
+        [message] = self.successResultOf(second)
+        self.assertEqual(
+            (message.id, message.marker, message.body, message.ttl),
+            (mid.decode(), 7, '"büdy"', 300),
+        )
+        self.assertEqual(
+            (message.created, message.expires, message.visibleAt),
+            (1700000000.5, 1700000300.5, 1700000000.5),
+        )
+        self.assertEqual(
+            (message.clientId, message.claimId, message.claimExpires),
+            ("w", None, None),
+        )
+        self.assertEqual(
+            (message.claimCount, message.tags, message.checksum), (2, ("t",), "MD5:0")
+        )
+        self.assertFalse(self.protocol.transport.disconnecting)
+
+    def test_listingOfWrongShape(self) -> None:
+        """
+        A listing reply whose length is not a whole number of messages fails
+        with L{StorageUnavailable} rather than being read askew.
+        """
+        self.connect()
+        d = self.store.listMessages("p", "q", query(), T0)
+        self.reply(*[b"x"] * 12)
+        self.failureResultOf(d, StorageUnavailable)
+
+    def test_errorReply(self) -> None:
+        """
+        An error reply to a command fails that request with
+        L{StorageUnavailable}, and the next command gets the next reply.
+        """
+        self.connect()
+        first = self.store.listMessages("p", "q", query(), T0)
+        second = self.store.listMessages("p", "q", query(), T0)
+        self.protocol.dataReceived(b"-ERR something went wrong\r\n")
+        self.failureResultOf(first, StorageUnavailable)
+        self.reply()
+        self.assertEqual(self.successResultOf(second), [])
+
 
 class ProtocolTests(SynchronousTestCase):
     """
