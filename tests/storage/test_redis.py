@@ -986,6 +986,28 @@ class ProtocolTests(SynchronousTestCase):
             b"$2\r\n\x00\xff\r\n$2\r\n12\r\n$2\r\n-1\r\n$0\r\n\r\n",
         )
 
+    def test_asciiCommandEncoding(self) -> None:
+        """
+        A command of ASCII text and integers (built as text and encoded
+        once) goes out byte for byte as one encoded argument by argument;
+        a bool or a float among them is sent as its C{str}.
+        """
+        from marconi.storage.redis.store import _Protocol
+
+        protocol = _Protocol(charset="utf-8")
+        args = ("EVALSHA", "abc", 12, -1, "", "x" * 300)
+        wire = protocol._build_command(*args)
+        self.assertEqual(
+            wire,
+            b"*6\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$2\r\n12\r\n$2\r\n-1\r\n"
+            b"$0\r\n\r\n$300\r\n" + b"x" * 300 + b"\r\n",
+        )
+        self.assertEqual(wire, protocol._encodeEach(args))
+        self.assertEqual(
+            protocol._build_command("A", True, 1.5),
+            b"*3\r\n$1\r\nA\r\n$4\r\nTrue\r\n$3\r\n1.5\r\n",
+        )
+
 
 class PluginTests(SynchronousTestCase):
     """

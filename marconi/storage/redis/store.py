@@ -458,6 +458,20 @@ class _Protocol(txredisapi.RedisProtocol):
         self._sent.clear()
 
     def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
+        # Most commands are ASCII text and integers, whose lengths in bytes
+        # are their lengths in characters: the command is built as text and
+        # encoded once.  Anything else is encoded argument by argument.
+        parts = [f"*{len(args)}\r\n"]
+        for arg in args:
+            kind = type(arg)
+            if kind is int:
+                arg = str(arg)
+            elif kind is not str or not arg.isascii():
+                return self._encodeEach(args)
+            parts.append(f"${len(arg)}\r\n{arg}\r\n")
+        return "".join(parts).encode("ascii")
+
+    def _encodeEach(self, args: Sequence[Any]) -> bytes:
         charset, errors = self.charset or "utf-8", self.errors
         parts = [b"*%d\r\n" % len(args)]
         for arg in args:
