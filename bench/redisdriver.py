@@ -88,6 +88,13 @@ async def seed(store, queue, count):
     )
 
 
+def loadAverage() -> str:
+    """
+    The machine's load averages, as text.
+    """
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def serverCPU(pid: int) -> float:
     """
     The CPU seconds (user + system) process C{pid} has used so far.
@@ -202,7 +209,7 @@ async def run(reactor, options):
         await store.stopService()
         servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = loadAverage()
     print(
         f"parser: {parser}; concurrency {options.concurrency}; "
         f"pid {os.getpid()}; load average {load}"
@@ -301,7 +308,7 @@ async def runNode(reactor, options):
             await node.stopService()
         servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = loadAverage()
     print(
         f"list 10 through a node: {options.requests} requests x {options.repeat}, "
         f"concurrency {options.concurrency}; load average {load}"

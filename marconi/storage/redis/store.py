@@ -157,14 +157,11 @@ async def _hasWaitAOF(protocol: Any) -> bool:
 _NO_TAGS: tuple = ()
 
 
-def _messages(reply: Any) -> list[Message]:
+def _records(rows: Iterable[Sequence[Any]]) -> list[Message]:
     """
-    The messages of a script that answers with C{jrows} (see
-    L{marconi.storage.redis.lua}): JSON text of records in L{Message}'s
-    field order, integers as numbers, or an empty reply for none.
+    Messages of records in L{Message}'s field order: integers as
+    integers, times as text, no claim as a false value.
     """
-    if not reply:
-        return []
     return [
         Message(
             i,
@@ -181,8 +178,19 @@ def _messages(reply: Any) -> list[Message]:
             _NO_TAGS if g == "[]" else tuple(json.loads(g)),
             s,
         )
-        for i, k, b, t, c, e, v, ci, cid, ce, n, g, s in json.loads(reply)
+        for i, k, b, t, c, e, v, ci, cid, ce, n, g, s in rows
     ]
+
+
+def _messages(reply: Any) -> list[Message]:
+    """
+    The messages of a script that answers with C{jrows} (see
+    L{marconi.storage.redis.lua}): JSON text of records in L{Message}'s
+    field order, integers as numbers, or an empty reply for none.
+    """
+    if not reply:
+        return []
+    return _records(json.loads(reply))
 
 
 def _flatMessages(reply: Any) -> list[Message]:
@@ -198,26 +206,7 @@ def _flatMessages(reply: Any) -> list[Message]:
             "The Redis server answered a listing with a reply of the wrong shape."
         )
     values = iter(reply)
-    return [
-        Message(
-            i,
-            k,
-            b,
-            t,
-            float(c),
-            float(e),
-            float(v),
-            ci,
-            cid or None,
-            float(ce) if ce else None,
-            n,
-            _NO_TAGS if g == "[]" else tuple(json.loads(g)),
-            s,
-        )
-        for i, k, b, t, c, e, v, ci, cid, ce, n, g, s in zip(
-            *(values,) * 13, strict=True
-        )
-    ]
+    return _records(zip(*(values,) * 13, strict=True))
 
 
 def _message(row: Sequence[Any]) -> Message:
