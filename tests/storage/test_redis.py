@@ -963,6 +963,84 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(second), [])
 
 
+class BatchTests(SynchronousTestCase):
+    """
+    Which connection a command goes out on, with two connections made of
+    L{StringTransport}s this test answers as the server would.
+    """
+
+    def setUp(self) -> None:
+        from marconi.storage.redis.store import RedisStore
+
+        self.clock = MemoryReactorClock()
+        location = parseURI("redis+unix:///run/redis.sock?poolsize=2")
+        self.store = RedisStore(location, self.clock, connectWait=1, replyTimeout=3)
+        self.store.startService()
+        self.addCleanup(self.store.stopService)
+        self.protocols = []
+        self.transports = []
+        for _, factory, *_ in self.clock.unixClients:
+            protocol = factory.buildProtocol(None)
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            protocol.dataReceived(b"+OK\r\n")
+            self.protocols.append(protocol)
+            self.transports.append(transport)
+        self.clock.advance(0)
+        # The persistence check, on the first connection made usable.
+        self.protocols[0].dataReceived(b"*2\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n")
+        self.clock.advance(0)
+        info = b"# Server\r\nredis_version:7.2.0\r\n"
+        self.protocols[0].dataReceived(b"$%d\r\n%s\r\n" % (len(info), info))
+        self.clock.advance(0)
+        for transport in self.transports:
+            transport.clear()
+
+    def sent(self) -> list:
+        """
+        How many commands went out on each connection since last asked.
+        """
+        counts = [t.value().count(b"EVALSHA") for t in self.transports]
+        for transport in self.transports:
+            transport.clear()
+        return counts
+
+    def test_oneTurnOneConnection(self) -> None:
+        """
+        The commands of one turn of the reactor go out on one connection;
+        the next turn's on the other.
+        """
+        for _ in range(3):
+            self.store.listMessages("p", "q", query(), T0)
+        first = self.sent()
+        self.assertEqual(sorted(first), [0, 3])
+        self.clock.advance(0)
+        self.store.listMessages("p", "q", query(), T0)
+        self.store.listMessages("p", "q", query(), T0)
+        second = self.sent()
+        self.assertEqual(sorted(second), [0, 2])
+        self.assertNotEqual(first.index(3), second.index(2))
+
+    def test_heldConnectionPassedOver(self) -> None:
+        """
+        While a connection waits for C{WAITAOF} (Redis 7.2 with an
+        append-only file, C{durable}), commands go out on the other one,
+        in the same turn and in the next.
+        """
+        self.store.postMessages("p", "q", [msg()], "w", T0)
+        [posted] = [i for i, t in enumerate(self.transports) if t.value()]
+        self.sent()
+        self.protocols[posted].dataReceived(b"*1\r\n:1\r\n")
+        self.assertIn(b"WAITAOF", self.transports[posted].value())
+        self.transports[posted].clear()
+        self.store.listMessages("p", "q", query(), T0)
+        self.clock.advance(0)
+        self.store.listMessages("p", "q", query(), T0)
+        counts = self.sent()
+        self.assertEqual(counts[posted], 0)
+        self.assertEqual(sum(counts), 2)
+
+
 class ProtocolTests(SynchronousTestCase):
     """
     The store's connection protocol: what it writes for a command.

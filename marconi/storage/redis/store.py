@@ -349,6 +349,11 @@ class _Protocol(txredisapi.RedisProtocol):
     #: The clock of the reply timeouts (the store's reactor).
     clock: Any = None
 
+    #: C{WAIT} and C{WAITAOF} commands sent and not yet answered: the
+    #: server answers nothing sent after them on this connection until
+    #: they return.
+    holds = 0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # With hiredis, the reader decodes bulk strings as UTF-8 itself, in
@@ -597,6 +602,8 @@ class RedisStore(StoreEvents, Service):
         self._ready: list[txredisapi.RedisProtocol] = []
         self._waiting: list[Deferred] = []
         self._next = 0
+        # The connection this turn's commands go out on (see _pick).
+        self._batch: Optional[Any] = None
         self._checkWaiters: list[Deferred] = []
         self._durability = parseDurability(durability)
         self._discoveryTimeout = discoveryTimeout
@@ -710,15 +717,39 @@ class RedisStore(StoreEvents, Service):
 
     def _pick(self) -> Optional[txredisapi.RedisProtocol]:
         """
-        The next usable connection, round-robin, or L{None}.
+        A usable connection, or L{None}.
+
+        The commands of one turn of the reactor go out on one connection,
+        in one write and one read each side, instead of one per connection
+        (see L{_endBatch}); each turn starts on the next connection,
+        round-robin.  A connection waiting for C{WAIT} or C{WAITAOF}, which
+        hold everything sent after them, is passed over while another one
+        is free.
         """
+        batch = self._batch
+        if batch is not None and batch.connected and not batch.holds:
+            return batch
         ready = self._ready
+        held = None
         for _ in range(len(ready)):
             self._next = (self._next + 1) % len(ready)
             conn = ready[self._next]
             if conn.connected:
-                return conn
-        return None
+                if not conn.holds:
+                    if self._batch is None:
+                        self._reactor.callLater(0, self._endBatch)
+                    self._batch = conn
+                    return conn
+                held = held or conn
+        return held
+
+    def _endBatch(self) -> None:
+        """
+        The turn of the reactor in which the batch connection was picked
+        has ended (its writes go out in the next): the next command starts
+        a new batch.
+        """
+        self._batch = None
 
     async def _connection(self) -> txredisapi.RedisProtocol:
         """
@@ -797,6 +828,8 @@ class RedisStore(StoreEvents, Service):
             ) from None
 
     def _drop(self, conn: Any) -> None:
+        if self._batch is conn:
+            self._batch = None
         if conn in self._ready:
             self._ready.remove(conn)
         if conn.transport is not None:
@@ -841,13 +874,7 @@ class RedisStore(StoreEvents, Service):
         if level == REPLICATED:
             loc = self._location
             acknowledged = int(
-                await self._call(
-                    "send",
-                    "WAIT",
-                    loc.replicas,
-                    loc.replicaTimeout,
-                    conn=conn,
-                )
+                await self._held(conn, "WAIT", loc.replicas, loc.replicaTimeout)
             )
             if acknowledged < loc.replicas:
                 raise errors.StorageUnavailable(
@@ -858,14 +885,23 @@ class RedisStore(StoreEvents, Service):
                 )
         return result
 
+    async def _held(self, conn: Any, *command: Any) -> Any:
+        """
+        Run a command that holds C{conn} until it returns (C{WAIT},
+        C{WAITAOF}); meanwhile L{_pick} passes the connection over.
+        """
+        conn.holds += 1
+        try:
+            return await self._call("send", *command, conn=conn)
+        finally:
+            conn.holds -= 1
+
     async def _waitForAOF(self, conn: Any) -> None:
         """
         Wait until the local append-only file has every earlier write of
         C{conn} fsynced (C{WAITAOF 1 0}, bounded by the reply timeout).
         """
-        local, _ = await self._call(
-            "send", "WAITAOF", 1, 0, self._replyTimeoutMS(), conn=conn
-        )
+        local, _ = await self._held(conn, "WAITAOF", 1, 0, self._replyTimeoutMS())
         if int(local) < 1:
             raise errors.StorageUnavailable(
                 "Redis did not fsync the change to its append-only file in "
