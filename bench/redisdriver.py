@@ -29,7 +29,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# bench/profile.py would hide the standard library's profile module.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 sys.path.insert(0, os.path.dirname(HERE))
+
+import cProfile  # noqa: E402
 
 from twisted.internet import defer, task  # noqa: E402
 
@@ -82,6 +86,13 @@ async def seed(store, queue, count):
     await defer.gatherResults(
         [defer.Deferred.fromCoroutine(poster()) for _ in range(8)]
     )
+
+
+def loadAverage() -> str:
+    """
+    The machine's load averages, as text.
+    """
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def serverCPU(pid: int) -> float:
@@ -198,7 +209,7 @@ async def run(reactor, options):
         await store.stopService()
         servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = loadAverage()
     print(
         f"parser: {parser}; concurrency {options.concurrency}; "
         f"pid {os.getpid()}; load average {load}"
@@ -216,6 +227,107 @@ async def run(reactor, options):
             f.write(json.dumps({"parser": parser, "results": results}) + "\n")
 
 
+def listRequest(queue: str, host: str = "127.0.0.1:8888") -> bytes:
+    """
+    The request bench/wrk/list.lua sends: list 10, echo on.
+    """
+    from bench.postcost import CLIENT_ID, PROJECT
+
+    return (
+        b"GET /v2/queues/%s/messages?limit=10&echo=true HTTP/1.1\r\n"
+        b"Host: %s\r\nX-Project-ID: %s\r\nClient-ID: %s\r\n"
+        b"Accept: application/json\r\n\r\n"
+        % (queue.encode(), host.encode(), PROJECT.encode(), CLIENT_ID.encode())
+    )
+
+
+async def nodeRound(site, request: bytes, count: int, concurrency: int, want: bytes):
+    """
+    C{count} requests from C{concurrency} in-memory connections; the
+    process's CPU seconds they took.
+    """
+    from bench.postcost import Round
+
+    r = Round(request, count, concurrency)
+    before = os.times()
+    r.startInMemory(site)
+    statuses = await r.done
+    after = os.times()
+    if set(statuses) != {want}:
+        raise RuntimeError(f"unexpected answers: {statuses}")
+    return after.user - before.user, after.system - before.system
+
+
+async def runNode(reactor, options):
+    """
+    C{--node}: list 10 through a whole node on Redis and on SQLite.
+    """
+    import statistics
+
+    from bench.postcost import buildNode, postRequest
+
+    workdir = tempfile.mkdtemp(prefix="marconi-redisdriver-")
+    servers = Servers(workdir)
+    redisOptions = parseOptions(["--server-cpus", options.redis_cpus])
+    port, redisPid = startRedis(servers, redisOptions)
+    storages = {
+        "redis": f"redis://127.0.0.1:{port}/0",
+        "sqlite": "sqlite:" + os.path.join(workdir, "node.sqlite"),
+    }
+    storages = {name: storages[name] for name in options.stores.split(",")}
+    nodes, sites = [], {}
+    times: dict = {name: [] for name in storages}
+    kernel: dict = {name: [] for name in storages}
+    redisTimes: list = []
+    profiles = {name: cProfile.Profile(time.thread_time) for name in storages}
+    request = listRequest("l10")
+    try:
+        for name, storage in storages.items():
+            node, site = buildNode(storage, os.path.join(workdir, f"{name}.log"))
+            node.startService()
+            nodes.append(node)
+            sites[name] = site
+            await nodeRound(site, postRequest("l10", 10), 20, 1, b"201")
+            await nodeRound(site, request, options.requests // 4, 16, b"200")
+        for _ in range(options.repeat):
+            for name, site in sites.items():
+                server = serverCPU(redisPid)
+                if options.profile:
+                    profiles[name].enable()
+                user, system = await nodeRound(
+                    site, request, options.requests, options.concurrency, b"200"
+                )
+                profiles[name].disable()
+                times[name].append(1e6 * (user + system) / options.requests)
+                kernel[name].append(1e6 * system / options.requests)
+                if name == "redis":
+                    server = serverCPU(redisPid) - server
+                    redisTimes.append(1e6 * server / options.requests)
+    finally:
+        for node in nodes:
+            await node.stopService()
+        servers.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    load = loadAverage()
+    print(
+        f"list 10 through a node: {options.requests} requests x {options.repeat}, "
+        f"concurrency {options.concurrency}; load average {load}"
+    )
+    for name, rows in times.items():
+        print(
+            f"{name:7} node CPU us/request: median {statistics.median(rows):7.1f} "
+            f"least {min(rows):7.1f} (kernel: median "
+            f"{statistics.median(kernel[name]):5.1f})"
+        )
+    if redisTimes:
+        print(
+            f"redis-server CPU us/request: median {statistics.median(redisTimes):.1f}"
+        )
+    if options.profile:
+        for name, profile in profiles.items():
+            profile.dump_stats(f"{options.profile}.{name}.pstats")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -228,12 +340,22 @@ def main():
         help="messages posted before each claim operation (a claim scenario "
         "stops early when its queue runs dry)",
     )
+    parser.add_argument(
+        "--node", action="store_true", help="list 10 through a whole node"
+    )
+    parser.add_argument("--requests", type=int, default=3000, help="with --node")
+    parser.add_argument("--repeat", type=int, default=5, help="with --node")
+    parser.add_argument("--profile", metavar="PREFIX", help="with --node")
+    parser.add_argument(
+        "--stores", default="redis,sqlite", help="with --node: which to measure"
+    )
     parser.add_argument("--cpus", default="0", help="taskset list for this process")
     parser.add_argument("--redis-cpus", default="1")
     options = parser.parse_args()
     if options.cpus and hasattr(os, "sched_setaffinity") and os.cpu_count() > 1:
         os.sched_setaffinity(0, {int(c) for c in options.cpus.split(",")})
-    task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor, options)))
+    main = runNode if options.node else run
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, options)))
 
 
 if __name__ == "__main__":

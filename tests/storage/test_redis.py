@@ -872,6 +872,174 @@ class TimeoutTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertTrue(self.successResultOf(ping))
 
+    def reply(self, *values: bytes) -> None:
+        """
+        Answer the oldest waiting command with an array of bulk strings.
+        """
+        wire = b"*%d\r\n" % len(values)
+        for value in values:
+            wire += b"$%d\r\n%s\r\n" % (len(value), value)
+        self.protocol.dataReceived(wire)
+
+    def test_laterCommandHasItsOwnTimeout(self) -> None:
+        """
+        A command sent while another waits for its reply gets the whole
+        C{replyTimeout} from when it was sent: answering the first keeps the
+        connection, and the second fails only when its own time is up.
+        """
+        self.connect()
+        first = self.store.listMessages("p", "q", query(), T0)
+        self.clock.advance(2)
+        second = self.store.listMessages("p", "q", query(), T0)
+        self.clock.advance(0.5)
+        self.reply()
+        self.assertEqual(self.successResultOf(first), [])
+        self.clock.advance(2.4)
+        self.assertNoResult(second)
+        self.assertFalse(self.protocol.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.failureResultOf(second, StorageUnavailable)
+        self.assertTrue(self.protocol.transport.disconnecting)
+
+    def test_cancelledCommandKeepsItsPlace(self) -> None:
+        """
+        Cancelling a request leaves its place among the replies: the reply
+        to its command is dropped, and the next command gets its own reply
+        (here a listing of one message, values in L{Message} field order).
+        """
+        self.connect()
+        first = self.store.listMessages("p", "q", query(), T0)
+        second = self.store.listMessages("p", "q", query(), T0)
+        first.cancel()
+        self.failureResultOf(first)
+        self.reply()
+        self.assertNoResult(second)
+        mid = b"a" * 32
+        self.protocol.dataReceived(
+            b'*13\r\n$32\r\n%s\r\n:7\r\n$7\r\n"b\xc3\xbcdy"\r\n:300\r\n'
+            b"$12\r\n1700000000.5\r\n$12\r\n1700000300.5\r\n"
+            b"$12\r\n1700000000.5\r\n$1\r\nw\r\n$0\r\n\r\n$0\r\n\r\n"
+            b':2\r\n$5\r\n["t"]\r\n$5\r\nMD5:0\r\n' % mid
+        )
+        [message] = self.successResultOf(second)
+        self.assertEqual(
+            (message.id, message.marker, message.body, message.ttl),
+            (mid.decode(), 7, '"büdy"', 300),
+        )
+        self.assertEqual(
+            (message.created, message.expires, message.visibleAt),
+            (1700000000.5, 1700000300.5, 1700000000.5),
+        )
+        self.assertEqual(
+            (message.clientId, message.claimId, message.claimExpires),
+            ("w", None, None),
+        )
+        self.assertEqual(
+            (message.claimCount, message.tags, message.checksum), (2, ("t",), "MD5:0")
+        )
+        self.assertFalse(self.protocol.transport.disconnecting)
+
+    def test_listingOfWrongShape(self) -> None:
+        """
+        A listing reply whose length is not a whole number of messages fails
+        with L{StorageUnavailable} rather than being read askew.
+        """
+        self.connect()
+        d = self.store.listMessages("p", "q", query(), T0)
+        self.reply(*[b"x"] * 12)
+        self.failureResultOf(d, StorageUnavailable)
+
+    def test_errorReply(self) -> None:
+        """
+        An error reply to a command fails that request with
+        L{StorageUnavailable}, and the next command gets the next reply.
+        """
+        self.connect()
+        first = self.store.listMessages("p", "q", query(), T0)
+        second = self.store.listMessages("p", "q", query(), T0)
+        self.protocol.dataReceived(b"-ERR something went wrong\r\n")
+        self.failureResultOf(first, StorageUnavailable)
+        self.reply()
+        self.assertEqual(self.successResultOf(second), [])
+
+
+class BatchTests(SynchronousTestCase):
+    """
+    Which connection a command goes out on, with two connections made of
+    L{StringTransport}s this test answers as the server would.
+    """
+
+    def setUp(self) -> None:
+        from marconi.storage.redis.store import RedisStore
+
+        self.clock = MemoryReactorClock()
+        location = parseURI("redis+unix:///run/redis.sock?poolsize=2")
+        self.store = RedisStore(location, self.clock, connectWait=1, replyTimeout=3)
+        self.store.startService()
+        self.addCleanup(self.store.stopService)
+        self.protocols = []
+        self.transports = []
+        for _, factory, *_ in self.clock.unixClients:
+            protocol = factory.buildProtocol(None)
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            protocol.dataReceived(b"+OK\r\n")
+            self.protocols.append(protocol)
+            self.transports.append(transport)
+        self.clock.advance(0)
+        # The persistence check, on the first connection made usable.
+        self.protocols[0].dataReceived(b"*2\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n")
+        self.clock.advance(0)
+        info = b"# Server\r\nredis_version:7.2.0\r\n"
+        self.protocols[0].dataReceived(b"$%d\r\n%s\r\n" % (len(info), info))
+        self.clock.advance(0)
+        for transport in self.transports:
+            transport.clear()
+
+    def sent(self) -> list:
+        """
+        How many commands went out on each connection since last asked.
+        """
+        counts = [t.value().count(b"EVALSHA") for t in self.transports]
+        for transport in self.transports:
+            transport.clear()
+        return counts
+
+    def test_oneTurnOneConnection(self) -> None:
+        """
+        The commands of one turn of the reactor go out on one connection;
+        the next turn's on the other.
+        """
+        for _ in range(3):
+            self.store.listMessages("p", "q", query(), T0)
+        first = self.sent()
+        self.assertEqual(sorted(first), [0, 3])
+        self.clock.advance(0)
+        self.store.listMessages("p", "q", query(), T0)
+        self.store.listMessages("p", "q", query(), T0)
+        second = self.sent()
+        self.assertEqual(sorted(second), [0, 2])
+        self.assertNotEqual(first.index(3), second.index(2))
+
+    def test_heldConnectionPassedOver(self) -> None:
+        """
+        While a connection waits for C{WAITAOF} (Redis 7.2 with an
+        append-only file, C{durable}), commands go out on the other one,
+        in the same turn and in the next.
+        """
+        self.store.postMessages("p", "q", [msg()], "w", T0)
+        [posted] = [i for i, t in enumerate(self.transports) if t.value()]
+        self.sent()
+        self.protocols[posted].dataReceived(b"*1\r\n:1\r\n")
+        self.assertIn(b"WAITAOF", self.transports[posted].value())
+        self.transports[posted].clear()
+        self.store.listMessages("p", "q", query(), T0)
+        self.clock.advance(0)
+        self.store.listMessages("p", "q", query(), T0)
+        counts = self.sent()
+        self.assertEqual(counts[posted], 0)
+        self.assertEqual(sum(counts), 2)
+
 
 class ProtocolTests(SynchronousTestCase):
     """
@@ -894,6 +1062,28 @@ class ProtocolTests(SynchronousTestCase):
             wire,
             b"*6\r\n$7\r\nEVALSHA\r\n$5\r\n\xc3\xbcn\xc3\xaf\r\n"
             b"$2\r\n\x00\xff\r\n$2\r\n12\r\n$2\r\n-1\r\n$0\r\n\r\n",
+        )
+
+    def test_asciiCommandEncoding(self) -> None:
+        """
+        A command of ASCII text and integers (built as text and encoded
+        once) goes out byte for byte as one encoded argument by argument;
+        a bool or a float among them is sent as its C{str}.
+        """
+        from marconi.storage.redis.store import _Protocol
+
+        protocol = _Protocol(charset="utf-8")
+        args = ("EVALSHA", "abc", 12, -1, "", "x" * 300)
+        wire = protocol._build_command(*args)
+        self.assertEqual(
+            wire,
+            b"*6\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$2\r\n12\r\n$2\r\n-1\r\n"
+            b"$0\r\n\r\n$300\r\n" + b"x" * 300 + b"\r\n",
+        )
+        self.assertEqual(wire, protocol._encodeEach(args))
+        self.assertEqual(
+            protocol._build_command("A", True, 1.5),
+            b"*3\r\n$1\r\nA\r\n$4\r\nTrue\r\n$3\r\n1.5\r\n",
         )
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import deque
 from typing import Any, Iterable, Optional, Sequence
 
 import txredisapi
@@ -68,6 +69,12 @@ from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
 from marconi.storage.redis import lua
 from marconi.storage.redis.uri import RedisLocation, parseURI
+
+hiredis: Any
+try:
+    import hiredis
+except ImportError:  # txredisapi then parses replies in Python
+    hiredis = None
 
 log = Logger()
 
@@ -150,14 +157,11 @@ async def _hasWaitAOF(protocol: Any) -> bool:
 _NO_TAGS: tuple = ()
 
 
-def _messages(reply: Any) -> list[Message]:
+def _records(rows: Iterable[Sequence[Any]]) -> list[Message]:
     """
-    The messages of a script that answers with C{jrows} (see
-    L{marconi.storage.redis.lua}): JSON text of records in L{Message}'s
-    field order, integers as numbers, or an empty reply for none.
+    Messages of records in L{Message}'s field order: integers as
+    integers, times as text, no claim as a false value.
     """
-    if not reply:
-        return []
     return [
         Message(
             i,
@@ -174,8 +178,35 @@ def _messages(reply: Any) -> list[Message]:
             _NO_TAGS if g == "[]" else tuple(json.loads(g)),
             s,
         )
-        for i, k, b, t, c, e, v, ci, cid, ce, n, g, s in json.loads(reply)
+        for i, k, b, t, c, e, v, ci, cid, ce, n, g, s in rows
     ]
+
+
+def _messages(reply: Any) -> list[Message]:
+    """
+    The messages of a script that answers with C{jrows} (see
+    L{marconi.storage.redis.lua}): JSON text of records in L{Message}'s
+    field order, integers as numbers, or an empty reply for none.
+    """
+    if not reply:
+        return []
+    return _records(json.loads(reply))
+
+
+def _flatMessages(reply: Any) -> list[Message]:
+    """
+    The messages of a script that answers with C{frow} (see
+    L{marconi.storage.redis.lua}): 13 values per message, in L{Message}'s
+    field order, integers as integers and times as text.
+    """
+    if not reply:
+        return []
+    if len(reply) % 13:
+        raise errors.StorageUnavailable(
+            "The Redis server answered a listing with a reply of the wrong shape."
+        )
+    values = iter(reply)
+    return _records(zip(*(values,) * 13, strict=True))
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -305,9 +336,136 @@ class _Protocol(txredisapi.RedisProtocol):
     calls, which made it the driver's largest cost for a batch post (68
     arguments).  Text is encoded with the connection's charset; any other
     value is sent as C{str(value)}, as the scripts expect their arguments.
+
+    L{send} is the store's way to run a command: txredisapi's
+    C{execute_command} makes three L{Deferred}s, four callbacks and a timer
+    of its own per command, a sizeable part of a listing's cost on the
+    node; L{send} makes one L{Deferred}, and one timer per connection
+    watches every command sent with it (see L{_check}).  Both take their
+    replies, in order, from txredisapi's reply queue, so they can be mixed
+    on one connection.
     """
 
+    #: The clock of the reply timeouts (the store's reactor).
+    clock: Any = None
+
+    #: C{WAIT} and C{WAITAOF} commands sent and not yet answered: the
+    #: server answers nothing sent after them on this connection until
+    #: they return.
+    holds = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # With hiredis, the reader decodes bulk strings as UTF-8 itself, in
+        # C, instead of txredisapi's tryConvertData calling decode() on each
+        # one in Python (a listing's reply holds 130).  Everything the store
+        # writes is UTF-8; bytes that are not (no Marconi data) come back
+        # with surrogate escapes rather than as bytes.
+        self._decoded = False
+        if getattr(self, "_reader", None) is not None and self.charset:
+            try:
+                self._reader = hiredis.Reader(
+                    protocolError=txredisapi.InvalidData,
+                    replyError=txredisapi.ResponseError,
+                    encoding=self.charset,
+                    errors="surrogateescape",
+                )
+            except TypeError:
+                # A hiredis without these options: txredisapi decodes.
+                pass
+            else:
+                self._decoded = True
+        # (when sent, its Deferred) of the commands sent with send(),
+        # oldest first; an entry whose Deferred has fired (answered, or
+        # cancelled by its caller) is dropped when next looked at.
+        self._sent: deque = deque()
+        self._watchdog: Any = None
+
+    def tryConvertData(self, data: Any) -> Any:
+        if self._decoded:
+            return data
+        return super().tryConvertData(data)
+
+    def send(self, *args: Any) -> Deferred:
+        """
+        Send one command.
+
+        @return: a L{Deferred} that fires with the reply, which is an
+            exception (not a failure) when the server answered with an
+            error, the connection was lost, or no reply came within the
+            reply timeout.  It has no canceller: cancelling it leaves its
+            place in the reply queue, and its reply is dropped.
+        @raise txredisapi.ConnectionError: the connection is not usable.
+        @raise txredisapi.InvalidData: an argument cannot be encoded.
+        """
+        if not self.connected:
+            raise txredisapi.ConnectionError("Not connected")
+        self.transport.write(self._build_command(*args))
+        d: Deferred = Deferred()
+        queue = self.replyQueue
+        if queue.pending:
+            d.callback(queue.pending.pop(0))
+        else:
+            queue.waiting.append(d)
+        if self.replyTimeout:
+            if self.clock is None:
+                from twisted.internet import reactor
+
+                self.clock = reactor
+            sent = self._sent
+            while sent and sent[0][1].called:
+                sent.popleft()
+            sent.append((self.clock.seconds(), d))
+            if self._watchdog is None:
+                self._watchdog = self.clock.callLater(self.replyTimeout, self._check)
+        return d
+
+    def _check(self) -> None:
+        """
+        The reply timer: when the oldest command L{send} sent that is still
+        waiting has waited C{replyTimeout}, fail every waiting command and
+        drop the connection, as txredisapi does for its own commands; else
+        look again when it will have.
+        """
+        self._watchdog = None
+        sent = self._sent
+        while sent and sent[0][1].called:
+            sent.popleft()
+        if not sent:
+            return
+        now = self.clock.seconds()
+        due = sent[0][0] + self.replyTimeout
+        if due > now:
+            self._watchdog = self.clock.callLater(due - now, self._check)
+            return
+        text = f"Not received Redis response in {self.replyTimeout} seconds"
+        while self.replyQueue.waiting:
+            self.replyQueue.put(txredisapi.TimeoutError(text))
+        self.transport.abortConnection()
+
+    def connectionLost(self, why: Any) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        # txredisapi answers every waiting command with ConnectionError.
+        super().connectionLost(why)
+        self._sent.clear()
+
     def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
+        # Most commands are ASCII text and integers, whose lengths in bytes
+        # are their lengths in characters: the command is built as text and
+        # encoded once.  Anything else is encoded argument by argument.
+        parts = [f"*{len(args)}\r\n"]
+        for arg in args:
+            kind = type(arg)
+            if kind is int:
+                arg = str(arg)
+            elif kind is not str or not arg.isascii():
+                return self._encodeEach(args)
+            parts.append(f"${len(arg)}\r\n{arg}\r\n")
+        return "".join(parts).encode("ascii")
+
+    def _encodeEach(self, args: Sequence[Any]) -> bytes:
         charset, errors = self.charset or "utf-8", self.errors
         parts = [b"*%d\r\n" % len(args)]
         for arg in args:
@@ -371,6 +529,7 @@ class _ProtocolFactory(Factory):
             username=self._location.username,
         )
         p.callLater = self._reactor.callLater
+        p.clock = self._reactor
         p.factory = self
         self._unusable += 1
         p.whenConnected().addCallback(self._usable)
@@ -443,6 +602,8 @@ class RedisStore(StoreEvents, Service):
         self._ready: list[txredisapi.RedisProtocol] = []
         self._waiting: list[Deferred] = []
         self._next = 0
+        # The connection this turn's commands go out on (see _pick).
+        self._batch: Optional[Any] = None
         self._checkWaiters: list[Deferred] = []
         self._durability = parseDurability(durability)
         self._discoveryTimeout = discoveryTimeout
@@ -556,15 +717,39 @@ class RedisStore(StoreEvents, Service):
 
     def _pick(self) -> Optional[txredisapi.RedisProtocol]:
         """
-        The next usable connection, round-robin, or L{None}.
+        A usable connection, or L{None}.
+
+        The commands of one turn of the reactor go out on one connection,
+        in one write and one read each side, instead of one per connection
+        (see L{_endBatch}); each turn starts on the next connection,
+        round-robin.  A connection waiting for C{WAIT} or C{WAITAOF}, which
+        hold everything sent after them, is passed over while another one
+        is free.
         """
+        batch = self._batch
+        if batch is not None and batch.connected and not batch.holds:
+            return batch
         ready = self._ready
+        held = None
         for _ in range(len(ready)):
             self._next = (self._next + 1) % len(ready)
             conn = ready[self._next]
             if conn.connected:
-                return conn
-        return None
+                if not conn.holds:
+                    if self._batch is None:
+                        self._reactor.callLater(0, self._endBatch)
+                    self._batch = conn
+                    return conn
+                held = held or conn
+        return held
+
+    def _endBatch(self) -> None:
+        """
+        The turn of the reactor in which the batch connection was picked
+        has ended (its writes go out in the next): the next command starts
+        a new batch.
+        """
+        self._batch = None
 
     async def _connection(self) -> txredisapi.RedisProtocol:
         """
@@ -605,7 +790,11 @@ class RedisStore(StoreEvents, Service):
         if conn is None:
             conn = await self._connection()
         try:
-            return await getattr(conn, method)(*args)
+            reply = await getattr(conn, method)(*args)
+            if isinstance(reply, Exception):
+                # _Protocol.send answers errors as values.
+                raise reply
+            return reply
         except CancelledError:
             raise
         except txredisapi.InvalidData as e:
@@ -639,6 +828,8 @@ class RedisStore(StoreEvents, Service):
             ) from None
 
     def _drop(self, conn: Any) -> None:
+        if self._batch is conn:
+            self._batch = None
         if conn in self._ready:
             self._ready.remove(conn)
         if conn.transport is not None:
@@ -657,7 +848,7 @@ class RedisStore(StoreEvents, Service):
         # The protocol's own EVALSHA adds callbacks of its script cache,
         # which these calls do not use; the command is sent as it is (the
         # encoder writes numbers as str() does).
-        command = "execute_command"
+        command = "send"
         try:
             return await self._call(command, "EVALSHA", sha, 0, *args, conn=conn)
         except txredisapi.ScriptDoesNotExist:
@@ -683,13 +874,7 @@ class RedisStore(StoreEvents, Service):
         if level == REPLICATED:
             loc = self._location
             acknowledged = int(
-                await self._call(
-                    "execute_command",
-                    "WAIT",
-                    loc.replicas,
-                    loc.replicaTimeout,
-                    conn=conn,
-                )
+                await self._held(conn, "WAIT", loc.replicas, loc.replicaTimeout)
             )
             if acknowledged < loc.replicas:
                 raise errors.StorageUnavailable(
@@ -700,14 +885,23 @@ class RedisStore(StoreEvents, Service):
                 )
         return result
 
+    async def _held(self, conn: Any, *command: Any) -> Any:
+        """
+        Run a command that holds C{conn} until it returns (C{WAIT},
+        C{WAITAOF}); meanwhile L{_pick} passes the connection over.
+        """
+        conn.holds += 1
+        try:
+            return await self._call("send", *command, conn=conn)
+        finally:
+            conn.holds -= 1
+
     async def _waitForAOF(self, conn: Any) -> None:
         """
         Wait until the local append-only file has every earlier write of
         C{conn} fsynced (C{WAITAOF 1 0}, bounded by the reply timeout).
         """
-        local, _ = await self._call(
-            "execute_command", "WAITAOF", 1, 0, self._replyTimeoutMS(), conn=conn
-        )
+        local, _ = await self._held(conn, "WAITAOF", 1, 0, self._replyTimeoutMS())
         if int(local) < 1:
             raise errors.StorageUnavailable(
                 "Redis did not fsync the change to its append-only file in "
@@ -918,7 +1112,7 @@ class RedisStore(StoreEvents, Service):
             int(bool(query.includeDelayed)),
             json.dumps(list(query.tags)),
         )
-        return _messages(rows)
+        return _flatMessages(rows)
 
     @deferred
     async def getMessages(
@@ -930,7 +1124,7 @@ class RedisStore(StoreEvents, Service):
         rows = await self._eval(
             lua.GET_MESSAGES, queuePrefix(project, queue), _time(now), *wanted
         )
-        return sorted(_messages(rows), key=lambda m: m.marker)
+        return sorted(_flatMessages(rows), key=lambda m: m.marker)
 
     @deferred
     async def deleteMessage(
