@@ -236,7 +236,9 @@ class StreamObserver:
             line = "".join(self._pending)
             self._pending = []
             self._size = 0
-        if self._timer is not None:
+        if self._timer is not None and threading.get_ident() == self._thread:
+            # Only the reactor's thread touches the reactor's timer; written
+            # from another thread, the timer fires with nothing to write.
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
@@ -264,8 +266,8 @@ class StreamObserver:
         Write what is kept, and every line at once from now on.
         """
         with self._lock:
-            self._thread = None
             self._write("")
+            self._thread = None
 
     def rotate(self) -> None:
         """

@@ -699,16 +699,24 @@ class BufferingTests(SynchronousTestCase):
         """
         An access event observed on another thread than the one that
         started the buffering (where the clock may not be used) is written
-        at once, after the lines kept before it.
+        at once, after the lines kept before it.  That thread leaves the
+        clock's timer alone: it fires later with nothing to write.
         """
         observer = self.buffered()
         first, second = accessEvents(2)
         observer(first)
+        [timer] = self.clock.getDelayedCalls()
         thread = threading.Thread(target=observer, args=(second,))
         thread.start()
         thread.join()
         self.assertEqual(len(self.stream.getvalue().splitlines()), 2)
+        self.assertEqual(self.clock.getDelayedCalls(), [timer])
+        self.assertTrue(timer.active())
+        self.clock.advance(0.1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.stream.getvalue().splitlines()), 2)
+        observer(first)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
 
     def test_binaryStream(self) -> None:
         """
