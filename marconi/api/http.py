@@ -359,6 +359,15 @@ class MarconiChannel(http.HTTPChannel):
     transport: ITransport
 
     def dataReceived(self, data: bytes) -> None:
+        # What follows a request passed through and answered at once is
+        # read here, in turn, not by a call from inside that answer: a
+        # long pipeline answered at once would otherwise nest a call per
+        # request.
+        while data:
+            self._received(data)
+            data, self._rest = self._rest, b""
+
+    def _received(self, data: bytes) -> None:
         if self._refused:
             return
         if self._relay is not None:
@@ -375,6 +384,10 @@ class MarconiChannel(http.HTTPChannel):
     # idle timeout it suspended.
     _relay: Any = None
     _relayTimeOut: Optional[float] = None
+    # A relay is starting (its answer may come at once), and the bytes
+    # after a request answered meanwhile, for dataReceived to read next.
+    _starting = False
+    _rest = b""
 
     def _passThrough(self, data: bytes) -> bool:
         """
@@ -398,8 +411,11 @@ class MarconiChannel(http.HTTPChannel):
             return False
         self._relay = relay
         self._relayTimeOut = self.setTimeout(None)
+        # As while twisted.web handles a request: a transport that drains
+        # does not resume reading (the relay pauses it past a bound).
+        self._handlingRequest = True
         if relay.received(data):
-            relay.start()
+            self._start(relay)
         else:
             # The body is still to come, within the body deadline.
             self._arm(self.site.bodyTimeout)
@@ -410,15 +426,40 @@ class MarconiChannel(http.HTTPChannel):
         waiting = len(relay.data) < relay.end
         if relay.received(data) and waiting:
             self._disarm()
+            self._start(relay)
+
+    def _start(self, relay: Any) -> None:
+        self._starting = True
+        try:
             relay.start()
+        finally:
+            self._starting = False
+
+    def _relayEnded(self) -> None:
+        """
+        The request passed through is done with: the channel reads on,
+        unless the client is not reading its answers (then it reads once
+        the transport drained, see L{http.HTTPChannel.resumeProducing}).
+        """
+        self._relay = None
+        self._handlingRequest = False
+        self.setTimeout(self._relayTimeOut)
+        if self._waitingForTransport:
+            self._networkProducer.pauseProducing()
+        else:
+            self._networkProducer.resumeProducing()
 
     def relayed(self, rest: bytes) -> None:
         """
         The request passed through was answered: read the next one.
         """
-        self._relay = None
-        self.setTimeout(self._relayTimeOut)
-        if rest:
+        self._relayEnded()
+        if not rest:
+            return
+        if self._starting:
+            # Answered at once: the dataReceived below reads it next.
+            self._rest = rest
+        else:
             self.dataReceived(rest)
 
     def replay(self, data: bytes) -> None:
@@ -426,8 +467,7 @@ class MarconiChannel(http.HTTPChannel):
         The request the pass-through took goes the usual way: C{data}, what
         arrived since it began, is read as if it had just arrived.
         """
-        self._relay = None
-        self.setTimeout(self._relayTimeOut)
+        self._relayEnded()
         self._arm(self.site.headerTimeout)
         super().dataReceived(data)
 

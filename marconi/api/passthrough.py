@@ -373,9 +373,8 @@ class Relay:
             self.channel.replay(self.data)
 
     def _resume(self) -> None:
-        if self._paused:
-            self._paused = False
-            self.channel.transport.resumeProducing()
+        # The channel resumes reading, if the client reads its answers.
+        self._paused = False
 
     def _failed(self, failure: Failure) -> None:
         if failure.check(CancelledError) or self._gone:

@@ -10,7 +10,7 @@ import re
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
@@ -18,6 +18,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from marconi.api import passthrough
 from marconi.api.http import MarconiSite
 from marconi.api.passthrough import PassThrough
 from marconi.auth.noauth import NoAuth
@@ -351,6 +352,57 @@ class ChannelTests(SynchronousTestCase):
             [True, True, False],
         )
         self.assertFalse(self.transport.disconnecting)
+
+    def test_longPipelineAnsweredAtOnce(self) -> None:
+        """
+        A long pipeline of requests whose forwarding fails at once (an auth
+        driver that answers at once, a peer found down) is answered in
+        full, in order: each request's answer does not read the next from
+        inside itself.
+        """
+        api = InMemoryNode(self, auth=NoAuth()).api
+        router = _Routed(api.router)
+        router.forwardRaw = lambda *args: fail(NodeUnavailable("b"))
+        api.router = router
+        site = MarconiSite(api.resource(), maxRequestBody=10_000, reactor=self.clock)
+        site.passThrough = PassThrough(api, router)
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 6))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        one = _request(method=b"GET", target=b"/v2/queues/far/messages", body=b"")
+        channel.dataReceived(one * 1500)
+        answers = _answers(transport.value())
+        self.assertEqual(len(answers), 1500)
+        self.assertEqual({a[0] for a in answers}, {503})
+        self.assertFalse(transport.disconnecting)
+
+    def test_clientNotReading(self) -> None:
+        """
+        A client that does not read its answers is not read from: a
+        transport whose buffer filled while a request was passed through
+        stays paused after the answer, and a transport that drains while
+        the pass-through holds too many pipelined bytes does not resume
+        reading before the answer.
+        """
+        self.dataReceived(self.post("far"))
+        self.channel.pauseProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.answer()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.channel.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.transport.clear()
+        pipelined = self.post("far2") * (passthrough.PIPELINED // 100)
+        self.dataReceived(self.post("far") + pipelined)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.channel.resumeProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.answer()
+        self.auth.decide()
+        # The next request went on, with more than the bound behind it.
+        self.assertEqual(self.router.sent[-1][1], b"/v2/queues/far2/messages")
+        self.assertEqual(self.transport.producerState, "paused")
 
     def test_bodyDeadline(self) -> None:
         """
