@@ -59,6 +59,8 @@ _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*\r
 #: The first X-Project-ID header among header lines (each ending CRLF,
 #: after the CRLF of the request line).
 _PROJECT = re.compile(rb"(?:^|\r\n)x-project-id:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.I)
+#: Bytes twisted.web refuses in a request target.
+_CONTROL = re.compile(rb"[\x00-\x20\x7f]")
 #: Answer headers not passed on: hop-by-hop (RFC 9110 7.6.1), and the
 #: length, which is written anew.
 _HOP = frozenset(
@@ -114,7 +116,8 @@ class PassThrough:
             return None
         method, uri, _ = parts
         path = uri.partition(b"?")[0]
-        if _targetProblem(uri, path) is not None:
+        if _targetProblem(uri, path) is not None or _CONTROL.search(uri):
+            # twisted.web answers a target with control bytes itself.
             return None
         found = findRoute(method, [unquote_to_bytes(s) for s in path[1:].split(b"/")])
         if found is None:

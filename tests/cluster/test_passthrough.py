@@ -146,6 +146,8 @@ class TakeTests(SynchronousTestCase):
             _request(target=b"*"),
             _request(target=b"http://h/v2/queues/q/messages"),
             _request(target=b"/v2/queues/q/messages/%ff"),
+            _request(target=b"/v2/queues/q/messages?a=\x01"),
+            _request(target=b"/v2/queues/q/messages?a=\x7f"),
             _request(b"PUT"),
             _request(target=b"/v2/queues/mine/messages"),
             _request(target=b"/v2/queues/moving/messages"),
