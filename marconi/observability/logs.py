@@ -198,7 +198,9 @@ class StreamObserver:
         self._stream = stream
         self._binary = ioType(stream) is not str
         self._close = closeStream
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler (SIGTERM) may log while this thread
+        # is inside a write.
+        self._lock = threading.RLock()
         self._pending: List[str] = []
         self._size = 0
         self._clock: Optional[IReactorTime] = None
@@ -317,7 +319,9 @@ class SyslogObserver:
         self._facility = FACILITIES[facility]
         self._tag = f"{ident}[{os.getpid()}]: "
         self._json = fmt == "json"
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler (SIGTERM) may log while this thread
+        # is inside a write.
+        self._lock = threading.RLock()
         self.dropped = 0
 
     def __call__(self, event: LogEvent) -> None:

@@ -718,6 +718,37 @@ class BufferingTests(SynchronousTestCase):
         observer(first)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
 
+    def test_eventDuringWrite(self) -> None:
+        """
+        An event logged while the observer is writing, on the same thread
+        (a signal handler: twistd logs SIGTERM from one), is written after
+        what was being written instead of waiting for it for ever.
+        """
+        [during] = events(("info", "Received SIGTERM, shutting down.", {}))
+        observer = None
+
+        class Interrupted(io.StringIO):
+            nested = False
+
+            def write(self, text):
+                written = super().write(text)
+                if not self.nested:
+                    self.nested = True
+                    observer(during)
+                return written
+
+        self.stream = Interrupted()
+        observer = logs.makeStdout({}, self.stream)
+        [before] = events(("info", "Stopping", {}))
+        thread = threading.Thread(target=observer, args=(before,), daemon=True)
+        thread.start()
+        thread.join(10)
+        self.assertFalse(thread.is_alive())
+        lines = self.stream.getvalue().splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertIn("Stopping", lines[0])
+        self.assertIn("SIGTERM", lines[1])
+
     def test_binaryStream(self) -> None:
         """
         A binary stream (a L{LogFile}) gets the lines in UTF-8.
