@@ -372,12 +372,7 @@ class Relay:
         Give the request to twisted.web, which serves it the usual way.
         """
         if not self._gone:
-            self._resume()
             self.channel.replay(self.data)
-
-    def _resume(self) -> None:
-        # The channel resumes reading, if the client reads its answers.
-        self._paused = False
 
     def _failed(self, failure: Failure) -> None:
         if failure.check(CancelledError) or self._gone:
@@ -463,7 +458,6 @@ class Relay:
         self.responseHeaders = _Sent(self.requestId)
         self.route = self.passThrough.labels.get(self.endpoint, self.endpoint)
         channel.site.log(self)
-        self._resume()
         if self.close:
             channel.loseConnection()
         else:
