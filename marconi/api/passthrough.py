@@ -51,6 +51,9 @@ _UNUSUAL = frozenset(
     (b"expect", b"content-encoding", b"transfer-encoding", b"upgrade", b"trailer")
 )
 _FORWARDING = b"x-marconi-"
+#: A forwarding header line as nodes send it (see
+#: L{marconi.cluster.signing}).
+_SIGNED = b"\r\n" + _FORWARDING
 #: Header lines (a name, RFC 9110 5.6.2, and a value without NUL, CR or
 #: LF), each ending with CRLF, and one of them split into its name and
 #: value.
@@ -109,6 +112,11 @@ class PassThrough:
         """
         end = data.find(b"\r\n\r\n")
         if end < 0 or end > channel.totalHeadersSize:
+            return None
+        if data.find(_SIGNED, 0, end) >= 0:
+            # A request a node forwarded here (their names are sent in
+            # lower case): the usual way checks its signature, and nothing
+            # here is worth reading it for.
             return None
         first = data.find(b"\r\n")
         parts = data[:first].split(b" ")
@@ -265,6 +273,10 @@ class Relay:
     clientproto = b"HTTP/1.1"
     #: The project the request named, and the node of its queue.
     guess: tuple = (None, None)
+    #: It carries no forwarding header (L{PassThrough.take} leaves any
+    #: such request to the usual way): the router has no signature to
+    #: look for.
+    unsigned = True
 
     def __init__(
         self,
