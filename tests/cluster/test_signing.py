@@ -141,6 +141,17 @@ class SigningTests(SynchronousTestCase):
         ahead = Signer("a", SECRET, early).headers(b"POST", URI, BODY, "p1", "b")
         self.assertRaises(BadSignature, self.verifier.verify, b"POST", URI, BODY, ahead)
 
+    def test_nonceOfEachRequest(self) -> None:
+        """
+        Every signed request carries its own nonce (of 32 hex digits), also
+        beyond the nonces made at a time.
+        """
+        nonces = [self.sign()[signing.NONCE] for _ in range(2 * signing.NONCES + 1)]
+        self.assertEqual(len(set(nonces)), len(nonces))
+        for nonce in nonces:
+            self.assertEqual(len(nonce), 32)
+            int(nonce, 16)
+
     def test_replay(self) -> None:
         """
         The same signed request is accepted once; a replay inside the window
@@ -243,6 +254,22 @@ class CanonicalFormTests(SynchronousTestCase):
             b"64:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
             b"1:a1:b1:p13:17000000000004:00ff",
         )
+
+    def test_plainQueryAsDecoded(self) -> None:
+        """
+        A query with nothing to decode has the form of the same query
+        percent-encoded, or with a pair without C{=} (which are decoded
+        and parsed).
+        """
+
+        def form(query: bytes) -> bytes:
+            return signing.canonical(
+                b"GET", b"/v2/x", query, b"", b"a", b"b", b"p", b"1", b"00"
+            )
+
+        self.assertEqual(form(b"limit=10&echo=true"), form(b"echo=tru%65&limit=10"))
+        self.assertEqual(form(b"b=&a=1&a=0"), form(b"a=1&b&a=%30"))
+        self.assertNotEqual(form(b"a=1&b=2"), form(b"a=1&b=3"))
 
     def test_undecodableQuery(self) -> None:
         """
