@@ -104,16 +104,25 @@ def requestBytes(
     a CR or LF in either becomes a space (no header can be smuggled).
     """
     lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, uri, host)]
-    for name, value in headers:
-        line = b"%s: %s\r\n" % (name, value)
-        if b"\r" in line[:-2] or b"\n" in line[:-2]:
-            line = line[:-2].replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
-        lines.append(line)
+    block = b"".join([b"%s: %s\r\n" % pair for pair in headers])
+    count = len(headers)
+    if block.count(b"\n") != count or block.count(b"\r") != count:
+        # Some name or value holds a CR or LF (rare): line by line.
+        block = b"".join([_line(name, value) for name, value in headers])
+    lines.append(block)
     if body or method not in (b"GET", b"HEAD", b"DELETE"):
         lines.append(b"Content-Length: %d\r\n" % len(body))
     lines.append(b"\r\n")
     lines.append(body)
     return b"".join(lines)
+
+
+def _line(name: bytes, value: bytes) -> bytes:
+    """
+    A header line, any CR or LF in its name or value made a space.
+    """
+    line = b"%s: %s" % (name, value)
+    return line.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
 
 
 class _Exchange:

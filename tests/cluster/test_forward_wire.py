@@ -441,6 +441,23 @@ class RequestBytesTests(SynchronousTestCase):
             b"X-A: 1  X-Marconi-Node: a\r\nX-B: 2\r\nContent-Length: 2\r\n\r\n{}",
         )
 
+    def test_loneCarriageReturnOrLineFeed(self) -> None:
+        """
+        A CR or an LF alone, in a name or a value, becomes a space too.
+        """
+        data = requestBytes(
+            b"GET",
+            b"/v2/ping",
+            b"h",
+            [(b"X-A", b"1\rX-B: 2"), (b"X-C\nX-D", b"3"), (b"X-E", b"4")],
+            b"",
+        )
+        self.assertEqual(
+            data,
+            b"GET /v2/ping HTTP/1.1\r\nHost: h\r\n"
+            b"X-A: 1 X-B: 2\r\nX-C X-D: 3\r\nX-E: 4\r\n\r\n",
+        )
+
     def test_noBody(self) -> None:
         """
         A GET without a body carries no Content-Length.
