@@ -127,7 +127,10 @@ class PassThrough:
         if _targetProblem(uri, path) is not None or _CONTROL.search(uri):
             # twisted.web answers a target with control bytes itself.
             return None
-        found = findRoute(method, [unquote_to_bytes(s) for s in path[1:].split(b"/")])
+        segments = path[1:].split(b"/")
+        if b"%" in path:
+            segments = [unquote_to_bytes(s) for s in segments]
+        found = findRoute(method, segments)
         if found is None:
             return None
         block = data[first + 2 : end + 2]
