@@ -11,7 +11,7 @@ a body of a declared C{Content-Length} within the site's limit.  It is
 authenticated exactly as the API does (L{MarconiAPI._context}: the auth
 driver, pre-signed URL headers, the project and client ids, the version's
 rules), and if its queue belongs to another node it is forwarded there,
-signed (the cluster router's C{forwardRaw}, which keeps its retries, its
+signed (the cluster router's C{forwarding}, which keeps its retries, its
 timeouts and the failure detector), and the owner's answer is written to
 the client as it came, less the hop-by-hop headers.  The relaying node
 writes the request's one access log line, under the owner's request id.
@@ -91,7 +91,7 @@ class PassThrough:
 
     @param api: the node's L{marconi.api.app.MarconiAPI} (it authenticates
         and routes).
-    @param router: the node's cluster router: C{forwardRaw} forwards.
+    @param router: the node's cluster router: C{forwarding} forwards.
     @param forwarded: called with the owner's name for every request passed
         through (the console's activity).
     """
@@ -369,7 +369,7 @@ class Relay:
         if passThrough.forwarded is not None:
             passThrough.forwarded(owner)
         try:
-            answer = await passThrough.router.forwardRaw(
+            answer = await passThrough.router.forwarding(
                 self.method,
                 self.uri,
                 self.requestHeaders,

@@ -6,7 +6,7 @@ import heapq
 import itertools
 import json
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Coroutine, Optional
 from urllib.parse import urlencode
 
 from twisted.application.service import MultiService
@@ -414,6 +414,23 @@ class ClusterRouter(MultiService):
         return Deferred.fromCoroutine(
             self._forwardRaw(method, path, headers, body, project, owner)
         )
+
+    def forwarding(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Any,
+        body: bytes,
+        project: str,
+        owner: str,
+    ) -> Coroutine[Any, Any, Answer]:
+        """
+        L{forwardRaw} as a coroutine, for a caller that awaits it in one of
+        its own (no L{Deferred} between them): the pass-through.
+
+        @raise NotAPath: C{uri} is not a path (when called).
+        """
+        return self._forwardRaw(method, target(uri), headers, body, project, owner)
 
     async def _forwardRaw(
         self,
