@@ -201,7 +201,11 @@ class RedisStoreTests(TestCase):
         store = await self.store()
         first = await store.postMessages("p", "q", [msg('"a"')], "c", T0)
         await store._call("execute_command", "SCRIPT", "FLUSH")
+        listed = await store.listMessages("p", "q", query(echo=True), T0)
+        self.assertEqual([m.id for m in listed], first)
+        await store._call("execute_command", "SCRIPT", "FLUSH")
         second = await store.postMessages("p", "q", [msg('"b"')], "c", T0)
+        await store._call("execute_command", "SCRIPT", "FLUSH")
         found = await store.getMessages("p", "q", first + second, T0)
         self.assertEqual([m.body for m in found], ['"a"', '"b"'])
 
