@@ -370,17 +370,21 @@ local tags = {}
 if ARGV[9] ~= '[]' then
   tags = cjson.decode(ARGV[9])
 end
+local filtered = #tags > 0
 local out, found = {}, 0
 if limit < 1 then
   return out
 end
+-- load, claimLive and hasTags, written out: this runs for every message
+-- of every listing.
+local hashes = P .. ':h:'
 scan(P .. ':m', after, function(id)
-  local r = load(P, id)
-  if r and tonumber(r[5]) > now
+  local r = redis.call('HMGET', hashes .. id, unpack(FIELDS))
+  if r[1] and tonumber(r[5]) > now
       and (withDelayed or tonumber(r[6]) <= now)
-      and (withClaimed or not claimLive(r, now))
+      and (withClaimed or not r[8] or not r[9] or tonumber(r[9]) <= now)
       and (echo or r[7] ~= client)
-      and hasTags(r, tags) then
+      and (not filtered or hasTags(r, tags)) then
     frow(out, id, r)
     found = found + 1
   end
