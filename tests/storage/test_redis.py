@@ -1137,6 +1137,58 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
 
 
+class RecordTests(SynchronousTestCase):
+    """
+    The messages the driver makes of its scripts' records.
+    """
+
+    skip = SKIP
+
+    def test_recordsAreMessages(self) -> None:
+        """
+        A message made of a record is a L{Message} like one made by its
+        constructor: same type, equal, same hash, and frozen.
+        """
+        from dataclasses import FrozenInstanceError
+
+        from marconi.core.models import Message
+        from marconi.storage.redis.store import _records
+
+        row = ["a" * 32, 7, '"b"', 300, "1.5", "301.5", "2.5", "w", "", "", 0]
+        [unclaimed, claimed] = _records(
+            [
+                row + ["[]", "MD5:0"],
+                row[:8] + ["c" * 32, "61.5", 2, '["t"]', "MD5:1"],
+            ]
+        )
+        self.assertIs(type(unclaimed), Message)
+        expected = Message(
+            "a" * 32, 7, '"b"', 300, 1.5, 301.5, 2.5, "w", None, None, 0, (), "MD5:0"
+        )
+        self.assertEqual(unclaimed, expected)
+        self.assertEqual(hash(unclaimed), hash(expected))
+        self.assertEqual(
+            claimed,
+            Message(
+                "a" * 32,
+                7,
+                '"b"',
+                300,
+                1.5,
+                301.5,
+                2.5,
+                "w",
+                "c" * 32,
+                61.5,
+                2,
+                ("t",),
+                "MD5:1",
+            ),
+        )
+        with self.assertRaises(FrozenInstanceError):
+            unclaimed.body = "x"  # type: ignore[misc]
+
+
 class URITests(SynchronousTestCase):
     """
     Parsing and checking Redis URIs.
