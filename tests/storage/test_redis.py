@@ -201,7 +201,11 @@ class RedisStoreTests(TestCase):
         store = await self.store()
         first = await store.postMessages("p", "q", [msg('"a"')], "c", T0)
         await store._call("execute_command", "SCRIPT", "FLUSH")
+        listed = await store.listMessages("p", "q", query(echo=True), T0)
+        self.assertEqual([m.id for m in listed], first)
+        await store._call("execute_command", "SCRIPT", "FLUSH")
         second = await store.postMessages("p", "q", [msg('"b"')], "c", T0)
+        await store._call("execute_command", "SCRIPT", "FLUSH")
         found = await store.getMessages("p", "q", first + second, T0)
         self.assertEqual([m.body for m in found], ['"a"', '"b"'])
 
@@ -1131,6 +1135,58 @@ class PluginTests(SynchronousTestCase):
             timeout=60,
         )
         self.assertEqual(result.returncode, 0, result.stderr)
+
+
+class RecordTests(SynchronousTestCase):
+    """
+    The messages the driver makes of its scripts' records.
+    """
+
+    skip = SKIP
+
+    def test_recordsAreMessages(self) -> None:
+        """
+        A message made of a record is a L{Message} like one made by its
+        constructor: same type, equal, same hash, and frozen.
+        """
+        from dataclasses import FrozenInstanceError
+
+        from marconi.core.models import Message
+        from marconi.storage.redis.store import _records
+
+        row = ["a" * 32, 7, '"b"', 300, "1.5", "301.5", "2.5", "w", "", "", 0]
+        [unclaimed, claimed] = _records(
+            [
+                row + ["[]", "MD5:0"],
+                row[:8] + ["c" * 32, "61.5", 2, '["t"]', "MD5:1"],
+            ]
+        )
+        self.assertIs(type(unclaimed), Message)
+        expected = Message(
+            "a" * 32, 7, '"b"', 300, 1.5, 301.5, 2.5, "w", None, None, 0, (), "MD5:0"
+        )
+        self.assertEqual(unclaimed, expected)
+        self.assertEqual(hash(unclaimed), hash(expected))
+        self.assertEqual(
+            claimed,
+            Message(
+                "a" * 32,
+                7,
+                '"b"',
+                300,
+                1.5,
+                301.5,
+                2.5,
+                "w",
+                "c" * 32,
+                61.5,
+                2,
+                ("t",),
+                "MD5:1",
+            ),
+        )
+        with self.assertRaises(FrozenInstanceError):
+            unclaimed.body = "x"  # type: ignore[misc]
 
 
 class URITests(SynchronousTestCase):

@@ -205,32 +205,34 @@ end
 -- Call fn(id) on the members of a zset in score order (from the highest
 -- score down when `reverse`), starting after the score bound `from`
 -- ('-inf', '+inf' or '(' .. score), until fn returns true.  fn may remove
--- the member it is given.  Pages start small, since most walks stop
--- within the first few members (a page of 10 messages, one claim), and
--- grow to 100 for walks that go on.
-local function walk(key, from, reverse, fn)
+-- the member it is given.  The first page holds `size` members (16 when not
+-- given: most walks stop within the first few, a page of messages, one
+-- claim); pages grow to 100 for walks that go on.  A page shorter than
+-- asked for is the last.
+local function walk(key, from, reverse, fn, size)
   local command, to = 'ZRANGEBYSCORE', '+inf'
   if reverse then
     command, to = 'ZREVRANGEBYSCORE', '-inf'
   end
-  local size = 16
+  size = size or 16
   while true do
     local page = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', 0, size)
-    if #page == 0 then
-      return
-    end
-    for i = 1, #page, 2 do
+    local n = #page
+    for i = 1, n, 2 do
       if fn(page[i]) then
         return
       end
-      from = '(' .. page[i + 1]
     end
+    if n < 2 * size then
+      return
+    end
+    from = '(' .. page[n]
     size = math.min(100, size * 4)
   end
 end
 
-local function scan(key, after, fn)
-  walk(key, after, false, fn)
+local function scan(key, after, fn, size)
+  walk(key, after, false, fn, size)
 end
 
 local function rscan(key, fn)
@@ -364,23 +366,30 @@ local P, after, client = ARGV[1], ARGV[3], ARGV[5]
 local now, limit = tonumber(ARGV[2]), tonumber(ARGV[4])
 local echo, withClaimed, withDelayed = ARGV[6] == '1', ARGV[7] == '1',
   ARGV[8] == '1'
-local tags = cjson.decode(ARGV[9])
+local tags = {}
+if ARGV[9] ~= '[]' then
+  tags = cjson.decode(ARGV[9])
+end
+local filtered = #tags > 0
 local out, found = {}, 0
 if limit < 1 then
   return out
 end
+-- load, claimLive and hasTags, written out: this runs for every message
+-- of every listing.
+local hashes = P .. ':h:'
 scan(P .. ':m', after, function(id)
-  local r = load(P, id)
-  if r and tonumber(r[5]) > now
+  local r = redis.call('HMGET', hashes .. id, unpack(FIELDS))
+  if r[1] and tonumber(r[5]) > now
       and (withDelayed or tonumber(r[6]) <= now)
-      and (withClaimed or not claimLive(r, now))
+      and (withClaimed or not r[8] or not r[9] or tonumber(r[9]) <= now)
       and (echo or r[7] ~= client)
-      and hasTags(r, tags) then
+      and (not filtered or hasTags(r, tags)) then
     frow(out, id, r)
     found = found + 1
   end
   return found >= limit
-end)
+end, math.min(limit, 100))
 return out
 """)
 
