@@ -203,13 +203,30 @@ class _NewMessage:
         self.__class__ = Message  # type: ignore[assignment]
 
 
-#: How the driver makes its messages: L{_NewMessage} while it matches
-#: L{Message}'s fields, else L{Message} itself.
+#: The fields L{_NewMessage.__init__} sets, in L{Message}'s order.
+_NEW_MESSAGE_FIELDS = (
+    "id",
+    "marker",
+    "body",
+    "ttl",
+    "created",
+    "expires",
+    "visibleAt",
+    "clientId",
+    "claimId",
+    "claimExpires",
+    "claimCount",
+    "tags",
+    "checksum",
+)
+
+#: How the driver makes its messages: L{_NewMessage} while it sets every
+#: field of L{Message} and L{Message} does nothing after setting them,
+#: else L{Message} itself.
 _make: Any = (
     _NewMessage
-    if tuple(f.name for f in dataclasses.fields(Message))
-    == Message.__slots__
-    == _NewMessage.__slots__
+    if tuple(f.name for f in dataclasses.fields(Message)) == _NEW_MESSAGE_FIELDS
+    and not hasattr(Message, "__post_init__")
     else Message
 )
 
