@@ -13,6 +13,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import server
 
 from marconi.api.http import MarconiSite
 from tests.api.test_api_unit import InMemoryNode
@@ -198,3 +199,23 @@ class WholeHeadTests(SynchronousTestCase):
         self.assertEqual(self.lineCalls(CASES["body"][0]), 0)
         self.assertGreater(self.lineCalls(CASES["folded"][0]), 0)
         self.assertGreater(self.lineCalls(CASES["nulInValue"][0]), 0)
+
+
+class AnswerHeadTests(SynchronousTestCase):
+    def test_serverAndDate(self) -> None:
+        """
+        An answer carries twisted.web's C{Server} header and the C{Date},
+        after the request id, as twisted.web writes them.
+        """
+        transport = WholeHeadTests("test_sameAnswers").connect()
+        transport.protocol.dataReceived(GET_QUEUES)
+        lines = transport.value().split(b"\r\n\r\n")[0].split(b"\r\n")
+        self.assertEqual(lines[0], b"HTTP/1.1 200 OK")
+        self.assertRegex(lines[1], rb"\AX-Openstack-Request-Id: req-[0-9a-f]{32}\Z")
+        self.assertEqual(lines[2], b"Server: " + server.version)
+        self.assertRegex(
+            lines[3],
+            rb"\ADate: (Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d "
+            rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+            rb"\d\d:\d\d:\d\d GMT\Z",
+        )
