@@ -15,7 +15,7 @@ import re
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -635,19 +635,20 @@ class MarconiAPI:
         pageSize = limit or self.limits.defaultMessagesPerPage
         links = []
         if messages:
-            params: dict = {"marker": messages[-1].marker, "limit": pageSize}
-            for name, value in (
-                ("echo", echo),
-                ("include_claimed", includeClaimed),
-                ("include_delayed", includeDelayed),
-            ):
-                if value:
-                    params[name] = "true"
+            # As urlencode would write it: an int needs no quoting.
+            last = messages[-1].marker
+            if type(last) is not int:
+                last = quote_plus(str(last))
+            query = f"marker={last}&limit={pageSize:d}"
+            if echo:
+                query += "&echo=true"
+            if includeClaimed:
+                query += "&include_claimed=true"
+            if includeDelayed:
+                query += "&include_delayed=true"
             if tagArg:
-                params["tags"] = tagArg
-            links.append(
-                {"rel": "next", "href": f"{queueHref}/messages?{urlencode(params)}"}
-            )
+                query += "&tags=" + quote_plus(tagArg)
+            links.append({"rel": "next", "href": f"{queueHref}/messages?{query}"})
         return _send(
             request,
             render.messageList(
