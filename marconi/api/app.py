@@ -234,7 +234,7 @@ class MarconiAPI:
 
     def resource(self) -> Any:
         # The hot routes first, Klein for everything (see marconi.api.fast).
-        return FastResource(self.app, self.app.resource())
+        return FastResource(self.app, self.app.resource(), self)
 
     # Request helpers.
 
