@@ -658,11 +658,51 @@ class MarconiChannel(http.HTTPChannel):
         self._disarm()
         super().allContentReceived()
 
+    # The idle timeout (twisted.protocols.policies.TimeoutMixin's API) kept
+    # as a deadline, as the request deadlines are: twisted.web suspends it
+    # while each request is served and sets it again after, which cancelled
+    # one timer and scheduled another for every request.  Now the one
+    # timer waits, and when it fires early (the deadline moved later) it
+    # waits again.
+    _idleDue: Optional[float] = None
+    _idleTimer: Optional[IDelayedCall] = None
+
+    def setTimeout(self, period: Optional[float]) -> Optional[float]:
+        previous = self.timeOut
+        self.timeOut = period  # type: ignore[assignment]
+        if period is None:
+            self._idleDue = None
+            return previous
+        self._idleDue = self.site.reactor.seconds() + period
+        timer = self._idleTimer
+        if timer is None:
+            self._idleTimer = self.callLater(period, self._idleCheck)
+        elif timer.getTime() > self._idleDue:
+            timer.reset(period)
+        return previous
+
+    def resetTimeout(self) -> None:
+        if self._idleDue is not None and self.timeOut is not None:
+            self._idleDue = self.site.reactor.seconds() + self.timeOut
+
+    def _idleCheck(self) -> None:
+        self._idleTimer = None
+        if self._idleDue is None:
+            return
+        left = self._idleDue - self.site.reactor.seconds()
+        if left > 0:
+            self._idleTimer = self.callLater(left, self._idleCheck)
+        else:
+            self._idleDue = None
+            self.timeoutConnection()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        for name in ("_timer", "_idleTimer"):
+            timer = getattr(self, name)
+            setattr(self, name, None)
+            if timer is not None and timer.active():
+                timer.cancel()
         relay, self._relay = self._relay, None
         if relay is not None:
             relay.connectionLost(reason)
