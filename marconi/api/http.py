@@ -696,6 +696,22 @@ class MarconiChannel(http.HTTPChannel):
             self._idleDue = None
             self.timeoutConnection()
 
+    # The addresses of the connection, asked of the transport once: each
+    # request takes them, and a TCP transport makes a new address each
+    # time (its own with a system call).
+    _peer: Any = None
+    _host: Any = None
+
+    def getPeer(self) -> Any:
+        if self._peer is None:
+            self._peer = self.transport.getPeer()
+        return self._peer
+
+    def getHost(self) -> Any:
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
         for name in ("_timer", "_idleTimer"):

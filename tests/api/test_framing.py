@@ -6,7 +6,7 @@ whatever the head holds.
 """
 
 import re
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -219,3 +219,36 @@ class AnswerHeadTests(SynchronousTestCase):
             rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
             rb"\d\d:\d\d:\d\d GMT\Z",
         )
+
+
+class AddressTests(SynchronousTestCase):
+    def test_askedOnce(self) -> None:
+        """
+        Every request of a connection has the connection's addresses, which
+        the transport is asked for once.
+        """
+        transport = WholeHeadTests("test_sameAnswers").connect()
+        asked = []
+        for name in ("getPeer", "getHost"):
+            method = getattr(transport, name)
+
+            def counted(name: str = name, method: Any = method) -> Any:
+                asked.append(name)
+                return method()
+
+            setattr(transport, name, counted)
+        seen = []
+        resource = transport.protocol.site.resource
+
+        class Recording:
+            isLeaf = True
+
+            def render(self, request: Any) -> Any:
+                seen.append((request.getClientAddress(), request.getHost()))
+                return resource.render(request)
+
+        transport.protocol.site.resource = Recording()
+        transport.protocol.dataReceived(GET_QUEUES + GET_QUEUES)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK\r\n"), 2)
+        self.assertEqual(sorted(asked), ["getHost", "getPeer"])
+        self.assertEqual(seen, [(transport.getPeer(), transport.getHost())] * 2)
