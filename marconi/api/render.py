@@ -81,8 +81,26 @@ def popped(
 def messageList(items: Iterable[str], links: Optional[list] = None) -> bytes:
     text = '{"messages":[' + ",".join(items) + "]"
     if links is not None:
-        text += ',"links":' + _dumps(links)
+        text += ',"links":' + _links(links)
     return (text + "}").encode("utf-8")
+
+
+def _links(links: list) -> str:
+    """
+    C{links} as JSON, as L{_dumps} writes it; a list of the one link a
+    listing has is written directly.
+    """
+    if len(links) == 1 and type(links[0]) is dict:
+        link = links[0]
+        rel = link.get("rel")
+        href = link.get("href")
+        if (
+            isinstance(rel, str)
+            and isinstance(href, str)
+            and tuple(link) == ("rel", "href")
+        ):
+            return '[{"rel":' + _dumps(rel) + ',"href":' + _dumps(href) + "}]"
+    return _dumps(links)
 
 
 def claim(
