@@ -253,7 +253,11 @@ class MarconiAPI:
         headers = identity.authHeaders(request)
         signed = self.router.verify(request)
         if signed is None:
-            project = await self._authenticate(request, headers, projectId)
+            # A client: by its pre-signed URL headers if it sends them,
+            # else by the auth driver.
+            project = self.signedURLs.verify(request, headers, projectId)
+            if project is None:
+                project = await self.auth.authenticate(headers, projectId)
         elif projectId is not None and projectId != signed:
             raise Forbidden("The project in the URL is not the forwarded project.")
         else:
@@ -276,18 +280,6 @@ class MarconiAPI:
             forwarded=signed is not None,
             policy=policy,
         )
-
-    async def _authenticate(
-        self, request: Any, headers: dict, projectId: Optional[str]
-    ) -> Optional[str]:
-        """
-        The project of a request from a client: by its pre-signed URL
-        headers if it sends them, else by the auth driver.
-        """
-        project = self.signedURLs.verify(request, headers, projectId)
-        if project is not None:
-            return project
-        return await self.auth.authenticate(headers, projectId)
 
     def _allowed(self, request: Any) -> list:
         """
