@@ -584,10 +584,9 @@ class MarconiAPI:
             return _send(
                 request,
                 render.messageList(
-                    render.message(
-                        m, queueHref, now, None, ctx.policy.checksums, signer
+                    render.messages(
+                        found, queueHref, now, None, ctx.policy.checksums, signer
                     )
-                    for m in found
                 ),
             )
         limit = _int(request, "limit")
@@ -644,11 +643,8 @@ class MarconiAPI:
         return _send(
             request,
             render.messageList(
-                (
-                    render.message(
-                        m, queueHref, now, None, ctx.policy.checksums, signer
-                    )
-                    for m in messages
+                render.messages(
+                    messages, queueHref, now, None, ctx.policy.checksums, signer
                 ),
                 links,
             ),
@@ -750,10 +746,14 @@ class MarconiAPI:
         return _send(
             request,
             render.messageList(
-                render.message(
-                    m, queueHref, now, claim.id, ctx.policy.checksums, signer
+                render.messages(
+                    claim.messages,
+                    queueHref,
+                    now,
+                    claim.id,
+                    ctx.policy.checksums,
+                    signer,
                 )
-                for m in claim.messages
             ),
         )
 

@@ -51,6 +51,47 @@ def message(
     )
 
 
+def messages(
+    ms: Iterable[Message],
+    queueHref: str,
+    now: float,
+    claimId: Optional[str] = None,
+    checksum: bool = True,
+    signer: Optional[Callable[[Message], str]] = None,
+) -> list:
+    """
+    Messages of one queue as L{message} shows each, for a listing or a
+    claim: the JSON text of the hrefs' common parts is made once, and a
+    message without tags whose id needs no escape is written at once.
+    """
+    if signer is not None:
+        return [message(m, queueHref, now, claimId, checksum, signer) for m in ms]
+    # JSON escapes a string character by character: an href's text is
+    # the text of its parts.
+    hrefHead = _dumps(queueHref + "/messages/")[:-1]
+    hrefTail = '"' if claimId is None else _dumps("?claim_id=" + claimId)[1:]
+    items = []
+    for m in ms:
+        mid = m.id
+        if m.tags or not mid.isalnum():
+            items.append(message(m, queueHref, now, claimId, checksum))
+            continue
+        items.append(
+            '{"id":"%s","href":%s%s%s,"ttl":%d,"age":%d,"body":%s%s}'
+            % (
+                mid,
+                hrefHead,
+                mid,
+                hrefTail,
+                m.ttl,
+                m.age(now),
+                m.body,
+                ',"checksum":"%s"' % m.checksum if checksum else "",
+            )
+        )
+    return items
+
+
 def popped(
     m: Message,
     now: float,
