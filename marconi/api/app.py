@@ -15,7 +15,7 @@ import re
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -234,7 +234,7 @@ class MarconiAPI:
 
     def resource(self) -> Any:
         # The hot routes first, Klein for everything (see marconi.api.fast).
-        return FastResource(self.app, self.app.resource())
+        return FastResource(self.app, self.app.resource(), self)
 
     # Request helpers.
 
@@ -253,7 +253,11 @@ class MarconiAPI:
         headers = identity.authHeaders(request)
         signed = self.router.verify(request)
         if signed is None:
-            project = await self._authenticate(request, headers, projectId)
+            # A client: by its pre-signed URL headers if it sends them,
+            # else by the auth driver.
+            project = self.signedURLs.verify(request, headers, projectId)
+            if project is None:
+                project = await self.auth.authenticate(headers, projectId)
         elif projectId is not None and projectId != signed:
             raise Forbidden("The project in the URL is not the forwarded project.")
         else:
@@ -276,18 +280,6 @@ class MarconiAPI:
             forwarded=signed is not None,
             policy=policy,
         )
-
-    async def _authenticate(
-        self, request: Any, headers: dict, projectId: Optional[str]
-    ) -> Optional[str]:
-        """
-        The project of a request from a client: by its pre-signed URL
-        headers if it sends them, else by the auth driver.
-        """
-        project = self.signedURLs.verify(request, headers, projectId)
-        if project is not None:
-            return project
-        return await self.auth.authenticate(headers, projectId)
 
     def _allowed(self, request: Any) -> list:
         """
@@ -592,10 +584,9 @@ class MarconiAPI:
             return _send(
                 request,
                 render.messageList(
-                    render.message(
-                        m, queueHref, now, None, ctx.policy.checksums, signer
+                    render.messages(
+                        found, queueHref, now, None, ctx.policy.checksums, signer
                     )
-                    for m in found
                 ),
             )
         limit = _int(request, "limit")
@@ -635,27 +626,25 @@ class MarconiAPI:
         pageSize = limit or self.limits.defaultMessagesPerPage
         links = []
         if messages:
-            params: dict = {"marker": messages[-1].marker, "limit": pageSize}
-            for name, value in (
-                ("echo", echo),
-                ("include_claimed", includeClaimed),
-                ("include_delayed", includeDelayed),
-            ):
-                if value:
-                    params[name] = "true"
+            # As urlencode would write it: an int needs no quoting.
+            last = messages[-1].marker
+            if type(last) is not int:
+                last = quote_plus(str(last))
+            query = f"marker={last}&limit={pageSize:d}"
+            if echo:
+                query += "&echo=true"
+            if includeClaimed:
+                query += "&include_claimed=true"
+            if includeDelayed:
+                query += "&include_delayed=true"
             if tagArg:
-                params["tags"] = tagArg
-            links.append(
-                {"rel": "next", "href": f"{queueHref}/messages?{urlencode(params)}"}
-            )
+                query += "&tags=" + quote_plus(tagArg)
+            links.append({"rel": "next", "href": f"{queueHref}/messages?{query}"})
         return _send(
             request,
             render.messageList(
-                (
-                    render.message(
-                        m, queueHref, now, None, ctx.policy.checksums, signer
-                    )
-                    for m in messages
+                render.messages(
+                    messages, queueHref, now, None, ctx.policy.checksums, signer
                 ),
                 links,
             ),
@@ -757,10 +746,14 @@ class MarconiAPI:
         return _send(
             request,
             render.messageList(
-                render.message(
-                    m, queueHref, now, claim.id, ctx.policy.checksums, signer
+                render.messages(
+                    claim.messages,
+                    queueHref,
+                    now,
+                    claim.id,
+                    ctx.policy.checksums,
+                    signer,
                 )
-                for m in claim.messages
             ),
         )
 

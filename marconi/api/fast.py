@@ -7,9 +7,10 @@ not name exactly (another method, a trailing slash, an encoded slash in a
 segment, a host name that is not UTF-8, every other route) goes to Klein.
 """
 
+from inspect import iscoroutinefunction
 from typing import Any, Optional
 
-from twisted.internet.defer import CancelledError, maybeDeferred
+from twisted.internet.defer import CancelledError, ensureDeferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -101,23 +102,34 @@ class FastResource(Resource):
 
     @param app: the API's Klein app, bound to the API.
     @param klein: the app's Klein resource.
+    @param api: the API, whose methods of the hot routes' names are the
+        coroutine functions Klein calls, bound; they are called directly,
+        without Klein's layers.  Without it, Klein calls them.
     """
 
     isLeaf = True
 
-    def __init__(self, app: Any, klein: Resource) -> None:
+    def __init__(self, app: Any, klein: Resource, api: Any = None) -> None:
         super().__init__()
         self.app = app
         self.klein = klein
+        self.handlers: dict = {}
+        if api is not None:
+            for name, _ in _QUEUE_ROUTES.values():
+                handler = getattr(api, name)
+                if iscoroutinefunction(handler):
+                    self.handlers[name] = handler
 
     def render(self, request: Any) -> Any:
         found = findRoute(request.method, request.postpath)
         if found is not None:
-            try:
-                # Klein answers a host name that is not UTF-8 itself.
-                request.getRequestHostname().decode("utf-8")
-            except UnicodeDecodeError:
-                found = None
+            host = request.requestHeaders.getRawHeaders(b"host")
+            if host is not None and not host[0].isascii():
+                try:
+                    # Klein answers a host name that is not UTF-8 itself.
+                    request.getRequestHostname().decode("utf-8")
+                except UnicodeDecodeError:
+                    found = None
         if found is None:
             return self.klein.render(request)
         endpoint, kwargs = found
@@ -131,7 +143,13 @@ class FastResource(Resource):
                 running[0].cancel()
 
         request.notifyFinish().addBoth(ended)
-        d = maybeDeferred(self.app.execute_endpoint, endpoint, request, **kwargs)
+        handler = self.handlers.get(endpoint.rpartition("_")[0])
+        if handler is None:
+            d = maybeDeferred(self.app.execute_endpoint, endpoint, request, **kwargs)
+        else:
+            # What Klein's execute_endpoint does for a coroutine function.
+            request.route = self.app.labels.get(endpoint, endpoint)
+            d = ensureDeferred(handler(request, **kwargs))
         running.append(d)
         d.addErrback(self._failed, request, finished, self.app._error_handlers)
         d.addCallback(self._answer, request, finished)

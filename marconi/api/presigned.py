@@ -146,6 +146,9 @@ class SignedURLs:
             expired, altered, or do not grant this method at this path for
             this project; or the node has no secret.
         """
+        if headers.keys().isdisjoint(HEADERS):
+            # The identity headers hold every header's name: none of these.
+            return None
         values = {}
         for name, label in HEADERS.items():
             raw = request.requestHeaders.getRawHeaders(name)

@@ -51,6 +51,47 @@ def message(
     )
 
 
+def messages(
+    ms: Iterable[Message],
+    queueHref: str,
+    now: float,
+    claimId: Optional[str] = None,
+    checksum: bool = True,
+    signer: Optional[Callable[[Message], str]] = None,
+) -> list:
+    """
+    Messages of one queue as L{message} shows each, for a listing or a
+    claim: the JSON text of the hrefs' common parts is made once, and a
+    message without tags whose id needs no escape is written at once.
+    """
+    if signer is not None:
+        return [message(m, queueHref, now, claimId, checksum, signer) for m in ms]
+    # JSON escapes a string character by character: an href's text is
+    # the text of its parts.
+    hrefHead = _dumps(queueHref + "/messages/")[:-1]
+    hrefTail = '"' if claimId is None else _dumps("?claim_id=" + claimId)[1:]
+    items = []
+    for m in ms:
+        mid = m.id
+        if m.tags or not mid.isalnum():
+            items.append(message(m, queueHref, now, claimId, checksum))
+            continue
+        items.append(
+            '{"id":"%s","href":%s%s%s,"ttl":%d,"age":%d,"body":%s%s}'
+            % (
+                mid,
+                hrefHead,
+                mid,
+                hrefTail,
+                m.ttl,
+                m.age(now),
+                m.body,
+                ',"checksum":"%s"' % m.checksum if checksum else "",
+            )
+        )
+    return items
+
+
 def popped(
     m: Message,
     now: float,
@@ -81,8 +122,26 @@ def popped(
 def messageList(items: Iterable[str], links: Optional[list] = None) -> bytes:
     text = '{"messages":[' + ",".join(items) + "]"
     if links is not None:
-        text += ',"links":' + _dumps(links)
+        text += ',"links":' + _links(links)
     return (text + "}").encode("utf-8")
+
+
+def _links(links: list) -> str:
+    """
+    C{links} as JSON, as L{_dumps} writes it; a list of the one link a
+    listing has is written directly.
+    """
+    if len(links) == 1 and type(links[0]) is dict:
+        link = links[0]
+        rel = link.get("rel")
+        href = link.get("href")
+        if (
+            isinstance(rel, str)
+            and isinstance(href, str)
+            and tuple(link) == ("rel", "href")
+        ):
+            return '[{"rel":' + _dumps(rel) + ',"href":' + _dumps(href) + "}]"
+    return _dumps(links)
 
 
 def claim(

@@ -7,6 +7,7 @@ same API end to end over a real socket.
 """
 
 from typing import Any, Optional
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from treq.testing import StubTreq
 from twisted.internet.defer import fail, succeed
@@ -93,6 +94,9 @@ class InMemoryNode:
 
     def stats(self, queue: str) -> dict:
         return self.request("GET", f"/v2/queues/{queue}/stats").json["messages"]
+
+
+OTHER_CLIENT = "9a0b8c7d-2b9e-11e3-b191-71861300734c"
 
 
 def nextLink(response: Response) -> Optional[str]:
@@ -454,6 +458,42 @@ class PagingTests(APIUnitTestCase):
         self.assertEqual(len(r.json["messages"]), 10)
         self.assertIn("limit=10", nextLink(r))
         self.assertEqual(self.node.bodies(nextLink(r)), [10])
+
+    def test_nextLinkExact(self) -> None:
+        """
+        The next link of a listing is the queue's messages href and its
+        query in the order and the escaping of L{urlencode}: the marker,
+        the page size, the flags given, and the tag filter as sent.
+        """
+        tag = "a&b=c+%é?#~"
+        self.node.post("q", *({"body": i, "tags": [tag, "x"]} for i in range(3)))
+        self.node.claim("q", "?limit=1")
+        tags = f"{tag},x"
+        for flags, base in (
+            ({}, "/v2"),
+            ({"echo": "true"}, "/v2"),
+            ({"include_claimed": "true", "include_delayed": "true"}, "/v2"),
+            (
+                {"echo": "true", "include_claimed": "true", "include_delayed": "1"},
+                "/v2/projects/p",
+            ),
+        ):
+            query = urlencode({"limit": 2, **flags, "tags": tags})
+            r = self.node.request(
+                "GET", f"{base}/queues/q/messages?{query}", client=OTHER_CLIENT
+            )
+            self.assertEqual(r.code, 200, r.json)
+            listed = r.json["messages"]
+            marker = int(parse_qs(urlsplit(nextLink(r)).query)["marker"][0])
+            expected = {"marker": marker, "limit": 2}
+            for name in ("echo", "include_claimed", "include_delayed"):
+                if name in flags:
+                    expected[name] = "true"
+            expected["tags"] = tags
+            self.assertEqual(
+                nextLink(r), f"{base}/queues/q/messages?{urlencode(expected)}"
+            )
+            self.assertTrue(listed)
 
     def test_tagsKeptInLinks(self) -> None:
         """

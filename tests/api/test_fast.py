@@ -4,11 +4,18 @@ Tests for L{marconi.api.fast}: the hot routes found without werkzeug.
 
 from urllib.parse import unquote_to_bytes
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from werkzeug.exceptions import HTTPException
 
 from marconi.api.app import MarconiAPI
-from marconi.api.fast import findRoute
+from marconi.api.fast import _QUEUE_ROUTES, findRoute
+from marconi.api.http import MarconiSite
+from tests.api import test_framing
+from tests.api.test_api_unit import InMemoryNode
 
 _PATHS = [
     "/v2/queues/q/messages",
@@ -108,3 +115,73 @@ class FindRouteTests(SynchronousTestCase):
                 },
             ),
         )
+
+
+class HostTests(SynchronousTestCase):
+    def answer(self, host: bytes) -> bytes:
+        """
+        The answer's status line and body to a hot route's request with the
+        C{Host} header C{host}.
+        """
+        transport = test_framing.WholeHeadTests("test_sameAnswers").connect()
+        transport.protocol.dataReceived(
+            b"GET /v2/queues/q/messages?echo=true HTTP/1.1\r\nHost: "
+            + host
+            + b"\r\n"
+            + test_framing.IDENTITY
+            + b"\r\n"
+        )
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        return head.split(b"\r\n")[0] + b" " + body
+
+    def test_hostNotUTF8(self) -> None:
+        """
+        A hot route's request whose host name is not UTF-8 is left to
+        Klein, which refuses it; any other host name is served.
+        """
+        for host in (b"\xff\xfe", b"caf\xc3\xa9:\xff"):
+            self.assertIn(b" 400 ", self.answer(host), host)
+        self.flushLoggedErrors(UnicodeDecodeError)
+        for host in ("café".encode(), b"x:80", b"[::1]:8080", b"x"):
+            self.assertEqual(
+                self.answer(host), b'HTTP/1.1 200 OK {"messages":[],"links":[]}', host
+            )
+
+
+class DirectHandlerTests(SynchronousTestCase):
+    def test_handlersOfHotRoutes(self) -> None:
+        """
+        The resource calls the API's own coroutine functions of the hot
+        routes, the ones Klein would call; the request is measured under
+        the route's name.
+        """
+        node = InMemoryNode(self)
+        resource = node.api.resource()
+        self.assertEqual(
+            sorted(resource.handlers),
+            sorted({name for name, _ in _QUEUE_ROUTES.values()}),
+        )
+        served = []
+        site = MarconiSite(resource, maxRequestBody=10_000, reactor=node.clock)
+        site.monitor.requestServed = lambda route, *rest: served.append(route)
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        body = b'{"messages": [{"body": 1, "ttl": 60}]}'
+        channel.dataReceived(
+            b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: x\r\n"
+            + test_framing.IDENTITY
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % len(body)
+            + body
+        )
+        channel.dataReceived(
+            b"POST /v2/projects/p2/queues/q/claims HTTP/1.1\r\nHost: x\r\n"
+            + test_framing.IDENTITY
+            + b"Content-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(
+            transport.value().count(b"HTTP/1.1 201 Created\r\n"), 1, transport.value()
+        )
+        self.assertEqual(served, ["postMessages", "createClaim"])

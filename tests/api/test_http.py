@@ -4,8 +4,10 @@ The pieces of L{marconi.api.http} that need no node.
 
 import re
 import threading
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import datetimeToString
 
 from marconi.api import http
 
@@ -57,3 +59,29 @@ class TargetTests(SynchronousTestCase):
         self.assertIn("path", http._targetProblem(b"*", b"*"))
         for path in (b"/v2/queues/%FF", b"/v2/queues/\xff"):
             self.assertTrue(re.search("UTF-8", http._targetProblem(path, path)))
+
+
+class DateTests(SynchronousTestCase):
+    def test_sameAsTwisted(self) -> None:
+        """
+        The C{Date} of an answer, made once a second, is what twisted.web
+        would write at that second.
+        """
+        for _ in range(3):
+            before = int(time.time())
+            made = http._httpDate()
+            expected = datetimeToString(before)
+            if int(time.time()) == before:
+                self.assertEqual(made, expected)
+                return
+        self.fail("no second was long enough to compare")
+
+    def test_nextSecond(self) -> None:
+        """
+        A new second makes a new C{Date}.
+        """
+        self.patch(http, "time", lambda: 1_700_000_000.5)
+        first = http._httpDate()
+        self.patch(http, "time", lambda: 1_700_000_001.0)
+        self.assertEqual(http._httpDate(), datetimeToString(1_700_000_001))
+        self.assertEqual(first, datetimeToString(1_700_000_000))
