@@ -64,26 +64,29 @@ class ClaimPathTests(TestCase):
         A claim or a pop, with or without tags, reads the unclaimed rows in
         marker order on C{messages_unclaimed} (no scan, no sort), after
         handing back the rows of ended claims found on
-        C{messages_claimed}.
+        C{messages_claimed}; a claim takes the rows it read by their keys.
         """
         store = self.store
         tagged = msg(tags=("t",))
         await store.postMessages("p", "q", [msg(), tagged, msg(delay=60)] * 5, "c", T0)
         await store.createClaim("p", "q", spec(limit=2, ttl=30), T0)
-        for call in (
-            lambda: store.createClaim("p", "q", spec(limit=2), T0 + 40),
-            lambda: store.createClaim("p", "q", spec(limit=2, tags=("t",)), T0),
-            lambda: store.popMessages("p", "q", 1, (), T0),
-            lambda: store.popMessages("p", "q", 1, ("t",), T0),
+        for claims, call in (
+            (1, lambda: store.createClaim("p", "q", spec(limit=2), T0 + 40)),
+            (1, lambda: store.createClaim("p", "q", spec(limit=2, tags=("t",)), T0)),
+            (0, lambda: store.popMessages("p", "q", 1, (), T0)),
+            (0, lambda: store.popMessages("p", "q", 1, ("t",), T0)),
         ):
             plans = await self.plans(call)
-            # A pop reads its rows with a SELECT, a claim in the subquery
-            # of an UPDATE ... RETURNING that claims them.
+            # A pop and a claim read their rows with a SELECT; a claim then
+            # takes them by their keys.
             selects = [
-                p
-                for sql, p in plans.items()
-                if sql.lstrip().startswith("SELECT") or "RETURNING" in sql
+                p for sql, p in plans.items() if sql.lstrip().startswith("SELECT")
             ]
+            takes = [p for sql, p in plans.items() if "claim_count + 1" in sql]
+            self.assertEqual(len(takes), claims, plans)
+            for take in takes:
+                self.assertEqual(len(take), 1, take)
+                self.assertIn("USING INTEGER PRIMARY KEY", take[0])
             updates = [
                 p
                 for sql, p in plans.items()

@@ -1,8 +1,8 @@
 """
-A claim on SQLite takes its rows with one C{UPDATE ... RETURNING}
-(L{marconi.storage.sqlite.store._claimRows}): what it hands back and what
-it stores must be what L{marconi.core.rules.claimed} says, whatever order
-SQLite returns the rows in.
+A claim on SQLite reads its rows, then takes them with one C{UPDATE}
+naming their keys (L{marconi.storage.sqlite.store._claimRows}): what it
+hands back and what it stores must be what L{marconi.core.rules.claimed}
+says, whatever order the rows are stored in.
 """
 
 import re
@@ -12,14 +12,13 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from marconi.core.models import ClaimSpec
-from marconi.storage.sqlite import store as sqliteStore
 from marconi.storage.sqlite.store import SQLiteStore
 from tests.storage.contract import T0, msg, query, spec
 
 
 class ClaimRowsTests(TestCase):
     """
-    The claimed rows of the one-statement claim.
+    The claimed rows of a claim on a queue without a dead letter policy.
     """
 
     def setUp(self) -> None:
@@ -112,14 +111,3 @@ class ClaimRowsTests(TestCase):
             [m.id for m in second.messages][:2], [m.id for m in first.messages]
         )
         self.assertEqual([m.claimCount for m in second.messages], [2, 2, 1])
-
-
-class ClaimRowsWithoutReturningTests(ClaimRowsTests):
-    """
-    The same claims on a SQLite older than 3.35 (no C{RETURNING}), which
-    reads the rows and updates each.
-    """
-
-    def setUp(self) -> None:
-        self.patch(sqliteStore, "_RETURNING", False)
-        super().setUp()

@@ -35,7 +35,6 @@ import json
 import sqlite3
 import threading
 from collections import deque
-from operator import itemgetter
 from os import urandom
 from queue import SimpleQueue
 from typing import Any, Callable, Optional, Sequence
@@ -218,8 +217,9 @@ INSERT OR REPLACE INTO queue_counts (project, queue, stored)
     SELECT project, queue, COUNT(*) FROM messages GROUP BY project, queue;
 """
 
+# A message's columns, in the order of L{Message}'s fields (see L{_message}).
 _COLUMNS = (
-    "marker, id, body, ttl, created, expires, visible_at, client_id, "
+    "id, marker, body, ttl, created, expires, visible_at, client_id, "
     "claim_id, claim_expires, claim_count, tags, checksum"
 )
 
@@ -273,20 +273,24 @@ def _deliver(outcomes: list[_Outcome]) -> None:
 
 
 def _message(row: Sequence[Any]) -> Message:
+    """
+    The message of a row of L{_COLUMNS}, whose order is that of
+    L{Message}'s fields.
+    """
     return Message(
-        marker=row[0],
-        id=row[1],
-        body=row[2],
-        ttl=row[3],
-        created=row[4],
-        expires=row[5],
-        visibleAt=row[6],
-        clientId=row[7],
-        claimId=row[8],
-        claimExpires=row[9],
-        claimCount=row[10],
-        tags=tuple(json.loads(row[11])) if row[11] else (),
-        checksum=row[12],
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        tuple(json.loads(row[11])) if row[11] else (),
+        row[12],
     )
 
 
@@ -1046,9 +1050,9 @@ class SQLiteStore(StoreEvents, Service):
         durability: Optional[str] = None,
     ) -> Any:
         deadLetters = spec.maxClaimCount is not None and spec.deadLetterQueue
-        if _RETURNING and not deadLetters:
+        if not deadLetters:
             # rules.goesToDeadLetter holds for no message: every claimable
-            # row is claimed, in one statement.
+            # row is claimed, with one read and one update.
             return self._run(
                 _claimRows, project, queue, spec, now, durability=durability
             )
@@ -1364,8 +1368,8 @@ def _importQueue(
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 *key,
-                m.marker,
                 m.id,
+                m.marker,
                 m.body,
                 m.ttl,
                 m.created,
@@ -1387,25 +1391,20 @@ def _importQueue(
     _count(c, project, name, change)
 
 
-# Takes the oldest claimable rows (_CLAIMABLE_SELECT, with a tag filter
-# and a limit) for a claim, and returns them as the claim holds them.  The
-# rows are named by a subquery that SQLite runs to its end before it
-# changes a row, so the claim sees one consistent set.  The messages'
-# expiry is left alone here (see _claimRows): naming it would rewrite
-# every claimed row's entry in messages_by_expiry.
-_CLAIM_ROWS = (
-    "UPDATE messages SET claim_id = :claim, claim_expires = :claimExpires, "
-    "claim_count = claim_count + 1 WHERE seq IN ("
-    + _CLAIMABLE_SELECT.replace(_COLUMNS, "seq", 1)
-    + "{filter} ORDER BY marker LIMIT :limit) RETURNING "
-    + _COLUMNS
-    + ", seq"
+# Reads the oldest claimable rows for a claim (_CLAIMABLE_SELECT, with a
+# tag filter and a limit), with each row's own key last; _claimRows then
+# takes them with one UPDATE naming those keys.  A read and an update cost
+# less than one UPDATE ... RETURNING, which keeps the rows it returns in a
+# table of its own until it ends.
+_CLAIM_READ = _CLAIMABLE_SELECT.replace(_COLUMNS, _COLUMNS + ", seq", 1)
+
+# Takes the rows read by _CLAIM_READ, named by their keys (the holes are
+# added for each claim).  The messages' expiry is left alone here: naming
+# it would rewrite every claimed row's entry in messages_by_expiry.
+_CLAIM_TAKE = (
+    "UPDATE messages SET claim_id = ?, claim_expires = ?, "
+    "claim_count = claim_count + 1 WHERE seq IN "
 )
-
-
-# Whether this SQLite runs UPDATE ... RETURNING (3.35 and later); an older
-# one claims with a read and an update of each row.
-_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
 def _claimId(now: float) -> str:
@@ -1436,27 +1435,44 @@ def _claimRows(
         "queue": queue,
         "now": now,
         "limit": spec.limit,
-        "claim": claimId,
-        "claimExpires": claimExpires,
     }
     c.execute(_UNCLAIM_ENDED, params)
-    sql = _CLAIM_ROWS.format(filter=_tagFilter(spec.tags, params))
+    sql = _CLAIM_READ + _tagFilter(spec.tags, params) + " ORDER BY marker LIMIT :limit"
     rows = c.execute(sql, params).fetchall()
     if not rows:
         return None
-    # RETURNING gives no order: the claim's messages are in marker order.
-    rows.sort(key=itemgetter(0))
+    seqs = [row[13] for row in rows]
+    c.execute(
+        _CLAIM_TAKE + f"({','.join('?' * len(seqs))})", (claimId, claimExpires, *seqs)
+    )
     # A message lives at least the claim's grace beyond the claim.
     least = claimExpires + spec.grace
-    short = [row[-1] for row in rows if row[5] < least]
+    short = [row[13] for row in rows if row[5] < least]
     if short:
         c.execute(
             "UPDATE messages SET expires = ? "
             f"WHERE seq IN ({','.join('?' * len(short))})",
             (least, *short),
         )
-        rows = [row if row[5] >= least else (*row[:5], least, *row[6:]) for row in rows]
-    messages = [_message(row) for row in rows]
+    # Each message as rules.claimed makes it.
+    messages = [
+        Message(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5] if row[5] >= least else least,
+            row[6],
+            row[7],
+            claimId,
+            claimExpires,
+            row[10] + 1,
+            tuple(json.loads(row[11])) if row[11] else (),
+            row[12],
+        )
+        for row in rows
+    ]
     return _recordClaim(c, project, queue, claimId, spec, now, messages)
 
 
