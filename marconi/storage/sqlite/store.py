@@ -446,6 +446,13 @@ def _countEach(c: sqlite3.Connection, changes: dict) -> None:
     c.executemany(_COUNT, [(*key, n) for key, n in changes.items() if n])
 
 
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (marker, id, project, queue, body, ttl, created, "
+    "expires, visible_at, client_id, claim_count, checksum, tags) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _insertMessage(
     c: sqlite3.Connection,
     project: str,
@@ -460,9 +467,7 @@ def _insertMessage(
     visible_at, client_id, claim_count, checksum) with its tags.
     """
     cursor = c.execute(
-        "INSERT INTO messages (marker, id, project, queue, body, ttl, created, "
-        "expires, visible_at, client_id, claim_count, checksum, tags) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        _INSERT_MESSAGE,
         (
             marker,
             messageId,
@@ -872,11 +877,39 @@ class SQLiteStore(StoreEvents, Service):
             )
             first = _takeMarkers(c, project, queue, len(messages))
             ids = [newId() for _ in messages]
-            for offset, (messageId, m) in enumerate(zip(ids, messages, strict=True)):
-                times = (now, now + m.ttl, now + m.delay)
-                fields = (m.body, m.ttl, *times, clientId, 0, m.checksum)
-                _insertMessage(
-                    c, project, queue, first + offset, messageId, fields, m.tags
+            if any(m.tags for m in messages):
+                # Each row's tags need its seq: one statement a row.
+                for offset, (messageId, m) in enumerate(
+                    zip(ids, messages, strict=True)
+                ):
+                    times = (now, now + m.ttl, now + m.delay)
+                    fields = (m.body, m.ttl, *times, clientId, 0, m.checksum)
+                    _insertMessage(
+                        c, project, queue, first + offset, messageId, fields, m.tags
+                    )
+            else:
+                c.executemany(
+                    _INSERT_MESSAGE,
+                    [
+                        (
+                            marker,
+                            messageId,
+                            project,
+                            queue,
+                            m.body,
+                            m.ttl,
+                            now,
+                            now + m.ttl,
+                            now + m.delay,
+                            clientId,
+                            0,
+                            m.checksum,
+                            None,
+                        )
+                        for marker, (messageId, m) in enumerate(
+                            zip(ids, messages, strict=True), first
+                        )
+                    ],
                 )
             _count(c, project, queue, len(ids))
             return ids
