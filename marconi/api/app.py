@@ -565,9 +565,11 @@ class MarconiAPI:
         href = ctx.queueHref(queue) + "/messages"
         request.setResponseCode(201)
         request.setHeader(b"location", f"{href}?ids={','.join(ids)}".encode())
-        return _send(
-            request, render.document({"resources": [f"{href}/{i}" for i in ids]})
-        )
+        # The document render.document writes, joined: no href needs a JSON
+        # escape (the base quotes the project, queue names and ids are
+        # plain ASCII).
+        resources = ('","' + href + "/").join(ids)
+        return _send(request, f'{{"resources":["{href}/{resources}"]}}'.encode("utf-8"))
 
     @_queueRoute(app, "/queues/<queue>/messages", ["GET"])
     async def listMessages(self, request: Any, ctx: Context, queue: str) -> bytes:

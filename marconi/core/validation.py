@@ -11,6 +11,7 @@ L{InvalidBody} kind of it, as Zaqar tells them apart.
 import hashlib
 import json
 import re
+from json.encoder import encode_basestring, encode_basestring_ascii
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
@@ -147,16 +148,70 @@ def tagFilter(raw: Optional[str], limits: Limits) -> tuple:
     return tags(raw.split(","), limits, limits.maxTagsPerFilter)
 
 
-# json.dumps's default encoding, without its look at the arguments.
-_zaqarJSON = json.JSONEncoder().encode
 _md5 = hashlib.md5
+
+
+def _encoder(asText: Callable[[str], str], colon: str, comma: str) -> Callable:
+    """
+    A JSON encoding function, as C{json.JSONEncoder(...).encode} with
+    C{check_circular=False} gives, made once rather than on each call: a
+    parsed request document cannot hold itself.
+
+    @param asText: how strings are written (with or without C{\\uXXXX}
+        escapes of non-ASCII characters).
+    """
+    try:
+        from _json import make_encoder
+    except ImportError:  # pragma: no cover (an interpreter without _json)
+        return json.JSONEncoder(
+            ensure_ascii=asText is encode_basestring_ascii,
+            check_circular=False,
+            separators=(comma, colon),
+        ).encode
+    chunks = make_encoder(
+        None,  # no check for circular references
+        json.JSONEncoder().default,
+        asText,
+        None,  # no indent
+        colon,
+        comma,
+        False,  # keys in their order
+        False,  # a key no JSON key can be written from is an error
+        True,  # NaN and the infinities as JavaScript writes them
+    )
+    join = "".join
+    return lambda value: join(chunks(value, 0))
+
+
+# A message's stored body: compact, non-ASCII characters as they are (as
+# marconi.core.jsontext.dumpBody writes it); and the text of its checksum:
+# the default encoding of json.dumps, as Zaqar computes it.
+_storedText = _encoder(encode_basestring, ":", ",")
+_checksumText = _encoder(encode_basestring_ascii, ": ", ", ")
 
 
 def checksum(body: Any) -> str:
     """
     The checksum Zaqar gives a message: MD5 over its default JSON encoding.
     """
-    return "MD5:" + _md5(_zaqarJSON(body).encode("utf-8")).hexdigest()
+    return "MD5:" + _md5(_checksumText(body).encode("ascii")).hexdigest()
+
+
+def _storedBody(body: Any) -> str:
+    """
+    A message body as stored: compact JSON text.
+
+    @raise ValidationFailed: if the body holds a lone surrogate.
+    """
+    text = _storedText(body)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationFailed(
+                "The message body holds a lone surrogate, which is not valid text."
+            ) from None
+    return text
 
 
 def queueMetadata(
@@ -254,7 +309,7 @@ def messages(document: Any, limits: Limits, queueMeta: dict) -> list[NewMessage]
         messageTags = tags(item["tags"], limits) if "tags" in item else ()
         body = item["body"]
         result.append(
-            NewMessage(dumpBody(body), ttl, delay, messageTags, checksum(body))
+            NewMessage(_storedBody(body), ttl, delay, messageTags, checksum(body))
         )
     return result
 

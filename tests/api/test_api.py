@@ -3,6 +3,7 @@ The HTTP API, end to end through the real site on a loopback socket.
 """
 
 import hashlib
+import json
 
 from twisted.trial.unittest import TestCase
 
@@ -146,6 +147,31 @@ class HeaderTests(APITestCase):
             "GET", "/v2/projects/alpha/queues/q/messages", project="beta"
         )
         self.assertError(r, 400)
+
+    async def test_postAnswerText(self) -> None:
+        """
+        The answer to a post is the compact JSON document of the messages'
+        hrefs, under the project's prefix when the URL names it (quoted
+        there).
+        """
+        for path, prefix in [
+            ("/v2/queues/q.1/messages", "/v2/queues/q.1/messages/"),
+            (
+                "/v2/projects/a%3Ab/queues/q.1/messages",
+                "/v2/projects/a%3Ab/queues/q.1/messages/",
+            ),
+        ]:
+            r = await self.node.request(
+                "POST", path, {"messages": [{"body": 1}] * 3}, project="a:b"
+            )
+            self.assertEqual(r.code, 201)
+            hrefs = r.json["resources"]
+            self.assertEqual(len(hrefs), 3)
+            for href in hrefs:
+                self.assertTrue(href.startswith(prefix), href)
+            self.assertEqual(
+                r.body, json.dumps({"resources": hrefs}, separators=(",", ":")).encode()
+            )
 
     async def test_v11(self) -> None:
         """

@@ -150,6 +150,37 @@ class MessagesTests(SynchronousTestCase):
             "MD5:" + hashlib.md5(json.dumps(body).encode("utf-8")).hexdigest(),
         )
 
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(st.text(), children, max_size=4)
+            ),
+            max_leaves=12,
+        )
+    )
+    def test_anyBodyAndChecksum(self, body: object) -> None:
+        """
+        Whatever JSON value a body is (a string alone, escapes, control
+        characters, non-ASCII text, numbers of any size, nesting), it is
+        stored as C{json.dumps} writes it compactly, and its checksum is
+        MD5 over the default C{json.dumps} encoding.
+        """
+        (m,) = validation.messages({"messages": [{"body": body}]}, LIMITS, {})
+        self.assertEqual(
+            m.body, json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        )
+        self.assertEqual(
+            m.checksum,
+            "MD5:" + hashlib.md5(json.dumps(body).encode("utf-8")).hexdigest(),
+        )
+
     def test_ttlAndDelay(self) -> None:
         """
         C{ttl} and C{delay} are integers within the limits, given or the

@@ -372,6 +372,46 @@ class MessageStoreContract:
         self.assertEqual(first.age(T0 + 10), 10)
         self.assertEqual(found[1].tags, ())
 
+    async def test_postUntaggedBatch(self) -> None:
+        """
+        A batch of messages without tags stores every field of each one,
+        in order, each with its own id of 32 hex digits.
+        """
+        store = await self.store()
+        ids = await store.postMessages(
+            "p",
+            "q",
+            [
+                NewMessage('{"k":1}', 120, 0, (), "MD5:a"),
+                NewMessage('"two"', 300, 5, (), "MD5:b"),
+                NewMessage("[3]", 60, 0, (), "MD5:c"),
+            ],
+            "writer",
+            T0,
+        )
+        self.assertEqual(len(set(ids)), 3)
+        for messageId in ids:
+            self.assertEqual(len(messageId), 32)
+            int(messageId, 16)
+        found = await store.getMessages("p", "q", ids, T0 + 10)
+        self.assertEqual([m.id for m in found], ids)
+        self.assertEqual(
+            [(m.body, m.ttl, m.expires, m.visibleAt, m.checksum) for m in found],
+            [
+                ('{"k":1}', 120, T0 + 120, T0, "MD5:a"),
+                ('"two"', 300, T0 + 300, T0 + 5, "MD5:b"),
+                ("[3]", 60, T0 + 60, T0, "MD5:c"),
+            ],
+        )
+        self.assertEqual(
+            [(m.created, m.clientId, m.claimCount, m.tags) for m in found],
+            [(T0, "writer", 0, ())] * 3,
+        )
+        self.assertLess(found[0].marker, found[1].marker)
+        self.assertLess(found[1].marker, found[2].marker)
+        listed = await store.listMessages("p", "q", query(echo=True), T0 + 10)
+        self.assertEqual([m.id for m in listed], ids)
+
     async def test_postKeepsQueueMetadata(self) -> None:
         """
         Posting to an existing queue leaves its metadata as it was.

@@ -305,6 +305,18 @@ def _takingFrom(ids: _SequentialIds, taken: list) -> Any:
     return claimId
 
 
+def _countingFrom(ids: _SequentialIds) -> Any:
+    """
+    A stand-in for the SQLite store's C{_messageIds}: the next ids of
+    C{ids}.
+    """
+
+    def messageIds(now: float, count: int) -> list[str]:
+        return [ids() for _ in range(count)]
+
+    return messageIds
+
+
 class _SynchronousSQLiteStore(SQLiteStore):
     """
     The SQLite store with each call run at once on the calling thread, in
@@ -387,8 +399,14 @@ class _StoresAgree(RuleBasedStateMachine):
             (marconi.storage.sqlite.store, self.sqlite),
             (marconi.storage.memory.store, self.memory),
         ):
-            original = module.newId
-            module.newId = self.ids[module]  # type: ignore[attr-defined]
+            original = getattr(module, "newId", None)
+            if original is not None:
+                module.newId = self.ids[module]  # type: ignore[attr-defined]
+            # The SQLite store's message ids are ordered by time too (its
+            # _messageIds): here they come from the same sequence.
+            messageIds = getattr(module, "_messageIds", None)
+            if messageIds is not None:
+                module._messageIds = _countingFrom(self.ids[module])  # type: ignore
             # The SQLite store's claim ids are ordered by time (its
             # _claimId): here they come from the same sequence.  It takes
             # one before it knows whether anything is claimable; when
@@ -400,7 +418,10 @@ class _StoresAgree(RuleBasedStateMachine):
             try:
                 answers.append(_outcome(getattr(store, name)(*args)))
             finally:
-                module.newId = original  # type: ignore[attr-defined]
+                if original is not None:
+                    module.newId = original  # type: ignore[attr-defined]
+                if messageIds is not None:
+                    module._messageIds = messageIds  # type: ignore
                 if claimIds is not None:
                     module._claimId = claimIds  # type: ignore
             if taken and not answers[-1]:

@@ -60,6 +60,22 @@ class SQLiteStoreContractTests(MessageStoreContract, TestCase):
         temp = await store._run(lambda c: c.execute("PRAGMA temp_store").fetchone()[0])
         self.assertEqual(temp, 2)
 
+    async def test_messageIdsByTime(self) -> None:
+        """
+        A message id's first 12 hex digits are the milliseconds of its
+        post (so that the ids of consecutive posts are neighbours in
+        C{messages_by_id}) and its other 20 are random.
+        """
+        store = self.createStore()
+        first = await store.postMessages("p", "q", [msg('"a"')] * 3, "c", T0)
+        later = await store.postMessages("p", "q", [msg('"b"')], "c", T0 + 1.5)
+        prefix = "%012x" % int(T0 * 1000)
+        for messageId in first:
+            self.assertEqual((len(messageId), messageId[:12]), (32, prefix))
+            int(messageId, 16)
+        self.assertEqual(len({i[12:] for i in first}), 3)
+        self.assertEqual(later[0][:12], "%012x" % int(T0 * 1000 + 1500))
+
     async def test_committedWhenAcknowledged(self) -> None:
         """
         When a post's Deferred fires, another connection already sees the

@@ -54,7 +54,7 @@ from marconi.core.errors import (
     StorageUnavailable,
 )
 from marconi.core.interfaces import IMessageStore, IQueueDepths
-from marconi.core.models import Claim, ClaimSpec, Message, newId
+from marconi.core.models import Claim, ClaimSpec, Message
 from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
 from marconi.storage.sqlite.uri import parseURI
@@ -450,6 +450,26 @@ def _countEach(c: sqlite3.Connection, changes: dict) -> None:
     c.executemany(_COUNT, [(*key, n) for key, n in changes.items() if n])
 
 
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (marker, id, project, queue, body, ttl, created, "
+    "expires, visible_at, client_id, claim_count, checksum, tags) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _messageIds(now: float, count: int) -> list[str]:
+    """
+    C{count} new message ids, 128 bits each as
+    L{marconi.core.models.newId} makes them, of which the first 48 count the milliseconds of C{now} and the other 80
+    are random.  The messages posted one after the other then have
+    neighbouring ids, so their entries in C{messages_by_id} go to the same
+    few pages instead of each to a page anywhere in the index.
+    """
+    prefix = "%012x" % (int(now * 1000) & 0xFFFFFFFFFFFF)
+    random = urandom(10 * count).hex()
+    return [prefix + random[i : i + 20] for i in range(0, 20 * count, 20)]
+
+
 def _insertMessage(
     c: sqlite3.Connection,
     project: str,
@@ -464,9 +484,7 @@ def _insertMessage(
     visible_at, client_id, claim_count, checksum) with its tags.
     """
     cursor = c.execute(
-        "INSERT INTO messages (marker, id, project, queue, body, ttl, created, "
-        "expires, visible_at, client_id, claim_count, checksum, tags) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        _INSERT_MESSAGE,
         (
             marker,
             messageId,
@@ -875,12 +893,40 @@ class SQLiteStore(StoreEvents, Service):
                 (project, queue, now),
             )
             first = _takeMarkers(c, project, queue, len(messages))
-            ids = [newId() for _ in messages]
-            for offset, (messageId, m) in enumerate(zip(ids, messages, strict=True)):
-                times = (now, now + m.ttl, now + m.delay)
-                fields = (m.body, m.ttl, *times, clientId, 0, m.checksum)
-                _insertMessage(
-                    c, project, queue, first + offset, messageId, fields, m.tags
+            ids = _messageIds(now, len(messages))
+            if any(m.tags for m in messages):
+                # Each row's tags need its seq: one statement a row.
+                for offset, (messageId, m) in enumerate(
+                    zip(ids, messages, strict=True)
+                ):
+                    times = (now, now + m.ttl, now + m.delay)
+                    fields = (m.body, m.ttl, *times, clientId, 0, m.checksum)
+                    _insertMessage(
+                        c, project, queue, first + offset, messageId, fields, m.tags
+                    )
+            else:
+                c.executemany(
+                    _INSERT_MESSAGE,
+                    [
+                        (
+                            marker,
+                            messageId,
+                            project,
+                            queue,
+                            m.body,
+                            m.ttl,
+                            now,
+                            now + m.ttl,
+                            now + m.delay,
+                            clientId,
+                            0,
+                            m.checksum,
+                            None,
+                        )
+                        for marker, (messageId, m) in enumerate(
+                            zip(ids, messages, strict=True), first
+                        )
+                    ],
                 )
             _count(c, project, queue, len(ids))
             return ids
@@ -1409,11 +1455,11 @@ _CLAIM_TAKE = (
 
 def _claimId(now: float) -> str:
     """
-    A new claim id: 128 bits like L{newId}, of which the first 48 count
-    the milliseconds of C{now} and the other 80 are random.  Claims made
-    one after the other then have neighbouring ids, so their rows in the
-    claims table and in messages_by_claim go to the same few pages
-    instead of a new page each.
+    A new claim id: 128 bits like L{marconi.core.models.newId}, of which
+    the first 48 count the milliseconds of C{now} and the other 80 are
+    random.  Claims made one after the other then have neighbouring ids,
+    so their rows in the claims table and in messages_by_claim go to the
+    same few pages instead of a new page each.
     """
     return "%012x%s" % (int(now * 1000) & 0xFFFFFFFFFFFF, urandom(10).hex())
 
