@@ -319,9 +319,16 @@ def buildNode(storage: str, logPath: str):
     )
     node = tap.makeService(options, reactor)
     log = open(logPath, "w")
-    globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(log)], redirectStandardIO=False
-    )
+    # As twistd -n --logfile runs a node: its own observer, which gathers
+    # the access lines for 0.1 s, where the checkout has it.
+    try:
+        from marconi.observability.logs import StreamObserver
+
+        observer = StreamObserver(log)
+        observer.startBuffering(reactor, 0.1)
+    except (ImportError, AttributeError):
+        observer = textFileLogObserver(log)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     sites = [s.factory for s in node if isinstance(s, StreamServerEndpointService)]
     return node, sites[0]
 
