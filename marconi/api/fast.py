@@ -124,7 +124,8 @@ class FastResource(Resource):
         found = findRoute(request.method, request.postpath)
         if found is not None:
             host = request.requestHeaders.getRawHeaders(b"host")
-            if host is not None and not host[0].isascii():
+            # The last Host line is the one Klein reads.
+            if host is not None and not host[-1].isascii():
                 try:
                     # Klein answers a host name that is not UTF-8 itself.
                     request.getRequestHostname().decode("utf-8")

@@ -139,7 +139,7 @@ class HostTests(SynchronousTestCase):
         A hot route's request whose host name is not UTF-8 is left to
         Klein, which refuses it; any other host name is served.
         """
-        for host in (b"\xff\xfe", b"caf\xc3\xa9:\xff"):
+        for host in (b"\xff\xfe", b"caf\xc3\xa9:\xff", b"x\r\nHost: \xff"):
             self.assertIn(b" 400 ", self.answer(host), host)
         self.flushLoggedErrors(UnicodeDecodeError)
         for host in ("café".encode(), b"x:80", b"[::1]:8080", b"x"):
