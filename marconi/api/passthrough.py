@@ -42,6 +42,7 @@ from marconi.api.fast import findRoute
 from marconi.api.http import RING_VERSION_HEADER, _targetProblem, newRequestId
 from marconi.api.media import gzip
 from marconi.core.errors import MarconiError
+from marconi.net import writeNow
 
 _log = Logger()
 
@@ -465,7 +466,7 @@ class Relay:
         lines.append(b"\r\n")
         lines.append(body)
         channel = self.channel
-        channel.transport.write(b"".join(lines))
+        writeNow(channel.transport, b"".join(lines))
         self.code = code
         self.sentLength = len(body)
         if requestId is not None:
