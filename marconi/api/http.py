@@ -24,6 +24,7 @@ from marconi.api.media import gzip
 from marconi.core.errors import InvalidBody, PayloadTooLarge
 from marconi.core.interfaces import IMonitor
 from marconi.core.monitoring import NullMonitor
+from marconi.net import writeNow
 
 _log = Logger()
 
@@ -777,6 +778,46 @@ class MarconiChannel(http.HTTPChannel):
             self.timeoutConnection()
         else:
             self.loseConnection()
+
+    # An answer goes to a plain TCP connection at once, in one send (see
+    # marconi.net): twisted.web writes its head and its body separately,
+    # so the head is held until the body (or the end of the request)
+    # joins it.
+    _head: Optional[list] = None
+
+    def writeHeaders(self, version, code, reason, headers) -> None:  # type: ignore[no-untyped-def]
+        if not isinstance(headers, http.Headers):
+            self._flushHead()
+            super().writeHeaders(version, code, reason, headers)
+            return
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        self._head = head
+
+    def write(self, data: bytes) -> None:
+        head, self._head = self._head, None
+        if head is not None:
+            head.append(data)
+            data = b"".join(head)
+        writeNow(self.transport, data)
+
+    def writeSequence(self, iovec: Sequence[bytes]) -> None:
+        head, self._head = self._head, None
+        writeNow(
+            self.transport, b"".join(iovec if head is None else head + list(iovec))
+        )
+
+    def _flushHead(self) -> None:
+        head, self._head = self._head, None
+        if head is not None:
+            writeNow(self.transport, b"".join(head))
+
+    def requestDone(self, request: Any) -> None:
+        self._flushHead()
+        super().requestDone(request)
 
 
 class MarconiSite(server.Site):

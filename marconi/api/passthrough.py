@@ -42,6 +42,7 @@ from marconi.api.fast import findRoute
 from marconi.api.http import RING_VERSION_HEADER, _targetProblem, newRequestId
 from marconi.api.media import gzip
 from marconi.core.errors import MarconiError
+from marconi.net import writeNow
 
 _log = Logger()
 
@@ -465,14 +466,16 @@ class Relay:
         lines.append(b"\r\n")
         lines.append(body)
         channel = self.channel
-        channel.transport.write(b"".join(lines))
         self.code = code
         self.sentLength = len(body)
         if requestId is not None:
             self.requestId = requestId.decode("latin-1")
         self.responseHeaders = _Sent(self.requestId)
         self.route = self.passThrough.labels.get(self.endpoint, self.endpoint)
+        # Logged before it is written (it leaves at once): as for twisted.web's
+        # answers, the line is there when the client has the answer.
         channel.site.log(self)
+        writeNow(channel.transport, b"".join(lines))
         if self.close:
             channel.loseConnection()
         else:

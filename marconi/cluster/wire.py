@@ -35,6 +35,8 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from marconi.net import writeNow
+
 #: A response head (status line and headers) longer than this is refused.
 MAX_HEAD = 65536
 #: Header lines, each a name (RFC 9110 5.6.2), a colon and a value, ending
@@ -201,7 +203,7 @@ class _Connection(Protocol):
         self._size = 0
         self._keep = True
         self._heard = False
-        self.transport.write(exchange.data)
+        writeNow(self.transport, exchange.data)
 
     def abort(self) -> None:
         self._keep = False

@@ -7,6 +7,9 @@ across nodes.
 
 from urllib.parse import quote
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
 from tests.integration.test_cluster import NAMES, ClusterTestCase, queueOwnedBy
 
 
@@ -39,6 +42,20 @@ class AuditClusterTests(ClusterTestCase):
         self.assertEqual(r.code, 404)
         done.append(("refused", queues[2]))
         return done
+
+    async def recorded(self, via: str, count: int, seconds: float = 15) -> None:
+        """
+        Wait until the river read through C{via} holds C{count} events.
+        """
+        waited = 0.0
+        while True:
+            r, body = await self.call(via, "GET", "/v2/audit?limit=20")
+            if len(body.get("events", ())) >= count:
+                return
+            if waited > seconds:
+                self.fail(f"{count} events not recorded: {body}")
+            await deferLater(reactor, 0.1, lambda: None)
+            waited += 0.1
 
     async def pages(self, path: str, vias: tuple = NAMES) -> tuple[list, list]:
         """
@@ -130,6 +147,9 @@ class AuditClusterTests(ClusterTestCase):
         """
         await self.startCluster()
         done = await self.script()
+        # A node records its events after it answered (recording never
+        # waits): C is killed once its events are written, not before.
+        await self.recorded("c", len(done))
         await self.nodes["c"].kill()
         r, body = await self.call("a", "GET", "/v2/audit?limit=20")
         self.assertEqual(r.code, 200, body)

@@ -1,0 +1,72 @@
+"""
+Writing to a TCP connection at once.
+
+Twisted's TCP transport never sends in C{write}: it appends the bytes to
+its buffer and registers the socket for writability (an C{epoll_ctl}); the
+bytes go out when the reactor next reports the socket writable, in the
+next turn of its loop, and once the buffer is drained the socket is
+unregistered again (another C{epoll_ctl}).  For a server that answers one
+request at a time that is two system calls and one more turn of the
+reactor (C{epoll_wait}, the dispatch of the event, its logging context) for
+every answer, paid once by a request answered locally and three times by a
+forwarded one (the request to the owner, the owner's answer, the answer to
+the client).
+
+L{writeNow} sends the bytes with one C{send} when nothing is waiting in
+the transport's buffer, which is what the socket's own buffer nearly
+always takes whole; whatever it does not take is handed to the transport
+as usual, behind what was sent, so the order of the bytes is kept and a
+client that reads slowly gets the rest as the transport drains.  Anything
+else (a TLS connection, an in-memory transport, a transport with bytes
+buffered, closing, or whose producer it paused) is written to as before.
+"""
+
+from typing import Any, Iterable
+
+from twisted.internet import tcp
+
+# The transports whose socket may be written to directly: plain TCP, on
+# either side.  Subclasses (UNIX sockets, which may queue file descriptors
+# with their bytes) are not among them.
+_PLAIN = (tcp.Server, tcp.Client)
+
+
+def writeNow(transport: Any, data: bytes) -> None:
+    """
+    Write C{data} to C{transport}, sending it at once when the transport is
+    a plain TCP connection with nothing buffered.
+
+    @param transport: the transport of a connected protocol.
+    @param data: the bytes to write.
+    """
+    if (
+        type(transport) not in _PLAIN
+        or not data
+        or not transport.connected
+        or transport.disconnecting
+        or transport._aborting
+        or transport._writeDisconnecting
+        or transport.TLS
+        or transport.producerPaused
+        or transport.dataBuffer
+        or transport._tempDataLen
+    ):
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except OSError:
+        # Would block (EAGAIN): the transport sends it once the socket
+        # drains.  Any other error: the transport meets it again when it
+        # sends, and closes the connection as it always does.
+        transport.write(data)
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
+def writeSequenceNow(transport: Any, pieces: Iterable[bytes]) -> None:
+    """
+    L{writeNow} the bytes of C{pieces}, joined.
+    """
+    writeNow(transport, b"".join(pieces))

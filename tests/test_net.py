@@ -1,0 +1,187 @@
+"""
+Tests for L{marconi.net}: answers written to a plain TCP connection at once,
+through a real listening port.
+"""
+
+import socket
+import struct
+from os import urandom
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import TestCase
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from marconi.api.http import MarconiSite
+from tests.rawhttp import closedWithin, connect
+
+
+class _Answers(Resource):
+    """
+    Answers C{GET /N} with a body naming N (a body of C{N} bytes under
+    C{/big/N}), C{/empty} with 204, and holds C{/held} for the test
+    (L{held} fires with the request).
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: Deferred = Deferred()
+
+    def render(self, request: Any) -> Any:
+        path = request.path
+        if path == b"/held":
+            held, self.held = self.held, Deferred()
+            held.callback(request)
+            return server.NOT_DONE_YET
+        if path == b"/empty":
+            request.setResponseCode(204)
+            return b""
+        if path.startswith(b"/chunked/"):
+            # No length: twisted.web writes the body in chunks.
+            request.write(b"chunk " + path[9:])
+            return b""
+        body = b"answer " + path[1:]
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return body
+
+
+class _Reader(Protocol):
+    """
+    Keeps what arrives; C{closed} fires with it when the server closes the
+    connection.
+    """
+
+    def __init__(self) -> None:
+        self.pieces: list = []
+        self.closed: Deferred = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.closed.callback(b"".join(self.pieces))
+
+
+class WriteNowTests(TestCase):
+    def setUp(self) -> None:
+        self.answers = _Answers()
+        self.site = MarconiSite(self.answers, maxRequestBody=100, accessLog=False)
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.portNumber = self.port.getHost().port
+
+    def _socket(self, receiveBuffer: int = 0) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        if receiveBuffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer)
+        sock.connect(("127.0.0.1", self.portNumber))
+        return sock
+
+    def _adopt(self, sock: socket.socket) -> _Reader:
+        """
+        Read what arrives on C{sock} through the reactor.
+        """
+        client = _Reader()
+        factory = Factory.forProtocol(lambda: client)
+        reactor.adoptStreamConnection(sock.fileno(), socket.AF_INET, factory)
+        sock.close()
+        return client
+
+    async def test_pipelinedInOrder(self) -> None:
+        """
+        Requests pipelined on a kept-alive connection are answered whole and
+        in order: answers with a length, without a body (204, HEAD), and in
+        chunks.
+        """
+        client = await connect(self.portNumber)
+        requests = []
+        expected = []
+        for n in range(30):
+            if n % 5 == 1:
+                requests.append(b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n")
+                expected.append(b"HTTP/1.1 204 ")
+            elif n % 5 == 2:
+                requests.append(b"HEAD /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+                expected.append(b"HTTP/1.1 200 ")
+            elif n % 5 == 3:
+                requests.append(b"GET /chunked/%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+                expected.append(b"chunk %d\r\n0\r\n\r\n" % n)
+            else:
+                requests.append(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+                expected.append(b"\r\n\r\nanswer %d" % n)
+        requests.append(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        expected.append(b"\r\n\r\nanswer last")
+        client.transport.write(b"".join(requests))
+        received = await closedWithin(client, 30)
+        self.assertEqual(received.count(b"HTTP/1.1 "), len(expected))
+        at = 0
+        for piece in expected:
+            found = received.find(piece, at)
+            self.assertNotEqual(found, -1, (piece, received[at : at + 200]))
+            at = found + len(piece)
+        self.assertTrue(received.endswith(b"answer last"))
+
+    async def test_largeAnswerToSlowReader(self) -> None:
+        """
+        An answer larger than the socket takes at once (more than the
+        kernel's largest send buffer and the client's small receive buffer
+        hold) to a client not reading yet is partly sent at once and partly buffered by the
+        transport, and arrives whole and in order once the client reads.
+        """
+        sock = self._socket(receiveBuffer=4096)
+        sock.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        request = await self.answers.held
+        transport = request.channel.transport
+        body = urandom(16 * 1024 * 1024)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+        buffered = len(transport.dataBuffer) + transport._tempDataLen
+        # Some went out at once, the rest waits for the client to read.
+        self.assertTrue(0 < buffered < len(body), buffered)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024 * 1024)
+        received = await self._adopt(sock).closed
+        head, _, answer = received.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        self.assertEqual(len(answer), len(body))
+        self.assertEqual(answer, body)
+
+    async def test_vanishedClient(self) -> None:
+        """
+        An answer to a client that reset its connection closes the
+        connection, logs no error, and the node answers the next client.
+        """
+        sock = self._socket()
+        sock.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        request = await self.answers.held
+        lost: Deferred = Deferred()
+        channel = request.channel
+        connectionLost = channel.connectionLost
+
+        def recordLoss(reason: Any) -> None:
+            connectionLost(reason)
+            lost.callback(None)
+
+        channel.connectionLost = recordLoss
+        # Closed with a reset, before the answer.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        body = urandom(1024 * 1024)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+        await lost
+        self.assertFalse(channel.transport.connected)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        client = await connect(self.portNumber)
+        client.transport.write(
+            b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        received = await closedWithin(client, 30)
+        self.assertTrue(received.endswith(b"\r\n\r\nanswer next"), received)
