@@ -12,7 +12,8 @@ valid UTF-8.
 import json
 import math
 import re
-from typing import Any, Iterable
+from json.encoder import encode_basestring, encode_basestring_ascii
+from typing import Any, Callable, Iterable
 
 from marconi.core.errors import InvalidBody, ValidationFailed
 
@@ -134,8 +135,40 @@ def loads(data: bytes, maxDepth: int = 32) -> Any:
     return value
 
 
-# One encoder for every call (json.dumps with arguments makes a new one).
-_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+def encoder(asText: Callable[[str], str], colon: str, comma: str) -> Callable:
+    """
+    A JSON encoding function, as C{json.JSONEncoder(...).encode} with
+    C{check_circular=False} gives, made once rather than on each call: a
+    parsed request document cannot hold itself.
+
+    @param asText: how strings are written (with or without C{\\uXXXX}
+        escapes of non-ASCII characters).
+    """
+    try:
+        from _json import make_encoder
+    except ImportError:  # pragma: no cover (an interpreter without _json)
+        return json.JSONEncoder(
+            ensure_ascii=asText is encode_basestring_ascii,
+            check_circular=False,
+            separators=(comma, colon),
+        ).encode
+    chunks = make_encoder(
+        None,  # no check for circular references
+        json.JSONEncoder().default,
+        asText,
+        None,  # no indent
+        colon,
+        comma,
+        False,  # keys in their order
+        False,  # a key no JSON key can be written from is an error
+        True,  # NaN and the infinities as JavaScript writes them
+    )
+    join = "".join
+    return lambda value: join(chunks(value, 0))
+
+
+# A stored body: compact, non-ASCII characters as they are.
+_compact = encoder(encode_basestring, ":", ",")
 
 
 def dumpBody(body: Any) -> str:

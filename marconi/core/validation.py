@@ -9,9 +9,8 @@ L{InvalidBody} kind of it, as Zaqar tells them apart.
 """
 
 import hashlib
-import json
 import re
-from json.encoder import encode_basestring, encode_basestring_ascii
+from json.encoder import encode_basestring_ascii
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
@@ -23,7 +22,7 @@ from marconi.core.errors import (
     PayloadTooLarge,
     ValidationFailed,
 )
-from marconi.core.jsontext import dumpBody
+from marconi.core.jsontext import dumpBody, encoder
 from marconi.core.limits import Limits
 from marconi.core.models import NewMessage
 
@@ -151,43 +150,9 @@ def tagFilter(raw: Optional[str], limits: Limits) -> tuple:
 _md5 = hashlib.md5
 
 
-def _encoder(asText: Callable[[str], str], colon: str, comma: str) -> Callable:
-    """
-    A JSON encoding function, as C{json.JSONEncoder(...).encode} with
-    C{check_circular=False} gives, made once rather than on each call: a
-    parsed request document cannot hold itself.
-
-    @param asText: how strings are written (with or without C{\\uXXXX}
-        escapes of non-ASCII characters).
-    """
-    try:
-        from _json import make_encoder
-    except ImportError:  # pragma: no cover (an interpreter without _json)
-        return json.JSONEncoder(
-            ensure_ascii=asText is encode_basestring_ascii,
-            check_circular=False,
-            separators=(comma, colon),
-        ).encode
-    chunks = make_encoder(
-        None,  # no check for circular references
-        json.JSONEncoder().default,
-        asText,
-        None,  # no indent
-        colon,
-        comma,
-        False,  # keys in their order
-        False,  # a key no JSON key can be written from is an error
-        True,  # NaN and the infinities as JavaScript writes them
-    )
-    join = "".join
-    return lambda value: join(chunks(value, 0))
-
-
-# A message's stored body: compact, non-ASCII characters as they are (as
-# marconi.core.jsontext.dumpBody writes it); and the text of its checksum:
-# the default encoding of json.dumps, as Zaqar computes it.
-_storedText = _encoder(encode_basestring, ":", ",")
-_checksumText = _encoder(encode_basestring_ascii, ": ", ", ")
+# The text of a message's checksum: the default encoding of json.dumps, as
+# Zaqar computes it.
+_checksumText = encoder(encode_basestring_ascii, ": ", ", ")
 
 
 def checksum(body: Any) -> str:
@@ -195,23 +160,6 @@ def checksum(body: Any) -> str:
     The checksum Zaqar gives a message: MD5 over its default JSON encoding.
     """
     return "MD5:" + _md5(_checksumText(body).encode("ascii")).hexdigest()
-
-
-def _storedBody(body: Any) -> str:
-    """
-    A message body as stored: compact JSON text.
-
-    @raise ValidationFailed: if the body holds a lone surrogate.
-    """
-    text = _storedText(body)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValidationFailed(
-                "The message body holds a lone surrogate, which is not valid text."
-            ) from None
-    return text
 
 
 def queueMetadata(
@@ -309,7 +257,7 @@ def messages(document: Any, limits: Limits, queueMeta: dict) -> list[NewMessage]
         messageTags = tags(item["tags"], limits) if "tags" in item else ()
         body = item["body"]
         result.append(
-            NewMessage(_storedBody(body), ttl, delay, messageTags, checksum(body))
+            NewMessage(dumpBody(body), ttl, delay, messageTags, checksum(body))
         )
     return result
 
