@@ -10,12 +10,13 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import ClientCreator, Factory, Protocol
 from twisted.trial.unittest import TestCase
 from twisted.web import server
 from twisted.web.resource import Resource
 
 from marconi.api.http import MarconiSite
+from marconi.net import writeNow
 from tests.rawhttp import closedWithin, connect
 
 
@@ -185,3 +186,33 @@ class WriteNowTests(TestCase):
         )
         received = await closedWithin(client, 30)
         self.assertTrue(received.endswith(b"\r\n\r\nanswer next"), received)
+
+
+class _BufferedThenNow(Protocol):
+    """
+    On connecting, writes through the transport (which Twisted keeps until
+    the reactor finds the socket writable), then with L{writeNow}, then
+    closes.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"A" * 10)
+        writeNow(self.transport, b"B")
+        self.transport.loseConnection()
+
+
+class BehindBufferedTests(TestCase):
+    async def test_behindBuffered(self) -> None:
+        """
+        What L{writeNow} is given while the transport still keeps earlier
+        bytes goes after them, not ahead.
+        """
+        port = reactor.listenTCP(
+            0, Factory.forProtocol(_BufferedThenNow), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        client = _Reader()
+        await ClientCreator(reactor, lambda: client).connectTCP(
+            "127.0.0.1", port.getHost().port
+        )
+        self.assertEqual(await client.closed, b"A" * 10 + b"B")

@@ -472,8 +472,8 @@ class Relay:
             self.requestId = requestId.decode("latin-1")
         self.responseHeaders = _Sent(self.requestId)
         self.route = self.passThrough.labels.get(self.endpoint, self.endpoint)
-        # Logged before it is written (it leaves at once): as for twisted.web's
-        # answers, the line is there when the client has the answer.
+        # Logged before it is written, since it leaves at once: the line is
+        # kept before the client can have the answer.
         channel.site.log(self)
         writeNow(channel.transport, b"".join(lines))
         if self.close:
