@@ -11,9 +11,10 @@ import json
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.mail import smtp
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
@@ -28,6 +29,7 @@ from marconi.extensions.subscriptions.delivery import (
     Mailer,
     PrivateAddress,
     PublicEndpoints,
+    Webhooks,
 )
 from marconi.extensions.subscriptions.records import PROJECT
 from marconi.extensions.subscriptions.service import SubscriptionsExtension
@@ -248,6 +250,50 @@ class PublicEndpointTests(SynchronousTestCase):
             reactor, d = self.connect(address, url)
             self.failureResultOf(d, PrivateAddress)
             self.assertEqual(reactor.tcpClients, [])
+
+
+class WebhookCancelTests(SynchronousTestCase):
+    """
+    A webhook call that is cancelled (its service stops) fails with
+    L{CancelledError}, not as a failed delivery to retry, and leaves no
+    timer behind, whether it is connecting or awaiting its answer; one
+    that takes too long is a failed delivery.
+    """
+
+    def post(self, allowPrivate: bool) -> tuple[_Resolving, Deferred]:
+        network = _Resolving("93.184.216.34")
+        webhooks = Webhooks(network, 10.0, allowPrivate=allowPrivate)
+        d = Deferred.fromCoroutine(
+            webhooks.post("http://hooks.example.test/", b"{}", {})
+        )
+        self.assertEqual(len(network.tcpClients), 1)
+        self.assertNoResult(d)
+        return network, d
+
+    def test_cancelConnecting(self) -> None:
+        for allowPrivate in (False, True):
+            network, d = self.post(allowPrivate)
+            d.cancel()
+            self.failureResultOf(d, CancelledError)
+            self.assertEqual(network.getDelayedCalls(), [])
+
+    def test_cancelAwaitingAnswer(self) -> None:
+        network, d = self.post(False)
+        factory = network.tcpClients[0][2]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertIn(b"POST / HTTP/1.1", transport.value())
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(network.getDelayedCalls(), [])
+
+    def test_timeout(self) -> None:
+        network, d = self.post(False)
+        network.advance(10)
+        failure = self.failureResultOf(d, DeliveryFailed)
+        self.assertFalse(failure.value.final)
+        self.assertEqual(network.getDelayedCalls(), [])
 
 
 class ResourceTests(TestCase):
@@ -841,6 +887,44 @@ class WebhookTests(TestCase):
         await node.post("q", {"body": "seen"})
         await waitUntil(lambda: len(second.got) == 2, "the message")
         self.assertEqual(second.documents()[1]["body"], "seen")
+
+    async def test_stopWhileConnecting(self) -> None:
+        """
+        Stopping the service while a delivery is connecting cancels it:
+        no timer is left, the store is not read for a retry, and the
+        delivery is given back untried, to run after the next start.
+        """
+        node = Node(self)
+        network = _Resolving("93.184.216.34")
+        host = ExtensionHost(node.bus, node.api.auth, node.api.router, network, {})
+        extension = SubscriptionsExtension(host, clock=node.clock, reactor=network)
+        node.api.extensions = Extensions({"subscriptions": extension})
+        extension.startService()
+        stopped = False
+
+        async def stop() -> None:
+            if not stopped:
+                await extension.stopService()
+
+        self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
+        r = await node.request(
+            "POST", SUBS, {"subscriber": "http://hooks.example.test/"}
+        )
+        self.assertEqual(r.code, 201, r.body)
+        await node.post("q", {"body": "pending"})
+        await waitUntil(lambda: network.tcpClients, "the connection attempt")
+        read: list = []
+        getQueue = node.bus.getQueue
+        self.patch(
+            node.bus, "getQueue", lambda *a, **k: read.append(a) or getQueue(*a, **k)
+        )
+        stopped = True
+        await extension.stopService()
+        self.assertEqual(network.getDelayedCalls(), [])
+        self.assertEqual(read, [])
+        claim = await extension.records.take(10, 60)
+        [message] = claim.messages
+        self.assertEqual(json.loads(message.body)["attempt"], 0)
 
     async def test_confirmNeedsSignedURL(self) -> None:
         """

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 # Imported here, when the extension is made: the module looks up this
 # host's name (a blocking call) when it is first imported.
 from twisted.mail.smtp import sendmail
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -50,6 +51,41 @@ log = Logger()
 def signature(secret: str, body: bytes) -> str:
     digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
     return "sha256=" + digest
+
+
+def bounded(d: Deferred, timeout: float, clock: Any) -> Deferred:
+    """
+    C{d}, given C{timeout} seconds on C{clock}.
+
+    @return: a L{Deferred} firing as C{d} does, except that it fails with
+        L{TimeoutError} when C{d} takes too long, and with
+        L{CancelledError} when it is cancelled, whatever C{d} then fails
+        with: a cancelled connection attempt fails with
+        C{ConnectingCancelledError} and a cancelled request awaiting its
+        answer with C{ResponseNeverReceived}, which would otherwise look
+        like a failed delivery (and be retried) when its caller stops.
+    """
+    cancelled = False
+
+    def cancel(_: Deferred) -> None:
+        nonlocal cancelled
+        cancelled = True
+        d.cancel()
+
+    outer: Deferred = Deferred(cancel)
+
+    def settle(result: Any) -> None:
+        if outer.called:
+            return
+        if cancelled:
+            outer.errback(CancelledError())
+        elif isinstance(result, Failure):
+            outer.errback(result)
+        else:
+            outer.callback(result)
+
+    d.addTimeout(timeout, clock).addBoth(settle)
+    return outer
 
 
 class DeliveryFailed(Exception):
@@ -170,7 +206,7 @@ class Webhooks:
         raise DeliveryFailed(f"answered {response.code}", final)
 
     def _bounded(self, d: Deferred) -> Deferred:
-        return d.addTimeout(self.timeout, self.reactor)
+        return bounded(d, self.timeout, self.reactor)
 
     def close(self) -> Deferred:
         return self.pool.closeCachedConnections()
@@ -210,7 +246,7 @@ class Mailer:
                 port=self.port,
                 reactor=self.reactor,
             )
-            await d.addTimeout(self.timeout, self.reactor)
+            await bounded(d, self.timeout, self.reactor)
         except CancelledError:
             raise
         except Exception as e:
@@ -268,6 +304,10 @@ class Outbox(Service):
         claims = set(self._running.values())
         for d in list(self._running):
             d.cancel()
+        # The store is left alone once this is done: a read of the outbox
+        # under way ends (giving its claim back), and so do the cancelled
+        # deliveries.
+        await self.settled()
         # What was started and not finished is claimable again at once.
         for claimId in claims:
             try:
@@ -284,6 +324,9 @@ class Outbox(Service):
         Add deliveries, due in C{delay} seconds, and run them when due.
         """
         await self.records.owe(entries, delay)
+        if not self.running:
+            # Run by the poll after the next start.
+            return
         if delay:
             self._timers = [t for t in self._timers if t.active()]
             self._timers.append(self.clock.callLater(delay, self.kick))
@@ -306,11 +349,10 @@ class Outbox(Service):
 
     def _passed(self, _: Any) -> None:
         self._passing = False
-        if self._again:
-            self._again = False
+        again, self._again = self._again, False
+        if again:
             self.kick()
-        else:
-            self._checkIdle()
+        self._checkIdle()
 
     async def _pass(self) -> None:
         while self.running:
@@ -319,6 +361,10 @@ class Outbox(Service):
                 return
             claim = await self.records.take(min(room, BATCH), self.claimTTL)
             if claim is None or not claim.messages:
+                return
+            if not self.running:
+                # Stopped meanwhile: nothing is started after a stop.
+                await self.records.giveBack(claim.id)
                 return
             for message in claim.messages:
                 self._start(message, claim.id)

@@ -147,6 +147,10 @@ class SubscriptionsExtension(MultiService):
             loading.addErrback(lambda f: f.trap(CancelledError))
             loading.cancel()
         await super().stopService()
+        # The deliveries owed by posts seen before the stop are recorded
+        # (and run after the next start) before the store may stop.
+        while self._posting:
+            await DeferredList(list(self._posting))
         await self.webhooks.close()
         if self._loadedOK:
             # The next start need not look for posts whose deliveries were
