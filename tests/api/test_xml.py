@@ -338,6 +338,11 @@ class APITests(SynchronousTestCase):
                      json.dumps(document).encode(), {"Content-Type": contentType})  # fmt: skip
             self.assertEqual(r.code, 415, r.body)
             self.assertEqual(json.loads(r.body)["title"], "Unsupported media type")
+            self.assertEqual(
+                json.loads(r.body)["description"],
+                "Request bodies must be application/json or application/xml, "
+                f"not {contentType}.",
+            )
         names = [
             q["name"]
             for q in json.loads(call(self.node, "GET", "/v2/queues").body)["queues"]

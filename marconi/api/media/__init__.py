@@ -116,5 +116,6 @@ def ofBody(contentType: Optional[bytes]) -> Serializer:
     raise HTTPError(
         415,
         "Unsupported media type",
-        f"Request bodies must be {PRODUCED}, not {kind[:64].decode('latin-1')}.",
+        "Request bodies must be application/json or application/xml, "
+        f"not {kind[:64].decode('latin-1')}.",
     )
