@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.plugin import getPlugins
@@ -120,6 +120,29 @@ class PurgeService(TimerService):
         return d
 
 
+class NodeService(MultiService):
+    """
+    A node's services.  They stop as a L{MultiService}'s do (all at once,
+    the last started first), except the first, the storage: it stops
+    only once every other has, so that what they write while stopping (an
+    outbox giving its claims back, the deliveries owed by the last posts,
+    a state marked clean) still reaches the store.
+    """
+
+    def stopService(self) -> Deferred:
+        services = list(self)
+        if not services:
+            return super().stopService()
+        Service.stopService(self)
+        storage, others = services[0], services[1:]
+        stopping = DeferredList(
+            [maybeDeferred(s.stopService) for s in reversed(others)]
+        )
+        stopping.addCallback(lambda _: maybeDeferred(storage.stopService))
+        stopping.addCallback(lambda _: None)
+        return stopping
+
+
 def makeNode(
     config: Config, reactor: Any, reread: Optional[Callable[[], Config]] = None
 ) -> MultiService:
@@ -129,7 +152,7 @@ def makeNode(
 
     @param reread: reads the configuration again (on SIGHUP, in a cluster).
     """
-    node = MultiService()
+    node = NodeService()
     store = storageDriverFor(config.storage).makeStore(
         config.storage, reactor, config.durability
     )

@@ -5,10 +5,12 @@ plugins, and the service tree.
 
 import os
 
-from twisted.application.service import IService, IServiceMaker
+from twisted.application.service import IService, IServiceMaker, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 import marconi.plugins
@@ -332,3 +334,47 @@ class EditableInstallTests(SynchronousTestCase):
             cwd=venv,
         )
         self.assertEqual(result.stdout.strip(), "['marconi']", result.stderr)
+
+
+class StopOrderTests(TestCase):
+    async def test_storageStopsLast(self) -> None:
+        """
+        The node's storage stops only once its other services have, so
+        that what one of them writes while it stops, even a turn of the
+        reactor later, is stored.
+        """
+        from twisted.internet import reactor
+
+        options = tap.Options()
+        options.parseOptions(
+            [
+                "--storage",
+                "sqlite:" + self.mktemp(),
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+            ]
+        )
+        node = tap.makeService(options, reactor)
+        self.assertIsInstance(node, kernel.NodeService)
+        store = list(list(node)[0])[0]
+        written: list = []
+
+        class Writer(Service):
+            async def _stop(self) -> None:
+                await deferLater(reactor, 0, lambda: None)
+                try:
+                    await store.createQueue("p", "q", {}, 1.0)
+                except Exception as e:
+                    written.append(e)
+                else:
+                    written.append("stored")
+
+            def stopService(self) -> Deferred:
+                super().stopService()
+                return Deferred.fromCoroutine(self._stop())
+
+        Writer().setServiceParent(node)
+        node.startService()
+        await node.stopService()
+        self.assertEqual(written, ["stored"])
+        self.assertFalse(store.running)
