@@ -14,6 +14,9 @@ from twisted.trial.unittest import SkipTest
 from tests.integration.test_node import NodeTestCase
 from tests.nodeprocess import environment
 
+#: The run's configuration: which answers refuse a request the schema forbids.
+CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, "fuzz", "schemathesis.toml")
+
 CHECKS = ",".join(
     (
         "not_a_server_error",
@@ -55,7 +58,8 @@ class FuzzTests(NodeTestCase):
         env = environment()
         env["SCHEMATHESIS_HOOKS"] = "tests.fuzz.hooks"
         argv = [
-            st, "run", node.url + "/v2/openapi.json", "--url", node.url,
+            st, "--config-file", CONFIG,
+            "run", node.url + "/v2/openapi.json", "--url", node.url,
             "--checks", CHECKS, "--phases", "coverage,fuzzing",
             "--max-examples", "5", "--seed", "1", "--max-time", "15",
             "--workers", "1", "--no-color",
