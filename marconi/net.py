@@ -25,6 +25,11 @@ from typing import Any, Iterable
 
 from twisted.internet import tcp
 
+#: A header name (a token, RFC 9110 5.6.2), as a regular expression of
+#: bytes: the HTTP readers of the node (the channel's, the pass-through's,
+#: the forwarding client's) share it.
+TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+
 # The transports whose socket may be written to directly: plain TCP, on
 # either side.  Subclasses (UNIX sockets, which may queue file descriptors
 # with their bytes) are not among them.

@@ -24,7 +24,7 @@ from marconi.api.media import gzip
 from marconi.core.errors import InvalidBody, PayloadTooLarge
 from marconi.core.interfaces import IMonitor
 from marconi.core.monitoring import NullMonitor
-from marconi.net import writeNow
+from marconi.net import TOKEN, writeNow
 
 _log = Logger()
 
@@ -374,7 +374,7 @@ _LineReceiver = basic.LineReceiver
 _REQUEST_LINE = re.compile(rb"[A-Z]{1,16} /[!-~]* HTTP/1\.[01]")
 #: A header line with a token for a name and no control character that
 #: twisted.web refuses in its value.
-_HEADER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00\r\n]*")
+_HEADER_LINE = re.compile(TOKEN + rb":[^\x00\r\n]*")
 
 
 class MarconiChannel(http.HTTPChannel):

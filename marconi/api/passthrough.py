@@ -42,7 +42,7 @@ from marconi.api.fast import findRoute
 from marconi.api.http import RING_VERSION_HEADER, _targetProblem, newRequestId
 from marconi.api.media import gzip
 from marconi.core.errors import MarconiError
-from marconi.net import writeNow
+from marconi.net import TOKEN, writeNow
 
 _log = Logger()
 
@@ -58,8 +58,8 @@ _SIGNED = b"\r\n" + _FORWARDING
 #: Header lines (a name, RFC 9110 5.6.2, and a value without NUL, CR or
 #: LF), each ending with CRLF, and one of them split into its name and
 #: value.
-_HEADERS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*\r\n)*")
-_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
+_HEADERS = re.compile(rb"(?:" + TOKEN + rb":[^\r\n\x00]*\r\n)*")
+_HEADER = re.compile(rb"(" + TOKEN + rb"):[ \t]*([^\r\n]*?)[ \t]*\r\n")
 #: The first X-Project-ID header among header lines (each ending CRLF,
 #: after the CRLF of the request line).
 _PROJECT = re.compile(rb"(?:^|\r\n)x-project-id:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.I)

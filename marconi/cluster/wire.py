@@ -35,14 +35,14 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from marconi.net import writeNow
+from marconi.net import TOKEN, writeNow
 
 #: A response head (status line and headers) longer than this is refused.
 MAX_HEAD = 65536
 #: Header lines, each a name (RFC 9110 5.6.2), a colon and a value, ending
 #: with CRLF; and one of them, its value without the whitespace around it.
-_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*")
-_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*\r\n")
+_HEADER_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\r\n]*\r\n)*")
+_HEADER = re.compile(rb"(" + TOKEN + rb"):[ \t]*([^\r\n]*?)[ \t]*\r\n")
 _NO_BODY = (204, 304)
 
 
