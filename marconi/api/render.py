@@ -34,6 +34,19 @@ def message(
     href = f"{queueHref}/messages/{m.id}"
     if claimId is not None:
         href += f"?claim_id={claimId}"
+    return _message(m, _dumps(href), now, checksum, signer)
+
+
+def _message(
+    m: Message,
+    hrefText: str,
+    now: float,
+    checksum: bool,
+    signer: Optional[Callable[[Message], str]],
+) -> str:
+    """
+    L{message}, given the JSON text of the message's href.
+    """
     extra = ""
     if m.tags:
         extra = ',"tags":' + _dumps(list(m.tags))
@@ -43,7 +56,7 @@ def message(
         extra += ',"signature":' + signer(m)
     return '{"id":"%s","href":%s,"ttl":%d,"age":%d,"body":%s%s}' % (
         m.id,
-        _dumps(href),
+        hrefText,
         m.ttl,
         m.age(now),
         m.body,
@@ -61,35 +74,19 @@ def messages(
 ) -> list:
     """
     Messages of one queue as L{message} shows each, for a listing or a
-    claim: the JSON text of the hrefs' common parts is made once, and a
-    message without tags whose id needs no escape is written at once.
+    claim: the JSON text of the hrefs' common parts is made once, and the
+    href of a message whose id needs no escape is written from it.
     """
-    if signer is not None:
-        return [message(m, queueHref, now, claimId, checksum, signer) for m in ms]
     # JSON escapes a string character by character: an href's text is
     # the text of its parts.
     hrefHead = _dumps(queueHref + "/messages/")[:-1]
     hrefTail = '"' if claimId is None else _dumps("?claim_id=" + claimId)[1:]
-    items = []
-    for m in ms:
-        mid = m.id
-        if m.tags or not mid.isalnum():
-            items.append(message(m, queueHref, now, claimId, checksum))
-            continue
-        items.append(
-            '{"id":"%s","href":%s%s%s,"ttl":%d,"age":%d,"body":%s%s}'
-            % (
-                mid,
-                hrefHead,
-                mid,
-                hrefTail,
-                m.ttl,
-                m.age(now),
-                m.body,
-                ',"checksum":"%s"' % m.checksum if checksum else "",
-            )
-        )
-    return items
+    return [
+        _message(m, hrefHead + m.id + hrefTail, now, checksum, signer)
+        if m.id.isalnum()
+        else message(m, queueHref, now, claimId, checksum, signer)
+        for m in ms
+    ]
 
 
 def popped(
