@@ -460,8 +460,8 @@ _INSERT_MESSAGE = (
 def _messageIds(now: float, count: int) -> list[str]:
     """
     C{count} new message ids, 128 bits each as
-    L{marconi.core.models.newId} makes them, of which the first 48 count the milliseconds of C{now} and the other 80
-    are random.  The messages posted one after the other then have
+    L{marconi.core.models.newId} makes them, of which the first 48 count
+    the milliseconds of C{now} and the other 80 are random.  The messages posted one after the other then have
     neighbouring ids, so their entries in C{messages_by_id} go to the same
     few pages instead of each to a page anywhere in the index.
     """
@@ -1455,13 +1455,12 @@ _CLAIM_TAKE = (
 
 def _claimId(now: float) -> str:
     """
-    A new claim id: 128 bits like L{marconi.core.models.newId}, of which
-    the first 48 count the milliseconds of C{now} and the other 80 are
-    random.  Claims made one after the other then have neighbouring ids,
-    so their rows in the claims table and in messages_by_claim go to the
-    same few pages instead of a new page each.
+    A new claim id, made as message ids are (L{_messageIds}): claims made
+    one after the other have neighbouring ids, so their rows in the claims
+    table and in messages_by_claim go to the same few pages instead of a
+    new page each.
     """
-    return "%012x%s" % (int(now * 1000) & 0xFFFFFFFFFFFF, urandom(10).hex())
+    return _messageIds(now, 1)[0]
 
 
 def _claimRows(
