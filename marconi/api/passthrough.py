@@ -335,10 +335,40 @@ class Relay:
 
     def start(self) -> None:
         """
-        The whole request arrived: pass it through.
+        The whole request arrived: authenticate it, then pass it through.
+
+        The API's C{_context} is a coroutine, run here by hand: with an
+        auth driver that answers at once (its L{Deferred} already fired),
+        it ends in its first step, and the request is forwarded from here
+        with no L{Deferred} of its own.  One that waits for its driver is
+        handed, where it waits, to L{Deferred.fromCoroutine}, which
+        resumes it when the driver answers (a coroutine awaiting a
+        L{Deferred} that has not fired looks at it again when resumed).
         """
-        self._running = Deferred.fromCoroutine(self._pass())
-        self._running.addErrback(self._failed)
+        kwargs = self.kwargs
+        context = self.passThrough.api._context(
+            self, kwargs["version"], kwargs.get("project_id")
+        )
+        try:
+            context.send(None)
+        except StopIteration as done:
+            ctx = done.value
+        except Exception:
+            # An error the usual way answers (it finds it again).
+            self.fallBack()
+            return
+        else:
+            ctx = None
+        if ctx is not None:
+            try:
+                self._authenticated(ctx)
+            except Exception:
+                self._failed(Failure())
+            return
+        authenticating = Deferred.fromCoroutine(context)
+        self._running = authenticating
+        authenticating.addCallbacks(self._authenticated, self._notAuthenticated)
+        authenticating.addErrback(self._failed)
 
     def connectionLost(self, reason: Failure) -> None:
         """
@@ -350,27 +380,29 @@ class Relay:
         if running is not None:
             running.cancel()
 
-    async def _pass(self) -> None:
-        kwargs = self.kwargs
-        passThrough = self.passThrough
-        api = passThrough.api
-        try:
-            ctx = await api._context(self, kwargs["version"], kwargs.get("project_id"))
-            project, owner = self.guess
-            if ctx.project != project:
-                owner = passThrough.owner(ctx.project, kwargs["queue"])
-        except CancelledError:
-            raise
-        except Exception:
+    def _notAuthenticated(self, failure: Failure) -> None:
+        self._running = None
+        if not failure.check(CancelledError):
             # An error the usual way answers (it finds it again).
-            owner = None
+            self.fallBack()
+
+    def _authenticated(self, ctx: Any) -> None:
+        """
+        Forward the request for the project C{ctx} acts for: the owner's
+        answer is written by one callback on the forwarding's L{Deferred}.
+        """
+        self._running = None
+        passThrough = self.passThrough
+        project, owner = self.guess
+        if ctx.project != project:
+            owner = passThrough.owner(ctx.project, self.kwargs["queue"])
         if owner is None or ctx.forwarded:
             self.fallBack()
             return
         if passThrough.forwarded is not None:
             passThrough.forwarded(owner)
         try:
-            answer = await passThrough.router.forwarding(
+            forwarding = passThrough.router.forwardRaw(
                 self.method,
                 self.uri,
                 self.requestHeaders,
@@ -381,6 +413,25 @@ class Relay:
         except MarconiError as e:
             self._error(e)
             return
+        self._running = forwarding
+        forwarding.addBoth(self._settled)
+
+    def _settled(self, result: Any) -> None:
+        """
+        The forwarding ended: write the owner's answer, or the error.
+        """
+        self._running = None
+        try:
+            if not isinstance(result, Failure):
+                self._answered(result)
+            elif isinstance(result.value, MarconiError):
+                self._error(result.value)
+            else:
+                self._failed(result)
+        except Exception:
+            self._failed(Failure())
+
+    def _answered(self, answer: Any) -> None:
         self._answer(answer.code, answer.phrase, answer.headers.items(), answer.body)
 
     def fallBack(self) -> None:

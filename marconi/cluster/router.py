@@ -6,12 +6,13 @@ import heapq
 import itertools
 import json
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Coroutine, Optional
+from typing import Any, Awaitable, Callable, Optional
 from urllib.parse import urlencode
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -376,26 +377,26 @@ class ClusterRouter(MultiService):
         raise NodeUnavailable(owner)
 
     def forward(self, request: Any, project: str, owner: str) -> Deferred:
-        return Deferred.fromCoroutine(self._forward(request, project, owner))
-
-    async def _forward(self, request: Any, project: str, owner: str) -> bytes:
+        try:
+            path = target(request.uri)
+        except Exception:
+            return fail()
         request.content.seek(0)
-        answer = await self._forwardRaw(
+        d = self._forwardRaw(
             request.method,
-            target(request.uri),
+            path,
             request.requestHeaders,
             request.content.read(),
             project,
             owner,
         )
-        relayHeaders(answer, request)
-        return answer.body
+        return d.addCallback(_relayed, request)
 
     def forwardRaw(
         self,
         method: bytes,
         uri: bytes,
-        headers: Headers,
+        headers: Any,
         body: bytes,
         project: str,
         owner: str,
@@ -403,101 +404,155 @@ class ClusterRouter(MultiService):
         """
         Forward a request, signed for C{project}, to C{owner} (from
         L{route}), without a L{twisted.web.server.Request}: what a resource
-        that routes before the app calls with the method, the raw target,
-        the received headers and the body.
+        that routes before the app (the pass-through) calls with the
+        method, the raw target, the received headers (L{Headers}, or
+        anything with its C{getAllRawHeaders}) and the body.
 
         @raise NotAPath: C{uri} is not a path (before anything is sent).
         @return: a L{Deferred} firing with the owner's L{Answer} (put it on
             a request with L{relayHeaders}), failing with L{NodeUnavailable}.
         """
-        path = target(uri)
-        return Deferred.fromCoroutine(
-            self._forwardRaw(method, path, headers, body, project, owner)
-        )
-
-    def forwarding(
-        self,
-        method: bytes,
-        uri: bytes,
-        headers: Any,
-        body: bytes,
-        project: str,
-        owner: str,
-    ) -> Coroutine[Any, Any, Answer]:
-        """
-        L{forwardRaw} as a coroutine, for a caller that awaits it in one of
-        its own (no L{Deferred} between them): the pass-through.
-
-        @raise NotAPath: C{uri} is not a path (when called).
-        """
         return self._forwardRaw(method, target(uri), headers, body, project, owner)
 
-    async def _forwardRaw(
+    def _forwardRaw(
         self,
         method: bytes,
         path: Any,
-        received: Headers,
+        received: Any,
         body: bytes,
         project: str,
         owner: str,
-    ) -> Answer:
-        uri = pathAndQuery(path)
-
-        def signedFor(node: str) -> Callable[[], list]:
-            return lambda: forwardPairs(
-                received, self.signer.headers(method, uri, body, project, node)
+    ) -> Deferred:
+        """
+        L{forwardRaw} of a parsed target: callbacks on the L{Deferred} of
+        the connection pool, no coroutine (this is the relay's hot path).
+        An owner that answers that the queue moved (503 naming its holder)
+        has it sent once more, there.
+        """
+        try:
+            sign = self._signing(method, path.uri, received, body, project, owner)
+            d = self.client.forward(
+                self.config.peer(owner), method, path, sign(), body, sign
             )
+        except Exception:
+            return fail()
+        return d.addCallbacks(
+            self._ownerAnswered,
+            self._failed,
+            callbackArgs=(owner, method, path, received, body, project),
+            errbackArgs=(owner, method, path),
+        )
 
-        sign = signedFor(owner)
-        answer = await self._call(owner, method, path, sign(), body, sign)
-        moved = answer.code == 503 and answer.headers.getRawHeaders(HELD_BY)
-        if moved:
-            # The queue moved since this node's view: once more, there.
-            there = moved[0].decode("ascii", "replace")
-            if there in self.config.names and there not in (
-                owner,
-                self.config.nodeName,
-            ):
-                sign = signedFor(there)
-                answer = await self._call(there, method, path, sign(), body, sign)
+    def _signing(
+        self,
+        method: bytes,
+        uri: bytes,
+        received: Any,
+        body: bytes,
+        project: str,
+        node: str,
+    ) -> Callable[[], list]:
+        """
+        What gives the headers of a forwarding to C{node}, signed anew
+        each time.
+        """
+        signer = self.signer
+        return lambda: forwardPairs(
+            received, signer.headers(method, uri, body, project, node)
+        )
+
+    def _ownerAnswered(
+        self,
+        answer: Answer,
+        owner: str,
+        method: bytes,
+        path: Any,
+        received: Any,
+        body: bytes,
+        project: str,
+    ) -> Any:
+        self.membership.reportAnswer(owner)
+        if answer.code != 503:
+            return answer
+        moved = answer.headers.getRawHeaders(HELD_BY)
+        if not moved:
+            return answer
+        # The queue moved since this node's view: once more, there.
+        there = moved[0].decode("ascii", "replace")
+        if there not in self.config.names or there in (owner, self.config.nodeName):
+            return answer
+        sign = self._signing(method, path.uri, received, body, project, there)
+        return self._send(there, method, path, sign(), body, sign)
+
+    def _send(
+        self,
+        node: str,
+        method: bytes,
+        path: Any,
+        headers: list,
+        body: bytes,
+        resign: Callable[[], list],
+    ) -> Deferred:
+        """
+        Send a forwarded request to C{node} (L{PeerClient.forward}); its
+        answer (any status) or its failure goes to the failure detector
+        and a failure to the monitor, as L{_call}.
+        """
+        d = self.client.forward(
+            self.config.peer(node), method, path, headers, body, resign
+        )
+        return d.addCallbacks(
+            self._answered,
+            self._failed,
+            callbackArgs=(node,),
+            errbackArgs=(node, method, path),
+        )
+
+    def _answered(self, answer: Answer, node: str) -> Answer:
+        self.membership.reportAnswer(node)
         return answer
+
+    def _failed(self, failure: Failure, node: str, method: bytes, path: Any) -> Failure:
+        error = failure.value
+        if isinstance(error, NodeUnavailable):
+            self._unavailable(node, method, path, error)
+        return failure
+
+    def _unavailable(
+        self, node: str, method: bytes, path: Any, error: NodeUnavailable
+    ) -> None:
+        """
+        A call to C{node} failed: log it, and tell the monitor and the
+        failure detector.
+        """
+        log.error(
+            "{method} {uri} to node {node} failed: {error}",
+            method=method,
+            uri=pathAndQuery(path),
+            node=node,
+            error=error.description,
+        )
+        self.monitor.forwardingError(node)
+        self.membership.reportFailure(node, error)
 
     async def _call(
         self,
         node: str,
         method: bytes,
         path: Any,
-        headers: Any,
+        headers: Headers,
         body: bytes,
-        resign: Optional[Callable[[], list]] = None,
     ) -> Answer:
         """
-        Send a request to C{node}; its answer (any status) or its failure
-        goes to the failure detector and a failure to the monitor.
-
-        @param resign: for a forwarded request, sent with
-            L{PeerClient.forward} (C{headers} are pairs), what signs it anew
-            if it is sent again; else it is sent with L{PeerClient.call}
-            (C{headers} are L{Headers}).
+        Send a request to C{node} with L{PeerClient.call}; its answer (any
+        status) or its failure goes to the failure detector and a failure
+        to the monitor.
         """
         peer = self.config.peer(node)
         try:
-            if resign is None:
-                answer = await self.client.call(peer, method, path, headers, body)
-            else:
-                answer = await self.client.forward(
-                    peer, method, path, headers, body, resign
-                )
+            answer = await self.client.call(peer, method, path, headers, body)
         except NodeUnavailable as e:
-            log.error(
-                "{method} {uri} to node {node} failed: {error}",
-                method=method,
-                uri=pathAndQuery(path),
-                node=node,
-                error=e.description,
-            )
-            self.monitor.forwardingError(node)
-            self.membership.reportFailure(node, e)
+            self._unavailable(node, method, path, e)
             raise
         self.membership.reportAnswer(node)
         return answer
@@ -904,6 +959,14 @@ def _riverPart(doc: Any) -> audit.RiverPart:
     if horizon is not None and not isinstance(horizon, (int, float)):
         raise ValueError("bad horizon")
     return audit.RiverPart(events, position, horizon)
+
+
+def _relayed(answer: Answer, request: Any) -> bytes:
+    """
+    Put a forwarded request's answer on C{request}; its body.
+    """
+    relayHeaders(answer, request)
+    return answer.body
 
 
 async def _done(value: Any) -> Any:

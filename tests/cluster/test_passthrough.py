@@ -162,8 +162,7 @@ class TakeTests(SynchronousTestCase):
 class _Routed(_Router):
     """
     The router of an API in memory, but queues named C{far...} belong to
-    node B, where C{forwarding} sends them (by C{forwardRaw}, its
-    L{Deferred}s kept).
+    node B, where C{forwardRaw} sends them (its L{Deferred}s kept).
     """
 
     def __init__(self, router) -> None:
@@ -181,9 +180,6 @@ class _Routed(_Router):
         d: Deferred = Deferred(lambda _: self.cancelled.append(uri))
         self.sent.append((method, uri, dict(headers.getAllRawHeaders()), body, d))
         return d
-
-    async def forwarding(self, *args):
-        return await self.forwardRaw(*args)
 
 
 class _Served(NullMonitor):
