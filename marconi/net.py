@@ -30,6 +30,41 @@ from twisted.internet import tcp
 #: the forwarding client's) share it.
 TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 
+
+def headerPairs(block: bytes) -> list:
+    """
+    The names and values of header lines already checked to be each a
+    token, a colon and a value, ending with CRLF (as L{TOKEN} in a
+    regular expression of them): the value without the spaces and tabs
+    around it.  Split, rather than found again by a pattern, which is
+    three times as slow.
+    """
+    return [
+        (name, value.strip(b" \t"))
+        for name, _, value in [line.partition(b":") for line in block.split(b"\r\n")]
+    ][:-1]
+
+
+def headerValues(head: bytes, lowered: bytes, name: bytes) -> list:
+    """
+    The values of the header lines named C{name} (in lower case) in
+    C{head}, in order: C{head} holds header lines, each after a CRLF (a
+    request or status line before them, or the CRLF alone), and
+    C{lowered} is C{head.lower()}.
+    """
+    found = []
+    key = b"\r\n" + name + b":"
+    at = lowered.find(key)
+    while at >= 0:
+        start = at + len(key)
+        end = head.find(b"\r\n", start)
+        if end < 0:
+            break
+        found.append(head[start:end].strip(b" \t"))
+        at = lowered.find(key, end)
+    return found
+
+
 # The transports whose socket may be written to directly: plain TCP, on
 # either side.  Subclasses (UNIX sockets, which may queue file descriptors
 # with their bytes) are not among them.

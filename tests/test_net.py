@@ -11,12 +11,12 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientCreator, Factory, Protocol
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import server
 from twisted.web.resource import Resource
 
 from marconi.api.http import MarconiSite
-from marconi.net import writeNow
+from marconi.net import headerPairs, headerValues, writeNow
 from tests.rawhttp import closedWithin, connect
 
 
@@ -216,3 +216,36 @@ class BehindBufferedTests(TestCase):
             "127.0.0.1", port.getHost().port
         )
         self.assertEqual(await client.closed, b"A" * 10 + b"B")
+
+
+class HeaderLinesTests(SynchronousTestCase):
+    """
+    L{headerPairs} and L{headerValues} read checked header lines as the
+    pattern of a header line would.
+    """
+
+    def test_pairs(self) -> None:
+        """
+        Each line is its name and its value, without the spaces and tabs
+        around the value; an empty block has none.
+        """
+        block = b"Host: h\r\nX-Empty:\r\nX-Odd:\t a: b \t\r\n"
+        self.assertEqual(
+            headerPairs(block),
+            [(b"Host", b"h"), (b"X-Empty", b""), (b"X-Odd", b"a: b")],
+        )
+        self.assertEqual(headerPairs(b""), [])
+
+    def test_values(self) -> None:
+        """
+        The values of every line of a name, whatever its case, in order;
+        a name that only ends another, or appears in a value, is not it.
+        """
+        head = (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Content-Length: 9\r\n"
+            b"X-A: content-length: 8\r\ncontent-length:  2 \r\n\r\n"
+        )
+        lowered = head.lower()
+        self.assertEqual(headerValues(head, lowered, b"content-length"), [b"1", b"2"])
+        self.assertEqual(headerValues(head, lowered, b"x-a"), [b"content-length: 8"])
+        self.assertEqual(headerValues(head, lowered, b"location"), [])

@@ -42,7 +42,7 @@ from marconi.api.fast import findRoute
 from marconi.api.http import RING_VERSION_HEADER, _targetProblem, newRequestId
 from marconi.api.media import gzip
 from marconi.core.errors import MarconiError
-from marconi.net import TOKEN, writeNow
+from marconi.net import TOKEN, headerPairs, headerValues, writeNow
 
 _log = Logger()
 
@@ -59,10 +59,6 @@ _SIGNED = b"\r\n" + _FORWARDING
 #: LF), each ending with CRLF, and one of them split into its name and
 #: value.
 _HEADERS = re.compile(rb"(?:" + TOKEN + rb":[^\r\n\x00]*\r\n)*")
-_HEADER = re.compile(rb"(" + TOKEN + rb"):[ \t]*([^\r\n]*?)[ \t]*\r\n")
-#: The first X-Project-ID header among header lines (each ending CRLF,
-#: after the CRLF of the request line).
-_PROJECT = re.compile(rb"(?:^|\r\n)x-project-id:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.I)
 #: Bytes twisted.web refuses in a request target.
 _CONTROL = re.compile(rb"[\x00-\x20\x7f]")
 #: Answer headers not passed on: hop-by-hop (RFC 9110 7.6.1), and the
@@ -134,8 +130,9 @@ class PassThrough:
         found = findRoute(method, segments)
         if found is None:
             return None
-        block = data[first + 2 : end + 2]
-        guess = self._elsewhere(found[1], block)
+        lines = data[first : end + 2]
+        block = lines[2:]
+        guess = self._elsewhere(found[1], lines)
         if guess is None:
             return None
         if not _HEADERS.fullmatch(block):
@@ -144,7 +141,7 @@ class PassThrough:
             len(line) > channel.MAX_LENGTH for line in block.split(b"\r\n")
         ):
             return None
-        pairs = _HEADER.findall(block)
+        pairs = headerPairs(block)
         if len(pairs) > channel.maxHeaders:
             return None
         headers = Headers()
@@ -173,7 +170,7 @@ class PassThrough:
         relay.guess = guess
         return relay
 
-    def _elsewhere(self, kwargs: dict, block: bytes) -> Optional[tuple]:
+    def _elsewhere(self, kwargs: dict, lines: bytes) -> Optional[tuple]:
         """
         Whether the request is likely for a queue another node serves, by
         the project it names (in its path, or its C{X-Project-ID}), before
@@ -182,16 +179,17 @@ class PassThrough:
         authenticated, the request is routed by its project again (unless
         it is the one named).
 
+        @param lines: the request's header lines, each after a CRLF.
         @return: L{None} if the request takes the usual way, else the
             project named and its queue's node (C{(None, None)} if it names
             none).
         """
         project = kwargs.get("project_id")
         if project is None:
-            named = _PROJECT.search(block)
-            if named is None:
+            named = headerValues(lines, lines.lower(), b"x-project-id")
+            if not named:
                 return (None, None)
-            project = named.group(1).decode("latin-1")
+            project = named[0].decode("latin-1")
         owner = self.owner(project, kwargs["queue"])
         return None if owner is None else (project, owner)
 

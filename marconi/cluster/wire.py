@@ -35,14 +35,13 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from marconi.net import TOKEN, writeNow
+from marconi.net import TOKEN, headerPairs, writeNow
 
 #: A response head (status line and headers) longer than this is refused.
 MAX_HEAD = 65536
 #: Header lines, each a name (RFC 9110 5.6.2), a colon and a value, ending
-#: with CRLF; and one of them, its value without the whitespace around it.
+#: with CRLF.
 _HEADER_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\r\n]*\r\n)*")
-_HEADER = re.compile(rb"(" + TOKEN + rb"):[ \t]*([^\r\n]*?)[ \t]*\r\n")
 _NO_BODY = (204, 304)
 
 
@@ -266,7 +265,7 @@ class _Connection(Protocol):
             return True  # an interim answer: the final one follows
         if not _HEADER_LINES.fullmatch(block):
             raise BadAnswer("a header line is malformed")
-        pairs = _HEADER.findall(block)
+        pairs = headerPairs(block)
         length = None
         chunked = False
         self._keep = version == b"HTTP/1.1"
