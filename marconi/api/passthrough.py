@@ -76,6 +76,15 @@ _HOP = frozenset(
         b"content-length",
     )
 )
+#: A hop-by-hop header line (of those in L{_HOP}, the length aside) in a
+#: response head in lower case.
+_HOP_LINE = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-authenticate|proxy-connection|te"
+    rb"|trailer|transfer-encoding|upgrade):"
+)
+#: The one C{Vary} a large answer is written with, as a line of a head in
+#: lower case.
+_VARY = b"\r\nvary: accept-encoding\r\n"
 #: Bytes of requests pipelined behind one being passed through that are
 #: kept before the client is no longer read from.
 PIPELINED = 65536
@@ -430,7 +439,36 @@ class Relay:
             self._failed(Failure())
 
     def _answered(self, answer: Any) -> None:
-        self._answer(answer.code, answer.phrase, answer.headers.items(), answer.body)
+        head = answer.head
+        body = answer.body
+        lowered = head.lower()
+        if head and self._asItCame(lowered, len(body)):
+            found = headerValues(head, lowered, b"x-openstack-request-id")
+            requestId = found[-1] if found else None
+            self._sent(answer.code, head + body, len(body), requestId)
+        else:
+            self._answer(answer.code, answer.phrase, answer.headers.items(), body)
+
+    def _asItCame(self, lowered: bytes, length: int) -> bool:
+        """
+        Whether the owner's answer head (C{lowered}, in lower case; its
+        body delimited by its one C{Content-Length}, see
+        L{marconi.cluster.wire.Head.raw}) is written to the client as it
+        came: it holds no hop-by-hop header, the body is written as it is
+        (not compressed), and the client keeps the connection; so
+        L{_answer} would write the same headers.
+        """
+        if self.close or self.method == b"HEAD" or _HOP_LINE.search(lowered):
+            return False
+        if length < gzip.THRESHOLD:
+            return True
+        # A large body: the one Vary an answer of the API has, and no
+        # compression asked for.
+        return (
+            lowered.count(b"\r\nvary:") == 1
+            and _VARY in lowered
+            and not gzip.wanted(self.getHeader(b"accept-encoding"), length)
+        )
 
     def fallBack(self) -> None:
         """
@@ -514,9 +552,19 @@ class Relay:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
         lines.append(body)
+        self._sent(code, b"".join(lines), len(body), requestId)
+
+    def _sent(
+        self, code: int, data: bytes, length: int, requestId: Optional[bytes]
+    ) -> None:
+        """
+        Log the answer C{data} (its body C{length} bytes, with the request
+        id C{requestId}), write it, and let the channel read the next
+        request.
+        """
         channel = self.channel
         self.code = code
-        self.sentLength = len(body)
+        self.sentLength = length
         if requestId is not None:
             self.requestId = requestId.decode("latin-1")
         self.responseHeaders = _Sent(self.requestId)
@@ -524,7 +572,7 @@ class Relay:
         # Logged before it is written, since it leaves at once: the line is
         # kept before the client can have the answer.
         channel.site.log(self)
-        writeNow(channel.transport, b"".join(lines))
+        writeNow(channel.transport, data)
         if self.close:
             channel.loseConnection()
         else:

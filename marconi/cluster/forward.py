@@ -80,12 +80,17 @@ class NotAPath(ValidationFailed):
 class Answer:
     """
     A peer's whole response.
+
+    @ivar head: of a forwarded request's answer, its head as it came, when
+        the body is delimited by its C{Content-Length} alone (see
+        L{wire.Head.raw}); else empty.
     """
 
     code: int
     phrase: bytes
     headers: Headers
     body: bytes
+    head: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,7 +535,7 @@ class PeerClient:
 
 def _answered(result: tuple) -> Answer:
     head, content = result
-    return Answer(head.code, head.phrase, head.headers, content)
+    return Answer(head.code, head.phrase, head.headers, content, head.raw)
 
 
 def _forwardFailed(failure: Failure, peer: Peer) -> Failure:

@@ -35,7 +35,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from marconi.net import TOKEN, headerPairs, writeNow
+from marconi.net import TOKEN, headerPairs, headerValues, writeNow
 
 #: A response head (status line and headers) longer than this is refused.
 MAX_HEAD = 65536
@@ -62,24 +62,41 @@ class RawHeaders:
     A response's headers as they came, read like L{twisted.web.http_headers.Headers}.
     """
 
-    __slots__ = ("_pairs",)
+    __slots__ = ("_pairs", "_block")
 
     def __init__(self, pairs: list) -> None:
-        self._pairs = pairs
+        self._pairs: Optional[list] = pairs
+        self._block = b""
+
+    @classmethod
+    def fromBlock(cls, block: bytes) -> "RawHeaders":
+        """
+        The headers of C{block}, header lines (each a name, a colon and a
+        value, ending with CRLF) already checked: split only when read
+        (most forwarded answers are relayed with only their status and
+        length read).
+        """
+        headers = cls.__new__(cls)
+        headers._pairs = None
+        headers._block = block
+        return headers
 
     def items(self) -> list:
         """
         The headers as pairs of a name and a value, in the order they came.
         """
-        return self._pairs
+        pairs = self._pairs
+        if pairs is None:
+            pairs = self._pairs = headerPairs(self._block)
+        return pairs
 
     def getAllRawHeaders(self) -> Any:
-        for name, value in self._pairs:
+        for name, value in self.items():
             yield name, [value]
 
     def getRawHeaders(self, name: bytes, default: Any = None) -> Any:
         lower = name.lower()
-        found = [v for n, v in self._pairs if n.lower() == lower]
+        found = [v for n, v in self.items() if n.lower() == lower]
         return found or default
 
     def hasHeader(self, name: bytes) -> bool:
@@ -90,11 +107,17 @@ class RawHeaders:
 class Head:
     """
     A response's status and headers.
+
+    @ivar raw: the response's head as it came (status line, header lines
+        and the empty line), when it is HTTP/1.1 and its body is delimited
+        by its one C{Content-Length} alone (no C{Transfer-Encoding}, no
+        C{Connection}); else empty.
     """
 
     code: int
     phrase: bytes
     headers: RawHeaders
+    raw: bytes = b""
 
 
 def requestBytes(
@@ -251,7 +274,8 @@ class _Connection(Protocol):
         first = buffer.find(b"\r\n")
         if first < 0 or first > end:
             first = end
-        block = buffer[first + 2 : end + 2]
+        lines = buffer[first : end + 2]
+        block = lines[2:]
         statusLine = buffer[:first]
         self._buffer = buffer[end + 4 :]
         version, _, rest = statusLine.partition(b" ")
@@ -265,46 +289,54 @@ class _Connection(Protocol):
             return True  # an interim answer: the final one follows
         if not _HEADER_LINES.fullmatch(block):
             raise BadAnswer("a header line is malformed")
-        pairs = headerPairs(block)
         length = None
         chunked = False
         self._keep = version == b"HTTP/1.1"
-        lowered = block.lower()
+        lowered = lines.lower()
         # Most answers carry a length and nothing else to look at.
         rare = b"transfer-encoding" in lowered or b"connection" in lowered
-        for name, value in pairs:
-            lower = name.lower()
-            if not rare and lower != b"content-length":
-                continue
-            if lower == b"content-length":
+        if rare:
+            for name, value in headerPairs(block):
+                lower = name.lower()
+                if lower == b"content-length":
+                    if not value.isdigit() or (length is not None and length != value):
+                        raise BadAnswer("the content length is malformed")
+                    length = value
+                elif lower == b"transfer-encoding":
+                    chunked = value.lower() == b"chunked"
+                    if not chunked:
+                        raise BadAnswer("the transfer coding is not chunked")
+                elif lower == b"connection":
+                    tokens = value.lower().replace(b" ", b"").split(b",")
+                    if b"close" in tokens:
+                        self._keep = False
+                    elif b"keep-alive" in tokens:
+                        self._keep = True
+        else:
+            for value in headerValues(lines, lowered, b"content-length"):
                 if not value.isdigit() or (length is not None and length != value):
                     raise BadAnswer("the content length is malformed")
                 length = value
-            elif lower == b"transfer-encoding":
-                chunked = value.lower() == b"chunked"
-                if not chunked:
-                    raise BadAnswer("the transfer coding is not chunked")
-            elif lower == b"connection":
-                tokens = value.lower().replace(b" ", b"").split(b",")
-                if b"close" in tokens:
-                    self._keep = False
-                elif b"keep-alive" in tokens:
-                    self._keep = True
         exchange = self._exchange
         assert exchange is not None
-        self._answer = Head(status, phrase, RawHeaders(pairs))
+        headers = RawHeaders.fromBlock(block)
         if exchange.head or status in _NO_BODY:
+            self._answer = Head(status, phrase, headers)
             self._mode = b"length"
             self._left = 0
         elif chunked:
+            self._answer = Head(status, phrase, headers)
             self._mode = b"chunked"
             self._left = -1
         elif length is not None:
+            raw = buffer[: end + 4] if self._keep and not rare else b""
+            self._answer = Head(status, phrase, headers, raw)
             self._mode = b"length"
             self._left = int(length)
             if self._left > exchange.limit:
                 raise BodyTooLarge(f"over {exchange.limit} bytes")
         else:
+            self._answer = Head(status, phrase, headers)
             self._mode = b"close"
             self._keep = False
         self._pool.headReceived(exchange)

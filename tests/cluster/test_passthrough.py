@@ -289,6 +289,70 @@ class ChannelTests(SynchronousTestCase):
             Answer(code, b"Created", RawHeaders(list(headers)), b"[]")
         )
 
+    def answerAsItCame(self, head: bytes, body: bytes) -> None:
+        """
+        Give the last request sent node B's answer as the forwarding
+        client reads it: its head as it came, its body.
+        """
+        block = head.partition(b"\r\n")[2][:-2]
+        self.router.sent[-1][4].callback(
+            Answer(200, b"OK", RawHeaders.fromBlock(block), body, head)
+        )
+
+    def test_headAsItCame(self) -> None:
+        """
+        The owner's head, with no hop-by-hop header, is written to the
+        client as it came, before the body (it already holds the body's
+        length); the access line has the owner's request id.
+        """
+        head = (
+            b"HTTP/1.1 200 OK\r\nX-OpenStack-Request-Id:  req-owner \r\n"
+            b"X-Marconi-Ring-Version: owner-ring\r\nContent-Length: 2\r\n\r\n"
+        )
+        self.dataReceived(self.post("far"))
+        self.answerAsItCame(head, b"[]")
+        self.assertEqual(self.transport.value(), head + b"[]")
+        [event] = [e for e in self.events if e.get("log_namespace") == "marconi.access"]
+        self.assertEqual(event["request_id"], "req-owner")
+
+    def test_headNotAsItCame(self) -> None:
+        """
+        An owner's head that is not what the API would answer is written
+        anew: its hop-by-hop headers dropped, a large body compressed for
+        a client that asks, the connection's close announced.
+        """
+        self.dataReceived(self.post("far"))
+        self.answerAsItCame(
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\n",
+            b"[]",
+        )
+        [(status, headers, body)] = _answers(self.transport.value())
+        self.assertEqual((status, body), (200, b"[]"))
+        self.assertNotIn(b"keep-alive", headers)
+        self.transport.clear()
+        large = b"[%s]" % b",".join([b"1"] * 1000)
+        head = b"HTTP/1.1 200 OK\r\nVary: Accept-Encoding\r\nContent-Length: %d\r\n\r\n"
+        self.dataReceived(self.post("far", b"X-Auth-Token: good\r\n"))
+        self.answerAsItCame(head % len(large), large)
+        self.assertEqual(self.transport.value(), head % len(large) + large)
+        self.transport.clear()
+        self.dataReceived(
+            self.post("far", b"X-Auth-Token: good\r\nAccept-Encoding: gzip\r\n")
+        )
+        self.answerAsItCame(head % len(large), large)
+        [(status, headers, body)] = _answers(self.transport.value())
+        self.assertEqual(headers[b"content-encoding"], b"gzip")
+        self.assertEqual(headers[b"vary"], b"Accept-Encoding")
+        self.assertEqual(gzip.decompress(body), large)
+        self.transport.clear()
+        self.dataReceived(
+            self.post("far", b"X-Auth-Token: good\r\nConnection: close\r\n")
+        )
+        self.answerAsItCame(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"[]")
+        [(status, headers, body)] = _answers(self.transport.value())
+        self.assertEqual((status, headers[b"connection"], body), (200, b"close", b"[]"))
+        self.assertTrue(self.transport.disconnecting)
+
     def test_passedThrough(self) -> None:
         """
         A request for a queue of node B is sent there with its body and
