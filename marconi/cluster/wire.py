@@ -159,7 +159,7 @@ class _Exchange:
         "head",
         "limit",
         "deferred",
-        "timer",
+        "due",
         "bodyTimeout",
         "connection",
         "key",
@@ -188,7 +188,8 @@ class _Exchange:
         #: It was sent on a connection that had carried an answer before.
         self.reused = False
         self.deferred: Optional[Deferred] = None
-        self.timer: Any = None
+        #: When it times out (the pool's clock).
+        self.due = 0.0
         self.connection: Optional["_Connection"] = None
         #: The L{Deferred} of the connection being made for it.
         self.connecting: Optional[Deferred] = None
@@ -460,6 +461,12 @@ class Pool:
         self._connect = connect
         self._idle: dict = {}
         self._busy: set = set()
+        #: The exchanges not answered yet, and the one timer that fails
+        #: those past their deadline (each request scheduling and
+        #: cancelling a timer of its own cost the reactor more than the
+        #: rest of the exchange).
+        self._waiting: set = set()
+        self._timer: Any = None
 
     def request(
         self,
@@ -488,25 +495,10 @@ class Pool:
             L{CancelledError}.
         """
         exchange = _Exchange(key, data, head, limit, bodyTimeout, again)
-
-        def cancel(_: Deferred) -> None:
-            exchange.deferred = None
-            timer, exchange.timer = exchange.timer, None
-            if timer is not None and timer.active():
-                timer.cancel()
-            self._stop(exchange)
-
-        def timedOut() -> None:
-            exchange.timer = None
-            deferred = exchange.deferred
-            exchange.deferred = None
-            self._stop(exchange)
-            if deferred is not None:
-                deferred.errback(TimeoutError("no answer in time"))
-
-        result: Deferred = Deferred(cancel)
+        result: Deferred = Deferred(lambda _: self._cancel(exchange))
         exchange.deferred = result
-        exchange.timer = self._clock.callLater(headerTimeout, timedOut)
+        self._waiting.add(exchange)
+        self._due(exchange, headerTimeout)
         connection = self._take(key)
         if connection is not None:
             exchange.reused = True
@@ -515,6 +507,42 @@ class Pool:
         else:
             self._dial(exchange)
         return result
+
+    def _cancel(self, exchange: _Exchange) -> None:
+        exchange.deferred = None
+        self._waiting.discard(exchange)
+        self._stop(exchange)
+
+    def _due(self, exchange: _Exchange, seconds: float) -> None:
+        """
+        Give C{exchange} C{seconds} more: its deadline is set, and the one
+        timer of the pool is moved sooner only if it would fire after it.
+        """
+        due = exchange.due = self._clock.seconds() + seconds
+        timer = self._timer
+        if timer is None:
+            self._timer = self._clock.callLater(seconds, self._expire)
+        elif timer.getTime() > due:
+            timer.reset(seconds)
+
+    def _expire(self) -> None:
+        """
+        Fail the exchanges past their deadline with
+        L{twisted.internet.defer.TimeoutError}, and wait for the next
+        deadline.
+        """
+        self._timer = None
+        now = self._clock.seconds()
+        late = [exchange for exchange in self._waiting if exchange.due <= now]
+        for exchange in late:
+            self._waiting.discard(exchange)
+            deferred, exchange.deferred = exchange.deferred, None
+            self._stop(exchange)
+            if deferred is not None:
+                deferred.errback(TimeoutError("no answer in time"))
+        if self._waiting and self._timer is None:
+            soonest = min(exchange.due for exchange in self._waiting)
+            self._timer = self._clock.callLater(max(0.0, soonest - now), self._expire)
 
     def resend(self, exchange: _Exchange) -> None:
         """
@@ -576,14 +604,11 @@ class Pool:
         return None
 
     def headReceived(self, exchange: _Exchange) -> None:
-        timer = exchange.timer
-        if timer is not None and timer.active():
-            timer.reset(exchange.bodyTimeout)
+        if exchange.deferred is not None:
+            self._due(exchange, exchange.bodyTimeout)
 
     def finished(self, exchange: _Exchange, result: Any) -> None:
-        timer, exchange.timer = exchange.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._waiting.discard(exchange)
         deferred, exchange.deferred = exchange.deferred, None
         if deferred is None:
             return
@@ -611,6 +636,9 @@ class Pool:
         """
         Close every connection.
         """
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         for idle in self._idle.values():
             for connection in idle:
                 connection.transport.loseConnection()

@@ -65,6 +65,14 @@ class PoolTests(SynchronousTestCase):
         protocol.dataReceived(data)
         return self.successResultOf(d)
 
+    def assertNoTimerLeft(self) -> None:
+        """
+        Once the pool's one timer has fired (it may outlive the requests
+        that ended before their deadline), it is not scheduled again.
+        """
+        self.wired.clock.advance(60)
+        self.assertEqual(self.wired.clock.getDelayedCalls(), [])
+
     def test_lengthAndReuse(self) -> None:
         """
         An answer with a Content-Length is read whole, its headers kept as
@@ -266,6 +274,30 @@ class PoolTests(SynchronousTestCase):
         d.cancel()
         self.failureResultOf(d, CancelledError)
         self.assertTrue(transport.disconnecting)
+        self.assertNoTimerLeft()
+
+    def test_oneTimer(self) -> None:
+        """
+        The requests in flight share one timer, which fails each at its
+        own deadline: the header timeout from its sending, the body
+        timeout from its head.
+        """
+        first = self.wired.request()
+        self.wired.clock.advance(3)
+        second = self.wired.request()
+        third = self.wired.request()
+        self.assertEqual(len(self.wired.clock.getDelayedCalls()), 1)
+        protocol, _ = self.wired.connections[2]
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+        self.wired.clock.advance(2.1)
+        self.failureResultOf(first, TimeoutError)
+        self.assertNoResult(second)
+        self.assertNoResult(third)
+        self.wired.clock.advance(3)
+        self.failureResultOf(second, TimeoutError)
+        self.assertNoResult(third)
+        self.wired.clock.advance(4)
+        self.failureResultOf(third, TimeoutError)
         self.assertEqual(self.wired.clock.getDelayedCalls(), [])
 
     def test_lost(self) -> None:
@@ -312,7 +344,7 @@ class PoolTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(d, ConnectionLost, ConnectionDone)
         self.assertEqual(len(self.wired.connections), 2)
-        self.assertEqual(self.wired.clock.getDelayedCalls(), [])
+        self.assertNoTimerLeft()
 
     def test_retryAnswered(self) -> None:
         """
@@ -323,7 +355,7 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(
             self.answer(d, b"HTTP/1.1 204 No Content\r\n\r\n")[0].code, 204
         )
-        self.assertEqual(self.wired.clock.getDelayedCalls(), [])
+        self.assertNoTimerLeft()
 
     def test_noRetryUnmarked(self) -> None:
         """
@@ -368,7 +400,7 @@ class PoolTests(SynchronousTestCase):
         self.failureResultOf(d, CancelledError)
         # The pending connection was cancelled (its failure is handled).
         self.assertTrue(self.wired.pending[0][0].called)
-        self.assertEqual(self.wired.clock.getDelayedCalls(), [])
+        self.assertNoTimerLeft()
 
     def test_idleTooLong(self) -> None:
         """
