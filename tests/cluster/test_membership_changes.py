@@ -186,6 +186,21 @@ class RouterTests(SynchronousTestCase):
             self.router.reconfigure(_config(weights={"a": 1, "b": 1, "c": 1}))
         )
 
+    def test_holderFollowsNewRing(self) -> None:
+        """
+        The owners the router remembers are those of its ring: once a new
+        ring replaces it, queues are placed by the new one.
+        """
+        queues = [f"q{i}" for i in range(50)]
+        before = {q: self.router.holder("p", q) for q in queues}
+        self.assertEqual(set(before.values()), {"a", "b"})
+        self.router.reconfigure(_config(weights={"a": 1, "b": 1, "c": 1}))
+        after = {q: self.router.holder("p", q) for q in queues}
+        self.assertEqual(
+            after, {q: self.router.ring.owner(key("p", q)) for q in queues}
+        )
+        self.assertIn("c", after.values())
+
     def test_moves(self) -> None:
         """
         A queue handed over is served here until it is frozen for its copy
