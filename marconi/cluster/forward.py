@@ -93,18 +93,40 @@ class Answer:
     head: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
 class Target:
     """
     A parsed request target.
 
-    @ivar path: the path's segments, percent-decoded.
+    @ivar path: the path's segments, percent-decoded (of a plain target,
+        split only when asked: a forwarded request needs its C{uri} only).
     @ivar uri: the path and query, percent-encoded as hyperlink encodes
         them.
     """
 
-    path: tuple
-    uri: bytes
+    __slots__ = ("_path", "uri")
+
+    def __init__(self, path: Optional[tuple], uri: bytes) -> None:
+        self._path = path
+        self.uri = uri
+
+    @property
+    def path(self) -> tuple:
+        path = self._path
+        if path is None:
+            plain = self.uri.partition(b"?")[0]
+            path = self._path = tuple(plain[1:].decode("ascii").split("/"))
+        return path
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Target):
+            return NotImplemented
+        return (self.path, self.uri) == (other.path, other.uri)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.uri))
+
+    def __repr__(self) -> str:
+        return f"Target(path={self.path!r}, uri={self.uri!r})"
 
 
 # A target hyperlink would give back unchanged: a path of unreserved
@@ -122,8 +144,7 @@ def target(uri: bytes) -> Target:
         single C{/}, carries a fragment, or does not decode as UTF-8).
     """
     if _PLAIN.fullmatch(uri):
-        path = uri.partition(b"?")[0]
-        return Target(tuple(path[1:].decode("ascii").split("/")), uri)
+        return Target(None, uri)
     return _parsed(uri)
 
 

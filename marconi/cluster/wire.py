@@ -27,7 +27,6 @@ connection; any other request fails with the connection's error.
 """
 
 import re
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, TimeoutError
@@ -103,7 +102,6 @@ class RawHeaders:
         return self.getRawHeaders(name) is not None
 
 
-@dataclass(frozen=True, slots=True)
 class Head:
     """
     A response's status and headers.
@@ -114,10 +112,15 @@ class Head:
         C{Connection}); else empty.
     """
 
-    code: int
-    phrase: bytes
-    headers: RawHeaders
-    raw: bytes = b""
+    __slots__ = ("code", "phrase", "headers", "raw")
+
+    def __init__(
+        self, code: int, phrase: bytes, headers: RawHeaders, raw: bytes = b""
+    ) -> None:
+        self.code = code
+        self.phrase = phrase
+        self.headers = headers
+        self.raw = raw
 
 
 def requestBytes(
