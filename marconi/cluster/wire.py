@@ -295,6 +295,7 @@ class _Connection(Protocol):
             raise BadAnswer("a header line is malformed")
         length = None
         chunked = False
+        asItCame = False
         self._keep = version == b"HTTP/1.1"
         lowered = lines.lower()
         # Most answers carry a length and nothing else to look at.
@@ -317,10 +318,14 @@ class _Connection(Protocol):
                     elif b"keep-alive" in tokens:
                         self._keep = True
         else:
-            for value in headerValues(lines, lowered, b"content-length"):
+            lengths = headerValues(lines, lowered, b"content-length")
+            for value in lengths:
                 if not value.isdigit() or (length is not None and length != value):
                     raise BadAnswer("the content length is malformed")
                 length = value
+            # The head as it came, if its one Content-Length delimits the
+            # body.
+            asItCame = self._keep and len(lengths) == 1
         exchange = self._exchange
         assert exchange is not None
         headers = RawHeaders.fromBlock(block)
@@ -333,7 +338,7 @@ class _Connection(Protocol):
             self._mode = b"chunked"
             self._left = -1
         elif length is not None:
-            raw = buffer[: end + 4] if self._keep and not rare else b""
+            raw = buffer[: end + 4] if asItCame else b""
             self._answer = Head(status, phrase, headers, raw)
             self._mode = b"length"
             self._left = int(length)

@@ -98,6 +98,22 @@ class PoolTests(SynchronousTestCase):
             self.answer(d, b"HTTP/1.1 204 No Content\r\n\r\n")[0].code, 204
         )
 
+    def test_headAsItCame(self) -> None:
+        """
+        The head of an HTTP/1.1 answer whose one Content-Length delimits
+        its body is kept as it came; not that of an answer with two, with
+        a Connection header, or of HTTP/1.0.
+        """
+        head = b"HTTP/1.1 200 OK\r\nX-Id:  a \r\nContent-Length: 2\r\n\r\n"
+        self.assertEqual(self.answer(self.wired.request(), head + b"{}")[0].raw, head)
+        for other in (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n",
+        ):
+            answered, body = self.answer(self.wired.request(), other + b"{}")
+            self.assertEqual((answered.raw, body), (b"", b"{}"), other)
+
     def test_chunked(self) -> None:
         """
         A chunked answer, arriving in pieces, is decoded; trailers are
