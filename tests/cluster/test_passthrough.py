@@ -662,6 +662,36 @@ class PassThroughTests(ClusterTestCase):
         self.assertIn("route=postMessages", lines[0])
         self.assertEqual([line for line in self.accessLines("b") if queue in line], [])
 
+    async def test_largeAnswer(self) -> None:
+        """
+        A large listing from the owner reaches the client whole, with the
+        one C{Vary: Accept-Encoding} of the API, and compressed for a
+        client that asks for gzip.
+        """
+        await self.startCluster()
+        queue = queueOwnedBy("b")
+        messages = [{"body": "x" * 100, "ttl": 300} for _ in range(20)]
+        r, _ = await self.call(
+            "b", "POST", f"/v2/queues/{queue}/messages", {"messages": messages}
+        )
+        self.assertEqual(r.code, 201)
+        path = f"/v2/queues/{queue}/messages?limit=20&echo=true"
+        client = await connect(self.nodes["a"].port)
+        self.addCleanup(client.close)
+        client.transport.write(self.raw("GET", path))
+        [(status, headers, body)] = await self.answers(client, 1)
+        self.assertEqual(status, 200)
+        self.assertEqual(headers[b"vary"], b"Accept-Encoding")
+        self.assertNotIn(b"content-encoding", headers)
+        self.assertEqual(len(json.loads(body)["messages"]), 20)
+        self.assertEqual(client.received.lower().count(b"\r\nvary:"), 1)
+        client.transport.write(
+            self.raw("GET", path, extra=b"Accept-Encoding: gzip\r\n")
+        )
+        [_, (status, headers, squeezed)] = await self.answers(client, 2)
+        self.assertEqual((status, headers[b"content-encoding"]), (200, b"gzip"))
+        self.assertEqual(json.loads(gzip.decompress(squeezed)), json.loads(body))
+
     async def test_unusualRequestsStillWork(self) -> None:
         """
         Chunked, gzip'd and C{Expect}ing requests for a queue another node
