@@ -548,9 +548,16 @@ class Pool:
             self._stop(exchange)
             if deferred is not None:
                 deferred.errback(TimeoutError("no answer in time"))
-        if self._waiting and self._timer is None:
+        if self._waiting:
+            # A callback above may have made a request, and with it a
+            # timer set for that request alone: the soonest deadline wins.
             soonest = min(exchange.due for exchange in self._waiting)
-            self._timer = self._clock.callLater(max(0.0, soonest - now), self._expire)
+            seconds = max(0.0, soonest - now)
+            timer = self._timer
+            if timer is None:
+                self._timer = self._clock.callLater(seconds, self._expire)
+            elif timer.getTime() > soonest:
+                timer.reset(seconds)
 
     def resend(self, exchange: _Exchange) -> None:
         """
@@ -642,11 +649,14 @@ class Pool:
 
     def close(self) -> None:
         """
-        Close every connection.
+        Close every connection.  Requests still in flight (one that is
+        connecting, one sent again after its connection was aborted) keep
+        their deadlines: the pool's timer stays while any is waiting.
         """
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        if not self._waiting:
+            timer, self._timer = self._timer, None
+            if timer is not None and timer.active():
+                timer.cancel()
         for idle in self._idle.values():
             for connection in idle:
                 connection.transport.loseConnection()

@@ -316,6 +316,58 @@ class PoolTests(SynchronousTestCase):
         self.failureResultOf(third, TimeoutError)
         self.assertEqual(self.wired.clock.getDelayedCalls(), [])
 
+    def test_requestMadeWhileExpiring(self) -> None:
+        """
+        A request made by the callback of one that timed out (the next
+        pipelined request of a client, say) does not push back the
+        deadline of another request due sooner.
+        """
+        first = self.wired.request()
+        self.wired.clock.advance(3)
+        other = self.wired.request()
+        made = []
+
+        def again(failure):
+            made.append(
+                self.wired.pool.request(
+                    "b", b"GET / HTTP/1.1\r\n\r\n", False, 100, 60, 7
+                )
+            )
+
+        first.addErrback(again)
+        self.wired.clock.advance(2.1)
+        self.assertEqual(len(made), 1)
+        self.assertNoResult(other)
+        self.wired.clock.advance(3)
+        self.failureResultOf(other, TimeoutError)
+        self.assertNoResult(made[0])
+
+    def test_soonerRequestMovesTheTimer(self) -> None:
+        """
+        A request with a shorter deadline than the one the timer waits for
+        (a forward lengthened by a long poll's wait, say) moves the timer
+        sooner.
+        """
+        long = self.wired.pool.request(
+            "b", b"GET / HTTP/1.1\r\n\r\n", False, 100, 60, 7
+        )
+        short = self.wired.request()
+        self.wired.clock.advance(5.1)
+        self.failureResultOf(short, TimeoutError)
+        self.assertNoResult(long)
+
+    def test_closeKeepsDeadlines(self) -> None:
+        """
+        Closing the pool leaves a request that is still connecting its
+        deadline.
+        """
+        self.wired.hold = True
+        d = self.wired.request()
+        self.wired.pool.close()
+        self.wired.clock.advance(5.1)
+        self.failureResultOf(d, TimeoutError)
+        self.assertTrue(self.wired.pending[0][0].called)
+
     def test_lost(self) -> None:
         """
         A connection lost before the whole answer fails the request with
