@@ -11,7 +11,7 @@ a body of a declared C{Content-Length} within the site's limit.  It is
 authenticated exactly as the API does (L{MarconiAPI._context}: the auth
 driver, pre-signed URL headers, the project and client ids, the version's
 rules), and if its queue belongs to another node it is forwarded there,
-signed (the cluster router's C{forwarding}, which keeps its retries, its
+signed (the cluster router's C{forwardRaw}, which keeps its retries, its
 timeouts and the failure detector), and the owner's answer is written to
 the client as it came, less the hop-by-hop headers.  The relaying node
 writes the request's one access log line, under the owner's request id.
@@ -97,7 +97,7 @@ class PassThrough:
 
     @param api: the node's L{marconi.api.app.MarconiAPI} (it authenticates
         and routes).
-    @param router: the node's cluster router: C{forwarding} forwards.
+    @param router: the node's cluster router: C{forwardRaw} forwards.
     @param forwarded: called with the owner's name for every request passed
         through (the console's activity).
     """
@@ -439,6 +439,8 @@ class Relay:
             self._failed(Failure())
 
     def _answered(self, answer: Any) -> None:
+        if self._gone:
+            return
         head = answer.head
         body = answer.body
         lowered = head.lower()

@@ -515,6 +515,17 @@ class ChannelTests(SynchronousTestCase):
         self.assertEqual(self.router.cancelled, [b"/v2/queues/far/messages"])
         self.assertEqual(self.transport.value(), b"")
 
+    def test_clientGoesAwayWhileAuthenticating(self) -> None:
+        """
+        A client that goes away before the auth driver has answered stops
+        its request there: it is never forwarded, nothing is written.
+        """
+        self.channel.dataReceived(self.post("far"))
+        self.channel.connectionLost(Failure(ConnectionDone()))
+        self.auth.decide()
+        self.assertEqual(self.router.sent, [])
+        self.assertEqual(self.transport.value(), b"")
+
     def test_ownerUnavailable(self) -> None:
         """
         A forwarding that fails is answered 503 with a JSON error, this
