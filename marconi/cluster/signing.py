@@ -94,13 +94,27 @@ def canonical(
     The bytes that are signed.  The path is percent-decoded and the query
     parsed, decoded and sorted, so that re-encoding on the way (which HTTP
     clients may do) does not change them.
+
+    @raise UnicodeError: the query is not ASCII.
     """
     if query:
         if _PLAIN_QUERY.fullmatch(query):
             # Nothing to decode (what parse_qsl would give, faster).
             pairs = sorted(tuple(p.split(b"=", 1)) for p in query.split(b"&"))
         else:
-            pairs = sorted(parse_qsl(query, keep_blank_values=True))
+            # Each key and value percent-decoded to its exact bytes, whether
+            # they are UTF-8 or not.
+            pairs = sorted(
+                (
+                    k.encode("utf-8", "surrogateescape"),
+                    v.encode("utf-8", "surrogateescape"),
+                )
+                for k, v in parse_qsl(
+                    query.decode("ascii"),
+                    keep_blank_values=True,
+                    errors="surrogateescape",
+                )
+            )
         query = b"&".join([_lp(k) + _lp(v) for k, v in pairs])
     fields = (
         VERSION,

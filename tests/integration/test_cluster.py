@@ -372,6 +372,26 @@ class ExploitTests(ClusterTestCase):
         r, body = await self.call("a", "GET", f"/v2/queues/{queue}/stats")
         self.assertEqual(r.code, 200, body)
 
+    async def test_queryOfNonASCIIBytes(self) -> None:
+        """
+        A request whose query percent-encodes UTF-8 that is not ASCII is
+        answered through a node that does not own the queue as the owner
+        answers it (the pass-through, and the forwarding that signs its
+        query), never with a 500.
+        """
+        await self.startCluster()
+        queue = queueOwnedBy("b")
+        r, body = await self.call(
+            "b", "POST", f"/v2/queues/{queue}/messages", {"messages": [{"body": 1}]}
+        )
+        self.assertEqual(r.code, 201, body)
+        for query, code in (("x=%C3%A9", 200), ("marker=%C3%A9", 400)):
+            for via in NAMES:
+                r, body = await self.call(
+                    via, "GET", f"/v2/queues/{queue}/messages?echo=true&{query}"
+                )
+                self.assertEqual(r.code, code, (via, query, body))
+
     async def test_crossNodeDeadLetterQueueRefused(self) -> None:
         """
         Queue settings naming a dead-letter queue another node owns are
