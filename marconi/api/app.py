@@ -250,22 +250,25 @@ class MarconiAPI:
         if request.method == b"HEAD" and not policy.head:
             raise MethodNotAllowed(self._allowed(request))
         _negotiate(request)
-        headers = identity.authHeaders(request)
         signed = self.router.verify(request)
         if signed is None:
             # A client: by its pre-signed URL headers if it sends them,
             # else by the auth driver.
+            headers = identity.authHeaders(request)
             project = self.signedURLs.verify(request, headers, projectId)
             if project is None:
                 project = await self.auth.authenticate(headers, projectId)
+            client = headers.get(b"client-id")
         elif projectId is not None and projectId != signed:
             raise Forbidden("The project in the URL is not the forwarded project.")
         else:
+            # Forwarded by a node, which authenticated the client: the
+            # signed project is the one it acts for.
             project = signed
+            client = (request.requestHeaders.getRawHeaders(b"client-id") or [None])[0]
         project = validation.projectId(project, self.limits)
         request.project = project
         request.forwarded = signed is not None
-        client = headers.get(b"client-id")
         clientId = policy.clientId(
             client.decode("latin-1") if client is not None else None, self.limits
         )

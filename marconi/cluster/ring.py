@@ -48,6 +48,10 @@ _MASK = (1 << 64) - 1
 Nodes = Union[Iterable[str], Mapping[str, int]]
 
 
+#: How many keys' owners a ring keeps (see L{Ring.owner}).
+OWNERS = 4096
+
+
 def key(project: str, queue: str) -> str:
     """
     The ring key of a queue.  Queue names cannot contain C{/}, so the key
@@ -269,6 +273,7 @@ class Ring:
             ) from None
         self.parameters = dict(self._placement.parameters)
         self.version = _version(self.scheme, self.parameters, self.weights)
+        self._owners: dict = {}
 
     @classmethod
     def fromDescription(cls, description: Mapping[str, Any]) -> "Ring":
@@ -327,7 +332,16 @@ class Ring:
         """
         The node that owns C{key}.
         """
-        return self._placement.owner(key)
+        # The owners of recent keys are kept (a node serves the same
+        # queues again and again), at most OWNERS of them.
+        owners = self._owners
+        owner = owners.get(key)
+        if owner is None:
+            owner = self._placement.owner(key)
+            if len(owners) >= OWNERS:
+                owners.clear()
+            owners[key] = owner
+        return owner
 
     def successors(self, key: str, count: int | None = None) -> list:
         """

@@ -43,6 +43,7 @@ from marconi.core.monitoring import NullMonitor
 from marconi.core.queuefilter import QueueFilter
 
 log = Logger()
+_PREFIX_LENGTH = len(signing.PREFIX)
 
 
 @implementer(IRouter)
@@ -306,11 +307,12 @@ class ClusterRouter(MultiService):
         # being passed through is known to carry none.
         if getattr(request, "unsigned", False):
             return None
-        headers = {}
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            lower = name.lower()
-            if lower.startswith(signing.PREFIX):
-                headers[lower] = values[0]
+        prefix = signing.PREFIX
+        headers = {
+            name.lower(): values[0]
+            for name, values in request.requestHeaders.getAllRawHeaders()
+            if name[:_PREFIX_LENGTH].lower() == prefix
+        }
         if not headers:
             return None
         request.content.seek(0)
@@ -338,8 +340,8 @@ class ClusterRouter(MultiService):
 
         @raise signing.BadSignature: it is not.
         """
-        segments = tuple(target(uri).path)
-        if len(segments) >= 4 and segments[1:3] == ("projects", project):
+        segments = _segments(uri)
+        if len(segments) >= 4 and segments[1] == "projects" and segments[2] == project:
             segments = segments[:1] + segments[3:]
         if len(segments) >= 3 and segments[1] == "queues":
             if not self.serves(project, segments[2]):
@@ -945,6 +947,21 @@ class ClusterRouter(MultiService):
             "draining": self.config.draining,
         }
         return doc
+
+
+def _segments(uri: bytes) -> Any:
+    """
+    The path segments of a received request target, as L{target} gives
+    them; a path with nothing to decode is split without building the
+    target.
+    """
+    path = uri.partition(b"?")[0]
+    if b"%" not in path and b"#" not in uri and path[:2] != b"//":
+        try:
+            return path[1:].decode("ascii").split("/")
+        except UnicodeDecodeError:
+            pass
+    return target(uri).path
 
 
 def _nodeList(ring: Ring) -> str:

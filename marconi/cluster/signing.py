@@ -94,31 +94,82 @@ def canonical(
     The bytes that are signed.  The path is percent-decoded and the query
     parsed, decoded and sorted, so that re-encoding on the way (which HTTP
     clients may do) does not change them.
+
+    @raise UnicodeError: the query is not ASCII.
     """
     if query:
-        if _PLAIN_QUERY.fullmatch(query):
-            # Nothing to decode (what parse_qsl would give, faster).
-            pairs = sorted(tuple(p.split(b"=", 1)) for p in query.split(b"&"))
-        else:
-            pairs = sorted(parse_qsl(query, keep_blank_values=True))
-        query = b"&".join([_lp(k) + _lp(v) for k, v in pairs])
-    fields = (
-        VERSION,
-        method.upper(),
-        unquote_to_bytes(path) if b"%" in path else path,
+        query = _queryForm(query)
+    if b"%" in path:
+        path = unquote_to_bytes(path)
+    method = method.upper()
+    return _FORM % (
+        len(method),
+        method,
+        len(path),
+        path,
+        len(query),
         query,
-        hashlib.sha256(body).hexdigest().encode(),
+        _sha256(body).hexdigest().encode() if body else _EMPTY,
+        len(node),
         node,
+        len(destination),
         destination,
+        len(project),
         project,
+        len(timestamp),
         timestamp,
+        len(nonce),
         nonce,
     )
-    return b"".join([b"%d:%s" % (len(f), f) for f in fields])
 
 
-def _lp(value: bytes) -> bytes:
-    return b"%d:%s" % (len(value), value)
+#: L{canonical}'s layout: each field length-prefixed (C{LENGTH:BYTES}),
+#: the version first, the body by its SHA-256 in hex (64 digits).
+_FORM = b"%d:%s" % (len(VERSION), VERSION) + b"%d:%s" * 3 + b"64:%s" + b"%d:%s" * 5
+_EMPTY = hashlib.sha256(b"").hexdigest().encode()
+_sha256 = hashlib.sha256
+#: The signed form of recent queries (nodes send few different ones),
+#: bounded: emptied when full, and long queries are not kept.
+_queries: dict = {}
+_MAX_QUERIES = 1024
+_MAX_QUERY = 256
+
+
+def _queryForm(query: bytes) -> bytes:
+    """
+    The signed form of a query: its pairs percent-decoded and sorted, each
+    key and value length-prefixed.
+
+    @raise UnicodeError: the query is not ASCII.
+    """
+    form = _queries.get(query)
+    if form is not None:
+        return form
+    if _PLAIN_QUERY.fullmatch(query):
+        # Nothing to decode (what parse_qsl would give, faster).
+        pairs = sorted([tuple(p.split(b"=", 1)) for p in query.split(b"&")])
+    else:
+        # Each key and value percent-decoded to its exact bytes, whether
+        # they are UTF-8 or not.
+        pairs = sorted(
+            [
+                (
+                    k.encode("utf-8", "surrogateescape"),
+                    v.encode("utf-8", "surrogateescape"),
+                )
+                for k, v in parse_qsl(
+                    query.decode("ascii"),
+                    keep_blank_values=True,
+                    errors="surrogateescape",
+                )
+            ]
+        )
+    form = b"&".join([b"%d:%s%d:%s" % (len(k), k, len(v), v) for k, v in pairs])
+    if len(query) <= _MAX_QUERY:
+        if len(_queries) >= _MAX_QUERIES:
+            _queries.clear()
+        _queries[query] = form
+    return form
 
 
 def _digest(keyed: Any, data: bytes) -> bytes:
@@ -234,12 +285,17 @@ class Verifier:
             prove it comes from another node of this cluster, for this
             node, once.
         """
-        if not any(name.startswith(PREFIX) for name in headers):
+        get = headers.get
+        node = get(NODE)
+        if node is None and not any(name.startswith(PREFIX) for name in headers):
             return None
-        values = [headers.get(name, b"") for name in HEADERS]
-        if any(not v for v in values):
+        destination = get(DESTINATION)
+        project = get(PROJECT)
+        timestamp = get(TIMESTAMP)
+        nonce = get(NONCE)
+        signature = get(SIGNATURE)
+        if not (node and destination and project and timestamp and nonce and signature):
             raise BadSignature("forwarding headers are missing or empty")
-        node, destination, project, timestamp, nonce, signature = values
         if node not in self._nodes:
             raise BadSignature("the sender is not another node of this cluster")
         if destination != self.node:
@@ -259,23 +315,25 @@ class Verifier:
             )
         except UnicodeError:
             raise BadSignature("the query does not decode") from None
-        expected = _digest(self._mac, form)
-        if not hmac.compare_digest(expected, signature):
+        if not hmac.compare_digest(_digest(self._mac, form), signature):
             raise BadSignature("the signature does not match")
         try:
             signed = Signed(node.decode("ascii"), project.decode("ascii"))
         except UnicodeDecodeError:
             raise BadSignature("the project is not ASCII") from None
-        self._forgetOld(now)
-        if nonce in self._nonces:
+        order = self._order
+        if order and now - order[0][0] > self._window:
+            self._forgetOld(now)
+        nonces = self._nonces
+        if nonce in nonces:
             raise BadSignature("the nonce was already used")
-        if len(self._nonces) >= self.maxNonces:
+        if len(nonces) >= self.maxNonces:
             raise BadSignature(
                 "the memory of nonces is full (more signed requests than "
                 "max_nonces within the clock window)"
             )
-        self._nonces.add(nonce)
-        self._order.append((stamped, nonce))
+        nonces.add(nonce)
+        order.append((stamped, nonce))
         return signed
 
     def _forgetOld(self, now: float) -> None:

@@ -519,7 +519,7 @@ class OwnershipTests(SynchronousTestCase):
         """
         A request signed for node a, for a queue node b owns, is refused
         by a (a 503 naming b, which the sender tries once more); one for a
-        queue a owns is taken.
+        queue a owns is taken; also when the path is percent-encoded.
         """
         clock = MemoryReactorClock()
         clock.advance(1_800_000_000)
@@ -527,9 +527,12 @@ class OwnershipTests(SynchronousTestCase):
         b = ClusterRouter(_config(nodeName="b"), clock)
         for owner, taken in (("b", False), ("a", True)):
             queue = _queueOf(a, owner)
+            encoded = "%" + queue[0].encode().hex() + queue[1:]
             for uri in (
                 f"/v2/queues/{queue}/messages".encode(),
                 f"/v2/projects/p/queues/{queue}/stats".encode(),
+                f"/v2/queues/{encoded}/messages?limit=1".encode(),
+                f"/v2/projects/%70/queues/{queue}/stats".encode(),
             ):
                 headers = b.signer.headers(b"GET", uri, b"", "p", "a")
                 request = _request(uri, headers=headers)

@@ -13,7 +13,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from marconi import tap
-from marconi.cluster.ring import DEFAULT_SLOTS, Ring, key
+from marconi.cluster.ring import DEFAULT_SLOTS, OWNERS, Ring, key
 from marconi.cluster.settings import ClusterConfigError, Peer, build, parseNode
 
 names = st.text(
@@ -197,6 +197,19 @@ class RingTests(SynchronousTestCase):
                 self.assertEqual(everyone[0], ring.owner(k))
                 self.assertEqual(sorted(everyone), sorted(nodes))
                 self.assertEqual(ring.successors(k, 2), everyone[:2])
+
+    def test_ownersKept(self) -> None:
+        """
+        A ring keeps the owners of recent keys, at most L{ring.OWNERS},
+        and answers as its placement does before and after they are
+        forgotten.
+        """
+        ring = Ring(["a", "b", "c"])
+        keys = [key("p", f"q{i}") for i in range(OWNERS + 10)]
+        for _ in range(2):
+            for k in keys:
+                self.assertEqual(ring.owner(k), ring._placement.owner(k))
+                self.assertLessEqual(len(ring._owners), OWNERS)
 
     def test_emptyRing(self) -> None:
         """

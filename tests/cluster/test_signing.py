@@ -271,6 +271,29 @@ class CanonicalFormTests(SynchronousTestCase):
         self.assertEqual(form(b"b=&a=1&a=0"), form(b"a=1&b&a=%30"))
         self.assertNotEqual(form(b"a=1&b=2"), form(b"a=1&b=3"))
 
+    def test_queryFormsKept(self) -> None:
+        """
+        The signed forms of queries are remembered, at most
+        C{_MAX_QUERIES} and none longer than C{_MAX_QUERY}; a query signs
+        alike whether its form was remembered or not.
+        """
+
+        def form(query: bytes) -> bytes:
+            return signing.canonical(
+                b"GET", b"/v2/x", query, b"", b"a", b"b", b"p", b"1", b"00"
+            )
+
+        first = form(b"b=2&a=1")
+        for i in range(signing._MAX_QUERIES + 10):
+            form(b"limit=%d" % i)
+            self.assertLessEqual(len(signing._queries), signing._MAX_QUERIES)
+        self.assertEqual(form(b"b=2&a=1"), first)
+        self.assertEqual(form(b"b=2&a=1"), first)
+        self.assertIn(b"b=2&a=1", signing._queries)
+        long = b"a=" + b"x" * signing._MAX_QUERY
+        self.assertIn(b"%d:%s" % (len(long) - 2, b"x" * signing._MAX_QUERY), form(long))
+        self.assertNotIn(long, signing._queries)
+
     def test_undecodableQuery(self) -> None:
         """
         Forwarding headers on a request whose query does not decode are
@@ -283,3 +306,32 @@ class CanonicalFormTests(SynchronousTestCase):
         self.assertRaises(
             BadSignature, verifier.verify, b"GET", b"/v2/x?a=%ab", b"", signed
         )
+        self.assertRaises(
+            BadSignature, verifier.verify, b"GET", b"/v2/x?a=\xe9", b"", signed
+        )
+
+    def test_queryOfAnyBytes(self) -> None:
+        """
+        A query whose values percent-encode bytes that are not ASCII (UTF-8
+        or not) is signed and verified; each such value signs as its own
+        bytes, so two of them never share a signature.
+        """
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        verifier = Verifier("b", ["a", "b"], SECRET, clock, 300)
+        signer = Signer("a", SECRET, clock)
+
+        def form(query: bytes) -> bytes:
+            return signing.canonical(
+                b"GET", b"/v2/x", query, b"", b"a", b"b", b"p", b"1", b"00"
+            )
+
+        for uri in (b"/v2/x?a=%C3%A9&b=1", b"/v2/x?a=%ab", b"/v2/x?%E9=%ff+x"):
+            signed = signer.headers(b"GET", uri, b"", "p", "b")
+            self.assertEqual(verifier.verify(b"GET", uri, b"", signed).project, "p")
+        signed = signer.headers(b"GET", b"/v2/x?a=%ab", b"", "p", "b")
+        self.assertRaises(
+            BadSignature, verifier.verify, b"GET", b"/v2/x?a=%ac", b"", signed
+        )
+        self.assertEqual(form(b"a=%C3%A9"), form(b"a=%c3%a9"))
+        self.assertNotEqual(form(b"a=%C3%A9"), form(b"a=%C3%A8"))

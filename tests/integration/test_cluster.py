@@ -190,6 +190,28 @@ class ClusterTests(ClusterTestCase):
             )
         )
 
+    async def test_clientIdThroughAnotherNode(self) -> None:
+        """
+        The owner of a queue serves a forwarded request for the client that
+        sent it: a listing without echo hides the messages the same client
+        posted, through any node, and shows them to another client.
+        """
+        await self.startCluster()
+        queue = queueOwnedBy("c")
+        other = {"Client-ID": "5d6c1f0e-8a7b-4c3d-9e2f-1a0b9c8d7e6f"}
+        r, body = await self.call(
+            "a", "POST", f"/v2/queues/{queue}/messages", {"messages": [{"body": 3}]}
+        )
+        self.assertEqual(r.code, 201, body)
+        for via in NAMES:
+            r, body = await self.call(via, "GET", f"/v2/queues/{queue}/messages")
+            self.assertEqual(r.code, 204 if body is None else 200, body)
+            self.assertEqual((body or {}).get("messages", []), [], via)
+            r, body = await self.call(
+                via, "GET", f"/v2/queues/{queue}/messages", headers=other
+            )
+            self.assertEqual([m["body"] for m in body["messages"]], [3], via)
+
     async def test_listQueuesThroughAnyNode(self) -> None:
         """
         GET /v2/queues through any node lists the queues of every node in
@@ -371,6 +393,26 @@ class ExploitTests(ClusterTestCase):
         self.assertEqual(states["b"], "up", states)
         r, body = await self.call("a", "GET", f"/v2/queues/{queue}/stats")
         self.assertEqual(r.code, 200, body)
+
+    async def test_queryOfNonASCIIBytes(self) -> None:
+        """
+        A request whose query percent-encodes UTF-8 that is not ASCII is
+        answered through a node that does not own the queue as the owner
+        answers it (the pass-through, and the forwarding that signs its
+        query), never with a 500.
+        """
+        await self.startCluster()
+        queue = queueOwnedBy("b")
+        r, body = await self.call(
+            "b", "POST", f"/v2/queues/{queue}/messages", {"messages": [{"body": 1}]}
+        )
+        self.assertEqual(r.code, 201, body)
+        for query, code in (("x=%C3%A9", 200), ("marker=%C3%A9", 400)):
+            for via in NAMES:
+                r, body = await self.call(
+                    via, "GET", f"/v2/queues/{queue}/messages?echo=true&{query}"
+                )
+                self.assertEqual(r.code, code, (via, query, body))
 
     async def test_crossNodeDeadLetterQueueRefused(self) -> None:
         """
