@@ -118,11 +118,6 @@ class ClusterRouter(MultiService):
         self.stores = stores
         #: Requests this node served as a stand-in, by the down owner.
         self.standins: dict = {}
-        #: The ring L{_owners} were found on, and the owners on it of the
-        #: ring keys asked lately (a ring never changes: a new one replaces
-        #: it).
-        self._ownersOf: Optional[Ring] = None
-        self._owners: dict = {}
 
     def stopService(self) -> Deferred:
         return Deferred.fromCoroutine(self._stop())
@@ -276,28 +271,8 @@ class ClusterRouter(MultiService):
             previous = self.incoming.get(ringKey)
             if previous is not None:
                 return previous
-        return self._ringOwner(ringKey)
-
-    #: At most this many owners are kept (see L{_ringOwner}).
-    ownersKept = 65536
-
-    def _ringOwner(self, ringKey: str) -> str:
-        """
-        The owner of C{ringKey} on L{ring}, remembered: every request for a
-        queue asks it, and the ring's hash is most of what routing one
-        costs.
-        """
-        ring = self.ring
-        owners = self._owners
-        if self._ownersOf is not ring:
-            owners = self._owners = {}
-            self._ownersOf = ring
-        owner = owners.get(ringKey)
-        if owner is None:
-            if len(owners) >= self.ownersKept:
-                owners.clear()
-            owner = owners[ringKey] = ring.owner(ringKey)
-        return owner
+        # The ring keeps the owners of the keys asked lately.
+        return self.ring.owner(ringKey)
 
     # IRouter
 
