@@ -18,6 +18,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web.http_headers import Headers
 
 from marconi.api import media, versions
 from marconi.api.media import gzip
@@ -124,7 +125,7 @@ def _canonical(name: bytes) -> bytes:
     """
     canonical = _NAMES.get(name)
     if canonical is None:
-        canonical = next(http.Headers({name: [b""]}).getAllRawHeaders())[0]
+        canonical = next(Headers({name: [b""]}).getAllRawHeaders())[0]
         if len(_NAMES) < _MAX_NAMES:
             _NAMES[name] = canonical
     return canonical
@@ -336,7 +337,7 @@ class LimitedRequest(server.Request):
         self.method, self.uri = command, path
         self.clientproto = version
         self.path, query, argstring = path.partition(b"?")
-        self.args = http.parse_qs(argstring, 1) if query else {}
+        self.args = _parseQuery(argstring, 1) if query else {}
         self.process()
 
     def process(self) -> None:
@@ -410,7 +411,7 @@ class LimitedRequest(server.Request):
         version = self.clientproto
         code = self.code
         method = self.method
-        noBody = method == b"HEAD" or code in http.NO_BODY_CODES
+        noBody = method == b"HEAD" or code in _NO_BODY_CODES
         if version == b"HTTP/1.1" and not headers.get(b"Content-Length") and not noBody:
             headers[b"Transfer-Encoding"] = [b"chunked"]
             self.chunked = 1
@@ -423,7 +424,7 @@ class LimitedRequest(server.Request):
         self.sentLength += len(data)
         if data:
             if self.chunked:
-                self.channel.writeSequence(http.toChunk(data))
+                self.channel.writeSequence(_toChunk(data))
             else:
                 self.channel.write(data)
 
@@ -480,13 +481,18 @@ def _httpDate() -> bytes:
 
 # twisted.web.http is a module proxy whose attributes cost a call each.
 _HTTPChannel = http.HTTPChannel
+_NO_BODY_CODES = http.NO_BODY_CODES
+_toChunk = http.toChunk
+_parseQuery = http.parse_qs
 _LineReceiver = basic.LineReceiver
 #: A request line that twisted.web reads as it is (see
 #: L{MarconiChannel._wholeHead}).
 _REQUEST_LINE = re.compile(rb"[A-Z]{1,16} /[!-~]* HTTP/1\.[01]")
-#: A header line with a token for a name and no control character that
-#: twisted.web refuses in its value.
-_HEADER_LINE = re.compile(TOKEN + rb":[^\x00\r\n]*")
+#: Header lines, each with a token for a name and no control character that
+#: twisted.web refuses in its value, and each ending with CRLF.
+_HEADER_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\x00\r\n]*\r\n)*")
+#: A header line's name and its value without the blanks around it.
+_HEADER_PAIR = re.compile(rb"(" + TOKEN + rb"):[ \t]*([^\x00\r\n]*?)[ \t]*\r\n")
 
 
 class MarconiChannel(http.HTTPChannel):
@@ -572,34 +578,40 @@ class MarconiChannel(http.HTTPChannel):
         end = data.find(b"\r\n\r\n")
         if end < 0 or end > self.totalHeadersSize + 2 * self.maxHeaders + 2:
             return False
-        lines = data[:end].split(b"\r\n")
-        if len(lines) > self.maxHeaders + 1:
+        first = data.find(b"\r\n")
+        requestLine = data[:first]
+        if len(requestLine) > self.MAX_LENGTH or not _REQUEST_LINE.fullmatch(
+            requestLine
+        ):
             return False
-        requestLine = lines[0]
-        if not _REQUEST_LINE.fullmatch(requestLine):
+        # The header lines, each with its line end.
+        block = data[first + 2 : end + 2]
+        if not _HEADER_LINES.fullmatch(block):
             return False
-        size = end - 2 * (len(lines) - 1)
+        pairs = _HEADER_PAIR.findall(block)
+        if len(pairs) > self.maxHeaders:
+            return False
+        size = end - 2 * len(pairs)
         if size > self.totalHeadersSize:
+            return False
+        if len(block) > self.MAX_LENGTH and any(
+            len(line) > self.MAX_LENGTH for line in block.split(b"\r\n")
+        ):
             return False
         length = False
         headers: list = []
-        for line in lines[1:]:
-            if len(line) > self.MAX_LENGTH or not _HEADER_LINE.fullmatch(line):
-                return False
-            name, _, value = line.partition(b":")
-            name = _canonical(name)
+        for name, value in pairs:
+            name = _NAMES.get(name) or _canonical(name)
             if name == b"Content-Length":
                 if length:
                     return False
                 length = True
                 # twisted.web reads the length, and checks it, itself.
-                headers.append((None, line))
+                headers.append((None, b"Content-Length:" + value))
             elif name == b"Transfer-Encoding":
                 return False
             else:
-                headers.append((name, value.strip(b" \t")))
-        if len(requestLine) > self.MAX_LENGTH:
-            return False
+                headers.append((name, value))
         self.resetTimeout()
         # As LineReceiver.dataReceived: what follows the head waits in the
         # buffer, and what arrives meanwhile is added to it.
@@ -927,7 +939,7 @@ class MarconiChannel(http.HTTPChannel):
     _head: Optional[list] = None
 
     def writeHeaders(self, version, code, reason, headers) -> None:  # type: ignore[no-untyped-def]
-        if not isinstance(headers, http.Headers):
+        if not isinstance(headers, Headers):
             self._flushHead()
             super().writeHeaders(version, code, reason, headers)
             return
@@ -1077,7 +1089,7 @@ def _requestId(request: Any) -> Optional[str]:
     answer carries the owner's (see L{marconi.cluster.forward.relayHeaders}).
     """
     headers = request.responseHeaders
-    if headers.__class__ is http.Headers:
+    if headers.__class__ is Headers:
         sent = headers._rawHeaders.get(_REQUEST_ID)
     else:
         sent = headers.getRawHeaders(b"x-openstack-request-id")
