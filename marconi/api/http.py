@@ -41,6 +41,9 @@ ACCESS_FORMAT = (
     "project={project} request_id={request_id} route={route}"
 )
 
+#: L{ACCESS_FORMAT} for the % operator.
+_ACCESS_LINE = "%s %s %s %.6fs %sB project=%s request_id=%s route=%s"
+
 
 class RoutedKlein(Klein):
     """
@@ -1050,19 +1053,34 @@ class MarconiSite(server.Site):
         seconds = now - request.started if request.started else 0.0
         self.monitor.requestServed(route, status, seconds)
         if self.accessLog and not request.forwarded:
+            requestId = _requestId(request)
+            project = request.project or "-"
+            method = _text(request.method)
+            path = _printable(request.path)
+            size = request.sentLength
             fields = {
-                "request_id": _requestId(request),
-                "project": request.project or "-",
-                "method": _text(request.method),
-                "path": _printable(request.path),
+                "request_id": requestId,
+                "project": project,
+                "method": method,
+                "path": path,
                 "status": status,
                 "duration": seconds,
-                "size": request.sentLength,
+                "size": size,
                 "route": route,
             }
-            _emit(
-                accessLog, _preformatted(ACCESS_FORMAT.format_map(fields)), fields, now
+            # ACCESS_FORMAT filled in, with %, which takes a third of the
+            # time str.format_map does.
+            line = _ACCESS_LINE % (
+                method,
+                path,
+                status,
+                seconds,
+                size,
+                project,
+                requestId,
+                route,
             )
+            _emit(accessLog, _preformatted(line), fields, now)
 
 
 def _emit(logger: Logger, text: str, fields: dict, when: float) -> None:
