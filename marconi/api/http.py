@@ -117,8 +117,10 @@ def _printable(path: Any) -> str:
 #: by the names met so far: requests name the same few headers again and
 #: again, and a name looked up here is not canonicalised again.
 _NAMES: dict = {}
-#: At most this many names are kept (clients choose the names).
+#: At most this many names, of at most C{_MAX_NAME} bytes, are kept
+#: (clients choose the names).
 _MAX_NAMES = 1000
+_MAX_NAME = 64
 
 
 def _canonical(name: bytes) -> bytes:
@@ -129,7 +131,7 @@ def _canonical(name: bytes) -> bytes:
     canonical = _NAMES.get(name)
     if canonical is None:
         canonical = next(Headers({name: [b""]}).getAllRawHeaders())[0]
-        if len(_NAMES) < _MAX_NAMES:
+        if len(_NAMES) < _MAX_NAMES and len(name) <= _MAX_NAME:
             _NAMES[name] = canonical
     return canonical
 
