@@ -123,9 +123,9 @@ class FastResource(Resource):
     def render(self, request: Any) -> Any:
         found = findRoute(request.method, request.postpath)
         if found is not None:
-            host = request.requestHeaders.getRawHeaders(b"host")
-            # The last Host line is the one Klein reads.
-            if host is not None and not host[-1].isascii():
+            # The last Host line (getHeader's) is the one Klein reads.
+            host = request.getHeader(b"host")
+            if host is not None and not host.isascii():
                 try:
                     # Klein answers a host name that is not UTF-8 itself.
                     request.getRequestHostname().decode("utf-8")
@@ -134,16 +134,6 @@ class FastResource(Resource):
         if found is None:
             return self.klein.render(request)
         endpoint, kwargs = found
-        finished: list = []
-        running: list = []
-
-        def ended(result: Any) -> None:
-            finished.append(result)
-            # A client that goes away cancels its request (a long poll, say).
-            if isinstance(result, Failure) and running:
-                running[0].cancel()
-
-        request.notifyFinish().addBoth(ended)
         handler = self.handlers.get(endpoint.rpartition("_")[0])
         if handler is None:
             d = maybeDeferred(self.app.execute_endpoint, endpoint, request, **kwargs)
@@ -151,20 +141,27 @@ class FastResource(Resource):
             # What Klein's execute_endpoint does for a coroutine function.
             request.route = self.app.labels.get(endpoint, endpoint)
             d = ensureDeferred(handler(request, **kwargs))
-        running.append(d)
-        d.addErrback(self._failed, request, finished, self.app._error_handlers)
-        d.addCallback(self._answer, request, finished)
+        # A client that goes away cancels its request (a long poll, say).
+        whenLost = getattr(request, "whenLost", None)
+        if whenLost is not None:
+            whenLost(lambda reason: d.cancel())
+        else:
+            request.notifyFinish().addErrback(lambda reason: d.cancel())
+        d.addCallbacks(
+            self._answer,
+            self._failed,
+            callbackArgs=(request,),
+            errbackArgs=(request, self.app._error_handlers),
+        )
         d.addErrback(lambda f: _log.failure("Unhandled error writing a response", f))
         return server.NOT_DONE_YET
 
-    def _failed(
-        self, failure: Failure, request: Any, finished: list, handlers: list
-    ) -> Any:
+    def _failed(self, failure: Failure, request: Any, handlers: list) -> Any:
         """
         Answer an error with the first of the app's error handlers that
         takes it; an error in a handler goes to the handlers after it.
         """
-        if finished:
+        if _ended(request):
             if not failure.check(CancelledError):
                 _log.failure("Unhandled error processing a request", failure)
             return None
@@ -173,16 +170,26 @@ class FastResource(Resource):
                 d = maybeDeferred(
                     self.app.execute_error_handler, handler, request, failure
                 )
-                return d.addErrback(
-                    self._failed, request, finished, handlers[index + 1 :]
+                return d.addCallbacks(
+                    self._answer,
+                    self._failed,
+                    callbackArgs=(request,),
+                    errbackArgs=(request, handlers[index + 1 :]),
                 )
         request.processingFailed(failure)
         return None
 
-    def _answer(self, body: Any, request: Any, finished: list) -> None:
+    def _answer(self, body: Any, request: Any) -> None:
         if isinstance(body, str):
             body = body.encode("utf-8")
         if isinstance(body, bytes):
             request.write(body)
-        if not finished:
+        if not _ended(request):
             request.finish()
+
+
+def _ended(request: Any) -> bool:
+    """
+    Whether the request was answered, or its client went away.
+    """
+    return bool(request.finished or request._disconnected)

@@ -64,6 +64,19 @@ CASES = {
         )
     ],
     "emptyValue": [head(b"GET /v2/queues HTTP/1.1", b"X-Empty:\r\n")],
+    "blankValue": [head(b"GET /v2/queues HTTP/1.1", b"X-Blank: \t \r\n")],
+    "innerBlanks": [head(b"GET /v2/queues HTTP/1.1", b"X-Inner:  a \t b\t\r\n")],
+    "repeatedNames": [
+        head(b"GET /v2/queues HTTP/1.1", b"X-Twice: 1\r\nAccept: */*\r\nx-twice: 2\r\n")
+    ],
+    "oddCase": [
+        head(
+            b"PUT /v2/queues/q11 HTTP/1.1",
+            b"cOnTeNt-TyPe: application/json\r\ncontent-length: 2\r\n"
+            b"www-authenticate: x\r\n",
+        )
+        + b"{}"
+    ],
     "encodedPath": [put(b"q%34"), head(b"GET /v2/queues/q4 HTTP/1.1")],
     "folded": [head(b"GET /v2/queues HTTP/1.1", b"X-Folded: a\r\n  b\r\n")],
     "foldedIdentity": [
@@ -162,6 +175,32 @@ class WholeHeadTests(SynchronousTestCase):
         text = re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: D", text)
         return text, transport.disconnecting
 
+    def headers(self, writes: list, byteAtATime: bool) -> list:
+        """
+        The headers of each request a new node read from C{writes}, as
+        twisted.web's L{Headers} holds them, in order.
+        """
+        transport = self.connect()
+        seen = []
+        resource = transport.protocol.site.resource
+
+        class Recording:
+            isLeaf = True
+
+            def render(self, request: Any) -> Any:
+                seen.append(list(request.requestHeaders.getAllRawHeaders()))
+                return resource.render(request)
+
+        transport.protocol.site.resource = Recording()
+        for data in writes:
+            pieces = (
+                [data[i : i + 1] for i in range(len(data))] if byteAtATime else [data]
+            )
+            for piece in pieces:
+                if not transport.disconnecting:
+                    transport.protocol.dataReceived(piece)
+        return seen
+
     def lineCalls(self, data: bytes) -> Optional[int]:
         """
         How many lines of C{data}, sent at once, were read one at a time.
@@ -189,6 +228,21 @@ class WholeHeadTests(SynchronousTestCase):
             dripped = self.answers(writes, True)
             self.assertEqual(at_once, dripped, name)
             self.assertIn(b"HTTP/1.", at_once[0], name)
+
+    def test_sameHeaders(self) -> None:
+        """
+        Every request, its head whole in one write or not, is rendered with
+        the same headers, names, values and order, as when it arrives a
+        byte at a time.
+        """
+        for name, writes in CASES.items():
+            self.assertEqual(
+                self.headers(writes, False), self.headers(writes, True), name
+            )
+        self.assertEqual(
+            self.headers(CASES["innerBlanks"], False)[0][-1],
+            (b"X-Inner", [b"a \t b"]),
+        )
 
     def test_plainHeadAtOnce(self) -> None:
         """
