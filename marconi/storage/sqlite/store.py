@@ -54,7 +54,7 @@ from marconi.core.errors import (
     StorageUnavailable,
 )
 from marconi.core.interfaces import IMessageStore, IQueueDepths
-from marconi.core.models import Claim, ClaimSpec, Message
+from marconi.core.models import Claim, ClaimSpec, Message, makeMessage
 from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
 from marconi.storage.sqlite.uri import parseURI
@@ -277,7 +277,7 @@ def _message(row: Sequence[Any]) -> Message:
     The message of a row of L{_COLUMNS}, whose order is that of
     L{Message}'s fields.
     """
-    return Message(
+    return makeMessage(
         row[0],
         row[1],
         row[2],
@@ -1579,7 +1579,7 @@ def _claimRows(
         )
     # Each message as rules.claimed makes it.
     messages = [
-        Message(
+        makeMessage(
             row[0],
             row[1],
             row[2],
