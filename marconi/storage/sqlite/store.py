@@ -504,8 +504,8 @@ def _insertMessage(
 class _Post:
     """
     A post of messages to one queue, as the database thread runs it: alone
-    (called with the connection), or with the posts to the same queue
-    queued next to it in its group (L{_insertPosts}).
+    (called with the connection), or with the posts queued next to it in
+    its group (L{_insertPosts}).
     """
 
     __slots__ = ("project", "queue", "messages", "clientId", "now")
@@ -530,29 +530,39 @@ class _Post:
 
 def _insertPosts(c: sqlite3.Connection, posts: Sequence[_Post]) -> list[list[str]]:
     """
-    Store several posts to one queue, in their order, with the statements
-    of one: the queue's row, its markers (one reservation for them all),
-    the rows and the change of its stored count.  Each post's messages
-    keep the times and the client of their own post.
+    Store several posts, in their order, with the statements of one post
+    per queue they go to: each queue's row, one reservation of its markers
+    for all its posts, then the rows of every post, and the change of each
+    queue's stored count.  Each post's messages keep the times and the
+    client of their own post, and each queue's markers follow the order of
+    its posts.
 
     @return: the new ids of each post.
     """
-    first = posts[0]
-    project, queue = first.project, first.queue
-    c.execute(
-        "INSERT OR IGNORE INTO queues (project, name, metadata, created) "
-        "VALUES (?, ?, '{}', ?)",
-        (project, queue, first.now),
-    )
-    total = 0
+    # Each queue's messages, and the time of its first post.
+    queues: dict[tuple[str, str], list] = {}
     for post in posts:
-        total += len(post.messages)
-    marker = _takeMarkers(c, project, queue, total)
+        key = (post.project, post.queue)
+        entry = queues.get(key)
+        if entry is None:
+            queues[key] = [len(post.messages), post.now]
+        else:
+            entry[0] += len(post.messages)
+    markers = {}
+    for (project, queue), (count, now) in queues.items():
+        c.execute(
+            "INSERT OR IGNORE INTO queues (project, name, metadata, created) "
+            "VALUES (?, ?, '{}', ?)",
+            (project, queue, now),
+        )
+        markers[project, queue] = _takeMarkers(c, project, queue, count)
     posted = []
     rows = []
     tagged = False
     for post in posts:
+        project, queue = key = (post.project, post.queue)
         now, clientId = post.now, post.clientId
+        marker = markers[key]
         ids = _messageIds(now, len(post.messages))
         posted.append(ids)
         for messageId, m in zip(ids, post.messages, strict=True):
@@ -566,46 +576,43 @@ def _insertPosts(c: sqlite3.Connection, posts: Sequence[_Post]) -> list[list[str
                 0,
                 m.checksum,
             )
-            rows.append((marker, messageId, fields, m.tags))
+            rows.append((project, queue, marker, messageId, fields, m.tags))
             tagged = tagged or bool(m.tags)
             marker += 1
+        markers[key] = marker
     if tagged:
         # Each row's tags need its seq: one statement a row.
-        for marker, messageId, fields, tags in rows:
+        for project, queue, marker, messageId, fields, tags in rows:
             _insertMessage(c, project, queue, marker, messageId, fields, tags)
     else:
         c.executemany(
             _INSERT_MESSAGE,
             [
                 (marker, messageId, project, queue, *fields, None)
-                for marker, messageId, fields, _ in rows
+                for project, queue, marker, messageId, fields, _ in rows
             ],
         )
-    _count(c, project, queue, total)
+    for (project, queue), (count, _) in queues.items():
+        _count(c, project, queue, count)
     return posted
 
 
 def _units(batch: list[_Work]) -> list[list[_Work]]:
     """
     The calls of a group as it runs them, in order: each call on its own,
-    but for the posts to one queue queued one after the other, which run
-    together (L{_insertPosts}) and succeed or fail together.
+    but for the posts queued one after the other, which run together
+    (L{_insertPosts}) and are stored, or fail, together.
     """
     units: list[list[_Work]] = []
-    last: Optional[_Post] = None
+    posts = False
     for item in batch:
-        work = item[0]
-        if type(work) is _Post:
-            if (
-                last is not None
-                and work.queue == last.queue
-                and work.project == last.project
-            ):
+        if type(item[0]) is _Post:
+            if posts:
                 units[-1].append(item)
                 continue
-            last = work
+            posts = True
         else:
-            last = None
+            posts = False
         units.append([item])
     return units
 
@@ -763,9 +770,9 @@ class SQLiteStore(StoreEvents, Service):
         its own savepoint: a call that fails is rolled back alone, and
         every result is delivered only after the whole transaction
         committed.  Under load this turns many small commits (and fsyncs)
-        into one.  Posts to one queue queued one after the other share
-        their statements and their savepoint (see L{_units}): they are
-        stored, or fail, together.
+        into one.  Posts queued one after the other share their statements
+        and their savepoint (see L{_units}): they are stored, or fail,
+        together.
 
         The reactor thread hands the database thread one group at a time
         and the next when that one is done, so the two threads trade the
