@@ -32,7 +32,7 @@ apply):
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, cast
 
 from twisted.logger import Logger
 
@@ -82,6 +82,33 @@ class Event:
         return int(count)
 
 
+class _MadeEvent:
+    """
+    An L{Event} in the making, set by plain slot assignment, which then
+    becomes an L{Event} (see L{marconi.core.models.makeMessage}): the bus
+    makes one for every write it serves.
+    """
+
+    __slots__ = Event.__slots__
+
+    def __init__(
+        self,
+        project: str,
+        action: str,
+        queue: Optional[str],
+        at: float,
+        fields: Mapping[str, Any],
+    ) -> None:
+        self.project = project
+        self.action = action
+        self.queue = queue
+        self.at = at
+        self.fields = fields
+        self.__class__ = Event  # type: ignore[assignment]
+
+
+_makeEvent = cast(Callable[..., Event], _MadeEvent)
+
 Listener = Callable[[Event], None]
 
 
@@ -121,13 +148,9 @@ class Events:
         listeners = self._listeners
         if not listeners:
             return
-        event = Event(
-            project,
-            action,
-            queue,
-            self._clock.seconds(),
-            {k: v for k, v in fields.items() if v is not None},
-        )
+        if None in fields.values():
+            fields = {k: v for k, v in fields.items() if v is not None}
+        event = _makeEvent(project, action, queue, self._clock.seconds(), fields)
         for listener in listeners:
             try:
                 listener(event)

@@ -7,7 +7,7 @@ embedded as they are in every answer, so no driver ever parses a body.
 
 from dataclasses import dataclass, field
 from os import urandom
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, cast
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,82 @@ class Message:
             and self.claimExpires is not None
             and self.claimExpires > now
         )
+
+
+class _MadeNewMessage:
+    """
+    A L{NewMessage} in the making.  A frozen dataclass sets each field
+    through C{object.__setattr__}, several times slower than a plain
+    assignment; this class has the same slots in the same order, sets
+    them by plain assignment and then becomes a L{NewMessage} (Python
+    allows the class of an object to be assigned between classes of the
+    same layout): the result is a L{NewMessage} like any other, equal to
+    one made by its constructor, hashed alike and as frozen.
+    """
+
+    __slots__ = NewMessage.__slots__
+
+    def __init__(
+        self,
+        body: str,
+        ttl: int,
+        delay: int = 0,
+        tags: tuple = (),
+        checksum: str = "",
+    ) -> None:
+        self.body = body
+        self.ttl = ttl
+        self.delay = delay
+        self.tags = tags
+        self.checksum = checksum
+        self.__class__ = NewMessage  # type: ignore[assignment]
+
+
+class _MadeMessage:
+    """
+    A L{Message} in the making, as L{_MadeNewMessage} makes a
+    L{NewMessage}: for the many messages a listing or a claim returns.
+    """
+
+    __slots__ = Message.__slots__
+
+    def __init__(
+        self,
+        id: str,
+        marker: int,
+        body: str,
+        ttl: int,
+        created: float,
+        expires: float,
+        visibleAt: float,
+        clientId: str,
+        claimId: Optional[str] = None,
+        claimExpires: Optional[float] = None,
+        claimCount: int = 0,
+        tags: tuple = (),
+        checksum: str = "",
+    ) -> None:
+        self.id = id
+        self.marker = marker
+        self.body = body
+        self.ttl = ttl
+        self.created = created
+        self.expires = expires
+        self.visibleAt = visibleAt
+        self.clientId = clientId
+        self.claimId = claimId
+        self.claimExpires = claimExpires
+        self.claimCount = claimCount
+        self.tags = tags
+        self.checksum = checksum
+        self.__class__ = Message  # type: ignore[assignment]
+
+
+#: Make a L{NewMessage} (the same arguments as its constructor), faster.
+makeNewMessage = cast(Callable[..., NewMessage], _MadeNewMessage)
+
+#: Make a L{Message} (the same arguments as its constructor), faster.
+makeMessage = cast(Callable[..., Message], _MadeMessage)
 
 
 @dataclass(frozen=True, slots=True)

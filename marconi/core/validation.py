@@ -24,7 +24,7 @@ from marconi.core.errors import (
 )
 from marconi.core.jsontext import dumpBody, encoder
 from marconi.core.limits import Limits
-from marconi.core.models import NewMessage
+from marconi.core.models import NewMessage, makeNewMessage
 
 # Each is matched against the whole value (fullmatch): "$" would also
 # match before a trailing newline.
@@ -257,7 +257,7 @@ def messages(document: Any, limits: Limits, queueMeta: dict) -> list[NewMessage]
         messageTags = tags(item["tags"], limits) if "tags" in item else ()
         body = item["body"]
         result.append(
-            NewMessage(dumpBody(body), ttl, delay, messageTags, checksum(body))
+            makeNewMessage(dumpBody(body), ttl, delay, messageTags, checksum(body))
         )
     return result
 

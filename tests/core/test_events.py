@@ -35,6 +35,23 @@ class EventsTests(TestCase):
         self.assertEqual(seen, [("a", expected), ("b", expected)])
         self.assertEqual(expected.count, 1)
 
+    def test_eventsAreEvents(self) -> None:
+        """
+        An emitted event is a frozen L{Event}, equal to the one its
+        constructor makes, with every field given when none is L{None}.
+        """
+        from dataclasses import FrozenInstanceError
+
+        seen: list = []
+        self.events.listen(seen.append)
+        self.events.emit("p", "claimed", "q", claim="c", count=2)
+        [event] = seen
+        expected = Event("p", "claimed", "q", 1000.0, {"claim": "c", "count": 2})
+        self.assertIs(type(event), Event)
+        self.assertEqual((event, repr(event)), (expected, repr(expected)))
+        with self.assertRaises(FrozenInstanceError):
+            event.queue = "r"  # type: ignore[misc]
+
     def test_failingListener(self) -> None:
         """
         What a listener raises is logged; the emitter and the listeners

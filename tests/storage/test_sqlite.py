@@ -199,6 +199,59 @@ class GroupCommitTests(TestCase):
         with self.assertRaises(QueueDoesNotExist):
             await store.getQueueMetadata("p", "bad")
 
+    async def test_postsTogether(self) -> None:
+        """
+        Posts queued one after the other in a group are stored with the
+        statements of one post per queue (one reservation of each queue's
+        markers), each with its own ids, times, client and tags, each
+        queue's in the order they were made.
+        """
+        from twisted.internet.defer import gatherResults
+        from twisted.internet.threads import deferToThread
+
+        store, gate, blocked, first = await self.busyStore()
+        second = store.postMessages(
+            "p", "q", [msg('"b"', ttl=100), msg('"c"', tags=("t",))], "d", T0 + 1
+        )
+        other = store.postMessages("p", "r", [msg('"x"')], "c", T0)
+        third = store.postMessages("p", "q", [msg('"e"', delay=5)], "c", T0 + 2)
+        fourth = store.postMessages("p", "q", [msg('"f"')], "e", T0 + 3)
+        statements: list = []
+        assert store._connection is not None
+        store._connection.set_trace_callback(statements.append)
+        await deferToThread(gate.set)
+        await blocked
+        posts = await gatherResults([first, second, other, third, fourth])
+        store._connection.set_trace_callback(None)
+        reservations = [s for s in statements if s.startswith("INSERT INTO markers")]
+        self.assertEqual(len(reservations), 2)
+        self.assertEqual([len(ids) for ids in posts], [1, 2, 1, 1, 1])
+        found = await store.listMessages(
+            "p", "q", query(echo=True, includeDelayed=True), T0 + 10
+        )
+        self.assertEqual(
+            [
+                (m.id, m.body, m.marker, m.created, m.expires, m.visibleAt)
+                + (m.clientId, m.tags)
+                for m in found
+            ],
+            [
+                (posts[0][0], '"a"', 1, T0, T0 + 300, T0, "c", ()),
+                (posts[1][0], '"b"', 2, T0 + 1, T0 + 101, T0 + 1, "d", ()),
+                (posts[1][1], '"c"', 3, T0 + 1, T0 + 301, T0 + 1, "d", ("t",)),
+                (posts[3][0], '"e"', 4, T0 + 2, T0 + 302, T0 + 7, "c", ()),
+                (posts[4][0], '"f"', 5, T0 + 3, T0 + 303, T0 + 3, "e", ()),
+            ],
+        )
+        tagged = await store.listMessages(
+            "p", "q", query(echo=True, tags=("t",)), T0 + 10
+        )
+        self.assertEqual([m.id for m in tagged], [posts[1][1]])
+        [elsewhere] = await store.listMessages("p", "r", query(echo=True), T0)
+        self.assertEqual((elsewhere.id, elsewhere.marker), (posts[2][0], 1))
+        stats = await store.queueStats("p", "q", T0 + 10)
+        self.assertEqual(stats.total, 5)
+
     async def test_transactionEndedBySQLite(self) -> None:
         """
         When SQLite ends a group's whole transaction under a failing call

@@ -54,7 +54,7 @@ from marconi.core.errors import (
     StorageUnavailable,
 )
 from marconi.core.interfaces import IMessageStore, IQueueDepths
-from marconi.core.models import Claim, ClaimSpec, Message
+from marconi.core.models import Claim, ClaimSpec, Message, makeMessage
 from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
 from marconi.storage.sqlite.uri import parseURI
@@ -277,7 +277,7 @@ def _message(row: Sequence[Any]) -> Message:
     The message of a row of L{_COLUMNS}, whose order is that of
     L{Message}'s fields.
     """
-    return Message(
+    return makeMessage(
         row[0],
         row[1],
         row[2],
@@ -501,6 +501,122 @@ def _insertMessage(
         )
 
 
+class _Post:
+    """
+    A post of messages to one queue, as the database thread runs it: alone
+    (called with the connection), or with the posts queued next to it in
+    its group (L{_insertPosts}).
+    """
+
+    __slots__ = ("project", "queue", "messages", "clientId", "now")
+
+    def __init__(
+        self,
+        project: str,
+        queue: str,
+        messages: tuple[models.NewMessage, ...],
+        clientId: str,
+        now: float,
+    ) -> None:
+        self.project = project
+        self.queue = queue
+        self.messages = messages
+        self.clientId = clientId
+        self.now = now
+
+    def __call__(self, c: sqlite3.Connection) -> list[str]:
+        return _insertPosts(c, [self])[0]
+
+
+def _insertPosts(c: sqlite3.Connection, posts: Sequence[_Post]) -> list[list[str]]:
+    """
+    Store several posts, in their order, with the statements of one post
+    per queue they go to: each queue's row, one reservation of its markers
+    for all its posts, then the rows of every post, and the change of each
+    queue's stored count.  Each post's messages keep the times and the
+    client of their own post, and each queue's markers follow the order of
+    its posts.
+
+    @return: the new ids of each post.
+    """
+    # Each queue's messages, and the time of its first post.
+    queues: dict[tuple[str, str], list] = {}
+    for post in posts:
+        key = (post.project, post.queue)
+        entry = queues.get(key)
+        if entry is None:
+            queues[key] = [len(post.messages), post.now]
+        else:
+            entry[0] += len(post.messages)
+    markers = {}
+    for (project, queue), (count, now) in queues.items():
+        c.execute(
+            "INSERT OR IGNORE INTO queues (project, name, metadata, created) "
+            "VALUES (?, ?, '{}', ?)",
+            (project, queue, now),
+        )
+        markers[project, queue] = _takeMarkers(c, project, queue, count)
+    posted = []
+    rows = []
+    tagged = False
+    for post in posts:
+        project, queue = key = (post.project, post.queue)
+        now, clientId = post.now, post.clientId
+        marker = markers[key]
+        ids = _messageIds(now, len(post.messages))
+        posted.append(ids)
+        for messageId, m in zip(ids, post.messages, strict=True):
+            fields = (
+                m.body,
+                m.ttl,
+                now,
+                now + m.ttl,
+                now + m.delay,
+                clientId,
+                0,
+                m.checksum,
+            )
+            rows.append((project, queue, marker, messageId, fields, m.tags))
+            tagged = tagged or bool(m.tags)
+            marker += 1
+        markers[key] = marker
+    if tagged:
+        # Each row's tags need its seq: one statement a row.
+        for project, queue, marker, messageId, fields, tags in rows:
+            _insertMessage(c, project, queue, marker, messageId, fields, tags)
+    else:
+        c.executemany(
+            _INSERT_MESSAGE,
+            [
+                (marker, messageId, project, queue, *fields, None)
+                for project, queue, marker, messageId, fields, _ in rows
+            ],
+        )
+    for (project, queue), (count, _) in queues.items():
+        _count(c, project, queue, count)
+    return posted
+
+
+def _units(batch: list[_Work]) -> list[list[_Work]]:
+    """
+    The calls of a group as it runs them, in order: each call on its own,
+    but for the posts queued one after the other, which run together
+    (L{_insertPosts}) and are stored, or fail, together.
+    """
+    units: list[list[_Work]] = []
+    posts = False
+    for item in batch:
+        if type(item[0]) is _Post:
+            if posts:
+                units[-1].append(item)
+                continue
+            posts = True
+        else:
+            posts = False
+        units.append([item])
+    return units
+
+
 def makeStore(uri: str, reactor: Any, durability: str = DURABLE) -> "SQLiteStore":
     path, synchronous = parseURI(uri)
     return SQLiteStore(path, reactor, synchronous=synchronous, durability=durability)
@@ -654,7 +770,9 @@ class SQLiteStore(StoreEvents, Service):
         its own savepoint: a call that fails is rolled back alone, and
         every result is delivered only after the whole transaction
         committed.  Under load this turns many small commits (and fsyncs)
-        into one.
+        into one.  Posts queued one after the other share their statements
+        and their savepoint (see L{_units}): they are stored, or fail,
+        together.
 
         The reactor thread hands the database thread one group at a time
         and the next when that one is done, so the two threads trade the
@@ -728,13 +846,19 @@ class SQLiteStore(StoreEvents, Service):
             )
             return None
         outcomes: list[_Outcome] = []
-        # A call alone in its transaction needs no savepoint of its own.
-        alone = len(batch) == 1
-        for work, args, d, *_ in batch:
+        units = _units(batch)
+        # A unit alone in its transaction needs no savepoint of its own.
+        alone = len(units) == 1
+        for unit in units:
             if not alone:
                 connection.execute("SAVEPOINT work")
             try:
-                value = work(connection, *args)
+                if len(unit) == 1:
+                    work, args, *_ = unit[0]
+                    values = [work(connection, *args)]
+                else:
+                    posts: list[Any] = [item[0] for item in unit]
+                    values = _insertPosts(connection, posts)
             except Exception as e:
                 try:
                     if alone:
@@ -762,11 +886,14 @@ class SQLiteStore(StoreEvents, Service):
                 if isinstance(e, sqlite3.Error):
                     self.log.error("SQLite error: {error}", error=e)
                     e = StorageUnavailable(f"The SQLite store failed: {e}")
-                outcomes.append((d, False, e))
+                outcomes.extend((item[2], False, e) for item in unit)
             else:
                 if not alone:
                     connection.execute("RELEASE work")
-                outcomes.append((d, True, value))
+                outcomes.extend(
+                    (item[2], True, value)
+                    for item, value in zip(unit, values, strict=True)
+                )
         return outcomes
 
     def _commit(
@@ -886,52 +1013,10 @@ class SQLiteStore(StoreEvents, Service):
         *,
         durability: Optional[str] = None,
     ) -> Any:
-        def work(c: sqlite3.Connection) -> list:
-            c.execute(
-                "INSERT OR IGNORE INTO queues (project, name, metadata, created) "
-                "VALUES (?, ?, '{}', ?)",
-                (project, queue, now),
-            )
-            first = _takeMarkers(c, project, queue, len(messages))
-            ids = _messageIds(now, len(messages))
-            if any(m.tags for m in messages):
-                # Each row's tags need its seq: one statement a row.
-                for offset, (messageId, m) in enumerate(
-                    zip(ids, messages, strict=True)
-                ):
-                    times = (now, now + m.ttl, now + m.delay)
-                    fields = (m.body, m.ttl, *times, clientId, 0, m.checksum)
-                    _insertMessage(
-                        c, project, queue, first + offset, messageId, fields, m.tags
-                    )
-            else:
-                c.executemany(
-                    _INSERT_MESSAGE,
-                    [
-                        (
-                            marker,
-                            messageId,
-                            project,
-                            queue,
-                            m.body,
-                            m.ttl,
-                            now,
-                            now + m.ttl,
-                            now + m.delay,
-                            clientId,
-                            0,
-                            m.checksum,
-                            None,
-                        )
-                        for marker, (messageId, m) in enumerate(
-                            zip(ids, messages, strict=True), first
-                        )
-                    ],
-                )
-            _count(c, project, queue, len(ids))
-            return ids
-
-        return self._run(work, durability=durability)
+        return self._run(
+            _Post(project, queue, tuple(messages), clientId, now),
+            durability=durability,
+        )
 
     def listMessages(
         self, project: str, queue: str, query: models.MessageQuery, now: float
@@ -1501,7 +1586,7 @@ def _claimRows(
         )
     # Each message as rules.claimed makes it.
     messages = [
-        Message(
+        makeMessage(
             row[0],
             row[1],
             row[2],
