@@ -25,7 +25,7 @@ from marconi.api.media import gzip
 from marconi.core.errors import InvalidBody, PayloadTooLarge
 from marconi.core.interfaces import IMonitor
 from marconi.core.monitoring import NullMonitor
-from marconi.net import TOKEN, writeNow
+from marconi.net import TOKEN, headerPairs, writeNow
 
 _log = Logger()
 
@@ -225,6 +225,7 @@ class LimitedRequest(server.Request):
         request is answered: what an errback on L{notifyFinish} would do,
         without a L{Deferred}.  One function may wait at a time.
         """
+        assert self._lost is None, "a function already waits for the loss"
         self._lost = f
 
     def connectionLost(self, reason: Failure) -> None:
@@ -496,8 +497,6 @@ _REQUEST_LINE = re.compile(rb"[A-Z]{1,16} /[!-~]* HTTP/1\.[01]")
 #: Header lines, each with a token for a name and no control character that
 #: twisted.web refuses in its value, and each ending with CRLF.
 _HEADER_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\x00\r\n]*\r\n)*")
-#: A header line's name and its value without the blanks around it.
-_HEADER_PAIR = re.compile(rb"(" + TOKEN + rb"):[ \t]*([^\x00\r\n]*?)[ \t]*\r\n")
 
 
 class MarconiChannel(http.HTTPChannel):
@@ -593,7 +592,9 @@ class MarconiChannel(http.HTTPChannel):
         block = data[first + 2 : end + 2]
         if not _HEADER_LINES.fullmatch(block):
             return False
-        pairs = _HEADER_PAIR.findall(block)
+        # Split, not matched again: a pattern that strips the blanks
+        # around a value backtracks over a long run of them.
+        pairs = headerPairs(block)
         if len(pairs) > self.maxHeaders:
             return False
         size = end - 2 * len(pairs)

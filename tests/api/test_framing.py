@@ -66,6 +66,10 @@ CASES = {
     "emptyValue": [head(b"GET /v2/queues HTTP/1.1", b"X-Empty:\r\n")],
     "blankValue": [head(b"GET /v2/queues HTTP/1.1", b"X-Blank: \t \r\n")],
     "innerBlanks": [head(b"GET /v2/queues HTTP/1.1", b"X-Inner:  a \t b\t\r\n")],
+    # A long run of blanks inside a value is kept, and read in one pass.
+    "longBlanks": [
+        head(b"GET /v2/queues HTTP/1.1", b"X-Long: a" + b" " * 8000 + b"b \r\n")
+    ],
     "repeatedNames": [
         head(b"GET /v2/queues HTTP/1.1", b"X-Twice: 1\r\nAccept: */*\r\nx-twice: 2\r\n")
     ],
