@@ -931,7 +931,7 @@ def _segments(uri: bytes) -> Any:
     target.
     """
     path = uri.partition(b"?")[0]
-    if b"%" not in path and b"#" not in uri and path[:2] != b"//":
+    if path[:1] == b"/" and path[:2] != b"//" and b"%" not in path and b"#" not in uri:
         try:
             return path[1:].decode("ascii").split("/")
         except UnicodeDecodeError:

@@ -47,7 +47,7 @@ from marconi.cluster.forward import (
 )
 from marconi.cluster.membership import DOWN, UNKNOWN, UP
 from marconi.cluster.ring import key
-from marconi.cluster.router import ClusterRouter
+from marconi.cluster.router import ClusterRouter, _segments
 from marconi.cluster.settings import ClusterConfig, Peer
 from marconi.core.errors import ValidationFailed
 from marconi.core.monitoring import NullMonitor
@@ -343,6 +343,9 @@ class TargetTests(SynchronousTestCase):
         ):
             e = self.assertRaises(NotAPath, target, uri)
             self.assertIsInstance(e, ValidationFailed)
+            # The owner's check of a forwarded request splits its path the
+            # same way.
+            self.assertRaises(NotAPath, _segments, uri)
 
     def test_peerURL(self) -> None:
         """
@@ -380,6 +383,7 @@ class TargetTests(SynchronousTestCase):
                 continue
             plain += _PLAIN.fullmatch(uri) is not None
             self.assertEqual(target(uri), slow, uri)
+            self.assertEqual(list(_segments(uri)), list(slow.path), uri)
         self.assertGreater(plain, 1000)
 
 

@@ -194,6 +194,25 @@ class SigningTests(SynchronousTestCase):
         self.verifier.verify(b"GET", URI, b"", self.sign(b"GET", URI, b""))
         self.assertEqual(len(self.verifier._nonces), 1)
 
+    def test_nonceMemoryUnderSteadyTraffic(self) -> None:
+        """
+        Under steady traffic the nonces that left the clock window are
+        forgotten, so the memory never fills, and a request stamped near
+        the end of its window is still refused as a replay.
+        """
+        self.verifier.maxNonces = 40
+        sent = []
+        for _ in range(100):
+            headers = self.sign(b"GET", URI, b"")
+            self.verifier.verify(b"GET", URI, b"", headers)
+            sent.append(headers)
+            self.clock.advance(10)
+        # Stamped 290 s ago, of a 300 s window.
+        e = self.assertRaises(
+            BadSignature, self.verifier.verify, b"GET", URI, b"", sent[-29]
+        )
+        self.assertIn("already used", str(e))
+
     def test_addressedToAnotherNode(self) -> None:
         """
         A request signed for node b is refused by node c (a third node) and
