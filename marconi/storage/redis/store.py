@@ -257,17 +257,6 @@ def _records(rows: Iterable[Sequence[Any]]) -> list[Message]:
     ]
 
 
-def _messages(reply: Any) -> list[Message]:
-    """
-    The messages of a script that answers with C{jrows} (see
-    L{marconi.storage.redis.lua}): JSON text of records in L{Message}'s
-    field order, integers as numbers, or an empty reply for none.
-    """
-    if not reply:
-        return []
-    return _records(json.loads(reply))
-
-
 def _flatMessages(reply: Any) -> list[Message]:
     """
     The messages of a script that answers with C{frow} (see
@@ -1336,7 +1325,7 @@ class RedisStore(StoreEvents, Service):
             json.dumps(list(tags or ())),
             durability=durability,
         )
-        return _messages(rows)
+        return _flatMessages(rows)
 
     @deferred
     async def createClaim(
@@ -1368,7 +1357,7 @@ class RedisStore(StoreEvents, Service):
         )
         moved, rows = reply
         self._report("dead_lettered", int(moved), project, queue)
-        messages = _messages(rows)
+        messages = _flatMessages(rows)
         if not messages:
             return None
         return Claim(
