@@ -337,24 +337,43 @@ for i = 6, #ARGV, 6 do
   end
 end
 ensureQueue(PP, name)
-local markers = {}
+-- The batch's markers are reserved with one INCRBY (the script runs alone,
+-- so they are what one INCR per message would give); each time and marker
+-- is written as text once, and each index gets one ZADD for the batch.
+local count = (#ARGV - 5) / 6
+local last = redis.call('INCRBY', P .. ':n', count)
+local nowText = num(now)
+local expiries = {}
+local markers, byMarker, byExpiry, globals = {}, {}, {}, {}
 for i = 6, #ARGV, 6 do
-  local id = ARGV[i]
-  local ttl, delay = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  local marker = redis.call('INCR', P .. ':n')
-  local e, v = now + ttl, now + delay
-  redis.call('HSET', P .. ':h:' .. id, 'k', marker, 'b', ARGV[i + 1],
-             't', ARGV[i + 2], 'c', num(now), 'e', num(e), 'v', num(v),
-             'i', client, 'n', 0, 'g', ARGV[i + 4], 's', ARGV[i + 5])
-  redis.call('ZADD', P .. ':m', marker, id)
-  redis.call('ZADD', P .. ':f', marker, id)
-  redis.call('ZADD', P .. ':x', num(e), id)
-  if delay > 0 then
-    redis.call('ZADD', P .. ':d', num(v), id)
+  local id, ttlText, delay = ARGV[i], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local n = #markers + 1
+  local marker = last - count + n
+  local k = string.format('%d', marker)
+  local e = expiries[ttlText]
+  if not e then
+    e = num(now + tonumber(ttlText))
+    expiries[ttlText] = e
   end
-  redis.call('ZADD', 'marconi:x', num(e), P .. id)
-  markers[#markers + 1] = marker
+  local v = nowText
+  if delay ~= 0 then
+    v = num(now + delay)
+  end
+  if delay > 0 then
+    redis.call('ZADD', P .. ':d', v, id)
+  end
+  redis.call('HSET', P .. ':h:' .. id, 'k', k, 'b', ARGV[i + 1],
+             't', ttlText, 'c', nowText, 'e', e, 'v', v,
+             'i', client, 'n', '0', 'g', ARGV[i + 4], 's', ARGV[i + 5])
+  byMarker[2 * n - 1], byMarker[2 * n] = k, id
+  byExpiry[2 * n - 1], byExpiry[2 * n] = e, id
+  globals[2 * n - 1], globals[2 * n] = e, P .. id
+  markers[n] = marker
 end
+callMany('ZADD', P .. ':m', byMarker)
+callMany('ZADD', P .. ':f', byMarker)
+callMany('ZADD', P .. ':x', byExpiry)
+callMany('ZADD', 'marconi:x', globals)
 return markers
 """)
 
