@@ -469,10 +469,13 @@ return {total, claimed, delayed, oldest, newest}
 # message.
 DELETE_MESSAGE = _script(r"""
 local P, id, cid, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local r = load(P, id)
-if not r or tonumber(r[5]) <= now then
+-- Only the fields the checks and removeMsg read, at their places in a
+-- loaded record: created, expiry, visible-at, claim id, claim expiry.
+local f = redis.call('HMGET', P .. ':h:' .. id, 'c', 'e', 'v', 'ci', 'ce')
+if not f[2] or tonumber(f[2]) <= now then
   return 0
 end
+local r = {[4] = f[1], [5] = f[2], [6] = f[3], [8] = f[4], [9] = f[5]}
 -- marconi.core.rules.checkDelete
 local held = claimLive(r, now)
 if held then
