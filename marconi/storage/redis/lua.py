@@ -60,26 +60,6 @@ local function record(id, r)
           r[11], r[12]}
 end
 
--- One message in the order of the client's Message fields: the marker,
--- TTL and claim count (stored as integer text) as numbers, so that the
--- client need not convert them; times stay text (%.17g, which a JSON number
--- of cjson would round), as do the tags (a JSON list); no claim is false.
-local function jrecord(id, r)
-  return {id, tonumber(r[1]), r[2], tonumber(r[3]), r[4], r[5], r[6], r[7],
-          r[8] or false, r[9] or false, tonumber(r[10]), r[11] or '[]',
-          r[12] or ''}
-end
-
--- Many records go back as one JSON text: the client parses one bulk string
--- (json.loads, in C) instead of a nested reply line by line.  The records
--- are made by jrecord; none is an empty reply.
-local function jrows(out)
-  if #out == 0 then
-    return {}
-  end
-  return cjson.encode(out)
-end
-
 -- Append one message to `out` as its 13 values in the order of the
 -- client's Message fields: the marker, TTL and claim count as integers
 -- (stored as integer text), times as text (%.17g; a Lua number would be
@@ -128,11 +108,22 @@ local function setExpiry(P, id, e)
   redis.call('ZADD', 'marconi:x', num(e), P .. id)
 end
 
+-- Whether a message created at the time text c, visible from v, may be in
+-- the delay index.  A message posted without a delay has both times
+-- written from the same number, so the same text: the texts are compared
+-- instead of parsed (tonumber of a 17-digit time is strtod, one of the
+-- largest costs of the scripts on the server).  A message whose texts
+-- differ but not its times is looked for in the index in vain.
+local function delayedText(c, v)
+  return not c or v ~= c
+end
+
 -- Remove message id of queue P (its loaded record r) and its index
 -- entries, skipping the indexes it cannot be in: only a message with a claim
--- id is in P:cl, only one posted with a delay (visible after its creation)
--- in P:d, and with `held` (its claim is live) it is not in P:f, which every
--- claim leaves (a scan of P:f also drops an id whose message is gone).
+-- id is in P:cl, only one posted with a delay (visible after its creation;
+-- see delayedText) in P:d, and with `held` (its claim is live) it is not in
+-- P:f, which every claim leaves (a scan of P:f also drops an id whose
+-- message is gone).
 local function removeMsg(P, id, r, held)
   redis.call('DEL', P .. ':h:' .. id)
   redis.call('ZREM', P .. ':m', id)
@@ -144,8 +135,7 @@ local function removeMsg(P, id, r, held)
     redis.call('SREM', P .. ':cm:' .. r[8], id)
   end
   redis.call('ZREM', P .. ':x', id)
-  local c, v = tonumber(r[4]), tonumber(r[6])
-  if not (c and v) or v > c then
+  if delayedText(r[4], r[6]) then
     redis.call('ZREM', P .. ':d', id)
   end
   redis.call('ZREM', 'marconi:x', P .. id)
@@ -159,15 +149,19 @@ local function callMany(command, key, values)
   end
 end
 
--- removeMsg for many messages of queue P at once (ids and their loaded
--- records rs, no id twice): one command per key instead of one per
--- message and key.
-local function removeMsgs(P, ids, rs)
+-- removeMsg for many messages of queue P at once (ids, no id twice, and
+-- the claim id each message holds or false): one command per key instead
+-- of one per message and key, and none for the claim index when none of
+-- the messages has a claim id or for the delay index when none may be
+-- delayed (`delayed`; see delayedText).
+local function removeMsgs(P, ids, cids, delayed)
   local hashes, globals, byClaim = {}, {}, {}
+  local claimed = false
   for i, id in ipairs(ids) do
     hashes[i], globals[i] = P .. ':h:' .. id, P .. id
-    local cid = rs[i][8]
+    local cid = cids[i]
     if cid then
+      claimed = true
       byClaim[cid] = byClaim[cid] or {}
       table.insert(byClaim[cid], id)
     end
@@ -175,12 +169,18 @@ local function removeMsgs(P, ids, rs)
   for i = 1, #hashes, 1000 do
     redis.call('DEL', unpack(hashes, i, math.min(i + 999, #hashes)))
   end
-  for _, suffix in ipairs({':m', ':f', ':cl', ':x', ':d'}) do
-    callMany('ZREM', P .. suffix, ids)
+  callMany('ZREM', P .. ':m', ids)
+  callMany('ZREM', P .. ':f', ids)
+  if claimed then
+    callMany('ZREM', P .. ':cl', ids)
+  end
+  callMany('ZREM', P .. ':x', ids)
+  if delayed then
+    callMany('ZREM', P .. ':d', ids)
   end
   callMany('ZREM', 'marconi:x', globals)
-  for cid, held in pairs(byClaim) do
-    callMany('SREM', P .. ':cm:' .. cid, held)
+  for cid, taken in pairs(byClaim) do
+    callMany('SREM', P .. ':cm:' .. cid, taken)
   end
 end
 
@@ -337,24 +337,43 @@ for i = 6, #ARGV, 6 do
   end
 end
 ensureQueue(PP, name)
-local markers = {}
+-- The batch's markers are reserved with one INCRBY (the script runs alone,
+-- so they are what one INCR per message would give); each time and marker
+-- is written as text once, and each index gets one ZADD for the batch.
+local count = (#ARGV - 5) / 6
+local last = redis.call('INCRBY', P .. ':n', count)
+local nowText = num(now)
+local expiries = {}
+local markers, byMarker, byExpiry, globals = {}, {}, {}, {}
 for i = 6, #ARGV, 6 do
-  local id = ARGV[i]
-  local ttl, delay = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  local marker = redis.call('INCR', P .. ':n')
-  local e, v = now + ttl, now + delay
-  redis.call('HSET', P .. ':h:' .. id, 'k', marker, 'b', ARGV[i + 1],
-             't', ARGV[i + 2], 'c', num(now), 'e', num(e), 'v', num(v),
-             'i', client, 'n', 0, 'g', ARGV[i + 4], 's', ARGV[i + 5])
-  redis.call('ZADD', P .. ':m', marker, id)
-  redis.call('ZADD', P .. ':f', marker, id)
-  redis.call('ZADD', P .. ':x', num(e), id)
-  if delay > 0 then
-    redis.call('ZADD', P .. ':d', num(v), id)
+  local id, ttlText, delay = ARGV[i], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local n = #markers + 1
+  local marker = last - count + n
+  local k = string.format('%d', marker)
+  local e = expiries[ttlText]
+  if not e then
+    e = num(now + tonumber(ttlText))
+    expiries[ttlText] = e
   end
-  redis.call('ZADD', 'marconi:x', num(e), P .. id)
-  markers[#markers + 1] = marker
+  local v = nowText
+  if delay ~= 0 then
+    v = num(now + delay)
+  end
+  if delay > 0 then
+    redis.call('ZADD', P .. ':d', v, id)
+  end
+  redis.call('HSET', P .. ':h:' .. id, 'k', k, 'b', ARGV[i + 1],
+             't', ttlText, 'c', nowText, 'e', e, 'v', v,
+             'i', client, 'n', '0', 'g', ARGV[i + 4], 's', ARGV[i + 5])
+  byMarker[2 * n - 1], byMarker[2 * n] = k, id
+  byExpiry[2 * n - 1], byExpiry[2 * n] = e, id
+  globals[2 * n - 1], globals[2 * n] = e, P .. id
+  markers[n] = marker
 end
+callMany('ZADD', P .. ':m', byMarker)
+callMany('ZADD', P .. ':f', byMarker)
+callMany('ZADD', P .. ':x', byExpiry)
+callMany('ZADD', 'marconi:x', globals)
 return markers
 """)
 
@@ -450,10 +469,13 @@ return {total, claimed, delayed, oldest, newest}
 # message.
 DELETE_MESSAGE = _script(r"""
 local P, id, cid, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local r = load(P, id)
-if not r or tonumber(r[5]) <= now then
+-- Only the fields the checks and removeMsg read, at their places in a
+-- loaded record: created, expiry, visible-at, claim id, claim expiry.
+local f = redis.call('HMGET', P .. ':h:' .. id, 'c', 'e', 'v', 'ci', 'ce')
+if not f[2] or tonumber(f[2]) <= now then
   return 0
 end
+local r = {[4] = f[1], [5] = f[2], [6] = f[3], [8] = f[4], [9] = f[5]}
 -- marconi.core.rules.checkDelete
 local held = claimLive(r, now)
 if held then
@@ -479,27 +501,35 @@ if nclaims >= 0 then
   end
   first = 4 + nclaims
 end
-local ids, rs, seen = {}, {}, {}
+-- Only the fields the checks and removeMsgs read: expiry, claim id, claim
+-- expiry, created and visible-at.
+local ids, cids, seen, delayed = {}, {}, {}, false
 for i = first, #ARGV do
   local id = ARGV[i]
-  local r = not seen[id] and load(P, id)
-  seen[id] = true
-  if r and tonumber(r[5]) > now then
-    -- marconi.core.rules.deletableWith
-    if nclaims < 0 or not claimLive(r, now) or claims[r[8]] then
-      ids[#ids + 1], rs[#rs + 1] = id, r
+  if not seen[id] then
+    seen[id] = true
+    local r = redis.call('HMGET', P .. ':h:' .. id, 'e', 'ci', 'ce', 'c', 'v')
+    -- marconi.core.rules.deletableWith: a message of one of the claims
+    -- given is deletable whether or not its claim is live, so the claim's
+    -- expiry is read only for others.
+    if r[1] and tonumber(r[1]) > now and (nclaims < 0 or claims[r[2]]
+        or not (r[2] and r[3] and tonumber(r[3]) > now)) then
+      local n = #ids + 1
+      ids[n], cids[n] = id, r[2]
+      delayed = delayed or delayedText(r[4], r[5])
     end
   end
 end
-removeMsgs(P, ids, rs)
+removeMsgs(P, ids, cids, delayed)
 return #ids
 """)
 
-# ARGV: P, now, limit, tags JSON.  Returns the popped messages.
+# ARGV: P, now, limit, tags JSON.  Returns the popped messages as `frow`
+# writes them.
 POP_MESSAGES = _script(r"""
 local P, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local tags = cjson.decode(ARGV[4])
-local out = {}
+local out, popped = {}, 0
 if limit < 1 then
   return out
 end
@@ -509,19 +539,20 @@ scan(P .. ':f', '-inf', function(id)
   if not r then
     redis.call('ZREM', P .. ':f', id)
   elseif claimable(r, now, tags) then
-    out[#out + 1] = jrecord(id, r)
+    frow(out, id, r)
+    popped = popped + 1
     removeMsg(P, id, r)
   end
-  return #out >= limit
+  return popped >= limit
 end)
-return jrows(out)
+return out
 """)
 
 # ARGV: P, PP, now, claim id, ttl, grace, limit, tags JSON,
 # max claim count ('' for none), dead-letter P ('' for none),
 # dead-letter queue name, dead-letter TTL ('' for the message's own).
-# Returns {number moved to the dead-letter queue, the claimed messages (none:
-# an empty table)}.  A message already claimed the maximum
+# Returns {number moved to the dead-letter queue, the claimed messages as
+# `frow` writes them, one after another (none: an empty table)}.  A message already claimed the maximum
 # number of times moves to the end of the dead-letter queue, unclaimed,
 # visible now, with the dead-letter TTL, keeping its id, creation time and
 # claim count; the scan goes on so that the claim can still be filled.
@@ -559,6 +590,8 @@ end
 promote(P, now)
 local cexp = now + ttl
 local floor = cexp + grace
+-- Each time is written as text once, however many messages it goes to.
+local cexpText = num(cexp)
 local taken, held = {}, {}
 scan(P .. ':f', '-inf', function(id)
   local r = load(P, id)
@@ -566,7 +599,10 @@ scan(P .. ':f', '-inf', function(id)
     redis.call('ZREM', P .. ':f', id)
     return false
   end
-  if not claimable(r, now, tags) then
+  -- claimable, written out so that the expiry is parsed once.
+  local e = tonumber(r[5])
+  if e <= now or tonumber(r[6]) > now or claimLive(r, now)
+      or not hasTags(r, tags) then
     return false
   end
   -- marconi.core.rules.goesToDeadLetter
@@ -578,32 +614,32 @@ scan(P .. ':f', '-inf', function(id)
     redis.call('SREM', P .. ':cm:' .. r[8], id)
   end
   -- r becomes the message as written, so it is not read back.
-  r[8], r[9], r[10] = cid, num(cexp), tostring(tonumber(r[10]) + 1)
+  r[8], r[9], r[10] = cid, cexpText, tostring(tonumber(r[10]) + 1)
   redis.call('HSET', P .. ':h:' .. id, 'ci', r[8], 'ce', r[9], 'n', r[10])
-  if tonumber(r[5]) < floor then
+  if e < floor then
     setExpiry(P, id, floor)
     r[5] = num(floor)
   end
-  taken[#taken + 1] = jrecord(id, r)
+  frow(taken, id, r)
   held[#held + 1] = id
-  return #taken >= limit
+  return #held >= limit
 end)
-if #taken == 0 then
+if #held == 0 then
   return {moved, {}}
 end
 -- The index changes of the claimed messages, one command per key.
 local scored = {}
 for _, id in ipairs(held) do
-  scored[#scored + 1], scored[#scored + 2] = num(cexp), id
+  scored[#scored + 1], scored[#scored + 2] = cexpText, id
 end
 callMany('ZREM', P .. ':f', held)
 callMany('ZADD', P .. ':cl', scored)
 callMany('SADD', P .. ':cm:' .. cid, held)
 redis.call('HSET', P .. ':c:' .. cid, 't', ARGV[5], 'g', ARGV[6],
-           'u', num(now), 'e', num(cexp))
+           'u', num(now), 'e', cexpText)
 redis.call('SADD', P .. ':cs', cid)
-redis.call('ZADD', 'marconi:cx', num(cexp), P .. cid)
-return {moved, jrows(taken)}
+redis.call('ZADD', 'marconi:cx', cexpText, P .. cid)
+return {moved, taken}
 """)
 
 # ARGV: P, claim id, now.

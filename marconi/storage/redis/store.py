@@ -41,6 +41,7 @@ from twisted.application.service import Service
 from twisted.internet import error
 from twisted.internet.defer import (
     Deferred,
+    fail,
     gatherResults,
     succeed,
 )
@@ -257,17 +258,6 @@ def _records(rows: Iterable[Sequence[Any]]) -> list[Message]:
     ]
 
 
-def _messages(reply: Any) -> list[Message]:
-    """
-    The messages of a script that answers with C{jrows} (see
-    L{marconi.storage.redis.lua}): JSON text of records in L{Message}'s
-    field order, integers as numbers, or an empty reply for none.
-    """
-    if not reply:
-        return []
-    return _records(json.loads(reply))
-
-
 def _flatMessages(reply: Any) -> list[Message]:
     """
     The messages of a script that answers with C{frow} (see
@@ -293,6 +283,20 @@ def _sortedMessages(reply: Any) -> list[Message]:
 
 def _marker(m: Message) -> int:
     return m.marker
+
+
+def _deleted(result: Any, messageId: str, claimId: Optional[str]) -> None:
+    """
+    The outcome of the C{DELETE_MESSAGE} script's answer: nothing, or the
+    error it stands for.
+    """
+    if result == -1:
+        raise errors.MessageIsClaimed(messageId)
+    if result == -2:
+        raise errors.ClaimMismatch(
+            f"Message {messageId!r} is not held by claim {claimId!r}: "
+            "the claim expired, was released, or never held it."
+        )
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -985,6 +989,28 @@ class RedisStore(StoreEvents, Service):
             )
         raise failure
 
+    def _write(
+        self, script: str, *args: Any, durability: Optional[str] = None
+    ) -> Deferred:
+        """
+        L{_change} as a L{Deferred}: when the change's level waits for
+        nothing (C{fast}, or C{durable} on a server without C{WAITAOF}),
+        the script is sent as L{_read} sends it, with no coroutine in
+        between (three coroutines and their L{Deferred}s per post, claim or
+        delete); otherwise L{_change} runs it and waits.
+        """
+        try:
+            level = (
+                self._durability if durability is None else parseDurability(durability)
+            )
+        except Exception:
+            return fail()
+        if level == REPLICATED or (level != FAST and self._waitAOF):
+            return Deferred.fromCoroutine(
+                self._change(script, *args, durability=durability)
+            )
+        return self._read(script, *args)
+
     async def _change(
         self, script: str, *args: Any, durability: Optional[str] = None
     ) -> Any:
@@ -1193,8 +1219,7 @@ class RedisStore(StoreEvents, Service):
             newest=_message(newest) if newest else None,
         )
 
-    @deferred
-    async def postMessages(
+    def postMessages(
         self,
         project: str,
         queue: str,
@@ -1203,28 +1228,32 @@ class RedisStore(StoreEvents, Service):
         now: float,
         *,
         durability: Optional[str] = None,
-    ) -> list[str]:
-        ids = [newId() for _ in messages]
-        if not ids:
-            return []
-        args: list[Any] = [
-            queuePrefix(project, queue),
-            projectPrefix(project),
-            queue,
-            _time(now),
-            clientId,
-        ]
-        for mid, m in zip(ids, messages, strict=True):
-            args += [
-                mid,
-                m.body,
-                int(m.ttl),
-                int(m.delay),
-                json.dumps(list(m.tags)) if m.tags else "[]",
-                m.checksum,
+    ) -> Deferred:
+        try:
+            ids = [newId() for _ in messages]
+            if not ids:
+                return succeed([])
+            args: list[Any] = [
+                queuePrefix(project, queue),
+                projectPrefix(project),
+                queue,
+                _time(now),
+                clientId,
             ]
-        await self._change(lua.POST_MESSAGES, *args, durability=durability)
-        return ids
+            for mid, m in zip(ids, messages, strict=True):
+                args += [
+                    mid,
+                    m.body,
+                    int(m.ttl),
+                    int(m.delay),
+                    json.dumps(list(m.tags)) if m.tags else "[]",
+                    m.checksum,
+                ]
+        except Exception:
+            return fail()
+        return self._write(lua.POST_MESSAGES, *args, durability=durability).addCallback(
+            lambda _: ids
+        )
 
     def listMessages(
         self, project: str, queue: str, query: models.MessageQuery, now: float
@@ -1253,8 +1282,7 @@ class RedisStore(StoreEvents, Service):
             lua.GET_MESSAGES, queuePrefix(project, queue), _time(now), *wanted
         ).addCallback(_sortedMessages)
 
-    @deferred
-    async def deleteMessage(
+    def deleteMessage(
         self,
         project: str,
         queue: str,
@@ -1263,31 +1291,22 @@ class RedisStore(StoreEvents, Service):
         now: float,
         *,
         durability: Optional[str] = None,
-    ) -> None:
-        if not _validIds([messageId]):
-            return
-        if claimId is not None and not _validIds([claimId]):
-            # No claim can have this id, so it holds nothing; but a message
-            # that does not exist is still deleted successfully.
-            claimId = "-"
-        result = await self._change(
-            lua.DELETE_MESSAGE,
-            queuePrefix(project, queue),
-            messageId,
-            claimId or "",
-            _time(now),
-            durability=durability,
-        )
-        if result == -1:
-            raise errors.MessageIsClaimed(messageId)
-        if result == -2:
-            raise errors.ClaimMismatch(
-                f"Message {messageId!r} is not held by claim {claimId!r}: "
-                "the claim expired, was released, or never held it."
-            )
+    ) -> Deferred:
+        try:
+            if not _validIds([messageId]):
+                return succeed(None)
+            if claimId is not None and not _validIds([claimId]):
+                # No claim can have this id, so it holds nothing; but a
+                # message that does not exist is still deleted successfully.
+                claimId = "-"
+            args = (queuePrefix(project, queue), messageId, claimId or "", _time(now))
+        except Exception:
+            return fail()
+        return self._write(
+            lua.DELETE_MESSAGE, *args, durability=durability
+        ).addCallback(_deleted, messageId, claimId)
 
-    @deferred
-    async def deleteMessages(
+    def deleteMessages(
         self,
         project: str,
         queue: str,
@@ -1296,26 +1315,23 @@ class RedisStore(StoreEvents, Service):
         now: float,
         *,
         durability: Optional[str] = None,
-    ) -> int:
-        wanted = list(dict.fromkeys(_validIds(ids)))
-        if not wanted:
-            return 0
-        if claimIds is None:
-            claims: list[str] = []
-            count = -1
-        else:
-            claims = _validIds(claimIds)
-            count = len(claims)
-        deleted = await self._change(
-            lua.DELETE_MESSAGES,
-            queuePrefix(project, queue),
-            _time(now),
-            count,
-            *claims,
-            *wanted,
-            durability=durability,
-        )
-        return int(deleted)
+    ) -> Deferred:
+        try:
+            wanted = list(dict.fromkeys(_validIds(ids)))
+            if not wanted:
+                return succeed(0)
+            if claimIds is None:
+                claims: list[str] = []
+                count = -1
+            else:
+                claims = _validIds(claimIds)
+                count = len(claims)
+            args = (queuePrefix(project, queue), _time(now), count, *claims, *wanted)
+        except Exception:
+            return fail()
+        return self._write(
+            lua.DELETE_MESSAGES, *args, durability=durability
+        ).addCallback(int)
 
     @deferred
     async def popMessages(
@@ -1336,10 +1352,9 @@ class RedisStore(StoreEvents, Service):
             json.dumps(list(tags or ())),
             durability=durability,
         )
-        return _messages(rows)
+        return _flatMessages(rows)
 
-    @deferred
-    async def createClaim(
+    def createClaim(
         self,
         project: str,
         queue: str,
@@ -1347,28 +1362,47 @@ class RedisStore(StoreEvents, Service):
         now: float,
         *,
         durability: Optional[str] = None,
-    ) -> Optional[Claim]:
-        claimId = newId()
-        deadLetter = spec.maxClaimCount is not None and spec.deadLetterQueue
-        reply = await self._change(
-            lua.CREATE_CLAIM,
-            queuePrefix(project, queue),
-            projectPrefix(project),
-            _time(now),
-            claimId,
-            int(spec.ttl),
-            int(spec.grace),
-            int(spec.limit),
-            json.dumps(list(spec.tags)),
-            int(spec.maxClaimCount or 0) if deadLetter else "",
-            queuePrefix(project, spec.deadLetterQueue or "") if deadLetter else "",
-            spec.deadLetterQueue if deadLetter else "",
-            int(spec.deadLetterTTL) if deadLetter and spec.deadLetterTTL else "",
-            durability=durability,
+    ) -> Deferred:
+        try:
+            claimId = newId()
+            deadLetter = spec.maxClaimCount is not None and spec.deadLetterQueue
+            args = (
+                queuePrefix(project, queue),
+                projectPrefix(project),
+                _time(now),
+                claimId,
+                int(spec.ttl),
+                int(spec.grace),
+                int(spec.limit),
+                json.dumps(list(spec.tags)),
+                int(spec.maxClaimCount or 0) if deadLetter else "",
+                queuePrefix(project, spec.deadLetterQueue or "") if deadLetter else "",
+                spec.deadLetterQueue if deadLetter else "",
+                int(spec.deadLetterTTL) if deadLetter and spec.deadLetterTTL else "",
+            )
+        except Exception:
+            return fail()
+        return self._write(lua.CREATE_CLAIM, *args, durability=durability).addCallback(
+            self._claimed, project, queue, claimId, spec, now
         )
+
+    def _claimed(
+        self,
+        reply: Any,
+        project: str,
+        queue: str,
+        claimId: str,
+        spec: ClaimSpec,
+        now: float,
+    ) -> Optional[Claim]:
+        """
+        The claim the C{CREATE_CLAIM} script's answer C{reply} made, or
+        L{None} when it took no message; its dead-lettered messages are
+        reported.
+        """
         moved, rows = reply
         self._report("dead_lettered", int(moved), project, queue)
-        messages = _messages(rows)
+        messages = _flatMessages(rows)
         if not messages:
             return None
         return Claim(
