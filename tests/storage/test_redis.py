@@ -1044,6 +1044,19 @@ class BatchTests(SynchronousTestCase):
         self.assertEqual(counts[posted], 0)
         self.assertEqual(sum(counts), 2)
 
+    def test_durableBeforePersistenceKnown(self) -> None:
+        """
+        A durable post sent before the server's persistence is known waits
+        for C{WAITAOF} if the check, finishing meanwhile, finds it.
+        """
+        self.store._waitAOF = None
+        self.store.postMessages("p", "q", [msg()], "w", T0)
+        [posted] = [i for i, t in enumerate(self.transports) if t.value()]
+        self.sent()
+        self.store._waitAOF = True
+        self.protocols[posted].dataReceived(b"*1\r\n:1\r\n")
+        self.assertIn(b"WAITAOF", self.transports[posted].value())
+
 
 class ProtocolTests(SynchronousTestCase):
     """

@@ -698,8 +698,8 @@ class RedisStore(StoreEvents, Service):
         self._durability = parseDurability(durability)
         self._discoveryTimeout = discoveryTimeout
         # Whether the server fsyncs on request (WAITAOF, with an AOF);
-        # learnt on each new connection.
-        self._waitAOF = False
+        # learnt on each new connection, None until first learnt.
+        self._waitAOF: Optional[bool] = None
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._location.describe()}>"
@@ -994,7 +994,8 @@ class RedisStore(StoreEvents, Service):
     ) -> Deferred:
         """
         L{_change} as a L{Deferred}: when the change's level waits for
-        nothing (C{fast}, or C{durable} on a server without C{WAITAOF}),
+        nothing (C{fast}, or C{durable} on a server known to be without
+        C{WAITAOF}),
         the script is sent as L{_read} sends it, with no coroutine in
         between (three coroutines and their L{Deferred}s per post, claim or
         delete); otherwise L{_change} runs it and waits.
@@ -1005,11 +1006,16 @@ class RedisStore(StoreEvents, Service):
             )
         except Exception:
             return fail()
-        if level == REPLICATED or (level != FAST and self._waitAOF):
+        # Until the server's persistence is known, a durable change waits
+        # for the answer in _change, which asks again after it.
+        if level == REPLICATED or (level != FAST and self._waitAOF is not False):
             return Deferred.fromCoroutine(
                 self._change(script, *args, durability=durability)
             )
-        return self._read(script, *args)
+        try:
+            return self._read(script, *args)
+        except Exception:
+            return fail()
 
     async def _change(
         self, script: str, *args: Any, durability: Optional[str] = None
@@ -1104,6 +1110,7 @@ class RedisStore(StoreEvents, Service):
         try:
             reply = await protocol.execute_command("CONFIG", "GET", "appendonly")
         except txredisapi.ResponseError as e:
+            self._waitAOF = False
             self.log.warn(
                 "Cannot read the persistence settings of Redis at {where} "
                 "({error}); make sure it runs with appendonly yes.",
