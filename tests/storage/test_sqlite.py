@@ -252,6 +252,33 @@ class GroupCommitTests(TestCase):
         stats = await store.queueStats("p", "q", T0 + 10)
         self.assertEqual(stats.total, 5)
 
+    async def test_postFailingAmongPosts(self) -> None:
+        """
+        A post that fails among posts stored together fails alone: the
+        posts before and after it, to its queue and to others, are stored.
+        """
+        from twisted.internet.defer import gatherResults
+        from twisted.internet.threads import deferToThread
+
+        store, gate, blocked, first = await self.busyStore()
+        # A time to live SQLite cannot store (the API refuses it before).
+        failing = store.postMessages("p", "q", [msg('"b"', ttl=2**63)], "c", T0)
+        other = store.postMessages("p", "r", [msg('"x"')], "c", T0)
+        last = store.postMessages("p", "q", [msg('"c"')], "c", T0)
+        await deferToThread(gate.set)
+        await blocked
+        ids = await gatherResults([first, other, last])
+        with self.assertRaises(OverflowError):
+            await failing
+        found = await store.listMessages("p", "q", query(echo=True), T0)
+        self.assertEqual(
+            [(m.id, m.body, m.marker) for m in found],
+            [(ids[0][0], '"a"', 1), (ids[2][0], '"c"', 2)],
+        )
+        [elsewhere] = await store.listMessages("p", "r", query(echo=True), T0)
+        self.assertEqual(elsewhere.id, ids[1][0])
+        self.assertEqual((await store.queueStats("p", "q", T0)).total, 2)
+
     async def test_transactionEndedBySQLite(self) -> None:
         """
         When SQLite ends a group's whole transaction under a failing call

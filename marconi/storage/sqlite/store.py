@@ -601,7 +601,7 @@ def _units(batch: list[_Work]) -> list[list[_Work]]:
     """
     The calls of a group as it runs them, in order: each call on its own,
     but for the posts queued one after the other, which run together
-    (L{_insertPosts}) and are stored, or fail, together.
+    (L{_insertPosts}); if they fail, each runs again on its own.
     """
     units: list[list[_Work]] = []
     posts = False
@@ -771,8 +771,8 @@ class SQLiteStore(StoreEvents, Service):
         every result is delivered only after the whole transaction
         committed.  Under load this turns many small commits (and fsyncs)
         into one.  Posts queued one after the other share their statements
-        and their savepoint (see L{_units}): they are stored, or fail,
-        together.
+        and their savepoint (see L{_units}); if they fail, each runs again
+        on its own.
 
         The reactor thread hands the database thread one group at a time
         and the next when that one is done, so the two threads trade the
@@ -846,10 +846,12 @@ class SQLiteStore(StoreEvents, Service):
             )
             return None
         outcomes: list[_Outcome] = []
-        units = _units(batch)
+        # The units still to run, the next last.
+        units = _units(batch)[::-1]
         # A unit alone in its transaction needs no savepoint of its own.
         alone = len(units) == 1
-        for unit in units:
+        while units:
+            unit = units.pop()
             if not alone:
                 connection.execute("SAVEPOINT work")
             try:
@@ -883,6 +885,12 @@ class SQLiteStore(StoreEvents, Service):
                         f"The SQLite store failed: {undo}"
                     )
                     return None
+                if len(unit) > 1:
+                    # One of the posts failed: each is run again on its
+                    # own, so that only the one at fault fails.
+                    alone = False
+                    units.extend([item] for item in reversed(unit))
+                    continue
                 if isinstance(e, sqlite3.Error):
                     self.log.error("SQLite error: {error}", error=e)
                     e = StorageUnavailable(f"The SQLite store failed: {e}")
