@@ -1201,16 +1201,6 @@ class RecordTests(SynchronousTestCase):
         with self.assertRaises(FrozenInstanceError):
             unclaimed.body = "x"  # type: ignore[misc]
 
-    def test_fastMessagesInUse(self) -> None:
-        """
-        The driver builds its messages with L{_NewMessage} while that sets
-        every field of L{Message}: a field added to L{Message} switches it
-        back to L{Message}'s own constructor, and this test shows it.
-        """
-        from marconi.storage.redis import store
-
-        self.assertIs(store._make, store._NewMessage)
-
 
 class URITests(SynchronousTestCase):
     """

@@ -28,7 +28,6 @@ fails with L{StorageUnavailable}.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -159,85 +158,12 @@ async def _hasWaitAOF(protocol: Any) -> bool:
 _NO_TAGS: tuple = ()
 
 
-class _NewMessage:
-    """
-    A L{Message} in the making, for the many a listing or a claim returns:
-    a frozen dataclass sets each of its 13 fields through
-    C{object.__setattr__}, which took half of what turning a listing's
-    reply into messages cost the node.  This class has L{Message}'s slots
-    in the same order and sets them by plain assignment, then becomes a
-    L{Message} (its class is assigned, which Python allows between classes
-    of the same layout); the result is a L{Message} like any other.
-    """
-
-    __slots__ = Message.__slots__
-
-    def __init__(
-        self,
-        i: str,
-        k: int,
-        b: str,
-        t: int,
-        c: float,
-        e: float,
-        v: float,
-        ci: str,
-        cid: Optional[str],
-        ce: Optional[float],
-        n: int,
-        g: tuple,
-        s: str,
-    ) -> None:
-        self.id = i
-        self.marker = k
-        self.body = b
-        self.ttl = t
-        self.created = c
-        self.expires = e
-        self.visibleAt = v
-        self.clientId = ci
-        self.claimId = cid
-        self.claimExpires = ce
-        self.claimCount = n
-        self.tags = g
-        self.checksum = s
-        self.__class__ = Message  # type: ignore[assignment]
-
-
-#: The fields L{_NewMessage.__init__} sets, in L{Message}'s order.
-_NEW_MESSAGE_FIELDS = (
-    "id",
-    "marker",
-    "body",
-    "ttl",
-    "created",
-    "expires",
-    "visibleAt",
-    "clientId",
-    "claimId",
-    "claimExpires",
-    "claimCount",
-    "tags",
-    "checksum",
-)
-
-#: How the driver makes its messages: L{_NewMessage} while it sets every
-#: field of L{Message} and L{Message} does nothing after setting them,
-#: else L{Message} itself.
-_make: Any = (
-    _NewMessage
-    if tuple(f.name for f in dataclasses.fields(Message)) == _NEW_MESSAGE_FIELDS
-    and not hasattr(Message, "__post_init__")
-    else Message
-)
-
-
 def _records(rows: Iterable[Sequence[Any]]) -> list[Message]:
     """
     Messages of records in L{Message}'s field order: integers as
     integers, times as text, no claim as a false value.
     """
-    make = _make
+    make = models.makeMessage
     return [
         make(
             i,
