@@ -145,6 +145,18 @@ CASES = {
 }
 
 
+def _feed(transport: Any, writes: list, byteAtATime: bool) -> None:
+    """
+    Give a node's channel C{writes}, as they are or a byte at a time,
+    until it closes the connection.
+    """
+    for data in writes:
+        pieces = [data[i : i + 1] for i in range(len(data))] if byteAtATime else [data]
+        for piece in pieces:
+            if not transport.disconnecting:
+                transport.protocol.dataReceived(piece)
+
+
 class WholeHeadTests(SynchronousTestCase):
     def connect(self) -> StringTransport:
         """
@@ -168,13 +180,7 @@ class WholeHeadTests(SynchronousTestCase):
         and whether it closed the connection.
         """
         transport = self.connect()
-        for data in writes:
-            pieces = (
-                [data[i : i + 1] for i in range(len(data))] if byteAtATime else [data]
-            )
-            for piece in pieces:
-                if not transport.disconnecting:
-                    transport.protocol.dataReceived(piece)
+        _feed(transport, writes, byteAtATime)
         text = re.sub(rb"req-[0-9a-f]{32}", b"req-ID", transport.value())
         text = re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: D", text)
         return text, transport.disconnecting
@@ -196,13 +202,7 @@ class WholeHeadTests(SynchronousTestCase):
                 return resource.render(request)
 
         transport.protocol.site.resource = Recording()
-        for data in writes:
-            pieces = (
-                [data[i : i + 1] for i in range(len(data))] if byteAtATime else [data]
-            )
-            for piece in pieces:
-                if not transport.disconnecting:
-                    transport.protocol.dataReceived(piece)
+        _feed(transport, writes, byteAtATime)
         return seen
 
     def lineCalls(self, data: bytes) -> Optional[int]:
