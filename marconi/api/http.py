@@ -499,6 +499,66 @@ _REQUEST_LINE = re.compile(rb"[A-Z]{1,16} /[!-~]* HTTP/1\.[01]")
 _HEADER_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\x00\r\n]*\r\n)*")
 
 
+class _Deadline:
+    """
+    A deadline on the site's clock and the one timer that watches it.
+    Setting the deadline schedules the timer when none is pending and
+    moves it only sooner; a timer that fires early (the deadline moved
+    later since) waits again, and one that finds the deadline passed
+    clears it and calls C{expired}.  So a deadline set anew for every
+    request schedules no timer of its own.
+
+    @ivar due: the deadline, or L{None} for none (setting it to L{None}
+        disarms it; the pending timer then finds nothing to do).
+    """
+
+    __slots__ = ("due", "_timer", "_clock", "_callLater", "_expired")
+
+    def __init__(
+        self, clock: Any, callLater: Callable, expired: Callable[[], object]
+    ) -> None:
+        self.due: Optional[float] = None
+        self._timer: Optional[IDelayedCall] = None
+        self._clock = clock
+        self._callLater = callLater
+        self._expired = expired
+
+    def set(self, seconds: float) -> None:
+        due = self.due = self._clock.seconds() + seconds
+        timer = self._timer
+        if timer is None:
+            self._timer = self._callLater(seconds, self._check)
+        elif timer.getTime() > due:
+            timer.reset(seconds)
+
+    def postpone(self, seconds: float) -> None:
+        """
+        Move an armed deadline C{seconds} from now, which is never sooner:
+        the pending timer waits again when it fires.
+        """
+        self.due = self._clock.seconds() + seconds
+
+    def stop(self) -> None:
+        """
+        Disarm, and cancel the timer.
+        """
+        self.due = None
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _check(self) -> None:
+        self._timer = None
+        if self.due is None:
+            return
+        left = self.due - self._clock.seconds()
+        if left > 0:
+            self._timer = self._callLater(left, self._check)
+        else:
+            self.due = None
+            self._expired()
+
+
 class MarconiChannel(http.HTTPChannel):
     """
     An HTTP channel with explicit bounds on what a client may make it hold
@@ -521,14 +581,15 @@ class MarconiChannel(http.HTTPChannel):
     maxHeaders = 100
     totalHeadersSize = 16384
 
-    # The deadline of the request arriving (the site's clock), and the one
-    # timer that checks it.  Arming and disarming only set the deadline:
-    # the timer is scheduled when none is pending, moved sooner when it
-    # would fire after the deadline, and when it fires early (a deadline
-    # since moved later) it waits again.  Requests that arrive in time
-    # then schedule no timer of their own.
-    _due: Optional[float] = None
-    _timer: Optional[IDelayedCall] = None
+    # The deadline of the request arriving (the site's clock): see
+    # _Deadline; requests that arrive in time schedule no timer of their
+    # own.  Made with the connection.
+    _arrival: "_Deadline"
+    # The idle timeout (twisted.protocols.policies.TimeoutMixin's API) kept
+    # as a deadline too: twisted.web suspends it while each request is
+    # served and sets it again after, which cancelled one timer and
+    # scheduled another for every request.
+    _idle: "_Deadline"
     _sawRequestLine = False
     _refused = False
     # Set by the site that built the channel, before it is connected.
@@ -550,10 +611,10 @@ class MarconiChannel(http.HTTPChannel):
         if self._relay is not None:
             self._relayReceived(data)
             return
-        if data and self._due is None and not self._handlingRequest:
+        if data and self._arrival.due is None and not self._handlingRequest:
             if self._passThrough(data):
                 return
-            self._arm(self.site.headerTimeout)
+            self._arrival.set(self.site.headerTimeout)
             if self._wholeHead(data):
                 return
         super().dataReceived(data)
@@ -688,14 +749,14 @@ class MarconiChannel(http.HTTPChannel):
             self._start(relay)
         else:
             # The body is still to come, within the body deadline.
-            self._arm(self.site.bodyTimeout)
+            self._arrival.set(self.site.bodyTimeout)
         return True
 
     def _relayReceived(self, data: bytes) -> None:
         relay = self._relay
         waiting = len(relay.data) < relay.end
         if relay.received(data) and waiting:
-            self._disarm()
+            self._arrival.due = None
             self._start(relay)
 
     def _start(self, relay: Any) -> None:
@@ -738,7 +799,7 @@ class MarconiChannel(http.HTTPChannel):
         arrived since it began, is read as if it had just arrived.
         """
         self._relayEnded()
-        self._arm(self.site.headerTimeout)
+        self._arrival.set(self.site.headerTimeout)
         super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -788,7 +849,7 @@ class MarconiChannel(http.HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._sawRequestLine = False
-        self._arm(self.site.bodyTimeout)
+        self._arrival.set(self.site.bodyTimeout)
         # What twisted.web's allHeadersReceived does, reading the headers
         # without asking L{http.Headers} for each.
         request = self.requests[-1]
@@ -815,46 +876,29 @@ class MarconiChannel(http.HTTPChannel):
         return True
 
     def allContentReceived(self) -> None:
-        self._disarm()
+        self._arrival.due = None
         super().allContentReceived()
 
-    # The idle timeout (twisted.protocols.policies.TimeoutMixin's API) kept
-    # as a deadline, as the request deadlines are: twisted.web suspends it
-    # while each request is served and sets it again after, which cancelled
-    # one timer and scheduled another for every request.  Now the one
-    # timer waits, and when it fires early (the deadline moved later) it
-    # waits again.
-    _idleDue: Optional[float] = None
-    _idleTimer: Optional[IDelayedCall] = None
+    def connectionMade(self) -> None:
+        reactor = self.site.reactor
+        self._arrival = _Deadline(reactor, self.callLater, lambda: self._tooSlow())
+        self._idle = _Deadline(
+            reactor, self.callLater, lambda: self.timeoutConnection()
+        )
+        super().connectionMade()
 
     def setTimeout(self, period: Optional[float]) -> Optional[float]:
         previous = self.timeOut
         self.timeOut = period  # type: ignore[assignment]
         if period is None:
-            self._idleDue = None
-            return previous
-        self._idleDue = self.site.reactor.seconds() + period
-        timer = self._idleTimer
-        if timer is None:
-            self._idleTimer = self.callLater(period, self._idleCheck)
-        elif timer.getTime() > self._idleDue:
-            timer.reset(period)
+            self._idle.due = None
+        else:
+            self._idle.set(period)
         return previous
 
     def resetTimeout(self) -> None:
-        if self._idleDue is not None and self.timeOut is not None:
-            self._idleDue = self.site.reactor.seconds() + self.timeOut
-
-    def _idleCheck(self) -> None:
-        self._idleTimer = None
-        if self._idleDue is None:
-            return
-        left = self._idleDue - self.site.reactor.seconds()
-        if left > 0:
-            self._idleTimer = self.callLater(left, self._idleCheck)
-        else:
-            self._idleDue = None
-            self.timeoutConnection()
+        if self._idle.due is not None and self.timeOut is not None:
+            self._idle.postpone(self.timeOut)
 
     # The addresses of the connection, asked of the transport once: each
     # request takes them, and a TCP transport makes a new address each
@@ -873,44 +917,14 @@ class MarconiChannel(http.HTTPChannel):
         return self._host
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._disarm()
-        for name in ("_timer", "_idleTimer"):
-            timer = getattr(self, name)
-            setattr(self, name, None)
-            if timer is not None and timer.active():
-                timer.cancel()
+        self._arrival.stop()
+        self._idle.stop()
         relay, self._relay = self._relay, None
         if relay is not None:
             relay.connectionLost(reason)
         super().connectionLost(reason)
 
-    def _arm(self, seconds: float) -> None:
-        self._due = self.site.reactor.seconds() + seconds
-        timer = self._timer
-        if timer is None:
-            self._timer = self.callLater(seconds, self._check)
-        elif timer.getTime() > self._due:
-            timer.reset(seconds)
-
-    def _disarm(self) -> None:
-        self._due = None
-
-    def _check(self) -> None:
-        """
-        The timer fired: the request is too slow if its deadline passed;
-        else wait for the deadline, if there is one.
-        """
-        self._timer = None
-        if self._due is None:
-            return
-        left = self._due - self.site.reactor.seconds()
-        if left > 0:
-            self._timer = self.callLater(left, self._check)
-        else:
-            self._tooSlow()
-
     def _tooSlow(self) -> None:
-        self._due = None
         _log.info(
             "Closing a connection whose request arrived too slowly: {peer}",
             peer=str(self.transport.getPeer()),
@@ -926,7 +940,7 @@ class MarconiChannel(http.HTTPChannel):
         self, code: int, reason: bytes, description: str, timedOut: bool = False
     ) -> None:
         self._refused = True
-        self._disarm()
+        self._arrival.due = None
         requestId = newRequestId()
         self.transport.write(
             _rawError(code, reason, reason.decode(), description, requestId)
