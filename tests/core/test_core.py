@@ -4,6 +4,7 @@ The domain: strict JSON, validation, and the purge job.
 
 import hashlib
 import json
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from marconi.core.messaging import Messaging
 from marconi.kernel import PurgeService
 from marconi.storage.sqlite.store import SQLiteStore
 from tests.storage.contract import msg
+from tests.strategies import jsonValues
 
 LIMITS = Limits()
 
@@ -55,20 +57,7 @@ class JSONTests(SynchronousTestCase):
         )
 
     @settings(deadline=None)
-    @given(
-        st.recursive(
-            st.none()
-            | st.booleans()
-            | st.integers()
-            | st.text()
-            | st.floats(allow_nan=False, allow_infinity=False),
-            lambda children: (
-                st.lists(children, max_size=4)
-                | st.dictionaries(st.text(), children, max_size=4)
-            ),
-            max_leaves=20,
-        )
-    )
+    @given(jsonValues(maxLeaves=20))
     def test_roundTrip(self, value) -> None:
         """
         Any JSON value without lone surrogates survives dump and load.
@@ -134,14 +123,11 @@ class IntegerTests(SynchronousTestCase):
 
 
 class MessagesTests(SynchronousTestCase):
-    def test_bodyAndChecksum(self) -> None:
+    def assertStoredAsZaqar(self, m: Any, body: object) -> None:
         """
-        A posted message is stored as compact JSON text that keeps
-        non-ASCII characters, with Zaqar's checksum: MD5 over the body's
-        default C{json.dumps} encoding.
+        C{m} holds C{body} as C{json.dumps} writes it compactly, and
+        Zaqar's checksum: MD5 over the default C{json.dumps} encoding.
         """
-        body = {"é": [1, 2.5, None, True], "b": "\U0001f600 x"}
-        (m,) = validation.messages({"messages": [{"body": body}]}, LIMITS, {})
         self.assertEqual(
             m.body, json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         )
@@ -150,21 +136,18 @@ class MessagesTests(SynchronousTestCase):
             "MD5:" + hashlib.md5(json.dumps(body).encode("utf-8")).hexdigest(),
         )
 
+    def test_bodyAndChecksum(self) -> None:
+        """
+        A posted message is stored as compact JSON text that keeps
+        non-ASCII characters, with Zaqar's checksum: MD5 over the body's
+        default C{json.dumps} encoding.
+        """
+        body = {"é": [1, 2.5, None, True], "b": "\U0001f600 x"}
+        (m,) = validation.messages({"messages": [{"body": body}]}, LIMITS, {})
+        self.assertStoredAsZaqar(m, body)
+
     @settings(max_examples=300, deadline=None)
-    @given(
-        st.recursive(
-            st.none()
-            | st.booleans()
-            | st.integers()
-            | st.floats(allow_nan=False, allow_infinity=False)
-            | st.text(),
-            lambda children: (
-                st.lists(children, max_size=4)
-                | st.dictionaries(st.text(), children, max_size=4)
-            ),
-            max_leaves=12,
-        )
-    )
+    @given(jsonValues())
     def test_anyBodyAndChecksum(self, body: object) -> None:
         """
         Whatever JSON value a body is (a string alone, escapes, control
@@ -173,13 +156,7 @@ class MessagesTests(SynchronousTestCase):
         MD5 over the default C{json.dumps} encoding.
         """
         (m,) = validation.messages({"messages": [{"body": body}]}, LIMITS, {})
-        self.assertEqual(
-            m.body, json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-        )
-        self.assertEqual(
-            m.checksum,
-            "MD5:" + hashlib.md5(json.dumps(body).encode("utf-8")).hexdigest(),
-        )
+        self.assertStoredAsZaqar(m, body)
 
     def test_ttlAndDelay(self) -> None:
         """

@@ -11,7 +11,6 @@ from typing import Any
 import treq
 import treq.client
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -36,6 +35,7 @@ from marconi.storage.sqlite.store import SQLiteStore
 from tests import mongoserver, redisserver
 from tests.apihelpers import CLIENT, Node
 from tests.nodeprocess import NodeProcess
+from tests.strategies import jsonValues
 
 MARKER = "plaintext-marker-7f3a9c"
 
@@ -142,20 +142,7 @@ class PropertyTests(SynchronousTestCase):
     """
 
     @settings(max_examples=60, deadline=None)
-    @given(
-        st.recursive(
-            st.none()
-            | st.booleans()
-            | st.integers()
-            | st.floats(allow_nan=False, allow_infinity=False)
-            | st.text(),
-            lambda inner: (
-                st.lists(inner, max_size=4)
-                | st.dictionaries(st.text(), inner, max_size=4)
-            ),
-            max_leaves=12,
-        )
-    )
+    @given(jsonValues())
     def test_bodies(self, body: Any) -> None:
         """
         Posting and reading a body through the domain gives its stored
