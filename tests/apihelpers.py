@@ -10,7 +10,11 @@ from typing import Any, Optional
 import treq
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from marconi.api.app import MarconiAPI
@@ -26,6 +30,19 @@ from marconi.storage.sqlite.store import SQLiteStore
 
 CLIENT = "3381af92-2b9e-11e3-b191-71861300734c"
 START = 1_700_000_000.0
+
+
+def connectChannel(testCase: Any, site: MarconiSite, port: int = 50000) -> Any:
+    """
+    A new connection to C{site} over a L{StringTransport} (its
+    C{protocol} is the site's channel), lost when the test ends.
+    """
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    testCase.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+    transport.protocol = channel
+    return transport
 
 
 class Response:

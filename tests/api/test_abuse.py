@@ -6,18 +6,15 @@ and idle connections over L{StringTransport} with a L{Clock}.
 
 import json
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from marconi.api.http import MarconiChannel, MarconiSite
 from marconi.core.limits import Limits
 from tests import rawhttp
 from tests.api.test_api_unit import InMemoryNode
-from tests.apihelpers import CLIENT, Node
+from tests.apihelpers import CLIENT, Node, connectChannel
 
 IDENTITY = b"Client-ID: " + CLIENT.encode() + b"\r\nX-Project-ID: abuse\r\n"
 
@@ -200,12 +197,7 @@ class SlowClientTests(SynchronousTestCase):
             reactor=self.clock,
             **siteOptions,
         )
-        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
-        transport = StringTransport()
-        channel.makeConnection(transport)
-        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
-        transport.protocol = channel
-        return transport
+        return connectChannel(self, site)
 
     def drip(self, transport: StringTransport, data: bytes, interval: float) -> int:
         """

@@ -4,10 +4,6 @@ Tests for L{marconi.api.fast}: the hot routes found without werkzeug.
 
 from urllib.parse import unquote_to_bytes
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from werkzeug.exceptions import HTTPException
 
@@ -16,6 +12,7 @@ from marconi.api.fast import _QUEUE_ROUTES, findRoute
 from marconi.api.http import MarconiSite
 from tests.api import test_framing
 from tests.api.test_api_unit import InMemoryNode
+from tests.apihelpers import connectChannel
 
 _PATHS = [
     "/v2/queues/q/messages",
@@ -164,10 +161,8 @@ class DirectHandlerTests(SynchronousTestCase):
         served = []
         site = MarconiSite(resource, maxRequestBody=10_000, reactor=node.clock)
         site.monitor.requestServed = lambda route, *rest: served.append(route)
-        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
-        transport = StringTransport()
-        channel.makeConnection(transport)
-        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        transport = connectChannel(self, site)
+        channel = transport.protocol
         body = b'{"messages": [{"body": 1, "ttl": 60}]}'
         channel.dataReceived(
             b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: x\r\n"

@@ -8,16 +8,13 @@ whatever the head holds.
 import re
 from typing import Any, Optional
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
 
 from marconi.api.http import MarconiSite
 from tests.api.test_api_unit import InMemoryNode
-from tests.apihelpers import CLIENT
+from tests.apihelpers import CLIENT, connectChannel
 
 IDENTITY = b"Client-ID: " + CLIENT.encode() + b"\r\nX-Project-ID: framing\r\n"
 
@@ -166,12 +163,7 @@ class WholeHeadTests(SynchronousTestCase):
         site = MarconiSite(
             node.api.resource(), maxRequestBody=10_000, reactor=node.clock
         )
-        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
-        transport = StringTransport()
-        channel.makeConnection(transport)
-        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
-        transport.protocol = channel
-        return transport
+        return connectChannel(self, site)
 
     def answers(self, writes: list, byteAtATime: bool) -> tuple:
         """

@@ -9,11 +9,9 @@ import json
 import re
 
 from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -28,6 +26,7 @@ from marconi.cluster.wire import RawHeaders
 from marconi.core.errors import Unauthorized
 from marconi.core.monitoring import NullMonitor
 from tests.api.test_api_unit import InMemoryNode
+from tests.apihelpers import connectChannel
 from tests.integration.test_cluster import (
     CLIENT,
     PROJECT,
@@ -248,10 +247,8 @@ class ChannelTests(SynchronousTestCase):
             ringVersion=lambda: "this-ring",
         )
         self.site.passThrough = PassThrough(api, self.router)
-        self.channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5))
-        self.transport = StringTransport()
-        self.channel.makeConnection(self.transport)
-        self.addCleanup(self.channel.connectionLost, Failure(ConnectionDone()))
+        self.transport = connectChannel(self, self.site, 5)
+        self.channel = self.transport.protocol
         self.events: list = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
@@ -432,10 +429,8 @@ class ChannelTests(SynchronousTestCase):
         api.router = router
         site = MarconiSite(api.resource(), maxRequestBody=10_000, reactor=self.clock)
         site.passThrough = PassThrough(api, router)
-        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 6))
-        transport = StringTransport()
-        channel.makeConnection(transport)
-        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        transport = connectChannel(self, site, 6)
+        channel = transport.protocol
         one = _request(method=b"GET", target=b"/v2/queues/far/messages", body=b"")
         channel.dataReceived(one * 1500)
         answers = _answers(transport.value())
