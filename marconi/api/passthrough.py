@@ -41,6 +41,7 @@ from marconi.api.errors import statusOf
 from marconi.api.fast import findRoute
 from marconi.api.http import RING_VERSION_HEADER, _targetProblem, newRequestId
 from marconi.api.media import gzip
+from marconi.cluster.forward import NOT_FORWARDED
 from marconi.core.errors import MarconiError
 from marconi.net import TOKEN, headerPairs, headerValues, writeNow
 
@@ -154,22 +155,37 @@ class PassThrough:
         if len(pairs) > channel.maxHeaders:
             return None
         headers = Headers()
+        values = headers._values
+        names = headers._names
+        # The lines forwarded to the owner: those checked above, less the
+        # ones not forwarded (hop-by-hop, the length, the host).
+        forwarded = []
         length = None
         close = False
         for name, value in pairs:
             lower = name.lower()
             if lower in _UNUSUAL or lower.startswith(_FORWARDING):
                 return None
-            if lower == b"content-length":
-                if length is not None or not value.isdigit():
+            if lower in NOT_FORWARDED:
+                if lower == b"content-length":
+                    if length is not None or not value.isdigit():
+                        return None
+                    length = int(value)
+                elif lower == b"connection":
+                    close = b"close" in value.lower().replace(b",", b" ").split()
+                elif lower == b"host" and not _utf8(value):
+                    # Klein answers a host name that is not UTF-8 itself.
                     return None
-                length = int(value)
-            elif lower == b"connection":
-                close = b"close" in value.lower().replace(b",", b" ").split()
-            elif lower == b"host" and not _utf8(value):
-                # Klein answers a host name that is not UTF-8 itself.
-                return None
-            headers.add(name, lower, value)
+            else:
+                forwarded.append(b"%s: %s\r\n" % (name, value))
+            # Headers.add, inline.
+            known = values.get(lower)
+            if known is None:
+                values[lower] = [value]
+                names[lower] = name
+            else:
+                known.append(value)
+        headers.forwardLines = b"".join(forwarded)
         length = length or 0
         if length > channel.site.maxRequestBody:
             return None
@@ -235,11 +251,14 @@ class Headers:
     L{twisted.web.http_headers.Headers}.
     """
 
-    __slots__ = ("_values", "_names")
+    __slots__ = ("_values", "_names", "forwardLines")
 
     def __init__(self) -> None:
         self._values: dict = {}
         self._names: dict = {}
+        #: The header lines to forward to the owner, if read (see
+        #: L{marconi.cluster.router.ClusterRouter.forwardRaw}).
+        self.forwardLines: Optional[bytes] = None
 
     def add(self, name: bytes, lower: bytes, value: bytes) -> None:
         values = self._values.get(lower)

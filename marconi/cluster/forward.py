@@ -596,6 +596,11 @@ def forwardHeaders(received: Headers, signed: dict) -> Headers:
     return headers
 
 
+#: The request headers a forwarded request does not carry on (the client
+#: library sets those it needs).
+NOT_FORWARDED = _HOP
+
+
 def forwardPairs(received: Headers, signed: dict) -> list:
     """
     L{forwardHeaders} as pairs of a raw name and a value, for

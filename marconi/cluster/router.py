@@ -454,12 +454,17 @@ class ClusterRouter(MultiService):
         body: bytes,
         project: str,
         node: str,
-    ) -> Callable[[], list]:
+    ) -> Callable[[], Any]:
         """
         What gives the headers of a forwarding to C{node}, signed anew
-        each time.
+        each time: pairs, or header lines when the received headers offer
+        theirs to forward (C{forwardLines}, see
+        L{marconi.api.passthrough.Headers}).
         """
         signer = self.signer
+        lines = getattr(received, "forwardLines", None)
+        if lines is not None:
+            return lambda: lines + signer.lines(method, uri, body, project, node)
         return lambda: forwardPairs(
             received, signer.headers(method, uri, body, project, node)
         )
@@ -492,9 +497,9 @@ class ClusterRouter(MultiService):
         node: str,
         method: bytes,
         path: Any,
-        headers: list,
+        headers: Any,
         body: bytes,
-        resign: Callable[[], list],
+        resign: Callable[[], Any],
     ) -> Deferred:
         """
         Send a forwarded request to C{node} (L{PeerClient.forward}); its

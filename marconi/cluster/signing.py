@@ -188,6 +188,10 @@ def _split(uri: bytes) -> tuple:
     return path, query
 
 
+#: L{Signer.lines}: the lines of L{HEADERS}, in order.
+_LINES = b"".join([name + b": %s\r\n" for name in HEADERS])
+
+
 class Signer:
     """
     Signs the requests this node sends.
@@ -209,12 +213,12 @@ class Signer:
         self._nonces = [data[i : i + 32] for i in range(0, len(data), 32)]
         return self._nonces.pop()
 
-    def headers(
-        self, method: bytes, uri: bytes, body: bytes, project: str, destination: str
-    ) -> dict:
+    def _sign(
+        self, method: bytes, uri: bytes, body: bytes, project: bytes, to: bytes
+    ) -> tuple:
         """
-        The headers to add to a request for C{uri} (path and query) sent to
-        the node C{destination}.
+        The timestamp, nonce and signature of a request for C{uri} (path
+        and query) sent to the node C{to}.
         """
         timestamp = b"%d" % int(self._clock.seconds() * 1000)
         try:
@@ -222,14 +226,24 @@ class Signer:
         except IndexError:
             nonce = self._moreNonces()
         path, query = _split(uri)
-        projectBytes = project.encode("ascii")
-        to = destination.encode("ascii")
         mac = _digest(
             self._mac,
             canonical(
-                method, path, query, body, self.node, to, projectBytes, timestamp, nonce
+                method, path, query, body, self.node, to, project, timestamp, nonce
             ),
         )
+        return timestamp, nonce, mac
+
+    def headers(
+        self, method: bytes, uri: bytes, body: bytes, project: str, destination: str
+    ) -> dict:
+        """
+        The headers to add to a request for C{uri} (path and query) sent to
+        the node C{destination}.
+        """
+        projectBytes = project.encode("ascii")
+        to = destination.encode("ascii")
+        timestamp, nonce, mac = self._sign(method, uri, body, projectBytes, to)
         return {
             NODE: self.node,
             DESTINATION: to,
@@ -238,6 +252,21 @@ class Signer:
             NONCE: nonce,
             SIGNATURE: mac,
         }
+
+    def lines(
+        self, method: bytes, uri: bytes, body: bytes, project: str, destination: str
+    ) -> bytes:
+        """
+        L{headers} as header lines, each ending with CRLF, in the same
+        order: the same bytes on the wire, formatted in one step.  The
+        project is a project id (printable ASCII, no spaces: see
+        L{marconi.core.validation.projectId}) and the names are node names,
+        so no line holds a CR or LF.
+        """
+        projectBytes = project.encode("ascii")
+        to = destination.encode("ascii")
+        timestamp, nonce, mac = self._sign(method, uri, body, projectBytes, to)
+        return _LINES % (self.node, to, projectBytes, timestamp, nonce, mac)
 
 
 class Verifier:

@@ -127,15 +127,20 @@ def requestBytes(
     method: bytes, uri: bytes, host: bytes, headers: Any, body: bytes
 ) -> bytes:
     """
-    A whole HTTP/1.1 request: C{headers} are pairs of a name and a value;
-    a CR or LF in either becomes a space (no header can be smuggled).
+    A whole HTTP/1.1 request: C{headers} are pairs of a name and a value,
+    a CR or LF in either made a space (no header can be smuggled); or
+    header lines already checked (each a name, a colon and a value without
+    CR or LF, ending with CRLF), as bytes, sent as they are.
     """
     lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, uri, host)]
-    block = b"".join([b"%s: %s\r\n" % pair for pair in headers])
-    count = len(headers)
-    if block.count(b"\n") != count or block.count(b"\r") != count:
-        # Some name or value holds a CR or LF (rare): line by line.
-        block = b"".join([_line(name, value) for name, value in headers])
+    if type(headers) is bytes:
+        block = headers
+    else:
+        block = b"".join([b"%s: %s\r\n" % pair for pair in headers])
+        count = len(headers)
+        if block.count(b"\n") != count or block.count(b"\r") != count:
+            # Some name or value holds a CR or LF (rare): line by line.
+            block = b"".join([_line(name, value) for name, value in headers])
     lines.append(block)
     if body or method not in (b"GET", b"HEAD", b"DELETE"):
         lines.append(b"Content-Length: %d\r\n" % len(body))

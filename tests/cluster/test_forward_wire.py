@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 from twisted.web.http_headers import Headers
 
+from marconi.api import passthrough
 from marconi.cluster import signing
 from marconi.cluster.errors import LOST, REFUSED, REQUEST, NodeUnavailable
 from marconi.cluster.forward import NotAPath, PeerClient, retrySafe, target
@@ -558,6 +559,17 @@ class RequestBytesTests(SynchronousTestCase):
             b"X-A: 1 X-B: 2\r\nX-C X-D: 3\r\nX-E: 4\r\n\r\n",
         )
 
+    def test_headerLines(self) -> None:
+        """
+        Header lines given as bytes (already checked) are sent as they are.
+        """
+        data = requestBytes(b"POST", b"/v2/x", b"h", b"X-A: 1\r\nx-b: 2\r\n", b"{}")
+        self.assertEqual(
+            data,
+            b"POST /v2/x HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-b: 2\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
+        )
+
     def test_noBody(self) -> None:
         """
         A GET without a body carries no Content-Length.
@@ -797,6 +809,53 @@ class ForwardRawTests(SynchronousTestCase):
         answer = self.successResultOf(d)
         self.assertEqual((answer.code, answer.body), (201, b"[]"))
         self.assertEqual(answer.headers.getRawHeaders(b"location"), [b"/x"])
+
+    def test_forwardLines(self) -> None:
+        """
+        Received headers that offer the lines to forward (those the
+        pass-through read, L{passthrough.Headers}) are sent with those
+        lines as they are, then the signed ones: the owner's verifier
+        accepts them; a second sending (a retry) is signed anew.
+        """
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        received = passthrough.Headers()
+        received.add(b"Host", b"host", b"client-side")
+        received.add(b"X-Project-ID", b"x-project-id", b"p")
+        received.forwardLines = b"X-Project-ID: p\r\nAccept: */*\r\n"
+        verifier = signing.Verifier("b", ["a", "b"], _config().secret, self.reactor)
+
+        def sent(transport) -> dict:
+            head = transport.value().partition(b"\r\n\r\n")[0]
+            lines = head.split(b"\r\n")
+            self.assertEqual(
+                lines[:4],
+                [
+                    b"GET " + uri + b" HTTP/1.1",
+                    b"Host: 127.0.0.1:2",
+                    b"X-Project-ID: p",
+                    b"Accept: */*",
+                ],
+            )
+            pairs = [line.split(b": ", 1) for line in lines[4:]]
+            self.assertEqual([name for name, _ in pairs], list(signing.HEADERS))
+            return dict(pairs)
+
+        d = self.router.forwardRaw(b"GET", uri, received, b"", "p", "b")
+        protocol, transport = self.peer.connect()
+        first = sent(transport)
+        self.assertEqual(verifier.verify(b"GET", uri, b"", first).project, "p")
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.successResultOf(d)
+        transport.clear()
+        d = self.router.forwardRaw(b"GET", uri, received, b"", "p", "b")
+        second = sent(transport)
+        self.reactor.advance(1)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertNoResult(d)
+        protocol, transport = self.peer.connect()
+        again = sent(transport)
+        self.assertNotEqual(again[signing.NONCE], second[signing.NONCE])
+        self.assertEqual(verifier.verify(b"GET", uri, b"", again).project, "p")
 
     def test_retrySignedAnew(self) -> None:
         """

@@ -123,6 +123,27 @@ class TakeTests(SynchronousTestCase):
             self.take(_request(b"DELETE", b"/v2/queues/q/messages/m1", body=b""))
         )
 
+    def test_forwardLines(self) -> None:
+        """
+        The header lines forwarded to the owner are the client's, in the
+        order they came, less hop-by-hop ones, C{Host}, C{Content-Length}
+        and C{Accept-Encoding}.
+        """
+        relay = self.take(
+            _request(
+                headers=b"Connection: keep-alive\r\nAccept: application/json\r\n"
+                b"Accept-Encoding: gzip\r\nTE: trailers\r\nX-Other:  v \r\n"
+                b"X-Other: w\r\n"
+            )
+        )
+        self.assertEqual(
+            relay.requestHeaders.forwardLines,
+            b"Client-ID: %s\r\nX-Project-ID: p\r\nAccept: application/json\r\n"
+            b"X-Other: v\r\nX-Other: w\r\n" % CLIENT.encode(),
+        )
+        self.assertEqual(relay.requestHeaders.getRawHeaders(b"x-other"), [b"v", b"w"])
+        self.assertEqual(relay.requestHeaders.getRawHeaders(b"host"), [b"h"])
+
     def test_unusualRequests(self) -> None:
         """
         Every request that is not simple takes the usual way.

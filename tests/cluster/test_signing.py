@@ -33,6 +33,29 @@ class SigningTests(SynchronousTestCase):
         signed = self.verifier.verify(b"POST", URI, BODY, self.sign())
         self.assertEqual((signed.node, signed.project), ("a", "p1"))
 
+    def test_lines(self) -> None:
+        """
+        L{Signer.lines} are the lines of L{Signer.headers}: the same names
+        in the same order, and they verify, once.
+        """
+        lines = self.signer.lines(b"POST", URI, BODY, "p1", "b")
+        self.assertTrue(lines.endswith(b"\r\n"))
+        pairs = [line.split(b": ", 1) for line in lines.split(b"\r\n")[:-1]]
+        self.assertEqual([name for name, _ in pairs], list(self.sign()))
+        headers = dict(pairs)
+        signed = self.verifier.verify(b"POST", URI, BODY, headers)
+        self.assertEqual((signed.node, signed.project), ("a", "p1"))
+        self.assertRaises(
+            BadSignature, self.verifier.verify, b"POST", URI, BODY, headers
+        )
+        other = dict(
+            line.split(b": ", 1)
+            for line in self.signer.lines(b"POST", URI, BODY, "p1", "c").split(b"\r\n")[
+                :-1
+            ]
+        )
+        self.assertRaises(BadSignature, self.verifier.verify, b"POST", URI, BODY, other)
+
     def test_noHeaders(self) -> None:
         """
         A request without forwarding headers is not forwarded: None.
