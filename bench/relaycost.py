@@ -23,6 +23,7 @@ by the request the relay reads and signs (a ``list 10`` is answered
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -128,6 +129,7 @@ def child(options) -> None:
     node.startService()
     reactor.callWhenRunning(go)
     reactor.run()
+    shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results), file=sys.__stdout__)
 
 

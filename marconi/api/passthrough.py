@@ -257,7 +257,9 @@ class Headers:
         self._values: dict = {}
         self._names: dict = {}
         #: The header lines to forward to the owner, if read (see
-        #: L{marconi.cluster.router.ClusterRouter.forwardRaw}).
+        #: L{marconi.cluster.router.ClusterRouter.forwardRaw}), which sends
+        #: them as they are: only L{PassThrough.take} sets them, from lines
+        #: it has checked (names are tokens, values hold no CR, LF or NUL).
         self.forwardLines: Optional[bytes] = None
 
     def add(self, name: bytes, lower: bytes, value: bytes) -> None:

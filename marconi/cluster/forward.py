@@ -483,14 +483,15 @@ class PeerClient:
         peer: Peer,
         method: bytes,
         path: Target,
-        headers: list,
+        headers: Any,
         body: bytes,
-        resign: Optional[Callable[[], list]] = None,
+        resign: Optional[Callable[[], Any]] = None,
     ) -> Deferred:
         """
         Send a forwarded request to C{peer} over the connections of
         L{wire}: as L{call} with the configured timeouts, but C{headers} are
-        pairs of a raw name and value, and the L{Answer}'s headers are
+        pairs of a raw name and value, or header lines already checked, as
+        bytes (see L{wire.requestBytes}), and the L{Answer}'s headers are
         L{wire.RawHeaders}, as they came.  Callbacks on the pool's
         L{Deferred}, no coroutine: this is the relay's hot path.
 

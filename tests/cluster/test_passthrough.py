@@ -15,13 +15,14 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
 
 from marconi.api import passthrough
 from marconi.api.http import MarconiSite
 from marconi.api.passthrough import PassThrough
 from marconi.auth.noauth import NoAuth
 from marconi.cluster.errors import NodeUnavailable
-from marconi.cluster.forward import Answer
+from marconi.cluster.forward import Answer, forwardPairs
 from marconi.cluster.wire import RawHeaders
 from marconi.core.errors import Unauthorized
 from marconi.core.monitoring import NullMonitor
@@ -143,6 +144,50 @@ class TakeTests(SynchronousTestCase):
         )
         self.assertEqual(relay.requestHeaders.getRawHeaders(b"x-other"), [b"v", b"w"])
         self.assertEqual(relay.requestHeaders.getRawHeaders(b"host"), [b"h"])
+
+    def test_forwardLinesAsForwardPairs(self) -> None:
+        """
+        The lines forwarded are the headers the usual way forwards
+        (L{forward.forwardPairs} of the headers twisted.web reads), each
+        name's values in the same order: no hop-by-hop header, proxy
+        credentials, length or host reaches the owner either way.
+        """
+        extra = (
+            b"Proxy-Authorization: Basic eDp5\r\n",
+            b"Keep-Alive: timeout=5\r\n",
+            b"Proxy-Connection: keep-alive\r\n",
+            b"Connection: keep-alive\r\n",
+            b"Upgrade-Insecure-Requests: 1\r\n",
+            b"Trailer: X-T\r\n",
+            b"accept-encoding: gzip\r\n",
+            b"X-A: 1\r\n",
+            b"x-a: 2\r\n",
+            b"X-Empty: \r\n",
+            b"User-Agent: t/1\r\n",
+        )
+        for count in range(len(extra) + 1):
+            headers = b"".join(extra[count:] + extra[:count])
+            relay = self.take(_request(headers=headers))
+            if b"Trailer" in headers:
+                self.assertIsNone(relay)
+                headers = headers.replace(b"Trailer: X-T\r\n", b"")
+                relay = self.take(_request(headers=headers))
+            received = Headers()
+            head = _request(headers=headers).split(b"\r\n\r\n")[0]
+            for line in head.split(b"\r\n")[1:]:
+                if line:
+                    name, value = line.split(b":", 1)
+                    received.addRawHeader(name, value.strip())
+            expected: dict = {}
+            for name, value in forwardPairs(received, {}):
+                expected.setdefault(name.lower(), []).append(value)
+            got: dict = {}
+            for line in relay.requestHeaders.forwardLines.split(b"\r\n")[:-1]:
+                name, value = line.split(b": ", 1)
+                got.setdefault(name.lower(), []).append(value)
+            self.assertEqual(got, expected)
+            for name in (b"proxy-authorization", b"keep-alive", b"host"):
+                self.assertNotIn(name, got)
 
     def test_unusualRequests(self) -> None:
         """
