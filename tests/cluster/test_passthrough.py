@@ -179,6 +179,109 @@ class TakeTests(SynchronousTestCase):
             self.assertIsNone(self.take(data), data)
 
 
+class _Small(_Channel):
+    MAX_LENGTH = 200
+    maxHeaders = 4
+
+    class site:
+        maxRequestBody = 10
+
+
+class RecentTests(SynchronousTestCase):
+    """
+    One pass-through reads each request line and header block it was sent
+    before as it read them the first time: the same decisions, with the
+    channel's own bounds.
+    """
+
+    def setUp(self) -> None:
+        self.passThrough = PassThrough(_API(), _Router())
+
+    def test_sameDecisions(self) -> None:
+        """
+        Requests sent twice (or more) are taken, or left to the usual way,
+        each time as the first.
+        """
+        unusual = [
+            _request(version=b"HTTP/1.0"),
+            _request(headers=b"Expect: 100-continue\r\n"),
+            _request(headers=b"X-Marconi-Project: other\r\n"),
+            _request(headers=b"Content-Length: 16\r\n"),
+            _request(headers=b"Host: \xff\xfe\r\n"),
+            _request(body=b"x" * 1001),
+            _request(target=b"/v2/queues/q/stats", body=b""),
+            _request(target=b"/v2/queues/mine/messages"),
+            _request(target=b"/v2/queues/gone/messages"),
+        ]
+        usual = [
+            _request(),
+            _request(b"GET", b"/v2/queues/q/messages?limit=10", body=b""),
+            _request(headers=b"Connection: close\r\n"),
+        ]
+        for _ in range(3):
+            for data in unusual:
+                self.assertIsNone(self.passThrough.take(_Channel(), data), data)
+            relays = [self.passThrough.take(_Channel(), data) for data in usual]
+            self.assertEqual(
+                [(r.method, r.uri, r.end, r.close) for r in relays],
+                [
+                    (b"POST", b"/v2/queues/q/messages", len(usual[0]), False),
+                    (b"GET", b"/v2/queues/q/messages?limit=10", len(usual[1]), False),
+                    (b"POST", b"/v2/queues/q/messages", len(usual[2]), True),
+                ],
+            )
+
+    def test_ownerAskedEachTime(self) -> None:
+        """
+        The node of a request's queue is found anew for each request, even
+        when its lines were read before: the same headers for a queue of
+        this node, or a node that is down, take the usual way.
+        """
+        headers = b"X-Project-ID: p\r\nHost: h\r\n\r\n"
+        far = b"GET /v2/queues/q/messages HTTP/1.1\r\n" + headers
+        mine = b"GET /v2/queues/mine/messages HTTP/1.1\r\n" + headers
+        gone = b"GET /v2/queues/gone/messages HTTP/1.1\r\n" + headers
+        take = self.passThrough.take
+        self.assertIsNone(take(_Channel(), mine))
+        self.assertEqual(take(_Channel(), far).guess, ("p", "b"))
+        self.assertIsNone(take(_Channel(), mine))
+        self.assertIsNone(take(_Channel(), gone))
+        self.assertEqual(take(_Channel(), far).guess, ("p", "b"))
+
+    def test_channelBounds(self) -> None:
+        """
+        A request read before on a channel with loose bounds is still held
+        to those of the channel it comes on: too many headers, too long a
+        line, too large a body.
+        """
+        many = _request(headers=b"A: 1\r\nB: 2\r\n")
+        long = _request(headers=b"X-Long: " + b"x" * 300 + b"\r\n")
+        large = _request()
+        for data in (many, long, large):
+            self.assertIsNotNone(self.passThrough.take(_Channel(), data))
+            self.assertIsNone(self.passThrough.take(_Small(), data), data)
+            self.assertIsNotNone(self.passThrough.take(_Channel(), data))
+
+    def test_bounded(self) -> None:
+        """
+        No more than C{MAX_KEYS} request lines or header blocks are kept,
+        and none longer than C{MAX_KEY}.
+        """
+        for i in range(passthrough._Recent.MAX_KEYS * 2):
+            self.passThrough.take(
+                _Channel(), _request(headers=b"X-N: %d\r\n" % i, body=b"")
+            )
+        self.assertLessEqual(
+            len(self.passThrough._blocks), passthrough._Recent.MAX_KEYS
+        )
+        self.passThrough._blocks.clear()
+        big = _request(
+            headers=b"X-Big: " + b"x" * passthrough._Recent.MAX_KEY + b"\r\n"
+        )
+        self.assertIsNotNone(self.passThrough.take(_Channel(), big))
+        self.assertEqual(len(self.passThrough._blocks), 0)
+
+
 class _Routed(_Router):
     """
     The router of an API in memory, but queues named C{far...} belong to
