@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 
-from marconi.api import media, render, versions
+from marconi.api import media, presigned, render, versions
 from marconi.api.errors import statusOf
 from marconi.api.fast import findRoute
 from marconi.api.http import RING_VERSION_HEADER, _targetProblem, newRequestId
@@ -86,6 +86,8 @@ _HOP_LINE = re.compile(
 #: The one C{Vary} a large answer is written with, as a line of a head in
 #: lower case.
 _VARY = b"\r\nvary: accept-encoding\r\n"
+#: Contexts kept for one header block (L{_Block.contexts}), at most.
+_CONTEXTS = 16
 #: Bytes of requests pipelined behind one being passed through that are
 #: kept before the client is no longer read from.
 PIPELINED = 65536
@@ -179,6 +181,7 @@ class PassThrough:
             found,
         )
         relay.guess = guess
+        relay.block = block
         return relay
 
     def _elsewhere(self, kwargs: dict, named: Optional[str]) -> Optional[tuple]:
@@ -268,9 +271,19 @@ class _Block:
     @ivar count: how many header lines.
     @ivar longest: the length of the longest line.
     @ivar named: the project the first C{X-Project-ID} names, if any.
+    @ivar contexts: what requests sending these headers were authenticated
+        as, when that depends on nothing else (see L{Relay.start}).
     """
 
-    __slots__ = ("headers", "length", "close", "count", "longest", "named")
+    __slots__ = (
+        "headers",
+        "length",
+        "close",
+        "count",
+        "longest",
+        "named",
+        "contexts",
+    )
 
     def __init__(
         self,
@@ -287,6 +300,7 @@ class _Block:
         self.count = count
         self.longest = longest
         self.named = named
+        self.contexts: dict = {}
 
 
 #: A header block that makes a request take the usual way.
@@ -427,6 +441,8 @@ class Relay:
     clientproto = b"HTTP/1.1"
     #: The project the request named, and the node of its queue.
     guess: tuple = (None, None)
+    #: What its header lines read as (L{_Block}).
+    block: Any = None
     #: It carries no forwarding header (L{PassThrough.take} leaves any
     #: such request to the usual way): the router has no signature to
     #: look for.
@@ -494,11 +510,32 @@ class Relay:
         handed, where it waits, to L{Deferred.fromCoroutine}, which
         resumes it when the driver answers (a coroutine awaiting a
         L{Deferred} that has not fired looks at it again when resumed).
+
+        With an auth driver that trusts the headers (C{trustsHeaders}: the
+        project is the one they name), a request sending none of the
+        pre-signed URL headers is authenticated by its headers, its
+        version, the project in its path and its method alone: what the
+        first request of a header block was authenticated as (its
+        context, and the media type of its answer) serves the next ones
+        with the same (L{_Block.contexts}).  Any other driver is asked for
+        every request: a token may expire or be revoked.
         """
         kwargs = self.kwargs
-        context = self.passThrough.api._context(
-            self, kwargs["version"], kwargs.get("project_id")
-        )
+        api = self.passThrough.api
+        block = self.block
+        key = (kwargs["version"], kwargs.get("project_id"), self.method)
+        if block is not None:
+            known = block.contexts.get(key)
+            if known is not None and known[0] is api.auth and known[1] is api.limits:
+                ctx = known[2]
+                self.media = known[3]
+                self.project = ctx.project
+                try:
+                    self._authenticated(ctx)
+                except Exception:
+                    self._failed(Failure())
+                return
+        context = api._context(self, kwargs["version"], kwargs.get("project_id"))
         try:
             context.send(None)
         except StopIteration as done:
@@ -510,6 +547,15 @@ class Relay:
         else:
             ctx = None
         if ctx is not None:
+            if (
+                block is not None
+                and getattr(api.auth, "trustsHeaders", False)
+                and not ctx.forwarded
+                and block.headers._values.keys().isdisjoint(presigned.HEADERS)
+            ):
+                if len(block.contexts) >= _CONTEXTS:
+                    block.contexts.clear()
+                block.contexts[key] = (api.auth, api.limits, ctx, self.media)
             try:
                 self._authenticated(ctx)
             except Exception:
