@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 
-from marconi.api import media, render, versions
+from marconi.api import media, presigned, render, versions
 from marconi.api.errors import statusOf
 from marconi.api.fast import findRoute
 from marconi.api.http import RING_VERSION_HEADER, _targetProblem, newRequestId
@@ -86,6 +86,8 @@ _HOP_LINE = re.compile(
 #: The one C{Vary} a large answer is written with, as a line of a head in
 #: lower case.
 _VARY = b"\r\nvary: accept-encoding\r\n"
+#: Contexts kept for one header block (L{_Block.contexts}), at most.
+_CONTEXTS = 16
 #: Bytes of requests pipelined behind one being passed through that are
 #: kept before the client is no longer read from.
 PIPELINED = 65536
@@ -110,12 +112,20 @@ class PassThrough:
         self.router = router
         self.labels = api.app.labels
         self.forwarded = forwarded
+        #: What recent request lines and header blocks read as.
+        self._targets = _Recent()
+        self._blocks = _Recent()
 
     def take(self, channel: Any, data: bytes) -> Optional["Relay"]:
         """
         The L{Relay} of the request C{data} begins with, if it may be passed
         through; L{None} if it takes the usual way.  C{data} is what
         arrived at the start of a request.
+
+        What is read of a request line, and of a block of header lines, is
+        a function of their bytes alone (the channel's bounds are checked
+        apart): it is kept for the next request that sends the same bytes
+        (L{_Recent}), as a client's requests on a queue mostly do.
         """
         end = data.find(b"\r\n\r\n")
         if end < 0 or end > channel.totalHeadersSize:
@@ -126,76 +136,55 @@ class PassThrough:
             # here is worth reading it for.
             return None
         first = data.find(b"\r\n")
-        parts = data[:first].split(b" ")
-        if len(parts) != 3 or parts[2] != b"HTTP/1.1" or first > channel.MAX_LENGTH:
+        if first > channel.MAX_LENGTH:
             return None
-        method, uri, _ = parts
-        path = uri.partition(b"?")[0]
-        if _targetProblem(uri, path) is not None or _CONTROL.search(uri):
-            # twisted.web answers a target with control bytes itself.
+        requestLine = data[:first]
+        target = self._targets.get(requestLine, _UNREAD)
+        if target is _UNREAD:
+            target = self._targets.keep(requestLine, _readTarget(requestLine))
+        if target is None:
             return None
-        segments = path[1:].split(b"/")
-        if b"%" in path:
-            segments = [unquote_to_bytes(s) for s in segments]
-        found = findRoute(method, segments)
-        if found is None:
-            return None
+        method, uri, path, found = target
         lines = data[first : end + 2]
-        block = lines[2:]
-        guess = self._elsewhere(found[1], lines)
+        block = self._blocks.get(lines)
+        if block is None:
+            # Read at once only for a queue another node serves: a request
+            # for one of this node's own takes the usual way at once.
+            named = _namedProject(lines)
+        else:
+            if block is _USUAL:
+                return None
+            named = block.named
+        guess = self._elsewhere(found[1], named)
         if guess is None:
             return None
-        if not _HEADERS.fullmatch(block):
-            return None
-        if end > channel.MAX_LENGTH and any(
-            len(line) > channel.MAX_LENGTH for line in block.split(b"\r\n")
+        if block is None:
+            block = self._blocks.keep(lines, _readBlock(lines, named))
+            if block is _USUAL:
+                return None
+        if (
+            block.count > channel.maxHeaders
+            or block.longest > channel.MAX_LENGTH
+            or block.length > channel.site.maxRequestBody
         ):
             return None
-        pairs = headerPairs(block)
-        if len(pairs) > channel.maxHeaders:
-            return None
-        headers = Headers()
-        values = headers._values
-        names = headers._names
-        # The lines forwarded to the owner: those checked above, less the
-        # ones not forwarded (hop-by-hop, the length, the host).
-        forwarded = []
-        length = None
-        close = False
-        for name, value in pairs:
-            lower = name.lower()
-            if lower in _UNUSUAL or lower.startswith(_FORWARDING):
-                return None
-            if lower in NOT_FORWARDED:
-                if lower == b"content-length":
-                    if length is not None or not value.isdigit():
-                        return None
-                    length = int(value)
-                elif lower == b"connection":
-                    close = b"close" in value.lower().replace(b",", b" ").split()
-                elif lower == b"host" and not _utf8(value):
-                    # Klein answers a host name that is not UTF-8 itself.
-                    return None
-            else:
-                forwarded.append(b"%s: %s\r\n" % (name, value))
-            # Headers.add, inline.
-            known = values.get(lower)
-            if known is None:
-                values[lower] = [value]
-                names[lower] = name
-            else:
-                known.append(value)
-        headers.forwardLines = b"".join(forwarded)
-        length = length or 0
-        if length > channel.site.maxRequestBody:
-            return None
         relay = Relay(
-            self, channel, method, uri, path, headers, end + 4, length, close, found
+            self,
+            channel,
+            method,
+            uri,
+            path,
+            block.headers,
+            end + 4,
+            block.length,
+            block.close,
+            found,
         )
         relay.guess = guess
+        relay.block = block
         return relay
 
-    def _elsewhere(self, kwargs: dict, lines: bytes) -> Optional[tuple]:
+    def _elsewhere(self, kwargs: dict, named: Optional[str]) -> Optional[tuple]:
         """
         Whether the request is likely for a queue another node serves, by
         the project it names (in its path, or its C{X-Project-ID}), before
@@ -204,17 +193,16 @@ class PassThrough:
         authenticated, the request is routed by its project again (unless
         it is the one named).
 
-        @param lines: the request's header lines, each after a CRLF.
+        @param named: the project its first C{X-Project-ID} names, if any.
         @return: L{None} if the request takes the usual way, else the
             project named and its queue's node (C{(None, None)} if it names
             none).
         """
         project = kwargs.get("project_id")
         if project is None:
-            named = headerValues(lines, lines.lower(), b"x-project-id")
-            if not named:
+            if named is None:
                 return (None, None)
-            project = named[0].decode("latin-1")
+            project = named
         owner = self.owner(project, kwargs["queue"])
         return None if owner is None else (project, owner)
 
@@ -235,6 +223,156 @@ class PassThrough:
         if holder == router.config.nodeName or not router.membership.isUp(holder):
             return None
         return holder
+
+
+#: A request line not read yet (L{None} is one that takes the usual way).
+_UNREAD = object()
+
+
+def _readTarget(requestLine: bytes) -> Optional[tuple]:
+    """
+    What a request line holds, if it may be passed through: its method,
+    target, path and hot route (L{findRoute}); else L{None}.
+    """
+    parts = requestLine.split(b" ")
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+        return None
+    method, uri, _ = parts
+    path = uri.partition(b"?")[0]
+    if _targetProblem(uri, path) is not None or _CONTROL.search(uri):
+        # twisted.web answers a target with control bytes itself.
+        return None
+    segments = path[1:].split(b"/")
+    if b"%" in path:
+        segments = [unquote_to_bytes(s) for s in segments]
+    found = findRoute(method, segments)
+    if found is None:
+        return None
+    return (method, uri, path, found)
+
+
+def _namedProject(lines: bytes) -> Optional[str]:
+    """
+    The project the first C{X-Project-ID} of the header C{lines} (each
+    after a CRLF) names, if any.
+    """
+    named = headerValues(lines, lines.lower(), b"x-project-id")
+    return named[0].decode("latin-1") if named else None
+
+
+class _Block:
+    """
+    What a block of request header lines reads as.
+
+    @ivar headers: the L{Headers} (never changed once read: the requests
+        that send the same block share them).
+    @ivar length: the body's declared length.
+    @ivar close: the client asks to close the connection after it.
+    @ivar count: how many header lines.
+    @ivar longest: the length of the longest line.
+    @ivar named: the project the first C{X-Project-ID} names, if any.
+    @ivar contexts: what requests sending these headers were authenticated
+        as, when that depends on nothing else (see L{Relay.start}).
+    """
+
+    __slots__ = (
+        "headers",
+        "length",
+        "close",
+        "count",
+        "longest",
+        "named",
+        "contexts",
+    )
+
+    def __init__(
+        self,
+        headers: "Headers",
+        length: int,
+        close: bool,
+        count: int,
+        longest: int,
+        named: Optional[str],
+    ) -> None:
+        self.headers = headers
+        self.length = length
+        self.close = close
+        self.count = count
+        self.longest = longest
+        self.named = named
+        self.contexts: dict = {}
+
+
+#: A header block that makes a request take the usual way.
+_USUAL: Any = object()
+
+
+def _readBlock(lines: bytes, named: Optional[str]) -> Any:
+    """
+    Read the header C{lines} of a request (each after a CRLF, the last
+    followed by one): a L{_Block}, or L{_USUAL} if the request takes the
+    usual way for them (a malformed line, a header read in a special way,
+    a forwarding header, a malformed length or host).
+    """
+    block = lines[2:]
+    if not _HEADERS.fullmatch(block):
+        return _USUAL
+    pairs = headerPairs(block)
+    headers = Headers()
+    values = headers._values
+    names = headers._names
+    # The lines forwarded to the owner: those checked above, less the
+    # ones not forwarded (hop-by-hop, the length, the host).
+    forwarded = []
+    length = None
+    close = False
+    for name, value in pairs:
+        lower = name.lower()
+        if lower in _UNUSUAL or lower.startswith(_FORWARDING):
+            return _USUAL
+        if lower in NOT_FORWARDED:
+            if lower == b"content-length":
+                if length is not None or not value.isdigit():
+                    return _USUAL
+                length = int(value)
+            elif lower == b"connection":
+                close = b"close" in value.lower().replace(b",", b" ").split()
+            elif lower == b"host" and not _utf8(value):
+                # Klein answers a host name that is not UTF-8 itself.
+                return _USUAL
+        else:
+            forwarded.append(b"%s: %s\r\n" % (name, value))
+        # Headers.add, inline.
+        known = values.get(lower)
+        if known is None:
+            values[lower] = [value]
+            names[lower] = name
+        else:
+            known.append(value)
+    headers.forwardLines = b"".join(forwarded)
+    longest = max(len(line) for line in block.split(b"\r\n"))
+    return _Block(headers, length or 0, close, len(pairs), longest, named)
+
+
+class _Recent(dict):
+    """
+    What recent keys (request lines, header blocks) read as, bounded: a
+    key longer than L{MAX_KEY} is not kept, and when L{MAX_KEYS} are kept
+    they are all forgotten.
+    """
+
+    MAX_KEYS = 256
+    MAX_KEY = 4096
+
+    def keep(self, key: bytes, value: Any) -> Any:
+        """
+        Keep C{value} for C{key}, and return it.
+        """
+        if len(key) <= self.MAX_KEY:
+            if len(self) >= self.MAX_KEYS:
+                self.clear()
+            self[key] = value
+        return value
 
 
 def _utf8(value: bytes) -> bool:
@@ -305,6 +443,8 @@ class Relay:
     clientproto = b"HTTP/1.1"
     #: The project the request named, and the node of its queue.
     guess: tuple = (None, None)
+    #: What its header lines read as (L{_Block}).
+    block: Any = None
     #: It carries no forwarding header (L{PassThrough.take} leaves any
     #: such request to the usual way): the router has no signature to
     #: look for.
@@ -372,11 +512,32 @@ class Relay:
         handed, where it waits, to L{Deferred.fromCoroutine}, which
         resumes it when the driver answers (a coroutine awaiting a
         L{Deferred} that has not fired looks at it again when resumed).
+
+        With an auth driver that trusts the headers (C{trustsHeaders}: the
+        project is the one they name), a request sending none of the
+        pre-signed URL headers is authenticated by its headers, its
+        version, the project in its path and its method alone: what the
+        first request of a header block was authenticated as (its
+        context, and the media type of its answer) serves the next ones
+        with the same (L{_Block.contexts}).  Any other driver is asked for
+        every request: a token may expire or be revoked.
         """
         kwargs = self.kwargs
-        context = self.passThrough.api._context(
-            self, kwargs["version"], kwargs.get("project_id")
-        )
+        api = self.passThrough.api
+        block = self.block
+        key = (kwargs["version"], kwargs.get("project_id"), self.method)
+        if block is not None:
+            known = block.contexts.get(key)
+            if known is not None and known[0] is api.auth and known[1] is api.limits:
+                ctx = known[2]
+                self.media = known[3]
+                self.project = ctx.project
+                try:
+                    self._authenticated(ctx)
+                except Exception:
+                    self._failed(Failure())
+                return
+        context = api._context(self, kwargs["version"], kwargs.get("project_id"))
         try:
             context.send(None)
         except StopIteration as done:
@@ -388,6 +549,15 @@ class Relay:
         else:
             ctx = None
         if ctx is not None:
+            if (
+                block is not None
+                and getattr(api.auth, "trustsHeaders", False)
+                and not ctx.forwarded
+                and block.headers._values.keys().isdisjoint(presigned.HEADERS)
+            ):
+                if len(block.contexts) >= _CONTEXTS:
+                    block.contexts.clear()
+                block.contexts[key] = (api.auth, api.limits, ctx, self.media)
             try:
                 self._authenticated(ctx)
             except Exception:

@@ -76,10 +76,11 @@ class NotAPath(ValidationFailed):
         super().__init__("The request target must be a path beginning with '/'.")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answer:
     """
-    A peer's whole response.
+    A peer's whole response (not changed once made; not frozen, which
+    made each of the relay's answers cost a microsecond more).
 
     @ivar head: of a forwarded request's answer, its head as it came, when
         the body is delimited by its C{Content-Length} alone (see
@@ -502,6 +503,25 @@ class PeerClient:
             (signed again: the owner refuses a nonce twice, and a request
             stamped before it restarted); without it the same are sent.
         """
+        d = self.send(peer, method, path, headers, body, resign)
+        return d.addCallbacks(_answered, forwardFailed, errbackArgs=(peer,))
+
+    def send(
+        self,
+        peer: Peer,
+        method: bytes,
+        path: Target,
+        headers: list,
+        body: bytes,
+        resign: Optional[Callable[[], list]] = None,
+    ) -> Deferred:
+        """
+        L{forward}, but the L{Deferred} of the connection pool as it is:
+        firing with C{(Head, body)} (L{answerOf} makes the L{Answer}),
+        failing with the pool's error (L{forwardFailed} makes it a
+        L{NodeUnavailable}).  For a caller that adds its own callbacks to
+        these, in one step.
+        """
         host = _host(peer.url)
         data = wire.requestBytes(method, path.uri, host, headers, body)
         again = None
@@ -511,7 +531,7 @@ class PeerClient:
                 fresh = headers if resign is None else resign()
                 return wire.requestBytes(method, path.uri, host, fresh, body)
 
-        d = self.wire.request(
+        return self.wire.request(
             peer.url,
             data,
             method == b"HEAD",
@@ -520,7 +540,6 @@ class PeerClient:
             self._config.bodyTimeout,
             again,
         )
-        return d.addCallbacks(_answered, _forwardFailed, errbackArgs=(peer,))
 
     async def _call(
         self,
@@ -555,12 +574,18 @@ class PeerClient:
         return self.pool.closeCachedConnections()
 
 
-def _answered(result: tuple) -> Answer:
-    head, content = result
+def answerOf(head: Any, content: bytes) -> Answer:
+    """
+    The L{Answer} of a forwarded request's head and body.
+    """
     return Answer(head.code, head.phrase, head.headers, content, head.raw)
 
 
-def _forwardFailed(failure: Failure, peer: Peer) -> Failure:
+def _answered(result: tuple) -> Answer:
+    return answerOf(*result)
+
+
+def forwardFailed(failure: Failure, peer: Peer) -> Failure:
     """
     A forwarded request's failure as L{NodeUnavailable}, but a
     cancellation (its client went away) as L{CancelledError}.

@@ -27,6 +27,8 @@ from marconi.cluster.errors import (
 from marconi.cluster.forward import (
     Answer,
     PeerClient,
+    answerOf,
+    forwardFailed,
     forwardPairs,
     pathAndQuery,
     relayHeaders,
@@ -434,16 +436,15 @@ class ClusterRouter(MultiService):
         """
         try:
             sign = self._signing(method, path.uri, received, body, project, owner)
-            d = self.client.forward(
-                self.config.peer(owner), method, path, sign(), body, sign
-            )
+            peer = self.config.peer(owner)
+            d = self.client.send(peer, method, path, sign(), body, sign)
         except Exception:
             return fail()
         return d.addCallbacks(
             self._ownerAnswered,
-            self._failed,
+            self._ownerFailed,
             callbackArgs=(owner, method, path, received, body, project),
-            errbackArgs=(owner, method, path),
+            errbackArgs=(peer, method, path),
         )
 
     def _signing(
@@ -471,7 +472,7 @@ class ClusterRouter(MultiService):
 
     def _ownerAnswered(
         self,
-        answer: Answer,
+        result: tuple,
         owner: str,
         method: bytes,
         path: Any,
@@ -479,6 +480,11 @@ class ClusterRouter(MultiService):
         body: bytes,
         project: str,
     ) -> Any:
+        """
+        The owner answered (the pool's C{(Head, body)}): its L{Answer}, or
+        the answer of the node the queue moved to.
+        """
+        answer = answerOf(*result)
         self.membership.reportAnswer(owner)
         if answer.code != 503:
             return answer
@@ -515,6 +521,19 @@ class ClusterRouter(MultiService):
             callbackArgs=(node,),
             errbackArgs=(node, method, path),
         )
+
+    def _ownerFailed(
+        self, failure: Failure, peer: Any, method: bytes, path: Any
+    ) -> Failure:
+        """
+        Sending to the owner failed: L{_failed}, of the pool's failure made
+        a L{NodeUnavailable} (a cancellation stays one).
+        """
+        try:
+            failure = forwardFailed(failure, peer)
+        except Exception:
+            failure = Failure()
+        return self._failed(failure, peer.name, method, path)
 
     def _answered(self, answer: Answer, node: str) -> Answer:
         self.membership.reportAnswer(node)

@@ -224,6 +224,109 @@ class TakeTests(SynchronousTestCase):
             self.assertIsNone(self.take(data), data)
 
 
+class _Small(_Channel):
+    MAX_LENGTH = 200
+    maxHeaders = 4
+
+    class site:
+        maxRequestBody = 10
+
+
+class RecentTests(SynchronousTestCase):
+    """
+    One pass-through reads each request line and header block it was sent
+    before as it read them the first time: the same decisions, with the
+    channel's own bounds.
+    """
+
+    def setUp(self) -> None:
+        self.passThrough = PassThrough(_API(), _Router())
+
+    def test_sameDecisions(self) -> None:
+        """
+        Requests sent twice (or more) are taken, or left to the usual way,
+        each time as the first.
+        """
+        unusual = [
+            _request(version=b"HTTP/1.0"),
+            _request(headers=b"Expect: 100-continue\r\n"),
+            _request(headers=b"X-Marconi-Project: other\r\n"),
+            _request(headers=b"Content-Length: 16\r\n"),
+            _request(headers=b"Host: \xff\xfe\r\n"),
+            _request(body=b"x" * 1001),
+            _request(target=b"/v2/queues/q/stats", body=b""),
+            _request(target=b"/v2/queues/mine/messages"),
+            _request(target=b"/v2/queues/gone/messages"),
+        ]
+        usual = [
+            _request(),
+            _request(b"GET", b"/v2/queues/q/messages?limit=10", body=b""),
+            _request(headers=b"Connection: close\r\n"),
+        ]
+        for _ in range(3):
+            for data in unusual:
+                self.assertIsNone(self.passThrough.take(_Channel(), data), data)
+            relays = [self.passThrough.take(_Channel(), data) for data in usual]
+            self.assertEqual(
+                [(r.method, r.uri, r.end, r.close) for r in relays],
+                [
+                    (b"POST", b"/v2/queues/q/messages", len(usual[0]), False),
+                    (b"GET", b"/v2/queues/q/messages?limit=10", len(usual[1]), False),
+                    (b"POST", b"/v2/queues/q/messages", len(usual[2]), True),
+                ],
+            )
+
+    def test_ownerAskedEachTime(self) -> None:
+        """
+        The node of a request's queue is found anew for each request, even
+        when its lines were read before: the same headers for a queue of
+        this node, or a node that is down, take the usual way.
+        """
+        headers = b"X-Project-ID: p\r\nHost: h\r\n\r\n"
+        far = b"GET /v2/queues/q/messages HTTP/1.1\r\n" + headers
+        mine = b"GET /v2/queues/mine/messages HTTP/1.1\r\n" + headers
+        gone = b"GET /v2/queues/gone/messages HTTP/1.1\r\n" + headers
+        take = self.passThrough.take
+        self.assertIsNone(take(_Channel(), mine))
+        self.assertEqual(take(_Channel(), far).guess, ("p", "b"))
+        self.assertIsNone(take(_Channel(), mine))
+        self.assertIsNone(take(_Channel(), gone))
+        self.assertEqual(take(_Channel(), far).guess, ("p", "b"))
+
+    def test_channelBounds(self) -> None:
+        """
+        A request read before on a channel with loose bounds is still held
+        to those of the channel it comes on: too many headers, too long a
+        line, too large a body.
+        """
+        many = _request(headers=b"A: 1\r\nB: 2\r\n")
+        long = _request(headers=b"X-Long: " + b"x" * 300 + b"\r\n")
+        large = _request()
+        for data in (many, long, large):
+            self.assertIsNotNone(self.passThrough.take(_Channel(), data))
+            self.assertIsNone(self.passThrough.take(_Small(), data), data)
+            self.assertIsNotNone(self.passThrough.take(_Channel(), data))
+
+    def test_bounded(self) -> None:
+        """
+        No more than C{MAX_KEYS} request lines or header blocks are kept,
+        and none longer than C{MAX_KEY}.
+        """
+        for i in range(passthrough._Recent.MAX_KEYS * 2):
+            self.passThrough.take(
+                _Channel(), _request(headers=b"X-N: %d\r\n" % i, body=b"")
+            )
+        self.assertLessEqual(
+            len(self.passThrough._blocks), passthrough._Recent.MAX_KEYS
+        )
+        self.passThrough._blocks.clear()
+        big = _request(
+            headers=b"X-Big: " + b"x" * passthrough._Recent.MAX_KEY + b"\r\n"
+        )
+        self.assertIsNotNone(self.passThrough.take(_Channel(), big))
+        self.assertEqual(len(self.passThrough._blocks), 0)
+
+
 class _Routed(_Router):
     """
     The router of an API in memory, but queues named C{far...} belong to
@@ -234,6 +337,7 @@ class _Routed(_Router):
         self._router = router
         self.sent: list = []
         self.cancelled: list = []
+        self.projects: list = []
 
     def __getattr__(self, name: str):
         return getattr(self._router, name)
@@ -243,6 +347,7 @@ class _Routed(_Router):
 
     def forwardRaw(self, method, uri, headers, body, project, owner) -> Deferred:
         d: Deferred = Deferred(lambda _: self.cancelled.append(uri))
+        self.projects.append(project)
         self.sent.append((method, uri, dict(headers.getAllRawHeaders()), body, d))
         return d
 
@@ -346,6 +451,18 @@ class ChannelTests(SynchronousTestCase):
         self.assertEqual(self.router.sent, [])
         self.auth.decide()
         self.assertEqual(len(self.router.sent), 1)
+
+    def test_tokensAskedEachTime(self) -> None:
+        """
+        An auth driver that does not trust the headers is asked for every
+        request, however alike: a token may expire, or be revoked.
+        """
+        for index in range(3):
+            self.channel.dataReceived(self.post("far"))
+            self.assertEqual(len(self.auth.asked), index + 1)
+            self.auth.decide()
+            self.answer()
+        self.assertEqual(len(self.router.sent), 3)
 
     def answer(self, index: int = -1, code: int = 201, headers=_OWNERS) -> None:
         self.router.sent[index][4].callback(
@@ -612,6 +729,130 @@ class ChannelTests(SynchronousTestCase):
         [(status, headers, _)] = _answers(self.transport.value())
         self.assertEqual((status, headers[b"connection"]), (201, b"close"))
         self.assertTrue(self.transport.disconnecting)
+
+
+class TrustedHeadersTests(SynchronousTestCase):
+    """
+    With an auth driver that trusts the headers, what a request was
+    authenticated as serves the next ones that send the same header lines
+    for the same version, path project and method.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.api = api = InMemoryNode(self).api
+        self.router = _Routed(api.router)
+        api.router = self.router
+        self.contexts: list = []
+        context = api._context
+
+        def counted(request, version, projectId):
+            # Of the pass-through (a request refused is then served the
+            # usual way, and authenticated there again).
+            if isinstance(request, passthrough.Relay):
+                self.contexts.append((request.method, version, projectId))
+            return context(request, version, projectId)
+
+        api._context = counted
+        self.site = MarconiSite(
+            api.resource(), maxRequestBody=10_000, reactor=self.clock
+        )
+        self.site.passThrough = PassThrough(api, self.router)
+        self.transport = connectChannel(self, self.site, 5)
+        self.channel = self.transport.protocol
+
+    def send(self, data: bytes) -> tuple:
+        """
+        Send C{data}, answer what it was forwarded as, and return the
+        client's answer.
+        """
+        self.transport.clear()
+        sent = len(self.router.sent)
+        self.channel.dataReceived(data)
+        if len(self.router.sent) > sent:
+            self.router.sent[-1][4].callback(
+                Answer(201, b"Created", RawHeaders(list(_OWNERS)), b"[]")
+            )
+        [answer] = _answers(self.transport.value())
+        return answer
+
+    def test_authenticatedOnce(self) -> None:
+        """
+        A request sending the same header lines as one before it is
+        forwarded for the same project without being authenticated again;
+        one with other headers, another version, another method, or a
+        project in its path is authenticated.
+        """
+        post = _request(target=b"/v2/queues/far/messages")
+        for _ in range(3):
+            self.assertEqual(self.send(post)[0], 201)
+        self.assertEqual(len(self.contexts), 1)
+        other = _request(
+            target=b"/v2/queues/far/messages",
+            headers=b"Accept: application/json\r\n",
+        )
+        self.assertEqual(self.send(other)[0], 201)
+        self.assertEqual(self.send(other)[0], 201)
+        self.assertEqual(len(self.contexts), 2)
+        self.send(_request(target=b"/v1.1/queues/far/messages"))
+        self.send(_request(target=b"/v2/projects/p/queues/far/messages"))
+        self.assertEqual(len(self.contexts), 4)
+        self.assertEqual(self.router.projects, ["p"] * 7)
+
+    def test_projectOfItsHeaders(self) -> None:
+        """
+        Requests naming other projects in their headers are forwarded each
+        for its own, however often each is sent.
+        """
+        for _ in range(2):
+            for project in (b"p", b"other"):
+                data = _request(target=b"/v2/queues/far/messages").replace(
+                    b"X-Project-ID: p", b"X-Project-ID: " + project
+                )
+                self.assertEqual(self.send(data)[0], 201)
+        self.assertEqual(self.router.projects, ["p", "other"] * 2)
+        self.assertEqual(len(self.contexts), 2)
+
+    def test_refusedEachTime(self) -> None:
+        """
+        A request the API refuses before forwarding it is refused each
+        time (nothing of it is kept), and a request sending pre-signed URL
+        headers is authenticated each time.
+        """
+        noClient = _request(target=b"/v2/queues/far/messages").replace(
+            b"Client-ID: " + CLIENT.encode() + b"\r\n", b""
+        )
+        for _ in range(2):
+            self.assertEqual(self.send(noClient)[0], 400)
+        presigned = _request(
+            target=b"/v2/queues/far/messages", headers=b"URL-Expires: 1\r\n"
+        )
+        for _ in range(2):
+            self.assertIn(self.send(presigned)[0], (400, 401, 403))
+        self.assertEqual(len(self.contexts), 4)
+        self.assertEqual(self.router.sent, [])
+
+    def test_anotherDriver(self) -> None:
+        """
+        Once the node's auth driver is another, requests are authenticated
+        anew by it.
+        """
+        post = _request(target=b"/v2/queues/far/messages")
+        self.send(post)
+        self.api.auth = _Refusing()
+        self.assertEqual(self.send(post)[0], 401)
+        self.assertEqual(len(self.contexts), 2)
+        self.assertEqual(len(self.router.sent), 1)
+
+
+class _Refusing(NoAuth):
+    """
+    A driver that trusts the headers, and refuses every request.
+    """
+
+    def authenticate(self, headers, urlProject) -> Deferred:
+        return fail(Unauthorized("No."))
 
 
 def _answers(data: bytes) -> list:
