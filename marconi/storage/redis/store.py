@@ -160,8 +160,12 @@ _NO_TAGS: tuple = ()
 
 def _records(rows: Iterable[Sequence[Any]]) -> list[Message]:
     """
-    Messages of records in L{Message}'s field order: integers as
-    integers, times as text, no claim as a false value.
+    Messages of records as C{frow} writes them (see
+    L{marconi.storage.redis.lua}): id, marker, body, TTL, client id, claim
+    id (a false value for none), tags JSON, checksum, claim count, and the
+    times as one text (created, expires, visible-at, and the claim expiry,
+    empty for none, separated by spaces).  A message visible from its
+    creation has both times as the same text, parsed once.
     """
     make = models.makeMessage
     return [
@@ -170,9 +174,9 @@ def _records(rows: Iterable[Sequence[Any]]) -> list[Message]:
             k,
             b,
             t,
-            float(c),
+            created,
             float(e),
-            float(v),
+            created if v == c else float(v),
             ci,
             cid or None,
             float(ce) if ce else None,
@@ -180,24 +184,26 @@ def _records(rows: Iterable[Sequence[Any]]) -> list[Message]:
             _NO_TAGS if g == "[]" else tuple(json.loads(g)),
             s,
         )
-        for i, k, b, t, c, e, v, ci, cid, ce, n, g, s in rows
+        for i, k, b, t, ci, cid, g, s, n, times in rows
+        for c, e, v, ce in [times.split(" ")]
+        for created in [float(c)]
     ]
 
 
 def _flatMessages(reply: Any) -> list[Message]:
     """
     The messages of a script that answers with C{frow} (see
-    L{marconi.storage.redis.lua}): 13 values per message, in L{Message}'s
-    field order, integers as integers and times as text.
+    L{marconi.storage.redis.lua}): 10 values per message, as L{_records}
+    reads them.
     """
     if not reply:
         return []
-    if len(reply) % 13:
+    if len(reply) % 10:
         raise errors.StorageUnavailable(
             "The Redis server answered a listing with a reply of the wrong shape."
         )
     values = iter(reply)
-    return _records(zip(*(values,) * 13, strict=True))
+    return _records(zip(*(values,) * 10, strict=True))
 
 
 def _sortedMessages(reply: Any) -> list[Message]:
