@@ -40,9 +40,52 @@ from its fields and the caller's C{now}; the C{f}, C{cl}, C{x} and C{d}
 indexes only narrow down what has to be looked at.
 """
 
-_PRELUDE = r"""
+# What the listing script needs: the message fields, `frow` and `hasTags`.
+# The other scripts have the whole prelude; a script defines its local
+# functions anew on every run, so the listing, the most frequent script,
+# defines only these.
+_ROWS = r"""
 local FIELDS = {'k', 'b', 't', 'c', 'e', 'v', 'i', 'ci', 'ce', 'n', 'g', 's'}
 
+-- Append one message to `out` as 10 values: its id, marker, body, TTL,
+-- client id, claim id ('' for none), tags (JSON), checksum and claim
+-- count, then its times as one text: created, expires, visible-at and
+-- claim expiry ('' for none), separated by spaces (numbers as the scripts
+-- and the driver write them, which hold no space).  The marker, TTL and
+-- count are sent as integers (stored as integer text), the rest as bulk
+-- strings, which the client's reply parser (hiredis, in C) builds with no
+-- escapes to undo.  The times as one text are fewer values for the server
+-- to send and for the client to parse, and are not parsed here.
+local function frow(out, id, r)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, tonumber(r[1]), r[2],
+    tonumber(r[3])
+  out[n + 5], out[n + 6], out[n + 7], out[n + 8] = r[7] or '', r[8] or '',
+    r[11] or '[]', r[12] or ''
+  out[n + 9], out[n + 10] = tonumber(r[10]),
+    r[4] .. ' ' .. r[5] .. ' ' .. r[6] .. ' ' .. (r[9] or '')
+end
+
+local function hasTags(r, want)
+  if #want == 0 then
+    return true
+  end
+  local have = {}
+  for _, t in ipairs(cjson.decode(r[11])) do
+    have[t] = true
+  end
+  for _, t in ipairs(want) do
+    if not have[t] then
+      return false
+    end
+  end
+  return true
+end
+"""
+
+_PRELUDE = (
+    _ROWS
+    + r"""
 local function num(x)
   return string.format('%.17g', x)
 end
@@ -60,40 +103,8 @@ local function record(id, r)
           r[11], r[12]}
 end
 
--- Append one message to `out` as its 13 values in the order of the
--- client's Message fields: the marker, TTL and claim count as integers
--- (stored as integer text), times as text (%.17g; a Lua number would be
--- sent as an integer), no claim as ''.  A flat array of bulk strings
--- costs the server less to send than JSON text, and the client's reply
--- parser (hiredis, in C) builds its strings with no escapes to undo.
-local function frow(out, id, r)
-  local n = #out
-  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, tonumber(r[1]), r[2],
-    tonumber(r[3])
-  out[n + 5], out[n + 6], out[n + 7], out[n + 8] = r[4], r[5], r[6], r[7]
-  out[n + 9], out[n + 10], out[n + 11] = r[8] or '', r[9] or '',
-    tonumber(r[10])
-  out[n + 12], out[n + 13] = r[11] or '[]', r[12] or ''
-end
-
 local function claimLive(r, now)
   return r[8] ~= false and r[9] ~= false and tonumber(r[9]) > now
-end
-
-local function hasTags(r, want)
-  if #want == 0 then
-    return true
-  end
-  local have = {}
-  for _, t in ipairs(cjson.decode(r[11])) do
-    have[t] = true
-  end
-  for _, t in ipairs(want) do
-    if not have[t] then
-      return false
-    end
-  end
-  return true
 end
 
 -- marconi.core.rules.isClaimable and hasTags
@@ -208,7 +219,10 @@ end
 -- the member it is given.  The first page holds `size` members (16 when not
 -- given: most walks stop within the first few, a page of messages, one
 -- claim); pages grow to 100 for walks that go on.  A page shorter than
--- asked for is the last.
+-- asked for is the last.  Pages come without their scores (Redis writes
+-- each score as text with %.17g, a sizeable part of a short walk): the
+-- score of the last member of a full page, where the next page starts, is
+-- read before fn may remove that member.
 local function walk(key, from, reverse, fn, size)
   local command, to = 'ZRANGEBYSCORE', '+inf'
   if reverse then
@@ -216,17 +230,19 @@ local function walk(key, from, reverse, fn, size)
   end
   size = size or 16
   while true do
-    local page = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', 0, size)
+    local page = redis.call(command, key, from, to, 'LIMIT', 0, size)
     local n = #page
-    for i = 1, n, 2 do
+    if n == size then
+      from = '(' .. redis.call('ZSCORE', key, page[n])
+    end
+    for i = 1, n do
       if fn(page[i]) then
         return
       end
     end
-    if n < 2 * size then
+    if n < size then
       return
     end
-    from = '(' .. page[n]
     size = math.min(100, size * 4)
   end
 end
@@ -239,6 +255,7 @@ local function rscan(key, fn)
   walk(key, '+inf', true, fn)
 end
 """
+)
 
 
 def _script(body: str) -> str:
@@ -380,7 +397,9 @@ return markers
 # ARGV: P, now, after bound, limit, client id, echo, include claimed,
 # include delayed ('1'/'0'), tags JSON.  Returns the messages as `frow`
 # writes them, one after another.
-LIST_MESSAGES = _script(r"""
+LIST_MESSAGES = (
+    _ROWS
+    + r"""
 local P, after, client = ARGV[1], ARGV[3], ARGV[5]
 local now, limit = tonumber(ARGV[2]), tonumber(ARGV[4])
 local echo, withClaimed, withDelayed = ARGV[6] == '1', ARGV[7] == '1',
@@ -394,23 +413,48 @@ local out, found = {}, 0
 if limit < 1 then
   return out
 end
--- load, claimLive and hasTags, written out: this runs for every message
--- of every listing.
-local hashes = P .. ':h:'
-scan(P .. ':m', after, function(id)
-  local r = redis.call('HMGET', hashes .. id, unpack(FIELDS))
-  if r[1] and tonumber(r[5]) > now
-      and (withDelayed or tonumber(r[6]) <= now)
-      and (withClaimed or not r[8] or not r[9] or tonumber(r[9]) <= now)
-      and (echo or r[7] ~= client)
-      and (not filtered or hasTags(r, tags)) then
-    frow(out, id, r)
-    found = found + 1
+-- Each time text is parsed once: the messages of a batch share their
+-- creation time, and those of one TTL their expiry, as one text.
+local times = {}
+local function time(text)
+  local t = times[text]
+  if not t then
+    t = tonumber(text)
+    times[text] = t
   end
-  return found >= limit
-end, math.min(limit, 100))
-return out
-""")
+  return t
+end
+-- walk, load and claimLive, written out: this runs for every message of
+-- every listing, and nothing is removed from the index while it runs, so
+-- the score where a next page starts is read only when one is needed.
+local hashes, key = P .. ':h:', P .. ':m'
+local size = math.min(limit, 100)
+while true do
+  local page = redis.call('ZRANGEBYSCORE', key, after, '+inf', 'LIMIT', 0, size)
+  local n = #page
+  for i = 1, n do
+    local id = page[i]
+    local r = redis.call('HMGET', hashes .. id, unpack(FIELDS))
+    if r[1] and time(r[5]) > now
+        and (withDelayed or time(r[6]) <= now)
+        and (withClaimed or not r[8] or not r[9] or time(r[9]) <= now)
+        and (echo or r[7] ~= client)
+        and (not filtered or hasTags(r, tags)) then
+      frow(out, id, r)
+      found = found + 1
+      if found >= limit then
+        return out
+      end
+    end
+  end
+  if n < size then
+    return out
+  end
+  after = '(' .. redis.call('ZSCORE', key, page[n])
+  size = math.min(100, size * 4)
+end
+"""
+)
 
 # ARGV: P, now, ids...  Returns the messages as `frow` writes them.
 GET_MESSAGES = _script(r"""
