@@ -387,6 +387,36 @@ class HandOverTests(TestCase):
         self.assertEqual({thread for _, thread in seen}, {"marconi-sqlite"})
         self.assertRaises(ValueError, checkURI, "sqlite:x.db?statements=reactor")
 
+    async def test_callsOfOneTurnCommitTogether(self) -> None:
+        """
+        Calls made in one turn of the reactor while the database thread is
+        idle are run and committed in one transaction: the first does not
+        start a group of its own.
+        """
+        from twisted.internet.defer import gatherResults
+        from twisted.internet.task import deferLater
+
+        store = await self.start()
+        # Out of the delivery of the last results: the thread is idle.
+        await deferLater(reactor, 0, lambda: None)
+        self.assertFalse(store._busy)
+        seen: list = []
+        assert store._connection is not None
+        store._connection.set_trace_callback(seen.append)
+        posts = [
+            store.postMessages("p", "q", [msg(f'"{n}"')], "c", T0) for n in range(3)
+        ]
+        ids = await gatherResults(posts)
+        self.assertEqual(
+            [sql for sql in seen if sql in ("BEGIN IMMEDIATE", "COMMIT")],
+            ["BEGIN IMMEDIATE", "COMMIT"],
+        )
+        found = await store.listMessages("p", "q", query(echo=True), T0)
+        self.assertEqual(
+            [(m.id, m.body) for m in found],
+            [(ids[n][0], f'"{n}"') for n in range(3)],
+        )
+
     async def test_lockedElsewhereWaitsOnTheThread(self) -> None:
         """
         While another connection holds the write lock, a post waits for it

@@ -776,7 +776,13 @@ class SQLiteStore(StoreEvents, Service):
 
         The reactor thread hands the database thread one group at a time
         and the next when that one is done, so the two threads trade the
-        interpreter lock once per group.
+        interpreter lock once per group.  A call that finds the database
+        thread idle does not start a group of its own: the group starts
+        once the reactor has handled the events at hand (see L{_start}), so
+        that the requests that arrived together are committed together.
+        Otherwise the first of them would be committed alone, the others
+        would wait for that commit, and the reactor would idle while they
+        commit in turn.
 
         @param durability: the level of the commit (by default the
             store's); the group is committed at the strongest level asked.
@@ -788,8 +794,18 @@ class SQLiteStore(StoreEvents, Service):
         d: Deferred[Any] = Deferred()
         self._pending.append((work, args, d, self._modes[level]))
         if not self._busy:
-            self._next()
+            self._start()
         return d
+
+    def _start(self) -> None:
+        """
+        On the reactor thread, with the database thread idle: hand it the
+        pending calls, those made until now and those made while the
+        reactor handles the rest of the events it has at hand, at the end
+        of this turn of the reactor.
+        """
+        self._busy = True
+        self._reactor.callLater(0, self._next)
 
     def _next(self) -> None:
         """
