@@ -357,20 +357,30 @@ def _readBlock(lines: bytes, named: Optional[str]) -> Any:
 class _Recent(dict):
     """
     What recent keys (request lines, header blocks) read as, bounded: a
-    key longer than L{MAX_KEY} is not kept, and when L{MAX_KEYS} are kept
-    they are all forgotten.
+    key longer than L{MAX_KEY} is not kept, and when L{MAX_KEYS} keys or
+    L{MAX_BYTES} bytes of keys are kept they are all forgotten.  The bound
+    in bytes holds the memory a client can fill with long keys to a few
+    times that; the count lets about a thousand clients, each with its own
+    header block (its Client-ID), keep theirs.
     """
 
-    MAX_KEYS = 256
+    MAX_KEYS = 4096
     MAX_KEY = 4096
+    MAX_BYTES = 512 * 1024
+
+    #: The bytes of the keys kept.
+    size = 0
 
     def keep(self, key: bytes, value: Any) -> Any:
         """
         Keep C{value} for C{key}, and return it.
         """
-        if len(key) <= self.MAX_KEY:
-            if len(self) >= self.MAX_KEYS:
+        length = len(key)
+        if length <= self.MAX_KEY:
+            if len(self) >= self.MAX_KEYS or self.size + length > self.MAX_BYTES:
                 self.clear()
+                self.size = 0
+            self.size += length
             self[key] = value
         return value
 

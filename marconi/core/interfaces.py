@@ -299,7 +299,11 @@ class IAuthDriver(Interface):
 
     trustsHeaders = Attribute(
         "True when the driver believes the project a request names without "
-        "checking any credential (the node then warns on open listeners)."
+        "checking any credential (the node then warns on open listeners). "
+        "Such a driver's answer must depend only on the headers and the "
+        "project in the URL, with no side effect: a relaying node reuses "
+        "it for requests sending the same headers (see "
+        "marconi.api.passthrough)."
     )
 
     def authenticate(headers, urlProject):

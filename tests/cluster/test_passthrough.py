@@ -9,7 +9,7 @@ import json
 import re
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
@@ -17,9 +17,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from marconi.api import passthrough
+from marconi.api import passthrough, presigned
 from marconi.api.http import MarconiSite
 from marconi.api.passthrough import PassThrough
+from marconi.api.presigned import SignedURLs
 from marconi.auth.noauth import NoAuth
 from marconi.cluster.errors import NodeUnavailable
 from marconi.cluster.forward import Answer, forwardPairs
@@ -299,8 +300,9 @@ class RecentTests(SynchronousTestCase):
         to those of the channel it comes on: too many headers, too long a
         line, too large a body.
         """
-        many = _request(headers=b"A: 1\r\nB: 2\r\n")
-        long = _request(headers=b"X-Long: " + b"x" * 300 + b"\r\n")
+        # Bodiless but for the last: each is held to one bound only.
+        many = _request(headers=b"A: 1\r\nB: 2\r\n", body=b"")
+        long = _request(headers=b"X-Long: " + b"x" * 300 + b"\r\n", body=b"")
         large = _request()
         for data in (many, long, large):
             self.assertIsNotNone(self.passThrough.take(_Channel(), data))
@@ -310,21 +312,30 @@ class RecentTests(SynchronousTestCase):
     def test_bounded(self) -> None:
         """
         No more than C{MAX_KEYS} request lines or header blocks are kept,
-        and none longer than C{MAX_KEY}.
+        nor more than C{MAX_BYTES} bytes of them, and none longer than
+        C{MAX_KEY}.
         """
-        for i in range(passthrough._Recent.MAX_KEYS * 2):
+        recent = passthrough._Recent
+        blocks = self.passThrough._blocks
+        for i in range(recent.MAX_KEYS * 2):
             self.passThrough.take(
                 _Channel(), _request(headers=b"X-N: %d\r\n" % i, body=b"")
             )
-        self.assertLessEqual(
-            len(self.passThrough._blocks), passthrough._Recent.MAX_KEYS
-        )
-        self.passThrough._blocks.clear()
-        big = _request(
-            headers=b"X-Big: " + b"x" * passthrough._Recent.MAX_KEY + b"\r\n"
-        )
+            self.assertLessEqual(len(blocks), recent.MAX_KEYS)
+        self.assertGreater(len(blocks), recent.MAX_KEYS // 2)
+        self.assertEqual(blocks.size, sum(len(key) for key in blocks))
+        filler = b"X-Long: " + b"x" * (recent.MAX_KEY - 200) + b"\r\n"
+        for i in range(2 * recent.MAX_BYTES // recent.MAX_KEY):
+            self.passThrough.take(
+                _Channel(), _request(headers=b"X-N: %d\r\n%s" % (i, filler), body=b"")
+            )
+            self.assertLessEqual(sum(len(key) for key in blocks), recent.MAX_BYTES)
+            self.assertEqual(blocks.size, sum(len(key) for key in blocks))
+        blocks.clear()
+        blocks.size = 0
+        big = _request(headers=b"X-Big: " + b"x" * recent.MAX_KEY + b"\r\n")
         self.assertIsNotNone(self.passThrough.take(_Channel(), big))
-        self.assertEqual(len(self.passThrough._blocks), 0)
+        self.assertEqual(len(blocks), 0)
 
 
 class _Routed(_Router):
@@ -781,8 +792,8 @@ class TrustedHeadersTests(SynchronousTestCase):
         """
         A request sending the same header lines as one before it is
         forwarded for the same project without being authenticated again;
-        one with other headers, another version, another method, or a
-        project in its path is authenticated.
+        one with other headers, another version or a project in its path
+        is authenticated.
         """
         post = _request(target=b"/v2/queues/far/messages")
         for _ in range(3):
@@ -833,6 +844,84 @@ class TrustedHeadersTests(SynchronousTestCase):
         self.assertEqual(len(self.contexts), 4)
         self.assertEqual(self.router.sent, [])
 
+    def test_tokenDriverAskedEachTime(self) -> None:
+        """
+        A driver that does not trust the headers is asked for every
+        request, even one it answers at once (as Keystone answers a token
+        it checked before): a token refused the second time is refused.
+        """
+        self.api.auth = auth = _OnceThenRefused()
+        post = _request(
+            target=b"/v2/queues/far/messages", headers=b"X-Auth-Token: t\r\n"
+        )
+        self.assertEqual(self.send(post)[0], 201)
+        self.assertEqual(self.send(post)[0], 401)
+        self.assertEqual(auth.asked, 3)
+        self.assertEqual(len(self.router.sent), 1)
+
+    def test_presignedEachTime(self) -> None:
+        """
+        A request with valid pre-signed URL headers is checked each time:
+        the same headers for a path they do not grant, or after they
+        expire, are refused.
+        """
+        self.api.signedURLs = SignedURLs("secret", self.clock)
+        path = "/v2/queues/far/messages"
+        # Two seconds after the clock (1,000 s): it expires within the
+        # channel's idle timeout.
+        expires = "1970-01-01T00:16:42"
+        signature = presigned.sign(b"secret", [path], ["POST"], "p", expires)
+        grant = (
+            b"URL-Signature: %s\r\nURL-Expires: %s\r\n"
+            b"URL-Methods: POST\r\nURL-Paths: %s\r\n"
+            % (signature.encode(), expires.encode(), path.encode())
+        )
+        post = _request(target=path.encode(), headers=grant)
+        self.assertEqual(self.send(post)[0], 201)
+        self.assertEqual(self.send(post)[0], 201)
+        other = _request(target=b"/v2/queues/far2/messages", headers=grant)
+        self.assertEqual(self.send(other)[0], 403)
+        self.clock.advance(3)
+        self.assertEqual(self.send(post)[0], 403)
+        self.assertEqual(len(self.router.sent), 2)
+        self.assertEqual(len(self.contexts), 4)
+
+    def test_mediaOfItsHeaders(self) -> None:
+        """
+        A request served by what an earlier one was authenticated as is
+        answered in the media type its headers ask for: an XML client's
+        error is XML.
+        """
+        post = _request(
+            target=b"/v2/queues/far/messages", headers=b"Accept: application/xml\r\n"
+        )
+        self.assertEqual(self.send(post)[0], 201)
+        self.transport.clear()
+        self.channel.dataReceived(post)
+        self.router.sent[-1][4].errback(NodeUnavailable("b"))
+        [(status, headers, body)] = _answers(self.transport.value())
+        self.assertEqual(status, 503)
+        self.assertTrue(headers[b"content-type"].startswith(b"application/xml"))
+        self.assertTrue(body.startswith(b"<"))
+        self.assertEqual(len(self.contexts), 1)
+
+    def test_contextsBounded(self) -> None:
+        """
+        One header block keeps what it was authenticated as for at most
+        C{_CONTEXTS} versions, path projects and methods.
+        """
+        for index in range(passthrough._CONTEXTS + 8):
+            target = b"/v2/projects/p%d/queues/far/messages" % index
+            data = _request(target=target).replace(b"X-Project-ID: p\r\n", b"")
+            self.assertEqual(self.send(data)[0], 201)
+            [relay] = [
+                r for r in self.site.passThrough._blocks.values() if r is not None
+            ][:1]
+            self.assertLessEqual(len(relay.contexts), passthrough._CONTEXTS)
+        self.assertEqual(
+            self.router.projects, ["p%d" % i for i in range(passthrough._CONTEXTS + 8)]
+        )
+
     def test_anotherDriver(self) -> None:
         """
         Once the node's auth driver is another, requests are authenticated
@@ -844,6 +933,24 @@ class TrustedHeadersTests(SynchronousTestCase):
         self.assertEqual(self.send(post)[0], 401)
         self.assertEqual(len(self.contexts), 2)
         self.assertEqual(len(self.router.sent), 1)
+
+
+class _OnceThenRefused(NoAuth):
+    """
+    A driver that does not trust the headers and answers at once: the
+    first request acts for C{p}, every later one is refused.
+    """
+
+    trustsHeaders = False
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def authenticate(self, headers, urlProject) -> Deferred:
+        self.asked += 1
+        if self.asked == 1:
+            return succeed("p")
+        return fail(Unauthorized("The token was revoked."))
 
 
 class _Refusing(NoAuth):
