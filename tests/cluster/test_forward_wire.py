@@ -810,6 +810,22 @@ class ForwardRawTests(SynchronousTestCase):
         self.assertEqual((answer.code, answer.body), (201, b"[]"))
         self.assertEqual(answer.headers.getRawHeaders(b"location"), [b"/x"])
 
+    def test_cancelledIsNoFailure(self) -> None:
+        """
+        A forwarding cancelled (its client went away) fails with
+        L{CancelledError}, and is no failure of the owner: neither the
+        failure detector nor the monitor hears of it.
+        """
+        reported: list = []
+        self.router.membership.reportFailure = lambda *a: reported.append(a)
+        self.router.monitor.forwardingError = lambda *a: reported.append(a)
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        d = self.router.forwardRaw(b"POST", uri, Headers(), b"{}", "p", "b")
+        self.peer.connect()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(reported, [])
+
     def test_forwardLines(self) -> None:
         """
         Received headers that offer the lines to forward (those the
