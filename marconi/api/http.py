@@ -1075,16 +1075,6 @@ class MarconiSite(server.Site):
             method = _text(request.method)
             path = _printable(request.path)
             size = request.sentLength
-            fields = {
-                "request_id": requestId,
-                "project": project,
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration": seconds,
-                "size": size,
-                "route": route,
-            }
             # ACCESS_FORMAT filled in, with %, which takes a third of the
             # time str.format_map does.
             line = _ACCESS_LINE % (
@@ -1097,7 +1087,35 @@ class MarconiSite(server.Site):
                 requestId,
                 route,
             )
+            keep = _lineKeeper(accessLog)
+            if keep is not None and keep(line, now):
+                return
+            fields = {
+                "request_id": requestId,
+                "project": project,
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration": seconds,
+                "size": size,
+                "route": route,
+            }
             _emit(accessLog, _preformatted(line), fields, now)
+
+
+def _lineKeeper(logger: Logger) -> Optional[Callable[[str, float], bool]]:
+    """
+    How the only observer of C{logger}'s events keeps an access line as a
+    line, if it is the only one and offers it (C{keepAccessLine}, see
+    L{marconi.observability.logs.StreamObserver}): then no event is made,
+    published and formatted for the line, which was most of what logging
+    a request cost.  With any other observer (a JSON or syslog driver, a
+    test's), or more than one, every access line is an event.
+    """
+    observers = getattr(logger.observer, "_observers", None)
+    if observers is not None and len(observers) == 1:
+        return getattr(observers[0], "keepAccessLine", None)
+    return None
 
 
 def _emit(logger: Logger, text: str, fields: dict, when: float) -> None:

@@ -46,6 +46,8 @@ MAX_DATAGRAM = 8192
 #: The namespace of the access log, whose lines a L{StreamObserver} keeps
 #: for a moment to write them together (see L{marconi.api.http}).
 ACCESS_NAMESPACE = "marconi.access"
+#: The system of an access line in text (see L{_textLine}).
+_ACCESS_SYSTEM = ACCESS_NAMESPACE + "#info"
 #: How long the access log's lines may wait before they are written, by
 #: default: the C{flush_interval} setting, in seconds.
 DEFAULT_FLUSH_INTERVAL = 0.1
@@ -228,6 +230,36 @@ class StreamObserver:
                     return
                 line = ""
             self._write(line)
+
+    def keepAccessLine(self, text: str, when: float) -> bool:
+        """
+        Keep the access line C{text} (at C{when}) as L{__call__} keeps the
+        text line of an access log event, without the event: when this
+        observer writes text and keeps lines, on the thread that keeps
+        them.  The line written is the same.
+
+        @return: whether it was kept; if not, the caller logs the event.
+        """
+        if self._format is not _textLine or threading.get_ident() != self._thread:
+            return False
+        if "\n" in text:
+            text = text.replace("\n", "\n\t")
+        line = f"{_stamps(when)} [{_ACCESS_SYSTEM}] {text}\n"
+        with self._lock:
+            if self._thread is None:
+                # Buffering stopped since: written at once, as __call__ does.
+                self._write(line)
+                return True
+            self._pending.append(line)
+            self._size += len(line)
+            if self._size < FLUSH_SIZE:
+                if self._timer is None:
+                    self._timer = self._clock.callLater(  # type: ignore[union-attr]
+                        self._interval, self._due
+                    )
+                return True
+            self._write("")
+        return True
 
     def _write(self, line: str) -> None:
         """

@@ -17,15 +17,19 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import ILogObserver, Logger, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, LogPublisher, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
 import marconi.plugins
 from marconi import tap
+from marconi.api import http
+from marconi.api.http import MarconiSite
 from marconi.config import Config
 from marconi.core.interfaces import ILoggingDriverPlugin
 from marconi.core.limits import Limits
@@ -774,6 +778,109 @@ class BufferingTests(SynchronousTestCase):
             self.assertRaises(ValueError, logs.flushInterval, {"flush_interval": bad})
         logs.checkStdout({"flush_interval": "0.5"})
         logs.checkFile({"path": self.mktemp(), "flush_interval": "0.5"})
+
+
+class _Answered:
+    """
+    An answered request as L{MarconiSite.log} reads it.
+    """
+
+    route = "postMessages"
+    code = 201
+    started = 99.5
+    forwarded = False
+    project = "p{x}"
+    method = b"POST"
+    path = b"/v2/queues/q\n{1}/messages"
+    sentLength = 120
+    requestId = "req-own"
+
+    def __init__(self) -> None:
+        self.responseHeaders = Headers()
+
+
+class AccessLinesTests(SynchronousTestCase):
+    """
+    A site logging to a L{logs.StreamObserver} that is the only observer
+    gives it each access line as a line: the lines written are those of the
+    events it would be given otherwise, kept and written the same way.
+    """
+
+    def lines(self, observers: list, fmt: str = "text") -> tuple:
+        """
+        Log two requests through a site whose access log's only observers
+        are C{observers} and a buffering stream observer in C{fmt}; return
+        what the stream holds before and after the flush interval.
+        """
+        stream = io.StringIO()
+        clock = Clock()
+        clock.advance(100)
+        observer = logs.makeStdout({"format": fmt}, stream)
+        observer.startBuffering(clock, 0.1)
+        publisher = LogPublisher(observer, *observers)
+        self.patch(
+            http, "accessLog", Logger(namespace="marconi.access", observer=publisher)
+        )
+        site = MarconiSite(Resource(), 100, reactor=clock)
+        for _ in range(2):
+            site.log(_Answered())
+        before = stream.getvalue()
+        clock.advance(0.1)
+        return before, stream.getvalue()
+
+    def test_sameAsEvents(self) -> None:
+        """
+        The lines kept as lines are the text lines of the access events
+        (another observer makes the site log events), kept until the
+        flush interval has passed.
+        """
+        alone = logs.makeStdout({}, io.StringIO())
+        keep = http._lineKeeper(Logger(observer=LogPublisher(alone)))
+        self.assertEqual(keep, alone.keepAccessLine)
+        seen: list = []
+        self.assertIsNone(
+            http._lineKeeper(Logger(observer=LogPublisher(alone, seen.append)))
+        )
+        asLines = self.lines([])
+        asEvents = self.lines([seen.append])
+        self.assertEqual(len(seen), 2)
+        self.assertEqual(asLines, asEvents)
+        self.assertEqual(asLines[0], "")
+        lines = asLines[1].splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(
+            lines[0],
+            "1970-01-01T00:01:40+0000 [marconi.access#info] POST "
+            "/v2/queues/q\\n{1}/messages 201 0.500000s 120B project=p{x} "
+            "request_id=req-own route=postMessages",
+        )
+
+    def test_jsonEvents(self) -> None:
+        """
+        An observer writing JSON is given events, with their fields.
+        """
+        _, written = self.lines([], fmt="json")
+        records = [json.loads(line) for line in written.splitlines()]
+        self.assertEqual([r["request_id"] for r in records], ["req-own"] * 2)
+        self.assertEqual(records[0]["path"], "/v2/queues/q\\n{1}/messages")
+
+    def test_notBuffering(self) -> None:
+        """
+        A stream observer that does not keep lines (stopped) writes each
+        line at once, as it writes an event.
+        """
+        stream = io.StringIO()
+        observer = logs.makeStdout({}, stream)
+        self.assertFalse(observer.keepAccessLine("a line", 100.0))
+        observer.startBuffering(Clock(), 0.1)
+        self.assertTrue(observer.keepAccessLine("a line", 100.0))
+        self.assertEqual(stream.getvalue(), "")
+        observer.stopBuffering()
+        self.assertEqual(
+            stream.getvalue(),
+            "1970-01-01T00:01:40+0000 [marconi.access#info] a line\n",
+        )
+        self.assertFalse(observer.keepAccessLine("a line", 100.0))
 
 
 class ObservedNodeTests(SynchronousTestCase):
