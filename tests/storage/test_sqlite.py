@@ -426,10 +426,19 @@ class HandOverTests(TestCase):
         store = await self.start()
         other = sqlite3.connect(self.path, isolation_level=None)
         self.addCleanup(other.close)
+        from twisted.internet.task import deferLater
+
         other.execute("BEGIN IMMEDIATE")
+        seen: list = []
+        store._connection.set_trace_callback(seen.append)
         posted = store.postMessages("p", "q", [msg('"a"')], "c", T0)
         self.assertNoResult(posted)
-        reactor.callLater(0, other.execute, "ROLLBACK")
+        # The lock is let go only once the database thread has begun its
+        # transaction, and so waits for it, while the reactor runs.
+        while "BEGIN IMMEDIATE" not in seen:
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertNoResult(posted)
+        other.execute("ROLLBACK")
         ids = await posted
         found = await store.getMessages("p", "q", ids, T0)
         self.assertEqual([m.body for m in found], ['"a"'])

@@ -661,8 +661,8 @@ class SQLiteStore(StoreEvents, Service):
         self._accepting = False
         self._connection: Optional[sqlite3.Connection] = None
         self._pending: deque[_Work] = deque()
-        # A group is running or committing (or the database is opening):
-        # calls wait in _pending.
+        # A group is running, committing or about to start (or the
+        # database is opening): calls wait in _pending.
         self._busy = True
         self._stopping = False
         self._unavailable: Optional[StorageUnavailable] = None
