@@ -220,16 +220,9 @@ class StreamObserver:
                 and event.get("log_namespace") == ACCESS_NAMESPACE
                 and threading.get_ident() == self._thread
             ):
-                self._pending.append(line)
-                self._size += len(line)
-                if self._size < FLUSH_SIZE:
-                    if self._timer is None:
-                        self._timer = self._clock.callLater(  # type: ignore[union-attr]
-                            self._interval, self._due
-                        )
-                    return
-                line = ""
-            self._write(line)
+                self._keep(line)
+            else:
+                self._write(line)
 
     def keepAccessLine(self, text: str, when: float) -> bool:
         """
@@ -249,17 +242,25 @@ class StreamObserver:
             if self._thread is None:
                 # Buffering stopped since: written at once, as __call__ does.
                 self._write(line)
-                return True
-            self._pending.append(line)
-            self._size += len(line)
-            if self._size < FLUSH_SIZE:
-                if self._timer is None:
-                    self._timer = self._clock.callLater(  # type: ignore[union-attr]
-                        self._interval, self._due
-                    )
-                return True
-            self._write("")
+            else:
+                self._keep(line)
         return True
+
+    def _keep(self, line: str) -> None:
+        """
+        Keep the access line C{line} to write with the next ones, or write
+        them all if they are many; the lock is held, on the thread that
+        keeps them.
+        """
+        self._pending.append(line)
+        self._size += len(line)
+        if self._size < FLUSH_SIZE:
+            if self._timer is None:
+                self._timer = self._clock.callLater(  # type: ignore[union-attr]
+                    self._interval, self._due
+                )
+            return
+        self._write("")
 
     def _write(self, line: str) -> None:
         """
