@@ -838,7 +838,6 @@ class ForwardRawTests(SynchronousTestCase):
         received.add(b"Host", b"host", b"client-side")
         received.add(b"X-Project-ID", b"x-project-id", b"p")
         received.forwardLines = b"X-Project-ID: p\r\nAccept: */*\r\n"
-        verifier = signing.Verifier("b", ["a", "b"], _config().secret, self.reactor)
 
         def sent(transport) -> dict:
             head = transport.value().partition(b"\r\n\r\n")[0]
@@ -856,6 +855,22 @@ class ForwardRawTests(SynchronousTestCase):
             self.assertEqual([name for name, _ in pairs], list(signing.HEADERS))
             return dict(pairs)
 
+        d, protocol = self.retried(uri, received, sent)
+        protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(self.successResultOf(d).code, 204)
+
+    def retried(self, uri: bytes, received, sent) -> tuple:
+        """
+        Forward a GET of C{uri} with the C{received} headers, answered on
+        a pooled connection; forward another that finds that connection
+        closed and is sent again on a new one: each sending is signed
+        anew, as C{sent} reads its headers from a transport, and accepted
+        by the owner.
+
+        @return: the second forwarding's L{Deferred}, and the protocol of
+            the connection it was sent again on.
+        """
+        verifier = signing.Verifier("b", ["a", "b"], _config().secret, self.reactor)
         d = self.router.forwardRaw(b"GET", uri, received, b"", "p", "b")
         protocol, transport = self.peer.connect()
         first = sent(transport)
@@ -865,6 +880,7 @@ class ForwardRawTests(SynchronousTestCase):
         transport.clear()
         d = self.router.forwardRaw(b"GET", uri, received, b"", "p", "b")
         second = sent(transport)
+        self.assertEqual(verifier.verify(b"GET", uri, b"", second).project, "p")
         self.reactor.advance(1)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertNoResult(d)
@@ -872,6 +888,7 @@ class ForwardRawTests(SynchronousTestCase):
         again = sent(transport)
         self.assertNotEqual(again[signing.NONCE], second[signing.NONCE])
         self.assertEqual(verifier.verify(b"GET", uri, b"", again).project, "p")
+        return d, protocol
 
     def test_retrySignedAnew(self) -> None:
         """
@@ -880,28 +897,13 @@ class ForwardRawTests(SynchronousTestCase):
         restarted since its timestamp), accepts the second.
         """
         uri = f"/v2/queues/{self.queue}/messages".encode()
-        verifier = signing.Verifier("b", ["a", "b"], _config().secret, self.reactor)
 
         def sent(transport) -> dict:
             head = transport.value().partition(b"\r\n\r\n")[0]
             pairs = [line.split(b": ", 1) for line in head.split(b"\r\n")[1:]]
             return {name.lower(): value for name, value in pairs}
 
-        d = self.router.forwardRaw(b"GET", uri, Headers(), b"", "p", "b")
-        protocol, transport = self.peer.connect()
-        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        self.successResultOf(d)
-        transport.clear()
-        d = self.router.forwardRaw(b"GET", uri, Headers(), b"", "p", "b")
-        first = sent(transport)
-        self.assertIsNotNone(verifier.verify(b"GET", uri, b"", first))
-        self.reactor.advance(1)
-        protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertNoResult(d)
-        protocol, transport = self.peer.connect()
-        again = sent(transport)
-        self.assertNotEqual(again[signing.NONCE], first[signing.NONCE])
-        self.assertEqual(verifier.verify(b"GET", uri, b"", again).project, "p")
+        d, protocol = self.retried(uri, Headers(), sent)
         protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
         self.assertEqual(self.successResultOf(d).code, 204)
 

@@ -97,6 +97,40 @@ def _request(
     return head + headers + b"\r\n" + body
 
 
+def _unusualRequests() -> list:
+    """
+    Requests that are not simple: each takes the usual way.
+    """
+    return [
+        _request(version=b"HTTP/1.0"),
+        _request(headers=b"Transfer-Encoding: chunked\r\n", body=b""),
+        _request(headers=b"Content-Encoding: gzip\r\n"),
+        _request(headers=b"Expect: 100-continue\r\n"),
+        _request(headers=b"X-Marconi-Project: other\r\n"),
+        _request(headers=b"x-marconi-anything: 1\r\n"),
+        _request(headers=b"Content-Length: 16\r\n"),
+        _request(headers=b"Upgrade: websocket\r\n"),
+        _request(headers=b"Bad Name: 1\r\n"),
+        _request(headers=b" folded\r\n"),
+        _request(headers=b"Host: \xff\xfe\r\n"),
+        _request(body=b"x" * 1001),
+        _request(target=b"/v2/queues/q"),
+        _request(target=b"/v2/queues/q/stats", body=b""),
+        _request(target=b"*"),
+        _request(target=b"http://h/v2/queues/q/messages"),
+        _request(target=b"/v2/queues/q/messages/%ff"),
+        _request(target=b"/v2/queues/q/messages?a=\x01"),
+        _request(target=b"/v2/queues/q/messages?a=\x7f"),
+        _request(b"PUT"),
+        _request(target=b"/v2/queues/mine/messages"),
+        _request(target=b"/v2/queues/moving/messages"),
+        _request(target=b"/v2/queues/gone/messages"),
+        _request(headers=b"X-Long: " + b"x" * 8200 + b"\r\n"),
+        b"\r\n" + _request(),
+        _request()[:40],
+    ]
+
+
 class TakeTests(SynchronousTestCase):
     def take(self, data: bytes):
         return PassThrough(_API(), _Router()).take(_Channel(), data)
@@ -194,34 +228,7 @@ class TakeTests(SynchronousTestCase):
         """
         Every request that is not simple takes the usual way.
         """
-        for data in (
-            _request(version=b"HTTP/1.0"),
-            _request(headers=b"Transfer-Encoding: chunked\r\n", body=b""),
-            _request(headers=b"Content-Encoding: gzip\r\n"),
-            _request(headers=b"Expect: 100-continue\r\n"),
-            _request(headers=b"X-Marconi-Project: other\r\n"),
-            _request(headers=b"x-marconi-anything: 1\r\n"),
-            _request(headers=b"Content-Length: 16\r\n"),
-            _request(headers=b"Upgrade: websocket\r\n"),
-            _request(headers=b"Bad Name: 1\r\n"),
-            _request(headers=b" folded\r\n"),
-            _request(headers=b"Host: \xff\xfe\r\n"),
-            _request(body=b"x" * 1001),
-            _request(target=b"/v2/queues/q"),
-            _request(target=b"/v2/queues/q/stats", body=b""),
-            _request(target=b"*"),
-            _request(target=b"http://h/v2/queues/q/messages"),
-            _request(target=b"/v2/queues/q/messages/%ff"),
-            _request(target=b"/v2/queues/q/messages?a=\x01"),
-            _request(target=b"/v2/queues/q/messages?a=\x7f"),
-            _request(b"PUT"),
-            _request(target=b"/v2/queues/mine/messages"),
-            _request(target=b"/v2/queues/moving/messages"),
-            _request(target=b"/v2/queues/gone/messages"),
-            _request(headers=b"X-Long: " + b"x" * 8200 + b"\r\n"),
-            b"\r\n" + _request(),
-            _request()[:40],
-        ):
+        for data in _unusualRequests():
             self.assertIsNone(self.take(data), data)
 
 
@@ -248,17 +255,7 @@ class RecentTests(SynchronousTestCase):
         Requests sent twice (or more) are taken, or left to the usual way,
         each time as the first.
         """
-        unusual = [
-            _request(version=b"HTTP/1.0"),
-            _request(headers=b"Expect: 100-continue\r\n"),
-            _request(headers=b"X-Marconi-Project: other\r\n"),
-            _request(headers=b"Content-Length: 16\r\n"),
-            _request(headers=b"Host: \xff\xfe\r\n"),
-            _request(body=b"x" * 1001),
-            _request(target=b"/v2/queues/q/stats", body=b""),
-            _request(target=b"/v2/queues/mine/messages"),
-            _request(target=b"/v2/queues/gone/messages"),
-        ]
+        unusual = _unusualRequests()
         usual = [
             _request(),
             _request(b"GET", b"/v2/queues/q/messages?limit=10", body=b""),
