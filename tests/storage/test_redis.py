@@ -1103,6 +1103,17 @@ class ProtocolTests(SynchronousTestCase):
             b"*3\r\n$1\r\nA\r\n$4\r\nTrue\r\n$3\r\n1.5\r\n",
         )
 
+    def test_flushIsTxredisapis(self) -> None:
+        """
+        The protocol's C{flush} is txredisapi's (C{FLUSHDB}), not one of
+        the driver's own under that name.
+        """
+        import txredisapi
+
+        from marconi.storage.redis.store import _Protocol
+
+        self.assertIs(_Protocol.flush, txredisapi.RedisProtocol.flush)
+
 
 class PluginTests(SynchronousTestCase):
     """
