@@ -406,6 +406,59 @@ class RedisStoreTests(TestCase):
         self.assertEqual([m.id for m in found], others)
         self.assertEqual(len(mine), 150)
 
+    async def test_wholePagesTaken(self) -> None:
+        """
+        A pop and a claim that remove every member of the pages of the
+        queue's index they read, the last one of a page (where the next
+        page starts) included, go on to the next page: the pop takes the
+        oldest 20 of 45 messages, in order; a claim whose first 20
+        messages go to the dead-letter queue claims the next 5; each
+        message ends up in exactly one place.
+        """
+        store = await self.store()
+        ids = await self.post(store, 45)
+        popped = await store.popMessages("p", "q", 20, (), T0)
+        self.assertEqual([m.id for m in popped], ids[:20])
+        first = await store.createClaim("p", "q", spec(limit=20, ttl=60), T0)
+        self.assertEqual([m.id for m in first.messages], ids[20:40])
+        # Once the first claim has ended, its messages have been claimed
+        # once, the most this claim allows: they move to "dlq".
+        policy = spec(limit=20, ttl=60, maxClaimCount=1, deadLetterQueue="dlq")
+        later = T0 + 100
+        claim = await store.createClaim("p", "q", policy, later)
+        self.assertEqual([m.id for m in claim.messages], ids[40:])
+        everyone = query(limit=100, includeClaimed=True, echo=True)
+        left = await store.listMessages("p", "q", everyone, later)
+        self.assertEqual([m.id for m in left], ids[40:])
+        moved = await store.listMessages("p", "dlq", everyone, later)
+        self.assertEqual([m.id for m in moved], ids[20:40])
+        self.assertEqual(await store.popMessages("p", "q", 20, (), later), [])
+
+    async def test_delayedKeepsItsTimes(self) -> None:
+        """
+        A delayed message, listed, got, claimed and popped, keeps its
+        creation time and the later time it is visible from, each as it
+        was written; a message visible from its creation has both the
+        same.
+        """
+        store = await self.store()
+        now = T0 + 0.25
+        [delayed] = await store.postMessages("p", "q", [msg(delay=60)], "w", now)
+        [plain] = await store.postMessages("p", "q", [msg()], "w", now)
+        times = [(delayed, now, now + 60), (plain, now, now)]
+        every = query(includeDelayed=True)
+        listed = await store.listMessages("p", "q", every, now)
+        self.assertEqual([(m.id, m.created, m.visibleAt) for m in listed], times)
+        found = await store.getMessages("p", "q", [delayed, plain], now)
+        self.assertEqual([(m.id, m.created, m.visibleAt) for m in found], times)
+        later = now + 61
+        claim = await store.createClaim("p", "q", spec(limit=1), later)
+        self.assertEqual(
+            [(m.id, m.created, m.visibleAt) for m in claim.messages], times[:1]
+        )
+        popped = await store.popMessages("p", "q", 1, (), later)
+        self.assertEqual([(m.id, m.created, m.visibleAt) for m in popped], times[1:])
+
     async def test_claimAnswersWhatItStored(self) -> None:
         """
         The messages a claim answers with are the messages as stored after
