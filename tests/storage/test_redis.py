@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.application.service import IService
-from twisted.internet import reactor
+from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import deferLater
@@ -405,6 +405,59 @@ class RedisStoreTests(TestCase):
         found = await store.listMessages("p", "q", last, T0)
         self.assertEqual([m.id for m in found], others)
         self.assertEqual(len(mine), 150)
+
+    async def test_wholePagesTaken(self) -> None:
+        """
+        A pop and a claim that remove every member of the pages of the
+        queue's index they read, the last one of a page (where the next
+        page starts) included, go on to the next page: the pop takes the
+        oldest 20 of 45 messages, in order; a claim whose first 20
+        messages go to the dead-letter queue claims the next 5; each
+        message ends up in exactly one place.
+        """
+        store = await self.store()
+        ids = await self.post(store, 45)
+        popped = await store.popMessages("p", "q", 20, (), T0)
+        self.assertEqual([m.id for m in popped], ids[:20])
+        first = await store.createClaim("p", "q", spec(limit=20, ttl=60), T0)
+        self.assertEqual([m.id for m in first.messages], ids[20:40])
+        # Once the first claim has ended, its messages have been claimed
+        # once, the most this claim allows: they move to "dlq".
+        policy = spec(limit=20, ttl=60, maxClaimCount=1, deadLetterQueue="dlq")
+        later = T0 + 100
+        claim = await store.createClaim("p", "q", policy, later)
+        self.assertEqual([m.id for m in claim.messages], ids[40:])
+        everyone = query(limit=100, includeClaimed=True, echo=True)
+        left = await store.listMessages("p", "q", everyone, later)
+        self.assertEqual([m.id for m in left], ids[40:])
+        moved = await store.listMessages("p", "dlq", everyone, later)
+        self.assertEqual([m.id for m in moved], ids[20:40])
+        self.assertEqual(await store.popMessages("p", "q", 20, (), later), [])
+
+    async def test_delayedKeepsItsTimes(self) -> None:
+        """
+        A delayed message, listed, got, claimed and popped, keeps its
+        creation time and the later time it is visible from, each as it
+        was written; a message visible from its creation has both the
+        same.
+        """
+        store = await self.store()
+        now = T0 + 0.25
+        [delayed] = await store.postMessages("p", "q", [msg(delay=60)], "w", now)
+        [plain] = await store.postMessages("p", "q", [msg()], "w", now)
+        times = [(delayed, now, now + 60), (plain, now, now)]
+        every = query(includeDelayed=True)
+        listed = await store.listMessages("p", "q", every, now)
+        self.assertEqual([(m.id, m.created, m.visibleAt) for m in listed], times)
+        found = await store.getMessages("p", "q", [delayed, plain], now)
+        self.assertEqual([(m.id, m.created, m.visibleAt) for m in found], times)
+        later = now + 61
+        claim = await store.createClaim("p", "q", spec(limit=1), later)
+        self.assertEqual(
+            [(m.id, m.created, m.visibleAt) for m in claim.messages], times[:1]
+        )
+        popped = await store.popMessages("p", "q", 1, (), later)
+        self.assertEqual([(m.id, m.created, m.visibleAt) for m in popped], times[1:])
 
     async def test_claimAnswersWhatItStored(self) -> None:
         """
@@ -803,6 +856,133 @@ class RedisStoreTests(TestCase):
         self.assertIsInstance(store, RedisStore)
 
 
+class SendingTests(TestCase):
+    """
+    How the commands of one turn of the reactor go out on a plain TCP
+    connection to a real redis-server: the turn's first at once, then
+    every C{SEND_EVERY}th with those held before it, the rest at the end
+    of the turn; commands txredisapi writes itself after those held.
+    """
+
+    skip = SKIP
+
+    async def store(self, queues: int) -> Any:
+        """
+        A store on the shared server with queues C{q0}, C{q1}... of one
+        message each, whose body is the queue's number; picked by no turn
+        yet.
+        """
+        server = sharedServer()
+        server.flush()
+        store = await startStore(self, server.uri())
+        for i in range(queues):
+            await store.postMessages("p", f"q{i}", [msg(f'"{i}"')], "w", T0)
+        await sleep(0)
+        self.assertIsNone(store._batch)
+        return store
+
+    def listing(self, store: Any, queue: int) -> Deferred:
+        """
+        List queue C{q<queue>}: its bodies.
+        """
+        listed = store.listMessages("p", f"q{queue}", query(), T0)
+        return listed.addCallback(lambda found: [m.body for m in found])
+
+    def assertSent(self, conn: Any) -> None:
+        """
+        Nothing is held back, or waiting in the transport's buffers.
+        """
+        transport = conn.transport
+        self.assertEqual(
+            (conn._unsent, transport.dataBuffer, transport._tempDataLen),
+            ([], b"", 0),
+        )
+
+    async def test_ownCommandsAfterHeldOnes(self) -> None:
+        """
+        Listings, a ping and an C{ECHO} (which txredisapi writes itself),
+        then more listings, all in one turn: each gets its own reply.
+        """
+        store = await self.store(6)
+        first = [self.listing(store, i) for i in range(3)]
+        conn = store._batch
+        self.assertIn(type(conn.transport), (tcp.Client, tcp.Server))
+        self.assertEqual(len(conn._unsent), 2)
+        pinged = store.ping()
+        echoed = conn.execute_command("ECHO", "between")
+        rest = [self.listing(store, i) for i in range(3, 6)]
+        self.assertIs(store._batch, conn)
+        self.assertEqual(
+            await gatherResults(first + [pinged, echoed] + rest),
+            [['"0"'], ['"1"'], ['"2"'], True, "between", ['"3"'], ['"4"'], ['"5"']],
+        )
+
+    async def test_firstAtOnceThenEvery(self) -> None:
+        """
+        The turn's first command is sent at once; the next ones are held
+        until the C{SEND_EVERY}th held one, which goes out with them at
+        once; those after it go out at the end of the turn.
+        """
+        from marconi.storage.redis.store import SEND_EVERY
+
+        store = await self.store(1)
+        sent = [self.listing(store, 0)]
+        conn = store._batch
+        self.assertIn(type(conn.transport), (tcp.Client, tcp.Server))
+        self.assertSent(conn)
+        for held in range(1, SEND_EVERY):
+            sent.append(self.listing(store, 0))
+            self.assertEqual(len(conn._unsent), held)
+        sent.append(self.listing(store, 0))
+        self.assertSent(conn)
+        sent.append(self.listing(store, 0))
+        self.assertEqual(len(conn._unsent), 1)
+        self.assertEqual(await gatherResults(sent), [['"0"']] * (SEND_EVERY + 2))
+        self.assertSent(conn)
+
+    async def aborted(self, store: Any, conn: Any, sent: list) -> None:
+        """
+        Once C{conn}'s connection is lost, each of C{sent} has failed with
+        L{StorageUnavailable}, nothing is held, and the store answers on
+        another connection.
+        """
+        await conn.whenDisconnected()
+        # While the connection is being lost: nothing is held, or waits to
+        # be sent at the end of the turn.
+        self.assertEqual((conn._unsent, conn._flushing), ([], None))
+        # txredisapi fails the waiting commands after it fires
+        # whenDisconnected.
+        await sleep(0)
+        self.assertEqual([d.called for d in sent], [True] * len(sent))
+        for d in sent:
+            await self.assertFailure(d, StorageUnavailable)
+        self.assertEqual(await self.listing(store, 0), ['"0"'])
+
+    async def test_heldFailWhenAborted(self) -> None:
+        """
+        Commands held in a turn in which the connection is aborted fail,
+        as the one sent at once does: those held before the abort (sent
+        at the end of the turn, to a connection that is gone), and those
+        held after it (the connection is lost before the end of the turn
+        would send them).
+        """
+        store = await self.store(1)
+        sent = [self.listing(store, 0) for _ in range(4)]
+        conn = store._batch
+        self.assertEqual(len(conn._unsent), 3)
+        conn.transport.abortConnection()
+        await self.aborted(store, conn, sent)
+
+        await sleep(0)
+        sent = [self.listing(store, 0)]
+        conn = store._batch
+        conn.transport.abortConnection()
+        sent += [self.listing(store, 0) for _ in range(3)]
+        self.assertIs(store._batch, conn)
+        self.assertEqual(len(conn._unsent), 3)
+        await self.aborted(store, conn, sent)
+
+
 class TimeoutTests(SynchronousTestCase):
     """
     The store's timeouts, on a L{MemoryReactorClock}: connections are
@@ -1102,6 +1282,17 @@ class ProtocolTests(SynchronousTestCase):
             protocol._build_command("A", True, 1.5),
             b"*3\r\n$1\r\nA\r\n$4\r\nTrue\r\n$3\r\n1.5\r\n",
         )
+
+    def test_flushIsTxredisapis(self) -> None:
+        """
+        The protocol's C{flush} is txredisapi's (C{FLUSHDB}), not one of
+        the driver's own under that name.
+        """
+        import txredisapi
+
+        from marconi.storage.redis.store import _Protocol
+
+        self.assertIs(_Protocol.flush, txredisapi.RedisProtocol.flush)
 
 
 class PluginTests(SynchronousTestCase):

@@ -419,7 +419,7 @@ class _Protocol(txredisapi.RedisProtocol):
         # cancelled by its caller) is dropped when next looked at.
         self._sent: deque = deque()
         self._watchdog: Any = None
-        # The commands send() holds back, to go out together (see flush).
+        # The commands send() holds back, to go out together (see _flushHeld).
         self._unsent: list[bytes] = []
         self._flushing: Any = None
 
@@ -456,7 +456,7 @@ class _Protocol(txredisapi.RedisProtocol):
             unsent.append(command)
             if self.sendNow or len(unsent) >= SEND_EVERY:
                 self.sendNow = False
-                self.flush()
+                self._flushHeld()
             elif self._flushing is None:
                 self._flushing = self.clock.callLater(0, self._endTurn)
         d: Deferred = Deferred()
@@ -474,13 +474,14 @@ class _Protocol(txredisapi.RedisProtocol):
                 self._watchdog = self.clock.callLater(self.replyTimeout, self._check)
         return d
 
-    def flush(self) -> None:
+    def _flushHeld(self) -> None:
         """
         Send the commands L{send} holds back (on a plain TCP connection), in
         one write: at once when nothing else is buffered (L{writeNow}, no
         turn of the reactor in between), else through the transport.  It
         runs at the end of the turn in which they were sent, if nothing
-        sent them earlier.
+        sent them earlier.  (Not C{flush}, which would override
+        txredisapi's deprecated C{flush(all_dbs)}, a C{FLUSHDB}.)
         """
         unsent = self._unsent
         if not unsent or not self.connected:
@@ -491,13 +492,13 @@ class _Protocol(txredisapi.RedisProtocol):
 
     def _endTurn(self) -> None:
         self._flushing = None
-        self.flush()
+        self._flushHeld()
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         # txredisapi writes its commands to the transport itself: those
         # held back go first, so that the replies come in the order the
         # reply queue expects.
-        self.flush()
+        self._flushHeld()
         return super().execute_command(*args, **kwargs)
 
     def _check(self) -> None:
