@@ -14,7 +14,7 @@ from urllib.parse import unquote_to_bytes
 from klein import Klein
 from twisted.internet.interfaces import IDelayedCall, ITransport
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -1088,8 +1088,17 @@ class MarconiSite(server.Site):
                 route,
             )
             keep = _lineKeeper(accessLog)
-            if keep is not None and keep(line, now):
-                return
+            if keep is not None:
+                try:
+                    kept = keep(line, now)
+                except Exception:
+                    # The observer could not write (a full disk, a closed
+                    # pipe): as for an event, which the log publisher
+                    # guards, the request goes on; the failure is logged.
+                    _log.failure("The access log could not be written")
+                    return
+                if kept:
+                    return
             fields = {
                 "request_id": requestId,
                 "project": project,
@@ -1112,8 +1121,11 @@ def _lineKeeper(logger: Logger) -> Optional[Callable[[str, float], bool]]:
     a request cost.  With any other observer (a JSON or syslog driver, a
     test's), or more than one, every access line is an event.
     """
-    observers = getattr(logger.observer, "_observers", None)
-    if observers is not None and len(observers) == 1:
+    publisher = logger.observer
+    if publisher.__class__ is not LogPublisher:
+        return None
+    observers = getattr(publisher, "_observers", None)
+    if observers.__class__ is list and len(observers) == 1:
         return getattr(observers[0], "keepAccessLine", None)
     return None
 

@@ -371,6 +371,10 @@ class _Recent(dict):
     #: The bytes of the keys kept.
     size = 0
 
+    def clear(self) -> None:
+        super().clear()
+        self.size = 0
+
     def keep(self, key: bytes, value: Any) -> Any:
         """
         Keep C{value} for C{key}, and return it.
@@ -379,7 +383,6 @@ class _Recent(dict):
         if length <= self.MAX_KEY:
             if len(self) >= self.MAX_KEYS or self.size + length > self.MAX_BYTES:
                 self.clear()
-                self.size = 0
             self.size += length
             self[key] = value
         return value

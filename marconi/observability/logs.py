@@ -132,7 +132,8 @@ class _SecondStamps:
     def __call__(self, when: Optional[float]) -> str:
         if when is None:
             return formatTime(when)
-        second = math.floor(when)
+        # As formatTime rounds it: to the microsecond.
+        second = math.floor(round(when, 6))
         last, stamp = self._last
         if second != last:
             stamp = formatTime(when)

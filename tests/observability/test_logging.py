@@ -380,7 +380,17 @@ class TimestampTests(SynchronousTestCase):
         """
         from twisted.logger import LogLevel, formatEventAsClassicLogText
 
-        for when in (1700000000.0, 1700000000.999, 1700000001.0, 0.5, -1.5, None):
+        for when in (
+            1700000000.0,
+            1700000000.999,
+            # Rounds up to the next second, then a time before it.
+            1700000000.9999997,
+            1700000000.5,
+            1700000001.0,
+            0.5,
+            -1.5,
+            None,
+        ):
             event = {
                 "log_format": "x {a}",
                 "a": 1,
@@ -863,6 +873,65 @@ class AccessLinesTests(SynchronousTestCase):
         records = [json.loads(line) for line in written.splitlines()]
         self.assertEqual([r["request_id"] for r in records], ["req-own"] * 2)
         self.assertEqual(records[0]["path"], "/v2/queues/q\\n{1}/messages")
+
+    def test_failingStream(self) -> None:
+        """
+        A stream that fails to write (a full disk) fails no request: the
+        failure is logged.
+        """
+
+        class Full(io.StringIO):
+            def write(self, text: str) -> int:
+                raise OSError(28, "No space left on device")
+
+        clock = Clock()
+        observer = logs.makeStdout({}, Full())
+        observer.startBuffering(clock, 0.1)
+        publisher = LogPublisher(observer)
+        self.patch(
+            http, "accessLog", Logger(namespace="marconi.access", observer=publisher)
+        )
+        failures: list = []
+        self.patch(http, "_log", Logger(observer=failures.append))
+        site = MarconiSite(Resource(), 100, reactor=clock)
+        for _ in range(2 * logs.FLUSH_SIZE // 100):
+            site.log(_Answered())
+        self.assertTrue(failures)
+        self.assertTrue(all(f["log_failure"].check(OSError) for f in failures))
+
+    def test_lineOfLines(self) -> None:
+        """
+        A line holding a newline is written as an event's text is: the
+        rest indented on the next line.
+        """
+        stream = io.StringIO()
+        observer = logs.makeStdout({}, stream)
+        observer.startBuffering(Clock(), 0.1)
+        observer.keepAccessLine("a\nb", 100.0)
+        observer.stopBuffering()
+        [event] = accessEvents(1)
+        event.update(log_format="a\nb", log_time=100.0)
+        other = io.StringIO()
+        logs.makeStdout({}, other)(event)
+        self.assertEqual(stream.getvalue(), other.getvalue())
+        self.assertIn("a\n\tb\n", stream.getvalue())
+
+    def test_otherThread(self) -> None:
+        """
+        On another thread than the one keeping lines, no line is kept: the
+        caller logs an event, written at once.
+        """
+        stream = io.StringIO()
+        observer = logs.makeStdout({}, stream)
+        observer.startBuffering(Clock(), 0.1)
+        kept: list = []
+        thread = threading.Thread(
+            target=lambda: kept.append(observer.keepAccessLine("a line", 100.0))
+        )
+        thread.start()
+        thread.join()
+        self.assertEqual(kept, [False])
+        self.assertEqual(stream.getvalue(), "")
 
     def test_notBuffering(self) -> None:
         """

@@ -435,8 +435,11 @@ class HandOverTests(TestCase):
         self.assertNoResult(posted)
         # The lock is let go only once the database thread has begun its
         # transaction, and so waits for it, while the reactor runs.
-        while "BEGIN IMMEDIATE" not in seen:
+        for _ in range(1000):
+            if "BEGIN IMMEDIATE" in seen or posted.called:
+                break
             await deferLater(reactor, 0.01, lambda: None)
+        self.assertIn("BEGIN IMMEDIATE", seen)
         self.assertNoResult(posted)
         other.execute("ROLLBACK")
         ids = await posted
