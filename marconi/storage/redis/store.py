@@ -178,29 +178,42 @@ def _records(rows: Iterable[Sequence[Any]]) -> list[Message]:
     id (a false value for none), tags JSON, checksum, claim count, and the
     times as one text (created, expires, visible-at, and the claim expiry,
     empty for none, separated by spaces).  A message visible from its
-    creation has both times as the same text, parsed once.
+    creation has both times as the same text, parsed once; so are the
+    times of a message that has the same text as the one before it, as
+    the messages of one post have.
     """
     make = models.makeMessage
-    return [
-        make(
-            i,
-            k,
-            b,
-            t,
-            created,
-            float(e),
-            created if v == c else float(v),
-            ci,
-            cid or None,
-            float(ce) if ce else None,
-            n,
-            _NO_TAGS if g == "[]" else tuple(json.loads(g)),
-            s,
+    messages: list[Message] = []
+    append = messages.append
+    last = None
+    created = expires = visible = 0.0
+    claimExpires: Optional[float] = None
+    for i, k, b, t, ci, cid, g, s, n, times in rows:
+        if times != last:
+            last = times
+            c, e, v, ce = times.split(" ")
+            created = float(c)
+            expires = float(e)
+            visible = created if v == c else float(v)
+            claimExpires = float(ce) if ce else None
+        append(
+            make(
+                i,
+                k,
+                b,
+                t,
+                created,
+                expires,
+                visible,
+                ci,
+                cid or None,
+                claimExpires,
+                n,
+                _NO_TAGS if g == "[]" else tuple(json.loads(g)),
+                s,
+            )
         )
-        for i, k, b, t, ci, cid, g, s, n, times in rows
-        for c, e, v, ce in [times.split(" ")]
-        for created in [float(c)]
-    ]
+    return messages
 
 
 def _flatMessages(reply: Any) -> list[Message]:
