@@ -32,7 +32,7 @@ import hashlib
 import json
 import re
 from collections import deque
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import txredisapi
 from twisted.application.internet import ClientService, backoffPolicy
@@ -237,6 +237,13 @@ def _sortedMessages(reply: Any) -> list[Message]:
     L{_flatMessages}, in marker order.
     """
     return sorted(_flatMessages(reply), key=_marker)
+
+
+def _parsed(d: Deferred, parse: Optional[Callable[[Any], Any]]) -> Deferred:
+    """
+    C{d}, with C{parse} as its next callback when there is one.
+    """
+    return d if parse is None else d.addCallback(parse)
 
 
 def _marker(m: Message) -> int:
@@ -965,7 +972,9 @@ class RedisStore(StoreEvents, Service):
         except txredisapi.ScriptDoesNotExist:
             return await self._call(command, "EVAL", script, 0, *args, conn=conn)
 
-    def _read(self, script: str, *args: Any) -> Deferred:
+    def _read(
+        self, script: str, *args: Any, parse: Optional[Callable[[Any], Any]] = None
+    ) -> Deferred:
         """
         Run a script that only reads, as L{_eval} does, when a connection is
         ready: the L{Deferred} of the command's reply, with no coroutine in
@@ -973,28 +982,42 @@ class RedisStore(StoreEvents, Service):
         and their L{Deferred} were a fifth of what the store cost the node
         per listing).
 
-        @return: a L{Deferred} of the script's reply, which fails as
-            L{_call} does.
+        @param parse: what makes the result of the reply, in the callback
+            that checks the reply (one callback less than adding it).
+        @return: a L{Deferred} of the script's reply, or of what C{parse}
+            makes of it, which fails as L{_call} does.
         """
         conn = self._pick()
         if conn is None:
-            return Deferred.fromCoroutine(self._eval(script, *args))
+            return _parsed(Deferred.fromCoroutine(self._eval(script, *args)), parse)
         sha = _scriptHashes.get(script)
         if sha is None:
             sha = _scriptHashes[script] = hashlib.sha1(script.encode()).hexdigest()
         try:
             sent = conn.send("EVALSHA", sha, 0, *args)
         except txredisapi.RedisError:
-            return Deferred.fromCoroutine(self._eval(script, *args, conn=conn))
-        return sent.addCallback(self._readReply, conn, script, args)
+            return _parsed(
+                Deferred.fromCoroutine(self._eval(script, *args, conn=conn)), parse
+            )
+        return sent.addCallback(self._readReply, conn, script, args, parse)
 
-    def _readReply(self, reply: Any, conn: Any, script: str, args: tuple) -> Any:
+    def _readReply(
+        self,
+        reply: Any,
+        conn: Any,
+        script: str,
+        args: tuple,
+        parse: Optional[Callable[[Any], Any]] = None,
+    ) -> Any:
         if not isinstance(reply, Exception):
-            return reply
+            return reply if parse is None else parse(reply)
         failure = self._failure(reply, conn, "send", ())
         if isinstance(failure, txredisapi.ScriptDoesNotExist):
-            return Deferred.fromCoroutine(
-                self._call("send", "EVAL", script, 0, *args, conn=conn)
+            return _parsed(
+                Deferred.fromCoroutine(
+                    self._call("send", "EVAL", script, 0, *args, conn=conn)
+                ),
+                parse,
             )
         raise failure
 
@@ -1286,7 +1309,8 @@ class RedisStore(StoreEvents, Service):
             1 if query.includeClaimed else 0,
             1 if query.includeDelayed else 0,
             json.dumps(list(query.tags)) if query.tags else "[]",
-        ).addCallback(_flatMessages)
+            parse=_flatMessages,
+        )
 
     def getMessages(
         self, project: str, queue: str, ids: Sequence[str], now: float
@@ -1295,8 +1319,12 @@ class RedisStore(StoreEvents, Service):
         if not wanted:
             return succeed([])
         return self._read(
-            lua.GET_MESSAGES, queuePrefix(project, queue), _time(now), *wanted
-        ).addCallback(_sortedMessages)
+            lua.GET_MESSAGES,
+            queuePrefix(project, queue),
+            _time(now),
+            *wanted,
+            parse=_sortedMessages,
+        )
 
     def deleteMessage(
         self,
