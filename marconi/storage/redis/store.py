@@ -448,6 +448,32 @@ class _Protocol(txredisapi.RedisProtocol):
             return data
         return super().tryConvertData(data)
 
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        """
+        Hand each reply to the command waiting for it, as txredisapi does,
+        without its steps for text and transactions when they have nothing
+        to do: the reader decodes the text, and only C{MULTI} or C{WATCH}
+        (which the store never sends) open a transaction.
+        """
+        if not self._decoded:
+            return super().dataReceived(data, unpause)
+        reader = self._reader
+        if data:
+            reader.feed(data)
+        waiting = self.replyQueue.waiting
+        reply = reader.gets()
+        while reply is not False:
+            if waiting and type(reply) is not str and not self.inTransaction:
+                waiting.pop(0).callback(reply)
+            else:
+                if reply == "QUEUED":
+                    self.transactions += 1
+                else:
+                    reply = self.handleTransactionData(reply)
+                self.replyReceived(reply)
+            reply = reader.gets()
+        return None
+
     def send(self, *args: Any) -> Deferred:
         """
         Send one command.
