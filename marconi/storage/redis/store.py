@@ -32,7 +32,7 @@ import hashlib
 import json
 import re
 from collections import deque
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import txredisapi
 from twisted.application.internet import ClientService, backoffPolicy
@@ -178,29 +178,42 @@ def _records(rows: Iterable[Sequence[Any]]) -> list[Message]:
     id (a false value for none), tags JSON, checksum, claim count, and the
     times as one text (created, expires, visible-at, and the claim expiry,
     empty for none, separated by spaces).  A message visible from its
-    creation has both times as the same text, parsed once.
+    creation has both times as the same text, parsed once; so are the
+    times of a message that has the same text as the one before it, as
+    the messages of one post have.
     """
     make = models.makeMessage
-    return [
-        make(
-            i,
-            k,
-            b,
-            t,
-            created,
-            float(e),
-            created if v == c else float(v),
-            ci,
-            cid or None,
-            float(ce) if ce else None,
-            n,
-            _NO_TAGS if g == "[]" else tuple(json.loads(g)),
-            s,
+    messages: list[Message] = []
+    append = messages.append
+    last = None
+    created = expires = visible = 0.0
+    claimExpires: Optional[float] = None
+    for i, k, b, t, ci, cid, g, s, n, times in rows:
+        if times != last:
+            last = times
+            c, e, v, ce = times.split(" ")
+            created = float(c)
+            expires = float(e)
+            visible = created if v == c else float(v)
+            claimExpires = float(ce) if ce else None
+        append(
+            make(
+                i,
+                k,
+                b,
+                t,
+                created,
+                expires,
+                visible,
+                ci,
+                cid or None,
+                claimExpires,
+                n,
+                _NO_TAGS if g == "[]" else tuple(json.loads(g)),
+                s,
+            )
         )
-        for i, k, b, t, ci, cid, g, s, n, times in rows
-        for c, e, v, ce in [times.split(" ")]
-        for created in [float(c)]
-    ]
+    return messages
 
 
 def _flatMessages(reply: Any) -> list[Message]:
@@ -224,6 +237,13 @@ def _sortedMessages(reply: Any) -> list[Message]:
     L{_flatMessages}, in marker order.
     """
     return sorted(_flatMessages(reply), key=_marker)
+
+
+def _parsed(d: Deferred, parse: Optional[Callable[[Any], Any]]) -> Deferred:
+    """
+    C{d}, with C{parse} as its next callback when there is one.
+    """
+    return d if parse is None else d.addCallback(parse)
 
 
 def _marker(m: Message) -> int:
@@ -427,6 +447,32 @@ class _Protocol(txredisapi.RedisProtocol):
         if self._decoded:
             return data
         return super().tryConvertData(data)
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        """
+        Hand each reply to the command waiting for it, as txredisapi does,
+        without its steps for text and transactions when they have nothing
+        to do: the reader decodes the text, and only C{MULTI} or C{WATCH}
+        (which the store never sends) open a transaction.
+        """
+        if not self._decoded:
+            return super().dataReceived(data, unpause)
+        reader = self._reader
+        if data:
+            reader.feed(data)
+        waiting = self.replyQueue.waiting
+        reply = reader.gets()
+        while reply is not False:
+            if waiting and type(reply) is not str and not self.inTransaction:
+                waiting.pop(0).callback(reply)
+            else:
+                if reply == "QUEUED":
+                    self.transactions += 1
+                else:
+                    reply = self.handleTransactionData(reply)
+                self.replyReceived(reply)
+            reply = reader.gets()
+        return None
 
     def send(self, *args: Any) -> Deferred:
         """
@@ -953,7 +999,9 @@ class RedisStore(StoreEvents, Service):
         except txredisapi.ScriptDoesNotExist:
             return await self._call(command, "EVAL", script, 0, *args, conn=conn)
 
-    def _read(self, script: str, *args: Any) -> Deferred:
+    def _read(
+        self, script: str, *args: Any, parse: Optional[Callable[[Any], Any]] = None
+    ) -> Deferred:
         """
         Run a script that only reads, as L{_eval} does, when a connection is
         ready: the L{Deferred} of the command's reply, with no coroutine in
@@ -961,28 +1009,42 @@ class RedisStore(StoreEvents, Service):
         and their L{Deferred} were a fifth of what the store cost the node
         per listing).
 
-        @return: a L{Deferred} of the script's reply, which fails as
-            L{_call} does.
+        @param parse: what makes the result of the reply, in the callback
+            that checks the reply (one callback less than adding it).
+        @return: a L{Deferred} of the script's reply, or of what C{parse}
+            makes of it, which fails as L{_call} does.
         """
         conn = self._pick()
         if conn is None:
-            return Deferred.fromCoroutine(self._eval(script, *args))
+            return _parsed(Deferred.fromCoroutine(self._eval(script, *args)), parse)
         sha = _scriptHashes.get(script)
         if sha is None:
             sha = _scriptHashes[script] = hashlib.sha1(script.encode()).hexdigest()
         try:
             sent = conn.send("EVALSHA", sha, 0, *args)
         except txredisapi.RedisError:
-            return Deferred.fromCoroutine(self._eval(script, *args, conn=conn))
-        return sent.addCallback(self._readReply, conn, script, args)
+            return _parsed(
+                Deferred.fromCoroutine(self._eval(script, *args, conn=conn)), parse
+            )
+        return sent.addCallback(self._readReply, conn, script, args, parse)
 
-    def _readReply(self, reply: Any, conn: Any, script: str, args: tuple) -> Any:
+    def _readReply(
+        self,
+        reply: Any,
+        conn: Any,
+        script: str,
+        args: tuple,
+        parse: Optional[Callable[[Any], Any]] = None,
+    ) -> Any:
         if not isinstance(reply, Exception):
-            return reply
+            return reply if parse is None else parse(reply)
         failure = self._failure(reply, conn, "send", ())
         if isinstance(failure, txredisapi.ScriptDoesNotExist):
-            return Deferred.fromCoroutine(
-                self._call("send", "EVAL", script, 0, *args, conn=conn)
+            return _parsed(
+                Deferred.fromCoroutine(
+                    self._call("send", "EVAL", script, 0, *args, conn=conn)
+                ),
+                parse,
             )
         raise failure
 
@@ -1274,7 +1336,8 @@ class RedisStore(StoreEvents, Service):
             1 if query.includeClaimed else 0,
             1 if query.includeDelayed else 0,
             json.dumps(list(query.tags)) if query.tags else "[]",
-        ).addCallback(_flatMessages)
+            parse=_flatMessages,
+        )
 
     def getMessages(
         self, project: str, queue: str, ids: Sequence[str], now: float
@@ -1283,8 +1346,12 @@ class RedisStore(StoreEvents, Service):
         if not wanted:
             return succeed([])
         return self._read(
-            lua.GET_MESSAGES, queuePrefix(project, queue), _time(now), *wanted
-        ).addCallback(_sortedMessages)
+            lua.GET_MESSAGES,
+            queuePrefix(project, queue),
+            _time(now),
+            *wanted,
+            parse=_sortedMessages,
+        )
 
     def deleteMessage(
         self,
