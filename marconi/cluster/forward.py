@@ -10,7 +10,7 @@ import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import parse_qsl, quote_from_bytes, unquote_to_bytes
 
 import treq
 from hyperlink import DecodedURL
@@ -142,7 +142,8 @@ def target(uri: bytes) -> Target:
     The path and query of a received request target, parsed.
 
     @raise NotAPath: the target is not a path (it does not begin with a
-        single C{/}, carries a fragment, or does not decode as UTF-8).
+        single C{/}, carries a fragment, its path does not decode as
+        UTF-8, or its query is not ASCII).
     """
     if _PLAIN.fullmatch(uri):
         return Target(None, uri)
@@ -160,13 +161,33 @@ def _parsed(uri: bytes) -> Target:
         segments = tuple(
             unquote_to_bytes(s).decode("utf-8") for s in path[1:].split(b"/")
         )
-        pairs = parse_qsl(
-            query.decode("ascii"), keep_blank_values=True, errors="strict"
-        )
+        text = query.decode("ascii")
     except UnicodeError:
         raise NotAPath() from None
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict")
+    except UnicodeError:
+        # Percent-encoded bytes that are not UTF-8: the owner reads them as
+        # bytes (a parameter it does not know is ignored, one it knows is
+        # refused), so they are passed on, each pair encoded again.
+        url = DecodedURL.from_text("/").replace(path=segments)
+        encoded = "&".join(
+            quote_from_bytes(name.encode("latin-1"), _QUERY_SAFE)
+            + "="
+            + quote_from_bytes(value.encode("latin-1"), _QUERY_SAFE)
+            for name, value in parse_qsl(
+                text, keep_blank_values=True, encoding="latin-1"
+            )
+        ).encode("ascii")
+        plain = url.to_uri().to_text().encode("ascii")
+        return Target(tuple(url.path), plain + b"?" + encoded)
     url = DecodedURL.from_text("/").replace(path=segments, query=pairs)
     return Target(tuple(url.path), url.to_uri().to_text().encode("ascii"))
+
+
+# What a query's names and values keep unencoded when they are passed on
+# as bytes: the unreserved characters only (quote_from_bytes adds them).
+_QUERY_SAFE = ""
 
 
 _WAIT = re.compile(rb"(?:^|&)wait=([0-9]{1,9})(?=&|$)")

@@ -359,6 +359,11 @@ class TargetTests(SynchronousTestCase):
                 b"/v2/queues/a%2Fb@c:d/x?x=1+2&y=%26",
                 b"/v2/queues/a%2Fb%40c%3Ad/x?x=1%202&y=%26",
             ),
+            # A query of bytes that are not UTF-8 keeps its bytes.
+            (
+                b"/v2/queues/q%20r/x?y=%ff&%fe=a+b/c&z",
+                b"/v2/queues/q%20r/x?y=%FF&%FE=a%20b%2Fc&z=",
+            ),
         ):
             path = target(uri)
             self.assertEqual(pathAndQuery(path), expected)

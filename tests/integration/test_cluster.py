@@ -396,9 +396,9 @@ class ExploitTests(ClusterTestCase):
 
     async def test_queryOfNonASCIIBytes(self) -> None:
         """
-        A request whose query percent-encodes UTF-8 that is not ASCII is
-        answered through a node that does not own the queue as the owner
-        answers it (the pass-through, and the forwarding that signs its
+        A request whose query percent-encodes UTF-8 that is not ASCII, or
+        bytes that are not UTF-8, is answered through a node that does not
+        own the queue as the owner answers it (the pass-through, and the forwarding that signs its
         query), never with a 500.
         """
         await self.startCluster()
@@ -407,7 +407,14 @@ class ExploitTests(ClusterTestCase):
             "b", "POST", f"/v2/queues/{queue}/messages", {"messages": [{"body": 1}]}
         )
         self.assertEqual(r.code, 201, body)
-        for query, code in (("x=%C3%A9", 200), ("marker=%C3%A9", 400)):
+        for query, code in (
+            ("x=%C3%A9", 200),
+            ("marker=%C3%A9", 400),
+            # Percent-encoded bytes that are not UTF-8.
+            ("y=%ff", 200),
+            ("%ff=1&y=%fe+x", 200),
+            ("marker=%ff", 400),
+        ):
             for via in NAMES:
                 r, body = await self.call(
                     via, "GET", f"/v2/queues/{queue}/messages?echo=true&{query}"
