@@ -17,6 +17,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from marconi.api import versions
+from marconi.core.errors import ValidationFailed
 
 _log = Logger()
 
@@ -121,16 +122,20 @@ class FastResource(Resource):
                     self.handlers[name] = handler
 
     def render(self, request: Any) -> Any:
+        # The last Host line (getHeader's) is the one Klein reads.
+        host = request.getHeader(b"host")
+        if host is not None and not host.isascii():
+            try:
+                request.getRequestHostname().decode("utf-8")
+            except UnicodeDecodeError:
+                # Klein would answer it with a text of its own.
+                self._failed(
+                    Failure(ValidationFailed("The Host header is not valid UTF-8.")),
+                    request,
+                    self.app._error_handlers,
+                )
+                return server.NOT_DONE_YET
         found = findRoute(request.method, request.postpath)
-        if found is not None:
-            # The last Host line (getHeader's) is the one Klein reads.
-            host = request.getHeader(b"host")
-            if host is not None and not host.isascii():
-                try:
-                    # Klein answers a host name that is not UTF-8 itself.
-                    request.getRequestHostname().decode("utf-8")
-                except UnicodeDecodeError:
-                    found = None
         if found is None:
             return self.klein.render(request)
         endpoint, kwargs = found

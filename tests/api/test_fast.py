@@ -2,6 +2,7 @@
 Tests for L{marconi.api.fast}: the hot routes found without werkzeug.
 """
 
+import json
 from urllib.parse import unquote_to_bytes
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -115,14 +116,18 @@ class FindRouteTests(SynchronousTestCase):
 
 
 class HostTests(SynchronousTestCase):
-    def answer(self, host: bytes) -> bytes:
+    def answer(
+        self, host: bytes, path: bytes = b"/v2/queues/q/messages?echo=true"
+    ) -> bytes:
         """
-        The answer's status line and body to a hot route's request with the
-        C{Host} header C{host}.
+        The answer's status line and body to a C{GET} of C{path} (by
+        default, a hot route) with the C{Host} header C{host}.
         """
         transport = test_framing.WholeHeadTests("test_sameAnswers").connect()
         transport.protocol.dataReceived(
-            b"GET /v2/queues/q/messages?echo=true HTTP/1.1\r\nHost: "
+            b"GET "
+            + path
+            + b" HTTP/1.1\r\nHost: "
             + host
             + b"\r\n"
             + test_framing.IDENTITY
@@ -133,12 +138,17 @@ class HostTests(SynchronousTestCase):
 
     def test_hostNotUTF8(self) -> None:
         """
-        A hot route's request whose host name is not UTF-8 is left to
-        Klein, which refuses it; any other host name is served.
+        A request whose host name is not UTF-8 is refused with 400 and the
+        API's JSON error, on a hot route or any other; any other host name
+        is served.
         """
-        for host in (b"\xff\xfe", b"caf\xc3\xa9:\xff", b"x\r\nHost: \xff"):
-            self.assertIn(b" 400 ", self.answer(host), host)
-        self.flushLoggedErrors(UnicodeDecodeError)
+        for path in (b"/v2/queues/q/messages?echo=true", b"/v2/queues", b"/v2"):
+            for host in (b"\xff\xfe", b"caf\xc3\xa9:\xff", b"x\r\nHost: \xff"):
+                status, _, body = self.answer(host, path).partition(b" {")
+                self.assertEqual(status, b"HTTP/1.1 400 Bad Request", (path, host))
+                error = json.loads(b"{" + body)
+                self.assertEqual(sorted(error), ["description", "title"])
+                self.assertIn("Host", error["description"])
         for host in ("café".encode(), b"x:80", b"[::1]:8080", b"x"):
             self.assertEqual(
                 self.answer(host), b'HTTP/1.1 200 OK {"messages":[],"links":[]}', host
