@@ -21,6 +21,13 @@ C{--server-cpus}, the load on C{--client-cpus}):
 
 The load is our asyncio driver (L{driver.Client}): one keep-alive
 connection per virtual user and node.
+
+The nodes share C{--server-cpus}, so a forwarded request also pays for the
+kernel switching between the relaying and the owning process: each packet
+one sends wakes the other, which may preempt it.  C{--sched-batch} runs the
+nodes with the C{SCHED_BATCH} policy, under which a woken node waits for
+the running one's turn to end: closer to nodes on their own cores, where
+the two hops never take turns on one core.
 """
 
 import argparse
@@ -78,7 +85,13 @@ class Cluster:
     """
 
     def __init__(
-        self, servers: Servers, n: int, cpus: str, root: str = ROOT, label: str = ""
+        self,
+        servers: Servers,
+        n: int,
+        cpus: str,
+        root: str = ROOT,
+        label: str = "",
+        batch: bool = False,
     ):
         self.names = NAMES[:n]
         self.ports = {name: freePort() for name in self.names}
@@ -114,9 +127,11 @@ class Cluster:
             if n > 1:
                 command += ["--node-name", name, *members]
                 command += ["--cluster-secret-file", secret]
-            process, log = servers.start(
-                f"{label}{name}-{n}", pinned(cpus, command), env
-            )
+            command = pinned(cpus, command)
+            if batch:
+                # SCHED_BATCH: a node woken by another does not preempt it.
+                command = ["chrt", "--batch", "0", *command]
+            process, log = servers.start(f"{label}{name}-{n}", command, env)
             started.append((name, port, process, log))
         for name, port, process, log in started:
             waitForPort(port, process, time.monotonic() + 60, log)
@@ -242,7 +257,9 @@ async def cost(options) -> dict:
     loads = {}
     try:
         for label, root in options.roots.items():
-            cluster = Cluster(servers, 3, options.server_cpus, root, label)
+            cluster = Cluster(
+                servers, 3, options.server_cpus, root, label, options.sched_batch
+            )
             loads[label] = Load(cluster, options.concurrency)
             await warm(loads[label], cluster)
         for rep in range(options.repeat):
@@ -265,7 +282,11 @@ async def cost(options) -> dict:
         for load in loads.values():
             load.close()
         servers.stop()
-    summary: dict = {"loadavg": os.getloadavg(), "requests": options.requests}
+    summary: dict = {
+        "loadavg": os.getloadavg(),
+        "requests": options.requests,
+        "scheduling": "batch" if options.sched_batch else "other",
+    }
     for label in options.roots:
         summary[label] = {op: summarise(runs[label][op]) for op in options.costOps}
     return summary
@@ -333,7 +354,9 @@ async def throughput(options) -> list:
     for n in options.nodes:
         servers = Servers(tempfile.mkdtemp(prefix="marconi-cluster-"))
         try:
-            cluster = Cluster(servers, n, options.server_cpus, options.root)
+            cluster = Cluster(
+                servers, n, options.server_cpus, options.root, "", options.sched_batch
+            )
             load = Load(cluster, options.concurrency)
             try:
                 await warm(load, cluster)
@@ -499,6 +522,13 @@ def parseOptions(argv):
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--client-cpus", default="1")
     parser.add_argument("--json", help="write the results there")
+    parser.add_argument(
+        "--sched-batch",
+        action="store_true",
+        help="run the nodes with the SCHED_BATCH policy (chrt --batch 0): a node "
+        "woken by another's packet waits for the running one's turn to end "
+        "instead of preempting it",
+    )
     parser.add_argument(
         "--health",
         action="store_true",
