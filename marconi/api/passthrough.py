@@ -77,12 +77,8 @@ _HOP = frozenset(
         b"content-length",
     )
 )
-#: A hop-by-hop header line (of those in L{_HOP}, the length aside) in a
-#: response head in lower case.
-_HOP_LINE = re.compile(
-    rb"\r\n(?:connection|keep-alive|proxy-authenticate|proxy-connection|te"
-    rb"|trailer|transfer-encoding|upgrade):"
-)
+#: The request id's header line, in a head in lower case.
+_REQUEST_ID = b"\r\nx-openstack-request-id:"
 #: The one C{Vary} a large answer is written with, as a line of a head in
 #: lower case.
 _VARY = b"\r\nvary: accept-encoding\r\n"
@@ -647,10 +643,16 @@ class Relay:
             return
         head = answer.head
         body = answer.body
-        lowered = head.lower()
-        if head and self._asItCame(lowered, len(body)):
-            found = headerValues(head, lowered, b"x-openstack-request-id")
-            requestId = found[-1] if found else None
+        if head and self._asItCame(answer.lowered, len(body)):
+            lowered = answer.lowered
+            # The last request id of the head, if any (names are found
+            # after a CRLF; the status line holds none).
+            at = lowered.rfind(_REQUEST_ID)
+            if at < 0:
+                requestId = None
+            else:
+                start = at + len(_REQUEST_ID)
+                requestId = head[start : head.find(b"\r\n", start)].strip(b" \t")
             self._sent(answer.code, head + body, len(body), requestId)
         else:
             self._answer(answer.code, answer.phrase, answer.headers.items(), body)
@@ -658,13 +660,13 @@ class Relay:
     def _asItCame(self, lowered: bytes, length: int) -> bool:
         """
         Whether the owner's answer head (C{lowered}, in lower case; its
-        body delimited by its one C{Content-Length}, see
-        L{marconi.cluster.wire.Head.raw}) is written to the client as it
-        came: it holds no hop-by-hop header, the body is written as it is
-        (not compressed), and the client keeps the connection; so
-        L{_answer} would write the same headers.
+        body delimited by its one C{Content-Length}, and no hop-by-hop
+        header in it, see L{marconi.cluster.wire.Head.raw}) is written to
+        the client as it came: the body is written as it is (not
+        compressed), and the client keeps the connection; so L{_answer}
+        would write the same headers.
         """
-        if self.close or self.method == b"HEAD" or _HOP_LINE.search(lowered):
+        if self.close or self.method == b"HEAD":
             return False
         if length < gzip.THRESHOLD:
             return True

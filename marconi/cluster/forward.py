@@ -83,8 +83,9 @@ class Answer:
     made each of the relay's answers cost a microsecond more).
 
     @ivar head: of a forwarded request's answer, its head as it came, when
-        the body is delimited by its C{Content-Length} alone (see
-        L{wire.Head.raw}); else empty.
+        the body is delimited by its C{Content-Length} alone and it holds
+        no hop-by-hop header (see L{wire.Head.raw}); else empty.
+    @ivar lowered: C{head} in lower case.
     """
 
     code: int
@@ -92,6 +93,7 @@ class Answer:
     headers: Headers
     body: bytes
     head: bytes = b""
+    lowered: bytes = b""
 
 
 class Target:
@@ -578,7 +580,7 @@ def answerOf(head: Any, content: bytes) -> Answer:
     """
     The L{Answer} of a forwarded request's head and body.
     """
-    return Answer(head.code, head.phrase, head.headers, content, head.raw)
+    return Answer(head.code, head.phrase, head.headers, content, head.raw, head.lowered)
 
 
 def _answered(result: tuple) -> Answer:

@@ -42,6 +42,39 @@ MAX_HEAD = 65536
 #: with CRLF.
 _HEADER_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\r\n]*\r\n)*")
 _NO_BODY = (204, 304)
+#: A header line, in a head in lower case, that the body's framing or the
+#: connection depends on, or another hop-by-hop header (RFC 9110 7.6.1):
+#: an answer with one is read line by line, and never passed on as it
+#: came.
+_SPECIAL = re.compile(
+    rb"\r\n(?:transfer-encoding|connection|keep-alive|proxy-authenticate"
+    rb"|proxy-connection|te|trailer|upgrade):"
+)
+#: Status lines read (L{_status}), bounded: peers answer with few.
+_STATUS: dict = {}
+_MAX_STATUS = 64
+
+
+def _status(line: bytes) -> tuple:
+    """
+    The code, the reason phrase and whether the connection persists by
+    default (HTTP/1.1) of a status line, kept for the next answers with
+    the same.
+
+    @raise BadAnswer: the line is not an HTTP/1.1 or HTTP/1.0 status line.
+    """
+    version, _, rest = line.partition(b" ")
+    code, _, phrase = rest.partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3:
+        raise BadAnswer("the status line is malformed")
+    if not code.isdigit():
+        raise BadAnswer("the status line is malformed")
+    found = (int(code), phrase, version == b"HTTP/1.1")
+    if len(line) <= 64:
+        if len(_STATUS) >= _MAX_STATUS:
+            _STATUS.clear()
+        _STATUS[line] = found
+    return found
 
 
 class BadAnswer(Exception):
@@ -107,20 +140,28 @@ class Head:
     A response's status and headers.
 
     @ivar raw: the response's head as it came (status line, header lines
-        and the empty line), when it is HTTP/1.1 and its body is delimited
-        by its one C{Content-Length} alone (no C{Transfer-Encoding}, no
-        C{Connection}); else empty.
+        and the empty line), when it is HTTP/1.1, its body is delimited by
+        its one C{Content-Length} alone, and it holds no hop-by-hop header
+        (no C{Transfer-Encoding}, no C{Connection}, none of L{_SPECIAL});
+        else empty.
+    @ivar lowered: C{raw} in lower case.
     """
 
-    __slots__ = ("code", "phrase", "headers", "raw")
+    __slots__ = ("code", "phrase", "headers", "raw", "lowered")
 
     def __init__(
-        self, code: int, phrase: bytes, headers: RawHeaders, raw: bytes = b""
+        self,
+        code: int,
+        phrase: bytes,
+        headers: RawHeaders,
+        raw: bytes = b"",
+        lowered: bytes = b"",
     ) -> None:
         self.code = code
         self.phrase = phrase
         self.headers = headers
         self.raw = raw
+        self.lowered = lowered
 
 
 def requestBytes(
@@ -274,38 +315,34 @@ class _Connection(Protocol):
                 return
 
     def _readHead(self) -> bool:
-        end = self._buffer.find(b"\r\n\r\n")
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(self._buffer) > MAX_HEAD:
+            if len(buffer) > MAX_HEAD:
                 raise BadAnswer("the response head is too long")
             return False
-        buffer = self._buffer
         first = buffer.find(b"\r\n")
         if first < 0 or first > end:
             first = end
-        lines = buffer[first : end + 2]
-        block = lines[2:]
         statusLine = buffer[:first]
         self._buffer = buffer[end + 4 :]
-        version, _, rest = statusLine.partition(b" ")
-        code, _, phrase = rest.partition(b" ")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3:
-            raise BadAnswer("the status line is malformed")
-        if not code.isdigit():
-            raise BadAnswer("the status line is malformed")
-        status = int(code)
+        status, phrase, keep = _STATUS.get(statusLine) or _status(statusLine)
         if 100 <= status < 200:
             return True  # an interim answer: the final one follows
+        block = buffer[first + 2 : end + 2]
         if not _HEADER_LINES.fullmatch(block):
             raise BadAnswer("a header line is malformed")
         length = None
         chunked = False
         asItCame = False
-        self._keep = version == b"HTTP/1.1"
-        lowered = lines.lower()
-        # Most answers carry a length and nothing else to look at.
-        rare = b"transfer-encoding" in lowered or b"connection" in lowered
-        if rare:
+        self._keep = keep
+        raw = buffer[: end + 4]
+        # The head in lower case, read once: the names of header lines are
+        # found in it after a CRLF (the status line holds none).
+        lowered = raw.lower()
+        if _SPECIAL.search(lowered, first):
+            # The transfer coding, the connection, or another hop-by-hop
+            # header: each line is read.
             for name, value in headerPairs(block):
                 lower = name.lower()
                 if lower == b"content-length":
@@ -323,14 +360,15 @@ class _Connection(Protocol):
                     elif b"keep-alive" in tokens:
                         self._keep = True
         else:
-            lengths = headerValues(lines, lowered, b"content-length")
+            # Most answers carry a length and nothing else to look at.
+            lengths = headerValues(raw, lowered, b"content-length")
             for value in lengths:
                 if not value.isdigit() or (length is not None and length != value):
                     raise BadAnswer("the content length is malformed")
                 length = value
             # The head as it came, if its one Content-Length delimits the
             # body.
-            asItCame = self._keep and len(lengths) == 1
+            asItCame = keep and len(lengths) == 1
         exchange = self._exchange
         assert exchange is not None
         headers = RawHeaders.fromBlock(block)
@@ -343,12 +381,24 @@ class _Connection(Protocol):
             self._mode = b"chunked"
             self._left = -1
         elif length is not None:
-            raw = buffer[: end + 4] if asItCame else b""
-            self._answer = Head(status, phrase, headers, raw)
-            self._mode = b"length"
-            self._left = int(length)
-            if self._left > exchange.limit:
+            left = int(length)
+            if left > exchange.limit:
                 raise BodyTooLarge(f"over {exchange.limit} bytes")
+            if asItCame:
+                self._answer = Head(status, phrase, headers, raw, lowered)
+            else:
+                self._answer = Head(status, phrase, headers)
+            rest = self._buffer
+            if len(rest) >= left:
+                # The body came with the head (as it mostly does): the
+                # answer is whole.
+                self._size = left
+                self._body = [rest[:left]]
+                self._buffer = rest[left:]
+                self._done()
+                return True
+            self._mode = b"length"
+            self._left = left
         else:
             self._answer = Head(status, phrase, headers)
             self._mode = b"close"

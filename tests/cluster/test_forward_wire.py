@@ -115,6 +115,71 @@ class PoolTests(SynchronousTestCase):
             answered, body = self.answer(self.wired.request(), other + b"{}")
             self.assertEqual((answered.raw, body), (b"", b"{}"), other)
 
+    def test_headWithHopByHopNotAsItCame(self) -> None:
+        """
+        A head with any hop-by-hop header (in any case) is not kept as it
+        came: the pass-through writes such an answer anew, without them.
+        Only a header's name counts, not a value that holds one.
+        """
+        for name in (
+            b"Keep-Alive",
+            b"UPGRADE",
+            b"te",
+            b"Trailer",
+            b"Proxy-Authenticate",
+            b"Proxy-Connection",
+        ):
+            head = b"HTTP/1.1 200 OK\r\n%s: x\r\nContent-Length: 2\r\n\r\n" % name
+            answered, body = self.answer(self.wired.request(), head + b"{}")
+            self.assertEqual((answered.raw, answered.lowered, body), (b"", b"", b"{}"))
+            self.assertEqual(answered.headers.getRawHeaders(name), [b"x"])
+        head = (
+            b"HTTP/1.1 200 OK\r\nLocation: /connection/te: upgrade\r\n"
+            b"Tea: 1\r\nContent-Length: 2\r\n\r\n"
+        )
+        answered, _ = self.answer(self.wired.request(), head + b"{}")
+        self.assertEqual((answered.raw, answered.lowered), (head, head.lower()))
+
+    def test_bodyWithHeadOrAfter(self) -> None:
+        """
+        An answer is the same whether its body comes with its head, after
+        it, or byte by byte; bytes beyond the body close the connection.
+        """
+        data = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabcde"
+        for pieces in ([data], [data[:-5], data[-5:]], [bytes([b]) for b in data]):
+            d = self.wired.request()
+            protocol, transport = self.wired.connections[-1]
+            for piece in pieces:
+                self.assertNoResult(d)
+                protocol.dataReceived(piece)
+            head, body = self.successResultOf(d)
+            self.assertEqual((head.code, head.raw, body), (200, data[:-5], b"abcde"))
+            self.assertFalse(transport.disconnecting)
+        d = self.wired.request()
+        protocol, transport = self.wired.connections[-1]
+        protocol.dataReceived(data + b"HTTP")
+        self.assertEqual(self.successResultOf(d)[1], b"abcde")
+        self.assertTrue(transport.disconnecting)
+
+    def test_statusLinesRead(self) -> None:
+        """
+        A status line is read the same the first time and after (what it
+        reads as is kept), and a malformed one is refused each time.
+        """
+        for _ in range(2):
+            head = b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+            answered, _ = self.answer(self.wired.request(), head)
+            self.assertEqual((answered.code, answered.phrase), (404, b"Not Found"))
+            # HTTP/1.0: the connection is not kept, nor the head as it came.
+            self.assertEqual(answered.raw, b"")
+            self.assertTrue(self.wired.connections[-1][1].disconnecting)
+            for bad in (b"HTTP/1.1 2x0 OK", b"HTTP/2 200 OK", b"HTTP/1.1 2000 OK"):
+                d = self.wired.request()
+                protocol, transport = self.wired.connections[-1]
+                protocol.dataReceived(bad + b"\r\nContent-Length: 0\r\n\r\n")
+                self.failureResultOf(d, BadAnswer)
+                self.assertTrue(transport.disconnecting)
+
     def test_chunked(self) -> None:
         """
         A chunked answer, arriving in pieces, is decoded; trailers are
@@ -230,6 +295,12 @@ class PoolTests(SynchronousTestCase):
             b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\ncontent-length: 01\r\n\r\nx",
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: 1\r\nContent-Length: 1\r\n"
+            b"Content-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\rX: y\r\n\r\nx",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\nX: y\r\n\r\nx",
+            b"HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\nx",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxyz",
