@@ -146,9 +146,21 @@ def target(uri: bytes) -> Target:
     @raise NotAPath: the target is not a path (it does not begin with a
         single C{/}, carries a fragment, or does not decode as UTF-8).
     """
-    if _PLAIN.fullmatch(uri):
-        return Target(None, uri)
-    return _parsed(uri)
+    found = _targets.get(uri)
+    if found is None:
+        found = Target(None, uri) if _PLAIN.fullmatch(uri) else _parsed(uri)
+        if len(uri) <= _MAX_TARGET:
+            if len(_targets) >= _MAX_TARGETS:
+                _targets.clear()
+            _targets[uri] = found
+    return found
+
+
+#: Recent targets parsed (a L{Target} is never changed once made: they
+#: are shared), bounded.
+_targets: dict = {}
+_MAX_TARGETS = 1024
+_MAX_TARGET = 512
 
 
 def _parsed(uri: bytes) -> Target:

@@ -561,8 +561,9 @@ class Pool:
         result: Deferred = Deferred(lambda _: self._cancel(exchange))
         exchange.deferred = result
         self._waiting.add(exchange)
-        self._due(exchange, headerTimeout)
-        connection = self._take(key)
+        now = self._clock.seconds()
+        self._due(exchange, headerTimeout, now)
+        connection = self._take(key, now)
         if connection is not None:
             exchange.reused = True
             self._busy.add(connection)
@@ -576,12 +577,17 @@ class Pool:
         self._waiting.discard(exchange)
         self._stop(exchange)
 
-    def _due(self, exchange: _Exchange, seconds: float) -> None:
+    def _due(
+        self, exchange: _Exchange, seconds: float, now: Optional[float] = None
+    ) -> None:
         """
-        Give C{exchange} C{seconds} more: its deadline is set, and the one
-        timer of the pool is moved sooner only if it would fire after it.
+        Give C{exchange} C{seconds} more from C{now} (the pool's clock, read
+        if not given): its deadline is set, and the one timer of the pool
+        is moved sooner only if it would fire after it.
         """
-        due = exchange.due = self._clock.seconds() + seconds
+        if now is None:
+            now = self._clock.seconds()
+        due = exchange.due = now + seconds
         timer = self._timer
         if timer is None:
             self._timer = self._clock.callLater(seconds, self._expire)
@@ -663,9 +669,8 @@ class Pool:
             connection._exchange = None
             connection.abort()
 
-    def _take(self, key: Any) -> Optional[_Connection]:
+    def _take(self, key: Any, now: float) -> Optional[_Connection]:
         idle = self._idle.get(key)
-        now = self._clock.seconds()
         while idle:
             connection = idle.pop()
             if now - connection.idleSince < self.maxIdleTime:
