@@ -221,6 +221,19 @@ class PassThrough:
         return holder
 
 
+class _Sending:
+    """
+    What a relay waits for while the router sends its request: nothing to
+    cancel yet.
+    """
+
+    def cancel(self) -> None:
+        pass
+
+
+_SENDING = _Sending()
+
+
 #: A request line not read yet (L{None} is one that takes the usual way).
 _UNREAD = object()
 
@@ -484,7 +497,8 @@ class Relay:
         self.endpoint, self.kwargs = found
         self.started = channel.site.reactor.seconds()
         self.data = b""
-        self._running: Optional[Deferred] = None
+        #: What the relay waits for (its C{cancel} gives up on it).
+        self._running: Any = None
         self._gone = False
         self._paused = False
 
@@ -595,8 +609,8 @@ class Relay:
 
     def _authenticated(self, ctx: Any) -> None:
         """
-        Forward the request for the project C{ctx} acts for: the owner's
-        answer is written by one callback on the forwarding's L{Deferred}.
+        Forward the request for the project C{ctx} acts for: the router
+        calls L{_settled} with the owner's answer (no L{Deferred}).
         """
         self._running = None
         passThrough = self.passThrough
@@ -608,6 +622,10 @@ class Relay:
             return
         if passThrough.forwarded is not None:
             passThrough.forwarded(owner)
+        # Until the router returns: L{_settled} may be called from within
+        # (a request that fails at once), and then there is nothing to wait
+        # for.
+        self._running = _SENDING
         try:
             forwarding = passThrough.router.forwardRaw(
                 self.method,
@@ -616,12 +634,14 @@ class Relay:
                 self.data[self.bodyStart : self.end],
                 ctx.project,
                 owner,
+                self._settled,
             )
         except MarconiError as e:
+            self._running = None
             self._error(e)
             return
-        self._running = forwarding
-        forwarding.addBoth(self._settled)
+        if self._running is _SENDING:
+            self._running = forwarding
 
     def _settled(self, result: Any) -> None:
         """

@@ -528,13 +528,19 @@ class PeerClient:
         headers: list,
         body: bytes,
         resign: Optional[Callable[[], list]] = None,
-    ) -> Deferred:
+        then: Optional[Callable[[Any], object]] = None,
+    ) -> Any:
         """
         L{forward}, but the L{Deferred} of the connection pool as it is:
         firing with C{(Head, body)} (L{answerOf} makes the L{Answer}),
         failing with the pool's error (L{forwardFailed} makes it a
         L{NodeUnavailable}).  For a caller that adds its own callbacks to
         these, in one step.
+
+        @param then: if given, no L{Deferred}: C{then} is called once with
+            what it would fire with, or its L{Failure}, and the pool's
+            request is returned (its C{cancel} gives up on it, see
+            L{wire.Pool.send}).
         """
         host = _host(peer.url)
         data = wire.requestBytes(method, path.uri, host, headers, body)
@@ -545,13 +551,25 @@ class PeerClient:
                 fresh = headers if resign is None else resign()
                 return wire.requestBytes(method, path.uri, host, fresh, body)
 
+        config = self._config
+        if then is not None:
+            return self.wire.send(
+                peer.url,
+                data,
+                method == b"HEAD",
+                config.maxResponseBody,
+                config.forwardTimeout + waitOf(path),
+                config.bodyTimeout,
+                again,
+                then,
+            )
         return self.wire.request(
             peer.url,
             data,
             method == b"HEAD",
-            self._config.maxResponseBody,
-            self._config.forwardTimeout + waitOf(path),
-            self._config.bodyTimeout,
+            config.maxResponseBody,
+            config.forwardTimeout + waitOf(path),
+            config.bodyTimeout,
             again,
         )
 

@@ -27,9 +27,10 @@ connection; any other request fails with the connection's error.
 """
 
 import re
+from functools import partial
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -200,14 +201,15 @@ def _line(name: bytes, value: bytes) -> bytes:
 
 class _Exchange:
     """
-    One request on a connection, and the L{Deferred} of its answer.
+    One request on a connection, and what is called with its answer.
     """
 
     __slots__ = (
+        "pool",
         "data",
         "head",
         "limit",
-        "deferred",
+        "then",
         "due",
         "bodyTimeout",
         "connection",
@@ -219,13 +221,16 @@ class _Exchange:
 
     def __init__(
         self,
+        pool: "Pool",
         key: Any,
         data: bytes,
         head: bool,
         limit: int,
         bodyTimeout: float,
         again: Optional[Callable[[], bytes]],
+        then: Callable[[Any], object],
     ):
+        self.pool = pool
         self.key = key
         self.data = data
         self.head = head
@@ -236,12 +241,25 @@ class _Exchange:
         self.again = again
         #: It was sent on a connection that had carried an answer before.
         self.reused = False
-        self.deferred: Optional[Deferred] = None
+        #: Called with its result, once; L{None} once called, or once it
+        #: was cancelled.
+        self.then: Optional[Callable[[Any], object]] = then
         #: When it times out (the pool's clock).
         self.due = 0.0
         self.connection: Optional["_Connection"] = None
         #: The L{Deferred} of the connection being made for it.
         self.connecting: Optional[Deferred] = None
+
+    def cancel(self) -> None:
+        """
+        Give up on the request (see L{Pool.send}): its connection is
+        closed, and C{then} is called with a L{CancelledError}, unless it
+        was called already.
+        """
+        then = self.then
+        if then is not None:
+            self.pool._cancel(self)
+            then(Failure(CancelledError()))
 
 
 class _Connection(Protocol):
@@ -508,6 +526,16 @@ class _Connection(Protocol):
         self._fail(Failure(error))
 
 
+def _fire(deferred: Deferred, result: Any) -> None:
+    """
+    Fire C{deferred} with C{result}: a L{Failure} fails it.
+    """
+    if isinstance(result, Failure):
+        deferred.errback(result)
+    else:
+        deferred.callback(result)
+
+
 class Pool:
     """
     Persistent connections to the peers, and the requests sent on them.
@@ -557,9 +585,38 @@ class Pool:
             Cancelled, it closes the connection and fails with
             L{CancelledError}.
         """
-        exchange = _Exchange(key, data, head, limit, bodyTimeout, again)
         result: Deferred = Deferred(lambda _: self._cancel(exchange))
-        exchange.deferred = result
+        exchange = self.send(
+            key,
+            data,
+            head,
+            limit,
+            headerTimeout,
+            bodyTimeout,
+            again,
+            partial(_fire, result),
+        )
+        return result
+
+    def send(
+        self,
+        key: Any,
+        data: bytes,
+        head: bool,
+        limit: int,
+        headerTimeout: float,
+        bodyTimeout: float,
+        again: Optional[Callable[[], bytes]],
+        then: Callable[[Any], object],
+    ) -> _Exchange:
+        """
+        L{request}, but with no L{Deferred}: C{then} is called once with
+        the result, C{(Head, body)} or the L{Failure} the L{Deferred}
+        would fail with (from within this call, if it fails at once).
+
+        @return: the request, whose C{cancel} gives up on it.
+        """
+        exchange = _Exchange(self, key, data, head, limit, bodyTimeout, again, then)
         self._waiting.add(exchange)
         now = self._clock.seconds()
         self._due(exchange, headerTimeout, now)
@@ -570,10 +627,10 @@ class Pool:
             connection.send(exchange)
         else:
             self._dial(exchange)
-        return result
+        return exchange
 
     def _cancel(self, exchange: _Exchange) -> None:
-        exchange.deferred = None
+        exchange.then = None
         self._waiting.discard(exchange)
         self._stop(exchange)
 
@@ -605,10 +662,10 @@ class Pool:
         late = [exchange for exchange in self._waiting if exchange.due <= now]
         for exchange in late:
             self._waiting.discard(exchange)
-            deferred, exchange.deferred = exchange.deferred, None
+            then, exchange.then = exchange.then, None
             self._stop(exchange)
-            if deferred is not None:
-                deferred.errback(TimeoutError("no answer in time"))
+            if then is not None:
+                then(Failure(TimeoutError("no answer in time")))
         if self._waiting:
             # A callback above may have made a request, and with it a
             # timer set for that request alone: the soonest deadline wins.
@@ -630,7 +687,7 @@ class Pool:
         exchange.data = again()
         exchange.reused = False
         exchange.connection = None
-        if exchange.deferred is not None:
+        if exchange.then is not None:
             self._dial(exchange)
 
     def _dial(self, exchange: _Exchange) -> None:
@@ -640,7 +697,7 @@ class Pool:
 
         def connected(connection: _Connection) -> None:
             exchange.connecting = None
-            if exchange.deferred is None:
+            if exchange.then is None:
                 connection.transport.loseConnection()
                 return
             self._busy.add(connection)
@@ -679,18 +736,14 @@ class Pool:
         return None
 
     def headReceived(self, exchange: _Exchange) -> None:
-        if exchange.deferred is not None:
+        if exchange.then is not None:
             self._due(exchange, exchange.bodyTimeout)
 
     def finished(self, exchange: _Exchange, result: Any) -> None:
         self._waiting.discard(exchange)
-        deferred, exchange.deferred = exchange.deferred, None
-        if deferred is None:
-            return
-        if isinstance(result, Failure):
-            deferred.errback(result)
-        else:
-            deferred.callback(result)
+        then, exchange.then = exchange.then, None
+        if then is not None:
+            then(result)
 
     def release(self, connection: _Connection) -> None:
         self._busy.discard(connection)

@@ -364,6 +364,43 @@ class PoolTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertNoTimerLeft()
 
+    def test_sendCallsThenOnce(self) -> None:
+        """
+        L{Pool.send} calls its C{then} once with what L{Pool.request}'s
+        L{Deferred} would fire with: the answer, a timeout's failure, or a
+        L{CancelledError} when cancelled (its connection aborted), after
+        which nothing more.
+        """
+        called: list = []
+        pool = self.wired.pool
+        exchange = pool.send(
+            "b", b"GET / HTTP/1.1\r\n\r\n", False, 100, 5, 7, None, called.append
+        )
+        protocol, transport = self.wired.connections[0]
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+        [(head, body)] = called
+        self.assertEqual((head.code, body), (200, b"x"))
+        exchange.cancel()
+        self.assertEqual(len(called), 1)
+        self.assertFalse(transport.disconnecting)
+        called.clear()
+        exchange = pool.send(
+            "b", b"GET / HTTP/1.1\r\n\r\n", False, 100, 5, 7, None, called.append
+        )
+        exchange.cancel()
+        exchange.cancel()
+        [failure] = called
+        failure.trap(CancelledError)
+        self.assertTrue(transport.disconnecting)
+        self.wired.clock.advance(10)
+        self.assertEqual(len(called), 1)
+        called.clear()
+        pool.send("b", b"GET / HTTP/1.1\r\n\r\n", False, 100, 5, 7, None, called.append)
+        self.wired.clock.advance(5.1)
+        [failure] = called
+        failure.trap(TimeoutError)
+        self.assertNoTimerLeft()
+
     def test_oneTimer(self) -> None:
         """
         The requests in flight share one timer, which fails each at its
@@ -842,6 +879,40 @@ class ForwardRawTests(SynchronousTestCase):
         self.router = ClusterRouter(_config(), self.reactor)
         self.queue = _queueOf(self.router, "b")
 
+    def forwardRaw(self, router: ClusterRouter, *args) -> Deferred:
+        """
+        C{router.forwardRaw(*args)}.
+        """
+        return router.forwardRaw(*args)
+
+    def test_failureReported(self) -> None:
+        """
+        An owner that does not answer in time fails the request with
+        L{NodeUnavailable}; the failure detector and the monitor hear of
+        it once.
+        """
+        reported: list = []
+        self.router.membership.reportFailure = lambda *a: reported.append(a[0])
+        self.router.monitor.forwardingError = lambda *a: reported.append(a[0])
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        d = self.forwardRaw(self.router, b"POST", uri, Headers(), b"{}", "p", "b")
+        self.peer.connect()
+        self.reactor.advance(5.1)
+        self.assertEqual(self.failureResultOf(d, NodeUnavailable).value.kind, LOST)
+        self.assertEqual(reported, ["b", "b"])
+
+    def test_failsAtOnce(self) -> None:
+        """
+        A request that cannot be signed (a project that is not ASCII) fails
+        at once, nothing sent, and is no failure of the owner.
+        """
+        reported: list = []
+        self.router.membership.reportFailure = lambda *a: reported.append(a)
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        d = self.forwardRaw(self.router, b"POST", uri, Headers(), b"{}", "\xe9", "b")
+        self.failureResultOf(d, UnicodeEncodeError)
+        self.assertEqual((self.reactor.tcpClients, reported), ([], []))
+
     def test_signedAndRelayed(self) -> None:
         """
         The request reaches the owner with the received headers, less
@@ -856,7 +927,7 @@ class ForwardRawTests(SynchronousTestCase):
                 b"X-Marconi-Node": [b"forged"],
             }
         )
-        d = self.router.forwardRaw(b"POST", uri, received, b"{}", "p", "b")
+        d = self.forwardRaw(self.router, b"POST", uri, received, b"{}", "p", "b")
         protocol, transport = self.peer.connect()
         head, _, body = transport.value().partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
@@ -891,7 +962,7 @@ class ForwardRawTests(SynchronousTestCase):
         self.router.membership.reportFailure = lambda *a: reported.append(a)
         self.router.monitor.forwardingError = lambda *a: reported.append(a)
         uri = f"/v2/queues/{self.queue}/messages".encode()
-        d = self.router.forwardRaw(b"POST", uri, Headers(), b"{}", "p", "b")
+        d = self.forwardRaw(self.router, b"POST", uri, Headers(), b"{}", "p", "b")
         self.peer.connect()
         d.cancel()
         self.failureResultOf(d, CancelledError)
@@ -942,14 +1013,14 @@ class ForwardRawTests(SynchronousTestCase):
             the connection it was sent again on.
         """
         verifier = signing.Verifier("b", ["a", "b"], _config().secret, self.reactor)
-        d = self.router.forwardRaw(b"GET", uri, received, b"", "p", "b")
+        d = self.forwardRaw(self.router, b"GET", uri, received, b"", "p", "b")
         protocol, transport = self.peer.connect()
         first = sent(transport)
         self.assertEqual(verifier.verify(b"GET", uri, b"", first).project, "p")
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.successResultOf(d)
         transport.clear()
-        d = self.router.forwardRaw(b"GET", uri, received, b"", "p", "b")
+        d = self.forwardRaw(self.router, b"GET", uri, received, b"", "p", "b")
         second = sent(transport)
         self.assertEqual(verifier.verify(b"GET", uri, b"", second).project, "p")
         self.reactor.advance(1)
@@ -984,7 +1055,8 @@ class ForwardRawTests(SynchronousTestCase):
         """
         self.assertRaises(
             NotAPath,
-            self.router.forwardRaw,
+            self.forwardRaw,
+            self.router,
             b"GET",
             b"X/v2/queues/q",
             Headers(),
@@ -1007,7 +1079,7 @@ class ForwardRawTests(SynchronousTestCase):
         )
         router = ClusterRouter(_config(nodes=nodes), self.reactor)
         uri = f"/v2/queues/{self.queue}/messages".encode()
-        d = router.forwardRaw(b"POST", uri, Headers(), b"{}", "p", "b")
+        d = self.forwardRaw(router, b"POST", uri, Headers(), b"{}", "p", "b")
         protocol, _ = self.peer.connect()
         protocol.dataReceived(
             b"HTTP/1.1 503 Service Unavailable\r\nX-Marconi-Held-By: c\r\n"
@@ -1024,3 +1096,29 @@ class ForwardRawTests(SynchronousTestCase):
         answer = self.successResultOf(d)
         self.assertEqual((answer.code, answer.body), (201, b"[]"))
         self.assertTrue(router.membership.isUp("b"))
+
+
+class ForwardRawThenTests(ForwardRawTests):
+    """
+    L{ClusterRouter.forwardRaw} with a callback, no L{Deferred}: the same
+    as with one.
+    """
+
+    def forwardRaw(self, router: ClusterRouter, *args) -> Deferred:
+        """
+        C{router.forwardRaw(*args)} with a callback, which is called once,
+        made a L{Deferred} again; cancelling it cancels the forwarding.
+        """
+        calls: list = []
+
+        def then(result) -> None:
+            calls.append(result)
+            self.assertEqual(len(calls), 1)
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+        d: Deferred = Deferred(lambda _: forwarding.cancel())
+        forwarding = router.forwardRaw(*args, then=then)
+        return d

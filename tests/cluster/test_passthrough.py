@@ -376,10 +376,14 @@ class _Routed(_Router):
     def route(self, project: str, queue: str):
         return None if self.holder(project, queue) == "a" else "b"
 
-    def forwardRaw(self, method, uri, headers, body, project, owner) -> Deferred:
+    def forwardRaw(
+        self, method, uri, headers, body, project, owner, then=None
+    ) -> Deferred:
         d: Deferred = Deferred(lambda _: self.cancelled.append(uri))
         self.projects.append(project)
         self.sent.append((method, uri, dict(headers.getAllRawHeaders()), body, d))
+        if then is not None:
+            d.addBoth(then)
         return d
 
 
@@ -636,7 +640,7 @@ class ChannelTests(SynchronousTestCase):
         """
         api = InMemoryNode(self, auth=NoAuth()).api
         router = _Routed(api.router)
-        router.forwardRaw = lambda *args: fail(NodeUnavailable("b"))
+        router.forwardRaw = lambda *args: fail(NodeUnavailable("b")).addBoth(args[-1])
         api.router = router
         site = MarconiSite(api.resource(), maxRequestBody=10_000, reactor=self.clock)
         site.passThrough = PassThrough(api, router)
