@@ -692,11 +692,10 @@ class Relay:
             return True
         # A large body: the one Vary an answer of the API has, and no
         # compression asked for.
-        return (
-            lowered.count(b"\r\nvary:") == 1
-            and _VARY in lowered
-            and not gzip.wanted(self.getHeader(b"accept-encoding"), length)
-        )
+        if lowered.count(b"\r\nvary:") != 1 or _VARY not in lowered:
+            return False
+        accepted = self.requestHeaders._values.get(b"accept-encoding")
+        return not (accepted and gzip.wanted(accepted[-1], length))
 
     def fallBack(self) -> None:
         """
@@ -795,7 +794,7 @@ class Relay:
         self.sentLength = length
         if requestId is not None:
             self.requestId = requestId.decode("latin-1")
-        self.responseHeaders = _Sent(self.requestId)
+        self.responseHeaders = _Sent(requestId)
         self.route = self.passThrough.labels.get(self.endpoint, self.endpoint)
         # Logged before it is written, since it leaves at once: the line is
         # kept before the client can have the answer.
@@ -815,10 +814,15 @@ class _Sent:
 
     __slots__ = ("_requestId",)
 
-    def __init__(self, requestId: Optional[str]) -> None:
+    def __init__(self, requestId: Optional[bytes]) -> None:
         self._requestId = requestId
 
     def getRawHeaders(self, name: bytes, default: Any = None) -> Any:
-        if name.lower() == b"x-openstack-request-id" and self._requestId:
-            return [self._requestId.encode("latin-1")]
+        if self._requestId and (
+            name == _REQUEST_ID_NAME or name.lower() == _REQUEST_ID_NAME
+        ):
+            return [self._requestId]
         return default
+
+
+_REQUEST_ID_NAME = b"x-openstack-request-id"

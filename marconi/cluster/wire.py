@@ -174,7 +174,6 @@ def requestBytes(
     header lines already checked (each a name, a colon and a value without
     CR or LF, ending with CRLF), as bytes, sent as they are.
     """
-    lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, uri, host)]
     if type(headers) is bytes:
         block = headers
     else:
@@ -183,12 +182,14 @@ def requestBytes(
         if block.count(b"\n") != count or block.count(b"\r") != count:
             # Some name or value holds a CR or LF (rare): line by line.
             block = b"".join([_line(name, value) for name, value in headers])
-    lines.append(block)
     if body or method not in (b"GET", b"HEAD", b"DELETE"):
-        lines.append(b"Content-Length: %d\r\n" % len(body))
-    lines.append(b"\r\n")
-    lines.append(body)
-    return b"".join(lines)
+        return _WITH_BODY % (method, uri, host, block, len(body), body)
+    return _WITHOUT_BODY % (method, uri, host, block)
+
+
+#: L{requestBytes}'s layouts.
+_WITH_BODY = b"%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n%s"
+_WITHOUT_BODY = b"%s %s HTTP/1.1\r\nHost: %s\r\n%s\r\n"
 
 
 def _line(name: bytes, value: bytes) -> bytes:
@@ -343,9 +344,12 @@ class _Connection(Protocol):
         if first < 0 or first > end:
             first = end
         statusLine = buffer[:first]
-        self._buffer = buffer[end + 4 :]
+        # Where the body begins: the buffer keeps what follows the head
+        # (not cut before it is known how much of it is the body).
+        start = end + 4
         status, phrase, keep = _STATUS.get(statusLine) or _status(statusLine)
         if 100 <= status < 200:
+            self._buffer = buffer[start:]
             return True  # an interim answer: the final one follows
         block = buffer[first + 2 : end + 2]
         if not _HEADER_LINES.fullmatch(block):
@@ -354,7 +358,7 @@ class _Connection(Protocol):
         chunked = False
         asItCame = False
         self._keep = keep
-        raw = buffer[: end + 4]
+        raw = buffer[:start]
         # The head in lower case, read once: the names of header lines are
         # found in it after a CRLF (the status line holds none).
         lowered = raw.lower()
@@ -406,13 +410,12 @@ class _Connection(Protocol):
                 self._answer = Head(status, phrase, headers, raw, lowered)
             else:
                 self._answer = Head(status, phrase, headers)
-            rest = self._buffer
-            if len(rest) >= left:
+            if len(buffer) - start >= left:
                 # The body came with the head (as it mostly does): the
                 # answer is whole.
                 self._size = left
-                self._body = [rest[:left]]
-                self._buffer = rest[left:]
+                self._body = [buffer[start : start + left]]
+                self._buffer = buffer[start + left :]
                 self._done()
                 return True
             self._mode = b"length"
@@ -421,6 +424,7 @@ class _Connection(Protocol):
             self._answer = Head(status, phrase, headers)
             self._mode = b"close"
             self._keep = False
+        self._buffer = buffer[start:]
         self._pool.headReceived(exchange)
         return True
 
