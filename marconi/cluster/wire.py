@@ -43,6 +43,8 @@ MAX_HEAD = 65536
 #: with CRLF.
 _HEADER_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\r\n]*\r\n)*")
 _NO_BODY = (204, 304)
+#: The length's header line, in a head in lower case.
+_LENGTH = b"\r\ncontent-length:"
 #: A header line, in a head in lower case, that the body's framing or the
 #: connection depends on, or another hop-by-hop header (RFC 9110 7.6.1):
 #: an answer with one is read line by line, and never passed on as it
@@ -382,15 +384,21 @@ class _Connection(Protocol):
                     elif b"keep-alive" in tokens:
                         self._keep = True
         else:
-            # Most answers carry a length and nothing else to look at.
-            lengths = headerValues(raw, lowered, b"content-length")
-            for value in lengths:
-                if not value.isdigit() or (length is not None and length != value):
+            # Most answers carry one length and nothing else to look at.
+            at = lowered.find(_LENGTH)
+            if at >= 0 and lowered.find(_LENGTH, at + 17) < 0:
+                at += 17
+                length = raw[at : raw.find(b"\r\n", at)].strip(b" \t")
+                if not length.isdigit():
                     raise BadAnswer("the content length is malformed")
-                length = value
-            # The head as it came, if its one Content-Length delimits the
-            # body.
-            asItCame = keep and len(lengths) == 1
+                # The head as it came, its one Content-Length delimiting
+                # the body.
+                asItCame = keep
+            else:
+                for value in headerValues(raw, lowered, b"content-length"):
+                    if not value.isdigit() or (length is not None and length != value):
+                        raise BadAnswer("the content length is malformed")
+                    length = value
         exchange = self._exchange
         assert exchange is not None
         headers = RawHeaders.fromBlock(block)
@@ -751,7 +759,9 @@ class Pool:
 
     def release(self, connection: _Connection) -> None:
         self._busy.discard(connection)
-        idle = self._idle.setdefault(connection._key, [])
+        idle = self._idle.get(connection._key)
+        if idle is None:
+            idle = self._idle[connection._key] = []
         if len(idle) >= self.maxIdle:
             connection.transport.loseConnection()
             return
