@@ -3,8 +3,10 @@ The floor of a relaying node on this machine: the CPU per request of the
 least a Twisted process can do to relay a request, against which the
 pass-through (L{marconi.api.passthrough}) is measured.
 
-An upstream process answers every request with a fixed C{201} (and
-C{GET /v2/ping} with C{204}).  In front of it, one of:
+An upstream process answers every request as a node of a cluster answers
+a post 1 (C{201}), a list 10 (C{200}, a body of 10 messages) or a claim
+10 (C{201}, 10 messages), by its request line, with the headers a node
+writes (and C{GET /v2/ping} with C{204}).  In front of it, one of:
 
  - C{bare}: a Twisted protocol per client connection, each with its own
    connection upstream, that writes whatever arrives on one to the other
@@ -37,12 +39,60 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 BODY = b'{"resources": ["/v2/queues/q/messages/5f1e8c1a2b3c4d5e6f708192"]}'
+#: The head of every answer, as a node of a cluster writes it.
+_HEAD = (
+    b"HTTP/1.1 %s\r\nX-Openstack-Request-Id: req-0123456789abcdef0123456789abcdef\r\n"
+    b"X-Marconi-Ring-Version: 84130f4df6bd47d5\r\nServer: TwistedWeb/26.10.0\r\n"
+    b"Date: Tue, 01 Dec 2026 12:00:00 GMT\r\n"
+)
 ANSWER = (
-    b"HTTP/1.1 201 Created\r\nContent-Type: application/json; charset=UTF-8\r\n"
-    b"Location: /v2/queues/q/messages?ids=5f1e8c1a2b3c4d5e6f708192\r\n"
-    b"X-OpenStack-Request-Id: req-0123456789abcdef0123456789abcdef\r\n"
+    (_HEAD % b"201 Created")
+    + b"Location: /v2/queues/q/messages?ids=5f1e8c1a2b3c4d5e6f708192\r\n"
+    b"Content-Type: application/json; charset=UTF-8\r\n"
     b"Content-Length: %d\r\n\r\n" % len(BODY)
 ) + BODY
+
+
+def _message(i: int, href: bytes, query: bytes = b"") -> bytes:
+    """
+    A message of ten as a node lists or claims it (the body of a post 1
+    of the benchmarks).
+    """
+    ident = b"01a2327977e7%020x" % (i * 7919)
+    return (
+        b'{"id":"%s","href":"%s%s%s","ttl":3600,"age":0,"body":{"event":"bench",'
+        b'"n":%d,"payload":"%s"},"checksum":"MD5:970bf10d15a6905e514cfc024b2ad1ef"}'
+        % (ident, href, ident, query, i, b"x" * 64)
+    )
+
+
+#: A list 10 (C{GET .../messages?...}) and a claim 10 (C{POST .../claims})
+#: answered as a node answers them: a body over the compression threshold,
+#: hence C{Vary: Accept-Encoding}.
+LIST_BODY = (
+    b'{"messages":['
+    + b",".join(_message(i, b"/v2/queues/q/messages/") for i in range(10))
+    + b'],"links":[{"rel":"next","href":"/v2/queues/q/messages?marker=10&limit=10'
+    b'&echo=true"}]}'
+)
+LIST_ANSWER = (
+    (_HEAD % b"200 OK") + b"Content-Type: application/json; charset=UTF-8\r\n"
+    b"Vary: Accept-Encoding\r\nContent-Length: %d\r\n\r\n" % len(LIST_BODY)
+) + LIST_BODY
+CLAIM_BODY = (
+    b"["
+    + b",".join(
+        _message(i, b"/v2/queues/q/messages/", b"?claim_id=5f1e8c1a2b3c4d5e6f708193")
+        for i in range(10)
+    )
+    + b"]"
+)
+CLAIM_ANSWER = (
+    (_HEAD % b"201 Created")
+    + b"Location: /v2/queues/q/claims/5f1e8c1a2b3c4d5e6f708193\r\n"
+    b"Content-Type: application/json; charset=UTF-8\r\n"
+    b"Vary: Accept-Encoding\r\nContent-Length: %d\r\n\r\n" % len(CLAIM_BODY)
+) + CLAIM_BODY
 PING = b"HTTP/1.1 204 No Content\r\n\r\n"
 
 
@@ -61,6 +111,21 @@ def _whole(buffer: bytes) -> int:
     return total if len(buffer) >= total else 0
 
 
+def answerTo(request: bytes) -> bytes:
+    """
+    The upstream's answer to C{request}: by its request line, a probe's,
+    a list 10's, a claim 10's, or else a post 1's.
+    """
+    line = request[: request.find(b"\r\n")]
+    if line.startswith(b"GET /v2/ping "):
+        return PING
+    if line.startswith(b"GET ") and b"/messages?" in line:
+        return LIST_ANSWER
+    if line.startswith(b"POST ") and b"/claims" in line:
+        return CLAIM_ANSWER
+    return ANSWER
+
+
 def serveUpstream(port: int) -> None:
     from twisted.internet import protocol, reactor
 
@@ -74,8 +139,7 @@ def serveUpstream(port: int) -> None:
                 if not size:
                     return
                 request, self.buffer = self.buffer[:size], self.buffer[size:]
-                ping = request.startswith(b"GET /v2/ping ")
-                self.transport.write(PING if ping else ANSWER)
+                self.transport.write(answerTo(request))
 
     factory = protocol.Factory.forProtocol(Upstream)
     reactor.listenTCP(port, factory, interface="127.0.0.1")

@@ -77,12 +77,8 @@ _HOP = frozenset(
         b"content-length",
     )
 )
-#: A hop-by-hop header line (of those in L{_HOP}, the length aside) in a
-#: response head in lower case.
-_HOP_LINE = re.compile(
-    rb"\r\n(?:connection|keep-alive|proxy-authenticate|proxy-connection|te"
-    rb"|trailer|transfer-encoding|upgrade):"
-)
+#: The request id's header line, in a head in lower case.
+_REQUEST_ID = b"\r\nx-openstack-request-id:"
 #: The one C{Vary} a large answer is written with, as a line of a head in
 #: lower case.
 _VARY = b"\r\nvary: accept-encoding\r\n"
@@ -223,6 +219,19 @@ class PassThrough:
         if holder == router.config.nodeName or not router.membership.isUp(holder):
             return None
         return holder
+
+
+class _Sending:
+    """
+    What a relay waits for while the router sends its request: nothing to
+    cancel yet.
+    """
+
+    def cancel(self) -> None:
+        pass
+
+
+_SENDING = _Sending()
 
 
 #: A request line not read yet (L{None} is one that takes the usual way).
@@ -488,7 +497,8 @@ class Relay:
         self.endpoint, self.kwargs = found
         self.started = channel.site.reactor.seconds()
         self.data = b""
-        self._running: Optional[Deferred] = None
+        #: What the relay waits for (its C{cancel} gives up on it).
+        self._running: Any = None
         self._gone = False
         self._paused = False
 
@@ -599,8 +609,8 @@ class Relay:
 
     def _authenticated(self, ctx: Any) -> None:
         """
-        Forward the request for the project C{ctx} acts for: the owner's
-        answer is written by one callback on the forwarding's L{Deferred}.
+        Forward the request for the project C{ctx} acts for: the router
+        calls L{_settled} with the owner's answer (no L{Deferred}).
         """
         self._running = None
         passThrough = self.passThrough
@@ -612,6 +622,10 @@ class Relay:
             return
         if passThrough.forwarded is not None:
             passThrough.forwarded(owner)
+        # Until the router returns: L{_settled} may be called from within
+        # (a request that fails at once), and then there is nothing to wait
+        # for.
+        self._running = _SENDING
         try:
             forwarding = passThrough.router.forwardRaw(
                 self.method,
@@ -620,12 +634,14 @@ class Relay:
                 self.data[self.bodyStart : self.end],
                 ctx.project,
                 owner,
+                self._settled,
             )
         except MarconiError as e:
+            self._running = None
             self._error(e)
             return
-        self._running = forwarding
-        forwarding.addBoth(self._settled)
+        if self._running is _SENDING:
+            self._running = forwarding
 
     def _settled(self, result: Any) -> None:
         """
@@ -647,10 +663,16 @@ class Relay:
             return
         head = answer.head
         body = answer.body
-        lowered = head.lower()
-        if head and self._asItCame(lowered, len(body)):
-            found = headerValues(head, lowered, b"x-openstack-request-id")
-            requestId = found[-1] if found else None
+        if head and self._asItCame(answer.lowered, len(body)):
+            lowered = answer.lowered
+            # The last request id of the head, if any (names are found
+            # after a CRLF; the status line holds none).
+            at = lowered.rfind(_REQUEST_ID)
+            if at < 0:
+                requestId = None
+            else:
+                start = at + len(_REQUEST_ID)
+                requestId = head[start : head.find(b"\r\n", start)].strip(b" \t")
             self._sent(answer.code, head + body, len(body), requestId)
         else:
             self._answer(answer.code, answer.phrase, answer.headers.items(), body)
@@ -658,23 +680,22 @@ class Relay:
     def _asItCame(self, lowered: bytes, length: int) -> bool:
         """
         Whether the owner's answer head (C{lowered}, in lower case; its
-        body delimited by its one C{Content-Length}, see
-        L{marconi.cluster.wire.Head.raw}) is written to the client as it
-        came: it holds no hop-by-hop header, the body is written as it is
-        (not compressed), and the client keeps the connection; so
-        L{_answer} would write the same headers.
+        body delimited by its one C{Content-Length}, and no hop-by-hop
+        header in it, see L{marconi.cluster.wire.Head.raw}) is written to
+        the client as it came: the body is written as it is (not
+        compressed), and the client keeps the connection; so L{_answer}
+        would write the same headers.
         """
-        if self.close or self.method == b"HEAD" or _HOP_LINE.search(lowered):
+        if self.close or self.method == b"HEAD":
             return False
         if length < gzip.THRESHOLD:
             return True
         # A large body: the one Vary an answer of the API has, and no
         # compression asked for.
-        return (
-            lowered.count(b"\r\nvary:") == 1
-            and _VARY in lowered
-            and not gzip.wanted(self.getHeader(b"accept-encoding"), length)
-        )
+        if lowered.count(b"\r\nvary:") != 1 or _VARY not in lowered:
+            return False
+        accepted = self.requestHeaders._values.get(b"accept-encoding")
+        return not (accepted and gzip.wanted(accepted[-1], length))
 
     def fallBack(self) -> None:
         """
@@ -773,7 +794,7 @@ class Relay:
         self.sentLength = length
         if requestId is not None:
             self.requestId = requestId.decode("latin-1")
-        self.responseHeaders = _Sent(self.requestId)
+        self.responseHeaders = _Sent(requestId)
         self.route = self.passThrough.labels.get(self.endpoint, self.endpoint)
         # Logged before it is written, since it leaves at once: the line is
         # kept before the client can have the answer.
@@ -793,10 +814,15 @@ class _Sent:
 
     __slots__ = ("_requestId",)
 
-    def __init__(self, requestId: Optional[str]) -> None:
+    def __init__(self, requestId: Optional[bytes]) -> None:
         self._requestId = requestId
 
     def getRawHeaders(self, name: bytes, default: Any = None) -> Any:
-        if name.lower() == b"x-openstack-request-id" and self._requestId:
-            return [self._requestId.encode("latin-1")]
+        if self._requestId and (
+            name == _REQUEST_ID_NAME or name.lower() == _REQUEST_ID_NAME
+        ):
+            return [self._requestId]
         return default
+
+
+_REQUEST_ID_NAME = b"x-openstack-request-id"

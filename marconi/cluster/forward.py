@@ -83,8 +83,9 @@ class Answer:
     made each of the relay's answers cost a microsecond more).
 
     @ivar head: of a forwarded request's answer, its head as it came, when
-        the body is delimited by its C{Content-Length} alone (see
-        L{wire.Head.raw}); else empty.
+        the body is delimited by its C{Content-Length} alone and it holds
+        no hop-by-hop header (see L{wire.Head.raw}); else empty.
+    @ivar lowered: C{head} in lower case.
     """
 
     code: int
@@ -92,6 +93,7 @@ class Answer:
     headers: Headers
     body: bytes
     head: bytes = b""
+    lowered: bytes = b""
 
 
 class Target:
@@ -145,9 +147,21 @@ def target(uri: bytes) -> Target:
         single C{/}, carries a fragment, its path does not decode as
         UTF-8, or its query is not ASCII).
     """
-    if _PLAIN.fullmatch(uri):
-        return Target(None, uri)
-    return _parsed(uri)
+    found = _targets.get(uri)
+    if found is None:
+        found = Target(None, uri) if _PLAIN.fullmatch(uri) else _parsed(uri)
+        if len(uri) <= _MAX_TARGET:
+            if len(_targets) >= _MAX_TARGETS:
+                _targets.clear()
+            _targets[uri] = found
+    return found
+
+
+#: Recent targets parsed (a L{Target} is never changed once made: they
+#: are shared), bounded.
+_targets: dict = {}
+_MAX_TARGETS = 1024
+_MAX_TARGET = 512
 
 
 def _parsed(uri: bytes) -> Target:
@@ -535,13 +549,19 @@ class PeerClient:
         headers: list,
         body: bytes,
         resign: Optional[Callable[[], list]] = None,
-    ) -> Deferred:
+        then: Optional[Callable[[Any], object]] = None,
+    ) -> Any:
         """
         L{forward}, but the L{Deferred} of the connection pool as it is:
         firing with C{(Head, body)} (L{answerOf} makes the L{Answer}),
         failing with the pool's error (L{forwardFailed} makes it a
         L{NodeUnavailable}).  For a caller that adds its own callbacks to
         these, in one step.
+
+        @param then: if given, no L{Deferred}: C{then} is called once with
+            what it would fire with, or its L{Failure}, and the pool's
+            request is returned (its C{cancel} gives up on it, see
+            L{wire.Pool.send}).
         """
         host = _host(peer.url)
         data = wire.requestBytes(method, path.uri, host, headers, body)
@@ -552,13 +572,25 @@ class PeerClient:
                 fresh = headers if resign is None else resign()
                 return wire.requestBytes(method, path.uri, host, fresh, body)
 
+        config = self._config
+        if then is not None:
+            return self.wire.send(
+                peer.url,
+                data,
+                method == b"HEAD",
+                config.maxResponseBody,
+                config.forwardTimeout + waitOf(path),
+                config.bodyTimeout,
+                again,
+                then,
+            )
         return self.wire.request(
             peer.url,
             data,
             method == b"HEAD",
-            self._config.maxResponseBody,
-            self._config.forwardTimeout + waitOf(path),
-            self._config.bodyTimeout,
+            config.maxResponseBody,
+            config.forwardTimeout + waitOf(path),
+            config.bodyTimeout,
             again,
         )
 
@@ -599,7 +631,7 @@ def answerOf(head: Any, content: bytes) -> Answer:
     """
     The L{Answer} of a forwarded request's head and body.
     """
-    return Answer(head.code, head.phrase, head.headers, content, head.raw)
+    return Answer(head.code, head.phrase, head.headers, content, head.raw, head.lowered)
 
 
 def _answered(result: tuple) -> Answer:

@@ -48,6 +48,67 @@ log = Logger()
 _PREFIX_LENGTH = len(signing.PREFIX)
 
 
+class _Forwarding:
+    """
+    A request the router forwards with a callback (L{ClusterRouter}'s
+    C{forwardRaw} with C{then}): the pool calls it with the owner's answer
+    or the failure, it does what the callbacks of the router's own
+    L{Deferred} do (the failure detector, the monitor, the queue that
+    moved), then calls C{then} once.
+
+    @ivar then: called with the L{Answer} or the L{Failure}; L{None} once
+        called.
+    @ivar running: what is being waited for (the pool's request, or the
+        L{Deferred} of the node the queue moved to), if anything.
+    """
+
+    __slots__ = ("_router", "then", "_sent", "running")
+
+    def __init__(
+        self, router: "ClusterRouter", then: Optional[Callable], sent: tuple
+    ) -> None:
+        self._router = router
+        self.then = then
+        #: The peer, the owner, and the request: method, target, headers
+        #: received, body and project.
+        self._sent = sent
+        self.running: Any = None
+
+    def cancel(self) -> None:
+        """
+        Give up on the request: C{then} is called with a
+        L{twisted.internet.defer.CancelledError}.
+        """
+        running, self.running = self.running, None
+        if running is not None:
+            running.cancel()
+
+    def __call__(self, result: Any) -> None:
+        self.running = None
+        router = self._router
+        peer, owner, method, path, received, body, project = self._sent
+        try:
+            if isinstance(result, Failure):
+                result = router._ownerFailed(result, peer, method, path)
+            else:
+                result = router._ownerAnswered(
+                    result, owner, method, path, received, body, project
+                )
+                if isinstance(result, Deferred):
+                    self.running = result
+                    result.addBoth(self._settled)
+                    return
+        except Exception:
+            result = Failure()
+        self._settled(result)
+
+    def _settled(self, result: Any) -> None:
+        self.running = None
+        then, self.then = self.then, None
+        if then is not None:
+            then(result)
+
+
 @implementer(IRouter)
 class ClusterRouter(MultiService):
     """
@@ -405,7 +466,8 @@ class ClusterRouter(MultiService):
         body: bytes,
         project: str,
         owner: str,
-    ) -> Deferred:
+        then: Optional[Callable[[Any], object]] = None,
+    ) -> Any:
         """
         Forward a request, signed for C{project}, to C{owner} (from
         L{route}), without a L{twisted.web.server.Request}: what a resource
@@ -413,11 +475,22 @@ class ClusterRouter(MultiService):
         method, the raw target, the received headers (L{Headers}, or
         anything with its C{getAllRawHeaders}) and the body.
 
+        @param then: if given, no L{Deferred}: C{then} is called once
+            with what it would fire with, or its L{Failure} (from within
+            this call, if it fails at once), and what is returned has a
+            C{cancel}, which gives up on the request as cancelling the
+            L{Deferred} would (C{then} is called with a
+            L{twisted.internet.defer.CancelledError}).
         @raise NotAPath: C{uri} is not a path (before anything is sent).
         @return: a L{Deferred} firing with the owner's L{Answer} (put it on
             a request with L{relayHeaders}), failing with L{NodeUnavailable}.
         """
-        return self._forwardRaw(method, target(uri), headers, body, project, owner)
+        path = target(uri)
+        if then is not None:
+            return self._forwardRawThen(
+                method, path, headers, body, project, owner, then
+            )
+        return self._forwardRaw(method, path, headers, body, project, owner)
 
     def _forwardRaw(
         self,
@@ -430,9 +503,8 @@ class ClusterRouter(MultiService):
     ) -> Deferred:
         """
         L{forwardRaw} of a parsed target: callbacks on the L{Deferred} of
-        the connection pool, no coroutine (this is the relay's hot path).
-        An owner that answers that the queue moved (503 naming its holder)
-        has it sent once more, there.
+        the connection pool, no coroutine.  An owner that answers that the
+        queue moved (503 naming its holder) has it sent once more, there.
         """
         try:
             sign = self._signing(method, path.uri, received, body, project, owner)
@@ -446,6 +518,36 @@ class ClusterRouter(MultiService):
             callbackArgs=(owner, method, path, received, body, project),
             errbackArgs=(peer, method, path),
         )
+
+    def _forwardRawThen(
+        self,
+        method: bytes,
+        path: Any,
+        received: Any,
+        body: bytes,
+        project: str,
+        owner: str,
+        then: Callable[[Any], object],
+    ) -> "_Forwarding":
+        """
+        L{_forwardRaw} with no L{Deferred} (the relay's hot path): the
+        pool calls the L{_Forwarding}, which does what the callbacks of
+        L{_forwardRaw} do, then calls C{then}.
+        """
+        try:
+            sign = self._signing(method, path.uri, received, body, project, owner)
+            peer = self.config.peer(owner)
+            headers = sign()
+        except Exception:
+            then(Failure())
+            return _Forwarding(self, None, ())
+        forwarding = _Forwarding(
+            self, then, (peer, owner, method, path, received, body, project)
+        )
+        sent = self.client.send(peer, method, path, headers, body, sign, forwarding)
+        if forwarding.then is not None and forwarding.running is None:
+            forwarding.running = sent
+        return forwarding
 
     def _signing(
         self,

@@ -27,9 +27,10 @@ connection; any other request fails with the connection's error.
 """
 
 import re
+from functools import partial
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -42,6 +43,41 @@ MAX_HEAD = 65536
 #: with CRLF.
 _HEADER_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\r\n]*\r\n)*")
 _NO_BODY = (204, 304)
+#: The length's header line, in a head in lower case.
+_LENGTH = b"\r\ncontent-length:"
+#: A header line, in a head in lower case, that the body's framing or the
+#: connection depends on, or another hop-by-hop header (RFC 9110 7.6.1):
+#: an answer with one is read line by line, and never passed on as it
+#: came.
+_SPECIAL = re.compile(
+    rb"\r\n(?:transfer-encoding|connection|keep-alive|proxy-authenticate"
+    rb"|proxy-connection|te|trailer|upgrade):"
+)
+#: Status lines read (L{_status}), bounded: peers answer with few.
+_STATUS: dict = {}
+_MAX_STATUS = 64
+
+
+def _status(line: bytes) -> tuple:
+    """
+    The code, the reason phrase and whether the connection persists by
+    default (HTTP/1.1) of a status line, kept for the next answers with
+    the same.
+
+    @raise BadAnswer: the line is not an HTTP/1.1 or HTTP/1.0 status line.
+    """
+    version, _, rest = line.partition(b" ")
+    code, _, phrase = rest.partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3:
+        raise BadAnswer("the status line is malformed")
+    if not code.isdigit():
+        raise BadAnswer("the status line is malformed")
+    found = (int(code), phrase, version == b"HTTP/1.1")
+    if len(line) <= 64:
+        if len(_STATUS) >= _MAX_STATUS:
+            _STATUS.clear()
+        _STATUS[line] = found
+    return found
 
 
 class BadAnswer(Exception):
@@ -107,20 +143,28 @@ class Head:
     A response's status and headers.
 
     @ivar raw: the response's head as it came (status line, header lines
-        and the empty line), when it is HTTP/1.1 and its body is delimited
-        by its one C{Content-Length} alone (no C{Transfer-Encoding}, no
-        C{Connection}); else empty.
+        and the empty line), when it is HTTP/1.1, its body is delimited by
+        its one C{Content-Length} alone, and it holds no hop-by-hop header
+        (no C{Transfer-Encoding}, no C{Connection}, none of L{_SPECIAL});
+        else empty.
+    @ivar lowered: C{raw} in lower case.
     """
 
-    __slots__ = ("code", "phrase", "headers", "raw")
+    __slots__ = ("code", "phrase", "headers", "raw", "lowered")
 
     def __init__(
-        self, code: int, phrase: bytes, headers: RawHeaders, raw: bytes = b""
+        self,
+        code: int,
+        phrase: bytes,
+        headers: RawHeaders,
+        raw: bytes = b"",
+        lowered: bytes = b"",
     ) -> None:
         self.code = code
         self.phrase = phrase
         self.headers = headers
         self.raw = raw
+        self.lowered = lowered
 
 
 def requestBytes(
@@ -132,7 +176,6 @@ def requestBytes(
     header lines already checked (each a name, a colon and a value without
     CR or LF, ending with CRLF), as bytes, sent as they are.
     """
-    lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, uri, host)]
     if type(headers) is bytes:
         block = headers
     else:
@@ -141,12 +184,14 @@ def requestBytes(
         if block.count(b"\n") != count or block.count(b"\r") != count:
             # Some name or value holds a CR or LF (rare): line by line.
             block = b"".join([_line(name, value) for name, value in headers])
-    lines.append(block)
     if body or method not in (b"GET", b"HEAD", b"DELETE"):
-        lines.append(b"Content-Length: %d\r\n" % len(body))
-    lines.append(b"\r\n")
-    lines.append(body)
-    return b"".join(lines)
+        return _WITH_BODY % (method, uri, host, block, len(body), body)
+    return _WITHOUT_BODY % (method, uri, host, block)
+
+
+#: L{requestBytes}'s layouts.
+_WITH_BODY = b"%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n%s"
+_WITHOUT_BODY = b"%s %s HTTP/1.1\r\nHost: %s\r\n%s\r\n"
 
 
 def _line(name: bytes, value: bytes) -> bytes:
@@ -159,14 +204,15 @@ def _line(name: bytes, value: bytes) -> bytes:
 
 class _Exchange:
     """
-    One request on a connection, and the L{Deferred} of its answer.
+    One request on a connection, and what is called with its answer.
     """
 
     __slots__ = (
+        "pool",
         "data",
         "head",
         "limit",
-        "deferred",
+        "then",
         "due",
         "bodyTimeout",
         "connection",
@@ -178,13 +224,16 @@ class _Exchange:
 
     def __init__(
         self,
+        pool: "Pool",
         key: Any,
         data: bytes,
         head: bool,
         limit: int,
         bodyTimeout: float,
         again: Optional[Callable[[], bytes]],
+        then: Callable[[Any], object],
     ):
+        self.pool = pool
         self.key = key
         self.data = data
         self.head = head
@@ -195,12 +244,25 @@ class _Exchange:
         self.again = again
         #: It was sent on a connection that had carried an answer before.
         self.reused = False
-        self.deferred: Optional[Deferred] = None
+        #: Called with its result, once; L{None} once called, or once it
+        #: was cancelled.
+        self.then: Optional[Callable[[Any], object]] = then
         #: When it times out (the pool's clock).
         self.due = 0.0
         self.connection: Optional["_Connection"] = None
         #: The L{Deferred} of the connection being made for it.
         self.connecting: Optional[Deferred] = None
+
+    def cancel(self) -> None:
+        """
+        Give up on the request (see L{Pool.send}): its connection is
+        closed, and C{then} is called with a L{CancelledError}, unless it
+        was called already.
+        """
+        then = self.then
+        if then is not None:
+            self.pool._cancel(self)
+            then(Failure(CancelledError()))
 
 
 class _Connection(Protocol):
@@ -274,38 +336,37 @@ class _Connection(Protocol):
                 return
 
     def _readHead(self) -> bool:
-        end = self._buffer.find(b"\r\n\r\n")
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(self._buffer) > MAX_HEAD:
+            if len(buffer) > MAX_HEAD:
                 raise BadAnswer("the response head is too long")
             return False
-        buffer = self._buffer
         first = buffer.find(b"\r\n")
         if first < 0 or first > end:
             first = end
-        lines = buffer[first : end + 2]
-        block = lines[2:]
         statusLine = buffer[:first]
-        self._buffer = buffer[end + 4 :]
-        version, _, rest = statusLine.partition(b" ")
-        code, _, phrase = rest.partition(b" ")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3:
-            raise BadAnswer("the status line is malformed")
-        if not code.isdigit():
-            raise BadAnswer("the status line is malformed")
-        status = int(code)
+        # Where the body begins: the buffer keeps what follows the head
+        # (not cut before it is known how much of it is the body).
+        start = end + 4
+        status, phrase, keep = _STATUS.get(statusLine) or _status(statusLine)
         if 100 <= status < 200:
+            self._buffer = buffer[start:]
             return True  # an interim answer: the final one follows
+        block = buffer[first + 2 : end + 2]
         if not _HEADER_LINES.fullmatch(block):
             raise BadAnswer("a header line is malformed")
         length = None
         chunked = False
         asItCame = False
-        self._keep = version == b"HTTP/1.1"
-        lowered = lines.lower()
-        # Most answers carry a length and nothing else to look at.
-        rare = b"transfer-encoding" in lowered or b"connection" in lowered
-        if rare:
+        self._keep = keep
+        raw = buffer[:start]
+        # The head in lower case, read once: the names of header lines are
+        # found in it after a CRLF (the status line holds none).
+        lowered = raw.lower()
+        if _SPECIAL.search(lowered, first):
+            # The transfer coding, the connection, or another hop-by-hop
+            # header: each line is read.
             for name, value in headerPairs(block):
                 lower = name.lower()
                 if lower == b"content-length":
@@ -323,14 +384,21 @@ class _Connection(Protocol):
                     elif b"keep-alive" in tokens:
                         self._keep = True
         else:
-            lengths = headerValues(lines, lowered, b"content-length")
-            for value in lengths:
-                if not value.isdigit() or (length is not None and length != value):
+            # Most answers carry one length and nothing else to look at.
+            at = lowered.find(_LENGTH)
+            if at >= 0 and lowered.find(_LENGTH, at + 17) < 0:
+                at += 17
+                length = raw[at : raw.find(b"\r\n", at)].strip(b" \t")
+                if not length.isdigit():
                     raise BadAnswer("the content length is malformed")
-                length = value
-            # The head as it came, if its one Content-Length delimits the
-            # body.
-            asItCame = self._keep and len(lengths) == 1
+                # The head as it came, its one Content-Length delimiting
+                # the body.
+                asItCame = keep
+            else:
+                for value in headerValues(raw, lowered, b"content-length"):
+                    if not value.isdigit() or (length is not None and length != value):
+                        raise BadAnswer("the content length is malformed")
+                    length = value
         exchange = self._exchange
         assert exchange is not None
         headers = RawHeaders.fromBlock(block)
@@ -343,16 +411,28 @@ class _Connection(Protocol):
             self._mode = b"chunked"
             self._left = -1
         elif length is not None:
-            raw = buffer[: end + 4] if asItCame else b""
-            self._answer = Head(status, phrase, headers, raw)
-            self._mode = b"length"
-            self._left = int(length)
-            if self._left > exchange.limit:
+            left = int(length)
+            if left > exchange.limit:
                 raise BodyTooLarge(f"over {exchange.limit} bytes")
+            if asItCame:
+                self._answer = Head(status, phrase, headers, raw, lowered)
+            else:
+                self._answer = Head(status, phrase, headers)
+            if len(buffer) - start >= left:
+                # The body came with the head (as it mostly does): the
+                # answer is whole.
+                self._size = left
+                self._body = [buffer[start : start + left]]
+                self._buffer = buffer[start + left :]
+                self._done()
+                return True
+            self._mode = b"length"
+            self._left = left
         else:
             self._answer = Head(status, phrase, headers)
             self._mode = b"close"
             self._keep = False
+        self._buffer = buffer[start:]
         self._pool.headReceived(exchange)
         return True
 
@@ -458,6 +538,16 @@ class _Connection(Protocol):
         self._fail(Failure(error))
 
 
+def _fire(deferred: Deferred, result: Any) -> None:
+    """
+    Fire C{deferred} with C{result}: a L{Failure} fails it.
+    """
+    if isinstance(result, Failure):
+        deferred.errback(result)
+    else:
+        deferred.callback(result)
+
+
 class Pool:
     """
     Persistent connections to the peers, and the requests sent on them.
@@ -507,31 +597,66 @@ class Pool:
             Cancelled, it closes the connection and fails with
             L{CancelledError}.
         """
-        exchange = _Exchange(key, data, head, limit, bodyTimeout, again)
         result: Deferred = Deferred(lambda _: self._cancel(exchange))
-        exchange.deferred = result
+        exchange = self.send(
+            key,
+            data,
+            head,
+            limit,
+            headerTimeout,
+            bodyTimeout,
+            again,
+            partial(_fire, result),
+        )
+        return result
+
+    def send(
+        self,
+        key: Any,
+        data: bytes,
+        head: bool,
+        limit: int,
+        headerTimeout: float,
+        bodyTimeout: float,
+        again: Optional[Callable[[], bytes]],
+        then: Callable[[Any], object],
+    ) -> _Exchange:
+        """
+        L{request}, but with no L{Deferred}: C{then} is called once with
+        the result, C{(Head, body)} or the L{Failure} the L{Deferred}
+        would fail with (from within this call, if it fails at once).
+
+        @return: the request, whose C{cancel} gives up on it.
+        """
+        exchange = _Exchange(self, key, data, head, limit, bodyTimeout, again, then)
         self._waiting.add(exchange)
-        self._due(exchange, headerTimeout)
-        connection = self._take(key)
+        now = self._clock.seconds()
+        self._due(exchange, headerTimeout, now)
+        connection = self._take(key, now)
         if connection is not None:
             exchange.reused = True
             self._busy.add(connection)
             connection.send(exchange)
         else:
             self._dial(exchange)
-        return result
+        return exchange
 
     def _cancel(self, exchange: _Exchange) -> None:
-        exchange.deferred = None
+        exchange.then = None
         self._waiting.discard(exchange)
         self._stop(exchange)
 
-    def _due(self, exchange: _Exchange, seconds: float) -> None:
+    def _due(
+        self, exchange: _Exchange, seconds: float, now: Optional[float] = None
+    ) -> None:
         """
-        Give C{exchange} C{seconds} more: its deadline is set, and the one
-        timer of the pool is moved sooner only if it would fire after it.
+        Give C{exchange} C{seconds} more from C{now} (the pool's clock, read
+        if not given): its deadline is set, and the one timer of the pool
+        is moved sooner only if it would fire after it.
         """
-        due = exchange.due = self._clock.seconds() + seconds
+        if now is None:
+            now = self._clock.seconds()
+        due = exchange.due = now + seconds
         timer = self._timer
         if timer is None:
             self._timer = self._clock.callLater(seconds, self._expire)
@@ -549,10 +674,10 @@ class Pool:
         late = [exchange for exchange in self._waiting if exchange.due <= now]
         for exchange in late:
             self._waiting.discard(exchange)
-            deferred, exchange.deferred = exchange.deferred, None
+            then, exchange.then = exchange.then, None
             self._stop(exchange)
-            if deferred is not None:
-                deferred.errback(TimeoutError("no answer in time"))
+            if then is not None:
+                then(Failure(TimeoutError("no answer in time")))
         if self._waiting:
             # A callback above may have made a request, and with it a
             # timer set for that request alone: the soonest deadline wins.
@@ -574,7 +699,7 @@ class Pool:
         exchange.data = again()
         exchange.reused = False
         exchange.connection = None
-        if exchange.deferred is not None:
+        if exchange.then is not None:
             self._dial(exchange)
 
     def _dial(self, exchange: _Exchange) -> None:
@@ -584,7 +709,7 @@ class Pool:
 
         def connected(connection: _Connection) -> None:
             exchange.connecting = None
-            if exchange.deferred is None:
+            if exchange.then is None:
                 connection.transport.loseConnection()
                 return
             self._busy.add(connection)
@@ -613,9 +738,8 @@ class Pool:
             connection._exchange = None
             connection.abort()
 
-    def _take(self, key: Any) -> Optional[_Connection]:
+    def _take(self, key: Any, now: float) -> Optional[_Connection]:
         idle = self._idle.get(key)
-        now = self._clock.seconds()
         while idle:
             connection = idle.pop()
             if now - connection.idleSince < self.maxIdleTime:
@@ -624,22 +748,20 @@ class Pool:
         return None
 
     def headReceived(self, exchange: _Exchange) -> None:
-        if exchange.deferred is not None:
+        if exchange.then is not None:
             self._due(exchange, exchange.bodyTimeout)
 
     def finished(self, exchange: _Exchange, result: Any) -> None:
         self._waiting.discard(exchange)
-        deferred, exchange.deferred = exchange.deferred, None
-        if deferred is None:
-            return
-        if isinstance(result, Failure):
-            deferred.errback(result)
-        else:
-            deferred.callback(result)
+        then, exchange.then = exchange.then, None
+        if then is not None:
+            then(result)
 
     def release(self, connection: _Connection) -> None:
         self._busy.discard(connection)
-        idle = self._idle.setdefault(connection._key, [])
+        idle = self._idle.get(connection._key)
+        if idle is None:
+            idle = self._idle[connection._key] = []
         if len(idle) >= self.maxIdle:
             connection.transport.loseConnection()
             return

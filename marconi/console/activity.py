@@ -182,10 +182,16 @@ class Activity:
 
     def forwarded(self, peer: str) -> None:
         """
-        This node forwarded a request to C{peer}.
+        This node forwarded a request to C{peer} (called for every request
+        a node relays: a bucket already started is counted in directly).
         """
         self._peers.add(peer)
-        self._forwarding.add(self._bucket(), peer, 1, self.buckets)
+        bucket = int(self.clock.seconds() // self.bucketSeconds)
+        counts = self._forwarding.counts.get(bucket)
+        if counts is None:
+            self._forwarding.add(bucket, peer, 1, self.buckets)
+        else:
+            counts[peer] = counts.get(peer, 0) + 1
 
     def received(self) -> None:
         """

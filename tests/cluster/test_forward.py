@@ -24,7 +24,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyRequest
 
 from marconi.api.http import MarconiSite
-from marconi.cluster import signing
+from marconi.cluster import forward, signing
 from marconi.cluster.errors import (
     HELD_BY,
     LOST,
@@ -346,6 +346,27 @@ class TargetTests(SynchronousTestCase):
             # The owner's check of a forwarded request splits its path the
             # same way.
             self.assertRaises(NotAPath, _segments, uri)
+
+    def test_targetsKept(self) -> None:
+        """
+        Recent targets are parsed once (at most C{_MAX_TARGETS}, none
+        longer than C{_MAX_TARGET}) and read the same when kept; a target
+        that is not a path is refused every time.
+        """
+        forward._targets.clear()
+        uri = b"/v2/queues/a%2Fb/messages?x=1+2"
+        first = target(uri)
+        self.assertIs(target(uri), first)
+        self.assertEqual(first, _parsed(uri))
+        for i in range(forward._MAX_TARGETS + 10):
+            target(b"/v2/queues/q%d/messages" % i)
+            self.assertLessEqual(len(forward._targets), forward._MAX_TARGETS)
+        self.assertEqual(target(uri), first)
+        long = b"/v2/" + b"x" * forward._MAX_TARGET
+        self.assertEqual(target(long).uri, long)
+        self.assertNotIn(long, forward._targets)
+        for _ in range(2):
+            self.assertRaises(NotAPath, target, b"//evil.example/v2/queues/q")
 
     def test_peerURL(self) -> None:
         """

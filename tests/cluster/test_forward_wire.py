@@ -115,6 +115,71 @@ class PoolTests(SynchronousTestCase):
             answered, body = self.answer(self.wired.request(), other + b"{}")
             self.assertEqual((answered.raw, body), (b"", b"{}"), other)
 
+    def test_headWithHopByHopNotAsItCame(self) -> None:
+        """
+        A head with any hop-by-hop header (in any case) is not kept as it
+        came: the pass-through writes such an answer anew, without them.
+        Only a header's name counts, not a value that holds one.
+        """
+        for name in (
+            b"Keep-Alive",
+            b"UPGRADE",
+            b"te",
+            b"Trailer",
+            b"Proxy-Authenticate",
+            b"Proxy-Connection",
+        ):
+            head = b"HTTP/1.1 200 OK\r\n%s: x\r\nContent-Length: 2\r\n\r\n" % name
+            answered, body = self.answer(self.wired.request(), head + b"{}")
+            self.assertEqual((answered.raw, answered.lowered, body), (b"", b"", b"{}"))
+            self.assertEqual(answered.headers.getRawHeaders(name), [b"x"])
+        head = (
+            b"HTTP/1.1 200 OK\r\nLocation: /connection/te: upgrade\r\n"
+            b"Tea: 1\r\nContent-Length: 2\r\n\r\n"
+        )
+        answered, _ = self.answer(self.wired.request(), head + b"{}")
+        self.assertEqual((answered.raw, answered.lowered), (head, head.lower()))
+
+    def test_bodyWithHeadOrAfter(self) -> None:
+        """
+        An answer is the same whether its body comes with its head, after
+        it, or byte by byte; bytes beyond the body close the connection.
+        """
+        data = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabcde"
+        for pieces in ([data], [data[:-5], data[-5:]], [bytes([b]) for b in data]):
+            d = self.wired.request()
+            protocol, transport = self.wired.connections[-1]
+            for piece in pieces:
+                self.assertNoResult(d)
+                protocol.dataReceived(piece)
+            head, body = self.successResultOf(d)
+            self.assertEqual((head.code, head.raw, body), (200, data[:-5], b"abcde"))
+            self.assertFalse(transport.disconnecting)
+        d = self.wired.request()
+        protocol, transport = self.wired.connections[-1]
+        protocol.dataReceived(data + b"HTTP")
+        self.assertEqual(self.successResultOf(d)[1], b"abcde")
+        self.assertTrue(transport.disconnecting)
+
+    def test_statusLinesRead(self) -> None:
+        """
+        A status line is read the same the first time and after (what it
+        reads as is kept), and a malformed one is refused each time.
+        """
+        for _ in range(2):
+            head = b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+            answered, _ = self.answer(self.wired.request(), head)
+            self.assertEqual((answered.code, answered.phrase), (404, b"Not Found"))
+            # HTTP/1.0: the connection is not kept, nor the head as it came.
+            self.assertEqual(answered.raw, b"")
+            self.assertTrue(self.wired.connections[-1][1].disconnecting)
+            for bad in (b"HTTP/1.1 2x0 OK", b"HTTP/2 200 OK", b"HTTP/1.1 2000 OK"):
+                d = self.wired.request()
+                protocol, transport = self.wired.connections[-1]
+                protocol.dataReceived(bad + b"\r\nContent-Length: 0\r\n\r\n")
+                self.failureResultOf(d, BadAnswer)
+                self.assertTrue(transport.disconnecting)
+
     def test_chunked(self) -> None:
         """
         A chunked answer, arriving in pieces, is decoded; trailers are
@@ -230,6 +295,12 @@ class PoolTests(SynchronousTestCase):
             b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\ncontent-length: 01\r\n\r\nx",
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: 1\r\nContent-Length: 1\r\n"
+            b"Content-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\rX: y\r\n\r\nx",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\nX: y\r\n\r\nx",
+            b"HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\nx",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxyz",
@@ -291,6 +362,43 @@ class PoolTests(SynchronousTestCase):
         d.cancel()
         self.failureResultOf(d, CancelledError)
         self.assertTrue(transport.disconnecting)
+        self.assertNoTimerLeft()
+
+    def test_sendCallsThenOnce(self) -> None:
+        """
+        L{Pool.send} calls its C{then} once with what L{Pool.request}'s
+        L{Deferred} would fire with: the answer, a timeout's failure, or a
+        L{CancelledError} when cancelled (its connection aborted), after
+        which nothing more.
+        """
+        called: list = []
+        pool = self.wired.pool
+        exchange = pool.send(
+            "b", b"GET / HTTP/1.1\r\n\r\n", False, 100, 5, 7, None, called.append
+        )
+        protocol, transport = self.wired.connections[0]
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+        [(head, body)] = called
+        self.assertEqual((head.code, body), (200, b"x"))
+        exchange.cancel()
+        self.assertEqual(len(called), 1)
+        self.assertFalse(transport.disconnecting)
+        called.clear()
+        exchange = pool.send(
+            "b", b"GET / HTTP/1.1\r\n\r\n", False, 100, 5, 7, None, called.append
+        )
+        exchange.cancel()
+        exchange.cancel()
+        [failure] = called
+        failure.trap(CancelledError)
+        self.assertTrue(transport.disconnecting)
+        self.wired.clock.advance(10)
+        self.assertEqual(len(called), 1)
+        called.clear()
+        pool.send("b", b"GET / HTTP/1.1\r\n\r\n", False, 100, 5, 7, None, called.append)
+        self.wired.clock.advance(5.1)
+        [failure] = called
+        failure.trap(TimeoutError)
         self.assertNoTimerLeft()
 
     def test_oneTimer(self) -> None:
@@ -771,6 +879,40 @@ class ForwardRawTests(SynchronousTestCase):
         self.router = ClusterRouter(_config(), self.reactor)
         self.queue = _queueOf(self.router, "b")
 
+    def forwardRaw(self, router: ClusterRouter, *args) -> Deferred:
+        """
+        C{router.forwardRaw(*args)}.
+        """
+        return router.forwardRaw(*args)
+
+    def test_failureReported(self) -> None:
+        """
+        An owner that does not answer in time fails the request with
+        L{NodeUnavailable}; the failure detector and the monitor hear of
+        it once.
+        """
+        reported: list = []
+        self.router.membership.reportFailure = lambda *a: reported.append(a[0])
+        self.router.monitor.forwardingError = lambda *a: reported.append(a[0])
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        d = self.forwardRaw(self.router, b"POST", uri, Headers(), b"{}", "p", "b")
+        self.peer.connect()
+        self.reactor.advance(5.1)
+        self.assertEqual(self.failureResultOf(d, NodeUnavailable).value.kind, LOST)
+        self.assertEqual(reported, ["b", "b"])
+
+    def test_failsAtOnce(self) -> None:
+        """
+        A request that cannot be signed (a project that is not ASCII) fails
+        at once, nothing sent, and is no failure of the owner.
+        """
+        reported: list = []
+        self.router.membership.reportFailure = lambda *a: reported.append(a)
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        d = self.forwardRaw(self.router, b"POST", uri, Headers(), b"{}", "\xe9", "b")
+        self.failureResultOf(d, UnicodeEncodeError)
+        self.assertEqual((self.reactor.tcpClients, reported), ([], []))
+
     def test_signedAndRelayed(self) -> None:
         """
         The request reaches the owner with the received headers, less
@@ -785,7 +927,7 @@ class ForwardRawTests(SynchronousTestCase):
                 b"X-Marconi-Node": [b"forged"],
             }
         )
-        d = self.router.forwardRaw(b"POST", uri, received, b"{}", "p", "b")
+        d = self.forwardRaw(self.router, b"POST", uri, received, b"{}", "p", "b")
         protocol, transport = self.peer.connect()
         head, _, body = transport.value().partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
@@ -820,7 +962,7 @@ class ForwardRawTests(SynchronousTestCase):
         self.router.membership.reportFailure = lambda *a: reported.append(a)
         self.router.monitor.forwardingError = lambda *a: reported.append(a)
         uri = f"/v2/queues/{self.queue}/messages".encode()
-        d = self.router.forwardRaw(b"POST", uri, Headers(), b"{}", "p", "b")
+        d = self.forwardRaw(self.router, b"POST", uri, Headers(), b"{}", "p", "b")
         self.peer.connect()
         d.cancel()
         self.failureResultOf(d, CancelledError)
@@ -871,14 +1013,14 @@ class ForwardRawTests(SynchronousTestCase):
             the connection it was sent again on.
         """
         verifier = signing.Verifier("b", ["a", "b"], _config().secret, self.reactor)
-        d = self.router.forwardRaw(b"GET", uri, received, b"", "p", "b")
+        d = self.forwardRaw(self.router, b"GET", uri, received, b"", "p", "b")
         protocol, transport = self.peer.connect()
         first = sent(transport)
         self.assertEqual(verifier.verify(b"GET", uri, b"", first).project, "p")
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.successResultOf(d)
         transport.clear()
-        d = self.router.forwardRaw(b"GET", uri, received, b"", "p", "b")
+        d = self.forwardRaw(self.router, b"GET", uri, received, b"", "p", "b")
         second = sent(transport)
         self.assertEqual(verifier.verify(b"GET", uri, b"", second).project, "p")
         self.reactor.advance(1)
@@ -913,7 +1055,8 @@ class ForwardRawTests(SynchronousTestCase):
         """
         self.assertRaises(
             NotAPath,
-            self.router.forwardRaw,
+            self.forwardRaw,
+            self.router,
             b"GET",
             b"X/v2/queues/q",
             Headers(),
@@ -936,7 +1079,7 @@ class ForwardRawTests(SynchronousTestCase):
         )
         router = ClusterRouter(_config(nodes=nodes), self.reactor)
         uri = f"/v2/queues/{self.queue}/messages".encode()
-        d = router.forwardRaw(b"POST", uri, Headers(), b"{}", "p", "b")
+        d = self.forwardRaw(router, b"POST", uri, Headers(), b"{}", "p", "b")
         protocol, _ = self.peer.connect()
         protocol.dataReceived(
             b"HTTP/1.1 503 Service Unavailable\r\nX-Marconi-Held-By: c\r\n"
@@ -953,3 +1096,29 @@ class ForwardRawTests(SynchronousTestCase):
         answer = self.successResultOf(d)
         self.assertEqual((answer.code, answer.body), (201, b"[]"))
         self.assertTrue(router.membership.isUp("b"))
+
+
+class ForwardRawThenTests(ForwardRawTests):
+    """
+    L{ClusterRouter.forwardRaw} with a callback, no L{Deferred}: the same
+    as with one.
+    """
+
+    def forwardRaw(self, router: ClusterRouter, *args) -> Deferred:
+        """
+        C{router.forwardRaw(*args)} with a callback, which is called once,
+        made a L{Deferred} again; cancelling it cancels the forwarding.
+        """
+        calls: list = []
+
+        def then(result) -> None:
+            calls.append(result)
+            self.assertEqual(len(calls), 1)
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+        d: Deferred = Deferred(lambda _: forwarding.cancel())
+        forwarding = router.forwardRaw(*args, then=then)
+        return d

@@ -7,11 +7,13 @@ and nodes see of them, on real nodes driven over raw sockets.
 import gzip
 import json
 import re
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,8 +25,8 @@ from marconi.api.passthrough import PassThrough
 from marconi.api.presigned import SignedURLs
 from marconi.auth.noauth import NoAuth
 from marconi.cluster.errors import NodeUnavailable
-from marconi.cluster.forward import Answer, forwardPairs
-from marconi.cluster.wire import RawHeaders
+from marconi.cluster.forward import Answer, answerOf, forwardPairs
+from marconi.cluster.wire import Pool, RawHeaders
 from marconi.core.errors import Unauthorized
 from marconi.core.monitoring import NullMonitor
 from tests.api.test_api_unit import InMemoryNode
@@ -36,6 +38,27 @@ from tests.integration.test_cluster import (
     queueOwnedBy,
 )
 from tests.rawhttp import connect
+
+
+def _wireAnswer(data: bytes) -> Answer:
+    """
+    The L{Answer} the forwarding client (L{marconi.cluster.wire}) reads
+    from the bytes C{data} of a node's answer.
+    """
+
+    def connect(key: str, factory: Any) -> Deferred:
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        connected.append(protocol)
+        return succeed(protocol)
+
+    connected: list = []
+    pool = Pool(Clock(), connect)
+    d = pool.request("b", b"GET / HTTP/1.1\r\n\r\n", False, 1 << 20, 5, 5)
+    connected[0].dataReceived(data)
+    read: list = []
+    d.addCallback(read.append)
+    return answerOf(*read[0])
 
 
 class _Site:
@@ -353,10 +376,14 @@ class _Routed(_Router):
     def route(self, project: str, queue: str):
         return None if self.holder(project, queue) == "a" else "b"
 
-    def forwardRaw(self, method, uri, headers, body, project, owner) -> Deferred:
+    def forwardRaw(
+        self, method, uri, headers, body, project, owner, then=None
+    ) -> Deferred:
         d: Deferred = Deferred(lambda _: self.cancelled.append(uri))
         self.projects.append(project)
         self.sent.append((method, uri, dict(headers.getAllRawHeaders()), body, d))
+        if then is not None:
+            d.addBoth(then)
         return d
 
 
@@ -479,13 +506,10 @@ class ChannelTests(SynchronousTestCase):
 
     def answerAsItCame(self, head: bytes, body: bytes) -> None:
         """
-        Give the last request sent node B's answer as the forwarding
-        client reads it: its head as it came, its body.
+        Give the last request sent node B's answer C{head} and C{body} as
+        the forwarding client reads it (L{marconi.cluster.wire}).
         """
-        block = head.partition(b"\r\n")[2][:-2]
-        self.router.sent[-1][4].callback(
-            Answer(200, b"OK", RawHeaders.fromBlock(block), body, head)
-        )
+        self.router.sent[-1][4].callback(_wireAnswer(head + body))
 
     def test_headAsItCame(self) -> None:
         """
@@ -616,7 +640,7 @@ class ChannelTests(SynchronousTestCase):
         """
         api = InMemoryNode(self, auth=NoAuth()).api
         router = _Routed(api.router)
-        router.forwardRaw = lambda *args: fail(NodeUnavailable("b"))
+        router.forwardRaw = lambda *args: fail(NodeUnavailable("b")).addBoth(args[-1])
         api.router = router
         site = MarconiSite(api.resource(), maxRequestBody=10_000, reactor=self.clock)
         site.passThrough = PassThrough(api, router)

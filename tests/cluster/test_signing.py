@@ -2,6 +2,9 @@
 Signatures of requests forwarded between nodes.
 """
 
+import hashlib
+import hmac
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -335,6 +338,64 @@ class CanonicalFormTests(SynchronousTestCase):
         long = b"a=" + b"x" * signing._MAX_QUERY
         self.assertIn(b"%d:%s" % (len(long) - 2, b"x" * signing._MAX_QUERY), form(long))
         self.assertNotIn(long, signing._queries)
+
+    def test_requestFormsKept(self) -> None:
+        """
+        The start of the signed forms of recent requests (method, path and
+        query) is remembered, at most C{_MAX_REQUESTS} and none of a target
+        longer than C{_MAX_TARGET}; a request signs alike, and verifies,
+        whether its form was remembered or not.
+        """
+        signing._requests.clear()
+        uri = b"/v2/queues/q%201/messages?b=2&a=1"
+        first = signing._requestForm(b"post", uri)
+        self.assertEqual(
+            first + signing._rest(b"{}", b"a", b"b", b"p", b"1", b"00"),
+            signing.canonical(
+                b"POST",
+                b"/v2/queues/q 1/messages",
+                b"a=1&b=2",
+                b"{}",
+                b"a",
+                b"b",
+                b"p",
+                b"1",
+                b"00",
+            ),
+        )
+        self.assertIn((b"post", uri), signing._requests)
+        for i in range(signing._MAX_REQUESTS + 10):
+            signing._requestForm(b"GET", b"/v2/x?limit=%d" % i)
+            self.assertLessEqual(len(signing._requests), signing._MAX_REQUESTS)
+        self.assertEqual(signing._requestForm(b"post", uri), first)
+        long = b"/v2/" + b"x" * signing._MAX_TARGET
+        signing._requestForm(b"GET", long)
+        self.assertNotIn((b"GET", long), signing._requests)
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        signer = Signer("a", SECRET, clock)
+        verifier = Verifier("b", ["a", "b"], SECRET, clock, 300)
+        for _ in range(2):
+            for target in (long, uri):
+                signed = signer.headers(b"POST", target, BODY, "p1", "b")
+                self.assertEqual(
+                    verifier.verify(b"POST", target, BODY, signed).project, "p1"
+                )
+                self.assertRaises(
+                    BadSignature, verifier.verify, b"POST", target + b"&c", BODY, signed
+                )
+
+    def test_digestOfEitherHMAC(self) -> None:
+        """
+        The signature is the HMAC-SHA256 in hex, whether it is made from
+        OpenSSL's object or from L{hmac}'s own.
+        """
+        data = b"some canonical form"
+        expected = hmac.new(SECRET, data, hashlib.sha256).hexdigest().encode()
+        self.assertEqual(signing._digest(signing._keyed(SECRET), data), expected)
+        wrapper = hmac.new(SECRET, digestmod=hashlib.sha256)
+        self.assertEqual(signing._digest(wrapper, data), expected)
+        self.assertEqual(signing._digest(wrapper, data), expected)
 
     def test_undecodableQuery(self) -> None:
         """
