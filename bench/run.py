@@ -257,14 +257,22 @@ class RedisStore:
     rewriting costs about the same CPU per byte written, so the steady cost
     per request is (rewrite CPU per byte of rewritten file) x (bytes the file
     grows by per request) / (percentage / 100), whatever the data set's
-    size.
+    size.  With the CPUs it is pinned to, the samples also carry their busy
+    time, from which the summary tells what other processes took of them.
     """
 
     interval = 0.1
 
-    def __init__(self, port, pid):
+    def __init__(self, port, pid, cpus=None, loadShares=False):
+        """
+        @param cpus: the taskset list redis-server is pinned to, whose busy
+            time the samples carry, or L{None}.
+        @param loadShares: whether the load generator runs on those CPUs.
+        """
         self.port = port
         self.pid = pid
+        self.cpus = cpus
+        self.loadShares = loadShares
         self.cpuPerByte = None
         self._connection = None
         # The last sample taken with no rewrite left running, from which
@@ -310,6 +318,8 @@ class RedisStore:
                 except ValueError:
                     fields[name] = value
         fields["at"] = time.monotonic()
+        if self.cpus:
+            fields["cores_busy"] = coresBusy(self.cpus)
         fields["children_cpu"] = fields.get("used_cpu_sys_children", 0.0) + fields.get(
             "used_cpu_user_children", 0.0
         )
@@ -411,6 +421,7 @@ class _RedisWatch:
             report.get("requests"),
             self.percentage,
             self.store.cpuPerByte,
+            report.get("client_cpu_pct") if self.store.loadShares else 0.0,
         )
         self.store.cpuPerByte = cpuPerByte
         self.store.lastSample = self.samples[-1]
@@ -423,7 +434,9 @@ def _rewriting(sample) -> bool:
     )
 
 
-def rewriteSummary(samples, windowStart, windowEnd, requests, percentage, cpuPerByte):
+def rewriteSummary(
+    samples, windowStart, windowEnd, requests, percentage, cpuPerByte, loadPct=None
+):
     """
     Sum up samples of redis-server's C{INFO} (L{RedisStore.info}, the first
     taken before the engine started, the last once no rewrite was left
@@ -433,6 +446,9 @@ def rewriteSummary(samples, windowStart, windowEnd, requests, percentage, cpuPer
     @param percentage: redis-server's C{auto-aof-rewrite-percentage}.
     @param cpuPerByte: the CPU seconds per byte of rewritten file of the
         last rewrite measured before, or L{None}.
+    @param loadPct: the load generator's CPU (% of a CPU) in the window when
+        it runs on redis-server's CPUs, 0 when it does not, L{None} when
+        unknown.
     @return: the summary (a JSON object), and the CPU seconds per byte of
         the rewrites seen here (C{cpuPerByte} if none was).
     """
@@ -489,6 +505,30 @@ def rewriteSummary(samples, windowStart, windowEnd, requests, percentage, cpuPer
             else None
         ),
     }
+    # What the store's CPUs did in the window (samples with C{cores_busy}):
+    # busy in all, and busy with other processes than redis-server, its
+    # rewrites (their CPU spread over their spans) and the load generator.
+    if len(inside) > 1 and "cores_busy" in inside[0]:
+        seconds = inside[-1]["at"] - inside[0]["at"]
+        rewriteInWindow = 0.0
+        if count:
+            for start, end in spans:
+                overlap = min(end, windowEnd) - max(start, windowStart)
+                if overlap > 0 and end > start:
+                    rewriteInWindow += cpu / count * overlap / (end - start)
+        busy = 100 * (inside[-1]["cores_busy"] - inside[0]["cores_busy"]) / seconds
+        result["store_cpus_busy_pct"] = round(busy, 1)
+        if loadPct is not None and result["redis_cpu_pct"] is not None:
+            result["store_cpus_other_pct"] = round(
+                max(
+                    0.0,
+                    busy
+                    - result["redis_cpu_pct"]
+                    - 100 * rewriteInWindow / seconds
+                    - loadPct,
+                ),
+                1,
+            )
     if cpuPerByte is not None and requests and percentage > 0:
         result["aof_rewrite_us_per_request"] = round(
             cpuPerByte * (growth / requests) / (percentage / 100) * 1e6, 1
@@ -560,7 +600,13 @@ def startNode(servers, options, name) -> Target:
     else:
         redisPort, redisPid = startRedis(servers, options)
         extraPids.append(redisPid)
-        redis = RedisStore(redisPort, redisPid)
+        cpus = storeCpus(options)
+        redis = RedisStore(
+            redisPort,
+            redisPid,
+            cpus,
+            bool(cpus) and cpus == options.client_cpus,
+        )
         redis.lastSample = redis.info()
         storage = options.redis_storage.format(port=redisPort)
     port = freePort()
@@ -1083,6 +1129,11 @@ def redisNotes(redis) -> str:
             else "",
         )
     )
+    if redis.get("store_cpus_other_pct") is not None:
+        parts.append(
+            "other load on the store's CPUs %s%%"
+            % (fmt(redis["store_cpus_other_pct"]),)
+        )
     if redis.get("aof_rewrite_us_per_request") is not None:
         parts.append(
             "rewrites cost ~%s us/request in steady state"

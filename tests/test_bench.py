@@ -209,10 +209,12 @@ class TableTests(SynchronousTestCase):
 
 def _sample(at, size, rewrites=0, rewriting=0, children=0.0, own=0.0, base=0):
     """
-    One sample of redis-server's C{INFO} as L{run.RedisStore.info} gives it.
+    One sample of redis-server's C{INFO} as L{run.RedisStore.info} gives it,
+    on a CPU always busy.
     """
     return {
         "at": at,
+        "cores_busy": at,
         "aof_current_size": size,
         "aof_base_size": base,
         "aof_rewrites": rewrites,
@@ -268,7 +270,7 @@ class RewriteSummaryTests(SynchronousTestCase):
         the growth per request over the percentage.
         """
         summary, cpuPerByte = run.rewriteSummary(
-            self.samples(5), 3.0, 8.0, 50, 100, None
+            self.samples(5), 3.0, 8.0, 50, 100, None, 20.0
         )
         self.assertEqual(summary["aof_rewrites"], 1)
         self.assertEqual(summary["aof_rewrites_in_window"], 1)
@@ -280,6 +282,10 @@ class RewriteSummaryTests(SynchronousTestCase):
         self.assertEqual(cpuPerByte, 0.5 / 2000)
         self.assertEqual(summary["aof_rewrite_us_per_request"], 20000.0)
         self.assertEqual(summary["redis_cpu_pct"], 50.0)
+        # The store's CPU: 50% redis-server, 10% the rewrite (0.5 s over
+        # 5 s), 20% the load: 20% other processes.
+        self.assertEqual(summary["store_cpus_busy_pct"], 100.0)
+        self.assertEqual(summary["store_cpus_other_pct"], 20.0)
 
     def test_rewriteBeforeWindow(self):
         """
@@ -317,7 +323,7 @@ class RewriteSummaryTests(SynchronousTestCase):
         The table's notes of a Redis measurement say how many rewrites
         overlapped the window, when, and their steady cost.
         """
-        summary, _ = run.rewriteSummary(self.samples(5), 3.0, 8.0, 50, 100, None)
+        summary, _ = run.rewriteSummary(self.samples(5), 3.0, 8.0, 50, 100, None, 20.0)
         summary["settled"] = {"waited_s": 1.5, "rewrites": 1}
         report = {
             "engine": "python",
@@ -333,7 +339,8 @@ class RewriteSummaryTests(SynchronousTestCase):
         self.assertEqual(
             rows[1][-1],
             "waited 1.5 s for an AOF rewrite before; AOF rewrites in window: 1 "
-            "(1.0 to 4.0 s; 0.50 s of rewrite CPU in all); rewrites cost "
+            "(1.0 to 4.0 s; 0.50 s of rewrite CPU in all); other load on the "
+            "store's CPUs 20%; rewrites cost "
             "~20,000.0 us/request in steady state",
         )
 
