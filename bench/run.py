@@ -162,10 +162,11 @@ class Target:
     A server under test: its URL and the pids whose CPU use is watched.
     """
 
-    def __init__(self, name, url, pids=()):
+    def __init__(self, name, url, pids=(), redis=None):
         self.name = name
         self.url = url
         self.pids = list(pids)
+        self.redis = redis
 
 
 def startBaseline(servers, options, name="baseline") -> Target:
@@ -213,6 +214,328 @@ def startRedis(servers, options):
     return port, process.pid
 
 
+def _redisReply(stream):
+    """
+    Read one RESP reply from the binary file C{stream}.
+    """
+    line = stream.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("redis-server closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError("redis-server: " + rest.decode(errors="replace"))
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return None
+        data = stream.read(size + 2)
+        return data[:-2].decode(errors="replace")
+    if kind == b"*":
+        return [_redisReply(stream) for _ in range(max(0, int(rest)))]
+    raise RuntimeError("unexpected redis reply %r" % (line[:40],))
+
+
+class RedisStore:
+    """
+    The redis-server behind a C{redis} target, watched for what changes the
+    conditions of a measurement: the automatic rewrites of its append-only
+    file.  Such a rewrite runs in a forked child of redis-server, on the
+    store's CPUs, for a second or more; its CPU is not part of the server
+    CPU of the table (that is the node and redis-server's own threads), and
+    with C{--store-cpus} beside the load it takes the load generator's CPU.
+
+    L{settle} waits for a rewrite in progress (the prefill's) to end before a
+    measurement; L{watch} samples C{INFO} every 0.1 s while the engine runs
+    and sums up the rewrites that overlapped the measured window, their CPU
+    (redis-server's reaped children), and what rewrites cost per request in
+    a steady state: a rewrite starts whenever the file has grown by
+    C{auto-aof-rewrite-percentage} of its size after the last rewrite, and
+    rewriting costs about the same CPU per byte written, so the steady cost
+    per request is (rewrite CPU per byte of rewritten file) x (bytes the file
+    grows by per request) / (percentage / 100), whatever the data set's
+    size.  With the CPUs it is pinned to, the samples also carry their busy
+    time, from which the summary tells what other processes took of them.
+    """
+
+    interval = 0.1
+
+    def __init__(self, port, pid, cpus=None, loadShares=False):
+        """
+        @param cpus: the taskset list redis-server is pinned to, whose busy
+            time the samples carry, or L{None}.
+        @param loadShares: whether the load generator runs on those CPUs.
+        """
+        self.port = port
+        self.pid = pid
+        self.cpus = cpus
+        self.loadShares = loadShares
+        self.cpuPerByte = None
+        self._connection = None
+        # The last sample taken with no rewrite left running, from which
+        # settle looks for a rewrite that ran (in a prefill) since.
+        self.lastSample = None
+
+    def command(self, *args):
+        if self._connection is None:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            self._connection = (sock, sock.makefile("rb"))
+        sock, stream = self._connection
+        encoded = [str(a).encode() for a in args]
+        try:
+            sock.sendall(
+                b"*%d\r\n" % (len(encoded),)
+                + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in encoded)
+            )
+            return _redisReply(stream)
+        except (OSError, ConnectionError):
+            self.close()
+            raise
+
+    def close(self):
+        if self._connection is not None:
+            sock, stream = self._connection
+            self._connection = None
+            stream.close()
+            sock.close()
+
+    def info(self) -> dict:
+        """
+        The fields of C{INFO persistence} and C{INFO cpu}, as numbers where
+        they are numbers, with the time they were read (C{time.monotonic}).
+        """
+        fields = {}
+        for section in ("persistence", "cpu"):
+            for line in self.command("INFO", section).splitlines():
+                name, sep, value = line.partition(":")
+                if not sep:
+                    continue
+                try:
+                    fields[name] = float(value) if "." in value else int(value)
+                except ValueError:
+                    fields[name] = value
+        fields["at"] = time.monotonic()
+        if self.cpus:
+            fields["cores_busy"] = coresBusy(self.cpus)
+        fields["children_cpu"] = fields.get("used_cpu_sys_children", 0.0) + fields.get(
+            "used_cpu_user_children", 0.0
+        )
+        fields["own_cpu"] = fields.get("used_cpu_sys", 0.0) + fields.get(
+            "used_cpu_user", 0.0
+        )
+        return fields
+
+    @staticmethod
+    def rewriting(fields) -> bool:
+        return _rewriting(fields)
+
+    def settle(self, bound=300.0) -> dict:
+        """
+        Wait (at most C{bound} seconds) until no rewrite of the append-only
+        file is in progress or scheduled; say how long that took and learn
+        the CPU per byte of a rewrite that ended meanwhile.
+        """
+        first = last = self.info()
+        while self.rewriting(last) and last["at"] - first["at"] < bound:
+            time.sleep(self.interval)
+            last = self.info()
+        if self.rewriting(last):
+            raise RuntimeError(
+                "redis-server still rewrites its append-only file after %.0f s"
+                % (bound,)
+            )
+        self.learn(self.lastSample or first, last)
+        return {
+            "waited_s": round(last["at"] - first["at"], 2),
+            "rewrites": int(self.rewriting(first)),
+        }
+
+    def learn(self, before, after):
+        """
+        Learn the CPU per byte of rewritten file of the one rewrite that
+        ended between two samples, the second taken with none running.
+        redis-server counts a rewrite when it starts it, and adds its
+        child's CPU to its children's when the child has ended.
+        """
+        ended = (
+            after["aof_rewrites"] - before["aof_rewrites"] + int(self.rewriting(before))
+        )
+        if ended == 1 and after.get("aof_base_size"):
+            self.cpuPerByte = (after["children_cpu"] - before["children_cpu"]) / after[
+                "aof_base_size"
+            ]
+        self.lastSample = after
+
+    def watch(self):
+        """
+        Start sampling in a thread; call the returned object's C{stop} with
+        the engine's report when it has exited.
+        """
+        return _RedisWatch(self)
+
+
+class _RedisWatch:
+    def __init__(self, store):
+        self.store = store
+        self.samples = [store.info()]
+        self.percentage = int(
+            store.command("CONFIG", "GET", "auto-aof-rewrite-percentage")[1]
+        )
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self):
+        while not self.done.wait(self.store.interval):
+            try:
+                self.samples.append(self.store.info())
+            except (OSError, ConnectionError, RuntimeError):
+                return
+
+    def cancel(self):
+        self.done.set()
+        self.thread.join()
+
+    def stop(self, report) -> dict:
+        """
+        Stop sampling once the rewrites in progress have ended; return what
+        they did to the window of C{report} (which ended when the engine
+        exited, just now).
+        """
+        ended = time.monotonic()
+        windowStart = ended - report["window_s"]
+        self.cancel()
+        while True:
+            sample = self.store.info()
+            self.samples.append(sample)
+            if not _rewriting(sample) or sample["at"] - ended > 300:
+                break
+            time.sleep(self.store.interval)
+        result, cpuPerByte = rewriteSummary(
+            self.samples,
+            windowStart,
+            ended,
+            report.get("requests"),
+            self.percentage,
+            self.store.cpuPerByte,
+            report.get("client_cpu_pct") if self.store.loadShares else 0.0,
+        )
+        self.store.cpuPerByte = cpuPerByte
+        self.store.lastSample = self.samples[-1]
+        return result
+
+
+def _rewriting(sample) -> bool:
+    return bool(
+        sample.get("aof_rewrite_in_progress") or sample.get("aof_rewrite_scheduled")
+    )
+
+
+def rewriteSummary(
+    samples, windowStart, windowEnd, requests, percentage, cpuPerByte, loadPct=None
+):
+    """
+    Sum up samples of redis-server's C{INFO} (L{RedisStore.info}, the first
+    taken before the engine started, the last once no rewrite was left
+    running) for a window from C{windowStart} to C{windowEnd}
+    (C{time.monotonic}) in which C{requests} were answered.
+
+    @param percentage: redis-server's C{auto-aof-rewrite-percentage}.
+    @param cpuPerByte: the CPU seconds per byte of rewritten file of the
+        last rewrite measured before, or L{None}.
+    @param loadPct: the load generator's CPU (% of a CPU) in the window when
+        it runs on redis-server's CPUs, 0 when it does not, L{None} when
+        unknown.
+    @return: the summary (a JSON object), and the CPU seconds per byte of
+        the rewrites seen here (C{cpuPerByte} if none was).
+    """
+    first, last = samples[0], samples[-1]
+    rewrites = []
+    current = None
+    growth = 0
+    inside = [x for x in samples if windowStart <= x["at"] <= windowEnd]
+    for previous, sample in zip(samples, samples[1:], strict=False):
+        if _rewriting(sample):
+            if current is None:
+                current = [previous["at"], None]
+                rewrites.append(current)
+        elif current is not None:
+            current[1] = sample["at"]
+            current = None
+        # A rewrite's end starts the file anew, smaller: the growth across
+        # it is not known, and is left out (0.1 s of a window).
+        if previous["at"] >= windowStart and sample["at"] <= windowEnd:
+            growth += max(0, sample["aof_current_size"] - previous["aof_current_size"])
+    # redis-server counts a rewrite when it starts it; the last sample was
+    # taken when none was left running, so the rewrites that ended are
+    # those started and the one running at first, if any.
+    count = last["aof_rewrites"] - first["aof_rewrites"] + int(_rewriting(first))
+    cpu = last["children_cpu"] - first["children_cpu"]
+    if count and last.get("aof_base_size"):
+        cpuPerByte = cpu / count / last["aof_base_size"]
+    spans = [(start, windowEnd if end is None else end) for start, end in rewrites]
+    result = {
+        "aof_rewrites": count,
+        "aof_rewrites_in_window": sum(
+            1 for start, end in spans if start < windowEnd and end > windowStart
+        ),
+        # Rewrites that began and ended between two samples.
+        "aof_rewrites_unseen": max(0, count - len(rewrites)),
+        "aof_rewrite_spans_s": [
+            [round(start - windowStart, 1), round(end - windowStart, 1)]
+            for start, end in spans
+        ],
+        "aof_rewrite_cpu_s": round(cpu, 3),
+        "aof_rewrite_status": last.get("aof_last_bgrewrite_status"),
+        "aof_bytes_per_request": round(growth / requests) if requests else None,
+        "aof_rewrite_percentage": percentage,
+        # redis-server's own CPU (its threads, not its children) in the
+        # window: the rest of the server CPU is the node's.
+        "redis_cpu_pct": (
+            round(
+                100
+                * (inside[-1]["own_cpu"] - inside[0]["own_cpu"])
+                / (inside[-1]["at"] - inside[0]["at"]),
+                1,
+            )
+            if len(inside) > 1 and inside[-1]["at"] > inside[0]["at"]
+            else None
+        ),
+    }
+    # What the store's CPUs did in the window (samples with C{cores_busy}):
+    # busy in all, and busy with other processes than redis-server, its
+    # rewrites (their CPU spread over their spans) and the load generator.
+    if len(inside) > 1 and "cores_busy" in inside[0]:
+        seconds = inside[-1]["at"] - inside[0]["at"]
+        rewriteInWindow = 0.0
+        if count:
+            for start, end in spans:
+                overlap = min(end, windowEnd) - max(start, windowStart)
+                if overlap > 0 and end > start:
+                    rewriteInWindow += cpu / count * overlap / (end - start)
+        busy = 100 * (inside[-1]["cores_busy"] - inside[0]["cores_busy"]) / seconds
+        result["store_cpus_busy_pct"] = round(busy, 1)
+        if loadPct is not None and result["redis_cpu_pct"] is not None:
+            result["store_cpus_other_pct"] = round(
+                max(
+                    0.0,
+                    busy
+                    - result["redis_cpu_pct"]
+                    - 100 * rewriteInWindow / seconds
+                    - loadPct,
+                ),
+                1,
+            )
+    if cpuPerByte is not None and requests and percentage > 0:
+        result["aof_rewrite_us_per_request"] = round(
+            cpuPerByte * (growth / requests) / (percentage / 100) * 1e6, 1
+        )
+    return result, cpuPerByte
+
+
 def startMongo(servers, options):
     """
     Start SecantusDB (a MongoDB-wire-compatible server, not MongoDB) the way
@@ -258,6 +581,7 @@ def startNode(servers, options, name) -> Target:
     """
     kind = name
     extraPids = []
+    redis = None
     kind, _, query = kind.partition("?")
     if options.storage:
         storage = options.storage
@@ -276,6 +600,14 @@ def startNode(servers, options, name) -> Target:
     else:
         redisPort, redisPid = startRedis(servers, options)
         extraPids.append(redisPid)
+        cpus = storeCpus(options)
+        redis = RedisStore(
+            redisPort,
+            redisPid,
+            cpus,
+            bool(cpus) and cpus == options.client_cpus,
+        )
+        redis.lastSample = redis.info()
         storage = options.redis_storage.format(port=redisPort)
     port = freePort()
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -298,7 +630,9 @@ def startNode(servers, options, name) -> Target:
     logName = "node-%d" % (len(servers.processes),)
     process, log = servers.start(logName, pinned(options.server_cpus, command), env)
     waitForPort(port, process, time.monotonic() + 60, log)
-    return Target(name, "http://127.0.0.1:%d" % (port,), [process.pid] + extraPids)
+    return Target(
+        name, "http://127.0.0.1:%d" % (port,), [process.pid] + extraPids, redis
+    )
 
 
 def coresBusy(cpus) -> float:
@@ -520,14 +854,24 @@ class Runner:
         elif scenario in ("claim-each", "claim-bulk") and target.name not in CANNED:
             default = 60000 if scenario == "claim-each" else 150000
             self.seed(target, queue, o.claim_seed or default)
+        settled = watch = None
+        if target.redis is not None:
+            settled = target.redis.settle()
         profiler = self.profile(target, scenario)
         noise = NoiseMeter(o.server_cpus, self.allPids)
         try:
+            if target.redis is not None:
+                watch = target.redis.watch()
             report = self.measure(target, scenario, queue, ids)
             report["noise_pct"] = noise.percent()
             report["server_us_per_request"] = cpuPerRequest(report)
+            if watch is not None:
+                report["redis"] = dict(watch.stop(report), settled=settled)
+                watch = None
             return report
         finally:
+            if watch is not None:
+                watch.cancel()
             if profiler is not None:
                 profiler.cancel()
                 profiler.wait()
@@ -731,6 +1075,8 @@ def table(results, targets, baselineName="baseline") -> list:
                 )
             if r.get("produced_s"):
                 notes.append("produced %s msgs/s" % (fmt(r["produced_s"]),))
+            if r.get("redis"):
+                notes.append(redisNotes(r["redis"]))
             ops = r.get("ops") or {}
             if len(ops) > 1:
                 notes.append(
@@ -756,6 +1102,44 @@ def table(results, targets, baselineName="baseline") -> list:
                 ]
             )
     return rows
+
+
+def redisNotes(redis) -> str:
+    """
+    What the append-only file of redis-server did around a measurement.
+    """
+    parts = []
+    settled = redis.get("settled") or {}
+    if settled.get("waited_s"):
+        parts.append("waited %.1f s for an AOF rewrite before" % (settled["waited_s"],))
+    inWindow = redis.get("aof_rewrites_in_window", 0)
+    parts.append(
+        "AOF rewrites in window: %d%s"
+        % (
+            inWindow,
+            " (%s; %s s of rewrite CPU in all)"
+            % (
+                ", ".join(
+                    "%s to %s s" % (start, end)
+                    for start, end in redis.get("aof_rewrite_spans_s", [])
+                ),
+                fmt(redis["aof_rewrite_cpu_s"], 2),
+            )
+            if redis.get("aof_rewrites")
+            else "",
+        )
+    )
+    if redis.get("store_cpus_other_pct") is not None:
+        parts.append(
+            "other load on the store's CPUs %s%%"
+            % (fmt(redis["store_cpus_other_pct"]),)
+        )
+    if redis.get("aof_rewrite_us_per_request") is not None:
+        parts.append(
+            "rewrites cost ~%s us/request in steady state"
+            % (fmt(redis["aof_rewrite_us_per_request"], 1),)
+        )
+    return "; ".join(parts)
 
 
 def textTable(rows) -> str:
@@ -1080,6 +1464,10 @@ def main(argv=None) -> int:
                     ),
                     flush=True,
                 )
+                if report.get("redis"):
+                    print(
+                        "    redis-server: " + redisNotes(report["redis"]), flush=True
+                    )
     except KeyboardInterrupt:
         print("interrupted; stopping the servers", file=sys.stderr)
         return 130

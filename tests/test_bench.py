@@ -5,11 +5,15 @@ here is timed.
 """
 
 import json
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from bench import baseline, driver, run
+from tests.redisserver import RedisServer, command, skipReason
+
+redisSkip = skipReason()
 
 
 class ResponseParserTests(SynchronousTestCase):
@@ -201,3 +205,203 @@ class TableTests(SynchronousTestCase):
         self.assertEqual(rows[2][0], "post 1 message")
         self.assertEqual(rows[2][7], "0.250")
         self.assertEqual(rows[1][7], "-")
+
+
+def _sample(at, size, rewrites=0, rewriting=0, children=0.0, own=0.0, base=0):
+    """
+    One sample of redis-server's C{INFO} as L{run.RedisStore.info} gives it,
+    on a CPU always busy.
+    """
+    return {
+        "at": at,
+        "cores_busy": at,
+        "aof_current_size": size,
+        "aof_base_size": base,
+        "aof_rewrites": rewrites,
+        "aof_rewrite_in_progress": rewriting,
+        "aof_rewrite_scheduled": 0,
+        "aof_last_bgrewrite_status": "ok",
+        "children_cpu": children,
+        "own_cpu": own,
+    }
+
+
+class RewriteSummaryTests(SynchronousTestCase):
+    """
+    L{run.rewriteSummary} tells which rewrites of redis-server's append-only
+    file overlapped a measured window, and what rewrites cost.
+    """
+
+    def samples(self, rewriteAt):
+        """
+        Samples a second apart from 0 to 10 of a file growing by 1000 bytes
+        a second, rewritten to 2000 bytes (taking 0.5 s of CPU) during the
+        two samples from C{rewriteAt}; redis-server itself busy half of
+        the time.
+        """
+        samples = []
+        size, rewrites, children = 0, 0, 0.0
+        for at in range(11):
+            rewriting = int(rewriteAt <= at < rewriteAt + 2)
+            if at == rewriteAt:
+                rewrites = 1
+            if at == rewriteAt + 2:
+                size, children = 2000, 0.5
+            samples.append(
+                _sample(
+                    float(at),
+                    size,
+                    rewrites,
+                    rewriting,
+                    children,
+                    at / 2,
+                    2000 if children else 0,
+                )
+            )
+            size += 1000
+        return samples
+
+    def test_rewriteInWindow(self):
+        """
+        A rewrite seen in progress inside the window counts, with its span
+        from the sample before it was seen to the sample that saw it end;
+        the file's growth across a rewrite's end is left out of the growth
+        per request, and the steady cost is the rewrite's CPU per byte times
+        the growth per request over the percentage.
+        """
+        summary, cpuPerByte = run.rewriteSummary(
+            self.samples(5), 3.0, 8.0, 50, 100, None, 20.0
+        )
+        self.assertEqual(summary["aof_rewrites"], 1)
+        self.assertEqual(summary["aof_rewrites_in_window"], 1)
+        self.assertEqual(summary["aof_rewrites_unseen"], 0)
+        self.assertEqual(summary["aof_rewrite_spans_s"], [[1.0, 4.0]])
+        self.assertEqual(summary["aof_rewrite_cpu_s"], 0.5)
+        # Growth from 3 to 8 s without the step from 6 to 7 s: 4,000 bytes.
+        self.assertEqual(summary["aof_bytes_per_request"], 80)
+        self.assertEqual(cpuPerByte, 0.5 / 2000)
+        self.assertEqual(summary["aof_rewrite_us_per_request"], 20000.0)
+        self.assertEqual(summary["redis_cpu_pct"], 50.0)
+        # The store's CPU: 50% redis-server, 10% the rewrite (0.5 s over
+        # 5 s), 20% the load: 20% other processes.
+        self.assertEqual(summary["store_cpus_busy_pct"], 100.0)
+        self.assertEqual(summary["store_cpus_other_pct"], 20.0)
+
+    def test_rewriteBeforeWindow(self):
+        """
+        A rewrite that ended before the window opened (in the warmup) is
+        counted with its CPU but not as in the window; with half the
+        percentage, rewrites come twice as often and cost twice as much.
+        """
+        summary, cpuPerByte = run.rewriteSummary(
+            self.samples(1), 4.0, 9.0, 50, 50, None
+        )
+        self.assertEqual(summary["aof_rewrites"], 1)
+        self.assertEqual(summary["aof_rewrites_in_window"], 0)
+        self.assertEqual(summary["aof_rewrite_spans_s"], [[-4.0, -1.0]])
+        self.assertEqual(summary["aof_bytes_per_request"], 100)
+        self.assertEqual(summary["aof_rewrite_us_per_request"], 50000.0)
+
+    def test_noRewrite(self):
+        """
+        Without a rewrite the CPU per byte measured before is used, and
+        without one measured ever there is no steady cost to tell.
+        """
+        samples = self.samples(20)
+        summary, cpuPerByte = run.rewriteSummary(samples, 3.0, 8.0, 50, 100, None)
+        self.assertEqual(summary["aof_rewrites"], 0)
+        self.assertEqual(summary["aof_rewrites_in_window"], 0)
+        self.assertEqual(summary["aof_bytes_per_request"], 100)
+        self.assertNotIn("aof_rewrite_us_per_request", summary)
+        self.assertIsNone(cpuPerByte)
+        summary, cpuPerByte = run.rewriteSummary(samples, 3.0, 8.0, 50, 100, 1e-6)
+        self.assertEqual(summary["aof_rewrite_us_per_request"], 100.0)
+        self.assertEqual(cpuPerByte, 1e-6)
+
+    def test_notes(self):
+        """
+        The table's notes of a Redis measurement say how many rewrites
+        overlapped the window, when, and their steady cost.
+        """
+        summary, _ = run.rewriteSummary(self.samples(5), 3.0, 8.0, 50, 100, None, 20.0)
+        summary["settled"] = {"waited_s": 1.5, "rewrites": 1}
+        report = {
+            "engine": "python",
+            "req_s": 10.0,
+            "msgs_s": 100.0,
+            "messages_are": "consumed",
+            "p50_ms": 1.0,
+            "p99_ms": 2.0,
+            "errors": {},
+            "redis": summary,
+        }
+        rows = run.table({"claim-bulk": {"redis": report}}, ["redis"])
+        self.assertEqual(
+            rows[1][-1],
+            "waited 1.5 s for an AOF rewrite before; AOF rewrites in window: 1 "
+            "(1.0 to 4.0 s; 0.50 s of rewrite CPU in all); other load on the "
+            "store's CPUs 20%; rewrites cost "
+            "~20,000.0 us/request in steady state",
+        )
+
+
+class RedisStoreTests(SynchronousTestCase):
+    """
+    L{run.RedisStore} against a real redis-server whose rewrites of its
+    append-only file are made slow (C{rdb-key-save-delay}, per key).
+    """
+
+    skip = redisSkip
+
+    def setUp(self):
+        self.server = RedisServer(extraArgs=("--rdb-key-save-delay", "100000")).start()
+        self.addCleanup(self.server.stop)
+        for n in range(5):
+            command(self.server.address, "SET", "k%d" % (n,), "v")
+        self.store = run.RedisStore(self.server.port, self.server.process.pid)
+        self.addCleanup(self.store.close)
+
+    def rewrite(self):
+        self.assertEqual(
+            command(self.server.address, "BGREWRITEAOF")[:1], b"+", "no rewrite"
+        )
+
+    def test_settle(self):
+        """
+        L{run.RedisStore.settle} returns once the rewrite in progress ended.
+        """
+        self.rewrite()
+        settled = self.store.settle()
+        self.assertEqual(settled["rewrites"], 1)
+        fields = self.store.info()
+        self.assertEqual(fields["aof_rewrite_in_progress"], 0)
+        self.assertEqual(fields["aof_last_bgrewrite_status"], "ok")
+        self.assertIsNotNone(self.store.cpuPerByte)
+        self.assertEqual(self.store.settle(), {"waited_s": 0.0, "rewrites": 0})
+
+    def test_settleLearnsFromEarlierRewrite(self):
+        """
+        A rewrite that ended before L{run.RedisStore.settle} (in a prefill)
+        still gives the CPU per byte of a rewrite, measured from the last
+        sample taken with none running.
+        """
+        self.store.lastSample = self.store.info()
+        self.rewrite()
+        while self.store.rewriting(self.store.info()):
+            time.sleep(0.05)
+        self.assertIsNone(self.store.cpuPerByte)
+        self.assertEqual(self.store.settle(), {"waited_s": 0.0, "rewrites": 0})
+        self.assertIsNotNone(self.store.cpuPerByte)
+
+    def test_watch(self):
+        """
+        A watch stopped while a rewrite runs waits for its end and counts it
+        in the window.
+        """
+        watch = self.store.watch()
+        self.rewrite()
+        summary = watch.stop({"window_s": 60.0, "requests": 10})
+        self.assertEqual(summary["aof_rewrites"], 1)
+        self.assertEqual(summary["aof_rewrites_in_window"], 1)
+        self.assertEqual(summary["aof_rewrite_status"], "ok")
+        self.assertEqual(self.store.info()["aof_rewrite_in_progress"], 0)
