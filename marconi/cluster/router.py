@@ -544,7 +544,13 @@ class ClusterRouter(MultiService):
         forwarding = _Forwarding(
             self, then, (peer, owner, method, path, received, body, project)
         )
-        sent = self.client.send(peer, method, path, headers, body, sign, forwarding)
+        try:
+            sent = self.client.send(peer, method, path, headers, body, sign, forwarding)
+        except Exception:
+            # As L{_forwardRaw}: a request that could not be sent is no
+            # failure of the owner.
+            forwarding._settled(Failure())
+            return forwarding
         if forwarding.then is not None and forwarding.running is None:
             forwarding.running = sent
         return forwarding

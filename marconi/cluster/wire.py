@@ -33,9 +33,12 @@ from typing import Any, Callable, Optional
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from marconi.net import TOKEN, headerPairs, headerValues, writeNow
+
+_log = Logger()
 
 #: A response head (status line and headers) longer than this is refused.
 MAX_HEAD = 65536
@@ -626,19 +629,30 @@ class Pool:
         the result, C{(Head, body)} or the L{Failure} the L{Deferred}
         would fail with (from within this call, if it fails at once).
 
+        @raise Exception: what connecting or sending raised at once (then
+            C{then} is never called).
         @return: the request, whose C{cancel} gives up on it.
         """
         exchange = _Exchange(self, key, data, head, limit, bodyTimeout, again, then)
         self._waiting.add(exchange)
         now = self._clock.seconds()
         self._due(exchange, headerTimeout, now)
-        connection = self._take(key, now)
-        if connection is not None:
-            exchange.reused = True
-            self._busy.add(connection)
-            connection.send(exchange)
-        else:
-            self._dial(exchange)
+        try:
+            connection = self._take(key, now)
+            if connection is not None:
+                exchange.reused = True
+                self._busy.add(connection)
+                connection.send(exchange)
+            else:
+                self._dial(exchange)
+        except BaseException:
+            # Connecting or sending failed at once (a peer name the TLS
+            # options refuse, say): an error of this node, raised to the
+            # caller, with nothing left waiting for the request.
+            exchange.then = None
+            self._waiting.discard(exchange)
+            self._stop(exchange)
+            raise
         return exchange
 
     def _cancel(self, exchange: _Exchange) -> None:
@@ -677,7 +691,11 @@ class Pool:
             then, exchange.then = exchange.then, None
             self._stop(exchange)
             if then is not None:
-                then(Failure(TimeoutError("no answer in time")))
+                # One caller's error must not keep the others waiting.
+                try:
+                    then(Failure(TimeoutError("no answer in time")))
+                except Exception:
+                    _log.failure("Error handling a forwarded request's timeout")
         if self._waiting:
             # A callback above may have made a request, and with it a
             # timer set for that request alone: the soonest deadline wins.
@@ -755,7 +773,10 @@ class Pool:
         self._waiting.discard(exchange)
         then, exchange.then = exchange.then, None
         if then is not None:
-            then(result)
+            try:
+                then(result)
+            except Exception:
+                _log.failure("Error handling a forwarded request's answer")
 
     def release(self, connection: _Connection) -> None:
         self._busy.discard(connection)

@@ -182,16 +182,10 @@ class Activity:
 
     def forwarded(self, peer: str) -> None:
         """
-        This node forwarded a request to C{peer} (called for every request
-        a node relays: a bucket already started is counted in directly).
+        This node forwarded a request to C{peer}.
         """
         self._peers.add(peer)
-        bucket = int(self.clock.seconds() // self.bucketSeconds)
-        counts = self._forwarding.counts.get(bucket)
-        if counts is None:
-            self._forwarding.add(bucket, peer, 1, self.buckets)
-        else:
-            counts[peer] = counts.get(peer, 0) + 1
+        self._forwarding.add(self._bucket(), peer, 1, self.buckets)
 
     def received(self) -> None:
         """

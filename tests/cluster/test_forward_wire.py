@@ -401,6 +401,61 @@ class PoolTests(SynchronousTestCase):
         failure.trap(TimeoutError)
         self.assertNoTimerLeft()
 
+    def test_connectingRaises(self) -> None:
+        """
+        A request whose connecting raises at once (a peer name the TLS
+        options refuse, say) raises to the caller, and nothing is left
+        waiting for it: C{then} is never called, even past the deadline.
+        """
+
+        def refuse(key, factory):
+            raise ValueError("no such name")
+
+        self.wired.pool._connect = refuse
+        self.assertRaises(ValueError, self.wired.request)
+        called: list = []
+        self.assertRaises(
+            ValueError,
+            self.wired.pool.send,
+            "b",
+            b"GET / HTTP/1.1\r\n\r\n",
+            False,
+            100,
+            5,
+            7,
+            None,
+            called.append,
+        )
+        self.assertEqual(self.wired.pool._waiting, set())
+        self.wired.clock.advance(60)
+        self.assertEqual(called, [])
+
+    def test_thenRaisingKeepsOthersTimed(self) -> None:
+        """
+        A C{then} that raises on its timeout is logged, and the requests
+        after it still fail at their own deadlines.
+        """
+        called: list = []
+        bad: list = []
+
+        def raising(result) -> None:
+            bad.append(result)
+            raise RuntimeError("a caller's error")
+
+        pool = self.wired.pool
+        pool.send("b", b"GET / HTTP/1.1\r\n\r\n", False, 100, 5, 7, None, raising)
+        pool.send("b", b"GET / HTTP/1.1\r\n\r\n", False, 100, 5, 7, None, called.append)
+        self.wired.clock.advance(1)
+        pool.send("b", b"GET / HTTP/1.1\r\n\r\n", False, 100, 5, 7, None, called.append)
+        self.wired.clock.advance(4.1)
+        self.assertEqual((len(bad), len(called)), (1, 1))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.wired.clock.advance(1)
+        self.assertEqual(len(called), 2)
+        for failure in called:
+            failure.trap(TimeoutError)
+        self.assertEqual(pool._waiting, set())
+
     def test_oneTimer(self) -> None:
         """
         The requests in flight share one timer, which fails each at its
@@ -911,6 +966,25 @@ class ForwardRawTests(SynchronousTestCase):
         uri = f"/v2/queues/{self.queue}/messages".encode()
         d = self.forwardRaw(self.router, b"POST", uri, Headers(), b"{}", "\xe9", "b")
         self.failureResultOf(d, UnicodeEncodeError)
+        self.assertEqual((self.reactor.tcpClients, reported), ([], []))
+
+    def test_connectingRaises(self) -> None:
+        """
+        A request whose connecting to the owner raises at once fails at
+        once, once, and is no failure of the owner.
+        """
+        reported: list = []
+        self.router.membership.reportFailure = lambda *a: reported.append(a)
+        self.router.monitor.forwardingError = lambda *a: reported.append(a)
+
+        def refuse(key, factory):
+            raise ValueError("no such name")
+
+        self.router.client.wire._connect = refuse
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+        d = self.forwardRaw(self.router, b"POST", uri, Headers(), b"{}", "p", "b")
+        self.assertIsInstance(self.failureResultOf(d).value, Exception)
+        self.reactor.advance(60)
         self.assertEqual((self.reactor.tcpClients, reported), ([], []))
 
     def test_signedAndRelayed(self) -> None:
