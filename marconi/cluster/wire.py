@@ -56,6 +56,8 @@ _SPECIAL = re.compile(
     rb"\r\n(?:transfer-encoding|connection|keep-alive|proxy-authenticate"
     rb"|proxy-connection|te|trailer|upgrade):"
 )
+#: A reason phrase (RFC 9112 4): it is written to the client as it came.
+_PHRASE = re.compile(rb"[\t \x21-\x7e\x80-\xff]*")
 #: Status lines read (L{_status}), bounded: peers answer with few.
 _STATUS: dict = {}
 _MAX_STATUS = 64
@@ -73,7 +75,7 @@ def _status(line: bytes) -> tuple:
     code, _, phrase = rest.partition(b" ")
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3:
         raise BadAnswer("the status line is malformed")
-    if not code.isdigit():
+    if not code.isdigit() or not _PHRASE.fullmatch(phrase):
         raise BadAnswer("the status line is malformed")
     found = (int(code), phrase, version == b"HTTP/1.1")
     if len(line) <= 64:

@@ -292,6 +292,9 @@ class PoolTests(SynchronousTestCase):
         for answer in (
             b"SMTP 220 hello\r\n\r\n",
             b"HTTP/1.1 2x0 OK\r\n\r\n",
+            b"HTTP/1.1 200 O\nK\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 O\x00K\r\nContent-Length: 0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
