@@ -573,18 +573,7 @@ class PeerClient:
                 return wire.requestBytes(method, path.uri, host, fresh, body)
 
         config = self._config
-        if then is not None:
-            return self.wire.send(
-                peer.url,
-                data,
-                method == b"HEAD",
-                config.maxResponseBody,
-                config.forwardTimeout + waitOf(path),
-                config.bodyTimeout,
-                again,
-                then,
-            )
-        return self.wire.request(
+        sending = (
             peer.url,
             data,
             method == b"HEAD",
@@ -593,6 +582,9 @@ class PeerClient:
             config.bodyTimeout,
             again,
         )
+        if then is not None:
+            return self.wire.send(*sending, then)
+        return self.wire.request(*sending)
 
     async def _call(
         self,
