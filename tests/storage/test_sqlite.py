@@ -135,10 +135,16 @@ class URITests(SynchronousTestCase):
         """
         A path, an in-memory database and the synchronous option are read.
         """
-        self.assertEqual(parseURI("sqlite:/tmp/x.db"), ("/tmp/x.db", "full"))
-        self.assertEqual(parseURI("sqlite:rel.db"), ("rel.db", "full"))
-        self.assertEqual(parseURI("sqlite::memory:"), (":memory:", "full"))
-        self.assertEqual(parseURI("sqlite:x.db?synchronous=NORMAL"), ("x.db", "normal"))
+        self.assertEqual(parseURI("sqlite:/tmp/x.db"), ("/tmp/x.db", "full", 2048))
+        self.assertEqual(parseURI("sqlite:rel.db"), ("rel.db", "full", 2048))
+        self.assertEqual(parseURI("sqlite::memory:"), (":memory:", "full", 2048))
+        self.assertEqual(
+            parseURI("sqlite:x.db?synchronous=NORMAL"), ("x.db", "normal", 2048)
+        )
+        self.assertEqual(
+            parseURI("sqlite:x.db?page_size=8192&synchronous=off"),
+            ("x.db", "off", 8192),
+        )
 
     def test_bad(self) -> None:
         """
@@ -149,9 +155,58 @@ class URITests(SynchronousTestCase):
             "redis://x",
             "sqlite:x?synchronous=fast",
             "sqlite:x?cache=1",
+            "sqlite:x?page_size=1000",
+            "sqlite:x?page_size=131072",
+            "sqlite:x?page_size=256",
+            "sqlite:x?page_size=",
+            "sqlite:x?page_size=%D9%A4",
             "sqlite:/no/such/dir/x.db",
         ]:
             self.assertRaises(ValueError, checkURI, uri)
+
+
+class PageSizeTests(TestCase):
+    """
+    The page size of the database file.
+    """
+
+    def pageSize(self, path: str) -> int:
+        db = sqlite3.connect(path)
+        try:
+            return db.execute("PRAGMA page_size").fetchone()[0]
+        finally:
+            db.close()
+
+    async def test_newFile(self) -> None:
+        """
+        A file the store creates has the URI's page size, 2,048 bytes
+        unless the URI says otherwise.
+        """
+        for uri, size in (("", 2048), ("?page_size=8192", 8192)):
+            path = self.mktemp() + ".sqlite3"
+            store = makeStore(f"sqlite:{path}{uri}", reactor)
+            store.startService()
+            await store.postMessages("p", "q", [msg()], "c", T0)
+            await store.stopService()
+            self.assertEqual(self.pageSize(path), size, uri)
+
+    async def test_existingFileKeepsItsOwn(self) -> None:
+        """
+        A file that exists keeps its page size, whatever the URI's, and
+        its messages.
+        """
+        path = self.mktemp() + ".sqlite3"
+        store = makeStore(f"sqlite:{path}?page_size=4096", reactor)
+        store.startService()
+        await store.postMessages("p", "q", [msg()], "c", T0)
+        await store.stopService()
+        store = makeStore(f"sqlite:{path}", reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await store.postMessages("p", "q", [msg()], "c", T0)
+        listed = await store.listMessages("p", "q", query(echo=True), T0)
+        self.assertEqual(len(listed), 2)
+        self.assertEqual(self.pageSize(path), 4096)
 
 
 class GroupCommitTests(TestCase):

@@ -57,7 +57,7 @@ from marconi.core.interfaces import IMessageStore, IQueueDepths
 from marconi.core.models import Claim, ClaimSpec, Message, makeMessage
 from marconi.storage import transfer
 from marconi.storage.events import StoreEvents
-from marconi.storage.sqlite.uri import parseURI
+from marconi.storage.sqlite.uri import DEFAULT_PAGE_SIZE, parseURI
 
 # Each queue's count of stored message rows (live, or expired and not yet
 # purged).  Every statement that adds or removes rows is followed, in its
@@ -618,8 +618,14 @@ def _units(batch: list[_Work]) -> list[list[_Work]]:
 
 
 def makeStore(uri: str, reactor: Any, durability: str = DURABLE) -> "SQLiteStore":
-    path, synchronous = parseURI(uri)
-    return SQLiteStore(path, reactor, synchronous=synchronous, durability=durability)
+    path, synchronous, pageSize = parseURI(uri)
+    return SQLiteStore(
+        path,
+        reactor,
+        synchronous=synchronous,
+        durability=durability,
+        pageSize=pageSize,
+    )
 
 
 def _weaker(a: str, b: str) -> str:
@@ -637,6 +643,8 @@ class SQLiteStore(StoreEvents, Service):
 
     @param synchronous: the C{synchronous} setting of C{durable} commits.
     @param durability: the level of the calls that ask for none.
+    @param pageSize: the page size of the file if the store creates it (a
+        file that exists keeps its own).
     """
 
     log = Logger()
@@ -647,9 +655,11 @@ class SQLiteStore(StoreEvents, Service):
         reactor: Any,
         synchronous: str = "full",
         durability: str = DURABLE,
+        pageSize: int = DEFAULT_PAGE_SIZE,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.pageSize = pageSize
         self.durability = parseDurability(durability)
         # The synchronous setting each level commits with.
         self._modes = {
@@ -732,6 +742,8 @@ class SQLiteStore(StoreEvents, Service):
             self.path, isolation_level=None, check_same_thread=False
         )
         try:
+            # Taken by a new, empty file only (before it is in WAL mode).
+            connection.execute(f"PRAGMA page_size={int(self.pageSize)}")
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             self._mode = self.synchronous

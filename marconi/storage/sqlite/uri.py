@@ -7,13 +7,19 @@ from urllib.parse import parse_qs
 
 _SYNCHRONOUS = ("full", "normal", "extra", "off")
 
+#: The page size of a database file the store creates, in bytes (a file
+#: that exists keeps its own): small enough that a commit of a few small
+#: messages writes few bytes to the WAL (docs/storage.rst).
+DEFAULT_PAGE_SIZE = 2048
+_PAGE_SIZES = tuple(2**n for n in range(9, 17))
 
-def parseURI(uri: str) -> tuple[str, str]:
+
+def parseURI(uri: str) -> tuple[str, str, int]:
     """
-    Split a C{sqlite:PATH[?synchronous=LEVEL]} URI.
+    Split a C{sqlite:PATH[?synchronous=LEVEL][&page_size=BYTES]} URI.
 
-    @return: the database path (C{":memory:"} for C{sqlite::memory:}) and the
-        C{synchronous} level.
+    @return: the database path (C{":memory:"} for C{sqlite::memory:}), the
+        C{synchronous} level and the page size of a new file.
     @raise ValueError: if the URI is not a SQLite URI.
     """
     scheme, sep, rest = uri.partition(":")
@@ -25,13 +31,16 @@ def parseURI(uri: str) -> tuple[str, str]:
     if not path:
         raise ValueError("a sqlite: URI needs a path (sqlite:PATH or sqlite::memory:)")
     options = _options(query)
-    unknown = set(options) - {"synchronous"}
+    unknown = set(options) - {"synchronous", "page_size"}
     if unknown:
         raise ValueError(f"unknown sqlite option(s): {', '.join(sorted(unknown))}")
     synchronous = options.get("synchronous", ["full"])[-1].lower()
     if synchronous not in _SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
-    return path, synchronous
+    size = options.get("page_size", [str(DEFAULT_PAGE_SIZE)])[-1]
+    if not (size.isascii() and size.isdigit()) or int(size) not in _PAGE_SIZES:
+        raise ValueError("page_size must be a power of two from 512 to 65536")
+    return path, synchronous, int(size)
 
 
 def _options(query: str) -> dict:
@@ -39,7 +48,7 @@ def _options(query: str) -> dict:
 
 
 def checkURI(uri: str) -> None:
-    path, _ = parseURI(uri)
+    path, _, _ = parseURI(uri)
     if path != ":memory:":
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
