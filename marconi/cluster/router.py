@@ -6,6 +6,7 @@ import heapq
 import itertools
 import json
 from dataclasses import replace
+from functools import partial
 from typing import Any, Awaitable, Callable, Optional
 from urllib.parse import urlencode
 
@@ -37,6 +38,7 @@ from marconi.cluster.forward import (
 from marconi.cluster.membership import DOWN, UNKNOWN, Membership
 from marconi.cluster.ring import Ring, key
 from marconi.cluster.settings import ClusterConfig
+from marconi.cluster.wire import fire
 from marconi.core import audit, queuefilter
 from marconi.core.errors import Forbidden, MarconiError
 from marconi.core.interfaces import IRouter
@@ -50,11 +52,10 @@ _PREFIX_LENGTH = len(signing.PREFIX)
 
 class _Forwarding:
     """
-    A request the router forwards with a callback (L{ClusterRouter}'s
-    C{forwardRaw} with C{then}): the pool calls it with the owner's answer
-    or the failure, it does what the callbacks of the router's own
-    L{Deferred} do (the failure detector, the monitor, the queue that
-    moved), then calls C{then} once.
+    A request the router forwards (L{ClusterRouter}'s C{forwardRaw}, with
+    C{then} or its L{Deferred}): the pool calls it with the owner's answer
+    or the failure, it tells the failure detector and the monitor and
+    sends the request on where the queue moved, then calls C{then} once.
 
     @ivar then: called with the L{Answer} or the L{Failure}; L{None} once
         called.
@@ -502,22 +503,14 @@ class ClusterRouter(MultiService):
         owner: str,
     ) -> Deferred:
         """
-        L{forwardRaw} of a parsed target: callbacks on the L{Deferred} of
-        the connection pool, no coroutine.  An owner that answers that the
-        queue moved (503 naming its holder) has it sent once more, there.
+        L{forwardRaw} of a parsed target, as a L{Deferred}: that of
+        L{_forwardRawThen}, whose cancelling cancels the forwarding.
         """
-        try:
-            sign = self._signing(method, path.uri, received, body, project, owner)
-            peer = self.config.peer(owner)
-            d = self.client.send(peer, method, path, sign(), body, sign)
-        except Exception:
-            return fail()
-        return d.addCallbacks(
-            self._ownerAnswered,
-            self._ownerFailed,
-            callbackArgs=(owner, method, path, received, body, project),
-            errbackArgs=(peer, method, path),
+        result: Deferred = Deferred(lambda _: forwarding.cancel())
+        forwarding = self._forwardRawThen(
+            method, path, received, body, project, owner, partial(fire, result)
         )
+        return result
 
     def _forwardRawThen(
         self,
@@ -530,9 +523,12 @@ class ClusterRouter(MultiService):
         then: Callable[[Any], object],
     ) -> "_Forwarding":
         """
-        L{_forwardRaw} with no L{Deferred} (the relay's hot path): the
-        pool calls the L{_Forwarding}, which does what the callbacks of
-        L{_forwardRaw} do, then calls C{then}.
+        L{forwardRaw} of a parsed target with no L{Deferred} and no
+        coroutine (the relay's hot path): the pool calls the
+        L{_Forwarding}, which tells the failure detector and the monitor,
+        has the request sent once more to the holder of a queue that moved
+        (a 503 naming it), then calls C{then}.  A request that cannot be
+        signed or sent fails at once, and is no failure of the owner.
         """
         try:
             sign = self._signing(method, path.uri, received, body, project, owner)
@@ -547,8 +543,6 @@ class ClusterRouter(MultiService):
         try:
             sent = self.client.send(peer, method, path, headers, body, sign, forwarding)
         except Exception:
-            # As L{_forwardRaw}: a request that could not be sent is no
-            # failure of the owner.
             forwarding._settled(Failure())
             return forwarding
         if forwarding.then is not None and forwarding.running is None:

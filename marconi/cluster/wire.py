@@ -543,7 +543,7 @@ class _Connection(Protocol):
         self._fail(Failure(error))
 
 
-def _fire(deferred: Deferred, result: Any) -> None:
+def fire(deferred: Deferred, result: Any) -> None:
     """
     Fire C{deferred} with C{result}: a L{Failure} fails it.
     """
@@ -611,7 +611,7 @@ class Pool:
             headerTimeout,
             bodyTimeout,
             again,
-            partial(_fire, result),
+            partial(fire, result),
         )
         return result
 
