@@ -5,12 +5,14 @@ here is timed.
 """
 
 import json
+import os
+import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from bench import baseline, driver, run
+from bench import baseline, cluster, driver, run
 from tests.redisserver import RedisServer, command, skipReason
 
 redisSkip = skipReason()
@@ -205,6 +207,73 @@ class TableTests(SynchronousTestCase):
         self.assertEqual(rows[2][0], "post 1 message")
         self.assertEqual(rows[2][7], "0.250")
         self.assertEqual(rows[1][7], "-")
+
+
+class ClusterCostTests(SynchronousTestCase):
+    """
+    C{bench/cluster.py cost} counts each node's context switches and shows
+    them per request beside its CPU.
+    """
+
+    def test_switchesCounted(self):
+        """
+        L{cluster.processSwitches} counts the waits of every thread of a
+        process: a thread that blocks adds a voluntary switch.
+        """
+        before = cluster.processSwitches(os.getpid())
+        ready = threading.Event()
+        waiter = threading.Thread(target=ready.wait)
+        waiter.start()
+        # The main thread blocks until the other one is gone, and the other
+        # one blocks until it is set.
+        ready.set()
+        waiter.join()
+        time.sleep(0.001)
+        after = cluster.processSwitches(os.getpid())
+        self.assertGreater(after[0], before[0])
+        self.assertGreaterEqual(after[1], before[1])
+
+    def test_switchesOfGoneProcess(self):
+        """
+        A process that is gone has no switches to count.
+        """
+        self.assertEqual(cluster.processSwitches(2**22 + 1), (0, 0))
+
+    def test_tableShowsSwitches(self):
+        """
+        The cost table gives the relay's and the owner's waits and
+        preemptions per request, and leaves them blank for results written
+        before they were counted.
+        """
+
+        def route(us, a, b, waits=None):
+            result = {
+                "us_per_request": us,
+                "by_node": {"a": a, "b": b, "c": 0},
+                "req_s": 1000,
+            }
+            if waits is not None:
+                result["waits"] = {"a": waits[0], "b": waits[1], "c": 0.0}
+                result["preempted"] = {"a": waits[2], "b": waits[3], "c": 0.0}
+            return result
+
+        summary = {
+            "new": {
+                "list10": {
+                    "local": route(180, 180, 0, (0.01, 0, 0.36, 0)),
+                    "forwarded": route(300, 100, 200, (0.55, 0.05, 0.01, 0.7)),
+                }
+            },
+            "old": {
+                "list10": {
+                    "local": route(180, 180, 0),
+                    "forwarded": route(300, 100, 200),
+                }
+            },
+        }
+        rows = cluster.costTable(summary).splitlines()
+        self.assertTrue(rows[2].endswith("| 0.01/0.36 | 0.55/0.01 + 0.05/0.70 |"))
+        self.assertTrue(rows[3].endswith("| - | - |"))
 
 
 def _sample(at, size, rewrites=0, rewriting=0, children=0.0, own=0.0, base=0):
