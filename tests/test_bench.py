@@ -5,8 +5,8 @@ here is timed.
 """
 
 import json
-import os
-import threading
+import subprocess
+import sys
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -217,21 +217,30 @@ class ClusterCostTests(SynchronousTestCase):
 
     def test_switchesCounted(self):
         """
-        L{cluster.processSwitches} counts the waits of every thread of a
-        process: a thread that blocks adds a voluntary switch.
+        L{cluster.processSwitches} counts the waits of the threads of a
+        process: one that slept five times, then waits to be told to end,
+        waited at least five times.
         """
-        before = cluster.processSwitches(os.getpid())
-        ready = threading.Event()
-        waiter = threading.Thread(target=ready.wait)
-        waiter.start()
-        # The main thread blocks until the other one is gone, and the other
-        # one blocks until it is set.
-        ready.set()
-        waiter.join()
-        time.sleep(0.001)
-        after = cluster.processSwitches(os.getpid())
-        self.assertGreater(after[0], before[0])
-        self.assertGreaterEqual(after[1], before[1])
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, time\n"
+                "for _ in range(5):\n"
+                "    time.sleep(0.001)\n"
+                "print('slept', flush=True)\n"
+                "sys.stdin.read()\n",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.addCleanup(child.wait)
+        self.addCleanup(child.stdin.close)
+        self.addCleanup(child.stdout.close)
+        self.assertEqual(child.stdout.readline(), b"slept\n")
+        voluntary, involuntary = cluster.processSwitches(child.pid)
+        self.assertGreaterEqual(voluntary, 5)
+        self.assertGreaterEqual(involuntary, 0)
 
     def test_switchesOfGoneProcess(self):
         """
