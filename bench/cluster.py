@@ -27,7 +27,12 @@ kernel switching between the relaying and the owning process: each packet
 one sends wakes the other, which may preempt it.  C{--sched-batch} runs the
 nodes with the C{SCHED_BATCH} policy, under which a woken node waits for
 the running one's turn to end: closer to nodes on their own cores, where
-the two hops never take turns on one core.
+the two hops never take turns on one core.  Each row says, per request and
+node, how often the node waited (voluntary context switches: it had
+nothing to do, and something woke it again) and how often it was
+preempted (involuntary): a forwarded request costs the most when the relay
+waits for nearly every packet and each wakes it in the middle of the
+owner's turn.
 """
 
 import argparse
@@ -157,6 +162,35 @@ class Cluster:
     def cpu(self) -> dict:
         return {name: processesCPU([pid]) for name, pid in self.pids.items()}
 
+    def switches(self) -> dict:
+        return {name: processSwitches(pid) for name, pid in self.pids.items()}
+
+
+def processSwitches(pid: int) -> tuple:
+    """
+    The context switches of all the threads of C{pid} so far: voluntary
+    (it waited: for a socket, a lock, its database thread) and involuntary
+    (another task took the core from it, such as a node woken by a packet
+    this one sent).  C{(0, 0)} if it is gone.
+    """
+    voluntary = involuntary = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return (0, 0)
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/status", "rb") as f:
+                status = f.read()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith(b"voluntary_ctxt_switches:"):
+                voluntary += int(line.split()[1])
+            elif line.startswith(b"nonvoluntary_ctxt_switches:"):
+                involuntary += int(line.split()[1])
+    return (voluntary, involuntary)
+
 
 class Load:
     """
@@ -275,7 +309,13 @@ async def cost(options) -> dict:
                                 f"{n}={v:.0f}" for n, v in result["by_node"].items()
                             )
                             + f"  {result['req_s']:7.0f} req/s"
-                            f"  failures={result['failures']}",
+                            f"  failures={result['failures']}"
+                            + "  waits/preempted "
+                            + " ".join(
+                                f"{n}={result['waits'][n]:.2f}/"
+                                f"{result['preempted'][n]:.2f}"
+                                for n in "ab"
+                            ),
                             flush=True,
                         )
     finally:
@@ -301,10 +341,12 @@ async def measure(options, load: Load, op: str, owner: str, rep: int) -> dict:
     queues = cluster.queues(owner, 4, f"c{rep}{op}{owner}")
     await prepare(load, op, owner, queues, options.requests)
     before = cluster.cpu()
+    switched = cluster.switches()
     seconds, failures = await fixedCount(
         load, op, lambda q: "a", queues, options.requests
     )
     after = cluster.cpu()
+    switches = cluster.switches()
     perNode = {
         n: 1e6 * (after[n] - before[n]) / options.requests for n in cluster.names
     }
@@ -313,6 +355,16 @@ async def measure(options, load: Load, op: str, owner: str, rep: int) -> dict:
         "by_node": perNode,
         "req_s": options.requests / seconds,
         "failures": failures,
+        # Per request, by node: how often it waited (voluntary switches)
+        # and how often another task took the core from it (involuntary).
+        "waits": {
+            n: (switches[n][0] - switched[n][0]) / options.requests
+            for n in cluster.names
+        },
+        "preempted": {
+            n: (switches[n][1] - switched[n][1]) / options.requests
+            for n in cluster.names
+        },
     }
 
 
@@ -333,6 +385,14 @@ def summarise(routes: dict) -> dict:
             "req_s": round(statistics.median(r["req_s"] for r in runs)),
             "failures": sum(r["failures"] for r in runs),
             "runs": [round(r["us_per_request"]) for r in runs],
+            "waits": {
+                n: round(statistics.median(r["waits"][n] for r in runs), 2)
+                for n in "abc"
+            },
+            "preempted": {
+                n: round(statistics.median(r["preempted"][n] for r in runs), 2)
+                for n in "abc"
+            },
         }
     return summary
 
@@ -463,8 +523,9 @@ async def throughputRun(options, cluster, load, op, clients) -> dict:
 def costTable(summary: dict) -> str:
     lines = [
         "| checkout | request | local µs (a) | forwarded µs (a + b) "
-        "| forwarded/local CPU | local req/s | forwarded req/s |",
-        "|---|---|---|---|---|---|---|",
+        "| forwarded/local CPU | local req/s | forwarded req/s "
+        "| waits/preempted a (local) | waits/preempted a + b (forwarded) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, ops in summary.items():
         if not isinstance(ops, dict) or not set(ops) <= set(OPS):
@@ -478,9 +539,24 @@ def costTable(summary: dict) -> str:
                 f"| {fwd['us_per_request']:,} ({fwd['by_node']['a']:,} + "
                 f"{fwd['by_node']['b']:,}) "
                 f"| {fwd['us_per_request'] / local['us_per_request']:.2f} "
-                f"| {local['req_s']:,} | {fwd['req_s']:,} |"
+                f"| {local['req_s']:,} | {fwd['req_s']:,} "
+                f"| {_switched(local, 'a')} "
+                f"| {_switched(fwd, 'a', 'b')} |"
             )
     return "\n".join(lines)
+
+
+def _switched(route: dict, *nodes: str) -> str:
+    """
+    The nodes' waits and preemptions per request, each as
+    C{waits/preempted} (C{-} for results written before they were
+    counted).
+    """
+    if "waits" not in route:
+        return "-"
+    return " + ".join(
+        f"{route['waits'][n]:.2f}/{route['preempted'][n]:.2f}" for n in nodes
+    )
 
 
 def throughputTable(rows: list) -> str:

@@ -96,6 +96,13 @@ def child(options) -> None:
         ]
     )
     node = tap.makeService(tapOptions, reactor)
+    try:
+        from marconi.net import leanPolling
+    except ImportError:
+        pass
+    else:
+        # As twistd runs a node (tap.makeService given no reactor).
+        leanPolling(reactor)
     # The access lines as twistd -n writes them (gathered for 0.1 s).
     observer = StreamObserver(open(os.path.join(work, "a.log"), "w"))
     observer.startBuffering(reactor, 0.1)

@@ -198,6 +198,10 @@ def makeService(options: Options, reactor: Optional[IReactorCore] = None) -> ISe
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
+        from marconi.net import leanPolling
+
+        # twistd's reactor: see marconi.net.leanPolling.
+        leanPolling(globalReactor)
         reactor = globalReactor
     from marconi.kernel import makeNode
     from marconi.observability import wiring

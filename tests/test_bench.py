@@ -5,12 +5,14 @@ here is timed.
 """
 
 import json
+import subprocess
+import sys
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from bench import baseline, driver, run
+from bench import baseline, cluster, driver, run
 from tests.redisserver import RedisServer, command, skipReason
 
 redisSkip = skipReason()
@@ -205,6 +207,82 @@ class TableTests(SynchronousTestCase):
         self.assertEqual(rows[2][0], "post 1 message")
         self.assertEqual(rows[2][7], "0.250")
         self.assertEqual(rows[1][7], "-")
+
+
+class ClusterCostTests(SynchronousTestCase):
+    """
+    C{bench/cluster.py cost} counts each node's context switches and shows
+    them per request beside its CPU.
+    """
+
+    def test_switchesCounted(self):
+        """
+        L{cluster.processSwitches} counts the waits of the threads of a
+        process: one that slept five times, then waits to be told to end,
+        waited at least five times.
+        """
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, time\n"
+                "for _ in range(5):\n"
+                "    time.sleep(0.001)\n"
+                "print('slept', flush=True)\n"
+                "sys.stdin.read()\n",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.addCleanup(child.wait)
+        self.addCleanup(child.stdin.close)
+        self.addCleanup(child.stdout.close)
+        self.assertEqual(child.stdout.readline(), b"slept\n")
+        voluntary, involuntary = cluster.processSwitches(child.pid)
+        self.assertGreaterEqual(voluntary, 5)
+        self.assertGreaterEqual(involuntary, 0)
+
+    def test_switchesOfGoneProcess(self):
+        """
+        A process that is gone has no switches to count.
+        """
+        self.assertEqual(cluster.processSwitches(2**22 + 1), (0, 0))
+
+    def test_tableShowsSwitches(self):
+        """
+        The cost table gives the relay's and the owner's waits and
+        preemptions per request, and leaves them blank for results written
+        before they were counted.
+        """
+
+        def route(us, a, b, waits=None):
+            result = {
+                "us_per_request": us,
+                "by_node": {"a": a, "b": b, "c": 0},
+                "req_s": 1000,
+            }
+            if waits is not None:
+                result["waits"] = {"a": waits[0], "b": waits[1], "c": 0.0}
+                result["preempted"] = {"a": waits[2], "b": waits[3], "c": 0.0}
+            return result
+
+        summary = {
+            "new": {
+                "list10": {
+                    "local": route(180, 180, 0, (0.01, 0, 0.36, 0)),
+                    "forwarded": route(300, 100, 200, (0.55, 0.05, 0.01, 0.7)),
+                }
+            },
+            "old": {
+                "list10": {
+                    "local": route(180, 180, 0),
+                    "forwarded": route(300, 100, 200),
+                }
+            },
+        }
+        rows = cluster.costTable(summary).splitlines()
+        self.assertTrue(rows[2].endswith("| 0.01/0.36 | 0.55/0.01 + 0.05/0.70 |"))
+        self.assertTrue(rows[3].endswith("| - | - |"))
 
 
 def _sample(at, size, rewrites=0, rewriting=0, children=0.0, own=0.0, base=0):

@@ -10,13 +10,17 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.protocol import ClientCreator, Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import log as legacyLog
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from marconi import net
 from marconi.api.http import MarconiSite
-from marconi.net import headerPairs, headerValues, writeNow
+from marconi.net import headerPairs, headerValues, leanPolling, writeNow
 from tests.rawhttp import closedWithin, connect
 
 
@@ -249,3 +253,150 @@ class HeaderLinesTests(SynchronousTestCase):
         self.assertEqual(headerValues(head, lowered, b"content-length"), [b"1", b"2"])
         self.assertEqual(headerValues(head, lowered, b"x-a"), [b"content-length: 8"])
         self.assertEqual(headerValues(head, lowered, b"location"), [])
+
+
+class _Readable:
+    """
+    One end of a socket pair, read by a reactor: records what it read, and
+    raises C{raising} from C{doRead} (and C{lost} from C{connectionLost})
+    if set.
+    """
+
+    def __init__(self, prefix: str, raising: Any = None, lost: Any = None) -> None:
+        self.socket, self.peer = socket.socketpair()
+        self.prefix = prefix
+        self.raising = raising
+        self.lost = lost
+        self.read: list = []
+        self.reasons: list = []
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def logPrefix(self) -> str:
+        return self.prefix
+
+    def doRead(self) -> None:
+        self.read.append(self.socket.recv(100))
+        if self.raising is not None:
+            raise self.raising
+
+    def connectionLost(self, reason: Any) -> None:
+        self.reasons.append(reason)
+        if self.lost is not None:
+            raise self.lost
+
+    def close(self) -> None:
+        self.socket.close()
+        self.peer.close()
+
+
+class LeanPollingTests(SynchronousTestCase):
+    """
+    L{leanPolling} has an epoll reactor dispatch its events with no
+    logging context, and leaves other reactors alone.
+    """
+
+    def reactor(self) -> EPollReactor:
+        """
+        A new epoll reactor (not run), closed after the test.
+        """
+        r = EPollReactor()
+
+        def close() -> None:
+            r.waker.connectionLost(None)
+            r._poller.close()
+
+        self.addCleanup(close)
+        return r
+
+    def readable(self, r: EPollReactor, *args: Any) -> _Readable:
+        reader = _Readable(*args)
+        self.addCleanup(reader.close)
+        r.addReader(reader)
+        return reader
+
+    def test_dispatches(self) -> None:
+        """
+        A reader with bytes to read reads them in the reactor's next turn,
+        through the lean poll; one with nothing to read is not called.
+        """
+        r = self.reactor()
+        self.assertTrue(leanPolling(r))
+        self.assertIs(r.doPoll.__func__, net._leanPoll)
+        self.assertIs(r.doIteration.__func__, net._leanPoll)
+        ready = self.readable(r, "ready")
+        idle = self.readable(r, "idle")
+        ready.peer.send(b"hello")
+        r.doIteration(0)
+        self.assertEqual(ready.read, [b"hello"])
+        self.assertEqual(idle.read, [])
+
+    def test_connectionErrorClosesIt(self) -> None:
+        """
+        An exception from a connection's C{doRead} is logged and closes that
+        connection, as the reactor does; the other events of the turn are
+        still handled.
+        """
+        r = self.reactor()
+        leanPolling(r)
+        failing = self.readable(r, "failing", ZeroDivisionError())
+        other = self.readable(r, "other")
+        failing.peer.send(b"a")
+        other.peer.send(b"b")
+        r.doIteration(0)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(len(failing.reasons), 1)
+        self.assertNotIn(failing, r.getReaders())
+        self.assertEqual(other.read, [b"b"])
+        self.assertIn(other, r.getReaders())
+
+    def test_escapingErrorLoggedWithPrefix(self) -> None:
+        """
+        An exception escaping the reactor's handling of an event (here,
+        from the connection's C{connectionLost}) is logged with the
+        connection's log prefix as its system, and the other events of the
+        turn are still handled.
+        """
+        r = self.reactor()
+        leanPolling(r)
+        events: list = []
+        legacyLog.addObserver(events.append)
+        self.addCleanup(legacyLog.removeObserver, events.append)
+        failing = self.readable(r, "failing-7", ZeroDivisionError(), KeyError())
+        other = self.readable(r, "other")
+        failing.peer.send(b"a")
+        other.peer.send(b"b")
+        r.doIteration(0)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        systems = [e.get("system") for e in events if e.get("isError")]
+        self.assertIn("failing-7", systems)
+        self.assertEqual(other.read, [b"b"])
+
+    def test_once(self) -> None:
+        """
+        Installed twice, it is installed once.
+        """
+        r = self.reactor()
+        self.assertTrue(leanPolling(r))
+        poll = r.doPoll
+        self.assertTrue(leanPolling(r))
+        self.assertIs(r.doPoll, poll)
+
+    def test_otherReactors(self) -> None:
+        """
+        A reactor that is not Twisted's epoll reactor is left alone.
+        """
+        memory = MemoryReactorClock()
+        self.assertFalse(leanPolling(memory))
+        self.assertFalse(hasattr(memory, "doPoll"))
+
+        class Derived(EPollReactor):
+            pass
+
+        derived = Derived()
+        self.addCleanup(derived._poller.close)
+        self.addCleanup(derived.waker.connectionLost, None)
+        self.assertFalse(leanPolling(derived))
+        self.assertIs(derived.doPoll.__func__, EPollReactor.doPoll)
