@@ -38,7 +38,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, fail
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from marconi.core import events
@@ -81,27 +81,37 @@ _BASE64 = re.compile(r"[A-Za-z0-9_-]+")
 log = Logger()
 
 
+# The default of [audit] interval: seconds from the start of one write of a
+# project's river to the start of the next.
+DEFAULT_INTERVAL = 0.1
+MAX_INTERVAL = 10.0
+
+
 @dataclass(frozen=True)
 class AuditSettings:
     """
-    The C{[audit]} section: C{enabled} (default true) and C{retention},
-    seconds an event is kept (default 7 days).
+    The C{[audit]} section: C{enabled} (default true), C{retention},
+    seconds an event is kept (default 7 days), and C{interval}, the least
+    time in seconds from the start of one write of a project's river to the
+    start of the next (default 0.1; 0 for none).
     """
 
     enabled: bool = True
     retention: int = DEFAULT_RETENTION
+    interval: float = DEFAULT_INTERVAL
 
 
 def parseSettings(section: Mapping[str, str]) -> AuditSettings:
     """
     @raise ValueError: naming the setting that is wrong.
     """
-    unknown = set(section) - {"enabled", "retention"}
+    unknown = set(section) - {"enabled", "retention", "interval"}
     if unknown:
         raise ValueError(f"unknown [audit] settings: {', '.join(sorted(unknown))}")
     settings = AuditSettings()
     enabled = settings.enabled
     retention = settings.retention
+    interval = settings.interval
     if "enabled" in section:
         try:
             enabled = parseBoolean(section["enabled"])
@@ -114,7 +124,16 @@ def parseSettings(section: Mapping[str, str]) -> AuditSettings:
             raise ValueError("[audit] retention must be an integer") from None
         if retention < 60:
             raise ValueError("[audit] retention must be at least 60 seconds")
-    return AuditSettings(enabled, retention)
+    if "interval" in section:
+        try:
+            interval = float(section["interval"])
+        except ValueError:
+            raise ValueError("[audit] interval must be a number") from None
+        if not 0 <= interval <= MAX_INTERVAL:
+            raise ValueError(
+                f"[audit] interval must be from 0 to {MAX_INTERVAL:g} seconds"
+            )
+    return AuditSettings(enabled, retention, interval)
 
 
 @dataclass(frozen=True)
@@ -172,8 +191,11 @@ class AuditRiver:
         self.settings = settings
         # The writes in flight, with how many events each holds.
         self._writing: dict[Deferred, int] = {}
-        # By project with a write in flight: the events for the next one.
+        # By project with a write in flight or due: the events for the next
+        # one.
         self._queued: dict[str, list] = {}
+        # By project whose next write waits for its interval: the timer.
+        self._due: dict[str, IDelayedCall] = {}
 
     @property
     def enabled(self) -> bool:
@@ -207,20 +229,44 @@ class AuditRiver:
             return
         waiting = self._queued.get(project)
         if waiting is not None:
-            # A write of this project's river is in flight: this event
-            # goes in the next one, with every other that arrives first.
+            # A write of this project's river is in flight or due: this
+            # event goes in the next one, with every other that arrives
+            # first, at once if that makes a full record.
             waiting.append(event)
+            if len(waiting) >= MAX_BATCH and project in self._due:
+                self._due.pop(project).cancel()
+                self._writeQueued(project)
             return
         self._write(project, [event])
+
+    def _writeQueued(self, project: str) -> None:
+        """
+        Write the events queued for C{project}'s river now.
+        """
+        queued = self._queued.pop(project, None)
+        if queued:
+            self._write(project, queued[:MAX_BATCH], queued[MAX_BATCH:])
+
+    def _writeDue(self) -> None:
+        """
+        Write every project's queued events now, without waiting for the
+        interval.
+        """
+        for project in list(self._due):
+            self._due.pop(project).cancel()
+            self._writeQueued(project)
 
     def _write(self, project: str, batch: list, rest: Sequence = ()) -> None:
         """
         Write C{batch} to C{project}'s river as one record; C{rest}, and
         the events recorded while it is in flight, are written together
-        when it is done, so a busy project costs the store one river write
-        per write, not one per event.
+        when it is done, or once the settings' C{interval} has passed since
+        it started, whichever is later (at once if they fill a record), so
+        a busy project costs the store one river write per interval, or
+        per write when its writes take longer, not one per event.
         """
         self._queued[project] = list(rest)
+        started = self.clock.seconds()
         try:
             record = NewMessage(body=_encode(batch), ttl=self.settings.retention)
             d = self.store.postMessages(
@@ -239,9 +285,15 @@ class AuditRiver:
 
         def written(_: Any) -> None:
             self._writing.pop(d, None)
-            following = self._queued.pop(project, None)
-            if following:
-                self._write(project, following[:MAX_BATCH], following[MAX_BATCH:])
+            following = self._queued.get(project)
+            if not following:
+                self._queued.pop(project, None)
+                return
+            wait = started + self.settings.interval - self.clock.seconds()
+            if wait > 0 and len(following) < MAX_BATCH:
+                self._due[project] = self.clock.callLater(wait, self._dueWrite, project)
+            else:
+                self._writeQueued(project)
 
         if d.called:
             written(None)
@@ -249,16 +301,27 @@ class AuditRiver:
             self._writing[d] = len(batch)
             d.addBoth(written)
 
+    def _dueWrite(self, project: str) -> None:
+        """
+        The interval of C{project}'s river has passed: write what waited.
+        """
+        del self._due[project]
+        self._writeQueued(project)
+
     def flush(self) -> Deferred:
         """
+        Write the events waiting for their interval now.
+
         @return: a L{Deferred} firing once the writes started or queued so
             far are done (stop the store only after it fired, or they are
             lost).
         """
 
         async def done() -> None:
+            self._writeDue()
             while self._writing:
                 await DeferredList(list(self._writing))
+                self._writeDue()
 
         return Deferred.fromCoroutine(done())
 
@@ -276,6 +339,7 @@ class AuditRiver:
         are left, if any.
         """
         deadline = self.clock.seconds() + timeout
+        self._writeDue()
         while self._writing:
             left = deadline - self.clock.seconds()
             if left <= 0:
@@ -291,6 +355,7 @@ class AuditRiver:
             await woken
             if timer.active():
                 timer.cancel()
+            self._writeDue()
 
     async def read(
         self, project: str, query: AuditQuery

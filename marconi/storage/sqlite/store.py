@@ -405,14 +405,13 @@ def _takeMarkers(c: sqlite3.Connection, project: str, queue: str, count: int) ->
 
     @return: the first of them.
     """
-    c.execute(
+    # fetchall, so that the statement has run to its end.
+    ((last,),) = c.execute(
         "INSERT INTO markers (project, queue, last) VALUES (?, ?, ?) "
-        "ON CONFLICT (project, queue) DO UPDATE SET last = last + excluded.last",
+        "ON CONFLICT (project, queue) DO UPDATE SET last = last + excluded.last "
+        "RETURNING last",
         (project, queue, count),
-    )
-    (last,) = c.execute(
-        "SELECT last FROM markers WHERE project = ? AND queue = ?", (project, queue)
-    ).fetchone()
+    ).fetchall()
     return last - count + 1
 
 
