@@ -134,8 +134,11 @@ def leanPolling(reactor: Any) -> bool:
     write, a disconnection; an exception from a connection is logged and
     closes it); an exception escaping that is logged with the
     connection's log prefix as its system, as C{callWithLogger} does, and
-    the other events of the turn are still handled.  Only legacy log
-    messages written during an event lose the connection's prefix.
+    the other events of the turn are still handled.  The legacy log
+    messages written while an event is handled lose the connection's
+    prefix: among them Twisted's own report of an exception a protocol
+    raised (its C{log_system} is C{-} instead of the connection's name;
+    the traceback and the closing of the connection are as before).
 
     @param reactor: the reactor; anything but an
         L{twisted.internet.epollreactor.EPollReactor} (the default on
@@ -145,6 +148,12 @@ def leanPolling(reactor: Any) -> bool:
     from twisted.internet.epollreactor import EPollReactor
 
     if type(reactor) is not EPollReactor:
+        return False
+    # What _leanPoll uses of Twisted's epoll reactor, which is not public:
+    # a Twisted whose reactor differs polls its own way.
+    if EPollReactor.doIteration is not EPollReactor.doPoll or not all(
+        hasattr(reactor, name) for name in ("_poller", "_selectables", "_doReadOrWrite")
+    ):
         return False
     instance: Any = reactor
     if getattr(instance.doPoll, "__func__", None) is not _leanPoll:

@@ -384,6 +384,20 @@ class LeanPollingTests(SynchronousTestCase):
         self.assertTrue(leanPolling(r))
         self.assertIs(r.doPoll, poll)
 
+    def test_unknownInternals(self) -> None:
+        """
+        An epoll reactor without the private parts the lean poll uses (a
+        Twisted that changed them) keeps its own poll.
+        """
+        r = self.reactor()
+        selectables = r._selectables
+        del r._selectables
+        try:
+            self.assertFalse(leanPolling(r))
+        finally:
+            r._selectables = selectables
+        self.assertIs(r.doPoll.__func__, EPollReactor.doPoll)
+
     def test_otherReactors(self) -> None:
         """
         A reactor that is not Twisted's epoll reactor is left alone.

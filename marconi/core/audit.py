@@ -91,9 +91,10 @@ MAX_INTERVAL = 10.0
 class AuditSettings:
     """
     The C{[audit]} section: C{enabled} (default true), C{retention},
-    seconds an event is kept (default 7 days), and C{interval}, the least
-    time in seconds from the start of one write of a project's river to the
-    start of the next (default 0.1; 0 for none).
+    seconds an event is kept (default 7 days), and C{interval}: the events
+    recorded while a write of a project's river is in flight wait, after
+    it, until this many seconds have passed since it started (default 0.1;
+    0 for none).
     """
 
     enabled: bool = True

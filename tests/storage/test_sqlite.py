@@ -9,6 +9,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from marconi.core.errors import QueueDoesNotExist
+from marconi.storage.sqlite import store as sqlitestore
 from marconi.storage.sqlite.store import SQLiteStore, makeStore
 from marconi.storage.sqlite.uri import checkURI, parseURI
 from tests.storage.contract import T0, MessageStoreContract, msg, query, spec
@@ -44,6 +45,19 @@ class SQLiteStoreContractTests(MessageStoreContract, TestCase):
         )
         sync = await store._run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
         self.assertEqual((mode, sync), ("wal", 2))
+
+    async def test_markersWithoutReturning(self) -> None:
+        """
+        With a SQLite older than 3.35 (no C{RETURNING}), a queue's markers
+        are read back after they are reserved: posts still get the markers
+        that follow each other.
+        """
+        self.patch(sqlitestore, "_RETURNING", False)
+        store = self.createStore()
+        await store.postMessages("p", "q", [msg('"a"')] * 3, "c", T0)
+        await store.postMessages("p", "q", [msg('"b"')] * 2, "c", T0)
+        listed = await store.listMessages("p", "q", query(limit=10, echo=True), T0)
+        self.assertEqual([m.marker for m in listed], [1, 2, 3, 4, 5])
 
     async def test_savepointsInMemory(self) -> None:
         """

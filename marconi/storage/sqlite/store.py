@@ -405,14 +405,27 @@ def _takeMarkers(c: sqlite3.Connection, project: str, queue: str, count: int) ->
 
     @return: the first of them.
     """
-    # fetchall, so that the statement has run to its end.
-    ((last,),) = c.execute(
-        "INSERT INTO markers (project, queue, last) VALUES (?, ?, ?) "
-        "ON CONFLICT (project, queue) DO UPDATE SET last = last + excluded.last "
-        "RETURNING last",
-        (project, queue, count),
-    ).fetchall()
+    if _RETURNING:
+        # fetchall, so that the statement has run to its end.
+        ((last,),) = c.execute(
+            _TAKE_MARKERS + " RETURNING last", (project, queue, count)
+        ).fetchall()
+    else:
+        c.execute(_TAKE_MARKERS, (project, queue, count))
+        (last,) = c.execute(
+            "SELECT last FROM markers WHERE project = ? AND queue = ?",
+            (project, queue),
+        ).fetchone()
     return last - count + 1
+
+
+_TAKE_MARKERS = (
+    "INSERT INTO markers (project, queue, last) VALUES (?, ?, ?) "
+    "ON CONFLICT (project, queue) DO UPDATE SET last = last + excluded.last"
+)
+
+# RETURNING came with SQLite 3.35; before, the markers are read back.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
 # Adds to a queue's stored count (see _COUNTS_TABLE).
