@@ -541,6 +541,41 @@ class RedisStoreTests(TestCase):
         self.assertEqual(await store.purgeExpired(T0 + 10000), 0)
         self.assertEqual(await store._call("execute_command", "DBSIZE"), 3)
 
+    async def test_bulkDeleteLeavesTheClaimsOthers(self) -> None:
+        """
+        A bulk delete takes the messages it deletes out of the set of ids
+        of their claim and leaves the others there: the claim still lists
+        them, and the set goes once it is empty.  The set goes only when
+        it holds exactly the ids deleted, whatever its size.
+        """
+        from marconi.storage.redis.store import queuePrefix
+
+        store = await self.store()
+
+        async def run(*args: Any) -> Any:
+            return await store._call("execute_command", *args)
+
+        await self.post(store, 6)
+        claim = await store.createClaim("p", "q", spec(limit=4), T0)
+        ids = [m.id for m in claim.messages]
+        key = queuePrefix("p", "q") + ":cm:" + claim.id
+        self.assertEqual(await store.deleteMessages("p", "q", ids[:2], None, T0), 2)
+        self.assertEqual(sorted(await run("SMEMBERS", key)), sorted(ids[2:]))
+        still = await store.getClaim("p", "q", claim.id, T0)
+        self.assertEqual(sorted(m.id for m in still.messages), sorted(ids[2:]))
+        self.assertEqual(
+            await store.deleteMessages("p", "q", ids[2:], [claim.id], T0), 2
+        )
+        self.assertEqual(await run("EXISTS", key), 0)
+        # A set as many as the ids deleted but not all of them: SREM.
+        other = await store.createClaim("p", "q", spec(limit=2), T0)
+        ids = [m.id for m in other.messages]
+        key = queuePrefix("p", "q") + ":cm:" + other.id
+        await run("SREM", key, ids[1])
+        await run("SADD", key, "f" * 32)
+        self.assertEqual(await store.deleteMessages("p", "q", ids, None, T0), 2)
+        self.assertEqual(await run("SMEMBERS", key), ["f" * 32])
+
     async def test_unencodableTextChangesNothing(self) -> None:
         """
         Text that cannot be encoded as UTF-8 (a lone surrogate) fails the

@@ -160,6 +160,29 @@ local function callMany(command, key, values)
   end
 end
 
+-- Remove `taken` (ids, none twice) from the set P:cm:cid.  When they are
+-- all it holds, as when a claim's messages are deleted together, the set
+-- goes with one DEL: in the append-only file that is the key alone, where
+-- SREM has every id (a tenth of a claim and bulk delete's bytes).
+-- SMISMEMBER (Redis 6.2 and later) tells; without it, SREM.
+local function leaveClaim(P, cid, taken)
+  local key = P .. ':cm:' .. cid
+  if #taken <= 1000 and redis.call('SCARD', key) == #taken then
+    local found = redis.pcall('SMISMEMBER', key, unpack(taken))
+    if type(found) == 'table' and not found.err then
+      local all = true
+      for _, f in ipairs(found) do
+        all = all and f == 1
+      end
+      if all then
+        redis.call('DEL', key)
+        return
+      end
+    end
+  end
+  callMany('SREM', key, taken)
+end
+
 -- removeMsg for many messages of queue P at once (ids, no id twice, and
 -- the claim id each message holds or false): one command per key instead
 -- of one per message and key, and none for the claim index when none of
@@ -191,7 +214,7 @@ local function removeMsgs(P, ids, cids, delayed)
   end
   callMany('ZREM', 'marconi:x', globals)
   for cid, taken in pairs(byClaim) do
-    callMany('SREM', P .. ':cm:' .. cid, taken)
+    leaveClaim(P, cid, taken)
   end
 end
 
