@@ -180,7 +180,7 @@ async def run(o) -> dict:
             "--appendonly yes --appendfsync everysec --auto-aof-rewrite-percentage 0",
         ]
     )
-    port, _ = startRedis(servers, options)
+    port, pid = startRedis(servers, options)
     store = RedisStore(port, None)
     rounds = []
     node = None
@@ -199,6 +199,9 @@ async def run(o) -> dict:
             size = int(info(store, "persistence")["aof_current_size"])
             cpu = serverCPU(store)
             stats = commandStats(store)
+            if index:
+                # For a profiler of redis-server (its pid is in the line).
+                print(f"round {index}: redis-server {pid} runs the cycles", flush=True)
             r = Round(readRequest("claimbulk10", queue), cycles, o.concurrency)
             r.startInMemory(site, lambda r, queue=queue: BulkDeleter(r, queue))
             statuses = await r.done
