@@ -245,7 +245,9 @@ end
 -- asked for is the last.  Pages come without their scores (Redis writes
 -- each score as text with %.17g, a sizeable part of a short walk): the
 -- score of the last member of a full page, where the next page starts, is
--- read before fn may remove that member.
+-- read when the walk gets there, before fn may remove that member (a walk
+-- that stops earlier, as a claim of 10 does in a page of 16, never reads
+-- it).
 local function walk(key, from, reverse, fn, size)
   local command, to = 'ZRANGEBYSCORE', '+inf'
   if reverse then
@@ -255,10 +257,10 @@ local function walk(key, from, reverse, fn, size)
   while true do
     local page = redis.call(command, key, from, to, 'LIMIT', 0, size)
     local n = #page
-    if n == size then
-      from = '(' .. redis.call('ZSCORE', key, page[n])
-    end
     for i = 1, n do
+      if i == size then
+        from = '(' .. redis.call('ZSCORE', key, page[i])
+      end
       if fn(page[i]) then
         return
       end
