@@ -114,9 +114,24 @@ local function claimable(r, now, tags)
 end
 
 local function setExpiry(P, id, e)
-  redis.call('HSET', P .. ':h:' .. id, 'e', num(e))
-  redis.call('ZADD', P .. ':x', num(e), id)
-  redis.call('ZADD', 'marconi:x', num(e), P .. id)
+  local text = num(e)
+  redis.call('HSET', P .. ':h:' .. id, 'e', text)
+  redis.call('ZADD', P .. ':x', text, id)
+  redis.call('ZADD', 'marconi:x', text, P .. id)
+end
+
+-- The number a time text stands for, each text parsed once per run: the
+-- messages of one post share their times' texts, and those of one claim
+-- their claim expiry's (tonumber of a 17-digit time is strtod, one of the
+-- largest costs of the scripts on the server).
+local parsed = {}
+local function timeOf(text)
+  local t = parsed[text]
+  if not t then
+    t = tonumber(text)
+    parsed[text] = t
+  end
+  return t
 end
 
 -- Whether a message created at the time text c, visible from v, may be in
@@ -186,9 +201,10 @@ end
 -- removeMsg for many messages of queue P at once (ids, no id twice, and
 -- the claim id each message holds or false): one command per key instead
 -- of one per message and key, and none for the claim index when none of
--- the messages has a claim id or for the delay index when none may be
--- delayed (`delayed`; see delayedText).
-local function removeMsgs(P, ids, cids, delayed)
+-- the messages has a claim id, for the delay index when none may be
+-- delayed (`delayed`; see delayedText) or for the free index when every
+-- one is held by a live claim (not `free`; see removeMsg).
+local function removeMsgs(P, ids, cids, delayed, free)
   local hashes, globals, byClaim = {}, {}, {}
   local claimed = false
   for i, id in ipairs(ids) do
@@ -204,7 +220,9 @@ local function removeMsgs(P, ids, cids, delayed)
     redis.call('DEL', unpack(hashes, i, math.min(i + 999, #hashes)))
   end
   callMany('ZREM', P .. ':m', ids)
-  callMany('ZREM', P .. ':f', ids)
+  if free then
+    callMany('ZREM', P .. ':f', ids)
+  end
   if claimed then
     callMany('ZREM', P .. ':cl', ids)
   end
@@ -572,24 +590,26 @@ if nclaims >= 0 then
 end
 -- Only the fields the checks and removeMsgs read: expiry, claim id, claim
 -- expiry, created and visible-at.
-local ids, cids, seen, delayed = {}, {}, {}, false
+local ids, cids, seen, delayed, free = {}, {}, {}, false, false
 for i = first, #ARGV do
   local id = ARGV[i]
   if not seen[id] then
     seen[id] = true
     local r = redis.call('HMGET', P .. ':h:' .. id, 'e', 'ci', 'ce', 'c', 'v')
-    -- marconi.core.rules.deletableWith: a message of one of the claims
-    -- given is deletable whether or not its claim is live, so the claim's
-    -- expiry is read only for others.
-    if r[1] and tonumber(r[1]) > now and (nclaims < 0 or claims[r[2]]
-        or not (r[2] and r[3] and tonumber(r[3]) > now)) then
-      local n = #ids + 1
-      ids[n], cids[n] = id, r[2]
-      delayed = delayed or delayedText(r[4], r[5])
+    if r[1] and timeOf(r[1]) > now then
+      -- marconi.core.rules.deletableWith: a message of one of the claims
+      -- given is deletable whether or not its claim is live.
+      local held = r[2] and r[3] and timeOf(r[3]) > now
+      if nclaims < 0 or claims[r[2]] or not held then
+        local n = #ids + 1
+        ids[n], cids[n] = id, r[2]
+        delayed = delayed or delayedText(r[4], r[5])
+        free = free or not held
+      end
     end
   end
 end
-removeMsgs(P, ids, cids, delayed)
+removeMsgs(P, ids, cids, delayed, free)
 return #ids
 """)
 
@@ -669,8 +689,8 @@ scan(P .. ':f', '-inf', function(id)
     return false
   end
   -- claimable, written out so that the expiry is parsed once.
-  local e = tonumber(r[5])
-  if e <= now or tonumber(r[6]) > now or claimLive(r, now)
+  local e = timeOf(r[5])
+  if e <= now or timeOf(r[6]) > now or claimLive(r, now)
       or not hasTags(r, tags) then
     return false
   end
