@@ -576,6 +576,28 @@ class RedisStoreTests(TestCase):
         self.assertEqual(await store.deleteMessages("p", "q", ids, None, T0), 2)
         self.assertEqual(await run("SMEMBERS", key), ["f" * 32])
 
+    async def test_claimExtendsExpiryIndexes(self) -> None:
+        """
+        The messages a claim keeps alive past their own expiry (until its
+        grace ends) move in both expiry indexes, those it does not extend
+        stay: stats count them until the new expiry, and the purge removes
+        each at its own.
+        """
+        store = await self.store()
+        short = await self.post(store, 3, ttl=60)
+        [long] = await self.post(store, 1, queue="q", ttl=1000)
+        claim = await store.createClaim("p", "q", spec(ttl=100, grace=50), T0)
+        self.assertEqual(len(claim.messages), 4)
+        expiries = {m.id: m.expires for m in claim.messages}
+        self.assertEqual(expiries, {**dict.fromkeys(short, T0 + 150), long: T0 + 1000})
+        self.assertEqual(await store.purgeExpired(T0 + 100), 0)
+        stats = await store.queueStats("p", "q", T0 + 149)
+        self.assertEqual(stats.free, 4)
+        self.assertEqual(await store.purgeExpired(T0 + 150), 3)
+        left = await store.listMessages("p", "q", query(), T0 + 150)
+        self.assertEqual([m.id for m in left], [long])
+        self.assertEqual(await store.purgeExpired(T0 + 1000), 1)
+
     async def test_unencodableTextChangesNothing(self) -> None:
         """
         Text that cannot be encoded as UTF-8 (a lone surrogate) fails the

@@ -680,8 +680,8 @@ promote(P, now)
 local cexp = now + ttl
 local floor = cexp + grace
 -- Each time is written as text once, however many messages it goes to.
-local cexpText = num(cexp)
-local taken, held = {}, {}
+local cexpText, floorText = num(cexp), nil
+local taken, held, extended = {}, {}, {}
 scan(P .. ':f', '-inf', function(id)
   local r = load(P, id)
   if not r then
@@ -702,12 +702,18 @@ scan(P .. ':f', '-inf', function(id)
   if r[8] then
     redis.call('SREM', P .. ':cm:' .. r[8], id)
   end
-  -- r becomes the message as written, so it is not read back.
+  -- r becomes the message as written, so it is not read back.  A message
+  -- that would expire before the claim's grace ends lives until then (its
+  -- expiry indexes are changed below, with one command per key).
   r[8], r[9], r[10] = cid, cexpText, tostring(tonumber(r[10]) + 1)
-  redis.call('HSET', P .. ':h:' .. id, 'ci', r[8], 'ce', r[9], 'n', r[10])
   if e < floor then
-    setExpiry(P, id, floor)
-    r[5] = num(floor)
+    floorText = floorText or num(floor)
+    r[5] = floorText
+    redis.call('HSET', P .. ':h:' .. id, 'ci', r[8], 'ce', r[9], 'n', r[10],
+               'e', r[5])
+    extended[#extended + 1] = id
+  else
+    redis.call('HSET', P .. ':h:' .. id, 'ci', r[8], 'ce', r[9], 'n', r[10])
   end
   frow(taken, id, r)
   held[#held + 1] = id
@@ -723,6 +729,15 @@ for _, id in ipairs(held) do
 end
 callMany('ZREM', P .. ':f', held)
 callMany('ZADD', P .. ':cl', scored)
+if #extended > 0 then
+  local byExpiry, globals = {}, {}
+  for i, id in ipairs(extended) do
+    byExpiry[2 * i - 1], byExpiry[2 * i] = floorText, id
+    globals[2 * i - 1], globals[2 * i] = floorText, P .. id
+  end
+  callMany('ZADD', P .. ':x', byExpiry)
+  callMany('ZADD', 'marconi:x', globals)
+end
 callMany('SADD', P .. ':cm:' .. cid, held)
 redis.call('HSET', P .. ':c:' .. cid, 't', ARGV[5], 'g', ARGV[6],
            'u', num(now), 'e', cexpText)
