@@ -48,6 +48,14 @@ def _parse(argv: list) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="rounds")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="fill one queue with this many messages first, in posts of 100, "
+        "as bench/run.py does (150000 for claim-bulk), and run every round "
+        "on it (default: a queue per round, just large enough)",
+    )
+    parser.add_argument(
         "--ttl",
         type=int,
         default=3600,
@@ -59,6 +67,9 @@ def _parse(argv: list) -> argparse.Namespace:
     )
     parser.add_argument("--cpus", default="0", help="this process's CPUs")
     parser.add_argument("--redis-cpus", default="1", help="redis-server's CPUs")
+    parser.add_argument(
+        "--redis-args", default="", help="more arguments for redis-server"
+    )
     parser.add_argument(
         "--compare",
         nargs=2,
@@ -191,7 +202,8 @@ async def run(o) -> dict:
             "--store-cpus",
             o.redis_cpus,
             "--redis-args",
-            "--appendonly yes --appendfsync everysec --auto-aof-rewrite-percentage 0",
+            "--appendonly yes --appendfsync everysec --auto-aof-rewrite-percentage 0 "
+            + o.redis_args,
         ]
     )
     port, pid = startRedis(servers, options)
@@ -203,18 +215,30 @@ async def run(o) -> dict:
             f"redis://127.0.0.1:{port}/0", os.path.join(workdir, "node.log")
         )
         node.startService()
-        for index in range(o.repeat + 1):
-            cycles = o.cycles if index else o.warmup
-            queue = f"claimbulk10-{index}"
-            # As bench/postcost.py fills a claim queue, with --ttl.
-            body = messages(10).replace(b'"ttl":3600', b'"ttl":%d' % o.ttl)
+        if o.seed:
+            # As bench/run.py seeds its claim queue: posts of 100.
+            need = 10 * (o.warmup + o.repeat * o.cycles + o.concurrency)
+            body = messages(100).replace(b'"ttl":3600', b'"ttl":%d' % o.ttl)
             fill = Round(
-                request(b"POST", queue, b"messages", body, "127.0.0.1:8888"),
-                cycles + o.concurrency,
+                request(b"POST", "claimbulk10", b"messages", body, "127.0.0.1:8888"),
+                -(-max(o.seed, need) // 100),
                 o.concurrency,
             )
             fill.startInMemory(site)
             await fill.done
+        for index in range(o.repeat + 1):
+            cycles = o.cycles if index else o.warmup
+            queue = "claimbulk10" if o.seed else f"claimbulk10-{index}"
+            if not o.seed:
+                # As bench/postcost.py fills a claim queue, with --ttl.
+                body = messages(10).replace(b'"ttl":3600', b'"ttl":%d' % o.ttl)
+                fill = Round(
+                    request(b"POST", queue, b"messages", body, "127.0.0.1:8888"),
+                    cycles + o.concurrency,
+                    o.concurrency,
+                )
+                fill.startInMemory(site)
+                await fill.done
             await settle()
             path = aofFile(workdir)
             offset = os.path.getsize(path)
@@ -305,9 +329,18 @@ def compare(o) -> None:
     for _ in range(o.runs):
         for root in o.compare:
             argv = [sys.executable, os.path.abspath(__file__), "--root", root]
-            for name in ("cycles", "warmup", "repeat", "concurrency", "cpus", "ttl"):
+            for name in (
+                "cycles",
+                "warmup",
+                "repeat",
+                "concurrency",
+                "cpus",
+                "ttl",
+                "seed",
+            ):
                 argv += ["--" + name, str(getattr(o, name))]
-            argv += ["--redis-cpus", o.redis_cpus, "--json"]
+            argv += ["--redis-cpus", o.redis_cpus, "--redis-args=" + o.redis_args]
+            argv += ["--json"]
             out = subprocess.run(argv, capture_output=True, text=True, check=True)
             line = [x for x in out.stdout.splitlines() if x.startswith("AOFCOST ")]
             result = json.loads(line[-1][len("AOFCOST ") :])
