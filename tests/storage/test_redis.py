@@ -541,6 +541,63 @@ class RedisStoreTests(TestCase):
         self.assertEqual(await store.purgeExpired(T0 + 10000), 0)
         self.assertEqual(await store._call("execute_command", "DBSIZE"), 3)
 
+    async def test_bulkDeleteLeavesTheClaimsOthers(self) -> None:
+        """
+        A bulk delete takes the messages it deletes out of the set of ids
+        of their claim and leaves the others there: the claim still lists
+        them, and the set goes once it is empty.  The set goes only when
+        it holds exactly the ids deleted, whatever its size.
+        """
+        from marconi.storage.redis.store import queuePrefix
+
+        store = await self.store()
+
+        async def run(*args: Any) -> Any:
+            return await store._call("execute_command", *args)
+
+        await self.post(store, 6)
+        claim = await store.createClaim("p", "q", spec(limit=4), T0)
+        ids = [m.id for m in claim.messages]
+        key = queuePrefix("p", "q") + ":cm:" + claim.id
+        self.assertEqual(await store.deleteMessages("p", "q", ids[:2], None, T0), 2)
+        self.assertEqual(sorted(await run("SMEMBERS", key)), sorted(ids[2:]))
+        still = await store.getClaim("p", "q", claim.id, T0)
+        self.assertEqual(sorted(m.id for m in still.messages), sorted(ids[2:]))
+        self.assertEqual(
+            await store.deleteMessages("p", "q", ids[2:], [claim.id], T0), 2
+        )
+        self.assertEqual(await run("EXISTS", key), 0)
+        # A set as many as the ids deleted but not all of them: SREM.
+        other = await store.createClaim("p", "q", spec(limit=2), T0)
+        ids = [m.id for m in other.messages]
+        key = queuePrefix("p", "q") + ":cm:" + other.id
+        await run("SREM", key, ids[1])
+        await run("SADD", key, "f" * 32)
+        self.assertEqual(await store.deleteMessages("p", "q", ids, None, T0), 2)
+        self.assertEqual(await run("SMEMBERS", key), ["f" * 32])
+
+    async def test_claimExtendsExpiryIndexes(self) -> None:
+        """
+        The messages a claim keeps alive past their own expiry (until its
+        grace ends) move in both expiry indexes, those it does not extend
+        stay: stats count them until the new expiry, and the purge removes
+        each at its own.
+        """
+        store = await self.store()
+        short = await self.post(store, 3, ttl=60)
+        [long] = await self.post(store, 1, queue="q", ttl=1000)
+        claim = await store.createClaim("p", "q", spec(ttl=100, grace=50), T0)
+        self.assertEqual(len(claim.messages), 4)
+        expiries = {m.id: m.expires for m in claim.messages}
+        self.assertEqual(expiries, {**dict.fromkeys(short, T0 + 150), long: T0 + 1000})
+        self.assertEqual(await store.purgeExpired(T0 + 100), 0)
+        stats = await store.queueStats("p", "q", T0 + 149)
+        self.assertEqual(stats.free, 4)
+        self.assertEqual(await store.purgeExpired(T0 + 150), 3)
+        left = await store.listMessages("p", "q", query(), T0 + 150)
+        self.assertEqual([m.id for m in left], [long])
+        self.assertEqual(await store.purgeExpired(T0 + 1000), 1)
+
     async def test_unencodableTextChangesNothing(self) -> None:
         """
         Text that cannot be encoded as UTF-8 (a lone surrogate) fails the

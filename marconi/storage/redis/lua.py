@@ -114,9 +114,24 @@ local function claimable(r, now, tags)
 end
 
 local function setExpiry(P, id, e)
-  redis.call('HSET', P .. ':h:' .. id, 'e', num(e))
-  redis.call('ZADD', P .. ':x', num(e), id)
-  redis.call('ZADD', 'marconi:x', num(e), P .. id)
+  local text = num(e)
+  redis.call('HSET', P .. ':h:' .. id, 'e', text)
+  redis.call('ZADD', P .. ':x', text, id)
+  redis.call('ZADD', 'marconi:x', text, P .. id)
+end
+
+-- The number a time text stands for, each text parsed once per run: the
+-- messages of one post share their times' texts, and those of one claim
+-- their claim expiry's (tonumber of a 17-digit time is strtod, one of the
+-- largest costs of the scripts on the server).
+local parsed = {}
+local function timeOf(text)
+  local t = parsed[text]
+  if not t then
+    t = tonumber(text)
+    parsed[text] = t
+  end
+  return t
 end
 
 -- Whether a message created at the time text c, visible from v, may be in
@@ -160,12 +175,36 @@ local function callMany(command, key, values)
   end
 end
 
+-- Remove `taken` (ids, none twice) from the set P:cm:cid.  When they are
+-- all it holds, as when a claim's messages are deleted together, the set
+-- goes with one DEL: in the append-only file that is the key alone, where
+-- SREM has every id (a tenth of a claim and bulk delete's bytes).
+-- SMISMEMBER (Redis 6.2 and later) tells; without it, SREM.
+local function leaveClaim(P, cid, taken)
+  local key = P .. ':cm:' .. cid
+  if #taken <= 1000 and redis.call('SCARD', key) == #taken then
+    local found = redis.pcall('SMISMEMBER', key, unpack(taken))
+    if type(found) == 'table' and not found.err then
+      local all = true
+      for _, f in ipairs(found) do
+        all = all and f == 1
+      end
+      if all then
+        redis.call('DEL', key)
+        return
+      end
+    end
+  end
+  callMany('SREM', key, taken)
+end
+
 -- removeMsg for many messages of queue P at once (ids, no id twice, and
 -- the claim id each message holds or false): one command per key instead
 -- of one per message and key, and none for the claim index when none of
--- the messages has a claim id or for the delay index when none may be
--- delayed (`delayed`; see delayedText).
-local function removeMsgs(P, ids, cids, delayed)
+-- the messages has a claim id, for the delay index when none may be
+-- delayed (`delayed`; see delayedText) or for the free index when every
+-- one is held by a live claim (not `free`; see removeMsg).
+local function removeMsgs(P, ids, cids, delayed, free)
   local hashes, globals, byClaim = {}, {}, {}
   local claimed = false
   for i, id in ipairs(ids) do
@@ -181,7 +220,9 @@ local function removeMsgs(P, ids, cids, delayed)
     redis.call('DEL', unpack(hashes, i, math.min(i + 999, #hashes)))
   end
   callMany('ZREM', P .. ':m', ids)
-  callMany('ZREM', P .. ':f', ids)
+  if free then
+    callMany('ZREM', P .. ':f', ids)
+  end
   if claimed then
     callMany('ZREM', P .. ':cl', ids)
   end
@@ -191,7 +232,7 @@ local function removeMsgs(P, ids, cids, delayed)
   end
   callMany('ZREM', 'marconi:x', globals)
   for cid, taken in pairs(byClaim) do
-    callMany('SREM', P .. ':cm:' .. cid, taken)
+    leaveClaim(P, cid, taken)
   end
 end
 
@@ -222,7 +263,9 @@ end
 -- asked for is the last.  Pages come without their scores (Redis writes
 -- each score as text with %.17g, a sizeable part of a short walk): the
 -- score of the last member of a full page, where the next page starts, is
--- read before fn may remove that member.
+-- read when the walk gets there, before fn may remove that member (a walk
+-- that stops earlier, as a claim of 10 does in a page of 16, never reads
+-- it).
 local function walk(key, from, reverse, fn, size)
   local command, to = 'ZRANGEBYSCORE', '+inf'
   if reverse then
@@ -232,10 +275,10 @@ local function walk(key, from, reverse, fn, size)
   while true do
     local page = redis.call(command, key, from, to, 'LIMIT', 0, size)
     local n = #page
-    if n == size then
-      from = '(' .. redis.call('ZSCORE', key, page[n])
-    end
     for i = 1, n do
+      if i == size then
+        from = '(' .. redis.call('ZSCORE', key, page[i])
+      end
       if fn(page[i]) then
         return
       end
@@ -547,24 +590,26 @@ if nclaims >= 0 then
 end
 -- Only the fields the checks and removeMsgs read: expiry, claim id, claim
 -- expiry, created and visible-at.
-local ids, cids, seen, delayed = {}, {}, {}, false
+local ids, cids, seen, delayed, free = {}, {}, {}, false, false
 for i = first, #ARGV do
   local id = ARGV[i]
   if not seen[id] then
     seen[id] = true
     local r = redis.call('HMGET', P .. ':h:' .. id, 'e', 'ci', 'ce', 'c', 'v')
-    -- marconi.core.rules.deletableWith: a message of one of the claims
-    -- given is deletable whether or not its claim is live, so the claim's
-    -- expiry is read only for others.
-    if r[1] and tonumber(r[1]) > now and (nclaims < 0 or claims[r[2]]
-        or not (r[2] and r[3] and tonumber(r[3]) > now)) then
-      local n = #ids + 1
-      ids[n], cids[n] = id, r[2]
-      delayed = delayed or delayedText(r[4], r[5])
+    if r[1] and timeOf(r[1]) > now then
+      -- marconi.core.rules.deletableWith: a message of one of the claims
+      -- given is deletable whether or not its claim is live.
+      local held = r[2] and r[3] and timeOf(r[3]) > now
+      if nclaims < 0 or claims[r[2]] or not held then
+        local n = #ids + 1
+        ids[n], cids[n] = id, r[2]
+        delayed = delayed or delayedText(r[4], r[5])
+        free = free or not held
+      end
     end
   end
 end
-removeMsgs(P, ids, cids, delayed)
+removeMsgs(P, ids, cids, delayed, free)
 return #ids
 """)
 
@@ -635,8 +680,8 @@ promote(P, now)
 local cexp = now + ttl
 local floor = cexp + grace
 -- Each time is written as text once, however many messages it goes to.
-local cexpText = num(cexp)
-local taken, held = {}, {}
+local cexpText, floorText = num(cexp), nil
+local taken, held, extended = {}, {}, {}
 scan(P .. ':f', '-inf', function(id)
   local r = load(P, id)
   if not r then
@@ -644,8 +689,8 @@ scan(P .. ':f', '-inf', function(id)
     return false
   end
   -- claimable, written out so that the expiry is parsed once.
-  local e = tonumber(r[5])
-  if e <= now or tonumber(r[6]) > now or claimLive(r, now)
+  local e = timeOf(r[5])
+  if e <= now or timeOf(r[6]) > now or claimLive(r, now)
       or not hasTags(r, tags) then
     return false
   end
@@ -657,12 +702,18 @@ scan(P .. ':f', '-inf', function(id)
   if r[8] then
     redis.call('SREM', P .. ':cm:' .. r[8], id)
   end
-  -- r becomes the message as written, so it is not read back.
+  -- r becomes the message as written, so it is not read back.  A message
+  -- that would expire before the claim's grace ends lives until then (its
+  -- expiry indexes are changed below, with one command per key).
   r[8], r[9], r[10] = cid, cexpText, tostring(tonumber(r[10]) + 1)
-  redis.call('HSET', P .. ':h:' .. id, 'ci', r[8], 'ce', r[9], 'n', r[10])
   if e < floor then
-    setExpiry(P, id, floor)
-    r[5] = num(floor)
+    floorText = floorText or num(floor)
+    r[5] = floorText
+    redis.call('HSET', P .. ':h:' .. id, 'ci', r[8], 'ce', r[9], 'n', r[10],
+               'e', r[5])
+    extended[#extended + 1] = id
+  else
+    redis.call('HSET', P .. ':h:' .. id, 'ci', r[8], 'ce', r[9], 'n', r[10])
   end
   frow(taken, id, r)
   held[#held + 1] = id
@@ -678,6 +729,15 @@ for _, id in ipairs(held) do
 end
 callMany('ZREM', P .. ':f', held)
 callMany('ZADD', P .. ':cl', scored)
+if #extended > 0 then
+  local byExpiry, globals = {}, {}
+  for i, id in ipairs(extended) do
+    byExpiry[2 * i - 1], byExpiry[2 * i] = floorText, id
+    globals[2 * i - 1], globals[2 * i] = floorText, P .. id
+  end
+  callMany('ZADD', P .. ':x', byExpiry)
+  callMany('ZADD', 'marconi:x', globals)
+end
 callMany('SADD', P .. ':cm:' .. cid, held)
 redis.call('HSET', P .. ':c:' .. cid, 't', ARGV[5], 'g', ARGV[6],
            'u', num(now), 'e', cexpText)
