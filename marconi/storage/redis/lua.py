@@ -40,7 +40,8 @@ from its fields and the caller's C{now}; the C{f}, C{cl}, C{x} and C{d}
 indexes only narrow down what has to be looked at.
 """
 
-# What the listing script needs: the message fields, `frow` and `hasTags`.
+# What the listing script needs: the message fields, `frow`, `hasTags` and
+# `timeOf`.
 # The other scripts have the whole prelude; a script defines its local
 # functions anew on every run, so the listing, the most frequent script,
 # defines only these.
@@ -64,6 +65,20 @@ local function frow(out, id, r)
     r[11] or '[]', r[12] or ''
   out[n + 9], out[n + 10] = tonumber(r[10]),
     r[4] .. ' ' .. r[5] .. ' ' .. r[6] .. ' ' .. (r[9] or '')
+end
+
+-- The number a time text stands for, each text parsed once per run: the
+-- messages of one post share their times' texts (creation, expiry), and
+-- those of one claim their claim expiry's (tonumber of a 17-digit time is
+-- strtod, one of the largest costs of the scripts on the server).
+local parsed = {}
+local function timeOf(text)
+  local t = parsed[text]
+  if not t then
+    t = tonumber(text)
+    parsed[text] = t
+  end
+  return t
 end
 
 local function hasTags(r, want)
@@ -120,19 +135,6 @@ local function setExpiry(P, id, e)
   redis.call('ZADD', 'marconi:x', text, P .. id)
 end
 
--- The number a time text stands for, each text parsed once per run: the
--- messages of one post share their times' texts, and those of one claim
--- their claim expiry's (tonumber of a 17-digit time is strtod, one of the
--- largest costs of the scripts on the server).
-local parsed = {}
-local function timeOf(text)
-  local t = parsed[text]
-  if not t then
-    t = tonumber(text)
-    parsed[text] = t
-  end
-  return t
-end
 
 -- Whether a message created at the time text c, visible from v, may be in
 -- the delay index.  A message posted without a delay has both times
@@ -456,17 +458,6 @@ local out, found = {}, 0
 if limit < 1 then
   return out
 end
--- Each time text is parsed once: the messages of a batch share their
--- creation time, and those of one TTL their expiry, as one text.
-local times = {}
-local function time(text)
-  local t = times[text]
-  if not t then
-    t = tonumber(text)
-    times[text] = t
-  end
-  return t
-end
 -- walk, load and claimLive, written out: this runs for every message of
 -- every listing, and nothing is removed from the index while it runs, so
 -- the score where a next page starts is read only when one is needed.
@@ -478,9 +469,9 @@ while true do
   for i = 1, n do
     local id = page[i]
     local r = redis.call('HMGET', hashes .. id, unpack(FIELDS))
-    if r[1] and time(r[5]) > now
-        and (withDelayed or time(r[6]) <= now)
-        and (withClaimed or not r[8] or not r[9] or time(r[9]) <= now)
+    if r[1] and timeOf(r[5]) > now
+        and (withDelayed or timeOf(r[6]) <= now)
+        and (withClaimed or not r[8] or not r[9] or timeOf(r[9]) <= now)
         and (echo or r[7] ~= client)
         and (not filtered or hasTags(r, tags)) then
       frow(out, id, r)
