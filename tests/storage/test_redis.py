@@ -590,6 +590,13 @@ class RedisStoreTests(TestCase):
         self.assertEqual(len(claim.messages), 4)
         expiries = {m.id: m.expires for m in claim.messages}
         self.assertEqual(expiries, {**dict.fromkeys(short, T0 + 150), long: T0 + 1000})
+        from marconi.storage.redis.store import queuePrefix
+
+        prefix = queuePrefix("p", "q")
+        for id, expires in expiries.items():
+            for key, member in ((prefix + ":x", id), ("marconi:x", prefix + id)):
+                score = await store._call("execute_command", "ZSCORE", key, member)
+                self.assertEqual(float(score), expires)
         self.assertEqual(await store.purgeExpired(T0 + 100), 0)
         stats = await store.queueStats("p", "q", T0 + 149)
         self.assertEqual(stats.free, 4)

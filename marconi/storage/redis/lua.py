@@ -135,7 +135,6 @@ local function setExpiry(P, id, e)
   redis.call('ZADD', 'marconi:x', text, P .. id)
 end
 
-
 -- Whether a message created at the time text c, visible from v, may be in
 -- the delay index.  A message posted without a delay has both times
 -- written from the same number, so the same text: the texts are compared
@@ -149,9 +148,11 @@ end
 -- Remove message id of queue P (its loaded record r) and its index
 -- entries, skipping the indexes it cannot be in: only a message with a claim
 -- id is in P:cl, only one posted with a delay (visible after its creation;
--- see delayedText) in P:d, and with `held` (its claim is live) it is not in
--- P:f, which every claim leaves (a scan of P:f also drops an id whose
--- message is gone).
+-- see delayedText) in P:d, and with `held` (its claim is live) it is
+-- normally not in P:f, which every claim leaves.  A node whose clock is
+-- ahead may have put it back (its promote took the claim for ended): the
+-- id then stays in P:f, and the next scan of P:f (a claim, a pop) drops it
+-- because its message is gone.
 local function removeMsg(P, id, r, held)
   redis.call('DEL', P .. ':h:' .. id)
   redis.call('ZREM', P .. ':m', id)
@@ -259,7 +260,7 @@ end
 -- Call fn(id) on the members of a zset in score order (from the highest
 -- score down when `reverse`), starting after the score bound `from`
 -- ('-inf', '+inf' or '(' .. score), until fn returns true.  fn may remove
--- the member it is given.  The first page holds `size` members (16 when not
+-- the member it is given, never a later one of the same page.  The first page holds `size` members (16 when not
 -- given: most walks stop within the first few, a page of messages, one
 -- claim); pages grow to 100 for walks that go on.  A page shorter than
 -- asked for is the last.  Pages come without their scores (Redis writes
