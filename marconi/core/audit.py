@@ -81,8 +81,9 @@ _BASE64 = re.compile(r"[A-Za-z0-9_-]+")
 log = Logger()
 
 
-# The default of [audit] interval: seconds from the start of one write of a
-# project's river to the start of the next.
+# The default of [audit] interval: the events recorded while a write of a
+# project's river is in flight are written this many seconds after that
+# write started, at the earliest (AuditRiver._write).
 DEFAULT_INTERVAL = 0.1
 MAX_INTERVAL = 10.0
 

@@ -260,15 +260,15 @@ end
 -- Call fn(id) on the members of a zset in score order (from the highest
 -- score down when `reverse`), starting after the score bound `from`
 -- ('-inf', '+inf' or '(' .. score), until fn returns true.  fn may remove
--- the member it is given, never a later one of the same page.  The first page holds `size` members (16 when not
--- given: most walks stop within the first few, a page of messages, one
--- claim); pages grow to 100 for walks that go on.  A page shorter than
--- asked for is the last.  Pages come without their scores (Redis writes
--- each score as text with %.17g, a sizeable part of a short walk): the
--- score of the last member of a full page, where the next page starts, is
--- read when the walk gets there, before fn may remove that member (a walk
--- that stops earlier, as a claim of 10 does in a page of 16, never reads
--- it).
+-- the member it is given, never a later one of the same page.  The first
+-- page holds `size` members (16 when not given: most walks stop within the
+-- first few, a page of messages, one claim); pages grow to 100 for walks
+-- that go on.  A page shorter than asked for is the last.  Pages come
+-- without their scores (Redis writes each score as text with %.17g, a
+-- sizeable part of a short walk): the score of the last member of a full
+-- page, where the next page starts, is read when the walk gets there,
+-- before fn may remove that member (a walk that stops earlier, as a claim
+-- of 10 does in a page of 16, never reads it).
 local function walk(key, from, reverse, fn, size)
   local command, to = 'ZRANGEBYSCORE', '+inf'
   if reverse then
