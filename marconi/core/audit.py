@@ -293,7 +293,9 @@ class AuditRiver:
                 return
             wait = started + self.settings.interval - self.clock.seconds()
             if wait > 0 and len(following) < MAX_BATCH:
-                self._due[project] = self.clock.callLater(wait, self._dueWrite, project)
+                self._due[project] = self.clock.callLater(
+                    wait, self._intervalEnded, project
+                )
             else:
                 self._writeQueued(project)
 
@@ -303,7 +305,7 @@ class AuditRiver:
             self._writing[d] = len(batch)
             d.addBoth(written)
 
-    def _dueWrite(self, project: str) -> None:
+    def _intervalEnded(self, project: str) -> None:
         """
         The interval of C{project}'s river has passed: write what waited.
         """
