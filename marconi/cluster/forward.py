@@ -455,7 +455,7 @@ class PeerClient:
         self._endpoints = _LazyEndpoints(
             reactor, tlsPolicy or BrowserLikePolicyForHTTPS(), config.forwardTimeout
         )
-        self.wire = wire.Pool(reactor, self._connect)
+        self.wire = wire.Pool(reactor, self._connect, config.idleConnections)
 
     def _connect(self, url: str, factory: Any) -> Deferred:
         return self._endpoints.build(_uri(url)).connect(factory)

@@ -38,6 +38,7 @@ TUNABLES = {
     "max_response_body": int,
     "clock_window": float,
     "max_nonces": int,
+    "idle_connections": int,
 }
 
 
@@ -104,6 +105,10 @@ class ClusterConfig:
         node refuses signed requests rather than forget a nonce inside the
         clock window, so it bounds the forwarded requests a node takes in
         twice the clock window.
+    @ivar idleConnections: how many idle connections for forwarded
+        requests a node keeps open to each peer: above the requests it
+        forwards to one peer at once, or those over it each open and close
+        a connection of their own.
     """
 
     nodeName: str
@@ -119,6 +124,7 @@ class ClusterConfig:
     maxResponseBody: int = 16 * 1024 * 1024
     clockWindow: float = 60.0
     maxNonces: int = 1_000_000
+    idleConnections: int = 256
     stores: tuple = ()
 
     def peer(self, name: str) -> Peer:

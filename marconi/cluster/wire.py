@@ -16,7 +16,11 @@ costs".
 One request at a time on a connection (no pipelining); up to
 C{maxIdle} idle connections per peer are kept, the most recently used
 taken first, and one idle longer than C{maxIdleTime} (below the peers'
-idle timeout) is closed instead of used.
+idle timeout) is closed instead of used, or when a connection to the
+same peer is released after it.  C{maxIdle} is meant to be above the
+number of requests a node forwards to one peer at once: past it, every
+request over the bound opens a connection (a TCP handshake, and a TLS
+one between nodes with mutual TLS) and closes it again.
 
 A peer may close an idle connection just as a request is written on it
 (its idle timeout fired, it restarted).  A request the caller gives the
@@ -27,6 +31,7 @@ connection; any other request fails with the connection's error.
 """
 
 import re
+from collections import deque
 from functools import partial
 from typing import Any, Callable, Optional
 
@@ -559,14 +564,21 @@ class Pool:
 
     @param connect: called with a peer's key and a protocol factory, returns
         the L{Deferred} of the connected protocol (an endpoint's C{connect}).
+    @param maxIdle: the idle connections kept per peer.
     """
 
-    maxIdle = 16
     maxIdleTime = 50.0
 
-    def __init__(self, clock: Any, connect: Callable[[Any, Factory], Deferred]):
+    def __init__(
+        self,
+        clock: Any,
+        connect: Callable[[Any, Factory], Deferred],
+        maxIdle: int = 256,
+    ):
         self._clock = clock
         self._connect = connect
+        self.maxIdle = maxIdle
+        #: By peer, its idle connections, the most recently released last.
         self._idle: dict = {}
         self._busy: set = set()
         #: The exchanges not answered yet, and the one timer that fails
@@ -784,11 +796,17 @@ class Pool:
         self._busy.discard(connection)
         idle = self._idle.get(connection._key)
         if idle is None:
-            idle = self._idle[connection._key] = []
+            idle = self._idle[connection._key] = deque()
+        now = self._clock.seconds()
+        # The least recently used are taken last: those a burst of
+        # requests left and the usual load never reaches again are closed
+        # once too old, here rather than by the peer's idle timeout.
+        while idle and now - idle[0].idleSince >= self.maxIdleTime:
+            idle.popleft().transport.loseConnection()
         if len(idle) >= self.maxIdle:
             connection.transport.loseConnection()
             return
-        connection.idleSince = self._clock.seconds()
+        connection.idleSince = now
         idle.append(connection)
 
     def forget(self, connection: _Connection) -> None:

@@ -650,6 +650,58 @@ class PoolTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(len(self.wired.connections), 2)
 
+    def test_manyAtOnceKeptIdle(self) -> None:
+        """
+        Every connection of a burst of requests to a peer is kept for the
+        next (up to 256 by default): the same number of requests again
+        opens none.
+        """
+        count = 40
+        first = [self.wired.request() for _ in range(count)]
+        for index, d in enumerate(first):
+            self.answer(d, b"HTTP/1.1 204 No Content\r\n\r\n", index)
+        second = [self.wired.request() for _ in range(count)]
+        self.assertEqual(len(self.wired.connections), count)
+        # The most recently released taken first.
+        for index, d in enumerate(second):
+            self.answer(d, b"HTTP/1.1 204 No Content\r\n\r\n", count - 1 - index)
+        self.assertFalse(
+            any(transport.disconnecting for _, transport in self.wired.connections)
+        )
+
+    def test_maxIdle(self) -> None:
+        """
+        Past C{maxIdle} idle connections to a peer, a connection released
+        is closed.
+        """
+        self.wired.pool = Pool(self.wired.clock, self.wired.connect, maxIdle=3)
+        requests = [self.wired.request() for _ in range(5)]
+        for index, d in enumerate(requests):
+            self.answer(d, b"HTTP/1.1 204 No Content\r\n\r\n", index)
+        closed = [t.disconnecting for _, t in self.wired.connections]
+        self.assertEqual(closed, [False, False, False, True, True])
+        for _ in range(3):
+            self.wired.request()
+        self.assertEqual(len(self.wired.connections), 5)
+
+    def test_oldIdleClosedOnRelease(self) -> None:
+        """
+        Connections a burst left idle, which the usual load no longer
+        reaches (the most recently used are taken first), are closed once
+        idle longer than maxIdleTime, when another connection to the peer
+        is released.
+        """
+        requests = [self.wired.request() for _ in range(3)]
+        for index, d in enumerate(requests):
+            self.answer(d, b"HTTP/1.1 204 No Content\r\n\r\n", index)
+        transports = [t for _, t in self.wired.connections]
+        for _ in range(2):
+            self.wired.clock.advance(Pool.maxIdleTime * 0.6)
+            # Taken from the end: the last released, the third.
+            self.answer(self.wired.request(), b"HTTP/1.1 204 No Content\r\n\r\n", 2)
+        self.assertEqual(len(self.wired.connections), 3)
+        self.assertEqual([t.disconnecting for t in transports], [True, True, False])
+
     def test_unasked(self) -> None:
         """
         Bytes from a peer on an idle connection drop the connection.
@@ -823,6 +875,16 @@ class PeerClientForwardTests(TestCase):
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return Peer("b", f"http://127.0.0.1:{port.getHost().port}")
+
+    def test_idleConnections(self) -> None:
+        """
+        The pool of forwarded requests keeps as many idle connections per
+        peer as the cluster's C{idle_connections} says.
+        """
+        self.assertEqual(self.client.wire.maxIdle, 256)
+        client = PeerClient(_config(idleConnections=7), reactor)
+        self.addCleanup(client.close)
+        self.assertEqual(client.wire.maxIdle, 7)
 
     async def test_roundTrip(self) -> None:
         """
