@@ -6,6 +6,7 @@ timeout on the response headers and another on the body, and a bound on
 the body's size.
 """
 
+import errno
 import functools
 import re
 from dataclasses import dataclass
@@ -270,6 +271,14 @@ def peerURL(peer: Peer, path: Target) -> bytes:
     return _origin(peer.url) + path.uri
 
 
+#: The errors of a connection attempt that are this node's, not the
+#: peer's: no file descriptor (process or system), no buffer or memory, no
+#: free local port.
+_LOCAL_ERRNOS = frozenset(
+    (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL)
+)
+
+
 def _failure(peer: Peer, error: Exception) -> NodeUnavailable:
     """
     The L{NodeUnavailable} of a call to C{peer} that failed with C{error},
@@ -279,6 +288,14 @@ def _failure(peer: Peer, error: Exception) -> NodeUnavailable:
         return NodeUnavailable(peer.name, f"sent an answer {error}", REQUEST)
     if isinstance(error, (TimeoutError, ConnectingCancelledError, ConnectTimeout)):
         return NodeUnavailable(peer.name, "did not answer in time", LOST)
+    if isinstance(error, ConnectError) and error.osError in _LOCAL_ERRNOS:
+        # This node could not make the connection: out of file
+        # descriptors, local ports or memory.
+        return NodeUnavailable(
+            peer.name,
+            f"could not be reached: this node is short of resources ({error})",
+            REQUEST,
+        )
     why = f"could not be reached ({type(error).__name__})"
     if isinstance(error, (ConnectionRefusedError, NoRouteError, DNSLookupError)):
         return NodeUnavailable(peer.name, why, REFUSED)

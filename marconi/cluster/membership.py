@@ -15,8 +15,9 @@ seconds.  The probes and the forwarded requests feed one failure detector:
    C{downAfter} of them in a row, with no answer in between, mark it down
    (a probe answering anything but 204 counts as one too);
  - anything else (an answer over the size bound, a request target that is
-   not a path) is the failure of that one request and says nothing about
-   the peer.
+   not a path, a connection this node could not make for want of its own
+   file descriptors, memory or local ports) is the failure of that one
+   request and says nothing about the peer.
 
 A peer that is down is probed like the others and is used again as soon as
 a probe succeeds.  A peer no probe has answered yet is "unknown" and

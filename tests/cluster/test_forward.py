@@ -6,13 +6,20 @@ L{MemoryReactorClock} with L{StringTransport} connections; the rest against
 real loopback servers.
 """
 
+import errno
+import os
 import random
 from io import BytesIO
 
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import (
+    ConnectBindError,
+    ConnectError,
+    ConnectionRefusedError,
+    getConnectError,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -249,9 +256,15 @@ class _Peer:
         return protocol, transport
 
     def refuse(self) -> None:
+        self.fail(ConnectionRefusedError())
+
+    def fail(self, error: Exception) -> None:
+        """
+        Fail the next connection asked for with C{error}.
+        """
         factory = self.reactor.tcpClients[self.taken][2]
         self.taken += 1
-        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        factory.clientConnectionFailed(None, Failure(error))
         # The endpoint tries the next address (there is none) on its clock.
         self.reactor.advance(0.5)
 
@@ -491,6 +504,35 @@ class DetectorTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(d, NodeUnavailable).value.kind, REQUEST)
         self.assertEqual(self.state(), UNKNOWN)
         self.assertEqual(self.monitor.errors, ["b"])
+
+    def test_localShortageNeverMarksDown(self) -> None:
+        """
+        A connection this node could not make for want of its own
+        resources (file descriptors, memory, local ports) fails that
+        request only, however many times in a row: the peer stays up.
+        """
+        shortages = [
+            # As Twisted's TCP client reports them: the socket not made,
+            # or its connect() failing at once.
+            ConnectBindError(errno.EMFILE, os.strerror(errno.EMFILE)),
+            ConnectBindError(errno.ENFILE, os.strerror(errno.ENFILE)),
+            getConnectError((errno.ENOBUFS, os.strerror(errno.ENOBUFS))),
+            getConnectError((errno.ENOMEM, os.strerror(errno.ENOMEM))),
+            getConnectError((errno.EADDRNOTAVAIL, os.strerror(errno.EADDRNOTAVAIL))),
+        ]
+        for error in shortages:
+            d = self.forward()
+            self.peer.fail(error)
+            failure = self.failureResultOf(d, NodeUnavailable)
+            self.assertEqual(failure.value.kind, REQUEST, error)
+            self.assertIn("short of resources", failure.value.description)
+        self.assertEqual(self.state(), UNKNOWN)
+        # A connection lost still counts, from zero.
+        for _ in range(2):
+            d = self.forward()
+            self.peer.fail(ConnectError(string="lost"))
+            self.failureResultOf(d, NodeUnavailable)
+        self.assertEqual(self.state(), UNKNOWN)
 
     def test_consecutiveTimeouts(self) -> None:
         """
