@@ -1,6 +1,7 @@
 """
-Writing to a TCP connection at once, and polling without a logging context
-per event (L{leanPolling}).
+Writing to a TCP connection at once, polling without a logging context
+per event (L{leanPolling}), and room for the connections a node keeps
+(L{raiseFileLimit}).
 
 Twisted's TCP transport never sends in C{write}: it appends the bytes to
 its buffer and registers the socket for writability (an C{epoll_ctl}); the
@@ -23,6 +24,7 @@ buffered, closing, or whose producer it paused) is written to as before.
 """
 
 import errno
+import resource
 from typing import Any, Iterable, Optional
 
 from twisted.internet import tcp
@@ -193,3 +195,41 @@ def _leanPoll(self: Any, timeout: Optional[float]) -> None:
             except BaseException:
                 system = "(buggy logPrefix method)"
             legacyLog.err(system=system)
+
+
+#: The most open files L{raiseFileLimit} asks for when the hard limit is
+#: unlimited: Linux's default C{fs.nr_open}.
+MAX_OPEN_FILES = 1 << 20
+
+
+def raiseFileLimit(reactor: Any) -> Optional[tuple]:
+    """
+    Raise this process's soft limit on open files to its hard limit, as a
+    server that keeps many connections does: clients', and to each peer up
+    to C{[cluster] idle_connections} kept for forwarded requests.  Many
+    systems start services with a soft limit of 1,024 and a far higher
+    hard one; a node at the soft limit can accept no client and open no
+    connection, and its forwarded requests fail.
+
+    Left as it is under a C{select()} reactor, which cannot watch a file
+    descriptor of 1,024 or more.
+
+    @param reactor: the reactor the node runs on.
+    @return: the soft limit before and after, if it was raised; else
+        L{None}.
+    """
+    from twisted.internet.selectreactor import SelectReactor
+
+    if isinstance(reactor, SelectReactor):
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):
+            # Above what the kernel allows (fs.nr_open, when the hard
+            # limit is unlimited): the limit stays as it was.
+            return None
+        return soft, wanted
+    return None

@@ -6,10 +6,13 @@ from typing import Any, Optional
 
 from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
 from twisted.python import usage
 
 from marconi import config as configuration
 from marconi.config import DEFAULT_LISTEN, DEFAULT_STORAGE
+
+_log = Logger()
 
 
 class Options(usage.Options):
@@ -198,10 +201,17 @@ def makeService(options: Options, reactor: Optional[IReactorCore] = None) -> ISe
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
-        from marconi.net import leanPolling
+        from marconi.net import leanPolling, raiseFileLimit
 
         # twistd's reactor: see marconi.net.leanPolling.
         leanPolling(globalReactor)
+        raised = raiseFileLimit(globalReactor)
+        if raised is not None:
+            _log.info(
+                "Open files: the soft limit raised from {before} to {after}",
+                before=raised[0],
+                after=raised[1],
+            )
         reactor = globalReactor
     from marconi.kernel import makeNode
     from marconi.observability import wiring

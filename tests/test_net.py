@@ -3,6 +3,9 @@ Tests for L{marconi.net}: answers written to a plain TCP connection at once,
 through a real listening port.
 """
 
+import os
+import resource
+import shutil
 import socket
 import struct
 from os import urandom
@@ -12,9 +15,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.protocol import ClientCreator, Factory, Protocol
+from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import log as legacyLog
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web import server
 from twisted.web.resource import Resource
 
@@ -414,3 +418,79 @@ class LeanPollingTests(SynchronousTestCase):
         self.addCleanup(derived.waker.connectionLost, None)
         self.assertFalse(leanPolling(derived))
         self.assertIs(derived.doPoll.__func__, EPollReactor.doPoll)
+
+
+class RaiseFileLimitTests(SynchronousTestCase):
+    """
+    L{net.raiseFileLimit} on this process's real limit on open files.
+    """
+
+    def setUp(self) -> None:
+        self.original = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, self.original)
+        self.hard = self.original[1]
+        if self.hard != resource.RLIM_INFINITY and self.hard < 1024:
+            raise SkipTest("the hard limit on open files is below 1,024")
+
+    def test_raised(self) -> None:
+        """
+        A soft limit below the hard one is raised to it (to
+        L{net.MAX_OPEN_FILES} when the hard limit is unlimited).
+        """
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, self.hard))
+        wanted = (
+            net.MAX_OPEN_FILES if self.hard == resource.RLIM_INFINITY else self.hard
+        )
+        self.assertEqual(net.raiseFileLimit(reactor), (512, wanted))
+        self.assertEqual(
+            resource.getrlimit(resource.RLIMIT_NOFILE), (wanted, self.hard)
+        )
+
+    def test_atTheHardLimit(self) -> None:
+        """
+        A soft limit already at the hard one is left as it is.
+        """
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.hard, self.hard))
+        self.assertIsNone(net.raiseFileLimit(reactor))
+        self.assertEqual(
+            resource.getrlimit(resource.RLIMIT_NOFILE), (self.hard, self.hard)
+        )
+
+    def test_selectReactor(self) -> None:
+        """
+        Under a C{select()} reactor, which cannot watch descriptors past
+        1,024, the limit is left as it is.
+        """
+        selecting = SelectReactor()
+        self.addCleanup(selecting.waker.connectionLost, None)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, self.hard))
+        self.assertIsNone(net.raiseFileLimit(selecting))
+        self.assertEqual(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 512)
+
+
+class NodeFileLimitTests(TestCase):
+    """
+    C{twistd marconi} started with a low soft limit on open files.
+    """
+
+    async def test_nodeRaisesItsLimit(self) -> None:
+        """
+        The node raises its soft limit to the hard one and says so in its
+        log.
+        """
+        from tests.nodeprocess import NodeProcess
+
+        if shutil.which("prlimit") is None:
+            raise SkipTest("prlimit (util-linux) is not installed")
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        node = await NodeProcess(
+            self,
+            directory,
+            ["--listen", "tcp:0:interface=127.0.0.1", "--storage", "sqlite::memory:"],
+            prefix=["prlimit", "--nofile=256:2048", "--"],
+        ).start()
+        with open(f"/proc/{node._process.pid}/limits") as f:
+            limits = [line for line in f if line.startswith("Max open files")]
+        self.assertEqual(limits[0].split()[3:5], ["2048", "2048"])
+        self.assertIn("Open files: the soft limit raised from 256 to 2048", node.log())
