@@ -197,8 +197,8 @@ def _leanPoll(self: Any, timeout: Optional[float]) -> None:
             legacyLog.err(system=system)
 
 
-#: The most open files L{raiseFileLimit} asks for when the hard limit is
-#: unlimited: Linux's default C{fs.nr_open}.
+#: The most open files a process may have when C{/proc/sys/fs/nr_open}
+#: cannot be read: Linux's default.
 MAX_OPEN_FILES = 1 << 20
 
 
@@ -209,7 +209,9 @@ def raiseFileLimit(reactor: Any) -> Optional[tuple]:
     to C{[cluster] idle_connections} kept for forwarded requests.  Many
     systems start services with a soft limit of 1,024 and a far higher
     hard one; a node at the soft limit can accept no client and open no
-    connection, and its forwarded requests fail.
+    connection, and its forwarded requests fail.  A hard limit that is
+    unlimited, or above what the kernel lets a process have
+    (C{fs.nr_open}), gives that.
 
     Left as it is under a C{select()} reactor, which cannot watch a file
     descriptor of 1,024 or more.
@@ -217,19 +219,31 @@ def raiseFileLimit(reactor: Any) -> Optional[tuple]:
     @param reactor: the reactor the node runs on.
     @return: the soft limit before and after, if it was raised; else
         L{None}.
+    @raise OSError: the kernel refused the new limit.
     """
     from twisted.internet.selectreactor import SelectReactor
 
     if isinstance(reactor, SelectReactor):
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    ceiling = _nrOpen()
+    wanted = ceiling if hard == resource.RLIM_INFINITY or hard > ceiling else hard
     if soft != resource.RLIM_INFINITY and soft < wanted:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (OSError, ValueError):
-            # Above what the kernel allows (fs.nr_open, when the hard
-            # limit is unlimited): the limit stays as it was.
-            return None
+        except ValueError as e:
+            # What Python makes of EPERM and EINVAL.
+            raise OSError(str(e)) from None
         return soft, wanted
     return None
+
+
+def _nrOpen() -> int:
+    """
+    The most open files the kernel lets a process have.
+    """
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return MAX_OPEN_FILES

@@ -205,13 +205,19 @@ def makeService(options: Options, reactor: Optional[IReactorCore] = None) -> ISe
 
         # twistd's reactor: see marconi.net.leanPolling.
         leanPolling(globalReactor)
-        raised = raiseFileLimit(globalReactor)
-        if raised is not None:
-            _log.info(
-                "Open files: the soft limit raised from {before} to {after}",
-                before=raised[0],
-                after=raised[1],
+        try:
+            raised = raiseFileLimit(globalReactor)
+        except OSError as e:
+            _log.warn(
+                "Open files: the soft limit could not be raised: {error}", error=e
             )
+        else:
+            if raised is not None:
+                _log.info(
+                    "Open files: the soft limit raised from {before} to {after}",
+                    before=raised[0],
+                    after=raised[1],
+                )
         reactor = globalReactor
     from marconi.kernel import makeNode
     from marconi.observability import wiring

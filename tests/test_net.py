@@ -434,14 +434,18 @@ class RaiseFileLimitTests(SynchronousTestCase):
 
     def test_raised(self) -> None:
         """
-        A soft limit below the hard one is raised to it (to
-        L{net.MAX_OPEN_FILES} when the hard limit is unlimited).
+        A soft limit below the hard one is raised to it (to the kernel's
+        C{fs.nr_open} when the hard limit is unlimited or above it).
         """
         resource.setrlimit(resource.RLIMIT_NOFILE, (512, self.hard))
+        with open("/proc/sys/fs/nr_open") as f:
+            ceiling = int(f.read())
         wanted = (
-            net.MAX_OPEN_FILES if self.hard == resource.RLIM_INFINITY else self.hard
+            ceiling
+            if self.hard == resource.RLIM_INFINITY or self.hard > ceiling
+            else self.hard
         )
-        self.assertEqual(net.raiseFileLimit(reactor), (512, wanted))
+        self.assertEqual(net.raiseFileLimit(MemoryReactorClock()), (512, wanted))
         self.assertEqual(
             resource.getrlimit(resource.RLIMIT_NOFILE), (wanted, self.hard)
         )
@@ -451,7 +455,7 @@ class RaiseFileLimitTests(SynchronousTestCase):
         A soft limit already at the hard one is left as it is.
         """
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.hard, self.hard))
-        self.assertIsNone(net.raiseFileLimit(reactor))
+        self.assertIsNone(net.raiseFileLimit(MemoryReactorClock()))
         self.assertEqual(
             resource.getrlimit(resource.RLIMIT_NOFILE), (self.hard, self.hard)
         )

@@ -9,9 +9,10 @@ from marconi.core.errors import StorageUnavailable
 #: down).  C{LOST}: the peer did not answer in time, or the connection was
 #: lost before the answer (it may be down, or only slow or unlucky).
 #: C{REQUEST}: this one request failed (an answer over the bound, a reply
-#: that is not HTTP, a connection this node was short of resources to
-#: make); it says nothing about the peer's health.
-REFUSED, LOST, REQUEST = "refused", "lost", "request"
+#: that is not HTTP); it says nothing about the peer's health.  C{SHORT}:
+#: this node was short of its own resources (file descriptors, memory) to
+#: connect; it says nothing about the peer either.
+REFUSED, LOST, REQUEST, SHORT = "refused", "lost", "request", "short"
 
 
 class NodeUnavailable(StorageUnavailable):

@@ -9,6 +9,7 @@ the body's size.
 import errno
 import functools
 import re
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl, quote_from_bytes, unquote_to_bytes
@@ -43,7 +44,7 @@ from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
 from marconi.cluster import signing, wire
-from marconi.cluster.errors import LOST, REFUSED, REQUEST, NodeUnavailable
+from marconi.cluster.errors import LOST, REFUSED, REQUEST, SHORT, NodeUnavailable
 from marconi.cluster.settings import ClusterConfig, Peer
 from marconi.cluster.wire import BodyTooLarge
 from marconi.core.errors import ValidationFailed
@@ -272,11 +273,22 @@ def peerURL(peer: Peer, path: Target) -> bytes:
 
 
 #: The errors of a connection attempt that are this node's, not the
-#: peer's: no file descriptor (process or system), no buffer or memory, no
-#: free local port.
-_LOCAL_ERRNOS = frozenset(
-    (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL)
-)
+#: peer's: no file descriptor (of the process or of the system), no buffer
+#: or memory.  (Not C{EADDRNOTAVAIL}: besides running out of local ports,
+#: it is what an address this host cannot reach gives.)
+_SHORTAGES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+
+def _short() -> bool:
+    """
+    Whether this node can open no socket now, for want of its own
+    resources: asked only when a connection or a name lookup failed.
+    """
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+    except OSError as e:
+        return e.errno in _SHORTAGES
+    return False
 
 
 def _failure(peer: Peer, error: Exception) -> NodeUnavailable:
@@ -288,13 +300,15 @@ def _failure(peer: Peer, error: Exception) -> NodeUnavailable:
         return NodeUnavailable(peer.name, f"sent an answer {error}", REQUEST)
     if isinstance(error, (TimeoutError, ConnectingCancelledError, ConnectTimeout)):
         return NodeUnavailable(peer.name, "did not answer in time", LOST)
-    if isinstance(error, ConnectError) and error.osError in _LOCAL_ERRNOS:
-        # This node could not make the connection: out of file
-        # descriptors, local ports or memory.
+    if isinstance(error, (ConnectError, DNSLookupError)) and (
+        getattr(error, "osError", None) in _SHORTAGES or _short()
+    ):
+        # This node could not make the connection (or resolve the peer's
+        # name: getaddrinfo fails too when no descriptor is left).
         return NodeUnavailable(
             peer.name,
             f"could not be reached: this node is short of resources ({error})",
-            REQUEST,
+            SHORT,
         )
     why = f"could not be reached ({type(error).__name__})"
     if isinstance(error, (ConnectionRefusedError, NoRouteError, DNSLookupError)):

@@ -15,9 +15,10 @@ seconds.  The probes and the forwarded requests feed one failure detector:
    C{downAfter} of them in a row, with no answer in between, mark it down
    (a probe answering anything but 204 counts as one too);
  - anything else (an answer over the size bound, a request target that is
-   not a path, a connection this node could not make for want of its own
-   file descriptors, memory or local ports) is the failure of that one
-   request and says nothing about the peer.
+   not a path) is the failure of that one request and says nothing about
+   the peer; so is a connection this node could not make, or a peer name
+   it could not look up, for want of its own file descriptors or memory
+   (a warning is logged, once until a peer answers again).
 
 A peer that is down is probed like the others and is used again as soon as
 a probe succeeds.  A peer no probe has answered yet is "unknown" and
@@ -34,7 +35,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
-from marconi.cluster.errors import REFUSED, REQUEST, NodeUnavailable
+from marconi.cluster.errors import REFUSED, REQUEST, SHORT, NodeUnavailable
 from marconi.cluster.forward import PeerClient, target
 from marconi.cluster.settings import ClusterConfig, Peer
 
@@ -72,6 +73,9 @@ class Membership(Service):
         self._running: Optional[Deferred] = None
         #: Called with C{(name, version)} when a peer's ring version changes.
         self.onRingVersion: Any = None
+        #: A connection failed for want of this node's own resources, and
+        #: no peer has answered since (see L{reportFailure}).
+        self._short = False
 
     def reconfigure(self, config: ClusterConfig) -> None:
         """
@@ -153,6 +157,17 @@ class Membership(Service):
         as its kind says (see the module's description).
         """
         state = self.states.get(name)
+        if error.kind == SHORT:
+            if not self._short:
+                # Once, until a peer answers again: every request to a
+                # peer fails the same way meanwhile.
+                self._short = True
+                log.warn(
+                    "This node could not connect to cluster node {node}: {error}",
+                    node=name,
+                    error=error.description,
+                )
+            return
         if state is None or error.kind in (None, REQUEST):
             return
         threshold = 1 if error.kind == REFUSED else self._config.downAfter
@@ -162,6 +177,7 @@ class Membership(Service):
         """
         C{name} answered a call (with any status): it is alive.
         """
+        self._short = False
         state = self.states.get(name)
         if state is not None:
             self._up(state)

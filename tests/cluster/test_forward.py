@@ -9,6 +9,7 @@ real loopback servers.
 import errno
 import os
 import random
+import resource as limits
 from io import BytesIO
 
 import treq
@@ -18,6 +19,7 @@ from twisted.internet.error import (
     ConnectBindError,
     ConnectError,
     ConnectionRefusedError,
+    DNSLookupError,
     getConnectError,
 )
 from twisted.internet.protocol import Factory, Protocol
@@ -37,6 +39,7 @@ from marconi.cluster.errors import (
     LOST,
     REFUSED,
     REQUEST,
+    SHORT,
     NodeUnavailable,
     QueueElsewhere,
 )
@@ -508,9 +511,13 @@ class DetectorTests(SynchronousTestCase):
     def test_localShortageNeverMarksDown(self) -> None:
         """
         A connection this node could not make for want of its own
-        resources (file descriptors, memory, local ports) fails that
-        request only, however many times in a row: the peer stays up.
+        resources (file descriptors, memory) fails that request only,
+        however many times in a row: the peer stays up, and a warning is
+        logged once until a peer answers again.
         """
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         shortages = [
             # As Twisted's TCP client reports them: the socket not made,
             # or its connect() failing at once.
@@ -518,21 +525,54 @@ class DetectorTests(SynchronousTestCase):
             ConnectBindError(errno.ENFILE, os.strerror(errno.ENFILE)),
             getConnectError((errno.ENOBUFS, os.strerror(errno.ENOBUFS))),
             getConnectError((errno.ENOMEM, os.strerror(errno.ENOMEM))),
-            getConnectError((errno.EADDRNOTAVAIL, os.strerror(errno.EADDRNOTAVAIL))),
         ]
         for error in shortages:
             d = self.forward()
             self.peer.fail(error)
             failure = self.failureResultOf(d, NodeUnavailable)
-            self.assertEqual(failure.value.kind, REQUEST, error)
+            self.assertEqual(failure.value.kind, SHORT, error)
             self.assertIn("short of resources", failure.value.description)
         self.assertEqual(self.state(), UNKNOWN)
-        # A connection lost still counts, from zero.
-        for _ in range(2):
+        warnings = [e for e in events if "could not connect" in e["log_format"]]
+        self.assertEqual(len(warnings), 1)
+        # An answer, then shortages again: warned again.
+        self.successResultOf(self.answer())
+        d = self.forward()
+        self.peer.fail(shortages[0])
+        self.failureResultOf(d, NodeUnavailable)
+        warnings = [e for e in events if "could not connect" in e["log_format"]]
+        self.assertEqual(len(warnings), 2)
+        # A connection lost still counts: down_after of them mark it down.
+        for _ in range(3):
             d = self.forward()
             self.peer.fail(ConnectError(string="lost"))
-            self.failureResultOf(d, NodeUnavailable)
+            self.assertEqual(self.failureResultOf(d, NodeUnavailable).value.kind, LOST)
+        self.assertEqual(self.state(), DOWN)
+
+    def test_lookupWithoutDescriptors(self) -> None:
+        """
+        A peer's name that could not be looked up while this node had no
+        file descriptor left (C{getaddrinfo} fails then too) is this
+        node's shortage; the same failure with descriptors to spare is
+        the peer's, and marks it down at once.
+        """
+        soft, hard = limits.getrlimit(limits.RLIMIT_NOFILE)
+        self.addCleanup(limits.setrlimit, limits.RLIMIT_NOFILE, (soft, hard))
+        d = self.forward()
+        # The lowest descriptor free: with the limit there, none is.
+        free = os.dup(0)
+        os.close(free)
+        limits.setrlimit(limits.RLIMIT_NOFILE, (free, hard))
+        try:
+            self.peer.fail(DNSLookupError("name lookup failed"))
+        finally:
+            limits.setrlimit(limits.RLIMIT_NOFILE, (soft, hard))
+        self.assertEqual(self.failureResultOf(d, NodeUnavailable).value.kind, SHORT)
         self.assertEqual(self.state(), UNKNOWN)
+        d = self.forward()
+        self.peer.fail(DNSLookupError("name lookup failed"))
+        self.assertEqual(self.failureResultOf(d, NodeUnavailable).value.kind, REFUSED)
+        self.assertEqual(self.state(), DOWN)
 
     def test_consecutiveTimeouts(self) -> None:
         """

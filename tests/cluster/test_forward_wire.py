@@ -209,7 +209,7 @@ class PoolTests(SynchronousTestCase):
         self.assertNoResult(d)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.successResultOf(d)[1], b"some body")
-        self.assertEqual(self.wired.pool._idle.get("b", []), [])
+        self.assertEqual(len(self.wired.pool._idle.get("b", ())), 0)
 
     def test_connectionClose(self) -> None:
         """
