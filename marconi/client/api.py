@@ -158,6 +158,9 @@ class Client:
     @param ringAware: send each queue's requests to the node that owns it,
         by the ring the server publishes (see the module's description);
         when false, every request goes to C{url}.
+    @param connections: the idle connections kept open per node (server
+        address) in the client's own pool: above the requests it sends one
+        node at once, or those over it open and close a connection each.
     """
 
     def __init__(
@@ -175,6 +178,7 @@ class Client:
         maxResponseSize: int = 8 * 1024 * 1024,
         version: str = "v2",
         ringAware: bool = True,
+        connections: int = 16,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
@@ -196,6 +200,7 @@ class Client:
         self._pool: Optional[HTTPConnectionPool] = None
         if http is None:
             self._pool = HTTPConnectionPool(reactor, persistent=True)
+            self._pool.maxPersistentPerHost = connections
             http = treq.client.HTTPClient(
                 Agent(reactor, pool=self._pool, connectTimeout=timeout)
             )

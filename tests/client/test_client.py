@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -106,6 +106,51 @@ class QueueTests(ClientTestCase):
         self.assertIsInstance(stats, QueueStats)
         self.assertEqual((stats.free, stats.claimed, stats.total), (3, 0, 3))
         self.assertEqual((stats.oldest.id, stats.newest.id), (ids[0], ids[2]))
+
+
+class ConnectionTests(ClientTestCase):
+    """
+    The client's own pool of connections, counted by the node's listener.
+    """
+
+    def accepted(self) -> list:
+        """
+        The connections the node accepts from now on.
+        """
+        accepted: list = []
+        build = self.node.site.buildProtocol
+
+        def counting(address):
+            accepted.append(address)
+            return build(address)
+
+        self.node.site.buildProtocol = counting  # type: ignore[method-assign]
+        return accepted
+
+    async def rounds(self, client: Client, count: int) -> None:
+        await client.createQueue("q")
+        for _ in range(3):
+            await gatherResults(
+                [Deferred.fromCoroutine(client.queueStats("q")) for _ in range(count)]
+            )
+
+    async def test_keptPerNode(self) -> None:
+        """
+        The connections that requests sent at once opened (up to 16 per
+        node) carry the next ones.
+        """
+        accepted = self.accepted()
+        await self.rounds(self.makeClient(ringAware=False), 8)
+        self.assertEqual(len(accepted), 8)
+
+    async def test_connections(self) -> None:
+        """
+        Past C{connections} idle ones, a connection is closed after its
+        answer, and the next request over the bound opens one again.
+        """
+        accepted = self.accepted()
+        await self.rounds(self.makeClient(ringAware=False, connections=3), 8)
+        self.assertEqual(len(accepted), 8 + 5 + 5)
 
 
 class MessageTests(ClientTestCase):
