@@ -34,6 +34,10 @@ from twisted.python import log as legacyLog
 #: bytes: the HTTP readers of the node (the channel's, the pass-through's,
 #: the forwarding client's) share it.
 TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+#: The header line that offers, with a connection's first request, and
+#: grants, with its first answer, requests pipelined on the connection and
+#: served side by side (see L{marconi.api.pipeline}).
+PIPELINING = b"Marconi-Pipelining: 1\r\n"
 
 
 def headerPairs(block: bytes) -> list:

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
-from marconi.api import media, versions
+from marconi.api import media, pipeline, versions
 from marconi.api.media import gzip
 from marconi.core.errors import InvalidBody, PayloadTooLarge
 from marconi.core.interfaces import IMonitor
@@ -608,6 +608,14 @@ class MarconiChannel(http.HTTPChannel):
     def _received(self, data: bytes) -> None:
         if self._refused:
             return
+        if self._pipelined is not None:
+            self._pipelined.received(data)
+            return
+        if self._first:
+            self._first = False
+            if self.site.pipelining and pipeline.offered(data):
+                self._pipeline(data)
+                return
         if self._relay is not None:
             self._relayReceived(data)
             return
@@ -709,6 +717,58 @@ class MarconiChannel(http.HTTPChannel):
         if self._buffer:
             _LineReceiver.dataReceived(self, b"")
         return True
+
+    # The requests of a connection whose client pipelines them (see
+    # marconi.api.pipeline), served side by side: its pipeline, and the
+    # idle timeout it suspends while requests are served.
+    _first = True
+    _pipelined: Optional[pipeline.Pipeline] = None
+    _pipelineTimeOut: Optional[float] = None
+
+    def _pipeline(self, data: bytes) -> None:
+        self._pipelineTimeOut = self.setTimeout(None)
+        self._pipelined = pipeline.Pipeline(self, self._member, _refusal)
+        self._pipelined.received(data)
+
+    def _member(self, slot: Any) -> "_Member":
+        """
+        A channel for one pipelined request at a time, on C{slot}.
+        """
+        member = _Member()
+        member.factory = self.factory
+        member.site = self.site
+        member.requestFactory = self.requestFactory
+        member.callLater = self.callLater  # type: ignore[method-assign]
+        member.timeOut = None  # type: ignore[assignment]
+        member.pipeline = self._pipelined
+        member.makeConnection(slot)
+        return member
+
+    def busy(self) -> None:
+        """
+        A pipelined request is being served: no idle timeout meanwhile.
+        """
+        self._idle.due = None
+
+    def idle(self) -> None:
+        """
+        Every pipelined request is answered: the idle timeout runs.
+        """
+        self.setTimeout(self._pipelineTimeOut)
+
+    def arriving(self, fresh: bool) -> None:
+        """
+        A pipelined request has begun to arrive (C{fresh}: in this read):
+        it must be whole within the site's bounds.
+        """
+        if fresh or self._arrival.due is None:
+            self._arrival.set(self.site.headerTimeout + self.site.bodyTimeout)
+
+    def arrived(self) -> None:
+        """
+        No pipelined request is arriving.
+        """
+        self._arrival.due = None
 
     # The pass-through of requests for queues other nodes own (see
     # marconi.api.passthrough): the request being passed through, and the
@@ -922,9 +982,21 @@ class MarconiChannel(http.HTTPChannel):
         relay, self._relay = self._relay, None
         if relay is not None:
             relay.connectionLost(reason)
+        if self._pipelined is not None:
+            self._pipelined.connectionLost(reason)
         super().connectionLost(reason)
 
     def _tooSlow(self) -> None:
+        if self._pipelined is not None:
+            # Answers may be waiting their turn: nothing is written out of
+            # it.
+            _log.info(
+                "Closing a connection whose request arrived too slowly: {peer}",
+                peer=str(self.transport.getPeer()),
+            )
+            self._refused = True
+            self.timeoutConnection()
+            return
         _log.info(
             "Closing a connection whose request arrived too slowly: {peer}",
             peer=str(self.transport.getPeer()),
@@ -993,6 +1065,31 @@ class MarconiChannel(http.HTTPChannel):
         super().requestDone(request)
 
 
+def _refusal(code: int, reason: bytes, description: str) -> bytes:
+    """
+    An error answer that closes the connection.
+    """
+    return _rawError(code, reason, reason.decode(), description, newRequestId())
+
+
+class _Member(MarconiChannel):
+    """
+    The channel of one pipelined request at a time (see
+    L{marconi.api.pipeline}): served the usual way, its answer kept for
+    the pipeline.
+    """
+
+    pipeline: Any
+    _first = False
+
+    def _passThrough(self, data: bytes) -> bool:
+        return False
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        self.pipeline.answered(self)
+
+
 class MarconiSite(server.Site):
     """
     The site of a Marconi node: L{LimitedRequest}s, no tracebacks to
@@ -1021,6 +1118,9 @@ class MarconiSite(server.Site):
     #: In a cluster, what passes requests through to the node owning
     #: their queue (L{marconi.api.passthrough.PassThrough}).
     passThrough: Any = None
+    #: Whether a client may pipeline its requests (see
+    #: L{marconi.api.pipeline}).
+    pipelining = True
 
     def __init__(
         self,

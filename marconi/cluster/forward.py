@@ -486,7 +486,9 @@ class PeerClient:
         self._endpoints = _LazyEndpoints(
             reactor, tlsPolicy or BrowserLikePolicyForHTTPS(), config.forwardTimeout
         )
-        self.wire = wire.Pool(reactor, self._connect, config.idleConnections)
+        self.wire = wire.Pool(
+            reactor, self._connect, config.idleConnections, config.pipelineDepth
+        )
 
     def _connect(self, url: str, factory: Any) -> Deferred:
         return self._endpoints.build(_uri(url)).connect(factory)
@@ -604,18 +606,29 @@ class PeerClient:
                 return wire.requestBytes(method, path.uri, host, fresh, body)
 
         config = self._config
-        sending = (
+        wait = waitOf(path)
+        if then is not None:
+            return self.wire.send(
+                peer.url,
+                data,
+                method == b"HEAD",
+                config.maxResponseBody,
+                config.forwardTimeout + wait,
+                config.bodyTimeout,
+                again,
+                then,
+                not wait,
+            )
+        return self.wire.request(
             peer.url,
             data,
             method == b"HEAD",
             config.maxResponseBody,
-            config.forwardTimeout + waitOf(path),
+            config.forwardTimeout + wait,
             config.bodyTimeout,
             again,
+            not wait,
         )
-        if then is not None:
-            return self.wire.send(*sending, then)
-        return self.wire.request(*sending)
 
     async def _call(
         self,

@@ -39,6 +39,7 @@ TUNABLES = {
     "clock_window": float,
     "max_nonces": int,
     "idle_connections": int,
+    "pipeline_depth": int,
 }
 
 
@@ -109,6 +110,9 @@ class ClusterConfig:
         requests a node keeps open to each peer: above the requests it
         forwards to one peer at once, or those over it each open and close
         a connection of their own.
+    @ivar pipelineDepth: how many forwarded requests a node sends on one
+        connection to a peer before their answers (see
+        L{marconi.api.pipeline}); 1 sends one at a time.
     """
 
     nodeName: str
@@ -125,6 +129,7 @@ class ClusterConfig:
     clockWindow: float = 60.0
     maxNonces: int = 1_000_000
     idleConnections: int = 256
+    pipelineDepth: int = 16
     stores: tuple = ()
 
     def peer(self, name: str) -> Peer:

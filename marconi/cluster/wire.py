@@ -41,7 +41,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from marconi.net import TOKEN, headerPairs, headerValues, writeNow
+from marconi.net import PIPELINING, TOKEN, headerPairs, headerValues, writeNow
 
 _log = Logger()
 
@@ -230,6 +230,7 @@ class _Exchange:
         "again",
         "reused",
         "connecting",
+        "pipelined",
     )
 
     def __init__(
@@ -242,8 +243,11 @@ class _Exchange:
         bodyTimeout: float,
         again: Optional[Callable[[], bytes]],
         then: Callable[[Any], object],
+        pipelined: bool = False,
     ):
         self.pool = pool
+        #: It may be sent on a connection with other requests in flight.
+        self.pipelined = pipelined
         self.key = key
         self.data = data
         self.head = head
@@ -287,7 +291,10 @@ class _Connection(Protocol):
         self._pool = pool
         self._key = key
         self._buffer = b""
+        #: The exchange whose answer is being read: the first of
+        #: C{_queue}, the exchanges sent and not answered yet.
         self._exchange: Optional[_Exchange] = None
+        self._queue: deque = deque()
         self._answer: Any = None
         self._body: list = []
         self._size = 0
@@ -297,18 +304,52 @@ class _Connection(Protocol):
         # Bytes of the current exchange's answer have arrived.
         self._heard = False
         self.idleSince = 0.0
+        #: Answers read on this connection.
+        self.answered = 0
+        #: The peer serves requests pipelined on this connection (its first
+        #: answer said so, see L{marconi.api.pipeline}).
+        self.pipelines = False
+        #: Exchanges sent that may not share the connection with others
+        #: (those that wait: see L{Pool.send}).
+        self.alone = 0
+        self._aborted = False
 
     def send(self, exchange: _Exchange) -> None:
         exchange.connection = self
-        self._exchange = exchange
-        self._answer = None
-        self._body = []
-        self._size = 0
-        self._keep = True
-        self._heard = False
-        writeNow(self.transport, exchange.data)
+        queue = self._queue
+        queue.append(exchange)
+        if not exchange.pipelined:
+            self.alone += 1
+        if len(queue) == 1:
+            self._exchange = exchange
+            self._answer = None
+            self._body = []
+            self._size = 0
+            self._keep = True
+            self._heard = False
+        data = exchange.data
+        if not self.answered and exchange.pipelined:
+            # Pipelining is offered with the first request.
+            at = data.find(b"\r\n") + 2
+            data = data[:at] + PIPELINING + data[at:]
+        writeNow(self.transport, data)
+
+    def room(self, depth: int) -> bool:
+        """
+        Whether another pipelined request may be sent on this connection.
+        """
+        return (
+            self.pipelines
+            and self._keep
+            and not self.alone
+            and len(self._queue) < depth
+        )
 
     def abort(self) -> None:
+        if self._aborted:
+            # Several requests on it given up at once (their deadline).
+            return
+        self._aborted = True
         self._keep = False
         # Out of the pool now: the transport reports the loss only later.
         self._pool.forget(self)
@@ -320,7 +361,7 @@ class _Connection(Protocol):
             self.abort()
             return
         self._heard = True
-        self._buffer += data
+        self._buffer = self._buffer + data if self._buffer else data
         try:
             self._parse()
         except (BadAnswer, BodyTooLarge) as e:
@@ -356,6 +397,13 @@ class _Connection(Protocol):
         if first < 0 or first > end:
             first = end
         statusLine = buffer[:first]
+        if not self.answered and buffer.startswith(PIPELINING, first + 2):
+            # The peer serves pipelined requests: its first answer says so
+            # in its first header line, which goes no further.
+            self.pipelines = True
+            cut = first + 2 + len(PIPELINING)
+            buffer = self._buffer = buffer[: first + 2] + buffer[cut:]
+            end -= len(PIPELINING)
         # Where the body begins: the buffer keeps what follows the head
         # (not cut before it is known how much of it is the body).
         start = end + 4
@@ -510,22 +558,37 @@ class _Connection(Protocol):
         exchange, head = self._exchange, self._answer
         assert exchange is not None and head is not None
         body = b"".join(self._body)
-        self._exchange = None
+        queue = self._queue
+        queue.popleft()
+        if not exchange.pipelined:
+            self.alone -= 1
+        self.answered += 1
         self._answer = None
         self._body = []
-        if self._buffer:
-            # Bytes beyond the answer: the connection is not in step.
-            self._keep = False
-        if self._keep:
-            self._pool.release(self)
+        self._size = 0
+        if queue:
+            # The next answer follows.
+            self._exchange = queue[0]
+            self._heard = bool(self._buffer)
         else:
+            self._exchange = None
+            if self._buffer:
+                # Bytes beyond the answers: the connection is not in step.
+                self._keep = False
+        if not self._keep:
+            # Those still waiting are sent again or fail once the
+            # connection is lost (see connectionLost).
+            self._pool.forget(self)
             self.transport.loseConnection()
+        elif not queue:
+            self._pool.release(self)
         self._pool.finished(exchange, (head, body))
 
     def _fail(self, failure: Failure) -> None:
         exchange = self._exchange
         self._exchange = None
         if exchange is not None:
+            self._queue.popleft()
             self._pool.finished(exchange, failure)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -534,18 +597,21 @@ class _Connection(Protocol):
             return
         if self._answer is not None and self._mode == b"close":
             self._done()
-            return
-        exchange = self._exchange
-        if exchange.again is not None and exchange.reused and not self._heard:
-            # A pooled connection the peer had already closed: once more,
-            # on a new one.
-            self._exchange = None
-            self._pool.resend(exchange)
-            return
         error = reason.value
         if not isinstance(error, (ConnectionLost, ConnectionDone)):
             error = ConnectionLost(str(error))
-        self._fail(Failure(error))
+        heard = self._heard
+        queue, self._queue = self._queue, deque()
+        self._exchange = None
+        for exchange in queue:
+            if exchange.again is not None and exchange.reused and not heard:
+                # A pooled connection the peer had already closed, or one
+                # lost before this request's answer began: once more, on a
+                # new one.
+                self._pool.resend(exchange)
+            else:
+                self._pool.finished(exchange, Failure(error))
+            heard = False
 
 
 def fire(deferred: Deferred, result: Any) -> None:
@@ -574,10 +640,15 @@ class Pool:
         clock: Any,
         connect: Callable[[Any, Factory], Deferred],
         maxIdle: int = 256,
+        depth: int = 16,
     ):
         self._clock = clock
         self._connect = connect
         self.maxIdle = maxIdle
+        self.depth = depth
+        #: By peer, the connection pipelined requests go to while it has
+        #: room.
+        self._pipes: dict = {}
         #: By peer, its idle connections, the most recently released last.
         self._idle: dict = {}
         self._busy: set = set()
@@ -597,6 +668,7 @@ class Pool:
         headerTimeout: float,
         bodyTimeout: float,
         again: Optional[Callable[[], bytes]] = None,
+        pipelined: bool = False,
     ) -> Deferred:
         """
         Send C{data} (a whole request, L{requestBytes}) to the peer C{key}.
@@ -624,6 +696,7 @@ class Pool:
             bodyTimeout,
             again,
             partial(fire, result),
+            pipelined,
         )
         return result
 
@@ -637,6 +710,7 @@ class Pool:
         bodyTimeout: float,
         again: Optional[Callable[[], bytes]],
         then: Callable[[Any], object],
+        pipelined: bool = False,
     ) -> _Exchange:
         """
         L{request}, but with no L{Deferred}: C{then} is called once with
@@ -647,16 +721,26 @@ class Pool:
             C{then} is never called).
         @return: the request, whose C{cancel} gives up on it.
         """
-        exchange = _Exchange(self, key, data, head, limit, bodyTimeout, again, then)
+        exchange = _Exchange(
+            self, key, data, head, limit, bodyTimeout, again, then, pipelined
+        )
         self._waiting.add(exchange)
         now = self._clock.seconds()
         self._due(exchange, headerTimeout, now)
         try:
-            connection = self._take(key, now)
+            connection = None
+            if pipelined:
+                connection = self._pipes.get(key)
+                if connection is not None and not connection.room(self.depth):
+                    connection = None
+            if connection is None:
+                connection = self._take(key, now)
             if connection is not None:
                 exchange.reused = True
                 self._busy.add(connection)
                 connection.send(exchange)
+                if pipelined and connection.pipelines:
+                    self._pipes[key] = connection
             else:
                 self._dial(exchange)
         except BaseException:
@@ -766,8 +850,16 @@ class Pool:
         if connecting is not None:
             connecting.cancel()
         connection = exchange.connection
-        if connection is not None and connection._exchange is exchange:
-            connection._exchange = None
+        if connection is not None and exchange in connection._queue:
+            # The connection is out of step with its peer once a request
+            # on it is given up: closed, and the others on it sent again or
+            # failed (see _Connection.connectionLost).
+            connection._queue.remove(exchange)
+            if connection._exchange is exchange:
+                queue = connection._queue
+                connection._exchange = queue[0] if queue else None
+                connection._answer = None
+                connection._heard = False
             connection.abort()
 
     def _take(self, key: Any, now: float) -> Optional[_Connection]:
@@ -794,6 +886,8 @@ class Pool:
 
     def release(self, connection: _Connection) -> None:
         self._busy.discard(connection)
+        if self._pipes.get(connection._key) is connection:
+            del self._pipes[connection._key]
         idle = self._idle.get(connection._key)
         if idle is None:
             idle = self._idle[connection._key] = deque()
@@ -811,6 +905,8 @@ class Pool:
 
     def forget(self, connection: _Connection) -> None:
         self._busy.discard(connection)
+        if self._pipes.get(connection._key) is connection:
+            del self._pipes[connection._key]
         idle = self._idle.get(connection._key)
         if idle and connection in idle:
             idle.remove(connection)

@@ -68,7 +68,7 @@ class ClusterOptionsTests(SynchronousTestCase):
                 "nodes = a=http://10.0.0.1:8888\n    b=http://10.0.0.2:8888/\n"
                 f"secret_file = {self.secret}\nprobe_interval = 0.5\n"
                 "probe_timeout = 0.25\ndown_after = 5\nmax_nonces = 1000\n"
-                "idle_connections = 64\n"
+                "idle_connections = 64\npipeline_depth = 4\n"
             )
         cluster = self.parse("--config", path).loaded.cluster
         self.assertEqual(cluster.nodeName, "a")
@@ -81,6 +81,7 @@ class ClusterOptionsTests(SynchronousTestCase):
         self.assertEqual(cluster.downAfter, 5)
         self.assertEqual(cluster.maxNonces, 1000)
         self.assertEqual(cluster.idleConnections, 64)
+        self.assertEqual(cluster.pipelineDepth, 4)
         cluster = self.parse("--config", path, "--node-name", "b").loaded.cluster
         self.assertEqual(cluster.nodeName, "b")
 
@@ -144,6 +145,7 @@ class ClusterOptionsTests(SynchronousTestCase):
             ("probe_interval = soon", "must be a number"),
             ("idle_connections = 0", "must be positive"),
             ("idle_connections = 2.5", "must be an integer"),
+            ("pipeline_depth = 0", "must be positive"),
             ("color = red", "unknown cluster setting"),
         ):
             path = self.mktemp()

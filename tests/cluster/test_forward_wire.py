@@ -51,10 +51,15 @@ class _Wired:
         return succeed(protocol)
 
     def request(
-        self, data=b"GET / HTTP/1.1\r\n\r\n", head=False, limit=100, retry=False
+        self,
+        data=b"GET / HTTP/1.1\r\n\r\n",
+        head=False,
+        limit=100,
+        retry=False,
+        pipelined=False,
     ):
         again = (lambda: data + b", SIGNED ANEW") if retry else None
-        return self.pool.request("b", data, head, limit, 5, 7, again)
+        return self.pool.request("b", data, head, limit, 5, 7, again, pipelined)
 
 
 class PoolTests(SynchronousTestCase):
@@ -717,6 +722,261 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(len(self.wired.connections), 2)
 
 
+#: An answer that grants pipelining (the first on a connection, from a
+#: node that serves pipelined requests).
+GRANTED = b"HTTP/1.1 200 OK\r\nMarconi-Pipelining: 1\r\nX-Id: 1\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def _get(n: int) -> bytes:
+    return b"GET /%d HTTP/1.1\r\n\r\n" % n
+
+
+def _again(n: int) -> bytes:
+    """
+    L{_get} sent again (made anew, see L{_Wired.request}) on a new
+    connection, whose first request offers pipelining.
+    """
+    return b"GET /%d HTTP/1.1\r\nMarconi-Pipelining: 1\r\n\r\n, SIGNED ANEW" % n
+
+
+def _answer(n: int) -> bytes:
+    body = b'{"n": %d}' % n
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+class PipeliningTests(SynchronousTestCase):
+    """
+    Requests that may share a connection (C{pipelined}) are sent on one
+    with others in flight once the peer granted it (see
+    L{marconi.api.pipeline}); the answers are read in order.
+    """
+
+    def setUp(self) -> None:
+        self.wired = _Wired()
+
+    def granted(self) -> tuple:
+        """
+        A connection whose first answer granted pipelining.
+        """
+        d = self.wired.request(b"GET /1 HTTP/1.1\r\nHost: b\r\n\r\n", pipelined=True)
+        protocol, transport = self.wired.connections[0]
+        self.assertEqual(
+            transport.value(),
+            b"GET /1 HTTP/1.1\r\nMarconi-Pipelining: 1\r\nHost: b\r\n\r\n",
+        )
+        protocol.dataReceived(GRANTED)
+        head, body = self.successResultOf(d)
+        # The grant goes no further than the connection.
+        self.assertEqual(
+            head.raw, b"HTTP/1.1 200 OK\r\nX-Id: 1\r\nContent-Length: 2\r\n\r\n"
+        )
+        self.assertEqual(
+            list(head.headers.getAllRawHeaders()),
+            [(b"X-Id", [b"1"]), (b"Content-Length", [b"2"])],
+        )
+        self.assertEqual(body, b"{}")
+        transport.clear()
+        return protocol, transport
+
+    def test_pipelinedInOrder(self) -> None:
+        """
+        Once granted, requests go out on the one connection without
+        waiting for answers, and each gets its own answer, in order,
+        however the answers' bytes arrive.
+        """
+        protocol, transport = self.granted()
+        sent = [
+            self.wired.request(b"R%d" % n, pipelined=True, retry=True) for n in range(5)
+        ]
+        self.assertEqual(len(self.wired.connections), 1)
+        self.assertEqual(transport.value(), b"R0R1R2R3R4")
+        answers = b"".join(_answer(n) for n in range(5))
+        protocol.dataReceived(answers[:30])
+        protocol.dataReceived(answers[30:100])
+        protocol.dataReceived(answers[100:])
+        self.assertEqual(
+            [self.successResultOf(d)[1] for d in sent],
+            [b'{"n": %d}' % n for n in range(5)],
+        )
+        # Back in the pool, answered whole: taken by the next request.
+        self.wired.request(b"NEXT", pipelined=True)
+        self.assertEqual(transport.value()[-4:], b"NEXT")
+
+    def test_notGranted(self) -> None:
+        """
+        A peer that does not grant pipelining (a node of an earlier
+        version) gets one request at a time on a connection.
+        """
+        d = self.wired.request(pipelined=True)
+        protocol, _ = self.wired.connections[0]
+        protocol.dataReceived(_answer(0))
+        self.successResultOf(d)
+        for _ in range(3):
+            self.wired.request(pipelined=True)
+        self.assertEqual(len(self.wired.connections), 3)
+
+    def test_grantOnlyFirst(self) -> None:
+        """
+        Only the first answer on a connection grants pipelining; the
+        header later is an answer's own.
+        """
+        d = self.wired.request(pipelined=True)
+        protocol, _ = self.wired.connections[0]
+        protocol.dataReceived(_answer(0))
+        self.successResultOf(d)
+        d = self.wired.request(pipelined=True)
+        protocol.dataReceived(GRANTED)
+        head, _ = self.successResultOf(d)
+        self.assertEqual(head.headers.getRawHeaders(b"marconi-pipelining"), [b"1"])
+        self.wired.request(pipelined=True)
+        self.wired.request(pipelined=True)
+        self.assertEqual(len(self.wired.connections), 2)
+
+    def test_notPipelinedAlone(self) -> None:
+        """
+        A request that may not share its connection (one that waits for
+        messages) is never sent behind others, nor others behind it.
+        """
+        protocol, transport = self.granted()
+        waiting = self.wired.request(b"WAIT")
+        self.assertEqual(transport.value(), b"WAIT")
+        self.wired.request(b"QUICK", pipelined=True)
+        self.assertEqual(len(self.wired.connections), 2)
+        self.assertEqual(transport.value(), b"WAIT")
+        protocol.dataReceived(_answer(1))
+        self.assertEqual(self.successResultOf(waiting)[1], b'{"n": 1}')
+        # Answered, the connection serves pipelined requests again.
+        self.wired.request(b"A", pipelined=True)
+        self.wired.request(b"B", pipelined=True)
+        self.assertEqual(transport.value(), b"WAITAB")
+
+        protocol2, transport2 = self.wired.connections[1]
+        self.assertEqual(len(self.wired.connections), 2)
+        # Nor is a waiting request sent behind pipelined ones.
+        self.wired.request(b"WAIT2")
+        self.assertEqual(len(self.wired.connections), 3)
+
+    def test_depth(self) -> None:
+        """
+        At most C{depth} requests are in flight on one connection; past
+        it, another connection takes the next.
+        """
+        self.wired.pool.depth = 3
+        protocol, transport = self.granted()
+        for n in range(3):
+            self.wired.request(b"R%d" % n, pipelined=True)
+        self.assertEqual(len(self.wired.connections), 1)
+        self.wired.request(b"R3", pipelined=True)
+        self.assertEqual(len(self.wired.connections), 2)
+        self.assertEqual(transport.value(), b"R0R1R2")
+
+    def inFlight(self) -> tuple:
+        """
+        Three pipelined requests in flight on a granted connection: the
+        first and last may be sent twice, the second may not.
+        """
+        protocol, transport = self.granted()
+        sent = [
+            self.wired.request(_get(0), pipelined=True, retry=True),
+            self.wired.request(_get(1), pipelined=True),
+            self.wired.request(_get(2), pipelined=True, retry=True),
+        ]
+        return protocol, sent
+
+    def test_lostBeforeAnswers(self) -> None:
+        """
+        A connection lost with requests in flight and no byte of their
+        answers: those that may be sent twice are sent again on a new
+        connection, the others fail.
+        """
+        protocol, sent = self.inFlight()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(sent[1], ConnectionLost, ConnectionDone)
+        self.assertNoResult(sent[0])
+        self.assertNoResult(sent[2])
+        self.assertEqual(
+            [t.value() for _, t in self.wired.connections[1:]],
+            [_again(0), _again(2)],
+        )
+        self.wired.connections[1][0].dataReceived(_answer(0))
+        self.wired.connections[2][0].dataReceived(_answer(2))
+        self.assertEqual(self.successResultOf(sent[0])[1], b'{"n": 0}')
+        self.assertEqual(self.successResultOf(sent[2])[1], b'{"n": 2}')
+
+    def test_lostDuringAnAnswer(self) -> None:
+        """
+        The request whose answer had begun fails; those after it that may
+        be sent twice are sent again.
+        """
+        protocol, sent = self.inFlight()
+        protocol.dataReceived(_answer(0) + b"HTTP/1.1 200")
+        self.assertEqual(self.successResultOf(sent[0])[1], b'{"n": 0}')
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(sent[1], ConnectionLost, ConnectionDone)
+        self.assertNoResult(sent[2])
+        self.assertEqual(len(self.wired.connections), 2)
+
+    def test_closeAnswer(self) -> None:
+        """
+        An answer that closes the connection ends it for the requests
+        behind it: sent again when they may be, failed otherwise.
+        """
+        protocol, sent = self.inFlight()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(self.successResultOf(sent[0])[0].code, 200)
+        self.assertTrue(self.wired.connections[0][1].disconnecting)
+        # Not taken by the next request, even before it is reported lost.
+        self.wired.request(b"R3", pipelined=True)
+        self.assertEqual(len(self.wired.connections), 2)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(sent[1], ConnectionLost, ConnectionDone)
+        self.assertEqual(len(self.wired.connections), 3)
+        self.assertEqual(self.wired.connections[2][1].value(), _again(2))
+
+    def test_cancelOne(self) -> None:
+        """
+        Giving up on one of the requests in flight closes the connection
+        (its answer would put the others out of step): the others are
+        sent again or fail, as when the connection is lost.
+        """
+        protocol, sent = self.inFlight()
+        sent[1].cancel()
+        self.failureResultOf(sent[1], CancelledError)
+        _, transport = self.wired.connections[0]
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(
+            [t.value() for _, t in self.wired.connections[1:]],
+            [_again(0), _again(2)],
+        )
+
+    def test_timeout(self) -> None:
+        """
+        Requests in flight on a connection time out on their own
+        deadlines; the connection is closed.
+        """
+        protocol, sent = self.inFlight()
+        self.wired.clock.advance(5)
+        for d in sent:
+            self.failureResultOf(d, TimeoutError)
+        self.assertTrue(self.wired.connections[0][1].disconnecting)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(len(self.wired.connections), 1)
+
+    def test_unaskedAfterAnswers(self) -> None:
+        """
+        Bytes beyond the answers to the requests in flight drop the
+        connection.
+        """
+        protocol, transport = self.granted()
+        d = self.wired.request(b"R0", pipelined=True)
+        protocol.dataReceived(_answer(0) + b"HTTP/1.1 200 OK\r\n")
+        self.successResultOf(d)
+        self.assertTrue(transport.disconnecting)
+
+
 class RetrySafeTests(SynchronousTestCase):
     def test_methods(self) -> None:
         """
@@ -882,9 +1142,10 @@ class PeerClientForwardTests(TestCase):
         peer as the cluster's C{idle_connections} says.
         """
         self.assertEqual(self.client.wire.maxIdle, 256)
-        client = PeerClient(_config(idleConnections=7), reactor)
+        self.assertEqual(self.client.wire.depth, 16)
+        client = PeerClient(_config(idleConnections=7, pipelineDepth=3), reactor)
         self.addCleanup(client.close)
-        self.assertEqual(client.wire.maxIdle, 7)
+        self.assertEqual((client.wire.maxIdle, client.wire.depth), (7, 3))
 
     async def test_roundTrip(self) -> None:
         """
@@ -1123,6 +1384,9 @@ class ForwardRawTests(SynchronousTestCase):
         def sent(transport) -> dict:
             head = transport.value().partition(b"\r\n\r\n")[0]
             lines = head.split(b"\r\n")
+            # The first request on a connection offers pipelining.
+            if lines[1] == b"Marconi-Pipelining: 1":
+                del lines[1]
             self.assertEqual(
                 lines[:4],
                 [
