@@ -264,8 +264,8 @@ class _Exchange:
         #: When it times out (the pool's clock).
         self.due = 0.0
         self.connection: Optional["_Connection"] = None
-        #: The L{Deferred} of the connection being made for it.
-        self.connecting: Optional[Deferred] = None
+        #: The connection being made for it (with others, maybe).
+        self.connecting: Optional[_Dialing] = None
 
     def cancel(self) -> None:
         """
@@ -312,6 +312,8 @@ class _Connection(Protocol):
         #: Exchanges sent that may not share the connection with others
         #: (those that wait: see L{Pool.send}).
         self.alone = 0
+        #: Requests sent on this connection.
+        self.sent = 0
         self._aborted = False
 
     def send(self, exchange: _Exchange) -> None:
@@ -328,11 +330,27 @@ class _Connection(Protocol):
             self._keep = True
             self._heard = False
         data = exchange.data
-        if not self.answered and exchange.pipelined:
+        if not self.sent and exchange.pipelined:
             # Pipelining is offered with the first request.
             at = data.find(b"\r\n") + 2
             data = data[:at] + PIPELINING + data[at:]
+        self.sent += 1
         writeNow(self.transport, data)
+
+    def _granted(self, granted: bool) -> None:
+        """
+        The first answer on the connection granted pipelining or not: so
+        will, it is assumed, the next connections to the same peer (see
+        L{Pool._dial}).
+        """
+        self.pipelines = granted
+        pool = self._pool
+        if granted:
+            pool._granted.add(self._key)
+        else:
+            pool._granted.discard(self._key)
+            if pool._pipes.get(self._key) is self:
+                del pool._pipes[self._key]
 
     def room(self, depth: int) -> bool:
         """
@@ -397,13 +415,13 @@ class _Connection(Protocol):
         if first < 0 or first > end:
             first = end
         statusLine = buffer[:first]
-        if not self.answered and buffer.startswith(PIPELINING, first + 2):
-            # The peer serves pipelined requests: its first answer says so
-            # in its first header line, which goes no further.
-            self.pipelines = True
-            cut = first + 2 + len(PIPELINING)
-            buffer = self._buffer = buffer[: first + 2] + buffer[cut:]
-            end -= len(PIPELINING)
+        if not self.answered:
+            self._granted(buffer.startswith(PIPELINING, first + 2))
+            if self.pipelines:
+                # The grant, in the first header line, goes no further.
+                cut = first + 2 + len(PIPELINING)
+                buffer = self._buffer = buffer[: first + 2] + buffer[cut:]
+                end -= len(PIPELINING)
         # Where the body begins: the buffer keeps what follows the head
         # (not cut before it is known how much of it is the body).
         start = end + 4
@@ -614,6 +632,26 @@ class _Connection(Protocol):
             heard = False
 
 
+class _Dialing:
+    """
+    A connection being made to a peer, and the requests that will go out
+    on it: the one it was opened for, and, when the peer is known to
+    serve pipelined requests, those sent meanwhile (up to the pool's
+    depth).
+    """
+
+    __slots__ = ("exchanges", "deferred", "pipelines")
+
+    def __init__(self, exchange: _Exchange, pipelines: bool) -> None:
+        self.exchanges = [exchange]
+        self.pipelines = pipelines
+        #: Fires with the connected L{_Connection}; L{None} once it fired.
+        self.deferred: Optional[Deferred] = None
+
+    def room(self, depth: int) -> bool:
+        return self.pipelines and len(self.exchanges) < depth
+
+
 def fire(deferred: Deferred, result: Any) -> None:
     """
     Fire C{deferred} with C{result}: a L{Failure} fails it.
@@ -646,9 +684,11 @@ class Pool:
         self._connect = connect
         self.maxIdle = maxIdle
         self.depth = depth
-        #: By peer, the connection pipelined requests go to while it has
-        #: room.
+        #: By peer, the connection (or L{_Dialing}) pipelined requests go
+        #: to while it has room.
         self._pipes: dict = {}
+        #: The peers whose last connection granted pipelining.
+        self._granted: set = set()
         #: By peer, its idle connections, the most recently released last.
         self._idle: dict = {}
         self._busy: set = set()
@@ -733,6 +773,11 @@ class Pool:
                 connection = self._pipes.get(key)
                 if connection is not None and not connection.room(self.depth):
                     connection = None
+                if type(connection) is _Dialing:
+                    # Out on the connection being made, once it is.
+                    connection.exchanges.append(exchange)
+                    exchange.connecting = connection
+                    return exchange
             if connection is None:
                 connection = self._take(key, now)
             if connection is not None:
@@ -815,30 +860,62 @@ class Pool:
         exchange.data = again()
         exchange.reused = False
         exchange.connection = None
-        if exchange.then is not None:
+        if exchange.then is None:
+            return
+        pipe = self._pipes.get(exchange.key) if exchange.pipelined else None
+        if pipe is None or not pipe.room(self.depth):
             self._dial(exchange)
+        elif type(pipe) is _Dialing:
+            # Others lost with it go out together on one new connection.
+            pipe.exchanges.append(exchange)
+            exchange.connecting = pipe
+        else:
+            self._busy.add(pipe)
+            pipe.send(exchange)
 
     def _dial(self, exchange: _Exchange) -> None:
         """
         Open a new connection to the exchange's peer and send it there.
+        When the peer's last connection granted pipelining, the requests
+        that may share a connection sent to the peer meanwhile go out on
+        it too, behind the first, without waiting for its grant.
         """
+        key = exchange.key
+        dialing = _Dialing(exchange, exchange.pipelined and key in self._granted)
+        exchange.connecting = dialing
 
         def connected(connection: _Connection) -> None:
-            exchange.connecting = None
-            if exchange.then is None:
+            dialing.deferred = None
+            if self._pipes.get(key) is dialing:
+                del self._pipes[key]
+            exchanges, dialing.exchanges = dialing.exchanges, []
+            for sending in exchanges:
+                sending.connecting = None
+            if not exchanges:
+                # Every request it was for was given up meanwhile.
                 connection.transport.loseConnection()
                 return
             self._busy.add(connection)
-            connection.send(exchange)
+            connection.pipelines = dialing.pipelines
+            for sending in exchanges:
+                connection.send(sending)
+            if connection.room(self.depth):
+                self._pipes[key] = connection
 
         def failed(failure: Failure) -> None:
-            exchange.connecting = None
-            self.finished(exchange, failure)
+            dialing.deferred = None
+            if self._pipes.get(key) is dialing:
+                del self._pipes[key]
+            exchanges, dialing.exchanges = dialing.exchanges, []
+            for sending in exchanges:
+                sending.connecting = None
+                self.finished(sending, failure)
 
-        key = exchange.key
         factory: Any = Factory.forProtocol(lambda: _Connection(self, key))
         d = self._connect(key, factory)
-        exchange.connecting = d
+        if dialing.pipelines and not d.called:
+            self._pipes[key] = dialing
+        dialing.deferred = d
         d.addCallbacks(connected, failed)
 
     def _stop(self, exchange: _Exchange) -> None:
@@ -846,9 +923,14 @@ class Pool:
         Give up on C{exchange}: stop its connecting, or abort its
         connection.
         """
-        connecting, exchange.connecting = exchange.connecting, None
-        if connecting is not None:
-            connecting.cancel()
+        dialing, exchange.connecting = exchange.connecting, None
+        if dialing is not None and exchange in dialing.exchanges:
+            dialing.exchanges.remove(exchange)
+            if not dialing.exchanges and dialing.deferred is not None:
+                # No request is left for the connection being made.
+                if self._pipes.get(exchange.key) is dialing:
+                    del self._pipes[exchange.key]
+                dialing.deferred.cancel()
         connection = exchange.connection
         if connection is not None and exchange in connection._queue:
             # The connection is out of step with its peer once a request

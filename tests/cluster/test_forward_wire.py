@@ -7,7 +7,11 @@ L{PeerClient.forward} against real loopback servers.
 
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -731,6 +735,14 @@ def _get(n: int) -> bytes:
     return b"GET /%d HTTP/1.1\r\n\r\n" % n
 
 
+def _offered(data: bytes) -> bytes:
+    """
+    A request as sent first on a connection: offering pipelining.
+    """
+    at = data.find(b"\r\n") + 2
+    return data[:at] + b"Marconi-Pipelining: 1\r\n" + data[at:]
+
+
 def _again(n: int) -> bytes:
     """
     L{_get} sent again (made anew, see L{_Wired.request}) on a new
@@ -840,21 +852,130 @@ class PipeliningTests(SynchronousTestCase):
         protocol, transport = self.granted()
         waiting = self.wired.request(b"WAIT")
         self.assertEqual(transport.value(), b"WAIT")
-        self.wired.request(b"QUICK", pipelined=True)
+        self.wired.request(_get(1), pipelined=True)
         self.assertEqual(len(self.wired.connections), 2)
         self.assertEqual(transport.value(), b"WAIT")
         protocol.dataReceived(_answer(1))
         self.assertEqual(self.successResultOf(waiting)[1], b'{"n": 1}')
-        # Answered, the connection serves pipelined requests again.
+        # The new connection to a peer that granted takes the next.
+        _, second = self.wired.connections[1]
         self.wired.request(b"A", pipelined=True)
-        self.wired.request(b"B", pipelined=True)
-        self.assertEqual(transport.value(), b"WAITAB")
-
-        protocol2, transport2 = self.wired.connections[1]
-        self.assertEqual(len(self.wired.connections), 2)
-        # Nor is a waiting request sent behind pipelined ones.
+        self.assertEqual(second.value(), _offered(_get(1)) + b"A")
+        # A waiting request is not sent behind them, but alone on the
+        # connection that is free again.
         self.wired.request(b"WAIT2")
-        self.assertEqual(len(self.wired.connections), 3)
+        self.assertEqual(len(self.wired.connections), 2)
+        self.assertEqual(transport.value(), b"WAITWAIT2")
+
+    def test_dialingTakesPipelined(self) -> None:
+        """
+        While a connection is being made to a peer that granted
+        pipelining, the requests that may share it wait for it (up to the
+        depth), and go out on it in order, the first offering pipelining.
+        """
+        self.wired.pool.depth = 3
+        self.granted()
+        busy = [self.wired.request(_get(n), pipelined=True) for n in range(3)]
+        self.wired.hold = True
+        waiting = [self.wired.request(_get(n), pipelined=True) for n in range(3, 7)]
+        # Three wait for the second connection, the fourth for a third.
+        self.assertEqual(len(self.wired.pending), 2)
+        d, protocol, transport = self.wired.pending[0]
+        protocol.makeConnection(transport)
+        d.callback(protocol)
+        self.assertEqual(transport.value(), _offered(_get(3)) + _get(4) + _get(5))
+        protocol.dataReceived(b"".join(_answer(n) for n in (3, 4, 5)))
+        self.assertEqual(
+            [self.successResultOf(d)[1] for d in waiting[:3]],
+            [b'{"n": %d}' % n for n in (3, 4, 5)],
+        )
+        self.assertNoResult(waiting[3])
+        self.assertNoResult(busy[0])
+
+    def test_dialingGrantWithdrawn(self) -> None:
+        """
+        A new connection whose first answer does not grant pipelining
+        (the peer now runs an earlier version) gets its requests answered
+        one after another, and the peer's next connections are not
+        pipelined on.
+        """
+        self.granted()
+        self.wired.request(b"WAIT")
+        second = [self.wired.request(_get(n), pipelined=True) for n in (1, 2)]
+        protocol, transport = self.wired.connections[1]
+        self.assertEqual(transport.value(), _offered(_get(1)) + _get(2))
+        protocol.dataReceived(_answer(1))
+        self.assertEqual(self.successResultOf(second[0])[1], b'{"n": 1}')
+        self.assertNoResult(second[1])
+        self.wired.request(_get(3), pipelined=True)
+        self.wired.request(_get(4), pipelined=True)
+        self.assertEqual(len(self.wired.connections), 4)
+        protocol.dataReceived(_answer(2))
+        self.assertEqual(self.successResultOf(second[1])[1], b'{"n": 2}')
+
+    def dialingTwo(self) -> tuple:
+        """
+        Two pipelined requests waiting for a new connection to a peer that
+        granted pipelining (its other connection busy with a request that
+        waits).
+        """
+        self.granted()
+        self.wired.request(b"WAIT")
+        self.wired.hold = True
+        waiting = [self.wired.request(_get(n), pipelined=True) for n in (1, 2)]
+        self.assertEqual(len(self.wired.pending), 1)
+        return waiting, self.wired.pending[0][0]
+
+    def test_cancelWhileDialing(self) -> None:
+        """
+        Giving up on one of the requests waiting for a connection leaves
+        the connecting to the others; giving up on the last stops it.
+        """
+        waiting, connecting = self.dialingTwo()
+        waiting[0].cancel()
+        self.failureResultOf(waiting[0], CancelledError)
+        self.assertFalse(connecting.called)
+        waiting[1].cancel()
+        self.failureResultOf(waiting[1], CancelledError)
+        self.assertTrue(connecting.called)
+        # Not taken by the next request.
+        self.wired.request(_get(3), pipelined=True)
+        self.assertEqual(len(self.wired.pending), 2)
+
+    def test_connectingFailsAll(self) -> None:
+        """
+        A connection that cannot be made fails every request waiting for
+        it.
+        """
+        waiting, connecting = self.dialingTwo()
+        connecting.errback(ConnectionRefusedError())
+        for d in waiting:
+            self.failureResultOf(d, ConnectionRefusedError)
+        self.wired.request(_get(3), pipelined=True)
+        self.assertEqual(len(self.wired.pending), 2)
+
+    def test_lostTogetherSentAgainTogether(self) -> None:
+        """
+        Requests sent again after their connection was lost go out
+        together on one new connection.
+        """
+        protocol, _ = self.granted()
+        sent = [
+            self.wired.request(_get(n), pipelined=True, retry=True) for n in range(3)
+        ]
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.wired.connections), 2)
+        protocol, transport = self.wired.connections[1]
+        self.assertEqual(
+            transport.value(),
+            _again(0) + b"GET /1 HTTP/1.1\r\n\r\n, SIGNED ANEW"
+            b"GET /2 HTTP/1.1\r\n\r\n, SIGNED ANEW",
+        )
+        protocol.dataReceived(b"".join(_answer(n) for n in range(3)))
+        self.assertEqual(
+            [self.successResultOf(d)[1] for d in sent],
+            [b'{"n": %d}' % n for n in range(3)],
+        )
 
     def test_depth(self) -> None:
         """
@@ -886,8 +1007,8 @@ class PipeliningTests(SynchronousTestCase):
     def test_lostBeforeAnswers(self) -> None:
         """
         A connection lost with requests in flight and no byte of their
-        answers: those that may be sent twice are sent again on a new
-        connection, the others fail.
+        answers: those that may be sent twice are sent again, together on
+        a new connection, the others fail.
         """
         protocol, sent = self.inFlight()
         protocol.connectionLost(Failure(ConnectionDone()))
@@ -896,10 +1017,9 @@ class PipeliningTests(SynchronousTestCase):
         self.assertNoResult(sent[2])
         self.assertEqual(
             [t.value() for _, t in self.wired.connections[1:]],
-            [_again(0), _again(2)],
+            [_again(0) + _get(2) + b", SIGNED ANEW"],
         )
-        self.wired.connections[1][0].dataReceived(_answer(0))
-        self.wired.connections[2][0].dataReceived(_answer(2))
+        self.wired.connections[1][0].dataReceived(_answer(0) + _answer(2))
         self.assertEqual(self.successResultOf(sent[0])[1], b'{"n": 0}')
         self.assertEqual(self.successResultOf(sent[2])[1], b'{"n": 2}')
 
@@ -928,12 +1048,16 @@ class PipeliningTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(sent[0])[0].code, 200)
         self.assertTrue(self.wired.connections[0][1].disconnecting)
         # Not taken by the next request, even before it is reported lost.
-        self.wired.request(b"R3", pipelined=True)
+        self.wired.request(_get(3), pipelined=True)
         self.assertEqual(len(self.wired.connections), 2)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(sent[1], ConnectionLost, ConnectionDone)
-        self.assertEqual(len(self.wired.connections), 3)
-        self.assertEqual(self.wired.connections[2][1].value(), _again(2))
+        # Sent again behind the next request, on its new connection.
+        self.assertEqual(len(self.wired.connections), 2)
+        self.assertEqual(
+            self.wired.connections[1][1].value(),
+            _offered(_get(3)) + _get(2) + b", SIGNED ANEW",
+        )
 
     def test_cancelOne(self) -> None:
         """
@@ -949,7 +1073,7 @@ class PipeliningTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(
             [t.value() for _, t in self.wired.connections[1:]],
-            [_again(0), _again(2)],
+            [_again(0) + _get(2) + b", SIGNED ANEW"],
         )
 
     def test_timeout(self) -> None:
