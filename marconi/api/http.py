@@ -761,6 +761,7 @@ class MarconiChannel(http.HTTPChannel):
         A pipelined request has begun to arrive (C{fresh}: in this read):
         it must be whole within the site's bounds.
         """
+        self._idle.due = None
         if fresh or self._arrival.due is None:
             self._arrival.set(self.site.headerTimeout + self.site.bodyTimeout)
 
@@ -769,6 +770,41 @@ class MarconiChannel(http.HTTPChannel):
         No pipelined request is arriving.
         """
         self._arrival.due = None
+
+    def pipelinedProblem(self, head: bytes) -> Optional[tuple]:
+        """
+        What is wrong with the head of a pipelined request (its request
+        line and header lines, each ending with CRLF), as the code, reason
+        and description of its refusal; L{None} for a plain head, which
+        its channel (a L{_Member}) reads as it is.  A head twisted.web
+        would refuse, or read in a special way (a folded line, say), is
+        refused before the request is served, so that none after it is.
+        """
+        first = head.find(b"\r\n")
+        if first > self.MAX_LENGTH:
+            return (
+                414,
+                b"URI Too Long",
+                f"The request line may not exceed {self.MAX_LENGTH} bytes.",
+            )
+        if not _REQUEST_LINE.fullmatch(head, 0, first):
+            return (400, b"Bad Request", "The request line is malformed.")
+        block = head[first + 2 :]
+        if not _HEADER_LINES.fullmatch(block):
+            return (400, b"Bad Request", "A header line is malformed.")
+        count = block.count(b"\r\n")
+        if count > _Member.maxHeaders:
+            return (400, b"Bad Request", "The request has too many headers.")
+        if len(block) - 2 * count > _Member.totalHeadersSize or (
+            len(block) > self.MAX_LENGTH
+            and any(len(line) > self.MAX_LENGTH for line in block.split(b"\r\n"))
+        ):
+            return (
+                431,
+                b"Request Header Fields Too Large",
+                "The request headers are too large.",
+            )
+        return None
 
     # The pass-through of requests for queues other nodes own (see
     # marconi.api.passthrough): the request being passed through, and the
@@ -1081,6 +1117,11 @@ class _Member(MarconiChannel):
 
     pipeline: Any
     _first = False
+    # A forwarded request carries the headers its client sent, within the
+    # relaying node's bounds, and those the relaying node adds (its
+    # signature, the host, the length): room for them.
+    maxHeaders = MarconiChannel.maxHeaders + 16
+    totalHeadersSize = MarconiChannel.totalHeadersSize + 4096
 
     def _passThrough(self, data: bytes) -> bool:
         return False

@@ -36,8 +36,9 @@ from marconi.net import PIPELINING, headerValues, writeNow
 #: The header that asks for pipelining, in lower case after a CRLF as it
 #: is found in a head.
 OFFER = b"\r\nmarconi-pipelining:"
-#: Requests served at once on one connection.
-DEPTH = 64
+#: Requests served at once on one connection (above the depth nodes
+#: pipeline to a peer, 16 by default).
+DEPTH = 32
 
 
 def offered(data: bytes) -> bool:
@@ -49,6 +50,19 @@ def offered(data: bytes) -> bool:
     if end < 0:
         return False
     return data[: end + 2].lower().find(OFFER) >= 0
+
+
+def _closes(head: bytes, lowered: bytes) -> bool:
+    """
+    Whether the request of C{head} (C{lowered}: in lower case) closes the
+    connection after its answer: HTTP/1.0, or C{Connection: close}.
+    """
+    if head.startswith(b"HTTP/1.0\r\n", head.find(b"\r\n") - 8):
+        return True
+    for value in headerValues(head, lowered, b"connection"):
+        if b"close" in [token.strip() for token in value.split(b",")]:
+            return True
+    return False
 
 
 class _Slot:
@@ -167,12 +181,16 @@ class Pipeline:
         site = self._site
         while buffer:
             if len(self._serving) >= self._depth:
-                # Enough at once: the rest is read as answers are written
-                # (paused again if the channel resumed reading meanwhile,
-                # the client having read its answers).
+                # Enough at once: the rest is read as answers are written.
+                # The channel counts as handling a request meanwhile, so
+                # that it does not resume reading when its transport
+                # drains (see twisted.web's HTTPChannel.resumeProducing).
                 self._buffer = buffer
-                self._paused = True
-                self._transport.pauseProducing()
+                if not self._paused:
+                    self._paused = True
+                    channel._handlingRequest = True
+                    self._transport.pauseProducing()
+                channel.arrived()
                 return
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
@@ -185,6 +203,10 @@ class Pipeline:
                     return
                 break
             head = buffer[: end + 2]
+            problem = channel.pipelinedProblem(head)
+            if problem is not None:
+                self._refuse(*problem)
+                return
             lowered = head.lower()
             if lowered.find(b"\r\ntransfer-encoding:") >= 0:
                 self._refuse(
@@ -198,7 +220,9 @@ class Pipeline:
                 self._refuse(400, b"Bad Request", "A pipelined request cannot upgrade.")
                 return
             lengths = headerValues(head, lowered, b"content-length")
-            if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
+            if len(lengths) > 1 or (
+                lengths and not (lengths[0].isdigit() and len(lengths[0]) <= 18)
+            ):
                 self._refuse(
                     400, b"Bad Request", "The request's Content-Length is malformed."
                 )
@@ -218,6 +242,11 @@ class Pipeline:
             buffer = buffer[whole:]
             fresh = True
             if self._ended:
+                return
+            if _closes(head, lowered):
+                # Nothing after it is read: the connection closes after its
+                # answer.
+                self._end()
                 return
         self._buffer = buffer
         if buffer:
@@ -290,7 +319,9 @@ class Pipeline:
             return
         if self._paused and len(serving) < self._depth:
             self._paused = False
-            if not self._channel._waitingForTransport:
+            channel = self._channel
+            channel._handlingRequest = False
+            if not channel._waitingForTransport:
                 self._transport.resumeProducing()
             if self._buffer:
                 self.received(b"")
@@ -311,8 +342,12 @@ class Pipeline:
         self._due()
 
     def _end(self) -> None:
+        """
+        Read no more requests.
+        """
         self._ended = True
         self._buffer = b""
+        self._channel.arrived()
 
     def connectionLost(self, reason: Any) -> None:
         """

@@ -46,7 +46,7 @@ from zope.interface import implementer
 from marconi.cluster import signing, wire
 from marconi.cluster.errors import LOST, REFUSED, REQUEST, SHORT, NodeUnavailable
 from marconi.cluster.settings import ClusterConfig, Peer
-from marconi.cluster.wire import BodyTooLarge
+from marconi.cluster.wire import Abandoned, BodyTooLarge
 from marconi.core.errors import ValidationFailed
 from marconi.core.waiting import MAXIMUM_WAIT
 
@@ -65,6 +65,8 @@ _HOP = frozenset(
         b"host",
         b"content-length",
         b"accept-encoding",
+        # Between a node and its peer only (see marconi.api.pipeline).
+        b"marconi-pipelining",
     )
 )
 
@@ -298,6 +300,9 @@ def _failure(peer: Peer, error: Exception) -> NodeUnavailable:
     """
     if isinstance(error, BodyTooLarge):
         return NodeUnavailable(peer.name, f"sent an answer {error}", REQUEST)
+    if isinstance(error, Abandoned):
+        # Another request's failure on the same connection, not the peer's.
+        return NodeUnavailable(peer.name, f"could not be reached ({error})", REQUEST)
     if isinstance(error, (TimeoutError, ConnectingCancelledError, ConnectTimeout)):
         return NodeUnavailable(peer.name, "did not answer in time", LOST)
     if isinstance(error, (ConnectError, DNSLookupError)) and (

@@ -13,7 +13,13 @@ container, a state machine per connection and per response) were half of
 the relaying node's CPU; see docs/cluster.rst, "What a forwarded request
 costs".
 
-One request at a time on a connection (no pipelining); up to
+Requests that may share a connection (C{pipelined}: those that do not
+wait for messages) are pipelined on one, up to C{depth} at once, once
+the peer granted it (see L{marconi.api.pipeline}): the first request on
+a connection offers it, and the first answer says whether the peer
+serves pipelined requests.  While a connection to a peer that granted it
+is being made, such requests wait for it and go out on it together.  A
+request that waits for messages has a connection to itself.  Up to
 C{maxIdle} idle connections per peer are kept, the most recently used
 taken first, and one idle longer than C{maxIdleTime} (below the peers'
 idle timeout) is closed instead of used, or when a connection to the
@@ -28,6 +34,12 @@ bytes of a second sending (C{again}: one that may be sent twice, see
 L{marconi.cluster.forward.retrySafe}, signed anew) whose reused connection
 is lost before any byte of the answer arrived is sent once more, on a new
 connection; any other request fails with the connection's error.
+
+A connection this node closes with requests pipelined on it (one of them
+timed out, or had an answer that could not be read, or an answer closed
+the connection) fails those that cannot be sent again with L{Abandoned}:
+no failure of the peer.  A request whose caller gives up on it while
+others share its connection is left there, its answer read and dropped.
 """
 
 import re
@@ -93,6 +105,14 @@ def _status(line: bytes) -> tuple:
 class BadAnswer(Exception):
     """
     A peer's response is not HTTP/1.1 this client reads.
+    """
+
+
+class Abandoned(Exception):
+    """
+    A request was not answered because this node closed the connection it
+    was pipelined on, another request on it having failed (a timeout, an
+    answer it could not read) or its answer having closed it.
     """
 
 
@@ -281,7 +301,8 @@ class _Exchange:
 
 class _Connection(Protocol):
     """
-    A persistent connection to a peer, one exchange at a time.
+    A persistent connection to a peer: the exchanges sent on it, answered
+    in order.
     """
 
     # Connected TCP or TLS transports: writable, abortable.
@@ -315,6 +336,8 @@ class _Connection(Protocol):
         #: Requests sent on this connection.
         self.sent = 0
         self._aborted = False
+        #: An answer closed the connection.
+        self._closing = False
 
     def send(self, exchange: _Exchange) -> None:
         exchange.connection = self
@@ -374,6 +397,9 @@ class _Connection(Protocol):
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            # An answer closed the connection: nothing after it is read.
+            return
         if self._exchange is None:
             # Nothing was asked: a peer that talks out of turn is dropped.
             self.abort()
@@ -387,7 +413,7 @@ class _Connection(Protocol):
             self.abort()
 
     def _parse(self) -> None:
-        while self._exchange is not None:
+        while self._exchange is not None and not self._closing:
             if self._answer is None:
                 if not self._readHead():
                     return
@@ -596,6 +622,7 @@ class _Connection(Protocol):
         if not self._keep:
             # Those still waiting are sent again or fail once the
             # connection is lost (see connectionLost).
+            self._closing = True
             self._pool.forget(self)
             self.transport.loseConnection()
         elif not queue:
@@ -603,29 +630,51 @@ class _Connection(Protocol):
         self._pool.finished(exchange, (head, body))
 
     def _fail(self, failure: Failure) -> None:
+        """
+        Fail the exchange whose answer is being read (the connection is
+        then aborted: those behind it are sent again or fail once it is
+        lost).
+        """
         exchange = self._exchange
-        self._exchange = None
-        if exchange is not None:
-            self._queue.popleft()
-            self._pool.finished(exchange, failure)
+        if exchange is None:
+            return
+        queue = self._queue
+        queue.popleft()
+        if not exchange.pipelined:
+            self.alone -= 1
+        self._exchange = queue[0] if queue else None
+        self._answer = None
+        self._heard = False
+        self._pool.finished(exchange, failure)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._pool.forget(self)
-        if self._exchange is None:
-            return
-        if self._answer is not None and self._mode == b"close":
-            self._done()
-        error = reason.value
-        if not isinstance(error, (ConnectionLost, ConnectionDone)):
-            error = ConnectionLost(str(error))
-        heard = self._heard
+        if self._exchange is not None and self._answer is not None:
+            if self._mode == b"close":
+                self._done()
         queue, self._queue = self._queue, deque()
         self._exchange = None
+        if not queue:
+            return
+        # Closed by this node (another request on it failed, or an answer
+        # closed it): no failure of the peer.
+        closedHere = self._aborted or self._closing
+        if closedHere:
+            error: Exception = Abandoned("its connection was closed before its answer")
+        else:
+            error = reason.value
+            if not isinstance(error, (ConnectionLost, ConnectionDone)):
+                error = ConnectionLost(str(error))
+        heard = self._heard
         for exchange in queue:
-            if exchange.again is not None and exchange.reused and not heard:
+            if (
+                exchange.again is not None
+                and (exchange.reused or closedHere)
+                and not heard
+            ):
                 # A pooled connection the peer had already closed, or one
-                # lost before this request's answer began: once more, on a
-                # new one.
+                # closed before this request's answer began: once more, on
+                # a new one.
                 self._pool.resend(exchange)
             else:
                 self._pool.finished(exchange, Failure(error))
@@ -801,7 +850,7 @@ class Pool:
     def _cancel(self, exchange: _Exchange) -> None:
         exchange.then = None
         self._waiting.discard(exchange)
-        self._stop(exchange)
+        self._stop(exchange, drop=True)
 
     def _due(
         self, exchange: _Exchange, seconds: float, now: Optional[float] = None
@@ -918,10 +967,15 @@ class Pool:
         dialing.deferred = d
         d.addCallbacks(connected, failed)
 
-    def _stop(self, exchange: _Exchange) -> None:
+    def _stop(self, exchange: _Exchange, drop: bool = False) -> None:
         """
         Give up on C{exchange}: stop its connecting, or abort its
         connection.
+
+        @param drop: its caller went away (rather than its deadline
+            passing): on a connection with other requests in flight, it
+            is left there, its answer read and dropped, so that the others
+            are not lost with the connection.
         """
         dialing, exchange.connecting = exchange.connecting, None
         if dialing is not None and exchange in dialing.exchanges:
@@ -933,10 +987,14 @@ class Pool:
                 dialing.deferred.cancel()
         connection = exchange.connection
         if connection is not None and exchange in connection._queue:
+            if drop and len(connection._queue) > 1:
+                return
             # The connection is out of step with its peer once a request
             # on it is given up: closed, and the others on it sent again or
             # failed (see _Connection.connectionLost).
             connection._queue.remove(exchange)
+            if not exchange.pipelined:
+                connection.alone -= 1
             if connection._exchange is exchange:
                 queue = connection._queue
                 connection._exchange = queue[0] if queue else None

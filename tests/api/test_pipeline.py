@@ -287,6 +287,101 @@ class PipelineTests(SynchronousTestCase):
         self.assertEqual(len(found), pipeline.DEPTH + 1)
         self.assertEqual(found[-1][0], 201)
 
+    def test_depthHoldsWhenAnswersDrain(self) -> None:
+        """
+        At the depth, the connection stays paused when its transport
+        drains (twisted.web resumes a channel's reading then).
+        """
+        self.send(offering(LONG_POLL * pipeline.DEPTH) + createQueue(b"d2"))
+        self.turn()
+        self.assertEqual(self.transport.producerState, "paused")
+        channel = self.transport.protocol
+        channel.pauseProducing()
+        channel.resumeProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.assertFalse(self.exists("d2"))
+
+    def test_deadlineClearedAtDepth(self) -> None:
+        """
+        Requests that arrived whole but wait for room are no slow
+        arrival: a deadline set while one of them was arriving is cleared.
+        """
+        data = offering(LONG_POLL * pipeline.DEPTH + stats(b"s"))
+        cut = len(data) - len(stats(b"s")) - 10
+        self.send(data[:cut])
+        self.send(data[cut:])
+        bound = self.site.headerTimeout + self.site.bodyTimeout
+        self.turn(4)
+        self.turn(bound)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_arrivingIsNotIdle(self) -> None:
+        """
+        A request that has begun to arrive is bounded by the arrival
+        deadline, not the idle timeout.
+        """
+        self.send(offering(createQueue(b"i1")))
+        self.turn()
+        self.turn(self.site.timeOut - 0.5)
+        self.send(b"GET /v2/queues HTTP/1.1\r\nHo")
+        self.turn(1)
+        self.assertFalse(self.transport.disconnecting)
+        self.turn(self.site.headerTimeout + self.site.bodyTimeout)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_closingRequestEndsReading(self) -> None:
+        """
+        Nothing after a request that closes the connection (HTTP/1.0, or
+        C{Connection: close}) is served, even while it is being served.
+        """
+        for closing in (
+            request(
+                b"GET /v2/queues/empty/messages?wait=5 HTTP/1.1",
+                headers=b"Connection: close\r\n",
+            ),
+            request(b"GET /v2/queues/empty/messages?wait=5 HTTP/1.0"),
+        ):
+            self.setUp()
+            self.send(offering(createQueue(b"x1")) + closing + createQueue(b"x2"))
+            self.turn()
+            self.assertFalse(self.exists("x2"), closing)
+            self.turn(5)
+            self.assertEqual(
+                [code for code, _ in answers(self.transport.value())], [201, 200]
+            )
+            self.assertTrue(self.transport.disconnecting)
+            self.assertFalse(self.exists("x2"), closing)
+
+    def test_malformedHeadRefusedFirst(self) -> None:
+        """
+        A head twisted.web would refuse or read in a special way is
+        refused, in its turn, before it or anything after it is served.
+        """
+        for bad in (
+            b"get /v2/queues HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /v2/queues HTTP/1.1\r\nHost: x\r\n Folded: y\r\n\r\n",
+            b"GET /v2/queues HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            b"GET /v2/queues HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 120 + b"\r\n",
+            b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\n\r\n",
+        ):
+            self.setUp()
+            codes = self.refused(bad)
+            self.assertIn(codes, ([400], [414]), bad[:40])
+
+    def test_roomForForwardingHeaders(self) -> None:
+        """
+        A request with as many headers as a client may send, and those a
+        relaying node adds, is served.
+        """
+        many = b"".join(b"X-H%d: %d\r\n" % (n, n) for n in range(95))
+        added = b"".join(b"X-Added-%d: %s\r\n" % (n, b"v" * 60) for n in range(8))
+        big = request(b"PUT /v2/queues/r1 HTTP/1.1", b"{}", many + added)
+        self.send(offering(big) + createQueue(b"r2"))
+        self.turn()
+        found = answers(self.transport.value())
+        self.assertEqual([code for code, _ in found], [201, 201], found)
+        self.assertTrue(self.exists("r1"))
+
     def test_lostWhileServing(self) -> None:
         """
         A connection lost while requests are served: nothing more is

@@ -26,7 +26,7 @@ from marconi.cluster.errors import LOST, REFUSED, REQUEST, NodeUnavailable
 from marconi.cluster.forward import NotAPath, PeerClient, retrySafe, target
 from marconi.cluster.router import ClusterRouter
 from marconi.cluster.settings import ClusterConfig, Peer
-from marconi.cluster.wire import BadAnswer, BodyTooLarge, Pool, requestBytes
+from marconi.cluster.wire import Abandoned, BadAnswer, BodyTooLarge, Pool, requestBytes
 from tests.cluster.test_forward import _config, _Peer, _queueOf
 from tests.integration.test_cluster import freePort
 
@@ -1051,7 +1051,7 @@ class PipeliningTests(SynchronousTestCase):
         self.wired.request(_get(3), pipelined=True)
         self.assertEqual(len(self.wired.connections), 2)
         protocol.connectionLost(Failure(ConnectionDone()))
-        self.failureResultOf(sent[1], ConnectionLost, ConnectionDone)
+        self.failureResultOf(sent[1], Abandoned)
         # Sent again behind the next request, on its new connection.
         self.assertEqual(len(self.wired.connections), 2)
         self.assertEqual(
@@ -1061,20 +1061,32 @@ class PipeliningTests(SynchronousTestCase):
 
     def test_cancelOne(self) -> None:
         """
-        Giving up on one of the requests in flight closes the connection
-        (its answer would put the others out of step): the others are
-        sent again or fail, as when the connection is lost.
+        Giving up on one of the requests in flight (its client went away)
+        leaves the connection to the others: its answer is read and
+        dropped.
         """
         protocol, sent = self.inFlight()
         sent[1].cancel()
         self.failureResultOf(sent[1], CancelledError)
         _, transport = self.wired.connections[0]
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"".join(_answer(n) for n in range(3)))
+        self.assertEqual(self.successResultOf(sent[0])[1], b'{"n": 0}')
+        self.assertEqual(self.successResultOf(sent[2])[1], b'{"n": 2}')
+        self.assertFalse(transport.disconnecting)
+        # Back in the pool.
+        self.wired.request(b"NEXT", pipelined=True)
+        self.assertEqual(len(self.wired.connections), 1)
+
+    def test_cancelAlone(self) -> None:
+        """
+        Giving up on the only request on a connection closes it.
+        """
+        protocol, transport = self.granted()
+        d = self.wired.request(_get(0), pipelined=True)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
         self.assertTrue(transport.disconnecting)
-        protocol.connectionLost(Failure(ConnectionLost()))
-        self.assertEqual(
-            [t.value() for _, t in self.wired.connections[1:]],
-            [_again(0) + _get(2) + b", SIGNED ANEW"],
-        )
 
     def test_timeout(self) -> None:
         """
@@ -1088,6 +1100,62 @@ class PipeliningTests(SynchronousTestCase):
         self.assertTrue(self.wired.connections[0][1].disconnecting)
         protocol.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(len(self.wired.connections), 1)
+
+    def test_timeoutOfOneAbandonsOthers(self) -> None:
+        """
+        When one request times out, the connection is closed: those sent
+        behind it later are sent again if they may be, and otherwise fail
+        as abandoned by this node, not as lost by the peer.
+        """
+        protocol, _ = self.granted()
+        first = self.wired.request(_get(0), pipelined=True)
+        self.wired.clock.advance(3)
+        later = [
+            self.wired.request(_get(1), pipelined=True),
+            self.wired.request(_get(2), pipelined=True, retry=True),
+        ]
+        self.wired.clock.advance(2)
+        self.failureResultOf(first, TimeoutError)
+        self.assertTrue(self.wired.connections[0][1].disconnecting)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(later[0], Abandoned)
+        self.assertNoResult(later[1])
+        protocol, transport = self.wired.connections[1]
+        self.assertEqual(transport.value(), _again(2))
+        protocol.dataReceived(_answer(2))
+        self.assertEqual(self.successResultOf(later[1])[1], b'{"n": 2}')
+
+    def test_badAnswerAbandonsOthers(self) -> None:
+        """
+        An answer that cannot be read fails its request, and the others
+        on the connection are sent again or abandoned once it is closed,
+        at once rather than at their deadlines.
+        """
+        protocol, sent = self.inFlight()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
+        self.failureResultOf(sent[0], BadAnswer)
+        self.assertTrue(self.wired.connections[0][1].disconnecting)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(sent[1], Abandoned)
+        self.assertEqual(self.wired.connections[1][1].value(), _again(2))
+
+    def test_nothingReadAfterClose(self) -> None:
+        """
+        Nothing is read after an answer that closes the connection, and
+        the connection is never used again.
+        """
+        protocol, sent = self.inFlight()
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            + _answer(1)
+            + _answer(2)
+        )
+        self.successResultOf(sent[0])
+        self.assertNoResult(sent[1])
+        self.wired.request(_get(3))
+        self.assertEqual(len(self.wired.connections), 2)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(sent[1], Abandoned)
 
     def test_unaskedAfterAnswers(self) -> None:
         """
@@ -1405,6 +1473,49 @@ class ForwardRawTests(SynchronousTestCase):
         self.reactor.advance(5.1)
         self.assertEqual(self.failureResultOf(d, NodeUnavailable).value.kind, LOST)
         self.assertEqual(reported, ["b", "b"])
+
+    def test_pipelinedFailuresCountOnce(self) -> None:
+        """
+        Requests pipelined on one connection that fail together because
+        this node closed it (an answer it could not read closes it; a
+        client that went away does not) are no failure of the peer: it is
+        not marked down, however many fail.  The requests whose client
+        went away leave the others answered.
+        """
+        uri = f"/v2/queues/{self.queue}/messages".encode()
+
+        def post() -> Deferred:
+            return self.forwardRaw(
+                self.router, b"POST", uri, Headers(), b"{}", "p", "b"
+            )
+
+        first = post()
+        protocol, transport = self.peer.connect()
+        self.assertIn(b"\r\nMarconi-Pipelining: 1\r\n", transport.value())
+        protocol.dataReceived(
+            b"HTTP/1.1 201 Created\r\nMarconi-Pipelining: 1\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(self.successResultOf(first).code, 201)
+        posts = [post() for _ in range(6)]
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        # Two clients go away: the others are answered.
+        for gone in (posts[0], posts[3]):
+            gone.cancel()
+            self.failureResultOf(gone, CancelledError)
+        protocol.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n" * 3)
+        self.assertEqual(self.successResultOf(posts[1]).code, 201)
+        self.assertEqual(self.successResultOf(posts[2]).code, 201)
+        self.assertFalse(transport.disconnecting)
+        # An answer that cannot be read: its request and those behind it
+        # fail.
+        protocol.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Length: x\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        for d in posts[4:]:
+            self.assertEqual(
+                self.failureResultOf(d, NodeUnavailable).value.kind, REQUEST
+            )
+        self.assertEqual(self.router.membership.states["b"].state, "up")
 
     def test_failsAtOnce(self) -> None:
         """

@@ -222,6 +222,8 @@ class TakeTests(SynchronousTestCase):
             b"x-a: 2\r\n",
             b"X-Empty: \r\n",
             b"User-Agent: t/1\r\n",
+            # Between a node and its peer only.
+            b"Marconi-Pipelining: 1\r\n",
         )
         for count in range(len(extra) + 1):
             headers = b"".join(extra[count:] + extra[:count])
@@ -244,7 +246,12 @@ class TakeTests(SynchronousTestCase):
                 name, value = line.split(b": ", 1)
                 got.setdefault(name.lower(), []).append(value)
             self.assertEqual(got, expected)
-            for name in (b"proxy-authorization", b"keep-alive", b"host"):
+            for name in (
+                b"proxy-authorization",
+                b"keep-alive",
+                b"host",
+                b"marconi-pipelining",
+            ):
                 self.assertNotIn(name, got)
 
     def test_unusualRequests(self) -> None:
