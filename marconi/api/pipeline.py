@@ -36,9 +36,9 @@ from marconi.net import PIPELINING, headerValues, writeNow
 #: The header that asks for pipelining, in lower case after a CRLF as it
 #: is found in a head.
 OFFER = b"\r\nmarconi-pipelining:"
-#: Requests served at once on one connection (above the depth nodes
-#: pipeline to a peer, 16 by default).
-DEPTH = 32
+#: Requests served at once on one connection (as many as nodes pipeline
+#: to a peer by default).
+DEPTH = 128
 
 
 def offered(data: bytes) -> bool:

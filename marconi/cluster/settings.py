@@ -129,7 +129,7 @@ class ClusterConfig:
     clockWindow: float = 60.0
     maxNonces: int = 1_000_000
     idleConnections: int = 256
-    pipelineDepth: int = 16
+    pipelineDepth: int = 128
     stores: tuple = ()
 
     def peer(self, name: str) -> Peer:

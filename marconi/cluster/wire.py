@@ -727,7 +727,7 @@ class Pool:
         clock: Any,
         connect: Callable[[Any, Factory], Deferred],
         maxIdle: int = 256,
-        depth: int = 16,
+        depth: int = 128,
     ):
         self._clock = clock
         self._connect = connect

@@ -1334,7 +1334,7 @@ class PeerClientForwardTests(TestCase):
         peer as the cluster's C{idle_connections} says.
         """
         self.assertEqual(self.client.wire.maxIdle, 256)
-        self.assertEqual(self.client.wire.depth, 16)
+        self.assertEqual(self.client.wire.depth, 128)
         client = PeerClient(_config(idleConnections=7, pipelineDepth=3), reactor)
         self.addCleanup(client.close)
         self.assertEqual((client.wire.maxIdle, client.wire.depth), (7, 3))
