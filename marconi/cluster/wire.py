@@ -339,6 +339,18 @@ class _Connection(Protocol):
         #: An answer closed the connection.
         self._closing = False
 
+    def connectionMade(self) -> None:
+        # A request pipelined behind one not yet acknowledged goes out at
+        # once, not when Nagle's algorithm would let it (under TLS, on the
+        # TCP connection beneath).
+        transport = self.transport
+        while transport is not None:
+            setNoDelay = getattr(transport, "setTcpNoDelay", None)
+            if setNoDelay is not None:
+                setNoDelay(True)
+                break
+            transport = getattr(transport, "transport", None)
+
     def send(self, exchange: _Exchange) -> None:
         exchange.connection = self
         queue = self._queue

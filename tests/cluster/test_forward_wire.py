@@ -5,6 +5,8 @@ reuse of connections, the bounds (timeouts on a clock, body size), and
 L{PeerClient.forward} against real loopback servers.
 """
 
+import socket
+
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.error import (
@@ -1358,6 +1360,18 @@ class PeerClientForwardTests(TestCase):
         self.assertEqual(chunked.body, b"chunked answer")
         self.assertEqual(echo.seen[0][:4], (b"POST", b"/v2/x?a=1", [b"t"], b"body"))
         self.assertEqual(echo.seen[0][4], echo.seen[1][4])
+
+    async def test_noDelay(self) -> None:
+        """
+        A connection to a peer sends at once what is written on it
+        (C{TCP_NODELAY}): a request pipelined behind one not yet
+        acknowledged would otherwise wait.
+        """
+        peer = self.serve(server.Site(_Echo()))
+        await self.client.forward(peer, b"GET", target(b"/v2/x"), [], b"")
+        [connection] = self.client.wire._idle[peer.url]
+        handle = connection.transport.getHandle()
+        self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
     def closesReused(self) -> tuple:
         factory = Factory.forProtocol(_ClosesReused)
