@@ -112,7 +112,8 @@ class ClusterConfig:
         a connection of their own.
     @ivar pipelineDepth: how many forwarded requests a node sends on one
         connection to a peer before their answers (see
-        L{marconi.api.pipeline}); 1 sends one at a time.
+        L{marconi.api.pipeline}); 1 sends one at a time, and does not
+        offer pipelining.
     """
 
     nodeName: str

@@ -365,8 +365,9 @@ class _Connection(Protocol):
             self._keep = True
             self._heard = False
         data = exchange.data
-        if not self.sent and exchange.pipelined:
-            # Pipelining is offered with the first request.
+        if not self.sent and exchange.pipelined and self._pool.depth > 1:
+            # Pipelining is offered with the first request (unless the
+            # pool sends one request at a time).
             at = data.find(b"\r\n") + 2
             data = data[:at] + PIPELINING + data[at:]
         self.sent += 1

@@ -979,6 +979,14 @@ class PipeliningTests(SynchronousTestCase):
             [b'{"n": %d}' % n for n in range(3)],
         )
 
+    def test_depthOneOffersNothing(self) -> None:
+        """
+        A pool that sends one request at a time does not offer pipelining.
+        """
+        self.wired.pool.depth = 1
+        self.wired.request(_get(0), pipelined=True)
+        self.assertEqual(self.wired.connections[0][1].value(), _get(0))
+
     def test_depth(self) -> None:
         """
         At most C{depth} requests are in flight on one connection; past
