@@ -10,19 +10,24 @@ connection, waking the relaying node once per answer (see docs/cluster.rst,
 "What a forwarded request costs").
 
 A connection whose first request carries C{Marconi-Pipelining: 1} is
-served by a L{Pipeline} instead: each request is read whole (its head and a
-body of one declared C{Content-Length}) and handed at once to a channel of
-its own (a L{marconi.api.http.MarconiChannel} on a L{_Slot}, which keeps
-what the channel writes), so the requests are served side by side, exactly
-as each would be on a connection of its own.  The answers are written in
+served by a L{Pipeline} instead: each request is read whole (its head and
+the body its C{Content-Length} declares, none without one) and handed at
+once to a channel of its own (a L{marconi.api.http.MarconiChannel} on a
+L{_Slot}, which keeps what the channel writes), so the requests are served
+side by side, as each would be on a connection of its own.  The answers are written in
 the order of their requests, those ready in one turn of the reactor in one
 send.  The first answer says C{Marconi-Pipelining: 1} too, which tells the
 client it may send its next requests before the answers.
 
 At most C{depth} requests are served at once on a connection; past it,
 reading stops until answers are written.  A request that cannot be read
-whole this way (a chunked body, a missing or doubled length, too large a
-head or body) is refused, in its turn, and the connection closed.
+whole this way, or whose head its channel would refuse or read in a
+special way (a chunked body, a doubled or malformed length, a malformed
+request or header line, too many or too large headers, too large a body,
+an upgrade), is refused in its turn, nothing after it is read, and the
+connection is closed once the answers before it are written; so is one
+that closes the connection itself (HTTP/1.0, C{Connection: close}), after
+its own answer.
 """
 
 from collections import deque

@@ -612,19 +612,7 @@ class PeerClient:
 
         config = self._config
         wait = waitOf(path)
-        if then is not None:
-            return self.wire.send(
-                peer.url,
-                data,
-                method == b"HEAD",
-                config.maxResponseBody,
-                config.forwardTimeout + wait,
-                config.bodyTimeout,
-                again,
-                then,
-                not wait,
-            )
-        return self.wire.request(
+        sending = (
             peer.url,
             data,
             method == b"HEAD",
@@ -632,8 +620,11 @@ class PeerClient:
             config.forwardTimeout + wait,
             config.bodyTimeout,
             again,
-            not wait,
         )
+        # A request that waits for messages has a connection to itself.
+        if then is not None:
+            return self.wire.send(*sending, then, not wait)
+        return self.wire.request(*sending, not wait)
 
     async def _call(
         self,

@@ -335,6 +335,8 @@ class _Connection(Protocol):
         self.alone = 0
         #: Requests sent on this connection.
         self.sent = 0
+        #: Its first request offered pipelining.
+        self.offered = False
         self._aborted = False
         #: An answer closed the connection.
         self._closing = False
@@ -370,6 +372,7 @@ class _Connection(Protocol):
             # pool sends one request at a time).
             at = data.find(b"\r\n") + 2
             data = data[:at] + PIPELINING + data[at:]
+            self.offered = True
         self.sent += 1
         writeNow(self.transport, data)
 
@@ -454,7 +457,7 @@ class _Connection(Protocol):
         if first < 0 or first > end:
             first = end
         statusLine = buffer[:first]
-        if not self.answered:
+        if self.offered and not self.answered:
             self._granted(buffer.startswith(PIPELINING, first + 2))
             if self.pipelines:
                 # The grant, in the first header line, goes no further.
@@ -946,13 +949,18 @@ class Pool:
         dialing = _Dialing(exchange, exchange.pipelined and key in self._granted)
         exchange.connecting = dialing
 
-        def connected(connection: _Connection) -> None:
+        def ended() -> list:
+            # The connecting is over: the requests that waited for it.
             dialing.deferred = None
             if self._pipes.get(key) is dialing:
                 del self._pipes[key]
             exchanges, dialing.exchanges = dialing.exchanges, []
             for sending in exchanges:
                 sending.connecting = None
+            return exchanges
+
+        def connected(connection: _Connection) -> None:
+            exchanges = ended()
             if not exchanges:
                 # Every request it was for was given up meanwhile.
                 connection.transport.loseConnection()
@@ -965,12 +973,7 @@ class Pool:
                 self._pipes[key] = connection
 
         def failed(failure: Failure) -> None:
-            dialing.deferred = None
-            if self._pipes.get(key) is dialing:
-                del self._pipes[key]
-            exchanges, dialing.exchanges = dialing.exchanges, []
-            for sending in exchanges:
-                sending.connecting = None
+            for sending in ended():
                 self.finished(sending, failure)
 
         factory: Any = Factory.forProtocol(lambda: _Connection(self, key))

@@ -979,6 +979,26 @@ class PipeliningTests(SynchronousTestCase):
             [b'{"n": %d}' % n for n in range(3)],
         )
 
+    def test_grantOnlyWhenOffered(self) -> None:
+        """
+        The first answer on a connection whose first request did not offer
+        pipelining (one that waits) says nothing of the peer: a new
+        connection to it is still taken as pipelining.
+        """
+        self.granted()
+        self.wired.request(b"WAIT")
+        protocol, transport = self.wired.connections[0]
+        other = self.wired.request(b"WAIT2")
+        protocol2, _ = self.wired.connections[1]
+        protocol2.dataReceived(_answer(2))
+        self.successResultOf(other)
+        self.wired.hold = True
+        # The third takes that idle connection, alone; the fourth and
+        # fifth wait together for a new one.
+        for n in (3, 4, 5):
+            self.wired.request(_get(n), pipelined=True)
+        self.assertEqual(len(self.wired.pending), 1)
+
     def test_depthOneOffersNothing(self) -> None:
         """
         A pool that sends one request at a time does not offer pipelining.
