@@ -143,6 +143,7 @@ def _rawError(
     description: str,
     requestId: str,
     serializer: media.Serializer = media.JSON_MEDIA,
+    close: bool = True,
 ) -> bytes:
     body = serializer.document({"title": title, "description": description})
     return (
@@ -150,13 +151,14 @@ def _rawError(
         b"Content-Type: %s\r\n"
         b"Content-Length: %d\r\n"
         b"X-OpenStack-Request-Id: %s\r\n"
-        b"Connection: close\r\n\r\n"
+        b"%s\r\n"
         % (
             code,
             reason,
             serializer.contentType,
             len(body),
             requestId.encode("ascii"),
+            b"Connection: close\r\n" if close else b"",
         )
     ) + body
 
@@ -771,6 +773,14 @@ class MarconiChannel(http.HTTPChannel):
         """
         self._arrival.due = None
 
+    @property
+    def pipelinedHeadBound(self) -> int:
+        """
+        The most bytes a pipelined request's head may take before its end
+        (what L{pipelinedProblem} lets through, with its line ends).
+        """
+        return self.MAX_LENGTH + _Member.totalHeadersSize + 2 * _Member.maxHeaders + 4
+
     def pipelinedProblem(self, head: bytes) -> Optional[tuple]:
         """
         What is wrong with the head of a pipelined request (its request
@@ -778,7 +788,8 @@ class MarconiChannel(http.HTTPChannel):
         and description of its refusal; L{None} for a plain head, which
         its channel (a L{_Member}) reads as it is.  A head twisted.web
         would refuse, or read in a special way (a folded line, say), is
-        refused before the request is served, so that none after it is.
+        refused in its turn, with an error of the API's form, and the
+        requests after it are read as usual.
         """
         first = head.find(b"\r\n")
         if first > self.MAX_LENGTH:
@@ -1101,11 +1112,13 @@ class MarconiChannel(http.HTTPChannel):
         super().requestDone(request)
 
 
-def _refusal(code: int, reason: bytes, description: str) -> bytes:
+def _refusal(code: int, reason: bytes, description: str, close: bool) -> bytes:
     """
-    An error answer that closes the connection.
+    An error answer, which closes the connection if C{close}.
     """
-    return _rawError(code, reason, reason.decode(), description, newRequestId())
+    return _rawError(
+        code, reason, reason.decode(), description, newRequestId(), close=close
+    )
 
 
 class _Member(MarconiChannel):

@@ -20,14 +20,15 @@ send.  The first answer says C{Marconi-Pipelining: 1} too, which tells the
 client it may send its next requests before the answers.
 
 At most C{depth} requests are served at once on a connection; past it,
-reading stops until answers are written.  A request that cannot be read
-whole this way, or whose head its channel would refuse or read in a
-special way (a chunked body, a doubled or malformed length, a malformed
-request or header line, too many or too large headers, too large a body,
-an upgrade), is refused in its turn, nothing after it is read, and the
-connection is closed once the answers before it are written; so is one
-that closes the connection itself (HTTP/1.0, C{Connection: close}), after
-its own answer.
+reading stops until answers are written.  A request whose head its channel
+would refuse or read in a special way (a malformed request or header line,
+too many or too large headers), with too large a body, or an upgrade, is
+answered with an error in its turn, its body skipped, and the requests
+after it are read as usual.  One whose end cannot be known (a chunked
+body, a doubled or malformed length, a head too long) is refused in its
+turn, nothing after it is read, and the connection is closed once the
+answers before it are written; so is one that closes the connection
+itself (HTTP/1.0, C{Connection: close}), after its own answer.
 """
 
 from collections import deque
@@ -38,9 +39,8 @@ from zope.interface import directlyProvides
 
 from marconi.net import PIPELINING, headerValues, writeNow
 
-#: The header that asks for pipelining, in lower case after a CRLF as it
-#: is found in a head.
-OFFER = b"\r\nmarconi-pipelining:"
+#: The name of the header that asks for pipelining, in lower case.
+OFFER = b"marconi-pipelining"
 #: Requests served at once on one connection (as many as nodes pipeline
 #: to a peer by default).
 DEPTH = 128
@@ -49,25 +49,16 @@ DEPTH = 128
 def offered(data: bytes) -> bool:
     """
     Whether the first request in C{data} asks for pipelining (its head is
-    whole in C{data} and holds the header).
+    whole in C{data} and says C{Marconi-Pipelining: 1}).
     """
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return False
-    return data[: end + 2].lower().find(OFFER) >= 0
-
-
-def _closes(head: bytes, lowered: bytes) -> bool:
-    """
-    Whether the request of C{head} (C{lowered}: in lower case) closes the
-    connection after its answer: HTTP/1.0, or C{Connection: close}.
-    """
-    if head.startswith(b"HTTP/1.0\r\n", head.find(b"\r\n") - 8):
-        return True
-    for value in headerValues(head, lowered, b"connection"):
-        if b"close" in [token.strip() for token in value.split(b",")]:
-            return True
-    return False
+    head = data[: end + 2]
+    lowered = head.lower()
+    if lowered.find(b"\r\n" + OFFER + b":") < 0:
+        return False
+    return headerValues(head, lowered, OFFER) == [b"1"]
 
 
 class _Slot:
@@ -142,15 +133,15 @@ class Pipeline:
 
     @param member: makes a channel for one request at a time, connected
         to the transport it is given (a L{_Slot}).
-    @param refusal: the bytes of an error answer that closes the
-        connection, from a status code, a reason and a description.
+    @param refusal: the bytes of an error answer, from a status code, a
+        reason, a description and whether it closes the connection.
     """
 
     def __init__(
         self,
         channel: Any,
         member: Callable[[Any], Any],
-        refusal: Callable[[int, bytes, str], bytes],
+        refusal: Callable[[int, bytes, str, bool], bytes],
         depth: int = DEPTH,
     ) -> None:
         self._channel = channel
@@ -160,6 +151,8 @@ class Pipeline:
         self._refusal = refusal
         self._depth = depth
         self._buffer = b""
+        #: Bytes of a refused request's body still to come, dropped.
+        self._skip = 0
         #: In the order of their requests: pairs of a slot and its channel.
         self._serving: deque = deque()
         self._free: list = []
@@ -178,6 +171,13 @@ class Pipeline:
         """
         if self._ended:
             return
+        if self._skip:
+            # The body of a request refused in its turn.
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            data = data[skipped:]
+            if not data:
+                return
         buffer = self._buffer + data if self._buffer else data
         # A request begins in this read (none was partly read before it).
         fresh = not self._buffer
@@ -199,7 +199,7 @@ class Pipeline:
                 return
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(buffer) > channel.totalHeadersSize + channel.MAX_LENGTH:
+                if len(buffer) > channel.pipelinedHeadBound:
                     self._refuse(
                         431,
                         b"Request Header Fields Too Large",
@@ -208,21 +208,15 @@ class Pipeline:
                     return
                 break
             head = buffer[: end + 2]
-            problem = channel.pipelinedProblem(head)
-            if problem is not None:
-                self._refuse(*problem)
-                return
             lowered = head.lower()
+            # How the request is framed: a body of the length it declares,
+            # or none.  Without that, nothing after it can be read.
             if lowered.find(b"\r\ntransfer-encoding:") >= 0:
                 self._refuse(
                     400,
                     b"Bad Request",
                     "A pipelined request's body must have a Content-Length.",
                 )
-                return
-            if lowered.find(b"\r\nupgrade:") >= 0:
-                # It would take the connection over, out of turn.
-                self._refuse(400, b"Bad Request", "A pipelined request cannot upgrade.")
                 return
             lengths = headerValues(head, lowered, b"content-length")
             if len(lengths) > 1 or (
@@ -233,35 +227,49 @@ class Pipeline:
                 )
                 return
             length = int(lengths[0]) if lengths else 0
-            if length > site.maxRequestBody:
-                self._refuse(
+            whole = end + 4 + length
+            # Refused in its turn, its body skipped: the requests after it
+            # are read as usual.
+            problem = channel.pipelinedProblem(head)
+            if problem is None and lowered.find(b"\r\nupgrade:") >= 0:
+                # It would take the connection over, out of turn.
+                problem = (400, b"Bad Request", "A pipelined request cannot upgrade.")
+            if problem is None and length > site.maxRequestBody:
+                problem = (
                     413,
                     b"Request Entity Too Large",
                     f"The request body may not exceed {site.maxRequestBody} bytes.",
                 )
-                return
-            whole = end + 4 + length
+            if problem is not None:
+                self._answer(*problem)
+                if len(buffer) < whole:
+                    self._skip = whole - len(buffer)
+                    buffer = b""
+                    break
+                buffer = buffer[whole:]
+                fresh = True
+                continue
             if len(buffer) < whole:
                 break
-            self._serve(buffer[:whole] if whole < len(buffer) else buffer)
+            member = self._serve(buffer[:whole] if whole < len(buffer) else buffer)
             buffer = buffer[whole:]
             fresh = True
             if self._ended:
                 return
-            if _closes(head, lowered):
-                # Nothing after it is read: the connection closes after its
-                # answer.
+            if not member.persistent:
+                # HTTP/1.0, or Connection: close: nothing after it is read;
+                # the connection closes after its answer.
                 self._end()
                 return
         self._buffer = buffer
-        if buffer:
+        if buffer or self._skip:
             # A request begun: it must arrive whole within the channel's
             # bounds, from when it began.
             channel.arriving(fresh)
         else:
             channel.arrived()
 
-    def _serve(self, request: bytes) -> None:
+    def _serve(self, request: bytes) -> Any:
         if self._free:
             slot, member = self._free.pop()
         else:
@@ -270,6 +278,7 @@ class Pipeline:
         self._serving.append((slot, member))
         self._channel.busy()
         member.dataReceived(request)
+        return member
 
     def answered(self, member: Any) -> None:
         """
@@ -303,8 +312,10 @@ class Pipeline:
             out += slot.written
             slot.written = []
             slot.done = False
-            # Kept for reuse, or (when it closes) to be told of the end.
-            self._free.append((slot, member))
+            if member is not None:
+                # Kept for reuse, or (when it closes) to be told of the
+                # end; an answer made here has no channel.
+                self._free.append((slot, member))
             if slot.closing:
                 close = True
                 break
@@ -333,13 +344,24 @@ class Pipeline:
         if not serving and not self._buffer:
             self._channel.idle()
 
+    def _answer(self, code: int, reason: bytes, description: str) -> None:
+        """
+        Answer C{code}, in its turn, to a request that is not served.
+        """
+        slot = _Slot(self, self._transport)
+        slot.written.append(self._refusal(code, reason, description, False))
+        slot.done = True
+        self._serving.append((slot, None))
+        self._due()
+
     def _refuse(self, code: int, reason: bytes, description: str) -> None:
         """
-        Answer C{code} once the requests before are answered, then close.
+        Answer C{code} once the requests before are answered, then close:
+        where the request ends is not known, so nothing after it is read.
         """
         self._buffer = b""
         slot = _Slot(self, self._transport)
-        slot.written.append(self._refusal(code, reason, description))
+        slot.written.append(self._refusal(code, reason, description, True))
         slot.closing = True
         slot.done = True
         self._serving.append((slot, None))

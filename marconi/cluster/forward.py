@@ -39,6 +39,7 @@ from twisted.web.client import (
     ResponseNeverReceived,
     SchemeNotSupported,
 )
+from twisted.web.http import parse_qs
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
@@ -65,6 +66,8 @@ _HOP = frozenset(
         b"host",
         b"content-length",
         b"accept-encoding",
+        # The relaying node has the whole body already.
+        b"expect",
         # Between a node and its peer only (see marconi.api.pipeline).
         b"marconi-pipelining",
     )
@@ -208,21 +211,33 @@ def _parsed(uri: bytes) -> Target:
 _QUERY_SAFE = ""
 
 
-_WAIT = re.compile(rb"(?:^|&)wait=([0-9]{1,9})(?=&|$)")
+#: A whole number as the API reads one (L{marconi.api.app}).
+_WHOLE = re.compile(r"-?[0-9]{1,9}|[0-9]{10}")
 
 
 def waitOf(path: Target) -> int:
     """
     The seconds a request may wait for messages on the node it is sent to
-    (its C{wait} parameter, at most L{MAXIMUM_WAIT}; 0 without one): the
-    time its answer may take beyond the forwarding timeout.  The receiving
-    node checks the parameter; here it only lengthens a timeout.
+    (its C{wait} parameter, at most L{MAXIMUM_WAIT}; 0 without one or with
+    one the API refuses): the time its answer may take beyond the
+    forwarding timeout, and whether it may share a connection with others
+    (see L{marconi.cluster.wire}).  The parameter is read as the receiving
+    node reads it (its last value, decoded, without the blanks around it),
+    which checks it; here it only lengthens a timeout.
     """
     uri = path.uri
     if b"wait=" not in uri:
         return 0
-    found = _WAIT.findall(uri.partition(b"?")[2])
-    return min(int(found[-1]), MAXIMUM_WAIT) if found else 0
+    values = parse_qs(uri.partition(b"?")[2]).get(b"wait")
+    if not values:
+        return 0
+    try:
+        value = values[-1].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return 0
+    if not _WHOLE.fullmatch(value):
+        return 0
+    return max(0, min(int(value), MAXIMUM_WAIT))
 
 
 _SAFE = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE"))

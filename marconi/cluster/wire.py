@@ -36,10 +36,12 @@ is lost before any byte of the answer arrived is sent once more, on a new
 connection; any other request fails with the connection's error.
 
 A connection this node closes with requests pipelined on it (one of them
-timed out, or had an answer that could not be read, or an answer closed
-the connection) fails those that cannot be sent again with L{Abandoned}:
-no failure of the peer.  A request whose caller gives up on it while
-others share its connection is left there, its answer read and dropped.
+had an answer that could not be read, or an answer closed the
+connection) fails those that cannot be sent again with L{Abandoned}: no
+failure of the peer.  A request given up (its caller went away, or its
+deadline passed) while others wait on its connection is left there, its
+answer read and dropped; the connection takes no new request until it is
+idle, and is closed once no request on it is waited for.
 """
 
 import re
@@ -111,8 +113,8 @@ class BadAnswer(Exception):
 class Abandoned(Exception):
     """
     A request was not answered because this node closed the connection it
-    was pipelined on, another request on it having failed (a timeout, an
-    answer it could not read) or its answer having closed it.
+    was pipelined on: another request's answer could not be read, or
+    closed the connection.
     """
 
 
@@ -337,6 +339,9 @@ class _Connection(Protocol):
         self.sent = 0
         #: Its first request offered pipelining.
         self.offered = False
+        #: A request on it was given up while others waited: no new one
+        #: is sent on it until it is idle.
+        self.draining = False
         self._aborted = False
         #: An answer closed the connection.
         self._closing = False
@@ -399,6 +404,7 @@ class _Connection(Protocol):
             self.pipelines
             and self._keep
             and not self.alone
+            and not self.draining
             and len(self._queue) < depth
         )
 
@@ -457,6 +463,10 @@ class _Connection(Protocol):
         if first < 0 or first > end:
             first = end
         statusLine = buffer[:first]
+        status, phrase, keep = _STATUS.get(statusLine) or _status(statusLine)
+        if 100 <= status < 200:
+            self._buffer = buffer[end + 4 :]
+            return True  # an interim answer: the final one follows
         if self.offered and not self.answered:
             self._granted(buffer.startswith(PIPELINING, first + 2))
             if self.pipelines:
@@ -467,10 +477,6 @@ class _Connection(Protocol):
         # Where the body begins: the buffer keeps what follows the head
         # (not cut before it is known how much of it is the body).
         start = end + 4
-        status, phrase, keep = _STATUS.get(statusLine) or _status(statusLine)
-        if 100 <= status < 200:
-            self._buffer = buffer[start:]
-            return True  # an interim answer: the final one follows
         block = buffer[first + 2 : end + 2]
         if not _HEADER_LINES.fullmatch(block):
             raise BadAnswer("a header line is malformed")
@@ -691,7 +697,12 @@ class _Connection(Protocol):
                 # A pooled connection the peer had already closed, or one
                 # closed before this request's answer began: once more, on
                 # a new one.
-                self._pool.resend(exchange)
+                try:
+                    self._pool.resend(exchange)
+                except Exception:
+                    # It could not be sent again (made anew, or a new
+                    # connection asked for): the others are still seen to.
+                    self._pool.finished(exchange, Failure())
             else:
                 self._pool.finished(exchange, Failure(error))
             heard = False
@@ -865,8 +876,8 @@ class Pool:
 
     def _cancel(self, exchange: _Exchange) -> None:
         exchange.then = None
-        self._waiting.discard(exchange)
-        self._stop(exchange, drop=True)
+        if not self._stop(exchange):
+            self._waiting.discard(exchange)
 
     def _due(
         self, exchange: _Exchange, seconds: float, now: Optional[float] = None
@@ -897,7 +908,11 @@ class Pool:
         for exchange in late:
             self._waiting.discard(exchange)
             then, exchange.then = exchange.then, None
-            self._stop(exchange)
+            if self._stop(exchange):
+                # Left on its connection, where others still wait: looked
+                # at again later, to close the connection once none does.
+                self._waiting.add(exchange)
+                exchange.due = now + exchange.bodyTimeout
             if then is not None:
                 # One caller's error must not keep the others waiting.
                 try:
@@ -983,15 +998,18 @@ class Pool:
         dialing.deferred = d
         d.addCallbacks(connected, failed)
 
-    def _stop(self, exchange: _Exchange, drop: bool = False) -> None:
+    def _stop(self, exchange: _Exchange) -> bool:
         """
-        Give up on C{exchange}: stop its connecting, or abort its
-        connection.
+        Give up on C{exchange} (its caller went away, or its deadline
+        passed): stop its connecting, or abort its connection, unless other
+        requests still wait for their answers on that connection: then it
+        is left there, its answer read and dropped when it comes, so that
+        the others are not lost with the connection (which takes no new
+        request meanwhile).
 
-        @param drop: its caller went away (rather than its deadline
-            passing): on a connection with other requests in flight, it
-            is left there, its answer read and dropped, so that the others
-            are not lost with the connection.
+        @return: whether it was left on its connection (it keeps its
+            deadline: past it, with nothing else waiting there, the
+            connection is aborted).
         """
         dialing, exchange.connecting = exchange.connecting, None
         if dialing is not None and exchange in dialing.exchanges:
@@ -1003,8 +1021,11 @@ class Pool:
                 dialing.deferred.cancel()
         connection = exchange.connection
         if connection is not None and exchange in connection._queue:
-            if drop and len(connection._queue) > 1:
-                return
+            if any(other.then is not None for other in connection._queue):
+                connection.draining = True
+                if self._pipes.get(exchange.key) is connection:
+                    del self._pipes[exchange.key]
+                return True
             # The connection is out of step with its peer once a request
             # on it is given up: closed, and the others on it sent again or
             # failed (see _Connection.connectionLost).
@@ -1017,6 +1038,7 @@ class Pool:
                 connection._answer = None
                 connection._heard = False
             connection.abort()
+        return False
 
     def _take(self, key: Any, now: float) -> Optional[_Connection]:
         idle = self._idle.get(key)
@@ -1041,6 +1063,7 @@ class Pool:
                 _log.failure("Error handling a forwarded request's answer")
 
     def release(self, connection: _Connection) -> None:
+        connection.draining = False
         self._busy.discard(connection)
         if self._pipes.get(connection._key) is connection:
             del self._pipes[connection._key]

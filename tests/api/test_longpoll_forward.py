@@ -19,7 +19,8 @@ class WaitOfTests(SynchronousTestCase):
     def test_waitOf(self) -> None:
         """
         The wait of a request target is its last C{wait} parameter when it
-        is a whole number, at most L{MAXIMUM_WAIT}; otherwise 0.
+        is a whole number, at most L{MAXIMUM_WAIT}; otherwise 0.  It is
+        read as the API reads it: decoded, without blanks around it.
         """
         for uri, seconds in (
             (b"/v2/queues/q/messages", 0),
@@ -30,6 +31,13 @@ class WaitOfTests(SynchronousTestCase):
             (b"/v2/queues/q/messages?wait=1&wait=4", 4),
             (b"/v2/queues/q/messages?wait=999999", MAXIMUM_WAIT),
             (b"/v2/queues/wait=5/messages", 0),
+            (b"/v2/queues/q/messages?wait=+20", 20),
+            (b"/v2/queues/q/messages?wait=20+", 20),
+            (b"/v2/queues/q/messages?wait=%2020", 20),
+            (b"/v2/queues/q/messages?wait=%C2%A020", 20),
+            (b"/v2/queues/q/messages?w%61it=6", 6),
+            (b"/v2/queues/q/messages?wait=-3", 0),
+            (b"/v2/queues/q/messages?wait=%FF", 0),
         ):
             self.assertEqual(waitOf(target(uri)), seconds, uri)
 

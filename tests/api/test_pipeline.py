@@ -196,6 +196,30 @@ class PipelineTests(SynchronousTestCase):
             self.assertEqual(set(json.loads(body)), {"title", "description"})
         return [code for code, _ in found[1:]]
 
+    def refusedInTurn(self, bad: bytes) -> int:
+        """
+        Send a good request, C{bad}, and another: C{bad} is answered with
+        an error in its turn, and the requests around it are served on
+        the connection, which stays open.
+        """
+        self.send(offering(createQueue(b"a1")) + bad + createQueue(b"a2"))
+        self.turn()
+        self.assertFalse(self.transport.disconnecting)
+        self.assertTrue(self.exists("a1"))
+        self.assertTrue(self.exists("a2"))
+        found = answers(self.transport.value())
+        self.assertEqual([found[0][0], found[2][0]], [201, 201])
+        self.assertEqual(len(found), 3)
+        self.assertNotIn(b"Connection: close", self.transport.value())
+        self.assertEqual(set(json.loads(found[1][1])), {"title", "description"})
+        # The connection serves on.
+        self.send(createQueue(b"a3") + stats(b"a3"))
+        self.turn()
+        self.assertEqual(
+            [code for code, _ in answers(self.transport.value())[3:]], [201, 200]
+        )
+        return found[1][0]
+
     def test_chunkedRefused(self) -> None:
         """
         A chunked request cannot be read whole ahead of its turn: it is
@@ -216,18 +240,32 @@ class PipelineTests(SynchronousTestCase):
 
     def test_upgradeRefused(self) -> None:
         """
-        A request that would take the connection over is refused.
+        A request that would take the connection over is refused, in its
+        turn.
         """
         bad = request(
             b"GET /v2/queues HTTP/1.1",
             headers=b"Connection: Upgrade\r\nUpgrade: websocket\r\n",
         )
-        self.assertEqual(self.refused(bad), [400])
+        self.assertEqual(self.refusedInTurn(bad), 400)
 
     def test_tooLargeRefused(self) -> None:
+        """
+        A body over the site's limit is refused in its turn, and skipped,
+        however it arrives.
+        """
         bad = request(b"POST /v2/queues/big/messages HTTP/1.1", b"x" * 10_001)
-        self.assertEqual(self.refused(bad), [413])
+        self.assertEqual(self.refusedInTurn(bad), 413)
         self.assertFalse(self.exists("big"))
+        self.setUp()
+        data = offering(bad + createQueue(b"b2"))
+        for at in range(0, len(data), 1000):
+            self.send(data[at : at + 1000])
+        self.turn()
+        self.assertEqual(
+            [code for code, _ in answers(self.transport.value())], [413, 201]
+        )
+        self.assertTrue(self.exists("b2"))
 
     def test_headTooLong(self) -> None:
         """
@@ -355,7 +393,8 @@ class PipelineTests(SynchronousTestCase):
     def test_malformedHeadRefusedFirst(self) -> None:
         """
         A head twisted.web would refuse or read in a special way is
-        refused, in its turn, before it or anything after it is served.
+        refused, in its turn, with an error of the API's form; the
+        requests around it are served.
         """
         for bad in (
             b"get /v2/queues HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -365,8 +404,37 @@ class PipelineTests(SynchronousTestCase):
             b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\n\r\n",
         ):
             self.setUp()
-            codes = self.refused(bad)
-            self.assertIn(codes, ([400], [414]), bad[:40])
+            self.assertIn(self.refusedInTurn(bad), (400, 414), bad[:40])
+
+    def test_closingAsTheChannelReadsIt(self) -> None:
+        """
+        Whether a request closes the connection is what its channel makes
+        of it: C{Connection: Close} does; C{Connection: keep-alive} does
+        not.
+        """
+        for value, closes in ((b"Close", True), (b"keep-alive", False)):
+            self.setUp()
+            closing = request(
+                b"GET /v2/queues/empty/messages?wait=5 HTTP/1.1",
+                headers=b"Connection: " + value + b"\r\n",
+            )
+            self.send(offering(createQueue(b"k1")) + closing + createQueue(b"k2"))
+            self.turn()
+            self.assertEqual(self.exists("k2"), not closes, value)
+            self.turn(5)
+            found = [code for code, _ in answers(self.transport.value())]
+            self.assertEqual(found, [201, 200] if closes else [201, 200, 201])
+            self.assertEqual(self.transport.disconnecting, closes)
+
+    def test_offerMustSayOne(self) -> None:
+        """
+        C{Marconi-Pipelining: 0} asks for nothing.
+        """
+        data = LONG_POLL + createQueue(b"o1")
+        at = data.find(b"\r\n") + 2
+        self.send(data[:at] + b"Marconi-Pipelining: 0\r\n" + data[at:])
+        self.turn()
+        self.assertFalse(self.exists("o1"))
 
     def test_roomForForwardingHeaders(self) -> None:
         """

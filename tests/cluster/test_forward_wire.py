@@ -1131,13 +1131,13 @@ class PipeliningTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(len(self.wired.connections), 1)
 
-    def test_timeoutOfOneAbandonsOthers(self) -> None:
+    def test_timeoutOfOneLeavesOthers(self) -> None:
         """
-        When one request times out, the connection is closed: those sent
-        behind it later are sent again if they may be, and otherwise fail
-        as abandoned by this node, not as lost by the peer.
+        When one request times out while others wait on its connection,
+        it fails alone: the connection takes no new request, its answer
+        is read and dropped, and the others get theirs.
         """
-        protocol, _ = self.granted()
+        protocol, transport = self.granted()
         first = self.wired.request(_get(0), pipelined=True)
         self.wired.clock.advance(3)
         later = [
@@ -1146,14 +1146,53 @@ class PipeliningTests(SynchronousTestCase):
         ]
         self.wired.clock.advance(2)
         self.failureResultOf(first, TimeoutError)
-        self.assertTrue(self.wired.connections[0][1].disconnecting)
-        protocol.connectionLost(Failure(ConnectionLost()))
-        self.failureResultOf(later[0], Abandoned)
-        self.assertNoResult(later[1])
-        protocol, transport = self.wired.connections[1]
-        self.assertEqual(transport.value(), _again(2))
-        protocol.dataReceived(_answer(2))
-        self.assertEqual(self.successResultOf(later[1])[1], b'{"n": 2}')
+        self.assertFalse(transport.disconnecting)
+        # Not taken by the next request while it drains.
+        self.wired.request(_get(3), pipelined=True)
+        self.assertEqual(len(self.wired.connections), 2)
+        protocol.dataReceived(b"".join(_answer(n) for n in range(3)))
+        self.assertEqual(
+            [self.successResultOf(d)[1] for d in later],
+            [b'{"n": 1}', b'{"n": 2}'],
+        )
+        self.assertFalse(transport.disconnecting)
+        # Idle again, it is used again.
+        self.wired.request(_get(4), pipelined=True)
+        self.assertEqual(len(self.wired.connections), 2)
+
+    def test_allGivenUpCloses(self) -> None:
+        """
+        Once no request on a connection is waited for any more (each timed
+        out, or its caller went away), the connection is closed, and a
+        request given up whose answer never comes does not keep it busy.
+        """
+        protocol, transport = self.granted()
+        first = self.wired.request(_get(0), pipelined=True)
+        self.wired.clock.advance(3)
+        second = self.wired.request(_get(1), pipelined=True)
+        self.wired.clock.advance(2)
+        self.failureResultOf(first, TimeoutError)
+        self.assertFalse(transport.disconnecting)
+        self.wired.clock.advance(3)
+        self.failureResultOf(second, TimeoutError)
+        self.assertTrue(transport.disconnecting)
+        # A caller gone, then the answers of the others, but never its
+        # own: the connection is closed at its deadline.
+        self.setUp()
+        protocol, transport = self.granted()
+        sent = [self.wired.request(_get(n), pipelined=True) for n in range(2)]
+        sent[1].cancel()
+        self.failureResultOf(sent[1], CancelledError)
+        protocol.dataReceived(_answer(0))
+        self.successResultOf(sent[0])
+        self.assertFalse(transport.disconnecting)
+        self.wired.clock.advance(5)
+        self.assertTrue(transport.disconnecting)
+        self.assertNoTimerLeft()
+
+    def assertNoTimerLeft(self) -> None:
+        self.wired.clock.advance(60)
+        self.assertEqual(self.wired.clock.getDelayedCalls(), [])
 
     def test_badAnswerAbandonsOthers(self) -> None:
         """

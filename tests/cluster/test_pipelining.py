@@ -7,7 +7,13 @@ import os
 
 from twisted.internet.defer import Deferred, gatherResults
 
-from tests.integration.test_cluster import ClusterTestCase, queueOwnedBy
+from tests.integration.test_cluster import (
+    CLIENT,
+    PROJECT,
+    ClusterTestCase,
+    queueOwnedBy,
+)
+from tests.rawhttp import exchange, status
 
 
 def connectionsTo(port: int) -> int:
@@ -71,3 +77,46 @@ class PipelinedForwardingTests(ClusterTestCase):
             nextPage = [link["href"] for link in body["links"] if link["rel"] == "next"]
             r, body = await self.call("a", "GET", nextPage[0])
         self.assertEqual(got, set(range(-1, 40)))
+
+    async def test_oneBadRequestFailsOnlyItself(self) -> None:
+        """
+        A request the relaying node takes but the owner refuses (a header
+        line the relaying node lengthens past the owner's bound) is
+        answered with its error; the requests pipelined beside it are
+        served as usual.
+        """
+        await self.startCluster()
+        queue = queueOwnedBy("b")
+        path = f"/v2/queues/{queue}/messages"
+        r, _ = await self.call(
+            "a", "POST", path, {"messages": [{"ttl": 60, "body": -1}]}
+        )
+        self.assertEqual(r.code, 201)
+        bad = (
+            (
+                f"GET {path} HTTP/1.1\r\nHost: x\r\nClient-ID: {CLIENT}\r\n"
+                f"X-Project-ID: {PROJECT}\r\nConnection: close\r\n"
+            ).encode()
+            + b"X-Pad:"
+            + b"a" * 8186
+            + b"\r\n\r\n"
+        )
+        posts = [
+            Deferred.fromCoroutine(
+                self.call("a", "POST", path, {"messages": [{"ttl": 60, "body": n}]})
+            )
+            for n in range(20)
+        ]
+        refused = Deferred.fromCoroutine(exchange(self.ports["a"], bad))
+        posts += [
+            Deferred.fromCoroutine(
+                self.call("a", "POST", path, {"messages": [{"ttl": 60, "body": n}]})
+            )
+            for n in range(20, 40)
+        ]
+        posted = await gatherResults(posts)
+        self.assertEqual([r.code for r, _ in posted], [201] * 40)
+        answer = await refused
+        self.assertEqual(status(answer), 431, answer[:300])
+        r, stats = await self.call("b", "GET", f"/v2/queues/{queue}/stats")
+        self.assertEqual(stats["messages"]["total"], 41)
