@@ -1034,20 +1034,16 @@ class MarconiChannel(http.HTTPChannel):
         super().connectionLost(reason)
 
     def _tooSlow(self) -> None:
-        if self._pipelined is not None:
-            # Answers may be waiting their turn: nothing is written out of
-            # it.
-            _log.info(
-                "Closing a connection whose request arrived too slowly: {peer}",
-                peer=str(self.transport.getPeer()),
-            )
-            self._refused = True
-            self.timeoutConnection()
-            return
         _log.info(
             "Closing a connection whose request arrived too slowly: {peer}",
             peer=str(self.transport.getPeer()),
         )
+        if self._pipelined is not None:
+            # Answers may be waiting their turn: nothing is written out of
+            # it.
+            self._refused = True
+            self.timeoutConnection()
+            return
         self._refuse(
             408,
             b"Request Timeout",

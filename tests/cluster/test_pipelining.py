@@ -33,6 +33,18 @@ def connectionsTo(port: int) -> int:
 
 
 class PipelinedForwardingTests(ClusterTestCase):
+    def posting(self, path: str, bodies: range) -> list:
+        """
+        One post to node a of a message for each of C{bodies}, all sent at
+        once: their L{Deferred}s.
+        """
+        return [
+            Deferred.fromCoroutine(
+                self.call("a", "POST", path, {"messages": [{"ttl": 60, "body": n}]})
+            )
+            for n in bodies
+        ]
+
     async def test_burstSharesConnections(self) -> None:
         """
         Forty requests sent at once to node a for a queue b owns are all
@@ -50,12 +62,7 @@ class PipelinedForwardingTests(ClusterTestCase):
         )
         self.assertEqual(r.code, 201)
         before = connectionsTo(self.ports["b"])
-        posts = [
-            Deferred.fromCoroutine(
-                self.call("a", "POST", path, {"messages": [{"ttl": 60, "body": n}]})
-            )
-            for n in range(40)
-        ]
+        posts = self.posting(path, range(40))
         posted = await gatherResults(posts)
         self.assertEqual([r.code for r, _ in posted], [201] * 40)
         # All on the connection the first request opened (up to 128 go on
@@ -101,19 +108,9 @@ class PipelinedForwardingTests(ClusterTestCase):
             + b"a" * 8186
             + b"\r\n\r\n"
         )
-        posts = [
-            Deferred.fromCoroutine(
-                self.call("a", "POST", path, {"messages": [{"ttl": 60, "body": n}]})
-            )
-            for n in range(20)
-        ]
+        posts = self.posting(path, range(20))
         refused = Deferred.fromCoroutine(exchange(self.ports["a"], bad))
-        posts += [
-            Deferred.fromCoroutine(
-                self.call("a", "POST", path, {"messages": [{"ttl": 60, "body": n}]})
-            )
-            for n in range(20, 40)
-        ]
+        posts += self.posting(path, range(20, 40))
         posted = await gatherResults(posts)
         self.assertEqual([r.code for r, _ in posted], [201] * 40)
         answer = await refused
